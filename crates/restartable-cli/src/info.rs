@@ -1,0 +1,101 @@
+//! `rseq info`: this thread's registration, CPU ids, kernel and libc, as text or JSON.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use restartable::{registration, Registration};
+use serde_json::json;
+
+/// Arguments of `rseq info`.
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Everything `info` reports, gathered once.
+pub struct Facts {
+    pub status: restartable::Status,
+    pub cpu: u32,
+    pub mm_cid: Option<u32>,
+    pub numa_node: Option<u32>,
+    pub possible_cpus: usize,
+    pub kernel: String,
+    pub libc: String,
+    pub process_owner: Option<restartable::Owner>,
+}
+
+impl Facts {
+    pub fn gather() -> Facts {
+        let status = restartable::status();
+        Facts {
+            status,
+            cpu: restartable::current_cpu(),
+            mm_cid: restartable::current_mm_cid(),
+            numa_node: restartable::current_numa_node(),
+            possible_cpus: restartable::possible_cpus(),
+            kernel: restartable::sys::kernel_release(),
+            libc: restartable::sys::libc_version(),
+            process_owner: registration::process_owner(),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let reason = self.status.reason();
+        json!({
+            "registration": self.status.registration.code(),
+            "reason": reason.map(|r| r.code()),
+            "reason_text": reason.map(|r| r.to_string()),
+            "feature_size": self.status.feature_size,
+            "cpu": self.cpu,
+            "mm_cid": self.mm_cid,
+            "numa_node": self.numa_node,
+            "possible_cpus": self.possible_cpus,
+            "membarrier_rseq": self.status.membarrier_rseq,
+            "kernel": self.kernel,
+            "libc": self.libc,
+        })
+    }
+}
+
+fn opt(v: Option<u32>) -> String {
+    v.map_or_else(|| String::from("unavailable"), |v| v.to_string())
+}
+
+pub fn run(args: &InfoArgs) -> ExitCode {
+    let facts = Facts::gather();
+    if args.json {
+        println!("{}", facts.to_json());
+        return ExitCode::SUCCESS;
+    }
+    let registration = match facts.status.registration {
+        Registration::Registered(restartable::Owner::Libc) => {
+            String::from("libc (glibc registered this thread's area; the library reuses it)")
+        }
+        Registration::Registered(restartable::Owner::Library) => {
+            String::from("library (the library registered its own area for this thread)")
+        }
+        Registration::Unavailable(r) => format!("unavailable: {r}"),
+    };
+    println!("registration     {registration}");
+    println!("feature size     {}", facts.status.feature_size);
+    println!("cpu              {}", facts.cpu);
+    println!("mm_cid           {}", opt(facts.mm_cid));
+    println!("numa node        {}", opt(facts.numa_node));
+    println!("possible cpus    {}", facts.possible_cpus);
+    println!(
+        "membarrier rseq  {}",
+        if facts.status.membarrier_rseq {
+            "available"
+        } else {
+            "unavailable"
+        }
+    );
+    println!("kernel           {}", facts.kernel);
+    println!("libc             {}", facts.libc);
+    if facts.process_owner.is_none() || !facts.status.is_registered() {
+        println!("note             per-CPU containers run on their fallback paths here");
+    }
+    ExitCode::SUCCESS
+}

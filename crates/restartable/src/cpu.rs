@@ -1,0 +1,125 @@
+//! The current CPU, mm_cid and NUMA node, for the cost of one load where rseq is
+//! registered, with fallbacks where it is not.
+
+use std::sync::OnceLock;
+
+use crate::registration::{self, ThreadArea};
+use crate::sys;
+
+/// The CPU this thread is running on.
+///
+/// One thread-local load from the rseq area on the fast path; `sched_getcpu()` (then
+/// the raw `getcpu` system call) where rseq is unavailable. Never fails. Like every
+/// CPU number, it may be stale as soon as it is read: the thread can migrate.
+///
+/// # Examples
+/// ```
+/// let cpu = restartable::current_cpu();
+/// assert!((cpu as usize) < restartable::possible_cpus());
+/// ```
+#[doc(alias = "sched_getcpu")]
+#[doc(alias = "rseq_current_cpu")]
+#[inline]
+pub fn current_cpu() -> u32 {
+    registration::current_cpu()
+}
+
+/// The memory-map concurrency id of this thread (Linux 6.3+): a compact id in
+/// `[0, min(threads, allowed CPUs))`, unique among the threads of this process running
+/// at the same time. `None` where rseq or mm_cid is unavailable.
+///
+/// # Examples
+/// ```
+/// if let Some(cid) = restartable::current_mm_cid() {
+///     assert!((cid as usize) < restartable::possible_cpus());
+/// }
+/// ```
+#[doc(alias = "rseq_current_mm_cid")]
+#[inline]
+pub fn current_mm_cid() -> Option<u32> {
+    let area = ThreadArea::current().ok()?;
+    if !registration::mm_cid_available() {
+        return None;
+    }
+    Some(area.mm_cid())
+}
+
+/// The NUMA node of the CPU this thread runs on. From the rseq area where the kernel
+/// provides it (Linux 6.3+), otherwise from the `getcpu` system call; `None` only when
+/// neither answers.
+///
+/// # Examples
+/// ```
+/// let node = restartable::current_numa_node();
+/// assert!(node.is_some());
+/// ```
+#[doc(alias = "rseq_current_node_id")]
+#[inline]
+pub fn current_numa_node() -> Option<u32> {
+    if let Ok(area) = ThreadArea::current() {
+        if registration::node_id_available() {
+            return Some(area.node_id());
+        }
+    }
+    sys::getcpu_node_syscall()
+}
+
+/// The number of possible CPUs: one more than the highest CPU number in
+/// `/sys/devices/system/cpu/possible`, else the configured processor count, at least 1.
+/// Every CPU number this process can observe is below it, so it sizes per-CPU arrays.
+///
+/// # Examples
+/// ```
+/// assert!(restartable::possible_cpus() >= 1);
+/// ```
+pub fn possible_cpus() -> usize {
+    static POSSIBLE: OnceLock<usize> = OnceLock::new();
+    *POSSIBLE.get_or_init(|| {
+        std::fs::read_to_string("/sys/devices/system/cpu/possible")
+            .ok()
+            .and_then(|s| parse_cpu_list_max(&s))
+            .map(|max| max + 1)
+            .unwrap_or_else(|| {
+                // SAFETY: sysconf has no preconditions.
+                let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+                if n > 0 {
+                    n as usize
+                } else {
+                    1
+                }
+            })
+            .max(1)
+    })
+}
+
+/// The highest CPU number of a kernel CPU list such as `0-3,8,10-11`.
+fn parse_cpu_list_max(list: &str) -> Option<usize> {
+    let mut max = None;
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        let last = part.rsplit('-').next()?;
+        let n: usize = last.trim().parse().ok()?;
+        max = Some(max.map_or(n, |m: usize| m.max(n)));
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list_max("0-1\n"), Some(1));
+        assert_eq!(parse_cpu_list_max("0"), Some(0));
+        assert_eq!(parse_cpu_list_max("0-3,8,10-11"), Some(11));
+        assert_eq!(parse_cpu_list_max(""), None);
+        assert_eq!(parse_cpu_list_max("x"), None);
+    }
+
+    #[test]
+    fn cpu_in_range() {
+        for _ in 0..1000 {
+            assert!((current_cpu() as usize) < possible_cpus());
+        }
+    }
+}

@@ -1,0 +1,615 @@
+//! Per-thread registration: every thread gets, lazily and exactly once, a usable rseq
+//! area or the reason why not.
+//!
+//! The process decides once who owns registrations:
+//! - **libc**: glibc (2.35+) registered an area for every thread; we find it at
+//!   `thread pointer + __rseq_offset` and never register again (a second `rseq()` on
+//!   the same thread would fail with `EBUSY`/`EINVAL`).
+//! - **library**: libc did not register (musl, old glibc,
+//!   `GLIBC_TUNABLES=glibc.pthread.rseq=0`, or the kernel refused glibc); each thread
+//!   registers its own thread-local area on first use and unregisters it from a
+//!   thread-local destructor, before its TLS is freed.
+//!
+//! Per thread, the state machine is
+//! `uninit -> registered | unavailable(reason)`, and `registered -> destroyed` when the
+//! thread exits; it never aborts the process and never writes a kernel-owned field.
+
+use core::cell::{Cell, UnsafeCell};
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicIsize, AtomicU32, AtomicU8, Ordering};
+
+use crate::abi::{self, Rseq};
+use crate::sys;
+
+/// Who owns this thread's rseq registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The C library registered the area (glibc 2.35+); the library reuses it.
+    Libc,
+    /// The library registered its own thread-local area.
+    Library,
+}
+
+/// Why rseq is unavailable to a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The kernel has no rseq system call (`ENOSYS`: old kernel, valgrind, qemu-user,
+    /// a seccomp filter returning `ENOSYS`).
+    NoSyscall,
+    /// The system call is forbidden (`EPERM`, typically a seccomp filter).
+    NotPermitted,
+    /// Another component registered an area for this thread (`EBUSY` or `EINVAL`).
+    ForeignOwner {
+        /// The errno returned by the registration attempt.
+        errno: i32,
+    },
+    /// The C library owns registrations but this thread has none (its registration
+    /// failed, or the thread was not created by the C library).
+    LibcNotRegistered,
+    /// The thread is exiting: its thread-local destructors are running or have run.
+    ThreadExiting,
+    /// The thread opted out with [`disable_current_thread`].
+    Disabled,
+    /// This target has no rseq support in this library (only x86_64 Linux today).
+    UnsupportedTarget,
+    /// Registration failed with another errno.
+    Error {
+        /// The errno returned by the registration attempt.
+        errno: i32,
+    },
+}
+
+impl Reason {
+    fn from_errno(errno: i32) -> Reason {
+        match errno {
+            libc::ENOSYS => Reason::NoSyscall,
+            libc::EPERM => Reason::NotPermitted,
+            libc::EBUSY | libc::EINVAL => Reason::ForeignOwner { errno },
+            errno => Reason::Error { errno },
+        }
+    }
+
+    /// A short machine-friendly name (`"enosys"`, `"eperm"`, ...), used by `rseq info`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::NoSyscall => "enosys",
+            Reason::NotPermitted => "eperm",
+            Reason::ForeignOwner { .. } => "foreign-owner",
+            Reason::LibcNotRegistered => "libc-not-registered",
+            Reason::ThreadExiting => "thread-exiting",
+            Reason::Disabled => "disabled",
+            Reason::UnsupportedTarget => "unsupported-target",
+            Reason::Error { .. } => "error",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::NoSyscall => f.write_str("the kernel has no rseq system call (ENOSYS)"),
+            Reason::NotPermitted => f.write_str("the rseq system call is not permitted (EPERM)"),
+            Reason::ForeignOwner { errno } => write!(
+                f,
+                "another component registered rseq for this thread (errno {errno})"
+            ),
+            Reason::LibcNotRegistered => {
+                f.write_str("the C library owns rseq but did not register this thread")
+            }
+            Reason::ThreadExiting => f.write_str("the thread is exiting"),
+            Reason::Disabled => f.write_str("rseq was disabled for this thread"),
+            Reason::UnsupportedTarget => {
+                f.write_str("rseq is not supported on this target by this library")
+            }
+            Reason::Error { errno } => write!(f, "rseq registration failed (errno {errno})"),
+        }
+    }
+}
+
+/// The registration state of a thread, as reported by [`crate::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// The thread has a registered area, owned as said.
+    Registered(Owner),
+    /// The thread cannot use rseq, for the reason given.
+    Unavailable(Reason),
+}
+
+impl Registration {
+    /// `"libc"`, `"library"` or `"unavailable"`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Registration::Registered(Owner::Libc) => "libc",
+            Registration::Registered(Owner::Library) => "library",
+            Registration::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Proof that the current thread has a registered rseq area, and its address.
+///
+/// `ThreadArea` is `Copy` but neither `Send` nor `Sync`: it cannot leave the thread
+/// that obtained it. The area it points to stays mapped for the thread's lifetime; if
+/// the thread's registration ends (thread exit), the kernel resets `cpu_id` so every
+/// critical section's CPU check fails and aborts.
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadArea {
+    ptr: NonNull<Rseq>,
+    _not_send: PhantomData<*mut Rseq>,
+}
+
+impl ThreadArea {
+    /// This thread's registered area, registering it on first use.
+    #[inline]
+    pub fn current() -> Result<ThreadArea, Reason> {
+        imp::current()
+    }
+
+    /// Address of the area (for asm operands).
+    #[inline(always)]
+    pub fn as_ptr(self) -> *mut Rseq {
+        self.ptr.as_ptr()
+    }
+
+    /// The kernel's current `cpu_id` (one load; may be stale by the time it is used).
+    #[inline(always)]
+    pub fn cpu_id(self) -> u32 {
+        // SAFETY: the area is valid for the thread's lifetime (type invariant) and
+        // cpu_id is 4-byte aligned; a volatile read because the kernel updates it.
+        unsafe { core::ptr::addr_of!((*self.ptr.as_ptr()).cpu_id).read_volatile() }
+    }
+
+    /// The kernel's current `mm_cid` (valid only when [`mm_cid_available`]).
+    #[inline(always)]
+    pub fn mm_cid(self) -> u32 {
+        // SAFETY: as for `cpu_id`.
+        unsafe { core::ptr::addr_of!((*self.ptr.as_ptr()).mm_cid).read_volatile() }
+    }
+
+    /// The kernel's current `node_id` (valid only when the feature size allows).
+    #[inline(always)]
+    pub fn node_id(self) -> u32 {
+        // SAFETY: as for `cpu_id`.
+        unsafe { core::ptr::addr_of!((*self.ptr.as_ptr()).node_id).read_volatile() }
+    }
+
+    /// # Safety
+    /// `ptr` must be this thread's registered area.
+    #[inline(always)]
+    unsafe fn new(ptr: *mut Rseq) -> ThreadArea {
+        ThreadArea {
+            // SAFETY: the caller passes a non-null area pointer.
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+            _not_send: PhantomData,
+        }
+    }
+}
+
+/// Process-wide decision, made once.
+const MODE_UNINIT: u8 = 0;
+const MODE_LIBC: u8 = 1;
+const MODE_LIBRARY: u8 = 2;
+/// Library mode where the system call itself is missing or forbidden for the whole
+/// process: threads do not even try.
+const MODE_NONE: u8 = 3;
+
+static MODE: AtomicU8 = AtomicU8::new(MODE_UNINIT);
+/// In libc mode, glibc's `__rseq_offset`; otherwise [`NO_OFFSET`].
+static LIBC_OFFSET: AtomicIsize = AtomicIsize::new(NO_OFFSET);
+const NO_OFFSET: isize = isize::MIN;
+static FEATURE_SIZE: AtomicU32 = AtomicU32::new(0);
+/// The reason stored with `MODE_NONE` (an errno).
+static NONE_ERRNO: AtomicU32 = AtomicU32::new(0);
+
+/// The feature size usable on registered areas (20 for the original ABI, 28 here).
+pub fn feature_size() -> u32 {
+    decide_mode();
+    FEATURE_SIZE.load(Ordering::Relaxed)
+}
+
+/// Whether `mm_cid` is maintained by the kernel for registered areas.
+pub fn mm_cid_available() -> bool {
+    feature_size() >= abi::FEATURE_SIZE_MM_CID
+}
+
+/// Whether `node_id` is maintained by the kernel for registered areas.
+pub fn node_id_available() -> bool {
+    feature_size() >= abi::FEATURE_SIZE_NODE_ID
+}
+
+/// Decides libc-owned or library-owned, once per process.
+#[cold]
+fn decide_mode_slow() -> u8 {
+    let auxv = sys::getauxval(abi::AT_RSEQ_FEATURE_SIZE) as u32;
+    let (mode, feature) = match sys::libc_rseq() {
+        Some(l) if l.size != 0 && cfg!(restartable_asm) => {
+            LIBC_OFFSET.store(l.offset, Ordering::Relaxed);
+            (MODE_LIBC, abi::effective_feature_size(l.size, auxv))
+        }
+        _ => (
+            MODE_LIBRARY,
+            if auxv == 0 {
+                abi::ORIGINAL_FEATURE_SIZE
+            } else {
+                auxv
+            },
+        ),
+    };
+    FEATURE_SIZE.store(feature, Ordering::Relaxed);
+    // Every thread computes the same answer; the first store wins, the rest agree.
+    match MODE.compare_exchange(MODE_UNINIT, mode, Ordering::Release, Ordering::Acquire) {
+        Ok(_) => mode,
+        Err(existing) => existing,
+    }
+}
+
+#[inline]
+fn decide_mode() -> u8 {
+    match MODE.load(Ordering::Acquire) {
+        MODE_UNINIT => decide_mode_slow(),
+        m => m,
+    }
+}
+
+/// The owner of registrations in this process, deciding it if needed: `None` when the
+/// library registers its own areas but the system call is missing for the process.
+pub fn process_owner() -> Option<Owner> {
+    match decide_mode() {
+        MODE_LIBC => Some(Owner::Libc),
+        MODE_LIBRARY => Some(Owner::Library),
+        _ => None,
+    }
+}
+
+/// Per-thread state values.
+const T_UNINIT: u8 = 0;
+const T_REGISTERED: u8 = 1;
+const T_UNAVAILABLE: u8 = 2;
+const T_DESTROYED: u8 = 3;
+const T_DISABLED: u8 = 4;
+
+thread_local! {
+    static STATE: Cell<u8> = const { Cell::new(T_UNINIT) };
+    static REASON: Cell<Option<Reason>> = const { Cell::new(None) };
+    /// Length we registered `OWN` with, for the matching unregistration.
+    static OWN_LEN: Cell<u32> = const { Cell::new(0) };
+    /// Armed on registration; its destructor unregisters.
+    static UNREGISTER: Unregister = const { Unregister };
+}
+
+/// The library-owned area: 256 bytes so that any future feature size fits, 64-byte
+/// aligned (the kernel asks for 32 today through `AT_RSEQ_ALIGN`).
+#[repr(C, align(64))]
+struct OwnArea {
+    rseq: UnsafeCell<Rseq>,
+    _extension: UnsafeCell<[u8; 224]>,
+}
+
+const OWN_AREA_SIZE: u32 = core::mem::size_of::<OwnArea>() as u32;
+const OWN_AREA_ALIGN: u64 = core::mem::align_of::<OwnArea>() as u64;
+const _: () = assert!(OWN_AREA_SIZE == 256);
+
+thread_local! {
+    // No destructor and a const initializer: in an executable this is a plain
+    // `%fs`-relative access with no lazy-initialization check.
+    static OWN: OwnArea = const {
+        OwnArea { rseq: UnsafeCell::new(Rseq::new()), _extension: UnsafeCell::new([0; 224]) }
+    };
+}
+
+/// Unregisters the library-owned area when the thread exits, before its TLS block can
+/// be freed or reused. Its destructor is armed only by a successful registration.
+struct Unregister;
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        if STATE.try_with(|s| s.get()).ok() != Some(T_REGISTERED) {
+            return;
+        }
+        let len = OWN_LEN.try_with(|l| l.get()).unwrap_or(0);
+        // `OWN` has no destructor, so it is still accessible during TLS teardown.
+        let _ = OWN.try_with(|own| {
+            // SAFETY: this is the area this thread registered with `len` and the
+            // standard signature; after unregistering, the kernel no longer touches it.
+            let _ = unsafe { sys::rseq(own.rseq.get(), len, abi::FLAG_UNREGISTER, abi::SIGNATURE) };
+        });
+        let _ = STATE.try_with(|s| s.set(T_DESTROYED));
+        let _ = REASON.try_with(|r| r.set(Some(Reason::ThreadExiting)));
+    }
+}
+
+/// Length to register the library-owned area with: at least `max(32, feature size)`,
+/// rounded up to the kernel's alignment, or the original 32 bytes where that does
+/// not fit our area.
+fn own_registration_len() -> u32 {
+    let feature = FEATURE_SIZE.load(Ordering::Relaxed);
+    let align = sys::getauxval(abi::AT_RSEQ_ALIGN).max(32);
+    if feature <= abi::ORIGINAL_SIZE || align > OWN_AREA_ALIGN {
+        return abi::ORIGINAL_SIZE;
+    }
+    let len = (u64::from(feature)).div_ceil(align) * align;
+    if len <= u64::from(OWN_AREA_SIZE) {
+        len as u32
+    } else {
+        abi::ORIGINAL_SIZE
+    }
+}
+
+#[cfg(restartable_asm)]
+mod imp {
+    use super::*;
+
+    /// glibc's area for this thread.
+    #[inline(always)]
+    pub(super) fn libc_area(offset: isize) -> *mut Rseq {
+        sys::thread_pointer().wrapping_offset(offset).cast::<Rseq>()
+    }
+
+    #[inline(always)]
+    fn own_area() -> *mut Rseq {
+        OWN.with(|own| own.rseq.get())
+    }
+
+    /// The registered area, if this thread has one right now; otherwise the cold path.
+    #[inline]
+    pub(super) fn current() -> Result<ThreadArea, Reason> {
+        let offset = LIBC_OFFSET.load(Ordering::Relaxed);
+        let area = if offset != NO_OFFSET {
+            libc_area(offset)
+        } else {
+            own_area()
+        };
+        // SAFETY: `area` is this thread's libc or own area, valid for the thread.
+        let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
+        if cpu < abi::CPU_ID_REGISTRATION_FAILED {
+            // SAFETY: a valid cpu_id means the kernel maintains this area.
+            return Ok(unsafe { ThreadArea::new(area) });
+        }
+        current_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn current_slow() -> Result<ThreadArea, Reason> {
+        match decide_mode() {
+            MODE_LIBC => {
+                let area = libc_area(LIBC_OFFSET.load(Ordering::Relaxed));
+                // SAFETY: glibc's area of this thread.
+                let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
+                if cpu < abi::CPU_ID_REGISTRATION_FAILED {
+                    // SAFETY: as above; the kernel maintains it.
+                    Ok(unsafe { ThreadArea::new(area) })
+                } else {
+                    Err(Reason::LibcNotRegistered)
+                }
+            }
+            MODE_NONE => Err(Reason::from_errno(NONE_ERRNO.load(Ordering::Relaxed) as i32)),
+            _ => register_own(),
+        }
+    }
+
+    /// Library mode: register this thread's own area (once).
+    fn register_own() -> Result<ThreadArea, Reason> {
+        let state = match STATE.try_with(|s| s.get()) {
+            Ok(s) => s,
+            Err(_) => return Err(Reason::ThreadExiting),
+        };
+        match state {
+            T_REGISTERED => {
+                let area = own_area();
+                // SAFETY: registered by this thread and not yet unregistered.
+                return Ok(unsafe { ThreadArea::new(area) });
+            }
+            T_UNINIT => {}
+            T_DESTROYED => return Err(Reason::ThreadExiting),
+            T_DISABLED => return Err(Reason::Disabled),
+            _ => return Err(REASON.with(|r| r.get()).unwrap_or(Reason::ThreadExiting)),
+        }
+        // Arm the destructor first: if that is impossible the thread is exiting, and a
+        // registration we could not undo must not be made.
+        if UNREGISTER.try_with(|_| ()).is_err() {
+            STATE.with(|s| s.set(T_UNAVAILABLE));
+            REASON.with(|r| r.set(Some(Reason::ThreadExiting)));
+            return Err(Reason::ThreadExiting);
+        }
+        let len = own_registration_len();
+        let area = own_area();
+        // SAFETY: `area` is this thread's TLS area, aligned to 64 and 256 bytes long; it
+        // stays valid until the `Unregister` destructor armed above unregisters it.
+        match unsafe { sys::rseq(area, len, 0, abi::SIGNATURE) } {
+            Ok(()) => {
+                OWN_LEN.with(|l| l.set(len));
+                STATE.with(|s| s.set(T_REGISTERED));
+                // SAFETY: just registered.
+                Ok(unsafe { ThreadArea::new(area) })
+            }
+            Err(errno) => {
+                let reason = Reason::from_errno(errno);
+                if matches!(errno, libc::ENOSYS | libc::EPERM) {
+                    // The whole process lacks the call: later threads skip the attempt.
+                    NONE_ERRNO.store(errno as u32, Ordering::Relaxed);
+                    let _ = MODE.compare_exchange(
+                        MODE_LIBRARY,
+                        MODE_NONE,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
+                STATE.with(|s| s.set(T_UNAVAILABLE));
+                REASON.with(|r| r.set(Some(reason)));
+                Err(reason)
+            }
+        }
+    }
+
+    /// See [`super::disable_current_thread`].
+    pub(super) fn disable() -> Result<(), DisableError> {
+        match decide_mode() {
+            // glibc's registration cannot be undone, and checking an opt-out flag
+            // would cost every sequence a TLS load: refuse.
+            MODE_LIBC => Err(DisableError::LibcOwned),
+            _ => {
+                let state = STATE
+                    .try_with(|s| s.get())
+                    .map_err(|_| DisableError::ThreadExiting)?;
+                if state == T_REGISTERED {
+                    // SAFETY: the area this thread registered with these arguments.
+                    let r = unsafe {
+                        sys::rseq(own_area(), OWN_LEN.with(|l| l.get()), abi::FLAG_UNREGISTER, abi::SIGNATURE)
+                    };
+                    if r.is_err() {
+                        return Err(DisableError::ThreadExiting);
+                    }
+                }
+                STATE.with(|s| s.set(T_DISABLED));
+                Ok(())
+            }
+        }
+    }
+
+    /// The CPU this thread runs on: one TLS load when registered.
+    #[inline]
+    pub(crate) fn current_cpu() -> u32 {
+        let offset = LIBC_OFFSET.load(Ordering::Relaxed);
+        let cpu = if offset != NO_OFFSET {
+            sys::read_tp_u32(offset + abi::OFFSET_CPU_ID as isize)
+        } else {
+            // SAFETY: our own TLS area; a volatile read because the kernel updates it.
+            OWN.with(|own| unsafe { core::ptr::addr_of!((*own.rseq.get()).cpu_id).read_volatile() })
+        };
+        if cpu < abi::CPU_ID_REGISTRATION_FAILED {
+            cpu
+        } else {
+            current_cpu_slow()
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn current_cpu_slow() -> u32 {
+        match current() {
+            Ok(area) => {
+                let cpu = area.cpu_id();
+                if cpu < abi::CPU_ID_REGISTRATION_FAILED {
+                    cpu
+                } else {
+                    sys::getcpu_fallback()
+                }
+            }
+            Err(_) => sys::getcpu_fallback(),
+        }
+    }
+}
+
+#[cfg(not(restartable_asm))]
+mod imp {
+    use super::*;
+
+    pub(super) fn current() -> Result<ThreadArea, Reason> {
+        Err(Reason::UnsupportedTarget)
+    }
+
+    pub(super) fn disable() -> Result<(), DisableError> {
+        let _ = STATE.try_with(|s| s.set(T_DISABLED));
+        Ok(())
+    }
+
+    #[inline]
+    pub(crate) fn current_cpu() -> u32 {
+        sys::getcpu_fallback()
+    }
+}
+
+pub(crate) use imp::current_cpu;
+
+/// This thread's registration state, registering on first use.
+pub fn current_registration() -> Registration {
+    match ThreadArea::current() {
+        Ok(_) => Registration::Registered(match decide_mode() {
+            MODE_LIBC => Owner::Libc,
+            _ => Owner::Library,
+        }),
+        Err(reason) => Registration::Unavailable(reason),
+    }
+}
+
+/// Why [`disable_current_thread`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisableError {
+    /// The C library owns this thread's registration; it cannot be given up.
+    LibcOwned,
+    /// The thread is exiting.
+    ThreadExiting,
+}
+
+impl fmt::Display for DisableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisableError::LibcOwned => f.write_str(
+                "the C library owns rseq registrations (set GLIBC_TUNABLES=glibc.pthread.rseq=0 to let the library own them)",
+            ),
+            DisableError::ThreadExiting => f.write_str("the thread is exiting"),
+        }
+    }
+}
+
+impl std::error::Error for DisableError {}
+
+/// Stops this thread from using rseq through this library: afterwards
+/// [`ThreadArea::current`] reports [`Reason::Disabled`] and every container takes its
+/// shared fallback path on this thread. Only in library-owned mode: the thread's own
+/// area is unregistered (or never registered). Where the C library owns the
+/// registration it returns [`DisableError::LibcOwned`]. Meant for tests of mixed mode
+/// (the reference stress test's `-D`) and for threads that must not run sequences.
+pub fn disable_current_thread() -> Result<(), DisableError> {
+    imp::disable()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_have_codes_and_messages() {
+        for r in [
+            Reason::NoSyscall,
+            Reason::NotPermitted,
+            Reason::ForeignOwner { errno: libc::EBUSY },
+            Reason::LibcNotRegistered,
+            Reason::ThreadExiting,
+            Reason::Disabled,
+            Reason::UnsupportedTarget,
+            Reason::Error { errno: 5 },
+        ] {
+            assert!(!r.code().is_empty());
+            assert!(!r.to_string().is_empty());
+        }
+        assert_eq!(Reason::from_errno(libc::ENOSYS), Reason::NoSyscall);
+        assert_eq!(Reason::from_errno(libc::EPERM), Reason::NotPermitted);
+        assert_eq!(
+            Reason::from_errno(libc::EINVAL),
+            Reason::ForeignOwner { errno: libc::EINVAL }
+        );
+    }
+
+    #[test]
+    fn disabled_thread_reports_disabled() {
+        std::thread::spawn(|| {
+            if process_owner() == Some(Owner::Libc) {
+                assert_eq!(disable_current_thread(), Err(DisableError::LibcOwned));
+                return;
+            }
+            disable_current_thread().unwrap();
+            assert!(ThreadArea::current().is_err());
+            // current_cpu keeps working through the fallback.
+            let cpu = crate::current_cpu() as usize;
+            assert!(cpu < crate::possible_cpus());
+        })
+        .join()
+        .unwrap();
+    }
+}

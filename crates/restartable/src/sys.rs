@@ -1,0 +1,190 @@
+//! Raw system calls and libc look-ups: `rseq`, `membarrier`, `getcpu`, the auxiliary
+//! vector and glibc's exported rseq symbols. Nothing else in the crate makes these calls.
+
+use core::ffi::CStr;
+
+use crate::abi::Rseq;
+
+/// `errno` of the last failed call on this thread.
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Registers (`flags == 0`) or unregisters (`flags == FLAG_UNREGISTER`) `area`.
+///
+/// # Safety
+/// `area` must point to `len` bytes, aligned as the kernel requires, that stay valid
+/// (and are not freed or reused) for as long as the registration lasts.
+pub(crate) unsafe fn rseq(area: *mut Rseq, len: u32, flags: i32, sig: u32) -> Result<(), i32> {
+    // SAFETY: the caller guarantees `area` stays valid while registered; the kernel
+    // validates every argument and reports errors through errno.
+    let ret = unsafe { libc::syscall(libc::SYS_rseq, area, len, flags, sig) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// `membarrier(cmd, flags, cpu_id)`; returns the non-negative result or the errno.
+pub(crate) fn membarrier(cmd: i32, flags: u32, cpu_id: i32) -> Result<i32, i32> {
+    // SAFETY: membarrier takes only integers and touches no user memory.
+    let ret = unsafe { libc::syscall(libc::SYS_membarrier, cmd, flags, cpu_id) };
+    if ret >= 0 {
+        Ok(ret as i32)
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// The CPU this thread runs on, without rseq: glibc's `sched_getcpu()` (which itself
+/// reads glibc's rseq area when it has one, else uses the vDSO), then the raw syscall.
+pub(crate) fn getcpu_fallback() -> u32 {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    if cpu >= 0 {
+        return cpu as u32;
+    }
+    getcpu_syscall().unwrap_or(0)
+}
+
+/// The CPU from the raw `getcpu` system call, bypassing libc and the vDSO.
+pub fn getcpu_syscall() -> Option<u32> {
+    getcpu_raw().map(|(cpu, _)| cpu)
+}
+
+/// The NUMA node from the raw `getcpu` system call.
+pub(crate) fn getcpu_node_syscall() -> Option<u32> {
+    getcpu_raw().map(|(_, node)| node)
+}
+
+fn getcpu_raw() -> Option<(u32, u32)> {
+    let mut cpu: u32 = 0;
+    let mut node: u32 = 0;
+    // SAFETY: both pointers are valid for writes of a u32; the third argument (tcache)
+    // is unused by the kernel and may be null.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_getcpu,
+            &mut cpu as *mut u32,
+            &mut node as *mut u32,
+            core::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    (ret == 0).then_some((cpu, node))
+}
+
+/// `getauxval(key)`, 0 when absent.
+pub(crate) fn getauxval(key: libc::c_ulong) -> u64 {
+    // SAFETY: getauxval has no preconditions; it returns 0 for unknown keys.
+    unsafe { libc::getauxval(key) as u64 }
+}
+
+/// Looks up a data symbol exported by an already loaded object (glibc's `__rseq_*`),
+/// at run time so the binary still loads with libcs that lack it.
+fn lookup(name: &CStr) -> *const libc::c_void {
+    // SAFETY: RTLD_DEFAULT is a valid pseudo-handle and `name` is NUL-terminated.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as *const libc::c_void }
+}
+
+/// What glibc exports about its own rseq registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LibcRseq {
+    /// `__rseq_offset`: offset of the area from the thread pointer.
+    pub offset: isize,
+    /// `__rseq_size`: 0 when glibc did not register.
+    pub size: u32,
+    /// `__rseq_flags`.
+    pub flags: u32,
+}
+
+/// glibc's `__rseq_offset` / `__rseq_size` / `__rseq_flags`, if this libc exports them.
+pub(crate) fn libc_rseq() -> Option<LibcRseq> {
+    let offset = lookup(c"__rseq_offset") as *const isize;
+    let size = lookup(c"__rseq_size") as *const u32;
+    let flags = lookup(c"__rseq_flags") as *const u32;
+    if offset.is_null() || size.is_null() {
+        return None;
+    }
+    // SAFETY: glibc defines these as `const ptrdiff_t __rseq_offset` and
+    // `const unsigned int __rseq_size / __rseq_flags`, initialized before any user code
+    // runs and never changed afterwards.
+    unsafe {
+        Some(LibcRseq {
+            offset: offset.read(),
+            size: size.read(),
+            flags: if flags.is_null() { 0 } else { flags.read() },
+        })
+    }
+}
+
+/// The thread pointer (`%fs:0` on x86_64), from which glibc's area is at
+/// `__rseq_offset`.
+#[cfg(restartable_asm)]
+#[inline(always)]
+pub(crate) fn thread_pointer() -> *mut u8 {
+    let tp: *mut u8;
+    // SAFETY: on x86_64 Linux, %fs:0 holds the thread control block's self pointer;
+    // reading it has no side effects.
+    unsafe {
+        core::arch::asm!(
+            "mov %fs:0, {tp}",
+            tp = out(reg) tp,
+            options(att_syntax, nostack, preserves_flags, readonly, pure)
+        );
+    }
+    tp
+}
+
+/// Reads a `u32` at `offset` bytes from the thread pointer (`%fs:offset`): one load,
+/// with no assumption that it keeps its value (the kernel updates it asynchronously).
+#[cfg(restartable_asm)]
+#[inline(always)]
+pub(crate) fn read_tp_u32(offset: isize) -> u32 {
+    let v: u32;
+    // SAFETY: callers pass an offset inside glibc's registered rseq area of this
+    // thread, which is part of the thread's static TLS block and always mapped.
+    unsafe {
+        core::arch::asm!(
+            "movl %fs:({off}), {v:e}",
+            off = in(reg) offset,
+            v = out(reg) v,
+            options(att_syntax, nostack, preserves_flags, readonly)
+        );
+    }
+    v
+}
+
+/// `uname -r`, for reports.
+pub fn kernel_release() -> String {
+    // SAFETY: utsname is plain old data; zeroed is a valid value.
+    let mut uts: libc::utsname = unsafe { core::mem::zeroed() };
+    // SAFETY: `uts` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return String::from("unknown");
+    }
+    // SAFETY: uname NUL-terminates the release field.
+    let release = unsafe { CStr::from_ptr(uts.release.as_ptr()) };
+    release.to_string_lossy().into_owned()
+}
+
+/// The C library's name and version, e.g. `glibc 2.36`, for reports.
+pub fn libc_version() -> String {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn gnu_get_libc_version() -> *const libc::c_char;
+        }
+        // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+        let v = unsafe { CStr::from_ptr(gnu_get_libc_version()) };
+        format!("glibc {}", v.to_string_lossy())
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        String::from(if cfg!(target_env = "musl") {
+            "musl"
+        } else {
+            "unknown"
+        })
+    }
+}
