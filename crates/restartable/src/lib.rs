@@ -34,8 +34,11 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
+pub mod arch;
 mod cpu;
 mod fence;
+pub mod hooks;
+pub mod percpu;
 pub mod registration;
 pub mod sys;
 

@@ -1,0 +1,33 @@
+//! The op contract on targets without rseq asm (everything but x86_64 Linux today).
+//!
+//! On these targets [`ThreadArea::current`] always reports
+//! [`Reason::UnsupportedTarget`](crate::Reason::UnsupportedTarget), so no caller can
+//! hold the `ThreadArea` these functions take, and containers always run their shared
+//! fallback paths. The functions exist so that code written against the contract
+//! builds everywhere; they commit nothing and report `Aborted`.
+
+use super::{Index, OpResult, Order};
+use crate::hooks::Hooks;
+use crate::registration::ThreadArea;
+
+macro_rules! unavailable_op {
+    ($name:ident < $($g:ident : $b:ident),* > ( $($arg:ident : $ty:ty),* )) => {
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn $name<$($g: $b),*>(_area: ThreadArea, cpu: u32, $($arg: $ty),*) -> OpResult {
+            $(let _ = $arg;)*
+            OpResult::Aborted { cpu }
+        }
+    };
+}
+
+unavailable_op!(load_cbne_store<I: Index, H: Hooks>(v: *mut isize, expect: isize, newv: isize));
+unavailable_op!(load_add_store<I: Index, H: Hooks>(v: *mut isize, count: isize));
+unavailable_op!(load_cbeq_store_add_load_store<I: Index, H: Hooks>(
+    v: *mut isize, expectnot: isize, voffp: isize, load: *mut isize));
+unavailable_op!(load_add_load_load_add_store<I: Index, H: Hooks>(ptr: *mut isize, off: isize, inc: isize));
+unavailable_op!(load_cbne_store_store<I: Index, O: Order, H: Hooks>(
+    v: *mut isize, expect: isize, v2: *mut isize, newv2: isize, newv: isize));
+unavailable_op!(load_cbne_load_cbne_store<I: Index, H: Hooks>(
+    v: *mut isize, expect: isize, v2: *const isize, expect2: isize, newv: isize));
+unavailable_op!(load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
+    v: *mut isize, expect: isize, dst: *mut u8, src: *const u8, len: usize, newv: isize));

@@ -1,0 +1,311 @@
+//! The critical-section operations: the op contract, written once, and its
+//! implementations (`x86_64.rs` in inline asm; `fallback.rs` for every other target).
+//!
+//! # The contract
+//!
+//! Every op works on data that belongs to one CPU (or one mm_cid). The caller:
+//! 1. obtains this thread's [`ThreadArea`] (proof of a registered rseq area);
+//! 2. reads the CPU (or mm_cid) it will work for, with [`Index::current`];
+//! 3. prepares in ordinary code: computes the addresses of that CPU's data and the
+//!    values it expects and wants to store;
+//! 4. calls the op with the CPU it prepared for.
+//!
+//! The op runs as one restartable sequence: it stores its descriptor's address in the
+//! area's `rseq_cs`, checks that the thread still runs on the CPU it was given (if
+//! not: [`OpResult::Aborted`]), performs its loads and compares, and commits with one
+//! single store, the last instruction of the sequence. If the thread is preempted,
+//! migrated or signalled before that store, the kernel moves it to the abort handler,
+//! nothing has been committed, and the op returns [`OpResult::Aborted`]; the caller
+//! re-reads the CPU and retries. Stores made before the commit ("speculative": the
+//! `v2` store of [`load_cbne_store_store`], the copy of [`load_cbne_memcpy_store`], the
+//! `load` output of [`load_cbeq_store_add_load_store`]) may have happened even when
+//! the op aborts or a compare fails, so they must target memory that nobody else
+//! reads until the commit publishes it.
+//!
+//! In pseudocode (`v` and friends are that CPU's data; "commit" is the single store):
+//!
+//! | op | effect when committed | other results |
+//! |----|----------------------|---------------|
+//! | [`load_cbne_store`] | `if *v == expect { *v = newv }` | `CompareFailed` if `*v != expect` |
+//! | [`load_add_store`] | `*v += count` | — |
+//! | [`load_cbeq_store_add_load_store`] | `if *v != expectnot { *load = *v; *v = *(*v + voffp) }` | `CompareFailed` if `*v == expectnot` |
+//! | [`load_add_load_load_add_store`] | `**(*ptr + off) += inc` | — |
+//! | [`load_cbne_store_store`] | `if *v == expect { *v2 = newv2; *v = newv }` | `CompareFailed` |
+//! | [`load_cbne_load_cbne_store`] | `if *v == expect && *v2 == expect2 { *v = newv }` | `CompareFailed` |
+//! | [`load_cbne_memcpy_store`] | `if *v == expect { memcpy(dst, src, len); *v = newv }` | `CompareFailed` |
+//!
+//! Memory ordering: every load and store of an op is a plain (relaxed) access to
+//! memory that only this CPU's sequences write. The `Release` variants order all the
+//! op's earlier stores (the speculative ones, and the caller's) before the commit
+//! store; on x86_64 every store already has release semantics (TSO), so both
+//! orderings compile to the same instructions, and the type parameter documents intent
+//! and keeps code portable to weaker architectures.
+//!
+//! The caller must not make system calls between reading the CPU and the op (that is
+//! allowed: it is ordinary code), but the op itself contains none.
+//!
+//! # Test hooks
+//! Each op is generic over a [`Hooks`] type. [`NoHooks`] (what containers use by
+//! default) compiles to the bare sequence; the hooked types add delay-injection loops
+//! at numbered points, per-thread statistics and the compare-twice check, in the same
+//! binary (see [`crate::hooks`]).
+
+#[cfg(restartable_asm)]
+mod x86_64;
+#[cfg(restartable_asm)]
+use x86_64 as imp;
+
+#[cfg(not(restartable_asm))]
+mod fallback;
+#[cfg(not(restartable_asm))]
+use fallback as imp;
+
+use crate::abi;
+pub use crate::hooks::{Hooks, NoHooks, StatsHooks, TestHooks};
+use crate::registration::ThreadArea;
+
+/// The outcome of one op.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpResult {
+    /// The commit store happened.
+    Committed,
+    /// A compare failed: the sequence exited without committing.
+    CompareFailed,
+    /// The sequence was interrupted (preemption, migration, signal) or the thread was
+    /// no longer on `cpu`: nothing was committed; retry with a fresh CPU number.
+    Aborted {
+        /// The CPU (or mm_cid) the attempt was prepared for.
+        cpu: u32,
+    },
+}
+
+/// How per-CPU data is indexed: by `cpu_id` or by `mm_cid`.
+///
+/// Implemented by [`ByCpu`] and [`ByMmCid`]; the op re-checks the same field of the
+/// area that [`Index::current`] read.
+pub trait Index: sealed::Sealed + 'static {
+    /// Offset of the checked field in `struct rseq`.
+    const OFFSET: usize;
+    /// The current index of this thread, read from its area.
+    fn current(area: ThreadArea) -> u32;
+}
+
+/// Index per-CPU data by `cpu_id`.
+#[derive(Debug, Clone, Copy)]
+pub struct ByCpu;
+/// Index per-CPU data by `mm_cid` (Linux 6.3+; check [`crate::Status::mm_cid`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ByMmCid;
+
+impl Index for ByCpu {
+    const OFFSET: usize = abi::OFFSET_CPU_ID;
+    #[inline(always)]
+    fn current(area: ThreadArea) -> u32 {
+        area.cpu_id()
+    }
+}
+
+impl Index for ByMmCid {
+    const OFFSET: usize = abi::OFFSET_MM_CID;
+    #[inline(always)]
+    fn current(area: ThreadArea) -> u32 {
+        area.mm_cid()
+    }
+}
+
+/// Memory ordering of an op's commit store relative to its earlier stores.
+pub trait Order: sealed::Sealed + 'static {
+    /// Whether the commit has release semantics.
+    const RELEASE: bool;
+}
+/// The commit is a plain store.
+#[derive(Debug, Clone, Copy)]
+pub struct Relaxed;
+/// The commit is a release store: earlier stores are visible before it.
+#[derive(Debug, Clone, Copy)]
+pub struct Release;
+impl Order for Relaxed {
+    const RELEASE: bool = false;
+}
+impl Order for Release {
+    const RELEASE: bool = true;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ByCpu {}
+    impl Sealed for super::ByMmCid {}
+    impl Sealed for super::Relaxed {}
+    impl Sealed for super::Release {}
+}
+
+/// Whether the ops are real restartable sequences on this target (x86_64 Linux), as
+/// opposed to the fallback, where no [`ThreadArea`] can exist and containers use their
+/// shared fallback paths.
+pub const ASM_AVAILABLE: bool = cfg!(restartable_asm);
+
+/// `if *v == expect { *v = newv }` on `cpu`'s data.
+///
+/// # Safety
+/// - `area` must be this thread's (guaranteed by the type) and `cpu` the index the
+///   caller read from it with `I::current`.
+/// - `v` must be valid for reads and writes, aligned, and written only by sequences
+///   that run for `cpu` (or by code that excludes them, e.g. after a fence).
+#[doc(alias = "rseq_load_cbne_store__ptr")]
+#[inline(always)]
+pub unsafe fn load_cbne_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    newv: isize,
+) -> OpResult {
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    let r = unsafe { imp::load_cbne_store::<I, H>(area, cpu, v, expect, newv) };
+    crate::hooks::record::<H>(r)
+}
+
+/// `*v += count` on `cpu`'s data (a per-CPU counter increment).
+///
+/// # Safety
+/// As for [`load_cbne_store`].
+#[doc(alias = "rseq_load_add_store__ptr")]
+#[inline(always)]
+pub unsafe fn load_add_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    count: isize,
+) -> OpResult {
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    let r = unsafe { imp::load_add_store::<I, H>(area, cpu, v, count) };
+    crate::hooks::record::<H>(r)
+}
+
+/// `if *v != expectnot { *load = *v; *v = *(*v + voffp) }`: pop the head of a
+/// linked list (`voffp` is the offset of the `next` field in a node).
+///
+/// # Safety
+/// As for [`load_cbne_store`]; in addition every value `*v` can hold other than
+/// `expectnot` must be the address of a node readable at `voffp` for as long as the
+/// list is in use (nodes are not freed while a sequence might read them), and `load`
+/// must be valid for writes and private to the caller (it is written before the
+/// commit).
+#[doc(alias = "rseq_load_cbeq_store_add_load_store__ptr")]
+#[inline(always)]
+pub unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expectnot: isize,
+    voffp: isize,
+    load: *mut isize,
+) -> OpResult {
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    let r = unsafe {
+        imp::load_cbeq_store_add_load_store::<I, H>(area, cpu, v, expectnot, voffp, load)
+    };
+    crate::hooks::record::<H>(r)
+}
+
+/// `**(*ptr + off) += inc`: follow a shared pointer to an array of per-CPU entries,
+/// then the entry's pointer, and add to what it points at (the reference membarrier
+/// test's op: `ptr` can be swapped by another thread, which then fences).
+///
+/// # Safety
+/// As for [`load_cbne_store`]; `*ptr + off` must be readable and hold the address of
+/// an `isize` that only sequences for `cpu` write, for every value `*ptr` can hold
+/// while sequences may run.
+#[doc(alias = "rseq_load_add_load_load_add_store__ptr")]
+#[inline(always)]
+pub unsafe fn load_add_load_load_add_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    ptr: *mut isize,
+    off: isize,
+    inc: isize,
+) -> OpResult {
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    let r = unsafe { imp::load_add_load_load_add_store::<I, H>(area, cpu, ptr, off, inc) };
+    crate::hooks::record::<H>(r)
+}
+
+/// `if *v == expect { *v2 = newv2; *v = newv }`: a speculative store, then the commit.
+///
+/// # Safety
+/// As for [`load_cbne_store`]; `v2` must be valid for writes and not read by anyone
+/// until the commit of `v` publishes it.
+#[doc(alias = "rseq_load_cbne_store_store__ptr")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    v2: *mut isize,
+    newv2: isize,
+    newv: isize,
+) -> OpResult {
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    let r =
+        unsafe { imp::load_cbne_store_store::<I, O, H>(area, cpu, v, expect, v2, newv2, newv) };
+    crate::hooks::record::<H>(r)
+}
+
+/// `if *v == expect && *v2 == expect2 { *v = newv }`: two compares, one commit.
+///
+/// # Safety
+/// As for [`load_cbne_store`]; `v2` must be valid for reads.
+#[doc(alias = "rseq_load_cbne_load_cbne_store__ptr")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    v2: *const isize,
+    expect2: isize,
+    newv: isize,
+) -> OpResult {
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    let r =
+        unsafe { imp::load_cbne_load_cbne_store::<I, H>(area, cpu, v, expect, v2, expect2, newv) };
+    crate::hooks::record::<H>(r)
+}
+
+/// `if *v == expect { memcpy(dst, src, len); *v = newv }`: a speculative copy, then
+/// the commit.
+///
+/// # Safety
+/// As for [`load_cbne_store`]; `src` valid for `len` bytes of reads, `dst` for `len`
+/// bytes of writes, not overlapping, and `dst` not read by anyone until the commit
+/// publishes it.
+#[doc(alias = "rseq_load_cbne_memcpy_store__ptr")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    dst: *mut u8,
+    src: *const u8,
+    len: usize,
+    newv: isize,
+) -> OpResult {
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    let r = unsafe {
+        imp::load_cbne_memcpy_store::<I, O, H>(area, cpu, v, expect, dst, src, len, newv)
+    };
+    crate::hooks::record::<H>(r)
+}

@@ -1,0 +1,533 @@
+//! The op contract of [`super`] in x86_64 inline asm.
+//!
+//! Each op is one asm block that:
+//! - emits its `struct rseq_cs` descriptor into `__rseq_cs` (32-byte aligned, version
+//!   0, flags 0), the descriptor's address into `__rseq_cs_ptr_array`, and a
+//!   `(start_ip, exit_ip)` pair into `__rseq_exit_point_array` for every exit that is
+//!   not the post-commit address; the two arrays carry `SHF_GNU_RETAIN` (`"R"`) so
+//!   that `--gc-sections` keeps them in release binaries;
+//! - stores the descriptor's address into the area's `rseq_cs` (label `4` is the start
+//!   of the sequence), compares the CPU (or mm_cid) field with the one the caller
+//!   prepared for, loads and compares, and commits with one store followed by label
+//!   `5` (the post-commit address);
+//! - puts its abort handler (label `6`) in `__rseq_failure`, right after the
+//!   signature, disguised as `ud1 0x53053053(%rip), %edi` like the reference library
+//!   so disassemblers stay in sync;
+//! - leaves by `label` operands (asm goto): compare failure and abort return their
+//!   typed result without any flag or register to test afterwards.
+//!
+//! Labels are numeric and local (`3`..`9`, `77`, `86`-`89`) so the block survives
+//! inlining and duplication: every copy emits its own descriptor. Each op has two
+//! builds chosen at compile time by the [`Hooks`] type: `plain` (the bare sequence)
+//! and `hooked` (injection loops at points 1-6, the test switches, compare-twice).
+
+use core::arch::asm;
+
+use super::{Index, OpResult, Order};
+use crate::hooks::Hooks;
+use crate::registration::ThreadArea;
+
+/// Delay loop at injection point `$off / 4` (hooked builds only): `LOOPS[n]`
+/// iterations of `dec`/`jnz`, using the scratch register.
+macro_rules! inj {
+    (plain, $off:literal) => {
+        ""
+    };
+    (hooked, $off:literal) => {
+        concat!(
+            "movl {loops}+",
+            $off,
+            "(%rip), {tmp:e}\n",
+            "testl {tmp:e}, {tmp:e}\n",
+            "jle 78f\n",
+            "77:\n",
+            "decl {tmp:e}\n",
+            "jnz 77b\n",
+            "78:\n"
+        )
+    };
+}
+
+/// The descriptor, its pointer-array entry, and the start of the sequence (label 4).
+macro_rules! start {
+    ($mode:tt) => {
+        concat!(
+            ".pushsection __rseq_cs, \"aw\"\n",
+            ".balign 32\n",
+            "3:\n",
+            ".long 0x0, 0x0\n",
+            ".quad 4f, (5f - 4f), 6f\n",
+            ".popsection\n",
+            ".pushsection __rseq_cs_ptr_array, \"awR\"\n",
+            ".quad 3b\n",
+            ".popsection\n",
+            inj!($mode, "4"),
+            "leaq 3b(%rip), {tmp}\n",
+            "movq {tmp}, 8({area})\n",
+            "4:\n",
+        )
+    };
+}
+
+/// A `(start, exit)` pair for an exit that is not the post-commit address.
+macro_rules! exit_point {
+    ($label:literal) => {
+        concat!(
+            ".pushsection __rseq_exit_point_array, \"awR\"\n",
+            ".quad 4f, ",
+            $label,
+            "\n",
+            ".popsection\n",
+        )
+    };
+}
+
+/// The exit points every op has in its hooked build (compare-twice failure).
+macro_rules! hooked_exits {
+    (plain) => {
+        ""
+    };
+    (hooked) => {
+        exit_point!("{twice}")
+    };
+}
+
+/// The CPU check, with the hooked build's switches around it.
+macro_rules! cpu_check {
+    (plain) => {
+        concat!("cmpl {cpu:e}, {cpuoff}({area})\n", "jnz 6f\n")
+    };
+    (hooked) => {
+        concat!(
+            inj!(hooked, "8"),
+            "cmpb $0, {flags}+1(%rip)\n",
+            "jne 89f\n",
+            "cmpl {cpu:e}, {cpuoff}({area})\n",
+            "jnz 6f\n",
+            "89:\n",
+            "cmpb $0, {flags}+2(%rip)\n",
+            "je 88f\n",
+            "int3\n",
+            "88:\n",
+            inj!(hooked, "12"),
+        )
+    };
+}
+
+/// Compare-twice: re-check the CPU, then `$extra` (which jumps to `{twice}` on a
+/// mismatch), when the switch is on (hooked build only).
+macro_rules! twice {
+    (plain, $extra:expr) => {
+        ""
+    };
+    (hooked, $extra:expr) => {
+        concat!(
+            "cmpb $0, {flags}+0(%rip)\n",
+            "je 86f\n",
+            "cmpl {cpu:e}, {cpuoff}({area})\n",
+            "jnz {twice}\n",
+            $extra,
+            "86:\n",
+        )
+    };
+}
+
+/// The signature and the abort handler (label 6), out of line.
+macro_rules! abort_handler {
+    () => {
+        concat!(
+            ".pushsection __rseq_failure, \"ax\"\n",
+            ".byte 0x0f, 0xb9, 0x3d\n",
+            ".long 0x53053053\n",
+            "6:\n",
+            "jmp {abort}\n",
+            ".popsection\n",
+        )
+    };
+}
+
+// The signature literal above must be the registration signature.
+const _: () = assert!(crate::abi::SIGNATURE == 0x5305_3053);
+const _: () = assert!(crate::abi::OFFSET_RSEQ_CS == 8);
+const _: () = assert!(crate::hooks::FLAG_COMPARE_TWICE == 0);
+const _: () = assert!(crate::hooks::FLAG_SKIP_CPU_CHECK == 1);
+const _: () = assert!(crate::hooks::FLAG_TRAP == 2);
+
+/// Emits the asm block for a build, adding the hooked build's operands.
+macro_rules! rseq_asm {
+    (plain, [$($t:expr),* $(,)?], $($ops:tt)*) => {
+        asm!($($t),*, $($ops)* options(att_syntax, nostack))
+    };
+    (hooked, [$($t:expr),* $(,)?], $($ops:tt)*) => {
+        asm!(
+            $($t),*,
+            $($ops)*
+            loops = sym crate::hooks::LOOPS,
+            flags = sym crate::hooks::FLAGS,
+            twice = label { crate::hooks::compare_twice_failed("the CPU or a compared value changed before the commit") },
+            options(att_syntax, nostack)
+        )
+    };
+}
+
+pub(super) unsafe fn load_cbne_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    newv: isize,
+) -> OpResult {
+    let a = area.as_ptr();
+    macro_rules! go {
+        ($m:tt) => {
+            rseq_asm!($m, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "cmpq {expect}, ({v})\n",
+                "jnz {cmpfail}\n",
+                inj!($m, "16"),
+                twice!($m, "cmpq {expect}, ({v})\njnz {twice}\n"),
+                "movq {newv}, ({v})\n",
+                "5:\n",
+                inj!($m, "20"),
+                abort_handler!(),
+            ],
+            area = in(reg) a,
+            cpu = in(reg) cpu,
+            cpuoff = const I::OFFSET,
+            v = in(reg) v,
+            expect = in(reg) expect,
+            newv = in(reg) newv,
+            tmp = out(reg) _,
+            cmpfail = label { return OpResult::CompareFailed },
+            abort = label { return OpResult::Aborted { cpu } },
+            )
+        };
+    }
+    // SAFETY: the caller upholds the op contract (area registered for this thread,
+    // `v` valid and only written by sequences for `cpu`); the block writes only
+    // `area->rseq_cs`, `*v` and the scratch register it declares.
+    unsafe {
+        if H::INJECT {
+            go!(hooked)
+        } else {
+            go!(plain)
+        }
+    }
+    OpResult::Committed
+}
+
+pub(super) unsafe fn load_add_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    count: isize,
+) -> OpResult {
+    let a = area.as_ptr();
+    macro_rules! go {
+        ($m:tt) => {
+            rseq_asm!($m, [
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                twice!($m, ""),
+                "addq {count}, ({v})\n",
+                "5:\n",
+                inj!($m, "20"),
+                abort_handler!(),
+            ],
+            area = in(reg) a,
+            cpu = in(reg) cpu,
+            cpuoff = const I::OFFSET,
+            v = in(reg) v,
+            count = in(reg) count,
+            tmp = out(reg) _,
+            abort = label { return OpResult::Aborted { cpu } },
+            )
+        };
+    }
+    // SAFETY: as in `load_cbne_store`; the commit is the single `addq` to `*v`.
+    unsafe {
+        if H::INJECT {
+            go!(hooked)
+        } else {
+            go!(plain)
+        }
+    }
+    OpResult::Committed
+}
+
+pub(super) unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expectnot: isize,
+    voffp: isize,
+    load: *mut isize,
+) -> OpResult {
+    let a = area.as_ptr();
+    macro_rules! go {
+        ($m:tt) => {
+            rseq_asm!($m, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "movq ({v}), {tmp}\n",
+                "cmpq {tmp}, {expectnot}\n",
+                "je {cmpfail}\n",
+                inj!($m, "16"),
+                twice!($m, "movq ({v}), {tmp}\ncmpq {tmp}, {expectnot}\nje {twice}\n"),
+                "movq ({v}), {tmp}\n",
+                "movq {tmp}, ({load})\n",
+                "addq {voffp}, {tmp}\n",
+                "movq ({tmp}), {tmp}\n",
+                "movq {tmp}, ({v})\n",
+                "5:\n",
+                inj!($m, "20"),
+                abort_handler!(),
+            ],
+            area = in(reg) a,
+            cpu = in(reg) cpu,
+            cpuoff = const I::OFFSET,
+            v = in(reg) v,
+            expectnot = in(reg) expectnot,
+            voffp = in(reg) voffp,
+            load = in(reg) load,
+            tmp = out(reg) _,
+            cmpfail = label { return OpResult::CompareFailed },
+            abort = label { return OpResult::Aborted { cpu } },
+            )
+        };
+    }
+    // SAFETY: as in `load_cbne_store`; `*v` (when not `expectnot`) points to a node
+    // readable at `voffp` and `load` is the caller's private output (contract).
+    unsafe {
+        if H::INJECT {
+            go!(hooked)
+        } else {
+            go!(plain)
+        }
+    }
+    OpResult::Committed
+}
+
+pub(super) unsafe fn load_add_load_load_add_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    ptr: *mut isize,
+    off: isize,
+    inc: isize,
+) -> OpResult {
+    let a = area.as_ptr();
+    macro_rules! go {
+        ($m:tt) => {
+            rseq_asm!($m, [
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                inj!($m, "16"),
+                "movq ({ptr}), {tmp}\n",
+                "addq {off}, {tmp}\n",
+                "movq ({tmp}), {tmp}\n",
+                twice!($m, ""),
+                "addq {inc}, ({tmp})\n",
+                "5:\n",
+                inj!($m, "20"),
+                abort_handler!(),
+            ],
+            area = in(reg) a,
+            cpu = in(reg) cpu,
+            cpuoff = const I::OFFSET,
+            ptr = in(reg) ptr,
+            off = in(reg) off,
+            inc = in(reg) inc,
+            tmp = out(reg) _,
+            abort = label { return OpResult::Aborted { cpu } },
+            )
+        };
+    }
+    // SAFETY: as in `load_cbne_store`; the two loads follow pointers the contract
+    // says are valid, the commit is the single `addq`.
+    unsafe {
+        if H::INJECT {
+            go!(hooked)
+        } else {
+            go!(plain)
+        }
+    }
+    OpResult::Committed
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    v2: *mut isize,
+    newv2: isize,
+    newv: isize,
+) -> OpResult {
+    // x86_64 stores are release stores (TSO): both orderings are the same code.
+    let _ = O::RELEASE;
+    let a = area.as_ptr();
+    macro_rules! go {
+        ($m:tt) => {
+            rseq_asm!($m, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "cmpq {expect}, ({v})\n",
+                "jnz {cmpfail}\n",
+                inj!($m, "16"),
+                twice!($m, "cmpq {expect}, ({v})\njnz {twice}\n"),
+                "movq {newv2}, ({v2})\n",
+                inj!($m, "20"),
+                "movq {newv}, ({v})\n",
+                "5:\n",
+                abort_handler!(),
+            ],
+            area = in(reg) a,
+            cpu = in(reg) cpu,
+            cpuoff = const I::OFFSET,
+            v = in(reg) v,
+            expect = in(reg) expect,
+            v2 = in(reg) v2,
+            newv2 = in(reg) newv2,
+            newv = in(reg) newv,
+            tmp = out(reg) _,
+            cmpfail = label { return OpResult::CompareFailed },
+            abort = label { return OpResult::Aborted { cpu } },
+            )
+        };
+    }
+    // SAFETY: as in `load_cbne_store`; `*v2` is the caller's unpublished memory.
+    unsafe {
+        if H::INJECT {
+            go!(hooked)
+        } else {
+            go!(plain)
+        }
+    }
+    OpResult::Committed
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    v2: *const isize,
+    expect2: isize,
+    newv: isize,
+) -> OpResult {
+    let a = area.as_ptr();
+    macro_rules! go {
+        ($m:tt) => {
+            rseq_asm!($m, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "cmpq {expect}, ({v})\n",
+                "jnz {cmpfail}\n",
+                inj!($m, "16"),
+                "cmpq {expect2}, ({v2})\n",
+                "jnz {cmpfail}\n",
+                inj!($m, "24"),
+                twice!($m, "cmpq {expect}, ({v})\njnz {twice}\ncmpq {expect2}, ({v2})\njnz {twice}\n"),
+                "movq {newv}, ({v})\n",
+                "5:\n",
+                inj!($m, "20"),
+                abort_handler!(),
+            ],
+            area = in(reg) a,
+            cpu = in(reg) cpu,
+            cpuoff = const I::OFFSET,
+            v = in(reg) v,
+            expect = in(reg) expect,
+            v2 = in(reg) v2,
+            expect2 = in(reg) expect2,
+            newv = in(reg) newv,
+            tmp = out(reg) _,
+            cmpfail = label { return OpResult::CompareFailed },
+            abort = label { return OpResult::Aborted { cpu } },
+            )
+        };
+    }
+    // SAFETY: as in `load_cbne_store`; `v2` is readable (contract).
+    unsafe {
+        if H::INJECT {
+            go!(hooked)
+        } else {
+            go!(plain)
+        }
+    }
+    OpResult::Committed
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    dst: *mut u8,
+    src: *const u8,
+    len: usize,
+    newv: isize,
+) -> OpResult {
+    // x86_64 stores are release stores (TSO): both orderings are the same code.
+    let _ = O::RELEASE;
+    let a = area.as_ptr();
+    macro_rules! go {
+        ($m:tt) => {
+            rseq_asm!($m, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "cmpq {expect}, ({v})\n",
+                "jnz {cmpfail}\n",
+                inj!($m, "16"),
+                twice!($m, "cmpq {expect}, ({v})\njnz {twice}\n"),
+                // The copy: `rep movsb` can be interrupted between bytes; the kernel
+                // then aborts the sequence and nothing is committed.
+                "rep movsb\n",
+                inj!($m, "20"),
+                "movq {newv}, ({v})\n",
+                "5:\n",
+                abort_handler!(),
+            ],
+            area = in(reg) a,
+            cpu = in(reg) cpu,
+            cpuoff = const I::OFFSET,
+            v = in(reg) v,
+            expect = in(reg) expect,
+            newv = in(reg) newv,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            inout("rcx") len => _,
+            tmp = out(reg) _,
+            cmpfail = label { return OpResult::CompareFailed },
+            abort = label { return OpResult::Aborted { cpu } },
+            )
+        };
+    }
+    // SAFETY: as in `load_cbne_store`; `src`/`dst` valid for `len` bytes and `dst`
+    // unpublished until the commit (contract). The direction flag is clear on entry
+    // to asm (ABI), so `rep movsb` copies forward.
+    unsafe {
+        if H::INJECT {
+            go!(hooked)
+        } else {
+            go!(plain)
+        }
+    }
+    OpResult::Committed
+}

@@ -1,0 +1,261 @@
+//! Test hooks for the critical sections: statistics, delay injection and the
+//! compare-twice check, chosen per call site by a type parameter.
+//!
+//! [`NoHooks`] compiles to the bare sequences (what containers use unless told
+//! otherwise, and what `rseq bench` measures). [`StatsHooks`] only counts outcomes
+//! per thread. [`TestHooks`] adds everything the reference stress test needs:
+//! - delay loops at numbered points: 1-6 inside the asm of each sequence (1 before
+//!   the descriptor is stored, 2 before the CPU check, 3 after it, 4 after the
+//!   compares, 5 after the commit or the speculative stores, 6 in second loads), 7-9
+//!   in Rust between preparation and commit (7 after reading the CPU, 8 after
+//!   preparing, 9 just before the sequence);
+//! - with a point's count set to -1, the events of `-m N`: every N-th time, sleep,
+//!   yield, or send the thread a signal;
+//! - compare-twice: re-check the CPU and the compared values just before the commit,
+//!   and abort the process loudly if they changed (a bug in the sequence);
+//! - two switches that exist only to prove the tests can fail or finish:
+//!   "skip the CPU check" (a deliberately broken sequence) and "trap in every
+//!   sequence" (an `int3` inside the sequence makes every attempt abort, exercising
+//!   the containers' forward-progress fallback).
+//!
+//! All configuration is process-global and set before the threads start.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, Ordering};
+
+use crate::arch::OpResult;
+
+/// Selects the instrumentation compiled into a sequence. Implemented by [`NoHooks`],
+/// [`StatsHooks`] and [`TestHooks`].
+pub trait Hooks: sealed::Sealed + 'static {
+    /// Delay injection, compare-twice and the test switches are compiled in.
+    const INJECT: bool;
+    /// Outcomes are counted per thread.
+    const STATS: bool;
+}
+
+/// No instrumentation: the bare sequences.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+/// Per-thread outcome counts only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatsHooks;
+/// Counts, delay injection and compare-twice (the stress test's build).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TestHooks;
+
+impl Hooks for NoHooks {
+    const INJECT: bool = false;
+    const STATS: bool = false;
+}
+impl Hooks for StatsHooks {
+    const INJECT: bool = false;
+    const STATS: bool = true;
+}
+impl Hooks for TestHooks {
+    const INJECT: bool = true;
+    const STATS: bool = true;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::NoHooks {}
+    impl Sealed for super::StatsHooks {}
+    impl Sealed for super::TestHooks {}
+}
+
+/// Number of injection points (1..=9; index 0 unused).
+pub const POINTS: usize = 10;
+
+/// Loop counts per point, read by the asm of hooked sequences (`{loops}+4*n`).
+#[doc(hidden)]
+pub static LOOPS: [AtomicI32; POINTS] = [const { AtomicI32::new(0) }; POINTS];
+
+/// Switch bytes read by the asm of hooked sequences.
+#[doc(hidden)]
+pub static FLAGS: [AtomicU8; 4] = [const { AtomicU8::new(0) }; 4];
+/// Byte offsets in [`FLAGS`], used as asm literals.
+#[doc(hidden)]
+pub const FLAG_COMPARE_TWICE: usize = 0;
+#[doc(hidden)]
+pub const FLAG_SKIP_CPU_CHECK: usize = 1;
+#[doc(hidden)]
+pub const FLAG_TRAP: usize = 2;
+
+static MODULO: AtomicI64 = AtomicI64::new(0);
+static SLEEP_MS: AtomicI32 = AtomicI32::new(0);
+static YIELD: AtomicBool = AtomicBool::new(false);
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// Sets the delay loop count at `point` (1..=9). `-1` at points 7-9 enables the
+/// [`set_events`] events there instead of a loop.
+///
+/// # Panics
+/// If `point` is not in 1..=9.
+pub fn set_loops(point: usize, count: i32) {
+    assert!((1..POINTS).contains(&point), "injection points are 1..=9");
+    LOOPS[point].store(count, Ordering::Relaxed);
+}
+
+/// The events at points whose count is -1, every `modulo`-th time (0: never): sleep
+/// `sleep_ms` milliseconds, yield, and/or send the thread `signal` (0: none).
+pub fn set_events(modulo: i64, sleep_ms: i32, yield_now: bool, signal: i32) {
+    MODULO.store(modulo, Ordering::Relaxed);
+    SLEEP_MS.store(sleep_ms, Ordering::Relaxed);
+    YIELD.store(yield_now, Ordering::Relaxed);
+    SIGNAL.store(signal, Ordering::Relaxed);
+}
+
+/// Enables compare-twice in [`TestHooks`] sequences.
+pub fn set_compare_twice(on: bool) {
+    FLAGS[FLAG_COMPARE_TWICE].store(on as u8, Ordering::Relaxed);
+}
+
+/// Makes [`TestHooks`] sequences skip their CPU check: a deliberately broken
+/// sequence, so that tests can show they catch what they exist to catch.
+pub fn set_skip_cpu_check(on: bool) {
+    FLAGS[FLAG_SKIP_CPU_CHECK].store(on as u8, Ordering::Relaxed);
+}
+
+/// Makes every [`TestHooks`] sequence execute `int3` after its CPU check: the kernel
+/// delivers `SIGTRAP` while the thread is inside the sequence, so every attempt
+/// aborts. The caller must install a `SIGTRAP` handler first.
+pub fn set_trap(on: bool) {
+    FLAGS[FLAG_TRAP].store(on as u8, Ordering::Relaxed);
+}
+
+/// Resets every injection setting to its default (no delays, no events, no switches).
+pub fn reset() {
+    for l in &LOOPS {
+        l.store(0, Ordering::Relaxed);
+    }
+    for f in &FLAGS {
+        f.store(0, Ordering::Relaxed);
+    }
+    set_events(0, 0, false, 0);
+}
+
+/// Per-thread outcome counts of [`StatsHooks`] / [`TestHooks`] sequences.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Sequences that committed.
+    pub commits: u64,
+    /// Sequences that exited on a failed compare.
+    pub compare_failures: u64,
+    /// Sequences that aborted (interrupted, or not on the expected CPU).
+    pub aborts: u64,
+    /// Operations that completed on a container's fallback path (no rseq, or too
+    /// many consecutive aborts).
+    pub fallbacks: u64,
+}
+
+impl core::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.commits += o.commits;
+        self.compare_failures += o.compare_failures;
+        self.aborts += o.aborts;
+        self.fallbacks += o.fallbacks;
+    }
+}
+
+thread_local! {
+    static STATS: Cell<Stats> = const {
+        Cell::new(Stats { commits: 0, compare_failures: 0, aborts: 0, fallbacks: 0 })
+    };
+    static MOD_COUNT: Cell<i64> = const { Cell::new(0) };
+}
+
+/// This thread's counts so far.
+pub fn thread_stats() -> Stats {
+    STATS.try_with(|s| s.get()).unwrap_or_default()
+}
+
+/// Resets this thread's counts.
+pub fn reset_thread_stats() {
+    let _ = STATS.try_with(|s| s.set(Stats::default()));
+}
+
+#[inline(always)]
+pub(crate) fn record<H: Hooks>(r: OpResult) -> OpResult {
+    if H::STATS {
+        record_slow(r);
+    }
+    r
+}
+
+#[inline(never)]
+fn record_slow(r: OpResult) {
+    let _ = STATS.try_with(|s| {
+        let mut v = s.get();
+        match r {
+            OpResult::Committed => v.commits += 1,
+            OpResult::CompareFailed => v.compare_failures += 1,
+            OpResult::Aborted { .. } => v.aborts += 1,
+        }
+        s.set(v);
+    });
+}
+
+/// Counts an operation completed on a container's fallback path.
+#[inline(always)]
+pub(crate) fn record_fallback<H: Hooks>() {
+    if H::STATS {
+        let _ = STATS.try_with(|s| {
+            let mut v = s.get();
+            v.fallbacks += 1;
+            s.set(v);
+        });
+    }
+}
+
+/// Injection point `n` (7..=9) in Rust code: a delay loop, or the `-m` events.
+#[inline(always)]
+pub(crate) fn inject_c<H: Hooks>(n: usize) {
+    if H::INJECT {
+        inject_c_slow(n);
+    }
+}
+
+#[inline(never)]
+fn inject_c_slow(n: usize) {
+    let loops = LOOPS[n].load(Ordering::Relaxed);
+    for _ in 0..loops.max(0) {
+        core::hint::black_box(());
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+    let modulo = MODULO.load(Ordering::Relaxed);
+    if loops == -1 && modulo > 0 {
+        let _ = MOD_COUNT.try_with(|c| {
+            if c.get() >= modulo - 1 {
+                c.set(0);
+                let ms = SLEEP_MS.load(Ordering::Relaxed);
+                if ms > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(ms as u64));
+                }
+                if YIELD.load(Ordering::Relaxed) {
+                    std::thread::yield_now();
+                }
+                let sig = SIGNAL.load(Ordering::Relaxed);
+                if sig > 0 {
+                    // SAFETY: sends a signal to the calling thread; the caller who set
+                    // `signal` installed a handler for it.
+                    unsafe {
+                        libc::pthread_kill(libc::pthread_self(), sig);
+                    }
+                }
+            } else {
+                c.set(c.get() + 1);
+            }
+        });
+    }
+}
+
+/// Called by the asm of [`TestHooks`] sequences when compare-twice finds that the
+/// CPU or a compared value changed between the compare and the commit: a bug in the
+/// sequence. Aborts the process with a message.
+#[cold]
+#[inline(never)]
+pub(crate) fn compare_twice_failed(what: &str) -> ! {
+    eprintln!("restartable: compare-twice check failed: {what}");
+    std::process::abort()
+}

@@ -1,0 +1,1 @@
+//! Per-CPU storage and the safe containers built on the op contract.
