@@ -46,6 +46,10 @@ use core::fmt;
 
 pub use cpu::{current_cpu, current_mm_cid, current_numa_node, possible_cpus};
 pub use fence::{fence_all, fence_cpu, fences_supported, FenceError};
+pub use percpu::{
+    IndexBy, PerCpu, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuLockGuard, PerCpuMemcpyBuffer,
+    PerCpuStack,
+};
 pub use registration::{Owner, Reason, Registration, ThreadArea};
 
 /// What this thread can use: who owns its registration, the kernel's feature size,

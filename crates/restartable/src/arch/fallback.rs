@@ -31,3 +31,5 @@ unavailable_op!(load_cbne_load_cbne_store<I: Index, H: Hooks>(
     v: *mut isize, expect: isize, v2: *const isize, expect2: isize, newv: isize));
 unavailable_op!(load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     v: *mut isize, expect: isize, dst: *mut u8, src: *const u8, len: usize, newv: isize));
+unavailable_op!(load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks>(
+    g: *const isize, gexpect: isize, v: *mut isize, expectnot: isize, voffp: isize, load: *mut isize));

@@ -33,6 +33,11 @@
 //! | [`load_cbne_store_store`] | `if *v == expect { *v2 = newv2; *v = newv }` | `CompareFailed` |
 //! | [`load_cbne_load_cbne_store`] | `if *v == expect && *v2 == expect2 { *v = newv }` | `CompareFailed` |
 //! | [`load_cbne_memcpy_store`] | `if *v == expect { memcpy(dst, src, len); *v = newv }` | `CompareFailed` |
+//! | [`load_cbne_load_cbeq_store_add_load_store`] | `if *g == gexpect && *v != expectnot { *load = *v; *v = *(*v + voffp) }` | `CompareFailed` |
+//!
+//! The last op is this library's addition to the reference set: a list pop guarded by
+//! a second word, which lets another thread stop a CPU's list (set the guard, then
+//! fence that CPU) and take it without racing the pops.
 //!
 //! Memory ordering: every load and store of an op is a plain (relaxed) access to
 //! memory that only this CPU's sequences write. The `Release` variants order all the
@@ -306,6 +311,33 @@ pub unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     // SAFETY: forwarded contract.
     let r = unsafe {
         imp::load_cbne_memcpy_store::<I, O, H>(area, cpu, v, expect, dst, src, len, newv)
+    };
+    crate::hooks::record::<H>(r)
+}
+
+/// `if *g == gexpect && *v != expectnot { *load = *v; *v = *(*v + voffp) }`: a list
+/// pop guarded by a second word (this library's addition to the reference set).
+///
+/// # Safety
+/// As for [`load_cbeq_store_add_load_store`]; `g` must be valid for reads.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    g: *const isize,
+    gexpect: isize,
+    v: *mut isize,
+    expectnot: isize,
+    voffp: isize,
+    load: *mut isize,
+) -> OpResult {
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    let r = unsafe {
+        imp::load_cbne_load_cbeq_store_add_load_store::<I, H>(
+            area, cpu, g, gexpect, v, expectnot, voffp, load,
+        )
     };
     crate::hooks::record::<H>(r)
 }

@@ -531,3 +531,64 @@ pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     }
     OpResult::Committed
 }
+
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    g: *const isize,
+    gexpect: isize,
+    v: *mut isize,
+    expectnot: isize,
+    voffp: isize,
+    load: *mut isize,
+) -> OpResult {
+    let a = area.as_ptr();
+    macro_rules! go {
+        ($m:tt) => {
+            rseq_asm!($m, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "cmpq {gexpect}, ({g})\n",
+                "jnz {cmpfail}\n",
+                "movq ({v}), {tmp}\n",
+                "cmpq {tmp}, {expectnot}\n",
+                "je {cmpfail}\n",
+                inj!($m, "16"),
+                twice!($m, "cmpq {gexpect}, ({g})\njnz {twice}\nmovq ({v}), {tmp}\ncmpq {tmp}, {expectnot}\nje {twice}\n"),
+                "movq ({v}), {tmp}\n",
+                "movq {tmp}, ({load})\n",
+                "addq {voffp}, {tmp}\n",
+                "movq ({tmp}), {tmp}\n",
+                "movq {tmp}, ({v})\n",
+                "5:\n",
+                inj!($m, "20"),
+                abort_handler!(),
+            ],
+            area = in(reg) a,
+            cpu = in(reg) cpu,
+            cpuoff = const I::OFFSET,
+            g = in(reg) g,
+            gexpect = in(reg) gexpect,
+            v = in(reg) v,
+            expectnot = in(reg) expectnot,
+            voffp = in(reg) voffp,
+            load = in(reg) load,
+            tmp = out(reg) _,
+            cmpfail = label { return OpResult::CompareFailed },
+            abort = label { return OpResult::Aborted { cpu } },
+            )
+        };
+    }
+    // SAFETY: as in `load_cbeq_store_add_load_store`; `g` is readable (contract).
+    unsafe {
+        if H::INJECT {
+            go!(hooked)
+        } else {
+            go!(plain)
+        }
+    }
+    OpResult::Committed
+}

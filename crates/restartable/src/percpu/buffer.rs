@@ -1,0 +1,281 @@
+//! [`PerCpuBuffer`]: a bounded array of owned values per CPU; push and pop are
+//! restartable sequences.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Mutex;
+
+use super::{effective_index, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
+use crate::arch::{self, Index, OpResult, Order, Relaxed, Release};
+use crate::hooks::{self, Hooks, NoHooks};
+use crate::registration::ThreadArea;
+
+/// One CPU's array: `items[..offset]` hold boxed values.
+struct BufSlot<const CAP: usize> {
+    offset: AtomicIsize,
+    items: [AtomicIsize; CAP],
+}
+
+// SAFETY: zero is an empty array.
+unsafe impl<const CAP: usize> Zeroable for BufSlot<CAP> {}
+
+/// A bounded per-CPU buffer (LIFO array) of owned values, `CAP` per CPU:
+/// [`push`](Self::push) fails when the current CPU's array is full,
+/// [`pop`](Self::pop) returns `None` when it is empty (and the shared fallback is
+/// empty too). `push` commits with a plain store, [`push_release`](Self::push_release)
+/// with a release store (the reference's `-M`), for consumers that read the items
+/// from another CPU after a fence.
+///
+/// Threads without rseq use a shared fallback buffer of the same capacity.
+///
+/// # Examples
+/// ```
+/// use restartable::PerCpuBuffer;
+///
+/// let buf: PerCpuBuffer<String, 2> = PerCpuBuffer::new();
+/// assert!(buf.push("a".to_string()).is_ok());
+/// assert_eq!(buf.pop().as_deref(), Some("a"));
+/// assert!(buf.pop().is_none());
+/// ```
+pub struct PerCpuBuffer<T, const CAP: usize = 256, H: Hooks = NoHooks> {
+    slots: PerCpu<BufSlot<CAP>>,
+    index: IndexBy,
+    fallback: Mutex<Vec<T>>,
+    _owns: PhantomData<Box<T>>,
+    _hooks: PhantomData<H>,
+}
+
+// SAFETY: values move between threads through the buffer (T: Send); slots are
+// atomics written only by sequences of their CPU.
+unsafe impl<T: Send, const CAP: usize, H: Hooks> Sync for PerCpuBuffer<T, CAP, H> {}
+// SAFETY: moving the buffer moves the owned values.
+unsafe impl<T: Send, const CAP: usize, H: Hooks> Send for PerCpuBuffer<T, CAP, H> {}
+
+impl<T, const CAP: usize> PerCpuBuffer<T, CAP, NoHooks> {
+    /// An empty buffer indexed by CPU.
+    pub fn new() -> Self {
+        Self::with_index(IndexBy::Cpu)
+    }
+
+    /// An empty buffer indexed as asked.
+    pub fn with_index(index: IndexBy) -> Self {
+        Self::with_hooks(index)
+    }
+}
+
+impl<T, const CAP: usize> Default for PerCpuBuffer<T, CAP, NoHooks> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
+    /// An empty buffer whose sequences carry the hooks `H`.
+    pub fn with_hooks(index: IndexBy) -> Self {
+        assert!(CAP > 0 && CAP <= isize::MAX as usize / 8);
+        let index = effective_index(index);
+        PerCpuBuffer {
+            slots: PerCpu::new(index),
+            index,
+            fallback: Mutex::new(Vec::new()),
+            _owns: PhantomData,
+            _hooks: PhantomData,
+        }
+    }
+
+    /// The index mode in use.
+    pub fn index(&self) -> IndexBy {
+        self.index
+    }
+
+    /// Capacity per CPU.
+    pub const fn capacity(&self) -> usize {
+        CAP
+    }
+
+    /// Pushes `value` on the current CPU's array; gives it back when that is full.
+    #[inline]
+    pub fn push(&self, value: T) -> Result<(), T> {
+        self.push_ordered::<Relaxed>(value)
+    }
+
+    /// As [`push`](Self::push), committing with a release store.
+    #[inline]
+    pub fn push_release(&self, value: T) -> Result<(), T> {
+        self.push_ordered::<Release>(value)
+    }
+
+    #[inline(always)]
+    fn push_ordered<O: Order>(&self, value: T) -> Result<(), T> {
+        let item = Box::into_raw(Box::new(value));
+        let r = with_index!(self.index, I => self.push_as::<I, O>(item));
+        match r {
+            Ok(true) => Ok(()),
+            // SAFETY: not published; ours.
+            Ok(false) => Err(*unsafe { Box::from_raw(item) }),
+            // SAFETY: not published; ours.
+            Err(()) => self.push_fallback(*unsafe { Box::from_raw(item) }),
+        }
+    }
+
+    /// `Ok(true)` pushed, `Ok(false)` full, `Err` use the fallback.
+    #[inline(always)]
+    fn push_as<I: Index, O: Order>(&self, item: *mut T) -> Result<bool, ()> {
+        let mut aborts = 0;
+        loop {
+            let Ok(area) = ThreadArea::current() else {
+                return Err(());
+            };
+            let cpu = I::current(area);
+            hooks::inject_c::<H>(7);
+            if cpu as usize >= self.slots.slots() {
+                return Err(());
+            }
+            // SAFETY: a slot of this container (shared access to atomics).
+            let slot = unsafe { &*self.slots.slot_ptr(cpu as usize) };
+            let off = slot.offset.load(Ordering::Relaxed);
+            if off as usize >= CAP {
+                return Ok(false);
+            }
+            hooks::inject_c::<H>(8);
+            // SAFETY: `items[off]` is beyond the published part, written only by
+            // sequences of this CPU; the commit of `offset` publishes it.
+            let r = unsafe {
+                arch::load_cbne_store_store::<I, O, H>(
+                    area,
+                    cpu,
+                    slot.offset.as_ptr(),
+                    off,
+                    slot.items[off as usize].as_ptr(),
+                    item as isize,
+                    off + 1,
+                )
+            };
+            match r {
+                OpResult::Committed => return Ok(true),
+                OpResult::CompareFailed => {}
+                OpResult::Aborted { .. } => {
+                    aborts += 1;
+                    if aborts >= MAX_CONSECUTIVE_ABORTS {
+                        return Err(());
+                    }
+                }
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_fallback(&self, value: T) -> Result<(), T> {
+        let mut fb = self.fallback.lock().unwrap_or_else(|e| e.into_inner());
+        if fb.len() >= CAP {
+            return Err(value);
+        }
+        fb.push(value);
+        hooks::record_fallback::<H>();
+        Ok(())
+    }
+
+    /// Pops the last value of the current CPU's array, else of the shared fallback.
+    #[inline]
+    pub fn pop(&self) -> Option<T> {
+        match with_index!(self.index, I => self.pop_as::<I>()) {
+            // SAFETY: a committed pop unpublished `item`: ours now.
+            Ok(Some(item)) => Some(*unsafe { Box::from_raw(item) }),
+            _ => self.pop_fallback(),
+        }
+    }
+
+    #[inline(always)]
+    fn pop_as<I: Index>(&self) -> Result<Option<*mut T>, ()> {
+        let mut aborts = 0;
+        loop {
+            let Ok(area) = ThreadArea::current() else {
+                return Err(());
+            };
+            let cpu = I::current(area);
+            hooks::inject_c::<H>(7);
+            if cpu as usize >= self.slots.slots() {
+                return Err(());
+            }
+            // SAFETY: a slot of this container (shared access to atomics).
+            let slot = unsafe { &*self.slots.slot_ptr(cpu as usize) };
+            let off = slot.offset.load(Ordering::Relaxed);
+            if off <= 0 {
+                return Ok(None);
+            }
+            let cell = &slot.items[(off - 1) as usize];
+            let item = cell.load(Ordering::Relaxed);
+            hooks::inject_c::<H>(8);
+            // SAFETY: the slot's words are written only by sequences of this CPU; the
+            // sequence re-checks both the offset and the item before committing.
+            let r = unsafe {
+                arch::load_cbne_load_cbne_store::<I, H>(
+                    area,
+                    cpu,
+                    slot.offset.as_ptr(),
+                    off,
+                    cell.as_ptr(),
+                    item,
+                    off - 1,
+                )
+            };
+            match r {
+                OpResult::Committed => return Ok(Some(item as *mut T)),
+                OpResult::CompareFailed => {}
+                OpResult::Aborted { .. } => {
+                    aborts += 1;
+                    if aborts >= MAX_CONSECUTIVE_ABORTS {
+                        return Err(());
+                    }
+                }
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pop_fallback(&self) -> Option<T> {
+        let v = self
+            .fallback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        if v.is_some() {
+            hooks::record_fallback::<H>();
+        }
+        v
+    }
+
+    /// Takes every value, with exclusive access.
+    pub fn drain(&mut self) -> Vec<T> {
+        let mut out = Vec::new();
+        for slot in self.slots.iter_mut() {
+            let n = core::mem::take(slot.offset.get_mut()) as usize;
+            for cell in &mut slot.items[..n.min(CAP)] {
+                let p = core::mem::take(cell.get_mut());
+                // SAFETY: published items are owned boxes; exclusive access.
+                out.push(*unsafe { Box::from_raw(p as *mut T) });
+            }
+        }
+        out.append(self.fallback.get_mut().unwrap_or_else(|e| e.into_inner()));
+        out
+    }
+}
+
+impl<T, const CAP: usize, H: Hooks> Drop for PerCpuBuffer<T, CAP, H> {
+    fn drop(&mut self) {
+        drop(self.drain());
+    }
+}
+
+impl<T, const CAP: usize, H: Hooks> fmt::Debug for PerCpuBuffer<T, CAP, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerCpuBuffer")
+            .field("slots", &self.slots.slots())
+            .field("capacity", &CAP)
+            .field("index", &self.index)
+            .finish()
+    }
+}

@@ -1,0 +1,191 @@
+//! [`PerCpuCounter`]: a signed counter with one slot per CPU, incremented by one
+//! restartable sequence (no atomic instruction).
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicI64, Ordering};
+
+use super::{effective_index, with_index, IndexBy, PerCpu, MAX_CONSECUTIVE_ABORTS};
+use crate::arch::{self, Index, OpResult};
+use crate::hooks::{self, Hooks, NoHooks};
+use crate::registration::ThreadArea;
+
+/// A signed counter sharded per CPU: `add` is one restartable sequence on the current
+/// CPU's slot (a plain `add` to memory, no atomic instruction, no shared cache line);
+/// `sum` adds up every slot. Like the kernel's `percpu_counter` and Java's `LongAdder`.
+///
+/// `sum` is exact once writers stop; while they run it is a value the counter held at
+/// some point between the start and the end of the call only if no `add` is negative
+/// (it reads slots one by one). Threads without rseq add to a shared atomic that
+/// `sum` includes.
+///
+/// # Examples
+/// ```
+/// use restartable::PerCpuCounter;
+///
+/// let requests = PerCpuCounter::new();
+/// std::thread::scope(|s| {
+///     for _ in 0..4 {
+///         s.spawn(|| {
+///             for _ in 0..1000 {
+///                 requests.inc();
+///             }
+///         });
+///     }
+/// });
+/// assert_eq!(requests.sum(), 4000);
+/// ```
+#[doc(alias = "percpu_counter")]
+#[doc(alias = "LongAdder")]
+pub struct PerCpuCounter<H: Hooks = NoHooks> {
+    slots: PerCpu<AtomicI64>,
+    index: IndexBy,
+    /// Adds made without a sequence (no rseq, or too many aborts).
+    fallback: AtomicI64,
+    _hooks: PhantomData<H>,
+}
+
+impl PerCpuCounter<NoHooks> {
+    /// A counter at 0, indexed by CPU.
+    pub fn new() -> Self {
+        Self::with_index(IndexBy::Cpu)
+    }
+
+    /// A counter at 0, indexed as asked (`MmCid` falls back to `Cpu` where the kernel
+    /// has no mm_cid).
+    pub fn with_index(index: IndexBy) -> Self {
+        Self::with_hooks(index)
+    }
+}
+
+impl Default for PerCpuCounter<NoHooks> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<H: Hooks> PerCpuCounter<H> {
+    /// A counter whose sequences carry the hooks `H` (tests and benchmarks).
+    pub fn with_hooks(index: IndexBy) -> Self {
+        let index = effective_index(index);
+        PerCpuCounter {
+            slots: PerCpu::new(index),
+            index,
+            fallback: AtomicI64::new(0),
+            _hooks: PhantomData,
+        }
+    }
+
+    /// The index mode in use.
+    pub fn index(&self) -> IndexBy {
+        self.index
+    }
+
+    /// Adds `delta` (which may be negative) on the current CPU's slot.
+    #[inline]
+    pub fn add(&self, delta: i64) {
+        with_index!(self.index, I => self.add_as::<I>(delta))
+    }
+
+    /// Adds 1.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1)
+    }
+
+    /// Subtracts 1.
+    #[inline]
+    pub fn dec(&self) {
+        self.add(-1)
+    }
+
+    #[inline(always)]
+    fn add_as<I: Index>(&self, delta: i64) {
+        let mut aborts = 0;
+        loop {
+            let Ok(area) = ThreadArea::current() else {
+                break;
+            };
+            let cpu = I::current(area);
+            hooks::inject_c::<H>(7);
+            if cpu as usize >= self.slots.slots() {
+                break;
+            }
+            let slot = self.slots.slot_ptr(cpu as usize).cast::<isize>();
+            hooks::inject_c::<H>(8);
+            // SAFETY: `slot` is this counter's slot for `cpu`, an aligned AtomicI64
+            // that only sequences for `cpu` write; `cpu` was read from `area`.
+            match unsafe { arch::load_add_store::<I, H>(area, cpu, slot, delta as isize) } {
+                OpResult::Aborted { .. } => {
+                    aborts += 1;
+                    if aborts >= MAX_CONSECUTIVE_ABORTS {
+                        break;
+                    }
+                }
+                _ => return,
+            }
+        }
+        self.add_fallback(delta);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn add_fallback(&self, delta: i64) {
+        self.fallback.fetch_add(delta, Ordering::Relaxed);
+        hooks::record_fallback::<H>();
+    }
+
+    /// The total over every slot and the fallback.
+    pub fn sum(&self) -> i64 {
+        let slots: i64 = self
+            .slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .fold(0i64, |a, b| a.wrapping_add(b));
+        slots.wrapping_add(self.fallback.load(Ordering::Relaxed))
+    }
+
+    /// Each slot's value (index = CPU or mm_cid), without the fallback's share.
+    pub fn per_cpu(&self) -> Vec<i64> {
+        self.slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The part added on the shared fallback path.
+    pub fn fallback_value(&self) -> i64 {
+        self.fallback.load(Ordering::Relaxed)
+    }
+
+    /// Returns the sum and resets the counter to 0, losing nothing: an `add` that
+    /// runs concurrently is either in the returned sum or still in the counter.
+    ///
+    /// The slots are never written from here (that would race their sequences): the
+    /// returned amount is subtracted from the shared fallback instead.
+    pub fn sum_and_reset(&self) -> i64 {
+        let mut total = 0i64;
+        for s in self.slots.iter() {
+            total = total.wrapping_add(s.load(Ordering::Relaxed));
+        }
+        // Read and subtract the fallback's share atomically with the rest.
+        let fb = self.fallback.load(Ordering::Relaxed);
+        total = total.wrapping_add(fb);
+        self.fallback.fetch_sub(total, Ordering::Relaxed);
+        total
+    }
+
+    /// Resets to 0 (see [`sum_and_reset`](Self::sum_and_reset)).
+    pub fn reset(&self) {
+        let _ = self.sum_and_reset();
+    }
+}
+
+impl<H: Hooks> fmt::Debug for PerCpuCounter<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerCpuCounter")
+            .field("sum", &self.sum())
+            .field("index", &self.index)
+            .finish()
+    }
+}

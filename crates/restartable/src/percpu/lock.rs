@@ -1,0 +1,301 @@
+//! [`PerCpuLock`]: one mutex-protected value per CPU; locking the current CPU's
+//! instance is one restartable sequence (compare 0, store 1), unlocking a release
+//! store.
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::MaybeUninit;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+
+use super::{effective_index, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
+use crate::arch::{self, Index, OpResult};
+use crate::hooks::{self, Hooks, NoHooks};
+use crate::registration::ThreadArea;
+
+/// One lock word and one lazily created value.
+struct LockSlot<T> {
+    /// 0 unlocked, 1 locked. Per-CPU slots: set only by sequences of their CPU,
+    /// cleared by the holder. The fallback slot: atomics only.
+    word: AtomicIsize,
+    init: AtomicBool,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+// SAFETY: all-zero is "unlocked, not initialized"; MaybeUninit holds any bytes.
+unsafe impl<T> Zeroable for LockSlot<T> {}
+// SAFETY: the value is only reached through the lock (a guard), which gives one
+// thread at a time access; T: Send is enough for that, as for std's Mutex.
+unsafe impl<T: Send> Sync for LockSlot<T> {}
+
+impl<T> Drop for LockSlot<T> {
+    fn drop(&mut self) {
+        if *self.init.get_mut() {
+            // SAFETY: initialized (flag), dropped once, with exclusive access.
+            unsafe { self.value.get_mut().assume_init_drop() }
+        }
+    }
+}
+
+impl<T> LockSlot<T> {
+    const fn new() -> Self {
+        LockSlot {
+            word: AtomicIsize::new(0),
+            init: AtomicBool::new(false),
+            value: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+}
+
+/// A per-CPU mutex: one `T` per CPU (created with `T::default()` on first lock),
+/// each behind its own lock. [`lock`](Self::lock) locks the instance of the CPU the
+/// thread runs on, with one restartable sequence (no atomic instruction); the guard
+/// remembers which instance it holds and may be kept across preemption and migration;
+/// dropping it unlocks with a release store.
+///
+/// Threads without rseq, and lock attempts that abort too often, use a shared
+/// fallback instance protected by an atomic lock; [`iter_mut`](Self::iter_mut)
+/// includes it.
+///
+/// # Examples
+/// ```
+/// use restartable::PerCpuLock;
+///
+/// let hist: PerCpuLock<[u64; 4]> = PerCpuLock::new();
+/// hist.lock()[2] += 1;
+/// let mut hist = hist;
+/// let total: u64 = hist.iter_mut().map(|h| h[2]).sum();
+/// assert_eq!(total, 1);
+/// ```
+pub struct PerCpuLock<T, H: Hooks = NoHooks> {
+    slots: PerCpu<LockSlot<T>>,
+    index: IndexBy,
+    fallback: LockSlot<T>,
+    _hooks: PhantomData<H>,
+}
+
+// SAFETY: as std's Mutex: the values are reached one thread at a time.
+unsafe impl<T: Send, H: Hooks> Sync for PerCpuLock<T, H> {}
+// SAFETY: moving the container moves the values.
+unsafe impl<T: Send, H: Hooks> Send for PerCpuLock<T, H> {}
+
+impl<T: Default> PerCpuLock<T, NoHooks> {
+    /// Per-CPU instances indexed by CPU.
+    pub fn new() -> Self {
+        Self::with_index(IndexBy::Cpu)
+    }
+
+    /// Per-CPU instances indexed as asked.
+    pub fn with_index(index: IndexBy) -> Self {
+        Self::with_hooks(index)
+    }
+}
+
+impl<T: Default> Default for PerCpuLock<T, NoHooks> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which instance a guard holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Slot(usize),
+    Fallback,
+}
+
+impl<T: Default, H: Hooks> PerCpuLock<T, H> {
+    /// Per-CPU instances whose sequences carry the hooks `H`.
+    pub fn with_hooks(index: IndexBy) -> Self {
+        let index = effective_index(index);
+        PerCpuLock {
+            slots: PerCpu::new(index),
+            index,
+            fallback: LockSlot::new(),
+            _hooks: PhantomData,
+        }
+    }
+
+    /// Locks the current CPU's instance (spinning while its holder, possibly a thread
+    /// that migrated away, keeps it).
+    #[inline]
+    pub fn lock(&self) -> PerCpuLockGuard<'_, T, H> {
+        let held = with_index!(self.index, I => self.lock_as::<I>());
+        PerCpuLockGuard::new(self, held)
+    }
+
+    #[inline(always)]
+    fn lock_as<I: Index>(&self) -> Held {
+        let mut aborts = 0;
+        let mut spins = 0u32;
+        loop {
+            let Ok(area) = ThreadArea::current() else {
+                break;
+            };
+            let cpu = I::current(area);
+            hooks::inject_c::<H>(7);
+            if cpu as usize >= self.slots.slots() {
+                break;
+            }
+            let slot = self.slots.slot_ptr(cpu as usize);
+            // SAFETY: a slot of this container; the field address is computed only.
+            let word = unsafe { core::ptr::addr_of!((*slot).word) } as *mut isize;
+            hooks::inject_c::<H>(8);
+            // SAFETY: `word` is the lock word of `cpu`'s slot, which only sequences
+            // for `cpu` set (the holder clears it with an atomic store).
+            match unsafe { arch::load_cbne_store::<I, H>(area, cpu, word, 0, 1) } {
+                OpResult::Committed => {
+                    core::sync::atomic::fence(Ordering::Acquire);
+                    return Held::Slot(cpu as usize);
+                }
+                OpResult::CompareFailed => {
+                    aborts = 0;
+                    spins += 1;
+                    if spins % 64 == 0 {
+                        std::thread::yield_now();
+                    } else {
+                        core::hint::spin_loop();
+                    }
+                }
+                OpResult::Aborted { .. } => {
+                    aborts += 1;
+                    if aborts >= MAX_CONSECUTIVE_ABORTS {
+                        break;
+                    }
+                }
+            }
+        }
+        self.lock_fallback();
+        Held::Fallback
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_fallback(&self) {
+        let mut spins = 0u32;
+        while self
+            .fallback
+            .word
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins % 64 == 0 {
+                std::thread::yield_now();
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+        hooks::record_fallback::<H>();
+    }
+
+    fn slot(&self, held: Held) -> &LockSlot<T> {
+        match held {
+            // SAFETY: `i` is in range (checked when locking); shared reference to a
+            // slot whose fields are atomics or reached only under its lock.
+            Held::Slot(i) => unsafe { &*self.slots.slot_ptr(i) },
+            Held::Fallback => &self.fallback,
+        }
+    }
+
+    /// Every instance (each CPU's, then the fallback's) with exclusive access, for
+    /// aggregates. Instances never locked are created with `T::default()`.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.slots
+            .iter_mut()
+            .chain(core::iter::once(&mut self.fallback))
+            .map(|s| {
+                if !*s.init.get_mut() {
+                    s.value.get_mut().write(T::default());
+                    *s.init.get_mut() = true;
+                }
+                // SAFETY: initialized just above or before.
+                unsafe { s.value.get_mut().assume_init_mut() }
+            })
+    }
+
+    /// The index mode in use.
+    pub fn index(&self) -> IndexBy {
+        self.index
+    }
+}
+
+/// Exclusive access to one CPU's instance of a [`PerCpuLock`]; unlocks on drop.
+///
+/// Not `Send`: it is released by the thread that took it (it may have migrated to
+/// another CPU meanwhile; that is fine).
+pub struct PerCpuLockGuard<'a, T: Default, H: Hooks = NoHooks> {
+    lock: &'a PerCpuLock<T, H>,
+    held: Held,
+    _not_send: PhantomData<*mut T>,
+}
+
+// SAFETY: sharing a guard only gives `&T`.
+unsafe impl<T: Default + Sync, H: Hooks> Sync for PerCpuLockGuard<'_, T, H> {}
+
+impl<'a, T: Default, H: Hooks> PerCpuLockGuard<'a, T, H> {
+    fn new(lock: &'a PerCpuLock<T, H>, held: Held) -> Self {
+        let slot = lock.slot(held);
+        if !slot.init.load(Ordering::Relaxed) {
+            // SAFETY: we hold the lock: exclusive access to the value.
+            unsafe { (*slot.value.get()).write(T::default()) };
+            slot.init.store(true, Ordering::Relaxed);
+        }
+        PerCpuLockGuard {
+            lock,
+            held,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The CPU (or mm_cid) whose instance is held; `None` for the shared fallback
+    /// instance.
+    pub fn cpu(&self) -> Option<u32> {
+        match self.held {
+            Held::Slot(i) => Some(i as u32),
+            Held::Fallback => None,
+        }
+    }
+}
+
+impl<T: Default, H: Hooks> Deref for PerCpuLockGuard<'_, T, H> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: held lock, initialized value.
+        unsafe { (*self.lock.slot(self.held).value.get()).assume_init_ref() }
+    }
+}
+
+impl<T: Default, H: Hooks> DerefMut for PerCpuLockGuard<'_, T, H> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: held lock (exclusive), initialized value.
+        unsafe { (*self.lock.slot(self.held).value.get()).assume_init_mut() }
+    }
+}
+
+impl<T: Default, H: Hooks> Drop for PerCpuLockGuard<'_, T, H> {
+    fn drop(&mut self) {
+        // The release store that unlocks: no sequence can commit on this word while
+        // it is 1, so this plain store races nothing.
+        self.lock.slot(self.held).word.store(0, Ordering::Release);
+    }
+}
+
+impl<T: Default + fmt::Debug, H: Hooks> fmt::Debug for PerCpuLockGuard<'_, T, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerCpuLockGuard")
+            .field("cpu", &self.cpu())
+            .field("value", &**self)
+            .finish()
+    }
+}
+
+impl<T, H: Hooks> fmt::Debug for PerCpuLock<T, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerCpuLock")
+            .field("slots", &self.slots.slots())
+            .field("index", &self.index)
+            .finish()
+    }
+}

@@ -1,0 +1,265 @@
+//! [`PerCpuMemcpyBuffer`]: a bounded array of fixed-size items per CPU, copied in and
+//! out inside the restartable sequence (the reference's memcpy op).
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::{size_of, MaybeUninit};
+use core::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Mutex;
+
+use super::{effective_index, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
+use crate::arch::{self, Index, OpResult, Order, Relaxed, Release};
+use crate::hooks::{self, Hooks, NoHooks};
+use crate::registration::ThreadArea;
+
+struct CopySlot<T, const CAP: usize> {
+    offset: AtomicIsize,
+    items: UnsafeCell<[MaybeUninit<T>; CAP]>,
+}
+
+// SAFETY: zero offset is empty; MaybeUninit holds any bytes.
+unsafe impl<T, const CAP: usize> Zeroable for CopySlot<T, CAP> {}
+// SAFETY: items are written and read only inside sequences of their CPU (or with
+// exclusive access); T: Copy + Send values cross threads by copy.
+unsafe impl<T: Send, const CAP: usize> Sync for CopySlot<T, CAP> {}
+
+/// A bounded per-CPU buffer of `Copy` items, `CAP` per CPU, copied into and out of the
+/// array inside the sequence: no allocation per item. [`push`](Self::push) fails when
+/// the current CPU's array is full; [`pop`](Self::pop) returns `None` when it and the
+/// shared fallback are empty.
+///
+/// # Examples
+/// ```
+/// use restartable::PerCpuMemcpyBuffer;
+///
+/// #[derive(Clone, Copy, PartialEq, Debug)]
+/// struct Event { id: u64, payload: [u8; 24] }
+///
+/// let buf: PerCpuMemcpyBuffer<Event, 64> = PerCpuMemcpyBuffer::new();
+/// buf.push(Event { id: 1, payload: [7; 24] }).unwrap();
+/// assert_eq!(buf.pop(), Some(Event { id: 1, payload: [7; 24] }));
+/// ```
+pub struct PerCpuMemcpyBuffer<T: Copy, const CAP: usize = 256, H: Hooks = NoHooks> {
+    slots: PerCpu<CopySlot<T, CAP>>,
+    index: IndexBy,
+    fallback: Mutex<Vec<T>>,
+    _hooks: PhantomData<H>,
+}
+
+impl<T: Copy + Send, const CAP: usize> PerCpuMemcpyBuffer<T, CAP, NoHooks> {
+    /// An empty buffer indexed by CPU.
+    pub fn new() -> Self {
+        Self::with_index(IndexBy::Cpu)
+    }
+
+    /// An empty buffer indexed as asked.
+    pub fn with_index(index: IndexBy) -> Self {
+        Self::with_hooks(index)
+    }
+}
+
+impl<T: Copy + Send, const CAP: usize> Default for PerCpuMemcpyBuffer<T, CAP, NoHooks> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
+    /// An empty buffer whose sequences carry the hooks `H`.
+    pub fn with_hooks(index: IndexBy) -> Self {
+        assert!(CAP > 0 && CAP <= isize::MAX as usize / 8);
+        let index = effective_index(index);
+        PerCpuMemcpyBuffer {
+            slots: PerCpu::new(index),
+            index,
+            fallback: Mutex::new(Vec::new()),
+            _hooks: PhantomData,
+        }
+    }
+
+    /// The index mode in use.
+    pub fn index(&self) -> IndexBy {
+        self.index
+    }
+
+    /// Copies `item` into the current CPU's array; gives it back when that is full.
+    #[inline]
+    pub fn push(&self, item: T) -> Result<(), T> {
+        self.push_ordered::<Relaxed>(item)
+    }
+
+    /// As [`push`](Self::push), committing with a release store.
+    #[inline]
+    pub fn push_release(&self, item: T) -> Result<(), T> {
+        self.push_ordered::<Release>(item)
+    }
+
+    #[inline(always)]
+    fn push_ordered<O: Order>(&self, item: T) -> Result<(), T> {
+        match with_index!(self.index, I => self.push_as::<I, O>(&item)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(item),
+            Err(()) => self.push_fallback(item),
+        }
+    }
+
+    #[inline(always)]
+    fn push_as<I: Index, O: Order>(&self, item: &T) -> Result<bool, ()> {
+        let mut aborts = 0;
+        loop {
+            let Ok(area) = ThreadArea::current() else {
+                return Err(());
+            };
+            let cpu = I::current(area);
+            hooks::inject_c::<H>(7);
+            if cpu as usize >= self.slots.slots() {
+                return Err(());
+            }
+            // SAFETY: a slot of this container.
+            let slot = unsafe { &*self.slots.slot_ptr(cpu as usize) };
+            let off = slot.offset.load(Ordering::Relaxed);
+            if off as usize >= CAP {
+                return Ok(false);
+            }
+            // SAFETY: in bounds (off < CAP); address computation only.
+            let dst = unsafe { (slot.items.get() as *mut MaybeUninit<T>).add(off as usize) };
+            hooks::inject_c::<H>(8);
+            // SAFETY: `dst` is past the published part, written only by sequences of
+            // this CPU, published by the commit; `item` is readable for size_of::<T>.
+            let r = unsafe {
+                arch::load_cbne_memcpy_store::<I, O, H>(
+                    area,
+                    cpu,
+                    slot.offset.as_ptr(),
+                    off,
+                    dst.cast::<u8>(),
+                    (item as *const T).cast::<u8>(),
+                    size_of::<T>(),
+                    off + 1,
+                )
+            };
+            match r {
+                OpResult::Committed => return Ok(true),
+                OpResult::CompareFailed => {}
+                OpResult::Aborted { .. } => {
+                    aborts += 1;
+                    if aborts >= MAX_CONSECUTIVE_ABORTS {
+                        return Err(());
+                    }
+                }
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_fallback(&self, item: T) -> Result<(), T> {
+        let mut fb = self.fallback.lock().unwrap_or_else(|e| e.into_inner());
+        if fb.len() >= CAP {
+            return Err(item);
+        }
+        fb.push(item);
+        hooks::record_fallback::<H>();
+        Ok(())
+    }
+
+    /// Copies out and removes the last item of the current CPU's array, else of the
+    /// shared fallback.
+    #[inline]
+    pub fn pop(&self) -> Option<T> {
+        let mut out = MaybeUninit::<T>::uninit();
+        match with_index!(self.index, I => self.pop_as::<I>(&mut out)) {
+            // SAFETY: a committed pop copied a whole published item into `out`.
+            Ok(true) => Some(unsafe { out.assume_init() }),
+            Ok(false) | Err(()) => self.pop_fallback(),
+        }
+    }
+
+    #[inline(always)]
+    fn pop_as<I: Index>(&self, out: &mut MaybeUninit<T>) -> Result<bool, ()> {
+        let mut aborts = 0;
+        loop {
+            let Ok(area) = ThreadArea::current() else {
+                return Err(());
+            };
+            let cpu = I::current(area);
+            hooks::inject_c::<H>(7);
+            if cpu as usize >= self.slots.slots() {
+                return Err(());
+            }
+            // SAFETY: a slot of this container.
+            let slot = unsafe { &*self.slots.slot_ptr(cpu as usize) };
+            let off = slot.offset.load(Ordering::Relaxed);
+            if off <= 0 {
+                return Ok(false);
+            }
+            // SAFETY: in bounds (0 < off <= CAP); address computation only.
+            let src = unsafe { (slot.items.get() as *const MaybeUninit<T>).add(off as usize - 1) };
+            hooks::inject_c::<H>(8);
+            // SAFETY: `src` is a published item (the sequence re-checks the offset);
+            // `out` is private and sized for T.
+            let r = unsafe {
+                arch::load_cbne_memcpy_store::<I, Relaxed, H>(
+                    area,
+                    cpu,
+                    slot.offset.as_ptr(),
+                    off,
+                    out.as_mut_ptr().cast::<u8>(),
+                    src.cast::<u8>(),
+                    size_of::<T>(),
+                    off - 1,
+                )
+            };
+            match r {
+                OpResult::Committed => return Ok(true),
+                OpResult::CompareFailed => {}
+                OpResult::Aborted { .. } => {
+                    aborts += 1;
+                    if aborts >= MAX_CONSECUTIVE_ABORTS {
+                        return Err(());
+                    }
+                }
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pop_fallback(&self) -> Option<T> {
+        let v = self
+            .fallback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        if v.is_some() {
+            hooks::record_fallback::<H>();
+        }
+        v
+    }
+
+    /// Takes every item, with exclusive access.
+    pub fn drain(&mut self) -> Vec<T> {
+        let mut out = Vec::new();
+        for slot in self.slots.iter_mut() {
+            let n = (core::mem::take(slot.offset.get_mut()) as usize).min(CAP);
+            let items = slot.items.get_mut();
+            for it in &items[..n] {
+                // SAFETY: the first `offset` items were written by committed pushes.
+                out.push(unsafe { it.assume_init() });
+            }
+        }
+        out.append(self.fallback.get_mut().unwrap_or_else(|e| e.into_inner()));
+        out
+    }
+}
+
+impl<T: Copy, const CAP: usize, H: Hooks> fmt::Debug for PerCpuMemcpyBuffer<T, CAP, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerCpuMemcpyBuffer")
+            .field("slots", &self.slots.slots())
+            .field("capacity", &CAP)
+            .field("index", &self.index)
+            .finish()
+    }
+}

@@ -1,0 +1,338 @@
+//! [`PerCpuStack`]: a linked-list stack per CPU; push and pop are restartable
+//! sequences, and another thread can take a CPU's whole list with a fence.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Mutex;
+
+use super::{effective_index, fence_slot, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
+use crate::arch::{self, Index, OpResult};
+use crate::hooks::{self, Hooks, NoHooks};
+use crate::registration::ThreadArea;
+use crate::FenceError;
+
+#[repr(C)]
+struct Node<T> {
+    next: isize,
+    value: T,
+}
+
+/// One CPU's list.
+#[derive(Default)]
+struct StackSlot {
+    /// Address of the first node, 0 when empty. Written only by sequences of this
+    /// slot's CPU, or by a thief that stopped the slot and fenced.
+    head: AtomicIsize,
+    /// Non-zero while a thief owns the list: every sequence on the slot then fails
+    /// its compare and the operation goes to the shared fallback.
+    stopped: AtomicIsize,
+}
+
+// SAFETY: zero is an empty, running slot.
+unsafe impl Zeroable for StackSlot {}
+
+/// A per-CPU stack (LIFO) of owned values: [`push`](Self::push) and
+/// [`pop`](Self::pop) work on the current CPU's list with one restartable sequence
+/// each; [`steal`](Self::steal) takes another CPU's whole list safely (membarrier
+/// fence). Nodes are owned by the stack and freed with it.
+///
+/// Threads without rseq push to and pop from a shared fallback list, which `pop`
+/// also drains when the current CPU's list is empty.
+///
+/// # Examples
+/// ```
+/// use restartable::PerCpuStack;
+///
+/// let free_list = PerCpuStack::new();
+/// free_list.push(7u32);
+/// free_list.push(8u32);
+/// let mut got = vec![free_list.pop().unwrap(), free_list.pop().unwrap()];
+/// got.sort();
+/// assert_eq!(got, [7, 8]);
+/// ```
+pub struct PerCpuStack<T, H: Hooks = NoHooks> {
+    slots: PerCpu<StackSlot>,
+    index: IndexBy,
+    fallback: Mutex<Vec<T>>,
+    /// Serializes thieves of one container.
+    steal_lock: Mutex<()>,
+    _owns: PhantomData<Box<Node<T>>>,
+    _hooks: PhantomData<H>,
+}
+
+// SAFETY: values move between threads through the stack (T: Send); the slots are
+// atomics written by sequences of their CPU or by a thief that stopped them.
+unsafe impl<T: Send, H: Hooks> Sync for PerCpuStack<T, H> {}
+// SAFETY: moving the stack moves the owned values.
+unsafe impl<T: Send, H: Hooks> Send for PerCpuStack<T, H> {}
+
+impl<T> PerCpuStack<T, NoHooks> {
+    /// An empty stack indexed by CPU.
+    pub fn new() -> Self {
+        Self::with_index(IndexBy::Cpu)
+    }
+
+    /// An empty stack indexed as asked.
+    pub fn with_index(index: IndexBy) -> Self {
+        Self::with_hooks(index)
+    }
+}
+
+impl<T> Default for PerCpuStack<T, NoHooks> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const NEXT: isize = offset_of!(Node<()>, next) as isize;
+
+impl<T, H: Hooks> PerCpuStack<T, H> {
+    /// An empty stack whose sequences carry the hooks `H`.
+    pub fn with_hooks(index: IndexBy) -> Self {
+        let index = effective_index(index);
+        PerCpuStack {
+            slots: PerCpu::new(index),
+            index,
+            fallback: Mutex::new(Vec::new()),
+            steal_lock: Mutex::new(()),
+            _owns: PhantomData,
+            _hooks: PhantomData,
+        }
+    }
+
+    /// The index mode in use.
+    pub fn index(&self) -> IndexBy {
+        self.index
+    }
+
+    /// Pushes `value` on the current CPU's list.
+    #[inline]
+    pub fn push(&self, value: T) {
+        let node = Box::into_raw(Box::new(Node { next: 0, value }));
+        let pushed = with_index!(self.index, I => self.push_as::<I>(node));
+        if !pushed {
+            // SAFETY: the node was never published; we own it.
+            let node = unsafe { Box::from_raw(node) };
+            self.push_fallback(node.value);
+        }
+    }
+
+    #[inline(always)]
+    fn push_as<I: Index>(&self, node: *mut Node<T>) -> bool {
+        let mut aborts = 0;
+        loop {
+            let Ok(area) = ThreadArea::current() else {
+                return false;
+            };
+            let cpu = I::current(area);
+            hooks::inject_c::<H>(7);
+            if cpu as usize >= self.slots.slots() {
+                return false;
+            }
+            let slot = self.slots.slot_ptr(cpu as usize);
+            // SAFETY: a slot of this container (shared access to atomics).
+            let slot = unsafe { &*slot };
+            let head = slot.head.load(Ordering::Relaxed);
+            // SAFETY: the node is ours until the commit publishes it.
+            unsafe { (*node).next = head };
+            hooks::inject_c::<H>(8);
+            // SAFETY: head and stopped are this CPU's slot words, written only by
+            // its sequences (or a thief after stopping and fencing).
+            let r = unsafe {
+                arch::load_cbne_load_cbne_store::<I, H>(
+                    area,
+                    cpu,
+                    slot.head.as_ptr(),
+                    head,
+                    slot.stopped.as_ptr(),
+                    0,
+                    node as isize,
+                )
+            };
+            match r {
+                OpResult::Committed => return true,
+                OpResult::CompareFailed => {
+                    if slot.stopped.load(Ordering::Relaxed) != 0 {
+                        return false;
+                    }
+                }
+                OpResult::Aborted { .. } => {
+                    aborts += 1;
+                    if aborts >= MAX_CONSECUTIVE_ABORTS {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_fallback(&self, value: T) {
+        self.fallback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(value);
+        hooks::record_fallback::<H>();
+    }
+
+    /// Pops the most recent value of the current CPU's list, else of the shared
+    /// fallback list; `None` when both are empty.
+    #[inline]
+    pub fn pop(&self) -> Option<T> {
+        match with_index!(self.index, I => self.pop_as::<I>()) {
+            Ok(Some(node)) => {
+                // SAFETY: a committed pop unlinked `node`; we own it now.
+                let node = unsafe { Box::from_raw(node) };
+                Some(node.value)
+            }
+            _ => self.pop_fallback(),
+        }
+    }
+
+    /// `Ok(Some)`: popped; `Ok(None)`: this CPU's list is empty; `Err`: use the
+    /// fallback.
+    #[inline(always)]
+    fn pop_as<I: Index>(&self) -> Result<Option<*mut Node<T>>, ()> {
+        let mut aborts = 0;
+        loop {
+            let Ok(area) = ThreadArea::current() else {
+                return Err(());
+            };
+            let cpu = I::current(area);
+            hooks::inject_c::<H>(7);
+            if cpu as usize >= self.slots.slots() {
+                return Err(());
+            }
+            let slot = self.slots.slot_ptr(cpu as usize);
+            // SAFETY: a slot of this container (shared access to atomics).
+            let slot = unsafe { &*slot };
+            let mut popped: isize = 0;
+            hooks::inject_c::<H>(8);
+            // SAFETY: head is this CPU's list: every non-zero value is a live node
+            // (nodes leave the list only through committed pops on this CPU or a
+            // thief that stopped the slot, which the guard compare sees); `popped`
+            // is private.
+            let r = unsafe {
+                arch::load_cbne_load_cbeq_store_add_load_store::<I, H>(
+                    area,
+                    cpu,
+                    slot.stopped.as_ptr(),
+                    0,
+                    slot.head.as_ptr(),
+                    0,
+                    NEXT,
+                    &mut popped,
+                )
+            };
+            match r {
+                OpResult::Committed => return Ok(Some(popped as *mut Node<T>)),
+                OpResult::CompareFailed => {
+                    return if slot.stopped.load(Ordering::Relaxed) != 0 {
+                        Err(())
+                    } else {
+                        Ok(None)
+                    };
+                }
+                OpResult::Aborted { .. } => {
+                    aborts += 1;
+                    if aborts >= MAX_CONSECUTIVE_ABORTS {
+                        return Err(());
+                    }
+                }
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pop_fallback(&self) -> Option<T> {
+        let v = self
+            .fallback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        if v.is_some() {
+            hooks::record_fallback::<H>();
+        }
+        v
+    }
+
+    /// Takes every value of slot `cpu`'s list (most recent first), while its owners
+    /// may keep pushing and popping: the slot is stopped (its sequences fail over to
+    /// the shared fallback), a membarrier fence restarts the sequences in flight on
+    /// it, the list is detached, and the slot reopens. Nothing is lost or duplicated.
+    ///
+    /// Fails where membarrier rseq fences are unavailable.
+    pub fn steal(&self, cpu: usize) -> Result<Vec<T>, FenceError> {
+        assert!(cpu < self.slots.slots(), "slot {cpu} out of range");
+        let _thief = self.steal_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: a slot of this container (shared access to atomics).
+        let slot = unsafe { &*self.slots.slot_ptr(cpu) };
+        slot.stopped.store(1, Ordering::SeqCst);
+        if let Err(e) = fence_slot(self.index, cpu) {
+            slot.stopped.store(0, Ordering::SeqCst);
+            return Err(e);
+        }
+        // After the fence no sequence on this slot can commit: the list is ours.
+        let mut head = slot.head.load(Ordering::Acquire);
+        slot.head.store(0, Ordering::Relaxed);
+        slot.stopped.store(0, Ordering::Release);
+        let mut out = Vec::new();
+        while head != 0 {
+            // SAFETY: detached nodes are exclusively ours.
+            let node = unsafe { Box::from_raw(head as *mut Node<T>) };
+            head = node.next;
+            out.push(node.value);
+        }
+        Ok(out)
+    }
+
+    /// Takes every value of every list and of the fallback (see [`steal`](Self::steal)).
+    pub fn steal_all(&self) -> Result<Vec<T>, FenceError> {
+        let mut out = Vec::new();
+        for cpu in 0..self.slots.slots() {
+            out.extend(self.steal(cpu)?);
+        }
+        out.extend(
+            self.fallback
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(..),
+        );
+        Ok(out)
+    }
+
+    /// Takes every value, with exclusive access (no fence needed).
+    pub fn drain(&mut self) -> Vec<T> {
+        let mut out = Vec::new();
+        for slot in self.slots.iter_mut() {
+            let mut head = core::mem::take(slot.head.get_mut());
+            while head != 0 {
+                // SAFETY: exclusive access: the nodes are ours.
+                let node = unsafe { Box::from_raw(head as *mut Node<T>) };
+                head = node.next;
+                out.push(node.value);
+            }
+        }
+        out.append(self.fallback.get_mut().unwrap_or_else(|e| e.into_inner()));
+        out
+    }
+}
+
+impl<T, H: Hooks> Drop for PerCpuStack<T, H> {
+    fn drop(&mut self) {
+        drop(self.drain());
+    }
+}
+
+impl<T, H: Hooks> fmt::Debug for PerCpuStack<T, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerCpuStack")
+            .field("slots", &self.slots.slots())
+            .field("index", &self.index)
+            .finish()
+    }
+}

@@ -1,0 +1,636 @@
+//! The process-global pool behind [`PerCpu`](super::PerCpu): chunks of `slots ×
+//! stride` bytes, one family of chunks per slot count, items placed by a first-fit
+//! bitmap of 8-byte units, and the reset of freed items to zero without making every
+//! slot's page resident. Everything here runs under one mutex, on the cold path
+//! (construction and drop); the per-CPU fast path never comes here.
+
+use core::ptr::{self, NonNull};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+
+use super::DEFAULT_STRIDE;
+
+/// Allocation granule inside a range: every item is 8-byte aligned and sized.
+const UNIT: usize = 8;
+
+/// Why a block could not be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Error {
+    /// `slots × stride` (or the item's size) does not fit the address space.
+    TooLarge,
+    /// `mmap` failed with this errno.
+    Os(i32),
+}
+
+/// An item's place: slot `i` at `base + (i << shift)`.
+pub(super) struct Block {
+    pub(super) base: NonNull<u8>,
+    pub(super) shift: u32,
+    /// Its own mapping (unmapped on free) rather than a place in a chunk.
+    pub(super) dedicated: bool,
+}
+
+/// The page size, a power of two.
+pub(super) fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 && (n as usize).is_power_of_two() {
+            n as usize
+        } else {
+            4096
+        }
+    })
+}
+
+/// The stride of pooled items: [`DEFAULT_STRIDE`], or the page if pages are larger.
+pub(super) fn pool_stride() -> usize {
+    DEFAULT_STRIDE.max(page_size())
+}
+
+/// The size of a PMD-mapped transparent huge page (2 MiB on x86_64).
+fn huge_page_size() -> usize {
+    static HUGE: OnceLock<usize> = OnceLock::new();
+    *HUGE.get_or_init(|| {
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|n| n.is_power_of_two())
+            .unwrap_or(2 << 20)
+    })
+}
+
+/// The pool's state, behind [`STATE`].
+struct State {
+    families: Vec<Family>,
+    /// `/proc/self/pagemap`, opened on first need, with the pid that opened it (a
+    /// forked child must reopen it: the file is bound to the opener's memory map).
+    pagemap: Option<(u32, Option<File>)>,
+}
+
+/// The chunks of one slot count.
+struct Family {
+    slots: usize,
+    chunks: Vec<Chunk>,
+}
+
+/// One reservation of `slots × stride` bytes, aligned to the stride.
+struct Chunk {
+    base: NonNull<u8>,
+    /// One bit per 8-byte unit of a range: set while a live item uses it.
+    bits: Box<[u64]>,
+    /// Units in use.
+    used: usize,
+    /// No unit below this one is free.
+    hint: usize,
+}
+
+// SAFETY: a chunk is the pool's bookkeeping for a mapping: its pointer is only an
+// address used under the pool's mutex to hand out and reset items, not shared data.
+unsafe impl Send for Chunk {}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    families: Vec::new(),
+    pagemap: None,
+});
+
+fn state() -> MutexGuard<'static, State> {
+    // The state is consistent between statements that can panic, so a panic elsewhere
+    // while holding the lock does not make it unusable.
+    STATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reserves one item of `size` bytes aligned to `align` (a power of two) in each of
+/// `slots` (at least 1) ranges, every byte zero.
+pub(super) fn alloc(size: usize, align: usize, slots: usize) -> Result<Block, Error> {
+    debug_assert!(slots > 0 && align.is_power_of_two());
+    let stride = pool_stride();
+    let size = size.max(1);
+    if size > stride / 2 || align > stride / 2 {
+        return alloc_dedicated(size, align, slots);
+    }
+    let chunk_len = reservation(slots, stride)?;
+    let units = size.div_ceil(UNIT);
+    let align_units = align.max(UNIT) / UNIT;
+    let shift = stride.trailing_zeros();
+
+    let mut state = state();
+    let family = match state.families.iter().position(|f| f.slots == slots) {
+        Some(i) => &mut state.families[i],
+        None => {
+            state.families.push(Family {
+                slots,
+                chunks: Vec::new(),
+            });
+            state.families.last_mut().expect("just pushed")
+        }
+    };
+    let range_units = stride / UNIT;
+    for chunk in &mut family.chunks {
+        if range_units - chunk.used < units {
+            continue;
+        }
+        if let Some(u) = find_run(&chunk.bits, chunk.hint, range_units, units, align_units) {
+            return Ok(Block {
+                base: chunk.take(u, units),
+                shift,
+                dedicated: false,
+            });
+        }
+    }
+    let base = map(chunk_len, stride, stride)?;
+    let mut chunk = Chunk {
+        base,
+        bits: vec![0u64; range_units.div_ceil(64)].into_boxed_slice(),
+        used: 0,
+        hint: 0,
+    };
+    let base = chunk.take(0, units);
+    family.chunks.push(chunk);
+    Ok(Block {
+        base,
+        shift,
+        dedicated: false,
+    })
+}
+
+/// An item too large (or too aligned) to share a chunk: its own mapping, with a
+/// stride of its size rounded up to a power-of-two number of pages.
+fn alloc_dedicated(size: usize, align: usize, slots: usize) -> Result<Block, Error> {
+    let page = page_size();
+    let stride = size
+        .checked_next_power_of_two()
+        .ok_or(Error::TooLarge)?
+        .max(page)
+        .max(align);
+    let len = reservation(slots, stride)?;
+    let base = map(len, stride, align.max(page))?;
+    Ok(Block {
+        base,
+        shift: stride.trailing_zeros(),
+        dedicated: true,
+    })
+}
+
+/// `slots × stride`, if it fits a Rust allocation.
+fn reservation(slots: usize, stride: usize) -> Result<usize, Error> {
+    slots
+        .checked_mul(stride)
+        .filter(|&n| n <= isize::MAX as usize / 2)
+        .ok_or(Error::TooLarge)
+}
+
+/// Returns an item to the pool: unmaps a dedicated mapping; in a chunk, frees its
+/// units and makes its bytes zero again in every range (see the module docs of
+/// `storage` for how, without making untouched pages resident).
+///
+/// # Safety
+/// `base` must come from [`alloc`] with this `size` and `slots`, with the
+/// `shift` and `dedicated` of that block, and must not be used afterwards. Every value
+/// stored in the item must already be dropped, and nothing may access it any more.
+pub(super) unsafe fn free(
+    base: NonNull<u8>,
+    size: usize,
+    slots: usize,
+    shift: u32,
+    dedicated: bool,
+) {
+    let stride = 1usize << shift;
+    if dedicated {
+        // SAFETY: the block is the whole mapping `map` returned (`slots << shift`
+        // bytes at `base`), and nothing uses it any more (the caller's promise).
+        unsafe { libc::munmap(base.as_ptr().cast(), slots << shift) };
+        return;
+    }
+    let units = size.max(1).div_ceil(UNIT);
+    let addr = base.as_ptr() as usize;
+    let chunk_addr = addr & !(stride - 1);
+    let off = addr - chunk_addr;
+
+    let mut state = state();
+    let State { families, pagemap } = &mut *state;
+    let Some(family) = families.iter_mut().find(|f| f.slots == slots) else {
+        debug_assert!(false, "per-CPU item freed to a pool that has no such family");
+        return;
+    };
+    let Some(ci) = family
+        .chunks
+        .iter()
+        .position(|c| c.base.as_ptr() as usize == chunk_addr)
+    else {
+        debug_assert!(false, "per-CPU item freed to a pool that has no such chunk");
+        return;
+    };
+    let chunk_len = slots * stride;
+    let others = family.chunks.len() > 1;
+    let chunk = &mut family.chunks[ci];
+    chunk.give_back(off / UNIT, units);
+
+    if chunk.used == 0 {
+        if others {
+            let chunk = family.chunks.swap_remove(ci);
+            // SAFETY: the chunk is a whole mapping of `chunk_len` bytes from `map`
+            // with no live item in it.
+            unsafe { libc::munmap(chunk.base.as_ptr().cast(), chunk_len) };
+            return;
+        }
+        // Keep the last chunk reserved, but give all its memory back: afterwards it
+        // reads as zero everywhere.
+        // SAFETY: the chunk is a mapping of `chunk_len` bytes with no live item, and
+        // the mutex keeps anyone from placing one there meanwhile.
+        let r = unsafe {
+            libc::madvise(
+                chunk.base.as_ptr().cast(),
+                chunk_len,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+    let pagemap = pagemap_file(pagemap);
+    // SAFETY: the item (`units` units at `off` in every range of this chunk) is no
+    // longer used by anyone (the caller's promise) and the mutex is held.
+    unsafe { reset(chunk, slots, stride, off, units * UNIT, pagemap) };
+}
+
+/// `/proc/self/pagemap`, opened by this process (reopened after a fork); `None` when
+/// it cannot be opened.
+fn pagemap_file(slot: &mut Option<(u32, Option<File>)>) -> Option<&File> {
+    let pid = std::process::id();
+    if !matches!(slot, Some((p, _)) if *p == pid) {
+        *slot = Some((pid, File::open("/proc/self/pagemap").ok()));
+    }
+    slot.as_ref().and_then(|(_, f)| f.as_ref())
+}
+
+/// What a page of a range may hold, from its pagemap entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Page {
+    /// No page table entry: never touched, or released; reads as zero.
+    Absent,
+    /// Backed by a page private to this process (present and exclusively mapped, or
+    /// swapped out).
+    Private,
+    /// Present but maybe shared: the kernel's zero page, or a page shared with a
+    /// forked process; or unknown (pagemap unreadable).
+    Shared,
+}
+
+impl Page {
+    /// Classifies a `/proc/pid/pagemap` entry (see `proc(5)`).
+    fn from_entry(e: u64) -> Page {
+        const PRESENT: u64 = 1 << 63;
+        const SWAPPED: u64 = 1 << 62;
+        const EXCLUSIVE: u64 = 1 << 56;
+        if e & SWAPPED != 0 || (e & PRESENT != 0 && e & EXCLUSIVE != 0) {
+            Page::Private
+        } else if e & PRESENT != 0 {
+            Page::Shared
+        } else {
+            Page::Absent
+        }
+    }
+}
+
+/// Reads pagemap entries for increasing page numbers, a window at a time.
+struct Entries<'f> {
+    file: Option<&'f File>,
+    buf: Vec<u64>,
+    /// Page number of `buf[0]`.
+    first: usize,
+}
+
+impl Entries<'_> {
+    const WINDOW: usize = 4096;
+
+    fn page(&mut self, vpn: usize) -> Page {
+        let Some(file) = self.file else {
+            return Page::Shared;
+        };
+        if vpn < self.first || vpn >= self.first + self.buf.len() {
+            self.buf.clear();
+            self.buf.resize(Self::WINDOW, 0);
+            // SAFETY: a `[u64]` may be viewed as its bytes, and any bytes are valid u64s.
+            let bytes = unsafe {
+                core::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), Self::WINDOW * 8)
+            };
+            match file.read_at(bytes, (vpn as u64) * 8) {
+                Ok(n) if n >= 8 => {
+                    self.buf.truncate(n / 8);
+                    self.first = vpn;
+                }
+                _ => {
+                    self.buf.clear();
+                    return Page::Shared;
+                }
+            }
+        }
+        Page::from_entry(self.buf[vpn - self.first])
+    }
+}
+
+/// Makes the `len` bytes at `off` of every range of `chunk` zero, touching only pages
+/// that are already there.
+///
+/// # Safety
+/// Those bytes must belong to no live item (nobody accesses them), and the caller
+/// must hold the pool's mutex (so no item is placed in a page released here).
+unsafe fn reset(
+    chunk: &Chunk,
+    slots: usize,
+    stride: usize,
+    off: usize,
+    len: usize,
+    pagemap: Option<&File>,
+) {
+    let page = page_size();
+    let first_page = off / page;
+    let last_page = (off + len - 1) / page;
+    // Pages of the range that no live item uses any more can be released whole.
+    let unused: Vec<bool> = (first_page..=last_page)
+        .map(|p| {
+            let (lo, hi) = (p * page / UNIT, (p + 1) * page / UNIT);
+            next_one(&chunk.bits, lo, hi) == hi
+        })
+        .collect();
+    let mut entries = Entries {
+        file: pagemap,
+        buf: Vec::new(),
+        first: 0,
+    };
+    let chunk_addr = chunk.base.as_ptr() as usize;
+    for s in 0..slots {
+        for p in first_page..=last_page {
+            let page_off = s * stride + p * page;
+            let state = entries.page((chunk_addr + page_off) / page);
+            if state == Page::Absent {
+                continue;
+            }
+            if unused[p - first_page] {
+                // SAFETY: this page of this range holds no live item (and the mutex
+                // keeps new ones out), so dropping its contents loses nothing; it
+                // reads as zero afterwards.
+                let r = unsafe {
+                    libc::madvise(
+                        chunk.base.as_ptr().add(page_off).cast(),
+                        page,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+                if r == 0 {
+                    continue;
+                }
+            }
+            let lo = off.max(p * page);
+            let hi = (off + len).min((p + 1) * page);
+            // SAFETY: `lo..hi` lies in range `s` of the chunk's mapping, 8-byte
+            // aligned and sized, and belongs to no live item (the caller's promise).
+            unsafe { clear(chunk.base.as_ptr().add(s * stride + lo), hi - lo, state) };
+        }
+    }
+}
+
+/// Zeroes `len` bytes at `p`: directly in a private page; in a page that may be the
+/// shared zero page, only if some byte is not zero (a write would give the page its
+/// own memory).
+///
+/// # Safety
+/// `p..p + len` must be mapped, writable, 8-byte aligned and sized, and accessed by
+/// nobody else.
+unsafe fn clear(p: *mut u8, len: usize, state: Page) {
+    if state == Page::Shared {
+        let words = p.cast::<u64>();
+        // SAFETY: the words are mapped and readable (the caller's promise). Volatile
+        // reads look at the memory as it is; these bytes belong to no value any more
+        // (they may hold padding of former ones) and are only compared with zero.
+        let dirty = (0..len / UNIT).any(|i| unsafe { ptr::read_volatile(words.add(i)) } != 0);
+        if !dirty {
+            return;
+        }
+    }
+    // SAFETY: mapped, writable and unused (the caller's promise).
+    unsafe { ptr::write_bytes(p, 0, len) };
+}
+
+/// Maps `len` bytes (read-write, private, anonymous, not reserved in swap) aligned to
+/// `align`, marked not to use huge pages when `stride` is smaller than one.
+fn map(len: usize, stride: usize, align: usize) -> Result<NonNull<u8>, Error> {
+    let page = page_size();
+    let extra = align.saturating_sub(page);
+    let total = len.checked_add(extra).ok_or(Error::TooLarge)?;
+    // SAFETY: an anonymous mapping at an address of the kernel's choosing affects no
+    // existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            total,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Error::Os(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM),
+        ));
+    }
+    let p = p.cast::<u8>();
+    let addr = p as usize;
+    let head = addr.next_multiple_of(align) - addr;
+    let tail = total - head - len;
+    // SAFETY: the head and tail are the parts of the fresh mapping outside the aligned
+    // `len` bytes we keep; nothing else knows them.
+    unsafe {
+        if head > 0 {
+            libc::munmap(p.cast(), head);
+        }
+        if tail > 0 {
+            libc::munmap(p.add(head + len).cast(), tail);
+        }
+    }
+    // SAFETY: `head < total`, inside the mapping.
+    let base = unsafe { p.add(head) };
+    if stride < huge_page_size() {
+        // A huge page (or a multi-size THP folio) would span several slots' ranges or
+        // make a whole range resident at once. Failure (no THP support) is harmless.
+        // SAFETY: advice on our own fresh mapping.
+        unsafe { libc::madvise(base.cast(), len, libc::MADV_NOHUGEPAGE) };
+    }
+    NonNull::new(base).ok_or(Error::Os(libc::ENOMEM))
+}
+
+impl Chunk {
+    /// Marks `n` units at `u` used; returns their address in range 0.
+    fn take(&mut self, u: usize, n: usize) -> NonNull<u8> {
+        set_bits(&mut self.bits, u, u + n, true);
+        self.used += n;
+        if u <= self.hint {
+            self.hint = next_zero(&self.bits, u + n, self.bits.len() * 64);
+        }
+        // SAFETY: `u * UNIT` is inside range 0 (the run was found in the bitmap of one
+        // range), so adding it to the non-null base cannot wrap around to null.
+        unsafe { NonNull::new_unchecked(self.base.as_ptr().wrapping_add(u * UNIT)) }
+    }
+
+    /// Marks `n` units at `u` free.
+    fn give_back(&mut self, u: usize, n: usize) {
+        debug_assert_eq!(next_zero(&self.bits, u, u + n), u + n, "double free");
+        set_bits(&mut self.bits, u, u + n, false);
+        self.used -= n;
+        self.hint = self.hint.min(u);
+    }
+}
+
+/// The first run of `n` clear bits starting at a multiple of `align`, at or after
+/// `from`, ending at or before `limit`.
+fn find_run(bits: &[u64], from: usize, limit: usize, n: usize, align: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        i = next_zero(bits, i, limit).next_multiple_of(align);
+        if i.checked_add(n)? > limit {
+            return None;
+        }
+        let j = next_one(bits, i, i + n);
+        if j == i + n {
+            return Some(i);
+        }
+        i = j;
+    }
+}
+
+/// The first clear bit in `from..limit`, or `limit`.
+fn next_zero(bits: &[u64], from: usize, limit: usize) -> usize {
+    next_where(bits, from, limit, true)
+}
+
+/// The first set bit in `from..limit`, or `limit`.
+fn next_one(bits: &[u64], from: usize, limit: usize) -> usize {
+    next_where(bits, from, limit, false)
+}
+
+fn next_where(bits: &[u64], from: usize, limit: usize, invert: bool) -> usize {
+    let mut i = from;
+    while i < limit {
+        let (w, b) = (i / 64, i % 64);
+        let word = if invert { !bits[w] } else { bits[w] } >> b;
+        if word != 0 {
+            return (i + word.trailing_zeros() as usize).min(limit);
+        }
+        i = (w + 1) * 64;
+    }
+    limit
+}
+
+/// Sets (or clears) bits `lo..hi`.
+fn set_bits(bits: &mut [u64], lo: usize, hi: usize, set: bool) {
+    let mut i = lo;
+    while i < hi {
+        let (w, b) = (i / 64, i % 64);
+        let n = (64 - b).min(hi - i);
+        let mask = if n == 64 { !0 } else { ((1u64 << n) - 1) << b };
+        if set {
+            bits[w] |= mask;
+        } else {
+            bits[w] &= !mask;
+        }
+        i += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_scans() {
+        let mut bits = vec![0u64; 4];
+        assert_eq!(next_zero(&bits, 0, 256), 0);
+        assert_eq!(next_one(&bits, 0, 256), 256);
+        set_bits(&mut bits, 3, 130, true);
+        assert_eq!(bits[0], !0b111);
+        assert_eq!(bits[1], !0);
+        assert_eq!(bits[2], 0b11);
+        assert_eq!(next_zero(&bits, 3, 256), 130);
+        assert_eq!(next_one(&bits, 0, 256), 3);
+        assert_eq!(next_one(&bits, 130, 256), 256);
+        assert_eq!(next_one(&bits, 0, 2), 2);
+        set_bits(&mut bits, 64, 128, false);
+        assert_eq!(bits[1], 0);
+        assert_eq!(next_zero(&bits, 3, 256), 64);
+    }
+
+    #[test]
+    fn runs_respect_alignment_and_limits() {
+        let mut bits = vec![0u64; 2];
+        assert_eq!(find_run(&bits, 0, 128, 1, 1), Some(0));
+        set_bits(&mut bits, 0, 3, true);
+        assert_eq!(find_run(&bits, 0, 128, 1, 1), Some(3));
+        assert_eq!(find_run(&bits, 0, 128, 2, 4), Some(4));
+        set_bits(&mut bits, 5, 6, true);
+        assert_eq!(find_run(&bits, 0, 128, 2, 1), Some(3));
+        assert_eq!(find_run(&bits, 0, 128, 3, 1), Some(6));
+        assert_eq!(find_run(&bits, 0, 128, 4, 4), Some(8));
+        assert_eq!(find_run(&bits, 0, 128, 128, 1), None);
+        set_bits(&mut bits, 0, 128, true);
+        assert_eq!(find_run(&bits, 0, 128, 1, 1), None);
+        set_bits(&mut bits, 127, 128, false);
+        assert_eq!(find_run(&bits, 0, 128, 1, 1), Some(127));
+        assert_eq!(find_run(&bits, 0, 128, 2, 1), None);
+    }
+
+    #[test]
+    fn chunk_hint_tracks_first_free() {
+        let stride = pool_stride();
+        let mut c = Chunk {
+            base: NonNull::dangling(),
+            bits: vec![0u64; stride / UNIT / 64].into_boxed_slice(),
+            used: 0,
+            hint: 0,
+        };
+        let limit = stride / UNIT;
+        for i in 0..100 {
+            let u = find_run(&c.bits, c.hint, limit, 1, 1).unwrap();
+            assert_eq!(u, i);
+            let _ = c.take(u, 1);
+        }
+        assert_eq!(c.hint, 100);
+        c.give_back(42, 1);
+        assert_eq!(c.hint, 42);
+        assert_eq!(find_run(&c.bits, c.hint, limit, 1, 1), Some(42));
+        assert_eq!(find_run(&c.bits, c.hint, limit, 2, 1), Some(100));
+        assert_eq!(c.used, 99);
+    }
+
+    #[test]
+    fn pagemap_entries() {
+        assert_eq!(Page::from_entry(0), Page::Absent);
+        assert_eq!(Page::from_entry(1 << 63), Page::Shared);
+        assert_eq!(Page::from_entry(1 << 63 | 1 << 56), Page::Private);
+        assert_eq!(Page::from_entry(1 << 62), Page::Private);
+    }
+
+    #[test]
+    fn dedicated_strides() {
+        let page = page_size();
+        let b = alloc(pool_stride(), 8, 3).unwrap();
+        assert!(b.dedicated);
+        assert_eq!(1usize << b.shift, pool_stride());
+        // SAFETY: fresh block, unused.
+        unsafe { free(b.base, pool_stride(), 3, b.shift, true) };
+        let b = alloc(pool_stride() + 1, 8, 2).unwrap();
+        assert_eq!(1usize << b.shift, 2 * pool_stride());
+        // SAFETY: fresh block, unused.
+        unsafe { free(b.base, pool_stride() + 1, 2, b.shift, true) };
+        let b = alloc(16, pool_stride(), 2).unwrap();
+        assert!(b.dedicated);
+        assert_eq!(b.base.as_ptr() as usize % pool_stride(), 0);
+        assert!(1usize << b.shift >= pool_stride().max(page));
+        // SAFETY: fresh block, unused.
+        unsafe { free(b.base, 16, 2, b.shift, true) };
+    }
+}
