@@ -148,6 +148,13 @@ impl ThreadArea {
         imp::current()
     }
 
+    /// This thread's registered area and its current `cpu_id`, read once: the fast
+    /// path of every per-CPU operation indexed by CPU.
+    #[inline]
+    pub fn current_with_cpu() -> Result<(ThreadArea, u32), Reason> {
+        imp::current_with_cpu()
+    }
+
     /// Address of the area (for asm operands).
     #[inline(always)]
     pub fn as_ptr(self) -> *mut Rseq {
@@ -316,6 +323,7 @@ impl Drop for Unregister {
             // standard signature; after unregistering, the kernel no longer touches it.
             let _ = unsafe { sys::rseq(own.rseq.get(), len, abi::FLAG_UNREGISTER, abi::SIGNATURE) };
         });
+        imp::forget_area();
         let _ = STATE.try_with(|s| s.set(T_DESTROYED));
         let _ = REASON.try_with(|r| r.set(Some(Reason::ThreadExiting)));
     }
@@ -353,22 +361,51 @@ mod imp {
         OWN.with(|own| own.rseq.get())
     }
 
+    thread_local! {
+        /// This thread's usable area (glibc's or our own), null until the cold path
+        /// has validated it. No destructor and a const initializer: in an executable
+        /// reading it is one `%fs`-relative load.
+        static AREA: Cell<*mut Rseq> = const { Cell::new(core::ptr::null_mut()) };
+    }
+
+    /// The cached area pointer and its `cpu_id`, if both are usable.
+    #[inline(always)]
+    fn fast() -> Option<(*mut Rseq, u32)> {
+        let area = AREA.with(|a| a.get());
+        if area.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null AREA is this thread's libc or own area, mapped for the
+        // thread's lifetime; volatile because the kernel updates it.
+        let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
+        (cpu < abi::CPU_ID_REGISTRATION_FAILED).then_some((area, cpu))
+    }
+
     /// The registered area, if this thread has one right now; otherwise the cold path.
     #[inline]
     pub(super) fn current() -> Result<ThreadArea, Reason> {
-        let offset = LIBC_OFFSET.load(Ordering::Relaxed);
-        let area = if offset != NO_OFFSET {
-            libc_area(offset)
-        } else {
-            own_area()
-        };
-        // SAFETY: `area` is this thread's libc or own area, valid for the thread.
-        let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
-        if cpu < abi::CPU_ID_REGISTRATION_FAILED {
+        match fast() {
             // SAFETY: a valid cpu_id means the kernel maintains this area.
-            return Ok(unsafe { ThreadArea::new(area) });
+            Some((area, _)) => Ok(unsafe { ThreadArea::new(area) }),
+            None => current_slow(),
         }
-        current_slow()
+    }
+
+    /// As [`current`], also returning the `cpu_id` it validated.
+    #[inline]
+    pub(super) fn current_with_cpu() -> Result<(ThreadArea, u32), Reason> {
+        match fast() {
+            // SAFETY: a valid cpu_id means the kernel maintains this area.
+            Some((area, cpu)) => Ok((unsafe { ThreadArea::new(area) }, cpu)),
+            None => current_with_cpu_slow(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn current_with_cpu_slow() -> Result<(ThreadArea, u32), Reason> {
+        let area = current_slow()?;
+        Ok((area, area.cpu_id()))
     }
 
     #[cold]
@@ -380,6 +417,7 @@ mod imp {
                 // SAFETY: glibc's area of this thread.
                 let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
                 if cpu < abi::CPU_ID_REGISTRATION_FAILED {
+                    let _ = AREA.try_with(|a| a.set(area));
                     // SAFETY: as above; the kernel maintains it.
                     Ok(unsafe { ThreadArea::new(area) })
                 } else {
@@ -423,6 +461,7 @@ mod imp {
             Ok(()) => {
                 OWN_LEN.with(|l| l.set(len));
                 STATE.with(|s| s.set(T_REGISTERED));
+                let _ = AREA.try_with(|a| a.set(area));
                 // SAFETY: just registered.
                 Ok(unsafe { ThreadArea::new(area) })
             }
@@ -465,26 +504,25 @@ mod imp {
                     }
                 }
                 STATE.with(|s| s.set(T_DISABLED));
+                let _ = AREA.try_with(|a| a.set(core::ptr::null_mut()));
                 Ok(())
             }
         }
     }
 
-    /// The CPU this thread runs on: one TLS load when registered.
+    /// The CPU this thread runs on: one TLS load (the area pointer) and the load of
+    /// `cpu_id` when registered.
     #[inline]
     pub(crate) fn current_cpu() -> u32 {
-        let offset = LIBC_OFFSET.load(Ordering::Relaxed);
-        let cpu = if offset != NO_OFFSET {
-            sys::read_tp_u32(offset + abi::OFFSET_CPU_ID as isize)
-        } else {
-            // SAFETY: our own TLS area; a volatile read because the kernel updates it.
-            OWN.with(|own| unsafe { core::ptr::addr_of!((*own.rseq.get()).cpu_id).read_volatile() })
-        };
-        if cpu < abi::CPU_ID_REGISTRATION_FAILED {
-            cpu
-        } else {
-            current_cpu_slow()
+        match fast() {
+            Some((_, cpu)) => cpu,
+            None => current_cpu_slow(),
         }
+    }
+
+    /// Forgets the cached area (thread exit).
+    pub(super) fn forget_area() {
+        let _ = AREA.try_with(|a| a.set(core::ptr::null_mut()));
     }
 
     #[cold]
@@ -512,6 +550,10 @@ mod imp {
         Err(Reason::UnsupportedTarget)
     }
 
+    pub(super) fn current_with_cpu() -> Result<(ThreadArea, u32), Reason> {
+        Err(Reason::UnsupportedTarget)
+    }
+
     pub(super) fn disable() -> Result<(), DisableError> {
         let _ = STATE.try_with(|s| s.set(T_DISABLED));
         Ok(())
@@ -521,6 +563,8 @@ mod imp {
     pub(crate) fn current_cpu() -> u32 {
         sys::getcpu_fallback()
     }
+
+    pub(super) fn forget_area() {}
 }
 
 pub(crate) use imp::current_cpu;

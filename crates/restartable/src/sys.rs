@@ -136,25 +136,6 @@ pub(crate) fn thread_pointer() -> *mut u8 {
     tp
 }
 
-/// Reads a `u32` at `offset` bytes from the thread pointer (`%fs:offset`): one load,
-/// with no assumption that it keeps its value (the kernel updates it asynchronously).
-#[cfg(restartable_asm)]
-#[inline(always)]
-pub(crate) fn read_tp_u32(offset: isize) -> u32 {
-    let v: u32;
-    // SAFETY: callers pass an offset inside glibc's registered rseq area of this
-    // thread, which is part of the thread's static TLS block and always mapped.
-    unsafe {
-        core::arch::asm!(
-            "movl %fs:({off}), {v:e}",
-            off = in(reg) offset,
-            v = out(reg) v,
-            options(att_syntax, nostack, preserves_flags, readonly)
-        );
-    }
-    v
-}
-
 /// `uname -r`, for reports.
 pub fn kernel_release() -> String {
     // SAFETY: utsname is plain old data; zeroed is a valid value.

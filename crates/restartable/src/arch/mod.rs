@@ -94,6 +94,13 @@ pub trait Index: sealed::Sealed + 'static {
     const OFFSET: usize;
     /// The current index of this thread, read from its area.
     fn current(area: ThreadArea) -> u32;
+    /// This thread's registered area and current index, with as few loads as the
+    /// index allows (one for `cpu_id`): how every per-CPU operation starts.
+    #[inline(always)]
+    fn enter() -> Result<(ThreadArea, u32), crate::Reason> {
+        let area = ThreadArea::current()?;
+        Ok((area, Self::current(area)))
+    }
 }
 
 /// Index per-CPU data by `cpu_id`.
@@ -108,6 +115,10 @@ impl Index for ByCpu {
     #[inline(always)]
     fn current(area: ThreadArea) -> u32 {
         area.cpu_id()
+    }
+    #[inline(always)]
+    fn enter() -> Result<(ThreadArea, u32), crate::Reason> {
+        ThreadArea::current_with_cpu()
     }
 }
 

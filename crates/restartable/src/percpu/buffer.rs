@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use super::{effective_index, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
 use crate::arch::{self, Index, OpResult, Order, Relaxed, Release};
 use crate::hooks::{self, Hooks, NoHooks};
-use crate::registration::ThreadArea;
 
 /// One CPU's array: `items[..offset]` hold boxed values.
 struct BufSlot<const CAP: usize> {
@@ -124,10 +123,9 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     fn push_as<I: Index, O: Order>(&self, item: *mut T) -> Result<bool, ()> {
         let mut aborts = 0;
         loop {
-            let Ok(area) = ThreadArea::current() else {
+            let Ok((area, cpu)) = I::enter() else {
                 return Err(());
             };
-            let cpu = I::current(area);
             hooks::inject_c::<H>(7);
             if cpu as usize >= self.slots.slots() {
                 return Err(());
@@ -191,10 +189,9 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     fn pop_as<I: Index>(&self) -> Result<Option<*mut T>, ()> {
         let mut aborts = 0;
         loop {
-            let Ok(area) = ThreadArea::current() else {
+            let Ok((area, cpu)) = I::enter() else {
                 return Err(());
             };
-            let cpu = I::current(area);
             hooks::inject_c::<H>(7);
             if cpu as usize >= self.slots.slots() {
                 return Err(());

@@ -8,7 +8,6 @@ use core::sync::atomic::{AtomicI64, Ordering};
 use super::{effective_index, with_index, IndexBy, PerCpu, MAX_CONSECUTIVE_ABORTS};
 use crate::arch::{self, Index, OpResult};
 use crate::hooks::{self, Hooks, NoHooks};
-use crate::registration::ThreadArea;
 
 /// A signed counter sharded per CPU: `add` is one restartable sequence on the current
 /// CPU's slot (a plain `add` to memory, no atomic instruction, no shared cache line);
@@ -103,10 +102,9 @@ impl<H: Hooks> PerCpuCounter<H> {
     fn add_as<I: Index>(&self, delta: i64) {
         let mut aborts = 0;
         loop {
-            let Ok(area) = ThreadArea::current() else {
+            let Ok((area, cpu)) = I::enter() else {
                 break;
             };
-            let cpu = I::current(area);
             hooks::inject_c::<H>(7);
             if cpu as usize >= self.slots.slots() {
                 break;

@@ -12,7 +12,6 @@ use core::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use super::{effective_index, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
 use crate::arch::{self, Index, OpResult};
 use crate::hooks::{self, Hooks, NoHooks};
-use crate::registration::ThreadArea;
 
 /// One lock word and one lazily created value.
 struct LockSlot<T> {
@@ -130,10 +129,9 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
         let mut aborts = 0;
         let mut spins = 0u32;
         loop {
-            let Ok(area) = ThreadArea::current() else {
+            let Ok((area, cpu)) = I::enter() else {
                 break;
             };
-            let cpu = I::current(area);
             hooks::inject_c::<H>(7);
             if cpu as usize >= self.slots.slots() {
                 break;

@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use super::{effective_index, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
 use crate::arch::{self, Index, OpResult, Order, Relaxed, Release};
 use crate::hooks::{self, Hooks, NoHooks};
-use crate::registration::ThreadArea;
 
 struct CopySlot<T, const CAP: usize> {
     offset: AtomicIsize,
@@ -108,10 +107,9 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
     fn push_as<I: Index, O: Order>(&self, item: &T) -> Result<bool, ()> {
         let mut aborts = 0;
         loop {
-            let Ok(area) = ThreadArea::current() else {
+            let Ok((area, cpu)) = I::enter() else {
                 return Err(());
             };
-            let cpu = I::current(area);
             hooks::inject_c::<H>(7);
             if cpu as usize >= self.slots.slots() {
                 return Err(());
@@ -180,10 +178,9 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
     fn pop_as<I: Index>(&self, out: &mut MaybeUninit<T>) -> Result<bool, ()> {
         let mut aborts = 0;
         loop {
-            let Ok(area) = ThreadArea::current() else {
+            let Ok((area, cpu)) = I::enter() else {
                 return Err(());
             };
-            let cpu = I::current(area);
             hooks::inject_c::<H>(7);
             if cpu as usize >= self.slots.slots() {
                 return Err(());

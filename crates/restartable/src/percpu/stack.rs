@@ -10,7 +10,6 @@ use std::sync::Mutex;
 use super::{effective_index, fence_slot, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
 use crate::arch::{self, Index, OpResult};
 use crate::hooks::{self, Hooks, NoHooks};
-use crate::registration::ThreadArea;
 use crate::FenceError;
 
 #[repr(C)]
@@ -123,10 +122,9 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     fn push_as<I: Index>(&self, node: *mut Node<T>) -> bool {
         let mut aborts = 0;
         loop {
-            let Ok(area) = ThreadArea::current() else {
+            let Ok((area, cpu)) = I::enter() else {
                 return false;
             };
-            let cpu = I::current(area);
             hooks::inject_c::<H>(7);
             if cpu as usize >= self.slots.slots() {
                 return false;
@@ -198,10 +196,9 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     fn pop_as<I: Index>(&self) -> Result<Option<*mut Node<T>>, ()> {
         let mut aborts = 0;
         loop {
-            let Ok(area) = ThreadArea::current() else {
+            let Ok((area, cpu)) = I::enter() else {
                 return Err(());
             };
-            let cpu = I::current(area);
             hooks::inject_c::<H>(7);
             if cpu as usize >= self.slots.slots() {
                 return Err(());

@@ -296,27 +296,31 @@ impl Page {
     }
 }
 
-/// Reads pagemap entries for increasing page numbers, a window at a time.
+/// Reads pagemap entries for increasing page numbers below `end`, a window at a time.
 struct Entries<'f> {
     file: Option<&'f File>,
     buf: Vec<u64>,
     /// Page number of `buf[0]`.
     first: usize,
+    /// No page at or after this one is asked for.
+    end: usize,
 }
 
 impl Entries<'_> {
     const WINDOW: usize = 4096;
 
     fn page(&mut self, vpn: usize) -> Page {
+        debug_assert!(vpn < self.end);
         let Some(file) = self.file else {
             return Page::Shared;
         };
         if vpn < self.first || vpn >= self.first + self.buf.len() {
+            let n = Self::WINDOW.min(self.end - vpn);
             self.buf.clear();
-            self.buf.resize(Self::WINDOW, 0);
+            self.buf.resize(n, 0);
             // SAFETY: a `[u64]` may be viewed as its bytes, and any bytes are valid u64s.
             let bytes = unsafe {
-                core::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), Self::WINDOW * 8)
+                core::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), n * 8)
             };
             match file.read_at(bytes, (vpn as u64) * 8) {
                 Ok(n) if n >= 8 => {
@@ -357,12 +361,13 @@ unsafe fn reset(
             next_one(&chunk.bits, lo, hi) == hi
         })
         .collect();
+    let chunk_addr = chunk.base.as_ptr() as usize;
     let mut entries = Entries {
         file: pagemap,
         buf: Vec::new(),
         first: 0,
+        end: (chunk_addr + (slots - 1) * stride) / page + last_page + 1,
     };
-    let chunk_addr = chunk.base.as_ptr() as usize;
     for s in 0..slots {
         for p in first_page..=last_page {
             let page_off = s * stride + p * page;
