@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod gdb_script;
 mod info;
+mod inspect;
 
 /// Tools for Linux restartable sequences, built on the `restartable` library.
 #[derive(Parser, Debug)]
@@ -22,11 +24,17 @@ struct Cli {
 enum Command {
     /// Print this thread's rseq registration, CPU ids, kernel and libc.
     Info(info::InfoArgs),
+    /// List the restartable sequences in an ELF binary.
+    Inspect(inspect::InspectArgs),
+    /// Print the gdb extension that steps over restartable sequences.
+    GdbScript(gdb_script::GdbScriptArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Info(args) => info::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
+        Command::GdbScript(args) => gdb_script::run(&args),
     }
 }

@@ -56,7 +56,11 @@ pub fn fences_supported() -> bool {
 fn ensure_registered() -> Result<(), FenceError> {
     match STATE.load(Ordering::Acquire) {
         REGISTERED => return Ok(()),
-        UNSUPPORTED => return Err(FenceError { errno: libc::ENOSYS }),
+        UNSUPPORTED => {
+            return Err(FenceError {
+                errno: libc::ENOSYS,
+            })
+        }
         _ => {}
     }
     match sys::membarrier(abi::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) {

@@ -26,8 +26,9 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, Ordering};
 use crate::arch::OpResult;
 
 /// Selects the instrumentation compiled into a sequence. Implemented by [`NoHooks`],
-/// [`StatsHooks`] and [`TestHooks`].
-pub trait Hooks: sealed::Sealed + 'static {
+/// [`StatsHooks`] and [`TestHooks`]. `Send + Sync` so that a container generic over
+/// `H` is shareable between threads whatever `H` is (they hold it as `PhantomData`).
+pub trait Hooks: sealed::Sealed + Send + Sync + 'static {
     /// Delay injection, compare-twice and the test switches are compiled in.
     const INJECT: bool;
     /// Outcomes are counted per thread.

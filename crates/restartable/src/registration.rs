@@ -497,7 +497,12 @@ mod imp {
                 if state == T_REGISTERED {
                     // SAFETY: the area this thread registered with these arguments.
                     let r = unsafe {
-                        sys::rseq(own_area(), OWN_LEN.with(|l| l.get()), abi::FLAG_UNREGISTER, abi::SIGNATURE)
+                        sys::rseq(
+                            own_area(),
+                            OWN_LEN.with(|l| l.get()),
+                            abi::FLAG_UNREGISTER,
+                            abi::SIGNATURE,
+                        )
                     };
                     if r.is_err() {
                         return Err(DisableError::ThreadExiting);
@@ -636,7 +641,9 @@ mod tests {
         assert_eq!(Reason::from_errno(libc::EPERM), Reason::NotPermitted);
         assert_eq!(
             Reason::from_errno(libc::EINVAL),
-            Reason::ForeignOwner { errno: libc::EINVAL }
+            Reason::ForeignOwner {
+                errno: libc::EINVAL
+            }
         );
     }
 

@@ -63,13 +63,19 @@ fn single_thread_ops<I: Index, H: Hooks>() {
         next: isize,
     }
     let mut second = Node { data: 2, next: 0 };
-    let mut first = Node { data: 1, next: &mut second as *mut Node as isize };
+    let mut first = Node {
+        data: 1,
+        next: &mut second as *mut Node as isize,
+    };
     let mut head: isize = &mut first as *mut Node as isize;
     let hp = &mut head as *mut isize;
     let voff = core::mem::offset_of!(Node, next) as isize;
     let mut popped: isize = 0;
     let lp = &mut popped as *mut isize;
-    for expected in [&mut first as *mut Node as isize, &mut second as *mut Node as isize] {
+    for expected in [
+        &mut first as *mut Node as isize,
+        &mut second as *mut Node as isize,
+    ] {
         // SAFETY: the list nodes outlive the calls; `popped` is private.
         let (r, _) = retry::<I>(|a, c| unsafe {
             arch::load_cbeq_store_add_load_store::<I, H>(a, c, hp, 0, voff, lp)
@@ -146,7 +152,14 @@ fn single_thread_ops<I: Index, H: Hooks>() {
     // SAFETY: private buffers of the right length.
     let (r, _) = retry::<I>(|a, c| unsafe {
         arch::load_cbne_memcpy_store::<I, Relaxed, H>(
-            a, c, p, 0, dst.as_mut_ptr(), src.as_ptr(), 200, 1,
+            a,
+            c,
+            p,
+            0,
+            dst.as_mut_ptr(),
+            src.as_ptr(),
+            200,
+            1,
         )
     });
     assert_eq!((r, v), (OpResult::Committed, 1));
@@ -155,7 +168,14 @@ fn single_thread_ops<I: Index, H: Hooks>() {
     // SAFETY: private buffers of the right length.
     let (r, _) = retry::<I>(|a, c| unsafe {
         arch::load_cbne_memcpy_store::<I, Release, H>(
-            a, c, p, 0, dst2.as_mut_ptr(), src.as_ptr(), 200, 2,
+            a,
+            c,
+            p,
+            0,
+            dst2.as_mut_ptr(),
+            src.as_ptr(),
+            200,
+            2,
         )
     });
     assert_eq!((r, v), (OpResult::CompareFailed, 1));
@@ -204,4 +224,286 @@ fn stats_count_commits_and_compare_failures() {
     })
     .join()
     .unwrap();
+}
+
+/// Per-CPU data for the concurrent tests: one padded slot per CPU (or mm_cid).
+#[repr(C, align(128))]
+struct Slot {
+    v: isize,
+    v2: isize,
+}
+
+fn slots() -> Vec<Slot> {
+    (0..restartable::possible_cpus())
+        .map(|_| Slot { v: 0, v2: 0 })
+        .collect()
+}
+
+#[derive(Clone, Copy)]
+struct SlotsPtr(*mut Slot);
+// SAFETY: the slots are only written by sequences of their own CPU (the point of
+// the test) and read after every thread joined.
+unsafe impl Send for SlotsPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SlotsPtr {}
+
+fn threads() -> usize {
+    6 * std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// 6 x nproc threads each add 1 `reps` times on their CPU's slot with
+/// `load_add_store`, and run `load_cbne_store` increments (read, compare, store) on
+/// `v2`: both totals must be exact.
+fn concurrent_counts<I: Index, H: Hooks>(reps: usize) -> hooks::Stats {
+    let mut data = slots();
+    let base = SlotsPtr(data.as_mut_ptr());
+    let total = Arc::new(Mutex::new(hooks::Stats::default()));
+    let n = threads();
+    std::thread::scope(|s| {
+        for _ in 0..n {
+            let total = total.clone();
+            s.spawn(move || {
+                let base = base;
+                hooks::reset_thread_stats();
+                for _ in 0..reps {
+                    loop {
+                        let a = area();
+                        let cpu = I::current(a);
+                        // SAFETY: slot `cpu` is written only by sequences for `cpu`.
+                        let p = unsafe { core::ptr::addr_of_mut!((*base.0.add(cpu as usize)).v) };
+                        // SAFETY: as above.
+                        if unsafe { arch::load_add_store::<I, H>(a, cpu, p, 1) }
+                            == OpResult::Committed
+                        {
+                            break;
+                        }
+                    }
+                    loop {
+                        let a = area();
+                        let cpu = I::current(a);
+                        // SAFETY: as above.
+                        let p = unsafe { core::ptr::addr_of_mut!((*base.0.add(cpu as usize)).v2) };
+                        // SAFETY: reading the slot of our CPU; the sequence re-checks it.
+                        let old = unsafe { p.read_volatile() };
+                        // SAFETY: as above.
+                        if unsafe { arch::load_cbne_store::<I, H>(a, cpu, p, old, old + 1) }
+                            == OpResult::Committed
+                        {
+                            break;
+                        }
+                    }
+                }
+                *total.lock().unwrap() += hooks::thread_stats();
+            });
+        }
+    });
+    let sum: isize = data.iter().map(|s| s.v).sum();
+    let sum2: isize = data.iter().map(|s| s.v2).sum();
+    assert_eq!(sum as usize, n * reps, "load_add_store lost updates");
+    assert_eq!(sum2 as usize, n * reps, "load_cbne_store lost updates");
+    let t = *total.lock().unwrap();
+    t
+}
+
+#[test]
+fn concurrent_ops_are_exact_both_index_modes() {
+    concurrent_counts::<ByCpu, NoHooks>(20_000);
+    if restartable::status().mm_cid {
+        concurrent_counts::<ByMmCid, NoHooks>(20_000);
+    }
+}
+
+#[test]
+fn injected_delays_cause_counted_aborts_and_results_stay_exact() {
+    let _g = HOOK_LOCK.lock().unwrap();
+    hooks::reset();
+    for p in 1..=6 {
+        hooks::set_loops(p, 2_000);
+    }
+    let s = concurrent_counts::<ByCpu, TestHooks>(3_000);
+    let s2 = if restartable::status().mm_cid {
+        concurrent_counts::<ByMmCid, TestHooks>(3_000)
+    } else {
+        s
+    };
+    hooks::reset();
+    assert!(
+        s.aborts > 0,
+        "no abort observed with delays in the sequences: {s:?}"
+    );
+    assert!(s2.aborts > 0, "no abort observed (mm_cid): {s2:?}");
+    assert_eq!(s.commits as usize, 2 * threads() * 3_000);
+}
+
+#[test]
+fn compare_twice_passes_on_correct_sequences() {
+    let _g = HOOK_LOCK.lock().unwrap();
+    hooks::reset();
+    hooks::set_compare_twice(true);
+    hooks::set_loops(4, 500);
+    concurrent_counts::<ByCpu, TestHooks>(2_000);
+    single_thread_ops::<ByCpu, TestHooks>();
+    hooks::reset();
+}
+
+extern "C" fn on_signal(_: libc::c_int) {}
+
+/// A per-thread POSIX timer sending `SIGUSR2` to the calling thread every
+/// `period_us` microseconds, deleted on drop.
+struct ThreadTimer(libc::timer_t);
+
+impl ThreadTimer {
+    fn start(period_us: i64) -> ThreadTimer {
+        // SAFETY: plain-data structs filled before use; the timer targets this thread
+        // (SIGEV_THREAD_ID), which has a handler for SIGUSR2.
+        unsafe {
+            let mut sev: libc::sigevent = core::mem::zeroed();
+            sev.sigev_notify = libc::SIGEV_THREAD_ID;
+            sev.sigev_signo = libc::SIGUSR2;
+            sev.sigev_notify_thread_id = libc::gettid();
+            let mut t: libc::timer_t = core::ptr::null_mut();
+            assert_eq!(
+                libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut t),
+                0
+            );
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: period_us * 1000,
+            };
+            let spec = libc::itimerspec {
+                it_interval: ts,
+                it_value: ts,
+            };
+            assert_eq!(libc::timer_settime(t, 0, &spec, core::ptr::null_mut()), 0);
+            ThreadTimer(t)
+        }
+    }
+}
+
+impl Drop for ThreadTimer {
+    fn drop(&mut self) {
+        // SAFETY: a timer created by `start` and not yet deleted.
+        unsafe { libc::timer_delete(self.0) };
+    }
+}
+
+fn install_noop_handler(sig: libc::c_int) {
+    // SAFETY: installing a handler that does nothing, for a signal only tests use.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(sig, &sa, core::ptr::null_mut());
+    }
+}
+
+/// A timer signal every 50 µs to every thread while 6 x nproc threads run the bare
+/// (hook-free) sequences: no update is lost, and signals did abort sequences.
+#[test]
+fn signal_storm_loses_no_update() {
+    install_noop_handler(libc::SIGUSR2);
+    let stop = AtomicBool::new(false);
+    let mut data = slots();
+    let base = SlotsPtr(data.as_mut_ptr());
+    let n = threads();
+    let aborts = AtomicI64::new(0);
+    let done_ops = AtomicI64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..n {
+            let (stop, aborts, done_ops) = (&stop, &aborts, &done_ops);
+            s.spawn(move || {
+                let base = base;
+                hooks::reset_thread_stats();
+                let timer = ThreadTimer::start(50);
+                let mut ops = 0i64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1000 {
+                        loop {
+                            let a = area();
+                            let cpu = ByCpu::current(a);
+                            // SAFETY: slot `cpu` is written only by sequences for `cpu`.
+                            let p =
+                                unsafe { core::ptr::addr_of_mut!((*base.0.add(cpu as usize)).v) };
+                            // SAFETY: as above.
+                            if unsafe { arch::load_add_store::<ByCpu, StatsHooks>(a, cpu, p, 1) }
+                                == OpResult::Committed
+                            {
+                                break;
+                            }
+                        }
+                    }
+                    ops += 1000;
+                }
+                drop(timer);
+                aborts.fetch_add(hooks::thread_stats().aborts as i64, Ordering::Relaxed);
+                done_ops.fetch_add(ops, Ordering::Relaxed);
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let sum: isize = data.iter().map(|s| s.v).sum();
+    assert_eq!(
+        sum as i64,
+        done_ops.load(Ordering::Relaxed),
+        "lost updates under a signal storm"
+    );
+    assert!(
+        aborts.load(Ordering::Relaxed) > 0,
+        "the storm never interrupted a sequence: the abort path was not exercised"
+    );
+}
+
+fn pin_to(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; the calls only read/write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// The kernel itself aborts a sequence it preempts: a thread pinned to one CPU (so
+/// the CPU check cannot fail) runs a sequence with a long injected delay while a
+/// signal arrives inside it; the attempt must abort and a later one commit.
+#[test]
+fn kernel_aborts_an_interrupted_sequence() {
+    let _g = HOOK_LOCK.lock().unwrap();
+    hooks::reset();
+    std::thread::spawn(|| {
+        install_noop_handler(libc::SIGUSR2);
+        pin_to(restartable::current_cpu() as usize);
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            // SAFETY: the target thread waits for this thread to finish.
+            unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGUSR2) };
+        });
+        hooks::set_loops(3, 400_000_000);
+        let mut v: isize = 0;
+        let a = area();
+        let cpu = a.cpu_id();
+        // SAFETY: private data.
+        let r = unsafe { arch::load_add_store::<ByCpu, TestHooks>(a, cpu, &mut v, 1) };
+        hooks::set_loops(3, 0);
+        killer.join().unwrap();
+        assert_eq!(
+            r,
+            OpResult::Aborted { cpu },
+            "a signal inside the sequence must abort it"
+        );
+        assert_eq!(v, 0, "nothing committed");
+        assert_eq!(
+            area().cpu_id(),
+            cpu,
+            "pinned: the abort came from the kernel, not the CPU check"
+        );
+    })
+    .join()
+    .unwrap();
+    hooks::reset();
 }

@@ -270,8 +270,7 @@ pub unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
 ) -> OpResult {
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    let r =
-        unsafe { imp::load_cbne_store_store::<I, O, H>(area, cpu, v, expect, v2, newv2, newv) };
+    let r = unsafe { imp::load_cbne_store_store::<I, O, H>(area, cpu, v, expect, v2, newv2, newv) };
     crate::hooks::record::<H>(r)
 }
 

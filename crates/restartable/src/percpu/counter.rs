@@ -101,10 +101,7 @@ impl<H: Hooks> PerCpuCounter<H> {
     #[inline(always)]
     fn add_as<I: Index>(&self, delta: i64) {
         let mut aborts = 0;
-        loop {
-            let Ok((area, cpu)) = I::enter() else {
-                break;
-            };
+        while let Ok((area, cpu)) = I::enter() {
             hooks::inject_c::<H>(7);
             if cpu as usize >= self.slots.slots() {
                 break;

@@ -128,10 +128,7 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
     fn lock_as<I: Index>(&self) -> Held {
         let mut aborts = 0;
         let mut spins = 0u32;
-        loop {
-            let Ok((area, cpu)) = I::enter() else {
-                break;
-            };
+        while let Ok((area, cpu)) = I::enter() {
             hooks::inject_c::<H>(7);
             if cpu as usize >= self.slots.slots() {
                 break;
@@ -150,7 +147,7 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
                 OpResult::CompareFailed => {
                     aborts = 0;
                     spins += 1;
-                    if spins % 64 == 0 {
+                    if spins.is_multiple_of(64) {
                         std::thread::yield_now();
                     } else {
                         core::hint::spin_loop();
@@ -179,7 +176,7 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
             .is_err()
         {
             spins += 1;
-            if spins % 64 == 0 {
+            if spins.is_multiple_of(64) {
                 std::thread::yield_now();
             } else {
                 core::hint::spin_loop();

@@ -7,7 +7,9 @@ use core::mem::offset_of;
 use core::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
-use super::{effective_index, fence_slot, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
+use super::{
+    effective_index, fence_slot, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS,
+};
 use crate::arch::{self, Index, OpResult};
 use crate::hooks::{self, Hooks, NoHooks};
 use crate::FenceError;

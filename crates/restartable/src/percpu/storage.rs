@@ -53,20 +53,27 @@
 //! Slots start all-zero without being touched (fresh anonymous pages read as zero),
 //! which is why `T` must be [`Zeroable`]. When a `PerCpu` is dropped its space goes
 //! back to the pool, and it must read as zero again before it is handed out, without
-//! making every slot's page resident. The pool reads `/proc/self/pagemap` for the
-//! item's pages in every range and:
-//! - skips pages that were never touched (or were released): they read as zero;
+//! making every slot's page resident. The pool asks the kernel which of the item's
+//! pages exist in each range (the `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap`, Linux
+//! 6.7+, which returns only the populated regions; else the pagemap entries
+//! themselves) and:
+//! - skips pages that were never touched or were released (and, with
+//!   `PAGEMAP_SCAN`, pages mapping the zero page): they read as zero;
 //! - releases with `madvise(MADV_DONTNEED)` a page of a range that no live item uses
 //!   any more (the memory goes back to the system and reads as zero afterwards);
-//! - otherwise clears the item's bytes: directly in a page that is private to this
-//!   process, only when they are not already zero in a page that may be the shared
-//!   zero page (so that a slot that was only read stays unbacked);
+//! - otherwise clears the item's bytes: directly in a page of its own (present, or
+//!   swapped out), and in a page that may be the shared zero page (pagemap entries
+//!   do not tell it from a page shared with a forked child) only when some byte is
+//!   not zero, so that a slot that was only read stays unbacked;
 //! - releases a whole chunk with one `madvise(MADV_DONTNEED)` when its last item goes
 //!   (or unmaps it, when the pool has other chunks).
 //!
-//! `mincore` is not used for this: it reports a swapped-out page as absent, although
-//! it may hold the item's old bytes. Where `/proc/self/pagemap` cannot be read, every
-//! slot's bytes are checked (reads map the zero page; see above).
+//! Freeing an 8-byte item costs about 1 µs with 2 slots and 3 µs with 1,024 (one
+//! ioctl; with the entries instead, the cost grows with the slot count). `mincore` is
+//! not used: it reports a swapped-out page as absent although it may hold the item's
+//! old bytes. The pagemap file is reopened after a `fork` (it describes the memory of
+//! the process that opened it). Where it cannot be read at all, every slot's bytes
+//! are checked (reads map the zero page; see above).
 //!
 //! # Examples
 //! ```
@@ -181,7 +188,8 @@ impl std::error::Error for AllocError {}
 /// atomic stores, so the slot types used with sequences are atomics or `UnsafeCell`s).
 ///
 /// `PerCpu<T>` is `Send` when `T` is, and `Sync` when `T` is. Dropping it drops every
-/// slot's value once (when `T` needs dropping) and returns the space to the pool.
+/// slot's value once (when `T` needs dropping: this reads every slot, mapping the zero
+/// page for slots never written) and returns the space to the pool.
 ///
 /// # Examples
 /// ```
@@ -259,11 +267,10 @@ impl<T: Zeroable> PerCpu<T> {
         if slots == 0 {
             return Err(AllocError::new::<T>(slots, Cause::NoSlots));
         }
-        let block =
-            pool::alloc(size_of::<T>(), align_of::<T>(), slots).map_err(|e| match e {
-                pool::Error::TooLarge => AllocError::new::<T>(slots, Cause::TooLarge),
-                pool::Error::Os(errno) => AllocError::new::<T>(slots, Cause::Os(errno)),
-            })?;
+        let block = pool::alloc(size_of::<T>(), align_of::<T>(), slots).map_err(|e| match e {
+            pool::Error::TooLarge => AllocError::new::<T>(slots, Cause::TooLarge),
+            pool::Error::Os(errno) => AllocError::new::<T>(slots, Cause::Os(errno)),
+        })?;
         Ok(PerCpu {
             base: block.base.cast(),
             slots,
@@ -316,7 +323,11 @@ impl<T: Zeroable> PerCpu<T> {
     /// a valid `T`.
     #[inline]
     pub fn slot_ptr(&self, i: usize) -> *mut T {
-        debug_assert!(i < self.slots, "slot {i} out of range ({} slots)", self.slots);
+        debug_assert!(
+            i < self.slots,
+            "slot {i} out of range ({} slots)",
+            self.slots
+        );
         self.base
             .as_ptr()
             .cast::<u8>()
@@ -416,15 +427,7 @@ impl<T: Zeroable> Drop for PerCpu<T> {
                 // SAFETY: the block came from `pool::alloc` with this size and slot
                 // count, and is returned once: every value in it is dropped
                 // and nothing can reach it any more.
-                unsafe {
-                    pool::free(
-                        s.base.cast(),
-                        size_of::<T>(),
-                        s.slots,
-                        s.shift,
-                        s.dedicated,
-                    )
-                };
+                unsafe { pool::free(s.base.cast(), size_of::<T>(), s.slots, s.shift, s.dedicated) };
             }
         }
         let mut finish = Finish {

@@ -212,7 +212,10 @@ pub(super) unsafe fn free(
     let mut state = state();
     let State { families, pagemap } = &mut *state;
     let Some(family) = families.iter_mut().find(|f| f.slots == slots) else {
-        debug_assert!(false, "per-CPU item freed to a pool that has no such family");
+        debug_assert!(
+            false,
+            "per-CPU item freed to a pool that has no such family"
+        );
         return;
     };
     let Some(ci) = family
@@ -240,13 +243,8 @@ pub(super) unsafe fn free(
         // reads as zero everywhere.
         // SAFETY: the chunk is a mapping of `chunk_len` bytes with no live item, and
         // the mutex keeps anyone from placing one there meanwhile.
-        let r = unsafe {
-            libc::madvise(
-                chunk.base.as_ptr().cast(),
-                chunk_len,
-                libc::MADV_DONTNEED,
-            )
-        };
+        let r =
+            unsafe { libc::madvise(chunk.base.as_ptr().cast(), chunk_len, libc::MADV_DONTNEED) };
         if r == 0 {
             return;
         }
@@ -267,16 +265,17 @@ fn pagemap_file(slot: &mut Option<(u32, Option<File>)>) -> Option<&File> {
     slot.as_ref().and_then(|(_, f)| f.as_ref())
 }
 
-/// What a page of a range may hold, from its pagemap entry.
+/// What a page of a range may hold, from its pagemap entry or `PAGEMAP_SCAN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Page {
-    /// No page table entry: never touched, or released; reads as zero.
+    /// No page table entry (never touched, or released), or the zero page (as told
+    /// by `PAGEMAP_SCAN`): reads as zero.
     Absent,
     /// Backed by a page private to this process (present and exclusively mapped, or
     /// swapped out).
     Private,
-    /// Present but maybe shared: the kernel's zero page, or a page shared with a
-    /// forked process; or unknown (pagemap unreadable).
+    /// Present but maybe shared (pagemap entries do not tell the zero page from a
+    /// page shared with a forked process), or unknown (pagemap unreadable).
     Shared,
 }
 
@@ -361,42 +360,196 @@ unsafe fn reset(
             next_one(&chunk.bits, lo, hi) == hi
         })
         .collect();
-    let chunk_addr = chunk.base.as_ptr() as usize;
+    let base = chunk.base.as_ptr();
+    let mut visit = |s: usize, p: usize, state: Page| {
+        if state == Page::Absent {
+            return;
+        }
+        let page_off = s * stride + p * page;
+        if unused[p - first_page] {
+            // SAFETY: this page of this range holds no live item (and the mutex keeps
+            // new ones out), so dropping its contents loses nothing; it reads as zero
+            // afterwards.
+            let r = unsafe { libc::madvise(base.add(page_off).cast(), page, libc::MADV_DONTNEED) };
+            if r == 0 {
+                return;
+            }
+        }
+        let lo = off.max(p * page);
+        let hi = (off + len).min((p + 1) * page);
+        // SAFETY: `lo..hi` lies in range `s` of the chunk's mapping, 8-byte aligned and
+        // sized, and belongs to no live item (the caller's promise).
+        unsafe { clear(base.add(s * stride + lo), hi - lo, state) };
+    };
+    let window = Window {
+        chunk: base as usize,
+        stride,
+        page,
+        first_page,
+        last_page,
+        slots,
+    };
+    #[cfg(test)]
+    let pagemap_scan = !tests::READ_ENTRIES.with(|r| r.get());
+    #[cfg(not(test))]
+    let pagemap_scan = true;
+    if let (Some(file), true) = (pagemap, pagemap_scan) {
+        if scan(file, &window, &mut visit) {
+            return;
+        }
+    }
     let mut entries = Entries {
         file: pagemap,
         buf: Vec::new(),
         first: 0,
-        end: (chunk_addr + (slots - 1) * stride) / page + last_page + 1,
+        end: window.end() / page,
     };
     for s in 0..slots {
         for p in first_page..=last_page {
-            let page_off = s * stride + p * page;
-            let state = entries.page((chunk_addr + page_off) / page);
-            if state == Page::Absent {
-                continue;
-            }
-            if unused[p - first_page] {
-                // SAFETY: this page of this range holds no live item (and the mutex
-                // keeps new ones out), so dropping its contents loses nothing; it
-                // reads as zero afterwards.
-                let r = unsafe {
-                    libc::madvise(
-                        chunk.base.as_ptr().add(page_off).cast(),
-                        page,
-                        libc::MADV_DONTNEED,
-                    )
-                };
-                if r == 0 {
-                    continue;
-                }
-            }
-            let lo = off.max(p * page);
-            let hi = (off + len).min((p + 1) * page);
-            // SAFETY: `lo..hi` lies in range `s` of the chunk's mapping, 8-byte
-            // aligned and sized, and belongs to no live item (the caller's promise).
-            unsafe { clear(chunk.base.as_ptr().add(s * stride + lo), hi - lo, state) };
+            let vpn = (window.chunk + s * stride + p * page) / page;
+            visit(s, p, entries.page(vpn));
         }
     }
+}
+
+/// The pages `first_page..=last_page` of each of the `slots` ranges of a chunk.
+struct Window {
+    chunk: usize,
+    stride: usize,
+    page: usize,
+    first_page: usize,
+    last_page: usize,
+    slots: usize,
+}
+
+impl Window {
+    /// The first page's address.
+    fn start(&self) -> usize {
+        self.chunk + self.first_page * self.page
+    }
+
+    /// The end of the last range's last page.
+    fn end(&self) -> usize {
+        self.chunk + (self.slots - 1) * self.stride + (self.last_page + 1) * self.page
+    }
+
+    /// Calls `f(slot, page, state)` for each page of the window in `start..end`.
+    fn each(&self, start: usize, end: usize, state: Page, f: &mut impl FnMut(usize, usize, Page)) {
+        let mut a = start;
+        while a < end {
+            let rel = a - self.chunk;
+            let (s, p) = (rel / self.stride, rel % self.stride / self.page);
+            if p < self.first_page {
+                a = self.chunk + s * self.stride + self.first_page * self.page;
+            } else if p > self.last_page {
+                a = self.chunk + (s + 1) * self.stride + self.first_page * self.page;
+            } else {
+                f(s, p, state);
+                a += self.page;
+            }
+        }
+    }
+}
+
+/// `struct pm_scan_arg` of `<linux/fs.h>` (Linux 6.7+).
+#[repr(C)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// `struct page_region` of `<linux/fs.h>`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
+
+/// `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: u64 =
+    3 << 30 | (core::mem::size_of::<PmScanArg>() as u64) << 16 | (b'f' as u64) << 8 | 16;
+const PAGE_IS_PRESENT: u64 = 1 << 3;
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
+const PAGE_IS_PFNZERO: u64 = 1 << 5;
+const _: () = assert!(core::mem::size_of::<PmScanArg>() == 96 && PAGEMAP_SCAN == 0xC060_6610);
+
+/// Visits the window's pages that are present or swapped, with the `PAGEMAP_SCAN`
+/// ioctl: one call returns only the populated regions, so the cost follows the pages
+/// resident, not the slots. Pages mapping the zero page count as absent. Returns
+/// false if the ioctl is not supported (before Linux 6.7), having visited nothing.
+fn scan(file: &File, w: &Window, f: &mut impl FnMut(usize, usize, Page)) -> bool {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    use std::os::fd::AsRawFd;
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let mut regions = [PageRegion::default(); 64];
+    let (mut start, end) = (w.start(), w.end());
+    let mut first = true;
+    while start < end {
+        let mut arg = PmScanArg {
+            size: core::mem::size_of::<PmScanArg>() as u64,
+            flags: 0,
+            start: start as u64,
+            end: end as u64,
+            walk_end: 0,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            max_pages: 0,
+            category_inverted: 0,
+            category_mask: 0,
+            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO,
+        };
+        // SAFETY: `arg` is a valid `pm_scan_arg` whose `vec` points to `vec_len`
+        // writable regions; the kernel only reads our page tables and writes those.
+        let n = unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                PAGEMAP_SCAN as _,
+                &mut arg as *mut PmScanArg,
+            )
+        };
+        if n < 0 {
+            if first {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+            }
+            // The caller reads the entries instead; visiting a page again is harmless
+            // (releasing or clearing it twice has the effect of once).
+            return false;
+        }
+        first = false;
+        for r in &regions[..n as usize] {
+            let state = if r.categories & PAGE_IS_SWAPPED != 0 {
+                Page::Private
+            } else if r.categories & PAGE_IS_PFNZERO != 0 {
+                Page::Absent
+            } else {
+                Page::Private
+            };
+            w.each(r.start as usize, r.end as usize, state, f);
+        }
+        let walked = arg.walk_end as usize;
+        if walked <= start {
+            // No progress: let the caller read the entries instead.
+            return false;
+        }
+        start = walked;
+    }
+    true
 }
 
 /// Zeroes `len` bytes at `p`: directly in a private page; in a page that may be the
@@ -441,7 +594,9 @@ fn map(len: usize, stride: usize, align: usize) -> Result<NonNull<u8>, Error> {
     };
     if p == libc::MAP_FAILED {
         return Err(Error::Os(
-            std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM),
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::ENOMEM),
         ));
     }
     let p = p.cast::<u8>();
@@ -550,6 +705,65 @@ fn set_bits(bits: &mut [u64], lo: usize, hi: usize, set: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Makes `reset` on this thread read pagemap entries instead of `PAGEMAP_SCAN`.
+        pub(super) static READ_ENTRIES: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn resident(addr: *mut u8) -> bool {
+        let mut v = 0u8;
+        // SAFETY: one page at a page-aligned address of our mapping; `v` receives one byte.
+        let r = unsafe { libc::mincore(addr.cast(), page_size(), &mut v) };
+        assert_eq!(r, 0);
+        v & 1 != 0
+    }
+
+    /// Freed items read as zero when reused, pages that no item uses any more are
+    /// released, and slots that were only read stay unbacked.
+    fn free_resets(slots: usize, read_entries: bool) {
+        READ_ENTRIES.with(|r| r.set(read_entries));
+        let stride = pool_stride();
+        let page = page_size();
+        let slot = |b: &Block, i: usize| b.base.as_ptr().wrapping_add(i * stride);
+        let keep = alloc(8, 8, slots).unwrap();
+        let a = alloc(24, 8, slots).unwrap();
+        let big = alloc(page, page, slots).unwrap();
+        assert_eq!(keep.base.as_ptr() as usize % stride, 0, "a fresh family");
+        assert_eq!(big.base.as_ptr() as usize % stride, page);
+        // SAFETY: every access below stays inside the blocks, which nobody else uses.
+        unsafe {
+            for i in [0, 2] {
+                ptr::write_bytes(slot(&a, i), 0xab, 24);
+                ptr::write_bytes(slot(&big, i), 0xcd, page);
+            }
+            assert_eq!(ptr::read_volatile(slot(&a, 1)), 0);
+            assert!(resident(slot(&big, 0)) && resident(slot(&big, 2)));
+            free(a.base, 24, slots, a.shift, false);
+            free(big.base, page, slots, big.shift, false);
+            // Page 1 of each range held only `big`: released.
+            assert!(!resident(slot(&big, 0)) && !resident(slot(&big, 2)));
+            let b = alloc(24, 8, slots).unwrap();
+            assert_eq!(b.base, a.base);
+            for i in 0..slots {
+                assert!((0..24).all(|k| *slot(&b, i).add(k) == 0), "slot {i}");
+            }
+            free(b.base, 24, slots, b.shift, false);
+            free(keep.base, 8, slots, keep.shift, false);
+        }
+        READ_ENTRIES.with(|r| r.set(false));
+    }
+
+    #[test]
+    fn free_resets_with_pagemap_scan() {
+        free_resets(3, false);
+    }
+
+    #[test]
+    fn free_resets_reading_pagemap_entries() {
+        free_resets(4, true);
+    }
 
     #[test]
     fn bit_scans() {

@@ -8,14 +8,14 @@ use core::num::{
     NonZeroU16, NonZeroU32, NonZeroU64, NonZeroU8, NonZeroUsize, Wrapping,
 };
 use core::ptr::NonNull;
+#[cfg(target_has_atomic = "8")]
+use core::sync::atomic::{AtomicBool, AtomicI8, AtomicU8};
 #[cfg(target_has_atomic = "16")]
 use core::sync::atomic::{AtomicI16, AtomicU16};
 #[cfg(target_has_atomic = "32")]
 use core::sync::atomic::{AtomicI32, AtomicU32};
 #[cfg(target_has_atomic = "64")]
 use core::sync::atomic::{AtomicI64, AtomicU64};
-#[cfg(target_has_atomic = "8")]
-use core::sync::atomic::{AtomicBool, AtomicI8, AtomicU8};
 #[cfg(target_has_atomic = "ptr")]
 use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicUsize};
 

@@ -1,0 +1,34 @@
+//! `rseq gdb-script`: print the gdb extension that steps over restartable sequences.
+//!
+//! The extension (`gdb/restartable-gdb.py` in the repository, built into the binary)
+//! makes gdb's own `stepi`, `nexti`, `step` and `next` finish over code that runs
+//! restartable sequences, and adds `info rseq`. Use it with
+//!
+//! ```text
+//! rseq gdb-script > /tmp/restartable-gdb.py
+//! gdb -ex 'source /tmp/restartable-gdb.py' ./program
+//! ```
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Args;
+
+/// The gdb extension's Python source.
+pub const SCRIPT: &str = include_str!("../../../gdb/restartable-gdb.py");
+
+/// Arguments of `rseq gdb-script` (none).
+#[derive(Args, Debug)]
+pub struct GdbScriptArgs {}
+
+/// Runs `rseq gdb-script`: writes [`SCRIPT`] to standard output.
+pub fn run(_args: &GdbScriptArgs) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(SCRIPT.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("rseq gdb-script: cannot write the script: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

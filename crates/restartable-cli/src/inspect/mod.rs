@@ -1,0 +1,174 @@
+//! `rseq inspect FILE [--json]`: list the restartable sequences of an ELF binary.
+//!
+//! Reads the reference tables (`__rseq_cs`, `__rseq_cs_ptr_array`,
+//! `__rseq_exit_point_array`, the layout of librseq and the kernel selftests, which
+//! the `restartable` crate emits too) with the parser in [`elf`], and prints each
+//! critical section's start, post-commit and abort addresses, its exit points and the
+//! function it lies in, sorted by start address.
+//!
+//! Exit status: 0 when the tables were read and passed every check (or the file has
+//! none); 1 when the file cannot be read (the reason goes to stderr) **or** when a
+//! check found a problem. Problems are printed with the listing (and in the JSON), and
+//! counted on stderr. A table that the kernel or a debugger would misread is a defect
+//! of the binary, so `rseq inspect` fails on it and can guard a build in CI; the same
+//! status covers the "pointers that land outside the file: exit 1".
+
+pub mod elf;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use self::elf::{inspect_elf, Sequence, Tables};
+
+/// Arguments of `rseq inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The ELF file to read (an executable or a shared object).
+    file: PathBuf,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `rseq inspect`.
+pub fn run(args: &InspectArgs) -> ExitCode {
+    let name = args.file.display().to_string();
+    let result = std::fs::read(&args.file)
+        .map_err(|err| format!("cannot read the file: {err}"))
+        .and_then(|data| inspect_elf(&data).map_err(|err| err.to_string()));
+    let tables = match result {
+        Ok(tables) => tables,
+        Err(message) => {
+            eprintln!("rseq inspect: {name}: {message}");
+            if args.json {
+                println!("{}", json!({ "file": name, "error": message }));
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        println!("{}", to_json(&name, &tables));
+    } else {
+        print!("{}", to_text(&name, &tables));
+    }
+    let problems = tables.problem_count();
+    if problems > 0 {
+        eprintln!(
+            "rseq inspect: {name}: {problems} problem{} found in the restartable-sequence tables",
+            plural(problems)
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// The listing as JSON: `{"file", "sequences": [...], "problems": [...]}`.
+pub fn to_json(file: &str, tables: &Tables) -> Value {
+    let sequences: Vec<Value> = tables.sequences.iter().map(sequence_json).collect();
+    let problems: Vec<String> = tables.problems.iter().map(|p| p.to_string()).collect();
+    json!({
+        "file": file,
+        "has_tables": tables.has_tables,
+        "sequences": sequences,
+        "problems": problems,
+        "problem_count": tables.problem_count(),
+    })
+}
+
+fn hex(value: u64) -> String {
+    format!("{value:#x}")
+}
+
+fn sequence_json(seq: &Sequence) -> Value {
+    let exits: Vec<Value> = seq
+        .exit_points
+        .iter()
+        .map(|e| json!({ "exit_ip": e.exit_ip, "exit_ip_hex": hex(e.exit_ip), "function": e.function }))
+        .collect();
+    let problems: Vec<String> = seq.problems.iter().map(|p| p.to_string()).collect();
+    json!({
+        "descriptor": seq.descriptor,
+        "descriptor_hex": hex(seq.descriptor),
+        "version": seq.version,
+        "flags": seq.flags,
+        "start_ip": seq.start_ip,
+        "start_ip_hex": hex(seq.start_ip),
+        "post_commit_offset": seq.post_commit_offset,
+        "post_commit_ip": seq.post_commit_ip(),
+        "post_commit_ip_hex": hex(seq.post_commit_ip()),
+        "abort_ip": seq.abort_ip,
+        "abort_ip_hex": hex(seq.abort_ip),
+        "in_pointer_array": seq.in_pointer_array,
+        "function": seq.function,
+        "exit_points": exits,
+        "problems": problems,
+    })
+}
+
+/// The listing as a readable table.
+pub fn to_text(file: &str, tables: &Tables) -> String {
+    let mut out = String::new();
+    if tables.sequences.is_empty() && tables.problems.is_empty() {
+        if tables.has_tables {
+            let _ = writeln!(
+                out,
+                "no restartable sequences in {file} (its rseq sections are empty)"
+            );
+        } else {
+            let _ = writeln!(out, "no restartable sequences in {file}");
+        }
+        return out;
+    }
+    let count = tables.sequences.len();
+    let _ = writeln!(out, "{file}: {count} restartable sequence{}", plural(count));
+    if count > 0 {
+        let _ = writeln!(
+            out,
+            "  {:<18}  {:<18}  {:<18}  function",
+            "start", "post-commit", "abort"
+        );
+    }
+    for seq in &tables.sequences {
+        let _ = writeln!(
+            out,
+            "  {:#018x}  {:#018x}  {:#018x}  {}",
+            seq.start_ip,
+            seq.post_commit_ip(),
+            seq.abort_ip,
+            seq.function.as_deref().unwrap_or("??")
+        );
+        for exit in &seq.exit_points {
+            let _ = writeln!(
+                out,
+                "      exit point {:#018x}  {}",
+                exit.exit_ip,
+                exit.function.as_deref().unwrap_or("??")
+            );
+        }
+        for problem in &seq.problems {
+            let _ = writeln!(out, "      PROBLEM: {problem}");
+        }
+    }
+    if !tables.problems.is_empty() {
+        let _ = writeln!(out, "problems in the tables:");
+        for problem in &tables.problems {
+            let _ = writeln!(out, "  PROBLEM: {problem}");
+        }
+    }
+    out
+}
