@@ -22,23 +22,29 @@ fn use_every_op() {
     let mut w: isize = 0;
     let p = &mut v as *mut isize;
     let q = &mut w as *mut isize;
-    // SAFETY: private data; results are ignored (aborts are fine here).
+    // For load_add_load_load_add_store: ptr -> [entry] -> target.
+    let mut target: isize = 0;
+    let mut entry: isize = &mut target as *mut isize as isize;
+    let mut list: isize = &mut entry as *mut isize as isize;
+    // SAFETY: private data; every pointer an op follows is valid; results are
+    // ignored (an abort is fine here).
     unsafe {
         let _ = arch::load_cbne_store::<ByCpu, NoHooks>(a, cpu, p, 1, 2);
         let _ = arch::load_cbne_store::<ByMmCid, TestHooks>(a, a.mm_cid(), p, 1, 2);
-        let _ = arch::load_add_store::<ByCpu, NoHooks>(a, cpu, p, 1);
+        // v == 0: the pops find an empty list.
         let _ = arch::load_cbeq_store_add_load_store::<ByCpu, NoHooks>(a, cpu, p, 0, 0, q);
         let _ = arch::load_cbne_load_cbeq_store_add_load_store::<ByCpu, NoHooks>(
-            a, cpu, q, 1, p, 0, 0, q,
+            a, cpu, q, 0, p, 0, 0, q,
         );
-        let _ = arch::load_add_load_load_add_store::<ByCpu, NoHooks>(a, cpu, p, 0, 0);
-        let _ = arch::load_cbne_store_store::<ByCpu, Relaxed, NoHooks>(a, cpu, p, 1, q, 0, 0);
-        let _ = arch::load_cbne_load_cbne_store::<ByCpu, NoHooks>(a, cpu, p, 1, q, 1, 0);
+        let _ = arch::load_add_load_load_add_store::<ByCpu, NoHooks>(a, cpu, &mut list, 0, 1);
+        let _ = arch::load_add_store::<ByCpu, NoHooks>(a, cpu, p, 1);
+        let _ = arch::load_cbne_store_store::<ByCpu, Relaxed, NoHooks>(a, cpu, p, 5, q, 0, 0);
+        let _ = arch::load_cbne_load_cbne_store::<ByCpu, NoHooks>(a, cpu, p, 5, q, 1, 0);
         let r = arch::load_cbne_memcpy_store::<ByCpu, Relaxed, NoHooks>(
             a,
             cpu,
             p,
-            1,
+            5,
             q.cast(),
             p.cast(),
             0,
