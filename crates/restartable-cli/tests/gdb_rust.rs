@@ -1,0 +1,406 @@
+//! The gdb extension (`rseq gdb-script`) against real gdb, in batch mode, on Rust code:
+//! the example `crates/restartable/examples/counter_loop.rs`, a loop whose body is
+//! `counter.inc()` (a `PerCpuCounter` increment, one restartable sequence) followed by
+//! another statement (issue 7).
+//!
+//! The example is built by the test itself (`cargo build --example counter_loop -p
+//! restartable`, with the test's own profile and target directory: a no-op when
+//! `cargo test --workspace` built it already). In release builds (the workspace gives
+//! them line tables) the sequence is inlined into `main`; in dev builds it sits in
+//! `restartable::arch::x86_64::load_add_store`, called from `main`. The assertions hold
+//! for both.
+//!
+//! Each test stops on the increment's line in `main` and issues one stepping command
+//! repeatedly until the program stands on the next line, counting how often it stood
+//! on a sequence's start (an attempt) or post-commit address (a commit). Without the
+//! extension single-stepping aborts every attempt: nothing commits, and the next line
+//! is reached only when `PerCpuCounter` gives up after `MAX_CONSECUTIVE_ABORTS`
+//! aborts and adds on its shared fallback (the example prints `fallback 1`). With the
+//! extension `stepi`, `next` and `step` reach the next line quickly and the
+//! increment commits as a sequence (`fallback 0`).
+//!
+//! Without gdb, ptrace permission, line tables or rseq, the tests print a notice and
+//! pass.
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use restartable::percpu::MAX_CONSECUTIVE_ABORTS;
+
+const RSEQ: &str = env!("CARGO_BIN_EXE_rseq");
+/// How many `stepi` the stepping tests allow to get past the sequence.
+const STEPIS: usize = 3000;
+/// How many `step` the `step` test allows (dev builds step through the library's
+/// functions line by line).
+const STEPS: usize = 300;
+/// How often the example increments its counter.
+const INCREMENTS: u32 = 3;
+/// How long one gdb run may take.
+const GDB_LIMIT: Duration = Duration::from_secs(90);
+
+fn example_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../restartable/examples/counter_loop.rs")
+}
+
+/// The line of the example carrying `marker` (1-based).
+fn line_of(marker: &str) -> usize {
+    let source = std::fs::read_to_string(example_source()).expect("read the example");
+    source
+        .lines()
+        .position(|l| l.contains(marker))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("no {marker} in the example"))
+}
+
+/// Builds the example with this test's profile into this test's target directory
+/// (found from the test executable: `<target>[/<triple>]/<profile>/deps/gdb_rust-…`),
+/// once per test process. Returns the binary, or why it could not be built.
+fn example_binary() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT.get_or_init(build_example).clone()
+}
+
+fn build_example() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the test executable is not in <profile>/deps")?;
+    let dir_name = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("no profile directory name")?;
+    // The `dev` profile (and `test`, which inherits it) writes to `debug`.
+    let profile = if dir_name == "debug" { "dev" } else { dir_name };
+    let above = profile_dir.parent().ok_or("no target directory")?;
+    let cargo = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO")));
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--quiet", "--example", "counter_loop", "-p"])
+        .args(["restartable", "--profile", profile, "--target-dir"]);
+    // Cargo marks the root of a target directory with CACHEDIR.TAG; anything else
+    // between it and the profile directory is a `--target` triple.
+    if above.join("CACHEDIR.TAG").exists() {
+        command.arg(above);
+    } else {
+        let root = above.parent().ok_or("no target directory")?;
+        let triple = above.file_name().ok_or("no target triple")?;
+        command.arg(root).arg("--target").arg(triple);
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo build --example counter_loop failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let binary = profile_dir.join("examples/counter_loop");
+    if binary.exists() {
+        Ok(binary)
+    } else {
+        Err(format!("{} was not built", binary.display()))
+    }
+}
+
+/// Everything a test needs, or None (with a notice) when the machine lacks a piece.
+struct Setup {
+    dir: PathBuf,
+    binary: PathBuf,
+    extension: PathBuf,
+}
+
+fn setup(test: &str) -> Option<Setup> {
+    if Command::new("gdb").arg("--version").output().is_err() {
+        eprintln!("NOTICE: gdb is not installed: skipping the gdb test {test}");
+        return None;
+    }
+    let binary = example_binary().unwrap_or_else(|err| panic!("{err}"));
+    let run = Command::new(&binary).output().expect("run the example");
+    assert!(run.status.success(), "the example runs: {run:?}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    if !stdout.starts_with("rseq registered") {
+        eprintln!("NOTICE: this thread has no rseq ({stdout}): skipping the gdb test {test}");
+        return None;
+    }
+    assert!(
+        stdout.contains(&format!("counter {INCREMENTS}\nfallback 0\n")),
+        "the example on its own: {stdout}"
+    );
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gdb-rust-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The extension as users get it: printed by `rseq gdb-script`.
+    let script = Command::new(RSEQ).arg("gdb-script").output().unwrap();
+    assert!(script.status.success());
+    let extension = dir.join("restartable-gdb.py");
+    std::fs::write(&extension, &script.stdout).unwrap();
+    Some(Setup {
+        dir,
+        binary,
+        extension,
+    })
+}
+
+/// Runs gdb in batch mode with the given Python driver (and the extension first if
+/// `with_extension`). Returns gdb's output, or None (with a notice) when gdb cannot
+/// trace the program here or the example has no line tables. Kills gdb after
+/// GDB_LIMIT.
+fn run_gdb(setup: &Setup, driver: &str, with_extension: bool) -> Option<String> {
+    let driver_path = setup.dir.join("driver.py");
+    std::fs::write(&driver_path, driver).unwrap();
+    let mut command = Command::new("gdb");
+    command.args(["-nx", "-batch", "-iex", "set debuginfod enabled off"]);
+    command.args(["-ex", "set pagination off"]);
+    if with_extension {
+        command.arg("-x").arg(&setup.extension);
+    }
+    command.arg("-x").arg(&driver_path).arg(&setup.binary);
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gdb");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let mut timed_out = false;
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > GDB_LIMIT {
+            timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = format!(
+        "{}{}",
+        out_reader.join().unwrap(),
+        err_reader.join().unwrap()
+    );
+    if output.contains("ptrace: Operation not permitted")
+        || output.contains("Couldn't get registers")
+    {
+        eprintln!("NOTICE: gdb may not trace processes here: skipping\n{output}");
+        return None;
+    }
+    if output.contains("No source file named counter_loop.rs") {
+        eprintln!("NOTICE: the example was built without line tables: skipping\n{output}");
+        return None;
+    }
+    assert!(
+        !timed_out,
+        "gdb did not finish within {GDB_LIMIT:?}:\n{output}"
+    );
+    Some(output)
+}
+
+/// A driver that stops on the increment's line, issues `command` up to `limit` times
+/// until the program stands on the next line, prints
+/// `RESULT reached <n or None> attempts <a> commits <c>`, and lets the program finish.
+///
+/// Optimized code has no line-table row for the line of an inlined call (gdb 13 moves
+/// a breakpoint there to the next line), so the driver breaks on an earlier line and
+/// goes on with `next` until gdb shows the increment's line, where gdb stops at an
+/// inlined call site.
+fn driver(command: &str, limit: usize) -> String {
+    format!(
+        r#"
+import re
+import struct
+import gdb
+
+INC_LINE = {inc}
+NEXT_LINE = {next}
+
+def line():
+    sal = gdb.selected_frame().find_sal()
+    if sal.symtab is None or not sal.symtab.filename.endswith("counter_loop.rs"):
+        return None
+    return sal.line
+
+def sequences():
+    """The start and post-commit addresses of every sequence, from __rseq_cs."""
+    text = gdb.execute("info files", to_string=True)
+    starts, posts = set(), set()
+    for m in re.finditer(r"0x([0-9a-f]+) - 0x([0-9a-f]+) is (\S+)", text):
+        if m.group(3) != "__rseq_cs":
+            continue
+        lo, hi = int(m.group(1), 16), int(m.group(2), 16)
+        data = bytes(gdb.selected_inferior().read_memory(lo, hi - lo))
+        for off in range(0, len(data) - 31, 32):
+            _v, _f, start, length, _abort = struct.unpack_from("<IIQQQ", data, off)
+            if start and length:
+                starts.add(start)
+                posts.add(start + length)
+    return starts, posts
+
+gdb.execute("break counter_loop.rs:{before}")
+gdb.execute("run")
+gdb.execute("delete")
+for _ in range(10):
+    if line() == INC_LINE:
+        break
+    gdb.execute("next")
+if line() != INC_LINE:
+    print("RESULT not on the increment's line but on %s" % line())
+    gdb.execute("kill")
+else:
+    starts, posts = sequences()
+    print("RESULT %d sequences" % len(starts))
+    attempts = commits = 0
+    reached = None
+    for i in range({limit}):
+        gdb.execute("{command}", to_string=True)
+        pc = int(gdb.selected_frame().pc())
+        attempts += pc in starts
+        commits += pc in posts
+        if line() == NEXT_LINE:
+            reached = i + 1
+            break
+    print("RESULT reached %s attempts %d commits %d pc 0x%x" % (reached, attempts, commits, pc))
+    gdb.execute("continue")
+"#,
+        inc = line_of("// INC_LINE"),
+        next = line_of("// NEXT_LINE"),
+        before = line_of("// BEFORE_LINE"),
+    )
+}
+
+/// What a driver run printed.
+#[derive(Debug)]
+struct Stepped {
+    /// After how many commands the next line was reached (None: never).
+    reached: Option<usize>,
+    attempts: usize,
+    commits: usize,
+    /// The example's `fallback` line: increments that did not commit as a sequence.
+    fallback: u32,
+}
+
+fn parse(output: &str) -> Stepped {
+    let result = output
+        .lines()
+        .find(|l| l.starts_with("RESULT reached"))
+        .unwrap_or_else(|| panic!("the driver did not get to the increment:\n{output}"));
+    eprintln!("{result}");
+    let words: Vec<&str> = result.split_whitespace().collect();
+    let number = |key: &str| {
+        let i = words.iter().position(|w| *w == key).unwrap();
+        words[i + 1]
+    };
+    assert!(
+        output.contains(&format!("\ncounter {INCREMENTS}\n")),
+        "the counter is wrong or the program did not finish:\n{output}"
+    );
+    let fallback = output
+        .lines()
+        .find_map(|l| l.strip_prefix("fallback "))
+        .unwrap_or_else(|| panic!("no fallback line:\n{output}"))
+        .trim()
+        .parse()
+        .unwrap();
+    Stepped {
+        reached: number("reached").parse().ok(),
+        attempts: number("attempts").parse().unwrap(),
+        commits: number("commits").parse().unwrap(),
+        fallback,
+    }
+}
+
+#[test]
+fn stepi_without_the_extension_never_commits_the_sequence() {
+    let Some(setup) = setup("stepi-plain") else {
+        return;
+    };
+    let Some(output) = run_gdb(&setup, &driver("stepi", STEPIS), false) else {
+        return;
+    };
+    let s = parse(&output);
+    // Every attempt is aborted. The next line is reached at all only because the
+    // counter gives up after MAX_CONSECUTIVE_ABORTS aborts and adds on its fallback
+    // (an optimized build takes about 20 stepi per attempt; a dev build takes more
+    // than STEPIS for all of them).
+    assert_eq!(s.commits, 0, "{s:?}\n{output}");
+    assert!(s.attempts >= 2, "{s:?}\n{output}");
+    match s.reached {
+        Some(_) => {
+            assert_eq!(
+                s.attempts, MAX_CONSECUTIVE_ABORTS as usize,
+                "{s:?}\n{output}"
+            );
+            assert_eq!(s.fallback, 1, "{s:?}\n{output}");
+        }
+        None => assert_eq!(s.fallback, 0, "{s:?}\n{output}"),
+    }
+}
+
+#[test]
+fn stepi_with_the_extension_reaches_the_next_line() {
+    let Some(setup) = setup("stepi-ext") else {
+        return;
+    };
+    let Some(output) = run_gdb(&setup, &driver("stepi", STEPIS), true) else {
+        return;
+    };
+    let s = parse(&output);
+    assert!(s.reached.is_some(), "{s:?}\n{output}");
+    assert!(s.commits >= 1, "{s:?}\n{output}");
+    assert_eq!(
+        s.fallback, 0,
+        "every increment commits as a sequence: {output}"
+    );
+}
+
+#[test]
+fn next_with_the_extension_reaches_the_next_line() {
+    let Some(setup) = setup("next-ext") else {
+        return;
+    };
+    let Some(output) = run_gdb(&setup, &driver("next", 3), true) else {
+        return;
+    };
+    let s = parse(&output);
+    assert_eq!(s.reached, Some(1), "one next: {s:?}\n{output}");
+    assert_eq!(
+        s.fallback, 0,
+        "every increment commits as a sequence: {output}"
+    );
+}
+
+#[test]
+fn step_with_the_extension_reaches_the_next_line() {
+    let Some(setup) = setup("step-ext") else {
+        return;
+    };
+    let Some(output) = run_gdb(&setup, &driver("step", STEPS), true) else {
+        return;
+    };
+    let s = parse(&output);
+    assert!(s.reached.is_some(), "{s:?}\n{output}");
+    assert_eq!(
+        s.fallback, 0,
+        "every increment commits as a sequence: {output}"
+    );
+}
