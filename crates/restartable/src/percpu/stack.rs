@@ -262,7 +262,9 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     /// Takes every value of slot `cpu`'s list (most recent first), while its owners
     /// may keep pushing and popping: the slot is stopped (its sequences fail over to
     /// the shared fallback), a membarrier fence restarts the sequences in flight on
-    /// it, the list is detached, and the slot reopens. Nothing is lost or duplicated.
+    /// it, the list is detached, a second fence restarts the sequences that may have
+    /// read the old head meanwhile, and the slot reopens. Nothing is lost or
+    /// duplicated.
     ///
     /// Fails where membarrier rseq fences are unavailable.
     pub fn steal(&self, cpu: usize) -> Result<Vec<T>, FenceError> {
@@ -276,9 +278,29 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
             return Err(e);
         }
         // After the fence no sequence on this slot can commit: the list is ours.
-        let mut head = slot.head.load(Ordering::Acquire);
+        let head = slot.head.load(Ordering::Acquire);
         slot.head.store(0, Ordering::Relaxed);
+        // A push compares `head` before `stopped`: one that started after the first
+        // fence may have read the old head just before the store above, and would
+        // see `stopped == 0` if we reopened now, committing a node linked to the
+        // detached (soon freed) list. A second fence aborts every sequence still in
+        // flight, so those that follow read the cleared head.
+        if let Err(e) = fence_slot(self.index, cpu) {
+            // Keep the slot stopped (its operations use the fallback, until a later
+            // steal reopens it) and the values in the fallback: nothing is lost.
+            let values = Self::take_list(head);
+            self.fallback
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(values);
+            return Err(e);
+        }
         slot.stopped.store(0, Ordering::Release);
+        Ok(Self::take_list(head))
+    }
+
+    /// The values of a detached list, most recent first, freeing its nodes.
+    fn take_list(mut head: isize) -> Vec<T> {
         let mut out = Vec::new();
         while head != 0 {
             // SAFETY: detached nodes are exclusively ours.
@@ -286,7 +308,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
             head = node.next;
             out.push(node.value);
         }
-        Ok(out)
+        out
     }
 
     /// Takes every value of every list and of the fallback (see [`steal`](Self::steal)).
