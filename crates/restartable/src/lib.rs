@@ -31,6 +31,8 @@
 //! ```
 
 #![deny(missing_docs)]
+// Without the asm backend, the registration state machine is compiled but unused.
+#![cfg_attr(not(restartable_asm), allow(dead_code))]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
