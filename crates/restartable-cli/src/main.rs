@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod gdb_script;
 mod info;
 mod inspect;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Print this thread's rseq registration, CPU ids, kernel and libc.
     Info(info::InfoArgs),
+    /// Measure rseq against its baselines (per-CPU counter, CPU id, lock, stack, buffer).
+    Bench(bench::BenchArgs),
     /// List the restartable sequences in an ELF binary.
     Inspect(inspect::InspectArgs),
     /// Print the gdb extension that steps over restartable sequences.
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Info(args) => info::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::GdbScript(args) => gdb_script::run(&args),
     }

@@ -1,0 +1,181 @@
+//! `--svg FILE`: aggregate throughput against threads, one panel per workload, drawn
+//! with plotters' SVG backend.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::workloads::Kind;
+
+/// One line of a panel: an implementation's median throughput per thread count.
+pub struct Series {
+    pub name: String,
+    pub kind: Kind,
+    /// `(threads, median Mops/s)`.
+    pub points: Vec<(usize, f64)>,
+}
+
+/// One panel.
+pub struct Panel {
+    pub title: String,
+    pub series: Vec<Series>,
+}
+
+/// Draws the panels (two per row) into an SVG file.
+pub fn write_svg(
+    path: &Path,
+    caption: &str,
+    threads: &[usize],
+    panels: &[Panel],
+) -> Result<(), String> {
+    if panels.is_empty() {
+        return Err("nothing to plot".into());
+    }
+    let cols = if panels.len() > 1 { 2 } else { 1 };
+    let rows = panels.len().div_ceil(cols);
+    let (w, h) = (560 * cols as u32, 60 + 400 * rows as u32);
+    let root = SVGBackend::new(path, (w, h)).into_drawing_area();
+    draw(&root, caption, threads, panels, rows, cols).map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    threads: &[usize],
+    panels: &[Panel],
+    rows: usize,
+    cols: usize,
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let root = root.titled(caption, ("sans-serif", 16))?;
+    let areas = root.split_evenly((rows, cols));
+    // The x axis is the index of the thread count, labelled with the count: the
+    // measured counts (1, nproc, 4 x nproc) are then evenly spaced.
+    let label_of = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < threads.len() {
+            threads[i as usize].to_string()
+        } else {
+            String::new()
+        }
+    };
+    let index_of = |t: usize| threads.iter().position(|&x| x == t).unwrap_or(0) as f64;
+    // One colour per baseline name across the panels (Mutex<Vec> is the same colour
+    // in the stack and buffer panels).
+    let mut baseline_names: Vec<&str> = Vec::new();
+    for s in panels.iter().flat_map(|p| &p.series) {
+        if s.kind == Kind::Baseline && !baseline_names.contains(&s.name.as_str()) {
+            baseline_names.push(&s.name);
+        }
+    }
+    let baseline_color = |name: &str| baseline_names.iter().position(|n| *n == name).unwrap_or(0);
+    for (panel, area) in panels.iter().zip(areas) {
+        let values = panel
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .filter(|v| *v > 0.0 && v.is_finite());
+        let (lo, hi) = values.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        if hi <= 0.0 {
+            continue;
+        }
+        let last = (threads.len().max(1) - 1) as f64;
+        // Leave the bottom of the panel free for the legend: the decades the data
+        // spans, stretched so that the legend's rows fit under the lowest line.
+        let plot_px = 300.0;
+        let legend_px = 16.0 * panel.series.len() as f64 + 20.0;
+        let top = hi * 2.0;
+        let decades = (top / (lo / 1.5)).log10() / (1.0 - (legend_px / plot_px).min(0.7));
+        let bottom = top / 10f64.powf(decades);
+        let mut chart = ChartBuilder::on(&area)
+            .caption(&panel.title, ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(-0.25..last + 0.25, (bottom..top).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("threads")
+            .y_desc("Mops/s (log scale)")
+            .x_labels(threads.len() * 4 + 1)
+            .disable_x_mesh()
+            .x_label_formatter(&label_of)
+            .y_label_formatter(&|v| format_mops(*v))
+            .draw()?;
+        let mut rseq_lines = 0;
+        for s in &panel.series {
+            let (color, width) = match s.kind {
+                Kind::Rseq => {
+                    rseq_lines += 1;
+                    match rseq_lines {
+                        1 => (RED.to_rgba(), 3),
+                        2 => (RGBColor(150, 0, 40).to_rgba(), 2),
+                        _ => (RGBColor(240, 130, 130).to_rgba(), 2),
+                    }
+                }
+                Kind::Baseline => {
+                    let c = BASELINE_COLORS[baseline_color(&s.name) % BASELINE_COLORS.len()];
+                    (c.to_rgba(), 2)
+                }
+                Kind::Floor => (RGBColor(120, 120, 120).to_rgba(), 1),
+            };
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .filter(|p| p.1 > 0.0)
+                .map(|&(t, m)| (index_of(t), m))
+                .collect();
+            let style = ShapeStyle::from(color).stroke_width(width);
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), style))?
+                .label(match s.kind {
+                    Kind::Floor => format!("{} (floor)", s.name),
+                    _ => s.name.clone(),
+                })
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+            chart.draw_series(
+                pts.iter()
+                    .map(|&p| Circle::new(p, 3, ShapeStyle::from(color).filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 11))
+            .draw()?;
+    }
+    Ok(())
+}
+
+/// Distinct colours for the baselines (Tableau 10 without its red, which marks rseq,
+/// and without grey, which marks floors; navy added).
+const BASELINE_COLORS: [RGBColor; 9] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(57, 59, 121),
+];
+
+fn format_mops(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}

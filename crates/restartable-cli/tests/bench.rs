@@ -1,0 +1,145 @@
+//! `rseq bench`: the JSON output has the promised shape, `--svg` writes an SVG file,
+//! and bad arguments are clap errors (exit 2), not panics. Short runs: the figures
+//! themselves are not checked (a benchmark is not a test).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const RSEQ: &str = env!("CARGO_BIN_EXE_rseq");
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(RSEQ)
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run rseq bench")
+}
+
+#[test]
+fn json_has_machine_method_results_and_targets() {
+    let out = bench(&[
+        "--quick",
+        "--json",
+        "--threads",
+        "1,2",
+        "--workload",
+        "counter",
+        "--duration-ms",
+        "5",
+    ]);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    for key in [
+        "cpu_model",
+        "cpus_online",
+        "kernel",
+        "registration",
+        "rustc",
+    ] {
+        assert!(v["machine"].get(key).is_some(), "machine.{key} missing");
+    }
+    assert_eq!(v["method"]["runs"], 3);
+    assert_eq!(v["method"]["duration_ms"], 5);
+    let results = v["results"].as_array().expect("results array");
+    assert!(!results.is_empty());
+    for r in results {
+        for key in [
+            "workload",
+            "threads",
+            "impl",
+            "kind",
+            "median_ns_per_op",
+            "min_ns_per_op",
+            "max_ns_per_op",
+            "median_mops",
+            "ratio_to_best_baseline",
+            "abort_rate",
+            "median_on_cpu",
+        ] {
+            assert!(r.get(key).is_some(), "result key {key} missing in {r}");
+        }
+        assert_eq!(r["workload"], "counter");
+        assert!(r["error"].is_null(), "check failed: {r}");
+        assert!(r["median_ns_per_op"].as_f64().unwrap() > 0.0);
+    }
+    let threads: Vec<u64> = results
+        .iter()
+        .map(|r| r["threads"].as_u64().unwrap())
+        .collect();
+    assert!(threads.contains(&1) && threads.contains(&2));
+    let rseq = results
+        .iter()
+        .find(|r| r["impl"] == "PerCpuCounter::add" && r["threads"] == 1)
+        .expect("the rseq counter row");
+    assert_eq!(rseq["kind"], "rseq");
+    assert!(rseq["ratio_to_best_baseline"].as_f64().unwrap() > 0.0);
+    // The abort pass ran for the rseq container.
+    assert!(rseq["abort_rate"].as_f64().is_some());
+    let targets = v["targets"].as_array().expect("targets array");
+    assert!(targets.iter().any(|t| t["met"].is_boolean()));
+}
+
+#[test]
+fn svg_plot_is_written() {
+    let dir = std::env::temp_dir().join(format!("rseq-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("bench.svg");
+    let out = bench(&[
+        "--runs",
+        "1",
+        "--duration-ms",
+        "3",
+        "--threads",
+        "1,2",
+        "--workload",
+        "cpu,lock",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("targets"), "{text}");
+    assert!(text.contains("current_cpu()"), "{text}");
+    let body = std::fs::read_to_string(&svg).expect("the SVG file");
+    let start = body.trim_start();
+    assert!(
+        start.starts_with("<svg") || start.starts_with("<?xml"),
+        "{}",
+        &body[..80.min(body.len())]
+    );
+    assert!(body.trim_end().ends_with("</svg>"));
+    assert!(body.contains("PerCpuLock"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    for args in [
+        &["--threads", "0"][..],
+        &["--threads", "x"],
+        &["--workload", "nope"],
+        &["--runs", "0"],
+        &["--quick", "--full"],
+    ] {
+        let out = bench(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
