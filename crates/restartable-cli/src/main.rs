@@ -12,6 +12,7 @@ mod bench;
 mod gdb_script;
 mod info;
 mod inspect;
+mod param_test;
 
 /// Tools for Linux restartable sequences, built on the `restartable` library.
 #[derive(Parser, Debug)]
@@ -31,6 +32,13 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Print the gdb extension that steps over restartable sequences.
     GdbScript(gdb_script::GdbScriptArgs),
+    /// Run the reference rseq stress test (flag-compatible with the kernel selftests' param_test).
+    #[command(
+        name = "param-test",
+        disable_help_flag = true,
+        allow_negative_numbers = true
+    )]
+    ParamTest(param_test::ParamTestArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,5 +48,6 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::GdbScript(args) => gdb_script::run(&args),
+        Command::ParamTest(args) => param_test::run(&args),
     }
 }
