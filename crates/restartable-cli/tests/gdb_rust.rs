@@ -243,7 +243,7 @@ def line():
 def sequences():
     """The start and post-commit addresses of every sequence, from __rseq_cs."""
     text = gdb.execute("info files", to_string=True)
-    starts, posts = set(), set()
+    post_of = {{}}
     for m in re.finditer(r"0x([0-9a-f]+) - 0x([0-9a-f]+) is (\S+)", text):
         if m.group(3) != "__rseq_cs":
             continue
@@ -252,9 +252,8 @@ def sequences():
         for off in range(0, len(data) - 31, 32):
             _v, _f, start, length, _abort = struct.unpack_from("<IIQQQ", data, off)
             if start and length:
-                starts.add(start)
-                posts.add(start + length)
-    return starts, posts
+                post_of[start] = start + length
+    return post_of
 
 gdb.execute("break counter_loop.rs:{before}")
 gdb.execute("run")
@@ -267,15 +266,25 @@ if line() != INC_LINE:
     print("RESULT not on the increment's line but on %s" % line())
     gdb.execute("kill")
 else:
-    starts, posts = sequences()
-    print("RESULT %d sequences" % len(starts))
+    post_of = sequences()
+    print("RESULT %d sequences" % len(post_of))
     attempts = commits = 0
+    # A commit is the post-commit address of the sequence last entered (another
+    # sequence's post-commit address can be ordinary code on the path taken), or any
+    # post-commit address when no sequence was seen entered (the extension runs the
+    # thread through the sequence to its post-commit address).
+    posts = set(post_of.values())
+    current = None
     reached = None
     for i in range({limit}):
         gdb.execute("{command}", to_string=True)
         pc = int(gdb.selected_frame().pc())
-        attempts += pc in starts
-        commits += pc in posts
+        if pc in post_of:
+            attempts += 1
+            current = post_of[pc]
+        elif pc == current or (current is None and pc in posts):
+            commits += 1
+            current = None
         if line() == NEXT_LINE:
             reached = i + 1
             break

@@ -5,8 +5,8 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicI64, Ordering};
 
-use super::{effective_index, with_index, IndexBy, PerCpu, MAX_CONSECUTIVE_ABORTS};
-use crate::arch::{self, Index, OpResult};
+use super::{effective_index, IndexBy, PerCpu, MAX_CONSECUTIVE_ABORTS};
+use crate::arch::{self, ByCpu, ByMmCid, Index, OpResult};
 use crate::hooks::{self, Hooks, NoHooks};
 
 /// A signed counter sharded per CPU: `add` is one restartable sequence on the current
@@ -83,7 +83,14 @@ impl<H: Hooks> PerCpuCounter<H> {
     /// Adds `delta` (which may be negative) on the current CPU's slot.
     #[inline]
     pub fn add(&self, delta: i64) {
-        with_index!(self.index, I => self.add_as::<I>(delta))
+        match self.index {
+            IndexBy::Cpu => self.add_as::<ByCpu>(delta),
+            IndexBy::MmCid => {
+                // Layout only: keeps the default (cpu_id) path the fall-through one.
+                std::hint::cold_path();
+                self.add_as::<ByMmCid>(delta)
+            }
+        }
     }
 
     /// Adds 1.
@@ -98,25 +105,47 @@ impl<H: Hooks> PerCpuCounter<H> {
         self.add(-1)
     }
 
+    /// The fast path: one attempt, straight-line code; retries and the fallback are
+    /// out of line so that the common case is a short run with no taken branch.
     #[inline(always)]
     fn add_as<I: Index>(&self, delta: i64) {
-        let mut aborts = 0;
-        while let Ok((area, cpu)) = I::enter() {
+        let mut attempted = false;
+        if let Ok((area, cpu)) = I::enter() {
+            hooks::inject_c::<H>(7);
+            if (cpu as usize) < self.slots.slots() {
+                let slot = self.slots.slot_ptr(cpu as usize).cast::<isize>();
+                hooks::inject_c::<H>(8);
+                // SAFETY: `slot` is this counter's slot for `cpu`, an aligned AtomicI64
+                // that only sequences for `cpu` write; `cpu` was read from `area`.
+                let r = unsafe { arch::load_add_store::<I, H>(area, cpu, slot, delta as isize) };
+                if !matches!(r, OpResult::Aborted { .. }) {
+                    return;
+                }
+                attempted = true;
+            }
+        }
+        self.add_retry::<I>(delta, attempted)
+    }
+
+    /// Retries after an abort (`aborted_once`) or a failed first look, up to
+    /// [`MAX_CONSECUTIVE_ABORTS`] aborts in all, then the shared fallback.
+    #[cold]
+    #[inline(never)]
+    fn add_retry<I: Index>(&self, delta: i64, aborted_once: bool) {
+        let mut aborts = u32::from(aborted_once);
+        while aborts < MAX_CONSECUTIVE_ABORTS {
+            let Ok((area, cpu)) = I::enter() else {
+                break;
+            };
             hooks::inject_c::<H>(7);
             if cpu as usize >= self.slots.slots() {
                 break;
             }
             let slot = self.slots.slot_ptr(cpu as usize).cast::<isize>();
             hooks::inject_c::<H>(8);
-            // SAFETY: `slot` is this counter's slot for `cpu`, an aligned AtomicI64
-            // that only sequences for `cpu` write; `cpu` was read from `area`.
+            // SAFETY: as in `add_as`.
             match unsafe { arch::load_add_store::<I, H>(area, cpu, slot, delta as isize) } {
-                OpResult::Aborted { .. } => {
-                    aborts += 1;
-                    if aborts >= MAX_CONSECUTIVE_ABORTS {
-                        break;
-                    }
-                }
+                OpResult::Aborted { .. } => aborts += 1,
                 _ => return,
             }
         }
