@@ -160,9 +160,8 @@ pub fn evaluate(r: &Results, m: &Machine, nproc: usize) -> Vec<Target> {
                         "same run: plain thread-local add {}, raw op {}, raw op with the area \
                          hoisted {}; differences: container - raw op {}, raw op - hoisted {}, \
                          hoisted - plain add {} (the sequence's descriptor store and CPU \
-                         re-check). The container's loop is 25 instructions per add, the \
-                         reference's about 8: BENCHMARKS.md has the disassembly and what \
-                         would close the gap",
+                         re-check). BENCHMARKS.md has the disassembly of the loop and \
+                         what would close the gap",
                         ns(f.median_ns()),
                         ns(raw.median_ns()),
                         ns(h.median_ns()),
