@@ -6,8 +6,8 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
-use super::{effective_index, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
-use crate::arch::{self, Index, OpResult, Order, Relaxed, Release};
+use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, Zeroable};
+use crate::arch::{self, Index, Order, Relaxed, Release};
 use crate::hooks::{self, Hooks, NoHooks};
 
 /// One CPU's array: `items[..offset]` hold boxed values.
@@ -121,20 +121,10 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     /// `Ok(true)` pushed, `Ok(false)` full, `Err` use the fallback.
     #[inline(always)]
     fn push_as<I: Index, O: Order>(&self, item: *mut T) -> Result<bool, ()> {
-        let mut aborts = 0;
-        loop {
-            let Ok((area, cpu)) = I::enter() else {
-                return Err(());
-            };
-            hooks::inject_c::<H>(7);
-            if cpu as usize >= self.slots.slots() {
-                return Err(());
-            }
-            // SAFETY: a slot of this container (shared access to atomics).
-            let slot = unsafe { &*self.slots.slot_ptr(cpu as usize) };
+        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let off = slot.offset.load(Ordering::Relaxed);
             if off as usize >= CAP {
-                return Ok(false);
+                return Attempt::Done(false);
             }
             hooks::inject_c::<H>(8);
             // SAFETY: `items[off]` is beyond the published part, written only by
@@ -150,17 +140,9 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
                     off + 1,
                 )
             };
-            match r {
-                OpResult::Committed => return Ok(true),
-                OpResult::CompareFailed => {}
-                OpResult::Aborted { .. } => {
-                    aborts += 1;
-                    if aborts >= MAX_CONSECUTIVE_ABORTS {
-                        return Err(());
-                    }
-                }
-            }
-        }
+            Attempt::from_op(r, || true, || Attempt::Again)
+        })
+        .ok_or(())
     }
 
     #[cold]
@@ -185,22 +167,14 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         }
     }
 
+    /// `Ok(Some)` popped, `Ok(None)` this CPU's array is empty, `Err` use the
+    /// fallback.
     #[inline(always)]
     fn pop_as<I: Index>(&self) -> Result<Option<*mut T>, ()> {
-        let mut aborts = 0;
-        loop {
-            let Ok((area, cpu)) = I::enter() else {
-                return Err(());
-            };
-            hooks::inject_c::<H>(7);
-            if cpu as usize >= self.slots.slots() {
-                return Err(());
-            }
-            // SAFETY: a slot of this container (shared access to atomics).
-            let slot = unsafe { &*self.slots.slot_ptr(cpu as usize) };
+        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let off = slot.offset.load(Ordering::Relaxed);
             if off <= 0 {
-                return Ok(None);
+                return Attempt::Done(None);
             }
             let cell = &slot.items[(off - 1) as usize];
             let item = cell.load(Ordering::Relaxed);
@@ -218,17 +192,9 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
                     off - 1,
                 )
             };
-            match r {
-                OpResult::Committed => return Ok(Some(item as *mut T)),
-                OpResult::CompareFailed => {}
-                OpResult::Aborted { .. } => {
-                    aborts += 1;
-                    if aborts >= MAX_CONSECUTIVE_ABORTS {
-                        return Err(());
-                    }
-                }
-            }
-        }
+            Attempt::from_op(r, || Some(item as *mut T), || Attempt::Again)
+        })
+        .ok_or(())
     }
 
     #[cold]

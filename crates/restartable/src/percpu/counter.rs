@@ -5,8 +5,8 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicI64, Ordering};
 
-use super::{effective_index, IndexBy, PerCpu, MAX_CONSECUTIVE_ABORTS};
-use crate::arch::{self, ByCpu, ByMmCid, Index, OpResult};
+use super::{effective_index, retry_on_current_cpu, with_index, Attempt, IndexBy, PerCpu};
+use crate::arch::{self, Index, OpResult};
 use crate::hooks::{self, Hooks, NoHooks};
 
 /// A signed counter sharded per CPU: `add` is one restartable sequence on the current
@@ -83,14 +83,7 @@ impl<H: Hooks> PerCpuCounter<H> {
     /// Adds `delta` (which may be negative) on the current CPU's slot.
     #[inline]
     pub fn add(&self, delta: i64) {
-        match self.index {
-            IndexBy::Cpu => self.add_as::<ByCpu>(delta),
-            IndexBy::MmCid => {
-                // Layout only: keeps the default (cpu_id) path the fall-through one.
-                std::hint::cold_path();
-                self.add_as::<ByMmCid>(delta)
-            }
-        }
+        with_index!(self.index, I => self.add_as::<I>(delta))
     }
 
     /// Adds 1.
@@ -132,24 +125,27 @@ impl<H: Hooks> PerCpuCounter<H> {
     #[cold]
     #[inline(never)]
     fn add_retry<I: Index>(&self, delta: i64, aborted_once: bool) {
-        let mut aborts = u32::from(aborted_once);
-        while aborts < MAX_CONSECUTIVE_ABORTS {
-            let Ok((area, cpu)) = I::enter() else {
-                break;
-            };
-            hooks::inject_c::<H>(7);
-            if cpu as usize >= self.slots.slots() {
-                break;
-            }
-            let slot = self.slots.slot_ptr(cpu as usize).cast::<isize>();
-            hooks::inject_c::<H>(8);
-            // SAFETY: as in `add_as`.
-            match unsafe { arch::load_add_store::<I, H>(area, cpu, slot, delta as isize) } {
-                OpResult::Aborted { .. } => aborts += 1,
-                _ => return,
-            }
+        let done = retry_on_current_cpu::<I, H, _, _>(
+            &self.slots,
+            u32::from(aborted_once),
+            |area, cpu, slot| {
+                hooks::inject_c::<H>(8);
+                // SAFETY: `slot` is this counter's slot for `cpu`, an aligned AtomicI64
+                // that only sequences for `cpu` write; `cpu` was read from `area`.
+                let r = unsafe {
+                    arch::load_add_store::<I, H>(
+                        area,
+                        cpu,
+                        slot.as_ptr() as *mut isize,
+                        delta as isize,
+                    )
+                };
+                Attempt::from_op(r, || (), || Attempt::Done(()))
+            },
+        );
+        if done.is_none() {
+            self.add_fallback(delta);
         }
-        self.add_fallback(delta);
     }
 
     #[cold]

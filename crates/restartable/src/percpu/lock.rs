@@ -9,8 +9,8 @@ use core::mem::MaybeUninit;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
-use super::{effective_index, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
-use crate::arch::{self, Index, OpResult};
+use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, Zeroable};
+use crate::arch::{self, Index};
 use crate::hooks::{self, Hooks, NoHooks};
 
 /// One lock word and one lazily created value.
@@ -126,43 +126,35 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
 
     #[inline(always)]
     fn lock_as<I: Index>(&self) -> Held {
-        let mut aborts = 0;
         let mut spins = 0u32;
-        while let Ok((area, cpu)) = I::enter() {
-            hooks::inject_c::<H>(7);
-            if cpu as usize >= self.slots.slots() {
-                break;
-            }
-            let slot = self.slots.slot_ptr(cpu as usize);
-            // SAFETY: a slot of this container; the field address is computed only.
-            let word = unsafe { core::ptr::addr_of!((*slot).word) } as *mut isize;
+        let held = on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
+            let word = slot.word.as_ptr();
             hooks::inject_c::<H>(8);
             // SAFETY: `word` is the lock word of `cpu`'s slot, which only sequences
             // for `cpu` set (the holder clears it with an atomic store).
-            match unsafe { arch::load_cbne_store::<I, H>(area, cpu, word, 0, 1) } {
-                OpResult::Committed => {
+            let r = unsafe { arch::load_cbne_store::<I, H>(area, cpu, word, 0, 1) };
+            Attempt::from_op(
+                r,
+                || {
                     core::sync::atomic::fence(Ordering::Acquire);
-                    return Held::Slot(cpu as usize);
-                }
-                OpResult::CompareFailed => {
-                    aborts = 0;
+                    Held::Slot(cpu as usize)
+                },
+                || {
+                    // Held by another thread (possibly one that migrated away): spin.
                     spins += 1;
                     if spins.is_multiple_of(64) {
                         std::thread::yield_now();
                     } else {
                         core::hint::spin_loop();
                     }
-                }
-                OpResult::Aborted { .. } => {
-                    aborts += 1;
-                    if aborts >= MAX_CONSECUTIVE_ABORTS {
-                        break;
-                    }
-                }
-            }
-        }
-        self.lock_fallback();
-        Held::Fallback
+                    Attempt::Again
+                },
+            )
+        });
+        held.unwrap_or_else(|| {
+            self.lock_fallback();
+            Held::Fallback
+        })
     }
 
     #[cold]

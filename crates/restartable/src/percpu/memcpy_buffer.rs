@@ -8,8 +8,8 @@ use core::mem::{size_of, MaybeUninit};
 use core::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
-use super::{effective_index, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS};
-use crate::arch::{self, Index, OpResult, Order, Relaxed, Release};
+use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, Zeroable};
+use crate::arch::{self, Index, Order, Relaxed, Release};
 use crate::hooks::{self, Hooks, NoHooks};
 
 struct CopySlot<T, const CAP: usize> {
@@ -103,22 +103,13 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
         }
     }
 
+    /// `Ok(true)` pushed, `Ok(false)` full, `Err` use the fallback.
     #[inline(always)]
     fn push_as<I: Index, O: Order>(&self, item: &T) -> Result<bool, ()> {
-        let mut aborts = 0;
-        loop {
-            let Ok((area, cpu)) = I::enter() else {
-                return Err(());
-            };
-            hooks::inject_c::<H>(7);
-            if cpu as usize >= self.slots.slots() {
-                return Err(());
-            }
-            // SAFETY: a slot of this container.
-            let slot = unsafe { &*self.slots.slot_ptr(cpu as usize) };
+        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let off = slot.offset.load(Ordering::Relaxed);
             if off as usize >= CAP {
-                return Ok(false);
+                return Attempt::Done(false);
             }
             // SAFETY: in bounds (off < CAP); address computation only.
             let dst = unsafe { (slot.items.get() as *mut MaybeUninit<T>).add(off as usize) };
@@ -137,17 +128,9 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
                     off + 1,
                 )
             };
-            match r {
-                OpResult::Committed => return Ok(true),
-                OpResult::CompareFailed => {}
-                OpResult::Aborted { .. } => {
-                    aborts += 1;
-                    if aborts >= MAX_CONSECUTIVE_ABORTS {
-                        return Err(());
-                    }
-                }
-            }
-        }
+            Attempt::from_op(r, || true, || Attempt::Again)
+        })
+        .ok_or(())
     }
 
     #[cold]
@@ -174,22 +157,14 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
         }
     }
 
+    /// `Ok(true)` popped into `out`, `Ok(false)` this CPU's array is empty, `Err`
+    /// use the fallback.
     #[inline(always)]
     fn pop_as<I: Index>(&self, out: &mut MaybeUninit<T>) -> Result<bool, ()> {
-        let mut aborts = 0;
-        loop {
-            let Ok((area, cpu)) = I::enter() else {
-                return Err(());
-            };
-            hooks::inject_c::<H>(7);
-            if cpu as usize >= self.slots.slots() {
-                return Err(());
-            }
-            // SAFETY: a slot of this container.
-            let slot = unsafe { &*self.slots.slot_ptr(cpu as usize) };
+        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let off = slot.offset.load(Ordering::Relaxed);
             if off <= 0 {
-                return Ok(false);
+                return Attempt::Done(false);
             }
             // SAFETY: in bounds (0 < off <= CAP); address computation only.
             let src = unsafe { (slot.items.get() as *const MaybeUninit<T>).add(off as usize - 1) };
@@ -208,17 +183,9 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
                     off - 1,
                 )
             };
-            match r {
-                OpResult::Committed => return Ok(true),
-                OpResult::CompareFailed => {}
-                OpResult::Aborted { .. } => {
-                    aborts += 1;
-                    if aborts >= MAX_CONSECUTIVE_ABORTS {
-                        return Err(());
-                    }
-                }
-            }
-        }
+            Attempt::from_op(r, || true, || Attempt::Again)
+        })
+        .ok_or(())
     }
 
     #[cold]

@@ -58,7 +58,106 @@ pub(crate) fn fence_slot(index: IndexBy, i: usize) -> Result<(), crate::FenceErr
     }
 }
 
-/// Expands `$body` with `$I` bound to the op index type matching `$index`.
+/// What one attempt of a container operation came to.
+pub(crate) enum Attempt<R> {
+    /// Finished: committed, or a definite answer such as "empty" or "full".
+    Done(R),
+    /// A compare failed because the data changed under the attempt: try again (this
+    /// is not an abort, and restarts the count of consecutive aborts).
+    Again,
+    /// The sequence aborted.
+    Aborted,
+    /// Stop trying sequences: the operation goes to the container's shared fallback.
+    GiveUp,
+}
+
+impl<R> Attempt<R> {
+    /// An op's result as an attempt: `Committed` is `Done(done())`, an abort is
+    /// `Aborted`, a failed compare is `compare_failed()`.
+    #[inline(always)]
+    pub(crate) fn from_op(
+        r: crate::arch::OpResult,
+        done: impl FnOnce() -> R,
+        compare_failed: impl FnOnce() -> Attempt<R>,
+    ) -> Attempt<R> {
+        match r {
+            crate::arch::OpResult::Committed => Attempt::Done(done()),
+            crate::arch::OpResult::CompareFailed => compare_failed(),
+            crate::arch::OpResult::Aborted { .. } => Attempt::Aborted,
+        }
+    }
+}
+
+/// The retry loop every container shares: runs `attempt` on the current CPU's slot
+/// (with the thread's area and the CPU it read) until it is done. `None` sends the
+/// operation to the container's shared fallback: rseq is unavailable to this thread,
+/// this CPU has no slot, the attempt gave up, or [`MAX_CONSECUTIVE_ABORTS`] aborts
+/// came in a row.
+///
+/// The first attempt is inline and straight-line; retries are out of line
+/// ([`retry_on_current_cpu`]), so the common case runs with no taken branch.
+#[inline(always)]
+pub(crate) fn on_current_cpu<I, H, S, R>(
+    slots: &PerCpu<S>,
+    mut attempt: impl FnMut(crate::ThreadArea, u32, &S) -> Attempt<R>,
+) -> Option<R>
+where
+    I: crate::arch::Index,
+    H: crate::hooks::Hooks,
+    S: Zeroable,
+{
+    let (area, cpu) = I::enter().ok()?;
+    crate::hooks::inject_c::<H>(7);
+    if cpu as usize >= slots.slots() {
+        return None;
+    }
+    // SAFETY: as in `retry_on_current_cpu`.
+    let slot = unsafe { &*slots.slot_ptr(cpu as usize) };
+    match attempt(area, cpu, slot) {
+        Attempt::Done(r) => Some(r),
+        Attempt::GiveUp => None,
+        Attempt::Again => retry_on_current_cpu::<I, H, S, R>(slots, 0, attempt),
+        Attempt::Aborted => retry_on_current_cpu::<I, H, S, R>(slots, 1, attempt),
+    }
+}
+
+/// The loop of [`on_current_cpu`] after its first attempt, `prior_aborts` aborts
+/// already counted.
+#[cold]
+#[inline(never)]
+pub(crate) fn retry_on_current_cpu<I, H, S, R>(
+    slots: &PerCpu<S>,
+    prior_aborts: u32,
+    mut attempt: impl FnMut(crate::ThreadArea, u32, &S) -> Attempt<R>,
+) -> Option<R>
+where
+    I: crate::arch::Index,
+    H: crate::hooks::Hooks,
+    S: Zeroable,
+{
+    let mut aborts = prior_aborts;
+    while aborts < MAX_CONSECUTIVE_ABORTS {
+        let (area, cpu) = I::enter().ok()?;
+        crate::hooks::inject_c::<H>(7);
+        if cpu as usize >= slots.slots() {
+            return None;
+        }
+        // SAFETY: `cpu` is in range, and a slot of a live `PerCpu` is a valid `S` for
+        // as long as the `PerCpu` is borrowed; containers only share slots whose
+        // fields are atomics or guarded by the slot's own protocol.
+        let slot = unsafe { &*slots.slot_ptr(cpu as usize) };
+        match attempt(area, cpu, slot) {
+            Attempt::Done(r) => return Some(r),
+            Attempt::Again => aborts = 0,
+            Attempt::Aborted => aborts += 1,
+            Attempt::GiveUp => return None,
+        }
+    }
+    None
+}
+
+/// Expands `$body` with `$I` bound to the op index type matching `$index`; the
+/// `Cpu` arm is laid out as the fall-through path.
 macro_rules! with_index {
     ($index:expr, $I:ident => $body:expr) => {
         match $index {
@@ -67,6 +166,9 @@ macro_rules! with_index {
                 $body
             }
             $crate::percpu::IndexBy::MmCid => {
+                // Layout only: the default index mode (cpu_id) stays the fall-through
+                // path, with no taken branch.
+                std::hint::cold_path();
                 type $I = $crate::arch::ByMmCid;
                 $body
             }

@@ -8,9 +8,9 @@ use core::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
 use super::{
-    effective_index, fence_slot, with_index, IndexBy, PerCpu, Zeroable, MAX_CONSECUTIVE_ABORTS,
+    effective_index, fence_slot, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, Zeroable,
 };
-use crate::arch::{self, Index, OpResult};
+use crate::arch::{self, Index};
 use crate::hooks::{self, Hooks, NoHooks};
 use crate::FenceError;
 
@@ -18,6 +18,16 @@ use crate::FenceError;
 struct Node<T> {
     next: isize,
     value: T,
+}
+
+/// A failed push compare: the slot was stopped by a thief (give up: fallback), or
+/// the head changed (again).
+fn stopped_or_again<R>(slot: &StackSlot) -> Attempt<R> {
+    if slot.stopped.load(Ordering::Relaxed) != 0 {
+        Attempt::GiveUp
+    } else {
+        Attempt::Again
+    }
 }
 
 /// One CPU's list.
@@ -122,18 +132,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
 
     #[inline(always)]
     fn push_as<I: Index>(&self, node: *mut Node<T>) -> bool {
-        let mut aborts = 0;
-        loop {
-            let Ok((area, cpu)) = I::enter() else {
-                return false;
-            };
-            hooks::inject_c::<H>(7);
-            if cpu as usize >= self.slots.slots() {
-                return false;
-            }
-            let slot = self.slots.slot_ptr(cpu as usize);
-            // SAFETY: a slot of this container (shared access to atomics).
-            let slot = unsafe { &*slot };
+        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let head = slot.head.load(Ordering::Relaxed);
             // SAFETY: the node is ours until the commit publishes it.
             unsafe { (*node).next = head };
@@ -151,21 +150,9 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
                     node as isize,
                 )
             };
-            match r {
-                OpResult::Committed => return true,
-                OpResult::CompareFailed => {
-                    if slot.stopped.load(Ordering::Relaxed) != 0 {
-                        return false;
-                    }
-                }
-                OpResult::Aborted { .. } => {
-                    aborts += 1;
-                    if aborts >= MAX_CONSECUTIVE_ABORTS {
-                        return false;
-                    }
-                }
-            }
-        }
+            Attempt::from_op(r, || (), || stopped_or_again(slot))
+        })
+        .is_some()
     }
 
     #[cold]
@@ -183,7 +170,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     #[inline]
     pub fn pop(&self) -> Option<T> {
         match with_index!(self.index, I => self.pop_as::<I>()) {
-            Ok(Some(node)) => {
+            Some(Some(node)) => {
                 // SAFETY: a committed pop unlinked `node`; we own it now.
                 let node = unsafe { Box::from_raw(node) };
                 Some(node.value)
@@ -192,22 +179,11 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
         }
     }
 
-    /// `Ok(Some)`: popped; `Ok(None)`: this CPU's list is empty; `Err`: use the
-    /// fallback.
+    /// `Some(Some(node))`: popped; `Some(None)`: this CPU's list is empty; `None`: use
+    /// the fallback.
     #[inline(always)]
-    fn pop_as<I: Index>(&self) -> Result<Option<*mut Node<T>>, ()> {
-        let mut aborts = 0;
-        loop {
-            let Ok((area, cpu)) = I::enter() else {
-                return Err(());
-            };
-            hooks::inject_c::<H>(7);
-            if cpu as usize >= self.slots.slots() {
-                return Err(());
-            }
-            let slot = self.slots.slot_ptr(cpu as usize);
-            // SAFETY: a slot of this container (shared access to atomics).
-            let slot = unsafe { &*slot };
+    fn pop_as<I: Index>(&self) -> Option<Option<*mut Node<T>>> {
+        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let mut popped: isize = 0;
             hooks::inject_c::<H>(8);
             // SAFETY: head is this CPU's list: every non-zero value is a live node
@@ -226,23 +202,18 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
                     &mut popped,
                 )
             };
-            match r {
-                OpResult::Committed => return Ok(Some(popped as *mut Node<T>)),
-                OpResult::CompareFailed => {
-                    return if slot.stopped.load(Ordering::Relaxed) != 0 {
-                        Err(())
+            Attempt::from_op(
+                r,
+                || Some(popped as *mut Node<T>),
+                || {
+                    if slot.stopped.load(Ordering::Relaxed) != 0 {
+                        Attempt::GiveUp
                     } else {
-                        Ok(None)
-                    };
-                }
-                OpResult::Aborted { .. } => {
-                    aborts += 1;
-                    if aborts >= MAX_CONSECUTIVE_ABORTS {
-                        return Err(());
+                        Attempt::Done(None)
                     }
-                }
-            }
-        }
+                },
+            )
+        })
     }
 
     #[cold]
