@@ -57,6 +57,11 @@ impl<T> LockSlot<T> {
 /// fallback instance protected by an atomic lock; [`iter_mut`](Self::iter_mut)
 /// includes it.
 ///
+/// Like `std::sync::Mutex`, it is not re-entrant: locking again while this thread
+/// holds a guard for the same CPU's instance spins forever. A waiter spins, then
+/// yields every 64 tries, while the holder (possibly preempted, or migrated away)
+/// keeps the lock.
+///
 /// # Examples
 /// ```
 /// use restartable::PerCpuLock;
