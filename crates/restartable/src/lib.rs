@@ -126,3 +126,8 @@ pub fn status() -> Status {
         membarrier_rseq: registered && fences_supported(),
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
