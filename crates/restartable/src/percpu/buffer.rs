@@ -4,9 +4,10 @@
 use core::fmt;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::Mutex;
 
-use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, Zeroable};
+use super::{
+    effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, SharedList, Zeroable,
+};
 use crate::arch::{self, Index, Order, Relaxed, Release};
 use crate::hooks::{self, Hooks, NoHooks};
 
@@ -40,7 +41,7 @@ unsafe impl<const CAP: usize> Zeroable for BufSlot<CAP> {}
 pub struct PerCpuBuffer<T, const CAP: usize = 256, H: Hooks = NoHooks> {
     slots: PerCpu<BufSlot<CAP>>,
     index: IndexBy,
-    fallback: Mutex<Vec<T>>,
+    fallback: SharedList<T>,
     _owns: PhantomData<Box<T>>,
     _hooks: PhantomData<H>,
 }
@@ -77,7 +78,7 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         PerCpuBuffer {
             slots: PerCpu::new(index),
             index,
-            fallback: Mutex::new(Vec::new()),
+            fallback: SharedList::new(),
             _owns: PhantomData,
             _hooks: PhantomData,
         }
@@ -110,17 +111,19 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         let item = Box::into_raw(Box::new(value));
         let r = with_index!(self.index, I => self.push_as::<I, O>(item));
         match r {
-            Ok(true) => Ok(()),
+            Some(true) => Ok(()),
             // SAFETY: not published; ours.
-            Ok(false) => Err(*unsafe { Box::from_raw(item) }),
+            Some(false) => Err(*unsafe { Box::from_raw(item) }),
             // SAFETY: not published; ours.
-            Err(()) => self.push_fallback(*unsafe { Box::from_raw(item) }),
+            None => self
+                .fallback
+                .push::<H>(*unsafe { Box::from_raw(item) }, CAP),
         }
     }
 
-    /// `Ok(true)` pushed, `Ok(false)` full, `Err` use the fallback.
+    /// `Some(true)` pushed, `Some(false)` full, `None` use the fallback.
     #[inline(always)]
-    fn push_as<I: Index, O: Order>(&self, item: *mut T) -> Result<bool, ()> {
+    fn push_as<I: Index, O: Order>(&self, item: *mut T) -> Option<bool> {
         on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let off = slot.offset.load(Ordering::Relaxed);
             if off as usize >= CAP {
@@ -142,19 +145,6 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
             };
             Attempt::from_op(r, || true, || Attempt::Again)
         })
-        .ok_or(())
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn push_fallback(&self, value: T) -> Result<(), T> {
-        let mut fb = self.fallback.lock().unwrap_or_else(|e| e.into_inner());
-        if fb.len() >= CAP {
-            return Err(value);
-        }
-        fb.push(value);
-        hooks::record_fallback::<H>();
-        Ok(())
     }
 
     /// Pops the last value of the current CPU's array, else of the shared fallback.
@@ -162,15 +152,15 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     pub fn pop(&self) -> Option<T> {
         match with_index!(self.index, I => self.pop_as::<I>()) {
             // SAFETY: a committed pop unpublished `item`: ours now.
-            Ok(Some(item)) => Some(*unsafe { Box::from_raw(item) }),
-            _ => self.pop_fallback(),
+            Some(Some(item)) => Some(*unsafe { Box::from_raw(item) }),
+            _ => self.fallback.pop::<H>(),
         }
     }
 
-    /// `Ok(Some)` popped, `Ok(None)` this CPU's array is empty, `Err` use the
-    /// fallback.
+    /// `Some(Some)` popped, `Some(None)` this CPU's array is empty, `None` use
+    /// the fallback.
     #[inline(always)]
-    fn pop_as<I: Index>(&self) -> Result<Option<*mut T>, ()> {
+    fn pop_as<I: Index>(&self) -> Option<Option<*mut T>> {
         on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let off = slot.offset.load(Ordering::Relaxed);
             if off <= 0 {
@@ -194,21 +184,6 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
             };
             Attempt::from_op(r, || Some(item as *mut T), || Attempt::Again)
         })
-        .ok_or(())
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn pop_fallback(&self) -> Option<T> {
-        let v = self
-            .fallback
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
-        if v.is_some() {
-            hooks::record_fallback::<H>();
-        }
-        v
     }
 
     /// Takes every value, with exclusive access.
@@ -222,7 +197,7 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
                 out.push(*unsafe { Box::from_raw(p as *mut T) });
             }
         }
-        out.append(self.fallback.get_mut().unwrap_or_else(|e| e.into_inner()));
+        out.append(self.fallback.get_mut());
         out
     }
 }

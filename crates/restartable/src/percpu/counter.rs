@@ -5,8 +5,8 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicI64, Ordering};
 
-use super::{effective_index, retry_on_current_cpu, with_index, Attempt, IndexBy, PerCpu};
-use crate::arch::{self, Index, OpResult};
+use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu};
+use crate::arch::{self, Index};
 use crate::hooks::{self, Hooks, NoHooks};
 
 /// A signed counter sharded per CPU: `add` is one restartable sequence on the current
@@ -98,51 +98,20 @@ impl<H: Hooks> PerCpuCounter<H> {
         self.add(-1)
     }
 
-    /// The fast path: one attempt, straight-line code; retries and the fallback are
-    /// out of line so that the common case is a short run with no taken branch.
+    /// One sequence on the current CPU's slot (the shared retry loop: a straight-line
+    /// first attempt, bounded retries out of line), else the shared fallback.
     #[inline(always)]
     fn add_as<I: Index>(&self, delta: i64) {
-        let mut attempted = false;
-        if let Ok((area, cpu)) = I::enter() {
-            hooks::inject_c::<H>(7);
-            if (cpu as usize) < self.slots.slots() {
-                let slot = self.slots.slot_ptr(cpu as usize).cast::<isize>();
-                hooks::inject_c::<H>(8);
-                // SAFETY: `slot` is this counter's slot for `cpu`, an aligned AtomicI64
-                // that only sequences for `cpu` write; `cpu` was read from `area`.
-                let r = unsafe { arch::load_add_store::<I, H>(area, cpu, slot, delta as isize) };
-                if !matches!(r, OpResult::Aborted { .. }) {
-                    return;
-                }
-                attempted = true;
-            }
-        }
-        self.add_retry::<I>(delta, attempted)
-    }
-
-    /// Retries after an abort (`aborted_once`) or a failed first look, up to
-    /// [`MAX_CONSECUTIVE_ABORTS`] aborts in all, then the shared fallback.
-    #[cold]
-    #[inline(never)]
-    fn add_retry<I: Index>(&self, delta: i64, aborted_once: bool) {
-        let done = retry_on_current_cpu::<I, H, _, _>(
-            &self.slots,
-            u32::from(aborted_once),
-            |area, cpu, slot| {
-                hooks::inject_c::<H>(8);
-                // SAFETY: `slot` is this counter's slot for `cpu`, an aligned AtomicI64
-                // that only sequences for `cpu` write; `cpu` was read from `area`.
-                let r = unsafe {
-                    arch::load_add_store::<I, H>(
-                        area,
-                        cpu,
-                        slot.as_ptr() as *mut isize,
-                        delta as isize,
-                    )
-                };
-                Attempt::from_op(r, || (), || Attempt::Done(()))
-            },
-        );
+        let done = on_current_cpu::<I, H, _, _>(&self.slots, move |area, cpu, slot| {
+            hooks::inject_c::<H>(8);
+            // SAFETY: `slot` is this counter's slot for `cpu`, an aligned AtomicI64
+            // that only sequences for `cpu` write; `cpu` was read from `area`.
+            let r = unsafe {
+                arch::load_add_store::<I, H>(area, cpu, slot.as_ptr() as *mut isize, delta as isize)
+            };
+            // `load_add_store` has no compare: it commits or aborts.
+            Attempt::from_op(r, || (), || Attempt::Done(()))
+        });
         if done.is_none() {
             self.add_fallback(delta);
         }

@@ -6,9 +6,10 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::{size_of, MaybeUninit};
 use core::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::Mutex;
 
-use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, Zeroable};
+use super::{
+    effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, SharedList, Zeroable,
+};
 use crate::arch::{self, Index, Order, Relaxed, Release};
 use crate::hooks::{self, Hooks, NoHooks};
 
@@ -42,7 +43,7 @@ unsafe impl<T: Send, const CAP: usize> Sync for CopySlot<T, CAP> {}
 pub struct PerCpuMemcpyBuffer<T: Copy, const CAP: usize = 256, H: Hooks = NoHooks> {
     slots: PerCpu<CopySlot<T, CAP>>,
     index: IndexBy,
-    fallback: Mutex<Vec<T>>,
+    fallback: SharedList<T>,
     _hooks: PhantomData<H>,
 }
 
@@ -72,7 +73,7 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
         PerCpuMemcpyBuffer {
             slots: PerCpu::new(index),
             index,
-            fallback: Mutex::new(Vec::new()),
+            fallback: SharedList::new(),
             _hooks: PhantomData,
         }
     }
@@ -97,15 +98,15 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
     #[inline(always)]
     fn push_ordered<O: Order>(&self, item: T) -> Result<(), T> {
         match with_index!(self.index, I => self.push_as::<I, O>(&item)) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(item),
-            Err(()) => self.push_fallback(item),
+            Some(true) => Ok(()),
+            Some(false) => Err(item),
+            None => self.fallback.push::<H>(item, CAP),
         }
     }
 
-    /// `Ok(true)` pushed, `Ok(false)` full, `Err` use the fallback.
+    /// `Some(true)` pushed, `Some(false)` full, `None` use the fallback.
     #[inline(always)]
-    fn push_as<I: Index, O: Order>(&self, item: &T) -> Result<bool, ()> {
+    fn push_as<I: Index, O: Order>(&self, item: &T) -> Option<bool> {
         on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let off = slot.offset.load(Ordering::Relaxed);
             if off as usize >= CAP {
@@ -130,19 +131,6 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
             };
             Attempt::from_op(r, || true, || Attempt::Again)
         })
-        .ok_or(())
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn push_fallback(&self, item: T) -> Result<(), T> {
-        let mut fb = self.fallback.lock().unwrap_or_else(|e| e.into_inner());
-        if fb.len() >= CAP {
-            return Err(item);
-        }
-        fb.push(item);
-        hooks::record_fallback::<H>();
-        Ok(())
     }
 
     /// Copies out and removes the last item of the current CPU's array, else of the
@@ -152,15 +140,15 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
         let mut out = MaybeUninit::<T>::uninit();
         match with_index!(self.index, I => self.pop_as::<I>(&mut out)) {
             // SAFETY: a committed pop copied a whole published item into `out`.
-            Ok(true) => Some(unsafe { out.assume_init() }),
-            Ok(false) | Err(()) => self.pop_fallback(),
+            Some(true) => Some(unsafe { out.assume_init() }),
+            Some(false) | None => self.fallback.pop::<H>(),
         }
     }
 
-    /// `Ok(true)` popped into `out`, `Ok(false)` this CPU's array is empty, `Err`
-    /// use the fallback.
+    /// `Some(true)` popped into `out`, `Some(false)` this CPU's array is empty,
+    /// `None` use the fallback.
     #[inline(always)]
-    fn pop_as<I: Index>(&self, out: &mut MaybeUninit<T>) -> Result<bool, ()> {
+    fn pop_as<I: Index>(&self, out: &mut MaybeUninit<T>) -> Option<bool> {
         on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let off = slot.offset.load(Ordering::Relaxed);
             if off <= 0 {
@@ -185,21 +173,6 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
             };
             Attempt::from_op(r, || true, || Attempt::Again)
         })
-        .ok_or(())
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn pop_fallback(&self) -> Option<T> {
-        let v = self
-            .fallback
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
-        if v.is_some() {
-            hooks::record_fallback::<H>();
-        }
-        v
     }
 
     /// Takes every item, with exclusive access.
@@ -213,7 +186,7 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
                 out.push(unsafe { it.assume_init() });
             }
         }
-        out.append(self.fallback.get_mut().unwrap_or_else(|e| e.into_inner()));
+        out.append(self.fallback.get_mut());
         out
     }
 }

@@ -58,6 +58,51 @@ pub(crate) fn fence_slot(index: IndexBy, i: usize) -> Result<(), crate::FenceErr
     }
 }
 
+/// The shared fallback path of a container that holds values: a locked list that
+/// threads without a usable sequence push to and pop from, and that every pop and
+/// drain of the container includes. Sequences never touch it.
+pub(crate) struct SharedList<T>(std::sync::Mutex<Vec<T>>);
+
+impl<T> SharedList<T> {
+    pub(crate) const fn new() -> Self {
+        SharedList(std::sync::Mutex::new(Vec::new()))
+    }
+
+    /// The list, locked (a panic while it was locked poisons nothing we rely on).
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Vec<T>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The list, with exclusive access.
+    pub(crate) fn get_mut(&mut self) -> &mut Vec<T> {
+        self.0.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pushes `value` unless the list already holds `cap` values (then gives it back).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn push<H: crate::hooks::Hooks>(&self, value: T, cap: usize) -> Result<(), T> {
+        let mut list = self.lock();
+        if list.len() >= cap {
+            return Err(value);
+        }
+        list.push(value);
+        crate::hooks::record_fallback::<H>();
+        Ok(())
+    }
+
+    /// Pops the most recent value.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn pop<H: crate::hooks::Hooks>(&self) -> Option<T> {
+        let v = self.lock().pop();
+        if v.is_some() {
+            crate::hooks::record_fallback::<H>();
+        }
+        v
+    }
+}
+
 /// What one attempt of a container operation came to.
 pub(crate) enum Attempt<R> {
     /// Finished: committed, or a definite answer such as "empty" or "full".
@@ -125,7 +170,7 @@ where
 /// already counted.
 #[cold]
 #[inline(never)]
-pub(crate) fn retry_on_current_cpu<I, H, S, R>(
+fn retry_on_current_cpu<I, H, S, R>(
     slots: &PerCpu<S>,
     prior_aborts: u32,
     mut attempt: impl FnMut(crate::ThreadArea, u32, &S) -> Attempt<R>,

@@ -8,7 +8,8 @@ use core::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
 use super::{
-    effective_index, fence_slot, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, Zeroable,
+    effective_index, fence_slot, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, SharedList,
+    Zeroable,
 };
 use crate::arch::{self, Index};
 use crate::hooks::{self, Hooks, NoHooks};
@@ -66,7 +67,7 @@ unsafe impl Zeroable for StackSlot {}
 pub struct PerCpuStack<T, H: Hooks = NoHooks> {
     slots: PerCpu<StackSlot>,
     index: IndexBy,
-    fallback: Mutex<Vec<T>>,
+    fallback: SharedList<T>,
     /// Serializes thieves of one container.
     steal_lock: Mutex<()>,
     _owns: PhantomData<Box<Node<T>>>,
@@ -106,7 +107,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
         PerCpuStack {
             slots: PerCpu::new(index),
             index,
-            fallback: Mutex::new(Vec::new()),
+            fallback: SharedList::new(),
             steal_lock: Mutex::new(()),
             _owns: PhantomData,
             _hooks: PhantomData,
@@ -126,7 +127,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
         if !pushed {
             // SAFETY: the node was never published; we own it.
             let node = unsafe { Box::from_raw(node) };
-            self.push_fallback(node.value);
+            let _ = self.fallback.push::<H>(node.value, usize::MAX);
         }
     }
 
@@ -155,16 +156,6 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
         .is_some()
     }
 
-    #[cold]
-    #[inline(never)]
-    fn push_fallback(&self, value: T) {
-        self.fallback
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(value);
-        hooks::record_fallback::<H>();
-    }
-
     /// Pops the most recent value of the current CPU's list, else of the shared
     /// fallback list; `None` when both are empty.
     #[inline]
@@ -175,7 +166,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
                 let node = unsafe { Box::from_raw(node) };
                 Some(node.value)
             }
-            _ => self.pop_fallback(),
+            _ => self.fallback.pop::<H>(),
         }
     }
 
@@ -216,20 +207,6 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
         })
     }
 
-    #[cold]
-    #[inline(never)]
-    fn pop_fallback(&self) -> Option<T> {
-        let v = self
-            .fallback
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
-        if v.is_some() {
-            hooks::record_fallback::<H>();
-        }
-        v
-    }
-
     /// Takes every value of slot `cpu`'s list (most recent first), while its owners
     /// may keep pushing and popping: the slot is stopped (its sequences fail over to
     /// the shared fallback), a membarrier fence restarts the sequences in flight on
@@ -260,10 +237,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
             // Keep the slot stopped (its operations use the fallback, until a later
             // steal reopens it) and the values in the fallback: nothing is lost.
             let values = Self::take_list(head);
-            self.fallback
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(values);
+            self.fallback.lock().extend(values);
             return Err(e);
         }
         slot.stopped.store(0, Ordering::Release);
@@ -288,12 +262,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
         for cpu in 0..self.slots.slots() {
             out.extend(self.steal(cpu)?);
         }
-        out.extend(
-            self.fallback
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .drain(..),
-        );
+        out.append(&mut self.fallback.lock());
         Ok(out)
     }
 
@@ -309,7 +278,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
                 out.push(node.value);
             }
         }
-        out.append(self.fallback.get_mut().unwrap_or_else(|e| e.into_inner()));
+        out.append(self.fallback.get_mut());
         out
     }
 }
