@@ -6,6 +6,9 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
 
+#[path = "../../restartable/tests/support/seccomp.rs"]
+mod seccomp;
+
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
@@ -101,42 +104,6 @@ fn allowed_cpus() -> Vec<usize> {
         .collect()
 }
 
-/// `AUDIT_ARCH_X86_64`: `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
-const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-/// Offsets of `nr` and `arch` in `struct seccomp_data`.
-const SECCOMP_DATA_NR: u32 = 0;
-const SECCOMP_DATA_ARCH: u32 = 4;
-
-/// A filter that makes `rseq` fail with `errno` and allows everything else.
-fn rseq_errno_filter(errno: i32) -> Vec<libc::sock_filter> {
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let ret = libc::BPF_RET | libc::BPF_K;
-    vec![
-        stmt(load, SECCOMP_DATA_ARCH),
-        jeq(AUDIT_ARCH_X86_64, 1, 0),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-        stmt(load, SECCOMP_DATA_NR),
-        jeq(libc::SYS_rseq as u32, 0, 1),
-        stmt(
-            ret,
-            libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA),
-        ),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-    ]
-}
-
 /// Runs in the child between `fork` and `exec`: pins it to `cpu` and installs
 /// `filter` if any. System calls only (async-signal-safe); `exec` keeps both.
 fn prepare_child(cpu: usize, filter: &[libc::sock_filter]) -> std::io::Result<()> {
@@ -151,27 +118,7 @@ fn prepare_child(cpu: usize, filter: &[libc::sock_filter]) -> std::io::Result<()
     if filter.is_empty() {
         return Ok(());
     }
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr().cast_mut(),
-    };
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `prog` points to `filter`, valid for the call; the kernel copies it.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if ret != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    seccomp::install_filter(filter)
 }
 
 /// Runs `rseq <args>` in `mode`, pinned to `cpu`; asserts it exited 0.
@@ -189,7 +136,7 @@ fn run_rseq(mode: Mode, args: &[&str], cpu: usize) -> Output {
         cmd.env(TUNABLES, RSEQ_OFF);
     }
     let filter = match mode {
-        Mode::Seccomp(errno) | Mode::SeccompTunableOff(errno) => rseq_errno_filter(errno),
+        Mode::Seccomp(errno) | Mode::SeccompTunableOff(errno) => seccomp::rseq_errno_filter(errno),
         Mode::Default | Mode::RseqTunableOff | Mode::Valgrind => Vec::new(),
     };
     // SAFETY: the closure only makes system calls and reads `filter`, allocated

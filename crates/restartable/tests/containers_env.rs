@@ -17,6 +17,8 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 mod common;
+#[path = "support/seccomp.rs"]
+mod seccomp;
 
 use std::process::Command;
 
@@ -87,60 +89,11 @@ fn conserve_everything(w: &Work<'_>, check: impl Fn(&str, IndexBy, &[Stats])) {
 // ---------------------------------------------------------------------------------
 // seccomp: rseq answers ENOSYS.
 
-/// `AUDIT_ARCH_X86_64`: `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
-const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-
 /// Installs on the calling thread (and the threads it creates afterwards) a seccomp
 /// filter under which `rseq` fails with `ENOSYS`, everything else being allowed.
 fn block_rseq_with_enosys() {
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let ret = libc::BPF_RET | libc::BPF_K;
-    // seccomp_data: `nr` at offset 0, `arch` at 4.
-    let filter = [
-        stmt(load, 4),
-        jeq(AUDIT_ARCH_X86_64, 1, 0),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-        stmt(load, 0),
-        jeq(libc::SYS_rseq as u32, 0, 1),
-        stmt(
-            ret,
-            libc::SECCOMP_RET_ERRNO | (libc::ENOSYS as u32 & libc::SECCOMP_RET_DATA),
-        ),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-    ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr().cast_mut(),
-    };
-    // SAFETY: prctl with integer arguments only.
-    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    assert_eq!(
-        r,
-        0,
-        "PR_SET_NO_NEW_PRIVS: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: `prog` points to `filter`, valid for the call; the kernel copies it.
-    let r = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    assert_eq!(r, 0, "PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
+    seccomp::install_filter(&seccomp::rseq_errno_filter(libc::ENOSYS))
+        .unwrap_or_else(|e| panic!("installing the seccomp filter: {e}"));
     // SAFETY: a null area is never registered; the call only reports the errno.
     let r = unsafe { libc::syscall(libc::SYS_rseq, core::ptr::null_mut::<u8>(), 0, 0, 0) };
     let errno = std::io::Error::last_os_error().raw_os_error();

@@ -18,6 +18,9 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
 
+#[path = "support/seccomp.rs"]
+mod seccomp;
+
 use std::any::Any;
 use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
@@ -324,68 +327,6 @@ fn rseq_backend_built() -> bool {
 // Seccomp.
 // ------------------------------------------------------------------------------------
 
-/// `AUDIT_ARCH_X86_64`: `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
-const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-/// Offsets of `nr` and `arch` in `struct seccomp_data`.
-const SECCOMP_DATA_NR: u32 = 0;
-const SECCOMP_DATA_ARCH: u32 = 4;
-
-/// A filter that makes `rseq` fail with `errno` and allows everything else.
-fn rseq_errno_filter(errno: i32) -> Vec<libc::sock_filter> {
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let ret = libc::BPF_RET | libc::BPF_K;
-    vec![
-        stmt(load, SECCOMP_DATA_ARCH),
-        jeq(AUDIT_ARCH_X86_64, 1, 0),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-        stmt(load, SECCOMP_DATA_NR),
-        jeq(libc::SYS_rseq as u32, 0, 1),
-        stmt(
-            ret,
-            libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA),
-        ),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-    ]
-}
-
-/// Installs `filter` on the calling thread; threads it creates later and programs it
-/// executes inherit it. Only system calls, so it may run between `fork` and `exec`.
-fn install_filter(filter: &[libc::sock_filter]) -> std::io::Result<()> {
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr().cast_mut(),
-    };
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `prog` points to `filter`, valid for the call; the kernel copies it.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if ret != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// The filter is in force: even an invalid `rseq` call gets its errno (without a
 /// filter the kernel answers `EINVAL`).
 fn assert_filter_in_force(errno: i32) {
@@ -421,11 +362,11 @@ fn run_child_role(role: &str, env: Env, seccomp_errno: Option<i32>) {
         Env::RseqTunableOff => cmd.env(TUNABLES, RSEQ_OFF),
     };
     if let Some(errno) = seccomp_errno {
-        let filter = rseq_errno_filter(errno);
+        let filter = seccomp::rseq_errno_filter(errno);
         // SAFETY: the closure only makes system calls (prctl, seccomp) and reads
         // `filter`, allocated before the fork: async-signal-safe.
         unsafe {
-            cmd.pre_exec(move || install_filter(&filter));
+            cmd.pre_exec(move || seccomp::install_filter(&filter));
         }
     }
     let out = cmd.output().expect("run child");
@@ -633,7 +574,7 @@ fn seccomp_after_glibc_start_keeps_main_thread_libc_owned_and_never_misreports()
 fn role_filter_after_start(errno: i32) {
     assert!(glibc_registered());
     assert_registered(Owner::Libc, "main thread before the filter");
-    install_filter(&rseq_errno_filter(errno)).expect("install seccomp filter");
+    seccomp::install_filter(&seccomp::rseq_errno_filter(errno)).expect("install seccomp filter");
     assert_filter_in_force(errno);
     assert_registered_probe(Owner::Libc, Err(errno), "main thread after the filter");
     check_cpu_ids_under_pinning("main thread under a late filter");
