@@ -5,10 +5,12 @@
 //! Without gdb, a C compiler, ptrace permission or an rseq registration by libc, the
 //! tests print a notice and pass.
 
-use std::io::Read as _;
+#[path = "support/gdb.rs"]
+mod gdb;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const RSEQ: &str = env!("CARGO_BIN_EXE_rseq");
 /// How many `stepi` the stepping tests allow to get past the sequence.
@@ -88,52 +90,12 @@ fn run_gdb(setup: &Setup, driver: &str, with_extension: bool, limit: Duration) -
         "driver-plain.py"
     });
     std::fs::write(&driver_path, driver).unwrap();
-    let mut command = Command::new("gdb");
-    command.args(["-nx", "-batch", "-ex", "set pagination off"]);
-    if with_extension {
-        command.arg("-x").arg(&setup.extension);
-    }
-    command.arg("-x").arg(&driver_path).arg(&setup.binary);
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gdb");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let mut timed_out = false;
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            timed_out = true;
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = format!(
-        "{}{}",
-        out_reader.join().unwrap(),
-        err_reader.join().unwrap()
-    );
-    if output.contains("ptrace: Operation not permitted")
-        || output.contains("Couldn't get registers")
-    {
-        eprintln!("NOTICE: gdb may not trace processes here: skipping\n{output}");
-        return None;
-    }
+    let (output, timed_out) = gdb::run_batch(
+        &setup.binary,
+        &driver_path,
+        with_extension.then_some(setup.extension.as_path()),
+        limit,
+    )?;
     assert!(!timed_out, "gdb did not finish within {limit:?}:\n{output}");
     Some(output)
 }

@@ -24,11 +24,13 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
-use std::io::Read as _;
+#[path = "support/gdb.rs"]
+mod gdb;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use restartable::percpu::MAX_CONSECUTIVE_ABORTS;
 
@@ -158,53 +160,12 @@ fn setup(test: &str) -> Option<Setup> {
 fn run_gdb(setup: &Setup, driver: &str, with_extension: bool) -> Option<String> {
     let driver_path = setup.dir.join("driver.py");
     std::fs::write(&driver_path, driver).unwrap();
-    let mut command = Command::new("gdb");
-    command.args(["-nx", "-batch", "-iex", "set debuginfod enabled off"]);
-    command.args(["-ex", "set pagination off"]);
-    if with_extension {
-        command.arg("-x").arg(&setup.extension);
-    }
-    command.arg("-x").arg(&driver_path).arg(&setup.binary);
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gdb");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let mut timed_out = false;
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > GDB_LIMIT {
-            timed_out = true;
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = format!(
-        "{}{}",
-        out_reader.join().unwrap(),
-        err_reader.join().unwrap()
-    );
-    if output.contains("ptrace: Operation not permitted")
-        || output.contains("Couldn't get registers")
-    {
-        eprintln!("NOTICE: gdb may not trace processes here: skipping\n{output}");
-        return None;
-    }
+    let (output, timed_out) = gdb::run_batch(
+        &setup.binary,
+        &driver_path,
+        with_extension.then_some(setup.extension.as_path()),
+        GDB_LIMIT,
+    )?;
     if output.contains("No source file named counter_loop.rs") {
         eprintln!("NOTICE: the example was built without line tables: skipping\n{output}");
         return None;
