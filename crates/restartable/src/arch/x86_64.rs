@@ -153,20 +153,45 @@ const _: () = assert!(crate::hooks::FLAG_COMPARE_TWICE == 0);
 const _: () = assert!(crate::hooks::FLAG_SKIP_CPU_CHECK == 1);
 const _: () = assert!(crate::hooks::FLAG_TRAP == 2);
 
-/// Emits the asm block for a build, adding the hooked build's operands.
+/// Emits the asm block of one op for a build: the templates, the op's own operands,
+/// and the operands every op shares (the area, the CPU and its field offset, the
+/// scratch register, the abort exit), plus the hooked build's.
 macro_rules! rseq_asm {
-    (plain, [$($t:expr),* $(,)?], $($ops:tt)*) => {
-        asm!($($t),*, $($ops)* options(att_syntax, nostack))
-    };
-    (hooked, [$($t:expr),* $(,)?], $($ops:tt)*) => {
+    (plain, $I:ident, $area:ident, $cpu:ident, [$($t:expr),* $(,)?], $($ops:tt)*) => {
         asm!(
             $($t),*,
             $($ops)*
+            area = in(reg) $area,
+            cpu = in(reg) $cpu,
+            cpuoff = const $I::OFFSET,
+            abort = label { return OpResult::Aborted { cpu: $cpu } },
+            options(att_syntax, nostack)
+        )
+    };
+    (hooked, $I:ident, $area:ident, $cpu:ident, [$($t:expr),* $(,)?], $($ops:tt)*) => {
+        asm!(
+            $($t),*,
+            $($ops)*
+            area = in(reg) $area,
+            cpu = in(reg) $cpu,
+            cpuoff = const $I::OFFSET,
+            abort = label { return OpResult::Aborted { cpu: $cpu } },
             loops = sym crate::hooks::LOOPS,
             flags = sym crate::hooks::FLAGS,
             twice = label { crate::hooks::compare_twice_failed("the CPU or a compared value changed before the commit") },
             options(att_syntax, nostack)
         )
+    };
+}
+
+/// Runs the op's `go!` in the build `H` selects.
+macro_rules! plain_or_hooked {
+    ($H:ident, $go:ident) => {
+        if $H::INJECT {
+            $go!(hooked)
+        } else {
+            $go!(plain)
+        }
     };
 }
 
@@ -180,7 +205,7 @@ pub(super) unsafe fn load_cbne_store<I: Index, H: Hooks>(
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, [
+            rseq_asm!($m, I, a, cpu, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -194,28 +219,18 @@ pub(super) unsafe fn load_cbne_store<I: Index, H: Hooks>(
                 inj!($m, "20"),
                 abort_handler!(),
             ],
-            area = in(reg) a,
-            cpu = in(reg) cpu,
-            cpuoff = const I::OFFSET,
+            tmp = out(reg) _,
             v = in(reg) v,
             expect = in(reg) expect,
             newv = in(reg) newv,
-            tmp = out(reg) _,
             cmpfail = label { return OpResult::CompareFailed },
-            abort = label { return OpResult::Aborted { cpu } },
             )
         };
     }
     // SAFETY: the caller upholds the op contract (area registered for this thread,
     // `v` valid and only written by sequences for `cpu`); the block writes only
     // `area->rseq_cs`, `*v` and the scratch register it declares.
-    unsafe {
-        if H::INJECT {
-            go!(hooked)
-        } else {
-            go!(plain)
-        }
-    }
+    unsafe { plain_or_hooked!(H, go) }
     OpResult::Committed
 }
 
@@ -231,7 +246,7 @@ pub(super) unsafe fn load_add_store<I: Index, H: Hooks>(
     // When `count` is a constant (a counter's `inc`) only one variant is emitted.
     macro_rules! go {
         ($m:tt, $commit:literal) => {
-            rseq_asm!($m, [
+            rseq_asm!($m, I, a, cpu, [
                 hooked_exits!($m),
                 start!($m),
                 cpu_check!($m),
@@ -241,13 +256,9 @@ pub(super) unsafe fn load_add_store<I: Index, H: Hooks>(
                 inj!($m, "20"),
                 abort_handler!(),
             ],
-            area = in(reg) a,
-            cpu = in(reg) cpu,
-            cpuoff = const I::OFFSET,
+            tmp = out(reg) _,
             v = in(reg) v,
             count = in(reg) count,
-            tmp = out(reg) _,
-            abort = label { return OpResult::Aborted { cpu } },
             )
         };
     }
@@ -275,7 +286,7 @@ pub(super) unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks>(
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, [
+            rseq_asm!($m, I, a, cpu, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -294,28 +305,18 @@ pub(super) unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks>(
                 inj!($m, "20"),
                 abort_handler!(),
             ],
-            area = in(reg) a,
-            cpu = in(reg) cpu,
-            cpuoff = const I::OFFSET,
+            tmp = out(reg) _,
             v = in(reg) v,
             expectnot = in(reg) expectnot,
             voffp = in(reg) voffp,
             load = in(reg) load,
-            tmp = out(reg) _,
             cmpfail = label { return OpResult::CompareFailed },
-            abort = label { return OpResult::Aborted { cpu } },
             )
         };
     }
     // SAFETY: as in `load_cbne_store`; `*v` (when not `expectnot`) points to a node
     // readable at `voffp` and `load` is the caller's private output (contract).
-    unsafe {
-        if H::INJECT {
-            go!(hooked)
-        } else {
-            go!(plain)
-        }
-    }
+    unsafe { plain_or_hooked!(H, go) }
     OpResult::Committed
 }
 
@@ -329,7 +330,7 @@ pub(super) unsafe fn load_add_load_load_add_store<I: Index, H: Hooks>(
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, [
+            rseq_asm!($m, I, a, cpu, [
                 hooked_exits!($m),
                 start!($m),
                 cpu_check!($m),
@@ -343,26 +344,16 @@ pub(super) unsafe fn load_add_load_load_add_store<I: Index, H: Hooks>(
                 inj!($m, "20"),
                 abort_handler!(),
             ],
-            area = in(reg) a,
-            cpu = in(reg) cpu,
-            cpuoff = const I::OFFSET,
+            tmp = out(reg) _,
             ptr = in(reg) ptr,
             off = in(reg) off,
             inc = in(reg) inc,
-            tmp = out(reg) _,
-            abort = label { return OpResult::Aborted { cpu } },
             )
         };
     }
     // SAFETY: as in `load_cbne_store`; the two loads follow pointers the contract
     // says are valid, the commit is the single `addq`.
-    unsafe {
-        if H::INJECT {
-            go!(hooked)
-        } else {
-            go!(plain)
-        }
-    }
+    unsafe { plain_or_hooked!(H, go) }
     OpResult::Committed
 }
 
@@ -381,7 +372,7 @@ pub(super) unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, [
+            rseq_asm!($m, I, a, cpu, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -396,28 +387,18 @@ pub(super) unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
                 "5:\n",
                 abort_handler!(),
             ],
-            area = in(reg) a,
-            cpu = in(reg) cpu,
-            cpuoff = const I::OFFSET,
+            tmp = out(reg) _,
             v = in(reg) v,
             expect = in(reg) expect,
             v2 = in(reg) v2,
             newv2 = in(reg) newv2,
             newv = in(reg) newv,
-            tmp = out(reg) _,
             cmpfail = label { return OpResult::CompareFailed },
-            abort = label { return OpResult::Aborted { cpu } },
             )
         };
     }
     // SAFETY: as in `load_cbne_store`; `*v2` is the caller's unpublished memory.
-    unsafe {
-        if H::INJECT {
-            go!(hooked)
-        } else {
-            go!(plain)
-        }
-    }
+    unsafe { plain_or_hooked!(H, go) }
     OpResult::Committed
 }
 
@@ -434,7 +415,7 @@ pub(super) unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks>(
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, [
+            rseq_asm!($m, I, a, cpu, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -451,28 +432,18 @@ pub(super) unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks>(
                 inj!($m, "20"),
                 abort_handler!(),
             ],
-            area = in(reg) a,
-            cpu = in(reg) cpu,
-            cpuoff = const I::OFFSET,
+            tmp = out(reg) _,
             v = in(reg) v,
             expect = in(reg) expect,
             v2 = in(reg) v2,
             expect2 = in(reg) expect2,
             newv = in(reg) newv,
-            tmp = out(reg) _,
             cmpfail = label { return OpResult::CompareFailed },
-            abort = label { return OpResult::Aborted { cpu } },
             )
         };
     }
     // SAFETY: as in `load_cbne_store`; `v2` is readable (contract).
-    unsafe {
-        if H::INJECT {
-            go!(hooked)
-        } else {
-            go!(plain)
-        }
-    }
+    unsafe { plain_or_hooked!(H, go) }
     OpResult::Committed
 }
 
@@ -492,7 +463,7 @@ pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, [
+            rseq_asm!($m, I, a, cpu, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -509,31 +480,21 @@ pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
                 "5:\n",
                 abort_handler!(),
             ],
-            area = in(reg) a,
-            cpu = in(reg) cpu,
-            cpuoff = const I::OFFSET,
+            tmp = out(reg) _,
             v = in(reg) v,
             expect = in(reg) expect,
             newv = in(reg) newv,
             inout("rdi") dst => _,
             inout("rsi") src => _,
             inout("rcx") len => _,
-            tmp = out(reg) _,
             cmpfail = label { return OpResult::CompareFailed },
-            abort = label { return OpResult::Aborted { cpu } },
             )
         };
     }
     // SAFETY: as in `load_cbne_store`; `src`/`dst` valid for `len` bytes and `dst`
     // unpublished until the commit (contract). The direction flag is clear on entry
     // to asm (ABI), so `rep movsb` copies forward.
-    unsafe {
-        if H::INJECT {
-            go!(hooked)
-        } else {
-            go!(plain)
-        }
-    }
+    unsafe { plain_or_hooked!(H, go) }
     OpResult::Committed
 }
 
@@ -551,7 +512,7 @@ pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, [
+            rseq_asm!($m, I, a, cpu, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -572,28 +533,18 @@ pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks
                 inj!($m, "20"),
                 abort_handler!(),
             ],
-            area = in(reg) a,
-            cpu = in(reg) cpu,
-            cpuoff = const I::OFFSET,
+            tmp = out(reg) _,
             g = in(reg) g,
             gexpect = in(reg) gexpect,
             v = in(reg) v,
             expectnot = in(reg) expectnot,
             voffp = in(reg) voffp,
             load = in(reg) load,
-            tmp = out(reg) _,
             cmpfail = label { return OpResult::CompareFailed },
-            abort = label { return OpResult::Aborted { cpu } },
             )
         };
     }
     // SAFETY: as in `load_cbeq_store_add_load_store`; `g` is readable (contract).
-    unsafe {
-        if H::INJECT {
-            go!(hooked)
-        } else {
-            go!(plain)
-        }
-    }
+    unsafe { plain_or_hooked!(H, go) }
     OpResult::Committed
 }
