@@ -384,11 +384,7 @@ mod imp {
     /// The registered area, if this thread has one right now; otherwise the cold path.
     #[inline]
     pub(super) fn current() -> Result<ThreadArea, Reason> {
-        match fast() {
-            // SAFETY: a valid cpu_id means the kernel maintains this area.
-            Some((area, _)) => Ok(unsafe { ThreadArea::new(area) }),
-            None => current_slow(),
-        }
+        current_with_cpu().map(|(area, _)| area)
     }
 
     /// As [`current`], also returning the `cpu_id` it validated.
