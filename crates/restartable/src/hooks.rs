@@ -186,14 +186,10 @@ pub(crate) fn record<H: Hooks>(r: OpResult) -> OpResult {
 
 #[inline(never)]
 fn record_slow(r: OpResult) {
-    let _ = STATS.try_with(|s| {
-        let mut v = s.get();
-        match r {
-            OpResult::Committed => v.commits += 1,
-            OpResult::CompareFailed => v.compare_failures += 1,
-            OpResult::Aborted { .. } => v.aborts += 1,
-        }
-        s.set(v);
+    update_stats(|v| match r {
+        OpResult::Committed => v.commits += 1,
+        OpResult::CompareFailed => v.compare_failures += 1,
+        OpResult::Aborted { .. } => v.aborts += 1,
     });
 }
 
@@ -201,12 +197,17 @@ fn record_slow(r: OpResult) {
 #[inline(always)]
 pub(crate) fn record_fallback<H: Hooks>() {
     if H::STATS {
-        let _ = STATS.try_with(|s| {
-            let mut v = s.get();
-            v.fallbacks += 1;
-            s.set(v);
-        });
+        update_stats(|v| v.fallbacks += 1);
     }
+}
+
+/// Applies `f` to this thread's counts (nothing once its TLS is gone).
+fn update_stats(f: impl FnOnce(&mut Stats)) {
+    let _ = STATS.try_with(|s| {
+        let mut v = s.get();
+        f(&mut v);
+        s.set(v);
+    });
 }
 
 /// Injection point `n` (7..=9) in Rust code: a delay loop, or the `-m` events.
