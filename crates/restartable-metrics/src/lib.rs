@@ -236,7 +236,10 @@ impl PerCpuBuilder {
         let addr = self.listen;
         let recorder = self.build_recorder();
         let server = recorder.handle().serve(addr).map_err(BuildError::Listen)?;
-        metrics::set_global_recorder(recorder).map_err(|_| BuildError::RecorderAlreadySet)?;
+        if metrics::set_global_recorder(recorder).is_err() {
+            server.shutdown();
+            return Err(BuildError::RecorderAlreadySet);
+        }
         Ok(server)
     }
 }

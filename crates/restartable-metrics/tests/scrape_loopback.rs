@@ -131,3 +131,46 @@ fn scrape_while_counting_then_nothing_lost() {
         "the server still accepts connections after shutdown"
     );
 }
+
+/// Only `GET`/`HEAD /metrics` is served; other paths are 404, other methods 405; a
+/// busy address is an error, not a panic.
+#[test]
+fn other_paths_and_methods_and_busy_address() {
+    let recorder = restartable_metrics::PerCpuBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let server = handle.serve("127.0.0.1:0").expect("binds");
+    let addr = server.local_addr();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let status = |r: Result<ureq::http::Response<ureq::Body>, ureq::Error>| {
+        r.expect("a response").status().as_u16()
+    };
+    assert_eq!(
+        status(agent.get(format!("http://{addr}/metrics")).call()),
+        200
+    );
+    assert_eq!(
+        status(agent.head(format!("http://{addr}/metrics")).call()),
+        200
+    );
+    assert_eq!(status(agent.get(format!("http://{addr}/")).call()), 404);
+    assert_eq!(
+        status(agent.post(format!("http://{addr}/metrics")).send("")),
+        405
+    );
+
+    let busy = handle.serve(addr).expect_err("the address is taken");
+    assert!(!busy.to_string().is_empty());
+    let err = restartable_metrics::PerCpuBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .expect_err("the address is taken");
+    assert!(
+        err.to_string().contains("cannot start the HTTP listener"),
+        "{err}"
+    );
+    server.shutdown();
+}
