@@ -90,9 +90,10 @@ const MAX_EXACT_DELTA: f64 = (1u64 << 53) as f64;
 /// - What is not promised: two adds that both overlap a `set` on different CPUs may
 ///   be split against their real-time order (a `-1` that finished before a `+1`
 ///   started can be the one replaced while the `+1` is kept), because `set` reads
-///   the CPU slots one by one. A gauge written only by `set`, or only by
-///   increments and decrements, is exact; mixing both while they race is as
-///   meaningful as the race itself.
+///   the CPU slots one by one. A gauge written only by `set` is exact; one written
+///   only by increments and decrements is exact once they pause (a read while they
+///   run sums the slots one by one, like [`PerCpuCounter::sum`]); mixing `set` with
+///   adds that race it is as meaningful as the race itself.
 /// - Reads (renders) take the same lock, so a scrape never shows a new `base` with
 ///   an old `offset`.
 #[derive(Debug, Default)]
