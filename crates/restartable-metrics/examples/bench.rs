@@ -148,6 +148,8 @@ struct Run {
     /// The threads' CPU time over their wall time, over `min(threads, nproc)`: how
     /// much of the time they really ran side by side (the machine is shared).
     on_cpu: f64,
+    /// Thread CPU time per increment, in ns (what an increment costs while running).
+    cpu_ns: f64,
 }
 
 /// Runs `body(stop)` on `threads` threads started together, for `dur`; `body` returns
@@ -188,6 +190,7 @@ where
             .sum(),
         ops: per_thread.iter().map(|p| p.0).sum(),
         on_cpu: (cpu / wall) * threads as f64 / threads.min(nproc) as f64,
+        cpu_ns: cpu * 1e9 / per_thread.iter().map(|p| p.0).sum::<u64>().max(1) as f64,
     }
 }
 
@@ -289,6 +292,8 @@ struct Row {
     ours: Stats,
     theirs: Stats,
     on_cpu: Stats,
+    /// CPU ns per increment: ours, theirs.
+    cpu_ns: [Stats; 2],
     /// `AtomicU64::fetch_add` and direct `PerCpuCounter::add`, when measured.
     floors: Option<[Stats; 2]>,
 }
@@ -359,6 +364,7 @@ fn main() -> ExitCode {
     for &workload in args.workload.iter().filter(|w| **w != Workload::Render) {
         for &threads in &args.threads {
             let mut rates = [Vec::new(), Vec::new()];
+            let mut cpu_ns = [Vec::new(), Vec::new()];
             let mut on_cpu = Vec::new();
             let mut floors = [Vec::new(), Vec::new()];
             for run in 0..runs {
@@ -375,6 +381,7 @@ fn main() -> ExitCode {
                         ));
                     }
                     rates[k].push(r.rate / 1e6);
+                    cpu_ns[k].push(r.cpu_ns);
                     on_cpu.push(r.on_cpu);
                 }
                 if workload == Workload::Cached && args.floors {
@@ -391,6 +398,7 @@ fn main() -> ExitCode {
                 ours,
                 theirs,
                 on_cpu: stats(on_cpu),
+                cpu_ns: cpu_ns.map(stats),
                 floors,
             });
         }
@@ -454,7 +462,8 @@ fn main() -> ExitCode {
     let method = format!(
         "{runs} runs x {} ms per row, one counter shared by all threads, increments in batches of {BATCH}; \
          a fresh recorder of each kind per run, the two alternating (order alternates per run); \
-         throughput = sum over threads of increments / own elapsed time; medians (min-max); \
+         throughput = sum over threads of increments / own elapsed time; on-CPU = thread CPU time / \
+         (elapsed x min(threads, nproc)); CPU ns/op = thread CPU time / increments; medians (min-max); \
          render: {} renders of each, alternating",
         dur.as_millis(),
         (runs * 3).max(5)
@@ -471,6 +480,8 @@ fn main() -> ExitCode {
                     "prometheus_mops": j(&r.theirs),
                     "ratio": r.ours.median / r.theirs.median,
                     "on_cpu": j(&r.on_cpu),
+                    "ours_cpu_ns_per_op": j(&r.cpu_ns[0]),
+                    "prometheus_cpu_ns_per_op": j(&r.cpu_ns[1]),
                     "floor_atomic_mops": r.floors.as_ref().map(|f| j(&f[0])),
                     "floor_percpu_counter_mops": r.floors.as_ref().map(|f| j(&f[1])),
                 })
@@ -512,9 +523,9 @@ fn main() -> ExitCode {
         for r in &rows {
             let (o, p) = (&r.ours, &r.theirs);
             println!(
-                "{:<8} {:>7}  {:>10.1} ({:>6.1}-{:>6.1})  {:>10.1} ({:>6.1}-{:>6.1})  {:>6.1}x  {:>5.0}%",
+                "{:<8} {:>7}  {:>10.1} ({:>6.1}-{:>6.1})  {:>10.1} ({:>6.1}-{:>6.1})  {:>6.1}x  {:>5.0}%  {:>7.2} | {:>6.2}",
                 r.workload.to_string(), r.threads, o.median, o.min, o.max, p.median, p.min, p.max,
-                o.median / p.median, r.on_cpu.median * 100.0
+                o.median / p.median, r.on_cpu.median * 100.0, r.cpu_ns[0].median, r.cpu_ns[1].median
             );
             if let Some([a, c]) = &r.floors {
                 println!(
