@@ -1,14 +1,15 @@
 //! restartable-metrics against metrics-exporter-prometheus, measured in the same run.
 //!
 //! ```sh
-//! cargo run --release -p restartable-metrics --example bench            # about 30 s
-//! cargo run --release -p restartable-metrics --example bench -- --quick # about 5 s
-//! cargo run --release -p restartable-metrics --example bench -- --json
+//! cargo run --release -p restartable-metrics --example bench            # about 35 s
+//! cargo run --release -p restartable-metrics --example bench -- --floors # + 15 s: bare atomic / PerCpuCounter
+//! cargo run --release -p restartable-metrics --example bench -- --quick  # about 8 s
+//! cargo run --release -p restartable-metrics --example bench -- --json --threads 1,2 --runs 9
 //! ```
 //!
 //! Workloads:
-//! - `cached`: `counter.increment(1)` on a `metrics::Counter` registered once per
-//!   thread (the handle a hot path keeps);
+//! - `cached`: `counter.increment(1)` on a `metrics::Counter` registered once and
+//!   cloned into each thread (the handle a hot path keeps);
 //! - `macro`: `counter!("bench_requests").increment(1)`, so every call also looks the
 //!   key up in the recorder (the facade's macro with a thread-local recorder);
 //!
