@@ -1,9 +1,9 @@
 //! restartable-metrics against metrics-exporter-prometheus, measured in the same run.
 //!
 //! ```sh
-//! cargo run --release -p restartable-metrics --example bench            # about 35 s
-//! cargo run --release -p restartable-metrics --example bench -- --floors # + 15 s: bare atomic / PerCpuCounter
-//! cargo run --release -p restartable-metrics --example bench -- --quick  # about 8 s
+//! cargo run --release -p restartable-metrics --example bench            # about 20 s
+//! cargo run --release -p restartable-metrics --example bench -- --floors # about 30 s: adds a bare atomic / PerCpuCounter
+//! cargo run --release -p restartable-metrics --example bench -- --quick  # about 5 s
 //! cargo run --release -p restartable-metrics --example bench -- --json --threads 1,2 --runs 9
 //! ```
 //!

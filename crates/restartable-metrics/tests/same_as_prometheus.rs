@@ -276,3 +276,34 @@ fn summary_quantiles_cover_a_whole_burst() {
     };
     assert_eq!(sum(&ours), sum(&theirs));
 }
+
+/// The exporter (run, not read) keeps the last description given before a name's
+/// first render and ignores later ones; so do we.
+#[test]
+fn descriptions_after_a_render_are_ignored_like_the_exporter() {
+    let ours = PerCpuBuilder::new().build_recorder();
+    let theirs = PrometheusBuilder::new().build_recorder();
+    let step = |text: &'static str| {
+        metrics::with_local_recorder(&ours, || describe_counter!("jobs", text));
+        metrics::with_local_recorder(&theirs, || describe_counter!("jobs", text));
+    };
+    metrics::with_local_recorder(&ours, || counter!("jobs").increment(1));
+    metrics::with_local_recorder(&theirs, || counter!("jobs").increment(1));
+    step("first");
+    step("second");
+    let (a, b) = (ours.handle().render(), theirs.handle().render());
+    assert!(a.contains("# HELP jobs second\n"), "{a}");
+    assert_same_text(&a, &b);
+    step("third");
+    let (a, b) = (ours.handle().render(), theirs.handle().render());
+    assert!(a.contains("# HELP jobs second\n"), "{a}");
+    assert_same_text(&a, &b);
+}
+
+fn assert_same_text(a: &str, b: &str) {
+    let mut x: Vec<&str> = a.lines().collect();
+    let mut y: Vec<&str> = b.lines().collect();
+    x.sort_unstable();
+    y.sort_unstable();
+    assert_eq!(x, y);
+}
