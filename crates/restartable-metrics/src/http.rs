@@ -52,7 +52,8 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Stops accepting requests and waits for the server thread to finish.
+    /// Stops serving requests and waits for the server thread to finish; the listening
+    /// socket is closed by tiny_http's accept thread shortly after.
     pub fn shutdown(mut self) {
         self.server.unblock();
         if let Some(t) = self.thread.take() {

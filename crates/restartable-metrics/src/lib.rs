@@ -18,6 +18,24 @@
 //!   label escaping, `# HELP`/`# TYPE` lines; series sorted for stable output);
 //!   [`PerCpuHandle::serve`] answers `GET /metrics` on the address you choose.
 //!
+//! # Differences from `metrics-exporter-prometheus`
+//!
+//! Checked by running both (`tests/same_as_prometheus.rs` compares them series by
+//! series, in several configurations):
+//! - Series come out sorted (the exporter's order is a hash map's).
+//! - Summary quantiles cover every sample recorded since the last render. The
+//!   exporter 0.18 drains samples in blocks of 64, newest first, and drops from the
+//!   quantiles (not from `_count`/`_sum`) every sample older than the first one it
+//!   handled, so after a burst of more than 64 samples its quantiles describe only
+//!   the newest block.
+//! - Gauges with fractional increments add them in another order (integral ones on
+//!   per-CPU slots, fractional ones in a shared `f64`), so the last bit of such a
+//!   value can differ; integral and `set` values are the same.
+//! - Histogram samples are drained and descriptions published at each render (or
+//!   [`PerCpuHandle::run_upkeep`]); the exporter also does it every 5 s from its
+//!   listener. No idle timeouts, push gateway, protobuf or native histograms.
+//! - `install` serves HTTP/1.1 from one thread (tiny_http), not hyper on tokio.
+//!
 //! # Examples
 //!
 //! Installing takes the same line as the Prometheus exporter's builder:
@@ -33,8 +51,6 @@
 //! Or keep a handle, render to a string, and serve when you like:
 //!
 //! ```
-//! use metrics::{Key, Level, Metadata, Recorder};
-//!
 //! let recorder = restartable_metrics::PerCpuBuilder::new().build_recorder();
 //! let handle = recorder.handle();
 //! metrics::with_local_recorder(&recorder, || {
@@ -57,6 +73,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -67,6 +84,7 @@ use quanta::Instant;
 mod distribution;
 mod format;
 mod http;
+mod local;
 mod storage;
 
 pub use distribution::{
@@ -212,6 +230,7 @@ impl PerCpuBuilder {
     pub fn build_recorder(self) -> PerCpuRecorder {
         PerCpuRecorder {
             inner: Arc::new(Inner {
+                id: NEXT_RECORDER_ID.fetch_add(1, Ordering::Relaxed),
                 registry: Registry::new(PerCpuStorage::new(self.global_labels)),
                 descriptions: RwLock::new(HashMap::new()),
                 distributions: Mutex::new(HashMap::new()),
@@ -247,8 +266,12 @@ impl PerCpuBuilder {
 /// A description, its unit, and whether a render has used it yet.
 type Descriptions = HashMap<String, (SharedString, Option<Unit>, bool)>;
 
+/// Recorder ids for the thread-local handle caches (unlike addresses, never reused).
+static NEXT_RECORDER_ID: AtomicU64 = AtomicU64::new(1);
+
 #[derive(Debug)]
 struct Inner {
+    id: u64,
     registry: Registry<Key, PerCpuStorage>,
     /// By sanitised name. As in the exporter (run, not read: its description table
     /// publishes at render time), the last description given before the name's
@@ -306,22 +329,33 @@ impl Recorder for PerCpuRecorder {
         self.describe(key, unit, description)
     }
 
+    /// The thread's handle for `key` (see the `local` module): after a thread's first
+    /// lookup of a key, `counter!` takes no lock and writes no shared cache line.
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        self.inner
-            .registry
-            .get_or_create_counter(key, |c| Counter::from_arc(c.clone()))
+        local::counter(&self.inner, key, || {
+            let cell = self
+                .inner
+                .registry
+                .get_or_create_counter(key, |c| c.clone());
+            Counter::from_arc(Arc::new(local::Local(cell)))
+        })
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        self.inner
-            .registry
-            .get_or_create_gauge(key, |g| Gauge::from_arc(g.clone()))
+        local::gauge(&self.inner, key, || {
+            let cell = self.inner.registry.get_or_create_gauge(key, |g| g.clone());
+            Gauge::from_arc(Arc::new(local::Local(cell)))
+        })
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        self.inner
-            .registry
-            .get_or_create_histogram(key, |h| Histogram::from_arc(h.clone()))
+        local::histogram(&self.inner, key, || {
+            let cell = self
+                .inner
+                .registry
+                .get_or_create_histogram(key, |h| h.clone());
+            Histogram::from_arc(Arc::new(local::Local(cell)))
+        })
     }
 }
 
