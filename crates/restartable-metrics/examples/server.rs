@@ -110,9 +110,15 @@ fn worker(w: usize, stop: &AtomicBool) -> u64 {
 }
 
 #[allow(dead_code)] // the scrape test includes this file and drives `Demo` itself
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let demo = Demo::start(args.listen, args.threads)?;
+    let demo = match Demo::start(args.listen, args.threads) {
+        Ok(demo) => demo,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     println!(
         "serving http://{}/metrics with {} workers",
         demo.server.local_addr(),
@@ -131,5 +137,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         counts.iter().sum::<u64>()
     );
     server.shutdown();
-    Ok(())
+    std::process::ExitCode::SUCCESS
 }
