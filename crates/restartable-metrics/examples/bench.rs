@@ -347,8 +347,16 @@ fn machine() -> serde_json::Value {
     })
 }
 
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    let load_start = loadavg();
     let runs = args.runs.unwrap_or(if args.quick { 3 } else { 7 }).max(1);
     let dur = Duration::from_millis(
         args.duration_ms
@@ -500,7 +508,7 @@ fn main() -> ExitCode {
             .iter()
             .map(|(n, r, ok)| json!({"target": n, "ratio": r, "met": ok}))
             .collect();
-        let out = json!({"machine": machine(), "method": method, "results": results, "render": render, "targets": targets, "errors": lost});
+        let out = json!({"machine": machine(), "load_avg_start": load_start, "load_avg_end": loadavg(), "method": method, "results": results, "render": render, "targets": targets, "errors": lost});
         println!("{}", serde_json::to_string_pretty(&out).expect("json"));
     } else {
         let m = machine();
@@ -510,6 +518,10 @@ fn main() -> ExitCode {
             m["nproc"],
             m["kernel"].as_str().unwrap_or(""),
             m["rseq"].as_str().unwrap_or("")
+        );
+        println!(
+            "load avg: {load_start} at the start, {} at the end (1, 5, 15 min)",
+            loadavg()
         );
         println!("method: {method}\n");
         println!(
