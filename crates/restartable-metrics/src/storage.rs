@@ -116,7 +116,17 @@ impl GaugeCell {
     pub fn value(&self) -> f64 {
         let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let ints = self.deltas.sum().wrapping_sub(st.offset);
-        st.base + ints as f64 + f64::from_bits(self.frac.load(Ordering::Acquire))
+        let frac = self.frac.load(Ordering::Acquire);
+        // Terms that are zero are left out, so that a value set stays bit for bit what
+        // was set (`-0.0 + 0.0` would be `0.0`).
+        let mut v = st.base;
+        if ints != 0 {
+            v += ints as f64;
+        }
+        if frac != 0 {
+            v += f64::from_bits(frac);
+        }
+        v
     }
 
     #[inline]

@@ -67,6 +67,7 @@ fn workload(samples: u32) {
     gauge!("queue_depth", "queue" => "out").decrement(3.0);
     gauge!("cpu_busy").set(0.375);
     gauge!("not_a_number").set(f64::NAN);
+    gauge!("negative_zero").set(-0.0);
     gauge!("infinite").set(f64::INFINITY);
     gauge!("reset").increment(42.0);
     gauge!("reset").set(-1.5);
