@@ -395,12 +395,21 @@ mod imp {
     }
 
     /// As [`current`], also returning the `cpu_id` it validated.
-    #[inline]
+    #[inline(always)]
     pub(super) fn current_with_cpu() -> Result<(ThreadArea, u32), Reason> {
         match fast() {
             // SAFETY: a valid cpu_id means the kernel maintains this area.
             Some((area, cpu)) => Ok((unsafe { ThreadArea::new(area) }, cpu)),
-            None => current_with_cpu_slow(),
+            None => {
+                let r = current_with_cpu_slow();
+                if let Ok((_, cpu)) = r {
+                    // SAFETY: the slow path returns only a CPU it checked is one.
+                    // Known on both paths, an op's own check of the index
+                    // (`arch::valid_index`) compiles to nothing.
+                    unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
+                }
+                r
+            }
         }
     }
 

@@ -175,12 +175,14 @@ mod sealed {
     impl Sealed for super::Release {}
 }
 
-/// Whether `cpu` can be an index at all: `cpu_id` reads -1 (-2) once the thread is
-/// no longer registered (or glibc's registration failed), and a sequence prepared for
-/// that value would pass its CPU check with no registration behind it.
+/// Whether `cpu` may be given to a sequence by `I`: `cpu_id` reads -1 (-2) once the
+/// thread is no longer registered (or glibc's registration failed), and a `ByCpu`
+/// sequence prepared for that value would pass its CPU check with no registration
+/// behind it. (A `ByMmCid` sequence checks `cpu_id` itself.) Free where the index
+/// comes from [`Index::enter`]: the compiler knows it is a CPU.
 #[inline(always)]
-fn valid_index(cpu: u32) -> bool {
-    cpu < abi::CPU_ID_REGISTRATION_FAILED
+fn valid_index<I: Index>(cpu: u32) -> bool {
+    I::CHECK_CPU_ID || cpu < abi::CPU_ID_REGISTRATION_FAILED
 }
 
 /// Whether the ops are real restartable sequences on this target (x86_64 Linux), as
@@ -204,7 +206,7 @@ pub unsafe fn load_cbne_store<I: Index, H: Hooks>(
     expect: isize,
     newv: isize,
 ) -> OpResult {
-    if !valid_index(cpu) {
+    if !valid_index::<I>(cpu) {
         return crate::hooks::record::<H>(OpResult::Aborted { cpu });
     }
     crate::hooks::inject_c::<H>(9);
@@ -225,7 +227,7 @@ pub unsafe fn load_add_store<I: Index, H: Hooks>(
     v: *mut isize,
     count: isize,
 ) -> OpResult {
-    if !valid_index(cpu) {
+    if !valid_index::<I>(cpu) {
         return crate::hooks::record::<H>(OpResult::Aborted { cpu });
     }
     crate::hooks::inject_c::<H>(9);
@@ -253,7 +255,7 @@ pub unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks>(
     voffp: isize,
     load: *mut isize,
 ) -> OpResult {
-    if !valid_index(cpu) {
+    if !valid_index::<I>(cpu) {
         return crate::hooks::record::<H>(OpResult::Aborted { cpu });
     }
     crate::hooks::inject_c::<H>(9);
@@ -281,7 +283,7 @@ pub unsafe fn load_add_load_load_add_store<I: Index, H: Hooks>(
     off: isize,
     inc: isize,
 ) -> OpResult {
-    if !valid_index(cpu) {
+    if !valid_index::<I>(cpu) {
         return crate::hooks::record::<H>(OpResult::Aborted { cpu });
     }
     crate::hooks::inject_c::<H>(9);
@@ -307,7 +309,7 @@ pub unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
     newv2: isize,
     newv: isize,
 ) -> OpResult {
-    if !valid_index(cpu) {
+    if !valid_index::<I>(cpu) {
         return crate::hooks::record::<H>(OpResult::Aborted { cpu });
     }
     crate::hooks::inject_c::<H>(9);
@@ -332,7 +334,7 @@ pub unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks>(
     expect2: isize,
     newv: isize,
 ) -> OpResult {
-    if !valid_index(cpu) {
+    if !valid_index::<I>(cpu) {
         return crate::hooks::record::<H>(OpResult::Aborted { cpu });
     }
     crate::hooks::inject_c::<H>(9);
@@ -362,7 +364,7 @@ pub unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     len: usize,
     newv: isize,
 ) -> OpResult {
-    if !valid_index(cpu) {
+    if !valid_index::<I>(cpu) {
         return crate::hooks::record::<H>(OpResult::Aborted { cpu });
     }
     crate::hooks::inject_c::<H>(9);
@@ -390,7 +392,7 @@ pub unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks>(
     voffp: isize,
     load: *mut isize,
 ) -> OpResult {
-    if !valid_index(cpu) {
+    if !valid_index::<I>(cpu) {
         return crate::hooks::record::<H>(OpResult::Aborted { cpu });
     }
     crate::hooks::inject_c::<H>(9);
