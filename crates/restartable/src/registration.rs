@@ -674,6 +674,9 @@ impl std::error::Error for DisableError {}
 /// area is unregistered (or never registered). Where the C library owns the
 /// registration it returns [`DisableError::LibcOwned`]. Meant for tests of mixed mode
 /// (the reference stress test's `-D`) and for threads that must not run sequences.
+///
+/// A [`ThreadArea`] obtained before stays harmless: the thread leaves the registered
+/// state before its area is unregistered, and every op given the old area aborts.
 pub fn disable_current_thread() -> Result<(), DisableError> {
     imp::disable()
 }
