@@ -117,6 +117,9 @@ fn stale_cas_inc<I: Index>(area: ThreadArea, index: u32, v: &AtomicIsize) -> OpR
 /// Results of the ops a thread-local destructor ran on a stale area at thread exit.
 static AT_EXIT: Mutex<Vec<(&'static str, OpResult)>> = Mutex::new(Vec::new());
 static AT_EXIT_WORD: AtomicIsize = AtomicIsize::new(0);
+/// What `ThreadArea::current()` said in that destructor: the thread must no longer
+/// be registered, or the destructor did not run after the library's.
+static AT_EXIT_REASON: Mutex<Option<Option<Reason>>> = Mutex::new(None);
 
 /// Holds an area obtained while registered; its destructor, running after the
 /// library's own (it was first used before the thread registered), tries ops with it.
@@ -125,6 +128,8 @@ struct KeepsArea(std::cell::Cell<Option<ThreadArea>>);
 impl Drop for KeepsArea {
     fn drop(&mut self) {
         if let Some(area) = self.0.get() {
+            *AT_EXIT_REASON.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(ThreadArea::current().err());
             let mut r = AT_EXIT.lock().unwrap_or_else(|e| e.into_inner());
             r.push((
                 "mm_cid slot 0",
@@ -220,6 +225,12 @@ fn a_thread_area_kept_past_unregistration_never_commits() {
     .expect("exiting thread");
     let at_exit = std::mem::take(&mut *AT_EXIT.lock().unwrap());
     assert_eq!(at_exit.len(), 3, "the destructor did not run: {at_exit:?}");
+    assert_eq!(
+        *AT_EXIT_REASON.lock().unwrap(),
+        Some(Some(Reason::ThreadExiting)),
+        "the test's thread-local destructor ran while the thread was still registered \
+         (destructor order): the case it checks did not happen"
+    );
     for (what, r) in &at_exit {
         if !matches!(r, OpResult::Aborted { .. }) {
             problems.push(format!(
