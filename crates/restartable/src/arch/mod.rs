@@ -13,14 +13,15 @@
 //! The op runs as one restartable sequence: it stores its descriptor's address in the
 //! area's `rseq_cs`, checks that the thread still runs on the CPU it was given and is
 //! still registered (if not: [`OpResult::Aborted`]), performs its loads and compares,
-//! and commits with one single store, the last instruction of the sequence. If the thread is preempted,
-//! migrated or signalled before that store, the kernel moves it to the abort handler,
-//! nothing has been committed, and the op returns [`OpResult::Aborted`]; the caller
-//! re-reads the CPU and retries. Stores made before the commit ("speculative": the
-//! `v2` store of [`load_cbne_store_store`], the copy of [`load_cbne_memcpy_store`], the
-//! `load` output of [`load_cbeq_store_add_load_store`]) may have happened even when
-//! the op aborts or a compare fails, so they must target memory that nobody else
-//! reads until the commit publishes it.
+//! and commits with one single store, the last instruction of the sequence. If the
+//! thread is preempted, migrated or signalled before that store, the kernel moves it
+//! to the abort handler, nothing has been committed, and the op returns
+//! [`OpResult::Aborted`]; the caller re-reads the CPU and retries. Stores made before
+//! the commit ("speculative": the `v2` store of [`load_cbne_store_store`], the copy of
+//! [`load_cbne_memcpy_store`], the `load` output of
+//! [`load_cbeq_store_add_load_store`]) may have happened even when the op aborts or a
+//! compare fails, so they must target memory that nobody else reads until the commit
+//! publishes it.
 //!
 //! In pseudocode (`v` and friends are that CPU's data; "commit" is the single store):
 //!
