@@ -2,6 +2,10 @@
 //! and bad arguments are clap errors (exit 2), not panics. Short runs: the figures
 //! themselves are not checked (a benchmark is not a test).
 
+#[path = "../../restartable/tests/support/child.rs"]
+mod child;
+
+use child::OutputWithin as _;
 use std::process::Command;
 
 use serde_json::Value;
@@ -12,8 +16,7 @@ fn bench(args: &[&str]) -> std::process::Output {
     Command::new(RSEQ)
         .arg("bench")
         .args(args)
-        .output()
-        .expect("run rseq bench")
+        .output_within(child::SHORT)
 }
 
 #[test]

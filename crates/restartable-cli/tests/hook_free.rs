@@ -6,6 +6,10 @@
 //! `FLAGS` (injection loops, test switches) and contains an `int3`; a bare one does
 //! neither.
 
+#[path = "../../restartable/tests/support/child.rs"]
+mod child;
+
+use child::OutputWithin as _;
 use std::process::Command;
 
 fn objdump_range(bin: &str, start: u64, end: u64) -> Option<String> {
@@ -17,7 +21,7 @@ fn objdump_range(bin: &str, start: u64, end: u64) -> Option<String> {
             &format!("--stop-address={end:#x}"),
             bin,
         ])
-        .output()
+        .try_output_within(child::SHORT)
         .ok()?;
     out.status
         .success()
@@ -31,14 +35,17 @@ fn mentions_hooks(asm: &str) -> bool {
 #[test]
 fn bench_sequences_are_hook_free_and_param_test_sequences_are_hooked() {
     let bin = env!("CARGO_BIN_EXE_rseq");
-    if Command::new("objdump").arg("--version").output().is_err() {
+    if Command::new("objdump")
+        .arg("--version")
+        .try_output_within(child::SHORT)
+        .is_err()
+    {
         eprintln!("skipped: objdump not installed");
         return;
     }
     let out = Command::new(bin)
         .args(["inspect", "--json", bin])
-        .output()
-        .unwrap();
+        .output_within(child::SHORT);
     assert!(out.status.success(), "inspect failed: {:?}", out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let seqs = v["sequences"].as_array().unwrap();

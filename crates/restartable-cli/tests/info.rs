@@ -9,6 +9,10 @@
 #[path = "../../restartable/tests/support/seccomp.rs"]
 mod seccomp;
 
+#[path = "../../restartable/tests/support/child.rs"]
+mod child;
+
+use child::OutputWithin as _;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
@@ -78,7 +82,7 @@ fn glibc_registered() -> bool {
 fn valgrind_available() -> bool {
     let found = Command::new("valgrind")
         .arg("--version")
-        .output()
+        .try_output_within(child::SHORT)
         .is_ok_and(|o| o.status.success());
     if !found {
         eprintln!("notice: valgrind is not on PATH; skipping the valgrind checks");
@@ -144,7 +148,7 @@ fn run_rseq(mode: Mode, args: &[&str], cpu: usize) -> Output {
     unsafe {
         cmd.pre_exec(move || prepare_child(cpu, &filter));
     }
-    let out = cmd.output().expect("run rseq");
+    let out = cmd.output_within(child::LONG);
     assert!(
         out.status.success(),
         "`rseq {}` ({mode:?}, CPU {cpu}) failed: {}\n--- stdout\n{}--- stderr\n{}",

@@ -3,6 +3,10 @@
 //! C fixtures under `tests/inspect-fixtures/` are compiled with `cc` into a temporary
 //! directory; without `cc` those tests print a notice and pass.
 
+#[path = "../../restartable/tests/support/child.rs"]
+mod child;
+
+use child::OutputWithin as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -32,7 +36,7 @@ fn compile(source: &Path, dir: &Path, out: &str, flags: &[&str]) -> Option<PathB
         .arg("-o")
         .arg(&output)
         .arg(source)
-        .output();
+        .try_output_within(child::SHORT);
     match result {
         Ok(o) if o.status.success() => Some(output),
         Ok(o) => panic!(
@@ -51,8 +55,7 @@ fn inspect(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(RSEQ)
         .arg("inspect")
         .args(args)
-        .output()
-        .expect("run rseq inspect")
+        .output_within(child::SHORT)
 }
 
 fn inspect_json(file: &Path) -> (Output, Value) {
@@ -70,7 +73,10 @@ fn inspect_json(file: &Path) -> (Output, Value) {
 
 /// The value of each local symbol named in `names`, from `nm` (None without nm).
 fn nm_symbols(binary: &Path, names: &[&str]) -> Option<Vec<u64>> {
-    let output = Command::new("nm").arg(binary).output().ok()?;
+    let output = Command::new("nm")
+        .arg(binary)
+        .try_output_within(child::SHORT)
+        .ok()?;
     if !output.status.success() {
         return None;
     }
@@ -400,7 +406,7 @@ fn bad_inputs_give_clear_errors() {
         .args(["-m32", "-o"])
         .arg(dir.join("plain32"))
         .arg(&source)
-        .output();
+        .try_output_within(child::SHORT);
     if m32.is_ok_and(|o| o.status.success()) {
         expect_error(&dir.join("plain32"), "32-bit ELF");
     } else {
@@ -486,7 +492,9 @@ fn bit_flipped_copies_never_panic() {
 
 #[test]
 fn gdb_script_prints_the_extension() {
-    let output = Command::new(RSEQ).arg("gdb-script").output().unwrap();
+    let output = Command::new(RSEQ)
+        .arg("gdb-script")
+        .output_within(child::SHORT);
     assert!(output.status.success());
     let shipped =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../gdb/restartable-gdb.py"))

@@ -16,6 +16,10 @@
 //!   `std::thread::spawn` cannot borrow a local counter (`'static`).
 //! - `percpu_get_mut_twice`: two `&mut` to slots of one `PerCpu` at once.
 //! - `memcpy_buffer_needs_copy`: the memcpy buffer copies bytes, so only `Copy` items.
+//! - `skip_cpu_check_needs_unsafe`: the switch that breaks every `TestHooks` sequence
+//!   (`hooks::set_skip_cpu_check`) is an `unsafe fn`.
+//! - `hook_switches_are_private`: the switch bytes and loop counts the hooked
+//!   sequences read (`hooks::FLAGS`, `hooks::LOOPS`) cannot be written from outside.
 //!
 //! Regenerate the expected output after a deliberate change with
 //! `TRYBUILD=overwrite cargo test -p restartable --test compile_fail`, then check that

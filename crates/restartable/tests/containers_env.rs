@@ -16,11 +16,15 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "support/child.rs"]
+mod child;
 mod common;
 #[path = "support/seccomp.rs"]
 mod seccomp;
 
 use std::process::Command;
+
+use child::OutputWithin as _;
 
 use common::*;
 use restartable::hooks::{Stats, StatsHooks};
@@ -55,7 +59,7 @@ fn run_child(test: &str, role: &str, env: &[(&str, &str)], wrapper: &[&str]) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("spawn the child");
+    let out = cmd.output_within(child::LONG);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("--- child {role}:\n{stdout}{stderr}---");
@@ -148,7 +152,7 @@ fn seccomp_enosys_library_owned_every_container_conserves_on_fallbacks() {
 fn valgrind_available() -> bool {
     Command::new("valgrind")
         .arg("--version")
-        .output()
+        .try_output_within(child::SHORT)
         .map(|o| o.status.success())
         .unwrap_or(false)
 }

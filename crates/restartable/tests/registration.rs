@@ -18,10 +18,14 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "support/seccomp.rs"]
 mod seccomp;
 
 use std::any::Any;
+
+use child::OutputWithin as _;
 use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::Command;
@@ -369,7 +373,7 @@ fn run_child_role(role: &str, env: Env, seccomp_errno: Option<i32>) {
             cmd.pre_exec(move || seccomp::install_filter(&filter));
         }
     }
-    let out = cmd.output().expect("run child");
+    let out = cmd.output_within(child::LONG);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let done = format!("{ROLE_DONE} {role}");
@@ -859,11 +863,7 @@ fn fork_and_wait(check: impl FnOnce()) -> i32 {
         unsafe { libc::_exit(code) };
     }
     assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
-    let mut wstatus = 0;
-    // SAFETY: waits for the child just forked; `wstatus` is writable.
-    let waited = unsafe { libc::waitpid(pid, &mut wstatus, 0) };
-    assert_eq!(waited, pid, "waitpid: {}", std::io::Error::last_os_error());
-    wstatus
+    child::wait_pid_within(pid, child::LONG, "fork_and_wait")
 }
 
 /// Forks; the child runs `check`; asserts that it passed.

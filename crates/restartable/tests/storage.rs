@@ -7,6 +7,9 @@
 //! this file serialized by one lock. Each test that inspects placement uses its own
 //! slot count, hence its own pool family.
 
+#[path = "support/child.rs"]
+mod child;
+
 use std::cell::UnsafeCell;
 use std::collections::{BTreeSet, HashSet};
 use std::mem::{align_of, size_of};
@@ -604,10 +607,7 @@ fn forked_child_resets_its_own_pages() {
         // SAFETY: ends the child without running the parent's exit handlers.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
+    let status = child::wait_pid_within(pid, child::SHORT, "forked_child_resets_its_own_pages");
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "child failed: {status:#x}"

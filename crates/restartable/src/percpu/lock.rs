@@ -51,7 +51,8 @@ impl<T> LockSlot<T> {
 /// each behind its own lock. [`lock`](Self::lock) locks the instance of the CPU the
 /// thread runs on, with one restartable sequence (no atomic instruction); the guard
 /// remembers which instance it holds and may be kept across preemption and migration;
-/// dropping it unlocks with a release store.
+/// dropping it unlocks with a release store. If `T::default()` panics, the instance
+/// is unlocked again as the panic unwinds, and stays uncreated until the next lock.
 ///
 /// Threads without rseq, and lock attempts that abort too often, use a shared
 /// fallback instance protected by an atomic lock; [`iter_mut`](Self::iter_mut)
@@ -227,18 +228,25 @@ pub struct PerCpuLockGuard<'a, T: Default, H: Hooks = NoHooks> {
 unsafe impl<T: Default + Sync, H: Hooks> Sync for PerCpuLockGuard<'_, T, H> {}
 
 impl<'a, T: Default, H: Hooks> PerCpuLockGuard<'a, T, H> {
+    /// The guard of the instance `held`, which this thread has just locked; creates
+    /// the value with `T::default()` on the instance's first use. The guard exists
+    /// before `T::default()` runs, so that if it panics, unwinding drops the guard
+    /// and unlocks (the value stays uncreated; the next lock tries again).
     fn new(lock: &'a PerCpuLock<T, H>, held: Held) -> Self {
-        let slot = lock.slot(held);
-        if !slot.init.load(Ordering::Relaxed) {
-            // SAFETY: we hold the lock: exclusive access to the value.
-            unsafe { (*slot.value.get()).write(T::default()) };
-            slot.init.store(true, Ordering::Relaxed);
-        }
-        PerCpuLockGuard {
+        let guard = PerCpuLockGuard {
             lock,
             held,
             _not_send: PhantomData,
+        };
+        let slot = lock.slot(held);
+        if !slot.init.load(Ordering::Relaxed) {
+            let value = T::default();
+            // SAFETY: we hold the lock: exclusive access to the value, which is not
+            // initialized (flag), so nothing is overwritten without being dropped.
+            unsafe { (*slot.value.get()).write(value) };
+            slot.init.store(true, Ordering::Relaxed);
         }
+        guard
     }
 
     /// The CPU (or mm_cid) whose instance is held; `None` for the shared fallback

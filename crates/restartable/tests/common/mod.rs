@@ -187,6 +187,7 @@ impl Drop for SignalTimer {
 }
 
 fn no_setup(_: usize) {}
+fn no_begin() {}
 fn no_tick(_: usize, _: usize) {}
 
 /// How to run a workload.
@@ -203,6 +204,8 @@ pub struct Work<'a> {
     /// When set, every worker gets `SIGUSR1` with this period while it works (a
     /// signal storm, from a per-thread timer); the caller installs the handler.
     pub storm: Option<Duration>,
+    /// Run once before the workers start (after the container was prepopulated).
+    pub begin: &'a (dyn Fn() + Sync),
 }
 
 impl Work<'static> {
@@ -214,6 +217,7 @@ impl Work<'static> {
             setup: &no_setup,
             tick: &no_tick,
             storm: None,
+            begin: &no_begin,
         }
     }
 }
@@ -242,6 +246,7 @@ impl<F: FnMut()> Drop for OnDrop<F> {
 pub fn run<R: Send>(w: &Work<'_>, body: impl Fn(usize) -> R + Sync) -> Vec<(R, Stats)> {
     let barrier = Barrier::new(w.threads);
     let signals_before = signals_handled();
+    (w.begin)();
     let out = std::thread::scope(|s| {
         let handles: Vec<_> = (0..w.threads)
             .map(|t| {
@@ -644,56 +649,72 @@ pub fn timed(name: &'static str, f: impl FnOnce() -> Vec<Stats>) -> Run {
 /// Every container with hooks `H` in index mode `index`, each under `w` (the counter
 /// and the lock with [`BAG_OPS`] × the iterations).
 pub fn every_container<H: Hooks>(index: IndexBy, w: &Work<'_>) -> Vec<Run> {
-    let single = Work {
-        reps: w.reps * BAG_OPS,
-        ..*w
-    };
-    let mut runs = vec![
-        timed("counter", || counter::<H>(index, &single)),
-        timed("lock", || lock::<H>(index, &single)),
-    ];
-    runs.extend(every_bag::<H>(index, w));
-    runs
+    CONTAINERS
+        .iter()
+        .map(|&name| one_container::<H>(name, index, w))
+        .collect()
 }
+
+/// The names of the containers [`every_bag`] runs, in its order.
+pub const BAGS: [&str; 5] = [
+    "stack",
+    "buffer",
+    "buffer (release)",
+    "memcpy buffer",
+    "memcpy buffer (release)",
+];
 
 /// The stack, the buffers and the memcpy buffers (each also with release pushes)
 /// under [`bag`].
 pub fn every_bag<H: Hooks>(index: IndexBy, w: &Work<'_>) -> Vec<Run> {
-    let named = |n: &'static str| format!("{n} ({index:?})");
-    vec![
-        timed("stack", || {
-            bag(PerCpuStack::<u64, H>::with_hooks(index), &named("stack"), w)
-        }),
-        timed("buffer", || {
-            bag(
-                PerCpuBuffer::<Item, CAP, H>::with_hooks(index),
-                &named("buffer"),
-                w,
-            )
-        }),
-        timed("buffer (release)", || {
-            bag(
-                ReleasePush(PerCpuBuffer::<Item, CAP, H>::with_hooks(index)),
-                &named("buffer (release)"),
-                w,
-            )
-        }),
-        timed("memcpy buffer", || {
-            bag(
-                PerCpuMemcpyBuffer::<Item, CAP, H>::with_hooks(index),
-                &named("memcpy buffer"),
-                w,
-            )
-        }),
-        timed("memcpy buffer (release)", || {
-            bag(
-                ReleasePush(PerCpuMemcpyBuffer::<Item, CAP, H>::with_hooks(index)),
-                &named("memcpy buffer (release)"),
-                w,
-            )
-        }),
-    ]
+    BAGS.iter()
+        .map(|&name| one_bag::<H>(name, index, w))
+        .collect()
 }
+
+/// The container of [`BAGS`] called `name` under [`bag`].
+pub fn one_bag<H: Hooks>(name: &'static str, index: IndexBy, w: &Work<'_>) -> Run {
+    let what = format!("{name} ({index:?})");
+    timed(name, || match name {
+        "stack" => bag(PerCpuStack::<u64, H>::with_hooks(index), &what, w),
+        "buffer" => bag(PerCpuBuffer::<Item, CAP, H>::with_hooks(index), &what, w),
+        "buffer (release)" => bag(
+            ReleasePush(PerCpuBuffer::<Item, CAP, H>::with_hooks(index)),
+            &what,
+            w,
+        ),
+        "memcpy buffer" => bag(
+            PerCpuMemcpyBuffer::<Item, CAP, H>::with_hooks(index),
+            &what,
+            w,
+        ),
+        "memcpy buffer (release)" => bag(
+            ReleasePush(PerCpuMemcpyBuffer::<Item, CAP, H>::with_hooks(index)),
+            &what,
+            w,
+        ),
+        _ => panic!("no container called {name:?}"),
+    })
+}
+
+/// The container of [`CONTAINERS`] called `name` under its workload (the counter and
+/// the lock with [`BAG_OPS`] × the iterations, as in [`every_container`]).
+pub fn one_container<H: Hooks>(name: &'static str, index: IndexBy, w: &Work<'_>) -> Run {
+    let single = Work {
+        reps: w.reps * BAG_OPS,
+        ..*w
+    };
+    match name {
+        "counter" => timed(name, || counter::<H>(index, &single)),
+        "lock" => timed(name, || lock::<H>(index, &single)),
+        _ => one_bag::<H>(name, index, w),
+    }
+}
+
+/// The names of the containers [`every_container`] runs, in its order.
+pub const CONTAINERS: [&str; 7] = [
+    "counter", "lock", BAGS[0], BAGS[1], BAGS[2], BAGS[3], BAGS[4],
+];
 
 /// Prints one line per run: counts summed over threads, and the wall time.
 pub fn print_runs(what: &str, runs: &[Run]) {
