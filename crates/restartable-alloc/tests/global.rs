@@ -102,30 +102,33 @@ fn zero_size_huge_sizes_and_every_alignment() {
         let align = 1usize << shift;
         for size in [0, 1, 8, 24, 100, 4096, 10_000, 300 * 1024] {
             let l = Layout::from_size_align(size, align).unwrap();
-            // SAFETY (test): the allocator serves zero sizes too.
+            // SAFETY: (test) the allocator serves zero sizes too.
             let p = unsafe { a.alloc(l) };
             assert!(!p.is_null(), "{l:?}");
             assert_eq!(p as usize % align, 0, "{l:?} at {p:p}");
-            // SAFETY (test): a live object of `size` bytes.
+            // SAFETY: (test) a live object of `size` bytes.
             unsafe {
                 p.write_bytes(0xAB, size);
                 a.dealloc(p, l);
             }
+            // SAFETY: (test) a valid layout.
             let z = unsafe { a.alloc_zeroed(l) };
             assert!(!z.is_null());
-            // SAFETY (test): a live object of `size` bytes.
+            // SAFETY: (test) a live object of `size` bytes.
             assert!(unsafe { std::slice::from_raw_parts(z, size) }
                 .iter()
                 .all(|&b| b == 0));
+            // SAFETY: (test) allocated with `l`.
             unsafe { a.dealloc(z, l) };
         }
     }
     // Huge: the address space cannot hold it; null, not a crash.
     for size in [(1usize << 47) + 4096, isize::MAX as usize - (1 << 20)] {
         let l = Layout::from_size_align(size, 8).unwrap();
-        // SAFETY (test): a valid layout.
+        // SAFETY: (test) a valid layout.
         assert!(unsafe { a.alloc(l) }.is_null(), "{size}");
         let l = Layout::from_size_align(size, 1 << 16).unwrap();
+        // SAFETY: (test) a valid layout.
         assert!(unsafe { a.alloc(l) }.is_null(), "{size}");
     }
 }
@@ -134,7 +137,7 @@ fn zero_size_huge_sizes_and_every_alignment() {
 fn realloc_stays_in_place_within_a_class_and_keeps_contents() {
     let a = PerCpuAlloc::new();
     let l = Layout::from_size_align(100, 8).unwrap();
-    // SAFETY (test): valid layouts; objects used within their sizes.
+    // SAFETY: (test) valid layouts; objects used within their sizes.
     unsafe {
         let p = a.alloc(l);
         for i in 0..100 {
@@ -167,7 +170,7 @@ fn realloc_stays_in_place_within_a_class_and_keeps_contents() {
 fn alloc_zeroed_of_large_objects_is_fresh_memory() {
     let a = PerCpuAlloc::new();
     let l = Layout::from_size_align(1 << 20, 8).unwrap();
-    // SAFETY (test): valid layout; the object is written within its size.
+    // SAFETY: (test) valid layout; the object is written within its size.
     unsafe {
         let p = a.alloc(l);
         p.write_bytes(0xFF, 1 << 20);

@@ -33,7 +33,7 @@ pub struct Obj {
     pub layout: Layout,
 }
 
-// SAFETY (test): objects are plain memory handed between threads.
+// SAFETY: (test) objects are plain memory handed between threads.
 unsafe impl Send for Obj {}
 
 /// The pattern word at word `i` of the object at `addr`.
@@ -66,7 +66,7 @@ pub fn random_layout(r: &mut Rng) -> Layout {
 
 /// Allocates with the global allocator and fills the pattern.
 pub fn new_obj(layout: Layout) -> Obj {
-    // SAFETY (test): non-zero size.
+    // SAFETY: (test) non-zero size.
     let p = unsafe { alloc(layout) };
     assert!(!p.is_null(), "allocation of {layout:?} failed");
     assert_eq!(
@@ -86,12 +86,12 @@ pub fn fill(o: &Obj) {
     let words = o.layout.size() / 8;
     let base = o.ptr as *mut u64;
     for i in checked_words(words) {
-        // SAFETY (test): inside the object.
+        // SAFETY: (test) inside the object.
         unsafe { base.add(i).write_unaligned(pattern(o.ptr, i)) };
     }
     // Tail bytes.
     for b in words * 8..o.layout.size() {
-        // SAFETY (test): inside the object.
+        // SAFETY: (test) inside the object.
         unsafe { (o.ptr as *mut u8).add(b).write(o.ptr as u8 ^ b as u8) };
     }
 }
@@ -101,7 +101,7 @@ pub fn check_and_free(o: Obj) {
     let words = o.layout.size() / 8;
     let base = o.ptr as *const u64;
     for i in checked_words(words) {
-        // SAFETY (test): inside the object.
+        // SAFETY: (test) inside the object.
         let v = unsafe { base.add(i).read_unaligned() };
         assert_eq!(
             v,
@@ -112,7 +112,7 @@ pub fn check_and_free(o: Obj) {
         );
     }
     for b in words * 8..o.layout.size() {
-        // SAFETY (test): inside the object.
+        // SAFETY: (test) inside the object.
         let v = unsafe { (o.ptr as *const u8).add(b).read() };
         assert_eq!(
             v,
@@ -121,7 +121,7 @@ pub fn check_and_free(o: Obj) {
             o.ptr
         );
     }
-    // SAFETY (test): allocated with this layout.
+    // SAFETY: (test) allocated with this layout.
     unsafe { dealloc(o.ptr as *mut u8, o.layout) };
 }
 
