@@ -330,8 +330,11 @@ fn register_guarded() -> Option<(ThreadArea, usize)> {
         // Re-entered from registration or set-up: the middle serves it.
         return None;
     }
-    init();
     let area = ThreadArea::current().ok();
+    if area.is_some() {
+        // The first thread with rseq sets up the caches.
+        init();
+    }
     BUSY.with(|b| b.set(false));
     let base = BASE.load(Ordering::Acquire);
     match area {

@@ -2,6 +2,8 @@
 //! helpers.
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::alloc::{alloc, dealloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
