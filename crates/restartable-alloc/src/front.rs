@@ -4,7 +4,8 @@
 //! # Layout
 //! One region, mapped at first use, holds one slot of [`STRIDE`] bytes per possible
 //! CPU (indexed by mm_cid where the kernel has it, so slots follow the threads that
-//! run at once, not the CPUs that exist). A slot starts with a word of bookkeeping
+//! run at once, not the CPUs that exist; `RESTARTABLE_ALLOC_INDEX=cpu` in the
+//! environment asks for CPU numbers instead). A slot starts with a word of bookkeeping
 //! (when it last went to the middle), then per class a header word `current` and
 //! [`capacity`] object pointers:
 //!
@@ -359,12 +360,23 @@ fn init() {
         return;
     };
     BY_CID.store(
-        restartable::registration::mm_cid_available(),
+        restartable::registration::mm_cid_available() && !index_by_cpu_requested(),
         Ordering::Relaxed,
     );
     FENCES.store(restartable::fences_supported(), Ordering::Relaxed);
     SLOTS.store(slots, Ordering::Relaxed);
     BASE.store(p as usize, Ordering::Release);
+}
+
+/// Whether `RESTARTABLE_ALLOC_INDEX=cpu` asks for caches indexed by CPU even where
+/// the kernel has mm_cid (read once, at set-up, without allocating).
+fn index_by_cpu_requested() -> bool {
+    // SAFETY: the name is NUL-terminated; the returned string (if any) is read at
+    // once, before anything could change the environment.
+    unsafe {
+        let v = libc::getenv(c"RESTARTABLE_ALLOC_INDEX".as_ptr());
+        !v.is_null() && core::ffi::CStr::from_ptr(v).to_bytes() == b"cpu"
+    }
 }
 
 /// Whether the caches exist, and whether they are indexed by mm_cid.

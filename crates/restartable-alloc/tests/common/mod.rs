@@ -33,7 +33,12 @@ impl Rng {
 pub struct Obj {
     pub ptr: usize,
     pub layout: Layout,
+    /// A number unique to this allocation, written in its first word: an address
+    /// handed out twice is caught even though its pattern is the same.
+    pub serial: u64,
 }
+
+static SERIAL: AtomicU64 = AtomicU64::new(1);
 
 // SAFETY: (test) objects are plain memory handed between threads.
 unsafe impl Send for Obj {}
@@ -79,6 +84,7 @@ pub fn new_obj(layout: Layout) -> Obj {
     let obj = Obj {
         ptr: p as usize,
         layout,
+        serial: SERIAL.fetch_add(1, Ordering::Relaxed),
     };
     fill(&obj);
     obj
@@ -96,13 +102,26 @@ pub fn fill(o: &Obj) {
         // SAFETY: (test) inside the object.
         unsafe { (o.ptr as *mut u8).add(b).write(o.ptr as u8 ^ b as u8) };
     }
+    if words > 0 {
+        // SAFETY: (test) the first word of the object.
+        unsafe { base.write_unaligned(o.serial) };
+    }
 }
 
 /// Checks the pattern (panics with the address on corruption) and frees.
 pub fn check_and_free(o: Obj) {
     let words = o.layout.size() / 8;
     let base = o.ptr as *const u64;
-    for i in checked_words(words) {
+    if words > 0 {
+        // SAFETY: (test) the first word of the object.
+        let serial = unsafe { base.read_unaligned() };
+        assert_eq!(
+            serial, o.serial,
+            "object {:#x} {:?} handed out twice (serial {} found {serial})",
+            o.ptr, o.layout, o.serial
+        );
+    }
+    for i in checked_words(words).filter(|&i| i > 0) {
         // SAFETY: (test) inside the object.
         let v = unsafe { base.add(i).read_unaligned() };
         assert_eq!(
@@ -127,6 +146,13 @@ pub fn check_and_free(o: Obj) {
     unsafe { dealloc(o.ptr as *mut u8, o.layout) };
 }
 
+/// Threads of the running stress (tid, pthread), for tests that migrate or signal
+/// them; a thread leaves the list before it exits.
+pub static WORKERS: Mutex<Vec<(libc::pid_t, libc::pthread_t)>> = Mutex::new(Vec::new());
+/// Sequence outcomes of finished stress threads (with `StatsHooks`/`TestHooks`).
+pub static ABORTS: AtomicU64 = AtomicU64::new(0);
+pub static COMMITS: AtomicU64 = AtomicU64::new(0);
+
 /// The pattern stress: `threads` threads for `duration`, each keeping up to 64
 /// objects, freeing its own or handing objects to a shared exchange that other
 /// threads free. Returns the number of objects allocated.
@@ -138,6 +164,13 @@ pub fn stress(threads: usize, duration: Duration, mut between: impl FnMut()) -> 
         .map(|t| {
             let (stop, total, exchange) = (stop.clone(), total.clone(), exchange.clone());
             std::thread::spawn(move || {
+                let me = (
+                    // SAFETY: (test) gettid and pthread_self have no preconditions.
+                    unsafe { libc::gettid() },
+                    // SAFETY: (test) as above.
+                    unsafe { libc::pthread_self() },
+                );
+                WORKERS.lock().unwrap().push(me);
                 let mut r = Rng::new(t as u64 + 1);
                 let mut mine: Vec<Obj> = Vec::with_capacity(64);
                 let mut n = 0u64;
@@ -167,6 +200,10 @@ pub fn stress(threads: usize, duration: Duration, mut between: impl FnMut()) -> 
                 for o in mine {
                     check_and_free(o);
                 }
+                WORKERS.lock().unwrap().retain(|w| w.0 != me.0);
+                let st = restartable::hooks::thread_stats();
+                ABORTS.fetch_add(st.aborts, Ordering::Relaxed);
+                COMMITS.fetch_add(st.commits, Ordering::Relaxed);
                 total.fetch_add(n, Ordering::Relaxed);
             })
         })
