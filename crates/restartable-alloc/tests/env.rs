@@ -495,3 +495,75 @@ fn memory_returns_after_a_1_gib_burst() {
         None => {}
     }
 }
+
+fn pin_to(cpu: usize) {
+    // SAFETY: (test) a valid set for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0
+        );
+    }
+}
+
+#[test]
+fn idle_cpu_caches_are_drained_by_another_thread() {
+    let role = "idle-drain";
+    match child_role(role) {
+        Some(false) => {
+            if common::nproc() < 2 || !restartable::fences_supported() {
+                eprintln!("notice: needs two CPUs and membarrier rseq fences; skipped");
+                return;
+            }
+            run_child(
+                "idle_cpu_caches_are_drained_by_another_thread",
+                role,
+                &[("RESTARTABLE_ALLOC_INDEX", "cpu")],
+                &[],
+                Duration::from_secs(60),
+                None,
+            );
+        }
+        Some(true) => {
+            pin_to(0);
+            // A thread on CPU 1 leaves free objects in CPU 1's caches, then exits.
+            std::thread::spawn(|| {
+                pin_to(1);
+                let v: Vec<Box<[u8; 200]>> = (0..100).map(|_| Box::new([1; 200])).collect();
+                drop(v);
+            })
+            .join()
+            .unwrap();
+            let cached = restartable_alloc::stats().cpu_cache_bytes_per_slot[1];
+            assert!(
+                cached >= 100 * 200,
+                "CPU 1's cache holds only {cached} bytes"
+            );
+            // CPU 0 keeps visiting the middle (objects of a class cached one at a
+            // time); once CPU 1 has been idle for a second, one of the visits drains it.
+            let start = Instant::now();
+            loop {
+                let a = vec![0u8; 200_000];
+                let b = vec![0u8; 200_000];
+                drop((a, b));
+                let now = restartable_alloc::stats().cpu_cache_bytes_per_slot[1];
+                if now == 0 {
+                    println!(
+                        "CPU 1's {cached} cached bytes drained after {:?}",
+                        start.elapsed()
+                    );
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "CPU 1's cache still holds {now} bytes after 20 s idle"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
