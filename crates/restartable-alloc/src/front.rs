@@ -26,10 +26,11 @@
 //!   go to the middle. Another thread drains a slot by closing every class (swap to
 //!   -1), fencing the slot (`membarrier` rseq fence) until no sequence can still
 //!   commit, taking `items[..previous cur]`, and reopening with `cur = 0`.
-//! - A thread without a registered rseq area never touches the caches: it goes to
-//!   the middle, which is the fallback path. So do re-entrant calls (registration
-//!   in library-owned mode may allocate): a thread-local flag marks the guarded slow
-//!   path, and a nested call finding it set goes to the middle.
+//! - A thread without a registered rseq area never touches the caches: it uses its
+//!   own [`thread_cache`](crate::thread_cache) (the fallback front-end), or the middle.
+//!   Re-entrant calls (registration in library-owned mode may allocate) go to the
+//!   middle: a thread-local flag marks the guarded slow path, and a nested call
+//!   finding it set takes no cache at all.
 //! - A cache holds at most `capacity(c)` objects per class; the bytes a slot can hold
 //!   are bounded by [`max_cached_bytes_per_cpu`](crate::size_class::max_cached_bytes_per_cpu).
 //!   A slot whose owners have not visited the middle for [`IDLE_MS`] is drained by
@@ -44,7 +45,7 @@ use restartable::ThreadArea;
 
 use crate::middle;
 use crate::os;
-use crate::size_class::{batch, capacity, size, CLASSES, MAX_BATCH};
+use crate::size_class::{batch, capacity, size, CAPACITY, CLASSES, MAX_BATCH};
 use crate::sync::{RawLock, SpinLock};
 
 /// Consecutive aborts after which one operation goes to the middle instead.
@@ -77,6 +78,8 @@ static NEXT_SCAN: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     /// Set while this thread runs the guarded slow path (registration, set-up).
     static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// Set once rseq turned out unavailable to this thread.
+    static NO_RSEQ: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The set-up lock, for the fork handlers.
@@ -178,7 +181,7 @@ pub fn push<H: Hooks>(c: usize, obj: *mut u8) -> bool {
 
 #[inline(always)]
 fn push_as<I: Index, H: Hooks>(area: ThreadArea, base: usize, c: usize, obj: *mut u8) -> bool {
-    let cap = capacity(c);
+    let cap = CAPACITY[c];
     let mut aborts = 0;
     loop {
         let cpu = I::current(area);
@@ -227,7 +230,7 @@ fn push_many<I: Index, H: Hooks>(
     c: usize,
     items: &[*mut u8],
 ) -> usize {
-    let cap = capacity(c) as isize;
+    let cap = CAPACITY[c] as isize;
     let mut aborts = 0;
     while aborts < MAX_ABORTS {
         let cpu = I::current(area);
@@ -324,22 +327,38 @@ fn slow_area() -> Option<(ThreadArea, usize)> {
     register_guarded()
 }
 
+/// Sets the re-entrancy flag; `false` if it was already set (a nested call).
+pub(crate) fn enter_guarded() -> bool {
+    !BUSY.with(|b| b.replace(true))
+}
+
+/// Clears the re-entrancy flag.
+pub(crate) fn leave_guarded() {
+    BUSY.with(|b| b.set(false));
+}
+
 #[cold]
 #[inline(never)]
 fn register_guarded() -> Option<(ThreadArea, usize)> {
-    if BUSY.with(|b| b.replace(true)) {
+    if NO_RSEQ.with(|n| n.get()) {
+        return None;
+    }
+    if !enter_guarded() {
         // Re-entered from registration or set-up: the middle serves it.
         return None;
     }
-    let area = ThreadArea::current().ok();
-    if area.is_some() {
+    let area = ThreadArea::current();
+    match area {
         // The first thread with rseq sets up the caches.
-        init();
+        Ok(_) => init(),
+        // This thread uses its thread cache from now on. (A registration that
+        // becomes possible later is not retried: both paths are correct.)
+        Err(_) => NO_RSEQ.with(|n| n.set(true)),
     }
-    BUSY.with(|b| b.set(false));
+    leave_guarded();
     let base = BASE.load(Ordering::Acquire);
     match area {
-        Some(a) if base != 0 => Some((a, base)),
+        Ok(a) if base != 0 => Some((a, base)),
         _ => None,
     }
 }
@@ -404,13 +423,17 @@ macro_rules! dispatch {
 #[cold]
 #[inline(never)]
 pub fn alloc_slow<H: Hooks>(c: usize) -> *mut u8 {
-    let mut buf = [core::ptr::null_mut(); MAX_BATCH];
     let Some((area, base)) = slow_area() else {
-        return match middle::remove_batch(c, &mut buf[..1]) {
-            1 => buf[0],
+        if let Some(p) = crate::thread_cache::alloc(c) {
+            return p;
+        }
+        let mut one = [core::ptr::null_mut(); 1];
+        return match middle::remove_batch(c, &mut one) {
+            1 => one[0],
             _ => core::ptr::null_mut(),
         };
     };
+    let mut buf = [core::ptr::null_mut(); MAX_BATCH];
     let got = middle::remove_batch(c, &mut buf[..batch(c)]);
     if got == 0 {
         return core::ptr::null_mut();
@@ -438,12 +461,15 @@ pub fn alloc_slow<H: Hooks>(c: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub unsafe fn dealloc_slow<H: Hooks>(c: usize, obj: *mut u8) {
-    let mut buf = [core::ptr::null_mut(); MAX_BATCH + 1];
     let Some((area, base)) = slow_area() else {
         // SAFETY: forwarded contract.
-        unsafe { middle::insert_batch(c, &[obj]) };
+        if !unsafe { crate::thread_cache::dealloc(c, obj) } {
+            // SAFETY: forwarded contract.
+            unsafe { middle::insert_batch(c, &[obj]) };
+        }
         return;
     };
+    let mut buf = [core::ptr::null_mut(); MAX_BATCH + 1];
     let k = dispatch!(pop_many::<H>(area, base, c, &mut buf[..batch(c)]));
     let n = if k > 0 && dispatch!(push_as::<H>(area, base, c, obj)) {
         k

@@ -18,10 +18,11 @@
 //!   per mm_cid), popped and pushed by restartable sequences from the `restartable`
 //!   crate's op layer. No lock, no atomic read-modify-write, no allocation. Frees on
 //!   another CPU go to that CPU's cache.
+//! - [`thread_cache`]: the fallback front-end, a small cache per thread for threads
+//!   without rseq (valgrind, seccomp, other targets), flushed when the thread exits.
 //! - [`middle`]: per class, a transfer cache and the central free list of spans;
-//!   batches move between it and the per-CPU caches under one lock per class. It is
-//!   also the whole allocator for threads without rseq (valgrind, seccomp, other
-//!   targets) and for re-entrant calls.
+//!   batches move between it and the front-ends under one lock per class. It also
+//!   serves re-entrant calls directly.
 //! - [`backend`]: the page heap (spans carved from 64 MiB regions, merged when freed,
 //!   released to the OS with `madvise` past 8 MiB of free pages), the page map from
 //!   address to span, and large objects mapped directly.
@@ -57,6 +58,7 @@ pub mod middle;
 pub mod os;
 pub mod size_class;
 pub mod sync;
+pub mod thread_cache;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::marker::PhantomData;
@@ -205,7 +207,9 @@ unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
 #[non_exhaustive]
 pub struct Stats {
     /// Handed out to the program and not freed (small objects counted at their size
-    /// class, large ones at their mapping length).
+    /// class, large ones at their mapping length). Objects in the fallback
+    /// front-end's per-thread caches (threads without rseq) count as in use: another
+    /// thread cannot see them.
     pub in_use_bytes: u64,
     /// Free objects in per-CPU caches, all slots together.
     pub cpu_cache_bytes: u64,

@@ -130,6 +130,18 @@ pub const fn capacity(c: usize) -> usize {
     }
 }
 
+/// [`capacity`] of every class, as a table (index 0 unused): the fast path looks
+/// the capacity up instead of dividing.
+pub const CAPACITY: [usize; CLASSES + 1] = {
+    let mut t = [0; CLASSES + 1];
+    let mut c = 1;
+    while c <= CLASSES {
+        t[c] = capacity(c);
+        c += 1;
+    }
+    t
+};
+
 /// Capacity of the middle's transfer cache of class `c`, in objects.
 pub const fn transfer_capacity(c: usize) -> usize {
     capacity(c)
