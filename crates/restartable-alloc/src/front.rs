@@ -423,6 +423,12 @@ macro_rules! dispatch {
 #[cold]
 #[inline(never)]
 pub fn alloc_slow<H: Hooks>(c: usize) -> *mut u8 {
+    if NO_RSEQ.with(|n| n.get()) {
+        // A thread without rseq: its thread cache first, without asking again.
+        if let Some(p) = crate::thread_cache::alloc(c) {
+            return p;
+        }
+    }
     let Some((area, base)) = slow_area() else {
         if let Some(p) = crate::thread_cache::alloc(c) {
             return p;
@@ -461,6 +467,10 @@ pub fn alloc_slow<H: Hooks>(c: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub unsafe fn dealloc_slow<H: Hooks>(c: usize, obj: *mut u8) {
+    // SAFETY: forwarded contract.
+    if NO_RSEQ.with(|n| n.get()) && unsafe { crate::thread_cache::dealloc(c, obj) } {
+        return;
+    }
     let Some((area, base)) = slow_area() else {
         // SAFETY: forwarded contract.
         if !unsafe { crate::thread_cache::dealloc(c, obj) } {

@@ -87,6 +87,7 @@ fn first_use() -> bool {
 
 /// An object of class `c` from this thread's cache (refilled from the middle);
 /// `None` when the cache is unusable: the caller goes to the middle directly.
+#[inline]
 pub fn alloc(c: usize) -> Option<*mut u8> {
     with_cache(|tc| {
         let n = tc.len[c] as usize;
@@ -109,6 +110,7 @@ pub fn alloc(c: usize) -> Option<*mut u8> {
 ///
 /// # Safety
 /// `obj` is a free object of class `c`, in no cache.
+#[inline]
 pub unsafe fn dealloc(c: usize, obj: *mut u8) -> bool {
     with_cache(|tc| {
         let n = tc.len[c] as usize;
