@@ -80,7 +80,11 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     threads: Vec<usize>,
     /// Workloads: churn, remote, larson, threads, rss.
-    #[arg(long, value_delimiter = ',', default_value = "churn,remote,larson,threads,rss")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "churn,remote,larson,threads,rss"
+    )]
     workload: Vec<String>,
     /// Also run the whole table again with glibc's rseq registration off
     /// (`GLIBC_TUNABLES=glibc.pthread.rseq=0`: the library registers its own areas).
@@ -137,8 +141,13 @@ where
     let cpu_ns = Arc::new(AtomicU64::new(0));
     let hs: Vec<_> = (0..threads)
         .map(|t| {
-            let (body, stop, barrier, ops, cpu_ns) =
-                (body.clone(), stop.clone(), barrier.clone(), ops.clone(), cpu_ns.clone());
+            let (body, stop, barrier, ops, cpu_ns) = (
+                body.clone(),
+                stop.clone(),
+                barrier.clone(),
+                ops.clone(),
+                cpu_ns.clone(),
+            );
             std::thread::spawn(move || {
                 barrier.wait();
                 let c0 = thread_cpu_ns();
@@ -168,13 +177,18 @@ where
 static CPU_TIME: AtomicBool = AtomicBool::new(false);
 
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid timespec to write.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-const SIZES: [usize; 16] = [16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 448, 512, 40];
+const SIZES: [usize; 16] = [
+    16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 448, 512, 40,
+];
 
 #[inline(never)]
 fn churn_batch<A: GlobalAlloc>(a: &A, round: usize) {
@@ -231,8 +245,11 @@ fn churn64<A: GlobalAlloc + Sync + 'static>(a: &'static A, threads: usize, d: Du
 
 fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration) -> f64 {
     const RING: usize = 1024;
-    let ring: Arc<Vec<AtomicPtr<u8>>> =
-        Arc::new((0..RING).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect());
+    let ring: Arc<Vec<AtomicPtr<u8>>> = Arc::new(
+        (0..RING)
+            .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+            .collect(),
+    );
     let cpus = nproc();
     let l = Layout::from_size_align(64, 8).unwrap();
     let freed = Arc::new(AtomicU64::new(0));
@@ -320,8 +337,11 @@ fn free_table<A: GlobalAlloc>(a: &A, table: &[AtomicPtr<u8>]) {
 }
 
 fn larson<A: GlobalAlloc + Sync + 'static>(a: &'static A, threads: usize, d: Duration) -> f64 {
-    let table: Arc<Vec<AtomicPtr<u8>>> =
-        Arc::new((0..4096).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect());
+    let table: Arc<Vec<AtomicPtr<u8>>> = Arc::new(
+        (0..4096)
+            .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+            .collect(),
+    );
     let t2 = table.clone();
     let ns = timed(threads, d, move |t, stop| {
         let mut r = Rng(0x9E37_79B9 + t as u64 * 7919);
@@ -338,7 +358,11 @@ fn larson<A: GlobalAlloc + Sync + 'static>(a: &'static A, threads: usize, d: Dur
     ns
 }
 
-fn thread_churn<A: GlobalAlloc + Sync + 'static>(a: &'static A, threads: usize, d: Duration) -> f64 {
+fn thread_churn<A: GlobalAlloc + Sync + 'static>(
+    a: &'static A,
+    threads: usize,
+    d: Duration,
+) -> f64 {
     let start = Instant::now();
     let created = AtomicUsize::new(0);
     while start.elapsed() < d {
@@ -395,7 +419,10 @@ fn rss_of(name: &str, threads: usize, d: Duration) -> f64 {
         .output()
         .expect("run the RSS child");
     assert!(out.status.success(), "RSS child for {name} failed: {out:?}");
-    let kib: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("VmHWM");
+    let kib: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("VmHWM");
     kib / 1024.0
 }
 
@@ -482,11 +509,15 @@ fn main() {
         .filter(|a| a != "--library-owned" && a != "--no-rseq")
         .collect();
     if args.library_owned {
-        println!("\nwith GLIBC_TUNABLES=glibc.pthread.rseq=0 (the library registers its own areas):");
+        println!(
+            "\nwith GLIBC_TUNABLES=glibc.pthread.rseq=0 (the library registers its own areas):"
+        );
         rerun(&forwarded, false);
     }
     if args.no_rseq {
-        println!("\nwith rseq unavailable (glibc's registration off, seccomp: rseq fails with ENOSYS):");
+        println!(
+            "\nwith rseq unavailable (glibc's registration off, seccomp: rseq fails with ENOSYS):"
+        );
         rerun(&forwarded, true);
     }
 }

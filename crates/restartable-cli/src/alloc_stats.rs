@@ -31,7 +31,7 @@ pub struct AllocStatsArgs {
 fn layout_of(i: u64) -> Layout {
     // Mostly small sizes, every 64th up to 64 KiB: every size class gets used.
     let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-    let size = if i % 64 == 0 {
+    let size = if i.is_multiple_of(64) {
         16 + x % 65_536
     } else {
         16 + x % 1024
