@@ -5,7 +5,7 @@
 //! - Objects move between the per-CPU caches and the middle in batches
 //!   ([`remove_batch`], [`insert_batch`]), each one lock acquisition.
 //! - The transfer cache holds at most
-//!   [`transfer_capacity`](crate::size_class::transfer_capacity) free objects of its
+//!   [`transfer_capacity`] free objects of its
 //!   class: batches pass through it without touching spans. What does not fit goes
 //!   back to its span, found through the page map.
 //! - A span is in its class's non-empty list exactly when it has an object to give
