@@ -16,7 +16,9 @@
 //!   (figure: µs per thread);
 //! - `rss`: peak resident memory (VmHWM) of a child process per allocator running
 //!   larson with a long-lived table of 65,536 objects of 16-4,096 bytes at 4 x nproc
-//!   threads for 2 x duration.
+//!   threads for 2 x duration;
+//! - `churn64` (a diagnostic, not in the default list): one 64-byte object allocated
+//!   and freed, over and over: the bare fast path.
 //!
 //! Each figure is the median of `runs` runs of `duration`; in each round every
 //! allocator runs once, in turn, so that a change in the machine's load hits them all.
