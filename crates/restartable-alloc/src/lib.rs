@@ -136,7 +136,7 @@ unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
 // layout asks (size_class and backend::large invariants), and null is returned on
 // failure; no method unwinds.
 unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let c = class_for(layout);
         if c != 0 {
@@ -145,7 +145,7 @@ unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
         large::alloc(layout)
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let c = class_for(layout);
         if c != 0 {
