@@ -201,7 +201,7 @@ fn address_space_limit_gives_null() {
         }
         Some(true) => {
             // Set up caches and threads' state before limiting.
-            drop(vec![0u8; 100]);
+            drop(std::hint::black_box(vec![0u8; 100]));
             limit_address_space(256 * MIB);
             // Large objects first: the page heap keeps the address space of its regions
             // (it gives back memory, not address space).
@@ -443,7 +443,7 @@ fn memory_returns_after_a_1_gib_burst() {
             );
         }
         Some(true) => {
-            drop(vec![0u8; 1000]);
+            drop(std::hint::black_box(vec![0u8; 1000]));
             let before = rss();
             let hs: Vec<_> = (0..2)
                 .map(|t| {
@@ -532,7 +532,7 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
             std::thread::spawn(|| {
                 pin_to(1);
                 let v: Vec<Box<[u8; 200]>> = (0..100).map(|_| Box::new([1; 200])).collect();
-                drop(v);
+                drop(std::hint::black_box(v));
             })
             .join()
             .unwrap();
@@ -545,8 +545,9 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
             // time); once CPU 1 has been idle for a second, one of the visits drains it.
             let start = Instant::now();
             loop {
-                let a = vec![0u8; 200_000];
-                let b = vec![0u8; 200_000];
+                // black_box: an unused allocation may be optimized away entirely.
+                let a = std::hint::black_box(vec![0u8; 200_000]);
+                let b = std::hint::black_box(vec![0u8; 200_000]);
                 drop((a, b));
                 let now = restartable_alloc::stats().cpu_cache_bytes_per_slot[1];
                 if now == 0 {

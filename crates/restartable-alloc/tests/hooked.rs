@@ -133,7 +133,7 @@ fn every_attempt_aborting_still_allocates() {
     install_handler(libc::SIGTRAP);
     let mut r = common::Rng::new(11);
     // Warm up: this thread registered, caches set up.
-    drop(Box::new(1u64));
+    drop(std::hint::black_box(Box::new(1u64)));
     hooks::reset_thread_stats();
     hooks::set_trap(true);
     let mut objs = Vec::with_capacity(100);
@@ -191,7 +191,7 @@ fn a_broken_sequence_is_caught() {
         Some("broken") => {
             // This child is expected to hand an object out twice and fail its checks;
             // it exits 0 only if 60 s of stress found nothing.
-            drop(Box::new(0u64));
+            drop(std::hint::black_box(Box::new(0u64)));
             assert_eq!(restartable_alloc::stats().caches_by_mm_cid, Some(false));
             install_migrating_handler(libc::SIGUSR2);
             hooks::set_skip_cpu_check(true);
