@@ -2,12 +2,14 @@
 //!
 //! Subcommands: `info` (this thread's registration and CPU ids), `bench` (rseq against
 //! its baselines), `param-test` (the reference stress test, flag for flag), `inspect`
-//! (the critical sections listed in an ELF binary) and `gdb-script` (the gdb helper).
+//! (the critical sections listed in an ELF binary), `gdb-script` (the gdb helper) and
+//! `alloc-stats` (the per-CPU allocator's statistics).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alloc_stats;
 mod bench;
 mod gdb_script;
 mod info;
@@ -32,6 +34,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Print the gdb extension that steps over restartable sequences.
     GdbScript(gdb_script::GdbScriptArgs),
+    /// Drive the per-CPU allocator (restartable-alloc) and print its statistics.
+    #[command(name = "alloc-stats")]
+    AllocStats(alloc_stats::AllocStatsArgs),
     /// Run the reference rseq stress test (flag-compatible with the kernel selftests' param_test).
     #[command(
         name = "param-test",
@@ -49,5 +54,6 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::GdbScript(args) => gdb_script::run(&args),
         Command::ParamTest(args) => param_test::run(&args),
+        Command::AllocStats(args) => alloc_stats::run(&args),
     }
 }
