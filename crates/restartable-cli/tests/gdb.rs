@@ -317,12 +317,7 @@ fn mi_exec_step_instruction_gets_past_the_sequence() {
 
 #[test]
 fn mi_exec_next_instruction_gets_past_the_sequence() {
-    assert_mi_reaches(
-        "mi-nexti",
-        &["-g", "-O0"],
-        "-exec-next-instruction",
-        200,
-    );
+    assert_mi_reaches("mi-nexti", &["-g", "-O0"], "-exec-next-instruction", 200);
 }
 
 #[test]
@@ -392,8 +387,12 @@ fn a_breakpoint_inside_the_sequence_stops_at_its_commit() {
     let Some(setup) = setup("break-inside", &["-g", "-O0"]) else {
         return;
     };
-    let Some(output) = run_gdb(&setup, &breakpoint_inside_driver(), true, Duration::from_secs(60))
-    else {
+    let Some(output) = run_gdb(
+        &setup,
+        &breakpoint_inside_driver(),
+        true,
+        Duration::from_secs(60),
+    ) else {
         return;
     };
     for i in 0..INCREMENTS {
@@ -465,7 +464,9 @@ fn user_hooks_on_stepping_commands_are_kept() {
          gdb.execute('define hookpost-next\\necho USER-POST-HOOK\\\\n\\nend')\n\
          gdb.execute('source {}')\n{}",
         setup.extension.display(),
-        command_driver("next", 10).trim_start().trim_start_matches("import gdb\n")
+        command_driver("next", 10)
+            .trim_start()
+            .trim_start_matches("import gdb\n")
     );
     let Some(output) = run_gdb(&setup, &driver, false, Duration::from_secs(60)) else {
         return;
@@ -501,7 +502,11 @@ fn step_over_a_sequence_in_a_dlopened_library() {
             .args(extra)
             .output()
             .expect("cc");
-        assert!(cc.status.success(), "cc: {}", String::from_utf8_lossy(&cc.stderr));
+        assert!(
+            cc.status.success(),
+            "cc: {}",
+            String::from_utf8_lossy(&cc.stderr)
+        );
     }
     setup.binary = program;
     let marker = |m: &str| {

@@ -19,6 +19,12 @@
 //! extension `stepi`, `next` and `step` reach the next line quickly and the
 //! increment commits as a sequence (`fallback 0`).
 //!
+//! The same holds for `nexti` and `until`, and through gdb's machine interface
+//! (`-exec-next`, `-exec-step`, `-exec-step-instruction`, `-exec-next-instruction`, as
+//! IDE front ends send them). Without the extension `stepi` (CLI or MI) never sees
+//! the sequence commit: the positive controls. (gdb's own `next` runs over the inlined
+//! call of a release build without single-stepping it, so it needs no help there.)
+//!
 //! Without gdb, ptrace permission, line tables or rseq, the tests print a notice and
 //! pass.
 
@@ -26,6 +32,8 @@
 
 #[path = "support/gdb.rs"]
 mod gdb;
+#[path = "support/gdb_mi.rs"]
+mod gdb_mi;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -373,4 +381,153 @@ fn step_with_the_extension_reaches_the_next_line() {
         s.fallback, 0,
         "every increment commits as a sequence: {output}"
     );
+}
+
+#[test]
+fn nexti_with_the_extension_reaches_the_next_line() {
+    let Some(setup) = setup("nexti-ext") else {
+        return;
+    };
+    let Some(output) = run_gdb(&setup, &driver("nexti", STEPIS), true) else {
+        return;
+    };
+    let s = parse(&output);
+    assert!(s.reached.is_some(), "{s:?}\n{output}");
+    assert_eq!(
+        s.fallback, 0,
+        "every increment commits as a sequence: {output}"
+    );
+}
+
+#[test]
+fn until_with_the_extension_reaches_the_next_line() {
+    let Some(setup) = setup("until-ext") else {
+        return;
+    };
+    let Some(output) = run_gdb(&setup, &driver("until", 3), true) else {
+        return;
+    };
+    let s = parse(&output);
+    assert_eq!(s.reached, Some(1), "one until: {s:?}\n{output}");
+    assert_eq!(
+        s.fallback, 0,
+        "every increment commits as a sequence: {output}"
+    );
+}
+
+/// MI: stops on the increment's line, sends `command` (up to `limit` times) until the
+/// next line of the example, lets the program finish. Returns after how many commands
+/// the line was reached and the example's fallback count.
+fn mi_steps(
+    test: &str,
+    command: &str,
+    limit: usize,
+    extension: bool,
+) -> Option<(Option<usize>, u32)> {
+    let setup = setup(test)?;
+    let mut mi = gdb_mi::Mi::start(
+        &setup.binary,
+        "",
+        extension.then_some(setup.extension.as_path()),
+        GDB_LIMIT,
+    )?;
+    mi.run_to(&format!("counter_loop.rs:{}", line_of("// BEFORE_LINE")))?;
+    let in_example = |f: &gdb_mi::Frame, line: usize| {
+        f.file.ends_with("counter_loop.rs") && f.line == Some(line)
+    };
+    let inc = line_of("// INC_LINE");
+    let next = line_of("// NEXT_LINE");
+    for _ in 0..10 {
+        if in_example(&mi.frame(), inc) {
+            break;
+        }
+        mi.run("-exec-next");
+    }
+    let frame = mi.frame();
+    if !in_example(&frame, inc) {
+        let transcript = mi.finish();
+        if transcript.contains("No source file named counter_loop.rs") {
+            eprintln!("NOTICE: the example has no line tables: skipping");
+            return None;
+        }
+        panic!("not on the increment's line but at {frame:?}:\n{transcript}");
+    }
+    let mut reached = None;
+    for i in 0..limit {
+        mi.run(command);
+        if in_example(&mi.frame(), next) {
+            reached = Some(i + 1);
+            break;
+        }
+    }
+    let transcript = mi.finish();
+    assert!(
+        transcript.contains(&format!("\ncounter {INCREMENTS}\n")),
+        "the counter is wrong or the program did not finish:\n{transcript}"
+    );
+    let fallback = transcript
+        .lines()
+        .find_map(|l| l.strip_prefix("fallback "))
+        .unwrap_or_else(|| panic!("no fallback line:\n{transcript}"))
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("{command}: reached {reached:?} fallback {fallback}");
+    Some((reached, fallback))
+}
+
+#[test]
+fn mi_exec_next_with_the_extension_reaches_the_next_line() {
+    let Some((reached, fallback)) = mi_steps("mi-next-ext", "-exec-next", 3, true) else {
+        return;
+    };
+    assert_eq!(reached, Some(1));
+    assert_eq!(fallback, 0, "every increment commits as a sequence");
+}
+
+#[test]
+fn mi_exec_step_instruction_without_the_extension_never_commits_the_sequence() {
+    // The positive control of the MI stepping tests: as with the CLI's `stepi`, every
+    // attempt aborts; an optimized build reaches the next line only through the
+    // fallback, a dev build not within STEPIS instructions.
+    let Some((reached, fallback)) =
+        mi_steps("mi-stepi-plain", "-exec-step-instruction", STEPIS, false)
+    else {
+        return;
+    };
+    match reached {
+        Some(_) => assert_eq!(fallback, 1, "reached only through the fallback"),
+        None => assert_eq!(fallback, 0),
+    }
+}
+
+#[test]
+fn mi_exec_step_with_the_extension_reaches_the_next_line() {
+    let Some((reached, fallback)) = mi_steps("mi-step-ext", "-exec-step", STEPS, true) else {
+        return;
+    };
+    assert!(reached.is_some());
+    assert_eq!(fallback, 0, "every increment commits as a sequence");
+}
+
+#[test]
+fn mi_exec_step_instruction_with_the_extension_reaches_the_next_line() {
+    let Some((reached, fallback)) =
+        mi_steps("mi-stepi-ext", "-exec-step-instruction", STEPIS, true)
+    else {
+        return;
+    };
+    assert!(reached.is_some());
+    assert_eq!(fallback, 0, "every increment commits as a sequence");
+}
+
+#[test]
+fn mi_exec_next_instruction_with_the_extension_reaches_the_next_line() {
+    let Some((reached, fallback)) =
+        mi_steps("mi-nexti-ext", "-exec-next-instruction", STEPIS, true)
+    else {
+        return;
+    };
+    assert!(reached.is_some());
+    assert_eq!(fallback, 0, "every increment commits as a sequence");
 }

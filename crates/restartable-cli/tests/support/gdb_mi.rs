@@ -24,6 +24,7 @@ pub struct Mi {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub func: String,
+    pub file: String,
     pub line: Option<usize>,
     pub addr: u64,
 }
@@ -32,7 +33,12 @@ impl Mi {
     /// Starts `gdb --interpreter=mi` on `binary` with `args`, sourcing `extension`
     /// first when given. The whole session must end within `limit`. None (with a
     /// notice) when gdb is missing.
-    pub fn start(binary: &Path, args: &str, extension: Option<&Path>, limit: Duration) -> Option<Mi> {
+    pub fn start(
+        binary: &Path,
+        args: &str,
+        extension: Option<&Path>,
+        limit: Duration,
+    ) -> Option<Mi> {
         let mut command = Command::new("gdb");
         command.args(["-nx", "-q", "--interpreter=mi"]);
         command.args(["-iex", "set debuginfod enabled off"]);
@@ -183,6 +189,7 @@ impl Mi {
         };
         Frame {
             func: field("func").unwrap_or_default(),
+            file: field("fullname").unwrap_or_default(),
             line: field("line").and_then(|l| l.parse().ok()),
             addr: field("addr")
                 .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
