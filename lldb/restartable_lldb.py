@@ -49,6 +49,10 @@
 #   * The guards and the run breakpoints are ordinary breakpoints (with the names
 #     above): `breakpoint list` shows them, `breakpoint delete` without arguments
 #     deletes them too (they come back at the next stop).
+#   * Importing the module switches lldb's fast stepping off (`settings set
+#     target.use-fast-stepping false`; `rseq off` switches it back on): its branch
+#     breakpoints would stop inside sequences. Steps single-step instead: slower
+#     through long lines, same stops.
 #   * The stop hook belongs to the target that existed when the module was imported
 #     (or the selected target at `rseq on`).
 #   * x86_64 only (64-bit little-endian tables, the x86 entry layout).
@@ -376,7 +380,8 @@ def _handle_stop(exe_ctx, stream):
             seq = run["seq"]
             _end_run(target)
             stream.Print(
-                "rseq: stopped before the sequence %s committed\n" % _describe(seq)
+                "rseq: stopped at 0x%x before the sequence %s committed (%s)\n"
+                % (pc or 0, _describe(seq), thread.GetStopDescription(100))
             )
             _arm_guards(target, process.GetSelectedThread())
             return True
@@ -448,6 +453,7 @@ class _RseqCommand:
         target = exe_ctx.GetTarget()
         if arg in ("on", "off"):
             _state.enabled = arg == "on"
+            _fast_stepping(debugger, not _state.enabled)
             if _state.enabled and target.IsValid():
                 _install_stop_hook(debugger, target)
             if not _state.enabled and target.IsValid():
@@ -519,8 +525,19 @@ def _install_stop_hook(debugger, target):
         print("rseq: cannot add the stop hook: %s" % result.GetError())
 
 
+def _fast_stepping(debugger, on):
+    # lldb's fast stepping runs a step from branch to branch with breakpoints on the
+    # branches: inside a sequence those stop and abort it, and a plan's branch
+    # breakpoint outlives the plan when the stop hook discards it. Without it, steps
+    # advance one instruction at a time and stop at the guards.
+    debugger.HandleCommand(
+        "settings set target.use-fast-stepping %s" % ("true" if on else "false")
+    )
+
+
 def __lldb_init_module(debugger, internal_dict):
     debugger.HandleCommand("command script add -o -c restartable_lldb._RseqCommand rseq")
+    _fast_stepping(debugger, False)
     target = debugger.GetSelectedTarget()
     if target.IsValid():
         _install_stop_hook(debugger, target)
