@@ -121,8 +121,7 @@ fn run_lldb(
 fn reached(output: &str) -> Option<usize> {
     let line = output
         .lines()
-        .filter(|l| l.starts_with("RESULT reached"))
-        .last()
+        .rfind(|l| l.starts_with("RESULT reached"))
         .unwrap_or_else(|| panic!("the driver did not run:\n{output}"));
     line.split_whitespace().nth(2).and_then(|n| n.parse().ok())
 }
