@@ -81,10 +81,14 @@
 #     sequence). A `continue` from a user breakpoint on the instruction right before a
 #     guard is taken for such a `stepi` and stops at the guard.
 #   * A stop inside a sequence caused by a signal is left alone (a note is printed).
+#   * Threads: the guards serve the thread the user stopped in. Other threads run
+#     while it is stepped (all-stop mode) or run to a commit; their guard hits cost a
+#     trap each (no abort), and past 1000 of them in one command the guards are
+#     switched off, so a step that meets a sequence after that is single-stepped as
+#     without the extension.
 #   * The tables are read from the running program's memory; before `run` `info rseq`
 #     has nothing to show. Only x86_64 inferiors are supported (64-bit little-endian
-#     tables, `$fs_base`), in all-stop mode: other threads run while a thread is run to
-#     its commit.
+#     tables, `$fs_base`), in all-stop mode.
 
 import re
 import struct
@@ -215,6 +219,10 @@ class _Tables:
 
 _tables = _Tables()
 
+# Guard hits by threads running freely (not the one the user stopped in) tolerated
+# per command before the guards are switched off.
+_OTHER_THREAD_BUDGET = 1000
+
 # si_code of the SIGTRAP that stops a thread after a single step (a thread that runs
 # into a breakpoint's int3 reports SI_KERNEL instead).
 _TRAP_TRACE = 2
@@ -251,6 +259,8 @@ class _State:
         self.busy = False  # running a sequence to its commit: our own stops
         self.depth = 0  # nested stop handling (a `next` issued from the handler)
         self.last_pc = None  # where the current command began
+        self.last_thread = None  # the thread the user stopped in (global number)
+        self.other_hits = 0  # guard hits by other threads running freely
         self.last_frame = None
         self.last_line = None  # (line, file)
 
@@ -328,8 +338,20 @@ class _Guard(gdb.Breakpoint):
             return True
         # Running freely: the thread needs no help, and traps at the guards would only
         # slow it down. Switch them all off until the program stops for the user (all
-        # threads are stopped while gdb asks this). A guard on a sequence's start has
-        # already doomed this attempt: stop, so that it is run to its commit.
+        # threads are stopped while gdb asks this; gdb 13 allows it, although its
+        # manual asks stop methods not to change breakpoints). Another thread than the
+        # one the user stopped in may run freely while that one is stepped: its hits
+        # cost a trap each, no abort, and switch the guards off only past a budget.
+        # A guard on a sequence's start has already doomed this attempt: stop, so that
+        # it is run to its commit.
+        try:
+            other = gdb.selected_thread().global_num != _state.last_thread
+        except (gdb.error, AttributeError):
+            other = False
+        if other and self.addr != self.seq.start:
+            _state.other_hits += 1
+            if _state.other_hits <= _OTHER_THREAD_BUDGET:
+                return False
         for guard in list(_state.guards.values()):
             try:
                 guard.enabled = False
@@ -366,7 +388,10 @@ def _arm_guards():
         guard = _state.guards.get(addr)
         if guard is None:
             try:
-                _state.guards[addr] = _Guard(addr, seq)
+                guard = _state.guards[addr] = _Guard(addr, seq)
+                if addr == seq.start and addr != seq.entry and _state.last_thread:
+                    # Only for the thread standing on the entry.
+                    guard.thread = _state.last_thread
             except (gdb.error, RuntimeError) as err:
                 print("rseq: cannot guard the sequence %s: %s" % (_describe(seq), err))
         elif not guard.enabled:
@@ -561,8 +586,11 @@ def _remember_stop():
     _state.last_pc = None
     _state.last_frame = None
     _state.last_line = None
+    _state.last_thread = None
+    _state.other_hits = 0
     try:
         if _has_thread():
+            _state.last_thread = gdb.selected_thread().global_num
             _state.last_frame = gdb.selected_frame()
             _state.last_pc = _pc()
             sal = gdb.find_pc_line(_state.last_pc)

@@ -53,6 +53,9 @@
 #     target.use-fast-stepping false`; `rseq off` switches it back on): its branch
 #     breakpoints would stop inside sequences. Steps single-step instead: slower
 #     through long lines, same stops.
+#   * Threads: the guards serve the thread selected at the last stop. Other threads'
+#     guard hits while it is stepped cost a trap each (no abort); past 1000 of them in
+#     one command the guards are switched off.
 #   * The stop hook belongs to the target that existed when the module was imported
 #     (or the selected target at `rseq on`).
 #   * x86_64 only (64-bit little-endian tables, the x86 entry layout).
@@ -65,6 +68,9 @@ import lldb
 RSEQ_CS_SIZE = 32
 _RSEQ_SECTIONS = ("__rseq_cs", "__rseq_cs_ptr_array", "__rseq_exit_point_array")
 _GUARD_NAME = "rseq-guard"
+# Guard hits by threads running freely (not the selected one) tolerated per command
+# before the guards are switched off.
+_OTHER_THREAD_BUDGET = 1000
 _RUN_NAME = "rseq-run"
 _RIP_RE = re.compile(r"\[?\s*0x([0-9a-fA-F]+)\s*\(\s*%rip\s*\)|rip\s*\+\s*0x([0-9a-fA-F]+)")
 
@@ -94,6 +100,8 @@ class _State:
         self.guards = {}  # address -> breakpoint id
         self.run = None  # the run to a commit in progress (a dict)
         self.hooked_targets = set()
+        self.last_thread = None  # the selected thread at the last stop
+        self.other_hits = 0
 
 
 _state = globals().get("_state") or _State()
@@ -232,7 +240,13 @@ def _guard_hit(frame, bp_loc, extra_args, internal_dict):
     active = result.GetOutput().split("Completed plan stack")[0]
     if "Element 1:" in active:
         return True
-    # Running freely: switch the guards off until the next stop.
+    # Running freely: switch the guards off until the next stop. Another thread than
+    # the selected one may run freely while that one is stepped: its hits cost a trap
+    # each, no abort, and switch the guards off only past a budget.
+    if thread.GetThreadID() != _state.last_thread and frame.GetPC() not in _start_guards():
+        _state.other_hits += 1
+        if _state.other_hits <= _OTHER_THREAD_BUDGET:
+            return False
     for bp_id in _state.guards.values():
         bp = target.FindBreakpointByID(bp_id)
         if bp.IsValid():
@@ -243,8 +257,15 @@ def _guard_hit(frame, bp_loc, extra_args, internal_dict):
     return seq is not None and frame.GetPC() == seq.start
 
 
+def _start_guards():
+    seqs = _state.sequences or []
+    return {s.start for s in seqs if s.entry is not None and s.entry != s.start}
+
+
 def _arm_guards(target, thread):
     """Guards on the entries of all sequences, enabled (the process is stopped)."""
+    _state.last_thread = thread.GetThreadID() if thread.IsValid() else None
+    _state.other_hits = 0
     wanted = {}
     pc = thread.GetFrameAtIndex(0).GetPC() if thread.IsValid() else None
     for seq in read_sequences(target):

@@ -9,20 +9,17 @@ use std::time::{Duration, Instant};
 /// Whether lldb and its embedded Python work here; prints a notice when not. (Debian's
 /// lldb 14 needs the path fix-up that `.ci/run` makes: see the README.)
 pub fn usable(test: &str) -> bool {
-    let Ok(out) = Command::new("lldb")
-        .args(["--no-lldbinit", "-b", "-o", "script print(6 * 7)"])
-        .stdin(Stdio::null())
-        .output()
-    else {
+    if Command::new("lldb").arg("--version").output().is_err() {
         eprintln!("NOTICE: lldb is not installed: skipping the lldb test {test}");
         return false;
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
+    }
+    let commands = ["script print(6 * 7)".to_string()];
+    let (text, timed_out) = run(None, &commands, Duration::from_secs(60));
+    assert!(!timed_out, "lldb did not answer within 60 s:\n{text}");
     if !text.lines().any(|l| l.trim() == "42") {
         eprintln!(
             "NOTICE: lldb's Python does not work (see .ci/run for Debian's lldb 14 fix-up): \
-             skipping the lldb test {test}\n{text}{}",
-            String::from_utf8_lossy(&out.stderr)
+             skipping the lldb test {test}\n{text}"
         );
         return false;
     }
@@ -33,12 +30,25 @@ pub fn usable(test: &str) -> bool {
 /// after `limit`. Returns lldb's stdout then stderr, and whether it was killed; None
 /// (with a notice) when lldb cannot launch processes here.
 pub fn run_batch(binary: &Path, commands: &[String], limit: Duration) -> Option<(String, bool)> {
+    let (output, timed_out) = run(Some(binary), commands, limit);
+    if output.contains("Operation not permitted") && output.contains("launch") {
+        eprintln!("NOTICE: lldb may not trace processes here: skipping\n{output}");
+        return None;
+    }
+    Some((output, timed_out))
+}
+
+/// Runs `lldb --no-lldbinit -b` with `commands`, on `binary` if given; kills it after
+/// `limit`. Returns its stdout then stderr, and whether it was killed.
+fn run(binary: Option<&Path>, commands: &[String], limit: Duration) -> (String, bool) {
     let mut command = Command::new("lldb");
     command.args(["--no-lldbinit", "-b"]);
     for c in commands {
         command.arg("-o").arg(c);
     }
-    command.arg(binary);
+    if let Some(binary) = binary {
+        command.arg(binary);
+    }
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -75,11 +85,7 @@ pub fn run_batch(binary: &Path, commands: &[String], limit: Duration) -> Option<
         err_reader.join().unwrap()
     )
     .replace("\r\n", "\n");
-    if output.contains("Operation not permitted") && output.contains("launch") {
-        eprintln!("NOTICE: lldb may not trace processes here: skipping\n{output}");
-        return None;
-    }
-    Some((output, timed_out))
+    (output, timed_out)
 }
 
 /// The Python driver the tests import: `run(debugger, command, limit, file, line)`
