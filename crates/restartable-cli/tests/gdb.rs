@@ -552,3 +552,65 @@ gdb.execute("continue")
     );
     assert!(output.contains(&expected_counter()), "{output}");
 }
+
+/// A driver that counts the sequence's aborts (a breakpoint on the abort handler,
+/// outside the sequence, that never stops: its hit count) while `command` steps from
+/// the loop body to the next line.
+fn abort_counting_driver(command: &str, limit: usize) -> String {
+    format!(
+        r#"
+import gdb
+gdb.execute("break one_sequence.c:{inc}")
+gdb.execute("run {increments}")
+gdb.execute("delete")
+aborts = gdb.Breakpoint("*&fixture_abort")
+aborts.ignore_count = 1000000
+reached = None
+for i in range({limit}):
+    gdb.execute("{command}", to_string=True)
+    frame = gdb.selected_frame()
+    if frame.name() == "main" and frame.find_sal().line == {next}:
+        reached = i + 1
+        break
+print("RESULT reached %s aborts %d" % (reached, aborts.hit_count))
+gdb.execute("delete")
+gdb.execute("continue")
+"#,
+        inc = line_of("INC_LINE"),
+        next = line_of("NEXT_LINE"),
+        increments = INCREMENTS,
+    )
+}
+
+#[test]
+fn step_and_next_run_the_sequence_without_an_abort() {
+    // A step that meets the guard on the sequence's entry runs the sequence from
+    // outside: it commits at its first attempt. A `stepi` that stops inside costs
+    // that attempt (one abort); the retry commits.
+    let Some(setup) = setup("aborts", &["-g", "-O0"]) else {
+        return;
+    };
+    for (command, limit, expected) in [("step", 20, 0), ("next", 3, 0), ("stepi", 300, 1)] {
+        let Some(output) = run_gdb(
+            &setup,
+            &abort_counting_driver(command, limit),
+            true,
+            Duration::from_secs(60),
+        ) else {
+            return;
+        };
+        let result = output
+            .lines()
+            .find(|l| l.starts_with("RESULT reached"))
+            .unwrap_or_else(|| panic!("no result:\n{output}"));
+        assert!(
+            !result.contains("reached None"),
+            "{command} should reach the next line:\n{output}"
+        );
+        assert!(
+            result.ends_with(&format!("aborts {expected}")),
+            "{command}: {result}\n{output}"
+        );
+        assert!(output.contains(&expected_counter()), "{output}");
+    }
+}
