@@ -135,9 +135,16 @@ class _Tables:
         self._sequences = None
 
     def sequences(self):
-        """All the sequences, sorted by start address (empty if not running)."""
+        """All the sequences, sorted by start address (empty if not running).
+
+        Not kept when a table could not be read whole (a library being loaded: gdb
+        reports it before its sections are placed and the dynamic loader relocates
+        it): read again next time."""
         if self._sequences is None:
-            self._sequences = self._read()
+            found = self._read()
+            if self.notes:
+                return found
+            self._sequences = found
         return self._sequences
 
     def find(self, pc):
@@ -194,6 +201,10 @@ class _Tables:
                 )
                 if start and offset:
                     descriptors.add(addr)
+                elif offset and not start:
+                    self.notes.append(
+                        "%s: descriptor at 0x%x is not relocated yet" % (where, addr)
+                    )
                 addr += RSEQ_CS_SIZE
         seqs = {}
         for addr in sorted(descriptors):
@@ -360,6 +371,10 @@ class _Guard(gdb.Breakpoint):
         return self.addr == self.seq.start
 
 
+# Entry addresses found, by (start, descriptor): kept across table reads.
+_entries = {}
+
+
 def _arm_guards():
     """Guards on the entries of all sequences, enabled (the program is stopped)."""
     if not _param.value or not _has_thread():
@@ -372,7 +387,10 @@ def _arm_guards():
     wanted = {}
     for seq in _tables.sequences():
         if seq.entry is None:
-            seq.entry = _entry_of(seq, arch)
+            key = (seq.start, seq.descriptor)
+            if key not in _entries:
+                _entries[key] = _entry_of(seq, arch)
+            seq.entry = _entries[key]
         wanted[seq.entry] = seq
         # gdb steps over a breakpoint under the pc without a stop: a thread standing
         # on the entry or the `movq` (a breakpoint on the line of an inlined sequence
@@ -701,6 +719,7 @@ def _on_new_objfile(event):
 
 def _on_exited(*_args):
     _tables.invalidate()
+    _entries.clear()
     _disarm_guards()
     _state.last_pc = None
     _state.last_frame = None

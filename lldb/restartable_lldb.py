@@ -144,9 +144,11 @@ def read_sequences(target):
         except (ValueError, struct.error) as err:
             notes.append("%s: cannot read the rseq tables: %s" % (where, err))
     found.sort(key=lambda s: (s.start, s.post_commit))
-    _state.sequences = found
-    _state.modules = key
     _state.notes = notes
+    # Not kept when a table could not be read whole (a library being loaded).
+    if not notes:
+        _state.sequences = found
+        _state.modules = key
     return found
 
 
@@ -176,6 +178,8 @@ def _read_module(process, where, sections, notes):
             )
             if start and offset:
                 descriptors.add(addr)
+            elif offset and not start:
+                notes.append("%s: descriptor at 0x%x is not relocated yet" % (where, addr))
             addr += RSEQ_CS_SIZE
     seqs = {}
     for addr in sorted(descriptors):

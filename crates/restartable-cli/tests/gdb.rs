@@ -520,9 +520,14 @@ fn step_over_a_sequence_in_a_dlopened_library() {
     let driver = format!(
         r#"
 import gdb
-gdb.execute("break dlopen_sequence.c:{inc}")
+# Stop before the dlopen, then go on with `next` over it to the loop body.
+gdb.execute("break main")
 gdb.execute("run {increments} {library}")
-gdb.execute("info rseq")
+gdb.execute("delete")
+for i in range(20):
+    if gdb.selected_frame().find_sal().line == {inc}:
+        break
+    gdb.execute("next")
 reached = None
 for i in range(20):
     gdb.execute("step")
@@ -531,7 +536,7 @@ for i in range(20):
         reached = i + 1
         break
 print("RESULT reached %s" % reached)
-gdb.execute("delete")
+gdb.execute("info rseq")
 gdb.execute("continue")
 "#,
         inc = marker("INC_LINE"),

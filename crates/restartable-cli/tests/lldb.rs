@@ -217,13 +217,17 @@ fn step_over_a_sequence_in_a_dlopened_library() {
         &binary,
         true,
         &[
-            format!("breakpoint set -f dlopen_sequence.c -l {inc}"),
+            // Stop before the dlopen, then go on with `next` over it.
+            "breakpoint set -n main".to_string(),
             format!("process launch -- {INCREMENTS} {}", library.display()),
             "breakpoint delete 1".to_string(),
-            "rseq".to_string(),
+            format!(
+                "script lldb_driver.run(lldb.debugger, 'next', 20, 'dlopen_sequence.c', {inc}, 'main')"
+            ),
             format!(
                 "script lldb_driver.run(lldb.debugger, 'step', 20, 'dlopen_sequence.c', {next}, 'main')"
             ),
+            "rseq".to_string(),
             "process continue".to_string(),
         ],
     ) else {
