@@ -1,13 +1,16 @@
 //! `rseq alloc-stats`: the allocator's statistics follow what the command did, and bad
 //! arguments are usage errors.
 
+#[path = "../../restartable/tests/support/child.rs"]
+mod child;
+
+use child::OutputWithin as _;
 use std::process::Command;
 
 fn rseq(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rseq"))
         .args(args)
-        .output()
-        .expect("run rseq")
+        .output_within(child::LONG)
 }
 
 #[test]

@@ -14,6 +14,10 @@ mod gdb;
 #[path = "support/gdb_mi.rs"]
 mod gdb_mi;
 
+#[path = "../../restartable/tests/support/child.rs"]
+mod child;
+
+use child::OutputWithin as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -46,7 +50,11 @@ struct Setup {
 }
 
 fn setup(test: &str, cflags: &[&str]) -> Option<Setup> {
-    if Command::new("gdb").arg("--version").output().is_err() {
+    if Command::new("gdb")
+        .arg("--version")
+        .try_output_within(child::SHORT)
+        .is_err()
+    {
         eprintln!("NOTICE: gdb is not installed: skipping the gdb test {test}");
         return None;
     }
@@ -59,7 +67,7 @@ fn setup(test: &str, cflags: &[&str]) -> Option<Setup> {
         .arg("-o")
         .arg(&binary)
         .arg(fixture())
-        .output();
+        .try_output_within(child::SHORT);
     match cc {
         Ok(o) if o.status.success() => {}
         Ok(o) => panic!("cc failed: {}", String::from_utf8_lossy(&o.stderr)),
@@ -68,14 +76,16 @@ fn setup(test: &str, cflags: &[&str]) -> Option<Setup> {
             return None;
         }
     }
-    let run = Command::new(&binary).arg("1").output().unwrap();
+    let run = Command::new(&binary).arg("1").output_within(child::SHORT);
     if run.status.code() == Some(77) {
         eprintln!("NOTICE: libc did not register rseq: skipping the gdb test {test}");
         return None;
     }
     assert!(run.status.success(), "the fixture runs");
     // The extension as users get it: printed by `rseq gdb-script`.
-    let script = Command::new(RSEQ).arg("gdb-script").output().unwrap();
+    let script = Command::new(RSEQ)
+        .arg("gdb-script")
+        .output_within(child::SHORT);
     assert!(script.status.success());
     let extension = dir.join("restartable-gdb.py");
     std::fs::write(&extension, &script.stdout).unwrap();
@@ -500,8 +510,7 @@ fn step_over_a_sequence_in_a_dlopened_library() {
             .arg(out)
             .arg(&source)
             .args(extra)
-            .output()
-            .expect("cc");
+            .output_within(child::SHORT);
         assert!(
             cc.status.success(),
             "cc: {}",

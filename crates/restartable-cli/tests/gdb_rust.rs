@@ -37,6 +37,10 @@ mod gdb;
 #[path = "support/gdb_mi.rs"]
 mod gdb_mi;
 
+#[path = "../../restartable/tests/support/child.rs"]
+mod child;
+
+use child::OutputWithin as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -76,12 +80,16 @@ struct Setup {
 }
 
 fn setup(test: &str) -> Option<Setup> {
-    if Command::new("gdb").arg("--version").output().is_err() {
+    if Command::new("gdb")
+        .arg("--version")
+        .try_output_within(child::SHORT)
+        .is_err()
+    {
         eprintln!("NOTICE: gdb is not installed: skipping the gdb test {test}");
         return None;
     }
     let binary = example::counter_loop().unwrap_or_else(|err| panic!("{err}"));
-    let run = Command::new(&binary).output().expect("run the example");
+    let run = Command::new(&binary).output_within(child::SHORT);
     assert!(run.status.success(), "the example runs: {run:?}");
     let stdout = String::from_utf8_lossy(&run.stdout);
     if !stdout.starts_with("rseq registered") {
@@ -96,7 +104,9 @@ fn setup(test: &str) -> Option<Setup> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     // The extension as users get it: printed by `rseq gdb-script`.
-    let script = Command::new(RSEQ).arg("gdb-script").output().unwrap();
+    let script = Command::new(RSEQ)
+        .arg("gdb-script")
+        .output_within(child::SHORT);
     assert!(script.status.success());
     let extension = dir.join("restartable-gdb.py");
     std::fs::write(&extension, &script.stdout).unwrap();

@@ -21,6 +21,10 @@ mod example;
 #[path = "support/lldb.rs"]
 mod lldb;
 
+#[path = "../../restartable/tests/support/child.rs"]
+mod child;
+
+use child::OutputWithin as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -62,7 +66,9 @@ fn setup(test: &str) -> Option<Setup> {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lldb-{test}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let script = Command::new(RSEQ).arg("lldb-script").output().unwrap();
+    let script = Command::new(RSEQ)
+        .arg("lldb-script")
+        .output_within(child::SHORT);
     assert!(script.status.success(), "rseq lldb-script: {script:?}");
     let module = dir.join("restartable_lldb.py");
     std::fs::write(&module, &script.stdout).unwrap();
@@ -84,7 +90,7 @@ fn compile(setup: &Setup, source: &Path, out: &str, cflags: &[&str]) -> Option<P
         .arg("-o")
         .arg(&binary)
         .arg(source)
-        .output();
+        .try_output_within(child::SHORT);
     match cc {
         Ok(o) if o.status.success() => Some(binary),
         Ok(o) => panic!("cc failed: {}", String::from_utf8_lossy(&o.stderr)),
@@ -132,7 +138,7 @@ fn c_run(test: &str, cflags: &[&str], command: &str, limit: usize) -> Option<Str
     let setup = setup(test)?;
     let source = fixture("one_sequence.c");
     let binary = compile(&setup, &source, "one_sequence", cflags)?;
-    let run = Command::new(&binary).arg("1").output().unwrap();
+    let run = Command::new(&binary).arg("1").output_within(child::SHORT);
     if run.status.code() == Some(77) {
         eprintln!("NOTICE: libc did not register rseq: skipping");
         return None;
@@ -259,7 +265,7 @@ fn rust_run(
 ) -> Option<(Option<usize>, u32)> {
     let setup = setup(test)?;
     let binary = example::counter_loop().unwrap_or_else(|err| panic!("{err}"));
-    let run = Command::new(&binary).output().expect("run the example");
+    let run = Command::new(&binary).output_within(child::SHORT);
     let stdout = String::from_utf8_lossy(&run.stdout);
     if !stdout.starts_with("rseq registered") {
         eprintln!("NOTICE: this thread has no rseq ({stdout}): skipping");

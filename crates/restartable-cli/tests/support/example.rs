@@ -1,6 +1,7 @@
 //! Building the example `crates/restartable/examples/counter_loop.rs` for the
 //! debugger tests (`tests/gdb_rust.rs`, `tests/lldb.rs`), included with `#[path]`.
 
+use crate::child::OutputWithin as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -45,7 +46,7 @@ fn build_example() -> Result<PathBuf, String> {
         command.arg(root).arg("--target").arg(triple);
     }
     let output = command
-        .output()
+        .try_output_within(crate::child::LONG)
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !output.status.success() {
         return Err(format!(

@@ -1,6 +1,7 @@
 //! Running lldb in batch mode for the debugger tests (`tests/lldb.rs`), included with
 //! `#[path]`.
 
+use crate::child::OutputWithin as _;
 use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,7 +10,11 @@ use std::time::{Duration, Instant};
 /// Whether lldb and its embedded Python work here; prints a notice when not. (Debian's
 /// lldb 14 needs the path fix-up that `.ci/run` makes: see the README.)
 pub fn usable(test: &str) -> bool {
-    if Command::new("lldb").arg("--version").output().is_err() {
+    if Command::new("lldb")
+        .arg("--version")
+        .try_output_within(crate::child::SHORT)
+        .is_err()
+    {
         eprintln!("NOTICE: lldb is not installed: skipping the lldb test {test}");
         return false;
     }
