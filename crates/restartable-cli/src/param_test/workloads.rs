@@ -5,7 +5,7 @@
 //! | `s` | lock the current CPU's [`PerCpuLock`], increment its count, unlock | counts sum to threads × reps |
 //! | `i` | [`PerCpuCounter::add`] 1 | sum is threads × reps |
 //! | `l` | pop a node from the current CPU's [`PerCpuStack`], push it back | every node back exactly once, sum of values unchanged |
-//! | `b` | the same with a [`PerCpuBuffer`] of boxed nodes (`-M`: release push) | the same |
+//! | `b` | the same with a [`PerCpuBuffer`] of nodes allocated once (their boxes held in the slots: no allocation per push or pop; `-M`: release push) | the same |
 //! | `m` | the same with a [`PerCpuMemcpyBuffer`] of two-word items (`-M`: release push) | the same, and every item intact |
 //! | `r` | `**(*shared + offset(cpu)) += 1` with [`load_add_load_load_add_store`] while a manager swaps `*shared` between two per-CPU lists and fences | the inactive list never changes after a fence; total is threads × reps |
 //!
@@ -185,8 +185,9 @@ fn list(ctx: &Context) -> Result<(), String> {
     check_exactly_once("list", "nodes", &values, total)
 }
 
-/// A node of the buffer test, boxed by the container (the reference allocates one
-/// object per item "to model objects that would not fit within a single word").
+/// A node of the buffer test, allocated once (the reference allocates one object per
+/// item "to model objects that would not fit within a single word"); its box is one
+/// word, which the buffer holds in the slot itself: pops and pushes allocate nothing.
 #[derive(Debug)]
 struct BufferNode {
     /// The node's distinct value (1..=total).
@@ -196,10 +197,11 @@ struct BufferNode {
 /// `-T b`: pop from and push back to per-CPU arrays of pointers.
 fn buffer(ctx: &Context) -> Result<(), String> {
     let o = ctx.opts;
-    let mut buf = PerCpuBuffer::<BufferNode, BUFFER_CAPACITY, TestHooks>::with_hooks(o.index());
+    let mut buf =
+        PerCpuBuffer::<Box<BufferNode>, BUFFER_CAPACITY, TestHooks>::with_hooks(o.index());
     let per_cpu = items_per_cpu();
     let total = prepopulate(ctx, per_cpu, |v| {
-        if buf.push(BufferNode { data: v as isize }).is_err() {
+        if buf.push(Box::new(BufferNode { data: v as isize })).is_err() {
             ctx.fail(format!(
                 "buffer: initial push of item {v} failed: array full"
             ));

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use restartable::hooks::{self, Hooks, Stats};
 use restartable::{
-    IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuMemcpyBuffer, PerCpuStack,
+    IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuMemcpyBuffer, PerCpuPool, PerCpuStack,
 };
 
 /// Capacity per CPU of the buffers under test: small, so that they fill up and the
@@ -470,6 +470,51 @@ impl<H: Hooks> Bag for PerCpuMemcpyBuffer<Item, CAP, H> {
     }
 }
 
+/// The buffer holding word-sized values (boxes) in its slots: no allocation inside
+/// the buffer, ownership moved by the sequence.
+impl<H: Hooks> Bag for PerCpuBuffer<Box<Item>, CAP, H> {
+    type V = Box<Item>;
+    const PREPOP: u64 = CAP as u64 / 2;
+    fn make(id: u64) -> Box<Item> {
+        Box::new(Item::new(id))
+    }
+    fn id(v: &Box<Item>) -> u64 {
+        v.check()
+    }
+    fn put(&self, v: Box<Item>) -> Result<(), Box<Item>> {
+        self.push(v)
+    }
+    fn take(&self) -> Option<Box<Item>> {
+        self.pop()
+    }
+    fn drain_all(&mut self) -> Vec<Box<Item>> {
+        self.drain()
+    }
+}
+
+/// The object pool: `put` returns an object, `take` gets a free one (never making
+/// one: `try_get`), detached from the pool so that the workload holds it.
+impl<H: Hooks> Bag for PerCpuPool<Item, fn() -> Item, CAP, H> {
+    type V = Box<Item>;
+    const PREPOP: u64 = CAP as u64 / 2;
+    fn make(id: u64) -> Box<Item> {
+        Box::new(Item::new(id))
+    }
+    fn id(v: &Box<Item>) -> u64 {
+        v.check()
+    }
+    fn put(&self, v: Box<Item>) -> Result<(), Box<Item>> {
+        PerCpuPool::put(self, v);
+        Ok(())
+    }
+    fn take(&self) -> Option<Box<Item>> {
+        self.try_get().map(|p| p.into_box())
+    }
+    fn drain_all(&mut self) -> Vec<Box<Item>> {
+        self.drain().into_iter().map(Box::new).collect()
+    }
+}
+
 /// A buffer whose pushes commit with a release store (`push_release`, the reference's
 /// `-M`).
 pub struct ReleasePush<B>(pub B);
@@ -656,12 +701,14 @@ pub fn every_container<H: Hooks>(index: IndexBy, w: &Work<'_>) -> Vec<Run> {
 }
 
 /// The names of the containers [`every_bag`] runs, in its order.
-pub const BAGS: [&str; 5] = [
+pub const BAGS: [&str; 7] = [
     "stack",
     "buffer",
     "buffer (release)",
     "memcpy buffer",
     "memcpy buffer (release)",
+    "word buffer",
+    "pool",
 ];
 
 /// The stack, the buffers and the memcpy buffers (each also with release pushes)
@@ -693,6 +740,18 @@ pub fn one_bag<H: Hooks>(name: &'static str, index: IndexBy, w: &Work<'_>) -> Ru
             &what,
             w,
         ),
+        "word buffer" => bag(
+            PerCpuBuffer::<Box<Item>, CAP, H>::with_hooks(index),
+            &what,
+            w,
+        ),
+        "pool" => bag(
+            PerCpuPool::<Item, fn() -> Item, CAP, H>::with_hooks(index, || {
+                panic!("the workload never asks the pool to make an object")
+            }),
+            &what,
+            w,
+        ),
         _ => panic!("no container called {name:?}"),
     })
 }
@@ -712,8 +771,8 @@ pub fn one_container<H: Hooks>(name: &'static str, index: IndexBy, w: &Work<'_>)
 }
 
 /// The names of the containers [`every_container`] runs, in its order.
-pub const CONTAINERS: [&str; 7] = [
-    "counter", "lock", BAGS[0], BAGS[1], BAGS[2], BAGS[3], BAGS[4],
+pub const CONTAINERS: [&str; 9] = [
+    "counter", "lock", BAGS[0], BAGS[1], BAGS[2], BAGS[3], BAGS[4], BAGS[5], BAGS[6],
 ];
 
 /// Prints one line per run: counts summed over threads, and the wall time.
