@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use restartable::{PerCpuBuffer, PerCpuPool};
+use restartable::{PerCpuBuffer, PerCpuPool, PerCpuStack, StackNode};
 
 /// Counts the calls made on threads that switched counting on.
 struct Counting;
@@ -167,4 +167,40 @@ fn pool_get_and_drop_allocate_nothing() {
         }
     });
     assert_eq!(n, 0, "allocator calls during {PAIRS} pool get/drop pairs");
+}
+
+#[test]
+fn stack_of_owned_nodes_allocates_nothing() {
+    if !rseq_or_skip() {
+        return;
+    }
+    static FREE: PerCpuStack<[u64; 8]> = PerCpuStack::new();
+    let mut held = vec![StackNode::new([1; 8]), StackNode::new([2; 8])];
+    // Warm-up: storage set up.
+    for n in held.drain(..) {
+        FREE.push_node(n);
+    }
+    for _ in 0..2 {
+        held.push(FREE.pop_node().unwrap());
+    }
+    let n = calls_during(|| {
+        for i in 0..PAIRS as u64 {
+            for mut node in held.drain(..) {
+                node[0] = i;
+                FREE.push_node(node);
+            }
+            for _ in 0..2 {
+                let node = FREE.pop_node().expect("two nodes in the stack");
+                assert_eq!(node[0], i);
+                held.push(node);
+            }
+        }
+    });
+    assert_eq!(
+        n, 0,
+        "allocator calls during {PAIRS} x 2 push/pop pairs of owned nodes"
+    );
+    let mut firsts: Vec<u64> = held.iter().map(|n| n[1]).collect();
+    firsts.sort_unstable();
+    assert_eq!(firsts, [1, 2], "a node was lost or duplicated");
 }

@@ -21,6 +21,9 @@
 //!   thread.
 //! - `word_buffer_value_not_duplicated`: a value pushed into a buffer (stored in the
 //!   slot itself) moved there: it cannot be pushed twice.
+//! - `stack_node_pushed_twice`: an owned `StackNode` moves into the stack on push.
+//! - `stack_node_of_rc_is_not_send`: a node holding an `Rc` cannot move to another
+//!   thread.
 //!
 //! Regenerate the expected output after a deliberate change with
 //! `TRYBUILD=overwrite cargo test -p restartable --test compile_fail`, then check that

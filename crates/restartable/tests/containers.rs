@@ -131,7 +131,7 @@ const STALL: i32 = 1 << 30;
 /// sequence; 4 (after the first compare) in every sequence that compares (not the
 /// counter's add); 5 (between the copy and the commit) in the buffers' (and the
 /// pool's) push and pop;
-/// 6 (between the two compares) in the stack's push.
+/// 6 (between the two compares) in the stack's push (values and nodes).
 const POINTS_INSIDE: [(usize, &[&str]); 5] = [
     (2, &CONTAINERS),
     (3, &CONTAINERS),
@@ -140,7 +140,7 @@ const POINTS_INSIDE: [(usize, &[&str]); 5] = [
         &[BAGS[0], BAGS[1], BAGS[2], BAGS[3], BAGS[4], BAGS[5], "lock"],
     ),
     (5, &[BAGS[1], BAGS[2], BAGS[3], BAGS[4], BAGS[5]]),
-    (6, &[BAGS[0]]),
+    (6, &[BAGS[0], BAGS[7]]),
 ];
 
 /// The positive control of the kernel's half: a thread interrupted inside a sequence

@@ -137,9 +137,7 @@ pub const LOCK_RSEQ: &str = "PerCpuLock";
 pub const LOCK_MUTEX: &str = "std Mutex";
 pub const LOCK_SPIN: &str = "spin lock";
 pub const STACK_RSEQ: &str = "PerCpuStack";
-/// Until the stack has owned nodes, the allocation-free stack target is measured on
-/// this name (see `targets.rs`).
-pub const STACK_NODES: &str = STACK_RSEQ;
+pub const STACK_NODES: &str = "PerCpuStack nodes";
 pub const BUFFER_RSEQ: &str = "PerCpuBuffer";
 pub const MUTEX_VEC: &str = "Mutex<Vec>";
 pub const SEG_QUEUE: &str = "SegQueue";
@@ -174,7 +172,8 @@ pub fn describe(name: &str) -> &'static str {
         LOCK_RSEQ => "*PerCpuLock<u64>::lock() += 1",
         LOCK_MUTEX => "*std::sync::Mutex<u64>::lock() += 1",
         LOCK_SPIN => "test-and-test-and-set spin lock (yields every 64 spins)",
-        STACK_RSEQ => "PerCpuStack<u64>: push(x) then pop()",
+        STACK_RSEQ => "PerCpuStack<u64>: push(x) then pop() (allocates and frees a node)",
+        STACK_NODES => "PerCpuStack<u64>: pop_node() then push_node() (owned nodes, no allocation)",
         BUFFER_RSEQ => "PerCpuBuffer<u64, 256>: push(x) then pop() (the word stored in the slot)",
         MUTEX_VEC => "Mutex<Vec<u64>>: push, then pop (two lock round trips)",
         SEG_QUEUE => "crossbeam_queue::SegQueue<u64>: push then pop (FIFO)",
@@ -665,6 +664,16 @@ batch_fn!(stack_rseq(s: &PerCpuStack<u64>) {
     s.push(black_box(1));
     black_box(s.pop());
 });
+batch_fn!(stack_nodes(s: &PerCpuStack<u64>) {
+    if let Some(n) = s.pop_node() {
+        s.push_node(black_box(n));
+    }
+});
+batch_fn!(stack_nodes_stats(s: &PerCpuStack<u64, StatsHooks>) {
+    if let Some(n) = s.pop_node() {
+        s.push_node(black_box(n));
+    }
+});
 batch_fn!(stack_rseq_stats(s: &PerCpuStack<u64, StatsHooks>) {
     s.push(black_box(1));
     black_box(s.pop());
@@ -812,6 +821,16 @@ fn stack_workload() -> Workload {
             expect_at_least(STACK_RSEQ, s.drain().len())
         })),
     }];
+    impls.push(Impl {
+        name: STACK_NODES,
+        kind: Kind::Rseq,
+        run: runner(new_stack, stack_nodes, |mut s, _| {
+            expect_at_least(STACK_NODES, s.drain().len())
+        }),
+        stats_run: Some(runner(new_stack, stack_nodes_stats, |mut s, _| {
+            expect_at_least(STACK_NODES, s.drain().len())
+        })),
+    });
     impls.extend(shared_baselines(true));
     Workload {
         impls,

@@ -181,13 +181,13 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     }
 
     /// Pushes `value` on the current CPU's array; gives it back when that is full.
-    #[inline]
+    #[inline(always)]
     pub fn push(&self, value: T) -> Result<(), T> {
         self.push_ordered::<Relaxed>(value)
     }
 
     /// As [`push`](Self::push), committing with a release store.
-    #[inline]
+    #[inline(always)]
     pub fn push_release(&self, value: T) -> Result<(), T> {
         self.push_ordered::<Release>(value)
     }
@@ -238,7 +238,7 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     }
 
     /// Pops the last value of the current CPU's array, else of the shared fallback.
-    #[inline]
+    #[inline(always)]
     pub fn pop(&self) -> Option<T> {
         let mut word = MaybeUninit::<usize>::uninit();
         match with_index!(self.index, I => self.pop_as::<I>(&mut word)) {

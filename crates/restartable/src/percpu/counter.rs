@@ -97,19 +97,19 @@ impl<H: Hooks> PerCpuCounter<H> {
     }
 
     /// Adds `delta` (which may be negative) on the current CPU's slot.
-    #[inline]
+    #[inline(always)]
     pub fn add(&self, delta: i64) {
         with_index!(self.index, I => self.add_as::<I>(delta))
     }
 
     /// Adds 1.
-    #[inline]
+    #[inline(always)]
     pub fn inc(&self) {
         self.add(1)
     }
 
     /// Subtracts 1.
-    #[inline]
+    #[inline(always)]
     pub fn dec(&self) {
         self.add(-1)
     }

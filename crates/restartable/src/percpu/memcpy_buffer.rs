@@ -91,13 +91,13 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
     }
 
     /// Copies `item` into the current CPU's array; gives it back when that is full.
-    #[inline]
+    #[inline(always)]
     pub fn push(&self, item: T) -> Result<(), T> {
         self.push_ordered::<Relaxed>(item)
     }
 
     /// As [`push`](Self::push), committing with a release store.
-    #[inline]
+    #[inline(always)]
     pub fn push_release(&self, item: T) -> Result<(), T> {
         self.push_ordered::<Release>(item)
     }
@@ -142,7 +142,7 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
 
     /// Copies out and removes the last item of the current CPU's array, else of the
     /// shared fallback.
-    #[inline]
+    #[inline(always)]
     pub fn pop(&self) -> Option<T> {
         let mut out = MaybeUninit::<T>::uninit();
         match with_index!(self.index, I => self.pop_as::<I>(&mut out)) {

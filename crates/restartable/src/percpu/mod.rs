@@ -36,7 +36,7 @@ pub use counter::PerCpuCounter;
 pub use lock::{PerCpuLock, PerCpuLockGuard};
 pub use memcpy_buffer::PerCpuMemcpyBuffer;
 pub use pool::{PerCpuPool, Pooled};
-pub use stack::PerCpuStack;
+pub use stack::{PerCpuStack, StackNode};
 pub use storage::{IndexBy, PerCpu, Zeroable};
 
 pub(crate) use lazy::{LazySlots, Slots};

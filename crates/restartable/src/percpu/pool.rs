@@ -76,7 +76,7 @@ impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> PerCpuPool<T, F, CAP, H> {
     }
 
     /// A free object (made with the constructor when none is free).
-    #[inline]
+    #[inline(always)]
     pub fn get(&self) -> Pooled<'_, T, F, CAP, H> {
         let obj = match self.try_take() {
             Some(b) => b,
@@ -95,7 +95,7 @@ impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> PerCpuPool<T, F, CAP, H> {
     }
 
     /// A free object, or `None` when none is free (the constructor is not called).
-    #[inline]
+    #[inline(always)]
     pub fn try_get(&self) -> Option<Pooled<'_, T, F, CAP, H>> {
         self.try_take().map(|b| Pooled {
             obj: ManuallyDrop::new(b),
@@ -120,7 +120,7 @@ impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> PerCpuPool<T, F, CAP, H> {
     /// Adds `obj` to the free objects (the current CPU's cache, else the overflow
     /// list): how an object detached with [`Pooled::into_box`], or made elsewhere,
     /// joins the pool.
-    #[inline]
+    #[inline(always)]
     pub fn put(&self, obj: Box<T>) {
         if let Err(obj) = self.cache.push(obj) {
             self.put_overflow(obj);
@@ -180,21 +180,21 @@ impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> Pooled<'_, T, F, CAP, H> {
 
 impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> Deref for Pooled<'_, T, F, CAP, H> {
     type Target = T;
-    #[inline]
+    #[inline(always)]
     fn deref(&self) -> &T {
         &self.obj
     }
 }
 
 impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> DerefMut for Pooled<'_, T, F, CAP, H> {
-    #[inline]
+    #[inline(always)]
     fn deref_mut(&mut self) -> &mut T {
         &mut self.obj
     }
 }
 
 impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> Drop for Pooled<'_, T, F, CAP, H> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: the handle is being dropped: the object is taken out exactly once.
         let obj = unsafe { ManuallyDrop::take(&mut self.obj) };
