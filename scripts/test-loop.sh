@@ -23,13 +23,17 @@ for arg in "$@"; do
 done
 [ "$runs" -ge 1 ] || { echo "usage: $0 [RUNS] [--load]" >&2; exit 2; }
 
-logs=target/test-loop
-mkdir -p "$logs"
-# Build once, so that the runs measure the tests, not the compiler.
-cargo test --workspace --release --no-run >"$logs/build.log" 2>&1 || {
-    echo "build failed: see $logs/build.log" >&2
+# Build once, so that the runs measure the tests, not the compiler (and before
+# anything else creates target/, so that cargo lays it out as usual).
+build_log=$(mktemp)
+cargo test --workspace --release --no-run >"$build_log" 2>&1 || {
+    cat "$build_log" >&2
+    echo "build failed" >&2
     exit 1
 }
+rm -f "$build_log"
+logs=target/test-loop
+mkdir -p "$logs"
 
 hogs=()
 stop_hogs() {

@@ -88,9 +88,10 @@ fn build_example() -> Result<PathBuf, String> {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["build", "--quiet", "--example", "counter_loop", "-p"])
         .args(["restartable", "--profile", profile, "--target-dir"]);
-    // Cargo marks the root of a target directory with CACHEDIR.TAG; anything else
-    // between it and the profile directory is a `--target` triple.
-    if above.join("CACHEDIR.TAG").exists() {
+    // Cargo keeps `.rustc_info.json` in the root of a target directory (and marks a
+    // root it created with CACHEDIR.TAG); anything else between that root and the
+    // profile directory is a `--target` triple.
+    if above.join(".rustc_info.json").exists() || above.join("CACHEDIR.TAG").exists() {
         command.arg(above);
     } else {
         let root = above.parent().ok_or("no target directory")?;

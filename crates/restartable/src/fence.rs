@@ -93,6 +93,8 @@ fn ensure_registered() -> Result<(), FenceError> {
 /// ```
 #[doc(alias = "membarrier")]
 pub fn fence_cpu(cpu: u32) -> Result<(), FenceError> {
+    #[cfg(test)]
+    injected::failure()?;
     ensure_registered()?;
     let cpu = i32::try_from(cpu).map_err(|_| FenceError {
         errno: libc::EINVAL,
@@ -114,8 +116,48 @@ pub fn fence_cpu(cpu: u32) -> Result<(), FenceError> {
 /// ```
 #[doc(alias = "membarrier")]
 pub fn fence_all() -> Result<(), FenceError> {
+    #[cfg(test)]
+    injected::failure()?;
     ensure_registered()?;
     sys::membarrier(abi::MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0)
         .map(|_| ())
         .map_err(|errno| FenceError { errno })
+}
+
+/// Fence failures on demand, for the unit tests of the code that must survive them
+/// (a thief whose fence fails loses nothing). Per thread, so that tests running in
+/// parallel do not see each other's failures; compiled into test builds only.
+#[cfg(test)]
+pub(crate) mod injected {
+    use super::FenceError;
+    use std::cell::Cell;
+
+    /// The errno of an injected failure.
+    pub(crate) const ERRNO: i32 = libc::ENOMEM;
+
+    thread_local! {
+        /// Fences until the one that fails (1: the next one); 0: none fails.
+        static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Makes the `k`-th fence from now (1: the next one) on this thread fail with
+    /// [`ERRNO`], and only that one; `k = 0` disarms.
+    pub(crate) fn fail_nth(k: u32) {
+        COUNTDOWN.with(|c| c.set(k));
+    }
+
+    /// Counts one fence; fails if it is the one armed.
+    pub(super) fn failure() -> Result<(), FenceError> {
+        COUNTDOWN.with(|c| match c.get() {
+            0 => Ok(()),
+            1 => {
+                c.set(0);
+                Err(FenceError { errno: ERRNO })
+            }
+            n => {
+                c.set(n - 1);
+                Ok(())
+            }
+        })
+    }
 }

@@ -19,6 +19,14 @@
 //!   the containers' forward-progress fallback).
 //!
 //! All configuration is process-global and set before the threads start.
+//!
+//! # Soundness
+//! Everything here is safe to call except [`set_skip_cpu_check`]: delays, events,
+//! compare-twice and the trap only slow sequences down, make them abort, or end the
+//! process, while a sequence without its CPU check can commit on another CPU's data
+//! concurrently with that CPU's own sequences (two threads popping the same node, two
+//! guards of one lock). That switch is an `unsafe fn`, and the switch bytes the
+//! sequences read are private to the crate, so safe code cannot break a sequence.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, Ordering};
@@ -69,19 +77,16 @@ mod sealed {
 pub const POINTS: usize = 10;
 
 /// Loop counts per point, read by the asm of hooked sequences (`{loops}+4*n`).
-#[doc(hidden)]
-pub static LOOPS: [AtomicI32; POINTS] = [const { AtomicI32::new(0) }; POINTS];
+pub(crate) static LOOPS: [AtomicI32; POINTS] = [const { AtomicI32::new(0) }; POINTS];
 
-/// Switch bytes read by the asm of hooked sequences.
-#[doc(hidden)]
-pub static FLAGS: [AtomicU8; 4] = [const { AtomicU8::new(0) }; 4];
+/// Switch bytes read by the asm of hooked sequences. Private to the crate: the byte at
+/// [`FLAG_SKIP_CPU_CHECK`] breaks every hooked sequence, and only the `unsafe`
+/// [`set_skip_cpu_check`] may set it.
+pub(crate) static FLAGS: [AtomicU8; 4] = [const { AtomicU8::new(0) }; 4];
 /// Byte offsets in [`FLAGS`], used as asm literals.
-#[doc(hidden)]
-pub const FLAG_COMPARE_TWICE: usize = 0;
-#[doc(hidden)]
-pub const FLAG_SKIP_CPU_CHECK: usize = 1;
-#[doc(hidden)]
-pub const FLAG_TRAP: usize = 2;
+pub(crate) const FLAG_COMPARE_TWICE: usize = 0;
+pub(crate) const FLAG_SKIP_CPU_CHECK: usize = 1;
+pub(crate) const FLAG_TRAP: usize = 2;
 
 static MODULO: AtomicI64 = AtomicI64::new(0);
 static SLEEP_MS: AtomicI32 = AtomicI32::new(0);
@@ -113,8 +118,25 @@ pub fn set_compare_twice(on: bool) {
 }
 
 /// Makes [`TestHooks`] sequences skip their CPU check: a deliberately broken
-/// sequence, so that tests can show they catch what they exist to catch.
-pub fn set_skip_cpu_check(on: bool) {
+/// sequence, so that tests can show they catch what they exist to catch (the stress
+/// test's hidden `--break-cpu-check`). Switching it off (`on = false`, or [`reset`])
+/// is always sound.
+///
+/// # Safety
+/// With the switch on, a [`TestHooks`] sequence prepared for one CPU commits even when
+/// its thread has moved to another: it races that CPU's own sequences on data that
+/// only they may write. Every `TestHooks` container is then unsound (two threads pop
+/// the same node and both free it; two guards of one [`PerCpuLock`] give two `&mut`
+/// to one value), and so is every `TestHooks` op of [`crate::arch`]. The caller must
+/// make sure that, from the call with `on = true` until the switch is off again, no
+/// `TestHooks` sequence runs whose racing commits are undefined behaviour to it, or
+/// else accept that this process is a deliberate failure: run it only in a process
+/// whose purpose is to show that a test detects the broken sequence, and whose
+/// results are then thrown away. Sequences with [`NoHooks`] or [`StatsHooks`] (every
+/// container by default) never read the switch.
+///
+/// [`PerCpuLock`]: crate::PerCpuLock
+pub unsafe fn set_skip_cpu_check(on: bool) {
     FLAGS[FLAG_SKIP_CPU_CHECK].store(on as u8, Ordering::Relaxed);
 }
 

@@ -22,6 +22,47 @@
 //! The critical-section asm exists for x86_64 Linux. Every other target builds and
 //! runs on the fallback paths (registration reports [`Reason::UnsupportedTarget`]).
 //!
+//! # Soundness
+//! **What safe code can rely on.** No use of the safe API reaches undefined
+//! behaviour, under preemption, migration, signals (handlers included), `fork`,
+//! thread exit, and any mix of threads with rseq, without it, or opted out:
+//! - the containers never give two threads access to one slot's data at once: a
+//!   sequence commits only on the CPU (or mm_cid) it was prepared for, while its
+//!   thread is registered, and an operation that cannot run one (no rseq, an
+//!   opted-out or exiting thread, too many aborts) completes on the container's
+//!   shared fallback, which every reader includes;
+//! - a [`ThreadArea`] cannot leave its thread, and one kept while the thread's
+//!   registration ends only ever makes ops abort, by CPU and by mm_cid alike;
+//! - a panic in the user's code (a [`PerCpuLock`]'s `T::default()`) leaves the
+//!   container usable, and a failing fence makes a steal fail without losing a value;
+//! - memory given back by a dropped [`PerCpu`] is reset without reading its old bytes
+//!   (possibly uninitialized padding) as values;
+//! - every test hook of [`hooks`] is safe except [`hooks::set_skip_cpu_check`], which
+//!   breaks sequences on purpose and is an `unsafe fn`.
+//!
+//! **What callers of the `unsafe` op layer guarantee.** The ops of [`arch`] are one
+//! restartable sequence each; the caller (see the contract there) passes the index it
+//! read from the same [`ThreadArea`] (a stale area or index only makes the op abort),
+//! pointers that are valid and aligned, to data that only sequences for that index
+//! write (or code that excluded them: stopped the slot, then [`fence_cpu`]), stores
+//! made before the commit only to memory nobody reads until the commit publishes it,
+//! and, for list pops, nodes that stay readable as long as a sequence may read them.
+//!
+//! **Unloading a shared object that ran sequences.** When a sequence ends, the
+//! thread's `rseq_cs` still holds the address of its descriptor, in the `__rseq_cs`
+//! section of the object whose code ran it. The kernel reads that descriptor at the
+//! thread's next preemption, migration or signal (and then clears `rseq_cs`, the
+//! thread being outside the sequence); the next sequence overwrites it. If the object
+//! is unloaded (`dlclose`) in between, the kernel reads unmapped memory and kills the
+//! thread with `SIGSEGV`, or reads whatever got mapped there since. So a shared object
+//! with sequences may be unloaded only after every thread that ran them has exited or
+//! has cleared its `rseq_cs` with [`registration::prepare_unload`] (librseq's
+//! `rseq_prepare_unload`), called on that thread after its last sequence, from code
+//! that stays loaded. (In library-owned mode the area itself lives in the object's
+//! thread-local storage; each registered thread then has the object's thread-local
+//! destructor pending, which unregisters it, and glibc does not unload an object
+//! while such destructors are pending.)
+//!
 //! # Examples
 //! ```
 //! let status = restartable::status();

@@ -132,9 +132,14 @@ impl Registration {
 /// Proof that the current thread has a registered rseq area, and its address.
 ///
 /// `ThreadArea` is `Copy` but neither `Send` nor `Sync`: it cannot leave the thread
-/// that obtained it. The area it points to stays mapped for the thread's lifetime; if
-/// the thread's registration ends (thread exit), the kernel resets `cpu_id` so every
-/// critical section's CPU check fails and aborts.
+/// that obtained it. The area it points to stays mapped for the thread's lifetime.
+/// If the thread's registration ends while a `ThreadArea` is kept
+/// ([`disable_current_thread`], or thread exit in library-owned mode), the kernel
+/// resets `cpu_id` to -1 and `mm_cid` to 0, and every op of [`crate::arch`] given
+/// that area aborts, whichever [`Index`](crate::arch::Index) it uses: by CPU, the CPU
+/// check fails (and the index -1 is refused); by mm_cid, whose field would still
+/// match slot 0, the sequence also checks that `cpu_id` is a CPU. No commit happens
+/// without the kernel's protection.
 #[derive(Clone, Copy, Debug)]
 pub struct ThreadArea {
     ptr: NonNull<Rseq>,
@@ -316,6 +321,11 @@ impl Drop for Unregister {
         if STATE.try_with(|s| s.get()).ok() != Some(T_REGISTERED) {
             return;
         }
+        // The state first: from here on (a signal handler included) nobody gets this
+        // area from `ThreadArea::current`, before the kernel stops protecting it.
+        imp::forget_area();
+        let _ = STATE.try_with(|s| s.set(T_DESTROYED));
+        let _ = REASON.try_with(|r| r.set(Some(Reason::ThreadExiting)));
         let len = OWN_LEN.try_with(|l| l.get()).unwrap_or(0);
         // `OWN` has no destructor, so it is still accessible during TLS teardown.
         let _ = OWN.try_with(|own| {
@@ -323,9 +333,6 @@ impl Drop for Unregister {
             // standard signature; after unregistering, the kernel no longer touches it.
             let _ = unsafe { sys::rseq(own.rseq.get(), len, abi::FLAG_UNREGISTER, abi::SIGNATURE) };
         });
-        imp::forget_area();
-        let _ = STATE.try_with(|s| s.set(T_DESTROYED));
-        let _ = REASON.try_with(|r| r.set(Some(Reason::ThreadExiting)));
     }
 }
 
@@ -388,12 +395,21 @@ mod imp {
     }
 
     /// As [`current`], also returning the `cpu_id` it validated.
-    #[inline]
+    #[inline(always)]
     pub(super) fn current_with_cpu() -> Result<(ThreadArea, u32), Reason> {
         match fast() {
             // SAFETY: a valid cpu_id means the kernel maintains this area.
             Some((area, cpu)) => Ok((unsafe { ThreadArea::new(area) }, cpu)),
-            None => current_with_cpu_slow(),
+            None => {
+                let r = current_with_cpu_slow();
+                if let Ok((_, cpu)) = r {
+                    // SAFETY: the slow path returns only a CPU it checked is one.
+                    // Known on both paths, an op's own check of the index
+                    // (`arch::valid_index`) compiles to nothing.
+                    unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
+                }
+                r
+            }
         }
     }
 
@@ -401,7 +417,27 @@ mod imp {
     #[inline(never)]
     fn current_with_cpu_slow() -> Result<(ThreadArea, u32), Reason> {
         let area = current_slow()?;
-        Ok((area, area.cpu_id()))
+        let cpu = area.cpu_id();
+        if cpu < abi::CPU_ID_REGISTRATION_FAILED {
+            Ok((area, cpu))
+        } else {
+            // Unregistered since (a signal handler disabled the thread).
+            Err(unregistered_reason())
+        }
+    }
+
+    /// Why this thread's area is not (or no longer) registered.
+    #[cold]
+    fn unregistered_reason() -> Reason {
+        match STATE.try_with(|s| s.get()) {
+            Ok(T_DISABLED) => Reason::Disabled,
+            Ok(T_UNAVAILABLE) => REASON
+                .try_with(|r| r.get())
+                .ok()
+                .flatten()
+                .unwrap_or(Reason::ThreadExiting),
+            _ => Reason::ThreadExiting,
+        }
     }
 
     #[cold]
@@ -434,6 +470,13 @@ mod imp {
         match state {
             T_REGISTERED => {
                 let area = own_area();
+                // SAFETY: this thread's own TLS area (read only).
+                let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
+                // The state changes before the unregistration, so a registered state
+                // has a registered area; the kernel's `cpu_id` says so too.
+                if cpu >= abi::CPU_ID_REGISTRATION_FAILED {
+                    return Err(unregistered_reason());
+                }
                 // SAFETY: registered by this thread and not yet unregistered.
                 return Ok(unsafe { ThreadArea::new(area) });
             }
@@ -490,6 +533,11 @@ mod imp {
                 let state = STATE
                     .try_with(|s| s.get())
                     .map_err(|_| DisableError::ThreadExiting)?;
+                // The state first: from here on (a signal handler included) nobody
+                // gets this area from `ThreadArea::current`, before the kernel stops
+                // protecting it.
+                STATE.with(|s| s.set(T_DISABLED));
+                let area = AREA.try_with(|a| a.replace(core::ptr::null_mut()));
                 if state == T_REGISTERED {
                     // SAFETY: the area this thread registered with these arguments.
                     let r = unsafe {
@@ -501,11 +549,14 @@ mod imp {
                         )
                     };
                     if r.is_err() {
+                        // Still registered: back to the registered state.
+                        STATE.with(|s| s.set(T_REGISTERED));
+                        if let Ok(area) = area {
+                            let _ = AREA.try_with(|a| a.set(area));
+                        }
                         return Err(DisableError::ThreadExiting);
                     }
                 }
-                STATE.with(|s| s.set(T_DISABLED));
-                let _ = AREA.try_with(|a| a.set(core::ptr::null_mut()));
                 Ok(())
             }
         }
@@ -518,6 +569,17 @@ mod imp {
         match fast() {
             Some((_, cpu)) => cpu,
             None => current_cpu_slow(),
+        }
+    }
+
+    /// See [`super::prepare_unload`].
+    pub(super) fn prepare_unload() {
+        let area = AREA.try_with(|a| a.get()).unwrap_or(core::ptr::null_mut());
+        if !area.is_null() {
+            // SAFETY: a non-null AREA is this thread's area, mapped for the thread's
+            // lifetime; `rseq_cs` is the field user space writes (the kernel only
+            // reads it, and clears it), 8-byte aligned.
+            unsafe { core::ptr::addr_of_mut!((*area).rseq_cs).write_volatile(0) };
         }
     }
 
@@ -566,6 +628,8 @@ mod imp {
     }
 
     pub(super) fn forget_area() {}
+
+    pub(super) fn prepare_unload() {}
 }
 
 pub(crate) use imp::current_cpu;
@@ -610,8 +674,24 @@ impl std::error::Error for DisableError {}
 /// area is unregistered (or never registered). Where the C library owns the
 /// registration it returns [`DisableError::LibcOwned`]. Meant for tests of mixed mode
 /// (the reference stress test's `-D`) and for threads that must not run sequences.
+///
+/// A [`ThreadArea`] obtained before stays harmless: the thread leaves the registered
+/// state before its area is unregistered, and every op given the old area aborts.
 pub fn disable_current_thread() -> Result<(), DisableError> {
     imp::disable()
+}
+
+/// Clears this thread's `rseq_cs`, which still points to the descriptor of the last
+/// sequence the thread ran (until the kernel clears it at the thread's next
+/// preemption or signal, or another sequence replaces it). Call it on every thread
+/// that ran sequences of a shared object, after its last one and from code that stays
+/// loaded, before the object is unloaded (`dlclose`): otherwise the kernel may read a
+/// descriptor from unmapped memory and kill the thread (see the crate docs,
+/// "Soundness"). Harmless anywhere else: a sequence stores its own descriptor again.
+#[doc(alias = "rseq_prepare_unload")]
+#[doc(alias = "rseq_clear_rseq_cs")]
+pub fn prepare_unload() {
+    imp::prepare_unload()
 }
 
 #[cfg(test)]

@@ -24,6 +24,10 @@
 //! - `stack_node_pushed_twice`: an owned `StackNode` moves into the stack on push.
 //! - `stack_node_of_rc_is_not_send`: a node holding an `Rc` cannot move to another
 //!   thread.
+//! - `skip_cpu_check_needs_unsafe`: the switch that breaks every `TestHooks` sequence
+//!   (`hooks::set_skip_cpu_check`) is an `unsafe fn`.
+//! - `hook_switches_are_private`: the switch bytes and loop counts the hooked
+//!   sequences read (`hooks::FLAGS`, `hooks::LOOPS`) cannot be written from outside.
 //!
 //! Regenerate the expected output after a deliberate change with
 //! `TRYBUILD=overwrite cargo test -p restartable --test compile_fail`, then check that

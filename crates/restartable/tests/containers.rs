@@ -530,7 +530,11 @@ fn a_sequence_without_its_cpu_check_is_caught() {
         return;
     }
     let _h = hook_settings();
-    hooks::set_skip_cpu_check(true);
+    // SAFETY: a deliberately broken sequence: the lock below is the only `TestHooks`
+    // container while the switch is on (`hook_settings` resets it when this test
+    // ends), and this test exists to see its two holders; what they race on are
+    // atomics.
+    unsafe { hooks::set_skip_cpu_check(true) };
     // Between the compare and the commit: a wide window for two holders.
     hooks::set_loops(4, 2000);
     // Move to the other CPU between reading the CPU and the sequence.

@@ -497,7 +497,10 @@ fn configure_hooks(opts: &Options) {
         if opts.signal { libc::SIGUSR1 } else { 0 },
     );
     hooks::set_compare_twice(opts.compare_twice);
-    hooks::set_skip_cpu_check(opts.break_cpu_check);
+    // SAFETY: `--break-cpu-check` (hidden) asks for the deliberately broken sequence:
+    // this process exists to show that the stress test catches it, and exits with the
+    // failure it reports. Without the flag the switch stays off, which is always sound.
+    unsafe { hooks::set_skip_cpu_check(opts.break_cpu_check) };
 }
 
 thread_local! {

@@ -11,16 +11,17 @@
 //! 4. calls the op with the CPU it prepared for.
 //!
 //! The op runs as one restartable sequence: it stores its descriptor's address in the
-//! area's `rseq_cs`, checks that the thread still runs on the CPU it was given (if
-//! not: [`OpResult::Aborted`]), performs its loads and compares, and commits with one
-//! single store, the last instruction of the sequence. If the thread is preempted,
-//! migrated or signalled before that store, the kernel moves it to the abort handler,
-//! nothing has been committed, and the op returns [`OpResult::Aborted`]; the caller
-//! re-reads the CPU and retries. Stores made before the commit ("speculative": the
-//! `v2` store of [`load_cbne_store_store`], the copy of [`load_cbne_memcpy_store`], the
-//! `load` output of [`load_cbeq_store_add_load_store`]) may have happened even when
-//! the op aborts or a compare fails, so they must target memory that nobody else
-//! reads until the commit publishes it.
+//! area's `rseq_cs`, checks that the thread still runs on the CPU it was given and is
+//! still registered (if not: [`OpResult::Aborted`]), performs its loads and compares,
+//! and commits with one single store, the last instruction of the sequence. If the
+//! thread is preempted, migrated or signalled before that store, the kernel moves it
+//! to the abort handler, nothing has been committed, and the op returns
+//! [`OpResult::Aborted`]; the caller re-reads the CPU and retries. Stores made before
+//! the commit ("speculative": the `v2` store of [`load_cbne_store_store`], the copy of
+//! [`load_cbne_memcpy_store`], the `load` output of
+//! [`load_cbeq_store_add_load_store`]) may have happened even when the op aborts or a
+//! compare fails, so they must target memory that nobody else reads until the commit
+//! publishes it.
 //!
 //! In pseudocode (`v` and friends are that CPU's data; "commit" is the single store):
 //!
@@ -46,8 +47,19 @@
 //! orderings compile to the same instructions, and the type parameter documents intent
 //! and keeps code portable to weaker architectures.
 //!
-//! The caller must not make system calls between reading the CPU and the op (that is
-//! allowed: it is ordinary code), but the op itself contains none.
+//! The caller may make system calls between reading the CPU and the op (that is
+//! ordinary code: the op re-checks the CPU), but the op itself contains none.
+//!
+//! # After the registration ends
+//! A [`ThreadArea`] is `Copy` and may be kept while the thread's registration ends
+//! ([`disable_current_thread`](crate::registration::disable_current_thread), or
+//! thread exit in library-owned mode). The kernel then sets `cpu_id` to -1 and
+//! `mm_cid` to 0, and no longer aborts anything. The ops stay safe to call with such
+//! an area: by [`ByCpu`], the CPU check fails for every CPU prepared before, and an
+//! index read afterwards (-1) is refused before the sequence; by [`ByMmCid`], whose
+//! field would still match slot 0, the sequence also checks that `cpu_id` is a CPU.
+//! Either way the op returns [`OpResult::Aborted`], and [`ThreadArea::current`]
+//! reports why the thread has no area any more.
 //!
 //! # Test hooks
 //! Each op is generic over a [`Hooks`] type. [`NoHooks`] (what containers use by
@@ -92,6 +104,10 @@ pub enum OpResult {
 pub trait Index: sealed::Sealed + 'static {
     /// Offset of the checked field in `struct rseq`.
     const OFFSET: usize;
+    /// Whether the op must also check, inside the sequence, that `cpu_id` is a CPU:
+    /// true where the checked field keeps a valid-looking value after the thread's
+    /// registration ends (the kernel resets `mm_cid` to 0 but `cpu_id` to -1).
+    const CHECK_CPU_ID: bool;
     /// The current index of this thread, read from its area.
     fn current(area: ThreadArea) -> u32;
     /// This thread's registered area and current index, with as few loads as the
@@ -112,6 +128,8 @@ pub struct ByMmCid;
 
 impl Index for ByCpu {
     const OFFSET: usize = abi::OFFSET_CPU_ID;
+    // The CPU check itself fails once `cpu_id` is -1 (and -1 is refused as an index).
+    const CHECK_CPU_ID: bool = false;
     #[inline(always)]
     fn current(area: ThreadArea) -> u32 {
         area.cpu_id()
@@ -124,6 +142,8 @@ impl Index for ByCpu {
 
 impl Index for ByMmCid {
     const OFFSET: usize = abi::OFFSET_MM_CID;
+    // An unregistered area reads `mm_cid == 0`: slot 0 would pass its check.
+    const CHECK_CPU_ID: bool = true;
     #[inline(always)]
     fn current(area: ThreadArea) -> u32 {
         area.mm_cid()
@@ -156,6 +176,16 @@ mod sealed {
     impl Sealed for super::Release {}
 }
 
+/// Whether `cpu` may be given to a sequence by `I`: `cpu_id` reads -1 (-2) once the
+/// thread is no longer registered (or glibc's registration failed), and a `ByCpu`
+/// sequence prepared for that value would pass its CPU check with no registration
+/// behind it. (A `ByMmCid` sequence checks `cpu_id` itself.) Free where the index
+/// comes from [`Index::enter`]: the compiler knows it is a CPU.
+#[inline(always)]
+fn valid_index<I: Index>(cpu: u32) -> bool {
+    I::CHECK_CPU_ID || cpu < abi::CPU_ID_REGISTRATION_FAILED
+}
+
 /// Whether the ops are real restartable sequences on this target (x86_64 Linux), as
 /// opposed to the fallback, where no [`ThreadArea`] can exist and containers use their
 /// shared fallback paths.
@@ -177,6 +207,9 @@ pub unsafe fn load_cbne_store<I: Index, H: Hooks>(
     expect: isize,
     newv: isize,
 ) -> OpResult {
+    if !valid_index::<I>(cpu) {
+        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+    }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
     let r = unsafe { imp::load_cbne_store::<I, H>(area, cpu, v, expect, newv) };
@@ -195,6 +228,9 @@ pub unsafe fn load_add_store<I: Index, H: Hooks>(
     v: *mut isize,
     count: isize,
 ) -> OpResult {
+    if !valid_index::<I>(cpu) {
+        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+    }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
     let r = unsafe { imp::load_add_store::<I, H>(area, cpu, v, count) };
@@ -220,6 +256,9 @@ pub unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks>(
     voffp: isize,
     load: *mut isize,
 ) -> OpResult {
+    if !valid_index::<I>(cpu) {
+        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+    }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
     let r = unsafe {
@@ -245,6 +284,9 @@ pub unsafe fn load_add_load_load_add_store<I: Index, H: Hooks>(
     off: isize,
     inc: isize,
 ) -> OpResult {
+    if !valid_index::<I>(cpu) {
+        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+    }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
     let r = unsafe { imp::load_add_load_load_add_store::<I, H>(area, cpu, ptr, off, inc) };
@@ -268,6 +310,9 @@ pub unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
     newv2: isize,
     newv: isize,
 ) -> OpResult {
+    if !valid_index::<I>(cpu) {
+        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+    }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
     let r = unsafe { imp::load_cbne_store_store::<I, O, H>(area, cpu, v, expect, v2, newv2, newv) };
@@ -290,6 +335,9 @@ pub unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks>(
     expect2: isize,
     newv: isize,
 ) -> OpResult {
+    if !valid_index::<I>(cpu) {
+        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+    }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
     let r =
@@ -317,6 +365,9 @@ pub unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     len: usize,
     newv: isize,
 ) -> OpResult {
+    if !valid_index::<I>(cpu) {
+        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+    }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
     let r = unsafe {
@@ -342,6 +393,9 @@ pub unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks>(
     voffp: isize,
     load: *mut isize,
 ) -> OpResult {
+    if !valid_index::<I>(cpu) {
+        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+    }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
     let r = unsafe {

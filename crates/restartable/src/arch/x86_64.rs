@@ -8,8 +8,9 @@
 //!   that `--gc-sections` keeps them in release binaries;
 //! - stores the descriptor's address into the area's `rseq_cs` (label `4` is the start
 //!   of the sequence), compares the CPU (or mm_cid) field with the one the caller
-//!   prepared for, loads and compares, and commits with one store followed by label
-//!   `5` (the post-commit address);
+//!   prepared for (for mm_cid, also checks that `cpu_id` is a CPU: the thread is
+//!   still registered), loads and compares, and commits with one store followed by
+//!   label `5` (the post-commit address);
 //! - puts its abort handler (label `6`) in `__rseq_failure`, right after the
 //!   signature, disguised as `ud1 0x53053053(%rip), %edi` like the reference library
 //!   so disassemblers stay in sync;
@@ -92,10 +93,33 @@ macro_rules! hooked_exits {
     };
 }
 
-/// The CPU check, with the hooked build's switches around it.
+/// For an index whose field keeps a valid-looking value once the thread is no
+/// longer registered (`mm_cid` reads 0 after unregistration: [`Index::CHECK_CPU_ID`]),
+/// also abort unless `cpu_id` is a CPU (below `RSEQ_CPU_ID_REGISTRATION_FAILED`):
+/// past the store of `rseq_cs`, a registered thread cannot lose its registration
+/// without the kernel aborting the sequence (that takes a signal handler, and
+/// delivering the signal aborts), so no commit happens without the kernel's
+/// protection. Assembled only for such indexes (`.if`).
+macro_rules! registered_check {
+    () => {
+        concat!(
+            ".if {ckcpu}\n",
+            "cmpl $0xfffffffe, 4({area})\n",
+            "jae 6f\n",
+            ".endif\n",
+        )
+    };
+}
+
+/// The CPU check (and the registration check of [`registered_check`]), with the
+/// hooked build's switches around it.
 macro_rules! cpu_check {
     (plain) => {
-        concat!("cmpl {cpu:e}, {cpuoff}({area})\n", "jnz 6f\n")
+        concat!(
+            "cmpl {cpu:e}, {cpuoff}({area})\n",
+            "jnz 6f\n",
+            registered_check!(),
+        )
     };
     (hooked) => {
         concat!(
@@ -105,6 +129,7 @@ macro_rules! cpu_check {
             "cmpl {cpu:e}, {cpuoff}({area})\n",
             "jnz 6f\n",
             "89:\n",
+            registered_check!(),
             "cmpb $0, {flags}+2(%rip)\n",
             "je 88f\n",
             "int3\n",
@@ -149,6 +174,9 @@ macro_rules! abort_handler {
 // The signature literal above must be the registration signature.
 const _: () = assert!(crate::abi::SIGNATURE == 0x5305_3053);
 const _: () = assert!(crate::abi::OFFSET_RSEQ_CS == 8);
+// The literals of `registered_check!`.
+const _: () = assert!(crate::abi::OFFSET_CPU_ID == 4);
+const _: () = assert!(crate::abi::CPU_ID_REGISTRATION_FAILED == 0xffff_fffe);
 const _: () = assert!(crate::hooks::FLAG_COMPARE_TWICE == 0);
 const _: () = assert!(crate::hooks::FLAG_SKIP_CPU_CHECK == 1);
 const _: () = assert!(crate::hooks::FLAG_TRAP == 2);
@@ -164,6 +192,7 @@ macro_rules! rseq_asm {
             area = in(reg) $area,
             cpu = in(reg) $cpu,
             cpuoff = const $I::OFFSET,
+            ckcpu = const $I::CHECK_CPU_ID as u8,
             abort = label { return OpResult::Aborted { cpu: $cpu } },
             options(att_syntax, nostack)
         )
@@ -175,6 +204,7 @@ macro_rules! rseq_asm {
             area = in(reg) $area,
             cpu = in(reg) $cpu,
             cpuoff = const $I::OFFSET,
+            ckcpu = const $I::CHECK_CPU_ID as u8,
             abort = label { return OpResult::Aborted { cpu: $cpu } },
             loops = sym crate::hooks::LOOPS,
             flags = sym crate::hooks::FLAGS,

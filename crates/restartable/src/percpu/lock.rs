@@ -48,12 +48,11 @@ impl<T> LockSlot<T> {
 }
 
 /// A per-CPU mutex: one `T` per CPU (created with `T::default()` on first lock),
-/// each behind its own lock. If `T::default()` panics, the instance is unlocked again
-/// as the panic unwinds and stays uncreated until the next lock.
-/// [`lock`](Self::lock) locks the instance of the CPU the
+/// each behind its own lock. [`lock`](Self::lock) locks the instance of the CPU the
 /// thread runs on, with one restartable sequence (no atomic instruction); the guard
 /// remembers which instance it holds and may be kept across preemption and migration;
-/// dropping it unlocks with a release store.
+/// dropping it unlocks with a release store. If `T::default()` panics, the instance
+/// is unlocked again as the panic unwinds, and stays uncreated until the next lock.
 ///
 /// Threads without rseq, and lock attempts that abort too often, use a shared
 /// fallback instance protected by an atomic lock; [`iter_mut`](Self::iter_mut)

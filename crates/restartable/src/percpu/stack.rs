@@ -324,15 +324,24 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     /// read the old head meanwhile, and the slot reopens. Nothing is lost or
     /// duplicated.
     ///
-    /// Fails where membarrier rseq fences are unavailable.
+    /// Fails where membarrier rseq fences are unavailable, or when a fence fails:
+    /// then nothing is lost either. If the first fence fails, the slot is left as it
+    /// was (its list in place); if the second fails, the list's values go to the
+    /// shared fallback (where [`pop`](Self::pop), [`steal_all`](Self::steal_all) and
+    /// [`drain`](Self::drain) find them) and the slot stays stopped, its operations on
+    /// the fallback, until a later steal of it succeeds.
     pub fn steal(&self, cpu: usize) -> Result<Vec<T>, FenceError> {
         assert!(cpu < self.slots.force().slots(), "slot {cpu} out of range");
         let _thief = self.steal_lock.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: a slot of this container (shared access to atomics).
         let slot = unsafe { &*self.slots.slot_ptr(cpu) };
-        slot.stopped.store(1, Ordering::SeqCst);
+        // Thieves are serialized: `was` is the slot's state, which only thieves set.
+        let was = slot.stopped.swap(1, Ordering::SeqCst);
         if let Err(e) = fence_slot(self.index, cpu) {
-            slot.stopped.store(0, Ordering::SeqCst);
+            // Leave the slot as it was: a slot that an earlier steal left stopped
+            // (its second fence failed) must stay stopped, since pushes that read
+            // its old head may still be in flight; no fence has run since.
+            slot.stopped.store(was, Ordering::SeqCst);
             return Err(e);
         }
         // After the fence no sequence on this slot can commit: the list is ours.
@@ -367,10 +376,20 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     }
 
     /// Takes every value of every list and of the fallback (see [`steal`](Self::steal)).
+    ///
+    /// If a steal fails, the values taken from the slots before it are put in the
+    /// shared fallback and the error is returned: nothing is lost, every value is
+    /// still in the stack.
     pub fn steal_all(&self) -> Result<Vec<T>, FenceError> {
         let mut out = Vec::new();
         for cpu in 0..self.slots.slots() {
-            out.extend(self.steal(cpu)?);
+            match self.steal(cpu) {
+                Ok(values) => out.extend(values),
+                Err(e) => {
+                    self.fallback.lock().append(&mut out);
+                    return Err(e);
+                }
+            }
         }
         out.append(&mut self.fallback.lock());
         Ok(out)
@@ -405,5 +424,171 @@ impl<T, H: Hooks> fmt::Debug for PerCpuStack<T, H> {
             .field("slots", &self.slots.slots())
             .field("index", &self.index)
             .finish()
+    }
+}
+
+#[cfg(all(test, restartable_asm))]
+mod tests {
+    use super::*;
+    use crate::fence::injected;
+
+    /// The CPUs this thread may run on.
+    fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: an all-zero cpu_set_t is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is this thread.
+        let r = unsafe { libc::sched_getaffinity(0, core::mem::size_of_val(&set), &mut set) };
+        assert_eq!(r, 0, "sched_getaffinity");
+        (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: `i` is below CPU_SETSIZE.
+            .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+            .collect()
+    }
+
+    /// Pins this thread to `cpu`.
+    fn pin(cpu: usize) {
+        // SAFETY: an all-zero cpu_set_t is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+        // SAFETY: `cpu` is below CPU_SETSIZE (an allowed CPU).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is this thread.
+        let r = unsafe { libc::sched_setaffinity(0, core::mem::size_of_val(&set), &set) };
+        assert_eq!(r, 0, "sched_setaffinity({cpu})");
+    }
+
+    /// Whether this thread runs sequences and the kernel has rseq fences.
+    fn usable() -> bool {
+        let ok = crate::status().is_registered() && crate::fences_supported();
+        if !ok {
+            eprintln!("notice: rseq or membarrier rseq fences unavailable; skipped");
+        }
+        ok
+    }
+
+    /// A stack with `per_cpu` values pushed on each of `cpus` (pinned to each in
+    /// turn, so that they sit on that CPU's list), and the values pushed.
+    fn filled(index: IndexBy, cpus: &[usize], per_cpu: u64) -> (PerCpuStack<u64>, Vec<u64>) {
+        let stack = PerCpuStack::with_index(index);
+        let mut pushed = Vec::new();
+        for (n, &cpu) in cpus.iter().enumerate() {
+            pin(cpu);
+            for i in 0..per_cpu {
+                let v = n as u64 * 1_000_000 + i;
+                stack.push(v);
+                pushed.push(v);
+            }
+        }
+        (stack, pushed)
+    }
+
+    fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+        v.sort_unstable();
+        v
+    }
+
+    /// Runs `f` on a new thread (pinning it leaves the test runner's threads alone),
+    /// propagating its panic.
+    fn on_new_thread(f: impl FnOnce() + Send + 'static) {
+        if let Err(e) = std::thread::spawn(f).join() {
+            std::panic::resume_unwind(e);
+        }
+    }
+
+    /// `steal_all` with the k-th fence failing, for every k up to one past the fences
+    /// a whole `steal_all` issues: the values returned plus the values left in the
+    /// stack are the values pushed, exactly.
+    #[test]
+    fn steal_all_loses_nothing_when_the_kth_fence_fails() {
+        on_new_thread(|| {
+            if !usable() {
+                return;
+            }
+            let cpus = allowed_cpus();
+            for index in [IndexBy::Cpu, IndexBy::MmCid] {
+                let slots = PerCpuStack::<u64>::with_index(index).slots.slots() as u32;
+                // Two fences per slot when every steal succeeds.
+                let fences = 2 * slots;
+                for k in 1..=fences + 1 {
+                    let (mut stack, pushed) = filled(index, &cpus, 50);
+                    injected::fail_nth(k);
+                    let returned = match stack.steal_all() {
+                        Ok(v) => {
+                            assert_eq!(k, fences + 1, "{index:?}: fence {k} failed silently");
+                            v
+                        }
+                        Err(e) => {
+                            assert!(k <= fences, "{index:?}: k = {k}: {e}");
+                            assert_eq!(e.errno(), injected::ERRNO);
+                            Vec::new()
+                        }
+                    };
+                    injected::fail_nth(0);
+                    let (n_returned, left) = (returned.len(), stack.drain());
+                    let n_left = left.len();
+                    let mut all = returned;
+                    all.extend(left);
+                    assert_eq!(
+                        sorted(all),
+                        sorted(pushed.clone()),
+                        "{index:?}, fence {k} of {fences} failing: {n_returned} values \
+                         returned + {n_left} left, {} pushed",
+                        pushed.len()
+                    );
+                }
+            }
+        });
+    }
+
+    /// A steal whose second fence fails leaves its slot stopped (pushes that read the
+    /// old head may still be in flight); a later steal whose first fence fails must
+    /// leave it stopped, not reopen it; a running slot stays running; and a later
+    /// successful steal reopens it. Nothing is lost on the way.
+    #[test]
+    fn a_failed_first_fence_leaves_the_slot_as_it_was() {
+        on_new_thread(|| {
+            if !usable() {
+                return;
+            }
+            let cpus = allowed_cpus();
+            let cpu = cpus[0];
+            let (mut stack, pushed) = filled(IndexBy::Cpu, &cpus, 20);
+            // SAFETY: a slot of this stack; only its atomics are read.
+            let stopped = |s: &PerCpuStack<u64>, i: usize| unsafe {
+                (*s.slots.slot_ptr(i)).stopped.load(Ordering::SeqCst)
+            };
+            let mut taken = Vec::new();
+
+            injected::fail_nth(2);
+            assert!(stack.steal(cpu).is_err());
+            assert_eq!(
+                stopped(&stack, cpu),
+                1,
+                "the half-failed steal keeps it stopped"
+            );
+
+            injected::fail_nth(1);
+            assert!(stack.steal(cpu).is_err());
+            assert_eq!(
+                stopped(&stack, cpu),
+                1,
+                "a steal whose first fence failed reopened a slot left stopped"
+            );
+            if let Some(&other) = cpus.get(1) {
+                injected::fail_nth(1);
+                assert!(stack.steal(other).is_err());
+                assert_eq!(stopped(&stack, other), 0, "a running slot stays running");
+                taken.extend(stack.steal(other).expect("steal"));
+            }
+
+            injected::fail_nth(0);
+            taken.extend(stack.steal(cpu).expect("steal"));
+            assert_eq!(
+                stopped(&stack, cpu),
+                0,
+                "a successful steal reopens the slot"
+            );
+            taken.extend(stack.drain());
+            assert_eq!(sorted(taken), sorted(pushed));
+        });
     }
 }

@@ -64,7 +64,10 @@
 //! - otherwise clears the item's bytes: directly in a page of its own (present, or
 //!   swapped out), and in a page that may be the shared zero page (pagemap entries
 //!   do not tell it from a page shared with a forked child) only when some byte is
-//!   not zero, so that a slot that was only read stays unbacked;
+//!   not zero, so that a slot that was only read stays unbacked. Those bytes may be
+//!   a former value's padding, uninitialized, so they are never read as integers:
+//!   the kernel copies them out (`process_vm_readv` on this process) and the copy is
+//!   compared with zero (where the copy is refused, the bytes are just zeroed);
 //! - releases a whole chunk with one `madvise(MADV_DONTNEED)` when its last item goes
 //!   (or unmaps it, when the pool has other chunks).
 //!

@@ -554,24 +554,53 @@ fn scan(file: &File, w: &Window, f: &mut impl FnMut(usize, usize, Page)) -> bool
 
 /// Zeroes `len` bytes at `p`: directly in a private page; in a page that may be the
 /// shared zero page, only if some byte is not zero (a write would give the page its
-/// own memory).
+/// own memory) or if that cannot be told.
 ///
 /// # Safety
 /// `p..p + len` must be mapped, writable, 8-byte aligned and sized, and accessed by
 /// nobody else.
 unsafe fn clear(p: *mut u8, len: usize, state: Page) {
-    if state == Page::Shared {
-        let words = p.cast::<u64>();
-        // SAFETY: the words are mapped and readable (the caller's promise). Volatile
-        // reads look at the memory as it is; these bytes belong to no value any more
-        // (they may hold padding of former ones) and are only compared with zero.
-        let dirty = (0..len / UNIT).any(|i| unsafe { ptr::read_volatile(words.add(i)) } != 0);
-        if !dirty {
-            return;
-        }
+    if state == Page::Shared && any_nonzero(p, len) == Some(false) {
+        return;
     }
     // SAFETY: mapped, writable and unused (the caller's promise).
     unsafe { ptr::write_bytes(p, 0, len) };
+}
+
+/// Whether any of the `len` bytes at `p` is not zero, without reading them as values
+/// of this program: they belong to no value any more and may be the padding of a
+/// former one, which is uninitialized, and reading uninitialized bytes as integers is
+/// undefined behaviour (volatile reads included). The kernel copies them into a
+/// buffer of ours instead (`process_vm_readv` on this process: a read, so a page that
+/// maps the shared zero page keeps mapping it), and the buffer's bytes, written by
+/// the kernel, are initialized. `None` when the kernel refuses the copy (a seccomp
+/// filter, say): then the caller cannot tell and writes the zeros.
+fn any_nonzero(p: *const u8, len: usize) -> Option<bool> {
+    let mut buf = [0u8; 4096];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len());
+        let local = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: n,
+        };
+        let remote = libc::iovec {
+            iov_base: p.wrapping_add(done).cast_mut().cast(),
+            iov_len: n,
+        };
+        // SAFETY: `local` describes `n` writable bytes of `buf`; the kernel reads the
+        // remote range of this process itself (mapped: the caller's promise of
+        // `clear`) and writes only `local`.
+        let r = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+        if r != n as isize {
+            return None;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Some(true);
+        }
+        done += n;
+    }
+    Some(false)
 }
 
 /// Maps `len` bytes (read-write, private, anonymous, not reserved in swap) aligned to
@@ -763,6 +792,170 @@ mod tests {
     #[test]
     fn free_resets_reading_pagemap_entries() {
         free_resets(4, true);
+    }
+
+    /// Set in the child process that runs
+    /// [`freed_bytes_that_may_be_padding_are_not_read_as_integers`] under valgrind.
+    #[cfg(target_arch = "x86_64")]
+    const VALGRIND_CHILD: &str = "RESTARTABLE_POOL_VALGRIND_CHILD";
+    #[cfg(target_arch = "x86_64")]
+    const VALGRIND_MARKER: &str = "pool valgrind child: ok";
+
+    /// `VALGRIND_MAKE_MEM_UNDEFINED(p, len)` of `<valgrind/memcheck.h>`: memcheck then
+    /// treats those bytes as uninitialized, as a former value's padding is. Natively a
+    /// no-op: the client-request sequence rotates `rdi` by 128 bits in all and swaps
+    /// `rbx` with itself.
+    #[cfg(target_arch = "x86_64")]
+    fn make_mem_undefined(p: *const u8, len: usize) {
+        memcheck_request(1, p, len);
+    }
+
+    /// `VALGRIND_MAKE_MEM_DEFINED(p, len)`: the inverse.
+    #[cfg(target_arch = "x86_64")]
+    fn make_mem_defined(p: *const u8, len: usize) {
+        memcheck_request(2, p, len);
+    }
+
+    /// Memcheck's client request `VG_USERREQ_TOOL_BASE('M', 'C') + n` on `p..p + len`.
+    #[cfg(target_arch = "x86_64")]
+    fn memcheck_request(n: u64, p: *const u8, len: usize) {
+        let request = (b'M' as u64) << 24 | (b'C' as u64) << 16 | n;
+        let args: [u64; 6] = [request, p as u64, len as u64, 0, 0, 0];
+        // SAFETY: valgrind's amd64 client-request sequence: natively every register
+        // ends as it was (flags aside) and no memory is touched; under valgrind the
+        // tool reads `args` (valid for the call) and answers in `rdx`.
+        unsafe {
+            core::arch::asm!(
+                "rol rdi, 3",
+                "rol rdi, 13",
+                "rol rdi, 61",
+                "rol rdi, 51",
+                "xchg rbx, rbx",
+                in("rax") args.as_ptr(),
+                inout("rdx") 0u64 => _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// This page's `/proc/self/pagemap` entry, if the file can be read.
+    #[cfg(target_arch = "x86_64")]
+    fn pagemap_entry(addr: *const u8) -> Option<u64> {
+        let mut e = [0u8; 8];
+        let f = File::open("/proc/self/pagemap").ok()?;
+        let at = (addr as usize / page_size() * 8) as u64;
+        (f.read_at(&mut e, at).ok()? == 8).then(|| u64::from_ne_bytes(e))
+    }
+
+    /// A freed item's bytes in a page that maps the zero page (the slot was only
+    /// read; pagemap entries show such a page as `Shared`) may be a former value's
+    /// padding: `reset` must look at them without reading them as integers, and
+    /// leave the page unbacked if they are zero. Natively: the page still maps the
+    /// zero page after the free. Under valgrind's memcheck (a child process, with the
+    /// bytes marked uninitialized as padding is): no error, which a read of those
+    /// bytes as `u64`s compared with zero would be ("conditional jump depends on
+    /// uninitialised value").
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn freed_bytes_that_may_be_padding_are_not_read_as_integers() {
+        const NAME: &str =
+            "percpu::storage::pool::tests::freed_bytes_that_may_be_padding_are_not_read_as_integers";
+        let child = std::env::var_os(VALGRIND_CHILD).is_some();
+        READ_ENTRIES.with(|r| r.set(true));
+        // A slot count no other test uses: a family of its own.
+        let slots = 7;
+        let stride = pool_stride();
+        let keep = alloc(8, 8, slots).unwrap();
+        let a = alloc(64, 8, slots).unwrap();
+        let only_read = a.base.as_ptr().wrapping_add(stride);
+        // SAFETY: inside the block (slot 1 of `a`), which nobody else uses; fresh
+        // anonymous memory reads as zero. The other slots are written.
+        unsafe {
+            assert_eq!(ptr::read_volatile(only_read.cast::<u64>()), 0);
+            for i in [0, 2] {
+                ptr::write_bytes(a.base.as_ptr().add(i * stride), 0xab, 64);
+            }
+        }
+        let before = pagemap_entry(only_read).map(Page::from_entry);
+        make_mem_undefined(only_read, 64);
+        // SAFETY: `a` came from `alloc` with these arguments and is not used again.
+        unsafe { free(a.base, 64, slots, a.shift, false) };
+        let after = pagemap_entry(only_read).map(Page::from_entry);
+        eprintln!("the only-read slot's page: {before:?} before the free, {after:?} after");
+        if before == Some(Page::Shared) {
+            assert_eq!(after, Some(Page::Shared), "the free wrote the zero page");
+        }
+        // The page is the zero page: its bytes are zero, as the checks below read.
+        make_mem_defined(only_read, 64);
+        // SAFETY: as above.
+        unsafe {
+            let b = alloc(64, 8, slots).unwrap();
+            assert_eq!(b.base, a.base);
+            for i in 0..slots {
+                let s = b.base.as_ptr().add(i * stride);
+                assert!((0..64).all(|k| *s.add(k) == 0), "slot {i} not reset");
+            }
+            free(b.base, 64, slots, b.shift, false);
+            free(keep.base, 8, slots, keep.shift, false);
+        }
+        READ_ENTRIES.with(|r| r.set(false));
+        if child {
+            println!("{VALGRIND_MARKER}");
+            return;
+        }
+        let valgrind = std::process::Command::new("valgrind")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !valgrind {
+            eprintln!("notice: valgrind is not installed; the memcheck half is skipped");
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let mut c = std::process::Command::new("valgrind")
+            .args(["-q", "--error-exitcode=99"])
+            .arg(&exe)
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(VALGRIND_CHILD, "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn valgrind");
+        // Drained while the child runs: memcheck's reports can fill a pipe.
+        let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut v);
+                }
+                String::from_utf8_lossy(&v).into_owned()
+            })
+        };
+        use std::io::Read;
+        let stdout = drain(c.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+        let stderr = drain(c.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+        let limit = std::time::Duration::from_secs(300);
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "the valgrind child still ran after {limit:?}: killed\n{}",
+                    stderr.join().unwrap()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+        eprintln!("--- valgrind child: {status}\n{stdout}{stderr}---");
+        assert!(
+            status.success() && stdout.contains(VALGRIND_MARKER),
+            "under valgrind: {status}\n--- stdout\n{stdout}--- stderr\n{stderr}"
+        );
     }
 
     #[test]
