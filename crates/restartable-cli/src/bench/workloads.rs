@@ -326,7 +326,7 @@ batch_fn!(counter_rseq(c: &PerCpuCounter) {
 static STATIC_COUNTER: PerCpuCounter = PerCpuCounter::new();
 
 batch_fn!(counter_static(_s: &i64) {
-    STATIC_COUNTER.add(black_box(1));
+    STATIC_COUNTER.add(1);
 });
 batch_fn!(counter_rseq_stats(c: &PerCpuCounter<StatsHooks>) {
     c.inc();

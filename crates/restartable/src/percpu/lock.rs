@@ -127,7 +127,7 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
     pub fn lock(&self) -> PerCpuLockGuard<'_, T, H> {
         let (slot, cpu) = match with_index!(self.index, I => self.lock_as::<I>()) {
             // SAFETY: a slot of this lock's storage, which lives as long as `self`.
-            Some((slot, cpu)) => (unsafe { &*slot }, Some(cpu)),
+            Some((slot, cpu)) => (unsafe { slot.as_ref() }, Some(cpu)),
             None => (self.lock_fallback(), None),
         };
         PerCpuLockGuard::new(slot, cpu)
@@ -135,7 +135,7 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
 
     /// The locked slot and its CPU, or `None`: use the fallback.
     #[inline(always)]
-    fn lock_as<I: Index>(&self) -> Option<(*const LockSlot<T>, u32)> {
+    fn lock_as<I: Index>(&self) -> Option<(core::ptr::NonNull<LockSlot<T>>, u32)> {
         let mut spins = 0u32;
         on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let word = slot.word.as_ptr();
@@ -147,7 +147,7 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
                 r,
                 || {
                     core::sync::atomic::fence(Ordering::Acquire);
-                    (slot as *const LockSlot<T>, cpu)
+                    (core::ptr::NonNull::from(slot), cpu)
                 },
                 || {
                     // Held by another thread (possibly one that migrated away): spin.
