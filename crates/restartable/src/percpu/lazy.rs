@@ -101,6 +101,12 @@ impl<S: Zeroable> LazySlots<S> {
                 assert_eq!(storage.stride_shift(), shift, "pool stride");
             }
             let n = storage.slots();
+            // The fast path's contract (`Slots::count`): indexes below the count are
+            // CPU numbers or mm_cids, never the kernel's -1/-2.
+            assert!(
+                n <= crate::abi::CPU_ID_REGISTRATION_FAILED as usize,
+                "slot count"
+            );
             // SAFETY: `ready` is 0 and we hold SETUP: nobody reads or writes the
             // storage now (readers wait for `ready`).
             unsafe { (*self.storage.get()).write(storage) };
@@ -144,7 +150,8 @@ impl<S: Zeroable> LazySlots<S> {
 /// What the shared retry loop needs of a container's storage: eager ([`PerCpu`]) or
 /// set up on first use ([`LazySlots`]).
 pub(crate) trait Slots<S: Zeroable> {
-    /// The slot count (0 while not set up).
+    /// The slot count (0 while not set up), at most
+    /// [`CPU_ID_REGISTRATION_FAILED`](crate::abi::CPU_ID_REGISTRATION_FAILED).
     fn count(&self) -> usize;
     /// The address of slot `i`.
     ///
@@ -159,6 +166,7 @@ impl<S: Zeroable> Slots<S> for PerCpu<S> {
     #[inline(always)]
     fn count(&self) -> usize {
         self.slots()
+            .min(crate::abi::CPU_ID_REGISTRATION_FAILED as usize)
     }
     #[inline(always)]
     unsafe fn slot(&self, i: usize) -> *mut S {

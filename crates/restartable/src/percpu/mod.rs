@@ -159,11 +159,11 @@ where
     H: crate::hooks::Hooks,
     S: Zeroable,
 {
-    let (area, cpu) = I::enter().ok()?;
-    crate::hooks::inject_c::<H>(7);
-    if cpu as usize >= slots.count() {
+    // SAFETY: slot counts are below `CPU_ID_REGISTRATION_FAILED` (`Slots::count`).
+    let Some((area, cpu)) = (unsafe { I::enter_below(slots.count()) }) else {
         return first_use::<I, H, S, R>(slots, attempt);
-    }
+    };
+    crate::hooks::inject_c::<H>(7);
     // SAFETY: as in `retry_on_current_cpu`.
     let slot = unsafe { &*slots.slot(cpu as usize) };
     match attempt(area, cpu, slot) {
@@ -174,8 +174,10 @@ where
     }
 }
 
-/// A CPU beyond the slots: the storage was not set up yet (set it up and retry), or
-/// this CPU has no slot (the fallback).
+/// The first attempt found no usable index below the slot count: the storage was not
+/// set up yet (set it up), the thread is not registered yet (the retry loop's
+/// `enter` registers it) or cannot be, or this CPU has no slot (the retry loop
+/// returns `None`: the fallback).
 #[cold]
 #[inline(never)]
 fn first_use<I, H, S, R>(
@@ -187,11 +189,10 @@ where
     H: crate::hooks::Hooks,
     S: Zeroable,
 {
-    if slots.count() == 0 && slots.set_up() {
-        retry_on_current_cpu::<I, H, S, R>(slots, 0, attempt)
-    } else {
-        None
+    if slots.count() == 0 && !slots.set_up() {
+        return None;
     }
+    retry_on_current_cpu::<I, H, S, R>(slots, 0, attempt)
 }
 
 /// The loop of [`on_current_cpu`] after its first attempt, `prior_aborts` aborts
