@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use restartable::hooks::{self, Hooks, StatsHooks, TestHooks};
 use restartable::percpu::MAX_CONSECUTIVE_ABORTS;
-use restartable::{IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuStack};
+use restartable::{IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuStack, StackNode};
 
 /// Hook settings are process-global: tests that change them run one at a time, and
 /// put everything back (even when they fail).
@@ -429,10 +429,17 @@ fn steal_while_owners_push<H: Hooks>(index: IndexBy, target: usize, cap: usize, 
                     );
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                stack.push(fresh_id(t, pushed));
+                // Values and owned nodes alternate: both forms share the lists.
+                if pushed % 2 == 0 {
+                    stack.push(fresh_id(t, pushed));
+                } else {
+                    stack.push_node(StackNode::new(fresh_id(t, pushed)));
+                }
                 pushed += 1;
                 if pushed % 3 == 0 {
                     popped.extend(stack.pop());
+                } else if pushed % 5 == 0 {
+                    popped.extend(stack.pop_node().map(StackNode::into_inner));
                 }
             }
             (pushed, popped)
