@@ -160,6 +160,29 @@ impl ThreadArea {
         imp::current_with_cpu()
     }
 
+    /// This thread's area if it is already registered and usable, without
+    /// registering it: no system call, no thread-local destructor, no allocation.
+    /// `None` means "not yet registered, or unavailable"; [`current`](Self::current)
+    /// tells which (and registers).
+    ///
+    /// For code that must not re-enter itself through registration, such as a global
+    /// allocator: in library-owned mode, registering arms a thread-local destructor,
+    /// which may allocate. Such code takes its fast path with this accessor and calls
+    /// `current` only from a guarded slow path.
+    ///
+    /// # Examples
+    /// ```
+    /// use restartable::ThreadArea;
+    ///
+    /// let registered = ThreadArea::current().is_ok();
+    /// // Once `current` has registered the thread, the accessor finds the area.
+    /// assert_eq!(ThreadArea::current_if_registered().is_some(), registered);
+    /// ```
+    #[inline]
+    pub fn current_if_registered() -> Option<ThreadArea> {
+        imp::current_if_registered()
+    }
+
     /// Address of the area (for asm operands).
     #[inline(always)]
     pub fn as_ptr(self) -> *mut Rseq {
@@ -434,6 +457,13 @@ mod imp {
         }
     }
 
+    /// The cached area, if usable; never the cold path.
+    #[inline(always)]
+    pub(super) fn current_if_registered() -> Option<ThreadArea> {
+        // SAFETY: a valid cpu_id means the kernel maintains this area.
+        fast().map(|(area, _)| unsafe { ThreadArea::new(area) })
+    }
+
     /// The registered area, if this thread has one right now; otherwise the cold path.
     #[inline]
     pub(super) fn current() -> Result<ThreadArea, Reason> {
@@ -663,6 +693,10 @@ mod imp {
         Err(Reason::UnsupportedTarget)
     }
 
+    pub(super) fn current_if_registered() -> Option<ThreadArea> {
+        None
+    }
+
     pub(super) fn disable() -> Result<(), DisableError> {
         let _ = STATE.try_with(|s| s.set(T_DISABLED));
         Ok(())
@@ -790,6 +824,27 @@ mod tests {
             // current_cpu keeps working through the fallback.
             let cpu = crate::current_cpu() as usize;
             assert!(cpu < crate::possible_cpus());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn current_if_registered_never_registers() {
+        std::thread::spawn(|| {
+            // A fresh thread in library-owned mode has no area until `current`.
+            if process_owner() == Some(Owner::Library) {
+                assert!(ThreadArea::current_if_registered().is_none());
+                assert_eq!(STATE.with(|s| s.get()), T_UNINIT, "the accessor registered");
+            }
+            let registered = ThreadArea::current();
+            match registered {
+                Ok(area) => {
+                    let found = ThreadArea::current_if_registered().expect("registered");
+                    assert_eq!(found.as_ptr(), area.as_ptr());
+                }
+                Err(_) => assert!(ThreadArea::current_if_registered().is_none()),
+            }
         })
         .join()
         .unwrap();

@@ -17,13 +17,17 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "support/child.rs"]
+mod child;
 mod common;
 
 use std::panic::{self, AssertUnwindSafe};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use child::OutputWithin as _;
 use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{allowed_cpus, pin_current_thread, threads};
 use restartable::arch::{self, ByCpu, ByMmCid, Index, NoHooks, OpResult, TestHooks};
@@ -52,27 +56,11 @@ fn run_child(test: &str, role: &str, env: &[(&str, &str)]) {
     let mut cmd = Command::new(exe);
     cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
-        .env_remove("GLIBC_TUNABLES")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("GLIBC_TUNABLES");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn the child");
-    let deadline = Instant::now() + CHILD_TIME_LIMIT;
-    while child.try_wait().expect("wait for the child").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect the child");
-            panic!(
-                "child {role} still running after {CHILD_TIME_LIMIT:?}: killed\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("collect the child");
+    let out = cmd.output_within(CHILD_TIME_LIMIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("--- child {role}:\n{stdout}{stderr}---");
