@@ -1,8 +1,9 @@
 //! `rseq gdb-script`: print the gdb extension that steps over restartable sequences.
 //!
 //! The extension (`gdb/restartable-gdb.py` in the repository, built into the binary)
-//! makes gdb's own `stepi`, `nexti`, `step` and `next` finish over code that runs
-//! restartable sequences, and adds `info rseq`. Use it with
+//! makes gdb's stepping finish over code that runs restartable sequences, from the
+//! command line (`step`, `next`, `stepi`, `nexti`, `until`...) and from front ends
+//! that use the machine interface (`-exec-next`...), and adds `info rseq`. Use it with
 //!
 //! ```text
 //! rseq gdb-script > /tmp/restartable-gdb.py

@@ -2,16 +2,19 @@
 //!
 //! Subcommands: `info` (this thread's registration and CPU ids), `bench` (rseq against
 //! its baselines), `param-test` (the reference stress test, flag for flag), `inspect`
-//! (the critical sections listed in an ELF binary) and `gdb-script` (the gdb helper).
+//! (the critical sections listed in an ELF binary), `gdb-script` and `lldb-script` (the
+//! debugger helpers) and `alloc-stats` (the per-CPU allocator's statistics).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alloc_stats;
 mod bench;
 mod gdb_script;
 mod info;
 mod inspect;
+mod lldb_script;
 mod param_test;
 
 /// Tools for Linux restartable sequences, built on the `restartable` library.
@@ -32,6 +35,11 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Print the gdb extension that steps over restartable sequences.
     GdbScript(gdb_script::GdbScriptArgs),
+    /// Print the lldb module that steps over restartable sequences.
+    LldbScript(lldb_script::LldbScriptArgs),
+    /// Drive the per-CPU allocator (restartable-alloc) and print its statistics.
+    #[command(name = "alloc-stats")]
+    AllocStats(alloc_stats::AllocStatsArgs),
     /// Run the reference rseq stress test (flag-compatible with the kernel selftests' param_test).
     #[command(
         name = "param-test",
@@ -48,6 +56,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::GdbScript(args) => gdb_script::run(&args),
+        Command::LldbScript(args) => lldb_script::run(&args),
         Command::ParamTest(args) => param_test::run(&args),
+        Command::AllocStats(args) => alloc_stats::run(&args),
     }
 }

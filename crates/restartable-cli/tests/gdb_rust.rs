@@ -19,17 +19,30 @@
 //! extension `stepi`, `next` and `step` reach the next line quickly and the
 //! increment commits as a sequence (`fallback 0`).
 //!
+//! The same holds for `nexti` and `until`, and through gdb's machine interface
+//! (`-exec-next`, `-exec-step`, `-exec-step-instruction`, `-exec-next-instruction`, as
+//! IDE front ends send them). Without the extension `stepi` (CLI or MI) never sees
+//! the sequence commit: the positive controls. (gdb's own `next` runs over the inlined
+//! call of a release build without single-stepping it, so it needs no help there.)
+//!
 //! Without gdb, ptrace permission, line tables or rseq, the tests print a notice and
 //! pass.
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "support/example.rs"]
+mod example;
 #[path = "support/gdb.rs"]
 mod gdb;
+#[path = "support/gdb_mi.rs"]
+mod gdb_mi;
 
+#[path = "../../restartable/tests/support/child.rs"]
+mod child;
+
+use child::OutputWithin as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use restartable::percpu::MAX_CONSECUTIVE_ABORTS;
@@ -59,62 +72,6 @@ fn line_of(marker: &str) -> usize {
         .unwrap_or_else(|| panic!("no {marker} in the example"))
 }
 
-/// Builds the example with this test's profile into this test's target directory
-/// (found from the test executable: `<target>[/<triple>]/<profile>/deps/gdb_rust-…`),
-/// once per test process. Returns the binary, or why it could not be built.
-fn example_binary() -> Result<PathBuf, String> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT.get_or_init(build_example).clone()
-}
-
-fn build_example() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("the test executable is not in <profile>/deps")?;
-    let dir_name = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or("no profile directory name")?;
-    // The `dev` profile (and `test`, which inherits it) writes to `debug`.
-    let profile = if dir_name == "debug" { "dev" } else { dir_name };
-    let above = profile_dir.parent().ok_or("no target directory")?;
-    let cargo = std::env::var_os("CARGO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO")));
-    let mut command = Command::new(cargo);
-    command
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--quiet", "--example", "counter_loop", "-p"])
-        .args(["restartable", "--profile", profile, "--target-dir"]);
-    // Cargo keeps `.rustc_info.json` in the root of a target directory (and marks a
-    // root it created with CACHEDIR.TAG); anything else between that root and the
-    // profile directory is a `--target` triple.
-    if above.join(".rustc_info.json").exists() || above.join("CACHEDIR.TAG").exists() {
-        command.arg(above);
-    } else {
-        let root = above.parent().ok_or("no target directory")?;
-        let triple = above.file_name().ok_or("no target triple")?;
-        command.arg(root).arg("--target").arg(triple);
-    }
-    let output = command
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "cargo build --example counter_loop failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let binary = profile_dir.join("examples/counter_loop");
-    if binary.exists() {
-        Ok(binary)
-    } else {
-        Err(format!("{} was not built", binary.display()))
-    }
-}
-
 /// Everything a test needs, or None (with a notice) when the machine lacks a piece.
 struct Setup {
     dir: PathBuf,
@@ -123,12 +80,16 @@ struct Setup {
 }
 
 fn setup(test: &str) -> Option<Setup> {
-    if Command::new("gdb").arg("--version").output().is_err() {
+    if Command::new("gdb")
+        .arg("--version")
+        .try_output_within(child::SHORT)
+        .is_err()
+    {
         eprintln!("NOTICE: gdb is not installed: skipping the gdb test {test}");
         return None;
     }
-    let binary = example_binary().unwrap_or_else(|err| panic!("{err}"));
-    let run = Command::new(&binary).output().expect("run the example");
+    let binary = example::counter_loop().unwrap_or_else(|err| panic!("{err}"));
+    let run = Command::new(&binary).output_within(child::SHORT);
     assert!(run.status.success(), "the example runs: {run:?}");
     let stdout = String::from_utf8_lossy(&run.stdout);
     if !stdout.starts_with("rseq registered") {
@@ -143,7 +104,9 @@ fn setup(test: &str) -> Option<Setup> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     // The extension as users get it: printed by `rseq gdb-script`.
-    let script = Command::new(RSEQ).arg("gdb-script").output().unwrap();
+    let script = Command::new(RSEQ)
+        .arg("gdb-script")
+        .output_within(child::SHORT);
     assert!(script.status.success());
     let extension = dir.join("restartable-gdb.py");
     std::fs::write(&extension, &script.stdout).unwrap();
@@ -374,4 +337,153 @@ fn step_with_the_extension_reaches_the_next_line() {
         s.fallback, 0,
         "every increment commits as a sequence: {output}"
     );
+}
+
+#[test]
+fn nexti_with_the_extension_reaches_the_next_line() {
+    let Some(setup) = setup("nexti-ext") else {
+        return;
+    };
+    let Some(output) = run_gdb(&setup, &driver("nexti", STEPIS), true) else {
+        return;
+    };
+    let s = parse(&output);
+    assert!(s.reached.is_some(), "{s:?}\n{output}");
+    assert_eq!(
+        s.fallback, 0,
+        "every increment commits as a sequence: {output}"
+    );
+}
+
+#[test]
+fn until_with_the_extension_reaches_the_next_line() {
+    let Some(setup) = setup("until-ext") else {
+        return;
+    };
+    let Some(output) = run_gdb(&setup, &driver("until", 3), true) else {
+        return;
+    };
+    let s = parse(&output);
+    assert_eq!(s.reached, Some(1), "one until: {s:?}\n{output}");
+    assert_eq!(
+        s.fallback, 0,
+        "every increment commits as a sequence: {output}"
+    );
+}
+
+/// MI: stops on the increment's line, sends `command` (up to `limit` times) until the
+/// next line of the example, lets the program finish. Returns after how many commands
+/// the line was reached and the example's fallback count.
+fn mi_steps(
+    test: &str,
+    command: &str,
+    limit: usize,
+    extension: bool,
+) -> Option<(Option<usize>, u32)> {
+    let setup = setup(test)?;
+    let mut mi = gdb_mi::Mi::start(
+        &setup.binary,
+        "",
+        extension.then_some(setup.extension.as_path()),
+        GDB_LIMIT,
+    )?;
+    mi.run_to(&format!("counter_loop.rs:{}", line_of("// BEFORE_LINE")))?;
+    let in_example = |f: &gdb_mi::Frame, line: usize| {
+        f.file.ends_with("counter_loop.rs") && f.line == Some(line)
+    };
+    let inc = line_of("// INC_LINE");
+    let next = line_of("// NEXT_LINE");
+    for _ in 0..10 {
+        if in_example(&mi.frame(), inc) {
+            break;
+        }
+        mi.run("-exec-next");
+    }
+    let frame = mi.frame();
+    if !in_example(&frame, inc) {
+        let transcript = mi.finish();
+        if transcript.contains("No source file named counter_loop.rs") {
+            eprintln!("NOTICE: the example has no line tables: skipping");
+            return None;
+        }
+        panic!("not on the increment's line but at {frame:?}:\n{transcript}");
+    }
+    let mut reached = None;
+    for i in 0..limit {
+        mi.run(command);
+        if in_example(&mi.frame(), next) {
+            reached = Some(i + 1);
+            break;
+        }
+    }
+    let transcript = mi.finish();
+    assert!(
+        transcript.contains(&format!("\ncounter {INCREMENTS}\n")),
+        "the counter is wrong or the program did not finish:\n{transcript}"
+    );
+    let fallback = transcript
+        .lines()
+        .find_map(|l| l.strip_prefix("fallback "))
+        .unwrap_or_else(|| panic!("no fallback line:\n{transcript}"))
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("{command}: reached {reached:?} fallback {fallback}");
+    Some((reached, fallback))
+}
+
+#[test]
+fn mi_exec_next_with_the_extension_reaches_the_next_line() {
+    let Some((reached, fallback)) = mi_steps("mi-next-ext", "-exec-next", 3, true) else {
+        return;
+    };
+    assert_eq!(reached, Some(1));
+    assert_eq!(fallback, 0, "every increment commits as a sequence");
+}
+
+#[test]
+fn mi_exec_step_instruction_without_the_extension_never_commits_the_sequence() {
+    // The positive control of the MI stepping tests: as with the CLI's `stepi`, every
+    // attempt aborts; an optimized build reaches the next line only through the
+    // fallback, a dev build not within STEPIS instructions.
+    let Some((reached, fallback)) =
+        mi_steps("mi-stepi-plain", "-exec-step-instruction", STEPIS, false)
+    else {
+        return;
+    };
+    match reached {
+        Some(_) => assert_eq!(fallback, 1, "reached only through the fallback"),
+        None => assert_eq!(fallback, 0),
+    }
+}
+
+#[test]
+fn mi_exec_step_with_the_extension_reaches_the_next_line() {
+    let Some((reached, fallback)) = mi_steps("mi-step-ext", "-exec-step", STEPS, true) else {
+        return;
+    };
+    assert!(reached.is_some());
+    assert_eq!(fallback, 0, "every increment commits as a sequence");
+}
+
+#[test]
+fn mi_exec_step_instruction_with_the_extension_reaches_the_next_line() {
+    let Some((reached, fallback)) =
+        mi_steps("mi-stepi-ext", "-exec-step-instruction", STEPIS, true)
+    else {
+        return;
+    };
+    assert!(reached.is_some());
+    assert_eq!(fallback, 0, "every increment commits as a sequence");
+}
+
+#[test]
+fn mi_exec_next_instruction_with_the_extension_reaches_the_next_line() {
+    let Some((reached, fallback)) =
+        mi_steps("mi-nexti-ext", "-exec-next-instruction", STEPIS, true)
+    else {
+        return;
+    };
+    assert!(reached.is_some());
+    assert_eq!(fallback, 0, "every increment commits as a sequence");
 }

@@ -91,7 +91,7 @@ pub use cpu::{current_cpu, current_mm_cid, current_numa_node, possible_cpus};
 pub use fence::{fence_all, fence_cpu, fences_supported, FenceError};
 pub use percpu::{
     IndexBy, PerCpu, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuLockGuard, PerCpuMemcpyBuffer,
-    PerCpuStack,
+    PerCpuPool, PerCpuStack, Pooled, StackNode,
 };
 pub use registration::{Owner, Reason, Registration, ThreadArea};
 

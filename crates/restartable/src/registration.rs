@@ -160,6 +160,29 @@ impl ThreadArea {
         imp::current_with_cpu()
     }
 
+    /// This thread's area if it is already registered and usable, without
+    /// registering it: no system call, no thread-local destructor, no allocation.
+    /// `None` means "not yet registered, or unavailable"; [`current`](Self::current)
+    /// tells which (and registers).
+    ///
+    /// For code that must not re-enter itself through registration, such as a global
+    /// allocator: in library-owned mode, registering arms a thread-local destructor,
+    /// which may allocate. Such code takes its fast path with this accessor and calls
+    /// `current` only from a guarded slow path.
+    ///
+    /// # Examples
+    /// ```
+    /// use restartable::ThreadArea;
+    ///
+    /// let registered = ThreadArea::current().is_ok();
+    /// // Once `current` has registered the thread, the accessor finds the area.
+    /// assert_eq!(ThreadArea::current_if_registered().is_some(), registered);
+    /// ```
+    #[inline]
+    pub fn current_if_registered() -> Option<ThreadArea> {
+        imp::current_if_registered()
+    }
+
     /// Address of the area (for asm operands).
     #[inline(always)]
     pub fn as_ptr(self) -> *mut Rseq {
@@ -368,24 +391,77 @@ mod imp {
         OWN.with(|own| own.rseq.get())
     }
 
+    /// What [`AREA`] points at while no area is validated: an area no kernel maintains,
+    /// whose `cpu_id` reads "uninitialized", so the fast paths need no null test (the
+    /// `cpu_id` check, or a container's bounds check, sends them to the slow path).
+    /// Only ever read.
+    static UNREGISTERED: Rseq = Rseq::new();
+
+    /// [`UNREGISTERED`]'s address, as [`AREA`] holds it.
+    #[inline(always)]
+    fn unregistered() -> *mut Rseq {
+        (&UNREGISTERED as *const Rseq).cast_mut()
+    }
+
     thread_local! {
-        /// This thread's usable area (glibc's or our own), null until the cold path
-        /// has validated it. No destructor and a const initializer: in an executable
-        /// reading it is one `%fs`-relative load.
-        static AREA: Cell<*mut Rseq> = const { Cell::new(core::ptr::null_mut()) };
+        /// This thread's usable area (glibc's or our own), [`UNREGISTERED`] until the
+        /// cold path has validated it. No destructor and a const initializer: in an
+        /// executable reading it is one `%fs`-relative load.
+        static AREA: Cell<*mut Rseq> = const { Cell::new((&UNREGISTERED as *const Rseq).cast_mut()) };
+    }
+
+    /// The cached area pointer and its `cpu_id`, unchecked: `cpu_id` is
+    /// [`CPU_ID_UNINITIALIZED`](abi::CPU_ID_UNINITIALIZED) or
+    /// [`CPU_ID_REGISTRATION_FAILED`](abi::CPU_ID_REGISTRATION_FAILED) when the area
+    /// is not one the kernel maintains for this thread (including [`UNREGISTERED`]).
+    #[inline(always)]
+    fn raw() -> (*mut Rseq, u32) {
+        let area = AREA.with(|a| a.get());
+        // SAFETY: AREA is never null: it starts as UNREGISTERED and is only ever set
+        // to a validated area or back to UNREGISTERED. (Telling the compiler so takes
+        // the null test of `Option<ThreadArea>` off the fast path.)
+        unsafe { core::hint::assert_unchecked(!area.is_null()) };
+        // SAFETY: AREA is this thread's libc or own area, mapped for the thread's
+        // lifetime, or UNREGISTERED; volatile because the kernel updates it.
+        let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
+        (area, cpu)
     }
 
     /// The cached area pointer and its `cpu_id`, if both are usable.
     #[inline(always)]
     fn fast() -> Option<(*mut Rseq, u32)> {
-        let area = AREA.with(|a| a.get());
-        if area.is_null() {
-            return None;
-        }
-        // SAFETY: a non-null AREA is this thread's libc or own area, mapped for the
-        // thread's lifetime; volatile because the kernel updates it.
-        let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
+        let (area, cpu) = raw();
         (cpu < abi::CPU_ID_REGISTRATION_FAILED).then_some((area, cpu))
+    }
+
+    /// This thread's area and `cpu_id` when `cpu_id < bound`, with no other test:
+    /// the fast path of the containers, whose slot count is the bound (a CPU beyond
+    /// it, not registered yet, or no rseq at all: `None`, and the caller's slow path
+    /// calls [`current_with_cpu`]).
+    ///
+    /// # Safety
+    /// `bound` must be at most [`CPU_ID_REGISTRATION_FAILED`](abi::CPU_ID_REGISTRATION_FAILED):
+    /// then a `cpu_id` below it is a CPU number, which the kernel writes only into an
+    /// area it maintains for this thread.
+    #[inline(always)]
+    pub(crate) unsafe fn area_with_cpu_below(bound: usize) -> Option<(ThreadArea, u32)> {
+        let (area, cpu) = raw();
+        if (cpu as usize) < bound {
+            // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
+            unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
+            // SAFETY: a valid cpu_id means the kernel maintains this area (UNREGISTERED
+            // reads -1).
+            Some((unsafe { ThreadArea::new(area) }, cpu))
+        } else {
+            None
+        }
+    }
+
+    /// The cached area, if usable; never the cold path.
+    #[inline(always)]
+    pub(super) fn current_if_registered() -> Option<ThreadArea> {
+        // SAFETY: a valid cpu_id means the kernel maintains this area.
+        fast().map(|(area, _)| unsafe { ThreadArea::new(area) })
     }
 
     /// The registered area, if this thread has one right now; otherwise the cold path.
@@ -537,7 +613,7 @@ mod imp {
                 // gets this area from `ThreadArea::current`, before the kernel stops
                 // protecting it.
                 STATE.with(|s| s.set(T_DISABLED));
-                let area = AREA.try_with(|a| a.replace(core::ptr::null_mut()));
+                let area = AREA.try_with(|a| a.replace(unregistered()));
                 if state == T_REGISTERED {
                     // SAFETY: the area this thread registered with these arguments.
                     let r = unsafe {
@@ -574,9 +650,9 @@ mod imp {
 
     /// See [`super::prepare_unload`].
     pub(super) fn prepare_unload() {
-        let area = AREA.try_with(|a| a.get()).unwrap_or(core::ptr::null_mut());
-        if !area.is_null() {
-            // SAFETY: a non-null AREA is this thread's area, mapped for the thread's
+        let area = AREA.try_with(|a| a.get()).unwrap_or(unregistered());
+        if area != unregistered() {
+            // SAFETY: an AREA other than UNREGISTERED is this thread's area, mapped for the thread's
             // lifetime; `rseq_cs` is the field user space writes (the kernel only
             // reads it, and clears it), 8-byte aligned.
             unsafe { core::ptr::addr_of_mut!((*area).rseq_cs).write_volatile(0) };
@@ -585,7 +661,7 @@ mod imp {
 
     /// Forgets the cached area (thread exit).
     pub(super) fn forget_area() {
-        let _ = AREA.try_with(|a| a.set(core::ptr::null_mut()));
+        let _ = AREA.try_with(|a| a.set(unregistered()));
     }
 
     #[cold]
@@ -617,6 +693,10 @@ mod imp {
         Err(Reason::UnsupportedTarget)
     }
 
+    pub(super) fn current_if_registered() -> Option<ThreadArea> {
+        None
+    }
+
     pub(super) fn disable() -> Result<(), DisableError> {
         let _ = STATE.try_with(|s| s.set(T_DISABLED));
         Ok(())
@@ -630,9 +710,18 @@ mod imp {
     pub(super) fn forget_area() {}
 
     pub(super) fn prepare_unload() {}
+
+    /// No area exists on this target.
+    ///
+    /// # Safety
+    /// None needed here; `unsafe` to match the rseq target's contract.
+    #[inline(always)]
+    pub(crate) unsafe fn area_with_cpu_below(_bound: usize) -> Option<(ThreadArea, u32)> {
+        None
+    }
 }
 
-pub(crate) use imp::current_cpu;
+pub(crate) use imp::{area_with_cpu_below, current_cpu};
 
 /// This thread's registration state, registering on first use.
 pub fn current_registration() -> Registration {
@@ -735,6 +824,27 @@ mod tests {
             // current_cpu keeps working through the fallback.
             let cpu = crate::current_cpu() as usize;
             assert!(cpu < crate::possible_cpus());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn current_if_registered_never_registers() {
+        std::thread::spawn(|| {
+            // A fresh thread in library-owned mode has no area until `current`.
+            if process_owner() == Some(Owner::Library) {
+                assert!(ThreadArea::current_if_registered().is_none());
+                assert_eq!(STATE.with(|s| s.get()), T_UNINIT, "the accessor registered");
+            }
+            let registered = ThreadArea::current();
+            match registered {
+                Ok(area) => {
+                    let found = ThreadArea::current_if_registered().expect("registered");
+                    assert_eq!(found.as_ptr(), area.as_ptr());
+                }
+                Err(_) => assert!(ThreadArea::current_if_registered().is_none()),
+            }
         })
         .join()
         .unwrap();

@@ -16,6 +16,14 @@
 //!   `std::thread::spawn` cannot borrow a local counter (`'static`).
 //! - `percpu_get_mut_twice`: two `&mut` to slots of one `PerCpu` at once.
 //! - `memcpy_buffer_needs_copy`: the memcpy buffer copies bytes, so only `Copy` items.
+//! - `pool_handle_cannot_outlive_its_pool`: a `Pooled` handle borrows its pool.
+//! - `pool_handle_of_rc_is_not_send`: a handle to a pooled `Rc` cannot move to another
+//!   thread.
+//! - `word_buffer_value_not_duplicated`: a value pushed into a buffer (stored in the
+//!   slot itself) moved there: it cannot be pushed twice.
+//! - `stack_node_pushed_twice`: an owned `StackNode` moves into the stack on push.
+//! - `stack_node_of_rc_is_not_send`: a node holding an `Rc` cannot move to another
+//!   thread.
 //! - `skip_cpu_check_needs_unsafe`: the switch that breaks every `TestHooks` sequence
 //!   (`hooks::set_skip_cpu_check`) is an `unsafe fn`.
 //! - `hook_switches_are_private`: the switch bytes and loop counts the hooked

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use restartable::hooks::{self, Hooks, StatsHooks, TestHooks};
 use restartable::percpu::MAX_CONSECUTIVE_ABORTS;
-use restartable::{IndexBy, PerCpuLock, PerCpuStack};
+use restartable::{IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuStack, StackNode};
 
 /// Hook settings are process-global: tests that change them run one at a time, and
 /// put everything back (even when they fail).
@@ -129,12 +129,18 @@ const STALL: i32 = 1 << 30;
 /// The injection points inside the critical sections, and the containers whose
 /// sequences pass through each: 2 (before the CPU check) and 3 (after it) in every
 /// sequence; 4 (after the first compare) in every sequence that compares (not the
-/// counter's add); 6 (between the two loads of the buffer's pop) in the buffer only.
-const POINTS_INSIDE: [(usize, &[&str]); 4] = [
+/// counter's add); 5 (between the copy and the commit) in the buffers' (and the
+/// pool's) push and pop;
+/// 6 (between the two compares) in the stack's push (values and nodes).
+const POINTS_INSIDE: [(usize, &[&str]); 5] = [
     (2, &CONTAINERS),
     (3, &CONTAINERS),
-    (4, &[BAGS[0], BAGS[1], BAGS[2], BAGS[3], BAGS[4], "lock"]),
-    (6, &[BAGS[1], BAGS[2]]),
+    (
+        4,
+        &[BAGS[0], BAGS[1], BAGS[2], BAGS[3], BAGS[4], BAGS[5], "lock"],
+    ),
+    (5, &[BAGS[1], BAGS[2], BAGS[3], BAGS[4], BAGS[5]]),
+    (6, &[BAGS[0], BAGS[7]]),
 ];
 
 /// The positive control of the kernel's half: a thread interrupted inside a sequence
@@ -423,10 +429,17 @@ fn steal_while_owners_push<H: Hooks>(index: IndexBy, target: usize, cap: usize, 
                     );
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                stack.push(fresh_id(t, pushed));
+                // Values and owned nodes alternate: both forms share the lists.
+                if pushed % 2 == 0 {
+                    stack.push(fresh_id(t, pushed));
+                } else {
+                    stack.push_node(StackNode::new(fresh_id(t, pushed)));
+                }
                 pushed += 1;
                 if pushed % 3 == 0 {
                     popped.extend(stack.pop());
+                } else if pushed % 5 == 0 {
+                    popped.extend(stack.pop_node().map(StackNode::into_inner));
                 }
             }
             (pushed, popped)
@@ -581,4 +594,36 @@ fn broken_lock_round(threads: usize, n: usize) -> (u64, usize) {
         ((threads * n) as u64).abs_diff(sum),
         overlaps.load(Ordering::Relaxed),
     )
+}
+
+/// The `const` constructors: containers held in `static`s work, and storage set up on
+/// first use by many threads at once is set up once (every add and value counted).
+#[test]
+fn const_constructed_containers_are_set_up_once_under_a_race() {
+    static REQUESTS: PerCpuCounter = PerCpuCounter::new();
+    static WORDS: PerCpuBuffer<u64, 8> = PerCpuBuffer::new();
+    REQUESTS.inc();
+    WORDS.push(5).unwrap();
+    assert_eq!(WORDS.pop(), Some(5));
+    assert_eq!(REQUESTS.sum(), 1);
+    for round in 0..50 {
+        let c = PerCpuCounter::new();
+        let b: PerCpuBuffer<Box<u64>, 64> = PerCpuBuffer::new();
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (c, b, start) = (&c, &b, &start);
+                s.spawn(move || {
+                    start.wait();
+                    c.add(1 + t as i64);
+                    let _ = b.push(Box::new(t));
+                });
+            }
+        });
+        assert_eq!(c.sum(), 10, "round {round}");
+        let mut b = b;
+        let mut got: Vec<u64> = b.drain().into_iter().map(|v| *v).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2, 3], "round {round}");
+    }
 }

@@ -18,7 +18,7 @@ use fast_counter::ConcurrentCounter;
 use restartable::arch::{self, ByCpu, Index, OpResult};
 use restartable::hooks::{NoHooks, StatsHooks};
 use restartable::{
-    IndexBy, PerCpu, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuStack, ThreadArea,
+    IndexBy, PerCpu, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuPool, PerCpuStack, ThreadArea,
 };
 
 use super::cpu_readers as cpu;
@@ -37,15 +37,18 @@ pub enum WorkloadId {
     Stack,
     /// Push then pop a bounded buffer.
     Buffer,
+    /// Take an object from a pool and give it back.
+    Pool,
 }
 
 impl WorkloadId {
-    pub const ALL: [WorkloadId; 5] = [
+    pub const ALL: [WorkloadId; 6] = [
         WorkloadId::Cpu,
         WorkloadId::Counter,
         WorkloadId::Lock,
         WorkloadId::Stack,
         WorkloadId::Buffer,
+        WorkloadId::Pool,
     ];
 
     /// The name used on the command line and in the JSON.
@@ -56,6 +59,7 @@ impl WorkloadId {
             WorkloadId::Lock => "lock",
             WorkloadId::Stack => "stack",
             WorkloadId::Buffer => "buffer",
+            WorkloadId::Pool => "pool",
         }
     }
 
@@ -67,6 +71,7 @@ impl WorkloadId {
             WorkloadId::Lock => "lock + add + unlock",
             WorkloadId::Stack => "stack push + pop",
             WorkloadId::Buffer => "buffer push + pop",
+            WorkloadId::Pool => "pool get + drop",
         }
     }
 }
@@ -120,6 +125,7 @@ pub const CPU_RDPID: &str = "rdpid";
 pub const CPU_RDTSCP: &str = "rdtscp";
 pub const CPU_SYSCALL: &str = "getcpu syscall";
 pub const COUNTER_RSEQ: &str = "PerCpuCounter::add";
+pub const COUNTER_STATIC: &str = "static PerCpuCounter::add";
 pub const COUNTER_TLS: &str = "thread-local add";
 pub const COUNTER_RAW: &str = "raw op";
 pub const COUNTER_HOISTED: &str = "raw op, area hoisted";
@@ -131,11 +137,17 @@ pub const LOCK_RSEQ: &str = "PerCpuLock";
 pub const LOCK_MUTEX: &str = "std Mutex";
 pub const LOCK_SPIN: &str = "spin lock";
 pub const STACK_RSEQ: &str = "PerCpuStack";
+pub const STACK_NODES: &str = "PerCpuStack nodes";
 pub const BUFFER_RSEQ: &str = "PerCpuBuffer";
 pub const MUTEX_VEC: &str = "Mutex<Vec>";
 pub const SEG_QUEUE: &str = "SegQueue";
 pub const ARRAY_QUEUE: &str = "ArrayQueue";
 pub const ALLOC: &str = "Box alloc+free";
+pub const BUFFER_BOX: &str = "PerCpuBuffer<Box>";
+pub const POOL_RSEQ: &str = "PerCpuPool";
+pub const POOL_LOCKFREE: &str = "lockfree-object-pool";
+pub const POOL_OBJECT: &str = "object-pool";
+pub const POOL_SLAB: &str = "sharded-slab Pool";
 
 /// One line of description per implementation, for the table's legend and the docs.
 pub fn describe(name: &str) -> &'static str {
@@ -147,6 +159,9 @@ pub fn describe(name: &str) -> &'static str {
         CPU_RDTSCP => "the rdtscp instruction (TSC + IA32_TSC_AUX)",
         CPU_SYSCALL => "syscall(SYS_getcpu)",
         COUNTER_RSEQ => "PerCpuCounter::add(1): one restartable sequence, no atomic",
+        COUNTER_STATIC => {
+            "PerCpuCounter::add(1) on a `static` (const new, storage set up on first use)"
+        }
         COUNTER_RAW => "arch::load_add_store on PerCpu slots, base and stride in registers",
         COUNTER_HOISTED => "the raw op with the ThreadArea read once per batch, not per add",
         COUNTER_TLS => "a thread_local Cell<i64> += 1 (the floor: no sharing at all)",
@@ -157,12 +172,20 @@ pub fn describe(name: &str) -> &'static str {
         LOCK_RSEQ => "*PerCpuLock<u64>::lock() += 1",
         LOCK_MUTEX => "*std::sync::Mutex<u64>::lock() += 1",
         LOCK_SPIN => "test-and-test-and-set spin lock (yields every 64 spins)",
-        STACK_RSEQ => "PerCpuStack<u64>: push(x) then pop()",
-        BUFFER_RSEQ => "PerCpuBuffer<u64, 256>: push(x) then pop()",
+        STACK_RSEQ => "PerCpuStack<u64>: push(x) then pop() (allocates and frees a node)",
+        STACK_NODES => "PerCpuStack<u64>: pop_node() then push_node() (owned nodes, no allocation)",
+        BUFFER_RSEQ => "PerCpuBuffer<u64, 256>: push(x) then pop() (the word stored in the slot)",
         MUTEX_VEC => "Mutex<Vec<u64>>: push, then pop (two lock round trips)",
         SEG_QUEUE => "crossbeam_queue::SegQueue<u64>: push then pop (FIFO)",
         ARRAY_QUEUE => "crossbeam_queue::ArrayQueue<u64>: push then pop (FIFO)",
-        ALLOC => "Box::new(u64) then drop (the allocation each rseq push makes)",
+        ALLOC => "Box::new(u64) then drop (what a push cost when it allocated)",
+        BUFFER_BOX => {
+            "PerCpuBuffer<Box<u64>, 256>: push(box) then pop() (the box moves, no allocation)"
+        }
+        POOL_RSEQ => "PerCpuPool<Vec<u8>>: get(), then drop the handle",
+        POOL_LOCKFREE => "lockfree_object_pool::LinearObjectPool<Vec<u8>>: pull(), then drop",
+        POOL_OBJECT => "object_pool::Pool<Vec<u8>>: pull(Vec::new), then drop",
+        POOL_SLAB => "sharded_slab::Pool<Vec<u8>>: create_with(), then clear(key)",
         _ => "",
     }
 }
@@ -299,6 +322,12 @@ thread_local! {
 batch_fn!(counter_rseq(c: &PerCpuCounter) {
     c.inc();
 });
+/// The counter of [`COUNTER_STATIC`]: a `static`, as most users hold one.
+static STATIC_COUNTER: PerCpuCounter = PerCpuCounter::new();
+
+batch_fn!(counter_static(_s: &i64) {
+    STATIC_COUNTER.add(1);
+});
 batch_fn!(counter_rseq_stats(c: &PerCpuCounter<StatsHooks>) {
     c.inc();
 });
@@ -423,6 +452,26 @@ fn counter_workload() -> Workload {
                 counter_rseq_stats,
                 |c, ops| expect_total(COUNTER_RSEQ, c.sum(), ops),
             )),
+        },
+        Impl {
+            name: COUNTER_STATIC,
+            kind: Kind::Rseq,
+            run: runner(
+                || STATIC_COUNTER.sum(),
+                counter_static,
+                |before, ops| {
+                    // Other runs add to the same static: this run added `ops` at least.
+                    let added = STATIC_COUNTER.sum() - before;
+                    if added >= ops as i64 {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{COUNTER_STATIC}: {added} added after {ops} increments"
+                        ))
+                    }
+                },
+            ),
+            stats_run: None,
         },
         Impl {
             name: COUNTER_RAW,
@@ -615,6 +664,16 @@ batch_fn!(stack_rseq(s: &PerCpuStack<u64>) {
     s.push(black_box(1));
     black_box(s.pop());
 });
+batch_fn!(stack_nodes(s: &PerCpuStack<u64>) {
+    if let Some(n) = s.pop_node() {
+        s.push_node(black_box(n));
+    }
+});
+batch_fn!(stack_nodes_stats(s: &PerCpuStack<u64, StatsHooks>) {
+    if let Some(n) = s.pop_node() {
+        s.push_node(black_box(n));
+    }
+});
 batch_fn!(stack_rseq_stats(s: &PerCpuStack<u64, StatsHooks>) {
     s.push(black_box(1));
     black_box(s.pop());
@@ -626,6 +685,32 @@ batch_fn!(buffer_rseq(b: &PerCpuBuffer<u64, BUF_CAP>) {
 batch_fn!(buffer_rseq_stats(b: &PerCpuBuffer<u64, BUF_CAP, StatsHooks>) {
     let _ = black_box(b.push(black_box(1)));
     black_box(b.pop());
+});
+batch_fn!(buffer_box(b: &(PerCpuBuffer<Box<u64>, BUF_CAP>, Mutex<Option<Box<u64>>>)) {
+    // One box goes round: pop one, push it back (like the reference's pointer buffer).
+    if let Some(x) = b.0.pop() {
+        let _ = black_box(b.0.push(black_box(x)));
+    }
+});
+batch_fn!(pool_rseq(p: &PerCpuPool<Vec<u8>>) {
+    let o = p.get();
+    black_box(&*o);
+    drop(o);
+});
+batch_fn!(pool_lockfree(p: &lockfree_object_pool::LinearObjectPool<Vec<u8>>) {
+    let o = p.pull();
+    black_box(&*o);
+    drop(o);
+});
+batch_fn!(pool_object(p: &object_pool::Pool<Vec<u8>>) {
+    let o = p.pull(Vec::new);
+    black_box(&*o);
+    drop(o);
+});
+batch_fn!(pool_slab(p: &sharded_slab::Pool<Vec<u8>>) {
+    if let Some(key) = p.create_with(|v| { black_box(v); }) {
+        black_box(p.clear(key));
+    }
 });
 batch_fn!(mutex_vec(m: &Mutex<Vec<u64>>) {
     m.lock().unwrap_or_else(PoisonError::into_inner).push(black_box(1));
@@ -736,6 +821,16 @@ fn stack_workload() -> Workload {
             expect_at_least(STACK_RSEQ, s.drain().len())
         })),
     }];
+    impls.push(Impl {
+        name: STACK_NODES,
+        kind: Kind::Rseq,
+        run: runner(new_stack, stack_nodes, |mut s, _| {
+            expect_at_least(STACK_NODES, s.drain().len())
+        }),
+        stats_run: Some(runner(new_stack, stack_nodes_stats, |mut s, _| {
+            expect_at_least(STACK_NODES, s.drain().len())
+        })),
+    });
     impls.extend(shared_baselines(true));
     Workload {
         impls,
@@ -743,18 +838,104 @@ fn stack_workload() -> Workload {
     }
 }
 
+fn new_box_buffer() -> (PerCpuBuffer<Box<u64>, BUF_CAP>, Mutex<Option<Box<u64>>>) {
+    let b = PerCpuBuffer::<Box<u64>, BUF_CAP>::with_index(IndexBy::Cpu);
+    on_each_cpu(|| {
+        (0..PREFILL_PER_CPU).for_each(|_| {
+            let _ = b.push(Box::new(0));
+        })
+    });
+    (b, Mutex::new(None))
+}
+
 fn buffer_workload() -> Workload {
-    let mut impls = vec![Impl {
-        name: BUFFER_RSEQ,
-        kind: Kind::Rseq,
-        run: runner(new_buffer, buffer_rseq, |mut b, _| {
-            expect_at_least(BUFFER_RSEQ, b.drain().len())
-        }),
-        stats_run: Some(runner(new_buffer, buffer_rseq_stats, |mut b, _| {
-            expect_at_least(BUFFER_RSEQ, b.drain().len())
-        })),
-    }];
+    let mut impls = vec![
+        Impl {
+            name: BUFFER_RSEQ,
+            kind: Kind::Rseq,
+            run: runner(new_buffer, buffer_rseq, |mut b, _| {
+                expect_at_least(BUFFER_RSEQ, b.drain().len())
+            }),
+            stats_run: Some(runner(new_buffer, buffer_rseq_stats, |mut b, _| {
+                expect_at_least(BUFFER_RSEQ, b.drain().len())
+            })),
+        },
+        Impl {
+            name: BUFFER_BOX,
+            kind: Kind::Rseq,
+            run: runner(new_box_buffer, buffer_box, |(mut b, _), _| {
+                // Pops and pushes move boxes: none is lost or made.
+                let n = b.drain().len();
+                let want = prefill_total();
+                if n == want {
+                    Ok(())
+                } else {
+                    Err(format!("{BUFFER_BOX}: {n} boxes left, {want} were put in"))
+                }
+            }),
+            stats_run: None,
+        },
+    ];
     impls.extend(shared_baselines(false));
+    Workload {
+        impls,
+        unavailable: Vec::new(),
+    }
+}
+
+fn new_pool() -> PerCpuPool<Vec<u8>> {
+    let p: PerCpuPool<Vec<u8>> = PerCpuPool::new(|| Vec::with_capacity(64));
+    on_each_cpu(|| p.prefill(PREFILL_PER_CPU));
+    p
+}
+
+/// Every pool ends with at least the objects it was prefilled with (more when a get
+/// found its CPU's cache empty and made one).
+fn pool_workload() -> Workload {
+    let impls = vec![
+        Impl {
+            name: POOL_RSEQ,
+            kind: Kind::Rseq,
+            run: runner(new_pool, pool_rseq, |mut p, _| {
+                expect_at_least(POOL_RSEQ, p.drain().len())
+            }),
+            stats_run: None,
+        },
+        Impl {
+            name: POOL_LOCKFREE,
+            kind: Kind::Baseline,
+            run: runner(
+                || {
+                    let p = lockfree_object_pool::LinearObjectPool::new(
+                        || Vec::with_capacity(64),
+                        |v: &mut Vec<u8>| v.clear(),
+                    );
+                    let held: Vec<_> = (0..prefill_total()).map(|_| p.pull()).collect();
+                    drop(held);
+                    p
+                },
+                pool_lockfree,
+                no_check,
+            ),
+            stats_run: None,
+        },
+        Impl {
+            name: POOL_OBJECT,
+            kind: Kind::Baseline,
+            run: runner(
+                || object_pool::Pool::new(prefill_total(), || Vec::with_capacity(64)),
+                pool_object,
+                |p, _| expect_at_least(POOL_OBJECT, p.len()),
+            ),
+            stats_run: None,
+        },
+        Impl {
+            name: POOL_SLAB,
+            kind: Kind::Baseline,
+            run: runner(sharded_slab::Pool::new, pool_slab, no_check),
+            stats_run: None,
+        },
+    ];
     Workload {
         impls,
         unavailable: Vec::new(),
@@ -769,6 +950,7 @@ pub fn build(id: WorkloadId) -> Workload {
         WorkloadId::Lock => lock_workload(),
         WorkloadId::Stack => stack_workload(),
         WorkloadId::Buffer => buffer_workload(),
+        WorkloadId::Pool => pool_workload(),
     }
 }
 

@@ -4,8 +4,8 @@
 //! |------|---------------------------|--------------------|
 //! | `s` | lock the current CPU's [`PerCpuLock`], increment its count, unlock | counts sum to threads × reps |
 //! | `i` | [`PerCpuCounter::add`] 1 | sum is threads × reps |
-//! | `l` | pop a node from the current CPU's [`PerCpuStack`], push it back | every node back exactly once, sum of values unchanged |
-//! | `b` | the same with a [`PerCpuBuffer`] of boxed nodes (`-M`: release push) | the same |
+//! | `l` | pop an owned node ([`StackNode`], allocated once) from the current CPU's [`PerCpuStack`], push it back: no allocation | every node back exactly once, sum of values unchanged |
+//! | `b` | the same with a [`PerCpuBuffer`] of nodes allocated once (their boxes held in the slots: no allocation per push or pop; `-M`: release push) | the same |
 //! | `m` | the same with a [`PerCpuMemcpyBuffer`] of two-word items (`-M`: release push) | the same, and every item intact |
 //! | `r` | `**(*shared + offset(cpu)) += 1` with [`load_add_load_load_add_store`] while a manager swaps `*shared` between two per-CPU lists and fences | the inactive list never changes after a fence; total is threads × reps |
 //!
@@ -25,6 +25,7 @@ use restartable::arch::{self, ByCpu, ByMmCid, Index, OpResult, TestHooks};
 use restartable::percpu::PerCpu;
 use restartable::{
     FenceError, IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuMemcpyBuffer, PerCpuStack,
+    StackNode,
 };
 
 use super::{Context, Options, TestType};
@@ -164,19 +165,23 @@ fn increment(ctx: &Context) -> Result<(), String> {
     Ok(())
 }
 
-/// `-T l`: pop from and push back to per-CPU linked lists.
+/// `-T l`: pop from and push back to per-CPU linked lists. The nodes are allocated
+/// once and move between the lists as owned [`StackNode`]s (the reference's list is
+/// intrusive too): no allocation per pop or push.
 fn list(ctx: &Context) -> Result<(), String> {
     let o = ctx.opts;
     let mut stack = PerCpuStack::<isize, TestHooks>::with_hooks(o.index());
-    let total = prepopulate(ctx, ITEMS_PER_CPU, |v| stack.push(v as isize))?;
+    let total = prepopulate(ctx, ITEMS_PER_CPU, |v| {
+        stack.push_node(StackNode::new(v as isize))
+    })?;
     run_workers(ctx, |_| {
         for i in 1..=o.reps {
-            let node = stack.pop();
+            let node = stack.pop_node();
             if o.yield_now {
                 std::thread::yield_now(); // encourage shuffling, as the reference
             }
-            if let Some(v) = node {
-                stack.push(v);
+            if let Some(node) = node {
+                stack.push_node(node);
             }
             ctx.advance(i);
         }
@@ -185,8 +190,9 @@ fn list(ctx: &Context) -> Result<(), String> {
     check_exactly_once("list", "nodes", &values, total)
 }
 
-/// A node of the buffer test, boxed by the container (the reference allocates one
-/// object per item "to model objects that would not fit within a single word").
+/// A node of the buffer test, allocated once (the reference allocates one object per
+/// item "to model objects that would not fit within a single word"); its box is one
+/// word, which the buffer holds in the slot itself: pops and pushes allocate nothing.
 #[derive(Debug)]
 struct BufferNode {
     /// The node's distinct value (1..=total).
@@ -196,10 +202,11 @@ struct BufferNode {
 /// `-T b`: pop from and push back to per-CPU arrays of pointers.
 fn buffer(ctx: &Context) -> Result<(), String> {
     let o = ctx.opts;
-    let mut buf = PerCpuBuffer::<BufferNode, BUFFER_CAPACITY, TestHooks>::with_hooks(o.index());
+    let mut buf =
+        PerCpuBuffer::<Box<BufferNode>, BUFFER_CAPACITY, TestHooks>::with_hooks(o.index());
     let per_cpu = items_per_cpu();
     let total = prepopulate(ctx, per_cpu, |v| {
-        if buf.push(BufferNode { data: v as isize }).is_err() {
+        if buf.push(Box::new(BufferNode { data: v as isize })).is_err() {
             ctx.fail(format!(
                 "buffer: initial push of item {v} failed: array full"
             ));

@@ -117,6 +117,18 @@ pub trait Index: sealed::Sealed + 'static {
         let area = ThreadArea::current()?;
         Ok((area, Self::current(area)))
     }
+    /// As [`enter`](Self::enter), for a container whose slot count is `bound`: the
+    /// area and index when the index is below `bound`, `None` otherwise (not
+    /// registered yet, no rseq, or an index without a slot: the caller's slow path
+    /// calls `enter`). For `cpu_id` this is the bounds check alone (one compare).
+    ///
+    /// # Safety
+    /// `bound` must be at most [`abi::CPU_ID_REGISTRATION_FAILED`].
+    #[doc(hidden)]
+    #[inline(always)]
+    unsafe fn enter_below(bound: usize) -> Option<(ThreadArea, u32)> {
+        Self::enter().ok().filter(|&(_, i)| (i as usize) < bound)
+    }
 }
 
 /// Index per-CPU data by `cpu_id`.
@@ -137,6 +149,11 @@ impl Index for ByCpu {
     #[inline(always)]
     fn enter() -> Result<(ThreadArea, u32), crate::Reason> {
         ThreadArea::current_with_cpu()
+    }
+    #[inline(always)]
+    unsafe fn enter_below(bound: usize) -> Option<(ThreadArea, u32)> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::registration::area_with_cpu_below(bound) }
     }
 }
 

@@ -521,10 +521,53 @@ pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
             )
         };
     }
+    // Items of 1, 2, 4 or 8 bytes (a word-sized value, a pointer: what the buffer
+    // holds) are copied through the scratch register, two `mov`s instead of the
+    // `rep movsb` start-up cost. `len` is a constant wherever the op is inlined into
+    // a container, so only one variant is emitted.
+    macro_rules! go_word {
+        ($m:tt, $copy:literal) => {
+            rseq_asm!($m, I, a, cpu, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "cmpq {expect}, ({v})\n",
+                "jnz {cmpfail}\n",
+                inj!($m, "16"),
+                twice!($m, "cmpq {expect}, ({v})\njnz {twice}\n"),
+                $copy,
+                inj!($m, "20"),
+                "movq {newv}, ({v})\n",
+                "5:\n",
+                abort_handler!(),
+            ],
+            tmp = out(reg) _,
+            v = in(reg) v,
+            expect = in(reg) expect,
+            newv = in(reg) newv,
+            src = in(reg) src,
+            dst = in(reg) dst,
+            cmpfail = label { return OpResult::CompareFailed },
+            )
+        };
+    }
+    macro_rules! by_len {
+        ($m:tt) => {
+            match len {
+                8 => go_word!($m, "movq ({src}), {tmp}\nmovq {tmp}, ({dst})\n"),
+                4 => go_word!($m, "movl ({src}), {tmp:e}\nmovl {tmp:e}, ({dst})\n"),
+                2 => go_word!($m, "movw ({src}), {tmp:x}\nmovw {tmp:x}, ({dst})\n"),
+                1 => go_word!($m, "movb ({src}), {tmp:l}\nmovb {tmp:l}, ({dst})\n"),
+                _ => go!($m),
+            }
+        };
+    }
     // SAFETY: as in `load_cbne_store`; `src`/`dst` valid for `len` bytes and `dst`
-    // unpublished until the commit (contract). The direction flag is clear on entry
-    // to asm (ABI), so `rep movsb` copies forward.
-    unsafe { plain_or_hooked!(H, go) }
+    // unpublished until the commit (contract). The register copies move exactly
+    // `len` bytes (the asm reads and writes bytes, whatever they hold). The direction
+    // flag is clear on entry to asm (ABI), so `rep movsb` copies forward.
+    unsafe { plain_or_hooked!(H, by_len) }
     OpResult::Committed
 }
 

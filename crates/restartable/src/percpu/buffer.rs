@@ -1,24 +1,97 @@
 //! [`PerCpuBuffer`]: a bounded array of owned values per CPU; push and pop are
 //! restartable sequences.
 
+use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
+use core::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 use core::sync::atomic::{AtomicIsize, Ordering};
 
 use super::{
-    effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, SharedList, Zeroable,
+    effective_index, on_current_cpu, with_index, Attempt, IndexBy, LazySlots, SharedList, Zeroable,
 };
 use crate::arch::{self, Index, Order, Relaxed, Release};
 use crate::hooks::{self, Hooks, NoHooks};
 
-/// One CPU's array: `items[..offset]` hold boxed values.
+/// One CPU's array: `items[..offset]` hold published values, each one word: the
+/// value's own bytes when it fits ([`Stored::INLINE`]), else the address of its box.
 struct BufSlot<const CAP: usize> {
     offset: AtomicIsize,
-    items: [AtomicIsize; CAP],
+    items: UnsafeCell<[MaybeUninit<usize>; CAP]>,
 }
 
-// SAFETY: zero is an empty array.
+// SAFETY: zero is an empty array (MaybeUninit holds any bytes).
 unsafe impl<const CAP: usize> Zeroable for BufSlot<CAP> {}
+
+/// How a `T` is kept in a slot word.
+struct Stored<T>(PhantomData<T>);
+
+impl<T> Stored<T> {
+    /// `T` fits a word (size and alignment at most 8): its bytes are moved into the
+    /// slot and back by the sequence itself (the op's copy reads and writes bytes, so
+    /// padding or uninitialised bytes in `T` are never read as an integer); no
+    /// allocation. Larger values are boxed and the box's address is stored.
+    const INLINE: bool =
+        size_of::<T>() <= size_of::<usize>() && align_of::<T>() <= align_of::<usize>();
+    /// Bytes the sequence copies.
+    const LEN: usize = if Self::INLINE {
+        size_of::<T>()
+    } else {
+        size_of::<*mut T>()
+    };
+}
+
+/// A value on its way into a slot: its own bytes, or its box.
+enum Outgoing<T> {
+    Inline(ManuallyDrop<T>),
+    Boxed(*mut T),
+}
+
+impl<T> Outgoing<T> {
+    #[inline(always)]
+    fn new(value: T) -> Self {
+        if Stored::<T>::INLINE {
+            Outgoing::Inline(ManuallyDrop::new(value))
+        } else {
+            Outgoing::Boxed(Box::into_raw(Box::new(value)))
+        }
+    }
+
+    /// The bytes the sequence copies into the slot.
+    #[inline(always)]
+    fn src(&self) -> *const u8 {
+        match self {
+            Outgoing::Inline(v) => (&**v as *const T).cast(),
+            Outgoing::Boxed(p) => (p as *const *mut T).cast(),
+        }
+    }
+
+    /// The value back (it was not published).
+    #[inline(always)]
+    fn back(self) -> T {
+        match self {
+            Outgoing::Inline(v) => ManuallyDrop::into_inner(v),
+            // SAFETY: the box was never published: still ours.
+            Outgoing::Boxed(p) => *unsafe { Box::from_raw(p) },
+        }
+    }
+}
+
+/// A slot word copied out by a committed pop (or read with exclusive access).
+///
+/// # Safety
+/// `word` must hold a published value of type `T` stored as [`Stored`] says, which
+/// the caller now owns (it was unpublished).
+#[inline(always)]
+unsafe fn take_word<T>(word: *const MaybeUninit<usize>) -> T {
+    if Stored::<T>::INLINE {
+        // SAFETY: the word's first bytes are a `T` (caller); aligned (align <= 8).
+        unsafe { word.cast::<T>().read() }
+    } else {
+        // SAFETY: the word is the address of an owned box (caller), fully initialised.
+        unsafe { *Box::from_raw(word.cast::<*mut T>().read()) }
+    }
+}
 
 /// A bounded per-CPU buffer (LIFO array) of owned values, `CAP` per CPU:
 /// [`push`](Self::push) fails when the current CPU's array is full,
@@ -26,6 +99,11 @@ unsafe impl<const CAP: usize> Zeroable for BufSlot<CAP> {}
 /// empty too). `push` commits with a plain store, [`push_release`](Self::push_release)
 /// with a release store (the reference's `-M`), for consumers that read the items
 /// from another CPU after a fence.
+///
+/// Values that fit a machine word (`Box<U>`, `Arc<U>`, `NonNull<U>`, `&'static U`,
+/// integers, any `T` of at most 8 bytes and alignment) are stored in the slot itself:
+/// push and pop allocate nothing, and the sequence moves the value's bytes (ownership
+/// moves, it is never duplicated). Larger values are boxed (one allocation per push).
 ///
 /// Threads without rseq use a shared fallback buffer of the same capacity.
 ///
@@ -39,10 +117,10 @@ unsafe impl<const CAP: usize> Zeroable for BufSlot<CAP> {}
 /// assert!(buf.pop().is_none());
 /// ```
 pub struct PerCpuBuffer<T, const CAP: usize = 256, H: Hooks = NoHooks> {
-    slots: PerCpu<BufSlot<CAP>>,
+    slots: LazySlots<BufSlot<CAP>>,
     index: IndexBy,
     fallback: SharedList<T>,
-    _owns: PhantomData<Box<T>>,
+    _owns: PhantomData<T>,
     _hooks: PhantomData<H>,
 }
 
@@ -53,9 +131,17 @@ unsafe impl<T: Send, const CAP: usize, H: Hooks> Sync for PerCpuBuffer<T, CAP, H
 unsafe impl<T: Send, const CAP: usize, H: Hooks> Send for PerCpuBuffer<T, CAP, H> {}
 
 impl<T, const CAP: usize> PerCpuBuffer<T, CAP, NoHooks> {
-    /// An empty buffer indexed by CPU.
-    pub fn new() -> Self {
-        Self::with_index(IndexBy::Cpu)
+    /// An empty buffer indexed by CPU. `const`: a buffer can be a `static`; its
+    /// per-CPU storage is reserved on first use.
+    pub const fn new() -> Self {
+        assert!(CAP > 0 && CAP <= isize::MAX as usize / 8);
+        PerCpuBuffer {
+            slots: LazySlots::new(),
+            index: IndexBy::Cpu,
+            fallback: SharedList::new(),
+            _owns: PhantomData,
+            _hooks: PhantomData,
+        }
     }
 
     /// An empty buffer indexed as asked.
@@ -76,7 +162,7 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         assert!(CAP > 0 && CAP <= isize::MAX as usize / 8);
         let index = effective_index(index);
         PerCpuBuffer {
-            slots: PerCpu::new(index),
+            slots: LazySlots::eager(),
             index,
             fallback: SharedList::new(),
             _owns: PhantomData,
@@ -95,51 +181,55 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     }
 
     /// Pushes `value` on the current CPU's array; gives it back when that is full.
-    #[inline]
+    #[inline(always)]
     pub fn push(&self, value: T) -> Result<(), T> {
         self.push_ordered::<Relaxed>(value)
     }
 
     /// As [`push`](Self::push), committing with a release store.
-    #[inline]
+    #[inline(always)]
     pub fn push_release(&self, value: T) -> Result<(), T> {
         self.push_ordered::<Release>(value)
     }
 
     #[inline(always)]
     fn push_ordered<O: Order>(&self, value: T) -> Result<(), T> {
-        let item = Box::into_raw(Box::new(value));
-        let r = with_index!(self.index, I => self.push_as::<I, O>(item));
-        match r {
+        let item = Outgoing::new(value);
+        match with_index!(self.index, I => self.push_as::<I, O>(item.src())) {
             Some(true) => Ok(()),
-            // SAFETY: not published; ours.
-            Some(false) => Err(*unsafe { Box::from_raw(item) }),
-            // SAFETY: not published; ours.
-            None => self
-                .fallback
-                .push::<H>(*unsafe { Box::from_raw(item) }, CAP),
+            Some(false) => Err(item.back()),
+            None => self.fallback.push::<H>(item.back(), CAP),
         }
     }
 
-    /// `Some(true)` pushed, `Some(false)` full, `None` use the fallback.
+    /// `Some(true)` pushed (the slot owns the value now), `Some(false)` full, `None`
+    /// use the fallback.
     #[inline(always)]
-    fn push_as<I: Index, O: Order>(&self, item: *mut T) -> Option<bool> {
+    fn push_as<I: Index, O: Order>(&self, src: *const u8) -> Option<bool> {
         on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let off = slot.offset.load(Ordering::Relaxed);
             if off as usize >= CAP {
                 return Attempt::Done(false);
             }
+            // SAFETY: in bounds (off < CAP); address computation only.
+            let dst = unsafe {
+                slot.items
+                    .get()
+                    .cast::<MaybeUninit<usize>>()
+                    .add(off as usize)
+            };
             hooks::inject_c::<H>(8);
-            // SAFETY: `items[off]` is beyond the published part, written only by
-            // sequences of this CPU; the commit of `offset` publishes it.
+            // SAFETY: `dst` is beyond the published part, written only by sequences
+            // of this CPU; the commit of `offset` publishes it. `src` holds LEN bytes.
             let r = unsafe {
-                arch::load_cbne_store_store::<I, O, H>(
+                arch::load_cbne_memcpy_store::<I, O, H>(
                     area,
                     cpu,
                     slot.offset.as_ptr(),
                     off,
-                    slot.items[off as usize].as_ptr(),
-                    item as isize,
+                    dst.cast::<u8>(),
+                    src,
+                    Stored::<T>::LEN,
                     off + 1,
                 )
             };
@@ -148,53 +238,62 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     }
 
     /// Pops the last value of the current CPU's array, else of the shared fallback.
-    #[inline]
+    #[inline(always)]
     pub fn pop(&self) -> Option<T> {
-        match with_index!(self.index, I => self.pop_as::<I>()) {
-            // SAFETY: a committed pop unpublished `item`: ours now.
-            Some(Some(item)) => Some(*unsafe { Box::from_raw(item) }),
+        let mut word = MaybeUninit::<usize>::uninit();
+        match with_index!(self.index, I => self.pop_as::<I>(&mut word)) {
+            // SAFETY: a committed pop copied a published value's word into `word` and
+            // unpublished it: ours now.
+            Some(true) => Some(unsafe { take_word::<T>(&word) }),
             _ => self.fallback.pop::<H>(),
         }
     }
 
-    /// `Some(Some)` popped, `Some(None)` this CPU's array is empty, `None` use
-    /// the fallback.
+    /// `Some(true)` popped into `out`, `Some(false)` this CPU's array is empty,
+    /// `None` use the fallback.
     #[inline(always)]
-    fn pop_as<I: Index>(&self) -> Option<Option<*mut T>> {
+    fn pop_as<I: Index>(&self, out: &mut MaybeUninit<usize>) -> Option<bool> {
         on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let off = slot.offset.load(Ordering::Relaxed);
             if off <= 0 {
-                return Attempt::Done(None);
+                return Attempt::Done(false);
             }
-            let cell = &slot.items[(off - 1) as usize];
-            let item = cell.load(Ordering::Relaxed);
+            // SAFETY: in bounds (0 < off <= CAP); address computation only.
+            let src = unsafe {
+                slot.items
+                    .get()
+                    .cast::<MaybeUninit<usize>>()
+                    .add(off as usize - 1)
+            };
             hooks::inject_c::<H>(8);
-            // SAFETY: the slot's words are written only by sequences of this CPU; the
-            // sequence re-checks both the offset and the item before committing.
+            // SAFETY: `src` is a published value (the sequence re-checks the offset
+            // before copying, so the copy and the commit see the same item: no ABA);
+            // `out` is private and a word long.
             let r = unsafe {
-                arch::load_cbne_load_cbne_store::<I, H>(
+                arch::load_cbne_memcpy_store::<I, Relaxed, H>(
                     area,
                     cpu,
                     slot.offset.as_ptr(),
                     off,
-                    cell.as_ptr(),
-                    item,
+                    out.as_mut_ptr().cast::<u8>(),
+                    src.cast::<u8>(),
+                    Stored::<T>::LEN,
                     off - 1,
                 )
             };
-            Attempt::from_op(r, || Some(item as *mut T), || Attempt::Again)
+            Attempt::from_op(r, || true, || Attempt::Again)
         })
     }
 
     /// Takes every value, with exclusive access.
     pub fn drain(&mut self) -> Vec<T> {
         let mut out = Vec::new();
-        for slot in self.slots.iter_mut() {
-            let n = core::mem::take(slot.offset.get_mut()) as usize;
-            for cell in &mut slot.items[..n.min(CAP)] {
-                let p = core::mem::take(cell.get_mut());
-                // SAFETY: published items are owned boxes; exclusive access.
-                out.push(*unsafe { Box::from_raw(p as *mut T) });
+        for slot in self.slots.get_mut().into_iter().flatten() {
+            let n = (core::mem::take(slot.offset.get_mut()) as usize).min(CAP);
+            for word in &slot.items.get_mut()[..n] {
+                // SAFETY: the first `offset` words are published values; the offset
+                // is reset above, so each is taken once; exclusive access.
+                out.push(unsafe { take_word::<T>(word) });
             }
         }
         out.append(self.fallback.get_mut());

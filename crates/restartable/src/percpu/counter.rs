@@ -5,7 +5,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicI64, Ordering};
 
-use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu};
+use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, LazySlots};
 use crate::arch::{self, Index};
 use crate::hooks::{self, Hooks, NoHooks};
 
@@ -37,7 +37,7 @@ use crate::hooks::{self, Hooks, NoHooks};
 #[doc(alias = "percpu_counter")]
 #[doc(alias = "LongAdder")]
 pub struct PerCpuCounter<H: Hooks = NoHooks> {
-    slots: PerCpu<AtomicI64>,
+    slots: LazySlots<AtomicI64>,
     index: IndexBy,
     /// Adds made without a sequence (no rseq, or too many aborts).
     fallback: AtomicI64,
@@ -45,9 +45,25 @@ pub struct PerCpuCounter<H: Hooks = NoHooks> {
 }
 
 impl PerCpuCounter<NoHooks> {
-    /// A counter at 0, indexed by CPU.
-    pub fn new() -> Self {
-        Self::with_index(IndexBy::Cpu)
+    /// A counter at 0, indexed by CPU. `const`: a counter can be a `static`; its
+    /// per-CPU storage is reserved on first use (an `add` on a thread whose CPU is
+    /// beyond the slot count, which is 0 until then, goes out of line once to set it
+    /// up: the fast path has no extra check).
+    ///
+    /// ```
+    /// use restartable::PerCpuCounter;
+    ///
+    /// static REQUESTS: PerCpuCounter = PerCpuCounter::new();
+    /// REQUESTS.inc();
+    /// assert_eq!(REQUESTS.sum(), 1);
+    /// ```
+    pub const fn new() -> Self {
+        PerCpuCounter {
+            slots: LazySlots::new(),
+            index: IndexBy::Cpu,
+            fallback: AtomicI64::new(0),
+            _hooks: PhantomData,
+        }
     }
 
     /// A counter at 0, indexed as asked (`MmCid` falls back to `Cpu` where the kernel
@@ -68,7 +84,7 @@ impl<H: Hooks> PerCpuCounter<H> {
     pub fn with_hooks(index: IndexBy) -> Self {
         let index = effective_index(index);
         PerCpuCounter {
-            slots: PerCpu::new(index),
+            slots: LazySlots::eager(),
             index,
             fallback: AtomicI64::new(0),
             _hooks: PhantomData,
@@ -81,19 +97,19 @@ impl<H: Hooks> PerCpuCounter<H> {
     }
 
     /// Adds `delta` (which may be negative) on the current CPU's slot.
-    #[inline]
+    #[inline(always)]
     pub fn add(&self, delta: i64) {
         with_index!(self.index, I => self.add_as::<I>(delta))
     }
 
     /// Adds 1.
-    #[inline]
+    #[inline(always)]
     pub fn inc(&self) {
         self.add(1)
     }
 
     /// Subtracts 1.
-    #[inline]
+    #[inline(always)]
     pub fn dec(&self) {
         self.add(-1)
     }
@@ -128,18 +144,21 @@ impl<H: Hooks> PerCpuCounter<H> {
     pub fn sum(&self) -> i64 {
         let slots: i64 = self
             .slots
-            .iter()
+            .get()
+            .into_iter()
+            .flatten()
             .map(|s| s.load(Ordering::Relaxed))
             .fold(0i64, |a, b| a.wrapping_add(b));
         slots.wrapping_add(self.fallback.load(Ordering::Relaxed))
     }
 
-    /// Each slot's value (index = CPU or mm_cid), without the fallback's share.
+    /// Each slot's value (index = CPU or mm_cid), without the fallback's share
+    /// (zeros before the first `add`).
     pub fn per_cpu(&self) -> Vec<i64> {
-        self.slots
-            .iter()
-            .map(|s| s.load(Ordering::Relaxed))
-            .collect()
+        let Some(slots) = self.slots.get() else {
+            return vec![0; crate::possible_cpus()];
+        };
+        slots.iter().map(|s| s.load(Ordering::Relaxed)).collect()
     }
 
     /// The part added on the shared fallback path.
@@ -154,7 +173,7 @@ impl<H: Hooks> PerCpuCounter<H> {
     /// returned amount is subtracted from the shared fallback instead.
     pub fn sum_and_reset(&self) -> i64 {
         let mut total = 0i64;
-        for s in self.slots.iter() {
+        for s in self.slots.get().into_iter().flatten() {
             total = total.wrapping_add(s.load(Ordering::Relaxed));
         }
         // Read and subtract the fallback's share atomically with the rest.

@@ -9,7 +9,7 @@ use core::mem::MaybeUninit;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
-use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, Zeroable};
+use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, LazySlots, Zeroable};
 use crate::arch::{self, Index};
 use crate::hooks::{self, Hooks, NoHooks};
 
@@ -74,7 +74,7 @@ impl<T> LockSlot<T> {
 /// assert_eq!(total, 1);
 /// ```
 pub struct PerCpuLock<T, H: Hooks = NoHooks> {
-    slots: PerCpu<LockSlot<T>>,
+    slots: LazySlots<LockSlot<T>>,
     index: IndexBy,
     fallback: LockSlot<T>,
     _hooks: PhantomData<H>,
@@ -86,9 +86,15 @@ unsafe impl<T: Send, H: Hooks> Sync for PerCpuLock<T, H> {}
 unsafe impl<T: Send, H: Hooks> Send for PerCpuLock<T, H> {}
 
 impl<T: Default> PerCpuLock<T, NoHooks> {
-    /// Per-CPU instances indexed by CPU.
-    pub fn new() -> Self {
-        Self::with_index(IndexBy::Cpu)
+    /// Per-CPU instances indexed by CPU. `const`: a lock can be a `static`; its
+    /// per-CPU storage is reserved on first use.
+    pub const fn new() -> Self {
+        PerCpuLock {
+            slots: LazySlots::new(),
+            index: IndexBy::Cpu,
+            fallback: LockSlot::new(),
+            _hooks: PhantomData,
+        }
     }
 
     /// Per-CPU instances indexed as asked.
@@ -103,19 +109,12 @@ impl<T: Default> Default for PerCpuLock<T, NoHooks> {
     }
 }
 
-/// Which instance a guard holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Held {
-    Slot(usize),
-    Fallback,
-}
-
 impl<T: Default, H: Hooks> PerCpuLock<T, H> {
     /// Per-CPU instances whose sequences carry the hooks `H`.
     pub fn with_hooks(index: IndexBy) -> Self {
         let index = effective_index(index);
         PerCpuLock {
-            slots: PerCpu::new(index),
+            slots: LazySlots::eager(),
             index,
             fallback: LockSlot::new(),
             _hooks: PhantomData,
@@ -124,16 +123,21 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
 
     /// Locks the current CPU's instance (spinning while its holder, possibly a thread
     /// that migrated away, keeps it).
-    #[inline]
+    #[inline(always)]
     pub fn lock(&self) -> PerCpuLockGuard<'_, T, H> {
-        let held = with_index!(self.index, I => self.lock_as::<I>());
-        PerCpuLockGuard::new(self, held)
+        let (slot, cpu) = match with_index!(self.index, I => self.lock_as::<I>()) {
+            // SAFETY: a slot of this lock's storage, which lives as long as `self`.
+            Some((slot, cpu)) => (unsafe { slot.as_ref() }, Some(cpu)),
+            None => (self.lock_fallback(), None),
+        };
+        PerCpuLockGuard::new(slot, cpu)
     }
 
+    /// The locked slot and its CPU, or `None`: use the fallback.
     #[inline(always)]
-    fn lock_as<I: Index>(&self) -> Held {
+    fn lock_as<I: Index>(&self) -> Option<(core::ptr::NonNull<LockSlot<T>>, u32)> {
         let mut spins = 0u32;
-        let held = on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
+        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
             let word = slot.word.as_ptr();
             hooks::inject_c::<H>(8);
             // SAFETY: `word` is the lock word of `cpu`'s slot, which only sequences
@@ -143,7 +147,7 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
                 r,
                 || {
                     core::sync::atomic::fence(Ordering::Acquire);
-                    Held::Slot(cpu as usize)
+                    (core::ptr::NonNull::from(slot), cpu)
                 },
                 || {
                     // Held by another thread (possibly one that migrated away): spin.
@@ -156,16 +160,12 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
                     Attempt::Again
                 },
             )
-        });
-        held.unwrap_or_else(|| {
-            self.lock_fallback();
-            Held::Fallback
         })
     }
 
     #[cold]
     #[inline(never)]
-    fn lock_fallback(&self) {
+    fn lock_fallback(&self) -> &LockSlot<T> {
         let mut spins = 0u32;
         while self
             .fallback
@@ -181,22 +181,20 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
             }
         }
         hooks::record_fallback::<H>();
-    }
-
-    fn slot(&self, held: Held) -> &LockSlot<T> {
-        match held {
-            // SAFETY: `i` is in range (checked when locking); shared reference to a
-            // slot whose fields are atomics or reached only under its lock.
-            Held::Slot(i) => unsafe { &*self.slots.slot_ptr(i) },
-            Held::Fallback => &self.fallback,
-        }
+        &self.fallback
     }
 
     /// Every instance (each CPU's, then the fallback's) with exclusive access, for
     /// aggregates. Instances never locked are created with `T::default()`.
+    ///
+    /// # Panics
+    /// If the per-CPU storage was never set up and cannot be reserved now.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.slots.force();
         self.slots
-            .iter_mut()
+            .get_mut()
+            .into_iter()
+            .flatten()
             .chain(core::iter::once(&mut self.fallback))
             .map(|s| {
                 if !*s.init.get_mut() {
@@ -219,8 +217,11 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
 /// Not `Send`: it is released by the thread that took it (it may have migrated to
 /// another CPU meanwhile; that is fine).
 pub struct PerCpuLockGuard<'a, T: Default, H: Hooks = NoHooks> {
-    lock: &'a PerCpuLock<T, H>,
-    held: Held,
+    /// The locked instance (found once, when locking).
+    slot: &'a LockSlot<T>,
+    /// Its CPU (or mm_cid); `None` for the shared fallback instance.
+    cpu: Option<u32>,
+    _lock: PhantomData<&'a PerCpuLock<T, H>>,
     _not_send: PhantomData<*mut T>,
 }
 
@@ -228,57 +229,64 @@ pub struct PerCpuLockGuard<'a, T: Default, H: Hooks = NoHooks> {
 unsafe impl<T: Default + Sync, H: Hooks> Sync for PerCpuLockGuard<'_, T, H> {}
 
 impl<'a, T: Default, H: Hooks> PerCpuLockGuard<'a, T, H> {
-    /// The guard of the instance `held`, which this thread has just locked; creates
-    /// the value with `T::default()` on the instance's first use. The guard exists
-    /// before `T::default()` runs, so that if it panics, unwinding drops the guard
-    /// and unlocks (the value stays uncreated; the next lock tries again).
-    fn new(lock: &'a PerCpuLock<T, H>, held: Held) -> Self {
+    /// The guard of `slot`, which this thread has just locked; creates the value with
+    /// `T::default()` on the instance's first use. The guard exists before
+    /// `T::default()` runs, so that if it panics, unwinding drops the guard and
+    /// unlocks (the value stays uncreated; the next lock tries again).
+    #[inline(always)]
+    fn new(slot: &'a LockSlot<T>, cpu: Option<u32>) -> Self {
         let guard = PerCpuLockGuard {
-            lock,
-            held,
+            slot,
+            cpu,
+            _lock: PhantomData,
             _not_send: PhantomData,
         };
-        let slot = lock.slot(held);
         if !slot.init.load(Ordering::Relaxed) {
-            let value = T::default();
-            // SAFETY: we hold the lock: exclusive access to the value, which is not
-            // initialized (flag), so nothing is overwritten without being dropped.
-            unsafe { (*slot.value.get()).write(value) };
-            slot.init.store(true, Ordering::Relaxed);
+            guard.create();
         }
         guard
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn create(&self) {
+        let value = T::default();
+        // SAFETY: we hold the lock: exclusive access to the value, which is not
+        // initialized (flag), so nothing is overwritten without being dropped.
+        unsafe { (*self.slot.value.get()).write(value) };
+        self.slot.init.store(true, Ordering::Relaxed);
     }
 
     /// The CPU (or mm_cid) whose instance is held; `None` for the shared fallback
     /// instance.
     pub fn cpu(&self) -> Option<u32> {
-        match self.held {
-            Held::Slot(i) => Some(i as u32),
-            Held::Fallback => None,
-        }
+        self.cpu
     }
 }
 
 impl<T: Default, H: Hooks> Deref for PerCpuLockGuard<'_, T, H> {
     type Target = T;
+    #[inline(always)]
     fn deref(&self) -> &T {
         // SAFETY: held lock, initialized value.
-        unsafe { (*self.lock.slot(self.held).value.get()).assume_init_ref() }
+        unsafe { (*self.slot.value.get()).assume_init_ref() }
     }
 }
 
 impl<T: Default, H: Hooks> DerefMut for PerCpuLockGuard<'_, T, H> {
+    #[inline(always)]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: held lock (exclusive), initialized value.
-        unsafe { (*self.lock.slot(self.held).value.get()).assume_init_mut() }
+        unsafe { (*self.slot.value.get()).assume_init_mut() }
     }
 }
 
 impl<T: Default, H: Hooks> Drop for PerCpuLockGuard<'_, T, H> {
+    #[inline(always)]
     fn drop(&mut self) {
         // The release store that unlocks: no sequence can commit on this word while
         // it is 1, so this plain store races nothing.
-        self.lock.slot(self.held).word.store(0, Ordering::Release);
+        self.slot.word.store(0, Ordering::Release);
     }
 }
 

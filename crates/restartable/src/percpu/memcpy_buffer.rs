@@ -8,7 +8,7 @@ use core::mem::{size_of, MaybeUninit};
 use core::sync::atomic::{AtomicIsize, Ordering};
 
 use super::{
-    effective_index, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, SharedList, Zeroable,
+    effective_index, on_current_cpu, with_index, Attempt, IndexBy, LazySlots, SharedList, Zeroable,
 };
 use crate::arch::{self, Index, Order, Relaxed, Release};
 use crate::hooks::{self, Hooks, NoHooks};
@@ -41,16 +41,23 @@ unsafe impl<T: Send, const CAP: usize> Sync for CopySlot<T, CAP> {}
 /// assert_eq!(buf.pop(), Some(Event { id: 1, payload: [7; 24] }));
 /// ```
 pub struct PerCpuMemcpyBuffer<T: Copy, const CAP: usize = 256, H: Hooks = NoHooks> {
-    slots: PerCpu<CopySlot<T, CAP>>,
+    slots: LazySlots<CopySlot<T, CAP>>,
     index: IndexBy,
     fallback: SharedList<T>,
     _hooks: PhantomData<H>,
 }
 
 impl<T: Copy + Send, const CAP: usize> PerCpuMemcpyBuffer<T, CAP, NoHooks> {
-    /// An empty buffer indexed by CPU.
-    pub fn new() -> Self {
-        Self::with_index(IndexBy::Cpu)
+    /// An empty buffer indexed by CPU. `const`: a buffer can be a `static`; its
+    /// per-CPU storage is reserved on first use.
+    pub const fn new() -> Self {
+        assert!(CAP > 0 && CAP <= isize::MAX as usize / 8);
+        PerCpuMemcpyBuffer {
+            slots: LazySlots::new(),
+            index: IndexBy::Cpu,
+            fallback: SharedList::new(),
+            _hooks: PhantomData,
+        }
     }
 
     /// An empty buffer indexed as asked.
@@ -71,7 +78,7 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
         assert!(CAP > 0 && CAP <= isize::MAX as usize / 8);
         let index = effective_index(index);
         PerCpuMemcpyBuffer {
-            slots: PerCpu::new(index),
+            slots: LazySlots::eager(),
             index,
             fallback: SharedList::new(),
             _hooks: PhantomData,
@@ -84,13 +91,13 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
     }
 
     /// Copies `item` into the current CPU's array; gives it back when that is full.
-    #[inline]
+    #[inline(always)]
     pub fn push(&self, item: T) -> Result<(), T> {
         self.push_ordered::<Relaxed>(item)
     }
 
     /// As [`push`](Self::push), committing with a release store.
-    #[inline]
+    #[inline(always)]
     pub fn push_release(&self, item: T) -> Result<(), T> {
         self.push_ordered::<Release>(item)
     }
@@ -135,7 +142,7 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
 
     /// Copies out and removes the last item of the current CPU's array, else of the
     /// shared fallback.
-    #[inline]
+    #[inline(always)]
     pub fn pop(&self) -> Option<T> {
         let mut out = MaybeUninit::<T>::uninit();
         match with_index!(self.index, I => self.pop_as::<I>(&mut out)) {
@@ -178,7 +185,7 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
     /// Takes every item, with exclusive access.
     pub fn drain(&mut self) -> Vec<T> {
         let mut out = Vec::new();
-        for slot in self.slots.iter_mut() {
+        for slot in self.slots.get_mut().into_iter().flatten() {
             let n = (core::mem::take(slot.offset.get_mut()) as usize).min(CAP);
             let items = slot.items.get_mut();
             for it in &items[..n] {

@@ -5,8 +5,9 @@
 //! | [`PerCpuCounter`] | `add` | [`load_add_store`](crate::arch::load_add_store) |
 //! | [`PerCpuLock`] | `lock` (0 -> 1) | [`load_cbne_store`](crate::arch::load_cbne_store) |
 //! | [`PerCpuStack`] | `push` / `pop` | [`load_cbne_load_cbne_store`](crate::arch::load_cbne_load_cbne_store) / [`load_cbne_load_cbeq_store_add_load_store`](crate::arch::load_cbne_load_cbeq_store_add_load_store) |
-//! | [`PerCpuBuffer`] | `push` / `pop` | [`load_cbne_store_store`](crate::arch::load_cbne_store_store) / [`load_cbne_load_cbne_store`](crate::arch::load_cbne_load_cbne_store) |
+//! | [`PerCpuBuffer`] | `push` / `pop` | [`load_cbne_memcpy_store`](crate::arch::load_cbne_memcpy_store) (a word copied through a register) |
 //! | [`PerCpuMemcpyBuffer`] | `push` / `pop` | [`load_cbne_memcpy_store`](crate::arch::load_cbne_memcpy_store) |
+//! | [`PerCpuPool`] | `get` / drop of the handle | the buffer's, on boxes stored in the slot |
 //!
 //! # Fallback and forward progress
 //! Every container has a shared fallback path (atomics or a lock) that its readers
@@ -23,8 +24,10 @@
 
 mod buffer;
 mod counter;
+mod lazy;
 mod lock;
 mod memcpy_buffer;
+mod pool;
 mod stack;
 pub mod storage;
 
@@ -32,8 +35,11 @@ pub use buffer::PerCpuBuffer;
 pub use counter::PerCpuCounter;
 pub use lock::{PerCpuLock, PerCpuLockGuard};
 pub use memcpy_buffer::PerCpuMemcpyBuffer;
-pub use stack::PerCpuStack;
+pub use pool::{PerCpuPool, Pooled};
+pub use stack::{PerCpuStack, StackNode};
 pub use storage::{IndexBy, PerCpu, Zeroable};
+
+pub(crate) use lazy::{LazySlots, Slots};
 
 /// Consecutive aborts after which one operation completes on its container's shared
 /// fallback path.
@@ -136,14 +142,16 @@ impl<R> Attempt<R> {
 /// The retry loop every container shares: runs `attempt` on the current CPU's slot
 /// (with the thread's area and the CPU it read) until it is done. `None` sends the
 /// operation to the container's shared fallback: rseq is unavailable to this thread,
-/// this CPU has no slot, the attempt gave up, or [`MAX_CONSECUTIVE_ABORTS`] aborts
-/// came in a row.
+/// this CPU has no slot, the storage cannot be set up, the attempt gave up, or
+/// [`MAX_CONSECUTIVE_ABORTS`] aborts came in a row.
 ///
-/// The first attempt is inline and straight-line; retries are out of line
-/// ([`retry_on_current_cpu`]), so the common case runs with no taken branch.
+/// The first attempt is inline and straight-line; retries, and the first use of
+/// storage set up lazily (its slot count reads 0 until then, so the bounds check is
+/// also the set-up check), are out of line ([`retry_on_current_cpu`]), so the common
+/// case runs with no taken branch.
 #[inline(always)]
 pub(crate) fn on_current_cpu<I, H, S, R>(
-    slots: &PerCpu<S>,
+    slots: &impl Slots<S>,
     mut attempt: impl FnMut(crate::ThreadArea, u32, &S) -> Attempt<R>,
 ) -> Option<R>
 where
@@ -151,13 +159,13 @@ where
     H: crate::hooks::Hooks,
     S: Zeroable,
 {
-    let (area, cpu) = I::enter().ok()?;
+    // SAFETY: slot counts are below `CPU_ID_REGISTRATION_FAILED` (`Slots::count`).
+    let Some((area, cpu)) = (unsafe { I::enter_below(slots.count()) }) else {
+        return first_use::<I, H, S, R>(slots, attempt);
+    };
     crate::hooks::inject_c::<H>(7);
-    if cpu as usize >= slots.slots() {
-        return None;
-    }
     // SAFETY: as in `retry_on_current_cpu`.
-    let slot = unsafe { &*slots.slot_ptr(cpu as usize) };
+    let slot = unsafe { &*slots.slot(cpu as usize) };
     match attempt(area, cpu, slot) {
         Attempt::Done(r) => Some(r),
         Attempt::GiveUp => None,
@@ -166,12 +174,33 @@ where
     }
 }
 
+/// The first attempt found no usable index below the slot count: the storage was not
+/// set up yet (set it up), the thread is not registered yet (the retry loop's
+/// `enter` registers it) or cannot be, or this CPU has no slot (the retry loop
+/// returns `None`: the fallback).
+#[cold]
+#[inline(never)]
+fn first_use<I, H, S, R>(
+    slots: &impl Slots<S>,
+    attempt: impl FnMut(crate::ThreadArea, u32, &S) -> Attempt<R>,
+) -> Option<R>
+where
+    I: crate::arch::Index,
+    H: crate::hooks::Hooks,
+    S: Zeroable,
+{
+    if slots.count() == 0 && !slots.set_up() {
+        return None;
+    }
+    retry_on_current_cpu::<I, H, S, R>(slots, 0, attempt)
+}
+
 /// The loop of [`on_current_cpu`] after its first attempt, `prior_aborts` aborts
 /// already counted.
 #[cold]
 #[inline(never)]
 fn retry_on_current_cpu<I, H, S, R>(
-    slots: &PerCpu<S>,
+    slots: &impl Slots<S>,
     prior_aborts: u32,
     mut attempt: impl FnMut(crate::ThreadArea, u32, &S) -> Attempt<R>,
 ) -> Option<R>
@@ -184,13 +213,15 @@ where
     while aborts < MAX_CONSECUTIVE_ABORTS {
         let (area, cpu) = I::enter().ok()?;
         crate::hooks::inject_c::<H>(7);
-        if cpu as usize >= slots.slots() {
+        let n = slots.count();
+        if cpu as usize >= n {
             return None;
         }
-        // SAFETY: `cpu` is in range, and a slot of a live `PerCpu` is a valid `S` for
-        // as long as the `PerCpu` is borrowed; containers only share slots whose
-        // fields are atomics or guarded by the slot's own protocol.
-        let slot = unsafe { &*slots.slot_ptr(cpu as usize) };
+        // SAFETY: `cpu` is below a slot count the storage returned, and a slot of
+        // live storage is a valid `S` for as long as the storage is borrowed;
+        // containers only share slots whose fields are atomics or guarded by the
+        // slot's own protocol.
+        let slot = unsafe { &*slots.slot(cpu as usize) };
         match attempt(area, cpu, slot) {
             Attempt::Done(r) => return Some(r),
             Attempt::Again => aborts = 0,

@@ -8,8 +8,8 @@ use core::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
 use super::{
-    effective_index, fence_slot, on_current_cpu, with_index, Attempt, IndexBy, PerCpu, SharedList,
-    Zeroable,
+    effective_index, fence_slot, on_current_cpu, with_index, Attempt, IndexBy, LazySlots,
+    SharedList, Zeroable,
 };
 use crate::arch::{self, Index};
 use crate::hooks::{self, Hooks, NoHooks};
@@ -19,6 +19,78 @@ use crate::FenceError;
 struct Node<T> {
     next: isize,
     value: T,
+}
+
+/// An owned node of a [`PerCpuStack`]: a value in the box that links it into a
+/// per-CPU list. Allocated once ([`new`](Self::new)), it moves in and out of stacks
+/// with [`PerCpuStack::push_node`] and [`PerCpuStack::pop_node`] without any
+/// allocator call, for free lists and object caches. Derefs to the value.
+///
+/// ```
+/// use restartable::{PerCpuStack, StackNode};
+///
+/// let free: PerCpuStack<[u8; 64]> = PerCpuStack::new();
+/// free.push_node(StackNode::new([0; 64])); // the one allocation
+/// for _ in 0..1000 {
+///     let mut buf = free.pop_node().unwrap(); // no allocation...
+///     buf[0] = buf[0].wrapping_add(1);
+///     free.push_node(buf); // ...and none here
+/// }
+/// assert_eq!(free.pop_node().unwrap()[0], 232); // 1000 mod 256
+/// ```
+pub struct StackNode<T> {
+    node: Box<Node<T>>,
+}
+
+impl<T> StackNode<T> {
+    /// A node holding `value` (allocates the node).
+    pub fn new(value: T) -> Self {
+        StackNode {
+            node: Box::new(Node { next: 0, value }),
+        }
+    }
+
+    /// The value, freeing the node.
+    pub fn into_inner(self) -> T {
+        self.node.value
+    }
+
+    /// The node's address, ownership passed to the caller.
+    #[inline(always)]
+    fn into_raw(self) -> *mut Node<T> {
+        Box::into_raw(self.node)
+    }
+
+    /// # Safety
+    /// `p` must come from [`into_raw`](Self::into_raw) and be owned by the caller.
+    #[inline(always)]
+    unsafe fn from_raw(p: *mut Node<T>) -> Self {
+        StackNode {
+            // SAFETY: an owned node from `into_raw` (caller).
+            node: unsafe { Box::from_raw(p) },
+        }
+    }
+}
+
+impl<T> core::ops::Deref for StackNode<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.node.value
+    }
+}
+
+impl<T> core::ops::DerefMut for StackNode<T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.node.value
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for StackNode<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("StackNode").field(&self.node.value).finish()
+    }
 }
 
 /// A failed push compare: the slot was stopped by a thief (give up: fallback), or
@@ -50,6 +122,12 @@ unsafe impl Zeroable for StackSlot {}
 /// each; [`steal`](Self::steal) takes another CPU's whole list safely (membarrier
 /// fence). Nodes are owned by the stack and freed with it.
 ///
+/// [`push`](Self::push) allocates a node and [`pop`](Self::pop) frees it; with owned
+/// nodes ([`StackNode`], [`push_node`](Self::push_node), [`pop_node`](Self::pop_node))
+/// the same sequences run with no allocator call (an intrusive list, as the
+/// reference's). `new` is `const`: a stack can be a `static` (its per-CPU storage is
+/// reserved on first use).
+///
 /// Threads without rseq push to and pop from a shared fallback list, which `pop`
 /// also drains when the current CPU's list is empty.
 ///
@@ -65,7 +143,7 @@ unsafe impl Zeroable for StackSlot {}
 /// assert_eq!(got, [7, 8]);
 /// ```
 pub struct PerCpuStack<T, H: Hooks = NoHooks> {
-    slots: PerCpu<StackSlot>,
+    slots: LazySlots<StackSlot>,
     index: IndexBy,
     fallback: SharedList<T>,
     /// Serializes thieves of one container.
@@ -82,8 +160,15 @@ unsafe impl<T: Send, H: Hooks> Send for PerCpuStack<T, H> {}
 
 impl<T> PerCpuStack<T, NoHooks> {
     /// An empty stack indexed by CPU.
-    pub fn new() -> Self {
-        Self::with_index(IndexBy::Cpu)
+    pub const fn new() -> Self {
+        PerCpuStack {
+            slots: LazySlots::new(),
+            index: IndexBy::Cpu,
+            fallback: SharedList::new(),
+            steal_lock: Mutex::new(()),
+            _owns: PhantomData,
+            _hooks: PhantomData,
+        }
     }
 
     /// An empty stack indexed as asked.
@@ -105,7 +190,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     pub fn with_hooks(index: IndexBy) -> Self {
         let index = effective_index(index);
         PerCpuStack {
-            slots: PerCpu::new(index),
+            slots: LazySlots::eager(),
             index,
             fallback: SharedList::new(),
             steal_lock: Mutex::new(()),
@@ -119,16 +204,30 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
         self.index
     }
 
-    /// Pushes `value` on the current CPU's list.
-    #[inline]
+    /// Pushes `value` on the current CPU's list (allocating its node; see
+    /// [`push_node`](Self::push_node)).
+    #[inline(always)]
     pub fn push(&self, value: T) {
-        let node = Box::into_raw(Box::new(Node { next: 0, value }));
+        self.push_node(StackNode::new(value))
+    }
+
+    /// Pushes an owned node on the current CPU's list: no allocation.
+    #[inline(always)]
+    pub fn push_node(&self, node: StackNode<T>) {
+        let node = node.into_raw();
         let pushed = with_index!(self.index, I => self.push_as::<I>(node));
         if !pushed {
             // SAFETY: the node was never published; we own it.
-            let node = unsafe { Box::from_raw(node) };
-            let _ = self.fallback.push::<H>(node.value, usize::MAX);
+            let node = unsafe { StackNode::from_raw(node) };
+            self.push_fallback(node);
         }
+    }
+
+    /// The shared fallback holds values: the node is freed (cold path only).
+    #[cold]
+    #[inline(never)]
+    fn push_fallback(&self, node: StackNode<T>) {
+        let _ = self.fallback.push::<H>(node.into_inner(), usize::MAX);
     }
 
     #[inline(always)]
@@ -157,17 +256,28 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     }
 
     /// Pops the most recent value of the current CPU's list, else of the shared
-    /// fallback list; `None` when both are empty.
-    #[inline]
+    /// fallback list; `None` when both are empty (frees the node; see
+    /// [`pop_node`](Self::pop_node)).
+    #[inline(always)]
     pub fn pop(&self) -> Option<T> {
+        self.pop_node().map(StackNode::into_inner)
+    }
+
+    /// Pops the most recent node of the current CPU's list (no allocation), else a
+    /// value of the shared fallback list in a new node; `None` when both are empty.
+    #[inline(always)]
+    pub fn pop_node(&self) -> Option<StackNode<T>> {
         match with_index!(self.index, I => self.pop_as::<I>()) {
-            Some(Some(node)) => {
-                // SAFETY: a committed pop unlinked `node`; we own it now.
-                let node = unsafe { Box::from_raw(node) };
-                Some(node.value)
-            }
-            _ => self.fallback.pop::<H>(),
+            // SAFETY: a committed pop unlinked `node`; we own it now.
+            Some(Some(node)) => Some(unsafe { StackNode::from_raw(node) }),
+            _ => self.pop_fallback(),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pop_fallback(&self) -> Option<StackNode<T>> {
+        self.fallback.pop::<H>().map(StackNode::new)
     }
 
     /// `Some(Some(node))`: popped; `Some(None)`: this CPU's list is empty; `None`: use
@@ -221,7 +331,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     /// [`drain`](Self::drain) find them) and the slot stays stopped, its operations on
     /// the fallback, until a later steal of it succeeds.
     pub fn steal(&self, cpu: usize) -> Result<Vec<T>, FenceError> {
-        assert!(cpu < self.slots.slots(), "slot {cpu} out of range");
+        assert!(cpu < self.slots.force().slots(), "slot {cpu} out of range");
         let _thief = self.steal_lock.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: a slot of this container (shared access to atomics).
         let slot = unsafe { &*self.slots.slot_ptr(cpu) };
@@ -288,7 +398,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     /// Takes every value, with exclusive access (no fence needed).
     pub fn drain(&mut self) -> Vec<T> {
         let mut out = Vec::new();
-        for slot in self.slots.iter_mut() {
+        for slot in self.slots.get_mut().into_iter().flatten() {
             let mut head = core::mem::take(slot.head.get_mut());
             while head != 0 {
                 // SAFETY: exclusive access: the nodes are ours.

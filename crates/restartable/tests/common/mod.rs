@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use restartable::hooks::{self, Hooks, Stats};
 use restartable::{
-    IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuMemcpyBuffer, PerCpuStack,
+    IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuMemcpyBuffer, PerCpuPool, PerCpuStack,
+    StackNode,
 };
 
 /// Capacity per CPU of the buffers under test: small, so that they fill up and the
@@ -470,6 +471,76 @@ impl<H: Hooks> Bag for PerCpuMemcpyBuffer<Item, CAP, H> {
     }
 }
 
+/// The stack with owned nodes: pushes and pops move the nodes (no allocation).
+impl<H: Hooks> Bag for Nodes<PerCpuStack<u64, H>> {
+    type V = StackNode<u64>;
+    const PREPOP: u64 = 256;
+    fn make(id: u64) -> StackNode<u64> {
+        StackNode::new(id)
+    }
+    fn id(v: &StackNode<u64>) -> u64 {
+        **v
+    }
+    fn put(&self, v: StackNode<u64>) -> Result<(), StackNode<u64>> {
+        self.0.push_node(v);
+        Ok(())
+    }
+    fn take(&self) -> Option<StackNode<u64>> {
+        self.0.pop_node()
+    }
+    fn drain_all(&mut self) -> Vec<StackNode<u64>> {
+        self.0.drain().into_iter().map(StackNode::new).collect()
+    }
+}
+
+/// A stack used through its owned-node API.
+pub struct Nodes<S>(pub S);
+
+/// The buffer holding word-sized values (boxes) in its slots: no allocation inside
+/// the buffer, ownership moved by the sequence.
+impl<H: Hooks> Bag for PerCpuBuffer<Box<Item>, CAP, H> {
+    type V = Box<Item>;
+    const PREPOP: u64 = CAP as u64 / 2;
+    fn make(id: u64) -> Box<Item> {
+        Box::new(Item::new(id))
+    }
+    fn id(v: &Box<Item>) -> u64 {
+        v.check()
+    }
+    fn put(&self, v: Box<Item>) -> Result<(), Box<Item>> {
+        self.push(v)
+    }
+    fn take(&self) -> Option<Box<Item>> {
+        self.pop()
+    }
+    fn drain_all(&mut self) -> Vec<Box<Item>> {
+        self.drain()
+    }
+}
+
+/// The object pool: `put` returns an object, `take` gets a free one (never making
+/// one: `try_get`), detached from the pool so that the workload holds it.
+impl<H: Hooks> Bag for PerCpuPool<Item, fn() -> Item, CAP, H> {
+    type V = Box<Item>;
+    const PREPOP: u64 = CAP as u64 / 2;
+    fn make(id: u64) -> Box<Item> {
+        Box::new(Item::new(id))
+    }
+    fn id(v: &Box<Item>) -> u64 {
+        v.check()
+    }
+    fn put(&self, v: Box<Item>) -> Result<(), Box<Item>> {
+        PerCpuPool::put(self, v);
+        Ok(())
+    }
+    fn take(&self) -> Option<Box<Item>> {
+        self.try_get().map(|p| p.into_box())
+    }
+    fn drain_all(&mut self) -> Vec<Box<Item>> {
+        self.drain().into_iter().map(Box::new).collect()
+    }
+}
+
 /// A buffer whose pushes commit with a release store (`push_release`, the reference's
 /// `-M`).
 pub struct ReleasePush<B>(pub B);
@@ -656,12 +727,15 @@ pub fn every_container<H: Hooks>(index: IndexBy, w: &Work<'_>) -> Vec<Run> {
 }
 
 /// The names of the containers [`every_bag`] runs, in its order.
-pub const BAGS: [&str; 5] = [
+pub const BAGS: [&str; 8] = [
     "stack",
     "buffer",
     "buffer (release)",
     "memcpy buffer",
     "memcpy buffer (release)",
+    "word buffer",
+    "pool",
+    "stack (nodes)",
 ];
 
 /// The stack, the buffers and the memcpy buffers (each also with release pushes)
@@ -693,6 +767,19 @@ pub fn one_bag<H: Hooks>(name: &'static str, index: IndexBy, w: &Work<'_>) -> Ru
             &what,
             w,
         ),
+        "word buffer" => bag(
+            PerCpuBuffer::<Box<Item>, CAP, H>::with_hooks(index),
+            &what,
+            w,
+        ),
+        "pool" => bag(
+            PerCpuPool::<Item, fn() -> Item, CAP, H>::with_hooks(index, || {
+                panic!("the workload never asks the pool to make an object")
+            }),
+            &what,
+            w,
+        ),
+        "stack (nodes)" => bag(Nodes(PerCpuStack::<u64, H>::with_hooks(index)), &what, w),
         _ => panic!("no container called {name:?}"),
     })
 }
@@ -712,8 +799,8 @@ pub fn one_container<H: Hooks>(name: &'static str, index: IndexBy, w: &Work<'_>)
 }
 
 /// The names of the containers [`every_container`] runs, in its order.
-pub const CONTAINERS: [&str; 7] = [
-    "counter", "lock", BAGS[0], BAGS[1], BAGS[2], BAGS[3], BAGS[4],
+pub const CONTAINERS: [&str; 10] = [
+    "counter", "lock", BAGS[0], BAGS[1], BAGS[2], BAGS[3], BAGS[4], BAGS[5], BAGS[6], BAGS[7],
 ];
 
 /// Prints one line per run: counts summed over threads, and the wall time.

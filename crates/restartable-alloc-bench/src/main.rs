@@ -1,0 +1,567 @@
+//! `alloc-bench`: `PerCpuAlloc` against `std::alloc::System`, mimalloc,
+//! tikv-jemallocator and snmalloc-rs, each called through its `GlobalAlloc` methods,
+//! side by side in one run, at 1, nproc and 4 x nproc threads.
+//!
+//! Workloads (figures are ns per alloc+free pair, aggregate: elapsed x threads /
+//! pairs, so lower is better and perfect scaling keeps the figure flat):
+//! - `churn`: each thread allocates four objects of mixed small sizes (16-512 bytes)
+//!   and frees them, over and over (same-thread alloc+free);
+//! - `remote`: a producer pinned to one CPU allocates 64-byte objects and hands them
+//!   through a ring to a consumer pinned to another CPU, which frees them (frees on
+//!   another CPU); reported at 2 threads;
+//! - `larson`: threads replace random entries of a shared table of 4,096 objects of
+//!   random sizes (16-1,024 bytes), freeing what they replace, so objects are freed
+//!   by other threads than the ones that allocated them;
+//! - `threads`: threads created, doing 1,000 churn pairs and exiting, `n` at a time
+//!   (figure: µs per thread);
+//! - `rss`: peak resident memory (VmHWM) of a child process per allocator running
+//!   larson with a long-lived table of 65,536 objects of 16-4,096 bytes at 4 x nproc
+//!   threads for 2 x duration;
+//! - `churn64` (a diagnostic, not in the default list): one 64-byte object allocated
+//!   and freed, over and over: the bare fast path.
+//!
+//! Each figure is the median of `runs` runs of `duration`; in each round every
+//! allocator runs once, in turn, so that a change in the machine's load hits them all.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+#[path = "../../restartable/tests/support/seccomp.rs"]
+mod seccomp;
+
+static PERCPU: restartable_alloc::PerCpuAlloc = restartable_alloc::PerCpuAlloc::new();
+static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static SNMALLOC: snmalloc_rs::SnMalloc = snmalloc_rs::SnMalloc;
+
+const ALLOCATORS: [&str; 5] = ["PerCpuAlloc", "System", "mimalloc", "jemalloc", "snmalloc"];
+
+/// Runs `$body` with `$a` bound to the allocator named `$name`.
+macro_rules! with_alloc {
+    ($name:expr, $a:ident => $body:expr) => {
+        match $name {
+            "PerCpuAlloc" => {
+                let $a = &PERCPU;
+                $body
+            }
+            "System" => {
+                let $a = &System;
+                $body
+            }
+            "mimalloc" => {
+                let $a = &MIMALLOC;
+                $body
+            }
+            "jemalloc" => {
+                let $a = &JEMALLOC;
+                $body
+            }
+            "snmalloc" => {
+                let $a = &SNMALLOC;
+                $body
+            }
+            other => panic!("unknown allocator {other}"),
+        }
+    };
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "PerCpuAlloc against System, mimalloc, jemalloc and snmalloc, in one run")]
+struct Args {
+    /// Runs per figure (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Duration of one run, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    duration_ms: u64,
+    /// Thread counts (default: 1, nproc, 4 x nproc).
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Workloads: churn, remote, larson, threads, rss.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "churn,remote,larson,threads,rss"
+    )]
+    workload: Vec<String>,
+    /// Also run the whole table again with glibc's rseq registration off
+    /// (`GLIBC_TUNABLES=glibc.pthread.rseq=0`: the library registers its own areas).
+    #[arg(long)]
+    library_owned: bool,
+    /// Figures from the threads' CPU time (CLOCK_THREAD_CPUTIME_ID) instead of
+    /// elapsed time: on a shared, loaded machine this leaves out the time a thread
+    /// waited for a CPU (spinning waits still count).
+    #[arg(long)]
+    cpu_time: bool,
+    /// Also run the whole table again with rseq unavailable to the process
+    /// (`GLIBC_TUNABLES=glibc.pthread.rseq=0` and a seccomp filter that makes `rseq`
+    /// fail with ENOSYS): PerCpuAlloc's fallback path.
+    #[arg(long)]
+    no_rseq: bool,
+    /// Internal: measure peak RSS of one allocator in this process.
+    #[arg(long, hide = true)]
+    rss_child: Option<String>,
+}
+
+fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn pin(cpu: usize) {
+    // SAFETY: a valid CPU set for this thread (an error is ignored: unpinned).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+    }
+}
+
+/// Runs `body(thread index, stop flag) -> operations` on `threads` threads for
+/// `duration`, after a barrier; returns ns per operation, aggregate.
+fn timed<F>(threads: usize, duration: Duration, body: F) -> f64
+where
+    F: Fn(usize, &AtomicBool) -> u64 + Send + Sync + 'static,
+{
+    let body = Arc::new(body);
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let ops = Arc::new(AtomicU64::new(0));
+    let cpu_ns = Arc::new(AtomicU64::new(0));
+    let hs: Vec<_> = (0..threads)
+        .map(|t| {
+            let (body, stop, barrier, ops, cpu_ns) = (
+                body.clone(),
+                stop.clone(),
+                barrier.clone(),
+                ops.clone(),
+                cpu_ns.clone(),
+            );
+            std::thread::spawn(move || {
+                barrier.wait();
+                let c0 = thread_cpu_ns();
+                let n = body(t, &stop);
+                cpu_ns.fetch_add(thread_cpu_ns() - c0, Ordering::Relaxed);
+                ops.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+    let elapsed = start.elapsed();
+    let ops = ops.load(Ordering::Relaxed).max(1) as f64;
+    if CPU_TIME.load(Ordering::Relaxed) {
+        cpu_ns.load(Ordering::Relaxed) as f64 / ops
+    } else {
+        elapsed.as_nanos() as f64 * threads as f64 / ops
+    }
+}
+
+/// Report CPU time per operation instead of elapsed time (`--cpu-time`).
+static CPU_TIME: AtomicBool = AtomicBool::new(false);
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Calls `a.alloc` out of line, as `#[global_allocator]`'s `__rust_alloc` shim
+/// does: a program never gets an allocator's fast path inlined into its own loops,
+/// so neither does this benchmark (the C allocators are calls anyway).
+///
+/// # Safety
+/// As for [`GlobalAlloc::alloc`].
+#[inline(never)]
+unsafe fn shim_alloc<A: GlobalAlloc>(a: &A, l: Layout) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { a.alloc(l) }
+}
+
+/// Calls `a.dealloc` out of line (see [`shim_alloc`]).
+///
+/// # Safety
+/// As for [`GlobalAlloc::dealloc`].
+#[inline(never)]
+unsafe fn shim_dealloc<A: GlobalAlloc>(a: &A, p: *mut u8, l: Layout) {
+    // SAFETY: forwarded contract.
+    unsafe { a.dealloc(p, l) }
+}
+
+const SIZES: [usize; 16] = [
+    16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 448, 512, 40,
+];
+
+#[inline(never)]
+fn churn_batch<A: GlobalAlloc>(a: &A, round: usize) {
+    let mut ps = [std::ptr::null_mut(); 4];
+    for i in 0..32 {
+        for (k, p) in ps.iter_mut().enumerate() {
+            let l = Layout::from_size_align(SIZES[(round + i * 4 + k) & 15], 8).unwrap();
+            // SAFETY: a valid, non-zero layout.
+            *p = unsafe { shim_alloc(a, l) };
+            // SAFETY: a live object of at least 16 bytes.
+            unsafe { p.write_volatile(1) };
+        }
+        for (k, p) in ps.iter().enumerate().rev() {
+            let l = Layout::from_size_align(SIZES[(round + i * 4 + k) & 15], 8).unwrap();
+            // SAFETY: allocated above with `l`.
+            unsafe { shim_dealloc(a, *p, l) };
+        }
+    }
+}
+
+fn churn<A: GlobalAlloc + Sync + 'static>(a: &'static A, threads: usize, d: Duration) -> f64 {
+    timed(threads, d, move |_, stop| {
+        let mut n = 0;
+        let mut round = 0;
+        while !stop.load(Ordering::Relaxed) {
+            churn_batch(a, round);
+            round += 1;
+            n += 128;
+        }
+        n
+    })
+}
+
+/// One 64-byte object allocated and freed, over and over (a diagnostic: the bare
+/// fast path).
+fn churn64<A: GlobalAlloc + Sync + 'static>(a: &'static A, threads: usize, d: Duration) -> f64 {
+    let l = Layout::from_size_align(64, 8).unwrap();
+    timed(threads, d, move |_, stop| {
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..128 {
+                // SAFETY: a valid layout; freed at once.
+                unsafe {
+                    let p = shim_alloc(a, l);
+                    p.write_volatile(1);
+                    shim_dealloc(a, p, l);
+                }
+            }
+            n += 128;
+        }
+        n
+    })
+}
+
+fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration) -> f64 {
+    const RING: usize = 1024;
+    let ring: Arc<Vec<AtomicPtr<u8>>> = Arc::new(
+        (0..RING)
+            .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+            .collect(),
+    );
+    let cpus = nproc();
+    let l = Layout::from_size_align(64, 8).unwrap();
+    let freed = Arc::new(AtomicU64::new(0));
+    let f2 = freed.clone();
+    // Thread 0 produces, thread 1 consumes; only the consumer counts pairs.
+    let ns = timed(2, d, move |t, stop| {
+        pin(t % cpus);
+        let mut i = 0usize;
+        let mut n = 0u64;
+        if t == 0 {
+            while !stop.load(Ordering::Relaxed) {
+                let slot = &ring[i % RING];
+                if slot.load(Ordering::Acquire).is_null() {
+                    // SAFETY: a valid layout.
+                    let p = unsafe { shim_alloc(a, l) };
+                    slot.store(p, Ordering::Release);
+                    i += 1;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        } else {
+            loop {
+                let slot = &ring[i % RING];
+                let p = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
+                if p.is_null() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                    continue;
+                }
+                // SAFETY: allocated by the producer with `l`, handed over once.
+                unsafe { shim_dealloc(a, p, l) };
+                i += 1;
+                n += 1;
+            }
+            // Whatever the producer left after the stop.
+            for slot in ring.iter() {
+                let p = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
+                if !p.is_null() {
+                    // SAFETY: as above.
+                    unsafe { shim_dealloc(a, p, l) };
+                }
+            }
+            f2.fetch_add(n, Ordering::Relaxed);
+        }
+        n
+    });
+    // `timed` divided by 2 threads' worth of time: report per pair, aggregate over
+    // the pair (elapsed x 2 / pairs).
+    let _ = freed.load(Ordering::Relaxed);
+    ns
+}
+
+/// Objects of the larson table carry their size in their first word.
+fn larson_op<A: GlobalAlloc>(a: &A, table: &[AtomicPtr<u8>], r: &mut Rng, min: u64, span: u64) {
+    let size = (min + r.next() % span) as usize;
+    let l = Layout::from_size_align(size, 8).unwrap();
+    // SAFETY: a valid layout.
+    let p = unsafe { shim_alloc(a, l) };
+    // SAFETY: a live object of at least 16 bytes.
+    unsafe { p.cast::<usize>().write(size) };
+    let old = table[(r.next() as usize) % table.len()].swap(p, Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: an object of the table, now ours; its first word is its size.
+        unsafe {
+            let s = old.cast::<usize>().read();
+            shim_dealloc(a, old, Layout::from_size_align(s, 8).unwrap());
+        }
+    }
+}
+
+fn free_table<A: GlobalAlloc>(a: &A, table: &[AtomicPtr<u8>]) {
+    for slot in table {
+        let p = slot.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !p.is_null() {
+            // SAFETY: as in `larson_op`.
+            unsafe {
+                let s = p.cast::<usize>().read();
+                shim_dealloc(a, p, Layout::from_size_align(s, 8).unwrap());
+            }
+        }
+    }
+}
+
+fn larson<A: GlobalAlloc + Sync + 'static>(a: &'static A, threads: usize, d: Duration) -> f64 {
+    let table: Arc<Vec<AtomicPtr<u8>>> = Arc::new(
+        (0..4096)
+            .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+            .collect(),
+    );
+    let t2 = table.clone();
+    let ns = timed(threads, d, move |t, stop| {
+        let mut r = Rng(0x9E37_79B9 + t as u64 * 7919);
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..64 {
+                larson_op(a, &t2, &mut r, 16, 1009);
+            }
+            n += 64;
+        }
+        n
+    });
+    free_table(a, &table);
+    ns
+}
+
+fn thread_churn<A: GlobalAlloc + Sync + 'static>(
+    a: &'static A,
+    threads: usize,
+    d: Duration,
+) -> f64 {
+    let start = Instant::now();
+    let created = AtomicUsize::new(0);
+    while start.elapsed() < d {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for round in 0..8 {
+                        churn_batch(a, round);
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        created.fetch_add(threads, Ordering::Relaxed);
+    }
+    start.elapsed().as_nanos() as f64 / 1000.0 / created.load(Ordering::Relaxed) as f64
+}
+
+/// In a child: larson with a long-lived table at `threads` threads; prints VmHWM.
+fn rss_child(name: &str, threads: usize, d: Duration) {
+    with_alloc!(name, a => {
+        let table: Arc<Vec<AtomicPtr<u8>>> =
+            Arc::new((0..65536).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect());
+        let t2 = table.clone();
+        timed(threads, d, move |t, stop| {
+            let mut r = Rng(0x1234_5678 + t as u64 * 104_729);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..64 {
+                    larson_op(a, &t2, &mut r, 16, 4081);
+                }
+                n += 64;
+            }
+            n
+        });
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hwm = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap();
+        println!("{hwm}");
+        free_table(a, &table);
+    });
+}
+
+fn rss_of(name: &str, threads: usize, d: Duration) -> f64 {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--rss-child", name, "--threads", &threads.to_string()])
+        .args(["--duration-ms", &d.as_millis().to_string()])
+        .output()
+        .expect("run the RSS child");
+    assert!(out.status.success(), "RSS child for {name} failed: {out:?}");
+    let kib: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn machine() -> String {
+    format!(
+        "{} CPUs; Linux {}; {}; {}",
+        nproc(),
+        restartable::sys::kernel_release(),
+        restartable::sys::libc_version(),
+        restartable::status()
+    )
+}
+
+fn main() {
+    let args = Args::parse();
+    let d = Duration::from_millis(args.duration_ms);
+    CPU_TIME.store(args.cpu_time, Ordering::Relaxed);
+    let threads = if args.threads.is_empty() {
+        vec![1, nproc(), 4 * nproc()]
+    } else {
+        args.threads.clone()
+    };
+    if let Some(name) = &args.rss_child {
+        rss_child(name, threads[0], d);
+        return;
+    }
+    println!("machine: {}", machine());
+    println!(
+        "method: median of {} runs x {} ms, allocators interleaved in each round; ns per alloc+free pair, aggregate over threads (threads: us per thread created; rss: MiB peak)",
+        args.runs, args.duration_ms
+    );
+    print!("\n| workload | threads |");
+    for a in ALLOCATORS {
+        print!(" {a} |");
+    }
+    println!(" PerCpuAlloc / best other |");
+    print!("|---|---|");
+    for _ in 0..=ALLOCATORS.len() {
+        print!("---|");
+    }
+    println!();
+    for w in &args.workload {
+        let counts: Vec<usize> = match w.as_str() {
+            "remote" => vec![2],
+            "rss" => vec![4 * nproc()],
+            _ => threads.clone(),
+        };
+        for &t in &counts {
+            let mut runs: Vec<Vec<f64>> = vec![Vec::new(); ALLOCATORS.len()];
+            let rounds = if w == "rss" { 1 } else { args.runs };
+            for _ in 0..rounds {
+                for (i, name) in ALLOCATORS.iter().enumerate() {
+                    let v = with_alloc!(*name, a => match w.as_str() {
+                        "churn" => churn(a, t, d),
+                        "churn64" => churn64(a, t, d),
+                        "remote" => remote(a, d),
+                        "larson" => larson(a, t, d),
+                        "threads" => thread_churn(a, t, d),
+                        "rss" => rss_of(name, t, 2 * d),
+                        other => {
+                            eprintln!("unknown workload {other}");
+                            std::process::exit(2);
+                        }
+                    });
+                    runs[i].push(v);
+                }
+            }
+            let med: Vec<f64> = runs.into_iter().map(median).collect();
+            let best_other = med[1..].iter().cloned().fold(f64::INFINITY, f64::min);
+            print!("| {w} | {t} |");
+            for v in &med {
+                print!(" {v:.1} |");
+            }
+            println!(" {:.2} |", med[0] / best_other);
+        }
+    }
+    let forwarded: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--library-owned" && a != "--no-rseq")
+        .collect();
+    if args.library_owned {
+        println!(
+            "\nwith GLIBC_TUNABLES=glibc.pthread.rseq=0 (the library registers its own areas):"
+        );
+        rerun(&forwarded, false);
+    }
+    if args.no_rseq {
+        println!(
+            "\nwith rseq unavailable (glibc's registration off, seccomp: rseq fails with ENOSYS):"
+        );
+        rerun(&forwarded, true);
+    }
+}
+
+/// Runs this benchmark again with glibc's registration off, and with `rseq`
+/// failing with ENOSYS if `no_rseq`.
+fn rerun(args: &[String], no_rseq: bool) {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args).env("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+    if no_rseq {
+        // SAFETY: the filter installation makes only system calls.
+        unsafe {
+            cmd.pre_exec(|| seccomp::install_filter(&seccomp::rseq_errno_filter(libc::ENOSYS)));
+        }
+    }
+    let st = cmd.status().expect("re-run");
+    if !st.success() {
+        eprintln!("the re-run failed: {st}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,385 @@
+//! The page heap: runs of pages for spans, from large regions mapped on demand.
+//!
+//! # Invariants
+//! - Free runs sit in lists by length (1 to [`MAX_LISTED`] pages, and one list for
+//!   longer runs), backed and released runs apart. A free run never touches another
+//!   free run of the same kind: freeing merges with such neighbours.
+//! - A request takes the shortest fitting run, backed before released, and splits off
+//!   the rest; when none fits, the current region's bump pointer moves, and when the
+//!   region is exhausted a new one is mapped ([`REGION`] bytes, or just the request
+//!   if that fails: close to an address-space limit we still serve what fits).
+//! - Backed free pages are kept up to [`BACKED_FREE_LIMIT`] (they make the next span
+//!   cheap); past it, the longest backed runs are released until half of it is left.
+//! - Span records come from record chunks mapped here and are recycled through a
+//!   free list of records.
+//! - Everything is guarded by one lock, taken after any central list's lock.
+
+use core::ptr;
+
+use super::{pagemap, Span, SpanList};
+use crate::os;
+use crate::size_class::{PAGE_SHIFT, PAGE_SIZE};
+use crate::sync::{RawLock, SpinLock};
+
+/// Runs up to this many pages have a list of their own.
+pub const MAX_LISTED: usize = 128;
+/// Bytes of address space reserved per region.
+pub const REGION: usize = 64 << 20;
+/// Backed free bytes kept for reuse before the heap gives pages back to the OS.
+pub const BACKED_FREE_LIMIT: usize = 8 << 20;
+const RECORD_CHUNK: usize = 256 << 10;
+
+/// Counters of the page heap, in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeapStats {
+    /// Regions and span-record chunks mapped (virtual).
+    pub mapped: usize,
+    /// Free pages that may hold memory.
+    pub backed_free: usize,
+    /// Free pages given back to the OS or never touched (not resident).
+    pub released_free: usize,
+    /// Pages in spans of size classes.
+    pub in_spans: usize,
+    /// Region bytes not yet carved into spans (not resident).
+    pub uncarved: usize,
+    /// Total bytes ever released with `madvise` (a count of work done).
+    pub released_total: u64,
+}
+
+struct Heap {
+    /// `[backed, released]` lists by pages; index 0 holds runs longer than MAX_LISTED.
+    free: [[SpanList; MAX_LISTED + 1]; 2],
+    region_next: usize,
+    region_end: usize,
+    records: *mut Span,
+    record_next: usize,
+    record_end: usize,
+    stats: HeapStats,
+}
+
+// SAFETY: the raw pointers are records and regions owned by the heap, used under its
+// lock only.
+unsafe impl Send for Heap {}
+
+static HEAP: SpinLock<Heap> = SpinLock::new(Heap {
+    free: [const { [const { SpanList::new() }; MAX_LISTED + 1] }; 2],
+    region_next: 0,
+    region_end: 0,
+    records: ptr::null_mut(),
+    record_next: 0,
+    record_end: 0,
+    stats: HeapStats {
+        mapped: 0,
+        backed_free: 0,
+        released_free: 0,
+        in_spans: 0,
+        uncarved: 0,
+        released_total: 0,
+    },
+});
+
+/// The heap's lock, for the fork handlers.
+pub fn lock() -> &'static dyn RawLock {
+    &HEAP
+}
+
+/// The heap's counters.
+pub fn stats() -> HeapStats {
+    HEAP.lock().stats
+}
+
+/// A span of `pages` pages for size class `class`, its pages recorded in the page
+/// map; `None` when memory (or address space) is exhausted.
+pub fn alloc_span(class: usize, pages: usize) -> Option<*mut Span> {
+    let mut h = HEAP.lock();
+    let s = h.take_run(pages)?;
+    // SAFETY: `s` is a record the heap just took out of its lists: ours.
+    unsafe {
+        (*s).class = class;
+        (*s).released = false;
+        (*s).freelist = ptr::null_mut();
+        (*s).carved = 0;
+        (*s).allocated = 0;
+        let last = (*s).end() - PAGE_SIZE;
+        pagemap::set_range((*s).start, last, s);
+    }
+    h.stats.in_spans += pages * PAGE_SIZE;
+    Some(s)
+}
+
+/// Gives a span of a size class back: its pages become a free run.
+///
+/// # Safety
+/// `s` came from [`alloc_span`], is in no list, and no object of it is in use or
+/// cached anywhere.
+pub unsafe fn free_span(s: *mut Span) {
+    let mut h = HEAP.lock();
+    // SAFETY: the caller gives the span up; the heap owns it now.
+    unsafe {
+        h.stats.in_spans -= (*s).bytes();
+        (*s).class = 0;
+        (*s).released = false;
+        h.insert_free(s);
+    }
+    if h.stats.backed_free > BACKED_FREE_LIMIT {
+        h.release_down_to(BACKED_FREE_LIMIT / 2);
+    }
+}
+
+/// Releases every backed free page to the OS.
+pub fn release_all() {
+    HEAP.lock().release_down_to(0);
+}
+
+impl Heap {
+    fn list_index(pages: usize) -> usize {
+        if pages <= MAX_LISTED {
+            pages
+        } else {
+            0
+        }
+    }
+
+    /// A fresh record, or `None` if its chunk cannot be mapped.
+    fn new_record(&mut self) -> Option<*mut Span> {
+        let s = if !self.records.is_null() {
+            let s = self.records;
+            // SAFETY: recycled records are linked through `next`.
+            self.records = unsafe { (*s).next };
+            s
+        } else {
+            if self.record_next + core::mem::size_of::<Span>() > self.record_end {
+                let p = os::map(RECORD_CHUNK)? as usize;
+                self.stats.mapped += RECORD_CHUNK;
+                self.record_next = p;
+                self.record_end = p + RECORD_CHUNK;
+            }
+            let s = self.record_next as *mut Span;
+            self.record_next += core::mem::size_of::<Span>();
+            s
+        };
+        // SAFETY: `s` is an unused, aligned record slot (chunks are page aligned and
+        // records are carved at multiples of their size).
+        unsafe {
+            s.write(Span {
+                start: 0,
+                pages: 0,
+                class: 0,
+                released: false,
+                linked: false,
+                next: ptr::null_mut(),
+                prev: ptr::null_mut(),
+                freelist: ptr::null_mut(),
+                carved: 0,
+                allocated: 0,
+            })
+        };
+        Some(s)
+    }
+
+    fn drop_record(&mut self, s: *mut Span) {
+        // SAFETY: the record is no longer referenced by any list or live span (the
+        // page map may still point to it from pages that another record now covers
+        // at their ends; those entries are never read for interior pages).
+        unsafe { (*s).next = self.records };
+        self.records = s;
+    }
+
+    fn account_free(&mut self, s: &Span, sign: isize) {
+        let b = s.bytes() as isize * sign;
+        if s.released {
+            self.stats.released_free = (self.stats.released_free as isize + b) as usize;
+        } else {
+            self.stats.backed_free = (self.stats.backed_free as isize + b) as usize;
+        }
+    }
+
+    /// Links a free run, merging it with free neighbours of the same kind.
+    ///
+    /// # Safety
+    /// `s` is a free record owned by the heap, in no list.
+    unsafe fn insert_free(&mut self, s: *mut Span) {
+        // SAFETY: `s` and the neighbours found in the page map are heap records.
+        unsafe {
+            let before = if (*s).start >= PAGE_SIZE {
+                pagemap::get((*s).start - PAGE_SIZE)
+            } else {
+                ptr::null_mut()
+            };
+            if self.mergeable(before, s) && (*before).end() == (*s).start {
+                self.unlink_free(before);
+                (*s).start = (*before).start;
+                (*s).pages += (*before).pages;
+                self.drop_record(before);
+            }
+            let after = pagemap::get((*s).end());
+            if self.mergeable(after, s) && (*after).start == (*s).end() {
+                self.unlink_free(after);
+                (*s).pages += (*after).pages;
+                self.drop_record(after);
+            }
+            pagemap::set_ends(&*s, s);
+            self.account_free(&*s, 1);
+            let kind = (*s).released as usize;
+            self.free[kind][Self::list_index((*s).pages)].push(s);
+        }
+    }
+
+    /// Whether `n` is a free run (in a list) of the same kind as `s`.
+    ///
+    /// # Safety
+    /// `n` is null or a record of the heap.
+    unsafe fn mergeable(&self, n: *mut Span, s: *mut Span) -> bool {
+        // SAFETY: as documented.
+        unsafe {
+            !n.is_null()
+                && n != s
+                && (*n).class == 0
+                && (*n).linked
+                && (*n).released == (*s).released
+        }
+    }
+
+    /// Unlinks a free run from its list.
+    ///
+    /// # Safety
+    /// `s` is a free run in a list.
+    unsafe fn unlink_free(&mut self, s: *mut Span) {
+        // SAFETY: as documented.
+        unsafe {
+            self.account_free(&*s, -1);
+            let kind = (*s).released as usize;
+            self.free[kind][Self::list_index((*s).pages)].remove(s);
+        }
+    }
+
+    /// The shortest fitting free run (backed first), or a fresh one.
+    fn find_free(&self, pages: usize) -> *mut Span {
+        for kind in 0..2 {
+            for n in pages..=MAX_LISTED {
+                let h = self.free[kind][n].head;
+                if !h.is_null() {
+                    return h;
+                }
+            }
+            // Longer runs: best fit.
+            let mut best: *mut Span = ptr::null_mut();
+            let mut s = self.free[kind][0].head;
+            while !s.is_null() {
+                // SAFETY: records in the list are valid under the lock.
+                unsafe {
+                    if (*s).pages >= pages && (best.is_null() || (*s).pages < (*best).pages) {
+                        best = s;
+                    }
+                    s = (*s).next;
+                }
+            }
+            if !best.is_null() {
+                return best;
+            }
+        }
+        ptr::null_mut()
+    }
+
+    /// A run of exactly `pages` pages, out of every list (its page-map entries are
+    /// the caller's to set).
+    fn take_run(&mut self, pages: usize) -> Option<*mut Span> {
+        let mut s = self.find_free(pages);
+        if s.is_null() {
+            s = self.grow(pages)?;
+        } else {
+            // SAFETY: a free run in a list.
+            unsafe { self.unlink_free(s) };
+        }
+        // SAFETY: `s` is ours (out of the lists).
+        unsafe {
+            if (*s).pages > pages {
+                let Some(rest) = self.new_record() else {
+                    // Cannot split: give it back and fail.
+                    self.insert_free(s);
+                    return None;
+                };
+                (*rest).start = (*s).start + pages * PAGE_SIZE;
+                (*rest).pages = (*s).pages - pages;
+                (*rest).released = (*s).released;
+                (*s).pages = pages;
+                self.insert_free(rest);
+            }
+        }
+        Some(s)
+    }
+
+    /// A fresh run of `pages` from the current region or a new one.
+    fn grow(&mut self, pages: usize) -> Option<*mut Span> {
+        let bytes = pages.checked_mul(PAGE_SIZE)?;
+        if self.region_end - self.region_next < bytes {
+            let want = bytes.max(REGION);
+            let (p, len) = match os::map_aligned(want, PAGE_SIZE) {
+                Some(p) => (p, want),
+                None if want > bytes => (os::map_aligned(bytes, PAGE_SIZE)?, bytes),
+                None => return None,
+            };
+            let p = p as usize;
+            if !pagemap::ensure(p, p + len) {
+                // SAFETY: just mapped, unused.
+                unsafe { os::unmap(p as *mut u8, len) };
+                return None;
+            }
+            self.stats.mapped += len;
+            // The rest of the old region becomes a released free run.
+            let tail = self.region_end - self.region_next;
+            if tail >= PAGE_SIZE {
+                if let Some(r) = self.new_record() {
+                    // SAFETY: a fresh record for untouched pages of our region.
+                    unsafe {
+                        (*r).start = self.region_next;
+                        (*r).pages = tail / PAGE_SIZE;
+                        (*r).released = true;
+                        self.stats.uncarved -= tail;
+                        self.insert_free(r);
+                    }
+                }
+            }
+            self.region_next = p;
+            self.region_end = p + len;
+            self.stats.uncarved += len;
+        }
+        let s = self.new_record()?;
+        // SAFETY: a fresh record.
+        unsafe {
+            (*s).start = self.region_next;
+            (*s).pages = pages;
+        }
+        self.region_next += bytes;
+        self.stats.uncarved -= bytes;
+        Some(s)
+    }
+
+    /// Releases the longest backed runs until at most `keep` backed free bytes remain.
+    fn release_down_to(&mut self, keep: usize) {
+        while self.stats.backed_free > keep {
+            let mut s = self.free[0][0].head;
+            if s.is_null() {
+                for n in (1..=MAX_LISTED).rev() {
+                    if !self.free[0][n].head.is_null() {
+                        s = self.free[0][n].head;
+                        break;
+                    }
+                }
+            }
+            if s.is_null() {
+                return;
+            }
+            // SAFETY: a backed free run: unused memory of ours.
+            unsafe {
+                self.unlink_free(s);
+                os::release((*s).start as *mut u8, (*s).bytes());
+                self.stats.released_total += (*s).bytes() as u64;
+                (*s).released = true;
+                self.insert_free(s);
+            }
+        }
+    }
+}
+
+const _: () = assert!(PAGE_SIZE == 1 << PAGE_SHIFT);

@@ -1,0 +1,290 @@
+//! A per-CPU caching memory allocator on Linux restartable sequences:
+//! [`PerCpuAlloc`], a [`GlobalAlloc`].
+//!
+//! ```
+//! #[global_allocator]
+//! static A: restartable_alloc::PerCpuAlloc = restartable_alloc::PerCpuAlloc::new();
+//!
+//! let v: Vec<u64> = (0..1000).collect();
+//! assert_eq!(v.iter().sum::<u64>(), 499_500);
+//! let s = restartable_alloc::stats();
+//! assert!(s.in_use_bytes >= 8000);
+//! ```
+//!
+//! # Layers
+//! Read in this order; each module opens with its invariants.
+//! - [`size_class`]: the 52 sizes small objects (up to 256 KiB) are rounded to.
+//! - [`front`]: per-CPU caches (one array of free objects per size class per CPU, or
+//!   per mm_cid), popped and pushed by restartable sequences from the `restartable`
+//!   crate's op layer. No lock, no atomic read-modify-write, no allocation. Frees on
+//!   another CPU go to that CPU's cache.
+//! - [`thread_cache`]: the fallback front-end, a small cache per thread for threads
+//!   without rseq (valgrind, seccomp, other targets), flushed when the thread exits.
+//! - [`middle`]: per class, a transfer cache and the central free list of spans;
+//!   batches move between it and the front-ends under one lock per class. It also
+//!   serves re-entrant calls directly.
+//! - [`backend`]: the page heap (spans carved from 64 MiB regions, merged when freed,
+//!   released to the OS with `madvise` past 8 MiB of free pages), the page map from
+//!   address to span, and large objects mapped directly.
+//! - [`os`]: every system call that maps memory; [`sync`]: the lock and the fork
+//!   handlers.
+//!
+//! # Guarantees
+//! - Never calls the global allocator (all metadata lives in memory it maps itself)
+//!   and survives re-entry: registering a thread in library-owned mode may allocate,
+//!   and such nested calls are served by the middle.
+//! - Out of memory (or address space) is a null pointer, never a panic or an abort.
+//! - Any alignment: small objects up to a page (8 KiB), larger ones by mapping.
+//! - `realloc` stays in place within a size class (and resizes large objects with
+//!   `mremap`); `alloc_zeroed` of a large object writes nothing (fresh mappings are
+//!   zero).
+//! - Fork-safe: the allocator's locks are taken around `fork`, so a child can
+//!   allocate even if another thread was inside the allocator.
+//! - Memory comes back: a span whose objects are all free returns to the page heap
+//!   at once, and free pages beyond 8 MiB go back to the OS. What stays cached is
+//!   bounded: per CPU (or mm_cid) slot at most
+//!   [`size_class::max_cached_bytes_per_cpu`] bytes, about the same again in the
+//!   middle's transfer caches, and 8 MiB of free pages (see
+//!   [`Stats::cached_bound`]).
+//!
+//! All instances share one process-wide heap, as `malloc` does.
+
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod backend;
+pub mod front;
+pub mod middle;
+pub mod os;
+pub mod size_class;
+pub mod sync;
+pub mod thread_cache;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::marker::PhantomData;
+
+use restartable::hooks::{Hooks, NoHooks};
+
+use backend::{large, page_heap};
+use size_class::{class_for, size, CLASSES};
+
+/// The per-CPU caching allocator. Use it as the global allocator:
+///
+/// ```
+/// #[global_allocator]
+/// static A: restartable_alloc::PerCpuAlloc = restartable_alloc::PerCpuAlloc::new();
+/// # fn main() {}
+/// ```
+///
+/// or call its [`GlobalAlloc`] methods directly. `H` selects the instrumentation of
+/// its restartable sequences ([`NoHooks`] by default; tests use
+/// [`TestHooks`](restartable::hooks::TestHooks) to inject delays and check them).
+pub struct PerCpuAlloc<H: Hooks = NoHooks> {
+    _hooks: PhantomData<H>,
+}
+
+impl PerCpuAlloc {
+    /// The allocator (all instances share one heap).
+    pub const fn new() -> Self {
+        PerCpuAlloc {
+            _hooks: PhantomData,
+        }
+    }
+}
+
+impl Default for PerCpuAlloc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<H: Hooks> PerCpuAlloc<H> {
+    /// The allocator with sequences instrumented by `H`.
+    pub const fn with_hooks() -> Self {
+        PerCpuAlloc {
+            _hooks: PhantomData,
+        }
+    }
+}
+
+impl<H: Hooks> core::fmt::Debug for PerCpuAlloc<H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PerCpuAlloc").finish_non_exhaustive()
+    }
+}
+
+#[inline(always)]
+fn alloc_small<H: Hooks>(c: usize) -> *mut u8 {
+    match front::pop::<H>(c) {
+        Some(p) => p,
+        None => front::alloc_slow::<H>(c),
+    }
+}
+
+/// # Safety
+/// `p` is a free object of class `c` (its last use is over).
+#[inline(always)]
+unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
+    if !front::push::<H>(c, p) {
+        // SAFETY: forwarded.
+        unsafe { front::dealloc_slow::<H>(c, p) }
+    }
+}
+
+// SAFETY: objects handed out are distinct until freed (each sits in exactly one
+// place: a span, a cache, the transfer cache, or the caller's hands), aligned as the
+// layout asks (size_class and backend::large invariants), and null is returned on
+// failure; no method unwinds.
+unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let c = class_for(layout);
+        if c != 0 {
+            return alloc_small::<H>(c);
+        }
+        large::alloc(layout)
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let c = class_for(layout);
+        if c != 0 {
+            // SAFETY: the caller frees an object allocated with this layout, so of
+            // class `c`.
+            return unsafe { dealloc_small::<H>(c, ptr) };
+        }
+        // SAFETY: a large object of this layout.
+        unsafe { large::dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let c = class_for(layout);
+        if c != 0 {
+            let p = alloc_small::<H>(c);
+            if !p.is_null() {
+                // SAFETY: a fresh object of at least `layout.size()` bytes.
+                unsafe { p.write_bytes(0, layout.size()) };
+            }
+            return p;
+        }
+        // A fresh mapping reads as zero.
+        large::alloc(layout)
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return core::ptr::null_mut();
+        };
+        let (old_c, new_c) = (class_for(layout), class_for(new_layout));
+        if old_c != 0 && old_c == new_c {
+            return ptr;
+        }
+        if old_c == 0 && new_c == 0 {
+            // SAFETY: a large object of `layout`, staying large.
+            if let Some(q) = unsafe { large::realloc(ptr, layout, new_size) } {
+                return q;
+            }
+        }
+        // SAFETY: `new_layout` is valid (checked above).
+        let q = unsafe { self.alloc(new_layout) };
+        if !q.is_null() {
+            // SAFETY: both objects are live, distinct, and hold at least the copied
+            // length; the old one is freed after.
+            unsafe {
+                core::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        q
+    }
+}
+
+/// What the allocator holds, in bytes. Counters are read without stopping other
+/// threads: each is exact when nothing allocates concurrently.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Handed out to the program and not freed (small objects counted at their size
+    /// class, large ones at their mapping length). Objects in the fallback
+    /// front-end's per-thread caches (threads without rseq) count as in use: another
+    /// thread cannot see them.
+    pub in_use_bytes: u64,
+    /// Free objects in per-CPU caches, all slots together.
+    pub cpu_cache_bytes: u64,
+    /// Free objects per cache slot (per CPU, or per mm_cid when indexed by it);
+    /// empty when no cache is set up (rseq unavailable, or nothing allocated yet).
+    pub cpu_cache_bytes_per_slot: Vec<u64>,
+    /// Free objects in the middle's transfer caches.
+    pub transfer_cache_bytes: u64,
+    /// Free space inside spans in use (freed objects and never-used tails).
+    pub span_free_bytes: u64,
+    /// Free pages of the page heap that may still hold memory.
+    pub page_heap_free_bytes: u64,
+    /// Address space mapped: regions, large objects, metadata and the cache region.
+    pub mapped_bytes: u64,
+    /// Free pages given back to the OS (or never touched): mapped, not resident.
+    pub released_bytes: u64,
+    /// Total bytes ever given back with `madvise`.
+    pub released_total_bytes: u64,
+    /// Bytes of large objects (their own mappings), included in `in_use_bytes`.
+    pub large_bytes: u64,
+    /// Whether per-CPU caches are in use, and indexed by mm_cid (`Some(true)`) or by
+    /// CPU (`Some(false)`).
+    pub caches_by_mm_cid: Option<bool>,
+}
+
+impl Stats {
+    /// The most free memory the allocator keeps resident outside spans with `slots`
+    /// cache slots: the per-CPU caches and the transfer caches (each at most
+    /// [`size_class::max_cached_bytes_per_cpu`]) and the page heap's backed free pages
+    /// (at most twice [`page_heap::BACKED_FREE_LIMIT`] in the worst case, as one
+    /// freed span can exceed the limit before it is enforced). Partly used spans are
+    /// not counted: they hold live objects.
+    pub const fn cached_bound(slots: usize) -> usize {
+        (slots + 1) * size_class::max_cached_bytes_per_cpu() + 2 * page_heap::BACKED_FREE_LIMIT
+    }
+}
+
+/// The allocator's statistics (see [`Stats`]).
+pub fn stats() -> Stats {
+    let mode = front::mode();
+    // Allocate before reading, so that the reading sees this vector in use.
+    let slots = mode.map_or(0, |(n, _)| n);
+    let mut per_slot = Vec::with_capacity(slots);
+    per_slot.extend((0..slots).map(|s| front::cached_bytes(s) as u64));
+    let mut s = Stats {
+        cpu_cache_bytes: per_slot.iter().sum(),
+        cpu_cache_bytes_per_slot: per_slot,
+        caches_by_mm_cid: mode.map(|(_, cid)| cid),
+        ..Stats::default()
+    };
+    let mut small_in_use: i64 = 0;
+    for c in 1..=CLASSES {
+        let m = middle::class_stats(c);
+        let cached = front::cached_objects(c);
+        let sz = size(c) as i64;
+        small_in_use += (m.out as i64 - m.transfer as i64 - cached as i64) * sz;
+        s.transfer_cache_bytes += (m.transfer * size(c)) as u64;
+        s.span_free_bytes +=
+            (m.spans * size_class::span_pages(c) * size_class::PAGE_SIZE - m.out * size(c)) as u64;
+    }
+    let h = page_heap::stats();
+    s.large_bytes = large::in_use() as u64;
+    s.in_use_bytes = small_in_use.max(0) as u64 + s.large_bytes;
+    s.page_heap_free_bytes = h.backed_free as u64;
+    s.released_bytes = (h.released_free + h.uncarved) as u64;
+    s.released_total_bytes = h.released_total;
+    s.mapped_bytes = (h.mapped + large::in_use() + slots * front::STRIDE) as u64;
+    s
+}
+
+/// Gives every free page back to the OS: drains the per-CPU caches (from this
+/// thread, with membarrier fences; skipped where the kernel has none), empties the
+/// transfer caches into their spans, and releases the page heap's free pages.
+pub fn release_memory() {
+    let _ = front::drain_all();
+    middle::flush_transfer_caches();
+    page_heap::release_all();
+}

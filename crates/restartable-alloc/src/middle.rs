@@ -1,0 +1,196 @@
+//! Middle: per size class, a transfer cache of free objects and the central free
+//! list of spans, behind one lock per class.
+//!
+//! # Invariants
+//! - Objects move between the per-CPU caches and the middle in batches
+//!   ([`remove_batch`], [`insert_batch`]), each one lock acquisition.
+//! - The transfer cache holds at most
+//!   [`transfer_capacity`] free objects of its
+//!   class: batches pass through it without touching spans. What does not fit goes
+//!   back to its span, found through the page map.
+//! - A span is in its class's non-empty list exactly when it has an object to give
+//!   (a freed one on its free list, or a fresh one not carved yet). Its `allocated`
+//!   count is the number of its objects outside it; when that drops to zero the span
+//!   goes back to the page heap at once.
+//! - `out` counts the class's objects outside spans (in use, in a per-CPU cache or
+//!   in the transfer cache); statistics derive bytes in use from it.
+//! - Nothing here calls the global allocator: threads without rseq and re-entrant
+//!   calls are served here directly.
+
+use core::ptr;
+
+use crate::backend::{page_heap, pagemap, Span, SpanList};
+use crate::size_class::{objects_per_span, size, span_pages, transfer_capacity, CLASSES};
+use crate::sync::{RawLock, SpinLock};
+
+const TRANSFER_MAX: usize = 128;
+const _: () = {
+    let mut c = 1;
+    while c <= CLASSES {
+        assert!(transfer_capacity(c) <= TRANSFER_MAX);
+        c += 1;
+    }
+};
+
+struct Central {
+    transfer: [*mut u8; TRANSFER_MAX],
+    transfer_len: usize,
+    nonempty: SpanList,
+    spans: usize,
+    out: usize,
+}
+
+// SAFETY: the pointers are objects and span records owned by the allocator, used
+// under the class's lock.
+unsafe impl Send for Central {}
+
+static CENTRAL: [SpinLock<Central>; CLASSES + 1] = [const {
+    SpinLock::new(Central {
+        transfer: [ptr::null_mut(); TRANSFER_MAX],
+        transfer_len: 0,
+        nonempty: SpanList::new(),
+        spans: 0,
+        out: 0,
+    })
+}; CLASSES + 1];
+
+/// The lock of class `c`, for the fork handlers.
+pub fn lock_of(c: usize) -> &'static dyn RawLock {
+    &CENTRAL[c]
+}
+
+/// Counters of one class.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClassStats {
+    /// Objects outside spans.
+    pub out: usize,
+    /// Objects in the transfer cache.
+    pub transfer: usize,
+    /// Spans of the class.
+    pub spans: usize,
+}
+
+/// Counters of class `c`.
+pub fn class_stats(c: usize) -> ClassStats {
+    let g = CENTRAL[c].lock();
+    ClassStats {
+        out: g.out,
+        transfer: g.transfer_len,
+        spans: g.spans,
+    }
+}
+
+/// Fills `out` with free objects of class `c` and returns how many it got: fewer
+/// than asked (possibly none) only when memory is exhausted.
+pub fn remove_batch(c: usize, out: &mut [*mut u8]) -> usize {
+    let mut g = CENTRAL[c].lock();
+    let want = out.len();
+    let k = want.min(g.transfer_len);
+    let from = g.transfer_len - k;
+    out[..k].copy_from_slice(&g.transfer[from..g.transfer_len]);
+    g.transfer_len = from;
+    let mut got = k;
+    let osz = size(c);
+    let per_span = objects_per_span(c);
+    while got < want {
+        let mut s = g.nonempty.head;
+        if s.is_null() {
+            match page_heap::alloc_span(c, span_pages(c)) {
+                Some(n) => {
+                    s = n;
+                    g.spans += 1;
+                    // SAFETY: a fresh span, in no list.
+                    unsafe { g.nonempty.push(s) };
+                }
+                None => break,
+            }
+        }
+        // SAFETY: `s` is in the class's non-empty list, guarded by the lock we hold.
+        unsafe {
+            while got < want {
+                let obj = if !(*s).freelist.is_null() {
+                    let o = (*s).freelist;
+                    (*s).freelist = o.cast::<*mut u8>().read();
+                    o
+                } else if (*s).carved < per_span {
+                    let o = ((*s).start + (*s).carved * osz) as *mut u8;
+                    (*s).carved += 1;
+                    o
+                } else {
+                    break;
+                };
+                (*s).allocated += 1;
+                out[got] = obj;
+                got += 1;
+            }
+            if (*s).freelist.is_null() && (*s).carved == per_span {
+                g.nonempty.remove(s);
+            }
+        }
+    }
+    g.out += got - k;
+    got
+}
+
+/// Takes back free objects of class `c`.
+///
+/// # Safety
+/// Every pointer is an object of class `c` from [`remove_batch`], not in use and
+/// not in any cache.
+pub unsafe fn insert_batch(c: usize, objs: &[*mut u8]) {
+    let mut g = CENTRAL[c].lock();
+    let room = transfer_capacity(c) - g.transfer_len;
+    let k = room.min(objs.len());
+    let at = g.transfer_len;
+    g.transfer[at..at + k].copy_from_slice(&objs[..k]);
+    g.transfer_len += k;
+    for &o in &objs[k..] {
+        // SAFETY: forwarded contract: `o` is a free object of a span of class `c`.
+        unsafe { g.return_to_span(c, o) };
+    }
+}
+
+/// Returns every object of the transfer caches to its span (and empty spans to the
+/// page heap).
+pub fn flush_transfer_caches() {
+    for (c, central) in CENTRAL.iter().enumerate().skip(1) {
+        let mut g = central.lock();
+        while g.transfer_len > 0 {
+            g.transfer_len -= 1;
+            let o = g.transfer[g.transfer_len];
+            // SAFETY: objects in the transfer cache are free objects of class `c`.
+            unsafe { g.return_to_span(c, o) };
+        }
+    }
+}
+
+impl Central {
+    /// Puts `o` back on its span's free list.
+    ///
+    /// # Safety
+    /// `o` is a free object of class `c` that came out of a span.
+    unsafe fn return_to_span(&mut self, c: usize, o: *mut u8) {
+        let s: *mut Span = pagemap::get(o as usize);
+        // SAFETY: the page map records every page of a span in use; the span's
+        // fields are guarded by this class's lock, which we hold.
+        unsafe {
+            debug_assert!(
+                !s.is_null() && (*s).class == c,
+                "object {o:p} not of class {c}"
+            );
+            o.cast::<*mut u8>().write((*s).freelist);
+            (*s).freelist = o;
+            (*s).allocated -= 1;
+            self.out -= 1;
+            if (*s).allocated == 0 {
+                if (*s).linked {
+                    self.nonempty.remove(s);
+                }
+                self.spans -= 1;
+                page_heap::free_span(s);
+            } else if !(*s).linked {
+                self.nonempty.push(s);
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The operating-system seam: every `mmap`, `munmap`, `mremap` and `madvise` of the
+//! allocator is made here, and nothing here allocates.
+//!
+//! # Invariants
+//! - Failures are values (`None` / `false`), never panics: an exhausted address
+//!   space (`RLIMIT_AS`, `ENOMEM`) becomes a null pointer at the top.
+//! - Fresh anonymous private mappings read as zero, and so do pages after
+//!   `MADV_DONTNEED`: callers rely on both to hand out zeroed memory without writing.
+
+use core::ptr;
+
+/// The kernel's page size (4 KiB on x86_64).
+pub const OS_PAGE: usize = 4096;
+
+/// Maps `len` bytes (a multiple of [`OS_PAGE`]) of fresh, zeroed, read-write memory.
+pub fn map(len: usize) -> Option<*mut u8> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+    // touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        Some(p.cast())
+    }
+}
+
+/// Maps `len` bytes aligned to `align` (a power of two, at least [`OS_PAGE`]): maps
+/// `len + align` and unmaps the excess on both sides.
+pub fn map_aligned(len: usize, align: usize) -> Option<*mut u8> {
+    if align <= OS_PAGE {
+        return map(len);
+    }
+    let total = len.checked_add(align)?;
+    let p = map(total)? as usize;
+    let start = (p + align - 1) & !(align - 1);
+    let head = start - p;
+    let tail = total - head - len;
+    // SAFETY: both ranges are parts of the mapping just made, outside [start, start+len).
+    unsafe {
+        if head > 0 {
+            unmap(p as *mut u8, head);
+        }
+        if tail > 0 {
+            unmap((start + len) as *mut u8, tail);
+        }
+    }
+    Some(start as *mut u8)
+}
+
+/// Unmaps `len` bytes at `p`.
+///
+/// # Safety
+/// `[p, p + len)` must be a mapped range this allocator owns and nobody uses.
+pub unsafe fn unmap(p: *mut u8, len: usize) {
+    // SAFETY: the caller owns the range.
+    unsafe {
+        libc::munmap(p.cast(), len);
+    }
+}
+
+/// Grows or shrinks the mapping at `p` (page-rounded lengths), moving it if needed.
+///
+/// # Safety
+/// `[p, p + old)` must be a whole mapping this allocator owns.
+pub unsafe fn remap(p: *mut u8, old: usize, new: usize) -> Option<*mut u8> {
+    // SAFETY: the caller owns the mapping; the kernel validates the rest.
+    let q = unsafe { libc::mremap(p.cast(), old, new, libc::MREMAP_MAYMOVE) };
+    if q == libc::MAP_FAILED {
+        None
+    } else {
+        Some(q.cast())
+    }
+}
+
+/// Gives the pages of `[p, p + len)` back to the kernel; they read as zero afterwards
+/// and take no memory until written again.
+///
+/// # Safety
+/// `[p, p + len)` must be mapped, owned by this allocator and unused.
+pub unsafe fn release(p: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller owns the range; DONTNEED on private anonymous memory only
+    // drops its pages.
+    unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) == 0 }
+}
+
+/// Rounds `n` up to a multiple of `to` (a power of two); `None` on overflow.
+#[inline]
+pub fn round_up(n: usize, to: usize) -> Option<usize> {
+    Some(n.checked_add(to - 1)? & !(to - 1))
+}

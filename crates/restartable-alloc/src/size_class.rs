@@ -1,0 +1,228 @@
+//! Size classes: the sizes small objects are rounded up to.
+//!
+//! # Invariants
+//! - Classes are numbered `1..=CLASSES` (0 means "not a small object"); sizes grow
+//!   strictly with the class number, every size is a multiple of [`MIN_ALIGN`] (16).
+//! - Up to 128 bytes the classes are 16 bytes apart; above, every power of two
+//!   `2^e` up to [`MAX_SMALL`] is split in four steps of `2^e / 4`, so rounding a
+//!   request up wastes at most 25% of it (12.5% on average, as tcmalloc aims for).
+//! - Every power of two from 16 to `MAX_SMALL` is a class. Spans start on a page
+//!   boundary and objects sit at `span start + i * size`, so an object of a class
+//!   whose size is a multiple of `align` (for `align <= PAGE_SIZE`) is aligned to
+//!   `align`: [`class_for`] picks the first such class at least as large as the
+//!   request, and the power of two `max(size, align)` rounds to is always one.
+//! - [`class_for`] depends only on the layout, so `dealloc` and `realloc` (which get
+//!   the layout back) find the class again without looking the address up.
+//! - Per class: the span size ([`span_pages`]) holds whole objects with little waste;
+//!   the batch moved between a per-CPU cache and the middle ([`batch`]) and the
+//!   per-CPU cache capacity ([`capacity`]) shrink as objects grow, so the bytes a
+//!   cache can hold stay bounded (see [`max_cached_bytes_per_cpu`]).
+
+use core::alloc::Layout;
+
+/// Minimum alignment (and granularity) of small objects.
+pub const MIN_ALIGN: usize = 16;
+/// Largest small object: larger requests are mapped directly.
+pub const MAX_SMALL: usize = 256 * 1024;
+/// The allocator's page: spans are whole pages, aligned to a page.
+pub const PAGE_SHIFT: usize = 13;
+/// 8 KiB, as in tcmalloc: two OS pages.
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+/// Number of size classes.
+pub const CLASSES: usize = 8 + 4 * 11;
+
+const _: () = assert!(size(CLASSES) == MAX_SMALL);
+const _: () = assert!(size(8) == 128 && size(9) == 160);
+
+/// The size of objects of class `c` (`1..=CLASSES`).
+#[inline]
+pub const fn size(c: usize) -> usize {
+    if c <= 8 {
+        c * MIN_ALIGN
+    } else {
+        let e = 7 + (c - 9) / 4;
+        let step = (c - 9) % 4 + 1;
+        (1 << e) + step * ((1 << e) / 4)
+    }
+}
+
+/// The smallest class holding `n` bytes (`1..=MAX_SMALL`).
+#[inline]
+pub const fn class_of_size(n: usize) -> usize {
+    if n <= 128 {
+        if n == 0 {
+            1
+        } else {
+            n.div_ceil(MIN_ALIGN)
+        }
+    } else {
+        // 2^e < n <= 2^(e+1)
+        let e = (usize::BITS - 1 - (n - 1).leading_zeros()) as usize;
+        let quarter = (1 << e) / 4;
+        let step = (n - (1 << e)).div_ceil(quarter);
+        8 + (e - 7) * 4 + step
+    }
+}
+
+/// The class of a layout, or 0 when it is not a small object (too large, or aligned
+/// to more than a page). Depends only on the layout.
+#[inline]
+pub fn class_for(layout: Layout) -> usize {
+    let (n, align) = (layout.size(), layout.align());
+    if align <= MIN_ALIGN {
+        if n <= MAX_SMALL {
+            return class_of_size(n);
+        }
+        return 0;
+    }
+    class_for_aligned(n, align)
+}
+
+#[cold]
+fn class_for_aligned(n: usize, align: usize) -> usize {
+    if align > PAGE_SIZE || n > MAX_SMALL {
+        return 0;
+    }
+    let mut c = class_of_size(n.max(align));
+    while c <= CLASSES && !size(c).is_multiple_of(align) {
+        c += 1;
+    }
+    if c <= CLASSES {
+        c
+    } else {
+        0
+    }
+}
+
+/// Pages per span of class `c`: 64 KiB for objects up to 8 KiB (at least 8 objects,
+/// at most 12.5% left over), else about four objects' worth of pages.
+pub const fn span_pages(c: usize) -> usize {
+    let s = size(c);
+    if s <= 8 * 1024 {
+        64 * 1024 / PAGE_SIZE
+    } else {
+        (4 * s).div_ceil(PAGE_SIZE)
+    }
+}
+
+/// Objects in a span of class `c`.
+pub const fn objects_per_span(c: usize) -> usize {
+    span_pages(c) * PAGE_SIZE / size(c)
+}
+
+/// Objects moved at once between a per-CPU cache and the middle.
+pub const fn batch(c: usize) -> usize {
+    clamp(32 * 1024 / size(c), 1, 32)
+}
+
+/// Largest batch of any class (sizes on-stack buffers).
+pub const MAX_BATCH: usize = 32;
+
+/// Per-CPU cache capacity of class `c`, in objects: about 64 KiB worth, between 1
+/// and 128 objects, and at least two batches for objects up to 32 KiB.
+pub const fn capacity(c: usize) -> usize {
+    let by_bytes = clamp(64 * 1024 / size(c), 1, 128);
+    let two = 2 * batch(c);
+    if by_bytes < two && size(c) <= 32 * 1024 {
+        two
+    } else {
+        by_bytes
+    }
+}
+
+/// [`capacity`] of every class, as a table (index 0 unused): the fast path looks
+/// the capacity up instead of dividing.
+pub const CAPACITY: [usize; CLASSES + 1] = {
+    let mut t = [0; CLASSES + 1];
+    let mut c = 1;
+    while c <= CLASSES {
+        t[c] = capacity(c);
+        c += 1;
+    }
+    t
+};
+
+/// Capacity of the middle's transfer cache of class `c`, in objects.
+pub const fn transfer_capacity(c: usize) -> usize {
+    capacity(c)
+}
+
+/// The most bytes one CPU's caches can hold, over all classes.
+pub const fn max_cached_bytes_per_cpu() -> usize {
+    let mut c = 1;
+    let mut total = 0;
+    while c <= CLASSES {
+        total += capacity(c) * size(c);
+        c += 1;
+    }
+    total
+}
+
+const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
+    if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_grow_and_round_trip() {
+        let mut prev = 0;
+        for c in 1..=CLASSES {
+            let s = size(c);
+            assert!(s > prev && s.is_multiple_of(MIN_ALIGN), "class {c}: {s}");
+            assert_eq!(class_of_size(s), c, "size {s}");
+            assert_eq!(class_of_size(prev + 1), c, "size {}", prev + 1);
+            prev = s;
+        }
+    }
+
+    #[test]
+    fn every_size_fits_with_bounded_waste() {
+        for n in 1..=MAX_SMALL {
+            let c = class_of_size(n);
+            let s = size(c);
+            assert!(s >= n);
+            if n > 128 {
+                assert!((s - n) * 4 <= n, "{n} -> {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn aligned_classes_are_multiples_of_the_alignment() {
+        for shift in 0..=PAGE_SHIFT {
+            let align = 1 << shift;
+            for n in [1, 7, 16, 17, 100, 1000, 4095, 4096, 5000, 70_000, MAX_SMALL] {
+                let l = Layout::from_size_align(n, align).unwrap();
+                let c = class_for(l);
+                assert!(c != 0, "{n} / {align}");
+                assert!(size(c) >= n && size(c).is_multiple_of(align.max(MIN_ALIGN)));
+            }
+        }
+        let l = Layout::from_size_align(8, 2 * PAGE_SIZE).unwrap();
+        assert_eq!(class_for(l), 0);
+        let l = Layout::from_size_align(MAX_SMALL + 1, 8).unwrap();
+        assert_eq!(class_for(l), 0);
+    }
+
+    #[test]
+    fn spans_hold_objects_with_little_waste() {
+        for c in 1..=CLASSES {
+            let bytes = span_pages(c) * PAGE_SIZE;
+            let n = objects_per_span(c);
+            assert!(n >= 1);
+            assert!((bytes - n * size(c)) * 8 <= bytes, "class {c}");
+            assert!(batch(c) <= MAX_BATCH && batch(c) <= capacity(c));
+        }
+        // The documented bound on one CPU's caches.
+        assert!(max_cached_bytes_per_cpu() <= 4 * 1024 * 1024);
+    }
+}

@@ -1,0 +1,196 @@
+//! The allocator's lock, and fork safety.
+//!
+//! # Invariants
+//! - [`SpinLock`] never allocates and never blocks in the kernel except to yield;
+//!   every lock of the allocator is one, held only for bounded work (no lock is held
+//!   while calling code outside the allocator).
+//! - Lock order: the front-end's set-up lock, its drain lock, a class's central
+//!   list, then the page heap (which also guards the page map and span records).
+//!   The fork handlers take them all in that order.
+//! - Fork: `pthread_atfork` handlers take every lock before `fork` and release them
+//!   after it in both processes, so a child never inherits a lock held by a thread
+//!   that does not exist in it.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+/// A test-and-test-and-set lock that yields when contended.
+pub struct SpinLock<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock gives one thread at a time access to `value`.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    /// An unlocked lock around `value`.
+    pub const fn new(value: T) -> Self {
+        SpinLock {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Takes the lock.
+    #[inline]
+    pub fn lock(&self) -> SpinGuard<'_, T> {
+        ensure_fork_handlers();
+        if self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+        SpinGuard { lock: self }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        let mut spins = 0u32;
+        loop {
+            if !self.locked.load(Ordering::Relaxed)
+                && self
+                    .locked
+                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            spins += 1;
+            if spins < 64 {
+                core::hint::spin_loop();
+            } else {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe {
+                    libc::sched_yield();
+                }
+            }
+        }
+    }
+
+    /// Takes the lock and keeps it without a guard (fork handlers).
+    fn raw_lock(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Releases a lock taken by [`raw_lock`](Self::raw_lock).
+    ///
+    /// # Safety
+    /// The lock must be held by a `raw_lock` whose guard was forgotten.
+    unsafe fn raw_unlock(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+}
+
+/// Access to a locked value; unlocks on drop.
+pub struct SpinGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+}
+
+impl<T> Deref for SpinGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for SpinGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for SpinGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// Runs `f` on every lock of the allocator, in lock order.
+fn for_each_lock(mut f: impl FnMut(&dyn RawLock)) {
+    f(crate::front::init_lock());
+    f(crate::front::drain_lock());
+    for c in 1..=crate::size_class::CLASSES {
+        f(crate::middle::lock_of(c));
+    }
+    f(crate::backend::page_heap::lock());
+}
+
+/// A lock the fork handlers can take and release without a guard.
+pub trait RawLock {
+    /// Takes the lock.
+    fn take(&self);
+    /// Releases it.
+    ///
+    /// # Safety
+    /// Taken by [`take`](Self::take) on this thread (or, after `fork`, inherited
+    /// from it).
+    unsafe fn give(&self);
+}
+
+impl<T> RawLock for SpinLock<T> {
+    fn take(&self) {
+        self.raw_lock();
+    }
+    unsafe fn give(&self) {
+        // SAFETY: forwarded.
+        unsafe { self.raw_unlock() }
+    }
+}
+
+extern "C" fn before_fork() {
+    for_each_lock(|l| l.take());
+}
+
+extern "C" fn after_fork() {
+    // SAFETY: `before_fork` took every lock on this thread (the only thread of a
+    // child).
+    for_each_lock(|l| unsafe { l.give() });
+}
+
+const NOT_INSTALLED: u8 = 0;
+const INSTALLING: u8 = 1;
+const INSTALLED: u8 = 2;
+static ATFORK: AtomicU8 = AtomicU8::new(NOT_INSTALLED);
+
+/// Installs the fork handlers, once per process, before the caller takes any lock:
+/// no lock can be held across a `fork` without them.
+#[inline]
+pub fn ensure_fork_handlers() {
+    if ATFORK.load(Ordering::Acquire) != INSTALLED {
+        install_fork_handlers();
+    }
+}
+
+#[cold]
+fn install_fork_handlers() {
+    match ATFORK.compare_exchange(
+        NOT_INSTALLED,
+        INSTALLING,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => {
+            // SAFETY: the handlers are `extern "C"` functions without arguments that
+            // only take and release the allocator's locks.
+            unsafe {
+                libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork));
+            }
+            ATFORK.store(INSTALLED, Ordering::Release);
+        }
+        Err(_) => {
+            // Another thread is installing them (a few instructions and one call).
+            while ATFORK.load(Ordering::Acquire) != INSTALLED {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe {
+                    libc::sched_yield();
+                }
+            }
+        }
+    }
+}

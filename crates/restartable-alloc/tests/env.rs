@@ -1,0 +1,570 @@
+//! The allocator where the environment gets in the way, each scenario in a child
+//! process (this binary re-executed with a role) where process-wide state matters:
+//! seccomp and valgrind (no rseq: the fallback path), library-owned registration
+//! (`GLIBC_TUNABLES=glibc.pthread.rseq=0`), an address-space limit, fork while other
+//! threads allocate, 10,000 threads coming and going, and memory given back after a
+//! 1 GiB burst.
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod common;
+#[path = "../../restartable/tests/support/seccomp.rs"]
+mod seccomp;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::time::{Duration, Instant};
+
+use common::child::{marker, role, rss, run_child};
+use restartable::registration::{Owner, Reason, Registration};
+use restartable_alloc::PerCpuAlloc;
+
+#[global_allocator]
+static A: PerCpuAlloc = PerCpuAlloc::new();
+
+const LIBRARY_OWNED: (&str, &str) = ("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+const MIB: usize = 1 << 20;
+
+fn enosys_filter() -> std::io::Result<()> {
+    seccomp::install_filter(&seccomp::rseq_errno_filter(libc::ENOSYS))
+}
+
+/// std collections, strings and threads, then the pattern stress; shared by the
+/// children.
+fn workload(threads: usize, stress: Duration) {
+    let mut m = std::collections::HashMap::new();
+    for i in 0..20_000u32 {
+        m.insert(i.to_string(), vec![i; (i % 50) as usize]);
+        if i % 3 == 0 {
+            m.remove(&(i / 2).to_string());
+        }
+    }
+    assert!(m.len() > 1000);
+    let hs: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || (0..2000).map(|i| format!("{t}-{i}")).collect::<Vec<_>>())
+        })
+        .collect();
+    for h in hs {
+        assert_eq!(h.join().unwrap().len(), 2000);
+    }
+    let n = common::stress(threads, stress, || {});
+    assert!(n > 1000, "only {n} objects");
+}
+
+fn child_role(test_role: &str) -> Option<bool> {
+    match role() {
+        None => Some(false),
+        Some(r) if r == test_role => Some(true),
+        Some(_) => None,
+    }
+}
+
+fn fallback_checks(expected: &[Reason]) {
+    let s = restartable::status();
+    let reason = s.reason().expect("rseq must be unavailable here");
+    assert!(expected.contains(&reason), "unexpected reason {reason:?}");
+    workload(8, Duration::from_secs(1));
+    let st = restartable_alloc::stats();
+    assert_eq!(st.caches_by_mm_cid, None, "caches set up without rseq");
+    assert!(st.in_use_bytes > 0);
+}
+
+#[test]
+fn fallback_under_seccomp_enosys_library_owned() {
+    let role = "seccomp-library";
+    match child_role(role) {
+        Some(false) => {
+            run_child(
+                "fallback_under_seccomp_enosys_library_owned",
+                role,
+                &[LIBRARY_OWNED],
+                &[],
+                Duration::from_secs(120),
+                Some(enosys_filter),
+            );
+        }
+        Some(true) => {
+            fallback_checks(&[Reason::NoSyscall]);
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
+
+#[test]
+fn fallback_under_seccomp_enosys_libc_owned() {
+    let role = "seccomp-libc";
+    match child_role(role) {
+        Some(false) => {
+            run_child(
+                "fallback_under_seccomp_enosys_libc_owned",
+                role,
+                &[],
+                &[],
+                Duration::from_secs(120),
+                Some(enosys_filter),
+            );
+        }
+        Some(true) => {
+            fallback_checks(&[Reason::LibcNotRegistered, Reason::NoSyscall]);
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
+
+#[test]
+fn fallback_under_valgrind() {
+    let role = "valgrind";
+    match child_role(role) {
+        Some(false) => {
+            if std::process::Command::new("valgrind")
+                .arg("--version")
+                .output()
+                .is_err()
+            {
+                panic!("valgrind is not installed (CI installs it: see .ci/run)");
+            }
+            run_child(
+                "fallback_under_valgrind",
+                role,
+                &[],
+                &["valgrind", "-q", "--error-exitcode=99"],
+                Duration::from_secs(300),
+                None,
+            );
+        }
+        Some(true) => {
+            let s = restartable::status();
+            assert!(s.reason().is_some(), "rseq under valgrind: {s}");
+            workload(3, Duration::from_millis(500));
+            assert_eq!(restartable_alloc::stats().caches_by_mm_cid, None);
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
+
+#[test]
+fn library_owned_registration_reenters_safely() {
+    let role = "library-owned";
+    match child_role(role) {
+        Some(false) => {
+            run_child(
+                "library_owned_registration_reenters_safely",
+                role,
+                &[LIBRARY_OWNED],
+                &[],
+                Duration::from_secs(120),
+                None,
+            );
+        }
+        Some(true) => {
+            assert_eq!(
+                restartable::status().registration,
+                Registration::Registered(Owner::Library)
+            );
+            workload(12, Duration::from_secs(2));
+            assert!(restartable_alloc::stats().caches_by_mm_cid.is_some());
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
+
+/// Sets `RLIMIT_AS` to the current address space plus `extra` bytes.
+fn limit_address_space(extra: usize) {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let size: usize = statm.split_whitespace().next().unwrap().parse().unwrap();
+    let lim = (size * 4096 + extra) as libc::rlim_t;
+    let r = libc::rlimit {
+        rlim_cur: lim,
+        rlim_max: lim,
+    };
+    // SAFETY: (test) a valid rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &r) }, 0);
+}
+
+#[test]
+fn address_space_limit_gives_null() {
+    let role = "rlimit";
+    match child_role(role) {
+        Some(false) => {
+            run_child(
+                "address_space_limit_gives_null",
+                role,
+                &[],
+                &[],
+                Duration::from_secs(120),
+                None,
+            );
+        }
+        Some(true) => {
+            // Set up caches and threads' state before limiting.
+            drop(std::hint::black_box(vec![0u8; 100]));
+            limit_address_space(256 * MIB);
+            // Large objects first: the page heap keeps the address space of its regions
+            // (it gives back memory, not address space).
+            for (size, align) in [(3 * MIB, 8), (100, 1 << 16), (48 * 1024, 8), (4000, 64)] {
+                let l = Layout::from_size_align(size, align).unwrap();
+                let mut held = Vec::with_capacity(100_000);
+                let mut failed = false;
+                for _ in 0..100_000 {
+                    // SAFETY: (test) a valid layout.
+                    let p = unsafe { A.alloc(l) };
+                    if p.is_null() {
+                        failed = true;
+                        break;
+                    }
+                    held.push(p as usize);
+                }
+                assert!(
+                    failed,
+                    "{l:?}: never failed within the limit ({} objects)",
+                    held.len()
+                );
+                assert!(held.len() > 10, "{l:?}: failed too early ({})", held.len());
+                // SAFETY: (test) a valid layout; null on failure.
+                assert!(unsafe { A.alloc(Layout::from_size_align(1 << 30, 8).unwrap()) }.is_null());
+                for &p in &held {
+                    // SAFETY: (test) allocated above with `l`.
+                    unsafe { A.dealloc(p as *mut u8, l) };
+                }
+                restartable_alloc::release_memory();
+                // Memory is usable again after the frees.
+                // SAFETY: (test) a valid layout.
+                let p = unsafe { A.alloc(l) };
+                assert!(!p.is_null(), "{l:?}: no recovery after freeing");
+                // SAFETY: (test) allocated above with `l`.
+                unsafe { A.dealloc(p, l) };
+                println!("{l:?}: null after {} objects", held.len());
+            }
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
+
+#[test]
+fn fork_while_other_threads_allocate() {
+    if role().is_some() {
+        return;
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bg = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // Sizes whose caches hold one or two objects: nearly every operation
+            // takes the middle's and the page heap's locks.
+            let mut r = common::Rng::new(7);
+            let hs: Vec<_> = (0..4)
+                .map(|t| {
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let mut keep = Vec::new();
+                        let mut r = common::Rng::new(t + 100);
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            let n = 40_000 + r.below(200_000) as usize;
+                            keep.push(vec![1u8; n]);
+                            if keep.len() > 8 {
+                                keep.swap_remove(r.below(8) as usize);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let _ = r.next();
+            for h in hs {
+                h.join().unwrap();
+            }
+        })
+    };
+    let forks = 100;
+    for i in 0..forks {
+        // SAFETY: (test) the child only allocates through the allocator and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let mut v: Vec<Vec<u8>> = Vec::new();
+            for k in 0..1000usize {
+                let n = if k % 100 == 0 {
+                    300_000
+                } else {
+                    1 + (k * 97) % 20_000
+                };
+                v.push(vec![k as u8; n]);
+            }
+            let ok = v
+                .iter()
+                .enumerate()
+                .all(|(k, x)| x.iter().all(|&b| b == k as u8));
+            drop(v);
+            restartable_alloc::release_memory();
+            // SAFETY: (test) leave the child without running the parent's atexit code.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut status = 0;
+        loop {
+            // SAFETY: (test) our child.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                break;
+            }
+            if Instant::now() > deadline {
+                // SAFETY: (test) our child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("fork {i}: the child hung for 20 s (a lock held across fork?)");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "fork {i}: child status {status:#x}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    bg.join().unwrap();
+}
+
+/// 10,000 threads, 16 at a time, each allocating and freeing (a few of its objects
+/// freed by the main thread); resident memory must not grow with the thread count.
+fn thread_churn() {
+    let handed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Box<[u8]>>::new()));
+    let mut rss_after_warmup = 0;
+    let total = 10_000;
+    let mut started = 0;
+    while started < total {
+        let hs: Vec<_> = (0..16)
+            .map(|t| {
+                let handed = handed.clone();
+                let seed = (started + t) as u64;
+                std::thread::spawn(move || {
+                    let mut r = common::Rng::new(seed);
+                    let mut mine = Vec::new();
+                    for _ in 0..200 {
+                        let n = 1 + r.below(2000) as usize;
+                        mine.push(vec![seed as u8; n].into_boxed_slice());
+                    }
+                    let mut h = handed.lock().unwrap();
+                    for _ in 0..5 {
+                        h.push(mine.pop().unwrap());
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        started += 16;
+        handed.lock().unwrap().clear();
+        if started == 2000 {
+            rss_after_warmup = rss();
+        }
+    }
+    let end = rss();
+    println!(
+        "thread churn: {total} threads; RSS after 2,000: {} KiB, after {total}: {} KiB",
+        rss_after_warmup / 1024,
+        end / 1024
+    );
+    assert!(
+        end <= rss_after_warmup + 16 * MIB,
+        "resident memory grew with threads: {} -> {} KiB",
+        rss_after_warmup / 1024,
+        end / 1024
+    );
+}
+
+#[test]
+fn ten_thousand_threads_stay_bounded() {
+    let role = "thread-churn";
+    match child_role(role) {
+        Some(false) => {
+            run_child(
+                "ten_thousand_threads_stay_bounded",
+                role,
+                &[],
+                &[],
+                Duration::from_secs(180),
+                None,
+            );
+        }
+        Some(true) => {
+            thread_churn();
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
+
+#[test]
+fn ten_thousand_threads_stay_bounded_library_owned() {
+    let role = "thread-churn-library";
+    match child_role(role) {
+        Some(false) => {
+            run_child(
+                "ten_thousand_threads_stay_bounded_library_owned",
+                role,
+                &[LIBRARY_OWNED],
+                &[],
+                Duration::from_secs(180),
+                None,
+            );
+        }
+        Some(true) => {
+            thread_churn();
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
+
+/// The documented bound on what stays resident after a burst is freed (see the
+/// crate docs): the caches' bound for this machine plus 32 MiB for spans kept by
+/// cached objects and the allocator's metadata.
+fn burst_bound() -> usize {
+    let slots = restartable::possible_cpus();
+    restartable_alloc::Stats::cached_bound(slots) + 32 * MIB
+}
+
+#[test]
+fn memory_returns_after_a_1_gib_burst() {
+    let role = "burst";
+    match child_role(role) {
+        Some(false) => {
+            run_child(
+                "memory_returns_after_a_1_gib_burst",
+                role,
+                &[],
+                &[],
+                Duration::from_secs(180),
+                None,
+            );
+        }
+        Some(true) => {
+            drop(std::hint::black_box(vec![0u8; 1000]));
+            let before = rss();
+            let hs: Vec<_> = (0..2)
+                .map(|t| {
+                    std::thread::spawn(move || {
+                        let mut r = common::Rng::new(t + 9);
+                        let mut v: Vec<Box<[u8]>> = Vec::new();
+                        let mut bytes = 0;
+                        while bytes < 512 * MIB {
+                            let n = 16 + r.below(64 * 1024) as usize;
+                            v.push(vec![0x5A; n].into_boxed_slice());
+                            bytes += n;
+                        }
+                        v
+                    })
+                })
+                .collect();
+            let held: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+            let peak = rss();
+            assert!(
+                peak >= before + 900 * MIB,
+                "the burst was not resident: {peak}"
+            );
+            drop(held);
+            let after = rss();
+            let st = restartable_alloc::stats();
+            restartable_alloc::release_memory();
+            let released = rss();
+            println!(
+                "burst: RSS before {} MiB, peak {} MiB, after free {} MiB, after release_memory {} MiB; bound {} MiB; {st:?}",
+                before / MIB,
+                peak / MIB,
+                after / MIB,
+                released / MIB,
+                burst_bound() / MIB
+            );
+            assert!(
+                after <= before + burst_bound(),
+                "after the burst, {} MiB stay resident (bound {} MiB)",
+                (after - before) / MIB,
+                burst_bound() / MIB
+            );
+            assert!(
+                released <= before + 16 * MIB,
+                "release_memory left {} MiB",
+                (released - before) / MIB
+            );
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
+
+fn pin_to(cpu: usize) {
+    // SAFETY: (test) a valid set for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0
+        );
+    }
+}
+
+#[test]
+fn idle_cpu_caches_are_drained_by_another_thread() {
+    let role = "idle-drain";
+    match child_role(role) {
+        Some(false) => {
+            if common::nproc() < 2 || !restartable::fences_supported() {
+                eprintln!("notice: needs two CPUs and membarrier rseq fences; skipped");
+                return;
+            }
+            run_child(
+                "idle_cpu_caches_are_drained_by_another_thread",
+                role,
+                &[("RESTARTABLE_ALLOC_INDEX", "cpu")],
+                &[],
+                Duration::from_secs(60),
+                None,
+            );
+        }
+        Some(true) => {
+            pin_to(0);
+            // A thread on CPU 1 leaves free objects in CPU 1's caches, then exits.
+            std::thread::spawn(|| {
+                pin_to(1);
+                let v: Vec<Box<[u8; 200]>> = (0..100).map(|_| Box::new([1; 200])).collect();
+                drop(std::hint::black_box(v));
+            })
+            .join()
+            .unwrap();
+            let cached = restartable_alloc::stats().cpu_cache_bytes_per_slot[1];
+            assert!(
+                cached >= 100 * 200,
+                "CPU 1's cache holds only {cached} bytes"
+            );
+            // CPU 0 keeps visiting the middle (objects of a class cached one at a
+            // time); once CPU 1 has been idle for a second, one of the visits drains it.
+            let start = Instant::now();
+            loop {
+                // black_box: an unused allocation may be optimized away entirely.
+                let a = std::hint::black_box(vec![0u8; 200_000]);
+                let b = std::hint::black_box(vec![0u8; 200_000]);
+                drop((a, b));
+                let now = restartable_alloc::stats().cpu_cache_bytes_per_slot[1];
+                if now == 0 {
+                    println!(
+                        "CPU 1's {cached} cached bytes drained after {:?}",
+                        start.elapsed()
+                    );
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "CPU 1's cache still holds {now} bytes after 20 s idle"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}

@@ -1,0 +1,206 @@
+//! The allocation-free paths allocate nothing: a counting global allocator sees zero
+//! allocator calls (alloc, realloc or free) on the measuring thread during 100,000
+//! push/pop pairs of word values through `PerCpuBuffer`, of owned nodes through
+//! `PerCpuStack`, and get/drop pairs of `PerCpuPool` objects, after warm-up.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use restartable::{PerCpuBuffer, PerCpuPool, PerCpuStack, StackNode};
+
+/// Counts the calls made on threads that switched counting on.
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: the allocator may run while the thread's locals are torn down.
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = CALLS.try_with(|c| c.set(c.get() + 1));
+        }
+    });
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; the counting touches
+// only const-initialised thread locals without destructors (no allocation, no
+// re-entry).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count();
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: forwarded contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const PAIRS: usize = 100_000;
+
+static STATIC: u64 = 3;
+
+/// The allocator calls `f` makes on this thread.
+fn calls_during(f: impl FnOnce()) -> u64 {
+    CALLS.with(|c| c.set(0));
+    COUNTING.with(|on| on.set(true));
+    f();
+    COUNTING.with(|on| on.set(false));
+    CALLS.with(|c| c.get())
+}
+
+/// Skips (with a message) where rseq is unavailable: the shared fallback lists are
+/// `Vec`s, which may allocate.
+fn rseq_or_skip() -> bool {
+    match restartable::ThreadArea::current() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipped: rseq unavailable ({e:?})");
+            false
+        }
+    }
+}
+
+#[test]
+fn counting_allocator_counts() {
+    // The positive control: the counter sees an allocation and a free.
+    let n = calls_during(|| drop(std::hint::black_box(Box::new(5u64))));
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn buffer_of_word_values_allocates_nothing() {
+    if !rseq_or_skip() {
+        return;
+    }
+    let ints: PerCpuBuffer<u64, 16> = PerCpuBuffer::new();
+    let boxes: PerCpuBuffer<Box<u64>, 16> = PerCpuBuffer::new();
+    let arcs: PerCpuBuffer<Arc<u64>, 16> = PerCpuBuffer::new();
+    let ptrs: PerCpuBuffer<NonNull<u64>, 16> = PerCpuBuffer::new();
+    let small: PerCpuBuffer<(u8, u16), 16> = PerCpuBuffer::new();
+    let statics: PerCpuBuffer<&'static u64, 16> = PerCpuBuffer::new();
+    let mut b = Some(Box::new(7u64));
+    let mut a = Some(Arc::new(9u64));
+    let mut x = 0u64;
+    let p = NonNull::from(&mut x);
+    // Warm-up: the per-CPU storage is set up on first use.
+    for _ in 0..2 {
+        ints.push(1).unwrap();
+        ints.pop().unwrap();
+        boxes.push(b.take().unwrap()).unwrap();
+        b = boxes.pop();
+        arcs.push(a.take().unwrap()).unwrap();
+        a = arcs.pop();
+        ptrs.push(p).unwrap();
+        ptrs.pop().unwrap();
+        small.push((1, 2)).unwrap();
+        small.pop().unwrap();
+        statics.push(&STATIC).unwrap();
+        statics.pop().unwrap();
+    }
+    let n = calls_during(|| {
+        for i in 0..PAIRS as u64 {
+            ints.push(i).unwrap();
+            assert_eq!(ints.pop(), Some(i));
+            boxes.push(b.take().unwrap()).unwrap();
+            b = boxes.pop();
+            arcs.push(a.take().unwrap()).unwrap();
+            a = arcs.pop();
+            ptrs.push(p).unwrap();
+            assert_eq!(ptrs.pop(), Some(p));
+            small.push((i as u8, i as u16)).unwrap();
+            assert_eq!(small.pop(), Some((i as u8, i as u16)));
+            statics.push(&STATIC).unwrap();
+            assert_eq!(statics.pop(), Some(&STATIC));
+        }
+    });
+    assert_eq!(
+        n, 0,
+        "allocator calls during {PAIRS} push/pop pairs of word values"
+    );
+    assert_eq!(b.as_deref(), Some(&7));
+    assert_eq!(a.as_deref(), Some(&9));
+    assert_eq!(
+        Arc::strong_count(a.as_ref().unwrap()),
+        1,
+        "an Arc was duplicated or lost"
+    );
+}
+
+#[test]
+fn pool_get_and_drop_allocate_nothing() {
+    if !rseq_or_skip() {
+        return;
+    }
+    static POOL: PerCpuPool<Vec<u8>> = PerCpuPool::new(|| Vec::with_capacity(64));
+    // Warm-up: storage set up, two objects made.
+    drop((POOL.get(), POOL.get()));
+    let n = calls_during(|| {
+        for i in 0..PAIRS {
+            let mut a = POOL.get();
+            a.clear();
+            a.push(i as u8);
+            let b = POOL.get();
+            assert_eq!(a.len(), 1);
+            drop(a);
+            drop(b);
+        }
+    });
+    assert_eq!(n, 0, "allocator calls during {PAIRS} pool get/drop pairs");
+}
+
+#[test]
+fn stack_of_owned_nodes_allocates_nothing() {
+    if !rseq_or_skip() {
+        return;
+    }
+    static FREE: PerCpuStack<[u64; 8]> = PerCpuStack::new();
+    let mut held = vec![StackNode::new([1; 8]), StackNode::new([2; 8])];
+    // Warm-up: storage set up.
+    for n in held.drain(..) {
+        FREE.push_node(n);
+    }
+    for _ in 0..2 {
+        held.push(FREE.pop_node().unwrap());
+    }
+    let n = calls_during(|| {
+        for i in 0..PAIRS as u64 {
+            for mut node in held.drain(..) {
+                node[0] = i;
+                FREE.push_node(node);
+            }
+            for _ in 0..2 {
+                let node = FREE.pop_node().expect("two nodes in the stack");
+                assert_eq!(node[0], i);
+                held.push(node);
+            }
+        }
+    });
+    assert_eq!(
+        n, 0,
+        "allocator calls during {PAIRS} x 2 push/pop pairs of owned nodes"
+    );
+    let mut firsts: Vec<u64> = held.iter().map(|n| n[1]).collect();
+    firsts.sort_unstable();
+    assert_eq!(firsts, [1, 2], "a node was lost or duplicated");
+}
