@@ -14,6 +14,13 @@
 //!   registered one, registered by the library otherwise, or unavailable with a reason.
 //! - [`current_cpu`], [`current_mm_cid`], [`current_numa_node`]: one load each.
 //! - [`fence_cpu`] / [`fence_all`]: membarrier rseq fences for cross-CPU work.
+//! - [`arch`]: the reference op set (`load_cbne_store`, `load_add_store`, ...), each
+//!   one restartable sequence in inline asm with its debugger tables; `unsafe`, with
+//!   the contract its callers keep written there.
+//! - [`percpu`]: safe containers on that contract: [`PerCpuCounter`], [`PerCpuLock`],
+//!   [`PerCpuStack`] (with allocation-free [`StackNode`]s), [`PerCpuBuffer`] (word-sized
+//!   values held in the slot), [`PerCpuMemcpyBuffer`], [`PerCpuPool`], and the strided
+//!   [`PerCpu`] storage under them; all have `const` constructors.
 //!
 //! Where rseq is missing (old kernels, valgrind, emulators, seccomp filters) everything
 //! keeps working on fallbacks; [`status`] says which path this thread is on.
