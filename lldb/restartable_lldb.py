@@ -36,16 +36,25 @@
 #     the abort handler, switches off user breakpoints inside the sequence and the
 #     guards, and lets the process continue: from a guard the attempt commits without
 #     any abort; from inside it aborts once (that stop already doomed it) and the
-#     retry commits. The stop is reported at the post-commit address or the exit
-#     taken. An exit point that is also on the retry path (the abort handler jumps
-#     back to it) counts as the exit only if no abort came first.
+#     retry commits. An exit point that is also on the retry path (the abort
+#     handler jumps back to it) counts as the exit only if no abort came first.
+#   * Finishing the step: when the run interrupted a source-level step (`step`,
+#     `next`, `thread step-in`, `thread step-over`), the stop hook pushes a scripted
+#     thread plan (`_FinishStep`) and lets the process go on, so that the one command
+#     ends where lldb would have stopped: a `next` that met the sequence in a callee
+#     steps out to the frame it started in, then over the rest of that line; a step
+#     that stands inside a line after the commit (not at the start of a line-table
+#     row) or still on the line it started from steps over (or into) the rest of
+#     it. A commit at the start of a new line ends the step there. `stepi`, `nexti`,
+#     a breakpoint inside a sequence and a free run are reported at the post-commit
+#     address or the exit taken.
 #
 # What does not work (plainly)
 # ----------------------------
-#   * `step`/`next` that meet a sequence end at its post-commit address (or exit), not
-#     at the next line: one more `step`/`next` gets there. lldb's own `next` over an
-#     inlined sequence in an optimized build runs over it without stopping inside and
-#     needs no help.
+#   * A step that ends through an exit point (not the commit) is finished the same
+#     way, from the exit. The origin of a step is the frame selected at the stop
+#     before it (its CFA): a step issued after `frame select` of an outer frame is
+#     finished as if issued from frame 0.
 #   * The guards and the run breakpoints are ordinary breakpoints (with the names
 #     above): `breakpoint list` shows them, `breakpoint delete` without arguments
 #     deletes them too (they come back at the next stop).
@@ -101,7 +110,12 @@ class _State:
         self.run = None  # the run to a commit in progress (a dict)
         self.hooked_targets = set()
         self.last_thread = None  # the selected thread at the last stop
+        # Where the user's last command started: (thread id, CFA of frame 0, file,
+        # line), kept while a step goes on after a sequence's commit.
+        self.origin = None
+        self.finish = None  # what _FinishStep is to do (a dict)
         self.other_hits = 0
+        self.commits = 0  # runs that reached a commit or an exit (read by the tests)
 
 
 _state = globals().get("_state") or _State()
@@ -266,9 +280,21 @@ def _start_guards():
     return {s.start for s in seqs if s.entry is not None and s.entry != s.start}
 
 
-def _arm_guards(target, thread):
-    """Guards on the entries of all sequences, enabled (the process is stopped)."""
+def _arm_guards(target, thread, origin=True):
+    """Guards on the entries of all sequences, enabled (the process is stopped).
+    `origin`: this stop is where the user's next command starts."""
     _state.last_thread = thread.GetThreadID() if thread.IsValid() else None
+    if origin:
+        _state.origin = None
+        if thread.IsValid():
+            frame = thread.GetFrameAtIndex(0)
+            entry = frame.GetLineEntry()
+            _state.origin = (
+                thread.GetThreadID(),
+                frame.GetCFA(),
+                entry.GetFileSpec().fullpath,
+                entry.GetLine(),
+            )
     _state.other_hits = 0
     wanted = {}
     pc = thread.GetFrameAtIndex(0).GetPC() if thread.IsValid() else None
@@ -342,6 +368,7 @@ def _start_run(target, thread, seq, stream):
         "paused": paused,
         "aborted": False,
         "rounds": 0,
+        "step": None,  # the kind of source-level step the run interrupted
     }
 
 
@@ -356,16 +383,23 @@ def _end_run(target):
 
 
 def _discard_plans(thread):
-    """Discard the thread's stepping plans (the base plan stays): the thread runs."""
+    """Discard the thread's stepping plans (the base plan stays): the thread runs.
+    Returns the kind of source-level step they made ("over", "in") or None."""
     interp = thread.GetProcess().GetTarget().GetDebugger().GetCommandInterpreter()
     result = lldb.SBCommandReturnObject()
     interp.HandleCommand("thread plan list %d" % thread.GetIndexID(), result)
     active = result.GetOutput().split("Completed plan stack")[0]
+    kind = None
+    if "Stepping over line" in active:
+        kind = "over"
+    elif "Stepping in through line" in active:
+        kind = "in"
     if "Element 1:" in active:
         thread.GetProcess().SetSelectedThread(thread)
         interp.HandleCommand("thread plan discard 1", result)
         if not result.Succeeded():
             print("rseq: cannot discard the stepping plan: %s" % result.GetError())
+    return kind
 
 
 def _describe(seq):
@@ -419,11 +453,17 @@ def _handle_stop(exe_ctx, stream):
             if run["rounds"] < 1000:
                 return False
         seq = run["seq"]
+        step = run["step"]
         _end_run(target)
+        _state.commits += 1
         stream.Print(
             "rseq: ran the restartable sequence %s to its %s 0x%x\n"
             % (_describe(seq), kind, pc)
         )
+        if step is not None and _finish_step(thread, step, stream):
+            # The step goes on from here: the guards serve it, its start stays.
+            _arm_guards(target, thread, origin=False)
+            return False
         _arm_guards(target, thread)
         return True
     thread = exe_ctx.GetThread()
@@ -438,6 +478,8 @@ def _handle_stop(exe_ctx, stream):
     seq = None
     if at_guard:
         for s in read_sequences(target):
+            if s.entry is None:  # the tables were read again (`rseq` does)
+                s.entry = _entry_of(target, s)
             if s.entry == pc or s.start == pc:
                 seq = s
                 break
@@ -455,8 +497,101 @@ def _handle_stop(exe_ctx, stream):
     _start_run(target, thread, seq, stream)
     # The process goes on as after `continue`, with the thread's plans as they are:
     # a stepping plan interrupted at the guard would single-step on into the sequence.
-    _discard_plans(thread)
+    _state.run["step"] = _discard_plans(thread)
     return False
+
+
+def _finish_step(thread, step, stream):
+    """After a run to a commit on behalf of a source-level step of kind `step` ("over"
+    or "in"): if the thread does not stand where that step would have stopped, push
+    a `_FinishStep` plan that ends it (the caller lets the process go on). Returns
+    whether it did."""
+    origin = _state.origin
+    depth = None  # the index of the frame the step started in, if still there
+    if origin is not None and origin[0] == thread.GetThreadID():
+        for i in range(thread.GetNumFrames()):
+            if thread.GetFrameAtIndex(i).GetCFA() == origin[1]:
+                depth = i
+                break
+    frame = thread.GetFrameAtIndex(0)
+    entry = frame.GetLineEntry()
+    if step == "over" and depth is not None and depth > 0:
+        plan = {"out_to": depth, "kind": "over"}
+    elif not entry.IsValid():
+        return False  # no line table here: nowhere to step to
+    elif (
+        entry.GetLine() != 0  # a compiler-made row (line 0) is no line: step on
+        and entry.GetStartAddress().GetLoadAddress(thread.GetProcess().GetTarget())
+        == frame.GetPC()
+        and not (
+            depth == 0
+            and origin is not None
+            and (entry.GetFileSpec().fullpath, entry.GetLine()) == (origin[2], origin[3])
+        )
+    ):
+        return False  # at the start of a new line: where the step stops
+    else:
+        plan = {"out_to": None, "kind": step}
+    _state.finish = plan
+    error = thread.StepUsingScriptedThreadPlan("restartable_lldb._FinishStep", False)
+    if not error.Success():
+        _state.finish = None
+        stream.Print("rseq: cannot finish the step: %s\n" % error.GetCString())
+        return False
+    return True
+
+
+class _FinishStep:
+    """A scripted thread plan that ends a source-level step interrupted by a run to a
+    sequence's commit: out to the frame the step started in (`next` that met the
+    sequence in a callee), then a step over (or into) the rest of the current line."""
+
+    def __init__(self, thread_plan, args_data, internal_dict):
+        self.thread_plan = thread_plan
+        todo, _state.finish = _state.finish or {"out_to": None, "kind": "over"}, None
+        self.kind = todo["kind"]
+        if todo["out_to"]:
+            # Out of the frame below the one the step started in.
+            self.child = thread_plan.QueueThreadPlanForStepOut(todo["out_to"] - 1, False)
+            self.stepped_out = False
+        else:
+            self.stepped_out = True
+            self.child = self._queue_line_step()
+
+    def _queue_line_step(self):
+        thread = self.thread_plan.GetThread()
+        frame = thread.GetFrameAtIndex(0)
+        entry = frame.GetLineEntry()
+        target = thread.GetProcess().GetTarget()
+        start = entry.GetStartAddress().GetLoadAddress(target)
+        end = entry.GetEndAddress().GetLoadAddress(target)
+        if not entry.IsValid() or not start <= frame.GetPC() < end:
+            return None
+        # lldb extends the range over the line's other rows itself.
+        address = lldb.SBAddress(start, target)
+        if self.kind == "in":
+            return self.thread_plan.QueueThreadPlanForStepInRange(address, end - start)
+        return self.thread_plan.QueueThreadPlanForStepOverRange(address, end - start)
+
+    def explains_stop(self, event):
+        return False
+
+    def should_stop(self, event):
+        if self.child is not None and not self.child.IsPlanComplete():
+            return False
+        if not self.stepped_out:
+            self.stepped_out = True
+            self.child = self._queue_line_step()
+            if self.child is not None:
+                return False
+        self.thread_plan.SetPlanComplete(True)
+        return True
+
+    def should_step(self):
+        return False
+
+    def is_stale(self):
+        return False
 
 
 class _RseqCommand:

@@ -93,32 +93,53 @@ fn run(binary: Option<&Path>, commands: &[String], limit: Duration) -> (String, 
     (output, timed_out)
 }
 
-/// The Python driver the tests import: `run(debugger, command, limit, file, line)`
-/// issues `command` until the selected frame is on `file`:`line` and prints
-/// `RESULT reached N` or `RESULT reached None`.
+/// The Python driver the tests import: `run(debugger, command, limit, file, line,
+/// function=None)` issues `command` until the selected frame is on `file`:`line` (or
+/// one of the lines, given a list) and prints `RESULT reached N` or `RESULT reached
+/// None`, then `RESULT ran_at M`: the first command during which the module ran a
+/// sequence to its commit (None without one, or without the module). After each
+/// command it prints `DRIVER stop N file:line function row_start`, where row_start
+/// says whether the pc is the first address of a line-table row.
 pub const DRIVER: &str = r#"
+import sys
+
 import lldb
 
 
 def _where(debugger):
-    frame = debugger.GetSelectedTarget().GetProcess().GetSelectedThread().GetFrameAtIndex(0)
+    target = debugger.GetSelectedTarget()
+    frame = target.GetProcess().GetSelectedThread().GetFrameAtIndex(0)
     entry = frame.GetLineEntry()
-    return entry.GetFileSpec().GetFilename(), entry.GetLine(), frame.GetFunctionName()
+    row_start = entry.IsValid() and entry.GetStartAddress().GetLoadAddress(target) == frame.GetPC()
+    return entry.GetFileSpec().GetFilename(), entry.GetLine(), frame.GetFunctionName(), row_start
+
+
+def _commits():
+    module = sys.modules.get("restartable_lldb")
+    return module._state.commits if module is not None else 0
 
 
 def run(debugger, command, limit, filename, line, function=None):
+    lines = line if isinstance(line, list) else [line]
     interp = debugger.GetCommandInterpreter()
+    ran_at = None
     for i in range(limit):
+        before = _commits()
         result = lldb.SBCommandReturnObject()
         interp.HandleCommand(command, result)
         if not result.Succeeded():
             print("DRIVER %s failed: %s" % (command, result.GetError()))
             break
+        if ran_at is None and _commits() > before:
+            ran_at = i + 1
         where = _where(debugger)
-        if where[0] == filename and where[1] == line and (
+        print("DRIVER stop %d %s:%s %s %s" % (i + 1, where[0], where[1], where[2], where[3]))
+        if where[0] == filename and where[1] in lines and (
             function is None or (where[2] or "").endswith(function)
         ):
             print("RESULT reached %d" % (i + 1))
+            print("RESULT ran_at %s" % ran_at)
             return
     print("RESULT reached None (at %s)" % (_where(debugger),))
+    print("RESULT ran_at %s" % ran_at)
 "#;
