@@ -1,11 +1,11 @@
 //! Running lldb in batch mode for the debugger tests (`tests/lldb.rs`), included with
 //! `#[path]`.
 
-use crate::child::OutputWithin as _;
-use std::io::Read as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::child::OutputWithin as _;
 
 /// Whether lldb and its embedded Python work here; prints a notice when not. (Debian's
 /// lldb 14 needs the path fix-up that `.ci/run` makes: see the README.)
@@ -54,40 +54,12 @@ fn run(binary: Option<&Path>, commands: &[String], limit: Duration) -> (String, 
     if let Some(binary) = binary {
         command.arg(binary);
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start lldb");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let mut timed_out = false;
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            timed_out = true;
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (out, timed_out) = command.output_or_kill(limit).expect("start lldb");
     // The program's output comes through a terminal: \r\n line ends.
     let output = format!(
         "{}{}",
-        out_reader.join().unwrap(),
-        err_reader.join().unwrap()
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     )
     .replace("\r\n", "\n");
     (output, timed_out)

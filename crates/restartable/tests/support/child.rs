@@ -36,11 +36,28 @@ pub trait OutputWithin: std::fmt::Debug {
 
     /// As [`OutputWithin::output_within`], but an error (instead of a panic) when the
     /// program cannot be started (to ask whether a tool is installed).
-    fn try_output_within(&mut self, limit: Duration) -> std::io::Result<Output>;
+    fn try_output_within(&mut self, limit: Duration) -> std::io::Result<Output> {
+        let described = format!("{self:?}");
+        let (output, killed) = self.output_or_kill(limit)?;
+        if killed {
+            panic!(
+                "{described} did not finish within {limit:?} and was killed\n\
+                 --- its stdout so far:\n{}\n--- its stderr so far:\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(output)
+    }
+
+    /// Runs the command as [`OutputWithin::output_within`] does, but on time-out
+    /// returns what it printed with `true` (its process group killed) instead of
+    /// panicking, for callers that report the transcript themselves.
+    fn output_or_kill(&mut self, limit: Duration) -> std::io::Result<(Output, bool)>;
 }
 
 impl OutputWithin for Command {
-    fn try_output_within(&mut self, limit: Duration) -> std::io::Result<Output> {
+    fn output_or_kill(&mut self, limit: Duration) -> std::io::Result<(Output, bool)> {
         let described = format!("{self:?}");
         let mut child = self
             .stdin(Stdio::null())
@@ -58,16 +75,17 @@ impl OutputWithin for Command {
         let out = reader(Box::new(child.stdout.take().expect("piped stdout")));
         let err = reader(Box::new(child.stderr.take().expect("piped stderr")));
         let started = Instant::now();
+        let mut killed = false;
         let status = loop {
             match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
+                Ok(Some(status)) => break status,
                 Ok(None) if started.elapsed() >= limit => {
                     // SAFETY: sends SIGKILL to the child's own process group (created
                     // by `process_group(0)` above, so its id is the child's pid).
                     unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
                     let _ = child.kill();
-                    let _ = child.wait();
-                    break Err(());
+                    killed = true;
+                    break child.wait()?;
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(10)),
                 Err(e) => panic!("waiting for {described}: {e}"),
@@ -75,19 +93,14 @@ impl OutputWithin for Command {
         };
         let stdout = out.join().expect("stdout reader");
         let stderr = err.join().expect("stderr reader");
-        match status {
-            Ok(status) => Ok(Output {
+        Ok((
+            Output {
                 status,
                 stdout,
                 stderr,
-            }),
-            Err(()) => panic!(
-                "{described} did not finish within {limit:?} and was killed\n\
-                 --- its stdout so far:\n{}\n--- its stderr so far:\n{}",
-                String::from_utf8_lossy(&stdout),
-                String::from_utf8_lossy(&stderr)
-            ),
-        }
+            },
+            killed,
+        ))
     }
 }
 
