@@ -1,9 +1,13 @@
 //! Child processes for the tests: this test binary re-executed with a role, under a
 //! timeout that fails with a clear message.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+#[path = "../../../restartable/tests/support/child.rs"]
+mod shared;
+
+use shared::OutputWithin as _;
 
 pub const ROLE: &str = "RESTARTABLE_ALLOC_CHILD";
 
@@ -47,9 +51,7 @@ pub fn run_child_with(
     };
     cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
-        .env_remove("GLIBC_TUNABLES")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("GLIBC_TUNABLES");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -58,33 +60,12 @@ pub fn run_child_with(
         // SAFETY: (test) `f` makes only system calls (async-signal-safe).
         unsafe { cmd.pre_exec(f) };
     }
-    let mut child = cmd.spawn().expect("spawn the child");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for the child") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let (o, e) = (t_out.join().unwrap(), t_err.join().unwrap());
-            panic!("child {role} ({test}) timed out after {timeout:?} and was killed\n{o}\n{e}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (stdout, stderr) = (t_out.join().unwrap(), t_err.join().unwrap());
+    // Kills the child's whole process group and panics with what it printed when it
+    // runs past `timeout`.
+    let out = cmd.output_within(timeout);
+    let status = out.status;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     eprintln!("--- child {role}:\n{stdout}{stderr}---");
     ChildOutput {
         success: status.success(),
