@@ -44,21 +44,8 @@ fn role() -> Option<String> {
 /// behind `wrapper` (e.g. valgrind) if given; panics with its output unless it
 /// succeeds and prints the marker of `role`.
 fn run_child(test: &str, role: &str, env: &[(&str, &str)], wrapper: &[&str]) {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(&exe);
-            c
-        }
-        None => Command::new(&exe),
-    };
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env_remove("GLIBC_TUNABLES");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = child::this_test(test, wrapper, env);
+    cmd.env(ROLE, role);
     let out = cmd.output_within(child::LONG);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -22,13 +22,11 @@ mod child;
 mod common;
 
 use std::panic::{self, AssertUnwindSafe};
-use std::process::Command;
-
-use child::OutputWithin as _;
 use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Barrier, Mutex};
 use std::time::Duration;
 
+use child::OutputWithin as _;
 use common::{allowed_cpus, pin_current_thread, threads};
 use restartable::arch::{self, ByCpu, ByMmCid, Index, NoHooks, OpResult, TestHooks};
 use restartable::hooks;
@@ -52,14 +50,8 @@ fn marker(role: &str) -> String {
 /// with its output unless it exits successfully within [`CHILD_TIME_LIMIT`] having
 /// printed the marker of `role`.
 fn run_child(test: &str, role: &str, env: &[(&str, &str)]) {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env_remove("GLIBC_TUNABLES");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = child::this_test(test, &[], env);
+    cmd.env(ROLE, role);
     let out = cmd.output_within(CHILD_TIME_LIMIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,7 +1,6 @@
 //! Child processes for the tests: this test binary re-executed with a role, under a
 //! timeout that fails with a clear message.
 
-use std::process::Command;
 use std::time::Duration;
 
 #[path = "../../../restartable/tests/support/child.rs"]
@@ -40,21 +39,8 @@ pub fn run_child_with(
     timeout: Duration,
     pre_exec: Option<fn() -> std::io::Result<()>>,
 ) -> ChildOutput {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(&exe);
-            c
-        }
-        None => Command::new(&exe),
-    };
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env_remove("GLIBC_TUNABLES");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = shared::this_test(test, wrapper, env);
+    cmd.env(ROLE, role);
     if let Some(f) = pre_exec {
         use std::os::unix::process::CommandExt;
         // SAFETY: (test) `f` makes only system calls (async-signal-safe).

@@ -104,6 +104,28 @@ impl OutputWithin for Command {
     }
 }
 
+/// This test binary, to be run again for its test `test` alone (exact name, one test
+/// thread, output not captured), behind `wrapper` (e.g. valgrind) if given; without
+/// `GLIBC_TUNABLES`, then with `env` set. The caller adds the variable that tells the
+/// child its role.
+pub fn this_test(test: &str, wrapper: &[&str], env: &[(&str, &str)]) -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env_remove("GLIBC_TUNABLES");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 /// Waits for the forked child `pid` (a `fork()` without `exec`, whose only way to
 /// report is its exit status) and returns its wait status. If it has not exited after
 /// `limit`, kills it and panics saying `what` hung.
