@@ -55,7 +55,7 @@ fn setup(test: &str, cflags: &[&str]) -> Option<Setup> {
         .try_output_within(child::SHORT)
         .is_err()
     {
-        eprintln!("NOTICE: gdb is not installed: skipping the gdb test {test}");
+        child::skip(format!("gdb is not installed (gdb test {test})"));
         return None;
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gdb-{test}"));
@@ -72,13 +72,13 @@ fn setup(test: &str, cflags: &[&str]) -> Option<Setup> {
         Ok(o) if o.status.success() => {}
         Ok(o) => panic!("cc failed: {}", String::from_utf8_lossy(&o.stderr)),
         Err(err) => {
-            eprintln!("NOTICE: no C compiler ({err}): skipping the gdb test {test}");
+            child::skip(format!("no C compiler ({err}) (gdb test {test})"));
             return None;
         }
     }
     let run = Command::new(&binary).arg("1").output_within(child::SHORT);
     if run.status.code() == Some(77) {
-        eprintln!("NOTICE: libc did not register rseq: skipping the gdb test {test}");
+        child::skip(format!("libc did not register rseq (gdb test {test})"));
         return None;
     }
     assert!(run.status.success(), "the fixture runs");

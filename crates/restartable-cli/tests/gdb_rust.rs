@@ -85,7 +85,7 @@ fn setup(test: &str) -> Option<Setup> {
         .try_output_within(child::SHORT)
         .is_err()
     {
-        eprintln!("NOTICE: gdb is not installed: skipping the gdb test {test}");
+        child::skip(format!("gdb is not installed (gdb test {test})"));
         return None;
     }
     let binary = example::counter_loop().unwrap_or_else(|err| panic!("{err}"));
@@ -93,7 +93,9 @@ fn setup(test: &str) -> Option<Setup> {
     assert!(run.status.success(), "the example runs: {run:?}");
     let stdout = String::from_utf8_lossy(&run.stdout);
     if !stdout.starts_with("rseq registered") {
-        eprintln!("NOTICE: this thread has no rseq ({stdout}): skipping the gdb test {test}");
+        child::skip(format!(
+            "this thread has no rseq ({stdout}) (gdb test {test})"
+        ));
         return None;
     }
     assert!(
@@ -131,7 +133,9 @@ fn run_gdb(setup: &Setup, driver: &str, with_extension: bool) -> Option<String> 
         GDB_LIMIT,
     )?;
     if output.contains("No source file named counter_loop.rs") {
-        eprintln!("NOTICE: the example was built without line tables: skipping\n{output}");
+        child::skip(format!(
+            "the example was built without line tables\n{output}"
+        ));
         return None;
     }
     assert!(
@@ -403,7 +407,7 @@ fn mi_steps(
     if !in_example(&frame, inc) {
         let transcript = mi.finish();
         if transcript.contains("No source file named counter_loop.rs") {
-            eprintln!("NOTICE: the example has no line tables: skipping");
+            child::skip("the example has no line tables");
             return None;
         }
         panic!("not on the increment's line but at {frame:?}:\n{transcript}");

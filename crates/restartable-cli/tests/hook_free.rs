@@ -40,7 +40,7 @@ fn bench_sequences_are_hook_free_and_param_test_sequences_are_hooked() {
         .try_output_within(child::SHORT)
         .is_err()
     {
-        eprintln!("skipped: objdump not installed");
+        child::skip("objdump is not installed");
         return;
     }
     let out = Command::new(bin)

@@ -45,7 +45,7 @@ fn compile(source: &Path, dir: &Path, out: &str, flags: &[&str]) -> Option<PathB
             String::from_utf8_lossy(&o.stderr)
         ),
         Err(err) => {
-            eprintln!("NOTICE: skipping, no C compiler (`cc`): {err}");
+            child::skip(format!("no C compiler (`cc`): {err}"));
             None
         }
     }
@@ -146,7 +146,7 @@ fn check_one_sequence(flags: &[&str], test: &str) {
             "addresses match nm"
         );
     } else {
-        eprintln!("NOTICE: no nm, addresses not cross-checked");
+        child::skip("no nm: addresses not cross-checked");
     }
 
     // The text listing names the file, the count, the addresses and the function.

@@ -99,7 +99,7 @@ fn compile(setup: &Setup, source: &Path, out: &str, cflags: &[&str]) -> Option<P
         Ok(o) if o.status.success() => Some(binary),
         Ok(o) => panic!("cc failed: {}", String::from_utf8_lossy(&o.stderr)),
         Err(err) => {
-            eprintln!("NOTICE: no C compiler ({err}): skipping");
+            child::skip(format!("no C compiler ({err})"));
             None
         }
     }
@@ -170,7 +170,7 @@ fn c_run(run: CRun<'_>) -> Option<String> {
     let binary = compile(&setup, &source, "one_sequence", run.cflags)?;
     let plain = Command::new(&binary).arg("1").output_within(child::SHORT);
     if plain.status.code() == Some(77) {
-        eprintln!("NOTICE: libc did not register rseq: skipping");
+        child::skip("libc did not register rseq");
         return None;
     }
     let mut commands = vec![
@@ -424,7 +424,7 @@ fn step_over_a_sequence_in_a_dlopened_library() {
         return;
     };
     if output.contains("rseq not registered") {
-        eprintln!("NOTICE: libc did not register rseq: skipping");
+        child::skip("libc did not register rseq");
         return;
     }
     assert!(
@@ -458,7 +458,7 @@ fn rust_run(test: &str, command: &str, limit: usize, with_module: bool) -> Optio
     let run = Command::new(&binary).output_within(child::SHORT);
     let stdout = String::from_utf8_lossy(&run.stdout);
     if !stdout.starts_with("rseq registered") {
-        eprintln!("NOTICE: this thread has no rseq ({stdout}): skipping");
+        child::skip(format!("this thread has no rseq ({stdout})"));
         return None;
     }
     let source =

@@ -161,7 +161,7 @@ fn matrix_slice(variant: &[&str], tunable_off: bool) {
     match check(&[], tunable_off) {
         Some(0) => {}
         Some(2) => {
-            eprintln!("notice: rseq unavailable; skipping the {name} matrix");
+            child::skip(format!("rseq unavailable: the {name} matrix"));
             return;
         }
         other => panic!("rseq param-test -c: unexpected status {other:?}"),
@@ -371,7 +371,7 @@ fn without_rseq_check_and_runs_exit_2_and_d_still_runs() {
         .try_output_within(child::SHORT)
         .is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!("notice: valgrind is not on PATH; skipping");
+        child::skip("valgrind is not on PATH");
         return;
     }
     let grind = |args: &[&str]| {
@@ -449,7 +449,7 @@ fn broken_cpu_check_is_caught() {
         return;
     }
     if check(&[], false) != Some(0) {
-        eprintln!("notice: rseq unavailable; skipping");
+        child::skip("rseq unavailable");
         return;
     }
     let threads = threads().to_string();

@@ -3,6 +3,9 @@
 //! push/pop pairs of word values through `PerCpuBuffer`, of owned nodes through
 //! `PerCpuStack`, and get/drop pairs of `PerCpuPool` objects, after warm-up.
 
+#[path = "support/child.rs"]
+mod child;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::ptr::NonNull;
@@ -75,7 +78,7 @@ fn rseq_or_skip() -> bool {
     match restartable::ThreadArea::current() {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("skipped: rseq unavailable ({e:?})");
+            child::skip(format!("rseq unavailable ({e:?})"));
             false
         }
     }

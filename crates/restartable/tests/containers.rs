@@ -14,6 +14,8 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "support/child.rs"]
+mod child;
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -486,7 +488,7 @@ const STEAL_PATIENCE: Duration = Duration::from_secs(240);
 fn steal_while_owners_push_loses_and_duplicates_nothing() {
     check_environment();
     if !restartable::fences_supported() {
-        eprintln!("notice: membarrier rseq fences unsupported; steal test skipped");
+        child::skip("membarrier rseq fences unsupported: steal test");
         return;
     }
     for index in MODES {
@@ -507,7 +509,7 @@ fn steal_while_owners_push_loses_and_duplicates_nothing() {
 fn steal_never_links_a_push_to_the_detached_list() {
     check_environment();
     if !restartable::fences_supported() {
-        eprintln!("notice: membarrier rseq fences unsupported; steal test skipped");
+        child::skip("membarrier rseq fences unsupported: steal test");
         return;
     }
     let _h = hook_settings();

@@ -153,7 +153,7 @@ fn under_valgrind_every_container_conserves_on_fallbacks() {
     const ME: &str = "valgrind";
     if role().as_deref() != Some(ME) {
         if !valgrind_available() {
-            eprintln!("notice: valgrind is not installed; skipped");
+            child::skip("valgrind is not installed");
             return;
         }
         return run_child(TEST, ME, &[], &["valgrind", "-q", "--error-exitcode=99"]);

@@ -4,6 +4,9 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "support/child.rs"]
+mod child;
+
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -193,7 +196,7 @@ fn each_op_single_thread_by_cpu() {
 #[test]
 fn each_op_single_thread_by_mm_cid() {
     if !restartable::status().mm_cid {
-        eprintln!("skipped: mm_cid unavailable");
+        child::skip("mm_cid unavailable");
         return;
     }
     single_thread_ops::<ByMmCid, NoHooks>();

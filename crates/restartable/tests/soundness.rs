@@ -381,7 +381,7 @@ fn prepare_unload_clears_rseq_cs() {
             }
         };
         let Some(area) = add() else {
-            eprintln!("notice: rseq unavailable to this thread; skipped");
+            child::skip("rseq unavailable to this thread");
             registration::prepare_unload();
             return;
         };

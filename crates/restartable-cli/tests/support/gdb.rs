@@ -33,7 +33,7 @@ pub fn run_batch(
     if output.contains("ptrace: Operation not permitted")
         || output.contains("Couldn't get registers")
     {
-        eprintln!("NOTICE: gdb may not trace processes here: skipping\n{output}");
+        crate::child::skip(format!("gdb may not trace processes here\n{output}"));
         return None;
     }
     Some((output, timed_out))

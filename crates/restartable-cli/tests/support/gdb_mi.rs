@@ -55,7 +55,7 @@ impl Mi {
         {
             Ok(child) => child,
             Err(err) => {
-                eprintln!("NOTICE: cannot start gdb ({err}): skipping");
+                crate::child::skip(format!("cannot start gdb ({err})"));
                 return None;
             }
         };
@@ -103,7 +103,7 @@ impl Mi {
             l.starts_with("^running") || l.starts_with("^error")
         });
         if result.contains("ptrace") || result.contains("Couldn't get registers") {
-            eprintln!("NOTICE: gdb may not trace processes here: skipping\n{result}");
+            crate::child::skip(format!("gdb may not trace processes here\n{result}"));
             return None;
         }
         if result.starts_with("^error") {

@@ -15,17 +15,17 @@ pub fn usable(test: &str) -> bool {
         .try_output_within(crate::child::SHORT)
         .is_err()
     {
-        eprintln!("NOTICE: lldb is not installed: skipping the lldb test {test}");
+        crate::child::skip(format!("lldb is not installed (lldb test {test})"));
         return false;
     }
     let commands = ["script print(6 * 7)".to_string()];
     let (text, timed_out) = run(None, &commands, Duration::from_secs(60));
     assert!(!timed_out, "lldb did not answer within 60 s:\n{text}");
     if !text.lines().any(|l| l.trim() == "42") {
-        eprintln!(
-            "NOTICE: lldb's Python does not work (see .ci/run for Debian's lldb 14 fix-up): \
-             skipping the lldb test {test}\n{text}"
-        );
+        crate::child::skip(format!(
+            "lldb's Python does not work (see .ci/run for Debian's lldb 14 fix-up): \
+             lldb test {test}\n{text}"
+        ));
         return false;
     }
     true
@@ -37,7 +37,7 @@ pub fn usable(test: &str) -> bool {
 pub fn run_batch(binary: &Path, commands: &[String], limit: Duration) -> Option<(String, bool)> {
     let (output, timed_out) = run(Some(binary), commands, limit);
     if output.contains("Operation not permitted") && output.contains("launch") {
-        eprintln!("NOTICE: lldb may not trace processes here: skipping\n{output}");
+        crate::child::skip(format!("lldb may not trace processes here\n{output}"));
         return None;
     }
     Some((output, timed_out))

@@ -153,3 +153,18 @@ pub fn wait_pid_within(pid: libc::pid_t, limit: Duration, what: &str) -> libc::c
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The variable that makes every "this machine lacks X" skip a failure. `.ci/run` sets
+/// it: the CI machine installs every tool the tests use and runs a kernel with rseq,
+/// so a test that would skip there points at a broken set-up, not a missing feature.
+pub const STRICT_VAR: &str = "RESTARTABLE_TEST_STRICT";
+
+/// Says that (part of) a test cannot run on this machine, and why: a notice on
+/// stderr, and the caller returns. With [`STRICT_VAR`] set to `1` it panics instead,
+/// so that CI cannot pass a test that did not run.
+pub fn skip(why: impl std::fmt::Display) {
+    if std::env::var(STRICT_VAR).as_deref() == Ok("1") {
+        panic!("this test would be skipped ({why}), but {STRICT_VAR}=1 requires it to run");
+    }
+    eprintln!("NOTICE: skipped: {why}");
+}
