@@ -27,6 +27,8 @@ const RSEQ: &str = env!("CARGO_BIN_EXE_rseq");
 const STEPS: usize = 2000;
 /// How often the program increments its counter.
 const INCREMENTS: u32 = 3;
+/// The fixture with its sequence inlined into `main`'s loop.
+const INLINED: &[&str] = &["-g", "-O2", "-DINLINE_SEQUENCE"];
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inspect-fixtures/one_sequence.c")
@@ -210,19 +212,49 @@ gdb.execute("continue")
     )
 }
 
+/// Runs `command_driver(command, limit)` under gdb with the extension on the fixture
+/// built with `cflags`, and checks that the next line was reached (after exactly
+/// `exactly` commands if given) and that every increment added exactly one.
+/// Returns gdb's output for further checks.
+fn assert_cli_reaches(
+    test: &str,
+    cflags: &[&str],
+    command: &str,
+    limit: usize,
+    exactly: Option<usize>,
+) -> Option<String> {
+    let setup = setup(test, cflags)?;
+    let output = run_gdb(
+        &setup,
+        &command_driver(command, limit),
+        true,
+        Duration::from_secs(60),
+    )?;
+    let expected = match exactly {
+        Some(n) => format!("RESULT reached the next line after {n} {command}"),
+        None => "RESULT reached the next line".to_string(),
+    };
+    // With a count the line must match exactly ("after 1 next", not "after 10 next").
+    let reached = |l: &str| match exactly {
+        Some(_) => l.trim_end() == expected,
+        None => l.starts_with(&expected),
+    };
+    assert!(
+        output.lines().any(reached),
+        "{command} should get past the sequence ({expected}):\n{output}"
+    );
+    assert!(
+        output.contains(&expected_counter()),
+        "every increment adds exactly one:\n{output}"
+    );
+    Some(output)
+}
+
 #[test]
 fn step_through_the_sequence_with_the_extension() {
     // `step` enters percpu_inc and steps over the asm statement holding the sequence,
     // which gdb single-steps internally (the extension's guard breakpoints).
-    let Some(setup) = setup("step-ext", &["-g", "-O0"]) else {
-        return;
-    };
-    let Some(output) = run_gdb(
-        &setup,
-        &command_driver("step", 20),
-        true,
-        Duration::from_secs(60),
-    ) else {
+    let Some(output) = assert_cli_reaches("step-ext", &["-g", "-O0"], "step", 20, None) else {
         return;
     };
     assert!(
@@ -230,33 +262,13 @@ fn step_through_the_sequence_with_the_extension() {
         "info rseq:\n{output}"
     );
     assert!(output.contains("percpu_inc"), "info rseq:\n{output}");
-    assert!(
-        output.contains("RESULT reached the next line"),
-        "step should get through percpu_inc:\n{output}"
-    );
-    assert!(output.contains(&expected_counter()), "{output}");
 }
 
 #[test]
 fn next_over_an_inlined_sequence_with_the_extension() {
     // At -O2 the sequence is inlined into main's loop, and the breakpoint on the loop
     // line sits on the retry path that the abort handler jumps back to.
-    let Some(setup) = setup("next-inlined-ext", &["-g", "-O2", "-DINLINE_SEQUENCE"]) else {
-        return;
-    };
-    let Some(output) = run_gdb(
-        &setup,
-        &command_driver("next", 10),
-        true,
-        Duration::from_secs(60),
-    ) else {
-        return;
-    };
-    assert!(
-        output.contains("RESULT reached the next line after 1 next"),
-        "next should step over the inlined sequence:\n{output}"
-    );
-    assert!(output.contains(&expected_counter()), "{output}");
+    assert_cli_reaches("next-inlined-ext", INLINED, "next", 10, Some(1));
 }
 
 /// MI: stops on the loop body, then sends `command` (up to `limit` times) until
@@ -302,12 +314,7 @@ fn assert_mi_reaches(test: &str, cflags: &[&str], command: &str, limit: usize) {
 
 #[test]
 fn mi_exec_next_over_an_inlined_sequence() {
-    assert_mi_reaches(
-        "mi-next",
-        &["-g", "-O2", "-DINLINE_SEQUENCE"],
-        "-exec-next",
-        1,
-    );
+    assert_mi_reaches("mi-next", INLINED, "-exec-next", 1);
 }
 
 #[test]
@@ -317,12 +324,7 @@ fn mi_exec_step_through_the_sequence() {
 
 #[test]
 fn mi_exec_step_instruction_gets_past_the_sequence() {
-    assert_mi_reaches(
-        "mi-stepi",
-        &["-g", "-O2", "-DINLINE_SEQUENCE"],
-        "-exec-step-instruction",
-        200,
-    );
+    assert_mi_reaches("mi-stepi", INLINED, "-exec-step-instruction", 200);
 }
 
 #[test]
@@ -332,42 +334,12 @@ fn mi_exec_next_instruction_gets_past_the_sequence() {
 
 #[test]
 fn until_over_an_inlined_sequence_with_the_extension() {
-    let Some(setup) = setup("until-ext", &["-g", "-O2", "-DINLINE_SEQUENCE"]) else {
-        return;
-    };
-    let Some(output) = run_gdb(
-        &setup,
-        &command_driver("until", 10),
-        true,
-        Duration::from_secs(60),
-    ) else {
-        return;
-    };
-    assert!(
-        output.contains("RESULT reached the next line after 1 until"),
-        "until should step over the inlined sequence:\n{output}"
-    );
-    assert!(output.contains(&expected_counter()), "{output}");
+    assert_cli_reaches("until-ext", INLINED, "until", 10, Some(1));
 }
 
 #[test]
 fn nexti_with_the_extension_reaches_the_next_line() {
-    let Some(setup) = setup("nexti-ext", &["-g", "-O2", "-DINLINE_SEQUENCE"]) else {
-        return;
-    };
-    let Some(output) = run_gdb(
-        &setup,
-        &command_driver("nexti", 200),
-        true,
-        Duration::from_secs(60),
-    ) else {
-        return;
-    };
-    assert!(
-        output.contains("RESULT reached the next line"),
-        "nexti should get past the sequence:\n{output}"
-    );
-    assert!(output.contains(&expected_counter()), "{output}");
+    assert_cli_reaches("nexti-ext", INLINED, "nexti", 200, None);
 }
 
 /// A driver with a breakpoint on the sequence's first instruction (inside it): at
@@ -464,7 +436,7 @@ gdb.execute("continue")
 
 #[test]
 fn user_hooks_on_stepping_commands_are_kept() {
-    let Some(setup) = setup("hooks", &["-g", "-O2", "-DINLINE_SEQUENCE"]) else {
+    let Some(setup) = setup("hooks", INLINED) else {
         return;
     };
     // The hooks are defined first, then the extension is loaded.
