@@ -294,85 +294,54 @@ fn stepi_without_the_extension_never_commits_the_sequence() {
     }
 }
 
-#[test]
-fn stepi_with_the_extension_reaches_the_next_line() {
-    let Some(setup) = setup("stepi-ext") else {
-        return;
-    };
-    let Some(output) = run_gdb(&setup, &driver("stepi", STEPIS), true) else {
-        return;
-    };
+/// Runs `driver(command, limit)` under gdb with the extension and checks that the next
+/// line was reached (after exactly `exactly` commands if given) with every increment
+/// committed as a sequence (no fallback). Returns what was parsed.
+fn assert_cli_reaches(
+    test: &str,
+    command: &str,
+    limit: usize,
+    exactly: Option<usize>,
+) -> Option<Stepped> {
+    let setup = setup(test)?;
+    let output = run_gdb(&setup, &driver(command, limit), true)?;
     let s = parse(&output);
-    assert!(s.reached.is_some(), "{s:?}\n{output}");
-    assert!(s.commits >= 1, "{s:?}\n{output}");
+    match exactly {
+        Some(n) => assert_eq!(s.reached, Some(n), "{n} {command}: {s:?}\n{output}"),
+        None => assert!(s.reached.is_some(), "{command}: {s:?}\n{output}"),
+    }
     assert_eq!(
         s.fallback, 0,
         "every increment commits as a sequence: {output}"
     );
+    Some(s)
+}
+
+#[test]
+fn stepi_with_the_extension_reaches_the_next_line() {
+    if let Some(s) = assert_cli_reaches("stepi-ext", "stepi", STEPIS, None) {
+        assert!(s.commits >= 1, "{s:?}");
+    }
 }
 
 #[test]
 fn next_with_the_extension_reaches_the_next_line() {
-    let Some(setup) = setup("next-ext") else {
-        return;
-    };
-    let Some(output) = run_gdb(&setup, &driver("next", 3), true) else {
-        return;
-    };
-    let s = parse(&output);
-    assert_eq!(s.reached, Some(1), "one next: {s:?}\n{output}");
-    assert_eq!(
-        s.fallback, 0,
-        "every increment commits as a sequence: {output}"
-    );
+    assert_cli_reaches("next-ext", "next", 3, Some(1));
 }
 
 #[test]
 fn step_with_the_extension_reaches_the_next_line() {
-    let Some(setup) = setup("step-ext") else {
-        return;
-    };
-    let Some(output) = run_gdb(&setup, &driver("step", STEPS), true) else {
-        return;
-    };
-    let s = parse(&output);
-    assert!(s.reached.is_some(), "{s:?}\n{output}");
-    assert_eq!(
-        s.fallback, 0,
-        "every increment commits as a sequence: {output}"
-    );
+    assert_cli_reaches("step-ext", "step", STEPS, None);
 }
 
 #[test]
 fn nexti_with_the_extension_reaches_the_next_line() {
-    let Some(setup) = setup("nexti-ext") else {
-        return;
-    };
-    let Some(output) = run_gdb(&setup, &driver("nexti", STEPIS), true) else {
-        return;
-    };
-    let s = parse(&output);
-    assert!(s.reached.is_some(), "{s:?}\n{output}");
-    assert_eq!(
-        s.fallback, 0,
-        "every increment commits as a sequence: {output}"
-    );
+    assert_cli_reaches("nexti-ext", "nexti", STEPIS, None);
 }
 
 #[test]
 fn until_with_the_extension_reaches_the_next_line() {
-    let Some(setup) = setup("until-ext") else {
-        return;
-    };
-    let Some(output) = run_gdb(&setup, &driver("until", 3), true) else {
-        return;
-    };
-    let s = parse(&output);
-    assert_eq!(s.reached, Some(1), "one until: {s:?}\n{output}");
-    assert_eq!(
-        s.fallback, 0,
-        "every increment commits as a sequence: {output}"
-    );
+    assert_cli_reaches("until-ext", "until", 3, Some(1));
 }
 
 /// MI: stops on the increment's line, sends `command` (up to `limit` times) until the
