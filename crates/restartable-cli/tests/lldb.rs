@@ -334,7 +334,7 @@ fn step_through_the_sequence_in_c() {
     c_one_step(
         "c-step",
         &["-g", "-O0"],
-        source_line("__asm__ goto("),
+        source_line("COUNTER_INC_SEQUENCE("),
         None,
         "step",
         vec![source_line("return 0;")],
@@ -347,7 +347,7 @@ fn thread_step_in_through_the_sequence_in_c() {
     c_one_step(
         "c-step-in",
         &["-g", "-O0"],
-        source_line("__asm__ goto("),
+        source_line("COUNTER_INC_SEQUENCE("),
         None,
         "thread step-in",
         vec![source_line("return 0;")],

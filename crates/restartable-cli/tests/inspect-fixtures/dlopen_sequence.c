@@ -16,6 +16,8 @@
 #ifdef LIBRARY
 #include <sys/rseq.h>
 
+#include "counter_sequence.h"
+
 struct counter {
 	long v;
 	long pad[7];
@@ -23,44 +25,11 @@ struct counter {
 static struct counter counters[4096];
 
 /* Returns 0 when the increment committed, 1 when it aborted, 2 when the counter is
- * at `limit` (the compare-fail exit). The same sequence as one_sequence.c. */
+ * at `limit` (the compare-fail exit). The sequence is in counter_sequence.h. */
 __attribute__((noinline)) int lib_percpu_inc(long limit)
 {
 	char *rs = (char *)__builtin_thread_pointer() + __rseq_offset;
-	__asm__ goto(
-		".pushsection __rseq_cs, \"aw\"\n\t"
-		".balign 32\n\t"
-		"3:\n\t"
-		".long 0, 0\n\t"
-		".quad 1f, (2f-1f), 4f\n\t"
-		".popsection\n\t"
-		".pushsection __rseq_cs_ptr_array, \"aw\"\n\t"
-		".quad 3b\n\t"
-		".popsection\n\t"
-		".pushsection __rseq_exit_point_array, \"aw\"\n\t"
-		".quad 1f, %l[full]\n\t"
-		".popsection\n\t"
-		"leaq 3b(%%rip), %%rax\n\t"
-		"movq %%rax, 8(%[rs])\n\t"
-		"1:\n\t"
-		"movl 4(%[rs]), %%eax\n\t"
-		"shlq $6, %%rax\n\t"
-		"movq (%[base],%%rax), %%rcx\n\t"
-		"cmpq %[limit], %%rcx\n\t"
-		"jae %l[full]\n\t"
-		"addq $1, %%rcx\n\t"
-		"movq %%rcx, (%[base],%%rax)\n\t"
-		"2:\n\t"
-		".pushsection __rseq_failure, \"ax\"\n\t"
-		".byte 0x0f, 0xb9, 0x3d\n\t"
-		".long 0x53053053\n\t"
-		"4:\n\t"
-		"jmp %l[abort]\n\t"
-		".popsection\n\t"
-		:
-		: [rs] "r"(rs), [base] "r"(counters), [limit] "r"(limit)
-		: "rax", "rcx", "memory", "cc"
-		: abort, full);
+	COUNTER_INC_SEQUENCE(rs, counters, limit, abort, full, "", "", "");
 	return 0;
 abort:
 	return 1;
