@@ -427,6 +427,32 @@ impl Inner {
         unit
     }
 
+    /// Writes `cells` (sorted by series) as one family per metric name: its help and
+    /// type lines, then one sample per series. Of two cells with the same series (keys
+    /// that sanitise alike), the last is written.
+    fn write_families<C: storage::Sampled>(
+        &self,
+        out: &mut String,
+        d: &Descriptions,
+        cells: &[Arc<C>],
+        suffix: Option<&str>,
+        kind: &str,
+    ) {
+        for family in cells.chunk_by(|a, b| a.series().name == b.series().name) {
+            let name = &family[0].series().name;
+            let unit = self.help(out, d, name, suffix);
+            format::write_type(out, name, unit, suffix, kind);
+            for (i, c) in family.iter().enumerate() {
+                if family.get(i + 1).is_some_and(|n| n.series() == c.series()) {
+                    continue;
+                }
+                let labels = &c.series().labels;
+                format::write_sample(out, name, unit, suffix, labels, None, c.sample());
+            }
+            out.push('\n');
+        }
+    }
+
     fn render(&self, out: &mut String) {
         // Gather the cells (a clone of each Arc) outside the registry's locks, then sort
         // by series. Of two keys that sanitise to the same series, the last one in the
@@ -449,31 +475,8 @@ impl Inner {
         out.reserve(64 * (counters.len() + gauges.len()));
 
         let suffix = self.counter_suffix;
-        for family in counters.chunk_by(|a, b| a.series.name == b.series.name) {
-            let name = &family[0].series.name;
-            let unit = self.help(out, d, name, suffix);
-            format::write_type(out, name, unit, suffix, "counter");
-            for (i, c) in family.iter().enumerate() {
-                if family.get(i + 1).is_some_and(|n| n.series == c.series) {
-                    continue;
-                }
-                format::write_sample(out, name, unit, suffix, &c.series.labels, None, c.value());
-            }
-            out.push('\n');
-        }
-
-        for family in gauges.chunk_by(|a, b| a.series.name == b.series.name) {
-            let name = &family[0].series.name;
-            let unit = self.help(out, d, name, None);
-            format::write_type(out, name, unit, None, "gauge");
-            for (i, g) in family.iter().enumerate() {
-                if family.get(i + 1).is_some_and(|n| n.series == g.series) {
-                    continue;
-                }
-                format::write_sample(out, name, unit, None, &g.series.labels, None, g.value());
-            }
-            out.push('\n');
-        }
+        self.write_families(out, d, &counters, suffix, "counter");
+        self.write_families(out, d, &gauges, None, "gauge");
 
         let dists = self
             .distributions

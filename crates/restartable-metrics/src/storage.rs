@@ -195,6 +195,32 @@ impl HistogramFn for HistogramCell {
     }
 }
 
+/// A cell that renders as one sample: its series and its current value.
+pub(crate) trait Sampled {
+    /// The series the cell is written under.
+    fn series(&self) -> &Series;
+    /// The value to write, read once per render.
+    fn sample(&self) -> impl std::fmt::Display;
+}
+
+impl Sampled for CounterCell {
+    fn series(&self) -> &Series {
+        &self.series
+    }
+    fn sample(&self) -> impl std::fmt::Display {
+        self.value()
+    }
+}
+
+impl Sampled for GaugeCell {
+    fn series(&self) -> &Series {
+        &self.series
+    }
+    fn sample(&self) -> impl std::fmt::Display {
+        self.value()
+    }
+}
+
 /// A series' name and labels as they are written out, computed once when the key is
 /// first registered (renders then only format values).
 #[derive(Debug, Default, Clone, PartialEq, Eq, PartialOrd, Ord)]
