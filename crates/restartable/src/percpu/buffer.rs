@@ -8,7 +8,8 @@ use core::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 use core::sync::atomic::{AtomicIsize, Ordering};
 
 use super::{
-    effective_index, on_current_cpu, with_index, Attempt, IndexBy, LazySlots, SharedList, Zeroable,
+    effective_index, on_current_cpu, Attempt, IndexBy, LazySlots, Seq, SharedList, Step, Then,
+    Zeroable,
 };
 use crate::arch::{self, Index, Order, Relaxed, Release};
 use crate::hooks::{self, Hooks, NoHooks};
@@ -162,7 +163,7 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         assert!(CAP > 0 && CAP <= isize::MAX as usize / 8);
         let index = effective_index(index);
         PerCpuBuffer {
-            slots: LazySlots::eager(),
+            slots: LazySlots::eager(index),
             index,
             fallback: SharedList::new(),
             _owns: PhantomData,
@@ -195,94 +196,26 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     #[inline(always)]
     fn push_ordered<O: Order>(&self, value: T) -> Result<(), T> {
         let item = Outgoing::new(value);
-        match with_index!(self.index, I => self.push_as::<I, O>(item.src())) {
-            Some(true) => Ok(()),
-            Some(false) => Err(item.back()),
-            None => self.fallback.push::<H>(item.back(), CAP),
+        let push = ArrayPush::<O>::new(item.src(), Stored::<T>::LEN);
+        match on_current_cpu::<H, _, _>(&self.slots, push, |_| Pushed::Fallback) {
+            Pushed::Yes => Ok(()),
+            Pushed::Full => Err(item.back()),
+            Pushed::Fallback => self.fallback.push::<H>(item.back(), CAP),
         }
-    }
-
-    /// `Some(true)` pushed (the slot owns the value now), `Some(false)` full, `None`
-    /// use the fallback.
-    #[inline(always)]
-    fn push_as<I: Index, O: Order>(&self, src: *const u8) -> Option<bool> {
-        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
-            let off = slot.offset.load(Ordering::Relaxed);
-            if off as usize >= CAP {
-                return Attempt::Done(false);
-            }
-            // SAFETY: in bounds (off < CAP); address computation only.
-            let dst = unsafe {
-                slot.items
-                    .get()
-                    .cast::<MaybeUninit<usize>>()
-                    .add(off as usize)
-            };
-            hooks::inject_c::<H>(8);
-            // SAFETY: `dst` is beyond the published part, written only by sequences
-            // of this CPU; the commit of `offset` publishes it. `src` holds LEN bytes.
-            let r = unsafe {
-                arch::load_cbne_memcpy_store::<I, O, H>(
-                    area,
-                    cpu,
-                    slot.offset.as_ptr(),
-                    off,
-                    dst.cast::<u8>(),
-                    src,
-                    Stored::<T>::LEN,
-                    off + 1,
-                )
-            };
-            Attempt::from_op(r, || true, || Attempt::Again)
-        })
     }
 
     /// Pops the last value of the current CPU's array, else of the shared fallback.
     #[inline(always)]
     pub fn pop(&self) -> Option<T> {
         let mut word = MaybeUninit::<usize>::uninit();
-        match with_index!(self.index, I => self.pop_as::<I>(&mut word)) {
+        let pop = ArrayPop::new(word.as_mut_ptr().cast::<u8>(), Stored::<T>::LEN);
+        if on_current_cpu::<H, _, _>(&self.slots, pop, |_| false) {
             // SAFETY: a committed pop copied a published value's word into `word` and
             // unpublished it: ours now.
-            Some(true) => Some(unsafe { take_word::<T>(&word) }),
-            _ => self.fallback.pop::<H>(),
+            Some(unsafe { take_word::<T>(&word) })
+        } else {
+            self.fallback.pop::<H>()
         }
-    }
-
-    /// `Some(true)` popped into `out`, `Some(false)` this CPU's array is empty,
-    /// `None` use the fallback.
-    #[inline(always)]
-    fn pop_as<I: Index>(&self, out: &mut MaybeUninit<usize>) -> Option<bool> {
-        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
-            let off = slot.offset.load(Ordering::Relaxed);
-            if off <= 0 {
-                return Attempt::Done(false);
-            }
-            // SAFETY: in bounds (0 < off <= CAP); address computation only.
-            let src = unsafe {
-                slot.items
-                    .get()
-                    .cast::<MaybeUninit<usize>>()
-                    .add(off as usize - 1)
-            };
-            hooks::inject_c::<H>(8);
-            // SAFETY: `src` is a published value (the sequence re-checks the offset
-            // before copying, so the copy and the commit see the same item: no ABA);
-            // `out` is private and a word long.
-            let r = unsafe {
-                arch::load_cbne_memcpy_store::<I, Relaxed, H>(
-                    area,
-                    cpu,
-                    slot.offset.as_ptr(),
-                    off,
-                    out.as_mut_ptr().cast::<u8>(),
-                    src.cast::<u8>(),
-                    Stored::<T>::LEN,
-                    off - 1,
-                )
-            };
-            Attempt::from_op(r, || true, || Attempt::Again)
-        })
     }
 
     /// Takes every value, with exclusive access.
@@ -298,6 +231,182 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         }
         out.append(self.fallback.get_mut());
         out
+    }
+}
+
+impl<const CAP: usize> ArraySlot for BufSlot<CAP> {
+    const CAP: usize = CAP;
+    #[inline(always)]
+    fn offset(&self) -> &AtomicIsize {
+        &self.offset
+    }
+    #[inline(always)]
+    fn item(&self, i: usize) -> *mut u8 {
+        self.items
+            .get()
+            .cast::<MaybeUninit<usize>>()
+            .wrapping_add(i)
+            .cast()
+    }
+}
+
+/// A per-CPU array of items behind an offset (the buffers' slots).
+pub(super) trait ArraySlot: Zeroable {
+    /// Items per slot.
+    const CAP: usize;
+    /// The number of published items (written only by sequences of the slot's CPU).
+    fn offset(&self) -> &AtomicIsize;
+    /// The address of item `i` (`i < CAP`; address computation only).
+    fn item(&self, i: usize) -> *mut u8;
+}
+
+/// How a push ended.
+pub(super) enum Pushed {
+    Yes,
+    /// This CPU's array is full.
+    Full,
+    /// Go to the shared fallback.
+    Fallback,
+}
+
+/// The push sequence of an array: copy `len` bytes from `src` past the published
+/// part, then publish them (offset + 1).
+pub(super) struct ArrayPush<O> {
+    src: *const u8,
+    len: usize,
+    _order: PhantomData<O>,
+}
+
+impl<O> ArrayPush<O> {
+    #[inline(always)]
+    pub(super) fn new(src: *const u8, len: usize) -> Self {
+        ArrayPush {
+            src,
+            len,
+            _order: PhantomData,
+        }
+    }
+}
+
+impl<O> Clone for ArrayPush<O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<O> Copy for ArrayPush<O> {}
+
+impl<A: ArraySlot, O: Order> Seq<A> for ArrayPush<O> {
+    type Out = Pushed;
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &A,
+        k: impl Step<Pushed, K>,
+    ) -> K {
+        let off = slot.offset().load(Ordering::Relaxed);
+        if off as usize >= A::CAP {
+            return k.done(Pushed::Full);
+        }
+        let dst = slot.item(off as usize);
+        hooks::inject_c::<H>(8);
+        // SAFETY: `dst` (in bounds: off < CAP) is beyond the published part, written
+        // only by sequences of this CPU; the commit of the offset publishes it. `src`
+        // holds `len` bytes, an item's size (the container's contract).
+        unsafe {
+            arch::load_cbne_memcpy_store_k::<I, O, H, K>(
+                area,
+                cpu,
+                slot.offset().as_ptr(),
+                off,
+                dst,
+                self.src,
+                self.len,
+                off + 1,
+                Then {
+                    out: || Pushed::Yes,
+                    step: k,
+                },
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, _: &A) -> Attempt<Pushed> {
+        // The offset moved under the attempt (a full array is found before the
+        // sequence, on the next attempt).
+        Attempt::Again
+    }
+}
+
+/// The pop sequence of an array: copy the last published item's `len` bytes to
+/// `dst` inside the sequence (so the copy and the commit see the same item: no ABA),
+/// then unpublish it (offset - 1). `true`: popped; `false`: empty or the fallback.
+pub(super) struct ArrayPop {
+    dst: *mut u8,
+    len: usize,
+}
+
+impl ArrayPop {
+    #[inline(always)]
+    pub(super) fn new(dst: *mut u8, len: usize) -> Self {
+        ArrayPop { dst, len }
+    }
+}
+
+impl Clone for ArrayPop {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl Copy for ArrayPop {}
+
+impl<A: ArraySlot> Seq<A> for ArrayPop {
+    type Out = bool;
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &A,
+        k: impl Step<bool, K>,
+    ) -> K {
+        let off = slot.offset().load(Ordering::Relaxed);
+        if off <= 0 {
+            // Empty: `compare_failed` sends the pop to the shared fallback list.
+            return k.compare_failed();
+        }
+        let src = slot.item(off as usize - 1);
+        hooks::inject_c::<H>(8);
+        // SAFETY: `src` (in bounds: 0 < off <= CAP) is a published item (the sequence
+        // re-checks the offset before copying); `dst` is the caller's private space
+        // of `len` bytes.
+        unsafe {
+            arch::load_cbne_memcpy_store_k::<I, Relaxed, H, K>(
+                area,
+                cpu,
+                slot.offset().as_ptr(),
+                off,
+                self.dst,
+                src,
+                self.len,
+                off - 1,
+                Then {
+                    out: || true,
+                    step: k,
+                },
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, slot: &A) -> Attempt<bool> {
+        if slot.offset().load(Ordering::Relaxed) <= 0 {
+            Attempt::GiveUp
+        } else {
+            Attempt::Again
+        }
     }
 }
 

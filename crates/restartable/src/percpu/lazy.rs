@@ -22,6 +22,13 @@ static SETUP: Mutex<()> = Mutex::new(());
 pub(crate) struct LazySlots<S: Zeroable> {
     /// The slot count once `storage` is written (release), 0 before.
     ready: AtomicUsize,
+    /// `ready` when indexed by CPU, 0 when by mm_cid: what the inline first attempt
+    /// compares the CPU number with (see `on_current_cpu`).
+    cpu_ready: AtomicUsize,
+    /// `ready` when indexed by mm_cid, 0 when by CPU.
+    mm_ready: AtomicUsize,
+    /// How the container picks its slot (set at construction).
+    index: IndexBy,
     /// Written once, under [`SETUP`], while `ready` is 0; read only after `ready`
     /// was seen non-zero (acquire).
     storage: UnsafeCell<MaybeUninit<PerCpu<S>>>,
@@ -44,18 +51,27 @@ impl<S: Zeroable> LazySlots<S> {
         None
     };
 
-    /// Not set up yet.
+    /// Not set up yet, indexed by CPU.
     pub(crate) const fn new() -> Self {
+        Self::with_index(IndexBy::Cpu)
+    }
+
+    /// Not set up yet, indexed by `index` (already made effective:
+    /// [`effective_index`](super::effective_index)).
+    pub(crate) const fn with_index(index: IndexBy) -> Self {
         LazySlots {
             ready: AtomicUsize::new(0),
+            cpu_ready: AtomicUsize::new(0),
+            mm_ready: AtomicUsize::new(0),
+            index,
             storage: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
 
     /// Storage set up now (what the non-`const` constructors use, so that they
     /// reserve at construction as before).
-    pub(crate) fn eager() -> Self {
-        let s = Self::new();
+    pub(crate) fn eager(index: IndexBy) -> Self {
+        let s = Self::with_index(index);
         s.force();
         s
     }
@@ -95,7 +111,7 @@ impl<S: Zeroable> LazySlots<S> {
     fn setup(&self) -> Result<&PerCpu<S>, super::storage::AllocError> {
         let g = SETUP.lock().unwrap_or_else(|e| e.into_inner());
         if self.ready.load(Ordering::Acquire) == 0 {
-            let storage = PerCpu::<S>::try_new(IndexBy::Cpu)?;
+            let storage = PerCpu::<S>::try_new(self.index)?;
             if let Some(shift) = Self::CONST_SHIFT {
                 // Pages larger than the pool stride would make it larger: not on x86_64.
                 assert_eq!(storage.stride_shift(), shift, "pool stride");
@@ -110,6 +126,10 @@ impl<S: Zeroable> LazySlots<S> {
             // SAFETY: `ready` is 0 and we hold SETUP: nobody reads or writes the
             // storage now (readers wait for `ready`).
             unsafe { (*self.storage.get()).write(storage) };
+            match self.index {
+                IndexBy::Cpu => self.cpu_ready.store(n, Ordering::Release),
+                IndexBy::MmCid => self.mm_ready.store(n, Ordering::Release),
+            }
             self.ready.store(n, Ordering::Release);
         }
         drop(g);
@@ -147,12 +167,17 @@ impl<S: Zeroable> LazySlots<S> {
     }
 }
 
-/// What the shared retry loop needs of a container's storage: eager ([`PerCpu`]) or
-/// set up on first use ([`LazySlots`]).
+/// What the shared retry loop needs of a container's storage ([`LazySlots`]).
 pub(crate) trait Slots<S: Zeroable> {
     /// The slot count (0 while not set up), at most
     /// [`CPU_ID_REGISTRATION_FAILED`](crate::abi::CPU_ID_REGISTRATION_FAILED).
     fn count(&self) -> usize;
+    /// [`count`](Self::count) when indexed by CPU, 0 otherwise.
+    fn cpu_count(&self) -> usize;
+    /// [`count`](Self::count) when indexed by mm_cid, 0 otherwise.
+    fn mm_cid_count(&self) -> usize;
+    /// How the container picks its slot.
+    fn index(&self) -> IndexBy;
     /// The address of slot `i`.
     ///
     /// # Safety
@@ -162,25 +187,22 @@ pub(crate) trait Slots<S: Zeroable> {
     fn set_up(&self) -> bool;
 }
 
-impl<S: Zeroable> Slots<S> for PerCpu<S> {
-    #[inline(always)]
-    fn count(&self) -> usize {
-        self.slots()
-            .min(crate::abi::CPU_ID_REGISTRATION_FAILED as usize)
-    }
-    #[inline(always)]
-    unsafe fn slot(&self, i: usize) -> *mut S {
-        self.slot_ptr(i)
-    }
-    fn set_up(&self) -> bool {
-        true
-    }
-}
-
 impl<S: Zeroable> Slots<S> for LazySlots<S> {
     #[inline(always)]
     fn count(&self) -> usize {
         self.slots()
+    }
+    #[inline(always)]
+    fn cpu_count(&self) -> usize {
+        self.cpu_ready.load(Ordering::Acquire)
+    }
+    #[inline(always)]
+    fn mm_cid_count(&self) -> usize {
+        self.mm_ready.load(Ordering::Acquire)
+    }
+    #[inline(always)]
+    fn index(&self) -> IndexBy {
+        self.index
     }
     #[inline(always)]
     unsafe fn slot(&self, i: usize) -> *mut S {
