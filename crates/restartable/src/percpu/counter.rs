@@ -144,6 +144,17 @@ impl<H: Hooks> PerCpuCounter<H> {
         slots.iter().map(|s| s.load(Ordering::Relaxed)).collect()
     }
 
+    /// Claims the set-up of this counter's per-CPU storage without setting it up, as
+    /// a thread stopped in the middle of the set-up would (tests of the lock-free
+    /// set-up: operations complete on the fallback meanwhile, and a child forked now
+    /// takes the claim over). `false` if the storage is set up or already claimed.
+    /// Harmless otherwise: the counter stays exact, on its fallback, until a forked
+    /// child takes the claim over.
+    #[doc(hidden)]
+    pub fn claim_set_up_for_test(&self) -> bool {
+        self.slots.claim_for_test()
+    }
+
     /// The part added on the shared fallback path.
     pub fn fallback_value(&self) -> i64 {
         self.fallback.load(Ordering::Relaxed)
