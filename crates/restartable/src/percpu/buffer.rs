@@ -7,12 +7,15 @@ use core::marker::PhantomData;
 use core::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 use core::sync::atomic::{AtomicIsize, Ordering};
 
+use std::sync::Mutex;
+
 use super::{
-    effective_index, on_current_cpu, Attempt, IndexBy, LazySlots, Seq, SharedList, Step, Then,
-    Zeroable,
+    effective_index, fence_slot, on_current_cpu, Attempt, IndexBy, LazySlots, Seq, SharedList,
+    Step, Then, Zeroable,
 };
 use crate::arch::{self, Index, Order, Relaxed, Release};
 use crate::hooks::{self, Hooks, NoHooks};
+use crate::FenceError;
 
 /// One CPU's array: `items[..offset]` hold published values, each one word: the
 /// value's own bytes when it fits ([`Stored::INLINE`]), else the address of its box.
@@ -121,6 +124,8 @@ pub struct PerCpuBuffer<T, const CAP: usize = 256, H: Hooks = NoHooks> {
     slots: LazySlots<BufSlot<CAP>>,
     index: IndexBy,
     fallback: SharedList<T>,
+    /// Serialises thieves ([`steal`](Self::steal)).
+    steal_lock: Mutex<()>,
     _owns: PhantomData<T>,
     _hooks: PhantomData<H>,
 }
@@ -140,6 +145,7 @@ impl<T, const CAP: usize> PerCpuBuffer<T, CAP, NoHooks> {
             slots: LazySlots::new(),
             index: IndexBy::Cpu,
             fallback: SharedList::new(),
+            steal_lock: Mutex::new(()),
             _owns: PhantomData,
             _hooks: PhantomData,
         }
@@ -166,6 +172,7 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
             slots: LazySlots::eager(index),
             index,
             fallback: SharedList::new(),
+            steal_lock: Mutex::new(()),
             _owns: PhantomData,
             _hooks: PhantomData,
         }
@@ -218,11 +225,81 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         }
     }
 
+    /// Takes every value of slot `cpu`'s array (oldest first), while its owners may
+    /// keep pushing and popping: the slot's offset is swapped for a "stopped" mark
+    /// (its operations, which compare the offset inside their sequence, fail over to
+    /// the shared fallback), a membarrier fence restarts the sequences in flight on
+    /// it, the published values are taken, and the slot reopens empty. A sequence
+    /// that had passed its compare before the swap and committed after it overwrites
+    /// the mark: the thief sees that after the fence and starts again. Nothing is
+    /// lost or duplicated; the owners' fast path pays nothing for it (the stopped mark
+    /// fails the checks it already makes).
+    ///
+    /// Fails where membarrier rseq fences are unavailable, or when the fence fails:
+    /// then the slot is left as it was, nothing taken.
+    ///
+    /// # Panics
+    /// If `cpu` is not below the slot count, or the storage cannot be set up.
+    pub fn steal(&self, cpu: usize) -> Result<Vec<T>, FenceError> {
+        let storage = self.slots.force();
+        assert!(cpu < storage.slots(), "slot {cpu} out of range");
+        let _thief = self.steal_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: `cpu` is below the slot count of set-up storage.
+        let slot = unsafe { &*self.slots.slot_ptr(cpu) };
+        // Allocated before the slot stops: nothing can fail while it is stopped.
+        let mut out = Vec::with_capacity(CAP);
+        loop {
+            // Thieves are serialised and reopen what they stop: `was` is a count.
+            let was = slot.offset.swap(STOPPED, Ordering::SeqCst);
+            if let Err(e) = fence_slot(self.index, cpu) {
+                // Put the count back unless a sequence that had compared before the
+                // swap committed since (its offset is the slot's state then).
+                let _ =
+                    slot.offset
+                        .compare_exchange(STOPPED, was, Ordering::SeqCst, Ordering::SeqCst);
+                return Err(e);
+            }
+            if slot.offset.load(Ordering::SeqCst) != STOPPED {
+                // Such a commit happened between the swap and the fence: again.
+                continue;
+            }
+            // No sequence on this slot can commit now (in flight: restarted by the
+            // fence; new: its compare sees the mark): the first `was` items are ours.
+            let n = (was.max(0) as usize).min(CAP);
+            for i in 0..n {
+                // SAFETY: items below the offset are published values, taken once
+                // (the slot reopens empty below).
+                out.push(unsafe { take_word::<T>(slot.item(i).cast::<MaybeUninit<usize>>()) });
+            }
+            slot.offset.store(0, Ordering::Release);
+            return Ok(out);
+        }
+    }
+
+    /// Takes every value of every slot and of the shared fallback (see
+    /// [`steal`](Self::steal)). If a steal fails, the values taken before it go to the
+    /// shared fallback and the error is returned: nothing is lost.
+    pub fn steal_all(&self) -> Result<Vec<T>, FenceError> {
+        let mut out = Vec::new();
+        for cpu in 0..self.slots.force().slots() {
+            match self.steal(cpu) {
+                Ok(values) => out.extend(values),
+                Err(e) => {
+                    self.fallback.lock().append(&mut out);
+                    return Err(e);
+                }
+            }
+        }
+        out.append(&mut self.fallback.lock());
+        Ok(out)
+    }
+
     /// Takes every value, with exclusive access.
     pub fn drain(&mut self) -> Vec<T> {
         let mut out = Vec::new();
         for slot in self.slots.get_mut().into_iter().flatten() {
-            let n = (core::mem::take(slot.offset.get_mut()) as usize).min(CAP);
+            // (A negative offset is a steal's mark, never left behind; read as 0.)
+            let n = (core::mem::take(slot.offset.get_mut()).max(0) as usize).min(CAP);
             for word in &slot.items.get_mut()[..n] {
                 // SAFETY: the first `offset` words are published values; the offset
                 // is reset above, so each is taken once; exclusive access.
@@ -259,6 +336,12 @@ pub(super) trait ArraySlot: Zeroable {
     /// The address of item `i` (`i < CAP`; address computation only).
     fn item(&self, i: usize) -> *mut u8;
 }
+
+/// The offset of a slot stopped by a thief ([`PerCpuBuffer::steal`]): below 0, so a
+/// pop finds the slot "empty" and a push finds it "full", and both then go to the
+/// shared fallback instead (`compare_failed`), with no extra check on the fast path;
+/// and no sequence's compare can match it.
+pub(super) const STOPPED: isize = -1;
 
 /// How a push ended.
 pub(super) enum Pushed {
@@ -308,7 +391,11 @@ impl<A: ArraySlot, O: Order> Seq<A> for ArrayPush<O> {
     ) -> K {
         let off = slot.offset().load(Ordering::Relaxed);
         if off as usize >= A::CAP {
-            return k.done(Pushed::Full);
+            if off as usize == A::CAP {
+                return k.done(Pushed::Full);
+            }
+            // Stopped by a thief: `compare_failed` sends the push to the fallback.
+            return k.compare_failed();
         }
         let dst = slot.item(off as usize);
         hooks::inject_c::<H>(8);
@@ -333,10 +420,14 @@ impl<A: ArraySlot, O: Order> Seq<A> for ArrayPush<O> {
         }
     }
 
-    fn compare_failed(&mut self, _: &A) -> Attempt<Pushed> {
-        // The offset moved under the attempt (a full array is found before the
-        // sequence, on the next attempt).
-        Attempt::Again
+    fn compare_failed(&mut self, slot: &A) -> Attempt<Pushed> {
+        // Stopped by a thief: the fallback. Otherwise the offset moved under the
+        // attempt (a full array is found before the sequence, on the next attempt).
+        if slot.offset().load(Ordering::Relaxed) < 0 {
+            Attempt::GiveUp
+        } else {
+            Attempt::Again
+        }
     }
 }
 
@@ -375,7 +466,8 @@ impl<A: ArraySlot> Seq<A> for ArrayPop {
     ) -> K {
         let off = slot.offset().load(Ordering::Relaxed);
         if off <= 0 {
-            // Empty: `compare_failed` sends the pop to the shared fallback list.
+            // Empty, or stopped by a thief: `compare_failed` sends the pop to the
+            // shared fallback list.
             return k.compare_failed();
         }
         let src = slot.item(off as usize - 1);
