@@ -157,6 +157,18 @@ macro_rules! twice {
     };
 }
 
+/// The list pops: `*v` again into the scratch register, which holds it already
+/// after the compare in the plain build; the hooked build's delay loop and
+/// compare-twice use the register in between.
+macro_rules! reload_v {
+    (plain) => {
+        ""
+    };
+    (hooked) => {
+        "movq ({v}), {tmp}\n"
+    };
+}
+
 /// The signature and the abort handler (label 6), out of line.
 macro_rules! abort_handler {
     () => {
@@ -329,7 +341,7 @@ pub(super) unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks, K>(
                 "je {cmpfail}\n",
                 inj!($m, "16"),
                 twice!($m, "movq ({v}), {tmp}\ncmpq {tmp}, {expectnot}\nje {twice}\n"),
-                "movq ({v}), {tmp}\n",
+                reload_v!($m),
                 "movq {tmp}, ({load})\n",
                 "addq {voffp}, {tmp}\n",
                 "movq ({tmp}), {tmp}\n",
@@ -605,7 +617,7 @@ pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks
                 "je {cmpfail}\n",
                 inj!($m, "16"),
                 twice!($m, "cmpq {gexpect}, ({g})\njnz {twice}\nmovq ({v}), {tmp}\ncmpq {tmp}, {expectnot}\nje {twice}\n"),
-                "movq ({v}), {tmp}\n",
+                reload_v!($m),
                 "movq {tmp}, ({load})\n",
                 "addq {voffp}, {tmp}\n",
                 "movq ({tmp}), {tmp}\n",
