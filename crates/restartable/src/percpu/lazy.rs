@@ -12,14 +12,21 @@
 //! while another thread was setting up (that thread does not exist in the child). So
 //! nobody ever waits for a set-up: a thread *claims* the set-up with one
 //! compare-and-swap of `claim` (0 -> its process id), reserves the storage without
-//! waiting for any lock and without allocating
-//! (`PerCpu::try_new_nonblocking`), writes it, and publishes the slot count. A
+//! waiting for any lock (`PerCpu::try_new_nonblocking`: the pool's lock is only
+//! tried; when it is held the storage gets a mapping of its own), writes it, and
+//! publishes the slot count. A
 //! thread that finds the set-up claimed by its own process does not wait: its
 //! operation completes on the container's shared fallback, and the next operation
 //! looks again. A claim made by another process id was made before a `fork` (the
 //! claimer does not exist here): this process takes it over with the same
 //! compare-and-swap (what the claimer reserved stays reserved, unused, in this
-//! process's copy of memory). For items that share a pool chunk the stride
+//! process's copy of memory).
+//!
+//! One call is not async-signal-safe: when the pool must grow (a new chunk), placing
+//! the storage in it allocates the pool's bookkeeping with the global allocator, so a
+//! first use inside a signal handler that interrupted `malloc` on the same thread can
+//! block there. Everything else on the path (`getpid`, `mmap`, reading
+//! `possible_cpus()` and the page sizes) is. For items that share a pool chunk the stride
 //! is a constant ([`DEFAULT_STRIDE`](super::storage::DEFAULT_STRIDE) on x86_64, whose
 //! pages are 4 KiB), so slot `i` is `base + (i << 16)` with no shift to load.
 

@@ -282,8 +282,14 @@ where
     if let Some((area, cpu)) = by_cpu {
         return first_attempt::<ByCpu, H, S, Q>(slots, area, cpu, seq, fallback);
     }
-    // SAFETY: as above.
-    let by_mm_cid = unsafe { ByMmCid::enter_below(slots.mm_cid_count()) };
+    // By CPU, or not set up yet: the count is 0 and no index is read.
+    let mm_cid_count = slots.mm_cid_count();
+    let by_mm_cid = if mm_cid_count == 0 {
+        None
+    } else {
+        // SAFETY: as above.
+        unsafe { ByMmCid::enter_below(mm_cid_count) }
+    };
     if let Some((area, cid)) = by_mm_cid {
         // Layout only: the default index mode (cpu_id) stays the fall-through path.
         core::hint::cold_path();

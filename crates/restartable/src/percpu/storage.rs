@@ -286,9 +286,8 @@ impl<T: Zeroable> PerCpu<T> {
         })
     }
 
-    /// As [`try_new`](Self::try_new), async-signal-safe and without waiting for the
-    /// pool's lock (the set-up of containers on first use): see
-    /// `pool::alloc_nonblocking`.
+    /// As [`try_new`](Self::try_new), without waiting for the pool's lock (the
+    /// set-up of containers on first use): see `pool::alloc_nonblocking`.
     pub(crate) fn try_new_nonblocking(index: IndexBy) -> Result<PerCpu<T>, AllocError> {
         let slots = crate::possible_cpus();
         let block = pool::alloc_nonblocking(size_of::<T>(), align_of::<T>(), slots).map_err(
