@@ -508,8 +508,32 @@ fn buffer_and_pool_steal_while_owners_work_lose_and_duplicate_nothing() {
         return;
     }
     for index in MODES {
-        buffer_steal_while_owners_push(index, reps(100));
+        buffer_steal_while_owners_push::<StatsHooks>(index, reps(100));
         pool_steal_while_owners_use(index, reps(100));
+    }
+}
+
+/// The buffer's steal must fence after it swaps the offset for its mark: an owner's
+/// sequence that compared the offset before the swap may still commit, and without
+/// the fence it could do so after the thief took the values and reopened the slot
+/// (an offset that counts stolen values: duplicates, or values lost). A delay between
+/// the compare and the commit (points 4 and 5) makes that window wide; with the
+/// fence taken out this test failed in 4 runs of 5 (duplicated ids), with it in 0 of
+/// the runs made.
+#[test]
+fn buffer_steal_never_lets_a_sequence_in_flight_commit_after_it() {
+    check_environment();
+    if !restartable::fences_supported() {
+        eprintln!("notice: membarrier rseq fences unsupported; steal test skipped");
+        return;
+    }
+    let _h = hook_settings();
+    hooks::set_loops(4, 1000);
+    hooks::set_loops(5, 1000);
+    for index in MODES {
+        for _ in 0..3 {
+            buffer_steal_while_owners_push::<TestHooks>(index, reps(50));
+        }
     }
 }
 
@@ -540,8 +564,8 @@ fn steal_until<F: FnMut(usize) -> Vec<u64>>(
     (got, rounds, nonempty)
 }
 
-fn buffer_steal_while_owners_push(index: IndexBy, target: usize) {
-    let mut buf = PerCpuBuffer::<u64, 64, StatsHooks>::with_hooks(index);
+fn buffer_steal_while_owners_push<H: Hooks>(index: IndexBy, target: usize) {
+    let mut buf = PerCpuBuffer::<u64, 64, H>::with_hooks(index);
     let slots = restartable::possible_cpus();
     let (done, enough) = (AtomicBool::new(false), AtomicBool::new(false));
     let start = Instant::now();
