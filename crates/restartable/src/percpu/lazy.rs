@@ -175,6 +175,16 @@ impl<S: Zeroable> LazySlots<S> {
         if let Some(s) = self.get() {
             return Ok(s);
         }
+        // If anything below panics, give the claim back as the panic unwinds (the
+        // storage was not published): later uses try again instead of finding the
+        // set-up claimed by this process forever.
+        struct Unclaim<'a>(&'a AtomicU32);
+        impl Drop for Unclaim<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::Release);
+            }
+        }
+        let unclaim = Unclaim(&self.claim);
         let storage = if blocking {
             PerCpu::<S>::try_new(self.index)
         } else {
@@ -182,11 +192,8 @@ impl<S: Zeroable> LazySlots<S> {
         };
         let storage = match storage {
             Ok(s) => s,
-            Err(e) => {
-                // Give the claim back: the next use tries again.
-                self.claim.store(0, Ordering::Release);
-                return Err(SetupError::Alloc(e));
-            }
+            // The claim goes back (`unclaim`): the next use tries again.
+            Err(e) => return Err(SetupError::Alloc(e)),
         };
         if let Some(shift) = Self::CONST_SHIFT {
             // Pages larger than the pool stride would make it larger: not on x86_64.
@@ -203,6 +210,8 @@ impl<S: Zeroable> LazySlots<S> {
         // (claims are exclusive within a process), and nobody reads it before `ready`
         // publishes it.
         unsafe { (*self.storage.get()).write(storage) };
+        // Published below: the claim stays (nobody looks at it once `ready` is set).
+        core::mem::forget(unclaim);
         match self.index {
             IndexBy::Cpu => self.cpu_ready.store(n, Ordering::Release),
             IndexBy::MmCid => self.mm_ready.store(n, Ordering::Release),
