@@ -43,9 +43,9 @@
 //! - Memory comes back: a span whose objects are all free returns to the page heap
 //!   at once, and free pages beyond 8 MiB go back to the OS. What stays cached is
 //!   bounded: per CPU (or mm_cid) slot at most
-//!   [`size_class::max_cached_bytes_per_cpu`] bytes, about the same again in the
-//!   middle's transfer caches, and 8 MiB of free pages (see
-//!   [`Stats::cached_bound`]).
+//!   [`size_class::max_cached_bytes_per_cpu`] bytes, at most
+//!   [`size_class::capacity_bytes`] in the middle's transfer caches, and 8 MiB of
+//!   free pages (see [`Stats::cached_bound`]).
 //!
 //! All instances share one process-wide heap, as `malloc` does.
 
@@ -113,19 +113,24 @@ impl<H: Hooks> core::fmt::Debug for PerCpuAlloc<H> {
     }
 }
 
+/// An object of class `c`, which is `class_for` of a layout (never above `CLASSES`).
 #[inline(always)]
 fn alloc_small<H: Hooks>(c: usize) -> *mut u8 {
-    match front::pop::<H>(c) {
+    debug_assert!((1..=CLASSES).contains(&c));
+    // SAFETY: `c` comes from `class_for`, which returns at most CLASSES.
+    match unsafe { front::pop::<H>(c) } {
         Some(p) => p,
         None => front::alloc_slow::<H>(c),
     }
 }
 
 /// # Safety
-/// `p` is a free object of class `c` (its last use is over).
+/// `p` is a free object of class `c` (its last use is over), `c` non-zero and from
+/// `class_for`.
 #[inline(always)]
 unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
-    if !front::push::<H>(c, p) {
+    // SAFETY: `c` is a class (caller).
+    if !unsafe { front::push::<H>(c, p) } {
         // SAFETY: forwarded.
         unsafe { front::dealloc_slow::<H>(c, p) }
     }
@@ -237,13 +242,16 @@ pub struct Stats {
 
 impl Stats {
     /// The most free memory the allocator keeps resident outside spans with `slots`
-    /// cache slots: the per-CPU caches and the transfer caches (each at most
-    /// [`size_class::max_cached_bytes_per_cpu`]) and the page heap's backed free pages
+    /// cache slots: the per-CPU caches (each slot at most
+    /// [`size_class::max_cached_bytes_per_cpu`]), the transfer caches (at most
+    /// [`size_class::capacity_bytes`] together) and the page heap's backed free pages
     /// (at most twice [`page_heap::BACKED_FREE_LIMIT`] in the worst case, as one
     /// freed span can exceed the limit before it is enforced). Partly used spans are
     /// not counted: they hold live objects.
     pub const fn cached_bound(slots: usize) -> usize {
-        (slots + 1) * size_class::max_cached_bytes_per_cpu() + 2 * page_heap::BACKED_FREE_LIMIT
+        slots * size_class::max_cached_bytes_per_cpu()
+            + size_class::capacity_bytes()
+            + 2 * page_heap::BACKED_FREE_LIMIT
     }
 }
 

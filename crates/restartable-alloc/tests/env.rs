@@ -541,14 +541,18 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
                 cached >= 100 * 200,
                 "CPU 1's cache holds only {cached} bytes"
             );
-            // CPU 0 keeps visiting the middle (objects of a class cached one at a
-            // time); once CPU 1 has been idle for a second, one of the visits drains it.
+            // CPU 0 keeps visiting the middle (more objects of a class at once than
+            // its cache can ever hold); once CPU 1 has been idle for a second, one of
+            // the visits drains it.
+            let class = restartable_alloc::size_class::class_of_size(200_000);
+            let held = restartable_alloc::size_class::max_capacity(class) + 2;
             let start = Instant::now();
             loop {
                 // black_box: an unused allocation may be optimized away entirely.
-                let a = std::hint::black_box(vec![0u8; 200_000]);
-                let b = std::hint::black_box(vec![0u8; 200_000]);
-                drop((a, b));
+                let v: Vec<Vec<u8>> = (0..held)
+                    .map(|_| std::hint::black_box(vec![0u8; 200_000]))
+                    .collect();
+                drop(std::hint::black_box(v));
                 let now = restartable_alloc::stats().cpu_cache_bytes_per_slot[1];
                 if now == 0 {
                     println!(
