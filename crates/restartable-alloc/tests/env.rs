@@ -572,3 +572,98 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
         None => {}
     }
 }
+
+/// Capacities follow use within the budget: a hot class grows from 0 to its most,
+/// the slot's capacities never exceed the budget, and once other classes want the
+/// budget the resize passes (by this thread, through fences) shrink the class that
+/// went cold.
+#[test]
+fn caches_resize_within_the_budget() {
+    use restartable_alloc::front;
+    use restartable_alloc::size_class::{
+        class_of_size, max_cached_bytes_per_cpu, max_capacity, size,
+    };
+    let role = "resize";
+    match child_role(role) {
+        Some(false) => {
+            if !restartable::fences_supported() {
+                eprintln!("notice: needs membarrier rseq fences; skipped");
+                return;
+            }
+            run_child(
+                "caches_resize_within_the_budget",
+                role,
+                &[("RESTARTABLE_ALLOC_INDEX", "cpu")],
+                &[],
+                Duration::from_secs(120),
+                None,
+            );
+        }
+        Some(true) => {
+            pin_to(0);
+            let hot = class_of_size(64);
+            let l = Layout::from_size_align(64, 8).unwrap();
+            // More than the class can ever cache, allocated and freed twice.
+            for _ in 0..2 {
+                // SAFETY: (test) valid layouts; every object freed with its layout.
+                unsafe {
+                    let v: Vec<*mut u8> = (0..2 * max_capacity(hot)).map(|_| A.alloc(l)).collect();
+                    for p in v {
+                        A.dealloc(p, l);
+                    }
+                }
+            }
+            let grown = front::class_capacity(0, hot);
+            assert_eq!(
+                grown,
+                max_capacity(hot),
+                "the hot class did not grow to its most"
+            );
+            // Large classes want far more than the budget: keep them missing (more
+            // objects at once than they can cache) until the cold class has shrunk.
+            let big: Vec<usize> = (1..=restartable_alloc::size_class::CLASSES)
+                .filter(|&c| size(c) >= 8192)
+                .collect();
+            let start = Instant::now();
+            let mut max_budget = 0;
+            loop {
+                for &c in &big {
+                    let l = Layout::from_size_align(size(c), 8).unwrap();
+                    // SAFETY: as above.
+                    unsafe {
+                        let v: Vec<*mut u8> =
+                            (0..max_capacity(c) + 1).map(|_| A.alloc(l)).collect();
+                        for p in v {
+                            A.dealloc(p, l);
+                        }
+                    }
+                    max_budget = max_budget.max(front::capacity_bytes(0));
+                }
+                if front::class_capacity(0, hot) < grown {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "the cold class kept its capacity {grown} for 60 s (budget {} bytes)",
+                    front::capacity_bytes(0)
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(
+                max_budget <= max_cached_bytes_per_cpu(),
+                "capacities reached {max_budget} bytes, above the budget"
+            );
+            assert!(
+                max_budget + size(big[big.len() - 1]) * 2 > max_cached_bytes_per_cpu() / 2,
+                "the large classes never came near the budget ({max_budget} bytes)"
+            );
+            println!(
+                "cold class shrank from {grown} to {} after {:?}; capacities peaked at {max_budget} bytes",
+                front::class_capacity(0, hot),
+                start.elapsed()
+            );
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
