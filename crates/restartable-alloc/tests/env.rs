@@ -667,3 +667,60 @@ fn caches_resize_within_the_budget() {
         None => {}
     }
 }
+
+/// `alloc_zeroed` of small objects of at least `ZEROED_FROM_SPANS_MIN` bytes hands
+/// out objects of fresh spans without writing them (counted), and objects that were
+/// used before still read as zero (written by the allocator).
+#[test]
+fn alloc_zeroed_from_fresh_spans_writes_nothing_and_reads_zero() {
+    let role = "zeroed";
+    match child_role(role) {
+        Some(false) => {
+            run_child(
+                "alloc_zeroed_from_fresh_spans_writes_nothing_and_reads_zero",
+                role,
+                &[],
+                &[],
+                Duration::from_secs(60),
+                None,
+            );
+        }
+        Some(true) => {
+            let n = 5000;
+            assert!(n >= restartable_alloc::ZEROED_FROM_SPANS_MIN);
+            let l = Layout::from_size_align(n, 8).unwrap();
+            let before = restartable_alloc::stats().zeroed_without_memset;
+            // SAFETY: (test) valid layouts; every object freed with its layout.
+            unsafe {
+                // Nothing of this class was ever freed in this new process: every
+                // object comes from a fresh span.
+                let v: Vec<*mut u8> = (0..100).map(|_| A.alloc_zeroed(l)).collect();
+                let fresh = restartable_alloc::stats().zeroed_without_memset - before;
+                assert_eq!(
+                    fresh, 100,
+                    "only {fresh} of 100 objects came from fresh spans"
+                );
+                for &p in &v {
+                    assert!(std::slice::from_raw_parts(p, n).iter().all(|&b| b == 0));
+                    p.write_bytes(0xAB, n);
+                }
+                for p in v {
+                    A.dealloc(p, l);
+                }
+                // Used objects now sit in caches and spans: zeroed ones must be cleared.
+                let v: Vec<*mut u8> = (0..200).map(|_| A.alloc_zeroed(l)).collect();
+                for &p in &v {
+                    assert!(
+                        std::slice::from_raw_parts(p, n).iter().all(|&b| b == 0),
+                        "a used object handed out by alloc_zeroed is not zero"
+                    );
+                }
+                for p in v {
+                    A.dealloc(p, l);
+                }
+            }
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
