@@ -149,7 +149,8 @@ pub fn remove_fresh(c: usize) -> Option<*mut u8> {
     let mut looked = 0;
     // SAFETY: spans in the class's list, guarded by the lock we hold.
     unsafe {
-        while !s.is_null() && !((*s).fresh && (*s).carved < per_span) {
+        let has_fresh = |s: *mut Span| (*s).fresh && (*s).carved < per_span;
+        while !s.is_null() && !has_fresh(s) {
             looked += 1;
             if looked == FRESH_LOOK {
                 return None;
