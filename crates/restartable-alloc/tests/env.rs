@@ -724,3 +724,107 @@ fn alloc_zeroed_from_fresh_spans_writes_nothing_and_reads_zero() {
         None => {}
     }
 }
+
+/// Forks while another thread holds a class's lock of the middle (as a thread
+/// inside the allocator would), and lets the child allocate from that class. With
+/// the fork handlers the fork waits for the lock and the child allocates; without
+/// them (the positive control, `disable_fork_handlers`) the child inherits the lock
+/// held by a thread it does not have and hangs: the test sees both.
+fn fork_with_a_lock_held(handlers: bool) -> bool {
+    use restartable_alloc::size_class::class_of_size;
+    let n = 150_000;
+    let l = Layout::from_size_align(n, 8).unwrap();
+    let held = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let holder = {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            let lock = restartable_alloc::middle::lock_of(class_of_size(n));
+            lock.take();
+            held.wait();
+            std::thread::sleep(Duration::from_millis(300));
+            // SAFETY: (test) taken above on this thread.
+            unsafe { lock.give() };
+        })
+    };
+    held.wait();
+    if !handlers {
+        // SAFETY: (test) this child process exists to fork with a lock held and
+        // watch its own child hang; nothing else runs in it afterwards.
+        unsafe { restartable_alloc::sync::disable_fork_handlers() };
+    }
+    // SAFETY: (test) the child only allocates through the allocator and _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: (test) a valid layout; the class's caches are empty here (nothing
+        // of it was allocated before), so this goes to the middle.
+        let ok = unsafe {
+            let p = A.alloc(l);
+            !p.is_null() && {
+                p.write_bytes(1, n);
+                A.dealloc(p, l);
+                true
+            }
+        };
+        // SAFETY: (test) leave the child without running the parent's atexit code.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    holder.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut status = 0;
+    loop {
+        // SAFETY: (test) our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child status {status:#x}"
+            );
+            return true;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: (test) our child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: (test) reap it.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn fork_handlers_let_a_child_allocate_and_without_them_it_hangs() {
+    for (role, handlers) in [("fork-handlers-on", true), ("fork-handlers-off", false)] {
+        match child_role(role) {
+            Some(false) => {
+                run_child(
+                    "fork_handlers_let_a_child_allocate_and_without_them_it_hangs",
+                    role,
+                    &[],
+                    &[],
+                    Duration::from_secs(60),
+                    None,
+                );
+            }
+            Some(true) => {
+                let finished = fork_with_a_lock_held(handlers);
+                if handlers {
+                    assert!(
+                        finished,
+                        "the child hung for 10 s with the fork handlers on"
+                    );
+                } else {
+                    assert!(
+                        !finished,
+                        "without the fork handlers the child still allocated: the test \
+                         cannot tell whether the handlers matter"
+                    );
+                }
+                println!("{}", marker(role));
+                return;
+            }
+            None => {}
+        }
+    }
+}
