@@ -1,7 +1,7 @@
 //! The current CPU, mm_cid and NUMA node, for the cost of one load where rseq is
 //! registered, with fallbacks where it is not.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::registration::{self, ThreadArea};
 use crate::sys;
@@ -73,23 +73,55 @@ pub fn current_numa_node() -> Option<u32> {
 /// assert!(restartable::possible_cpus() >= 1);
 /// ```
 pub fn possible_cpus() -> usize {
-    static POSSIBLE: OnceLock<usize> = OnceLock::new();
-    *POSSIBLE.get_or_init(|| {
-        std::fs::read_to_string("/sys/devices/system/cpu/possible")
-            .ok()
-            .and_then(|s| parse_cpu_list_max(&s))
-            .map(|max| max + 1)
-            .unwrap_or_else(|| {
-                // SAFETY: sysconf has no preconditions.
-                let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
-                if n > 0 {
-                    n as usize
-                } else {
-                    1
-                }
-            })
-            .max(1)
-    })
+    // 0: not read yet. Racing first calls read the same answer.
+    static POSSIBLE: AtomicUsize = AtomicUsize::new(0);
+    match POSSIBLE.load(Ordering::Relaxed) {
+        0 => {
+            let n = read_possible_cpus();
+            POSSIBLE.store(n, Ordering::Relaxed);
+            n
+        }
+        n => n,
+    }
+}
+
+/// Reads `/sys/devices/system/cpu/possible` into a buffer on the stack (no
+/// allocation: a memory allocator sizes its per-CPU caches with this while setting
+/// itself up), falling back to the configured processor count.
+fn read_possible_cpus() -> usize {
+    let mut buf = [0u8; 512];
+    // SAFETY: a NUL-terminated path; `buf` is valid for `buf.len()` bytes of writes;
+    // the descriptor is ours and closed once.
+    let len = unsafe {
+        let fd = libc::open(
+            c"/sys/devices/system/cpu/possible".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            -1
+        } else {
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            n
+        }
+    };
+    let from_sysfs = usize::try_from(len)
+        .ok()
+        .filter(|&n| n < buf.len())
+        .and_then(|n| core::str::from_utf8(&buf[..n]).ok())
+        .and_then(parse_cpu_list_max)
+        .map(|max| max + 1);
+    from_sysfs
+        .unwrap_or_else(|| {
+            // SAFETY: sysconf has no preconditions.
+            let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+            if n > 0 {
+                n as usize
+            } else {
+                1
+            }
+        })
+        .max(1)
 }
 
 /// The highest CPU number of a kernel CPU list such as `0-3,8,10-11`.
@@ -114,6 +146,18 @@ mod tests {
         assert_eq!(parse_cpu_list_max("0-3,8,10-11"), Some(11));
         assert_eq!(parse_cpu_list_max(""), None);
         assert_eq!(parse_cpu_list_max("x"), None);
+    }
+
+    #[test]
+    fn possible_cpus_read_without_allocating_agrees_with_std() {
+        let by_std = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+            .ok()
+            .and_then(|s| parse_cpu_list_max(&s))
+            .map(|max| max + 1);
+        if let Some(n) = by_std {
+            assert_eq!(read_possible_cpus(), n);
+        }
+        assert_eq!(possible_cpus(), read_possible_cpus());
     }
 
     #[test]
