@@ -169,127 +169,176 @@ unsafe fn header(slot: usize, c: usize) -> *mut isize {
     (slot + unsafe { *OFFSETS.get_unchecked(c) }) as *mut isize
 }
 
-/// Pops a free object of class `c` from the current CPU's cache: `None` when it is
-/// empty, stopped, or this thread has no rseq area (the caller goes to the slow
-/// path).
+/// What a fast-path operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// Done, with its result.
+    Done(T),
+    /// The cache was empty (pop) or full (push), stopped by another thread, or this
+    /// thread has no rseq area or no cache slot: go to the slow path.
+    Miss,
+    /// The sequence was aborted (preempted, migrated, signalled): try again, out of
+    /// the fast path.
+    Aborted,
+}
+
+/// Pops a free object of class `c` from the current CPU's cache, in one attempt.
 ///
 /// # Safety
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
-pub unsafe fn pop<H: Hooks>(c: usize) -> Option<*mut u8> {
+pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     let w = FAST.with(|f| f.word.get());
     if w == 0 {
-        return None;
-    }
-    let area = ThreadArea::current_if_registered()?;
-    // SAFETY: forwarded contract.
-    unsafe {
-        if w & BY_CID != 0 {
-            pop_as::<ByMmCid, H>(area, w & !BY_CID, c)
-        } else {
-            pop_as::<ByCpu, H>(area, w, c)
-        }
-    }
-}
-
-/// # Safety
-/// `1 <= c <= CLASSES`; `base` the region.
-#[inline(always)]
-unsafe fn pop_as<I: Index, H: Hooks>(area: ThreadArea, base: usize, c: usize) -> Option<*mut u8> {
-    let mut aborts = 0;
-    loop {
-        let cpu = I::current(area);
-        if cpu as usize >= FAST.with(|f| f.slots.get()) {
-            return None;
-        }
-        let slot = slot_addr(base, cpu as usize);
-        // SAFETY: the area is this thread's and `cpu` was read from it with `I`; the
-        // guard is the slot's first word, the header and its items are words of the
-        // slot written only by sequences for `cpu` (or by a thread that stopped and
-        // fenced the slot); items up to the count are published objects.
-        let (r, item) = unsafe {
-            arch::load_cbne_slab_pop::<I, H>(
-                area,
-                cpu,
-                (slot + GUARD) as *const isize,
-                header(slot, c),
-            )
-        };
-        match r {
-            OpResult::Committed => return Some(item as *mut u8),
-            OpResult::CompareFailed => return None,
-            OpResult::Aborted { .. } => {
-                aborts += 1;
-                if aborts >= MAX_ABORTS {
-                    return None;
-                }
-            }
-        }
-    }
-}
-
-/// Pushes a free object of class `c` on the current CPU's cache: `false` when it is
-/// full, stopped, or this thread has no rseq area.
-///
-/// # Safety
-/// `1 <= c <= CLASSES`.
-#[inline(always)]
-pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> bool {
-    let w = FAST.with(|f| f.word.get());
-    if w == 0 {
-        return false;
+        return Outcome::Miss;
     }
     let Some(area) = ThreadArea::current_if_registered() else {
-        return false;
+        return Outcome::Miss;
     };
     // SAFETY: forwarded contract.
     unsafe {
         if w & BY_CID != 0 {
-            push_as::<ByMmCid, H>(area, w & !BY_CID, c, obj)
+            pop_once::<ByMmCid, H>(area, w & !BY_CID, c)
         } else {
-            push_as::<ByCpu, H>(area, w, c, obj)
+            pop_once::<ByCpu, H>(area, w, c)
         }
     }
 }
 
+/// One attempt.
+///
 /// # Safety
 /// `1 <= c <= CLASSES`; `base` the region.
 #[inline(always)]
-unsafe fn push_as<I: Index, H: Hooks>(
+unsafe fn pop_once<I: Index, H: Hooks>(
+    area: ThreadArea,
+    base: usize,
+    c: usize,
+) -> Outcome<*mut u8> {
+    let cpu = I::current(area);
+    if cpu as usize >= FAST.with(|f| f.slots.get()) {
+        return Outcome::Miss;
+    }
+    let slot = slot_addr(base, cpu as usize);
+    // SAFETY: the area is this thread's and `cpu` was read from it with `I`; the
+    // guard is the slot's first word, the header and its items are words of the
+    // slot written only by sequences for `cpu` (or by a thread that stopped and
+    // fenced the slot); items up to the count are published objects.
+    let (r, item) = unsafe {
+        arch::load_cbne_slab_pop::<I, H>(area, cpu, (slot + GUARD) as *const isize, header(slot, c))
+    };
+    match r {
+        OpResult::Committed => Outcome::Done(item as *mut u8),
+        OpResult::CompareFailed => Outcome::Miss,
+        OpResult::Aborted { .. } => Outcome::Aborted,
+    }
+}
+
+/// `alloc` of class `c` after the fast path's sequence aborted: more attempts
+/// (up to [`MAX_ABORTS`] in all), then the slow path.
+#[cold]
+#[inline(never)]
+pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
+    if (1..=CLASSES).contains(&c) {
+        for _ in 1..MAX_ABORTS {
+            // SAFETY: `c` checked.
+            match unsafe { pop::<H>(c) } {
+                Outcome::Done(p) => return p,
+                Outcome::Miss => break,
+                Outcome::Aborted => {}
+            }
+        }
+    }
+    alloc_slow::<H>(c)
+}
+
+/// Pushes a free object of class `c` on the current CPU's cache, in one attempt.
+///
+/// # Safety
+/// `1 <= c <= CLASSES`.
+#[inline(always)]
+pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
+    let w = FAST.with(|f| f.word.get());
+    if w == 0 {
+        return Outcome::Miss;
+    }
+    let Some(area) = ThreadArea::current_if_registered() else {
+        return Outcome::Miss;
+    };
+    // SAFETY: forwarded contract.
+    unsafe {
+        if w & BY_CID != 0 {
+            push_once::<ByMmCid, H>(area, w & !BY_CID, c, obj)
+        } else {
+            push_once::<ByCpu, H>(area, w, c, obj)
+        }
+    }
+}
+
+/// One attempt.
+///
+/// # Safety
+/// `1 <= c <= CLASSES`; `base` the region.
+#[inline(always)]
+unsafe fn push_once<I: Index, H: Hooks>(
     area: ThreadArea,
     base: usize,
     c: usize,
     obj: *mut u8,
-) -> bool {
-    let mut aborts = 0;
-    loop {
-        let cpu = I::current(area);
-        if cpu as usize >= FAST.with(|f| f.slots.get()) {
-            return false;
-        }
-        let slot = slot_addr(base, cpu as usize);
-        // SAFETY: as in `pop_as`; the items from the count up to the capacity (at
-        // most `max_capacity`, the room the slot has) are unpublished.
-        let r = unsafe {
-            arch::load_cbne_slab_push::<I, H>(
-                area,
-                cpu,
-                (slot + GUARD) as *const isize,
-                header(slot, c),
-                obj as isize,
-            )
-        };
-        match r {
-            OpResult::Committed => return true,
-            OpResult::CompareFailed => return false,
-            OpResult::Aborted { .. } => {
-                aborts += 1;
-                if aborts >= MAX_ABORTS {
-                    return false;
-                }
-            }
+) -> Outcome<()> {
+    let cpu = I::current(area);
+    if cpu as usize >= FAST.with(|f| f.slots.get()) {
+        return Outcome::Miss;
+    }
+    let slot = slot_addr(base, cpu as usize);
+    // SAFETY: as in `pop_once`; the items from the count up to the capacity (at most
+    // `max_capacity`, the room the slot has) are unpublished.
+    let r = unsafe {
+        arch::load_cbne_slab_push::<I, H>(
+            area,
+            cpu,
+            (slot + GUARD) as *const isize,
+            header(slot, c),
+            obj as isize,
+        )
+    };
+    match r {
+        OpResult::Committed => Outcome::Done(()),
+        OpResult::CompareFailed => Outcome::Miss,
+        OpResult::Aborted { .. } => Outcome::Aborted,
+    }
+}
+
+/// Pushes `obj` with up to [`MAX_ABORTS`] attempts: whether it is in the cache.
+///
+/// # Safety
+/// `1 <= c <= CLASSES`.
+unsafe fn push_retrying<H: Hooks>(c: usize, obj: *mut u8) -> bool {
+    for _ in 0..MAX_ABORTS {
+        // SAFETY: forwarded contract.
+        match unsafe { push::<H>(c, obj) } {
+            Outcome::Done(()) => return true,
+            Outcome::Miss => return false,
+            Outcome::Aborted => {}
         }
     }
+    false
+}
+
+/// `dealloc` of class `c` after the fast path's sequence aborted: more attempts,
+/// then the slow path.
+///
+/// # Safety
+/// As for [`dealloc_slow`].
+#[cold]
+#[inline(never)]
+pub unsafe fn dealloc_after_abort<H: Hooks>(c: usize, obj: *mut u8) {
+    // SAFETY: `c` checked; forwarded contract.
+    if (1..=CLASSES).contains(&c) && unsafe { push_retrying::<H>(c, obj) } {
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { dealloc_slow::<H>(c, obj) }
 }
 
 /// Moves up to `items.len()` objects into the current CPU's cache in one sequence;
@@ -309,7 +358,7 @@ fn push_many<I: Index, H: Hooks>(
         let slot = slot_addr(base, cpu as usize);
         // SAFETY: `c` is a class (callers), the header a word of the slot.
         let hdr = unsafe { header(slot, c) };
-        // SAFETY: as in `pop_as`.
+        // SAFETY: as in `pop_once`.
         let h = unsafe { (*(hdr as *const AtomicIsize)).load(Ordering::Relaxed) };
         let (cur, cap) = (slab_count(h) as usize, slab_capacity(h) as usize);
         let k = items.len().min(cap.saturating_sub(cur));
@@ -365,7 +414,7 @@ fn pop_many<I: Index, H: Hooks>(
         let slot = slot_addr(base, cpu as usize);
         // SAFETY: `c` is a class (callers), the header a word of the slot.
         let hdr = unsafe { header(slot, c) };
-        // SAFETY: as in `pop_as`.
+        // SAFETY: as in `pop_once`.
         let h = unsafe { (*(hdr as *const AtomicIsize)).load(Ordering::Relaxed) };
         let cur = slab_count(h) as usize;
         let k = out.len().min(cur);
@@ -655,13 +704,13 @@ pub unsafe fn dealloc_slow<H: Hooks>(c: usize, obj: *mut u8) {
         return;
     };
     // SAFETY: `c` is a class (forwarded contract).
-    if dispatch!(grow::<H>(area, base, c)) && unsafe { push::<H>(c, obj) } {
+    if dispatch!(grow::<H>(area, base, c)) && unsafe { push_retrying::<H>(c, obj) } {
         return;
     }
     let mut buf = [core::ptr::null_mut(); MAX_BATCH + 1];
     let k = dispatch!(pop_many::<H>(area, base, c, &mut buf[..batch(c)]));
     // SAFETY: `c` is a class.
-    let n = if k > 0 && unsafe { push::<H>(c, obj) } {
+    let n = if k > 0 && unsafe { push_retrying::<H>(c, obj) } {
         k
     } else {
         buf[k] = obj;

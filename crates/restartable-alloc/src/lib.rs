@@ -126,8 +126,9 @@ fn alloc_small<H: Hooks>(c: usize) -> *mut u8 {
     debug_assert!((1..=CLASSES).contains(&c));
     // SAFETY: `c` comes from `class_for`, which returns at most CLASSES.
     match unsafe { front::pop::<H>(c) } {
-        Some(p) => p,
-        None => front::alloc_slow::<H>(c),
+        front::Outcome::Done(p) => p,
+        front::Outcome::Miss => front::alloc_slow::<H>(c),
+        front::Outcome::Aborted => front::alloc_after_abort::<H>(c),
     }
 }
 
@@ -136,10 +137,13 @@ fn alloc_small<H: Hooks>(c: usize) -> *mut u8 {
 /// `class_for`.
 #[inline(always)]
 unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
-    // SAFETY: `c` is a class (caller).
-    if !unsafe { front::push::<H>(c, p) } {
-        // SAFETY: forwarded.
-        unsafe { front::dealloc_slow::<H>(c, p) }
+    // SAFETY: `c` is a class (caller); the slow paths get the caller's object.
+    unsafe {
+        match front::push::<H>(c, p) {
+            front::Outcome::Done(()) => {}
+            front::Outcome::Miss => front::dealloc_slow::<H>(c, p),
+            front::Outcome::Aborted => front::dealloc_after_abort::<H>(c, p),
+        }
     }
 }
 

@@ -106,12 +106,17 @@ macro_rules! slab_asm {
 fn result<H: Hooks>(res: u32, cpu: u32) -> OpResult {
     if res == COMMITTED {
         OpResult::Committed
-    } else {
+    } else if H::INJECT {
         other_result::<H>(res, cpu)
+    } else if res == COMPARE_FAILED {
+        OpResult::CompareFailed
+    } else {
+        OpResult::Aborted { cpu }
     }
 }
 
-/// Every result but a commit: out of line, so that the fast path tests one register.
+/// Every result but a commit in hooked builds (where a compare-twice failure ends
+/// the process), out of line.
 #[cold]
 #[inline(never)]
 fn other_result<H: Hooks>(res: u32, cpu: u32) -> OpResult {
