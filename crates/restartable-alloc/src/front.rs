@@ -189,36 +189,51 @@ pub enum Outcome<T> {
 #[inline(always)]
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     let w = FAST.with(|f| f.word.get());
-    if w == 0 {
-        return Outcome::Miss;
-    }
-    let Some(area) = ThreadArea::current_if_registered() else {
+    let Some((area, cpu, base)) = enter(w) else {
         return Outcome::Miss;
     };
-    // SAFETY: forwarded contract.
+    // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
     unsafe {
         if w & BY_CID != 0 {
-            pop_once::<ByMmCid, H>(area, w & !BY_CID, c)
+            pop_once::<ByMmCid, H>(area, cpu, base, c)
         } else {
-            pop_once::<ByCpu, H>(area, w, c)
+            pop_once::<ByCpu, H>(area, cpu, base, c)
         }
+    }
+}
+
+/// This thread's area, its slot index (by the index `w` selects) and the region,
+/// when the thread's fast path is set up, it is registered, and the index has a
+/// slot.
+#[inline(always)]
+fn enter(w: usize) -> Option<(ThreadArea, u32, usize)> {
+    if w == 0 {
+        return None;
+    }
+    let slots = FAST.with(|f| f.slots.get());
+    if w & BY_CID != 0 {
+        let area = ThreadArea::current_if_registered()?;
+        let cid = ByMmCid::current(area);
+        ((cid as usize) < slots).then_some((area, cid, w & !BY_CID))
+    } else {
+        // SAFETY: `slots` is `possible_cpus()`, far below the kernel's -2.
+        let (area, cpu) = unsafe { ByCpu::enter_below(slots) }?;
+        Some((area, cpu, w))
     }
 }
 
 /// One attempt.
 ///
 /// # Safety
-/// `1 <= c <= CLASSES`; `base` the region.
+/// `1 <= c <= CLASSES`; `base` the region; `cpu` the index `I` read from `area`,
+/// below the slot count.
 #[inline(always)]
 unsafe fn pop_once<I: Index, H: Hooks>(
     area: ThreadArea,
+    cpu: u32,
     base: usize,
     c: usize,
 ) -> Outcome<*mut u8> {
-    let cpu = I::current(area);
-    if cpu as usize >= FAST.with(|f| f.slots.get()) {
-        return Outcome::Miss;
-    }
     let slot = slot_addr(base, cpu as usize);
     // SAFETY: the area is this thread's and `cpu` was read from it with `I`; the
     // guard is the slot's first word, the header and its items are words of the
@@ -259,18 +274,15 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
     let w = FAST.with(|f| f.word.get());
-    if w == 0 {
-        return Outcome::Miss;
-    }
-    let Some(area) = ThreadArea::current_if_registered() else {
+    let Some((area, cpu, base)) = enter(w) else {
         return Outcome::Miss;
     };
-    // SAFETY: forwarded contract.
+    // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
     unsafe {
         if w & BY_CID != 0 {
-            push_once::<ByMmCid, H>(area, w & !BY_CID, c, obj)
+            push_once::<ByMmCid, H>(area, cpu, base, c, obj)
         } else {
-            push_once::<ByCpu, H>(area, w, c, obj)
+            push_once::<ByCpu, H>(area, cpu, base, c, obj)
         }
     }
 }
@@ -278,18 +290,15 @@ pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
 /// One attempt.
 ///
 /// # Safety
-/// `1 <= c <= CLASSES`; `base` the region.
+/// As for [`pop_once`].
 #[inline(always)]
 unsafe fn push_once<I: Index, H: Hooks>(
     area: ThreadArea,
+    cpu: u32,
     base: usize,
     c: usize,
     obj: *mut u8,
 ) -> Outcome<()> {
-    let cpu = I::current(area);
-    if cpu as usize >= FAST.with(|f| f.slots.get()) {
-        return Outcome::Miss;
-    }
     let slot = slot_addr(base, cpu as usize);
     // SAFETY: as in `pop_once`; the items from the count up to the capacity (at most
     // `max_capacity`, the room the slot has) are unpublished.

@@ -147,6 +147,32 @@ unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
     }
 }
 
+/// `alloc` of any layout.
+#[inline(never)]
+fn alloc_any<H: Hooks>(layout: Layout) -> *mut u8 {
+    let c = class_for(layout);
+    if c != 0 {
+        return alloc_small::<H>(c);
+    }
+    large::alloc(layout)
+}
+
+/// `dealloc` of any layout.
+///
+/// # Safety
+/// As for [`GlobalAlloc::dealloc`].
+#[inline(never)]
+unsafe fn dealloc_any<H: Hooks>(ptr: *mut u8, layout: Layout) {
+    let c = class_for(layout);
+    if c != 0 {
+        // SAFETY: the caller frees an object allocated with this layout, so of class
+        // `c`.
+        return unsafe { dealloc_small::<H>(c, ptr) };
+    }
+    // SAFETY: a large object of this layout.
+    unsafe { large::dealloc(ptr, layout) }
+}
+
 // SAFETY: objects handed out are distinct until freed (each sits in exactly one
 // place: a span, a cache, the transfer cache, or the caller's hands), aligned as the
 // layout asks (size_class and backend::large invariants), and null is returned on
@@ -154,23 +180,23 @@ unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
 unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let c = class_for(layout);
-        if c != 0 {
-            return alloc_small::<H>(c);
+        // Small, ordinarily aligned objects inline; everything else in a call (in tail
+        // position, so the inlined path saves no registers for it).
+        match size_class::table_class(layout) {
+            Some(c) => alloc_small::<H>(c),
+            None => alloc_any::<H>(layout),
         }
-        large::alloc(layout)
     }
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let c = class_for(layout);
-        if c != 0 {
+        match size_class::table_class(layout) {
             // SAFETY: the caller frees an object allocated with this layout, so of
             // class `c`.
-            return unsafe { dealloc_small::<H>(c, ptr) };
+            Some(c) => unsafe { dealloc_small::<H>(c, ptr) },
+            // SAFETY: forwarded contract.
+            None => unsafe { dealloc_any::<H>(ptr, layout) },
         }
-        // SAFETY: a large object of this layout.
-        unsafe { large::dealloc(ptr, layout) }
     }
 
     #[inline]

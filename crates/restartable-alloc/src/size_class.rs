@@ -78,6 +78,14 @@ const CLASS_TABLE: [u8; TABLE_MAX / MIN_ALIGN + 1] = {
     t
 };
 
+/// The class of a layout of at most [`TABLE_MAX`] bytes aligned to at most
+/// [`MIN_ALIGN`] (one table load), or `None` for any other layout.
+#[inline(always)]
+pub fn table_class(layout: Layout) -> Option<usize> {
+    let (n, align) = (layout.size(), layout.align());
+    (align <= MIN_ALIGN && n <= TABLE_MAX).then(|| CLASS_TABLE[n.div_ceil(MIN_ALIGN)] as usize)
+}
+
 /// The class of a layout, or 0 when it is not a small object (too large, or aligned
 /// to more than a page). Depends only on the layout; never more than [`CLASSES`].
 #[inline]
