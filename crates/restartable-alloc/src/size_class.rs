@@ -135,13 +135,15 @@ pub const fn objects_per_span(c: usize) -> usize {
     span_pages(c) * PAGE_SIZE / size(c)
 }
 
-/// Objects moved at once between a per-CPU cache and the middle.
+/// Objects moved at once between a per-CPU cache and the middle: 32 KiB worth, at
+/// most 64 (objects of 512 bytes and less move 64 at a time, so that a producer and
+/// a consumer on two CPUs take the class's lock once per 64 objects each).
 pub const fn batch(c: usize) -> usize {
-    clamp(32 * 1024 / size(c), 1, 32)
+    clamp(32 * 1024 / size(c), 1, MAX_BATCH)
 }
 
 /// Largest batch of any class (sizes on-stack buffers).
-pub const MAX_BATCH: usize = 32;
+pub const MAX_BATCH: usize = 64;
 
 /// Per-CPU cache capacity of class `c`, in objects: about 64 KiB worth, between 1
 /// and 128 objects, and at least two batches for objects up to 32 KiB.

@@ -18,11 +18,10 @@
 use core::cell::{Cell, UnsafeCell};
 
 use crate::middle;
-use crate::size_class::{batch, CAPACITY, CLASSES, MAX_BATCH};
+use crate::size_class::{batch, CAPACITY, CLASSES};
 
 /// Most objects per class in one thread's cache.
 pub const CAP: usize = 32;
-const _: () = assert!(MAX_BATCH <= CAP);
 
 struct Cache {
     len: [u8; CLASSES + 1],
