@@ -16,8 +16,11 @@
 //! - [`size_class`]: the 52 sizes small objects (up to 256 KiB) are rounded to.
 //! - [`front`]: per-CPU caches (one array of free objects per size class per CPU, or
 //!   per mm_cid), popped and pushed by restartable sequences from the `restartable`
-//!   crate's op layer. No lock, no atomic read-modify-write, no allocation. Frees on
-//!   another CPU go to that CPU's cache.
+//!   crate's op layer (its slab ops). No lock, no atomic read-modify-write, no
+//!   allocation. Frees on another CPU go to that CPU's cache. Capacities grow for the
+//!   classes that miss and shrink for cold ones within a per-CPU budget; another
+//!   thread drains or resizes a CPU's caches after stopping them (a guard word the
+//!   sequences check, then a membarrier fence).
 //! - [`thread_cache`]: the fallback front-end, a small cache per thread for threads
 //!   without rseq (valgrind, seccomp, other targets), flushed when the thread exits.
 //! - [`middle`]: per class, a transfer cache and the central free list of spans;

@@ -139,7 +139,7 @@ const FRESH_LOOK: usize = 4;
 
 /// An object of class `c` that reads as zero without being written: one not carved
 /// yet from a span that was fresh (see [`Span::fresh`]), from the first
-/// [`FRESH_LOOK`] spans with free objects, or from a new span when the class has
+/// four spans with free objects, or from a new span when the class has
 /// no free object in its spans at all. `None` when there is none (the caller
 /// writes the zeros) or memory is exhausted.
 pub fn remove_fresh(c: usize) -> Option<*mut u8> {
