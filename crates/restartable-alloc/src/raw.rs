@@ -13,9 +13,9 @@
 //! decides (the C library aborts with a message).
 //!
 //! # Invariants
-//! - Objects of this module are objects of [`PerCpuAlloc`]: small ones are freed
-//!   through its `dealloc` with the layout `(size(c), 16)`, which maps back to class
-//!   `c`, so the front-end's fast paths serve both APIs and both share one heap.
+//! - Objects of this module are objects of [`PerCpuAlloc`](crate::PerCpuAlloc): small
+//!   ones go through the same per-class paths as its `alloc`/`dealloc` (the
+//!   front-end's caches, then the middle), so both APIs share one heap.
 //!   Large ones are [`large`] mappings, freed and resized there with the layout
 //!   `(mapping length, OS page)` (which `large` reads only for its length).
 //! - The large map holds, for every live large object of this module, its mapping
@@ -25,10 +25,10 @@
 //!   are mapped on first use and never freed.
 //! - Nothing here calls the global allocator.
 //!
-//! Objects of [`PerCpuAlloc`]'s own [`GlobalAlloc`] path (large ones) are not in the
+//! Objects of [`PerCpuAlloc`](crate::PerCpuAlloc)'s own [`GlobalAlloc`](core::alloc::GlobalAlloc) path (large ones) are not in the
 //! large map: free them with the layout, not here.
 
-use core::alloc::{GlobalAlloc, Layout};
+use core::alloc::Layout;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -37,9 +37,7 @@ use crate::os::{self, OS_PAGE};
 use crate::size_class::{
     class_for, objects_per_span, size, span_pages, CLASSES, MIN_ALIGN, PAGE_SIZE,
 };
-use crate::PerCpuAlloc;
-
-static A: PerCpuAlloc = PerCpuAlloc::new();
+use restartable::hooks::NoHooks;
 
 /// What a pointer is, as far as this allocator knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +55,29 @@ pub enum Block {
     /// Not an object this module handed out (or no longer one).
     Foreign,
 }
+
+/// Per class: object size, span bytes, objects per span (tables: the lookup on every
+/// `free` reads them instead of recomputing).
+const SIZE: [usize; CLASSES + 1] = table!(size);
+const SPAN_BYTES: [usize; CLASSES + 1] = table!(span_bytes);
+const OBJECTS: [usize; CLASSES + 1] = table!(objects_per_span);
+
+const fn span_bytes(c: usize) -> usize {
+    span_pages(c) * PAGE_SIZE
+}
+
+macro_rules! table {
+    ($f:ident) => {{
+        let mut t = [0; CLASSES + 1];
+        let mut c = 1;
+        while c <= CLASSES {
+            t[c] = $f(c);
+            c += 1;
+        }
+        t
+    }};
+}
+use table;
 
 /// `ceil(2^40 / size(c))`: `(off * MAGIC[c]) >> 40 == off / size(c)` for every offset
 /// inside a span (below 2^21), so checking that an offset starts an object needs no
@@ -99,9 +120,9 @@ pub fn lookup(p: *const u8) -> Block {
         };
         if (1..=CLASSES).contains(&class) && a >= start {
             let off = (a - start) as u64;
-            if off < (span_pages(class) * PAGE_SIZE) as u64 {
+            if off < SPAN_BYTES[class] as u64 {
                 let index = (off * MAGIC[class]) >> 40;
-                if index * size(class) as u64 == off && (index as usize) < objects_per_span(class) {
+                if index * SIZE[class] as u64 == off && (index as usize) < OBJECTS[class] {
                     return Block::Small { class };
                 }
             }
@@ -119,7 +140,7 @@ pub fn lookup(p: *const u8) -> Block {
 #[inline]
 pub fn usable_size(p: *const u8) -> Option<usize> {
     match lookup(p) {
-        Block::Small { class } => Some(size(class)),
+        Block::Small { class } => Some(SIZE[class]),
         Block::Large { len } => Some(len),
         Block::Foreign => None,
     }
@@ -134,9 +155,7 @@ pub fn alloc(n: usize, align: usize) -> *mut u8 {
     };
     let c = class_for(layout);
     if c != 0 {
-        // SAFETY: the layout of class `c`: non-zero size (a request of 0 bytes gets
-        // a 16-byte object of class 1).
-        return unsafe { A.alloc(small_layout(c)) };
+        return crate::alloc_small::<NoHooks>(c);
     }
     alloc_large(layout)
 }
@@ -149,8 +168,7 @@ pub fn alloc_zeroed(n: usize, align: usize) -> *mut u8 {
     };
     let c = class_for(layout);
     if c != 0 {
-        // SAFETY: as in `alloc`.
-        let p = unsafe { A.alloc(small_layout(c)) };
+        let p = crate::alloc_small::<NoHooks>(c);
         if !p.is_null() {
             // SAFETY: a fresh object of `size(c) >= n` bytes.
             unsafe { p.write_bytes(0, n) };
@@ -158,13 +176,6 @@ pub fn alloc_zeroed(n: usize, align: usize) -> *mut u8 {
         return p;
     }
     alloc_large(layout)
-}
-
-/// The layout a small object of class `c` is allocated and freed with.
-#[inline(always)]
-fn small_layout(c: usize) -> Layout {
-    // SAFETY: class sizes are non-zero multiples of 16, far below isize::MAX.
-    unsafe { Layout::from_size_align_unchecked(size(c), MIN_ALIGN) }
 }
 
 /// The layout of a large object's mapping of `len` bytes, as [`large`] frees and
@@ -204,7 +215,7 @@ fn alloc_large(layout: Layout) -> *mut u8 {
 pub unsafe fn free(p: *mut u8, b: Block) {
     match b {
         // SAFETY: the caller's contract: an object of class `class`.
-        Block::Small { class } => unsafe { A.dealloc(p, small_layout(class)) },
+        Block::Small { class } => unsafe { crate::dealloc_small::<NoHooks>(class, p) },
         Block::Large { len } => {
             large_clear(p as usize);
             // SAFETY: a live large object of this mapping length.
@@ -233,7 +244,7 @@ pub unsafe fn realloc(p: *mut u8, b: Block, n: usize) -> *mut u8 {
                 // at least n.
                 unsafe {
                     ptr::copy_nonoverlapping(p, q, size(class).min(n));
-                    A.dealloc(p, small_layout(class));
+                    crate::dealloc_small::<NoHooks>(class, p);
                 }
             }
             q

@@ -7,11 +7,13 @@
 
 mod common;
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use common::{require, rseq_binary, same_with_and_without, scratch, text, Malloc, LONG, SHORT};
+use common::{
+    fast_import_stream, require, rseq_binary, same_with_and_without, scratch, text, Malloc, LONG,
+    SHORT,
+};
 
 fn program(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,46 +53,6 @@ fn sqlite3_scripted_workload() {
     });
     let s = text(&out.stdout);
     assert!(s.starts_with("wal\n300000|") && s.ends_with("ok\n"), "{s}");
-}
-
-/// A `git fast-import` stream: `commits` commits on `main`, each changing a few of
-/// 120 files, with fixed authors and dates (so the hashes are fixed too).
-fn fast_import_stream(commits: usize) -> String {
-    let mut s = String::new();
-    let mut contents: Vec<Vec<String>> = (0..120)
-        .map(|f| (0..30).map(|l| format!("file {f} line {l}")).collect())
-        .collect();
-    for c in 0..commits {
-        let when = 1_700_000_000 + c * 3600;
-        let msg = format!(
-            "commit {c}: touch files {} and {}\n",
-            c % 120,
-            (c * 7) % 120
-        );
-        let _ = write!(
-            s,
-            "commit refs/heads/main\nauthor A U Thor <author@example.com> {when} +0000\n\
-             committer C O Mitter <committer@example.com> {when} +0000\ndata {}\n{msg}",
-            msg.len()
-        );
-        for f in [c % 120, (c * 7) % 120, (c * 13 + 5) % 120] {
-            let lines = &mut contents[f];
-            let at = (c * 31) % lines.len();
-            lines[at] = format!("file {f} line {at} changed in commit {c}");
-            if c % 3 == 0 {
-                lines.push(format!("file {f} grows in commit {c}"));
-            }
-            let body = lines.join("\n") + "\n";
-            let _ = write!(
-                s,
-                "M 100644 inline dir{}/file{f}.txt\ndata {}\n{body}",
-                f % 8,
-                body.len()
-            );
-        }
-        s.push('\n');
-    }
-    s
 }
 
 #[test]

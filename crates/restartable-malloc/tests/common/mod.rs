@@ -7,6 +7,7 @@
 #[path = "../../../restartable/tests/support/child.rs"]
 pub mod child;
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -112,17 +113,23 @@ pub fn compile_c(name: &str) -> PathBuf {
 }
 
 fn compile_c_now(name: &str) -> PathBuf {
-    require("cc");
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/c")
         .join(format!("{name}.c"));
+    compile_c_file(&src, name)
+}
+
+/// Compiles the C program `src` (with `-O2`, threads) into the scratch area as
+/// `malloc-<name>`; returns the executable.
+pub fn compile_c_file(src: &Path, name: &str) -> PathBuf {
+    require("cc");
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("malloc-{name}"));
     let o = Command::new("cc")
         .args(["-O2", "-g", "-fno-builtin", "-pthread", "-Wall"])
         .args(["-Wno-alloc-size-larger-than", "-Wno-use-after-free"])
         .arg("-o")
         .arg(&out)
-        .arg(&src)
+        .arg(src)
         .arg("-ldl")
         .output_within(SHORT);
     assert!(
@@ -199,4 +206,44 @@ pub fn same_with_and_without(
         );
     }
     outs.pop().expect("two runs")
+}
+
+/// A `git fast-import` stream: `commits` commits on `main`, each changing a few of
+/// 120 files, with fixed authors and dates (so the hashes are fixed too).
+pub fn fast_import_stream(commits: usize) -> String {
+    let mut s = String::new();
+    let mut contents: Vec<Vec<String>> = (0..120)
+        .map(|f| (0..30).map(|l| format!("file {f} line {l}")).collect())
+        .collect();
+    for c in 0..commits {
+        let when = 1_700_000_000 + c * 3600;
+        let msg = format!(
+            "commit {c}: touch files {} and {}\n",
+            c % 120,
+            (c * 7) % 120
+        );
+        let _ = write!(
+            s,
+            "commit refs/heads/main\nauthor A U Thor <author@example.com> {when} +0000\n\
+             committer C O Mitter <committer@example.com> {when} +0000\ndata {}\n{msg}",
+            msg.len()
+        );
+        for f in [c % 120, (c * 7) % 120, (c * 13 + 5) % 120] {
+            let lines = &mut contents[f];
+            let at = (c * 31) % lines.len();
+            lines[at] = format!("file {f} line {at} changed in commit {c}");
+            if c % 3 == 0 {
+                lines.push(format!("file {f} grows in commit {c}"));
+            }
+            let body = lines.join("\n") + "\n";
+            let _ = write!(
+                s,
+                "M 100644 inline dir{}/file{f}.txt\ndata {}\n{body}",
+                f % 8,
+                body.len()
+            );
+        }
+        s.push('\n');
+    }
+    s
 }
