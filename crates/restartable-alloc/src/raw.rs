@@ -1,5 +1,5 @@
 //! Allocation without a layout on free: what a C `malloc`/`free` (the
-//! `restartable-malloc` shared library) needs and [`GlobalAlloc`] does not give.
+//! `restartable-malloc` shared library) needs and [`GlobalAlloc`](core::alloc::GlobalAlloc) does not give.
 //!
 //! [`alloc`] takes a size and an alignment; [`free`], [`usable_size`] and
 //! [`realloc`] take only the pointer and find out what it is:

@@ -1,7 +1,9 @@
 //! The same programs, side by side in one run, under `LD_PRELOAD` of
 //! `librestartable_malloc.so`, Debian's mimalloc, jemalloc and tcmalloc (gperftools,
 //! minimal), and none (glibc): elapsed time (median of `--runs` runs) and peak RSS
-//! (median of the runs' `ru_maxrss`, the largest process of the program's tree).
+//! (median of the runs' `ru_maxrss`: the largest process of the program's tree,
+//! measured by a small launcher, `benches/c/launch.c`, so that the benchmark's own
+//! size does not count).
 //!
 //! ```sh
 //! apt-get install libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 python3 sqlite3 git gcc g++
@@ -237,10 +239,32 @@ struct Run {
     stderr: Vec<u8>,
 }
 
-fn run_once(mut cmd: Command, limit: Duration) -> Run {
+/// Runs `cmd` through the launcher (which measures its peak RSS) with `preload`.
+fn run_once(launcher: &Path, cmd: &Command, preload: Option<&Path>, limit: Duration) -> Run {
     use std::io::Read;
     use std::os::unix::process::CommandExt as _;
+    let rss_file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("malloc-bench-rss");
+    let _ = std::fs::remove_file(&rss_file);
+    let mut l = Command::new(launcher);
+    l.arg(&rss_file)
+        .arg(preload.map_or(std::ffi::OsStr::new(""), |p| p.as_os_str()))
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env_remove("LD_PRELOAD")
+        .env_remove("GLIBC_TUNABLES");
+    if let Some(d) = cmd.get_current_dir() {
+        l.current_dir(d);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => l.env(k, v),
+            None => l.env_remove(k),
+        };
+    }
+    let mut cmd = l;
     let started = Instant::now();
+    // Reaped below with `wait4` (for its rusage), not `Child::wait`.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -282,6 +306,10 @@ fn run_once(mut cmd: Command, limit: Duration) -> Run {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `pid` is our child, not yet reaped; both out pointers are valid.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let max_rss_kib = std::fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(-1);
     let elapsed = started.elapsed();
     done.store(true, Ordering::Relaxed);
     let killed = watchdog.join().expect("watchdog");
@@ -291,7 +319,7 @@ fn run_once(mut cmd: Command, limit: Duration) -> Run {
     }
     Run {
         elapsed,
-        max_rss_kib: ru.ru_maxrss,
+        max_rss_kib,
         stdout: reader.join().expect("stdout reader"),
         stderr: ereader.join().expect("stderr reader"),
         ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
@@ -308,6 +336,10 @@ fn main() {
     let runs = if args.quick { 1 } else { args.runs.max(1) };
     let limit = Duration::from_secs(args.limit);
     let allocs = allocators();
+    let launcher = compile_c_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/launch.c"),
+        "bench-launch",
+    );
     let mut progs = programs(args.quick);
     if !args.only.is_empty() {
         progs.retain(|p| args.only.iter().any(|o| p.name.contains(o.as_str())));
@@ -329,12 +361,8 @@ fn main() {
                 let ai = (k + round + pi) % allocs.len();
                 let (aname, lib) = &allocs[ai];
                 let dir = scratch(&format!("bench-run-{pi}-{ai}"));
-                let mut cmd = (p.make)(&dir);
-                cmd.env_remove("LD_PRELOAD").env_remove("GLIBC_TUNABLES");
-                if let Some(l) = lib {
-                    cmd.env("LD_PRELOAD", l);
-                }
-                let r = run_once(cmd, limit);
+                let cmd = (p.make)(&dir);
+                let r = run_once(&launcher, &cmd, lib.as_deref(), limit);
                 if !r.ok {
                     eprintln!(
                         "{} under {aname} failed:\n{}\n{}",
@@ -400,14 +428,9 @@ fn main() {
         print!("| {} |", p.name);
         let mut times = Vec::new();
         let mut rss = Vec::new();
-        for ai in 0..allocs.len() {
-            let t = median(
-                results[pi][ai]
-                    .iter()
-                    .map(|r| r.elapsed.as_secs_f64())
-                    .collect(),
-            );
-            let m = median(results[pi][ai].iter().map(|r| r.max_rss_kib).collect());
+        for runs_of in &results[pi] {
+            let t = median(runs_of.iter().map(|r| r.elapsed.as_secs_f64()).collect());
+            let m = median(runs_of.iter().map(|r| r.max_rss_kib).collect());
             times.push(t);
             rss.push(m);
             print!(" {t:.3} / {:.1} |", m as f64 / 1024.0);
@@ -423,7 +446,7 @@ fn main() {
     for (pi, p) in progs.iter().enumerate().filter(|(_, p)| !p.real) {
         for (ai, (aname, _)) in allocs.iter().enumerate() {
             let mut rs: Vec<&Run> = results[pi][ai].iter().collect();
-            rs.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+            rs.sort_by_key(|r| r.elapsed);
             let r = rs[rs.len() / 2];
             println!(
                 "- {} / {aname}: {}",
