@@ -3,7 +3,9 @@
 //! minimal), and none (glibc): elapsed time (median of `--runs` runs) and peak RSS
 //! (median of the runs' `ru_maxrss`: the largest process of the program's tree,
 //! measured by a small launcher, `benches/c/launch.c`, so that the benchmark's own
-//! size does not count).
+//! size does not count), with the best run's ratio beside the median's, and the CPU
+//! time (user + system) of the program's processes, which a busy machine disturbs
+//! less than elapsed time.
 //!
 //! ```sh
 //! apt-get install libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 python3 sqlite3 git gcc g++
@@ -234,6 +236,8 @@ fn generated_c(n: usize) -> String {
 struct Run {
     elapsed: Duration,
     max_rss_kib: i64,
+    /// User + system time of the program's process tree.
+    cpu: Duration,
     stdout: Vec<u8>,
     ok: bool,
     stderr: Vec<u8>,
@@ -306,10 +310,10 @@ fn run_once(launcher: &Path, cmd: &Command, preload: Option<&Path>, limit: Durat
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `pid` is our child, not yet reaped; both out pointers are valid.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let max_rss_kib = std::fs::read_to_string(&rss_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(-1);
+    let measured = std::fs::read_to_string(&rss_file).unwrap_or_default();
+    let mut fields = measured.split_whitespace().map(|f| f.parse::<i64>().ok());
+    let max_rss_kib = fields.next().flatten().unwrap_or(-1);
+    let cpu = Duration::from_micros(fields.next().flatten().unwrap_or(0).max(0) as u64);
     let elapsed = started.elapsed();
     done.store(true, Ordering::Relaxed);
     let killed = watchdog.join().expect("watchdog");
@@ -320,6 +324,7 @@ fn run_once(launcher: &Path, cmd: &Command, preload: Option<&Path>, limit: Durat
     Run {
         elapsed,
         max_rss_kib,
+        cpu,
         stdout: reader.join().expect("stdout reader"),
         stderr: ereader.join().expect("stderr reader"),
         ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
@@ -418,12 +423,12 @@ fn main() {
     for (a, _) in &allocs {
         print!(" {a} |");
     }
-    println!(" time / fastest | RSS / glibc |");
+    println!(" time / fastest | best run / fastest best run | RSS / glibc |");
     print!("|---|");
     for _ in &allocs {
         print!("---|");
     }
-    println!("---|---|");
+    println!("---|---|---|");
     for (pi, p) in progs.iter().enumerate() {
         print!("| {} |", p.name);
         let mut times = Vec::new();
@@ -436,11 +441,47 @@ fn main() {
             print!(" {t:.3} / {:.1} |", m as f64 / 1024.0);
         }
         let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
+        let mins: Vec<f64> = results[pi]
+            .iter()
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| r.elapsed.as_secs_f64())
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .collect();
+        let best_min = mins.iter().cloned().fold(f64::INFINITY, f64::min);
         println!(
-            " {:.3} | {:.3} |",
+            " {:.3} | {:.3} | {:.3} |",
             times[1] / best,
+            mins[1] / best_min,
             rss[1] as f64 / rss[0] as f64
         );
+    }
+    println!(
+        "\nCPU seconds (user + system of the program's processes, median of {runs}); last \
+         column: restartable's over the lowest\n"
+    );
+    print!("| program |");
+    for (a, _) in &allocs {
+        print!(" {a} |");
+    }
+    println!(" CPU / lowest |");
+    print!("|---|");
+    for _ in &allocs {
+        print!("---|");
+    }
+    println!("---|");
+    for (pi, p) in progs.iter().enumerate() {
+        print!("| {} |", p.name);
+        let cpus: Vec<f64> = results[pi]
+            .iter()
+            .map(|rs| median(rs.iter().map(|r| r.cpu.as_secs_f64()).collect()))
+            .collect();
+        for c in &cpus {
+            print!(" {c:.3} |");
+        }
+        let low = cpus.iter().cloned().fold(f64::INFINITY, f64::min);
+        println!(" {:.3} |", cpus[1] / low);
     }
     println!("\nthe C programs' own figures (median run by elapsed time):\n");
     for (pi, p) in progs.iter().enumerate().filter(|(_, p)| !p.real) {

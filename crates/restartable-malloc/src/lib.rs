@@ -34,9 +34,10 @@
 //! `fork` takes every allocator lock around the fork (`pthread_atfork`), so the child
 //! of a multi-threaded program can allocate.
 //!
-//! Nothing here unwinds: the exported functions are `extern "C"` (a panic would abort
-//! the process), and their paths neither panic nor format (messages are written with
-//! `write(2)` from fixed buffers).
+//! Nothing here unwinds: the exported functions are `extern "C"`, so a panic could not
+//! cross into C (Rust aborts the process instead); their paths have no panicking
+//! operation by design and never format or allocate through Rust's machinery (the
+//! abort message is written with `write(2)` from a fixed buffer).
 //!
 //! # Statistics
 //! With `RESTARTABLE_MALLOC_STATS=1` in the environment (read when the library is

@@ -1,6 +1,6 @@
 /* Runs a program and writes its peak RSS: `launch OUT PRELOAD program args...` forks,
  * execs the program (with LD_PRELOAD=PRELOAD unless PRELOAD is empty; the launcher
- * itself runs without it), waits for it and writes "<ru_maxrss KiB>\n" to OUT,
+ * itself runs without it), waits for it and writes "<ru_maxrss KiB> <CPU microseconds>\n" to OUT,
  * exiting with the program's status. A small process in between, because Linux carries a process's
  * peak RSS across exec: a program started straight from the (larger) benchmark
  * process would report at least the benchmark's own peak. */
@@ -28,7 +28,10 @@ int main(int argc, char **argv) {
     if (wait4(pid, &st, 0, &ru) != pid) return 125;
     FILE *f = fopen(argv[1], "w");
     if (!f) return 125;
-    fprintf(f, "%ld\n", ru.ru_maxrss);
+    /* peak RSS (KiB), then CPU time (user + system, microseconds) of the tree */
+    fprintf(f, "%ld %lld\n", ru.ru_maxrss,
+            (long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL +
+                ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
     fclose(f);
     if (WIFEXITED(st)) return WEXITSTATUS(st);
     return 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
