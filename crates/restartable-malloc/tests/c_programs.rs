@@ -72,6 +72,30 @@ fn allocation_before_main_after_exit_in_thread_destructors_and_forks() {
 }
 
 #[test]
+fn dynamic_tls_of_dlopened_plugins_is_allocated_and_freed_by_us() {
+    // glibc allocates a thread's block of a dlopened module's TLS with malloc and
+    // frees it from inside __tls_get_addr's DTV update after dlclose; our own
+    // thread-locals go through __tls_get_addr, so that update runs inside our malloc.
+    let exe = compile_c("dlopen_tls");
+    let plugin = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("malloc-tls_plugin.so");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/tls_plugin.c");
+    let o = Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(&plugin)
+        .arg(&src)
+        .output_within(SHORT);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("dlopen_tls, {mode}"), SHORT, true, |_| {
+            let mut c = tunables(Command::new(&exe), t);
+            c.arg(&plugin);
+            c
+        });
+        assert!(text(&out.stdout).contains("ok"), "{}", text(&out.stdout));
+    }
+}
+
+#[test]
 fn foreign_pointers_abort_with_a_message() {
     let exe = compile_c("foreign");
     for (case, call) in [
