@@ -587,7 +587,7 @@ fn caches_resize_within_the_budget() {
     match child_role(role) {
         Some(false) => {
             if !restartable::fences_supported() {
-                eprintln!("notice: needs membarrier rseq fences; skipped");
+                common::child::shared::skip("needs membarrier rseq fences");
                 return;
             }
             run_child(

@@ -185,7 +185,7 @@ fn alloc_zeroed_of_large_objects_is_fresh_memory() {
 #[test]
 fn draining_caches_while_threads_allocate_loses_nothing() {
     if !restartable::fences_supported() || !restartable::status().is_registered() {
-        eprintln!("notice: no rseq or no membarrier rseq fences here; drain test skipped");
+        common::child::shared::skip("no rseq or no membarrier rseq fences here: drain test");
         return;
     }
     let mut moved = 0usize;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 #[path = "../../../restartable/tests/support/child.rs"]
-mod shared;
+pub mod shared;
 
 use shared::OutputWithin as _;
 
