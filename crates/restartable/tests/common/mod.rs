@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{compiler_fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Barrier, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use restartable::hooks::{self, Hooks, Stats};
 use restartable::{
@@ -257,6 +257,16 @@ pub fn run<R: Send>(w: &Work<'_>, body: impl Fn(usize) -> R + Sync) -> Vec<(R, S
                     let storm = w.storm.map(SignalTimer::start);
                     (w.setup)(t);
                     let r = body(t);
+                    if storm.is_some() {
+                        // A fast run can end before its timer's first signal: keep the
+                        // timer going until one arrived, so the check below is forced.
+                        let waited = Instant::now();
+                        while signals_handled() == signals_before
+                            && waited.elapsed() < Duration::from_secs(60)
+                        {
+                            std::thread::sleep(Duration::from_micros(100));
+                        }
+                    }
                     drop(storm);
                     (r, hooks::thread_stats())
                 })
@@ -708,7 +718,7 @@ impl Run {
 
 /// Runs `f`, timing it.
 pub fn timed(name: &'static str, f: impl FnOnce() -> Vec<Stats>) -> Run {
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     let stats = f();
     Run {
         name,
