@@ -1,7 +1,7 @@
 //! The current CPU, mm_cid and NUMA node, for the cost of one load where rseq is
 //! registered, with fallbacks where it is not.
 
-use std::sync::OnceLock;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::registration::{self, ThreadArea};
 use crate::sys;
@@ -72,24 +72,33 @@ pub fn current_numa_node() -> Option<u32> {
 /// ```
 /// assert!(restartable::possible_cpus() >= 1);
 /// ```
+///
+/// Async-signal-safe (first use included: no lock and no allocation; the file is read
+/// into a buffer on the stack), so that containers can be set up on first use inside
+/// a signal handler or a forked child.
 pub fn possible_cpus() -> usize {
-    static POSSIBLE: OnceLock<usize> = OnceLock::new();
-    *POSSIBLE.get_or_init(|| {
-        std::fs::read_to_string("/sys/devices/system/cpu/possible")
-            .ok()
-            .and_then(|s| parse_cpu_list_max(&s))
-            .map(|max| max + 1)
-            .unwrap_or_else(|| {
-                // SAFETY: sysconf has no preconditions.
-                let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
-                if n > 0 {
-                    n as usize
-                } else {
-                    1
-                }
-            })
-            .max(1)
-    })
+    static POSSIBLE: AtomicUsize = AtomicUsize::new(0);
+    let n = POSSIBLE.load(Ordering::Relaxed);
+    if n != 0 {
+        return n;
+    }
+    let mut buf = [0u8; 512];
+    let n = crate::sys::read_small_file(c"/sys/devices/system/cpu/possible", &mut buf)
+        .and_then(parse_cpu_list_max)
+        .map(|max| max + 1)
+        .unwrap_or_else(|| {
+            // SAFETY: sysconf has no preconditions.
+            let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+            if n > 0 {
+                n as usize
+            } else {
+                1
+            }
+        })
+        .max(1);
+    // Every thread computes the same value: a race only repeats the work.
+    POSSIBLE.store(n, Ordering::Relaxed);
+    n
 }
 
 /// The highest CPU number of a kernel CPU list such as `0-3,8,10-11`.

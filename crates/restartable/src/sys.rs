@@ -75,6 +75,37 @@ fn getcpu_raw() -> Option<(u32, u32)> {
 }
 
 /// `getauxval(key)`, 0 when absent.
+/// Reads a small file (a sysfs or procfs value) into `buf`, as text: no allocation
+/// and no lock (`open`/`read`/`close` only), so async-signal-safe. `None` when it
+/// cannot be opened or read, is empty, longer than `buf`, or not UTF-8.
+pub(crate) fn read_small_file<'a>(path: &CStr, buf: &'a mut [u8]) -> Option<&'a str> {
+    // SAFETY: a NUL-terminated path; the descriptor is ours and closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut len = 0;
+    let ok = loop {
+        if len == buf.len() {
+            break false;
+        }
+        // SAFETY: `buf[len..]` is writable for `buf.len() - len` bytes.
+        let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
+        match n {
+            0 => break len > 0,
+            n if n > 0 => len += n as usize,
+            _ if last_errno() == libc::EINTR => {}
+            _ => break false,
+        }
+    };
+    // SAFETY: our descriptor, closed once.
+    unsafe { libc::close(fd) };
+    if !ok {
+        return None;
+    }
+    core::str::from_utf8(&buf[..len]).ok()
+}
+
 pub(crate) fn getauxval(key: libc::c_ulong) -> u64 {
     // SAFETY: getauxval has no preconditions; it returns 0 for unknown keys.
     unsafe { libc::getauxval(key) as u64 }

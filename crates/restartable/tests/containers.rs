@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use restartable::hooks::{self, Hooks, StatsHooks, TestHooks};
 use restartable::percpu::MAX_CONSECUTIVE_ABORTS;
-use restartable::{IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuStack, StackNode};
+use restartable::{
+    IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuPool, PerCpuStack, StackNode,
+};
 
 /// Hook settings are process-global: tests that change them run one at a time, and
 /// put everything back (even when they fail).
@@ -494,6 +496,183 @@ fn steal_while_owners_push_loses_and_duplicates_nothing() {
     for index in MODES {
         steal_while_owners_push::<StatsHooks>(index, reps(100), 100_000, Duration::from_micros(50));
     }
+}
+
+/// The buffer's and the pool's `steal`/`steal_all` (a fence, no stop word) while
+/// owners keep pushing and popping (getting and returning objects): every id is
+/// found exactly once afterwards, and the thief must actually take something
+/// `target` times (the owners go on, for up to [`STEAL_PATIENCE`], until it has).
+#[test]
+fn buffer_and_pool_steal_while_owners_work_lose_and_duplicate_nothing() {
+    check_environment();
+    if !restartable::fences_supported() {
+        eprintln!("notice: membarrier rseq fences unsupported; steal test skipped");
+        return;
+    }
+    for index in MODES {
+        buffer_steal_while_owners_push(index, reps(100));
+        pool_steal_while_owners_use(index, reps(100));
+    }
+}
+
+/// The thief of the steal tests: steals slot after slot (every 8th round, all of
+/// them) until `done`, flagging `enough` once `target` steals took something.
+fn steal_until<F: FnMut(usize) -> Vec<u64>>(
+    mut steal: F,
+    slots: usize,
+    target: usize,
+    done: &AtomicBool,
+    enough: &AtomicBool,
+) -> (Vec<u64>, usize, usize) {
+    let (mut got, mut rounds, mut nonempty) = (Vec::new(), 0usize, 0usize);
+    while !done.load(Ordering::Acquire) {
+        let batch = steal(if rounds % 8 == 7 {
+            usize::MAX
+        } else {
+            rounds % slots
+        });
+        nonempty += usize::from(!batch.is_empty());
+        got.extend(batch);
+        rounds += 1;
+        if nonempty >= target {
+            enough.store(true, Ordering::Relaxed);
+        }
+        std::thread::yield_now();
+    }
+    (got, rounds, nonempty)
+}
+
+fn buffer_steal_while_owners_push(index: IndexBy, target: usize) {
+    let mut buf = PerCpuBuffer::<u64, 64, StatsHooks>::with_hooks(index);
+    let slots = restartable::possible_cpus();
+    let (done, enough) = (AtomicBool::new(false), AtomicBool::new(false));
+    let start = Instant::now();
+    let ((stolen, rounds, nonempty), owners) = std::thread::scope(|s| {
+        let (buf, done, enough) = (&buf, &done, &enough);
+        let thief = s.spawn(move || {
+            let steal = |cpu: usize| {
+                if cpu == usize::MAX {
+                    buf.steal_all()
+                } else {
+                    buf.steal(cpu)
+                }
+                .expect("membarrier rseq fences are supported here")
+            };
+            steal_until(steal, slots, target, done, enough)
+        });
+        let _stop_thief = OnDrop(|| done.store(true, Ordering::Release));
+        let owners: Vec<_> = (0..threads())
+            .map(|t| {
+                s.spawn(move || {
+                    let (mut pushed, mut kept) = (0usize, Vec::new());
+                    while pushed % 64 != 0 || !enough.load(Ordering::Relaxed) {
+                        if pushed >= 200_000 {
+                            assert!(
+                                start.elapsed() < STEAL_PATIENCE,
+                                "buffer ({index:?}): the thief did not take something \
+                                 {target} times in {STEAL_PATIENCE:?}"
+                            );
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        if let Err(v) = buf.push(fresh_id(t, pushed)) {
+                            kept.push(v);
+                        }
+                        pushed += 1;
+                        if pushed % 3 == 0 {
+                            kept.extend(buf.pop());
+                        }
+                    }
+                    (pushed, kept)
+                })
+            })
+            .map(|h| h.join().expect("owner"))
+            .collect();
+        done.store(true, Ordering::Release);
+        (thief.join().expect("thief"), owners)
+    });
+    let what = format!("buffer steal ({index:?})");
+    let stolen_count = stolen.len();
+    let mut seen = stolen;
+    let mut expected = Vec::new();
+    for (t, (pushed, kept)) in owners.into_iter().enumerate() {
+        expected.extend((0..pushed).map(|j| fresh_id(t, j)));
+        seen.extend(kept);
+    }
+    seen.extend(buf.drain());
+    eprintln!(
+        "{what}: {rounds} steals, {nonempty} non-empty, {stolen_count} of {} ids stolen",
+        expected.len()
+    );
+    assert_same_ids(&what, seen, expected);
+    assert!(
+        nonempty >= target,
+        "{what}: {nonempty} non-empty steals, {target} wanted"
+    );
+}
+
+fn pool_steal_while_owners_use(index: IndexBy, target: usize) {
+    let made = AtomicU64::new(0);
+    let make = || made.fetch_add(1, Ordering::Relaxed);
+    let mut pool = PerCpuPool::<u64, _, 16, StatsHooks>::with_hooks(index, make);
+    let slots = restartable::possible_cpus();
+    let (done, enough) = (AtomicBool::new(false), AtomicBool::new(false));
+    let start = Instant::now();
+    let (stolen, rounds, nonempty) = std::thread::scope(|s| {
+        let (pool, done, enough) = (&pool, &done, &enough);
+        let thief = s.spawn(move || {
+            let steal = |cpu: usize| {
+                if cpu == usize::MAX {
+                    pool.steal_all()
+                } else {
+                    pool.steal(cpu)
+                }
+                .expect("membarrier rseq fences are supported here")
+            };
+            steal_until(steal, slots, target, done, enough)
+        });
+        let _stop_thief = OnDrop(|| done.store(true, Ordering::Release));
+        let owners: Vec<_> = (0..threads())
+            .map(|_| {
+                s.spawn(move || {
+                    let mut n = 0usize;
+                    while !n.is_multiple_of(64) || !enough.load(Ordering::Relaxed) {
+                        if n >= 200_000 {
+                            assert!(
+                                start.elapsed() < STEAL_PATIENCE,
+                                "pool ({index:?}): the thief did not take something \
+                                 {target} times in {STEAL_PATIENCE:?}"
+                            );
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        let a = pool.get();
+                        let b = pool.get();
+                        assert_ne!(*a, *b, "one object handed out twice");
+                        drop(a);
+                        drop(b);
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        for o in owners {
+            o.join().expect("owner");
+        }
+        done.store(true, Ordering::Release);
+        thief.join().expect("thief")
+    });
+    let what = format!("pool steal ({index:?})");
+    let stolen_count = stolen.len();
+    let mut seen = stolen;
+    seen.extend(pool.drain());
+    let made = made.load(Ordering::Relaxed);
+    eprintln!(
+        "{what}: {rounds} steals, {nonempty} non-empty, {stolen_count} of {made} objects stolen"
+    );
+    assert_same_ids(&what, seen, (0..made).collect());
+    assert!(
+        nonempty >= target,
+        "{what}: {nonempty} non-empty steals, {target} wanted"
+    );
 }
 
 /// Regression: a push compares the list head, then the slot's stop word. A steal

@@ -4,18 +4,21 @@
 //! [`Reason::UnsupportedTarget`](crate::Reason::UnsupportedTarget), so no caller can
 //! hold the `ThreadArea` these functions take, and containers always run their shared
 //! fallback paths. The functions exist so that code written against the contract
-//! builds everywhere; they commit nothing and report `Aborted`.
+//! builds everywhere; they commit nothing and report an abort.
 
-use super::{Index, OpResult, Order};
+use super::{Index, Order, Outcome};
 use crate::hooks::Hooks;
 use crate::registration::ThreadArea;
 
 macro_rules! unavailable_op {
     ($name:ident < $($g:ident : $b:ident),* > ( $($arg:ident : $ty:ty),* )) => {
         #[allow(clippy::too_many_arguments)]
-        pub(super) unsafe fn $name<$($g: $b),*>(_area: ThreadArea, cpu: u32, $($arg: $ty),*) -> OpResult {
+        pub(super) unsafe fn $name<$($g: $b),*, K>(
+            _area: ThreadArea, cpu: u32, $($arg: $ty,)* k: impl Outcome<K>,
+        ) -> K {
+            let _ = cpu;
             $(let _ = $arg;)*
-            OpResult::Aborted { cpu }
+            k.aborted()
         }
     };
 }

@@ -97,6 +97,75 @@ pub enum OpResult {
     },
 }
 
+/// What an op does on each of its three outcomes: the continuation form of
+/// [`OpResult`], used by the `_k` ops inside this crate. The asm block leaves through
+/// a `label` operand straight into [`compare_failed`](Self::compare_failed) or
+/// [`aborted`](Self::aborted), so a container's fast path continues in its own code
+/// (usually a call to its cold retry loop) with no result value to dispatch on.
+pub(crate) trait Outcome<K> {
+    /// The commit store happened.
+    fn committed(self) -> K;
+    /// A compare failed: nothing was committed.
+    fn compare_failed(self) -> K;
+    /// The sequence aborted (or was refused before it started): nothing was committed.
+    fn aborted(self) -> K;
+}
+
+/// The [`Outcome`] that returns an [`OpResult`] (the public ops).
+struct AsResult(u32);
+
+impl Outcome<OpResult> for AsResult {
+    #[inline(always)]
+    fn committed(self) -> OpResult {
+        OpResult::Committed
+    }
+    #[inline(always)]
+    fn compare_failed(self) -> OpResult {
+        OpResult::CompareFailed
+    }
+    #[inline(always)]
+    fn aborted(self) -> OpResult {
+        OpResult::Aborted { cpu: self.0 }
+    }
+}
+
+/// An [`Outcome`] that records the result in the hooks' statistics first (nothing for
+/// [`NoHooks`]).
+struct Recorded<H, C> {
+    cpu: u32,
+    inner: C,
+    _hooks: core::marker::PhantomData<H>,
+}
+
+impl<H: Hooks, C> Recorded<H, C> {
+    #[inline(always)]
+    fn new(cpu: u32, inner: C) -> Self {
+        Recorded {
+            cpu,
+            inner,
+            _hooks: core::marker::PhantomData,
+        }
+    }
+}
+
+impl<K, H: Hooks, C: Outcome<K>> Outcome<K> for Recorded<H, C> {
+    #[inline(always)]
+    fn committed(self) -> K {
+        let _ = crate::hooks::record::<H>(OpResult::Committed);
+        self.inner.committed()
+    }
+    #[inline(always)]
+    fn compare_failed(self) -> K {
+        let _ = crate::hooks::record::<H>(OpResult::CompareFailed);
+        self.inner.compare_failed()
+    }
+    #[inline(always)]
+    fn aborted(self) -> K {
+        let _ = crate::hooks::record::<H>(OpResult::Aborted { cpu: self.cpu });
+        self.inner.aborted()
+    }
+}
+
 /// How per-CPU data is indexed: by `cpu_id` or by `mm_cid`.
 ///
 /// Implemented by [`ByCpu`] and [`ByMmCid`]; the op re-checks the same field of the
@@ -224,13 +293,31 @@ pub unsafe fn load_cbne_store<I: Index, H: Hooks>(
     expect: isize,
     newv: isize,
 ) -> OpResult {
+    // SAFETY: forwarded contract.
+    unsafe { load_cbne_store_k::<I, H, OpResult>(area, cpu, v, expect, newv, AsResult(cpu)) }
+}
+
+/// [`load_cbne_store`] in continuation form (see [`Outcome`]).
+///
+/// # Safety
+/// As for [`load_cbne_store`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn load_cbne_store_k<I: Index, H: Hooks, K>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    newv: isize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
     if !valid_index::<I>(cpu) {
-        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+        return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    let r = unsafe { imp::load_cbne_store::<I, H>(area, cpu, v, expect, newv) };
-    crate::hooks::record::<H>(r)
+    unsafe { imp::load_cbne_store::<I, H, K>(area, cpu, v, expect, newv, k) }
 }
 
 /// `*v += count` on `cpu`'s data (a per-CPU counter increment).
@@ -245,13 +332,30 @@ pub unsafe fn load_add_store<I: Index, H: Hooks>(
     v: *mut isize,
     count: isize,
 ) -> OpResult {
+    // SAFETY: forwarded contract.
+    unsafe { load_add_store_k::<I, H, OpResult>(area, cpu, v, count, AsResult(cpu)) }
+}
+
+/// [`load_add_store`] in continuation form (see [`Outcome`]).
+///
+/// # Safety
+/// As for [`load_add_store`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn load_add_store_k<I: Index, H: Hooks, K>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    count: isize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
     if !valid_index::<I>(cpu) {
-        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+        return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    let r = unsafe { imp::load_add_store::<I, H>(area, cpu, v, count) };
-    crate::hooks::record::<H>(r)
+    unsafe { imp::load_add_store::<I, H, K>(area, cpu, v, count, k) }
 }
 
 /// `if *v != expectnot { *load = *v; *v = *(*v + voffp) }`: pop the head of a
@@ -273,15 +377,44 @@ pub unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks>(
     voffp: isize,
     load: *mut isize,
 ) -> OpResult {
+    // SAFETY: forwarded contract.
+    unsafe {
+        load_cbeq_store_add_load_store_k::<I, H, OpResult>(
+            area,
+            cpu,
+            v,
+            expectnot,
+            voffp,
+            load,
+            AsResult(cpu),
+        )
+    }
+}
+
+/// [`load_cbeq_store_add_load_store`] in continuation form (see [`Outcome`]).
+///
+/// # Safety
+/// As for [`load_cbeq_store_add_load_store`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn load_cbeq_store_add_load_store_k<I: Index, H: Hooks, K>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expectnot: isize,
+    voffp: isize,
+    load: *mut isize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
     if !valid_index::<I>(cpu) {
-        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+        return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    let r = unsafe {
-        imp::load_cbeq_store_add_load_store::<I, H>(area, cpu, v, expectnot, voffp, load)
-    };
-    crate::hooks::record::<H>(r)
+    unsafe {
+        imp::load_cbeq_store_add_load_store::<I, H, K>(area, cpu, v, expectnot, voffp, load, k)
+    }
 }
 
 /// `**(*ptr + off) += inc`: follow a shared pointer to an array of per-CPU entries,
@@ -301,13 +434,33 @@ pub unsafe fn load_add_load_load_add_store<I: Index, H: Hooks>(
     off: isize,
     inc: isize,
 ) -> OpResult {
+    // SAFETY: forwarded contract.
+    unsafe {
+        load_add_load_load_add_store_k::<I, H, OpResult>(area, cpu, ptr, off, inc, AsResult(cpu))
+    }
+}
+
+/// [`load_add_load_load_add_store`] in continuation form (see [`Outcome`]).
+///
+/// # Safety
+/// As for [`load_add_load_load_add_store`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn load_add_load_load_add_store_k<I: Index, H: Hooks, K>(
+    area: ThreadArea,
+    cpu: u32,
+    ptr: *mut isize,
+    off: isize,
+    inc: isize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
     if !valid_index::<I>(cpu) {
-        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+        return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    let r = unsafe { imp::load_add_load_load_add_store::<I, H>(area, cpu, ptr, off, inc) };
-    crate::hooks::record::<H>(r)
+    unsafe { imp::load_add_load_load_add_store::<I, H, K>(area, cpu, ptr, off, inc, k) }
 }
 
 /// `if *v == expect { *v2 = newv2; *v = newv }`: a speculative store, then the commit.
@@ -327,13 +480,44 @@ pub unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
     newv2: isize,
     newv: isize,
 ) -> OpResult {
+    // SAFETY: forwarded contract.
+    unsafe {
+        load_cbne_store_store_k::<I, O, H, OpResult>(
+            area,
+            cpu,
+            v,
+            expect,
+            v2,
+            newv2,
+            newv,
+            AsResult(cpu),
+        )
+    }
+}
+
+/// [`load_cbne_store_store`] in continuation form (see [`Outcome`]).
+///
+/// # Safety
+/// As for [`load_cbne_store_store`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn load_cbne_store_store_k<I: Index, O: Order, H: Hooks, K>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    v2: *mut isize,
+    newv2: isize,
+    newv: isize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
     if !valid_index::<I>(cpu) {
-        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+        return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    let r = unsafe { imp::load_cbne_store_store::<I, O, H>(area, cpu, v, expect, v2, newv2, newv) };
-    crate::hooks::record::<H>(r)
+    unsafe { imp::load_cbne_store_store::<I, O, H, K>(area, cpu, v, expect, v2, newv2, newv, k) }
 }
 
 /// `if *v == expect && *v2 == expect2 { *v = newv }`: two compares, one commit.
@@ -352,14 +536,44 @@ pub unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks>(
     expect2: isize,
     newv: isize,
 ) -> OpResult {
+    // SAFETY: forwarded contract.
+    unsafe {
+        load_cbne_load_cbne_store_k::<I, H, OpResult>(
+            area,
+            cpu,
+            v,
+            expect,
+            v2,
+            expect2,
+            newv,
+            AsResult(cpu),
+        )
+    }
+}
+
+/// [`load_cbne_load_cbne_store`] in continuation form (see [`Outcome`]).
+///
+/// # Safety
+/// As for [`load_cbne_load_cbne_store`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn load_cbne_load_cbne_store_k<I: Index, H: Hooks, K>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    v2: *const isize,
+    expect2: isize,
+    newv: isize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
     if !valid_index::<I>(cpu) {
-        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+        return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    let r =
-        unsafe { imp::load_cbne_load_cbne_store::<I, H>(area, cpu, v, expect, v2, expect2, newv) };
-    crate::hooks::record::<H>(r)
+    unsafe { imp::load_cbne_load_cbne_store::<I, H, K>(area, cpu, v, expect, v2, expect2, newv, k) }
 }
 
 /// `if *v == expect { memcpy(dst, src, len); *v = newv }`: a speculative copy, then
@@ -382,15 +596,48 @@ pub unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     len: usize,
     newv: isize,
 ) -> OpResult {
+    // SAFETY: forwarded contract.
+    unsafe {
+        load_cbne_memcpy_store_k::<I, O, H, OpResult>(
+            area,
+            cpu,
+            v,
+            expect,
+            dst,
+            src,
+            len,
+            newv,
+            AsResult(cpu),
+        )
+    }
+}
+
+/// [`load_cbne_memcpy_store`] in continuation form (see [`Outcome`]).
+///
+/// # Safety
+/// As for [`load_cbne_memcpy_store`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn load_cbne_memcpy_store_k<I: Index, O: Order, H: Hooks, K>(
+    area: ThreadArea,
+    cpu: u32,
+    v: *mut isize,
+    expect: isize,
+    dst: *mut u8,
+    src: *const u8,
+    len: usize,
+    newv: isize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
     if !valid_index::<I>(cpu) {
-        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+        return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    let r = unsafe {
-        imp::load_cbne_memcpy_store::<I, O, H>(area, cpu, v, expect, dst, src, len, newv)
-    };
-    crate::hooks::record::<H>(r)
+    unsafe {
+        imp::load_cbne_memcpy_store::<I, O, H, K>(area, cpu, v, expect, dst, src, len, newv, k)
+    }
 }
 
 /// `if *g == gexpect && *v != expectnot { *load = *v; *v = *(*v + voffp) }`: a list
@@ -410,15 +657,48 @@ pub unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks>(
     voffp: isize,
     load: *mut isize,
 ) -> OpResult {
+    // SAFETY: forwarded contract.
+    unsafe {
+        load_cbne_load_cbeq_store_add_load_store_k::<I, H, OpResult>(
+            area,
+            cpu,
+            g,
+            gexpect,
+            v,
+            expectnot,
+            voffp,
+            load,
+            AsResult(cpu),
+        )
+    }
+}
+
+/// [`load_cbne_load_cbeq_store_add_load_store`] in continuation form (see [`Outcome`]).
+///
+/// # Safety
+/// As for [`load_cbne_load_cbeq_store_add_load_store`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn load_cbne_load_cbeq_store_add_load_store_k<I: Index, H: Hooks, K>(
+    area: ThreadArea,
+    cpu: u32,
+    g: *const isize,
+    gexpect: isize,
+    v: *mut isize,
+    expectnot: isize,
+    voffp: isize,
+    load: *mut isize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
     if !valid_index::<I>(cpu) {
-        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+        return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    let r = unsafe {
-        imp::load_cbne_load_cbeq_store_add_load_store::<I, H>(
-            area, cpu, g, gexpect, v, expectnot, voffp, load,
+    unsafe {
+        imp::load_cbne_load_cbeq_store_add_load_store::<I, H, K>(
+            area, cpu, g, gexpect, v, expectnot, voffp, load, k,
         )
-    };
-    crate::hooks::record::<H>(r)
+    }
 }

@@ -24,7 +24,7 @@
 
 use core::arch::asm;
 
-use super::{Index, OpResult, Order};
+use super::{Index, Order, Outcome};
 use crate::hooks::Hooks;
 use crate::registration::ThreadArea;
 
@@ -157,6 +157,18 @@ macro_rules! twice {
     };
 }
 
+/// The list pops: `*v` again into the scratch register, which holds it already
+/// after the compare in the plain build; the hooked build's delay loop and
+/// compare-twice use the register in between.
+macro_rules! reload_v {
+    (plain) => {
+        ""
+    };
+    (hooked) => {
+        "movq ({v}), {tmp}\n"
+    };
+}
+
 /// The signature and the abort handler (label 6), out of line.
 macro_rules! abort_handler {
     () => {
@@ -185,7 +197,7 @@ const _: () = assert!(crate::hooks::FLAG_TRAP == 2);
 /// and the operands every op shares (the area, the CPU and its field offset, the
 /// scratch register, the abort exit), plus the hooked build's.
 macro_rules! rseq_asm {
-    (plain, $I:ident, $area:ident, $cpu:ident, [$($t:expr),* $(,)?], $($ops:tt)*) => {
+    (plain, $I:ident, $area:ident, $cpu:ident, $k:ident, [$($t:expr),* $(,)?], $($ops:tt)*) => {
         asm!(
             $($t),*,
             $($ops)*
@@ -193,11 +205,11 @@ macro_rules! rseq_asm {
             cpu = in(reg) $cpu,
             cpuoff = const $I::OFFSET,
             ckcpu = const $I::CHECK_CPU_ID as u8,
-            abort = label { return OpResult::Aborted { cpu: $cpu } },
+            abort = label { return $k.aborted() },
             options(att_syntax, nostack)
         )
     };
-    (hooked, $I:ident, $area:ident, $cpu:ident, [$($t:expr),* $(,)?], $($ops:tt)*) => {
+    (hooked, $I:ident, $area:ident, $cpu:ident, $k:ident, [$($t:expr),* $(,)?], $($ops:tt)*) => {
         asm!(
             $($t),*,
             $($ops)*
@@ -205,7 +217,7 @@ macro_rules! rseq_asm {
             cpu = in(reg) $cpu,
             cpuoff = const $I::OFFSET,
             ckcpu = const $I::CHECK_CPU_ID as u8,
-            abort = label { return OpResult::Aborted { cpu: $cpu } },
+            abort = label { return $k.aborted() },
             loops = sym crate::hooks::LOOPS,
             flags = sym crate::hooks::FLAGS,
             twice = label { crate::hooks::compare_twice_failed("the CPU or a compared value changed before the commit") },
@@ -225,17 +237,18 @@ macro_rules! plain_or_hooked {
     };
 }
 
-pub(super) unsafe fn load_cbne_store<I: Index, H: Hooks>(
+pub(super) unsafe fn load_cbne_store<I: Index, H: Hooks, K>(
     area: ThreadArea,
     cpu: u32,
     v: *mut isize,
     expect: isize,
     newv: isize,
-) -> OpResult {
+    k: impl Outcome<K>,
+) -> K {
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, I, a, cpu, [
+            rseq_asm!($m, I, a, cpu, k, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -253,7 +266,7 @@ pub(super) unsafe fn load_cbne_store<I: Index, H: Hooks>(
             v = in(reg) v,
             expect = in(reg) expect,
             newv = in(reg) newv,
-            cmpfail = label { return OpResult::CompareFailed },
+            cmpfail = label { return k.compare_failed() },
             )
         };
     }
@@ -261,22 +274,23 @@ pub(super) unsafe fn load_cbne_store<I: Index, H: Hooks>(
     // `v` valid and only written by sequences for `cpu`); the block writes only
     // `area->rseq_cs`, `*v` and the scratch register it declares.
     unsafe { plain_or_hooked!(H, go) }
-    OpResult::Committed
+    k.committed()
 }
 
-pub(super) unsafe fn load_add_store<I: Index, H: Hooks>(
+pub(super) unsafe fn load_add_store<I: Index, H: Hooks, K>(
     area: ThreadArea,
     cpu: u32,
     v: *mut isize,
     count: isize,
-) -> OpResult {
+    k: impl Outcome<K>,
+) -> K {
     let a = area.as_ptr();
     // The commit instruction: `incq`/`decq` for the common +1/-1 (measured here at
     // about half the time of `addq %reg, (mem)` in a tight loop), `addq` otherwise.
     // When `count` is a constant (a counter's `inc`) only one variant is emitted.
     macro_rules! go {
         ($m:tt, $commit:literal) => {
-            rseq_asm!($m, I, a, cpu, [
+            rseq_asm!($m, I, a, cpu, k, [
                 hooked_exits!($m),
                 start!($m),
                 cpu_check!($m),
@@ -302,21 +316,22 @@ pub(super) unsafe fn load_add_store<I: Index, H: Hooks>(
             (true, _) => go!(hooked, "addq {count}, ({v})\n"),
         }
     }
-    OpResult::Committed
+    k.committed()
 }
 
-pub(super) unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks>(
+pub(super) unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks, K>(
     area: ThreadArea,
     cpu: u32,
     v: *mut isize,
     expectnot: isize,
     voffp: isize,
     load: *mut isize,
-) -> OpResult {
+    k: impl Outcome<K>,
+) -> K {
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, I, a, cpu, [
+            rseq_asm!($m, I, a, cpu, k, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -326,7 +341,7 @@ pub(super) unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks>(
                 "je {cmpfail}\n",
                 inj!($m, "16"),
                 twice!($m, "movq ({v}), {tmp}\ncmpq {tmp}, {expectnot}\nje {twice}\n"),
-                "movq ({v}), {tmp}\n",
+                reload_v!($m),
                 "movq {tmp}, ({load})\n",
                 "addq {voffp}, {tmp}\n",
                 "movq ({tmp}), {tmp}\n",
@@ -340,27 +355,28 @@ pub(super) unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks>(
             expectnot = in(reg) expectnot,
             voffp = in(reg) voffp,
             load = in(reg) load,
-            cmpfail = label { return OpResult::CompareFailed },
+            cmpfail = label { return k.compare_failed() },
             )
         };
     }
     // SAFETY: as in `load_cbne_store`; `*v` (when not `expectnot`) points to a node
     // readable at `voffp` and `load` is the caller's private output (contract).
     unsafe { plain_or_hooked!(H, go) }
-    OpResult::Committed
+    k.committed()
 }
 
-pub(super) unsafe fn load_add_load_load_add_store<I: Index, H: Hooks>(
+pub(super) unsafe fn load_add_load_load_add_store<I: Index, H: Hooks, K>(
     area: ThreadArea,
     cpu: u32,
     ptr: *mut isize,
     off: isize,
     inc: isize,
-) -> OpResult {
+    k: impl Outcome<K>,
+) -> K {
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, I, a, cpu, [
+            rseq_asm!($m, I, a, cpu, k, [
                 hooked_exits!($m),
                 start!($m),
                 cpu_check!($m),
@@ -384,11 +400,11 @@ pub(super) unsafe fn load_add_load_load_add_store<I: Index, H: Hooks>(
     // SAFETY: as in `load_cbne_store`; the two loads follow pointers the contract
     // says are valid, the commit is the single `addq`.
     unsafe { plain_or_hooked!(H, go) }
-    OpResult::Committed
+    k.committed()
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
+pub(super) unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks, K>(
     area: ThreadArea,
     cpu: u32,
     v: *mut isize,
@@ -396,13 +412,14 @@ pub(super) unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
     v2: *mut isize,
     newv2: isize,
     newv: isize,
-) -> OpResult {
+    k: impl Outcome<K>,
+) -> K {
     // x86_64 stores are release stores (TSO): both orderings are the same code.
     let _ = O::RELEASE;
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, I, a, cpu, [
+            rseq_asm!($m, I, a, cpu, k, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -423,17 +440,17 @@ pub(super) unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
             v2 = in(reg) v2,
             newv2 = in(reg) newv2,
             newv = in(reg) newv,
-            cmpfail = label { return OpResult::CompareFailed },
+            cmpfail = label { return k.compare_failed() },
             )
         };
     }
     // SAFETY: as in `load_cbne_store`; `*v2` is the caller's unpublished memory.
     unsafe { plain_or_hooked!(H, go) }
-    OpResult::Committed
+    k.committed()
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks>(
+pub(super) unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks, K>(
     area: ThreadArea,
     cpu: u32,
     v: *mut isize,
@@ -441,11 +458,12 @@ pub(super) unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks>(
     v2: *const isize,
     expect2: isize,
     newv: isize,
-) -> OpResult {
+    k: impl Outcome<K>,
+) -> K {
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, I, a, cpu, [
+            rseq_asm!($m, I, a, cpu, k, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -468,17 +486,17 @@ pub(super) unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks>(
             v2 = in(reg) v2,
             expect2 = in(reg) expect2,
             newv = in(reg) newv,
-            cmpfail = label { return OpResult::CompareFailed },
+            cmpfail = label { return k.compare_failed() },
             )
         };
     }
     // SAFETY: as in `load_cbne_store`; `v2` is readable (contract).
     unsafe { plain_or_hooked!(H, go) }
-    OpResult::Committed
+    k.committed()
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
+pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks, K>(
     area: ThreadArea,
     cpu: u32,
     v: *mut isize,
@@ -487,13 +505,14 @@ pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     src: *const u8,
     len: usize,
     newv: isize,
-) -> OpResult {
+    k: impl Outcome<K>,
+) -> K {
     // x86_64 stores are release stores (TSO): both orderings are the same code.
     let _ = O::RELEASE;
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, I, a, cpu, [
+            rseq_asm!($m, I, a, cpu, k, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -517,7 +536,7 @@ pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
             inout("rdi") dst => _,
             inout("rsi") src => _,
             inout("rcx") len => _,
-            cmpfail = label { return OpResult::CompareFailed },
+            cmpfail = label { return k.compare_failed() },
             )
         };
     }
@@ -527,7 +546,7 @@ pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     // a container, so only one variant is emitted.
     macro_rules! go_word {
         ($m:tt, $copy:literal) => {
-            rseq_asm!($m, I, a, cpu, [
+            rseq_asm!($m, I, a, cpu, k, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -548,7 +567,7 @@ pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
             newv = in(reg) newv,
             src = in(reg) src,
             dst = in(reg) dst,
-            cmpfail = label { return OpResult::CompareFailed },
+            cmpfail = label { return k.compare_failed() },
             )
         };
     }
@@ -568,11 +587,11 @@ pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     // `len` bytes (the asm reads and writes bytes, whatever they hold). The direction
     // flag is clear on entry to asm (ABI), so `rep movsb` copies forward.
     unsafe { plain_or_hooked!(H, by_len) }
-    OpResult::Committed
+    k.committed()
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks>(
+pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks, K>(
     area: ThreadArea,
     cpu: u32,
     g: *const isize,
@@ -581,11 +600,12 @@ pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks
     expectnot: isize,
     voffp: isize,
     load: *mut isize,
-) -> OpResult {
+    k: impl Outcome<K>,
+) -> K {
     let a = area.as_ptr();
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, I, a, cpu, [
+            rseq_asm!($m, I, a, cpu, k, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -597,7 +617,7 @@ pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks
                 "je {cmpfail}\n",
                 inj!($m, "16"),
                 twice!($m, "cmpq {gexpect}, ({g})\njnz {twice}\nmovq ({v}), {tmp}\ncmpq {tmp}, {expectnot}\nje {twice}\n"),
-                "movq ({v}), {tmp}\n",
+                reload_v!($m),
                 "movq {tmp}, ({load})\n",
                 "addq {voffp}, {tmp}\n",
                 "movq ({tmp}), {tmp}\n",
@@ -613,11 +633,11 @@ pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks
             expectnot = in(reg) expectnot,
             voffp = in(reg) voffp,
             load = in(reg) load,
-            cmpfail = label { return OpResult::CompareFailed },
+            cmpfail = label { return k.compare_failed() },
             )
         };
     }
     // SAFETY: as in `load_cbeq_store_add_load_store`; `g` is readable (contract).
     unsafe { plain_or_hooked!(H, go) }
-    OpResult::Committed
+    k.committed()
 }

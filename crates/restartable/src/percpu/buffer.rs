@@ -7,11 +7,15 @@ use core::marker::PhantomData;
 use core::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 use core::sync::atomic::{AtomicIsize, Ordering};
 
+use std::sync::Mutex;
+
 use super::{
-    effective_index, on_current_cpu, with_index, Attempt, IndexBy, LazySlots, SharedList, Zeroable,
+    effective_index, fence_slot, on_current_cpu, Attempt, IndexBy, LazySlots, Seq, SharedList,
+    Step, Then, Zeroable,
 };
 use crate::arch::{self, Index, Order, Relaxed, Release};
 use crate::hooks::{self, Hooks, NoHooks};
+use crate::FenceError;
 
 /// One CPU's array: `items[..offset]` hold published values, each one word: the
 /// value's own bytes when it fits ([`Stored::INLINE`]), else the address of its box.
@@ -120,6 +124,8 @@ pub struct PerCpuBuffer<T, const CAP: usize = 256, H: Hooks = NoHooks> {
     slots: LazySlots<BufSlot<CAP>>,
     index: IndexBy,
     fallback: SharedList<T>,
+    /// Serialises thieves ([`steal`](Self::steal)).
+    steal_lock: Mutex<()>,
     _owns: PhantomData<T>,
     _hooks: PhantomData<H>,
 }
@@ -139,6 +145,7 @@ impl<T, const CAP: usize> PerCpuBuffer<T, CAP, NoHooks> {
             slots: LazySlots::new(),
             index: IndexBy::Cpu,
             fallback: SharedList::new(),
+            steal_lock: Mutex::new(()),
             _owns: PhantomData,
             _hooks: PhantomData,
         }
@@ -162,9 +169,10 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         assert!(CAP > 0 && CAP <= isize::MAX as usize / 8);
         let index = effective_index(index);
         PerCpuBuffer {
-            slots: LazySlots::eager(),
+            slots: LazySlots::eager(index),
             index,
             fallback: SharedList::new(),
+            steal_lock: Mutex::new(()),
             _owns: PhantomData,
             _hooks: PhantomData,
         }
@@ -195,101 +203,103 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     #[inline(always)]
     fn push_ordered<O: Order>(&self, value: T) -> Result<(), T> {
         let item = Outgoing::new(value);
-        match with_index!(self.index, I => self.push_as::<I, O>(item.src())) {
-            Some(true) => Ok(()),
-            Some(false) => Err(item.back()),
-            None => self.fallback.push::<H>(item.back(), CAP),
+        let push = ArrayPush::<O>::new(item.src(), Stored::<T>::LEN);
+        match on_current_cpu::<H, _, _>(&self.slots, push, |_| Pushed::Fallback) {
+            Pushed::Yes => Ok(()),
+            Pushed::Full => Err(item.back()),
+            Pushed::Fallback => self.fallback.push::<H>(item.back(), CAP),
         }
-    }
-
-    /// `Some(true)` pushed (the slot owns the value now), `Some(false)` full, `None`
-    /// use the fallback.
-    #[inline(always)]
-    fn push_as<I: Index, O: Order>(&self, src: *const u8) -> Option<bool> {
-        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
-            let off = slot.offset.load(Ordering::Relaxed);
-            if off as usize >= CAP {
-                return Attempt::Done(false);
-            }
-            // SAFETY: in bounds (off < CAP); address computation only.
-            let dst = unsafe {
-                slot.items
-                    .get()
-                    .cast::<MaybeUninit<usize>>()
-                    .add(off as usize)
-            };
-            hooks::inject_c::<H>(8);
-            // SAFETY: `dst` is beyond the published part, written only by sequences
-            // of this CPU; the commit of `offset` publishes it. `src` holds LEN bytes.
-            let r = unsafe {
-                arch::load_cbne_memcpy_store::<I, O, H>(
-                    area,
-                    cpu,
-                    slot.offset.as_ptr(),
-                    off,
-                    dst.cast::<u8>(),
-                    src,
-                    Stored::<T>::LEN,
-                    off + 1,
-                )
-            };
-            Attempt::from_op(r, || true, || Attempt::Again)
-        })
     }
 
     /// Pops the last value of the current CPU's array, else of the shared fallback.
     #[inline(always)]
     pub fn pop(&self) -> Option<T> {
         let mut word = MaybeUninit::<usize>::uninit();
-        match with_index!(self.index, I => self.pop_as::<I>(&mut word)) {
+        let pop = ArrayPop::new(word.as_mut_ptr().cast::<u8>(), Stored::<T>::LEN);
+        if on_current_cpu::<H, _, _>(&self.slots, pop, |_| false) {
             // SAFETY: a committed pop copied a published value's word into `word` and
             // unpublished it: ours now.
-            Some(true) => Some(unsafe { take_word::<T>(&word) }),
-            _ => self.fallback.pop::<H>(),
+            Some(unsafe { take_word::<T>(&word) })
+        } else {
+            self.fallback.pop::<H>()
         }
     }
 
-    /// `Some(true)` popped into `out`, `Some(false)` this CPU's array is empty,
-    /// `None` use the fallback.
-    #[inline(always)]
-    fn pop_as<I: Index>(&self, out: &mut MaybeUninit<usize>) -> Option<bool> {
-        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
-            let off = slot.offset.load(Ordering::Relaxed);
-            if off <= 0 {
-                return Attempt::Done(false);
+    /// Takes every value of slot `cpu`'s array (oldest first), while its owners may
+    /// keep pushing and popping: the slot's offset is swapped for a "stopped" mark
+    /// (its operations, which compare the offset inside their sequence, fail over to
+    /// the shared fallback), a membarrier fence restarts the sequences in flight on
+    /// it, the published values are taken, and the slot reopens empty. A sequence
+    /// that had passed its compare before the swap and committed after it overwrites
+    /// the mark: the thief sees that after the fence and starts again. Nothing is
+    /// lost or duplicated; the owners' fast path pays nothing for it (the stopped mark
+    /// fails the checks it already makes).
+    ///
+    /// Fails where membarrier rseq fences are unavailable, or when the fence fails:
+    /// then the slot is left as it was, nothing taken.
+    ///
+    /// # Panics
+    /// If `cpu` is not below the slot count, or the storage cannot be set up.
+    pub fn steal(&self, cpu: usize) -> Result<Vec<T>, FenceError> {
+        let storage = self.slots.force();
+        assert!(cpu < storage.slots(), "slot {cpu} out of range");
+        let _thief = self.steal_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: `cpu` is below the slot count of set-up storage.
+        let slot = unsafe { &*self.slots.slot_ptr(cpu) };
+        // Allocated before the slot stops: nothing can fail while it is stopped.
+        let mut out = Vec::with_capacity(CAP);
+        loop {
+            // Thieves are serialised and reopen what they stop: `was` is a count.
+            let was = slot.offset.swap(STOPPED, Ordering::SeqCst);
+            if let Err(e) = fence_slot(self.index, cpu) {
+                // Put the count back unless a sequence that had compared before the
+                // swap committed since (its offset is the slot's state then).
+                let _ =
+                    slot.offset
+                        .compare_exchange(STOPPED, was, Ordering::SeqCst, Ordering::SeqCst);
+                return Err(e);
             }
-            // SAFETY: in bounds (0 < off <= CAP); address computation only.
-            let src = unsafe {
-                slot.items
-                    .get()
-                    .cast::<MaybeUninit<usize>>()
-                    .add(off as usize - 1)
-            };
-            hooks::inject_c::<H>(8);
-            // SAFETY: `src` is a published value (the sequence re-checks the offset
-            // before copying, so the copy and the commit see the same item: no ABA);
-            // `out` is private and a word long.
-            let r = unsafe {
-                arch::load_cbne_memcpy_store::<I, Relaxed, H>(
-                    area,
-                    cpu,
-                    slot.offset.as_ptr(),
-                    off,
-                    out.as_mut_ptr().cast::<u8>(),
-                    src.cast::<u8>(),
-                    Stored::<T>::LEN,
-                    off - 1,
-                )
-            };
-            Attempt::from_op(r, || true, || Attempt::Again)
-        })
+            if slot.offset.load(Ordering::SeqCst) != STOPPED {
+                // Such a commit happened between the swap and the fence: again.
+                continue;
+            }
+            // No sequence on this slot can commit now (in flight: restarted by the
+            // fence; new: its compare sees the mark): the first `was` items are ours.
+            let n = (was.max(0) as usize).min(CAP);
+            for i in 0..n {
+                // SAFETY: items below the offset are published values, taken once
+                // (the slot reopens empty below).
+                out.push(unsafe { take_word::<T>(slot.item(i).cast::<MaybeUninit<usize>>()) });
+            }
+            slot.offset.store(0, Ordering::Release);
+            return Ok(out);
+        }
+    }
+
+    /// Takes every value of every slot and of the shared fallback (see
+    /// [`steal`](Self::steal)). If a steal fails, the values taken before it go to the
+    /// shared fallback and the error is returned: nothing is lost.
+    pub fn steal_all(&self) -> Result<Vec<T>, FenceError> {
+        let mut out = Vec::new();
+        for cpu in 0..self.slots.force().slots() {
+            match self.steal(cpu) {
+                Ok(values) => out.extend(values),
+                Err(e) => {
+                    self.fallback.lock().append(&mut out);
+                    return Err(e);
+                }
+            }
+        }
+        out.append(&mut self.fallback.lock());
+        Ok(out)
     }
 
     /// Takes every value, with exclusive access.
     pub fn drain(&mut self) -> Vec<T> {
         let mut out = Vec::new();
         for slot in self.slots.get_mut().into_iter().flatten() {
-            let n = (core::mem::take(slot.offset.get_mut()) as usize).min(CAP);
+            // (A negative offset is a steal's mark, never left behind; read as 0.)
+            let n = (core::mem::take(slot.offset.get_mut()).max(0) as usize).min(CAP);
             for word in &slot.items.get_mut()[..n] {
                 // SAFETY: the first `offset` words are published values; the offset
                 // is reset above, so each is taken once; exclusive access.
@@ -298,6 +308,197 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         }
         out.append(self.fallback.get_mut());
         out
+    }
+}
+
+impl<const CAP: usize> ArraySlot for BufSlot<CAP> {
+    const CAP: usize = CAP;
+    #[inline(always)]
+    fn offset(&self) -> &AtomicIsize {
+        &self.offset
+    }
+    #[inline(always)]
+    fn item(&self, i: usize) -> *mut u8 {
+        self.items
+            .get()
+            .cast::<MaybeUninit<usize>>()
+            .wrapping_add(i)
+            .cast()
+    }
+}
+
+/// A per-CPU array of items behind an offset (the buffers' slots).
+pub(super) trait ArraySlot: Zeroable {
+    /// Items per slot.
+    const CAP: usize;
+    /// The number of published items (written only by sequences of the slot's CPU).
+    fn offset(&self) -> &AtomicIsize;
+    /// The address of item `i` (`i < CAP`; address computation only).
+    fn item(&self, i: usize) -> *mut u8;
+}
+
+/// The offset of a slot stopped by a thief ([`PerCpuBuffer::steal`]): below 0, so a
+/// pop finds the slot "empty" and a push finds it "full", and both then go to the
+/// shared fallback instead (`compare_failed`), with no extra check on the fast path;
+/// and no sequence's compare can match it.
+pub(super) const STOPPED: isize = -1;
+
+/// How a push ended.
+pub(super) enum Pushed {
+    Yes,
+    /// This CPU's array is full.
+    Full,
+    /// Go to the shared fallback.
+    Fallback,
+}
+
+/// The push sequence of an array: copy `len` bytes from `src` past the published
+/// part, then publish them (offset + 1).
+pub(super) struct ArrayPush<O> {
+    src: *const u8,
+    len: usize,
+    _order: PhantomData<O>,
+}
+
+impl<O> ArrayPush<O> {
+    #[inline(always)]
+    pub(super) fn new(src: *const u8, len: usize) -> Self {
+        ArrayPush {
+            src,
+            len,
+            _order: PhantomData,
+        }
+    }
+}
+
+impl<O> Clone for ArrayPush<O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<O> Copy for ArrayPush<O> {}
+
+impl<A: ArraySlot, O: Order> Seq<A> for ArrayPush<O> {
+    type Out = Pushed;
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &A,
+        k: impl Step<Pushed, K>,
+    ) -> K {
+        let off = slot.offset().load(Ordering::Relaxed);
+        if off as usize >= A::CAP {
+            if off as usize == A::CAP {
+                return k.done(Pushed::Full);
+            }
+            // Stopped by a thief: `compare_failed` sends the push to the fallback.
+            return k.compare_failed();
+        }
+        let dst = slot.item(off as usize);
+        hooks::inject_c::<H>(8);
+        // SAFETY: `dst` (in bounds: off < CAP) is beyond the published part, written
+        // only by sequences of this CPU; the commit of the offset publishes it. `src`
+        // holds `len` bytes, an item's size (the container's contract).
+        unsafe {
+            arch::load_cbne_memcpy_store_k::<I, O, H, K>(
+                area,
+                cpu,
+                slot.offset().as_ptr(),
+                off,
+                dst,
+                self.src,
+                self.len,
+                off + 1,
+                Then {
+                    out: || Pushed::Yes,
+                    step: k,
+                },
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, slot: &A) -> Attempt<Pushed> {
+        // Stopped by a thief: the fallback. Otherwise the offset moved under the
+        // attempt (a full array is found before the sequence, on the next attempt).
+        if slot.offset().load(Ordering::Relaxed) < 0 {
+            Attempt::GiveUp
+        } else {
+            Attempt::Again
+        }
+    }
+}
+
+/// The pop sequence of an array: copy the last published item's `len` bytes to
+/// `dst` inside the sequence (so the copy and the commit see the same item: no ABA),
+/// then unpublish it (offset - 1). `true`: popped; `false`: empty or the fallback.
+pub(super) struct ArrayPop {
+    dst: *mut u8,
+    len: usize,
+}
+
+impl ArrayPop {
+    #[inline(always)]
+    pub(super) fn new(dst: *mut u8, len: usize) -> Self {
+        ArrayPop { dst, len }
+    }
+}
+
+impl Clone for ArrayPop {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl Copy for ArrayPop {}
+
+impl<A: ArraySlot> Seq<A> for ArrayPop {
+    type Out = bool;
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &A,
+        k: impl Step<bool, K>,
+    ) -> K {
+        let off = slot.offset().load(Ordering::Relaxed);
+        if off <= 0 {
+            // Empty, or stopped by a thief: `compare_failed` sends the pop to the
+            // shared fallback list.
+            return k.compare_failed();
+        }
+        let src = slot.item(off as usize - 1);
+        hooks::inject_c::<H>(8);
+        // SAFETY: `src` (in bounds: 0 < off <= CAP) is a published item (the sequence
+        // re-checks the offset before copying); `dst` is the caller's private space
+        // of `len` bytes.
+        unsafe {
+            arch::load_cbne_memcpy_store_k::<I, Relaxed, H, K>(
+                area,
+                cpu,
+                slot.offset().as_ptr(),
+                off,
+                self.dst,
+                src,
+                self.len,
+                off - 1,
+                Then {
+                    out: || true,
+                    step: k,
+                },
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, slot: &A) -> Attempt<bool> {
+        if slot.offset().load(Ordering::Relaxed) <= 0 {
+            Attempt::GiveUp
+        } else {
+            Attempt::Again
+        }
     }
 }
 

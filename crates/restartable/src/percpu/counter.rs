@@ -5,7 +5,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicI64, Ordering};
 
-use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, LazySlots};
+use super::{effective_index, on_current_cpu, Attempt, IndexBy, LazySlots, Seq, Step, Then};
 use crate::arch::{self, Index};
 use crate::hooks::{self, Hooks, NoHooks};
 
@@ -84,7 +84,7 @@ impl<H: Hooks> PerCpuCounter<H> {
     pub fn with_hooks(index: IndexBy) -> Self {
         let index = effective_index(index);
         PerCpuCounter {
-            slots: LazySlots::eager(),
+            slots: LazySlots::eager(index),
             index,
             fallback: AtomicI64::new(0),
             _hooks: PhantomData,
@@ -99,7 +99,9 @@ impl<H: Hooks> PerCpuCounter<H> {
     /// Adds `delta` (which may be negative) on the current CPU's slot.
     #[inline(always)]
     pub fn add(&self, delta: i64) {
-        with_index!(self.index, I => self.add_as::<I>(delta))
+        on_current_cpu::<H, _, _>(&self.slots, Add(delta), |Add(delta)| {
+            self.add_fallback(delta)
+        })
     }
 
     /// Adds 1.
@@ -112,25 +114,6 @@ impl<H: Hooks> PerCpuCounter<H> {
     #[inline(always)]
     pub fn dec(&self) {
         self.add(-1)
-    }
-
-    /// One sequence on the current CPU's slot (the shared retry loop: a straight-line
-    /// first attempt, bounded retries out of line), else the shared fallback.
-    #[inline(always)]
-    fn add_as<I: Index>(&self, delta: i64) {
-        let done = on_current_cpu::<I, H, _, _>(&self.slots, move |area, cpu, slot| {
-            hooks::inject_c::<H>(8);
-            // SAFETY: `slot` is this counter's slot for `cpu`, an aligned AtomicI64
-            // that only sequences for `cpu` write; `cpu` was read from `area`.
-            let r = unsafe {
-                arch::load_add_store::<I, H>(area, cpu, slot.as_ptr() as *mut isize, delta as isize)
-            };
-            // `load_add_store` has no compare: it commits or aborts.
-            Attempt::from_op(r, || (), || Attempt::Done(()))
-        });
-        if done.is_none() {
-            self.add_fallback(delta);
-        }
     }
 
     #[cold]
@@ -161,6 +144,17 @@ impl<H: Hooks> PerCpuCounter<H> {
         slots.iter().map(|s| s.load(Ordering::Relaxed)).collect()
     }
 
+    /// Claims the set-up of this counter's per-CPU storage without setting it up, as
+    /// a thread stopped in the middle of the set-up would (tests of the lock-free
+    /// set-up: operations complete on the fallback meanwhile, and a child forked now
+    /// takes the claim over). `false` if the storage is set up or already claimed.
+    /// Harmless otherwise: the counter stays exact, on its fallback, until a forked
+    /// child takes the claim over.
+    #[doc(hidden)]
+    pub fn claim_set_up_for_test(&self) -> bool {
+        self.slots.claim_for_test()
+    }
+
     /// The part added on the shared fallback path.
     pub fn fallback_value(&self) -> i64 {
         self.fallback.load(Ordering::Relaxed)
@@ -186,6 +180,45 @@ impl<H: Hooks> PerCpuCounter<H> {
     /// Resets to 0 (see [`sum_and_reset`](Self::sum_and_reset)).
     pub fn reset(&self) {
         let _ = self.sum_and_reset();
+    }
+}
+
+/// The counter's sequence: `*slot += delta` (the shared retry loop runs it: a
+/// straight-line first attempt, bounded retries out of line, else the fallback).
+#[derive(Clone, Copy)]
+struct Add(i64);
+
+impl Seq<AtomicI64> for Add {
+    type Out = ();
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &AtomicI64,
+        k: impl Step<(), K>,
+    ) -> K {
+        hooks::inject_c::<H>(8);
+        // SAFETY: `slot` is this counter's slot for `cpu`, an aligned AtomicI64 that
+        // only sequences for `cpu` write; `cpu` was read from `area` (contract).
+        unsafe {
+            arch::load_add_store_k::<I, H, K>(
+                area,
+                cpu,
+                slot.as_ptr() as *mut isize,
+                self.0 as isize,
+                Then {
+                    out: || (),
+                    step: k,
+                },
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, _: &AtomicI64) -> Attempt<()> {
+        // `load_add_store` has no compare.
+        Attempt::Done(())
     }
 }
 

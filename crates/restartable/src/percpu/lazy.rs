@@ -4,26 +4,65 @@
 //! The fast path pays nothing extra for it: the slot count is 0 until the storage is
 //! set up, so the bounds check every operation already makes (`cpu < slots`) is also
 //! the "set up yet?" check; a thread that fails it goes out of line, sets the storage
-//! up (once, under a lock) and retries. For items that share a pool chunk the stride
+//! up and retries.
+//!
+//! # Set-up without a lock
+//! The first use may happen anywhere an operation may: inside a signal handler that
+//! interrupted this very thread in the middle of another set-up, or in a child forked
+//! while another thread was setting up (that thread does not exist in the child). So
+//! nobody ever waits for a set-up: a thread *claims* the set-up with one
+//! compare-and-swap of `claim` (0 -> its process id), reserves the storage without
+//! waiting for any lock (`PerCpu::try_new_nonblocking`: the pool's lock is only
+//! tried; when it is held the storage gets a mapping of its own), writes it, and
+//! publishes the slot count. A
+//! thread that finds the set-up claimed by its own process does not wait: its
+//! operation completes on the container's shared fallback, and the next operation
+//! looks again. A claim made by another process id was made before a `fork` (the
+//! claimer does not exist here): this process takes it over with the same
+//! compare-and-swap (what the claimer reserved stays reserved, unused, in this
+//! process's copy of memory).
+//!
+//! One call is not async-signal-safe: when the pool must grow (a new chunk), placing
+//! the storage in it allocates the pool's bookkeeping with the global allocator, so a
+//! first use inside a signal handler that interrupted `malloc` on the same thread can
+//! block there. Everything else on the path (`getpid`, `mmap`, reading
+//! `possible_cpus()` and the page sizes) is. For items that share a pool chunk the stride
 //! is a constant ([`DEFAULT_STRIDE`](super::storage::DEFAULT_STRIDE) on x86_64, whose
 //! pages are 4 KiB), so slot `i` is `base + (i << 16)` with no shift to load.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
+use core::sync::atomic::AtomicU32;
 use core::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
-use super::storage::{IndexBy, PerCpu, Zeroable, DEFAULT_STRIDE};
+use super::storage::{AllocError, IndexBy, PerCpu, Zeroable, DEFAULT_STRIDE};
 
-/// Serialises the set-up of every container's storage (cold: once per container).
-static SETUP: Mutex<()> = Mutex::new(());
+/// Why a set-up did not happen.
+#[derive(Debug)]
+pub(crate) enum SetupError {
+    /// Another thread of this process (or this thread, interrupted by the signal
+    /// handler that tried) is setting the storage up right now.
+    Busy,
+    /// The reservation failed.
+    Alloc(AllocError),
+}
 
 /// Per-CPU storage set up on first use.
 pub(crate) struct LazySlots<S: Zeroable> {
     /// The slot count once `storage` is written (release), 0 before.
     ready: AtomicUsize,
-    /// Written once, under [`SETUP`], while `ready` is 0; read only after `ready`
-    /// was seen non-zero (acquire).
+    /// `ready` when indexed by CPU, 0 when by mm_cid: what the inline first attempt
+    /// compares the CPU number with (see `on_current_cpu`).
+    cpu_ready: AtomicUsize,
+    /// `ready` when indexed by mm_cid, 0 when by CPU.
+    mm_ready: AtomicUsize,
+    /// How the container picks its slot (set at construction).
+    index: IndexBy,
+    /// 0, or the process id of the thread that claimed the set-up (see the module
+    /// docs).
+    claim: AtomicU32,
+    /// Written once, by the thread holding `claim`, while `ready` is 0; read only
+    /// after `ready` was seen non-zero (acquire).
     storage: UnsafeCell<MaybeUninit<PerCpu<S>>>,
 }
 
@@ -44,18 +83,28 @@ impl<S: Zeroable> LazySlots<S> {
         None
     };
 
-    /// Not set up yet.
+    /// Not set up yet, indexed by CPU.
     pub(crate) const fn new() -> Self {
+        Self::with_index(IndexBy::Cpu)
+    }
+
+    /// Not set up yet, indexed by `index` (already made effective:
+    /// [`effective_index`](super::effective_index)).
+    pub(crate) const fn with_index(index: IndexBy) -> Self {
         LazySlots {
             ready: AtomicUsize::new(0),
+            cpu_ready: AtomicUsize::new(0),
+            mm_ready: AtomicUsize::new(0),
+            index,
+            claim: AtomicU32::new(0),
             storage: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
 
     /// Storage set up now (what the non-`const` constructors use, so that they
     /// reserve at construction as before).
-    pub(crate) fn eager() -> Self {
-        let s = Self::new();
+    pub(crate) fn eager(index: IndexBy) -> Self {
+        let s = Self::with_index(index);
         s.force();
         s
     }
@@ -71,49 +120,108 @@ impl<S: Zeroable> LazySlots<S> {
         Some(unsafe { (*self.storage.get()).assume_init_ref() })
     }
 
-    /// The storage, set up if it was not.
+    /// The storage, set up if it was not (waiting, by yielding, while another thread
+    /// of this process sets it up: for ordinary code, not signal handlers).
     ///
     /// # Panics
     /// If the reservation fails (as `PerCpu::new`).
     pub(crate) fn force(&self) -> &PerCpu<S> {
-        match self.try_force() {
-            Ok(s) => s,
-            Err(e) => panic!("{e}"),
+        loop {
+            match self.set_up_with(true) {
+                Ok(s) => return s,
+                Err(SetupError::Busy) => std::thread::yield_now(),
+                Err(SetupError::Alloc(e)) => panic!("{e}"),
+            }
         }
     }
 
-    /// The storage, set up if it was not; the error when the reservation fails.
-    pub(crate) fn try_force(&self) -> Result<&PerCpu<S>, super::storage::AllocError> {
+    /// The storage, set up now if it was not: the lock-free protocol of the module
+    /// docs. Never waits (see `PerCpu::try_new_nonblocking` for the reservation).
+    pub(crate) fn set_up_now(&self) -> Result<&PerCpu<S>, SetupError> {
+        self.set_up_with(false)
+    }
+
+    /// [`set_up_now`](Self::set_up_now); with `blocking`, the reservation may wait
+    /// for the pool's lock (ordinary code: always placed in the pool).
+    #[cold]
+    #[inline(never)]
+    fn set_up_with(&self, blocking: bool) -> Result<&PerCpu<S>, SetupError> {
         if let Some(s) = self.get() {
             return Ok(s);
         }
-        self.setup()
+        // SAFETY: getpid has no preconditions (a system call: async-signal-safe).
+        let me = unsafe { libc::getpid() } as u32;
+        let mut seen = self.claim.load(Ordering::Acquire);
+        loop {
+            if let Some(s) = self.get() {
+                return Ok(s);
+            }
+            if seen == me {
+                return Err(SetupError::Busy);
+            }
+            // 0: unclaimed; another pid: claimed before a fork by a thread that does
+            // not exist in this process.
+            match self
+                .claim
+                .compare_exchange(seen, me, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => seen = now,
+            }
+        }
+        // The storage may have been published between our last look and the claim
+        // (by the claimer we just replaced, had it been of this process: it was not,
+        // but re-checking is free).
+        if let Some(s) = self.get() {
+            return Ok(s);
+        }
+        let storage = if blocking {
+            PerCpu::<S>::try_new(self.index)
+        } else {
+            PerCpu::<S>::try_new_nonblocking(self.index)
+        };
+        let storage = match storage {
+            Ok(s) => s,
+            Err(e) => {
+                // Give the claim back: the next use tries again.
+                self.claim.store(0, Ordering::Release);
+                return Err(SetupError::Alloc(e));
+            }
+        };
+        if let Some(shift) = Self::CONST_SHIFT {
+            // Pages larger than the pool stride would make it larger: not on x86_64.
+            assert_eq!(storage.stride_shift(), shift, "pool stride");
+        }
+        let n = storage.slots();
+        // The fast path's contract (`Slots::count`): indexes below the count are CPU
+        // numbers or mm_cids, never the kernel's -1/-2.
+        assert!(
+            n <= crate::abi::CPU_ID_REGISTRATION_FAILED as usize,
+            "slot count"
+        );
+        // SAFETY: `ready` is 0 and we hold the claim: nobody else writes the storage
+        // (claims are exclusive within a process), and nobody reads it before `ready`
+        // publishes it.
+        unsafe { (*self.storage.get()).write(storage) };
+        match self.index {
+            IndexBy::Cpu => self.cpu_ready.store(n, Ordering::Release),
+            IndexBy::MmCid => self.mm_ready.store(n, Ordering::Release),
+        }
+        self.ready.store(n, Ordering::Release);
+        Ok(self.get().expect("just set up"))
     }
 
-    #[cold]
-    #[inline(never)]
-    fn setup(&self) -> Result<&PerCpu<S>, super::storage::AllocError> {
-        let g = SETUP.lock().unwrap_or_else(|e| e.into_inner());
-        if self.ready.load(Ordering::Acquire) == 0 {
-            let storage = PerCpu::<S>::try_new(IndexBy::Cpu)?;
-            if let Some(shift) = Self::CONST_SHIFT {
-                // Pages larger than the pool stride would make it larger: not on x86_64.
-                assert_eq!(storage.stride_shift(), shift, "pool stride");
-            }
-            let n = storage.slots();
-            // The fast path's contract (`Slots::count`): indexes below the count are
-            // CPU numbers or mm_cids, never the kernel's -1/-2.
-            assert!(
-                n <= crate::abi::CPU_ID_REGISTRATION_FAILED as usize,
-                "slot count"
-            );
-            // SAFETY: `ready` is 0 and we hold SETUP: nobody reads or writes the
-            // storage now (readers wait for `ready`).
-            unsafe { (*self.storage.get()).write(storage) };
-            self.ready.store(n, Ordering::Release);
-        }
-        drop(g);
-        Ok(self.get().expect("just set up"))
+    /// Takes the set-up claim without setting anything up, as a thread stopped in
+    /// the middle of a set-up would hold it (tests: operations must complete on the
+    /// fallback meanwhile, and a forked child must take the claim over).
+    pub(crate) fn claim_for_test(&self) -> bool {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() } as u32;
+        self.get().is_none()
+            && self
+                .claim
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     /// The storage with exclusive access, if set up.
@@ -147,12 +255,17 @@ impl<S: Zeroable> LazySlots<S> {
     }
 }
 
-/// What the shared retry loop needs of a container's storage: eager ([`PerCpu`]) or
-/// set up on first use ([`LazySlots`]).
+/// What the shared retry loop needs of a container's storage ([`LazySlots`]).
 pub(crate) trait Slots<S: Zeroable> {
     /// The slot count (0 while not set up), at most
     /// [`CPU_ID_REGISTRATION_FAILED`](crate::abi::CPU_ID_REGISTRATION_FAILED).
     fn count(&self) -> usize;
+    /// [`count`](Self::count) when indexed by CPU, 0 otherwise.
+    fn cpu_count(&self) -> usize;
+    /// [`count`](Self::count) when indexed by mm_cid, 0 otherwise.
+    fn mm_cid_count(&self) -> usize;
+    /// How the container picks its slot.
+    fn index(&self) -> IndexBy;
     /// The address of slot `i`.
     ///
     /// # Safety
@@ -162,25 +275,22 @@ pub(crate) trait Slots<S: Zeroable> {
     fn set_up(&self) -> bool;
 }
 
-impl<S: Zeroable> Slots<S> for PerCpu<S> {
-    #[inline(always)]
-    fn count(&self) -> usize {
-        self.slots()
-            .min(crate::abi::CPU_ID_REGISTRATION_FAILED as usize)
-    }
-    #[inline(always)]
-    unsafe fn slot(&self, i: usize) -> *mut S {
-        self.slot_ptr(i)
-    }
-    fn set_up(&self) -> bool {
-        true
-    }
-}
-
 impl<S: Zeroable> Slots<S> for LazySlots<S> {
     #[inline(always)]
     fn count(&self) -> usize {
         self.slots()
+    }
+    #[inline(always)]
+    fn cpu_count(&self) -> usize {
+        self.cpu_ready.load(Ordering::Acquire)
+    }
+    #[inline(always)]
+    fn mm_cid_count(&self) -> usize {
+        self.mm_ready.load(Ordering::Acquire)
+    }
+    #[inline(always)]
+    fn index(&self) -> IndexBy {
+        self.index
     }
     #[inline(always)]
     unsafe fn slot(&self, i: usize) -> *mut S {
@@ -188,7 +298,7 @@ impl<S: Zeroable> Slots<S> for LazySlots<S> {
         unsafe { self.slot_ptr(i) }
     }
     fn set_up(&self) -> bool {
-        self.try_force().is_ok()
+        self.set_up_now().is_ok()
     }
 }
 

@@ -7,22 +7,33 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use core::sync::atomic::{AtomicIsize, Ordering};
 
-use super::{effective_index, on_current_cpu, with_index, Attempt, IndexBy, LazySlots, Zeroable};
+use super::{
+    effective_index, on_current_cpu, Attempt, IndexBy, LazySlots, Seq, Step, Then, Zeroable,
+};
 use crate::arch::{self, Index};
 use crate::hooks::{self, Hooks, NoHooks};
 
-/// One lock word and one lazily created value.
+/// The lock word of an instance whose value was never created (all-zero storage).
+const UNCREATED: isize = 0;
+/// The lock word of a locked instance (its value exists, except while the locker
+/// creates it).
+const LOCKED: isize = 1;
+/// The lock word of an unlocked instance whose value exists.
+const READY: isize = 2;
+
+/// One lock word and one lazily created value. The word says both whether the
+/// instance is locked and whether its value exists, so that the fast path's one
+/// compare (`READY`) checks both.
 struct LockSlot<T> {
-    /// 0 unlocked, 1 locked. Per-CPU slots: set only by sequences of their CPU,
-    /// cleared by the holder. The fallback slot: atomics only.
+    /// [`UNCREATED`], [`LOCKED`] or [`READY`]. Per-CPU slots: set to `LOCKED` only by
+    /// sequences of their CPU, back by the holder. The fallback slot: atomics only.
     word: AtomicIsize,
-    init: AtomicBool,
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
-// SAFETY: all-zero is "unlocked, not initialized"; MaybeUninit holds any bytes.
+// SAFETY: all-zero is `UNCREATED` (unlocked, no value); MaybeUninit holds any bytes.
 unsafe impl<T> Zeroable for LockSlot<T> {}
 // SAFETY: the value is only reached through the lock (a guard), which gives one
 // thread at a time access; T: Send is enough for that, as for std's Mutex.
@@ -30,8 +41,10 @@ unsafe impl<T: Send> Sync for LockSlot<T> {}
 
 impl<T> Drop for LockSlot<T> {
     fn drop(&mut self) {
-        if *self.init.get_mut() {
-            // SAFETY: initialized (flag), dropped once, with exclusive access.
+        // `LOCKED` here is a guard that was leaked (a guard exists only once the value
+        // does).
+        if *self.word.get_mut() != UNCREATED {
+            // SAFETY: created (word), dropped once, with exclusive access.
             unsafe { self.value.get_mut().assume_init_drop() }
         }
     }
@@ -40,12 +53,100 @@ impl<T> Drop for LockSlot<T> {
 impl<T> LockSlot<T> {
     const fn new() -> Self {
         LockSlot {
-            word: AtomicIsize::new(0),
-            init: AtomicBool::new(false),
+            word: AtomicIsize::new(UNCREATED),
             value: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
 }
+
+impl<T: Default> LockSlot<T> {
+    /// Creates the value of an instance this thread has just locked from `UNCREATED`.
+    /// If `T::default()` panics, the instance goes back to `UNCREATED` (unlocked) as
+    /// the panic unwinds.
+    #[cold]
+    #[inline(never)]
+    fn create(&self) {
+        struct Uncreated<'a>(&'a AtomicIsize);
+        impl Drop for Uncreated<'_> {
+            fn drop(&mut self) {
+                self.0.store(UNCREATED, Ordering::Release);
+            }
+        }
+        let unwinding = Uncreated(&self.word);
+        let value = T::default();
+        core::mem::forget(unwinding);
+        // SAFETY: we hold the lock: exclusive access to the value, which does not
+        // exist yet (the word was `UNCREATED`), so nothing is overwritten.
+        unsafe { (*self.value.get()).write(value) };
+    }
+}
+
+/// The lock's sequence: `READY -> LOCKED` on the current CPU's instance, or, once a
+/// compare found the instance uncreated, `UNCREATED -> LOCKED` and create it.
+struct Lock<T> {
+    expect: isize,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Lock<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Lock<T> {}
+
+impl<T: Default> Seq<LockSlot<T>> for Lock<T> {
+    /// The locked instance and its CPU.
+    type Out = (*const LockSlot<T>, u32);
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &LockSlot<T>,
+        k: impl Step<Self::Out, K>,
+    ) -> K {
+        let word = slot.word.as_ptr();
+        hooks::inject_c::<H>(8);
+        let expect = self.expect;
+        let locked = move || {
+            core::sync::atomic::fence(Ordering::Acquire);
+            if expect == UNCREATED {
+                slot.create();
+            }
+            (slot as *const LockSlot<T>, cpu)
+        };
+        // SAFETY: `word` is the lock word of `cpu`'s slot, which only sequences for
+        // `cpu` set to `LOCKED` (the holder sets it back with an atomic store).
+        unsafe {
+            arch::load_cbne_store_k::<I, H, K>(
+                area,
+                cpu,
+                word,
+                expect,
+                LOCKED,
+                Then {
+                    out: locked,
+                    step: k,
+                },
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, slot: &LockSlot<T>) -> Attempt<Self::Out> {
+        // Held by another thread (possibly one that migrated away: the retry loop
+        // spins), or never created (lock it from `UNCREATED` and create the value).
+        self.expect = match slot.word.load(Ordering::Relaxed) {
+            UNCREATED => UNCREATED,
+            _ => READY,
+        };
+        Attempt::Again
+    }
+}
+
+/// The guard's CPU for the shared fallback instance.
+const FALLBACK_CPU: u32 = u32::MAX;
 
 /// A per-CPU mutex: one `T` per CPU (created with `T::default()` on first lock),
 /// each behind its own lock. [`lock`](Self::lock) locks the instance of the CPU the
@@ -114,7 +215,7 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
     pub fn with_hooks(index: IndexBy) -> Self {
         let index = effective_index(index);
         PerCpuLock {
-            slots: LazySlots::eager(),
+            slots: LazySlots::eager(index),
             index,
             fallback: LockSlot::new(),
             _hooks: PhantomData,
@@ -125,54 +226,42 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
     /// that migrated away, keeps it).
     #[inline(always)]
     pub fn lock(&self) -> PerCpuLockGuard<'_, T, H> {
-        let (slot, cpu) = match with_index!(self.index, I => self.lock_as::<I>()) {
-            // SAFETY: a slot of this lock's storage, which lives as long as `self`.
-            Some((slot, cpu)) => (unsafe { slot.as_ref() }, Some(cpu)),
-            None => (self.lock_fallback(), None),
+        let seq = Lock {
+            expect: READY,
+            _value: PhantomData,
         };
-        PerCpuLockGuard::new(slot, cpu)
-    }
-
-    /// The locked slot and its CPU, or `None`: use the fallback.
-    #[inline(always)]
-    fn lock_as<I: Index>(&self) -> Option<(core::ptr::NonNull<LockSlot<T>>, u32)> {
-        let mut spins = 0u32;
-        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
-            let word = slot.word.as_ptr();
-            hooks::inject_c::<H>(8);
-            // SAFETY: `word` is the lock word of `cpu`'s slot, which only sequences
-            // for `cpu` set (the holder clears it with an atomic store).
-            let r = unsafe { arch::load_cbne_store::<I, H>(area, cpu, word, 0, 1) };
-            Attempt::from_op(
-                r,
-                || {
-                    core::sync::atomic::fence(Ordering::Acquire);
-                    (core::ptr::NonNull::from(slot), cpu)
-                },
-                || {
-                    // Held by another thread (possibly one that migrated away): spin.
-                    spins += 1;
-                    if spins.is_multiple_of(64) {
-                        std::thread::yield_now();
-                    } else {
-                        core::hint::spin_loop();
-                    }
-                    Attempt::Again
-                },
-            )
-        })
+        let (slot, cpu) = on_current_cpu::<H, _, _>(&self.slots, seq, |_| {
+            (self.lock_fallback() as *const LockSlot<T>, FALLBACK_CPU)
+        });
+        PerCpuLockGuard {
+            // SAFETY: a slot of this lock's storage or its fallback, which live as
+            // long as `self`.
+            slot: unsafe { &*slot },
+            cpu,
+            _lock: PhantomData,
+            _not_send: PhantomData,
+        }
     }
 
     #[cold]
     #[inline(never)]
     fn lock_fallback(&self) -> &LockSlot<T> {
         let mut spins = 0u32;
-        while self
-            .fallback
-            .word
-            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        loop {
+            let word = &self.fallback.word;
+            match word.compare_exchange_weak(READY, LOCKED, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(UNCREATED) => {
+                    if word
+                        .compare_exchange(UNCREATED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        self.fallback.create();
+                        break;
+                    }
+                }
+                Err(_) => {}
+            }
             spins += 1;
             if spins.is_multiple_of(64) {
                 std::thread::yield_now();
@@ -197,9 +286,9 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
             .flatten()
             .chain(core::iter::once(&mut self.fallback))
             .map(|s| {
-                if !*s.init.get_mut() {
+                if *s.word.get_mut() == UNCREATED {
                     s.value.get_mut().write(T::default());
-                    *s.init.get_mut() = true;
+                    *s.word.get_mut() = READY;
                 }
                 // SAFETY: initialized just above or before.
                 unsafe { s.value.get_mut().assume_init_mut() }
@@ -219,8 +308,8 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
 pub struct PerCpuLockGuard<'a, T: Default, H: Hooks = NoHooks> {
     /// The locked instance (found once, when locking).
     slot: &'a LockSlot<T>,
-    /// Its CPU (or mm_cid); `None` for the shared fallback instance.
-    cpu: Option<u32>,
+    /// Its CPU (or mm_cid); [`FALLBACK_CPU`] for the shared fallback instance.
+    cpu: u32,
     _lock: PhantomData<&'a PerCpuLock<T, H>>,
     _not_send: PhantomData<*mut T>,
 }
@@ -229,38 +318,10 @@ pub struct PerCpuLockGuard<'a, T: Default, H: Hooks = NoHooks> {
 unsafe impl<T: Default + Sync, H: Hooks> Sync for PerCpuLockGuard<'_, T, H> {}
 
 impl<'a, T: Default, H: Hooks> PerCpuLockGuard<'a, T, H> {
-    /// The guard of `slot`, which this thread has just locked; creates the value with
-    /// `T::default()` on the instance's first use. The guard exists before
-    /// `T::default()` runs, so that if it panics, unwinding drops the guard and
-    /// unlocks (the value stays uncreated; the next lock tries again).
-    #[inline(always)]
-    fn new(slot: &'a LockSlot<T>, cpu: Option<u32>) -> Self {
-        let guard = PerCpuLockGuard {
-            slot,
-            cpu,
-            _lock: PhantomData,
-            _not_send: PhantomData,
-        };
-        if !slot.init.load(Ordering::Relaxed) {
-            guard.create();
-        }
-        guard
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn create(&self) {
-        let value = T::default();
-        // SAFETY: we hold the lock: exclusive access to the value, which is not
-        // initialized (flag), so nothing is overwritten without being dropped.
-        unsafe { (*self.slot.value.get()).write(value) };
-        self.slot.init.store(true, Ordering::Relaxed);
-    }
-
     /// The CPU (or mm_cid) whose instance is held; `None` for the shared fallback
     /// instance.
     pub fn cpu(&self) -> Option<u32> {
-        self.cpu
+        (self.cpu != FALLBACK_CPU).then_some(self.cpu)
     }
 }
 
@@ -286,7 +347,7 @@ impl<T: Default, H: Hooks> Drop for PerCpuLockGuard<'_, T, H> {
     fn drop(&mut self) {
         // The release store that unlocks: no sequence can commit on this word while
         // it is 1, so this plain store races nothing.
-        self.slot.word.store(0, Ordering::Release);
+        self.slot.word.store(READY, Ordering::Release);
     }
 }
 

@@ -5,13 +5,12 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
 use core::mem::{size_of, MaybeUninit};
-use core::sync::atomic::{AtomicIsize, Ordering};
+use core::sync::atomic::AtomicIsize;
 
-use super::{
-    effective_index, on_current_cpu, with_index, Attempt, IndexBy, LazySlots, SharedList, Zeroable,
-};
-use crate::arch::{self, Index, Order, Relaxed, Release};
-use crate::hooks::{self, Hooks, NoHooks};
+use super::buffer::{ArrayPop, ArrayPush, ArraySlot, Pushed};
+use super::{effective_index, on_current_cpu, IndexBy, LazySlots, SharedList, Zeroable};
+use crate::arch::{Order, Relaxed, Release};
+use crate::hooks::{Hooks, NoHooks};
 
 struct CopySlot<T, const CAP: usize> {
     offset: AtomicIsize,
@@ -20,6 +19,22 @@ struct CopySlot<T, const CAP: usize> {
 
 // SAFETY: zero offset is empty; MaybeUninit holds any bytes.
 unsafe impl<T, const CAP: usize> Zeroable for CopySlot<T, CAP> {}
+impl<T, const CAP: usize> ArraySlot for CopySlot<T, CAP> {
+    const CAP: usize = CAP;
+    #[inline(always)]
+    fn offset(&self) -> &AtomicIsize {
+        &self.offset
+    }
+    #[inline(always)]
+    fn item(&self, i: usize) -> *mut u8 {
+        self.items
+            .get()
+            .cast::<MaybeUninit<T>>()
+            .wrapping_add(i)
+            .cast()
+    }
+}
+
 // SAFETY: items are written and read only inside sequences of their CPU (or with
 // exclusive access); T: Copy + Send values cross threads by copy.
 unsafe impl<T: Send, const CAP: usize> Sync for CopySlot<T, CAP> {}
@@ -78,7 +93,7 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
         assert!(CAP > 0 && CAP <= isize::MAX as usize / 8);
         let index = effective_index(index);
         PerCpuMemcpyBuffer {
-            slots: LazySlots::eager(),
+            slots: LazySlots::eager(index),
             index,
             fallback: SharedList::new(),
             _hooks: PhantomData,
@@ -104,40 +119,12 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
 
     #[inline(always)]
     fn push_ordered<O: Order>(&self, item: T) -> Result<(), T> {
-        match with_index!(self.index, I => self.push_as::<I, O>(&item)) {
-            Some(true) => Ok(()),
-            Some(false) => Err(item),
-            None => self.fallback.push::<H>(item, CAP),
+        let push = ArrayPush::<O>::new((&item as *const T).cast::<u8>(), size_of::<T>());
+        match on_current_cpu::<H, _, _>(&self.slots, push, |_| Pushed::Fallback) {
+            Pushed::Yes => Ok(()),
+            Pushed::Full => Err(item),
+            Pushed::Fallback => self.fallback.push::<H>(item, CAP),
         }
-    }
-
-    /// `Some(true)` pushed, `Some(false)` full, `None` use the fallback.
-    #[inline(always)]
-    fn push_as<I: Index, O: Order>(&self, item: &T) -> Option<bool> {
-        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
-            let off = slot.offset.load(Ordering::Relaxed);
-            if off as usize >= CAP {
-                return Attempt::Done(false);
-            }
-            // SAFETY: in bounds (off < CAP); address computation only.
-            let dst = unsafe { (slot.items.get() as *mut MaybeUninit<T>).add(off as usize) };
-            hooks::inject_c::<H>(8);
-            // SAFETY: `dst` is past the published part, written only by sequences of
-            // this CPU, published by the commit; `item` is readable for size_of::<T>.
-            let r = unsafe {
-                arch::load_cbne_memcpy_store::<I, O, H>(
-                    area,
-                    cpu,
-                    slot.offset.as_ptr(),
-                    off,
-                    dst.cast::<u8>(),
-                    (item as *const T).cast::<u8>(),
-                    size_of::<T>(),
-                    off + 1,
-                )
-            };
-            Attempt::from_op(r, || true, || Attempt::Again)
-        })
     }
 
     /// Copies out and removes the last item of the current CPU's array, else of the
@@ -145,41 +132,13 @@ impl<T: Copy + Send, const CAP: usize, H: Hooks> PerCpuMemcpyBuffer<T, CAP, H> {
     #[inline(always)]
     pub fn pop(&self) -> Option<T> {
         let mut out = MaybeUninit::<T>::uninit();
-        match with_index!(self.index, I => self.pop_as::<I>(&mut out)) {
+        let pop = ArrayPop::new(out.as_mut_ptr().cast::<u8>(), size_of::<T>());
+        if on_current_cpu::<H, _, _>(&self.slots, pop, |_| false) {
             // SAFETY: a committed pop copied a whole published item into `out`.
-            Some(true) => Some(unsafe { out.assume_init() }),
-            Some(false) | None => self.fallback.pop::<H>(),
+            Some(unsafe { out.assume_init() })
+        } else {
+            self.fallback.pop::<H>()
         }
-    }
-
-    /// `Some(true)` popped into `out`, `Some(false)` this CPU's array is empty,
-    /// `None` use the fallback.
-    #[inline(always)]
-    fn pop_as<I: Index>(&self, out: &mut MaybeUninit<T>) -> Option<bool> {
-        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
-            let off = slot.offset.load(Ordering::Relaxed);
-            if off <= 0 {
-                return Attempt::Done(false);
-            }
-            // SAFETY: in bounds (0 < off <= CAP); address computation only.
-            let src = unsafe { (slot.items.get() as *const MaybeUninit<T>).add(off as usize - 1) };
-            hooks::inject_c::<H>(8);
-            // SAFETY: `src` is a published item (the sequence re-checks the offset);
-            // `out` is private and sized for T.
-            let r = unsafe {
-                arch::load_cbne_memcpy_store::<I, Relaxed, H>(
-                    area,
-                    cpu,
-                    slot.offset.as_ptr(),
-                    off,
-                    out.as_mut_ptr().cast::<u8>(),
-                    src.cast::<u8>(),
-                    size_of::<T>(),
-                    off - 1,
-                )
-            };
-            Attempt::from_op(r, || true, || Attempt::Again)
-        })
     }
 
     /// Takes every item, with exclusive access.

@@ -109,146 +109,327 @@ impl<T> SharedList<T> {
     }
 }
 
-/// What one attempt of a container operation came to.
+/// What one attempt of a container operation came to, in the retry loop.
 pub(crate) enum Attempt<R> {
     /// Finished: committed, or a definite answer such as "empty" or "full".
     Done(R),
     /// A compare failed because the data changed under the attempt: try again (this
-    /// is not an abort, and restarts the count of consecutive aborts).
+    /// is not an abort, and restarts the count of consecutive aborts). Repeated
+    /// `Again`s spin, yielding every 64.
     Again,
-    /// The sequence aborted.
-    Aborted,
     /// Stop trying sequences: the operation goes to the container's shared fallback.
     GiveUp,
 }
 
-impl<R> Attempt<R> {
-    /// An op's result as an attempt: `Committed` is `Done(done())`, an abort is
-    /// `Aborted`, a failed compare is `compare_failed()`.
+/// Where one run of a [`Seq`] goes on each outcome (continuation style, so that the
+/// inline first attempt branches straight from the sequence's exits to its cold
+/// retry path, with no result to dispatch on).
+pub(crate) trait Step<O, K> {
+    /// The operation finished with `o` (committed, or a definite answer).
+    fn done(self, o: O) -> K;
+    /// The sequence's compare failed.
+    fn compare_failed(self) -> K;
+    /// The sequence aborted.
+    fn aborted(self) -> K;
+}
+
+/// An [`Outcome`](crate::arch::Outcome) for a `_k` op: on commit, `Step::done` of
+/// what `out` computes; the other exits go to the step as they are.
+pub(crate) struct Then<F, St> {
+    pub(crate) out: F,
+    pub(crate) step: St,
+}
+
+impl<O, K, F: FnOnce() -> O, St: Step<O, K>> crate::arch::Outcome<K> for Then<F, St> {
     #[inline(always)]
-    pub(crate) fn from_op(
-        r: crate::arch::OpResult,
-        done: impl FnOnce() -> R,
-        compare_failed: impl FnOnce() -> Attempt<R>,
-    ) -> Attempt<R> {
-        match r {
-            crate::arch::OpResult::Committed => Attempt::Done(done()),
-            crate::arch::OpResult::CompareFailed => compare_failed(),
-            crate::arch::OpResult::Aborted { .. } => Attempt::Aborted,
-        }
+    fn committed(self) -> K {
+        self.step.done((self.out)())
+    }
+    #[inline(always)]
+    fn compare_failed(self) -> K {
+        self.step.compare_failed()
+    }
+    #[inline(always)]
+    fn aborted(self) -> K {
+        self.step.aborted()
     }
 }
 
-/// The retry loop every container shares: runs `attempt` on the current CPU's slot
-/// (with the thread's area and the CPU it read) until it is done. `None` sends the
-/// operation to the container's shared fallback: rseq is unavailable to this thread,
-/// this CPU has no slot, the storage cannot be set up, the attempt gave up, or
+/// One container operation: its sequence on one CPU's slot. A small `Copy` value
+/// (the operation's arguments), run once inline and, if that attempt does not finish,
+/// again by the cold retry loop.
+pub(crate) trait Seq<S>: Copy {
+    /// What the operation returns.
+    type Out;
+    /// One attempt on `slot`, the slot of `cpu`: ends in `k.done(..)` (committed, or a
+    /// definite answer found before the sequence), `k.compare_failed()` or
+    /// `k.aborted()`.
+    ///
+    /// # Safety
+    /// `area` is this thread's, `cpu` was read from it with `I` and is below the slot
+    /// count, and `slot` is the container's slot for `cpu`.
+    unsafe fn run<I: crate::arch::Index, H: crate::hooks::Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &S,
+        k: impl Step<Self::Out, K>,
+    ) -> K;
+    /// What a failed compare of [`run`](Self::run) on `slot` means (cold); may change
+    /// `self` for the next attempt.
+    fn compare_failed(&mut self, slot: &S) -> Attempt<Self::Out>;
+}
+
+/// How a sequence of the inline first attempt exited, for the retry loop.
+#[derive(Clone, Copy)]
+enum Exit {
+    CompareFailed,
+    Aborted,
+}
+
+/// The [`Step`] of the inline first attempt: finished is the result; a failed compare
+/// or an abort calls the cold retry loop, which ends on the fallback if it must.
+struct First<'a, SL, S, Q, F, H> {
+    slots: &'a SL,
+    slot: &'a S,
+    seq: Q,
+    fallback: F,
+    _hooks: core::marker::PhantomData<H>,
+}
+
+impl<SL, S, Q, F, H> Step<Q::Out, Q::Out> for First<'_, SL, S, Q, F, H>
+where
+    SL: Slots<S>,
+    S: Zeroable,
+    Q: Seq<S>,
+    F: FnOnce(Q) -> Q::Out,
+    H: crate::hooks::Hooks,
+{
+    #[inline(always)]
+    fn done(self, o: Q::Out) -> Q::Out {
+        o
+    }
+    #[inline(always)]
+    fn compare_failed(self) -> Q::Out {
+        retry::<H, S, SL, Q, F>(
+            self.slots,
+            self.seq,
+            Some((self.slot, Exit::CompareFailed)),
+            self.fallback,
+        )
+    }
+    #[inline(always)]
+    fn aborted(self) -> Q::Out {
+        retry::<H, S, SL, Q, F>(
+            self.slots,
+            self.seq,
+            Some((self.slot, Exit::Aborted)),
+            self.fallback,
+        )
+    }
+}
+
+/// How one attempt of the retry loop ended.
+enum Ran<R> {
+    Done(R),
+    CompareFailed,
+    Aborted,
+}
+
+/// The [`Step`] of the retry loop: the outcome as a value.
+struct InLoop;
+
+impl<O> Step<O, Ran<O>> for InLoop {
+    #[inline(always)]
+    fn done(self, o: O) -> Ran<O> {
+        Ran::Done(o)
+    }
+    #[inline(always)]
+    fn compare_failed(self) -> Ran<O> {
+        Ran::CompareFailed
+    }
+    #[inline(always)]
+    fn aborted(self) -> Ran<O> {
+        Ran::Aborted
+    }
+}
+
+/// Runs `seq` on the current CPU's slot until it finishes; `fallback` completes it
+/// on the container's shared fallback when rseq is unavailable to this thread, this
+/// CPU has no slot, the storage cannot be set up, the attempt gave up, or
 /// [`MAX_CONSECUTIVE_ABORTS`] aborts came in a row.
 ///
-/// The first attempt is inline and straight-line; retries, and the first use of
-/// storage set up lazily (its slot count reads 0 until then, so the bounds check is
-/// also the set-up check), are out of line ([`retry_on_current_cpu`]), so the common
-/// case runs with no taken branch.
+/// The first attempt is inline and straight-line, for the default index mode (by
+/// CPU): the storage's by-CPU slot count is 0 until it is set up and for a container
+/// indexed by mm_cid, so the one bounds check `cpu < count` is also the set-up check
+/// and the index-mode check. A container indexed by mm_cid takes its own inline
+/// attempt after that check fails; retries and first use are out of line
+/// ([`retry`]).
 #[inline(always)]
-pub(crate) fn on_current_cpu<I, H, S, R>(
+pub(crate) fn on_current_cpu<H, S, Q>(
     slots: &impl Slots<S>,
-    mut attempt: impl FnMut(crate::ThreadArea, u32, &S) -> Attempt<R>,
-) -> Option<R>
+    seq: Q,
+    fallback: impl FnOnce(Q) -> Q::Out,
+) -> Q::Out
 where
-    I: crate::arch::Index,
     H: crate::hooks::Hooks,
     S: Zeroable,
+    Q: Seq<S>,
 {
-    // SAFETY: slot counts are below `CPU_ID_REGISTRATION_FAILED` (`Slots::count`).
-    let Some((area, cpu)) = (unsafe { I::enter_below(slots.count()) }) else {
-        return first_use::<I, H, S, R>(slots, attempt);
+    use crate::arch::{ByCpu, ByMmCid, Index};
+    // SAFETY: slot counts are below `CPU_ID_REGISTRATION_FAILED` (`Slots`).
+    let by_cpu = unsafe { ByCpu::enter_below(slots.cpu_count()) };
+    if let Some((area, cpu)) = by_cpu {
+        return first_attempt::<ByCpu, H, S, Q>(slots, area, cpu, seq, fallback);
+    }
+    // By CPU, or not set up yet: the count is 0 and no index is read.
+    let mm_cid_count = slots.mm_cid_count();
+    let by_mm_cid = if mm_cid_count == 0 {
+        None
+    } else {
+        // SAFETY: as above.
+        unsafe { ByMmCid::enter_below(mm_cid_count) }
     };
-    crate::hooks::inject_c::<H>(7);
-    // SAFETY: as in `retry_on_current_cpu`.
-    let slot = unsafe { &*slots.slot(cpu as usize) };
-    match attempt(area, cpu, slot) {
-        Attempt::Done(r) => Some(r),
-        Attempt::GiveUp => None,
-        Attempt::Again => retry_on_current_cpu::<I, H, S, R>(slots, 0, attempt),
-        Attempt::Aborted => retry_on_current_cpu::<I, H, S, R>(slots, 1, attempt),
+    if let Some((area, cid)) = by_mm_cid {
+        // Layout only: the default index mode (cpu_id) stays the fall-through path.
+        core::hint::cold_path();
+        return first_attempt::<ByMmCid, H, S, Q>(slots, area, cid, seq, fallback);
     }
+    retry::<H, S, _, Q, _>(slots, seq, None, fallback)
 }
 
-/// The first attempt found no usable index below the slot count: the storage was not
-/// set up yet (set it up), the thread is not registered yet (the retry loop's
-/// `enter` registers it) or cannot be, or this CPU has no slot (the retry loop
-/// returns `None`: the fallback).
-#[cold]
-#[inline(never)]
-fn first_use<I, H, S, R>(
+/// The inline first attempt of [`on_current_cpu`] on slot `cpu`.
+#[inline(always)]
+fn first_attempt<I, H, S, Q>(
     slots: &impl Slots<S>,
-    attempt: impl FnMut(crate::ThreadArea, u32, &S) -> Attempt<R>,
-) -> Option<R>
+    area: crate::ThreadArea,
+    cpu: u32,
+    seq: Q,
+    fallback: impl FnOnce(Q) -> Q::Out,
+) -> Q::Out
 where
     I: crate::arch::Index,
     H: crate::hooks::Hooks,
     S: Zeroable,
+    Q: Seq<S>,
 {
-    if slots.count() == 0 && !slots.set_up() {
-        return None;
-    }
-    retry_on_current_cpu::<I, H, S, R>(slots, 0, attempt)
+    crate::hooks::inject_c::<H>(7);
+    // SAFETY: `cpu` is below a slot count the storage returned (`enter_below`), and
+    // a slot of live storage is a valid `S` for as long as the storage is borrowed;
+    // containers only share slots whose fields are atomics or guarded by the slot's
+    // own protocol.
+    let slot = unsafe { &*slots.slot(cpu as usize) };
+    let first = First {
+        slots,
+        slot,
+        seq,
+        fallback,
+        _hooks: core::marker::PhantomData::<H>,
+    };
+    // SAFETY: `area` is this thread's and `cpu` was read from it with `I`, below the
+    // slot count; `slot` is that CPU's.
+    unsafe { seq.run::<I, H, _>(area, cpu, slot, first) }
 }
 
-/// The loop of [`on_current_cpu`] after its first attempt, `prior_aborts` aborts
-/// already counted.
+/// The cold part of [`on_current_cpu`]: after the inline attempt's sequence exited on
+/// `first` (or, with `None`, when no inline attempt could run: the storage is not set
+/// up yet (set it up), the thread is not registered yet (`enter` registers it) or
+/// cannot be, or this CPU has no slot (the fallback)).
 #[cold]
 #[inline(never)]
-fn retry_on_current_cpu<I, H, S, R>(
-    slots: &impl Slots<S>,
+fn retry<H, S, SL, Q, F>(slots: &SL, mut seq: Q, first: Option<(&S, Exit)>, fallback: F) -> Q::Out
+where
+    H: crate::hooks::Hooks,
+    S: Zeroable,
+    SL: Slots<S>,
+    Q: Seq<S>,
+    F: FnOnce(Q) -> Q::Out,
+{
+    let mut wait = Wait::default();
+    let aborts = match first {
+        None => {
+            if slots.count() == 0 && !slots.set_up() {
+                return fallback(seq);
+            }
+            0
+        }
+        Some((_, Exit::Aborted)) => 1,
+        Some((slot, Exit::CompareFailed)) => match seq.compare_failed(slot) {
+            Attempt::Done(r) => return r,
+            Attempt::GiveUp => return fallback(seq),
+            Attempt::Again => {
+                wait.spin();
+                0
+            }
+        },
+    };
+    let out = match slots.index() {
+        IndexBy::Cpu => retry_as::<crate::arch::ByCpu, H, S, SL, Q>(slots, &mut seq, aborts, wait),
+        IndexBy::MmCid => {
+            retry_as::<crate::arch::ByMmCid, H, S, SL, Q>(slots, &mut seq, aborts, wait)
+        }
+    };
+    match out {
+        Some(r) => r,
+        None => fallback(seq),
+    }
+}
+
+/// The loop of [`retry`] for the index `I`, `prior_aborts` aborts already counted;
+/// `None`: the fallback.
+#[inline(always)]
+fn retry_as<I, H, S, SL, Q>(
+    slots: &SL,
+    seq: &mut Q,
     prior_aborts: u32,
-    mut attempt: impl FnMut(crate::ThreadArea, u32, &S) -> Attempt<R>,
-) -> Option<R>
+    mut wait: Wait,
+) -> Option<Q::Out>
 where
     I: crate::arch::Index,
     H: crate::hooks::Hooks,
     S: Zeroable,
+    SL: Slots<S>,
+    Q: Seq<S>,
 {
     let mut aborts = prior_aborts;
     while aborts < MAX_CONSECUTIVE_ABORTS {
         let (area, cpu) = I::enter().ok()?;
         crate::hooks::inject_c::<H>(7);
-        let n = slots.count();
-        if cpu as usize >= n {
+        if cpu as usize >= slots.count() {
             return None;
         }
-        // SAFETY: `cpu` is below a slot count the storage returned, and a slot of
-        // live storage is a valid `S` for as long as the storage is borrowed;
-        // containers only share slots whose fields are atomics or guarded by the
-        // slot's own protocol.
+        // SAFETY: as in `first_attempt`.
         let slot = unsafe { &*slots.slot(cpu as usize) };
-        match attempt(area, cpu, slot) {
-            Attempt::Done(r) => return Some(r),
-            Attempt::Again => aborts = 0,
-            Attempt::Aborted => aborts += 1,
-            Attempt::GiveUp => return None,
+        // SAFETY: `area` is this thread's, `cpu` read from it with `I` and below the
+        // slot count, `slot` that CPU's.
+        match unsafe { seq.run::<I, H, _>(area, cpu, slot, InLoop) } {
+            Ran::Done(r) => return Some(r),
+            Ran::Aborted => aborts += 1,
+            Ran::CompareFailed => match seq.compare_failed(slot) {
+                Attempt::Done(r) => return Some(r),
+                Attempt::Again => {
+                    aborts = 0;
+                    wait.spin();
+                }
+                Attempt::GiveUp => return None,
+            },
         }
     }
     None
 }
 
-/// Expands `$body` with `$I` bound to the op index type matching `$index`; the
-/// `Cpu` arm is laid out as the fall-through path.
-macro_rules! with_index {
-    ($index:expr, $I:ident => $body:expr) => {
-        match $index {
-            $crate::percpu::IndexBy::Cpu => {
-                type $I = $crate::arch::ByCpu;
-                $body
-            }
-            $crate::percpu::IndexBy::MmCid => {
-                // Layout only: the default index mode (cpu_id) stays the fall-through
-                // path, with no taken branch.
-                std::hint::cold_path();
-                type $I = $crate::arch::ByMmCid;
-                $body
-            }
+/// Waiting between attempts whose compare failed (a lock held by another thread, a
+/// list being changed): spin, and yield every 64 tries.
+#[derive(Default)]
+struct Wait(u32);
+
+impl Wait {
+    fn spin(&mut self) {
+        self.0 = self.0.wrapping_add(1);
+        if self.0.is_multiple_of(64) {
+            std::thread::yield_now();
+        } else {
+            core::hint::spin_loop();
         }
-    };
+    }
 }
-pub(crate) use with_index;

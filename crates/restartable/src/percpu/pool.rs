@@ -148,6 +148,32 @@ impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> PerCpuPool<T, F, CAP, H> {
         out
     }
 
+    /// Takes the free objects cached on slot `cpu`, while threads keep getting and
+    /// returning objects: through a membarrier fence, like
+    /// [`PerCpuBuffer::steal`] (the slot's operations use the shared paths
+    /// meanwhile). Nothing is lost or duplicated; on error nothing is taken.
+    ///
+    /// # Errors
+    /// Where membarrier rseq fences are unavailable, or when the fence fails.
+    ///
+    /// # Panics
+    /// If `cpu` is not below the slot count.
+    pub fn steal(&self, cpu: usize) -> Result<Vec<T>, crate::FenceError> {
+        Ok(self.cache.steal(cpu)?.into_iter().map(|b| *b).collect())
+    }
+
+    /// Takes every free object (every CPU's cache, the shared lists), while threads
+    /// keep using the pool (see [`steal`](Self::steal)). On error the objects taken
+    /// before it go to the overflow list: nothing is lost.
+    ///
+    /// # Errors
+    /// As [`steal`](Self::steal).
+    pub fn steal_all(&self) -> Result<Vec<T>, crate::FenceError> {
+        let mut out: Vec<T> = self.cache.steal_all()?.into_iter().map(|b| *b).collect();
+        out.extend(self.overflow.lock().drain(..).map(|b| *b));
+        Ok(out)
+    }
+
     /// How many free objects the overflow list holds.
     pub fn overflow_len(&self) -> usize {
         self.overflow.lock().len()

@@ -8,8 +8,8 @@ use core::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
 use super::{
-    effective_index, fence_slot, on_current_cpu, with_index, Attempt, IndexBy, LazySlots,
-    SharedList, Zeroable,
+    effective_index, fence_slot, on_current_cpu, Attempt, IndexBy, LazySlots, Seq, SharedList,
+    Step, Then, Zeroable,
 };
 use crate::arch::{self, Index};
 use crate::hooks::{self, Hooks, NoHooks};
@@ -103,6 +103,113 @@ fn stopped_or_again<R>(slot: &StackSlot) -> Attempt<R> {
     }
 }
 
+/// The push sequence: link the node to the head, then publish it, unless the head
+/// changed or the slot is stopped.
+struct Push<T>(*mut Node<T>);
+
+impl<T> Clone for Push<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Push<T> {}
+
+impl<T> Seq<StackSlot> for Push<T> {
+    type Out = ();
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &StackSlot,
+        k: impl Step<(), K>,
+    ) -> K {
+        let node = self.0;
+        let head = slot.head.load(Ordering::Relaxed);
+        // SAFETY: the node is ours until the commit publishes it.
+        unsafe { (*node).next = head };
+        hooks::inject_c::<H>(8);
+        // SAFETY: head and stopped are this CPU's slot words, written only by its
+        // sequences (or a thief after stopping and fencing); `cpu` was read from
+        // `area` (contract).
+        unsafe {
+            arch::load_cbne_load_cbne_store_k::<I, H, K>(
+                area,
+                cpu,
+                slot.head.as_ptr(),
+                head,
+                slot.stopped.as_ptr(),
+                0,
+                node as isize,
+                Then {
+                    out: || (),
+                    step: k,
+                },
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, slot: &StackSlot) -> Attempt<()> {
+        stopped_or_again(slot)
+    }
+}
+
+/// The pop sequence: unlink the head, unless the list is empty or the slot stopped
+/// (both go to the shared fallback list).
+struct Pop<T>(PhantomData<fn() -> T>);
+
+impl<T> Clone for Pop<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Pop<T> {}
+
+impl<T> Seq<StackSlot> for Pop<T> {
+    type Out = Option<StackNode<T>>;
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &StackSlot,
+        k: impl Step<Self::Out, K>,
+    ) -> K {
+        let mut popped = core::mem::MaybeUninit::<isize>::uninit();
+        let out = popped.as_mut_ptr();
+        let then = Then {
+            // SAFETY: a committed pop wrote the unlinked node's address into `popped`
+            // and unlinked it: we own it now.
+            out: move || Some(unsafe { StackNode::from_raw(out.read() as *mut Node<T>) }),
+            step: k,
+        };
+        hooks::inject_c::<H>(8);
+        // SAFETY: head is this CPU's list: every non-zero value is a live node (nodes
+        // leave the list only through committed pops on this CPU or a thief that
+        // stopped the slot, which the guard compare sees); `popped` is private.
+        unsafe {
+            arch::load_cbne_load_cbeq_store_add_load_store_k::<I, H, K>(
+                area,
+                cpu,
+                slot.stopped.as_ptr(),
+                0,
+                slot.head.as_ptr(),
+                0,
+                NEXT,
+                out,
+                then,
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, _: &StackSlot) -> Attempt<Self::Out> {
+        // Empty, or stopped by a thief: either way the shared fallback list next.
+        Attempt::GiveUp
+    }
+}
+
 /// One CPU's list.
 #[derive(Default)]
 struct StackSlot {
@@ -190,7 +297,7 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     pub fn with_hooks(index: IndexBy) -> Self {
         let index = effective_index(index);
         PerCpuStack {
-            slots: LazySlots::eager(),
+            slots: LazySlots::eager(index),
             index,
             fallback: SharedList::new(),
             steal_lock: Mutex::new(()),
@@ -214,13 +321,11 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     /// Pushes an owned node on the current CPU's list: no allocation.
     #[inline(always)]
     pub fn push_node(&self, node: StackNode<T>) {
-        let node = node.into_raw();
-        let pushed = with_index!(self.index, I => self.push_as::<I>(node));
-        if !pushed {
+        let push = Push(node.into_raw());
+        on_current_cpu::<H, _, _>(&self.slots, push, |Push(node)| {
             // SAFETY: the node was never published; we own it.
-            let node = unsafe { StackNode::from_raw(node) };
-            self.push_fallback(node);
-        }
+            self.push_fallback(unsafe { StackNode::from_raw(node) })
+        })
     }
 
     /// The shared fallback holds values: the node is freed (cold path only).
@@ -228,31 +333,6 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     #[inline(never)]
     fn push_fallback(&self, node: StackNode<T>) {
         let _ = self.fallback.push::<H>(node.into_inner(), usize::MAX);
-    }
-
-    #[inline(always)]
-    fn push_as<I: Index>(&self, node: *mut Node<T>) -> bool {
-        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
-            let head = slot.head.load(Ordering::Relaxed);
-            // SAFETY: the node is ours until the commit publishes it.
-            unsafe { (*node).next = head };
-            hooks::inject_c::<H>(8);
-            // SAFETY: head and stopped are this CPU's slot words, written only by
-            // its sequences (or a thief after stopping and fencing).
-            let r = unsafe {
-                arch::load_cbne_load_cbne_store::<I, H>(
-                    area,
-                    cpu,
-                    slot.head.as_ptr(),
-                    head,
-                    slot.stopped.as_ptr(),
-                    0,
-                    node as isize,
-                )
-            };
-            Attempt::from_op(r, || (), || stopped_or_again(slot))
-        })
-        .is_some()
     }
 
     /// Pops the most recent value of the current CPU's list, else of the shared
@@ -267,54 +347,13 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     /// value of the shared fallback list in a new node; `None` when both are empty.
     #[inline(always)]
     pub fn pop_node(&self) -> Option<StackNode<T>> {
-        match with_index!(self.index, I => self.pop_as::<I>()) {
-            // SAFETY: a committed pop unlinked `node`; we own it now.
-            Some(Some(node)) => Some(unsafe { StackNode::from_raw(node) }),
-            _ => self.pop_fallback(),
-        }
+        on_current_cpu::<H, _, _>(&self.slots, Pop(PhantomData), |_| self.pop_fallback())
     }
 
     #[cold]
     #[inline(never)]
     fn pop_fallback(&self) -> Option<StackNode<T>> {
         self.fallback.pop::<H>().map(StackNode::new)
-    }
-
-    /// `Some(Some(node))`: popped; `Some(None)`: this CPU's list is empty; `None`: use
-    /// the fallback.
-    #[inline(always)]
-    fn pop_as<I: Index>(&self) -> Option<Option<*mut Node<T>>> {
-        on_current_cpu::<I, H, _, _>(&self.slots, |area, cpu, slot| {
-            let mut popped: isize = 0;
-            hooks::inject_c::<H>(8);
-            // SAFETY: head is this CPU's list: every non-zero value is a live node
-            // (nodes leave the list only through committed pops on this CPU or a
-            // thief that stopped the slot, which the guard compare sees); `popped`
-            // is private.
-            let r = unsafe {
-                arch::load_cbne_load_cbeq_store_add_load_store::<I, H>(
-                    area,
-                    cpu,
-                    slot.stopped.as_ptr(),
-                    0,
-                    slot.head.as_ptr(),
-                    0,
-                    NEXT,
-                    &mut popped,
-                )
-            };
-            Attempt::from_op(
-                r,
-                || Some(popped as *mut Node<T>),
-                || {
-                    if slot.stopped.load(Ordering::Relaxed) != 0 {
-                        Attempt::GiveUp
-                    } else {
-                        Attempt::Done(None)
-                    }
-                },
-            )
-        })
     }
 
     /// Takes every value of slot `cpu`'s list (most recent first), while its owners

@@ -105,6 +105,8 @@ use core::marker::PhantomData;
 use core::mem::{align_of, needs_drop, size_of};
 use core::ptr::{self, NonNull};
 
+#[doc(hidden)]
+pub use pool::hold_lock_while as hold_pool_lock_while;
 pub use zeroable::Zeroable;
 
 /// The stride of pooled items: the bytes reserved per slot in a chunk (64 KiB, the
@@ -274,6 +276,26 @@ impl<T: Zeroable> PerCpu<T> {
             pool::Error::TooLarge => AllocError::new::<T>(slots, Cause::TooLarge),
             pool::Error::Os(errno) => AllocError::new::<T>(slots, Cause::Os(errno)),
         })?;
+        Ok(PerCpu {
+            base: block.base.cast(),
+            slots,
+            shift: block.shift,
+            index,
+            dedicated: block.dedicated,
+            _owns: PhantomData,
+        })
+    }
+
+    /// As [`try_new`](Self::try_new), without waiting for the pool's lock (the
+    /// set-up of containers on first use): see `pool::alloc_nonblocking`.
+    pub(crate) fn try_new_nonblocking(index: IndexBy) -> Result<PerCpu<T>, AllocError> {
+        let slots = crate::possible_cpus();
+        let block = pool::alloc_nonblocking(size_of::<T>(), align_of::<T>(), slots).map_err(
+            |e| match e {
+                pool::Error::TooLarge => AllocError::new::<T>(slots, Cause::TooLarge),
+                pool::Error::Os(errno) => AllocError::new::<T>(slots, Cause::Os(errno)),
+            },
+        )?;
         Ok(PerCpu {
             base: block.base.cast(),
             slots,

@@ -5,9 +5,10 @@
 //! (construction and drop); the per-CPU fast path never comes here.
 
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use super::DEFAULT_STRIDE;
 
@@ -32,17 +33,23 @@ pub(super) struct Block {
 }
 
 /// The page size, a power of two.
+/// Async-signal-safe (as everything [`alloc_nonblocking`] calls).
 pub(super) fn page_size() -> usize {
-    static PAGE: OnceLock<usize> = OnceLock::new();
-    *PAGE.get_or_init(|| {
-        // SAFETY: sysconf has no preconditions.
-        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if n > 0 && (n as usize).is_power_of_two() {
-            n as usize
-        } else {
-            4096
-        }
-    })
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    let cached = PAGE.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: sysconf has no preconditions (the page size comes from the auxiliary
+    // vector: no lock, no allocation).
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let n = if n > 0 && (n as usize).is_power_of_two() {
+        n as usize
+    } else {
+        4096
+    };
+    PAGE.store(n, Ordering::Relaxed);
+    n
 }
 
 /// The stride of pooled items: [`DEFAULT_STRIDE`], or the page if pages are larger.
@@ -51,15 +58,23 @@ pub(super) fn pool_stride() -> usize {
 }
 
 /// The size of a PMD-mapped transparent huge page (2 MiB on x86_64).
+/// Async-signal-safe: the file is read into a buffer on the stack.
 fn huge_page_size() -> usize {
-    static HUGE: OnceLock<usize> = OnceLock::new();
-    *HUGE.get_or_init(|| {
-        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .filter(|n| n.is_power_of_two())
-            .unwrap_or(2 << 20)
-    })
+    static HUGE: AtomicUsize = AtomicUsize::new(0);
+    let cached = HUGE.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    let mut buf = [0u8; 64];
+    let n = crate::sys::read_small_file(
+        c"/sys/kernel/mm/transparent_hugepage/hpage_pmd_size",
+        &mut buf,
+    )
+    .and_then(|s| s.trim().parse::<usize>().ok())
+    .filter(|n| n.is_power_of_two())
+    .unwrap_or(2 << 20);
+    HUGE.store(n, Ordering::Relaxed);
+    n
 }
 
 /// The pool's state, behind [`STATE`].
@@ -107,16 +122,21 @@ fn state() -> MutexGuard<'static, State> {
 pub(super) fn alloc(size: usize, align: usize, slots: usize) -> Result<Block, Error> {
     debug_assert!(slots > 0 && align.is_power_of_two());
     let stride = pool_stride();
-    let size = size.max(1);
-    if size > stride / 2 || align > stride / 2 {
-        return alloc_dedicated(size, align, slots);
+    if size.max(1) > stride / 2 || align > stride / 2 {
+        return alloc_dedicated(size.max(1), align, slots);
     }
+    alloc_in(&mut state(), size, align, slots)
+}
+
+/// The pooled part of [`alloc`], with the pool locked.
+fn alloc_in(state: &mut State, size: usize, align: usize, slots: usize) -> Result<Block, Error> {
+    let stride = pool_stride();
+    let size = size.max(1);
     let chunk_len = reservation(slots, stride)?;
     let units = size.div_ceil(UNIT);
     let align_units = align.max(UNIT) / UNIT;
     let shift = stride.trailing_zeros();
 
-    let mut state = state();
     let family = match state.families.iter().position(|f| f.slots == slots) {
         Some(i) => &mut state.families[i],
         None => {
@@ -154,6 +174,45 @@ pub(super) fn alloc(size: usize, align: usize, slots: usize) -> Result<Block, Er
         shift,
         dedicated: false,
     })
+}
+
+/// As [`alloc`], without waiting for the pool's lock, so that a container can be set
+/// up on first use inside a signal handler that interrupted this thread inside the
+/// pool, or in a child forked while another thread held the pool's lock (which stays
+/// locked in the child forever). When the lock is free the item is placed as by
+/// [`alloc`]; when it is held, the item gets a mapping of its own with the pool's
+/// stride (the same layout, and the constant stride the containers use), unmapped
+/// when freed. Placing it in the pool may allocate the pool's bookkeeping when the
+/// pool grows (a new chunk), which is the one call here that is not
+/// async-signal-safe: a first use inside a signal handler that interrupted `malloc`
+/// on the same thread, when the pool must grow, can still block in `malloc`.
+pub(super) fn alloc_nonblocking(size: usize, align: usize, slots: usize) -> Result<Block, Error> {
+    debug_assert!(slots > 0 && align.is_power_of_two());
+    let stride = pool_stride();
+    if size.max(1) > stride / 2 || align > stride / 2 {
+        return alloc_dedicated(size.max(1), align, slots);
+    }
+    match STATE.try_lock() {
+        Ok(mut g) => alloc_in(&mut g, size, align, slots),
+        Err(TryLockError::Poisoned(e)) => alloc_in(&mut e.into_inner(), size, align, slots),
+        Err(TryLockError::WouldBlock) => {
+            let len = reservation(slots, stride)?;
+            let base = map(len, stride, stride)?;
+            Ok(Block {
+                base,
+                shift: stride.trailing_zeros(),
+                dedicated: true,
+            })
+        }
+    }
+}
+
+/// Holds the pool's lock while `f` runs (tests: a set-up on first use must not wait
+/// for it, in a signal handler of this thread or in a forked child).
+#[doc(hidden)]
+pub fn hold_lock_while<R>(f: impl FnOnce() -> R) -> R {
+    let _g = state();
+    f()
 }
 
 /// An item too large (or too aligned) to share a chunk: its own mapping, with a

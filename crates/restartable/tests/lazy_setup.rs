@@ -1,0 +1,174 @@
+//! The set-up of a container's storage on first use (`const` constructors) never
+//! waits: not for another thread's set-up, not for the storage pool's lock, so that it
+//! cannot deadlock in a signal handler that interrupted this thread, or in a child
+//! forked while another thread was setting up or held the pool.
+//!
+//! Each scenario runs in a forked child (so that a deadlock is a child that does not
+//! exit, killed after a time limit with a clear message, not a hung test binary) that
+//! reports through its exit status: 0 when every check held, else the number of the
+//! check that failed.
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+#[path = "support/child.rs"]
+mod child;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use restartable::percpu::storage::hold_pool_lock_while;
+use restartable::{PerCpuCounter, ThreadArea};
+
+/// How long a forked child may take (it does a few thousand operations).
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Whether this thread runs restartable sequences (else every operation takes the
+/// fallback, and the checks that a set-up happened do not apply).
+fn rseq_here() -> bool {
+    ThreadArea::current().is_ok()
+}
+
+/// Forks; the child runs `f` and exits with its result (async-signal-safe exit, no
+/// destructors); the parent waits up to [`LIMIT`] and asserts the child exited 0.
+fn in_forked_child(what: &str, f: impl FnOnce() -> i32) {
+    // SAFETY: the child only runs `f` (this library's operations, which take no lock
+    // that another thread could hold across the fork, and plain atomics) and `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = f();
+        // SAFETY: ends the child without running the parent's destructors or atexit
+        // handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let status = child::wait_pid_within(pid, LIMIT, what);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{what}: the forked child failed (wait status {status:#x}; exit code = the number of the failed check)"
+    );
+}
+
+#[test]
+fn a_set_up_in_progress_sends_operations_to_the_fallback_and_a_forked_child_takes_it_over() {
+    let warm = PerCpuCounter::new();
+    warm.inc();
+    let rseq = rseq_here();
+    let c = PerCpuCounter::new();
+    // As if another thread of this process had stopped in the middle of the set-up.
+    assert!(c.claim_set_up_for_test());
+    assert!(!c.claim_set_up_for_test(), "a claim is exclusive");
+    for _ in 0..1000 {
+        c.inc();
+    }
+    assert_eq!(c.sum(), 1000);
+    assert_eq!(c.fallback_value(), 1000, "no set-up while it is claimed");
+    assert!(c.per_cpu().iter().all(|&v| v == 0));
+
+    in_forked_child("set-up claimed before the fork", || {
+        // The claimer does not exist in the child: the child takes the claim over,
+        // sets the storage up and uses the slots.
+        for _ in 0..1000 {
+            c.inc();
+        }
+        if c.sum() != 2000 {
+            return 1;
+        }
+        if rseq && c.fallback_value() != 1000 {
+            return 2;
+        }
+        0
+    });
+
+    // Still claimed here: still exact, on the fallback.
+    c.add(5);
+    assert_eq!(c.sum(), 1005);
+    assert_eq!(c.fallback_value(), 1005);
+}
+
+static IN_HANDLER: PerCpuCounter = PerCpuCounter::new();
+static HANDLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn first_use_in_handler(_: libc::c_int) {
+    IN_HANDLER.inc();
+    HANDLED.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn first_use_in_a_signal_handler_that_interrupted_the_pool_does_not_wait_for_it() {
+    let warm = PerCpuCounter::new();
+    warm.inc();
+    let rseq = rseq_here();
+    in_forked_child("first use in a signal handler", || {
+        // SAFETY: installs a handler (a plain function) for SIGUSR1 in this child.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = first_use_in_handler as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) != 0 {
+                return 1;
+            }
+        }
+        // This thread holds the pool's lock when the signal arrives: the handler's
+        // first use of the `static` counter must set it up without waiting for it.
+        // SAFETY: raise has no preconditions; the handler runs before it returns.
+        let raised = hold_pool_lock_while(|| unsafe { libc::raise(libc::SIGUSR1) });
+        if raised != 0 || !HANDLED.load(Ordering::SeqCst) {
+            return 2;
+        }
+        if IN_HANDLER.sum() != 1 {
+            return 3;
+        }
+        if rseq && IN_HANDLER.fallback_value() != 0 {
+            // Set up (in a mapping of its own) and used, not sent to the fallback.
+            return 4;
+        }
+        // And again, with the set-up itself claimed by the interrupted code.
+        let again = PerCpuCounter::new();
+        if !again.claim_set_up_for_test() {
+            return 5;
+        }
+        again.inc();
+        if again.sum() != 1 || again.fallback_value() != 1 {
+            return 6;
+        }
+        0
+    });
+}
+
+#[test]
+fn a_child_forked_while_another_thread_holds_the_pool_sets_up_without_it() {
+    let warm = PerCpuCounter::new();
+    warm.inc();
+    let rseq = rseq_here();
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        hold_pool_lock_while(|| {
+            held_tx.send(()).expect("main thread waits");
+            // Until the parent has forked (bounded: the parent sends or drops).
+            let _ = release_rx.recv_timeout(LIMIT);
+        })
+    });
+    held_rx.recv().expect("holder locked the pool");
+    let c = PerCpuCounter::new();
+    in_forked_child("fork while the pool is locked", || {
+        // The pool's lock was held at the fork by a thread that does not exist here:
+        // it stays locked in this process forever.
+        for _ in 0..1000 {
+            c.inc();
+        }
+        if c.sum() != 1000 {
+            return 1;
+        }
+        if rseq && c.fallback_value() != 0 {
+            return 2;
+        }
+        0
+    });
+    release_tx.send(()).expect("holder waits");
+    holder.join().expect("holder");
+    // And here, the ordinary set-up.
+    c.inc();
+    assert_eq!(c.sum(), 1);
+}
