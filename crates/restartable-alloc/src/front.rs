@@ -1,85 +1,135 @@
-//! Front-end: per-CPU caches of free objects, one array per size class, popped on
-//! `alloc` and pushed on `dealloc` by restartable sequences.
+//! Front-end: per-CPU caches of free objects, one array ("slab") per size class,
+//! popped on `alloc` and pushed on `dealloc` by restartable sequences.
 //!
 //! # Layout
 //! One region, mapped at first use, holds one slot of [`STRIDE`] bytes per possible
 //! CPU (indexed by mm_cid where the kernel has it, so slots follow the threads that
 //! run at once, not the CPUs that exist; `RESTARTABLE_ALLOC_INDEX=cpu` in the
-//! environment asks for CPU numbers instead). A slot starts with a word of bookkeeping
-//! (when it last went to the middle), then per class a header word `current` and
-//! [`capacity`] object pointers:
+//! environment asks for CPU numbers instead). A slot starts with a line of
+//! bookkeeping (the *guard* word, when it last went to the middle, the bytes of
+//! capacity it was given, per class how often it missed), then per class a header
+//! word and room for [`max_capacity`] object pointers:
 //!
 //! ```text
-//! slot i: | stamp | cur(1) | items(1)[0..cap(1)] | cur(2) | items(2)[..] | ... |
-//! pop:  if cur > 0 { item = items[cur-1]; commit cur = cur - 1 }   (load_cbne_load_cbne_store)
-//! push: if cur < cap { items[cur] = obj; commit cur = cur + 1 }    (load_cbne_store_store)
+//! slot i: | guard | stamp | budget | misses.. | hdr(1) | items(1)[..] | hdr(2) | ... |
+//! hdr = count | capacity << 32; items are hdr[1..=count]
+//! pop:  if guard == 0 && count > 0        { item = hdr[count]; commit hdr - 1 }
+//! push: if guard == 0 && count < capacity { hdr[count + 1] = obj; commit hdr + 1 }
 //! ```
+//! Each is one sequence (`load_cbne_slab_pop` / `load_cbne_slab_push` of the
+//! `restartable` crate): the guard, the header and the item are all read inside it,
+//! so the fast path prepares nothing but the slot's address.
 //!
 //! # Invariants
-//! - `items[..cur]` of a slot are free objects of the class, owned by the slot. Only
-//!   restartable sequences for that slot change `cur` or `items[..cur]`; everything
-//!   else about a slot is done by a thread that first *closes* it (below).
-//! - Refills and spills move a whole batch in one sequence
-//!   (`load_cbne_memcpy_store`): the copy is speculative, the commit of `cur`
-//!   publishes or unpublishes the batch.
-//! - `cur < 0` means *closed*: sequences treat the class as both empty and full and
-//!   go to the middle. Another thread drains a slot by closing every class (swap to
-//!   -1), fencing the slot (`membarrier` rseq fence) until no sequence can still
-//!   commit, taking `items[..previous cur]`, and reopening with `cur = 0`.
+//! - `items[..count]` of a slot are free objects of the class, owned by the slot.
+//!   Only restartable sequences for that slot change a header or the items below
+//!   its capacity, and every sequence checks the slot's guard is 0 inside itself.
+//! - Another thread works on a slot only after *stopping* it: it sets the guard,
+//!   then fences the slot (`membarrier` rseq fence). After the fence every sequence
+//!   that read the guard as 0 has committed or been aborted, and later ones fail:
+//!   the headers and items are the stopping thread's to read and rewrite, until it
+//!   clears the guard. Nothing else ever writes a slot's headers or items while its
+//!   sequences may run.
+//! - Refills and spills move a whole batch in one guarded sequence
+//!   (`load_cbne_load_cbne_memcpy_store`): the copy is speculative, the commit of the
+//!   header publishes or unpublishes the batch.
+//! - Capacities: every class starts at capacity 0. A miss (the slow path of the
+//!   class) grows its capacity by a [`batch`] up to [`max_capacity`], as long as the
+//!   slot's capacities stay within [`max_cached_bytes_per_cpu`] (the `budget` word
+//!   counts them; it and every capacity change are guarded by the drain lock). A
+//!   miss that found no budget is counted; the next resize pass (every
+//!   [`RESIZE_MS`], by whichever thread is in the slow path) stops such slots and
+//!   shrinks their classes that did not miss since the pass before by a batch,
+//!   handing the objects above the new capacity to the middle, so that the hot
+//!   classes can grow. A drained slot gets capacity 0 in every class.
 //! - A thread without a registered rseq area never touches the caches: it uses its
 //!   own [`thread_cache`](crate::thread_cache) (the fallback front-end), or the middle.
 //!   Re-entrant calls (registration in library-owned mode may allocate) go to the
 //!   middle: a thread-local flag marks the guarded slow path, and a nested call
 //!   finding it set takes no cache at all.
-//! - A cache holds at most `capacity(c)` objects per class; the bytes a slot can hold
-//!   are bounded by [`max_cached_bytes_per_cpu`](crate::size_class::max_cached_bytes_per_cpu).
-//!   A slot whose owners have not visited the middle for [`IDLE_MS`] is drained by
+//! - A slot whose owners have not visited the middle for [`IDLE_MS`] is drained by
 //!   the next thread that does (at most one scan per [`IDLE_MS`]).
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 
-use restartable::arch::{self, ByCpu, ByMmCid, Index, OpResult, Relaxed, Release};
+use restartable::arch::{
+    self, slab_capacity, slab_count, slab_header, ByCpu, ByMmCid, Index, OpResult, Relaxed, Release,
+};
 use restartable::hooks::Hooks;
 use restartable::ThreadArea;
 
 use crate::middle;
 use crate::os;
-use crate::size_class::{batch, capacity, size, CAPACITY, CLASSES, MAX_BATCH};
+use crate::size_class::{batch, max_cached_bytes_per_cpu, max_capacity, size, CLASSES, MAX_BATCH};
 use crate::sync::{RawLock, SpinLock};
 
 /// Consecutive aborts after which one operation goes to the middle instead.
 pub const MAX_ABORTS: u32 = 100;
 /// A slot not seen in the middle for this long is drained.
 pub const IDLE_MS: u64 = 1000;
+/// How often slots whose classes could not grow are resized.
+pub const RESIZE_MS: u64 = 100;
 
-/// Byte offset of each class's header in a slot (index 0: the stamp word).
+/// Byte offsets of a slot's bookkeeping words.
+const GUARD: usize = 0;
+const STAMP: usize = 8;
+const BUDGET: usize = 16;
+const DENIED: usize = 24;
+/// Misses of class `c` since the last resize pass: `MISSES + 8 * c`.
+const MISSES: usize = 64;
+
+/// Byte offset of each class's header in a slot (index 0 unused).
 const OFFSETS: [usize; CLASSES + 2] = {
     let mut off = [0; CLASSES + 2];
-    off[1] = 64;
+    off[1] = 512;
     let mut c = 1;
     while c <= CLASSES {
-        off[c + 1] = off[c] + (1 + capacity(c)) * 8;
+        off[c + 1] = off[c] + (1 + max_capacity(c)) * 8;
         c += 1;
     }
     off
 };
+const _: () = assert!(MISSES + 8 * (CLASSES + 1) <= OFFSETS[1]);
 /// Bytes per slot.
 pub const STRIDE: usize = (OFFSETS[CLASSES + 1] + os::OS_PAGE - 1) & !(os::OS_PAGE - 1);
 
-static BASE: AtomicUsize = AtomicUsize::new(0);
-static SLOTS: AtomicUsize = AtomicUsize::new(0);
-static BY_CID: AtomicBool = AtomicBool::new(false);
+/// The front-end's set-up, read by every fast path: one line.
+#[repr(C, align(64))]
+struct Front {
+    /// The region's address (0 until set up), with [`BY_CID`] set when slots are
+    /// indexed by mm_cid.
+    word: AtomicUsize,
+    /// Slots in the region.
+    slots: AtomicUsize,
+}
+const BY_CID: usize = 1;
+
+static FRONT: Front = Front {
+    word: AtomicUsize::new(0),
+    slots: AtomicUsize::new(0),
+};
 static FENCES: AtomicBool = AtomicBool::new(false);
 static INIT: SpinLock<bool> = SpinLock::new(false);
 static DRAIN: SpinLock<()> = SpinLock::new(());
 static NEXT_SCAN: AtomicU64 = AtomicU64::new(0);
+static NEXT_RESIZE: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// Set while this thread runs the guarded slow path (registration, set-up).
     static BUSY: Cell<bool> = const { Cell::new(false) };
     /// Set once rseq turned out unavailable to this thread.
     static NO_RSEQ: Cell<bool> = const { Cell::new(false) };
+    /// This thread's copy of the front-end's set-up (`FRONT`), 0 until its first
+    /// slow path with the caches set up and rseq registered: the fast path reads it
+    /// at a fixed offset from the thread pointer instead of through the GOT.
+    static FAST: Fast = const { Fast { word: Cell::new(0), slots: Cell::new(0) } };
+}
+
+/// See `FAST`.
+struct Fast {
+    word: Cell<usize>,
+    slots: Cell<usize>,
 }
 
 /// The set-up lock, for the fork handlers.
@@ -87,139 +137,217 @@ pub fn init_lock() -> &'static dyn RawLock {
     &INIT
 }
 
-/// The drain lock, for the fork handlers.
+/// The drain lock (also guards capacities and budgets), for the fork handlers.
 pub fn drain_lock() -> &'static dyn RawLock {
     &DRAIN
 }
 
-/// The header word of class `c` in slot `slot`; its items follow it.
+/// The region's address, 0 until the caches are set up.
 #[inline(always)]
-fn header(base: usize, slot: usize, c: usize) -> *const AtomicIsize {
-    (base + slot * STRIDE + OFFSETS[c]) as *const AtomicIsize
+fn base() -> usize {
+    FRONT.word.load(Ordering::Acquire) & !BY_CID
 }
 
-/// Pops a free object of class `c` from the current CPU's cache: `None` when it is
-/// empty, closed, or this thread has no rseq area (the caller goes to the slow path).
 #[inline(always)]
-pub fn pop<H: Hooks>(c: usize) -> Option<*mut u8> {
-    let base = BASE.load(Ordering::Relaxed);
-    if base == 0 {
+fn slot_addr(base: usize, slot: usize) -> usize {
+    base + slot * STRIDE
+}
+
+/// A bookkeeping word of a slot.
+fn word(base: usize, slot: usize, off: usize) -> &'static AtomicUsize {
+    // SAFETY: a word of a slot of the region, which is never unmapped.
+    unsafe { &*((slot_addr(base, slot) + off) as *const AtomicUsize) }
+}
+
+/// The header word of class `c` in the slot at `slot`; its items follow it.
+///
+/// # Safety
+/// `1 <= c <= CLASSES`.
+#[inline(always)]
+unsafe fn header(slot: usize, c: usize) -> *mut isize {
+    // SAFETY: `c` is in range (caller).
+    (slot + unsafe { *OFFSETS.get_unchecked(c) }) as *mut isize
+}
+
+/// What a fast-path operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// Done, with its result.
+    Done(T),
+    /// The cache was empty (pop) or full (push), stopped by another thread, or this
+    /// thread has no rseq area or no cache slot: go to the slow path.
+    Miss,
+    /// The sequence was aborted (preempted, migrated, signalled): try again, out of
+    /// the fast path.
+    Aborted,
+}
+
+/// Pops a free object of class `c` from the current CPU's cache, in one attempt.
+///
+/// # Safety
+/// `1 <= c <= CLASSES`.
+#[inline(always)]
+pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
+    let w = FAST.with(|f| f.word.get());
+    let Some((area, cpu, base)) = enter(w) else {
+        return Outcome::Miss;
+    };
+    // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
+    unsafe {
+        if w & BY_CID != 0 {
+            pop_once::<ByMmCid, H>(area, cpu, base, c)
+        } else {
+            pop_once::<ByCpu, H>(area, cpu, base, c)
+        }
+    }
+}
+
+/// This thread's area, its slot index (by the index `w` selects) and the region,
+/// when the thread's fast path is set up, it is registered, and the index has a
+/// slot.
+#[inline(always)]
+fn enter(w: usize) -> Option<(ThreadArea, u32, usize)> {
+    if w == 0 {
         return None;
     }
-    let area = ThreadArea::current_if_registered()?;
-    if BY_CID.load(Ordering::Relaxed) {
-        pop_as::<ByMmCid, H>(area, base, c)
+    let slots = FAST.with(|f| f.slots.get());
+    if w & BY_CID != 0 {
+        let area = ThreadArea::current_if_registered()?;
+        let cid = ByMmCid::current(area);
+        ((cid as usize) < slots).then_some((area, cid, w & !BY_CID))
     } else {
-        pop_as::<ByCpu, H>(area, base, c)
+        // SAFETY: `slots` is `possible_cpus()`, far below the kernel's -2.
+        let (area, cpu) = unsafe { ByCpu::enter_below(slots) }?;
+        Some((area, cpu, w))
     }
 }
 
+/// One attempt.
+///
+/// # Safety
+/// `1 <= c <= CLASSES`; `base` the region; `cpu` the index `I` read from `area`,
+/// below the slot count.
 #[inline(always)]
-fn pop_as<I: Index, H: Hooks>(area: ThreadArea, base: usize, c: usize) -> Option<*mut u8> {
-    let mut aborts = 0;
-    loop {
-        let cpu = I::current(area);
-        if cpu as usize >= SLOTS.load(Ordering::Relaxed) {
-            return None;
-        }
-        let hdr = header(base, cpu as usize, c);
-        // SAFETY: the region holds SLOTS slots; the header and its items are words
-        // of the slot, read as atomics.
-        let (cur, cell) = unsafe {
-            let cur = (*hdr).load(Ordering::Relaxed);
-            if cur <= 0 {
-                return None;
-            }
-            (cur, hdr.add(cur as usize))
-        };
-        // SAFETY: `cell` is items[cur - 1] of the slot.
-        let item = unsafe { (*cell).load(Ordering::Relaxed) };
-        // SAFETY: the area is this thread's, `cpu` was read from it with `I`, and the
-        // two words are written only by sequences for slot `cpu` (or by a drainer
-        // after closing and fencing the slot).
-        let r = unsafe {
-            arch::load_cbne_load_cbne_store::<I, H>(
-                area,
-                cpu,
-                (*hdr).as_ptr(),
-                cur,
-                (*cell).as_ptr(),
-                item,
-                cur - 1,
-            )
-        };
-        match r {
-            OpResult::Committed => return Some(item as *mut u8),
-            OpResult::CompareFailed => {}
-            OpResult::Aborted { .. } => {
-                aborts += 1;
-                if aborts >= MAX_ABORTS {
-                    return None;
-                }
-            }
-        }
-    }
-}
-
-/// Pushes a free object of class `c` on the current CPU's cache: `false` when it is
-/// full, closed, or this thread has no rseq area.
-#[inline(always)]
-pub fn push<H: Hooks>(c: usize, obj: *mut u8) -> bool {
-    let base = BASE.load(Ordering::Relaxed);
-    if base == 0 {
-        return false;
-    }
-    let Some(area) = ThreadArea::current_if_registered() else {
-        return false;
+unsafe fn pop_once<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    base: usize,
+    c: usize,
+) -> Outcome<*mut u8> {
+    let slot = slot_addr(base, cpu as usize);
+    // SAFETY: the area is this thread's and `cpu` was read from it with `I`; the
+    // guard is the slot's first word, the header and its items are words of the
+    // slot written only by sequences for `cpu` (or by a thread that stopped and
+    // fenced the slot); items up to the count are published objects.
+    let (r, item) = unsafe {
+        arch::load_cbne_slab_pop::<I, H>(area, cpu, (slot + GUARD) as *const isize, header(slot, c))
     };
-    if BY_CID.load(Ordering::Relaxed) {
-        push_as::<ByMmCid, H>(area, base, c, obj)
-    } else {
-        push_as::<ByCpu, H>(area, base, c, obj)
+    match r {
+        OpResult::Committed => Outcome::Done(item as *mut u8),
+        OpResult::CompareFailed => Outcome::Miss,
+        OpResult::Aborted { .. } => Outcome::Aborted,
     }
 }
 
-#[inline(always)]
-fn push_as<I: Index, H: Hooks>(area: ThreadArea, base: usize, c: usize, obj: *mut u8) -> bool {
-    let cap = CAPACITY[c];
-    let mut aborts = 0;
-    loop {
-        let cpu = I::current(area);
-        if cpu as usize >= SLOTS.load(Ordering::Relaxed) {
-            return false;
-        }
-        let hdr = header(base, cpu as usize, c);
-        // SAFETY: as in `pop_as`.
-        let cur = unsafe { (*hdr).load(Ordering::Relaxed) };
-        if cur as usize >= cap {
-            // Full, or closed (negative).
-            return false;
-        }
-        // SAFETY: items[cur] is past the published part of this slot's array,
-        // written only by sequences for `cpu`; the commit of `cur` publishes it.
-        let r = unsafe {
-            let cell = hdr.add(cur as usize + 1);
-            arch::load_cbne_store_store::<I, Release, H>(
-                area,
-                cpu,
-                (*hdr).as_ptr(),
-                cur,
-                (*cell).as_ptr(),
-                obj as isize,
-                cur + 1,
-            )
-        };
-        match r {
-            OpResult::Committed => return true,
-            OpResult::CompareFailed => {}
-            OpResult::Aborted { .. } => {
-                aborts += 1;
-                if aborts >= MAX_ABORTS {
-                    return false;
-                }
+/// `alloc` of class `c` after the fast path's sequence aborted: more attempts
+/// (up to [`MAX_ABORTS`] in all), then the slow path.
+#[cold]
+#[inline(never)]
+pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
+    if (1..=CLASSES).contains(&c) {
+        for _ in 1..MAX_ABORTS {
+            // SAFETY: `c` checked.
+            match unsafe { pop::<H>(c) } {
+                Outcome::Done(p) => return p,
+                Outcome::Miss => break,
+                Outcome::Aborted => {}
             }
         }
     }
+    alloc_slow::<H>(c)
+}
+
+/// Pushes a free object of class `c` on the current CPU's cache, in one attempt.
+///
+/// # Safety
+/// `1 <= c <= CLASSES`.
+#[inline(always)]
+pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
+    let w = FAST.with(|f| f.word.get());
+    let Some((area, cpu, base)) = enter(w) else {
+        return Outcome::Miss;
+    };
+    // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
+    unsafe {
+        if w & BY_CID != 0 {
+            push_once::<ByMmCid, H>(area, cpu, base, c, obj)
+        } else {
+            push_once::<ByCpu, H>(area, cpu, base, c, obj)
+        }
+    }
+}
+
+/// One attempt.
+///
+/// # Safety
+/// As for [`pop_once`].
+#[inline(always)]
+unsafe fn push_once<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    base: usize,
+    c: usize,
+    obj: *mut u8,
+) -> Outcome<()> {
+    let slot = slot_addr(base, cpu as usize);
+    // SAFETY: as in `pop_once`; the items from the count up to the capacity (at most
+    // `max_capacity`, the room the slot has) are unpublished.
+    let r = unsafe {
+        arch::load_cbne_slab_push::<I, H>(
+            area,
+            cpu,
+            (slot + GUARD) as *const isize,
+            header(slot, c),
+            obj as isize,
+        )
+    };
+    match r {
+        OpResult::Committed => Outcome::Done(()),
+        OpResult::CompareFailed => Outcome::Miss,
+        OpResult::Aborted { .. } => Outcome::Aborted,
+    }
+}
+
+/// Pushes `obj` with up to [`MAX_ABORTS`] attempts: whether it is in the cache.
+///
+/// # Safety
+/// `1 <= c <= CLASSES`.
+unsafe fn push_retrying<H: Hooks>(c: usize, obj: *mut u8) -> bool {
+    for _ in 0..MAX_ABORTS {
+        // SAFETY: forwarded contract.
+        match unsafe { push::<H>(c, obj) } {
+            Outcome::Done(()) => return true,
+            Outcome::Miss => return false,
+            Outcome::Aborted => {}
+        }
+    }
+    false
+}
+
+/// `dealloc` of class `c` after the fast path's sequence aborted: more attempts,
+/// then the slow path.
+///
+/// # Safety
+/// As for [`dealloc_slow`].
+#[cold]
+#[inline(never)]
+pub unsafe fn dealloc_after_abort<H: Hooks>(c: usize, obj: *mut u8) {
+    // SAFETY: `c` checked; forwarded contract.
+    if (1..=CLASSES).contains(&c) && unsafe { push_retrying::<H>(c, obj) } {
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { dealloc_slow::<H>(c, obj) }
 }
 
 /// Moves up to `items.len()` objects into the current CPU's cache in one sequence;
@@ -230,40 +358,48 @@ fn push_many<I: Index, H: Hooks>(
     c: usize,
     items: &[*mut u8],
 ) -> usize {
-    let cap = CAPACITY[c] as isize;
     let mut aborts = 0;
     while aborts < MAX_ABORTS {
         let cpu = I::current(area);
-        if cpu as usize >= SLOTS.load(Ordering::Relaxed) {
+        if cpu as usize >= FRONT.slots.load(Ordering::Relaxed) {
             return 0;
         }
-        let hdr = header(base, cpu as usize, c);
-        // SAFETY: as in `pop_as`.
-        let cur = unsafe { (*hdr).load(Ordering::Relaxed) };
-        if cur < 0 || cur >= cap {
-            return 0;
-        }
-        let k = items.len().min((cap - cur) as usize);
+        let slot = slot_addr(base, cpu as usize);
+        // SAFETY: `c` is a class (callers), the header a word of the slot.
+        let hdr = unsafe { header(slot, c) };
+        // SAFETY: as in `pop_once`.
+        let h = unsafe { (*(hdr as *const AtomicIsize)).load(Ordering::Relaxed) };
+        let (cur, cap) = (slab_count(h) as usize, slab_capacity(h) as usize);
+        let k = items.len().min(cap.saturating_sub(cur));
         if k == 0 {
             return 0;
         }
         // SAFETY: items[cur..cur + k] are past the published part of the slot's
-        // array (unread until the commit publishes them); `items` is ours.
+        // array and below its capacity (unread until the commit publishes them; the
+        // sequence re-checks the header and the guard); `items` is ours.
         let r = unsafe {
-            arch::load_cbne_memcpy_store::<I, Release, H>(
+            arch::load_cbne_load_cbne_memcpy_store::<I, Release, H>(
                 area,
                 cpu,
-                (*hdr).as_ptr(),
-                cur,
-                hdr.add(cur as usize + 1) as *mut u8,
+                (slot + GUARD) as *const isize,
+                0,
+                hdr,
+                h,
+                hdr.add(cur + 1) as *mut u8,
                 items.as_ptr().cast(),
                 k * 8,
-                cur + k as isize,
+                h + k as isize,
             )
         };
         match r {
             OpResult::Committed => return k,
-            OpResult::CompareFailed => {}
+            OpResult::CompareFailed => {
+                // SAFETY: the guard word of the slot.
+                if unsafe { (*((slot + GUARD) as *const AtomicIsize)).load(Ordering::Relaxed) } != 0
+                {
+                    return 0;
+                }
+            }
             OpResult::Aborted { .. } => aborts += 1,
         }
     }
@@ -281,46 +417,140 @@ fn pop_many<I: Index, H: Hooks>(
     let mut aborts = 0;
     while aborts < MAX_ABORTS {
         let cpu = I::current(area);
-        if cpu as usize >= SLOTS.load(Ordering::Relaxed) {
+        if cpu as usize >= FRONT.slots.load(Ordering::Relaxed) {
             return 0;
         }
-        let hdr = header(base, cpu as usize, c);
-        // SAFETY: as in `pop_as`.
-        let cur = unsafe { (*hdr).load(Ordering::Relaxed) };
-        if cur <= 0 {
+        let slot = slot_addr(base, cpu as usize);
+        // SAFETY: `c` is a class (callers), the header a word of the slot.
+        let hdr = unsafe { header(slot, c) };
+        // SAFETY: as in `pop_once`.
+        let h = unsafe { (*(hdr as *const AtomicIsize)).load(Ordering::Relaxed) };
+        let cur = slab_count(h) as usize;
+        let k = out.len().min(cur);
+        if k == 0 {
             return 0;
         }
-        let k = out.len().min(cur as usize);
         // SAFETY: items[cur - k..cur] are published items of the slot, copied into
-        // our buffer before the commit unpublishes them.
+        // our buffer before the commit unpublishes them (the sequence re-checks the
+        // header and the guard).
         let r = unsafe {
-            arch::load_cbne_memcpy_store::<I, Relaxed, H>(
+            arch::load_cbne_load_cbne_memcpy_store::<I, Relaxed, H>(
                 area,
                 cpu,
-                (*hdr).as_ptr(),
-                cur,
+                (slot + GUARD) as *const isize,
+                0,
+                hdr,
+                h,
                 out.as_mut_ptr().cast(),
-                hdr.add(cur as usize + 1 - k) as *const u8,
+                hdr.add(cur + 1 - k) as *const u8,
                 k * 8,
-                cur - k as isize,
+                h - k as isize,
             )
         };
         match r {
             OpResult::Committed => return k,
-            OpResult::CompareFailed => {}
+            OpResult::CompareFailed => {
+                // SAFETY: the guard word of the slot.
+                if unsafe { (*((slot + GUARD) as *const AtomicIsize)).load(Ordering::Relaxed) } != 0
+                {
+                    return 0;
+                }
+            }
             OpResult::Aborted { .. } => aborts += 1,
         }
     }
     0
 }
 
+/// Grows class `c`'s capacity in the current slot by a batch, if the slot's budget
+/// allows; counts the miss either way. Returns whether it grew.
+fn grow<I: Index, H: Hooks>(area: ThreadArea, base: usize, c: usize) -> bool {
+    let cpu = I::current(area) as usize;
+    let slots = FRONT.slots.load(Ordering::Relaxed);
+    if cpu >= slots {
+        return false;
+    }
+    word(base, cpu, MISSES + 8 * c).fetch_add(1, Ordering::Relaxed);
+    let sz = size(c);
+    let step = batch(c);
+    // Unlocked first look: a full class or a spent budget takes no lock.
+    // SAFETY: `c` is a class (callers).
+    let hdr = unsafe { header(slot_addr(base, cpu), c) };
+    // SAFETY: a header word of the slot.
+    let h = unsafe { (*(hdr as *const AtomicIsize)).load(Ordering::Relaxed) };
+    if slab_capacity(h) as usize >= max_capacity(c) {
+        return false;
+    }
+    if word(base, cpu, BUDGET).load(Ordering::Relaxed) + step.min(max_capacity(c)) * sz
+        > max_cached_bytes_per_cpu()
+    {
+        word(base, cpu, DENIED).fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    let _budgets = DRAIN.lock();
+    for _ in 0..MAX_ABORTS {
+        let cpu = I::current(area);
+        if cpu as usize >= slots {
+            return false;
+        }
+        let slot = slot_addr(base, cpu as usize);
+        // SAFETY: `c` is a class.
+        let hdr = unsafe { header(slot, c) };
+        // SAFETY: a header word of the slot.
+        let h = unsafe { (*(hdr as *const AtomicIsize)).load(Ordering::Relaxed) };
+        let cap = slab_capacity(h) as usize;
+        let add = step.min(max_capacity(c).saturating_sub(cap));
+        let budget = word(base, cpu as usize, BUDGET);
+        if add == 0 {
+            return false;
+        }
+        if budget.load(Ordering::Relaxed) + add * sz > max_cached_bytes_per_cpu() {
+            word(base, cpu as usize, DENIED).fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        // SAFETY: the header is written only by sequences of this slot, or under the
+        // drain lock (held) by a thread that stopped the slot; the commit is guarded.
+        let r = unsafe {
+            arch::load_cbne_load_cbne_store::<I, H>(
+                area,
+                cpu,
+                hdr,
+                h,
+                (slot + GUARD) as *const isize,
+                0,
+                h + slab_header(0, add as u32),
+            )
+        };
+        match r {
+            OpResult::Committed => {
+                budget.fetch_add(add * sz, Ordering::Relaxed);
+                return true;
+            }
+            OpResult::CompareFailed => {
+                // SAFETY: the guard word.
+                if unsafe { (*((slot + GUARD) as *const AtomicIsize)).load(Ordering::Relaxed) } != 0
+                {
+                    return false;
+                }
+            }
+            OpResult::Aborted { .. } => {}
+        }
+    }
+    false
+}
+
 /// This thread's area for the slow path: registers the thread (and sets up the
 /// caches) on first use, guarded against re-entry. `None`: use the middle.
 #[inline]
 fn slow_area() -> Option<(ThreadArea, usize)> {
-    let base = BASE.load(Ordering::Acquire);
+    let base = base();
     if base != 0 {
         if let Some(a) = ThreadArea::current_if_registered() {
+            // From now on this thread's fast path finds the caches.
+            FAST.with(|f| {
+                f.slots.set(FRONT.slots.load(Ordering::Relaxed));
+                f.word.set(FRONT.word.load(Ordering::Acquire));
+            });
             return Some((a, base));
         }
     }
@@ -356,9 +586,15 @@ fn register_guarded() -> Option<(ThreadArea, usize)> {
         Err(_) => NO_RSEQ.with(|n| n.set(true)),
     }
     leave_guarded();
-    let base = BASE.load(Ordering::Acquire);
+    let base = base();
     match area {
-        Ok(a) if base != 0 => Some((a, base)),
+        Ok(a) if base != 0 => {
+            FAST.with(|f| {
+                f.slots.set(FRONT.slots.load(Ordering::Relaxed));
+                f.word.set(FRONT.word.load(Ordering::Acquire));
+            });
+            Some((a, base))
+        }
         _ => None,
     }
 }
@@ -378,13 +614,11 @@ fn init() {
     let Some(p) = os::map(len) else {
         return;
     };
-    BY_CID.store(
-        restartable::registration::mm_cid_available() && !index_by_cpu_requested(),
-        Ordering::Relaxed,
-    );
+    let by_cid = restartable::registration::mm_cid_available() && !index_by_cpu_requested();
     FENCES.store(restartable::fences_supported(), Ordering::Relaxed);
-    SLOTS.store(slots, Ordering::Relaxed);
-    BASE.store(p as usize, Ordering::Release);
+    FRONT.slots.store(slots, Ordering::Relaxed);
+    let w = p as usize | if by_cid { BY_CID } else { 0 };
+    FRONT.word.store(w, Ordering::Release);
 }
 
 /// Whether `RESTARTABLE_ALLOC_INDEX=cpu` asks for caches indexed by CPU even where
@@ -398,19 +632,16 @@ fn index_by_cpu_requested() -> bool {
     }
 }
 
-/// Whether the caches exist, and whether they are indexed by mm_cid.
+/// Whether the caches exist (their slot count), and whether they are indexed by
+/// mm_cid.
 pub fn mode() -> Option<(usize, bool)> {
-    (BASE.load(Ordering::Acquire) != 0).then(|| {
-        (
-            SLOTS.load(Ordering::Relaxed),
-            BY_CID.load(Ordering::Relaxed),
-        )
-    })
+    let w = FRONT.word.load(Ordering::Acquire);
+    (w != 0).then(|| (FRONT.slots.load(Ordering::Relaxed), w & BY_CID != 0))
 }
 
 macro_rules! dispatch {
     ($f:ident::<$H:ident>($($a:expr),*)) => {
-        if BY_CID.load(Ordering::Relaxed) {
+        if FRONT.word.load(Ordering::Relaxed) & BY_CID != 0 {
             $f::<ByMmCid, $H>($($a),*)
         } else {
             $f::<ByCpu, $H>($($a),*)
@@ -419,7 +650,8 @@ macro_rules! dispatch {
 }
 
 /// `alloc` of class `c` when the cache had nothing: a batch from the middle, one
-/// object for the caller and the rest into the cache. Null when memory is exhausted.
+/// object for the caller and the rest into the cache (whose capacity grows by a
+/// batch if the budget allows). Null when memory is exhausted.
 #[cold]
 #[inline(never)]
 pub fn alloc_slow<H: Hooks>(c: usize) -> *mut u8 {
@@ -439,6 +671,7 @@ pub fn alloc_slow<H: Hooks>(c: usize) -> *mut u8 {
             _ => core::ptr::null_mut(),
         };
     };
+    dispatch!(grow::<H>(area, base, c));
     let mut buf = [core::ptr::null_mut(); MAX_BATCH];
     let got = middle::remove_batch(c, &mut buf[..batch(c)]);
     if got == 0 {
@@ -459,8 +692,8 @@ pub fn alloc_slow<H: Hooks>(c: usize) -> *mut u8 {
     obj
 }
 
-/// `dealloc` of class `c` when the cache was full: a batch of the cache and `obj`
-/// go to the middle.
+/// `dealloc` of class `c` when the cache was full: the cache's capacity grows by a
+/// batch if the budget allows, else a batch of the cache and `obj` go to the middle.
 ///
 /// # Safety
 /// `obj` is a free object of class `c`, not in use and in no cache.
@@ -479,9 +712,14 @@ pub unsafe fn dealloc_slow<H: Hooks>(c: usize, obj: *mut u8) {
         }
         return;
     };
+    // SAFETY: `c` is a class (forwarded contract).
+    if dispatch!(grow::<H>(area, base, c)) && unsafe { push_retrying::<H>(c, obj) } {
+        return;
+    }
     let mut buf = [core::ptr::null_mut(); MAX_BATCH + 1];
     let k = dispatch!(pop_many::<H>(area, base, c, &mut buf[..batch(c)]));
-    let n = if k > 0 && dispatch!(push_as::<H>(area, base, c, obj)) {
+    // SAFETY: `c` is a class.
+    let n = if k > 0 && unsafe { push_retrying::<H>(c, obj) } {
         k
     } else {
         buf[k] = obj;
@@ -502,74 +740,124 @@ fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-/// Stamps the current slot, and drains idle slots if a scan is due.
+/// Stamps the current slot; drains idle slots and resizes starved ones if a pass is
+/// due.
 fn visited_middle(area: ThreadArea) {
     let Some((slots, by_cid)) = mode() else {
         return;
     };
     let slot = if by_cid { area.mm_cid() } else { area.cpu_id() } as usize;
     let now = now_ms();
+    let base = base();
     if slot < slots {
-        stamp(slot).store(now, Ordering::Relaxed);
+        word(base, slot, STAMP).store(now as usize, Ordering::Relaxed);
+    }
+    if !FENCES.load(Ordering::Relaxed) {
+        return;
     }
     let next = NEXT_SCAN.load(Ordering::Relaxed);
     if now >= next
-        && FENCES.load(Ordering::Relaxed)
         && NEXT_SCAN
             .compare_exchange(next, now + IDLE_MS, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {
         drain_idle(now);
     }
-}
-
-fn stamp(slot: usize) -> &'static AtomicU64 {
-    // SAFETY: word 0 of a slot of the region, which is never unmapped.
-    unsafe { &*((BASE.load(Ordering::Relaxed) + slot * STRIDE) as *const AtomicU64) }
+    let next = NEXT_RESIZE.load(Ordering::Relaxed);
+    if now >= next
+        && NEXT_RESIZE
+            .compare_exchange(next, now + RESIZE_MS, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        resize_starved();
+    }
 }
 
 #[cold]
 fn drain_idle(now: u64) {
     let Some((slots, _)) = mode() else { return };
+    let base = base();
     for slot in 0..slots {
-        let last = stamp(slot).load(Ordering::Relaxed);
+        let last = word(base, slot, STAMP).load(Ordering::Relaxed) as u64;
         if last + IDLE_MS < now && cached_bytes(slot) > 0 {
             let _ = drain_slot(slot);
         }
     }
 }
 
+/// Resizes every slot whose classes were denied growth since the last pass.
+#[cold]
+fn resize_starved() {
+    let Some((slots, _)) = mode() else { return };
+    let base = base();
+    for slot in 0..slots {
+        if word(base, slot, DENIED).load(Ordering::Relaxed) != 0 {
+            let _ = resize_slot(slot);
+        } else {
+            for c in 1..=CLASSES {
+                word(base, slot, MISSES + 8 * c).store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Bytes of free objects in slot `slot`'s caches (racy: for statistics).
 pub fn cached_bytes(slot: usize) -> usize {
-    let base = BASE.load(Ordering::Acquire);
-    if base == 0 || slot >= SLOTS.load(Ordering::Relaxed) {
+    let base = base();
+    if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) {
         return 0;
     }
     (1..=CLASSES)
         .map(|c| {
-            // SAFETY: a header word of a slot of the region.
-            let cur = unsafe { (*header(base, slot, c)).load(Ordering::Relaxed) };
-            cur.max(0) as usize * size(c)
+            // SAFETY: a header word of a slot of the region (`c` a class).
+            let h = unsafe {
+                (*(header(slot_addr(base, slot), c) as *const AtomicIsize)).load(Ordering::Relaxed)
+            };
+            slab_count(h) as usize * size(c)
         })
         .sum()
+}
+
+/// Bytes of capacity slot `slot`'s classes have now (racy: for statistics).
+pub fn capacity_bytes(slot: usize) -> usize {
+    let base = base();
+    if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) {
+        return 0;
+    }
+    word(base, slot, BUDGET).load(Ordering::Relaxed)
+}
+
+/// Capacity of class `c` in slot `slot`, in objects (racy: for statistics and tests).
+pub fn class_capacity(slot: usize, c: usize) -> usize {
+    let base = base();
+    if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) || c == 0 || c > CLASSES {
+        return 0;
+    }
+    // SAFETY: a header word of a slot of the region (`c` checked).
+    let h = unsafe {
+        (*(header(slot_addr(base, slot), c) as *const AtomicIsize)).load(Ordering::Relaxed)
+    };
+    slab_capacity(h) as usize
 }
 
 /// Objects of class `c` in every slot (racy: for statistics).
 pub fn cached_objects(c: usize) -> usize {
-    let base = BASE.load(Ordering::Acquire);
-    if base == 0 {
+    let base = base();
+    if base == 0 || c == 0 || c > CLASSES {
         return 0;
     }
-    (0..SLOTS.load(Ordering::Relaxed))
+    (0..FRONT.slots.load(Ordering::Relaxed))
         .map(|slot| {
-            // SAFETY: a header word of a slot of the region.
-            let cur = unsafe { (*header(base, slot, c)).load(Ordering::Relaxed) };
-            cur.max(0) as usize
+            // SAFETY: a header word of a slot of the region (`c` checked).
+            let h = unsafe {
+                (*(header(slot_addr(base, slot), c) as *const AtomicIsize)).load(Ordering::Relaxed)
+            };
+            slab_count(h) as usize
         })
         .sum()
 }
 
-/// Why a slot could not be drained.
+/// Why a slot could not be drained or resized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainError {
     /// The caches are not set up (no thread used them yet, or rseq is unavailable).
@@ -580,7 +868,7 @@ pub enum DrainError {
 }
 
 fn fence(slot: usize) -> Result<(), DrainError> {
-    let r = if BY_CID.load(Ordering::Relaxed) {
+    let r = if FRONT.word.load(Ordering::Relaxed) & BY_CID != 0 {
         // mm_cids move between CPUs: stop every CPU.
         restartable::fence_all()
     } else {
@@ -589,70 +877,120 @@ fn fence(slot: usize) -> Result<(), DrainError> {
     r.map_err(|_| DrainError::NoFences)
 }
 
-/// Moves every object of slot `slot`'s caches to the middle, from any thread:
-/// closes each class, fences the slot until no sequence can commit, takes the
-/// objects and reopens. Returns the bytes moved.
-pub fn drain_slot(slot: usize) -> Result<usize, DrainError> {
-    let base = BASE.load(Ordering::Acquire);
-    if base == 0 || slot >= SLOTS.load(Ordering::Relaxed) {
-        return Err(DrainError::NoCaches);
-    }
-    if !FENCES.load(Ordering::Relaxed) {
-        return Err(DrainError::NoFences);
-    }
-    let _one_drainer = DRAIN.lock();
-    let mut held = [0isize; CLASSES + 1];
-    for (c, h) in held.iter_mut().enumerate().skip(1) {
-        // SAFETY: a header word of the slot.
-        *h = unsafe { (*header(base, slot, c)).swap(-1, Ordering::SeqCst) };
-    }
-    loop {
+/// A slot stopped by this thread: its guard set and fenced, so no sequence for it
+/// can commit until the guard is cleared (on drop). Holds the drain lock.
+struct Stopped {
+    base: usize,
+    slot: usize,
+    _one: crate::sync::SpinGuard<'static, ()>,
+}
+
+impl Stopped {
+    /// Stops `slot`. If the fence fails the slot stays stopped (a sequence that read
+    /// the guard as 0 might still commit, so its contents cannot be taken; its threads
+    /// use the middle, nothing is lost) and fences are not tried again.
+    fn new(slot: usize) -> Result<Stopped, DrainError> {
+        let base = base();
+        if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) {
+            return Err(DrainError::NoCaches);
+        }
+        if !FENCES.load(Ordering::Relaxed) {
+            return Err(DrainError::NoFences);
+        }
+        let one = DRAIN.lock();
+        word(base, slot, GUARD).store(1, Ordering::SeqCst);
         if let Err(e) = fence(slot) {
-            // Without a fence we cannot know whether a sequence still commits: leave
-            // the slot closed (its threads use the middle; a late commit reopens it
-            // with consistent contents) and stop draining.
             FENCES.store(false, Ordering::Relaxed);
+            // The guard stays set (the slot stays stopped); the lock is released.
+            drop(one);
             return Err(e);
         }
-        // A sequence that compared before our swap may have committed before the
-        // fence: take the value it left and fence again.
-        let mut again = false;
-        for (c, h) in held.iter_mut().enumerate().skip(1) {
-            // SAFETY: as above.
-            let hdr = unsafe { &*header(base, slot, c) };
-            if hdr.load(Ordering::SeqCst) != -1 {
-                *h = hdr.swap(-1, Ordering::SeqCst);
-                again = true;
-            }
-        }
-        if !again {
-            break;
-        }
+        Ok(Stopped {
+            base,
+            slot,
+            _one: one,
+        })
     }
-    // Closed and fenced: no sequence for this slot can commit; the items are ours.
-    let mut moved = 0;
-    for (c, &n) in held.iter().enumerate().skip(1) {
-        let n = n.max(0) as usize;
-        let hdr = header(base, slot, c);
-        let mut i = 0;
+
+    /// The header of class `c` (ours to read and write while stopped).
+    fn header(&self, c: usize) -> *mut isize {
+        debug_assert!((1..=CLASSES).contains(&c));
+        // SAFETY: `c` is a class.
+        unsafe { header(slot_addr(self.base, self.slot), c) }
+    }
+
+    /// Moves the objects of class `c` above `keep` to the middle and sets the class's
+    /// capacity to `cap` (at least `keep`); returns the bytes moved.
+    fn trim(&self, c: usize, keep: usize, cap: usize) -> usize {
+        let hdr = self.header(c);
+        // SAFETY: the stopped slot's header: no sequence can write it now.
+        let h = unsafe { hdr.read() };
+        let n = slab_count(h) as usize;
+        let mut i = keep.min(n);
+        let moved = (n - i) * size(c);
         while i < n {
             let k = (n - i).min(MAX_BATCH);
             let mut buf = [core::ptr::null_mut(); MAX_BATCH];
             for (j, b) in buf[..k].iter_mut().enumerate() {
-                // SAFETY: items[i + j] of the closed slot, published before the fence.
-                *b = unsafe { (*hdr.add(1 + i + j)).load(Ordering::Relaxed) } as *mut u8;
+                // SAFETY: items[i + j] of the stopped slot, published before the fence.
+                *b = unsafe { hdr.add(1 + i + j).read() } as *mut u8;
             }
-            // SAFETY: free objects of class `c` that the closed cache no longer holds.
+            // SAFETY: free objects of class `c` that the stopped cache no longer holds
+            // (the header written below drops them).
             unsafe { middle::insert_batch(c, &buf[..k]) };
             i += k;
         }
-        moved += n * size(c);
+        let keep = keep.min(n);
+        let cap = cap.max(keep);
+        let budget = word(self.base, self.slot, BUDGET);
+        let old_cap = slab_capacity(h) as usize;
+        budget.fetch_sub(old_cap * size(c), Ordering::Relaxed);
+        budget.fetch_add(cap * size(c), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { hdr.write(slab_header(keep as u32, cap as u32)) };
+        moved
     }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        word(self.base, self.slot, GUARD).store(0, Ordering::Release);
+    }
+}
+
+/// Moves every object of slot `slot`'s caches to the middle and gives its classes
+/// capacity 0, from any thread: stops the slot (guard and fence), takes the objects
+/// and reopens it. Returns the bytes moved.
+pub fn drain_slot(slot: usize) -> Result<usize, DrainError> {
+    let s = Stopped::new(slot)?;
+    let mut moved = 0;
     for c in 1..=CLASSES {
-        // SAFETY: a header word of the slot, closed by us: reopen it empty.
-        unsafe { (*header(base, slot, c)).store(0, Ordering::Release) };
+        moved += s.trim(c, 0, 0);
     }
+    word(s.base, slot, DENIED).store(0, Ordering::Relaxed);
     Ok(moved)
+}
+
+/// Shrinks the classes of slot `slot` that did not miss since the last pass by a
+/// batch each (moving objects above the new capacity to the middle), so that the
+/// classes that could not grow find budget; from any thread, with the slot stopped.
+/// Returns the bytes of capacity given up.
+pub fn resize_slot(slot: usize) -> Result<usize, DrainError> {
+    let s = Stopped::new(slot)?;
+    let mut freed = 0;
+    for c in 1..=CLASSES {
+        let misses = word(s.base, slot, MISSES + 8 * c).swap(0, Ordering::Relaxed);
+        // SAFETY: the stopped slot's header.
+        let h = unsafe { s.header(c).read() };
+        let cap = slab_capacity(h) as usize;
+        if misses == 0 && cap > 0 {
+            let new_cap = cap - cap.min(batch(c));
+            s.trim(c, new_cap, new_cap);
+            freed += (cap - new_cap) * size(c);
+        }
+    }
+    word(s.base, slot, DENIED).store(0, Ordering::Relaxed);
+    Ok(freed)
 }
 
 /// Drains every slot; returns the bytes moved.

@@ -16,8 +16,11 @@
 //! - [`size_class`]: the 52 sizes small objects (up to 256 KiB) are rounded to.
 //! - [`front`]: per-CPU caches (one array of free objects per size class per CPU, or
 //!   per mm_cid), popped and pushed by restartable sequences from the `restartable`
-//!   crate's op layer. No lock, no atomic read-modify-write, no allocation. Frees on
-//!   another CPU go to that CPU's cache.
+//!   crate's op layer (its slab ops). No lock, no atomic read-modify-write, no
+//!   allocation. Frees on another CPU go to that CPU's cache. Capacities grow for the
+//!   classes that miss and shrink for cold ones within a per-CPU budget; another
+//!   thread drains or resizes a CPU's caches after stopping them (a guard word the
+//!   sequences check, then a membarrier fence).
 //! - [`thread_cache`]: the fallback front-end, a small cache per thread for threads
 //!   without rseq (valgrind, seccomp, other targets), flushed when the thread exits.
 //! - [`middle`]: per class, a transfer cache and the central free list of spans;
@@ -37,15 +40,17 @@
 //! - Any alignment: small objects up to a page (8 KiB), larger ones by mapping.
 //! - `realloc` stays in place within a size class (and resizes large objects with
 //!   `mremap`); `alloc_zeroed` of a large object writes nothing (fresh mappings are
-//!   zero).
+//!   zero), nor does it for a small one of at least [`ZEROED_FROM_SPANS_MIN`] bytes
+//!   when its class has a span fresh from `mmap` (or released) with objects never
+//!   handed out.
 //! - Fork-safe: the allocator's locks are taken around `fork`, so a child can
 //!   allocate even if another thread was inside the allocator.
 //! - Memory comes back: a span whose objects are all free returns to the page heap
 //!   at once, and free pages beyond 8 MiB go back to the OS. What stays cached is
 //!   bounded: per CPU (or mm_cid) slot at most
-//!   [`size_class::max_cached_bytes_per_cpu`] bytes, about the same again in the
-//!   middle's transfer caches, and 8 MiB of free pages (see
-//!   [`Stats::cached_bound`]).
+//!   [`size_class::max_cached_bytes_per_cpu`] bytes, at most
+//!   [`size_class::capacity_bytes`] in the middle's transfer caches, and 8 MiB of
+//!   free pages (see [`Stats::cached_bound`]).
 //!
 //! All instances share one process-wide heap, as `malloc` does.
 
@@ -113,22 +118,62 @@ impl<H: Hooks> core::fmt::Debug for PerCpuAlloc<H> {
     }
 }
 
+/// An object of class `c`, which is `class_for` of a layout (never above `CLASSES`).
+/// `alloc_zeroed` of objects this large first asks the middle for an object of a
+/// fresh span (zero without a write, one lock) instead of a cached one and a
+/// `memset`; smaller ones are cheaper to clear than the lock.
+pub const ZEROED_FROM_SPANS_MIN: usize = 4096;
+
 #[inline(always)]
 fn alloc_small<H: Hooks>(c: usize) -> *mut u8 {
-    match front::pop::<H>(c) {
-        Some(p) => p,
-        None => front::alloc_slow::<H>(c),
+    debug_assert!((1..=CLASSES).contains(&c));
+    // SAFETY: `c` comes from `class_for`, which returns at most CLASSES.
+    match unsafe { front::pop::<H>(c) } {
+        front::Outcome::Done(p) => p,
+        front::Outcome::Miss => front::alloc_slow::<H>(c),
+        front::Outcome::Aborted => front::alloc_after_abort::<H>(c),
     }
 }
 
 /// # Safety
-/// `p` is a free object of class `c` (its last use is over).
+/// `p` is a free object of class `c` (its last use is over), `c` non-zero and from
+/// `class_for`.
 #[inline(always)]
 unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
-    if !front::push::<H>(c, p) {
-        // SAFETY: forwarded.
-        unsafe { front::dealloc_slow::<H>(c, p) }
+    // SAFETY: `c` is a class (caller); the slow paths get the caller's object.
+    unsafe {
+        match front::push::<H>(c, p) {
+            front::Outcome::Done(()) => {}
+            front::Outcome::Miss => front::dealloc_slow::<H>(c, p),
+            front::Outcome::Aborted => front::dealloc_after_abort::<H>(c, p),
+        }
     }
+}
+
+/// `alloc` of any layout.
+#[inline(never)]
+fn alloc_any<H: Hooks>(layout: Layout) -> *mut u8 {
+    let c = class_for(layout);
+    if c != 0 {
+        return alloc_small::<H>(c);
+    }
+    large::alloc(layout)
+}
+
+/// `dealloc` of any layout.
+///
+/// # Safety
+/// As for [`GlobalAlloc::dealloc`].
+#[inline(never)]
+unsafe fn dealloc_any<H: Hooks>(ptr: *mut u8, layout: Layout) {
+    let c = class_for(layout);
+    if c != 0 {
+        // SAFETY: the caller frees an object allocated with this layout, so of class
+        // `c`.
+        return unsafe { dealloc_small::<H>(c, ptr) };
+    }
+    // SAFETY: a large object of this layout.
+    unsafe { large::dealloc(ptr, layout) }
 }
 
 // SAFETY: objects handed out are distinct until freed (each sits in exactly one
@@ -138,29 +183,34 @@ unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
 unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let c = class_for(layout);
-        if c != 0 {
-            return alloc_small::<H>(c);
+        // Small, ordinarily aligned objects inline; everything else in a call (in tail
+        // position, so the inlined path saves no registers for it).
+        match size_class::table_class(layout) {
+            Some(c) => alloc_small::<H>(c),
+            None => alloc_any::<H>(layout),
         }
-        large::alloc(layout)
     }
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let c = class_for(layout);
-        if c != 0 {
+        match size_class::table_class(layout) {
             // SAFETY: the caller frees an object allocated with this layout, so of
             // class `c`.
-            return unsafe { dealloc_small::<H>(c, ptr) };
+            Some(c) => unsafe { dealloc_small::<H>(c, ptr) },
+            // SAFETY: forwarded contract.
+            None => unsafe { dealloc_any::<H>(ptr, layout) },
         }
-        // SAFETY: a large object of this layout.
-        unsafe { large::dealloc(ptr, layout) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let c = class_for(layout);
         if c != 0 {
+            if size(c) >= ZEROED_FROM_SPANS_MIN {
+                if let Some(p) = middle::remove_fresh(c) {
+                    return p;
+                }
+            }
             let p = alloc_small::<H>(c);
             if !p.is_null() {
                 // SAFETY: a fresh object of at least `layout.size()` bytes.
@@ -233,17 +283,23 @@ pub struct Stats {
     /// Whether per-CPU caches are in use, and indexed by mm_cid (`Some(true)`) or by
     /// CPU (`Some(false)`).
     pub caches_by_mm_cid: Option<bool>,
+    /// Small objects `alloc_zeroed` handed out from fresh spans, without writing
+    /// zeros (see [`ZEROED_FROM_SPANS_MIN`]).
+    pub zeroed_without_memset: u64,
 }
 
 impl Stats {
     /// The most free memory the allocator keeps resident outside spans with `slots`
-    /// cache slots: the per-CPU caches and the transfer caches (each at most
-    /// [`size_class::max_cached_bytes_per_cpu`]) and the page heap's backed free pages
+    /// cache slots: the per-CPU caches (each slot at most
+    /// [`size_class::max_cached_bytes_per_cpu`]), the transfer caches (at most
+    /// [`size_class::capacity_bytes`] together) and the page heap's backed free pages
     /// (at most twice [`page_heap::BACKED_FREE_LIMIT`] in the worst case, as one
     /// freed span can exceed the limit before it is enforced). Partly used spans are
     /// not counted: they hold live objects.
     pub const fn cached_bound(slots: usize) -> usize {
-        (slots + 1) * size_class::max_cached_bytes_per_cpu() + 2 * page_heap::BACKED_FREE_LIMIT
+        slots * size_class::max_cached_bytes_per_cpu()
+            + size_class::capacity_bytes()
+            + 2 * page_heap::BACKED_FREE_LIMIT
     }
 }
 
@@ -277,6 +333,7 @@ pub fn stats() -> Stats {
     s.released_bytes = (h.released_free + h.uncarved) as u64;
     s.released_total_bytes = h.released_total;
     s.mapped_bytes = (h.mapped + large::in_use() + slots * front::STRIDE) as u64;
+    s.zeroed_without_memset = middle::fresh_objects();
     s
 }
 

@@ -132,6 +132,71 @@ pub fn remove_batch(c: usize, out: &mut [*mut u8]) -> usize {
     got
 }
 
+/// Objects handed out by [`remove_fresh`] (zero without a write).
+static FRESH_OBJECTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Spans [`remove_fresh`] looks at before giving up.
+const FRESH_LOOK: usize = 4;
+
+/// An object of class `c` that reads as zero without being written: one not carved
+/// yet from a span that was fresh (see [`Span::fresh`]), from the first
+/// four spans with free objects, or from a new span when the class has
+/// no free object in its spans at all. `None` when there is none (the caller
+/// writes the zeros) or memory is exhausted.
+pub fn remove_fresh(c: usize) -> Option<*mut u8> {
+    let mut g = CENTRAL[c].lock();
+    let per_span = objects_per_span(c);
+    let mut s = g.nonempty.head;
+    let mut looked = 0;
+    // SAFETY: spans in the class's list, guarded by the lock we hold.
+    unsafe {
+        let has_fresh = |s: *mut Span| (*s).fresh && (*s).carved < per_span;
+        while !s.is_null() && !has_fresh(s) {
+            looked += 1;
+            if looked == FRESH_LOOK {
+                return None;
+            }
+            s = (*s).next;
+        }
+    }
+    if s.is_null() {
+        if !g.nonempty.head.is_null() {
+            return None;
+        }
+        let n = page_heap::alloc_span(c, span_pages(c))?;
+        g.spans += 1;
+        // SAFETY: a fresh span, in no list.
+        unsafe {
+            if !(*n).fresh {
+                // Its pages were used before: give objects the ordinary way.
+                g.nonempty.push(n);
+                return None;
+            }
+            g.nonempty.push(n);
+        }
+        s = n;
+    }
+    // SAFETY: `s` is in the class's list with an object never carved, guarded by
+    // the lock; objects at `start + i * size` for `i >= carved` were never handed
+    // out, and the span's pages read as zero.
+    let obj = unsafe {
+        let o = ((*s).start + (*s).carved * size(c)) as *mut u8;
+        (*s).carved += 1;
+        (*s).allocated += 1;
+        if (*s).freelist.is_null() && (*s).carved == per_span {
+            g.nonempty.remove(s);
+        }
+        o
+    };
+    g.out += 1;
+    FRESH_OBJECTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    Some(obj)
+}
+
+/// Objects [`remove_fresh`] handed out so far.
+pub fn fresh_objects() -> u64 {
+    FRESH_OBJECTS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Takes back free objects of class `c`.
 ///
 /// # Safety

@@ -64,12 +64,37 @@ pub const fn class_of_size(n: usize) -> usize {
     }
 }
 
+/// Sizes up to this many bytes find their class with one table load.
+pub const TABLE_MAX: usize = 1024;
+
+/// [`class_of_size`] of every `n <= TABLE_MAX`, indexed by `(n + 15) / 16`.
+const CLASS_TABLE: [u8; TABLE_MAX / MIN_ALIGN + 1] = {
+    let mut t = [0u8; TABLE_MAX / MIN_ALIGN + 1];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = class_of_size(i * MIN_ALIGN) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The class of a layout of at most [`TABLE_MAX`] bytes aligned to at most
+/// [`MIN_ALIGN`] (one table load), or `None` for any other layout.
+#[inline(always)]
+pub fn table_class(layout: Layout) -> Option<usize> {
+    let (n, align) = (layout.size(), layout.align());
+    (align <= MIN_ALIGN && n <= TABLE_MAX).then(|| CLASS_TABLE[n.div_ceil(MIN_ALIGN)] as usize)
+}
+
 /// The class of a layout, or 0 when it is not a small object (too large, or aligned
-/// to more than a page). Depends only on the layout.
+/// to more than a page). Depends only on the layout; never more than [`CLASSES`].
 #[inline]
 pub fn class_for(layout: Layout) -> usize {
     let (n, align) = (layout.size(), layout.align());
     if align <= MIN_ALIGN {
+        if n <= TABLE_MAX {
+            return CLASS_TABLE[n.div_ceil(MIN_ALIGN)] as usize;
+        }
         if n <= MAX_SMALL {
             return class_of_size(n);
         }
@@ -110,13 +135,15 @@ pub const fn objects_per_span(c: usize) -> usize {
     span_pages(c) * PAGE_SIZE / size(c)
 }
 
-/// Objects moved at once between a per-CPU cache and the middle.
+/// Objects moved at once between a per-CPU cache and the middle: 32 KiB worth, at
+/// most 64 (objects of 512 bytes and less move 64 at a time, so that a producer and
+/// a consumer on two CPUs take the class's lock once per 64 objects each).
 pub const fn batch(c: usize) -> usize {
-    clamp(32 * 1024 / size(c), 1, 32)
+    clamp(32 * 1024 / size(c), 1, MAX_BATCH)
 }
 
 /// Largest batch of any class (sizes on-stack buffers).
-pub const MAX_BATCH: usize = 32;
+pub const MAX_BATCH: usize = 64;
 
 /// Per-CPU cache capacity of class `c`, in objects: about 64 KiB worth, between 1
 /// and 128 objects, and at least two batches for objects up to 32 KiB.
@@ -147,8 +174,22 @@ pub const fn transfer_capacity(c: usize) -> usize {
     capacity(c)
 }
 
-/// The most bytes one CPU's caches can hold, over all classes.
-pub const fn max_cached_bytes_per_cpu() -> usize {
+/// The most objects a per-CPU cache of class `c` can grow to hold (the room its array
+/// has in a slot): twice [`capacity`], at most 256. What it holds at a time is its
+/// current capacity, which starts at 0, grows by [`batch`] when the class misses,
+/// and shrinks when the class is cold, within [`max_cached_bytes_per_cpu`].
+pub const fn max_capacity(c: usize) -> usize {
+    let two = 2 * capacity(c);
+    if two > 256 {
+        256
+    } else {
+        two
+    }
+}
+
+/// The bytes [`capacity`] objects of every class take: the bound of the middle's
+/// transfer caches together, and of one thread's fallback cache.
+pub const fn capacity_bytes() -> usize {
     let mut c = 1;
     let mut total = 0;
     while c <= CLASSES {
@@ -156,6 +197,12 @@ pub const fn max_cached_bytes_per_cpu() -> usize {
         c += 1;
     }
     total
+}
+
+/// The most bytes one CPU's (or mm_cid's) caches can hold, over all classes: the
+/// budget their capacities share (1.5 MiB, tcmalloc's default).
+pub const fn max_cached_bytes_per_cpu() -> usize {
+    3 * 512 * 1024
 }
 
 const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
@@ -181,6 +228,14 @@ mod tests {
             assert_eq!(class_of_size(s), c, "size {s}");
             assert_eq!(class_of_size(prev + 1), c, "size {}", prev + 1);
             prev = s;
+        }
+    }
+
+    #[test]
+    fn the_table_agrees_with_the_computation() {
+        for n in 0..=MAX_SMALL.min(4 * TABLE_MAX) {
+            let l = Layout::from_size_align(n, 8).unwrap();
+            assert_eq!(class_for(l), class_of_size(n), "size {n}");
         }
     }
 
@@ -222,7 +277,10 @@ mod tests {
             assert!((bytes - n * size(c)) * 8 <= bytes, "class {c}");
             assert!(batch(c) <= MAX_BATCH && batch(c) <= capacity(c));
         }
-        // The documented bound on one CPU's caches.
-        assert!(max_cached_bytes_per_cpu() <= 4 * 1024 * 1024);
+        // Every class can grow to its static capacity within the budget.
+        for c in 1..=CLASSES {
+            assert!(capacity(c) <= max_capacity(c));
+            assert!(max_capacity(c) * size(c) <= max_cached_bytes_per_cpu());
+        }
     }
 }

@@ -143,14 +143,40 @@ impl<T> RawLock for SpinLock<T> {
     }
 }
 
+/// Set by [`disable_fork_handlers`]: the handlers do nothing.
+static HANDLERS_OFF: AtomicBool = AtomicBool::new(false);
+/// Whether the last `before_fork` took the locks (so `after_fork` gives them).
+static TOOK: AtomicBool = AtomicBool::new(false);
+
+/// Test instrument: from now on the fork handlers do nothing, so a `fork` while
+/// another thread holds one of the allocator's locks leaves that lock held for ever
+/// in the child. It exists to show that the handlers matter (a test forks with a
+/// lock held and watches the child hang).
+///
+/// # Safety
+/// After this call a child process created by `fork` may find the allocator's
+/// locks held and its data structures half-updated: allocating in it may hang or
+/// corrupt memory. Only for a test process that expects that.
+#[doc(hidden)]
+pub unsafe fn disable_fork_handlers() {
+    HANDLERS_OFF.store(true, Ordering::SeqCst);
+}
+
 extern "C" fn before_fork() {
+    if HANDLERS_OFF.load(Ordering::SeqCst) {
+        TOOK.store(false, Ordering::Relaxed);
+        return;
+    }
     for_each_lock(|l| l.take());
+    TOOK.store(true, Ordering::Relaxed);
 }
 
 extern "C" fn after_fork() {
-    // SAFETY: `before_fork` took every lock on this thread (the only thread of a
-    // child).
-    for_each_lock(|l| unsafe { l.give() });
+    if TOOK.load(Ordering::Relaxed) {
+        // SAFETY: `before_fork` took every lock on this thread (the only thread of
+        // a child).
+        for_each_lock(|l| unsafe { l.give() });
+    }
 }
 
 const NOT_INSTALLED: u8 = 0;

@@ -5,7 +5,7 @@
 //! # Invariants
 //! - `items[c][..len[c]]` are free objects of class `c` owned by this thread's cache;
 //!   at most [`CAP`] (and at most the class's per-CPU capacity) per class, so a
-//!   thread holds at most [`max_cached_bytes_per_cpu`](crate::size_class::max_cached_bytes_per_cpu).
+//!   thread holds at most [`capacity_bytes`](crate::size_class::capacity_bytes).
 //! - Only its own thread touches a cache: plain loads and stores, no lock.
 //! - The cache is a thread-local with a destructor that gives everything back to the
 //!   middle when the thread exits. Its first use registers that destructor, which
@@ -18,11 +18,10 @@
 use core::cell::{Cell, UnsafeCell};
 
 use crate::middle;
-use crate::size_class::{batch, CAPACITY, CLASSES, MAX_BATCH};
+use crate::size_class::{batch, CAPACITY, CLASSES};
 
 /// Most objects per class in one thread's cache.
 pub const CAP: usize = 32;
-const _: () = assert!(MAX_BATCH <= CAP);
 
 struct Cache {
     len: [u8; CLASSES + 1],

@@ -541,14 +541,18 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
                 cached >= 100 * 200,
                 "CPU 1's cache holds only {cached} bytes"
             );
-            // CPU 0 keeps visiting the middle (objects of a class cached one at a
-            // time); once CPU 1 has been idle for a second, one of the visits drains it.
+            // CPU 0 keeps visiting the middle (more objects of a class at once than
+            // its cache can ever hold); once CPU 1 has been idle for a second, one of
+            // the visits drains it.
+            let class = restartable_alloc::size_class::class_of_size(200_000);
+            let held = restartable_alloc::size_class::max_capacity(class) + 2;
             let start = Instant::now();
             loop {
                 // black_box: an unused allocation may be optimized away entirely.
-                let a = std::hint::black_box(vec![0u8; 200_000]);
-                let b = std::hint::black_box(vec![0u8; 200_000]);
-                drop((a, b));
+                let v: Vec<Vec<u8>> = (0..held)
+                    .map(|_| std::hint::black_box(vec![0u8; 200_000]))
+                    .collect();
+                drop(std::hint::black_box(v));
                 let now = restartable_alloc::stats().cpu_cache_bytes_per_slot[1];
                 if now == 0 {
                     println!(
@@ -566,5 +570,261 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
             println!("{}", marker(role));
         }
         None => {}
+    }
+}
+
+/// Capacities follow use within the budget: a hot class grows from 0 to its most,
+/// the slot's capacities never exceed the budget, and once other classes want the
+/// budget the resize passes (by this thread, through fences) shrink the class that
+/// went cold.
+#[test]
+fn caches_resize_within_the_budget() {
+    use restartable_alloc::front;
+    use restartable_alloc::size_class::{
+        class_of_size, max_cached_bytes_per_cpu, max_capacity, size,
+    };
+    let role = "resize";
+    match child_role(role) {
+        Some(false) => {
+            if !restartable::fences_supported() {
+                eprintln!("notice: needs membarrier rseq fences; skipped");
+                return;
+            }
+            run_child(
+                "caches_resize_within_the_budget",
+                role,
+                &[("RESTARTABLE_ALLOC_INDEX", "cpu")],
+                &[],
+                Duration::from_secs(120),
+                None,
+            );
+        }
+        Some(true) => {
+            pin_to(0);
+            let hot = class_of_size(64);
+            let l = Layout::from_size_align(64, 8).unwrap();
+            // More than the class can ever cache, allocated and freed twice.
+            for _ in 0..2 {
+                // SAFETY: (test) valid layouts; every object freed with its layout.
+                unsafe {
+                    let v: Vec<*mut u8> = (0..2 * max_capacity(hot)).map(|_| A.alloc(l)).collect();
+                    for p in v {
+                        A.dealloc(p, l);
+                    }
+                }
+            }
+            let grown = front::class_capacity(0, hot);
+            assert_eq!(
+                grown,
+                max_capacity(hot),
+                "the hot class did not grow to its most"
+            );
+            // Large classes want far more than the budget: keep them missing (more
+            // objects at once than they can cache) until the cold class has shrunk.
+            let big: Vec<usize> = (1..=restartable_alloc::size_class::CLASSES)
+                .filter(|&c| size(c) >= 8192)
+                .collect();
+            let start = Instant::now();
+            let mut max_budget = 0;
+            loop {
+                for &c in &big {
+                    let l = Layout::from_size_align(size(c), 8).unwrap();
+                    // SAFETY: as above.
+                    unsafe {
+                        let v: Vec<*mut u8> =
+                            (0..max_capacity(c) + 1).map(|_| A.alloc(l)).collect();
+                        for p in v {
+                            A.dealloc(p, l);
+                        }
+                    }
+                    max_budget = max_budget.max(front::capacity_bytes(0));
+                }
+                if front::class_capacity(0, hot) < grown {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "the cold class kept its capacity {grown} for 60 s (budget {} bytes)",
+                    front::capacity_bytes(0)
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(
+                max_budget <= max_cached_bytes_per_cpu(),
+                "capacities reached {max_budget} bytes, above the budget"
+            );
+            assert!(
+                max_budget + size(big[big.len() - 1]) * 2 > max_cached_bytes_per_cpu() / 2,
+                "the large classes never came near the budget ({max_budget} bytes)"
+            );
+            println!(
+                "cold class shrank from {grown} to {} after {:?}; capacities peaked at {max_budget} bytes",
+                front::class_capacity(0, hot),
+                start.elapsed()
+            );
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
+
+/// `alloc_zeroed` of small objects of at least `ZEROED_FROM_SPANS_MIN` bytes hands
+/// out objects of fresh spans without writing them (counted), and objects that were
+/// used before still read as zero (written by the allocator).
+#[test]
+fn alloc_zeroed_from_fresh_spans_writes_nothing_and_reads_zero() {
+    let role = "zeroed";
+    match child_role(role) {
+        Some(false) => {
+            run_child(
+                "alloc_zeroed_from_fresh_spans_writes_nothing_and_reads_zero",
+                role,
+                &[],
+                &[],
+                Duration::from_secs(60),
+                None,
+            );
+        }
+        Some(true) => {
+            let n = 5000;
+            assert!(n >= restartable_alloc::ZEROED_FROM_SPANS_MIN);
+            let l = Layout::from_size_align(n, 8).unwrap();
+            let before = restartable_alloc::stats().zeroed_without_memset;
+            // SAFETY: (test) valid layouts; every object freed with its layout.
+            unsafe {
+                // Nothing of this class was ever freed in this new process: every
+                // object comes from a fresh span.
+                let v: Vec<*mut u8> = (0..100).map(|_| A.alloc_zeroed(l)).collect();
+                let fresh = restartable_alloc::stats().zeroed_without_memset - before;
+                assert_eq!(
+                    fresh, 100,
+                    "only {fresh} of 100 objects came from fresh spans"
+                );
+                for &p in &v {
+                    assert!(std::slice::from_raw_parts(p, n).iter().all(|&b| b == 0));
+                    p.write_bytes(0xAB, n);
+                }
+                for p in v {
+                    A.dealloc(p, l);
+                }
+                // Used objects now sit in caches and spans: zeroed ones must be cleared.
+                let v: Vec<*mut u8> = (0..200).map(|_| A.alloc_zeroed(l)).collect();
+                for &p in &v {
+                    assert!(
+                        std::slice::from_raw_parts(p, n).iter().all(|&b| b == 0),
+                        "a used object handed out by alloc_zeroed is not zero"
+                    );
+                }
+                for p in v {
+                    A.dealloc(p, l);
+                }
+            }
+            println!("{}", marker(role));
+        }
+        None => {}
+    }
+}
+
+/// Forks while another thread holds a class's lock of the middle (as a thread
+/// inside the allocator would), and lets the child allocate from that class. With
+/// the fork handlers the fork waits for the lock and the child allocates; without
+/// them (the positive control, `disable_fork_handlers`) the child inherits the lock
+/// held by a thread it does not have and hangs: the test sees both.
+fn fork_with_a_lock_held(handlers: bool) -> bool {
+    use restartable_alloc::size_class::class_of_size;
+    let n = 150_000;
+    let l = Layout::from_size_align(n, 8).unwrap();
+    let held = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let holder = {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            let lock = restartable_alloc::middle::lock_of(class_of_size(n));
+            lock.take();
+            held.wait();
+            std::thread::sleep(Duration::from_millis(300));
+            // SAFETY: (test) taken above on this thread.
+            unsafe { lock.give() };
+        })
+    };
+    held.wait();
+    if !handlers {
+        // SAFETY: (test) this child process exists to fork with a lock held and
+        // watch its own child hang; nothing else runs in it afterwards.
+        unsafe { restartable_alloc::sync::disable_fork_handlers() };
+    }
+    // SAFETY: (test) the child only allocates through the allocator and _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: (test) a valid layout; the class's caches are empty here (nothing
+        // of it was allocated before), so this goes to the middle.
+        let ok = unsafe {
+            let p = A.alloc(l);
+            !p.is_null() && {
+                p.write_bytes(1, n);
+                A.dealloc(p, l);
+                true
+            }
+        };
+        // SAFETY: (test) leave the child without running the parent's atexit code.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    holder.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut status = 0;
+    loop {
+        // SAFETY: (test) our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child status {status:#x}"
+            );
+            return true;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: (test) our child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: (test) reap it.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn fork_handlers_let_a_child_allocate_and_without_them_it_hangs() {
+    for (role, handlers) in [("fork-handlers-on", true), ("fork-handlers-off", false)] {
+        match child_role(role) {
+            Some(false) => {
+                run_child(
+                    "fork_handlers_let_a_child_allocate_and_without_them_it_hangs",
+                    role,
+                    &[],
+                    &[],
+                    Duration::from_secs(60),
+                    None,
+                );
+            }
+            Some(true) => {
+                let finished = fork_with_a_lock_held(handlers);
+                if handlers {
+                    assert!(
+                        finished,
+                        "the child hung for 10 s with the fork handlers on"
+                    );
+                } else {
+                    assert!(
+                        !finished,
+                        "without the fork handlers the child still allocated: the test \
+                         cannot tell whether the handlers matter"
+                    );
+                }
+                println!("{}", marker(role));
+                return;
+            }
+            None => {}
+        }
     }
 }

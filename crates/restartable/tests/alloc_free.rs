@@ -207,3 +207,43 @@ fn stack_of_owned_nodes_allocates_nothing() {
     firsts.sort_unstable();
     assert_eq!(firsts, [1, 2], "a node was lost or duplicated");
 }
+
+#[path = "support/child.rs"]
+mod child;
+
+/// The first `possible_cpus` call of a process (which reads sysfs) allocates
+/// nothing: an allocator sizes its per-CPU caches with it while setting itself up.
+/// Run in a fresh child process, where no call has cached the answer yet.
+#[test]
+fn the_first_possible_cpus_call_allocates_nothing() {
+    const ROLE: &str = "RESTARTABLE_TEST_FIRST_POSSIBLE_CPUS";
+    if std::env::var_os(ROLE).is_some() {
+        COUNTING.with(|c| c.set(true));
+        let n = restartable::possible_cpus();
+        COUNTING.with(|c| c.set(false));
+        let calls = CALLS.with(|c| c.get());
+        assert!(n >= 1);
+        assert_eq!(
+            calls, 0,
+            "the first possible_cpus() made {calls} allocator calls"
+        );
+        println!("first possible_cpus: {n}, no allocator call");
+        return;
+    }
+    use child::OutputWithin;
+    let out = child::this_test(
+        "the_first_possible_cpus_call_allocates_nothing",
+        &[],
+        &[(ROLE, "1")],
+    )
+    .output_within(std::time::Duration::from_secs(60));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && all.contains("no allocator call"),
+        "the child failed:\n{all}"
+    );
+}

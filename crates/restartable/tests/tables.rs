@@ -51,6 +51,21 @@ fn use_every_op() {
             0,
         );
         assert_ne!(r, OpResult::Committed);
+        // The slab ops (v == 0: an empty slab of capacity 0; the guard q == 0).
+        let _ = arch::load_cbne_slab_pop::<ByCpu, NoHooks>(a, cpu, q, p);
+        let _ = arch::load_cbne_slab_push::<ByMmCid, TestHooks>(a, a.mm_cid(), q, p, 1);
+        let _ = arch::load_cbne_load_cbne_memcpy_store::<ByCpu, Relaxed, NoHooks>(
+            a,
+            cpu,
+            q,
+            1,
+            p,
+            5,
+            q.cast(),
+            p.cast(),
+            0,
+            0,
+        );
     }
 }
 

@@ -45,6 +45,10 @@ pub struct Span {
     pub carved: usize,
     /// Objects of this span currently outside it (in caches or in use).
     pub allocated: usize,
+    /// The span's pages read as zero when it was handed to its class (fresh from
+    /// `mmap`, or released with `MADV_DONTNEED` since): its objects not carved yet
+    /// are zero, so `alloc_zeroed` can hand them out without writing them.
+    pub fresh: bool,
 }
 
 impl Span {

@@ -96,6 +96,8 @@ pub fn alloc_span(class: usize, pages: usize) -> Option<*mut Span> {
     // SAFETY: `s` is a record the heap just took out of its lists: ours.
     unsafe {
         (*s).class = class;
+        // A released run (or one never touched) reads as zero.
+        (*s).fresh = (*s).released;
         (*s).released = false;
         (*s).freelist = ptr::null_mut();
         (*s).carved = 0;
@@ -166,6 +168,7 @@ impl Heap {
                 pages: 0,
                 class: 0,
                 released: false,
+                fresh: false,
                 linked: false,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
@@ -349,6 +352,8 @@ impl Heap {
         unsafe {
             (*s).start = self.region_next;
             (*s).pages = pages;
+            // Never touched since the region was mapped: reads as zero.
+            (*s).released = true;
         }
         self.region_next += bytes;
         self.stats.uncarved -= bytes;

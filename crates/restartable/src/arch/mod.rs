@@ -38,7 +38,9 @@
 //!
 //! The last op is this library's addition to the reference set: a list pop guarded by
 //! a second word, which lets another thread stop a CPU's list (set the guard, then
-//! fence that CPU) and take it without racing the pops.
+//! fence that CPU) and take it without racing the pops. The two slab ops of
+//! [`slab`](load_cbne_slab_pop) (a guarded array with its count and capacity in one
+//! header word, tcmalloc's per-CPU slab) are the other additions.
 //!
 //! Memory ordering: every load and store of an op is a plain (relaxed) access to
 //! memory that only this CPU's sequences write. The `Release` variants order all the
@@ -76,6 +78,12 @@ use x86_64 as imp;
 mod fallback;
 #[cfg(not(restartable_asm))]
 use fallback as imp;
+
+mod slab;
+pub use slab::{
+    load_cbne_load_cbne_memcpy_store, load_cbne_slab_pop, load_cbne_slab_push, slab_capacity,
+    slab_count, slab_header,
+};
 
 use crate::abi;
 pub use crate::hooks::{Hooks, NoHooks, StatsHooks, TestHooks};

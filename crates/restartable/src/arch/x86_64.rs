@@ -641,3 +641,6 @@ pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks
     unsafe { plain_or_hooked!(H, go) }
     k.committed()
 }
+
+mod slab;
+pub(super) use slab::{load_cbne_load_cbne_memcpy_store, load_cbne_slab_pop, load_cbne_slab_push};

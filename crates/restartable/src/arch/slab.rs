@@ -1,0 +1,133 @@
+//! Slab ops: a per-CPU array of words with its count and capacity in one header word,
+//! popped and pushed in one sequence each, behind a guard word another thread can
+//! set to stop the CPU's sequences (then fence) without writing the array or its
+//! header while they may run. This is the shape of tcmalloc's per-CPU slabs; a
+//! memory allocator's front-end is its user (`restartable-alloc`).
+//!
+//! # The header
+//! `*v` holds the count in its low 32 bits and the capacity in its high 32 bits; the
+//! items are the words `v[1..=count]` (`v[count]` is the top). Only sequences for
+//! the header's CPU change it (or a thread that set the guard and fenced the CPU).
+//!
+//! | op | effect when committed | other results |
+//! |----|----------------------|---------------|
+//! | [`load_cbne_slab_pop`] | `if *g == 0 && count > 0 { item = v[count]; *v -= 1 }` | `CompareFailed` if the guard is set or the array is empty |
+//! | [`load_cbne_slab_push`] | `if *g == 0 && count < capacity { v[count + 1] = item; *v += 1 }` | `CompareFailed` if the guard is set or the array is full |
+//!
+//! | [`load_cbne_load_cbne_memcpy_store`] | `if *g == gexpect && *v == expect { memcpy(dst, src, len); *v = newv }` | `CompareFailed` |
+//!
+//! The last one moves a batch into or out of a slab (the copy speculative, the header
+//! commit publishing or unpublishing it), under the same guard.
+//!
+//! The guard and the count are read inside the sequence and the item is read (pop)
+//! or written (push) inside it too: no value prepared beforehand can be stale, so
+//! there is nothing to compare but the guard and the CPU. The push's item store is
+//! speculative (an abort may leave it written past the count, where nobody reads).
+//!
+//! Stopping a CPU's slabs from another thread: set `*g` to non-zero, then
+//! [`fence_cpu`](crate::fence_cpu) (or [`fence_all`](crate::fence_all) for mm_cid
+//! indexes): every sequence that read the guard as zero has then either committed
+//! or been aborted, and every later one fails its compare. The arrays and headers
+//! are then the stopping thread's to read and rewrite, until it clears the guard.
+
+use super::{imp, valid_index, Index, OpResult, Order};
+use crate::hooks::Hooks;
+use crate::registration::ThreadArea;
+
+/// The header word of an empty slab with `capacity` items.
+pub const fn slab_header(count: u32, capacity: u32) -> isize {
+    ((capacity as u64) << 32 | count as u64) as isize
+}
+
+/// The count of a slab header.
+pub const fn slab_count(header: isize) -> u32 {
+    header as u64 as u32
+}
+
+/// The capacity of a slab header.
+pub const fn slab_capacity(header: isize) -> u32 {
+    (header as u64 >> 32) as u32
+}
+
+/// `if *g == 0 && count > 0 { item = v[count]; *v -= 1 }`: pops the top item of the
+/// slab at `v`; the item is returned with [`OpResult::Committed`] (otherwise the
+/// second value means nothing).
+///
+/// # Safety
+/// - `area` must be this thread's and `cpu` the index the caller read from it with
+///   `I::current`.
+/// - `g` must be valid for reads.
+/// - `v` must be valid for reads and writes, aligned, a slab header (see the module
+///   docs) written only by sequences that run for `cpu` (or by a thread that set `*g`
+///   and fenced `cpu`), and its items `v[1..=count]` valid for reads.
+#[inline(always)]
+pub unsafe fn load_cbne_slab_pop<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    g: *const isize,
+    v: *mut isize,
+) -> (OpResult, isize) {
+    if !valid_index::<I>(cpu) {
+        return (crate::hooks::record::<H>(OpResult::Aborted { cpu }), 0);
+    }
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    let (r, item) = unsafe { imp::load_cbne_slab_pop::<I, H>(area, cpu, g, v) };
+    (crate::hooks::record::<H>(r), item)
+}
+
+/// `if *g == 0 && count < capacity { v[count + 1] = item; *v += 1 }`: pushes `item`
+/// onto the slab at `v`.
+///
+/// # Safety
+/// As for [`load_cbne_slab_pop`]; the items `v[1..=capacity]` must be valid for
+/// writes, and those past the count read by nobody until a commit publishes them.
+#[inline(always)]
+pub unsafe fn load_cbne_slab_push<I: Index, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    g: *const isize,
+    v: *mut isize,
+    item: isize,
+) -> OpResult {
+    if !valid_index::<I>(cpu) {
+        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+    }
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    let r = unsafe { imp::load_cbne_slab_push::<I, H>(area, cpu, g, v, item) };
+    crate::hooks::record::<H>(r)
+}
+
+/// `if *g == gexpect && *v == expect { memcpy(dst, src, len); *v = newv }`: a batch
+/// copied into or out of a slab under its guard, then the header commit.
+///
+/// # Safety
+/// As for [`load_cbne_memcpy_store`](super::load_cbne_memcpy_store); `g` must be
+/// valid for reads.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn load_cbne_load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
+    area: ThreadArea,
+    cpu: u32,
+    g: *const isize,
+    gexpect: isize,
+    v: *mut isize,
+    expect: isize,
+    dst: *mut u8,
+    src: *const u8,
+    len: usize,
+    newv: isize,
+) -> OpResult {
+    if !valid_index::<I>(cpu) {
+        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+    }
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    let r = unsafe {
+        imp::load_cbne_load_cbne_memcpy_store::<I, O, H>(
+            area, cpu, g, gexpect, v, expect, dst, src, len, newv,
+        )
+    };
+    crate::hooks::record::<H>(r)
+}
