@@ -31,6 +31,9 @@
 //!   address to span, and large objects mapped directly.
 //! - [`os`]: every system call that maps memory; [`sync`]: the lock and the fork
 //!   handlers.
+//! - [`raw`]: allocation without a layout on free (`malloc`/`free` style, for the
+//!   `restartable-malloc` C library): the page map and a large-object map say what a
+//!   pointer is.
 //!
 //! # Guarantees
 //! - Never calls the global allocator (all metadata lives in memory it maps itself)
@@ -61,6 +64,7 @@ pub mod backend;
 pub mod front;
 pub mod middle;
 pub mod os;
+pub mod raw;
 pub mod size_class;
 pub mod sync;
 pub mod thread_cache;

@@ -1,0 +1,388 @@
+//! Allocation without a layout on free: what a C `malloc`/`free` (the
+//! `restartable-malloc` shared library) needs and [`GlobalAlloc`](core::alloc::GlobalAlloc) does not give.
+//!
+//! [`alloc`] takes a size and an alignment; [`free`], [`usable_size`] and
+//! [`realloc`] take only the pointer and find out what it is:
+//! - a small object: the page map gives its span, whose size class gives its size.
+//!   The pointer must be the start of one of the span's objects;
+//! - a large object (its own mapping): a second radix tree, the *large map*, records
+//!   the mapping length at the object's first OS page.
+//!
+//! A pointer that is neither was not handed out by this module (or was already
+//! freed and its memory returned): [`lookup`] says [`Block::Foreign`] and the caller
+//! decides (the C library aborts with a message).
+//!
+//! # Invariants
+//! - Objects of this module are objects of [`PerCpuAlloc`](crate::PerCpuAlloc): small
+//!   ones go through the same per-class paths as its `alloc`/`dealloc` (the
+//!   front-end's caches, then the middle), so both APIs share one heap.
+//!   Large ones are [`large`] mappings, freed and resized there with the layout
+//!   `(mapping length, OS page)` (which `large` reads only for its length).
+//! - The large map holds, for every live large object of this module, its mapping
+//!   length at its first page; the entry is written after the mapping exists and
+//!   cleared before it is unmapped or moved, so a recycled address never finds a
+//!   stale entry. Leaves (2 MiB of address space bookkeeping each, covering 1 GiB)
+//!   are mapped on first use and never freed.
+//! - Nothing here calls the global allocator.
+//!
+//! Objects of [`PerCpuAlloc`](crate::PerCpuAlloc)'s own [`GlobalAlloc`](core::alloc::GlobalAlloc) path (large ones) are not in the
+//! large map: free them with the layout, not here.
+
+use core::alloc::Layout;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::backend::{large, pagemap, Span};
+use crate::os::{self, OS_PAGE};
+use crate::size_class::{
+    class_for, objects_per_span, size, span_pages, CLASSES, MIN_ALIGN, PAGE_SIZE,
+};
+use restartable::hooks::NoHooks;
+
+/// What a pointer is, as far as this allocator knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// The start of an object of size class `class` (`size(class)` usable bytes).
+    Small {
+        /// Its size class.
+        class: usize,
+    },
+    /// A large object of this module: its mapping, `len` bytes.
+    Large {
+        /// Mapping length (usable bytes).
+        len: usize,
+    },
+    /// Not an object this module handed out (or no longer one).
+    Foreign,
+}
+
+/// Per class: object size, span bytes, objects per span (tables: the lookup on every
+/// `free` reads them instead of recomputing).
+const SIZE: [usize; CLASSES + 1] = table!(size);
+const SPAN_BYTES: [usize; CLASSES + 1] = table!(span_bytes);
+const OBJECTS: [usize; CLASSES + 1] = table!(objects_per_span);
+
+const fn span_bytes(c: usize) -> usize {
+    span_pages(c) * PAGE_SIZE
+}
+
+macro_rules! table {
+    ($f:ident) => {{
+        let mut t = [0; CLASSES + 1];
+        let mut c = 1;
+        while c <= CLASSES {
+            t[c] = $f(c);
+            c += 1;
+        }
+        t
+    }};
+}
+use table;
+
+/// `ceil(2^40 / size(c))`: `(off * MAGIC[c]) >> 40 == off / size(c)` for every offset
+/// inside a span (below 2^21), so checking that an offset starts an object needs no
+/// division.
+const MAGIC: [u64; CLASSES + 1] = {
+    let mut m = [0; CLASSES + 1];
+    let mut c = 1;
+    while c <= CLASSES {
+        m[c] = (1u64 << 40).div_ceil(size(c) as u64);
+        c += 1;
+    }
+    m
+};
+const _: () = {
+    // Offsets stay below 2^21 and the rounding error of MAGIC times the offset below
+    // 2^40 (error < size(c) <= 2^18, so the product is below 2^39).
+    let mut c = 1;
+    while c <= CLASSES {
+        assert!(span_pages(c) * PAGE_SIZE < 1 << 21);
+        c += 1;
+    }
+};
+
+/// What `p` is (see [`Block`]). Reads the page map and span records without a lock:
+/// exact for every live object; for other pointers the answer is best effort (a
+/// freed object's address still reads as an object of its span).
+#[inline]
+pub fn lookup(p: *const u8) -> Block {
+    let a = p as usize;
+    let s: *mut Span = pagemap::get(a);
+    if !s.is_null() {
+        // SAFETY: span records live in chunks that are never unmapped; the fields of
+        // a span with live objects do not change, other records may be changing, so
+        // they are read volatile and checked for consistency below.
+        let (class, start) = unsafe {
+            (
+                ptr::addr_of!((*s).class).read_volatile(),
+                ptr::addr_of!((*s).start).read_volatile(),
+            )
+        };
+        if (1..=CLASSES).contains(&class) && a >= start {
+            let off = (a - start) as u64;
+            if off < SPAN_BYTES[class] as u64 {
+                let index = (off * MAGIC[class]) >> 40;
+                if index * SIZE[class] as u64 == off && (index as usize) < OBJECTS[class] {
+                    return Block::Small { class };
+                }
+            }
+            return Block::Foreign;
+        }
+    }
+    match large_get(a) {
+        0 => Block::Foreign,
+        len => Block::Large { len },
+    }
+}
+
+/// Usable bytes of `p` (at least the size it was allocated with); `None` if `p` is
+/// not an object of this module.
+#[inline]
+pub fn usable_size(p: *const u8) -> Option<usize> {
+    match lookup(p) {
+        Block::Small { class } => Some(SIZE[class]),
+        Block::Large { len } => Some(len),
+        Block::Foreign => None,
+    }
+}
+
+/// Allocates `n` bytes aligned to `align` (a power of two); null when memory is
+/// exhausted or the request cannot be met. `n == 0` gives a unique object.
+#[inline]
+pub fn alloc(n: usize, align: usize) -> *mut u8 {
+    let Ok(layout) = Layout::from_size_align(n, align.max(1)) else {
+        return ptr::null_mut();
+    };
+    let c = class_for(layout);
+    if c != 0 {
+        return crate::alloc_small::<NoHooks>(c);
+    }
+    alloc_large(layout)
+}
+
+/// As [`alloc`], zeroed (large objects are fresh mappings: nothing is written).
+#[inline]
+pub fn alloc_zeroed(n: usize, align: usize) -> *mut u8 {
+    let Ok(layout) = Layout::from_size_align(n, align.max(1)) else {
+        return ptr::null_mut();
+    };
+    let c = class_for(layout);
+    if c != 0 {
+        let p = crate::alloc_small::<NoHooks>(c);
+        if !p.is_null() {
+            // SAFETY: a fresh object of `size(c) >= n` bytes.
+            unsafe { p.write_bytes(0, n) };
+        }
+        return p;
+    }
+    alloc_large(layout)
+}
+
+/// The layout of a large object's mapping of `len` bytes, as [`large`] frees and
+/// resizes it (not for `PerCpuAlloc`: with a small length it names a size class).
+#[inline(always)]
+fn large_layout(len: usize) -> Layout {
+    // SAFETY: `len` is a mapping length: a multiple of the page, below isize::MAX.
+    unsafe { Layout::from_size_align_unchecked(len, OS_PAGE) }
+}
+
+#[cold]
+fn alloc_large(layout: Layout) -> *mut u8 {
+    let Some(len) = large::mapping_len(layout.size()) else {
+        return ptr::null_mut();
+    };
+    if len > isize::MAX as usize - OS_PAGE {
+        return ptr::null_mut();
+    }
+    let p = large::alloc(layout);
+    if p.is_null() {
+        return p;
+    }
+    if !large_set(p as usize, len) {
+        // SAFETY: just mapped with this length; never handed out.
+        unsafe { large::dealloc(p, large_layout(len)) };
+        return ptr::null_mut();
+    }
+    p
+}
+
+/// Frees `p`, an object of this module of kind `b` (from [`lookup`]).
+///
+/// # Safety
+/// `p` is a live object of this module, `b` is `lookup(p)` (not `Foreign`), and `p`
+/// is not used again.
+#[inline]
+pub unsafe fn free(p: *mut u8, b: Block) {
+    match b {
+        // SAFETY: the caller's contract: an object of class `class`.
+        Block::Small { class } => unsafe { crate::dealloc_small::<NoHooks>(class, p) },
+        Block::Large { len } => {
+            large_clear(p as usize);
+            // SAFETY: a live large object of this mapping length.
+            unsafe { large::dealloc(p, large_layout(len)) }
+        }
+        Block::Foreign => {}
+    }
+}
+
+/// Resizes `p` (of kind `b`, from [`lookup`]) to `n` bytes, keeping the first
+/// `min(old, n)` bytes; in place when the size class stays the same, with `mremap`
+/// for large objects. Null (and `p` untouched) when memory is exhausted. The new
+/// object is aligned to 16 bytes (the alignment `p` had is not kept).
+///
+/// # Safety
+/// As for [`free`]; on success `p` is not used again.
+pub unsafe fn realloc(p: *mut u8, b: Block, n: usize) -> *mut u8 {
+    match b {
+        Block::Small { class } => {
+            if n <= size(class) && (n > size(class) / 2 || class == 1) {
+                return p;
+            }
+            let q = alloc(n, MIN_ALIGN);
+            if !q.is_null() {
+                // SAFETY: both are live and distinct; `p` holds size(class) bytes, `q`
+                // at least n.
+                unsafe {
+                    ptr::copy_nonoverlapping(p, q, size(class).min(n));
+                    crate::dealloc_small::<NoHooks>(class, p);
+                }
+            }
+            q
+        }
+        Block::Large { len } => {
+            let new = Layout::from_size_align(n, MIN_ALIGN);
+            match new {
+                Ok(l) if class_for(l) == 0 => {
+                    let Some(new_len) = large::mapping_len(n) else {
+                        return ptr::null_mut();
+                    };
+                    if new_len == len {
+                        return p;
+                    }
+                    // Cleared before the mapping can move: the address may be reused
+                    // by another thread as soon as `mremap` returns.
+                    large_clear(p as usize);
+                    // SAFETY: a live large object of mapping length `len`; the new
+                    // length keeps it large.
+                    match unsafe { large::realloc(p, large_layout(len), new_len) } {
+                        Some(q) => {
+                            if large_set(q as usize, new_len) {
+                                return q;
+                            }
+                            // The map's leaf for the new address cannot be mapped:
+                            // the object could be neither freed nor resized later.
+                            fatal(b"restartable-alloc: out of memory for the large-object map\n")
+                        }
+                        None => {
+                            let _ = large_set(p as usize, len);
+                            let q = alloc(n, MIN_ALIGN);
+                            if !q.is_null() {
+                                // SAFETY: both live and distinct.
+                                unsafe {
+                                    ptr::copy_nonoverlapping(p, q, len.min(n));
+                                    free(p, b);
+                                }
+                            }
+                            q
+                        }
+                    }
+                }
+                Ok(_) => {
+                    // Becomes small.
+                    let q = alloc(n, MIN_ALIGN);
+                    if !q.is_null() {
+                        // SAFETY: both live and distinct; n < len.
+                        unsafe {
+                            ptr::copy_nonoverlapping(p, q, n.min(len));
+                            free(p, b);
+                        }
+                    }
+                    q
+                }
+                Err(_) => ptr::null_mut(),
+            }
+        }
+        Block::Foreign => ptr::null_mut(),
+    }
+}
+
+/// Writes `msg` to standard error and aborts, without allocating.
+#[cold]
+pub fn fatal(msg: &[u8]) -> ! {
+    // SAFETY: writes a valid buffer to fd 2; abort has no preconditions.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::abort()
+    }
+}
+
+// The large map: OS page number -> mapping length, in two levels.
+const ADDRESS_BITS: usize = 47;
+const LEAF_BITS: usize = 18;
+const PAGE_BITS: usize = 12;
+const ROOT_BITS: usize = ADDRESS_BITS - PAGE_BITS - LEAF_BITS;
+const LEAF_LEN: usize = 1 << LEAF_BITS;
+type Leaf = [AtomicUsize; LEAF_LEN];
+static LARGE_ROOT: [AtomicPtr<Leaf>; 1 << ROOT_BITS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; 1 << ROOT_BITS];
+
+#[inline]
+fn large_split(a: usize) -> Option<(usize, usize)> {
+    if a >= 1 << ADDRESS_BITS || a & (OS_PAGE - 1) != 0 {
+        return None;
+    }
+    let page = a >> PAGE_BITS;
+    Some((page >> LEAF_BITS, page & (LEAF_LEN - 1)))
+}
+
+#[inline]
+fn large_get(a: usize) -> usize {
+    let Some((r, l)) = large_split(a) else {
+        return 0;
+    };
+    let leaf = LARGE_ROOT[r].load(Ordering::Acquire);
+    if leaf.is_null() {
+        return 0;
+    }
+    // SAFETY: leaves are never freed; `l` is in range.
+    unsafe { (*leaf)[l].load(Ordering::Acquire) }
+}
+
+/// Records `len` for the large object at `a`; `false` if its leaf cannot be mapped.
+fn large_set(a: usize, len: usize) -> bool {
+    let Some((r, l)) = large_split(a) else {
+        return false;
+    };
+    let mut leaf = LARGE_ROOT[r].load(Ordering::Acquire);
+    if leaf.is_null() {
+        let Some(fresh) = os::map(core::mem::size_of::<Leaf>()) else {
+            return false;
+        };
+        match LARGE_ROOT[r].compare_exchange(
+            ptr::null_mut(),
+            fresh.cast(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => leaf = fresh.cast(),
+            Err(other) => {
+                // SAFETY: our unpublished mapping.
+                unsafe { os::unmap(fresh, core::mem::size_of::<Leaf>()) };
+                leaf = other;
+            }
+        }
+    }
+    // SAFETY: a published leaf, never freed.
+    unsafe { (*leaf)[l].store(len, Ordering::Release) };
+    true
+}
+
+fn large_clear(a: usize) {
+    if let Some((r, l)) = large_split(a) {
+        let leaf = LARGE_ROOT[r].load(Ordering::Acquire);
+        if !leaf.is_null() {
+            // SAFETY: a published leaf, never freed.
+            unsafe { (*leaf)[l].store(0, Ordering::Release) };
+        }
+    }
+}

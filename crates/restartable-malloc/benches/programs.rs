@@ -1,0 +1,521 @@
+//! The same programs, side by side in one run, under `LD_PRELOAD` of
+//! `librestartable_malloc.so`, Debian's mimalloc, jemalloc and tcmalloc (gperftools,
+//! minimal), and none (glibc): elapsed time (median of `--runs` runs) and peak RSS
+//! (median of the runs' `ru_maxrss`: the largest process of the program's tree,
+//! measured by a small launcher, `benches/c/launch.c`, so that the benchmark's own
+//! size does not count), with the best run's ratio beside the median's, and the CPU
+//! time (user + system) of the program's processes, which a busy machine disturbs
+//! less than elapsed time.
+//!
+//! ```sh
+//! apt-get install libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 python3 sqlite3 git gcc g++
+//! cargo bench -p restartable-malloc --bench programs            # full size, 5 runs
+//! cargo bench -p restartable-malloc --bench programs -- --quick # a smoke run
+//! ```
+//!
+//! Runs are interleaved (in every round each program runs once per allocator, the
+//! allocators in a rotating order), so that a machine that gets busier during the run
+//! affects all columns alike. Every run's output must equal the run without a
+//! preloaded allocator (the programs print results, not timings), or the benchmark
+//! fails. The C programs also print their own figures (ns per pair, CPU time
+//! included), shown after the table.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use common::{compile_c_file, fast_import_stream, library, require, scratch};
+
+#[derive(Parser, Debug)]
+#[command(about = "Real programs and C workloads under LD_PRELOAD of several allocators")]
+struct Args {
+    /// Runs per program and allocator (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Small workloads and 1 run: checks that everything works.
+    #[arg(long)]
+    quick: bool,
+    /// Only programs whose name contains one of these.
+    #[arg(long)]
+    only: Vec<String>,
+    /// Time limit per run, in seconds.
+    #[arg(long, default_value_t = 600)]
+    limit: u64,
+    /// Ignored (cargo bench passes it).
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+const DEBIAN_LIBS: &str = "/usr/lib/x86_64-linux-gnu";
+
+/// The allocators: (column name, preloaded library or none).
+fn allocators() -> Vec<(&'static str, Option<PathBuf>)> {
+    let mut v = vec![
+        ("glibc (none)", None),
+        ("restartable", Some(library().to_path_buf())),
+    ];
+    for (name, file, pkg) in [
+        ("mimalloc", "libmimalloc.so.2", "libmimalloc2.0"),
+        ("jemalloc", "libjemalloc.so.2", "libjemalloc2"),
+        (
+            "tcmalloc",
+            "libtcmalloc_minimal.so.4",
+            "libtcmalloc-minimal4",
+        ),
+    ] {
+        let p = Path::new(DEBIAN_LIBS).join(file);
+        if !p.exists() {
+            eprintln!(
+                "{} is missing: apt-get install libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 \
+                 ({pkg} for this one)",
+                p.display()
+            );
+            std::process::exit(1);
+        }
+        v.push((name, Some(p)));
+    }
+    v
+}
+
+/// A program to run: its name and how to make its command in a fresh directory.
+struct Program {
+    name: String,
+    make: Box<dyn Fn(&Path) -> Command>,
+    /// Real programs (the RSS target applies to them).
+    real: bool,
+}
+
+fn programs(quick: bool) -> Vec<Program> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tests = manifest.join("tests/programs");
+    let cdir = manifest.join("benches/c");
+    let mut v: Vec<Program> = Vec::new();
+
+    for tool in ["python3", "sqlite3", "git", "gcc", "g++", "sh"] {
+        require(tool);
+    }
+    let churn_py = tests.join("churn.py");
+    let rounds = if quick { "20" } else { "200" };
+    v.push(Program {
+        name: "python3 churn.py (4 threads)".into(),
+        make: Box::new(move |_| {
+            let mut c = Command::new("python3");
+            c.arg(&churn_py).arg(rounds);
+            c
+        }),
+        real: true,
+    });
+
+    let sql = tests.join("workload.sql");
+    v.push(Program {
+        name: "sqlite3 workload.sql (300k rows)".into(),
+        make: Box::new(move |dir| {
+            let mut c = Command::new("sqlite3");
+            c.arg(dir.join("bench.db"))
+                .arg(format!(".read {}", sql.display()));
+            c
+        }),
+        real: true,
+    });
+
+    let commits = if quick { 200 } else { 3000 };
+    let stream = scratch("bench-git").join("stream");
+    std::fs::write(&stream, fast_import_stream(commits)).expect("write stream");
+    let git_script = r#"set -e
+cd "$1"
+git init -q -b main repo && cd repo
+git fast-import --quiet < "$2"
+git checkout -q main
+git log -p --format=%H | cksum
+git status --porcelain | wc -l
+git gc -q
+git fsck --full --no-progress
+git log --stat --format=%s | cksum
+"#;
+    v.push(Program {
+        name: format!("git fast-import, log -p, gc, fsck ({commits} commits)"),
+        make: Box::new(move |dir| {
+            let mut c = Command::new("sh");
+            c.args(["-c", git_script, "sh"])
+                .arg(dir)
+                .arg(&stream)
+                .env("HOME", dir)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null");
+            c
+        }),
+        real: true,
+    });
+
+    // gcc on a generated C file (a few hundred functions), g++ on the test's C++.
+    let gen = scratch("bench-gcc").join("generated.c");
+    std::fs::write(&gen, generated_c(if quick { 50 } else { 600 })).expect("write C");
+    v.push(Program {
+        name: "gcc -O2 -c (generated C)".into(),
+        make: Box::new(move |dir| {
+            let mut c = Command::new("gcc");
+            c.args(["-O2", "-c", "-o"]).arg(dir.join("g.o")).arg(&gen);
+            c
+        }),
+        real: true,
+    });
+    let cpp = tests.join("compile_me.cpp");
+    v.push(Program {
+        name: "g++ -O2 -c (templates, regex)".into(),
+        make: Box::new(move |dir| {
+            let mut c = Command::new("g++");
+            c.args(["-O2", "-std=c++17", "-c", "-o"])
+                .arg(dir.join("cpp.o"))
+                .arg(&cpp);
+            c
+        }),
+        real: true,
+    });
+
+    let churn = compile_c_file(&cdir.join("churn.c"), "bench-churn");
+    let pairs = if quick { "1000000" } else { "20000000" };
+    for threads in ["1", "2"] {
+        let churn = churn.clone();
+        v.push(Program {
+            name: format!("C churn, {threads} thread(s)"),
+            make: Box::new(move |_| {
+                let mut c = Command::new(&churn);
+                c.args([threads, pairs]);
+                c
+            }),
+            real: false,
+        });
+    }
+    let larson = compile_c_file(&cdir.join("larson.c"), "bench-larson");
+    let rounds = if quick { "5" } else { "50" };
+    v.push(Program {
+        name: "C larson-like, 2 threads".into(),
+        make: Box::new(move |_| {
+            let mut c = Command::new(&larson);
+            c.args(["2", rounds, "100000", "2000"]);
+            c
+        }),
+        real: false,
+    });
+    v
+}
+
+/// A C file of `n` functions with tables, switches and string handling: enough for
+/// gcc's optimizer to allocate a lot.
+fn generated_c(n: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from("#include <string.h>\n#include <stdlib.h>\n");
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "struct s{i} {{ int a[{}]; char name[32]; double w; struct s{i} *next; }};\n\
+             static const int table{i}[] = {{ {} }};\n\
+             int f{i}(struct s{i} *p, int x) {{\n  int acc = 0;\n  for (int k = 0; k < {}; k++) {{\n\
+             \x20   switch ((x + k) % 7) {{\n      case 0: acc += table{i}[k % 16] * p->a[k % {}]; break;\n\
+             \x20     case 1: acc ^= (int)strlen(p->name) + k; break;\n      case 2: acc -= (int)(p->w * k); break;\n\
+             \x20     case 3: if (p->next) acc += f{}(0, acc); break;\n      default: acc += x * k;\n    }}\n  }}\n\
+             \x20 return acc;\n}}",
+            4 + i % 13,
+            (0..16).map(|k| ((i * 31 + k * 7) % 97).to_string()).collect::<Vec<_>>().join(", "),
+            8 + i % 9,
+            4 + i % 13,
+            if i == 0 { 0 } else { i - 1 },
+        );
+    }
+    s
+}
+
+/// One run: elapsed time, peak RSS (KiB), stdout, success.
+struct Run {
+    elapsed: Duration,
+    max_rss_kib: i64,
+    /// User + system time of the program's process tree.
+    cpu: Duration,
+    stdout: Vec<u8>,
+    ok: bool,
+    stderr: Vec<u8>,
+}
+
+/// Runs `cmd` through the launcher (which measures its peak RSS) with `preload`.
+fn run_once(launcher: &Path, cmd: &Command, preload: Option<&Path>, limit: Duration) -> Run {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt as _;
+    let rss_file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("malloc-bench-rss");
+    let _ = std::fs::remove_file(&rss_file);
+    let mut l = Command::new(launcher);
+    l.arg(&rss_file)
+        .arg(preload.map_or(std::ffi::OsStr::new(""), |p| p.as_os_str()))
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env_remove("LD_PRELOAD")
+        .env_remove("GLIBC_TUNABLES");
+    if let Some(d) = cmd.get_current_dir() {
+        l.current_dir(d);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => l.env(k, v),
+            None => l.env_remove(k),
+        };
+    }
+    let mut cmd = l;
+    let started = Instant::now();
+    // Reaped below with `wait4` (for its rusage), not `Child::wait`.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let ereader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    // A watchdog kills the process group past the limit.
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if started.elapsed() > limit {
+                    // SAFETY: the child's own process group (process_group(0) above).
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
+        })
+    };
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet reaped; both out pointers are valid.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let measured = std::fs::read_to_string(&rss_file).unwrap_or_default();
+    let mut fields = measured.split_whitespace().map(|f| f.parse::<i64>().ok());
+    let max_rss_kib = fields.next().flatten().unwrap_or(-1);
+    let cpu = Duration::from_micros(fields.next().flatten().unwrap_or(0).max(0) as u64);
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let killed = watchdog.join().expect("watchdog");
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    if killed {
+        panic!("{cmd:?} did not finish within {limit:?} and was killed");
+    }
+    Run {
+        elapsed,
+        max_rss_kib,
+        cpu,
+        stdout: reader.join().expect("stdout reader"),
+        stderr: ereader.join().expect("stderr reader"),
+        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+    }
+}
+
+fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args = Args::parse();
+    let runs = if args.quick { 1 } else { args.runs.max(1) };
+    let limit = Duration::from_secs(args.limit);
+    let allocs = allocators();
+    let launcher = compile_c_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/launch.c"),
+        "bench-launch",
+    );
+    let mut progs = programs(args.quick);
+    if !args.only.is_empty() {
+        progs.retain(|p| args.only.iter().any(|o| p.name.contains(o.as_str())));
+    }
+    eprintln!(
+        "{} programs x {} allocators x {runs} runs; library {}",
+        progs.len(),
+        allocs.len(),
+        library().display()
+    );
+    // results[p][a] = runs
+    let mut results: Vec<Vec<Vec<Run>>> = progs
+        .iter()
+        .map(|_| allocs.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for round in 0..runs {
+        for (pi, p) in progs.iter().enumerate() {
+            for k in 0..allocs.len() {
+                let ai = (k + round + pi) % allocs.len();
+                let (aname, lib) = &allocs[ai];
+                let dir = scratch(&format!("bench-run-{pi}-{ai}"));
+                let cmd = (p.make)(&dir);
+                let r = run_once(&launcher, &cmd, lib.as_deref(), limit);
+                if !r.ok {
+                    eprintln!(
+                        "{} under {aname} failed:\n{}\n{}",
+                        p.name,
+                        String::from_utf8_lossy(&r.stdout),
+                        String::from_utf8_lossy(&r.stderr)
+                    );
+                    std::process::exit(1);
+                }
+                eprintln!(
+                    "round {round}: {:<45} {:<13} {:>8.3} s {:>8} KiB",
+                    p.name,
+                    aname,
+                    r.elapsed.as_secs_f64(),
+                    r.max_rss_kib
+                );
+                results[pi][ai].push(r);
+            }
+        }
+    }
+    // Outputs must agree with the system allocator's (C workloads print timings:
+    // compare their first word only).
+    for (pi, p) in progs.iter().enumerate() {
+        let norm = |b: &[u8]| -> String {
+            let s = String::from_utf8_lossy(b).into_owned();
+            if p.real {
+                s
+            } else {
+                s.split(':').next().unwrap_or("").to_string()
+            }
+        };
+        let want = norm(&results[pi][0][0].stdout);
+        for (ai, (aname, _)) in allocs.iter().enumerate() {
+            for r in &results[pi][ai] {
+                if norm(&r.stdout) != want {
+                    eprintln!(
+                        "{}: the output under {aname} differs from glibc's:\n{}\n--- glibc:\n{want}",
+                        p.name,
+                        String::from_utf8_lossy(&r.stdout)
+                    );
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+
+    println!("machine: {} CPUs; {}", nproc(), uname());
+    println!(
+        "elapsed seconds (median of {runs}) / peak RSS in MiB (median); last columns: \
+         restartable's time over the fastest column's, and its peak RSS over glibc's\n"
+    );
+    print!("| program |");
+    for (a, _) in &allocs {
+        print!(" {a} |");
+    }
+    println!(" time / fastest | best run / fastest best run | RSS / glibc |");
+    print!("|---|");
+    for _ in &allocs {
+        print!("---|");
+    }
+    println!("---|---|---|");
+    for (pi, p) in progs.iter().enumerate() {
+        print!("| {} |", p.name);
+        let mut times = Vec::new();
+        let mut rss = Vec::new();
+        for runs_of in &results[pi] {
+            let t = median(runs_of.iter().map(|r| r.elapsed.as_secs_f64()).collect());
+            let m = median(runs_of.iter().map(|r| r.max_rss_kib).collect());
+            times.push(t);
+            rss.push(m);
+            print!(" {t:.3} / {:.1} |", m as f64 / 1024.0);
+        }
+        let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
+        let mins: Vec<f64> = results[pi]
+            .iter()
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| r.elapsed.as_secs_f64())
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .collect();
+        let best_min = mins.iter().cloned().fold(f64::INFINITY, f64::min);
+        println!(
+            " {:.3} | {:.3} | {:.3} |",
+            times[1] / best,
+            mins[1] / best_min,
+            rss[1] as f64 / rss[0] as f64
+        );
+    }
+    println!(
+        "\nCPU seconds (user + system of the program's processes, median of {runs}); last \
+         column: restartable's over the lowest\n"
+    );
+    print!("| program |");
+    for (a, _) in &allocs {
+        print!(" {a} |");
+    }
+    println!(" CPU / lowest |");
+    print!("|---|");
+    for _ in &allocs {
+        print!("---|");
+    }
+    println!("---|");
+    for (pi, p) in progs.iter().enumerate() {
+        print!("| {} |", p.name);
+        let cpus: Vec<f64> = results[pi]
+            .iter()
+            .map(|rs| median(rs.iter().map(|r| r.cpu.as_secs_f64()).collect()))
+            .collect();
+        for c in &cpus {
+            print!(" {c:.3} |");
+        }
+        let low = cpus.iter().cloned().fold(f64::INFINITY, f64::min);
+        println!(" {:.3} |", cpus[1] / low);
+    }
+    println!("\nthe C programs' own figures (median run by elapsed time):\n");
+    for (pi, p) in progs.iter().enumerate().filter(|(_, p)| !p.real) {
+        for (ai, (aname, _)) in allocs.iter().enumerate() {
+            let mut rs: Vec<&Run> = results[pi][ai].iter().collect();
+            rs.sort_by_key(|r| r.elapsed);
+            let r = rs[rs.len() / 2];
+            println!(
+                "- {} / {aname}: {}",
+                p.name,
+                String::from_utf8_lossy(&r.stdout).trim()
+            );
+        }
+    }
+}
+
+fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn uname() -> String {
+    let o = Command::new("uname").arg("-srm").output();
+    let k = o
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let g = Command::new("ldd").arg("--version").output();
+    let g = g
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    format!("{k}; {g}")
+}

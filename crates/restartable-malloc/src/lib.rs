@@ -1,0 +1,350 @@
+//! `librestartable_malloc.so`: the per-CPU allocator of
+//! [`restartable_alloc`] as a drop-in C `malloc` for any program.
+//!
+//! ```sh
+//! cargo build --release -p restartable-malloc
+//! LD_PRELOAD=$PWD/target/release/librestartable_malloc.so python3 -c 'print(sum(range(10)))'
+//! RESTARTABLE_MALLOC_STATS=1 LD_PRELOAD=$PWD/target/release/librestartable_malloc.so ls
+//! ```
+//!
+//! # What it exports, with glibc's semantics
+//! `malloc`, `free`, `calloc` (overflow-checked), `realloc` (`realloc(NULL, n)` is
+//! `malloc(n)`; `realloc(p, 0)` frees `p` and returns NULL, as glibc does),
+//! `reallocarray`, `posix_memalign` (returns `EINVAL`/`ENOMEM`, leaves `errno`),
+//! `aligned_alloc` and `memalign` (glibc 2.36: an alignment that is not a power of two
+//! is rounded up to one), `valloc`, `pvalloc`, `malloc_usable_size`. Every failure
+//! sets `errno = ENOMEM` (or `EINVAL` for a bad alignment) and returns NULL; `malloc(0)`
+//! returns a unique pointer. Objects are aligned to 16 bytes.
+//!
+//! `free`, `realloc` and `malloc_usable_size` find what a pointer is through the page
+//! map (small objects: the span's size class) or the large-object map
+//! ([`restartable_alloc::raw`]). A pointer this allocator did not hand out (a
+//! foreign pointer, an interior pointer, one already given back to the system) aborts
+//! the program with a message naming the call and the pointer, instead of corrupting
+//! the heap. (A second `free` of a small object whose span is still in use cannot be
+//! told from a live one: like glibc's fast paths, that is not caught.)
+//!
+//! # Before `main` and after `exit`
+//! Nothing needs initializing: the first call, from the dynamic loader or from
+//! glibc's own start-up, sets up what it needs lazily. Calls nested inside the
+//! allocator's own set-up (thread registration in library-owned mode, destructor
+//! registration, `dlsym`) are served by the middle layer instead of recursing into
+//! registration. Threads whose rseq area is gone (late in their exit, after glibc
+//! unregistered it) or that never had one use per-thread caches or the middle.
+//! `fork` takes every allocator lock around the fork (`pthread_atfork`), so the child
+//! of a multi-threaded program can allocate.
+//!
+//! Nothing here unwinds: the exported functions are `extern "C"`, so a panic could not
+//! cross into C (Rust aborts the process instead); their paths have no panicking
+//! operation by design and never format or allocate through Rust's machinery (the
+//! abort message is written with `write(2)` from a fixed buffer).
+//!
+//! # Statistics
+//! With `RESTARTABLE_MALLOC_STATS=1` in the environment (read when the library is
+//! loaded), the library prints the allocator's statistics ([`restartable_alloc::Stats`])
+//! to standard error when the process exits (from its ELF destructor, after the
+//! program's `atexit` handlers).
+
+#![deny(missing_docs)]
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use restartable_alloc::raw::{self, Block};
+
+/// Alignment of every object (glibc's `MALLOC_ALIGNMENT` on x86_64).
+const ALIGN: usize = 16;
+/// The page `valloc` and `pvalloc` align to.
+const PAGE: usize = 4096;
+
+#[inline(always)]
+fn set_errno(e: i32) {
+    // SAFETY: glibc's errno location is this thread's, always valid.
+    unsafe { *libc::__errno_location() = e };
+}
+
+#[inline(always)]
+fn or_enomem(p: *mut u8) -> *mut c_void {
+    if p.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    p.cast()
+}
+
+/// Writes "restartable-malloc: `what`(): invalid pointer 0x..." and aborts.
+#[cold]
+#[inline(never)]
+fn invalid_pointer(what: &[u8], p: *const c_void) -> ! {
+    let mut buf = [0u8; 160];
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        for &b in bytes {
+            if n < buf.len() {
+                buf[n] = b;
+                n += 1;
+            }
+        }
+    };
+    put(b"restartable-malloc: ");
+    put(what);
+    put(b"(): invalid pointer 0x");
+    let a = p as usize;
+    for shift in (0..16).rev() {
+        put(&[b"0123456789abcdef"[(a >> (shift * 4)) & 15]]);
+    }
+    put(b" (not allocated by this allocator, or already freed)\n");
+    raw::fatal(&buf[..n])
+}
+
+#[inline(always)]
+fn lookup_or_abort(what: &[u8], p: *mut c_void) -> Block {
+    match raw::lookup(p as *const u8) {
+        Block::Foreign => invalid_pointer(what, p),
+        b => b,
+    }
+}
+
+/// `malloc(3)`: `n` bytes aligned to 16, or NULL with `errno = ENOMEM`.
+///
+/// # Safety
+/// None beyond C's: the result is freed at most once, with this library's `free`.
+#[no_mangle]
+pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
+    or_enomem(raw::alloc(n, ALIGN))
+}
+
+/// `free(3)`: NULL does nothing; a pointer this allocator did not hand out aborts.
+///
+/// # Safety
+/// `p` is NULL or a live object of this allocator, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    let b = lookup_or_abort(b"free", p);
+    // SAFETY: `p` is a live object of kind `b` (caller), not used again.
+    unsafe { raw::free(p.cast(), b) }
+}
+
+/// `calloc(3)`: `n * m` zeroed bytes; NULL with `ENOMEM` if the product overflows.
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn calloc(n: usize, m: usize) -> *mut c_void {
+    match n.checked_mul(m) {
+        Some(total) => or_enomem(raw::alloc_zeroed(total, ALIGN)),
+        None => or_enomem(core::ptr::null_mut()),
+    }
+}
+
+/// `realloc(3)` as glibc: NULL is `malloc(n)`; `n == 0` frees `p` and returns NULL;
+/// on failure NULL with `ENOMEM` and `p` untouched.
+///
+/// # Safety
+/// `p` is NULL or a live object of this allocator; on success it is not used again.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, n: usize) -> *mut c_void {
+    if p.is_null() {
+        // SAFETY: no precondition.
+        return unsafe { malloc(n) };
+    }
+    let b = lookup_or_abort(b"realloc", p);
+    if n == 0 {
+        // SAFETY: a live object of kind `b`, given up by the caller.
+        unsafe { raw::free(p.cast(), b) };
+        return core::ptr::null_mut();
+    }
+    // SAFETY: a live object of kind `b` (caller).
+    or_enomem(unsafe { raw::realloc(p.cast(), b, n) })
+}
+
+/// `reallocarray(3)`: `realloc(p, n * m)`, NULL with `ENOMEM` on overflow.
+///
+/// # Safety
+/// As for [`realloc`].
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, m: usize) -> *mut c_void {
+    match n.checked_mul(m) {
+        // SAFETY: forwarded.
+        Some(total) => unsafe { realloc(p, total) },
+        None => or_enomem(core::ptr::null_mut()),
+    }
+}
+
+/// glibc 2.36's `memalign`: alignments up to 16 are `malloc`; others are rounded up
+/// to a power of two; one above `SIZE_MAX / 2 + 1` is `EINVAL`.
+fn memalign_impl(align: usize, n: usize) -> *mut c_void {
+    if align <= ALIGN {
+        return or_enomem(raw::alloc(n, ALIGN));
+    }
+    if align > usize::MAX / 2 + 1 {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    or_enomem(raw::alloc(n, align.next_power_of_two()))
+}
+
+/// `posix_memalign(3)`: `EINVAL` unless `align` is a power of two multiple of
+/// `sizeof(void *)`, `ENOMEM` when memory is exhausted; `errno` is left alone.
+///
+/// # Safety
+/// `out` is valid to write a pointer to.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, n: usize) -> i32 {
+    if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<usize>()) {
+        return libc::EINVAL;
+    }
+    let p = raw::alloc(n, align.max(ALIGN));
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller's out pointer.
+    unsafe { out.write(p.cast()) };
+    0
+}
+
+/// `aligned_alloc(3)`, as glibc 2.36's (the same as `memalign`).
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn aligned_alloc(align: usize, n: usize) -> *mut c_void {
+    memalign_impl(align, n)
+}
+
+/// `memalign(3)` (see [`aligned_alloc`]).
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn memalign(align: usize, n: usize) -> *mut c_void {
+    memalign_impl(align, n)
+}
+
+/// `valloc(3)`: page-aligned.
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn valloc(n: usize) -> *mut c_void {
+    memalign_impl(PAGE, n)
+}
+
+/// `pvalloc(3)`: page-aligned, the size rounded up to whole pages (0 stays 0, as in glibc: a minimal object).
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn pvalloc(n: usize) -> *mut c_void {
+    match n.checked_add(PAGE - 1) {
+        Some(r) => memalign_impl(PAGE, r & !(PAGE - 1)),
+        None => or_enomem(core::ptr::null_mut()),
+    }
+}
+
+/// `malloc_usable_size(3)`: bytes usable at `p` (at least what was asked); 0 for NULL.
+///
+/// # Safety
+/// `p` is NULL or a live object of this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    match lookup_or_abort(b"malloc_usable_size", p) {
+        Block::Small { class } => restartable_alloc::size_class::size(class),
+        Block::Large { len } => len,
+        Block::Foreign => 0,
+    }
+}
+
+/// Whether `RESTARTABLE_MALLOC_STATS` asked for statistics at exit.
+static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
+
+/// The environment variable that asks for statistics at exit (any value but empty or
+/// `0`).
+pub const STATS_ENV: &str = "RESTARTABLE_MALLOC_STATS";
+
+extern "C" fn on_load() {
+    // SAFETY: a NUL-terminated name; the value is read at once.
+    let on = unsafe {
+        let v = libc::getenv(c"RESTARTABLE_MALLOC_STATS".as_ptr());
+        !v.is_null() && {
+            let s = core::ffi::CStr::from_ptr(v).to_bytes();
+            !s.is_empty() && s != b"0"
+        }
+    };
+    STATS_AT_EXIT.store(on, Ordering::Relaxed);
+}
+
+extern "C" fn on_unload() {
+    if STATS_AT_EXIT.load(Ordering::Relaxed) {
+        print_stats();
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = on_load;
+
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = on_unload;
+
+/// A fixed buffer that `write!` fills without allocating.
+struct Buf {
+    bytes: [u8; 2048],
+    len: usize,
+}
+
+impl core::fmt::Write for Buf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.bytes.len() - self.len;
+        let n = s.len().min(room);
+        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+fn print_stats() {
+    use core::fmt::Write as _;
+    let s = restartable_alloc::stats();
+    let mut b = Buf {
+        bytes: [0; 2048],
+        len: 0,
+    };
+    let mode = match s.caches_by_mm_cid {
+        Some(true) => "per-CPU caches indexed by mm_cid",
+        Some(false) => "per-CPU caches indexed by CPU",
+        None => "no per-CPU caches (rseq unavailable or unused)",
+    };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let kib = |x: u64| x.div_ceil(1024);
+    let _ = write!(
+        b,
+        "restartable-malloc statistics (pid {pid}, {mode}):\n\
+         \x20 in use            {:>12} KiB (large objects {} KiB)\n\
+         \x20 per-CPU caches    {:>12} KiB in {} slots\n\
+         \x20 transfer caches   {:>12} KiB\n\
+         \x20 free in spans     {:>12} KiB\n\
+         \x20 free pages        {:>12} KiB backed, {} KiB released\n\
+         \x20 mapped            {:>12} KiB\n\
+         \x20 released in total {:>12} KiB (madvise)\n",
+        kib(s.in_use_bytes),
+        kib(s.large_bytes),
+        kib(s.cpu_cache_bytes),
+        s.cpu_cache_bytes_per_slot.len(),
+        kib(s.transfer_cache_bytes),
+        kib(s.span_free_bytes),
+        kib(s.page_heap_free_bytes),
+        kib(s.released_bytes),
+        kib(s.mapped_bytes),
+        kib(s.released_total_bytes),
+    );
+    // SAFETY: a valid buffer written to fd 2.
+    unsafe { libc::write(2, b.bytes.as_ptr().cast(), b.len) };
+}

@@ -1,0 +1,126 @@
+//! C programs of our own under `LD_PRELOAD`: the allocation API's glibc semantics,
+//! a threaded stress test with cross-thread frees and pattern checks, allocation at
+//! every stage of a process's life (constructors, dynamic loader, thread
+//! destructors, fork from a multi-threaded program, atexit handlers), foreign
+//! pointers, and the statistics at exit. Each runs with and without the library.
+
+mod common;
+
+use std::process::Command;
+
+use common::{compile_c, library, same_with_and_without, text, with, Malloc, OutputWithin, SHORT};
+
+/// Registration modes: glibc's area (the default on glibc 2.35+) and the library's
+/// own (glibc's turned off: registering then arms a thread-local destructor, which
+/// allocates from inside the allocator's set-up).
+const MODES: [(&str, Option<&str>); 2] = [
+    ("glibc registration", None),
+    ("library registration", Some("glibc.pthread.rseq=0")),
+];
+
+fn tunables(mut cmd: Command, t: Option<&str>) -> Command {
+    if let Some(t) = t {
+        cmd.env("GLIBC_TUNABLES", t);
+    }
+    cmd
+}
+
+#[test]
+fn api_has_glibc_semantics() {
+    let exe = compile_c("api");
+    let out = same_with_and_without("api", SHORT, true, |_| Command::new(&exe));
+    assert!(
+        text(&out.stdout).ends_with("all checks passed\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn threaded_stress_with_cross_thread_frees() {
+    let exe = compile_c("stress");
+    for (mode, t) in MODES {
+        for index in ["mm_cid", "cpu"] {
+            let out =
+                same_with_and_without(&format!("stress, {mode}, {index}"), SHORT, true, |_| {
+                    let mut c = tunables(Command::new(&exe), t);
+                    c.args(["4", "150000"]);
+                    if index == "cpu" {
+                        c.env("RESTARTABLE_ALLOC_INDEX", "cpu");
+                    }
+                    c
+                });
+            let s = text(&out.stdout);
+            assert!(s.contains("corrupted 0"), "{s}");
+        }
+    }
+}
+
+#[test]
+fn allocation_before_main_after_exit_in_thread_destructors_and_forks() {
+    let exe = compile_c("lifecycle");
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("lifecycle, {mode}"), SHORT, true, |_| {
+            tunables(Command::new(&exe), t)
+        });
+        let s = text(&out.stdout);
+        assert!(
+            s.contains("40 of 40 children ok") && s.contains("ELF destructor: ok"),
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn foreign_pointers_abort_with_a_message() {
+    let exe = compile_c("foreign");
+    for (case, call) in [
+        ("stack", "free"),
+        ("data", "free"),
+        ("interior", "free"),
+        ("large-interior", "free"),
+        ("realloc", "realloc"),
+        ("usable-size", "malloc_usable_size"),
+        ("freed-large", "free"),
+    ] {
+        let mut cmd = with(Malloc::Ours, Command::new(&exe));
+        let o = cmd.arg(case).output_within(SHORT);
+        let err = text(&o.stderr);
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(
+            o.status.signal(),
+            Some(libc::SIGABRT),
+            "{case}: {:?}\n{}{err}",
+            o.status,
+            text(&o.stdout)
+        );
+        let want = format!("restartable-malloc: {call}(): invalid pointer 0x");
+        assert!(err.contains(&want), "{case}: stderr lacks {want:?}:\n{err}");
+    }
+}
+
+#[test]
+fn statistics_at_exit_when_asked() {
+    let exe = compile_c("stress");
+    for (value, printed) in [(None, false), (Some("0"), false), (Some("1"), true)] {
+        let mut cmd = with(Malloc::Ours, Command::new(&exe));
+        cmd.args(["2", "20000"]);
+        if let Some(v) = value {
+            cmd.env("RESTARTABLE_MALLOC_STATS", v);
+        }
+        let o = cmd.output_within(SHORT);
+        assert!(o.status.success(), "{:?}: {}", o.status, text(&o.stderr));
+        let err = text(&o.stderr);
+        assert_eq!(
+            err.contains("restartable-malloc statistics (pid "),
+            printed,
+            "RESTARTABLE_MALLOC_STATS={value:?}:\n{err}"
+        );
+        if printed {
+            for field in ["in use", "per-CPU caches", "transfer caches", "mapped"] {
+                assert!(err.contains(field), "{field} missing:\n{err}");
+            }
+        }
+    }
+    assert!(library().exists());
+}
