@@ -208,9 +208,6 @@ fn stack_of_owned_nodes_allocates_nothing() {
     assert_eq!(firsts, [1, 2], "a node was lost or duplicated");
 }
 
-#[path = "support/child.rs"]
-mod child;
-
 /// The first `possible_cpus` call of a process (which reads sysfs) allocates
 /// nothing: an allocator sizes its per-CPU caches with it while setting itself up.
 /// Run in a fresh child process, where no call has cached the answer yet.

@@ -10,7 +10,7 @@
 
 use core::arch::asm;
 
-use super::super::{Index, OpResult, Order};
+use super::super::{AsResult, Index, OpResult, Order, Outcome as _};
 use crate::hooks::Hooks;
 use crate::registration::ThreadArea;
 
@@ -265,9 +265,10 @@ pub(in crate::arch) unsafe fn load_cbne_load_cbne_memcpy_store<I: Index, O: Orde
     // x86_64 stores are release stores (TSO): both orderings are the same code.
     let _ = O::RELEASE;
     let a = area.as_ptr();
+    let k = AsResult(cpu);
     macro_rules! go {
         ($m:tt) => {
-            rseq_asm!($m, I, a, cpu, [
+            rseq_asm!($m, I, a, cpu, k, [
                 exit_point!("{cmpfail}"),
                 hooked_exits!($m),
                 start!($m),
@@ -295,11 +296,11 @@ pub(in crate::arch) unsafe fn load_cbne_load_cbne_memcpy_store<I: Index, O: Orde
             inout("rdi") dst => _,
             inout("rsi") src => _,
             inout("rcx") len => _,
-            cmpfail = label { return OpResult::CompareFailed },
+            cmpfail = label { return k.compare_failed() },
             )
         };
     }
     // SAFETY: as in `load_cbne_memcpy_store`; `g` is readable (contract).
     unsafe { plain_or_hooked!(H, go) }
-    OpResult::Committed
+    k.committed()
 }
