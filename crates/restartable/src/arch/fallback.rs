@@ -37,15 +37,8 @@ unavailable_op!(load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
 unavailable_op!(load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks>(
     g: *const isize, gexpect: isize, v: *mut isize, expectnot: isize, voffp: isize, load: *mut isize));
 
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks>(
-    _area: ThreadArea,
-    cpu: u32,
-    _g: *const isize,
-    _v: *mut isize,
-) -> (OpResult, isize) {
-    (OpResult::Aborted { cpu }, 0)
-}
+unavailable_op!(load_cbne_slab_pop<I: Index, H: Hooks>(
+    g: *const isize, v: *mut isize, out: *mut isize));
 unavailable_op!(load_cbne_slab_push<I: Index, H: Hooks>(g: *const isize, v: *mut isize, item: isize));
 unavailable_op!(load_cbne_load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     g: *const isize, gexpect: isize, v: *mut isize, expect: isize, dst: *mut u8, src: *const u8,
