@@ -23,6 +23,14 @@
 //! or written (push) inside it too: no value prepared beforehand can be stale, so
 //! there is nothing to compare but the guard and the CPU. The push's item store is
 //! speculative (an abort may leave it written past the count, where nobody reads).
+//! The pop hands its item out through the caller's stack: the sequence stores it to
+//! a local of [`load_cbne_slab_pop`]'s frame before the commit (thread-private
+//! memory, so the store is harmless when the sequence aborts), and every exit is a
+//! `label` of the asm block (Rust's `asm!` takes no output operand with one): once
+//! inlined, the caller's `match` on the result compiles to the block's own branches,
+//! with no result register to decode. A compare-twice check (hooked builds) re-reads
+//! the header but not the guard, which another thread may set at any time: its fence
+//! is what aborts the sequence.
 //!
 //! Stopping a CPU's slabs from another thread: set `*g` to non-zero, then
 //! [`fence_cpu`](crate::fence_cpu) (or [`fence_all`](crate::fence_all) for mm_cid
