@@ -129,7 +129,15 @@ thread_local! {
 /// See `FAST`.
 struct Fast {
     word: Cell<usize>,
-    slots: Cell<usize>,
+    /// The slot count, capped at `u16::MAX` (indexes above go to the slow path):
+    /// an index below it is then known to the compiler to be a CPU, so the op's own
+    /// check of that (`cpu_id` below -2) folds away by CPU.
+    slots: Cell<u16>,
+}
+
+/// The slot count as the fast path keeps it (see [`Fast::slots`]).
+fn fast_slots() -> u16 {
+    u16::try_from(FRONT.slots.load(Ordering::Relaxed)).unwrap_or(u16::MAX)
 }
 
 /// The set-up lock, for the fork handlers.
@@ -210,7 +218,7 @@ fn enter(w: usize) -> Option<(ThreadArea, u32, usize)> {
     if w == 0 {
         return None;
     }
-    let slots = FAST.with(|f| f.slots.get());
+    let slots = usize::from(FAST.with(|f| f.slots.get()));
     if w & BY_CID != 0 {
         let area = ThreadArea::current_if_registered()?;
         let cid = ByMmCid::current(area);
@@ -548,7 +556,7 @@ fn slow_area() -> Option<(ThreadArea, usize)> {
         if let Some(a) = ThreadArea::current_if_registered() {
             // From now on this thread's fast path finds the caches.
             FAST.with(|f| {
-                f.slots.set(FRONT.slots.load(Ordering::Relaxed));
+                f.slots.set(fast_slots());
                 f.word.set(FRONT.word.load(Ordering::Acquire));
             });
             return Some((a, base));
@@ -590,7 +598,7 @@ fn register_guarded() -> Option<(ThreadArea, usize)> {
     match area {
         Ok(a) if base != 0 => {
             FAST.with(|f| {
-                f.slots.set(FRONT.slots.load(Ordering::Relaxed));
+                f.slots.set(fast_slots());
                 f.word.set(FRONT.word.load(Ordering::Acquire));
             });
             Some((a, base))

@@ -6,7 +6,7 @@
 //! fallback paths. The functions exist so that code written against the contract
 //! builds everywhere; they commit nothing and report an abort.
 
-use super::{Index, OpResult, Order, Outcome};
+use super::{Index, Order, Outcome};
 use crate::hooks::Hooks;
 use crate::registration::ThreadArea;
 
@@ -37,40 +37,9 @@ unavailable_op!(load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
 unavailable_op!(load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks>(
     g: *const isize, gexpect: isize, v: *mut isize, expectnot: isize, voffp: isize, load: *mut isize));
 
-#[allow(clippy::too_many_arguments, clippy::extra_unused_type_parameters)]
-pub(super) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks>(
-    _area: ThreadArea,
-    cpu: u32,
-    _g: *const isize,
-    _v: *mut isize,
-) -> (OpResult, isize) {
-    (OpResult::Aborted { cpu }, 0)
-}
-/// The slab ops return an [`OpResult`] (their x86_64 forms leave through one end
-/// label with a result register), not a continuation.
-#[allow(clippy::too_many_arguments, clippy::extra_unused_type_parameters)]
-pub(super) unsafe fn load_cbne_slab_push<I: Index, H: Hooks>(
-    _area: ThreadArea,
-    cpu: u32,
-    _g: *const isize,
-    _v: *mut isize,
-    _item: isize,
-) -> OpResult {
-    OpResult::Aborted { cpu }
-}
-
-#[allow(clippy::too_many_arguments, clippy::extra_unused_type_parameters)]
-pub(super) unsafe fn load_cbne_load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
-    _area: ThreadArea,
-    cpu: u32,
-    _g: *const isize,
-    _gexpect: isize,
-    _v: *mut isize,
-    _expect: isize,
-    _dst: *mut u8,
-    _src: *const u8,
-    _len: usize,
-    _newv: isize,
-) -> OpResult {
-    OpResult::Aborted { cpu }
-}
+unavailable_op!(load_cbne_slab_pop<I: Index, H: Hooks>(
+    g: *const isize, v: *mut isize, out: *mut isize));
+unavailable_op!(load_cbne_slab_push<I: Index, H: Hooks>(g: *const isize, v: *mut isize, item: isize));
+unavailable_op!(load_cbne_load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
+    g: *const isize, gexpect: isize, v: *mut isize, expect: isize, dst: *mut u8, src: *const u8,
+    len: usize, newv: isize));

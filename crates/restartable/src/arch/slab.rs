@@ -23,6 +23,14 @@
 //! or written (push) inside it too: no value prepared beforehand can be stale, so
 //! there is nothing to compare but the guard and the CPU. The push's item store is
 //! speculative (an abort may leave it written past the count, where nobody reads).
+//! The pop hands its item out through the caller's stack: the sequence stores it to
+//! a local of [`load_cbne_slab_pop`]'s frame before the commit (thread-private
+//! memory, so the store is harmless when the sequence aborts), and every exit is a
+//! `label` of the asm block (Rust's `asm!` takes no output operand with one): once
+//! inlined, the caller's `match` on the result compiles to the block's own branches,
+//! with no result register to decode. A compare-twice check (hooked builds) re-reads
+//! the header but not the guard, which another thread may set at any time: its fence
+//! is what aborts the sequence.
 //!
 //! Stopping a CPU's slabs from another thread: set `*g` to non-zero, then
 //! [`fence_cpu`](crate::fence_cpu) (or [`fence_all`](crate::fence_all) for mm_cid
@@ -30,7 +38,7 @@
 //! or been aborted, and every later one fails its compare. The arrays and headers
 //! are then the stopping thread's to read and rewrite, until it clears the guard.
 
-use super::{imp, valid_index, Index, OpResult, Order};
+use super::{imp, valid_index, AsResult, Index, OpResult, Order, Outcome, Recorded};
 use crate::hooks::Hooks;
 use crate::registration::ThreadArea;
 
@@ -67,13 +75,44 @@ pub unsafe fn load_cbne_slab_pop<I: Index, H: Hooks>(
     g: *const isize,
     v: *mut isize,
 ) -> (OpResult, isize) {
+    let mut item = core::mem::MaybeUninit::<isize>::uninit();
+    let k = Recorded::<H, _>::new(
+        cpu,
+        PopResult {
+            cpu,
+            item: item.as_ptr(),
+        },
+    );
     if !valid_index::<I>(cpu) {
-        return (crate::hooks::record::<H>(OpResult::Aborted { cpu }), 0);
+        return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    let (r, item) = unsafe { imp::load_cbne_slab_pop::<I, H>(area, cpu, g, v) };
-    (crate::hooks::record::<H>(r), item)
+    // SAFETY: forwarded contract; `item` is this frame's local, written by the
+    // sequence before its commit and read (by `PopResult::committed`) only after one.
+    unsafe { imp::load_cbne_slab_pop::<I, H, _>(area, cpu, g, v, item.as_mut_ptr(), k) }
+}
+
+/// The continuation of [`load_cbne_slab_pop`]: the result, with the item the
+/// sequence wrote to the caller's local when it committed.
+struct PopResult {
+    cpu: u32,
+    item: *const isize,
+}
+
+impl Outcome<(OpResult, isize)> for PopResult {
+    #[inline(always)]
+    fn committed(self) -> (OpResult, isize) {
+        // SAFETY: a committed pop wrote the item to the local before its commit.
+        (OpResult::Committed, unsafe { self.item.read() })
+    }
+    #[inline(always)]
+    fn compare_failed(self) -> (OpResult, isize) {
+        (OpResult::CompareFailed, 0)
+    }
+    #[inline(always)]
+    fn aborted(self) -> (OpResult, isize) {
+        (OpResult::Aborted { cpu: self.cpu }, 0)
+    }
 }
 
 /// `if *g == 0 && count < capacity { v[count + 1] = item; *v += 1 }`: pushes `item`
@@ -90,13 +129,13 @@ pub unsafe fn load_cbne_slab_push<I: Index, H: Hooks>(
     v: *mut isize,
     item: isize,
 ) -> OpResult {
+    let k = Recorded::<H, _>::new(cpu, AsResult(cpu));
     if !valid_index::<I>(cpu) {
-        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+        return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    let r = unsafe { imp::load_cbne_slab_push::<I, H>(area, cpu, g, v, item) };
-    crate::hooks::record::<H>(r)
+    unsafe { imp::load_cbne_slab_push::<I, H, _>(area, cpu, g, v, item, k) }
 }
 
 /// `if *g == gexpect && *v == expect { memcpy(dst, src, len); *v = newv }`: a batch
@@ -119,15 +158,15 @@ pub unsafe fn load_cbne_load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     len: usize,
     newv: isize,
 ) -> OpResult {
+    let k = Recorded::<H, _>::new(cpu, AsResult(cpu));
     if !valid_index::<I>(cpu) {
-        return crate::hooks::record::<H>(OpResult::Aborted { cpu });
+        return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    let r = unsafe {
-        imp::load_cbne_load_cbne_memcpy_store::<I, O, H>(
-            area, cpu, g, gexpect, v, expect, dst, src, len, newv,
+    unsafe {
+        imp::load_cbne_load_cbne_memcpy_store::<I, O, H, _>(
+            area, cpu, g, gexpect, v, expect, dst, src, len, newv, k,
         )
-    };
-    crate::hooks::record::<H>(r)
+    }
 }
