@@ -243,6 +243,76 @@ fn yield_sleep_signal_events_keep_containers_exact() {
     }
 }
 
+/// A lock attempt that retries on another CPU decides what to expect from its own
+/// CPU's instance. Forced, single thread: CPU A's instance exists, CPU B's was never
+/// created, the thread starts on B, and a migrating signal lands just before every
+/// second attempt's sequence (injection points 7-9, every sixth injection), so
+/// attempts alternate between the two CPUs: compare failed on B, aborted, compare
+/// failed on A, aborted, ... An expectation carried over from the failed attempt's
+/// instance ("uncreated" from B, tried on A; "ready" from A, tried on B) fails every
+/// time and the lock never returns (seen as a livelock of the whole suite under
+/// load); deciding per attempt locks within a few attempts.
+#[test]
+fn lock_retry_on_another_cpu_decides_from_its_own_instance() {
+    check_environment();
+    let cpus = allowed_cpus();
+    if !install_migrating_handler(libc::SIGUSR2) {
+        eprintln!("notice: one CPU allowed; attempts cannot alternate between CPUs");
+        return;
+    }
+    let _h = hook_settings();
+    let lock = PerCpuLock::<u64, TestHooks>::with_hooks(IndexBy::Cpu);
+    let done = AtomicBool::new(false);
+    let timed_out = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            pin_current_thread(cpus[0]);
+            *lock.lock() += 1;
+            pin_current_thread(cpus[1]);
+            for p in 7..=9 {
+                hooks::set_loops(p, -1);
+            }
+            hooks::set_events(6, 0, false, libc::SIGUSR2);
+            hooks::reset_thread_stats();
+            let g = lock.lock();
+            let stats = hooks::thread_stats();
+            let cpu = g.cpu();
+            drop(g);
+            done.store(true, Ordering::Release);
+            (cpu, stats)
+        });
+        let start = Instant::now();
+        while !done.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let timed_out = !done.load(Ordering::Acquire);
+        // Stop the events either way, so that a livelocked worker gets out and joins.
+        hooks::reset();
+        let (cpu, stats) = worker.join().expect("the locking thread panicked");
+        assert!(
+            cpu.is_some(),
+            "the second lock went to the shared fallback instead of a CPU's"
+        );
+        // Per attempt pair, one compare failure and one abort; a few preemptions
+        // may add some. A carried-over expectation fails until something else
+        // breaks the rhythm: many thousands.
+        assert!(
+            stats.compare_failures + stats.aborts <= 100,
+            "the lock took {} failed compares and {} aborts before it held an \
+             instance: its retries kept a stale expectation",
+            stats.compare_failures,
+            stats.aborts
+        );
+        timed_out
+    });
+    assert!(
+        !timed_out,
+        "PerCpuLock::lock did not return within 30 s while its retries alternated \
+         between a created and an uncreated instance (livelock)"
+    );
+    let mut lock = lock;
+    assert_eq!(lock.iter_mut().map(|v| *v).sum::<u64>(), 1);
+}
+
 // ---------------------------------------------------------------------------------
 // 3. Migration.
 

@@ -82,9 +82,17 @@ impl<T: Default> LockSlot<T> {
 }
 
 /// The lock's sequence: `READY -> LOCKED` on the current CPU's instance, or, once a
-/// compare found the instance uncreated, `UNCREATED -> LOCKED` and create it.
+/// compare failed, whatever the instance of the attempt's CPU needs: `UNCREATED ->
+/// LOCKED` and create it when it reads uncreated.
+///
+/// What to expect is decided per attempt from the slot that attempt runs on, never
+/// carried over from the slot of a failed attempt: a retry may run on another CPU,
+/// and an expectation carried over (uncreated from CPU 1, tried on CPU 0's ready
+/// instance, then ready tried on CPU 1's uncreated one, ...) can fail forever when
+/// migrations fall between attempts.
 struct Lock<T> {
-    expect: isize,
+    /// Set once a compare failed: attempts then read their slot's word first.
+    retrying: bool,
     _value: PhantomData<fn() -> T>,
 }
 
@@ -109,7 +117,13 @@ impl<T: Default> Seq<LockSlot<T>> for Lock<T> {
     ) -> K {
         let word = slot.word.as_ptr();
         hooks::inject_c::<H>(8);
-        let expect = self.expect;
+        // The first attempt expects `READY` (a constant: the inline fast path has no
+        // load here); retries look at their own slot.
+        let expect = if self.retrying && slot.word.load(Ordering::Relaxed) == UNCREATED {
+            UNCREATED
+        } else {
+            READY
+        };
         let locked = move || {
             core::sync::atomic::fence(Ordering::Acquire);
             if expect == UNCREATED {
@@ -134,13 +148,10 @@ impl<T: Default> Seq<LockSlot<T>> for Lock<T> {
         }
     }
 
-    fn compare_failed(&mut self, slot: &LockSlot<T>) -> Attempt<Self::Out> {
+    fn compare_failed(&mut self, _: &LockSlot<T>) -> Attempt<Self::Out> {
         // Held by another thread (possibly one that migrated away: the retry loop
-        // spins), or never created (lock it from `UNCREATED` and create the value).
-        self.expect = match slot.word.load(Ordering::Relaxed) {
-            UNCREATED => UNCREATED,
-            _ => READY,
-        };
+        // spins), or never created (the next attempt sees it on its own slot).
+        self.retrying = true;
         Attempt::Again
     }
 }
@@ -227,7 +238,7 @@ impl<T: Default, H: Hooks> PerCpuLock<T, H> {
     #[inline(always)]
     pub fn lock(&self) -> PerCpuLockGuard<'_, T, H> {
         let seq = Lock {
-            expect: READY,
+            retrying: false,
             _value: PhantomData,
         };
         let (slot, cpu) = on_current_cpu::<H, _, _>(&self.slots, seq, |_| {
