@@ -3,6 +3,10 @@
 //! cannot deadlock in a signal handler that interrupted this thread, or in a child
 //! forked while another thread was setting up or held the pool.
 //!
+//! Nor does it call the global allocator, even when the storage pool must grow: a
+//! first use inside a signal handler that interrupted `malloc` on the same thread
+//! would otherwise block on `malloc`'s lock.
+//!
 //! Each scenario runs in a forked child (so that a deadlock is a child that does not
 //! exit, killed after a time limit with a clear message, not a hung test binary) that
 //! reports through its exit status: 0 when every check held, else the number of the
@@ -13,12 +17,57 @@
 #[path = "support/child.rs"]
 mod child;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use restartable::percpu::storage::hold_pool_lock_while;
 use restartable::{PerCpuCounter, ThreadArea};
+
+/// The system allocator, counting the calls made by threads that ask for it.
+struct Counting;
+
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static COUNT_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note_call() {
+    if COUNT_HERE.try_with(Cell::get).unwrap_or(false) {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards to the system allocator unchanged; counting touches no memory the
+// allocator hands out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_call();
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note_call();
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_call();
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_call();
+        // SAFETY: forwarded contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 /// How long a forked child may take (it does a few thousand operations).
 const LIMIT: Duration = Duration::from_secs(120);
@@ -171,4 +220,38 @@ fn a_child_forked_while_another_thread_holds_the_pool_sets_up_without_it() {
     // And here, the ordinary set-up.
     c.inc();
     assert_eq!(c.sum(), 1);
+}
+
+/// Enough containers to fill several of the pool's chunks (one 8-byte unit each of a
+/// chunk's 8,192 per range), so that their first uses must grow the pool.
+const MANY: usize = 20_000;
+
+#[test]
+fn first_uses_that_grow_the_pool_call_no_allocator() {
+    let warm = PerCpuCounter::new();
+    warm.inc();
+    if !rseq_here() {
+        child::skip("no rseq on this thread: first uses take the fallback, no set-up");
+        return;
+    }
+    // Not set up yet: `const` construction reserves nothing.
+    let counters: Vec<PerCpuCounter> = (0..MANY).map(|_| PerCpuCounter::new()).collect();
+    in_forked_child("first uses that grow the pool", || {
+        COUNT_HERE.with(|c| c.set(true));
+        for c in &counters {
+            c.inc();
+        }
+        COUNT_HERE.with(|c| c.set(false));
+        if CALLS.load(Ordering::Relaxed) != 0 {
+            return 1;
+        }
+        if counters
+            .iter()
+            .any(|c| c.fallback_value() != 0 || c.sum() != 1)
+        {
+            // Set up and used on the fast path, not sent to the fallback.
+            return 2;
+        }
+        0
+    });
 }

@@ -22,11 +22,11 @@
 //! compare-and-swap (what the claimer reserved stays reserved, unused, in this
 //! process's copy of memory).
 //!
-//! One call is not async-signal-safe: when the pool must grow (a new chunk), placing
-//! the storage in it allocates the pool's bookkeeping with the global allocator, so a
-//! first use inside a signal handler that interrupted `malloc` on the same thread can
-//! block there. Everything else on the path (`getpid`, `mmap`, reading
-//! `possible_cpus()` and the page sizes) is. For items that share a pool chunk the stride
+//! Everything on the path is async-signal-safe (`getpid`, `mmap`, reading
+//! `possible_cpus()` and the page sizes) and nothing calls the global allocator: the
+//! pool keeps its bookkeeping in mappings of its own, so a first use inside a signal
+//! handler that interrupted `malloc` on the same thread does not block either, even
+//! when the pool must grow. For items that share a pool chunk the stride
 //! is a constant ([`DEFAULT_STRIDE`](super::storage::DEFAULT_STRIDE) on x86_64, whose
 //! pages are 4 KiB), so slot `i` is `base + (i << 16)` with no shift to load.
 

@@ -77,9 +77,20 @@ fn huge_page_size() -> usize {
     n
 }
 
-/// The pool's state, behind [`STATE`].
+/// Units of a range, and words of a chunk's bitmap (chunks exist only when the
+/// stride is [`DEFAULT_STRIDE`]; with larger pages every item is unpooled).
+const RANGE_UNITS: usize = DEFAULT_STRIDE / UNIT;
+const BITMAP_WORDS: usize = RANGE_UNITS / 64;
+/// Families the bookkeeping holds (one per distinct slot count: a few in practice).
+const MAX_FAMILIES: usize = 64;
+/// Chunks per family: 1024 × 64 KiB of items per CPU before items go unpooled.
+const MAX_CHUNKS: usize = 1024;
+
+/// The pool's state, behind [`STATE`]. Its bookkeeping lives in [`MapVec`]s, never
+/// in `malloc`ed memory: a container's first use may place its storage from a signal
+/// handler that interrupted `malloc` on the same thread (see [`alloc_nonblocking`]).
 struct State {
-    families: Vec<Family>,
+    families: MapVec<Family, MAX_FAMILIES>,
     /// `/proc/self/pagemap`, opened on first need, with the pid that opened it (a
     /// forked child must reopen it: the file is bound to the opener's memory map).
     pagemap: Option<(u32, Option<File>)>,
@@ -88,14 +99,14 @@ struct State {
 /// The chunks of one slot count.
 struct Family {
     slots: usize,
-    chunks: Vec<Chunk>,
+    chunks: MapVec<Chunk, MAX_CHUNKS>,
 }
 
 /// One reservation of `slots × stride` bytes, aligned to the stride.
 struct Chunk {
     base: NonNull<u8>,
     /// One bit per 8-byte unit of a range: set while a live item uses it.
-    bits: Box<[u64]>,
+    bits: [u64; BITMAP_WORDS],
     /// Units in use.
     used: usize,
     /// No unit below this one is free.
@@ -106,8 +117,109 @@ struct Chunk {
 // address used under the pool's mutex to hand out and reset items, not shared data.
 unsafe impl Send for Chunk {}
 
+/// A growable array of at most `CAP` items in an anonymous mapping of its own,
+/// reserved on the first push: growing it calls `mmap` at most once and never
+/// `malloc`, and the reservation's untouched pages cost no memory. A push beyond
+/// `CAP`, or whose mapping fails, hands the item back.
+struct MapVec<T, const CAP: usize> {
+    /// The mapping (`CAP` items), null until the first push.
+    ptr: *mut T,
+    /// Items `0..len` are initialized.
+    len: usize,
+}
+
+// SAFETY: the array owns its items, as a `Vec` does.
+unsafe impl<T: Send, const CAP: usize> Send for MapVec<T, CAP> {}
+
+impl<T, const CAP: usize> MapVec<T, CAP> {
+    const BYTES: usize = {
+        assert!(CAP > 0 && size_of::<T>() > 0);
+        CAP * size_of::<T>()
+    };
+
+    const fn new() -> Self {
+        MapVec {
+            ptr: ptr::null_mut(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, v: T) -> Result<&mut T, T> {
+        if self.len == CAP {
+            return Err(v);
+        }
+        if self.ptr.is_null() {
+            // SAFETY: an anonymous mapping at an address of the kernel's choosing
+            // affects no existing memory; page alignment covers `T`'s.
+            let p = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    Self::BYTES,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(v);
+            }
+            self.ptr = p.cast();
+        }
+        // SAFETY: `len < CAP`: inside the mapping, past the initialized items.
+        let slot = unsafe { self.ptr.add(self.len) };
+        // SAFETY: as above; the slot holds no item (nothing is overwritten).
+        unsafe { slot.write(v) };
+        self.len += 1;
+        // SAFETY: just initialized; borrowed through `&mut self`.
+        Ok(unsafe { &mut *slot })
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        if self.ptr.is_null() {
+            return &mut [];
+        }
+        // SAFETY: items `0..len` of the mapping are initialized and owned by `self`.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Removes item `i`, replacing it with the last one.
+    fn swap_remove(&mut self, i: usize) -> T {
+        assert!(i < self.len, "MapVec::swap_remove out of bounds");
+        let last = self.len - 1;
+        // SAFETY: `i` and `last` are initialized items; the last one is moved into
+        // `i`'s place (after `i`'s is read out) and no longer counted.
+        unsafe {
+            let v = self.ptr.add(i).read();
+            if i != last {
+                self.ptr.add(i).write(self.ptr.add(last).read());
+            }
+            self.len = last;
+            v
+        }
+    }
+}
+
+impl<T, const CAP: usize> Drop for MapVec<T, CAP> {
+    fn drop(&mut self) {
+        if self.ptr.is_null() {
+            return;
+        }
+        // SAFETY: drops the initialized items once, then unmaps the reservation that
+        // `push` mapped (`BYTES` bytes); nothing refers to either afterwards.
+        unsafe {
+            ptr::drop_in_place(self.as_mut_slice());
+            libc::munmap(self.ptr.cast(), Self::BYTES);
+        }
+    }
+}
+
 static STATE: Mutex<State> = Mutex::new(State {
-    families: Vec::new(),
+    families: MapVec::new(),
     pagemap: None,
 });
 
@@ -125,6 +237,9 @@ pub(super) fn alloc(size: usize, align: usize, slots: usize) -> Result<Block, Er
     if size.max(1) > stride / 2 || align > stride / 2 {
         return alloc_dedicated(size.max(1), align, slots);
     }
+    if stride > DEFAULT_STRIDE {
+        return alloc_unpooled(slots, stride);
+    }
     alloc_in(&mut state(), size, align, slots)
 }
 
@@ -137,18 +252,24 @@ fn alloc_in(state: &mut State, size: usize, align: usize, slots: usize) -> Resul
     let align_units = align.max(UNIT) / UNIT;
     let shift = stride.trailing_zeros();
 
-    let family = match state.families.iter().position(|f| f.slots == slots) {
-        Some(i) => &mut state.families[i],
-        None => {
-            state.families.push(Family {
-                slots,
-                chunks: Vec::new(),
-            });
-            state.families.last_mut().expect("just pushed")
-        }
+    let i = state
+        .families
+        .as_mut_slice()
+        .iter()
+        .position(|f| f.slots == slots);
+    let family = match i {
+        Some(i) => &mut state.families.as_mut_slice()[i],
+        None => match state.families.push(Family {
+            slots,
+            chunks: MapVec::new(),
+        }) {
+            Ok(f) => f,
+            Err(_) => return alloc_unpooled(slots, stride),
+        },
     };
     let range_units = stride / UNIT;
-    for chunk in &mut family.chunks {
+    debug_assert_eq!(range_units, RANGE_UNITS);
+    for chunk in family.chunks.as_mut_slice() {
         if range_units - chunk.used < units {
             continue;
         }
@@ -161,19 +282,29 @@ fn alloc_in(state: &mut State, size: usize, align: usize, slots: usize) -> Resul
         }
     }
     let base = map(chunk_len, stride, stride)?;
-    let mut chunk = Chunk {
+    let chunk = Chunk {
         base,
-        bits: vec![0u64; range_units.div_ceil(64)].into_boxed_slice(),
+        bits: [0; BITMAP_WORDS],
         used: 0,
         hint: 0,
     };
-    let base = chunk.take(0, units);
-    family.chunks.push(chunk);
-    Ok(Block {
-        base,
-        shift,
-        dedicated: false,
-    })
+    match family.chunks.push(chunk) {
+        Ok(chunk) => Ok(Block {
+            base: chunk.take(0, units),
+            shift,
+            dedicated: false,
+        }),
+        Err(chunk) => {
+            // The bookkeeping is full: the fresh chunk becomes this item's own
+            // mapping (same stride, same layout), unmapped when freed.
+            debug_assert_eq!(chunk.used, 0);
+            Ok(Block {
+                base: chunk.base,
+                shift,
+                dedicated: true,
+            })
+        }
+    }
 }
 
 /// As [`alloc`], without waiting for the pool's lock, so that a container can be set
@@ -182,29 +313,36 @@ fn alloc_in(state: &mut State, size: usize, align: usize, slots: usize) -> Resul
 /// locked in the child forever). When the lock is free the item is placed as by
 /// [`alloc`]; when it is held, the item gets a mapping of its own with the pool's
 /// stride (the same layout, and the constant stride the containers use), unmapped
-/// when freed. Placing it in the pool may allocate the pool's bookkeeping when the
-/// pool grows (a new chunk), which is the one call here that is not
-/// async-signal-safe: a first use inside a signal handler that interrupted `malloc`
-/// on the same thread, when the pool must grow, can still block in `malloc`.
+/// when freed. Nothing here calls `malloc` (the bookkeeping grows in its own
+/// mappings): async-signal-safe, so a first use inside a signal handler that
+/// interrupted `malloc` on the same thread does not block.
 pub(super) fn alloc_nonblocking(size: usize, align: usize, slots: usize) -> Result<Block, Error> {
     debug_assert!(slots > 0 && align.is_power_of_two());
     let stride = pool_stride();
     if size.max(1) > stride / 2 || align > stride / 2 {
         return alloc_dedicated(size.max(1), align, slots);
     }
+    if stride > DEFAULT_STRIDE {
+        return alloc_unpooled(slots, stride);
+    }
     match STATE.try_lock() {
         Ok(mut g) => alloc_in(&mut g, size, align, slots),
         Err(TryLockError::Poisoned(e)) => alloc_in(&mut e.into_inner(), size, align, slots),
-        Err(TryLockError::WouldBlock) => {
-            let len = reservation(slots, stride)?;
-            let base = map(len, stride, stride)?;
-            Ok(Block {
-                base,
-                shift: stride.trailing_zeros(),
-                dedicated: true,
-            })
-        }
+        Err(TryLockError::WouldBlock) => alloc_unpooled(slots, stride),
     }
+}
+
+/// An item with a mapping of its own but the pool's stride (`stride`) and layout:
+/// when the pool's lock is held elsewhere, its bookkeeping is full, or pages are
+/// larger than [`DEFAULT_STRIDE`]. Unmapped when freed (`dedicated`).
+fn alloc_unpooled(slots: usize, stride: usize) -> Result<Block, Error> {
+    let len = reservation(slots, stride)?;
+    let base = map(len, stride, stride)?;
+    Ok(Block {
+        base,
+        shift: stride.trailing_zeros(),
+        dedicated: true,
+    })
 }
 
 /// Holds the pool's lock while `f` runs (tests: a set-up on first use must not wait
@@ -270,7 +408,11 @@ pub(super) unsafe fn free(
 
     let mut state = state();
     let State { families, pagemap } = &mut *state;
-    let Some(family) = families.iter_mut().find(|f| f.slots == slots) else {
+    let Some(family) = families
+        .as_mut_slice()
+        .iter_mut()
+        .find(|f| f.slots == slots)
+    else {
         debug_assert!(
             false,
             "per-CPU item freed to a pool that has no such family"
@@ -279,6 +421,7 @@ pub(super) unsafe fn free(
     };
     let Some(ci) = family
         .chunks
+        .as_mut_slice()
         .iter()
         .position(|c| c.base.as_ptr() as usize == chunk_addr)
     else {
@@ -287,7 +430,7 @@ pub(super) unsafe fn free(
     };
     let chunk_len = slots * stride;
     let others = family.chunks.len() > 1;
-    let chunk = &mut family.chunks[ci];
+    let chunk = &mut family.chunks.as_mut_slice()[ci];
     chunk.give_back(off / UNIT, units);
 
     if chunk.used == 0 {
@@ -1059,7 +1202,7 @@ mod tests {
         let stride = pool_stride();
         let mut c = Chunk {
             base: NonNull::dangling(),
-            bits: vec![0u64; stride / UNIT / 64].into_boxed_slice(),
+            bits: [0; BITMAP_WORDS],
             used: 0,
             hint: 0,
         };
