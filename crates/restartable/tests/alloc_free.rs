@@ -5,72 +5,18 @@
 
 #[path = "support/child.rs"]
 mod child;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use counting_alloc::calls_during;
 use restartable::{PerCpuBuffer, PerCpuPool, PerCpuStack, StackNode};
-
-/// Counts the calls made on threads that switched counting on.
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static CALLS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    // `try_with`: the allocator may run while the thread's locals are torn down.
-    let _ = COUNTING.try_with(|on| {
-        if on.get() {
-            let _ = CALLS.try_with(|c| c.set(c.get() + 1));
-        }
-    });
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; the counting touches
-// only const-initialised thread locals without destructors (no allocation, no
-// re-entry).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count();
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 const PAIRS: usize = 100_000;
 
 static STATIC: u64 = 3;
-
-/// The allocator calls `f` makes on this thread.
-fn calls_during(f: impl FnOnce()) -> u64 {
-    CALLS.with(|c| c.set(0));
-    COUNTING.with(|on| on.set(true));
-    f();
-    COUNTING.with(|on| on.set(false));
-    CALLS.with(|c| c.get())
-}
 
 /// Skips (with a message) where rseq is unavailable: the shared fallback lists are
 /// `Vec`s, which may allocate.
@@ -215,10 +161,8 @@ fn stack_of_owned_nodes_allocates_nothing() {
 fn the_first_possible_cpus_call_allocates_nothing() {
     const ROLE: &str = "RESTARTABLE_TEST_FIRST_POSSIBLE_CPUS";
     if std::env::var_os(ROLE).is_some() {
-        COUNTING.with(|c| c.set(true));
-        let n = restartable::possible_cpus();
-        COUNTING.with(|c| c.set(false));
-        let calls = CALLS.with(|c| c.get());
+        let mut n = 0;
+        let calls = calls_during(|| n = restartable::possible_cpus());
         assert!(n >= 1);
         assert_eq!(
             calls, 0,

@@ -16,58 +16,15 @@
 
 #[path = "support/child.rs"]
 mod child;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use restartable::percpu::storage::hold_pool_lock_while;
 use restartable::{PerCpuCounter, ThreadArea};
-
-/// The system allocator, counting the calls made by threads that ask for it.
-struct Counting;
-
-static CALLS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COUNT_HERE: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note_call() {
-    if COUNT_HERE.try_with(Cell::get).unwrap_or(false) {
-        CALLS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards to the system allocator unchanged; counting touches no memory the
-// allocator hands out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_call();
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note_call();
-        // SAFETY: forwarded contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_call();
-        // SAFETY: forwarded contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_call();
-        // SAFETY: forwarded contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// How long a forked child may take (it does a few thousand operations).
 const LIMIT: Duration = Duration::from_secs(120);
@@ -237,12 +194,12 @@ fn first_uses_that_grow_the_pool_call_no_allocator() {
     // Not set up yet: `const` construction reserves nothing.
     let counters: Vec<PerCpuCounter> = (0..MANY).map(|_| PerCpuCounter::new()).collect();
     in_forked_child("first uses that grow the pool", || {
-        COUNT_HERE.with(|c| c.set(true));
-        for c in &counters {
-            c.inc();
-        }
-        COUNT_HERE.with(|c| c.set(false));
-        if CALLS.load(Ordering::Relaxed) != 0 {
+        let calls = counting_alloc::calls_during(|| {
+            for c in &counters {
+                c.inc();
+            }
+        });
+        if calls != 0 {
             return 1;
         }
         if counters
