@@ -636,55 +636,81 @@ fn steal_until<F: FnMut(usize) -> Vec<u64>>(
     (got, rounds, nonempty)
 }
 
-fn buffer_steal_while_owners_push<H: Hooks>(index: IndexBy, target: usize) {
-    let mut buf = PerCpuBuffer::<u64, 64, H>::with_hooks(index);
+/// What [`owners_beside_thief`] returns: the thief's (stolen ids, rounds, non-empty
+/// steals) and each owner's (steps, state).
+type ThiefAndOwners<S> = ((Vec<u64>, usize, usize), Vec<(usize, S)>);
+
+/// Runs a thief ([`steal_until`] with `steal`, which takes one slot or, given
+/// `usize::MAX`, all of them) beside `threads()` owners until the thief has taken
+/// something `target` times. Owner `t` calls `step(t, n, &mut state)` for n = 0, 1,
+/// ... and stops at a multiple of 64 once the thief has enough; past 200,000 steps it
+/// goes on one step per millisecond, for up to [`STEAL_PATIENCE`]. Returns the
+/// thief's (stolen ids, rounds, non-empty steals) and each owner's (steps, state).
+fn owners_beside_thief<S: Send + Default>(
+    what: &str,
+    target: usize,
+    steal: impl Fn(usize) -> Vec<u64> + Send,
+    step: impl Fn(usize, usize, &mut S) + Sync,
+) -> ThiefAndOwners<S> {
     let slots = restartable::possible_cpus();
     let (done, enough) = (AtomicBool::new(false), AtomicBool::new(false));
     let start = Instant::now();
-    let ((stolen, rounds, nonempty), owners) = std::thread::scope(|s| {
-        let (buf, done, enough) = (&buf, &done, &enough);
-        let thief = s.spawn(move || {
-            let steal = |cpu: usize| {
-                if cpu == usize::MAX {
-                    buf.steal_all()
-                } else {
-                    buf.steal(cpu)
-                }
-                .expect("membarrier rseq fences are supported here")
-            };
-            steal_until(steal, slots, target, done, enough)
-        });
+    std::thread::scope(|s| {
+        let (done, enough, step) = (&done, &enough, &step);
+        let thief = s.spawn(move || steal_until(steal, slots, target, done, enough));
         let _stop_thief = OnDrop(|| done.store(true, Ordering::Release));
         let owners: Vec<_> = (0..threads())
             .map(|t| {
                 s.spawn(move || {
-                    let (mut pushed, mut kept) = (0usize, Vec::new());
-                    while pushed % 64 != 0 || !enough.load(Ordering::Relaxed) {
-                        if pushed >= 200_000 {
+                    let (mut n, mut state) = (0usize, S::default());
+                    while !n.is_multiple_of(64) || !enough.load(Ordering::Relaxed) {
+                        if n >= 200_000 {
                             assert!(
                                 start.elapsed() < STEAL_PATIENCE,
-                                "buffer ({index:?}): the thief did not take something \
-                                 {target} times in {STEAL_PATIENCE:?}"
+                                "{what}: the thief did not take something {target} \
+                                 times in {STEAL_PATIENCE:?}"
                             );
                             std::thread::sleep(Duration::from_millis(1));
                         }
-                        if let Err(v) = buf.push(fresh_id(t, pushed)) {
-                            kept.push(v);
-                        }
-                        pushed += 1;
-                        if pushed % 3 == 0 {
-                            kept.extend(buf.pop());
-                        }
+                        step(t, n, &mut state);
+                        n += 1;
                     }
-                    (pushed, kept)
+                    (n, state)
                 })
             })
+            .collect();
+        let owners = owners
+            .into_iter()
             .map(|h| h.join().expect("owner"))
             .collect();
         done.store(true, Ordering::Release);
         (thief.join().expect("thief"), owners)
-    });
+    })
+}
+
+fn buffer_steal_while_owners_push<H: Hooks>(index: IndexBy, target: usize) {
+    let mut buf = PerCpuBuffer::<u64, 64, H>::with_hooks(index);
     let what = format!("buffer steal ({index:?})");
+    let ((stolen, rounds, nonempty), owners) = owners_beside_thief(
+        &what,
+        target,
+        |cpu| {
+            if cpu == usize::MAX {
+                buf.steal_all()
+            } else {
+                buf.steal(cpu)
+            }
+            .expect("membarrier rseq fences are supported here")
+        },
+        |t, n, kept: &mut Vec<u64>| {
+            if let Err(v) = buf.push(fresh_id(t, n)) {
+                kept.push(v);
+            }
+            if (n + 1) % 3 == 0 {
+                kept.extend(buf.pop());
+            }
+        },
+    );
     let stolen_count = stolen.len();
     let mut seen = stolen;
     let mut expected = Vec::new();
@@ -708,53 +734,26 @@ fn pool_steal_while_owners_use(index: IndexBy, target: usize) {
     let made = AtomicU64::new(0);
     let make = || made.fetch_add(1, Ordering::Relaxed);
     let mut pool = PerCpuPool::<u64, _, 16, StatsHooks>::with_hooks(index, make);
-    let slots = restartable::possible_cpus();
-    let (done, enough) = (AtomicBool::new(false), AtomicBool::new(false));
-    let start = Instant::now();
-    let (stolen, rounds, nonempty) = std::thread::scope(|s| {
-        let (pool, done, enough) = (&pool, &done, &enough);
-        let thief = s.spawn(move || {
-            let steal = |cpu: usize| {
-                if cpu == usize::MAX {
-                    pool.steal_all()
-                } else {
-                    pool.steal(cpu)
-                }
-                .expect("membarrier rseq fences are supported here")
-            };
-            steal_until(steal, slots, target, done, enough)
-        });
-        let _stop_thief = OnDrop(|| done.store(true, Ordering::Release));
-        let owners: Vec<_> = (0..threads())
-            .map(|_| {
-                s.spawn(move || {
-                    let mut n = 0usize;
-                    while !n.is_multiple_of(64) || !enough.load(Ordering::Relaxed) {
-                        if n >= 200_000 {
-                            assert!(
-                                start.elapsed() < STEAL_PATIENCE,
-                                "pool ({index:?}): the thief did not take something \
-                                 {target} times in {STEAL_PATIENCE:?}"
-                            );
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                        let a = pool.get();
-                        let b = pool.get();
-                        assert_ne!(*a, *b, "one object handed out twice");
-                        drop(a);
-                        drop(b);
-                        n += 1;
-                    }
-                })
-            })
-            .collect();
-        for o in owners {
-            o.join().expect("owner");
-        }
-        done.store(true, Ordering::Release);
-        thief.join().expect("thief")
-    });
     let what = format!("pool steal ({index:?})");
+    let ((stolen, rounds, nonempty), _) = owners_beside_thief(
+        &what,
+        target,
+        |cpu| {
+            if cpu == usize::MAX {
+                pool.steal_all()
+            } else {
+                pool.steal(cpu)
+            }
+            .expect("membarrier rseq fences are supported here")
+        },
+        |_, _, _: &mut ()| {
+            let a = pool.get();
+            let b = pool.get();
+            assert_ne!(*a, *b, "one object handed out twice");
+            drop(a);
+            drop(b);
+        },
+    );
     let stolen_count = stolen.len();
     let mut seen = stolen;
     seen.extend(pool.drain());
