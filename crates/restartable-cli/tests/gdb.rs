@@ -13,6 +13,8 @@
 mod gdb;
 #[path = "support/gdb_mi.rs"]
 mod gdb_mi;
+#[path = "support/source.rs"]
+mod source;
 
 #[path = "../../restartable/tests/support/child.rs"]
 mod child;
@@ -36,12 +38,7 @@ fn fixture() -> PathBuf {
 
 /// The line of the fixture carrying `marker` (1-based).
 fn line_of(marker: &str) -> usize {
-    let source = std::fs::read_to_string(fixture()).expect("read the fixture");
-    source
-        .lines()
-        .position(|l| l.contains(marker))
-        .map(|i| i + 1)
-        .unwrap_or_else(|| panic!("no {marker} in the fixture"))
+    source::line_of(&fixture(), marker)
 }
 
 /// Everything a test needs, or None (with a notice) when the machine lacks a piece.

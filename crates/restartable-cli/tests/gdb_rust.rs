@@ -36,6 +36,8 @@ mod example;
 mod gdb;
 #[path = "support/gdb_mi.rs"]
 mod gdb_mi;
+#[path = "support/source.rs"]
+mod source;
 
 #[path = "../../restartable/tests/support/child.rs"]
 mod child;
@@ -64,12 +66,7 @@ fn example_source() -> PathBuf {
 
 /// The line of the example carrying `marker` (1-based).
 fn line_of(marker: &str) -> usize {
-    let source = std::fs::read_to_string(example_source()).expect("read the example");
-    source
-        .lines()
-        .position(|l| l.contains(marker))
-        .map(|i| i + 1)
-        .unwrap_or_else(|| panic!("no {marker} in the example"))
+    source::line_of(&example_source(), marker)
 }
 
 /// Everything a test needs, or None (with a notice) when the machine lacks a piece.

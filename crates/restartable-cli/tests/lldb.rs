@@ -24,11 +24,14 @@
 mod example;
 #[path = "support/lldb.rs"]
 mod lldb;
+#[path = "support/source.rs"]
+mod source;
 
 #[path = "../../restartable/tests/support/child.rs"]
 mod child;
 
 use child::OutputWithin as _;
+use source::line_of;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -43,16 +46,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/inspect-fixtures")
         .join(name)
-}
-
-/// The line of `file` carrying `marker` (1-based).
-fn line_of(file: &Path, marker: &str) -> usize {
-    std::fs::read_to_string(file)
-        .unwrap_or_else(|e| panic!("read {}: {e}", file.display()))
-        .lines()
-        .position(|l| l.contains(marker))
-        .map(|i| i + 1)
-        .unwrap_or_else(|| panic!("no {marker} in {}", file.display()))
 }
 
 /// A test's directory with the module (as `rseq lldb-script` prints it) and the
