@@ -185,14 +185,15 @@ pub const fn objects_per_span(c: usize) -> usize {
 }
 
 /// Objects moved at once between a per-CPU cache and the middle: 32 KiB worth, at
-/// most 64 (objects of 512 bytes and less move 64 at a time, so that a producer and
-/// a consumer on two CPUs take the class's lock once per 64 objects each).
+/// most [`MAX_BATCH`] (objects of 256 bytes and less move 128 at a time, so that a
+/// producer and a consumer on two CPUs take the class's lock once per 128 objects
+/// each).
 pub const fn batch(c: usize) -> usize {
     clamp(32 * 1024 / size(c), 1, MAX_BATCH)
 }
 
 /// Largest batch of any class (sizes on-stack buffers).
-pub const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 128;
 
 /// Per-CPU cache capacity of class `c`, in objects: about 64 KiB worth, between 1
 /// and 128 objects, and at least two batches for objects up to 32 KiB.
@@ -218,10 +219,36 @@ pub const CAPACITY: [usize; CLASSES + 1] = {
     t
 };
 
-/// Capacity of the middle's transfer cache of class `c`, in objects.
+/// Capacity of the middle's transfer cache of class `c`, in objects: 128 KiB worth
+/// (four to eight batches up to 512-byte objects, at most [`TRANSFER_MAX`]), and at
+/// least the
+/// per-CPU [`capacity`] (two batches). A producer on one CPU and a consumer on
+/// another hand batches to each other through it; when it has room for several
+/// batches, the ups and downs of their pace do not overflow it into the spans
+/// (where every object costs a page-map lookup and a write to the object, a miss
+/// on memory the other CPU touched last).
 pub const fn transfer_capacity(c: usize) -> usize {
-    capacity(c)
+    let by_bytes = clamp(128 * 1024 / size(c), 1, TRANSFER_MAX);
+    if by_bytes < capacity(c) {
+        capacity(c)
+    } else {
+        by_bytes
+    }
 }
+
+/// The most bytes the middle's transfer caches hold together.
+pub const fn transfer_bytes() -> usize {
+    let mut c = 1;
+    let mut total = 0;
+    while c <= CLASSES {
+        total += transfer_capacity(c) * size(c);
+        c += 1;
+    }
+    total
+}
+
+/// The largest transfer cache, in objects (eight batches of the smallest objects).
+pub const TRANSFER_MAX: usize = 8 * MAX_BATCH;
 
 /// The most objects a per-CPU cache of class `c` can grow to hold (the room its array
 /// has in a slot): twice [`capacity`], at most 256. What it holds at a time is its
@@ -236,8 +263,8 @@ pub const fn max_capacity(c: usize) -> usize {
     }
 }
 
-/// The bytes [`capacity`] objects of every class take: the bound of the middle's
-/// transfer caches together, and of one thread's fallback cache.
+/// The bytes [`capacity`] objects of every class take: the bound of one thread's
+/// fallback cache.
 pub const fn capacity_bytes() -> usize {
     let mut c = 1;
     let mut total = 0;
