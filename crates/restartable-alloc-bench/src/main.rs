@@ -102,6 +102,10 @@ struct Args {
     /// fail with ENOSYS): PerCpuAlloc's fallback path.
     #[arg(long)]
     no_rseq: bool,
+    /// Only these allocators (for profiling one of them with `perf`); the ratio
+    /// column needs PerCpuAlloc and at least one other.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Internal: measure peak RSS of one allocator in this process.
     #[arg(long, hide = true)]
     rss_child: Option<String>,
@@ -478,18 +482,27 @@ fn main() {
         rss_child(name, threads[0], d);
         return;
     }
+    let allocators: Vec<&str> = ALLOCATORS
+        .iter()
+        .copied()
+        .filter(|a| args.only.is_empty() || args.only.iter().any(|o| o == a))
+        .collect();
+    if allocators.is_empty() {
+        eprintln!("--only: none of {:?} is one of {ALLOCATORS:?}", args.only);
+        std::process::exit(2);
+    }
     println!("machine: {}", machine());
     println!(
         "method: median of {} runs x {} ms, allocators interleaved in each round; ns per alloc+free pair, aggregate over threads (threads: us per thread created; rss: MiB peak)",
         args.runs, args.duration_ms
     );
     print!("\n| workload | threads |");
-    for a in ALLOCATORS {
+    for a in &allocators {
         print!(" {a} |");
     }
     println!(" PerCpuAlloc / best other |");
     print!("|---|---|");
-    for _ in 0..=ALLOCATORS.len() {
+    for _ in 0..=allocators.len() {
         print!("---|");
     }
     println!();
@@ -500,10 +513,10 @@ fn main() {
             _ => threads.clone(),
         };
         for &t in &counts {
-            let mut runs: Vec<Vec<f64>> = vec![Vec::new(); ALLOCATORS.len()];
+            let mut runs: Vec<Vec<f64>> = vec![Vec::new(); allocators.len()];
             let rounds = if w == "rss" { 1 } else { args.runs };
             for _ in 0..rounds {
-                for (i, name) in ALLOCATORS.iter().enumerate() {
+                for (i, name) in allocators.iter().enumerate() {
                     let v = with_alloc!(*name, a => match w.as_str() {
                         "churn" => churn(a, t, d),
                         "churn64" => churn64(a, t, d),
@@ -525,7 +538,11 @@ fn main() {
             for v in &med {
                 print!(" {v:.1} |");
             }
-            println!(" {:.2} |", med[0] / best_other);
+            if allocators[0] == ALLOCATORS[0] && med.len() > 1 {
+                println!(" {:.2} |", med[0] / best_other);
+            } else {
+                println!(" - |");
+            }
         }
     }
     let forwarded: Vec<String> = std::env::args()

@@ -82,7 +82,8 @@ const MISSES: usize = 64;
 /// Byte offset of each class's header in a slot (index 0 unused).
 const OFFSETS: [usize; CLASSES + 2] = {
     let mut off = [0; CLASSES + 2];
-    off[1] = 512;
+    // After the bookkeeping line and the miss counters, on a cache line.
+    off[1] = (MISSES + 8 * (CLASSES + 1)).next_multiple_of(64);
     let mut c = 1;
     while c <= CLASSES {
         off[c + 1] = off[c] + (1 + max_capacity(c)) * 8;

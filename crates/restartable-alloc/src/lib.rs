@@ -52,7 +52,7 @@
 //!   at once, and free pages beyond 8 MiB go back to the OS. What stays cached is
 //!   bounded: per CPU (or mm_cid) slot at most
 //!   [`size_class::max_cached_bytes_per_cpu`] bytes, at most
-//!   [`size_class::capacity_bytes`] in the middle's transfer caches, and 8 MiB of
+//!   [`size_class::transfer_bytes`] in the middle's transfer caches, and 8 MiB of
 //!   free pages (see [`Stats::cached_bound`]).
 //!
 //! All instances share one process-wide heap, as `malloc` does.
@@ -296,13 +296,13 @@ impl Stats {
     /// The most free memory the allocator keeps resident outside spans with `slots`
     /// cache slots: the per-CPU caches (each slot at most
     /// [`size_class::max_cached_bytes_per_cpu`]), the transfer caches (at most
-    /// [`size_class::capacity_bytes`] together) and the page heap's backed free pages
+    /// [`size_class::transfer_bytes`] together) and the page heap's backed free pages
     /// (at most twice [`page_heap::BACKED_FREE_LIMIT`] in the worst case, as one
     /// freed span can exceed the limit before it is enforced). Partly used spans are
     /// not counted: they hold live objects.
     pub const fn cached_bound(slots: usize) -> usize {
         slots * size_class::max_cached_bytes_per_cpu()
-            + size_class::capacity_bytes()
+            + size_class::transfer_bytes()
             + 2 * page_heap::BACKED_FREE_LIMIT
     }
 }

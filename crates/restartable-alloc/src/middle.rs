@@ -20,10 +20,11 @@
 use core::ptr;
 
 use crate::backend::{page_heap, pagemap, Span, SpanList};
-use crate::size_class::{objects_per_span, size, span_pages, transfer_capacity, CLASSES};
+use crate::size_class::{
+    objects_per_span, size, span_pages, transfer_capacity, CLASSES, TRANSFER_MAX,
+};
 use crate::sync::{RawLock, SpinLock};
 
-const TRANSFER_MAX: usize = 128;
 const _: () = {
     let mut c = 1;
     while c <= CLASSES {
@@ -257,5 +258,55 @@ impl Central {
                 self.nonempty.push(s);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size_class::{batch, class_of_size};
+
+    #[test]
+    fn the_transfer_cache_holds_several_batches_before_spilling_to_spans() {
+        // A consumer that frees batch after batch while the producer is behind: the
+        // transfer cache takes them all up to its capacity (several batches), and
+        // only what goes beyond returns to the spans; the producer then gets them
+        // back from the transfer cache first.
+        let c = class_of_size(64);
+        let b = batch(c);
+        let cap = transfer_capacity(c);
+        assert!(cap >= 8 * b, "{cap} objects: fewer than 8 batches of {b}");
+        let n = cap + 2 * b;
+        let mut objs = vec![ptr::null_mut(); n];
+        for chunk in objs.chunks_mut(b) {
+            assert_eq!(remove_batch(c, chunk), chunk.len());
+        }
+        let before = class_stats(c);
+        for chunk in objs.chunks(b) {
+            // SAFETY: objects of class `c` from `remove_batch`, in no cache.
+            unsafe { insert_batch(c, chunk) };
+        }
+        let after = class_stats(c);
+        assert_eq!(after.transfer, before.transfer + cap);
+        assert_eq!(
+            after.out,
+            before.out + cap - n,
+            "the rest went to the spans"
+        );
+        let mut again = vec![ptr::null_mut(); cap];
+        for chunk in again.chunks_mut(b) {
+            assert_eq!(remove_batch(c, chunk), chunk.len());
+        }
+        assert_eq!(class_stats(c).transfer, before.transfer);
+        assert_eq!(
+            class_stats(c).out,
+            after.out,
+            "taken from the transfer cache"
+        );
+        for chunk in again.chunks(b) {
+            // SAFETY: as above.
+            unsafe { insert_batch(c, chunk) };
+        }
+        flush_transfer_caches();
     }
 }

@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 
 use restartable_alloc::raw::{self, Block};
-use restartable_alloc::size_class::{size, MAX_SMALL};
+use restartable_alloc::size_class::{class_for, size, CLASSES, MAX_SMALL, PAGE_SHIFT};
 use restartable_alloc::PerCpuAlloc;
 
 const SIZES: [usize; 14] = [
@@ -188,4 +188,56 @@ fn threads_free_each_others_objects() {
     }
     producer.join().unwrap();
     assert_eq!(i, 20_000);
+}
+
+#[test]
+fn every_class_round_trips_its_sizes_and_alignments() {
+    // Every class, at its smallest and largest size, at every alignment up to the
+    // allocator's page: the object is aligned, of the class the layout names (so the
+    // sized free finds it), as large as asked, writable, stays in place when
+    // reallocated within its class, and is found again by the page map.
+    let a = PerCpuAlloc::new();
+    for c in 1..=CLASSES {
+        let lo = if c == 1 { 1 } else { size(c - 1) + 1 };
+        for n in [lo, size(c)] {
+            for shift in 0..=PAGE_SHIFT {
+                let align = 1usize << shift;
+                let l = Layout::from_size_align(n, align).unwrap();
+                let k = class_for(l);
+                assert!(
+                    k >= c && size(k).is_multiple_of(align),
+                    "{l:?} -> class {k}"
+                );
+                if align <= 16 {
+                    // Every class is some size's class.
+                    assert_eq!(k, c, "{l:?}");
+                }
+                // SAFETY: (test) a valid layout of non-zero size.
+                let p = unsafe { a.alloc(l) };
+                assert!(!p.is_null() && (p as usize).is_multiple_of(align), "{l:?}");
+                assert_eq!(raw::lookup(p), Block::Small { class: k }, "{l:?}");
+                assert!(raw::usable_size(p).unwrap() >= n);
+                // SAFETY: (test) `n` bytes of a live object; realloc within the class
+                // (to its full size) keeps it in place; freed with its layout.
+                unsafe {
+                    p.write_bytes((c % 251) as u8, n);
+                    let q = a.realloc(p, l, size(k));
+                    assert_eq!(q, p, "{l:?}: realloc to {} moved", size(k));
+                    assert_eq!(q.add(n - 1).read(), (c % 251) as u8);
+                    a.dealloc(q, Layout::from_size_align(size(k), align).unwrap());
+                }
+                let r = raw::alloc(n, align);
+                assert!(
+                    !r.is_null() && (r as usize).is_multiple_of(align),
+                    "raw {l:?}"
+                );
+                assert!(raw::usable_size(r).unwrap() >= n);
+                // SAFETY: (test) a live object of `n` bytes, freed once.
+                unsafe {
+                    r.write_bytes(0x5a, n);
+                    raw::free(r, raw::lookup(r));
+                }
+            }
+        }
+    }
 }
