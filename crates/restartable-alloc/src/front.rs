@@ -51,7 +51,7 @@
 //!   the next thread that does (at most one scan per [`IDLE_MS`]).
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 use restartable::arch::{
     self, slab_capacity, slab_count, slab_header, ByCpu, ByMmCid, Index, OpResult, Relaxed, Release,
@@ -102,12 +102,17 @@ struct Front {
     word: AtomicUsize,
     /// Slots in the region.
     slots: AtomicUsize,
+    /// The slot count as the fast path reads it: capped at `u16::MAX` (indexes above
+    /// go to the slow path), so that an index below it is known to the compiler to be
+    /// a CPU and the op's own check of that (`cpu_id` below -2) folds away by CPU.
+    fast_slots: AtomicU16,
 }
 const BY_CID: usize = 1;
 
 static FRONT: Front = Front {
     word: AtomicUsize::new(0),
     slots: AtomicUsize::new(0),
+    fast_slots: AtomicU16::new(0),
 };
 static FENCES: AtomicBool = AtomicBool::new(false);
 static INIT: SpinLock<bool> = SpinLock::new(false);
@@ -120,22 +125,9 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
     /// Set once rseq turned out unavailable to this thread.
     static NO_RSEQ: Cell<bool> = const { Cell::new(false) };
-    /// This thread's copy of the front-end's set-up (`FRONT`), 0 until its first
-    /// slow path with the caches set up and rseq registered: the fast path reads it
-    /// at a fixed offset from the thread pointer instead of through the GOT.
-    static FAST: Fast = const { Fast { word: Cell::new(0), slots: Cell::new(0) } };
 }
 
-/// See `FAST`.
-struct Fast {
-    word: Cell<usize>,
-    /// The slot count, capped at `u16::MAX` (indexes above go to the slow path):
-    /// an index below it is then known to the compiler to be a CPU, so the op's own
-    /// check of that (`cpu_id` below -2) folds away by CPU.
-    slots: Cell<u16>,
-}
-
-/// The slot count as the fast path keeps it (see [`Fast::slots`]).
+/// The slot count as the fast path keeps it (see [`Front::fast_slots`]).
 fn fast_slots() -> u16 {
     u16::try_from(FRONT.slots.load(Ordering::Relaxed)).unwrap_or(u16::MAX)
 }
@@ -196,7 +188,7 @@ pub enum Outcome<T> {
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
-    let w = FAST.with(|f| f.word.get());
+    let w = FRONT.word.load(Ordering::Acquire);
     let Some((area, cpu, base)) = enter(w) else {
         return Outcome::Miss;
     };
@@ -211,14 +203,16 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 }
 
 /// This thread's area, its slot index (by the index `w` selects) and the region,
-/// when the thread's fast path is set up, it is registered, and the index has a
-/// slot.
+/// when the caches are set up (`w`, the set-up word, is not 0), the thread is
+/// registered, and the index has a slot. No thread-local is read where glibc owns
+/// registration: the area is found from the thread pointer.
 #[inline(always)]
 fn enter(w: usize) -> Option<(ThreadArea, u32, usize)> {
     if w == 0 {
         return None;
     }
-    let slots = usize::from(FAST.with(|f| f.slots.get()));
+    // Published before `w` (its release store), read after it (acquire).
+    let slots = usize::from(FRONT.fast_slots.load(Ordering::Relaxed));
     if w & BY_CID != 0 {
         let area = ThreadArea::current_if_registered()?;
         let cid = ByMmCid::current(area);
@@ -281,7 +275,7 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
-    let w = FAST.with(|f| f.word.get());
+    let w = FRONT.word.load(Ordering::Acquire);
     let Some((area, cpu, base)) = enter(w) else {
         return Outcome::Miss;
     };
@@ -554,11 +548,6 @@ fn slow_area() -> Option<(ThreadArea, usize)> {
     let base = base();
     if base != 0 {
         if let Some(a) = ThreadArea::current_if_registered() {
-            // From now on this thread's fast path finds the caches.
-            FAST.with(|f| {
-                f.slots.set(fast_slots());
-                f.word.set(FRONT.word.load(Ordering::Acquire));
-            });
             return Some((a, base));
         }
     }
@@ -596,13 +585,7 @@ fn register_guarded() -> Option<(ThreadArea, usize)> {
     leave_guarded();
     let base = base();
     match area {
-        Ok(a) if base != 0 => {
-            FAST.with(|f| {
-                f.slots.set(fast_slots());
-                f.word.set(FRONT.word.load(Ordering::Acquire));
-            });
-            Some((a, base))
-        }
+        Ok(a) if base != 0 => Some((a, base)),
         _ => None,
     }
 }
@@ -625,6 +608,7 @@ fn init() {
     let by_cid = restartable::registration::mm_cid_available() && !index_by_cpu_requested();
     FENCES.store(restartable::fences_supported(), Ordering::Relaxed);
     FRONT.slots.store(slots, Ordering::Relaxed);
+    FRONT.fast_slots.store(fast_slots(), Ordering::Relaxed);
     let w = p as usize | if by_cid { BY_CID } else { 0 };
     FRONT.word.store(w, Ordering::Release);
 }

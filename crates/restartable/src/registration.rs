@@ -17,7 +17,6 @@
 use core::cell::{Cell, UnsafeCell};
 use core::fmt;
 use core::marker::PhantomData;
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicIsize, AtomicU32, AtomicU8, Ordering};
 
 use crate::abi::{self, Rseq};
@@ -140,9 +139,15 @@ impl Registration {
 /// check fails (and the index -1 is refused); by mm_cid, whose field would still
 /// match slot 0, the sequence also checks that `cpu_id` is a CPU. No commit happens
 /// without the kernel's protection.
+///
+/// It holds the area's offset from the thread pointer, not its address: in the
+/// default environment (glibc owns registration) that offset is glibc's
+/// `__rseq_offset`, the same for every thread, so reaching the area takes no
+/// thread-local access at all, and the ops address it as `%fs:field(offset)`.
 #[derive(Clone, Copy, Debug)]
 pub struct ThreadArea {
-    ptr: NonNull<Rseq>,
+    /// Area address minus this thread's thread pointer (wrapping).
+    off: isize,
     _not_send: PhantomData<*mut Rseq>,
 }
 
@@ -183,43 +188,80 @@ impl ThreadArea {
         imp::current_if_registered()
     }
 
-    /// Address of the area (for asm operands).
+    /// Address of the area.
     #[inline(always)]
     pub fn as_ptr(self) -> *mut Rseq {
-        self.ptr.as_ptr()
+        imp::thread_pointer()
+            .wrapping_offset(self.off)
+            .cast::<Rseq>()
+    }
+
+    /// The area's offset from the thread pointer (`%fs` on x86_64): the asm operand
+    /// of the ops, which address the area's fields as `%fs:field(offset)`.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn fs_offset(self) -> isize {
+        self.off
+    }
+
+    /// A 32-bit field of the area at byte offset `D`, read once.
+    #[inline(always)]
+    fn field<const D: usize>(self) -> u32 {
+        #[cfg(restartable_asm)]
+        {
+            // SAFETY: the area is this thread's, valid for the thread's lifetime (type
+            // invariant), and every field read is 4-byte aligned within it.
+            unsafe { sys::read_fs_u32::<D>(self.off) }
+        }
+        #[cfg(not(restartable_asm))]
+        {
+            // SAFETY: as above (no `ThreadArea` exists on such targets).
+            unsafe {
+                self.as_ptr()
+                    .cast::<u8>()
+                    .add(D)
+                    .cast::<u32>()
+                    .read_volatile()
+            }
+        }
     }
 
     /// The kernel's current `cpu_id` (one load; may be stale by the time it is used).
     #[inline(always)]
     pub fn cpu_id(self) -> u32 {
-        // SAFETY: the area is valid for the thread's lifetime (type invariant) and
-        // cpu_id is 4-byte aligned; a volatile read because the kernel updates it.
-        unsafe { core::ptr::addr_of!((*self.ptr.as_ptr()).cpu_id).read_volatile() }
+        self.field::<{ abi::OFFSET_CPU_ID }>()
     }
 
     /// The kernel's current `mm_cid` (valid only when [`mm_cid_available`]).
     #[inline(always)]
     pub fn mm_cid(self) -> u32 {
-        // SAFETY: as for `cpu_id`.
-        unsafe { core::ptr::addr_of!((*self.ptr.as_ptr()).mm_cid).read_volatile() }
+        self.field::<{ abi::OFFSET_MM_CID }>()
     }
 
     /// The kernel's current `node_id` (valid only when the feature size allows).
     #[inline(always)]
     pub fn node_id(self) -> u32 {
-        // SAFETY: as for `cpu_id`.
-        unsafe { core::ptr::addr_of!((*self.ptr.as_ptr()).node_id).read_volatile() }
+        self.field::<{ abi::OFFSET_NODE_ID }>()
+    }
+
+    /// # Safety
+    /// `off` must be the offset from the thread pointer of this thread's registered
+    /// area.
+    #[inline(always)]
+    unsafe fn from_offset(off: isize) -> ThreadArea {
+        ThreadArea {
+            off,
+            _not_send: PhantomData,
+        }
     }
 
     /// # Safety
     /// `ptr` must be this thread's registered area.
     #[inline(always)]
     unsafe fn new(ptr: *mut Rseq) -> ThreadArea {
-        ThreadArea {
-            // SAFETY: the caller passes a non-null area pointer.
-            ptr: unsafe { NonNull::new_unchecked(ptr) },
-            _not_send: PhantomData,
-        }
+        let off = (ptr as isize).wrapping_sub(imp::thread_pointer() as isize);
+        // SAFETY: forwarded contract.
+        unsafe { ThreadArea::from_offset(off) }
     }
 }
 
@@ -232,6 +274,13 @@ const MODE_LIBRARY: u8 = 2;
 const MODE_NONE: u8 = 3;
 
 static MODE: AtomicU8 = AtomicU8::new(MODE_UNINIT);
+/// The fast way to this thread's area: in libc mode glibc's `__rseq_offset` (the area
+/// is at the same offset from every thread's thread pointer), published when the mode
+/// is decided; 0 otherwise (mode undecided, or library-owned areas), where the fast
+/// path reads the cached area pointer from a thread-local instead. Never 0 in libc
+/// mode: glibc's area is in its thread descriptor, never at the thread pointer itself
+/// (which holds the TCB's self pointer).
+static FS_OFFSET: AtomicIsize = AtomicIsize::new(0);
 /// In libc mode, glibc's `__rseq_offset`; otherwise [`NO_OFFSET`].
 static LIBC_OFFSET: AtomicIsize = AtomicIsize::new(NO_OFFSET);
 const NO_OFFSET: isize = isize::MIN;
@@ -262,6 +311,11 @@ fn decide_mode_slow() -> u8 {
     let (mode, feature) = match sys::libc_rseq() {
         Some(l) if l.size != 0 && cfg!(restartable_asm) => {
             LIBC_OFFSET.store(l.offset, Ordering::Relaxed);
+            // Readers only compute their own thread's area from it: no other data is
+            // published with it. (0 is refused: it would be the TCB, not an area.)
+            if l.offset != 0 {
+                FS_OFFSET.store(l.offset, Ordering::Relaxed);
+            }
             (MODE_LIBC, abi::effective_feature_size(l.size, auxv))
         }
         _ => (
@@ -387,6 +441,11 @@ mod imp {
     }
 
     #[inline(always)]
+    pub(super) fn thread_pointer() -> *mut u8 {
+        sys::thread_pointer()
+    }
+
+    #[inline(always)]
     fn own_area() -> *mut Rseq {
         OWN.with(|own| own.rseq.get())
     }
@@ -410,26 +469,50 @@ mod imp {
         static AREA: Cell<*mut Rseq> = const { Cell::new((&UNREGISTERED as *const Rseq).cast_mut()) };
     }
 
-    /// The cached area pointer and its `cpu_id`, unchecked: `cpu_id` is
-    /// [`CPU_ID_UNINITIALIZED`](abi::CPU_ID_UNINITIALIZED) or
+    /// This thread's area (as its offset from the thread pointer) and its `cpu_id`,
+    /// unchecked: `cpu_id` is [`CPU_ID_UNINITIALIZED`](abi::CPU_ID_UNINITIALIZED) or
     /// [`CPU_ID_REGISTRATION_FAILED`](abi::CPU_ID_REGISTRATION_FAILED) when the area
-    /// is not one the kernel maintains for this thread (including [`UNREGISTERED`]).
+    /// is not one the kernel maintains for this thread (including [`UNREGISTERED`],
+    /// and glibc's area of a thread whose registration failed).
+    ///
+    /// In libc mode this is `%fs:4(__rseq_offset)`: the offset from a static, one
+    /// load from the area, no thread-local. Otherwise (one predictable branch) the
+    /// cached area pointer from the thread-local [`AREA`].
     #[inline(always)]
-    fn raw() -> (*mut Rseq, u32) {
+    fn raw() -> (isize, u32) {
+        let off = FS_OFFSET.load(Ordering::Relaxed);
+        if off != 0 {
+            // SAFETY: a non-zero FS_OFFSET is glibc's `__rseq_offset`: every thread of
+            // the process has glibc's area there (in its thread descriptor, reserved
+            // and its `cpu_id` initialized even when its registration failed or is
+            // disabled), mapped for the thread's lifetime; volatile because the
+            // kernel updates it.
+            let cpu = unsafe { sys::read_fs_u32::<{ abi::OFFSET_CPU_ID }>(off) };
+            (off, cpu)
+        } else {
+            raw_tls()
+        }
+    }
+
+    /// [`raw`] where no process-wide offset serves: the thread-local [`AREA`].
+    #[inline(always)]
+    fn raw_tls() -> (isize, u32) {
         let area = AREA.with(|a| a.get());
         // SAFETY: AREA is never null: it starts as UNREGISTERED and is only ever set
-        // to a validated area or back to UNREGISTERED. (Telling the compiler so takes
-        // the null test of `Option<ThreadArea>` off the fast path.)
+        // to a validated area or back to UNREGISTERED.
         unsafe { core::hint::assert_unchecked(!area.is_null()) };
         // SAFETY: AREA is this thread's libc or own area, mapped for the thread's
         // lifetime, or UNREGISTERED; volatile because the kernel updates it.
         let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
-        (area, cpu)
+        (
+            (area as isize).wrapping_sub(sys::thread_pointer() as isize),
+            cpu,
+        )
     }
 
     /// The cached area pointer and its `cpu_id`, if both are usable.
     #[inline(always)]
-    fn fast() -> Option<(*mut Rseq, u32)> {
+    fn fast() -> Option<(isize, u32)> {
         let (area, cpu) = raw();
         (cpu < abi::CPU_ID_REGISTRATION_FAILED).then_some((area, cpu))
     }
@@ -451,7 +534,7 @@ mod imp {
             unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
             // SAFETY: a valid cpu_id means the kernel maintains this area (UNREGISTERED
             // reads -1).
-            Some((unsafe { ThreadArea::new(area) }, cpu))
+            Some((unsafe { ThreadArea::from_offset(area) }, cpu))
         } else {
             None
         }
@@ -461,7 +544,7 @@ mod imp {
     #[inline(always)]
     pub(super) fn current_if_registered() -> Option<ThreadArea> {
         // SAFETY: a valid cpu_id means the kernel maintains this area.
-        fast().map(|(area, _)| unsafe { ThreadArea::new(area) })
+        fast().map(|(area, _)| unsafe { ThreadArea::from_offset(area) })
     }
 
     /// The registered area, if this thread has one right now; otherwise the cold path.
@@ -475,7 +558,7 @@ mod imp {
     pub(super) fn current_with_cpu() -> Result<(ThreadArea, u32), Reason> {
         match fast() {
             // SAFETY: a valid cpu_id means the kernel maintains this area.
-            Some((area, cpu)) => Ok((unsafe { ThreadArea::new(area) }, cpu)),
+            Some((area, cpu)) => Ok((unsafe { ThreadArea::from_offset(area) }, cpu)),
             None => {
                 let r = current_with_cpu_slow();
                 if let Ok((_, cpu)) = r {
@@ -650,7 +733,11 @@ mod imp {
 
     /// See [`super::prepare_unload`].
     pub(super) fn prepare_unload() {
-        let area = AREA.try_with(|a| a.get()).unwrap_or(unregistered());
+        let area = match fast() {
+            // The area the fast path finds (glibc's, or the cached own area).
+            Some((off, _)) => libc_area(off),
+            None => AREA.try_with(|a| a.get()).unwrap_or(unregistered()),
+        };
         if area != unregistered() {
             // SAFETY: an AREA other than UNREGISTERED is this thread's area, mapped for the thread's
             // lifetime; `rseq_cs` is the field user space writes (the kernel only
@@ -710,6 +797,12 @@ mod imp {
     pub(super) fn forget_area() {}
 
     pub(super) fn prepare_unload() {}
+
+    /// No thread pointer is used on this target (no `ThreadArea` exists).
+    #[inline(always)]
+    pub(super) fn thread_pointer() -> *mut u8 {
+        core::ptr::null_mut()
+    }
 
     /// No area exists on this target.
     ///
