@@ -57,6 +57,7 @@ use restartable::arch::{
     self, slab_capacity, slab_count, slab_header, ByCpu, ByMmCid, Index, OpResult, Relaxed, Release,
 };
 use restartable::hooks::Hooks;
+use restartable::registration::LibcOffset;
 use restartable::ThreadArea;
 
 use crate::middle;
@@ -189,7 +190,33 @@ pub enum Outcome<T> {
 #[inline(always)]
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     let w = FRONT.word.load(Ordering::Acquire);
-    let Some((area, cpu, base)) = enter(w) else {
+    match LibcOffset::get() {
+        // SAFETY: forwarded contract.
+        Some(off) => unsafe { pop_in::<H>(w, off, c) },
+        // SAFETY: forwarded contract.
+        None => unsafe { pop_tls::<H>(w, c) },
+    }
+}
+
+/// [`pop`] where glibc's area is not at a process-wide offset: out of line, so
+/// that the thread-local access (a `__tls_get_addr` call in a shared object) keeps
+/// no registers of the libc-mode fast path.
+///
+/// # Safety
+/// As for [`pop`].
+#[inline(never)]
+unsafe fn pop_tls<H: Hooks>(w: usize, c: usize) -> Outcome<*mut u8> {
+    // SAFETY: forwarded contract.
+    unsafe { pop_in::<H>(w, Tls, c) }
+}
+
+/// [`pop`] with the area found by `f`.
+///
+/// # Safety
+/// As for [`pop`].
+#[inline(always)]
+unsafe fn pop_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> Outcome<*mut u8> {
+    let Some((area, cpu, base)) = enter(w, f) else {
         return Outcome::Miss;
     };
     // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
@@ -202,24 +229,64 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     }
 }
 
+/// How the fast path finds this thread's area: from glibc's process-wide offset
+/// ([`LibcOffset`]: no thread-local) or the library's thread-local ([`Tls`]).
+trait FindArea: Copy {
+    /// The area, if this thread is registered.
+    fn area(self) -> Option<ThreadArea>;
+    /// The area and `cpu_id`, if below `bound`.
+    ///
+    /// # Safety
+    /// `bound` is at most `RSEQ_CPU_ID_REGISTRATION_FAILED`.
+    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)>;
+}
+
+impl FindArea for LibcOffset {
+    #[inline(always)]
+    fn area(self) -> Option<ThreadArea> {
+        self.current_if_registered()
+    }
+    #[inline(always)]
+    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
+        // SAFETY: forwarded contract.
+        unsafe { self.current_with_cpu_below(bound) }
+    }
+}
+
+/// See [`FindArea`].
+#[derive(Clone, Copy)]
+struct Tls;
+
+impl FindArea for Tls {
+    #[inline(always)]
+    fn area(self) -> Option<ThreadArea> {
+        ThreadArea::current_if_registered()
+    }
+    #[inline(always)]
+    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
+        // SAFETY: forwarded contract.
+        unsafe { ByCpu::enter_below(bound) }
+    }
+}
+
 /// This thread's area, its slot index (by the index `w` selects) and the region,
 /// when the caches are set up (`w`, the set-up word, is not 0), the thread is
-/// registered, and the index has a slot. No thread-local is read where glibc owns
-/// registration: the area is found from the thread pointer.
+/// registered, and the index has a slot.
 #[inline(always)]
-fn enter(w: usize) -> Option<(ThreadArea, u32, usize)> {
+fn enter(w: usize, f: impl FindArea) -> Option<(ThreadArea, u32, usize)> {
     if w == 0 {
         return None;
     }
     // Published before `w` (its release store), read after it (acquire).
     let slots = usize::from(FRONT.fast_slots.load(Ordering::Relaxed));
     if w & BY_CID != 0 {
-        let area = ThreadArea::current_if_registered()?;
+        let area = f.area()?;
         let cid = ByMmCid::current(area);
         ((cid as usize) < slots).then_some((area, cid, w & !BY_CID))
     } else {
-        // SAFETY: `slots` is `possible_cpus()`, far below the kernel's -2.
-        let (area, cpu) = unsafe { ByCpu::enter_below(slots) }?;
+        // SAFETY: `slots` is `possible_cpus()` capped at u16::MAX, far below the
+        // kernel's -2.
+        let (area, cpu) = unsafe { f.with_cpu_below(slots) }?;
         Some((area, cpu, w))
     }
 }
@@ -276,7 +343,31 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
     let w = FRONT.word.load(Ordering::Acquire);
-    let Some((area, cpu, base)) = enter(w) else {
+    match LibcOffset::get() {
+        // SAFETY: forwarded contract.
+        Some(off) => unsafe { push_in::<H>(w, off, c, obj) },
+        // SAFETY: forwarded contract.
+        None => unsafe { push_tls::<H>(w, c, obj) },
+    }
+}
+
+/// [`push`] where glibc's area is not at a process-wide offset (see [`pop_tls`]).
+///
+/// # Safety
+/// As for [`push`].
+#[inline(never)]
+unsafe fn push_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) -> Outcome<()> {
+    // SAFETY: forwarded contract.
+    unsafe { push_in::<H>(w, Tls, c, obj) }
+}
+
+/// [`push`] with the area found by `f`.
+///
+/// # Safety
+/// As for [`push`].
+#[inline(always)]
+unsafe fn push_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u8) -> Outcome<()> {
+    let Some((area, cpu, base)) = enter(w, f) else {
         return Outcome::Miss;
     };
     // SAFETY: forwarded contract; `cpu` read by the index `w` selects.

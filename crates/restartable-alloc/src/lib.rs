@@ -133,7 +133,13 @@ fn alloc_small<H: Hooks>(c: usize) -> *mut u8 {
     debug_assert!((1..=CLASSES).contains(&c));
     // SAFETY: `c` comes from `class_for`, which returns at most CLASSES.
     match unsafe { front::pop::<H>(c) } {
-        front::Outcome::Done(p) => p,
+        front::Outcome::Done(p) => {
+            // SAFETY: the caches hold objects only (pushed by `dealloc`, which is
+            // never given null, or moved from spans): never null. (Saves the
+            // caller's null test for errno, as `malloc` has.)
+            unsafe { core::hint::assert_unchecked(!p.is_null()) };
+            p
+        }
         front::Outcome::Miss => front::alloc_slow::<H>(c),
         front::Outcome::Aborted => front::alloc_after_abort::<H>(c),
     }

@@ -265,6 +265,99 @@ impl ThreadArea {
     }
 }
 
+/// The offset of glibc's rseq area from the thread pointer, the same in every thread
+/// of the process (glibc's `__rseq_offset`): what finds the current thread's area with
+/// no thread-local access, as `%fs:field(offset)`. It exists once the process has
+/// decided that glibc owns registrations (the default on glibc 2.35+), which the first
+/// [`ThreadArea::current`] (or any container's set-up) does.
+///
+/// For fast paths that must not touch a thread-local at all (a shared object's
+/// thread-locals cost a `__tls_get_addr` call): branch on [`LibcOffset::get`] once,
+/// and keep the code for `None` (library-owned registration, or not decided yet)
+/// out of line, using [`ThreadArea::current_if_registered`].
+///
+/// # Examples
+/// ```
+/// use restartable::registration::LibcOffset;
+/// use restartable::ThreadArea;
+///
+/// let area = match LibcOffset::get() {
+///     Some(off) => off.current_if_registered(),
+///     None => ThreadArea::current_if_registered(),
+/// };
+/// assert_eq!(area.map(|a| a.as_ptr()), ThreadArea::current_if_registered().map(|a| a.as_ptr()));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LibcOffset {
+    /// Not 0 (see `FS_OFFSET`).
+    off: isize,
+}
+
+impl LibcOffset {
+    /// The offset, if glibc owns this process's registrations (and the process has
+    /// decided so); `None` otherwise. One load of a static.
+    #[inline(always)]
+    pub fn get() -> Option<LibcOffset> {
+        let off = FS_OFFSET.load(Ordering::Relaxed);
+        (off != 0).then_some(LibcOffset { off })
+    }
+
+    /// The offset in bytes.
+    #[inline(always)]
+    pub fn bytes(self) -> isize {
+        self.off
+    }
+
+    /// The calling thread's area and its `cpu_id` when `cpu_id < bound`: two loads
+    /// (`cpu_id` at `%fs:4(offset)`) and one compare. A thread whose glibc
+    /// registration failed reads -2 there, past any bound: `None`.
+    ///
+    /// # Safety
+    /// `bound` must be at most
+    /// [`CPU_ID_REGISTRATION_FAILED`](abi::CPU_ID_REGISTRATION_FAILED): then a
+    /// `cpu_id` below it is a CPU number, which the kernel writes only into an area it
+    /// maintains for this thread.
+    #[inline(always)]
+    pub unsafe fn current_with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
+        let cpu = self.cpu_id();
+        if (cpu as usize) < bound {
+            // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
+            unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
+            // SAFETY: a CPU number in glibc's area of this thread: the kernel
+            // maintains it.
+            Some((unsafe { ThreadArea::from_offset(self.off) }, cpu))
+        } else {
+            None
+        }
+    }
+
+    /// The calling thread's area if glibc registered it (its `cpu_id` is a CPU).
+    #[inline(always)]
+    pub fn current_if_registered(self) -> Option<ThreadArea> {
+        // SAFETY: CPU_ID_REGISTRATION_FAILED is the bound the contract allows.
+        unsafe { self.current_with_cpu_below(abi::CPU_ID_REGISTRATION_FAILED as usize) }
+            .map(|(area, _)| area)
+    }
+
+    /// `cpu_id` of the calling thread's glibc area (-2 if its registration failed).
+    #[inline(always)]
+    fn cpu_id(self) -> u32 {
+        #[cfg(restartable_asm)]
+        {
+            // SAFETY: a LibcOffset exists only in libc mode, where every thread has
+            // glibc's area at this offset (in its thread descriptor, its `cpu_id`
+            // initialized even when registration failed), mapped for the thread's
+            // lifetime.
+            unsafe { sys::read_fs_u32::<{ abi::OFFSET_CPU_ID }>(self.off) }
+        }
+        #[cfg(not(restartable_asm))]
+        {
+            // Never in libc mode on such targets (see `decide_mode_slow`).
+            abi::CPU_ID_UNINITIALIZED
+        }
+    }
+}
+
 /// Process-wide decision, made once.
 const MODE_UNINIT: u8 = 0;
 const MODE_LIBC: u8 = 1;
@@ -495,6 +588,8 @@ mod imp {
     }
 
     /// [`raw`] where no process-wide offset serves: the thread-local [`AREA`].
+    /// (Code that must keep a shared object's `__tls_get_addr` call out of its fast
+    /// path branches on [`LibcOffset::get`] itself.)
     #[inline(always)]
     fn raw_tls() -> (isize, u32) {
         let area = AREA.with(|a| a.get());
