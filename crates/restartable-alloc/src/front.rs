@@ -183,6 +183,91 @@ pub enum Outcome<T> {
     Aborted,
 }
 
+/// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
+/// Where glibc owns registration the whole path is inlined and touches no
+/// thread-local; otherwise it is one out-of-line call.
+///
+/// # Safety
+/// `1 <= c <= CLASSES`.
+#[inline(always)]
+pub unsafe fn alloc<H: Hooks>(c: usize) -> *mut u8 {
+    let w = FRONT.word.load(Ordering::Acquire);
+    match LibcOffset::get() {
+        // SAFETY: forwarded contract.
+        Some(off) => unsafe { alloc_in::<H>(w, off, c) },
+        // SAFETY: forwarded contract.
+        None => unsafe { alloc_tls::<H>(w, c) },
+    }
+}
+
+/// [`alloc`] with the thread-local area (see [`pop_tls`]).
+///
+/// # Safety
+/// As for [`alloc`].
+#[inline(never)]
+unsafe fn alloc_tls<H: Hooks>(w: usize, c: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { alloc_in::<H>(w, Tls, c) }
+}
+
+/// # Safety
+/// As for [`alloc`].
+#[inline(always)]
+unsafe fn alloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    match unsafe { pop_in::<H>(w, f, c) } {
+        Outcome::Done(p) => {
+            // SAFETY: the caches hold objects only (pushed by `dealloc`, which is
+            // never given null, or moved from spans): never null. (Folds the
+            // caller's null test away, as `malloc`'s for errno.)
+            unsafe { core::hint::assert_unchecked(!p.is_null()) };
+            p
+        }
+        Outcome::Miss => alloc_slow::<H>(c),
+        Outcome::Aborted => alloc_after_abort::<H>(c),
+    }
+}
+
+/// `dealloc` of `obj`, of class `c`: the cache's push, else the abort retries or
+/// the slow path (see [`alloc`]).
+///
+/// # Safety
+/// `1 <= c <= CLASSES`; `obj` a free object of class `c` (its last use is over).
+#[inline(always)]
+pub unsafe fn dealloc<H: Hooks>(c: usize, obj: *mut u8) {
+    let w = FRONT.word.load(Ordering::Acquire);
+    match LibcOffset::get() {
+        // SAFETY: forwarded contract.
+        Some(off) => unsafe { dealloc_in::<H>(w, off, c, obj) },
+        // SAFETY: forwarded contract.
+        None => unsafe { dealloc_tls::<H>(w, c, obj) },
+    }
+}
+
+/// [`dealloc`] with the thread-local area (see [`pop_tls`]).
+///
+/// # Safety
+/// As for [`dealloc`].
+#[inline(never)]
+unsafe fn dealloc_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe { dealloc_in::<H>(w, Tls, c, obj) }
+}
+
+/// # Safety
+/// As for [`dealloc`].
+#[inline(always)]
+unsafe fn dealloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match push_in::<H>(w, f, c, obj) {
+            Outcome::Done(()) => {}
+            Outcome::Miss => dealloc_slow::<H>(c, obj),
+            Outcome::Aborted => dealloc_after_abort::<H>(c, obj),
+        }
+    }
+}
+
 /// Pops a free object of class `c` from the current CPU's cache, in one attempt.
 ///
 /// # Safety
