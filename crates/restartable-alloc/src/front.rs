@@ -107,6 +107,10 @@ struct Front {
     /// go to the slow path), so that an index below it is known to the compiler to be
     /// a CPU and the op's own check of that (`cpu_id` below -2) folds away by CPU.
     fast_slots: AtomicU16,
+    /// [`LibcOffset::bytes`] where glibc owns registration, stored last (release) once
+    /// the rest is set up; 0 otherwise. The fast path's one test: not 0 means "set
+    /// up, and the area is at this offset from the thread pointer".
+    libc_off: AtomicIsize,
 }
 const BY_CID: usize = 1;
 
@@ -114,6 +118,7 @@ static FRONT: Front = Front {
     word: AtomicUsize::new(0),
     slots: AtomicUsize::new(0),
     fast_slots: AtomicU16::new(0),
+    libc_off: AtomicIsize::new(0),
 };
 static FENCES: AtomicBool = AtomicBool::new(false);
 static INIT: SpinLock<bool> = SpinLock::new(false);
@@ -183,6 +188,15 @@ pub enum Outcome<T> {
     Aborted,
 }
 
+/// glibc's offset when the caches are set up and glibc owns registration (see
+/// [`Front::libc_off`]).
+#[inline(always)]
+fn libc_offset() -> Option<Libc> {
+    let off = FRONT.libc_off.load(Ordering::Acquire);
+    // SAFETY: a non-zero `libc_off` was stored from `LibcOffset::bytes` (`init`).
+    (off != 0).then(|| Libc(unsafe { LibcOffset::from_bytes(off) }))
+}
+
 /// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
 /// Where glibc owns registration the whole path is inlined and touches no
 /// thread-local; otherwise it is one out-of-line call.
@@ -191,12 +205,18 @@ pub enum Outcome<T> {
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn alloc<H: Hooks>(c: usize) -> *mut u8 {
-    let w = FRONT.word.load(Ordering::Acquire);
-    match LibcOffset::get() {
-        // SAFETY: forwarded contract.
-        Some(off) => unsafe { alloc_in::<H>(w, off, c) },
-        // SAFETY: forwarded contract.
-        None => unsafe { alloc_tls::<H>(w, c) },
+    match libc_offset() {
+        Some(off) => {
+            // Set up before `libc_off` (read with acquire).
+            let w = FRONT.word.load(Ordering::Relaxed);
+            // SAFETY: forwarded contract.
+            unsafe { alloc_in::<H>(w, off, c) }
+        }
+        None => {
+            let w = FRONT.word.load(Ordering::Acquire);
+            // SAFETY: forwarded contract.
+            unsafe { alloc_tls::<H>(w, c) }
+        }
     }
 }
 
@@ -235,12 +255,18 @@ unsafe fn alloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> *mut u8 {
 /// `1 <= c <= CLASSES`; `obj` a free object of class `c` (its last use is over).
 #[inline(always)]
 pub unsafe fn dealloc<H: Hooks>(c: usize, obj: *mut u8) {
-    let w = FRONT.word.load(Ordering::Acquire);
-    match LibcOffset::get() {
-        // SAFETY: forwarded contract.
-        Some(off) => unsafe { dealloc_in::<H>(w, off, c, obj) },
-        // SAFETY: forwarded contract.
-        None => unsafe { dealloc_tls::<H>(w, c, obj) },
+    match libc_offset() {
+        Some(off) => {
+            // Set up before `libc_off` (read with acquire).
+            let w = FRONT.word.load(Ordering::Relaxed);
+            // SAFETY: forwarded contract.
+            unsafe { dealloc_in::<H>(w, off, c, obj) }
+        }
+        None => {
+            let w = FRONT.word.load(Ordering::Acquire);
+            // SAFETY: forwarded contract.
+            unsafe { dealloc_tls::<H>(w, c, obj) }
+        }
     }
 }
 
@@ -274,12 +300,18 @@ unsafe fn dealloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
-    let w = FRONT.word.load(Ordering::Acquire);
-    match LibcOffset::get() {
-        // SAFETY: forwarded contract.
-        Some(off) => unsafe { pop_in::<H>(w, off, c) },
-        // SAFETY: forwarded contract.
-        None => unsafe { pop_tls::<H>(w, c) },
+    match libc_offset() {
+        Some(off) => {
+            // Set up before `libc_off` (read with acquire).
+            let w = FRONT.word.load(Ordering::Relaxed);
+            // SAFETY: forwarded contract.
+            unsafe { pop_in::<H>(w, off, c) }
+        }
+        None => {
+            let w = FRONT.word.load(Ordering::Acquire);
+            // SAFETY: forwarded contract.
+            unsafe { pop_tls::<H>(w, c) }
+        }
     }
 }
 
@@ -317,6 +349,8 @@ unsafe fn pop_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> Outcome<*mut
 /// How the fast path finds this thread's area: from glibc's process-wide offset
 /// ([`LibcOffset`]: no thread-local) or the library's thread-local ([`Tls`]).
 trait FindArea: Copy {
+    /// Whether the caches are known to be set up when this finder exists.
+    const SET_UP: bool;
     /// The area, if this thread is registered.
     fn area(self) -> Option<ThreadArea>;
     /// The area and `cpu_id`, if below `bound`.
@@ -326,15 +360,20 @@ trait FindArea: Copy {
     unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)>;
 }
 
-impl FindArea for LibcOffset {
+/// glibc's offset, as [`libc_offset`] finds it: only once the caches are set up.
+#[derive(Clone, Copy)]
+struct Libc(LibcOffset);
+
+impl FindArea for Libc {
+    const SET_UP: bool = true;
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
-        self.current_if_registered()
+        self.0.current_if_registered()
     }
     #[inline(always)]
     unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
         // SAFETY: forwarded contract.
-        unsafe { self.current_with_cpu_below(bound) }
+        unsafe { self.0.current_with_cpu_below(bound) }
     }
 }
 
@@ -343,6 +382,7 @@ impl FindArea for LibcOffset {
 struct Tls;
 
 impl FindArea for Tls {
+    const SET_UP: bool = false;
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
         ThreadArea::current_if_registered()
@@ -358,8 +398,11 @@ impl FindArea for Tls {
 /// when the caches are set up (`w`, the set-up word, is not 0), the thread is
 /// registered, and the index has a slot.
 #[inline(always)]
-fn enter(w: usize, f: impl FindArea) -> Option<(ThreadArea, u32, usize)> {
-    if w == 0 {
+fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
+    if F::SET_UP {
+        // SAFETY: set up before `F` could be made (`Libc`): `w` holds the region.
+        unsafe { core::hint::assert_unchecked(w != 0) };
+    } else if w == 0 {
         return None;
     }
     // Published before `w` (its release store), read after it (acquire).
@@ -427,12 +470,18 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
-    let w = FRONT.word.load(Ordering::Acquire);
-    match LibcOffset::get() {
-        // SAFETY: forwarded contract.
-        Some(off) => unsafe { push_in::<H>(w, off, c, obj) },
-        // SAFETY: forwarded contract.
-        None => unsafe { push_tls::<H>(w, c, obj) },
+    match libc_offset() {
+        Some(off) => {
+            // Set up before `libc_off` (read with acquire).
+            let w = FRONT.word.load(Ordering::Relaxed);
+            // SAFETY: forwarded contract.
+            unsafe { push_in::<H>(w, off, c, obj) }
+        }
+        None => {
+            let w = FRONT.word.load(Ordering::Acquire);
+            // SAFETY: forwarded contract.
+            unsafe { push_tls::<H>(w, c, obj) }
+        }
     }
 }
 
@@ -787,6 +836,9 @@ fn init() {
     FRONT.fast_slots.store(fast_slots(), Ordering::Relaxed);
     let w = p as usize | if by_cid { BY_CID } else { 0 };
     FRONT.word.store(w, Ordering::Release);
+    if let Some(off) = LibcOffset::get() {
+        FRONT.libc_off.store(off.bytes(), Ordering::Release);
+    }
 }
 
 /// Whether `RESTARTABLE_ALLOC_INDEX=cpu` asks for caches indexed by CPU even where

@@ -302,10 +302,20 @@ impl LibcOffset {
         (off != 0).then_some(LibcOffset { off })
     }
 
-    /// The offset in bytes.
+    /// The offset in bytes (never 0).
     #[inline(always)]
     pub fn bytes(self) -> isize {
         self.off
+    }
+
+    /// The offset back from [`bytes`](Self::bytes), for code that keeps it next to
+    /// its own set-up (one cache line, one load fewer than [`get`](Self::get)).
+    ///
+    /// # Safety
+    /// `bytes` must be what `bytes()` returned for a `LibcOffset` of this process.
+    #[inline(always)]
+    pub unsafe fn from_bytes(bytes: isize) -> LibcOffset {
+        LibcOffset { off: bytes }
     }
 
     /// The calling thread's area and its `cpu_id` when `cpu_id < bound`: two loads
@@ -1015,6 +1025,65 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// A thread whose glibc registration failed reads -2 (or -1) at glibc's offset:
+    /// the offset's fast path must refuse it (any bound allowed), and accept a CPU.
+    /// Simulated with an area of this test's own, at its offset from the thread
+    /// pointer, since glibc never fails on this machine.
+    #[cfg(restartable_asm)]
+    #[test]
+    fn libc_offset_refuses_an_unregistered_area() {
+        thread_local! {
+            static FAKE: UnsafeCell<Rseq> = const { UnsafeCell::new(Rseq::new()) };
+        }
+        std::thread::spawn(|| {
+            let area = FAKE.with(|f| f.get());
+            let off = (area as isize).wrapping_sub(sys::thread_pointer() as isize);
+            // SAFETY: a test offset to memory of this thread that stays mapped while
+            // the thread runs (only read through it here).
+            let fake = unsafe { LibcOffset::from_bytes(off) };
+            let max = abi::CPU_ID_REGISTRATION_FAILED as usize;
+            for cpu in [abi::CPU_ID_REGISTRATION_FAILED, abi::CPU_ID_UNINITIALIZED] {
+                // SAFETY: this thread's own test area.
+                unsafe { core::ptr::addr_of_mut!((*area).cpu_id).write_volatile(cpu) };
+                assert!(
+                    fake.current_if_registered().is_none(),
+                    "cpu_id {cpu:#x} accepted"
+                );
+                // SAFETY: the largest bound the contract allows.
+                assert!(unsafe { fake.current_with_cpu_below(max) }.is_none());
+            }
+            // SAFETY: as above.
+            unsafe { core::ptr::addr_of_mut!((*area).cpu_id).write_volatile(3) };
+            // SAFETY: as above.
+            let (found, cpu) = unsafe { fake.current_with_cpu_below(max) }.expect("a CPU");
+            assert_eq!((found.as_ptr(), cpu, found.cpu_id()), (area, 3, 3));
+            // SAFETY: a bound below the contract's limit.
+            let below_3 = unsafe { fake.current_with_cpu_below(3) };
+            assert!(below_3.is_none(), "bound not checked");
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Where glibc owns registration, the offset path and the general one find the
+    /// same area, in every thread; in library mode there is no offset.
+    #[test]
+    fn libc_offset_matches_the_registered_area() {
+        let check = || {
+            let general = ThreadArea::current().ok().map(|a| a.as_ptr());
+            match (process_owner(), LibcOffset::get()) {
+                (Some(Owner::Libc), Some(off)) => {
+                    assert_eq!(off.current_if_registered().map(|a| a.as_ptr()), general);
+                    assert_eq!(off.bytes(), LIBC_OFFSET.load(Ordering::Relaxed));
+                }
+                (Some(Owner::Libc), None) => panic!("libc mode without an offset"),
+                (_, off) => assert_eq!(off, None, "an offset outside libc mode"),
+            }
+        };
+        check();
+        std::thread::spawn(check).join().unwrap();
     }
 
     #[test]
