@@ -120,6 +120,33 @@ static FRONT: Front = Front {
     fast_slots: AtomicU16::new(0),
     libc_off: AtomicIsize::new(0),
 };
+/// [`FRONT`], addressed `%rip`-relative on x86_64. Inlined into another crate (the
+/// fast paths are), a plain reference to the static goes through the GOT on this
+/// toolchain (one more dependent load on every `alloc` and `dealloc`); an asm `sym`
+/// operand makes the linker resolve the address directly.
+#[inline(always)]
+fn front() -> &'static Front {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p: *const Front;
+        // SAFETY: only computes the static's address (no memory access).
+        unsafe {
+            core::arch::asm!(
+                "lea {f}(%rip), {p}",
+                f = sym FRONT,
+                p = out(reg) p,
+                options(att_syntax, pure, nomem, nostack, preserves_flags)
+            );
+        }
+        // SAFETY: the address of a static, valid for the program's lifetime.
+        unsafe { &*p }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        &FRONT
+    }
+}
+
 static FENCES: AtomicBool = AtomicBool::new(false);
 static INIT: SpinLock<bool> = SpinLock::new(false);
 static DRAIN: SpinLock<()> = SpinLock::new(());
@@ -192,7 +219,7 @@ pub enum Outcome<T> {
 /// [`Front::libc_off`]).
 #[inline(always)]
 fn libc_offset() -> Option<Libc> {
-    let off = FRONT.libc_off.load(Ordering::Acquire);
+    let off = front().libc_off.load(Ordering::Acquire);
     // SAFETY: a non-zero `libc_off` was stored from `LibcOffset::bytes` (`init`).
     (off != 0).then(|| Libc(unsafe { LibcOffset::from_bytes(off) }))
 }
@@ -208,12 +235,12 @@ pub unsafe fn alloc<H: Hooks>(c: usize) -> *mut u8 {
     match libc_offset() {
         Some(off) => {
             // Set up before `libc_off` (read with acquire).
-            let w = FRONT.word.load(Ordering::Relaxed);
+            let w = front().word.load(Ordering::Relaxed);
             // SAFETY: forwarded contract.
             unsafe { alloc_in::<H>(w, off, c) }
         }
         None => {
-            let w = FRONT.word.load(Ordering::Acquire);
+            let w = front().word.load(Ordering::Acquire);
             // SAFETY: forwarded contract.
             unsafe { alloc_tls::<H>(w, c) }
         }
@@ -258,12 +285,12 @@ pub unsafe fn dealloc<H: Hooks>(c: usize, obj: *mut u8) {
     match libc_offset() {
         Some(off) => {
             // Set up before `libc_off` (read with acquire).
-            let w = FRONT.word.load(Ordering::Relaxed);
+            let w = front().word.load(Ordering::Relaxed);
             // SAFETY: forwarded contract.
             unsafe { dealloc_in::<H>(w, off, c, obj) }
         }
         None => {
-            let w = FRONT.word.load(Ordering::Acquire);
+            let w = front().word.load(Ordering::Acquire);
             // SAFETY: forwarded contract.
             unsafe { dealloc_tls::<H>(w, c, obj) }
         }
@@ -303,12 +330,12 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     match libc_offset() {
         Some(off) => {
             // Set up before `libc_off` (read with acquire).
-            let w = FRONT.word.load(Ordering::Relaxed);
+            let w = front().word.load(Ordering::Relaxed);
             // SAFETY: forwarded contract.
             unsafe { pop_in::<H>(w, off, c) }
         }
         None => {
-            let w = FRONT.word.load(Ordering::Acquire);
+            let w = front().word.load(Ordering::Acquire);
             // SAFETY: forwarded contract.
             unsafe { pop_tls::<H>(w, c) }
         }
@@ -406,7 +433,7 @@ fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
         return None;
     }
     // Published before `w` (its release store), read after it (acquire).
-    let slots = usize::from(FRONT.fast_slots.load(Ordering::Relaxed));
+    let slots = usize::from(front().fast_slots.load(Ordering::Relaxed));
     if w & BY_CID != 0 {
         let area = f.area()?;
         let cid = ByMmCid::current(area);
@@ -473,12 +500,12 @@ pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
     match libc_offset() {
         Some(off) => {
             // Set up before `libc_off` (read with acquire).
-            let w = FRONT.word.load(Ordering::Relaxed);
+            let w = front().word.load(Ordering::Relaxed);
             // SAFETY: forwarded contract.
             unsafe { push_in::<H>(w, off, c, obj) }
         }
         None => {
-            let w = FRONT.word.load(Ordering::Acquire);
+            let w = front().word.load(Ordering::Acquire);
             // SAFETY: forwarded contract.
             unsafe { push_tls::<H>(w, c, obj) }
         }
@@ -855,7 +882,7 @@ fn index_by_cpu_requested() -> bool {
 /// Whether the caches exist (their slot count), and whether they are indexed by
 /// mm_cid.
 pub fn mode() -> Option<(usize, bool)> {
-    let w = FRONT.word.load(Ordering::Acquire);
+    let w = front().word.load(Ordering::Acquire);
     (w != 0).then(|| (FRONT.slots.load(Ordering::Relaxed), w & BY_CID != 0))
 }
 

@@ -211,7 +211,7 @@ impl ThreadArea {
         {
             // SAFETY: the area is this thread's, valid for the thread's lifetime (type
             // invariant), and every field read is 4-byte aligned within it.
-            unsafe { sys::read_fs_u32::<D>(self.off) }
+            unsafe { sys::read_fs_u32::<D>(self.off) as u32 }
         }
         #[cfg(not(restartable_asm))]
         {
@@ -330,7 +330,8 @@ impl LibcOffset {
     #[inline(always)]
     pub unsafe fn current_with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
         let cpu = self.cpu_id();
-        if (cpu as usize) < bound {
+        if cpu < bound as u64 {
+            let cpu = cpu as u32;
             // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
             unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
             // SAFETY: a CPU number in glibc's area of this thread: the kernel
@@ -349,9 +350,10 @@ impl LibcOffset {
             .map(|(area, _)| area)
     }
 
-    /// `cpu_id` of the calling thread's glibc area (-2 if its registration failed).
+    /// `cpu_id` of the calling thread's glibc area (-2 if its registration failed),
+    /// zero-extended.
     #[inline(always)]
-    fn cpu_id(self) -> u32 {
+    fn cpu_id(self) -> u64 {
         #[cfg(restartable_asm)]
         {
             // SAFETY: a LibcOffset exists only in libc mode, where every thread has
@@ -363,7 +365,7 @@ impl LibcOffset {
         #[cfg(not(restartable_asm))]
         {
             // Never in libc mode on such targets (see `decide_mode_slow`).
-            abi::CPU_ID_UNINITIALIZED
+            u64::from(abi::CPU_ID_UNINITIALIZED)
         }
     }
 }
@@ -582,7 +584,7 @@ mod imp {
     /// load from the area, no thread-local. Otherwise (one predictable branch) the
     /// cached area pointer from the thread-local [`AREA`].
     #[inline(always)]
-    fn raw() -> (isize, u32) {
+    fn raw() -> (isize, u64) {
         let off = FS_OFFSET.load(Ordering::Relaxed);
         if off != 0 {
             // SAFETY: a non-zero FS_OFFSET is glibc's `__rseq_offset`: every thread of
@@ -601,7 +603,7 @@ mod imp {
     /// (Code that must keep a shared object's `__tls_get_addr` call out of its fast
     /// path branches on [`LibcOffset::get`] itself.)
     #[inline(always)]
-    fn raw_tls() -> (isize, u32) {
+    fn raw_tls() -> (isize, u64) {
         let area = AREA.with(|a| a.get());
         // SAFETY: AREA is never null: it starts as UNREGISTERED and is only ever set
         // to a validated area or back to UNREGISTERED.
@@ -611,7 +613,7 @@ mod imp {
         let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
         (
             (area as isize).wrapping_sub(sys::thread_pointer() as isize),
-            cpu,
+            u64::from(cpu),
         )
     }
 
@@ -619,7 +621,7 @@ mod imp {
     #[inline(always)]
     fn fast() -> Option<(isize, u32)> {
         let (area, cpu) = raw();
-        (cpu < abi::CPU_ID_REGISTRATION_FAILED).then_some((area, cpu))
+        (cpu < u64::from(abi::CPU_ID_REGISTRATION_FAILED)).then_some((area, cpu as u32))
     }
 
     /// This thread's area and `cpu_id` when `cpu_id < bound`, with no other test:
@@ -633,8 +635,11 @@ mod imp {
     /// area it maintains for this thread.
     #[inline(always)]
     pub(crate) unsafe fn area_with_cpu_below(bound: usize) -> Option<(ThreadArea, u32)> {
+        // `cpu` as 64 bits (zero-extended on both of `raw`'s paths): compared with
+        // `bound` without another zero-extension.
         let (area, cpu) = raw();
-        if (cpu as usize) < bound {
+        if cpu < bound as u64 {
+            let cpu = cpu as u32;
             // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
             unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
             // SAFETY: a valid cpu_id means the kernel maintains this area (UNREGISTERED

@@ -167,7 +167,7 @@ pub(crate) fn thread_pointer() -> *mut u8 {
     tp
 }
 
-/// The 32-bit word at `%fs:D(off)` (thread pointer + `off` + `D`), read once: a field of this
+/// The 32-bit word at `%fs:D(off)` (thread pointer + `off` + `D`), zero-extended, read once: a field of this
 /// thread's rseq area addressed as the reference library does, with no pointer to the
 /// area computed or loaded.
 ///
@@ -176,8 +176,8 @@ pub(crate) fn thread_pointer() -> *mut u8 {
 /// rseq area of this thread, or of [`crate::abi::Rseq`] memory that stays mapped).
 #[cfg(restartable_asm)]
 #[inline(always)]
-pub(crate) unsafe fn read_fs_u32<const D: usize>(off: isize) -> u32 {
-    let v: u32;
+pub(crate) unsafe fn read_fs_u32<const D: usize>(off: isize) -> u64 {
+    let v: u64;
     // SAFETY: the caller guarantees the word is readable; not `pure`: the kernel
     // updates the area between two reads, so each call is a load.
     unsafe {
@@ -189,6 +189,10 @@ pub(crate) unsafe fn read_fs_u32<const D: usize>(off: isize) -> u32 {
             options(att_syntax, nostack, preserves_flags, readonly)
         );
     }
+    // SAFETY: `movl` zero-extends into the whole register. (Returned as the 64-bit
+    // value it is, with the compiler told so, a caller's `as usize` of the 32-bit
+    // field costs no `mov %e.., %e..`.)
+    unsafe { core::hint::assert_unchecked(v <= u64::from(u32::MAX)) };
     v
 }
 
