@@ -345,9 +345,28 @@ impl LibcOffset {
     /// The calling thread's area if glibc registered it (its `cpu_id` is a CPU).
     #[inline(always)]
     pub fn current_if_registered(self) -> Option<ThreadArea> {
-        // SAFETY: CPU_ID_REGISTRATION_FAILED is the bound the contract allows.
-        unsafe { self.current_with_cpu_below(abi::CPU_ID_REGISTRATION_FAILED as usize) }
-            .map(|(area, _)| area)
+        // Compared as the 32-bit field (one `cmp $-3, %e..`).
+        if self.cpu_id_narrow() < abi::CPU_ID_REGISTRATION_FAILED {
+            // SAFETY: a CPU number in glibc's area of this thread: the kernel
+            // maintains it.
+            Some(unsafe { ThreadArea::from_offset(self.off) })
+        } else {
+            None
+        }
+    }
+
+    /// `cpu_id` of the calling thread's glibc area, as a plain 32-bit value.
+    #[inline(always)]
+    fn cpu_id_narrow(self) -> u32 {
+        #[cfg(restartable_asm)]
+        {
+            // SAFETY: as in `cpu_id`.
+            unsafe { sys::read_fs_u32_narrow::<{ abi::OFFSET_CPU_ID }>(self.off) }
+        }
+        #[cfg(not(restartable_asm))]
+        {
+            abi::CPU_ID_UNINITIALIZED
+        }
     }
 
     /// `cpu_id` of the calling thread's glibc area (-2 if its registration failed),
@@ -621,7 +640,9 @@ mod imp {
     #[inline(always)]
     fn fast() -> Option<(isize, u32)> {
         let (area, cpu) = raw();
-        (cpu < u64::from(abi::CPU_ID_REGISTRATION_FAILED)).then_some((area, cpu as u32))
+        // Compared as the 32-bit field (one `cmp $-3, %e..`).
+        let cpu = cpu as u32;
+        (cpu < abi::CPU_ID_REGISTRATION_FAILED).then_some((area, cpu))
     }
 
     /// This thread's area and `cpu_id` when `cpu_id < bound`, with no other test:

@@ -196,6 +196,29 @@ pub(crate) unsafe fn read_fs_u32<const D: usize>(off: isize) -> u64 {
     v
 }
 
+/// As [`read_fs_u32`], as a 32-bit value the compiler knows nothing more about: a
+/// compare with a constant near `u32::MAX` (the registration check) stays one 32-bit
+/// `cmp` (with the 64-bit knowledge, it becomes `shr` and a 64-bit compare).
+///
+/// # Safety
+/// As for [`read_fs_u32`].
+#[cfg(restartable_asm)]
+#[inline(always)]
+pub(crate) unsafe fn read_fs_u32_narrow<const D: usize>(off: isize) -> u32 {
+    let v: u32;
+    // SAFETY: as in `read_fs_u32`.
+    unsafe {
+        core::arch::asm!(
+            "movl %fs:{d}({off}), {v:e}",
+            d = const D,
+            off = in(reg) off,
+            v = out(reg) v,
+            options(att_syntax, nostack, preserves_flags, readonly)
+        );
+    }
+    v
+}
+
 /// `uname -r`, for reports.
 pub fn kernel_release() -> String {
     // SAFETY: utsname is plain old data; zeroed is a valid value.
