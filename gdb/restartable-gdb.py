@@ -304,7 +304,7 @@ def _delete_all(bps):
 
 
 def _entry_of(seq, arch):
-    """The address of the `leaq descriptor(%rip), %reg` / `movq %reg, 8(%area)` pair
+    """The address of the `leaq descriptor(%rip), %reg` / `movq %reg, %fs:8(%off)` pair
     that enters `seq` (the reference layout), or `seq.start` if it is not there."""
     for mov_len in range(3, 9):
         for lea_len in (7, 8):
@@ -323,7 +323,9 @@ def _entry_of(seq, arch):
                 and "(%rip)" in lea["asm"]
                 and lea["asm"].rstrip().endswith("# 0x%x" % seq.descriptor)
                 and mov["asm"].startswith("mov")
-                and ",0x8(" in mov["asm"].replace(" ", "")
+                # `movq %reg, %fs:0x8(%off)` (the area by its offset from the thread
+                # pointer) or `movq %reg, 0x8(%area)`.
+                and (",0x8(" in mov["asm"].replace(" ", "") or ",%fs:0x8(" in mov["asm"].replace(" ", ""))
             ):
                 return at
     return seq.start

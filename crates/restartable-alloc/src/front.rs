@@ -51,12 +51,13 @@
 //!   the next thread that does (at most one scan per [`IDLE_MS`]).
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 use restartable::arch::{
     self, slab_capacity, slab_count, slab_header, ByCpu, ByMmCid, Index, OpResult, Relaxed, Release,
 };
 use restartable::hooks::Hooks;
+use restartable::registration::LibcOffset;
 use restartable::ThreadArea;
 
 use crate::middle;
@@ -103,13 +104,50 @@ struct Front {
     word: AtomicUsize,
     /// Slots in the region.
     slots: AtomicUsize,
+    /// The slot count as the fast path reads it: capped at `u16::MAX` (indexes above
+    /// go to the slow path), so that an index below it is known to the compiler to be
+    /// a CPU and the op's own check of that (`cpu_id` below -2) folds away by CPU.
+    fast_slots: AtomicU16,
+    /// [`LibcOffset::bytes`] where glibc owns registration, stored last (release) once
+    /// the rest is set up; 0 otherwise. The fast path's one test: not 0 means "set
+    /// up, and the area is at this offset from the thread pointer".
+    libc_off: AtomicIsize,
 }
 const BY_CID: usize = 1;
 
 static FRONT: Front = Front {
     word: AtomicUsize::new(0),
     slots: AtomicUsize::new(0),
+    fast_slots: AtomicU16::new(0),
+    libc_off: AtomicIsize::new(0),
 };
+/// [`FRONT`], addressed `%rip`-relative on x86_64. Inlined into another crate (the
+/// fast paths are), a plain reference to the static goes through the GOT on this
+/// toolchain (one more dependent load on every `alloc` and `dealloc`); an asm `sym`
+/// operand makes the linker resolve the address directly.
+#[inline(always)]
+fn front() -> &'static Front {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p: *const Front;
+        // SAFETY: only computes the static's address (no memory access).
+        unsafe {
+            core::arch::asm!(
+                "lea {f}(%rip), {p}",
+                f = sym FRONT,
+                p = out(reg) p,
+                options(att_syntax, pure, nomem, nostack, preserves_flags)
+            );
+        }
+        // SAFETY: the address of a static, valid for the program's lifetime.
+        unsafe { &*p }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        &FRONT
+    }
+}
+
 static FENCES: AtomicBool = AtomicBool::new(false);
 static INIT: SpinLock<bool> = SpinLock::new(false);
 static DRAIN: SpinLock<()> = SpinLock::new(());
@@ -121,22 +159,9 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
     /// Set once rseq turned out unavailable to this thread.
     static NO_RSEQ: Cell<bool> = const { Cell::new(false) };
-    /// This thread's copy of the front-end's set-up (`FRONT`), 0 until its first
-    /// slow path with the caches set up and rseq registered: the fast path reads it
-    /// at a fixed offset from the thread pointer instead of through the GOT.
-    static FAST: Fast = const { Fast { word: Cell::new(0), slots: Cell::new(0) } };
 }
 
-/// See `FAST`.
-struct Fast {
-    word: Cell<usize>,
-    /// The slot count, capped at `u16::MAX` (indexes above go to the slow path):
-    /// an index below it is then known to the compiler to be a CPU, so the op's own
-    /// check of that (`cpu_id` below -2) folds away by CPU.
-    slots: Cell<u16>,
-}
-
-/// The slot count as the fast path keeps it (see [`Fast::slots`]).
+/// The slot count as the fast path keeps it (see [`Front::fast_slots`]).
 fn fast_slots() -> u16 {
     u16::try_from(FRONT.slots.load(Ordering::Relaxed)).unwrap_or(u16::MAX)
 }
@@ -191,14 +216,152 @@ pub enum Outcome<T> {
     Aborted,
 }
 
+/// glibc's offset when the caches are set up and glibc owns registration (see
+/// [`Front::libc_off`]).
+#[inline(always)]
+fn libc_offset() -> Option<Libc> {
+    let off = front().libc_off.load(Ordering::Acquire);
+    // SAFETY: a non-zero `libc_off` was stored from `LibcOffset::bytes` (`init`).
+    (off != 0).then(|| Libc(unsafe { LibcOffset::from_bytes(off) }))
+}
+
+/// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
+/// Where glibc owns registration the whole path is inlined and touches no
+/// thread-local; otherwise it is one out-of-line call.
+///
+/// # Safety
+/// `1 <= c <= CLASSES`.
+#[inline(always)]
+pub unsafe fn alloc<H: Hooks>(c: usize) -> *mut u8 {
+    match libc_offset() {
+        Some(off) => {
+            // Set up before `libc_off` (read with acquire).
+            let w = front().word.load(Ordering::Relaxed);
+            // SAFETY: forwarded contract.
+            unsafe { alloc_in::<H>(w, off, c) }
+        }
+        None => {
+            let w = front().word.load(Ordering::Acquire);
+            // SAFETY: forwarded contract.
+            unsafe { alloc_tls::<H>(w, c) }
+        }
+    }
+}
+
+/// [`alloc`] with the thread-local area (see [`pop_tls`]).
+///
+/// # Safety
+/// As for [`alloc`].
+#[inline(never)]
+unsafe fn alloc_tls<H: Hooks>(w: usize, c: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { alloc_in::<H>(w, Tls, c) }
+}
+
+/// # Safety
+/// As for [`alloc`].
+#[inline(always)]
+unsafe fn alloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    match unsafe { pop_in::<H>(w, f, c) } {
+        Outcome::Done(p) => {
+            // SAFETY: the caches hold objects only (pushed by `dealloc`, which is
+            // never given null, or moved from spans): never null. (Folds the
+            // caller's null test away, as `malloc`'s for errno.)
+            unsafe { core::hint::assert_unchecked(!p.is_null()) };
+            p
+        }
+        Outcome::Miss => alloc_slow::<H>(c),
+        Outcome::Aborted => alloc_after_abort::<H>(c),
+    }
+}
+
+/// `dealloc` of `obj`, of class `c`: the cache's push, else the abort retries or
+/// the slow path (see [`alloc`]).
+///
+/// # Safety
+/// `1 <= c <= CLASSES`; `obj` a free object of class `c` (its last use is over).
+#[inline(always)]
+pub unsafe fn dealloc<H: Hooks>(c: usize, obj: *mut u8) {
+    match libc_offset() {
+        Some(off) => {
+            // Set up before `libc_off` (read with acquire).
+            let w = front().word.load(Ordering::Relaxed);
+            // SAFETY: forwarded contract.
+            unsafe { dealloc_in::<H>(w, off, c, obj) }
+        }
+        None => {
+            let w = front().word.load(Ordering::Acquire);
+            // SAFETY: forwarded contract.
+            unsafe { dealloc_tls::<H>(w, c, obj) }
+        }
+    }
+}
+
+/// [`dealloc`] with the thread-local area (see [`pop_tls`]).
+///
+/// # Safety
+/// As for [`dealloc`].
+#[inline(never)]
+unsafe fn dealloc_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe { dealloc_in::<H>(w, Tls, c, obj) }
+}
+
+/// # Safety
+/// As for [`dealloc`].
+#[inline(always)]
+unsafe fn dealloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match push_in::<H>(w, f, c, obj) {
+            Outcome::Done(()) => {}
+            Outcome::Miss => dealloc_slow::<H>(c, obj),
+            Outcome::Aborted => dealloc_after_abort::<H>(c, obj),
+        }
+    }
+}
+
 /// Pops a free object of class `c` from the current CPU's cache, in one attempt.
 ///
 /// # Safety
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
-    let w = FAST.with(|f| f.word.get());
-    let Some((area, cpu, base)) = enter(w) else {
+    match libc_offset() {
+        Some(off) => {
+            // Set up before `libc_off` (read with acquire).
+            let w = front().word.load(Ordering::Relaxed);
+            // SAFETY: forwarded contract.
+            unsafe { pop_in::<H>(w, off, c) }
+        }
+        None => {
+            let w = front().word.load(Ordering::Acquire);
+            // SAFETY: forwarded contract.
+            unsafe { pop_tls::<H>(w, c) }
+        }
+    }
+}
+
+/// [`pop`] where glibc's area is not at a process-wide offset: out of line, so
+/// that the thread-local access (a `__tls_get_addr` call in a shared object) keeps
+/// no registers of the libc-mode fast path.
+///
+/// # Safety
+/// As for [`pop`].
+#[inline(never)]
+unsafe fn pop_tls<H: Hooks>(w: usize, c: usize) -> Outcome<*mut u8> {
+    // SAFETY: forwarded contract.
+    unsafe { pop_in::<H>(w, Tls, c) }
+}
+
+/// [`pop`] with the area found by `f`.
+///
+/// # Safety
+/// As for [`pop`].
+#[inline(always)]
+unsafe fn pop_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> Outcome<*mut u8> {
+    let Some((area, cpu, base)) = enter(w, f) else {
         return Outcome::Miss;
     };
     // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
@@ -211,22 +374,75 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     }
 }
 
+/// How the fast path finds this thread's area: from glibc's process-wide offset
+/// ([`LibcOffset`]: no thread-local) or the library's thread-local ([`Tls`]).
+trait FindArea: Copy {
+    /// Whether the caches are known to be set up when this finder exists.
+    const SET_UP: bool;
+    /// The area, if this thread is registered.
+    fn area(self) -> Option<ThreadArea>;
+    /// The area and `cpu_id`, if below `bound`.
+    ///
+    /// # Safety
+    /// `bound` is at most `RSEQ_CPU_ID_REGISTRATION_FAILED`.
+    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)>;
+}
+
+/// glibc's offset, as [`libc_offset`] finds it: only once the caches are set up.
+#[derive(Clone, Copy)]
+struct Libc(LibcOffset);
+
+impl FindArea for Libc {
+    const SET_UP: bool = true;
+    #[inline(always)]
+    fn area(self) -> Option<ThreadArea> {
+        self.0.current_if_registered()
+    }
+    #[inline(always)]
+    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.current_with_cpu_below(bound) }
+    }
+}
+
+/// See [`FindArea`].
+#[derive(Clone, Copy)]
+struct Tls;
+
+impl FindArea for Tls {
+    const SET_UP: bool = false;
+    #[inline(always)]
+    fn area(self) -> Option<ThreadArea> {
+        ThreadArea::current_if_registered()
+    }
+    #[inline(always)]
+    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
+        // SAFETY: forwarded contract.
+        unsafe { ByCpu::enter_below(bound) }
+    }
+}
+
 /// This thread's area, its slot index (by the index `w` selects) and the region,
-/// when the thread's fast path is set up, it is registered, and the index has a
-/// slot.
+/// when the caches are set up (`w`, the set-up word, is not 0), the thread is
+/// registered, and the index has a slot.
 #[inline(always)]
-fn enter(w: usize) -> Option<(ThreadArea, u32, usize)> {
-    if w == 0 {
+fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
+    if F::SET_UP {
+        // SAFETY: set up before `F` could be made (`Libc`): `w` holds the region.
+        unsafe { core::hint::assert_unchecked(w != 0) };
+    } else if w == 0 {
         return None;
     }
-    let slots = usize::from(FAST.with(|f| f.slots.get()));
+    // Published before `w` (its release store), read after it (acquire).
+    let slots = usize::from(front().fast_slots.load(Ordering::Relaxed));
     if w & BY_CID != 0 {
-        let area = ThreadArea::current_if_registered()?;
+        let area = f.area()?;
         let cid = ByMmCid::current(area);
         ((cid as usize) < slots).then_some((area, cid, w & !BY_CID))
     } else {
-        // SAFETY: `slots` is `possible_cpus()`, far below the kernel's -2.
-        let (area, cpu) = unsafe { ByCpu::enter_below(slots) }?;
+        // SAFETY: `slots` is `possible_cpus()` capped at u16::MAX, far below the
+        // kernel's -2.
+        let (area, cpu) = unsafe { f.with_cpu_below(slots) }?;
         Some((area, cpu, w))
     }
 }
@@ -282,8 +498,38 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
-    let w = FAST.with(|f| f.word.get());
-    let Some((area, cpu, base)) = enter(w) else {
+    match libc_offset() {
+        Some(off) => {
+            // Set up before `libc_off` (read with acquire).
+            let w = front().word.load(Ordering::Relaxed);
+            // SAFETY: forwarded contract.
+            unsafe { push_in::<H>(w, off, c, obj) }
+        }
+        None => {
+            let w = front().word.load(Ordering::Acquire);
+            // SAFETY: forwarded contract.
+            unsafe { push_tls::<H>(w, c, obj) }
+        }
+    }
+}
+
+/// [`push`] where glibc's area is not at a process-wide offset (see [`pop_tls`]).
+///
+/// # Safety
+/// As for [`push`].
+#[inline(never)]
+unsafe fn push_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) -> Outcome<()> {
+    // SAFETY: forwarded contract.
+    unsafe { push_in::<H>(w, Tls, c, obj) }
+}
+
+/// [`push`] with the area found by `f`.
+///
+/// # Safety
+/// As for [`push`].
+#[inline(always)]
+unsafe fn push_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u8) -> Outcome<()> {
+    let Some((area, cpu, base)) = enter(w, f) else {
         return Outcome::Miss;
     };
     // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
@@ -555,11 +801,6 @@ fn slow_area() -> Option<(ThreadArea, usize)> {
     let base = base();
     if base != 0 {
         if let Some(a) = ThreadArea::current_if_registered() {
-            // From now on this thread's fast path finds the caches.
-            FAST.with(|f| {
-                f.slots.set(fast_slots());
-                f.word.set(FRONT.word.load(Ordering::Acquire));
-            });
             return Some((a, base));
         }
     }
@@ -597,13 +838,7 @@ fn register_guarded() -> Option<(ThreadArea, usize)> {
     leave_guarded();
     let base = base();
     match area {
-        Ok(a) if base != 0 => {
-            FAST.with(|f| {
-                f.slots.set(fast_slots());
-                f.word.set(FRONT.word.load(Ordering::Acquire));
-            });
-            Some((a, base))
-        }
+        Ok(a) if base != 0 => Some((a, base)),
         _ => None,
     }
 }
@@ -626,8 +861,12 @@ fn init() {
     let by_cid = restartable::registration::mm_cid_available() && !index_by_cpu_requested();
     FENCES.store(restartable::fences_supported(), Ordering::Relaxed);
     FRONT.slots.store(slots, Ordering::Relaxed);
+    FRONT.fast_slots.store(fast_slots(), Ordering::Relaxed);
     let w = p as usize | if by_cid { BY_CID } else { 0 };
     FRONT.word.store(w, Ordering::Release);
+    if let Some(off) = LibcOffset::get() {
+        FRONT.libc_off.store(off.bytes(), Ordering::Release);
+    }
 }
 
 /// Whether `RESTARTABLE_ALLOC_INDEX=cpu` asks for caches indexed by CPU even where
@@ -644,7 +883,7 @@ fn index_by_cpu_requested() -> bool {
 /// Whether the caches exist (their slot count), and whether they are indexed by
 /// mm_cid.
 pub fn mode() -> Option<(usize, bool)> {
-    let w = FRONT.word.load(Ordering::Acquire);
+    let w = front().word.load(Ordering::Acquire);
     (w != 0).then(|| (FRONT.slots.load(Ordering::Relaxed), w & BY_CID != 0))
 }
 

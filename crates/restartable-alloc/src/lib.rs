@@ -132,11 +132,7 @@ pub const ZEROED_FROM_SPANS_MIN: usize = 4096;
 fn alloc_small<H: Hooks>(c: usize) -> *mut u8 {
     debug_assert!((1..=CLASSES).contains(&c));
     // SAFETY: `c` comes from `class_for`, which returns at most CLASSES.
-    match unsafe { front::pop::<H>(c) } {
-        front::Outcome::Done(p) => p,
-        front::Outcome::Miss => front::alloc_slow::<H>(c),
-        front::Outcome::Aborted => front::alloc_after_abort::<H>(c),
-    }
+    unsafe { front::alloc::<H>(c) }
 }
 
 /// # Safety
@@ -145,13 +141,7 @@ fn alloc_small<H: Hooks>(c: usize) -> *mut u8 {
 #[inline(always)]
 unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
     // SAFETY: `c` is a class (caller); the slow paths get the caller's object.
-    unsafe {
-        match front::push::<H>(c, p) {
-            front::Outcome::Done(()) => {}
-            front::Outcome::Miss => front::dealloc_slow::<H>(c, p),
-            front::Outcome::Aborted => front::dealloc_after_abort::<H>(c, p),
-        }
-    }
+    unsafe { front::dealloc::<H>(c, p) }
 }
 
 /// `alloc` of any layout.

@@ -35,7 +35,7 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crate::backend::{large, pagemap, Span};
 use crate::os::{self, OS_PAGE};
 use crate::size_class::{
-    class_for, objects_per_span, size, span_pages, CLASSES, MIN_ALIGN, PAGE_SIZE,
+    class_for, objects_per_span, size, span_pages, CLASSES, MIN_ALIGN, PAGE_SIZE, TABLE_MAX,
 };
 use restartable::hooks::NoHooks;
 
@@ -59,11 +59,12 @@ pub enum Block {
 /// Per class: object size, span bytes, objects per span (tables: the lookup on every
 /// `free` reads them instead of recomputing).
 const SIZE: [usize; CLASSES + 1] = table!(size);
-const SPAN_BYTES: [usize; CLASSES + 1] = table!(span_bytes);
-const OBJECTS: [usize; CLASSES + 1] = table!(objects_per_span);
+/// The bytes of a span its objects cover (`objects_per_span * size`; the rest of the
+/// span, if any, is no object).
+const USED_BYTES: [usize; CLASSES + 1] = table!(used_bytes);
 
-const fn span_bytes(c: usize) -> usize {
-    span_pages(c) * PAGE_SIZE
+const fn used_bytes(c: usize) -> usize {
+    objects_per_span(c) * size(c)
 }
 
 macro_rules! table {
@@ -79,9 +80,12 @@ macro_rules! table {
 }
 use table;
 
-/// `ceil(2^40 / size(c))`: `(off * MAGIC[c]) >> 40 == off / size(c)` for every offset
-/// inside a span (below 2^21), so checking that an offset starts an object needs no
-/// division.
+/// `ceil(2^40 / size(c))`: with `size(c) * MAGIC[c] = 2^40 + e` (`0 <= e < size(c)`)
+/// and an offset `off = q * size(c) + r` inside a span (below 2^21), `off * MAGIC[c]`
+/// is `q * 2^40 + q * e + r * MAGIC[c]`, where `(q + 1) * e < off + size(c) <= 2^21 +
+/// 2^18 < MAGIC[c]` (at least 2^22): its low 40 bits are `q * e < MAGIC[c]` when `r`
+/// is 0 and at least `MAGIC[c]` (and below 2^40) otherwise. So checking that an
+/// offset starts an object needs no division, and no multiplication back.
 const MAGIC: [u64; CLASSES + 1] = {
     let mut m = [0; CLASSES + 1];
     let mut c = 1;
@@ -97,6 +101,8 @@ const _: () = {
     let mut c = 1;
     while c <= CLASSES {
         assert!(span_pages(c) * PAGE_SIZE < 1 << 21);
+        assert!(size(c) <= 1 << 18 && MAGIC[c] >= 1 << 22 && MAGIC[c] < 1 << 40);
+        assert!(used_bytes(c) <= span_pages(c) * PAGE_SIZE);
         c += 1;
     }
 };
@@ -118,15 +124,20 @@ pub fn lookup(p: *const u8) -> Block {
                 ptr::addr_of!((*s).start).read_volatile(),
             )
         };
-        if (1..=CLASSES).contains(&class) && a >= start {
-            let off = (a - start) as u64;
-            if off < SPAN_BYTES[class] as u64 {
-                let index = (off * MAGIC[class]) >> 40;
-                if index * SIZE[class] as u64 == off && (index as usize) < OBJECTS[class] {
+        if (1..=CLASSES).contains(&class) {
+            // Wraps to a huge value when `a < start`.
+            let off = a.wrapping_sub(start) as u64;
+            if off < USED_BYTES[class] as u64 {
+                // The object's start exactly: the low 40 bits of `off * MAGIC` are
+                // below MAGIC (compared shifted to the top of the word).
+                if (off.wrapping_mul(MAGIC[class]) << 24) < MAGIC[class] << 24 {
                     return Block::Small { class };
                 }
+                return Block::Foreign;
             }
-            return Block::Foreign;
+            if a >= start {
+                return Block::Foreign;
+            }
         }
     }
     match large_get(a) {
@@ -158,6 +169,29 @@ pub fn alloc(n: usize, align: usize) -> *mut u8 {
         return crate::alloc_small::<NoHooks>(c);
     }
     alloc_large(layout)
+}
+
+/// `malloc(n)`: [`alloc`] with the alignment of [`MIN_ALIGN`], whose common case (up
+/// to [`TABLE_MAX`] bytes: one table load for the class, then the front-end's pop)
+/// is inlined into the caller with nothing else around it; every other size takes
+/// [`alloc`] out of line.
+#[inline(always)]
+pub fn malloc(n: usize) -> *mut u8 {
+    if n <= TABLE_MAX {
+        // SAFETY: MIN_ALIGN is a power of two and `n` is far below
+        // `isize::MAX - MIN_ALIGN`.
+        let c = class_for(unsafe { Layout::from_size_align_unchecked(n, MIN_ALIGN) });
+        if c != 0 {
+            return crate::alloc_small::<NoHooks>(c);
+        }
+    }
+    malloc_other(n)
+}
+
+/// [`malloc`] beyond the table.
+#[inline(never)]
+fn malloc_other(n: usize) -> *mut u8 {
+    alloc(n, MIN_ALIGN)
 }
 
 /// As [`alloc`], zeroed (large objects are fresh mappings: nothing is written).
@@ -211,18 +245,29 @@ fn alloc_large(layout: Layout) -> *mut u8 {
 /// # Safety
 /// `p` is a live object of this module, `b` is `lookup(p)` (not `Foreign`), and `p`
 /// is not used again.
-#[inline]
+/// The small-object case (the front-end's push) is inlined into the caller; a large
+/// object is freed out of line.
+#[inline(always)]
 pub unsafe fn free(p: *mut u8, b: Block) {
     match b {
         // SAFETY: the caller's contract: an object of class `class`.
         Block::Small { class } => unsafe { crate::dealloc_small::<NoHooks>(class, p) },
-        Block::Large { len } => {
-            large_clear(p as usize);
-            // SAFETY: a live large object of this mapping length.
-            unsafe { large::dealloc(p, large_layout(len)) }
-        }
+        // SAFETY: the caller's contract: a live large object of this mapping length.
+        Block::Large { len } => unsafe { free_large(p, len) },
         Block::Foreign => {}
     }
+}
+
+/// [`free`] of a large object.
+///
+/// # Safety
+/// `p` is a live large object of this module, of mapping length `len`, not used
+/// again.
+#[inline(never)]
+unsafe fn free_large(p: *mut u8, len: usize) {
+    large_clear(p as usize);
+    // SAFETY: a live large object of this mapping length (caller).
+    unsafe { large::dealloc(p, large_layout(len)) }
 }
 
 /// Resizes `p` (of kind `b`, from [`lookup`]) to `n` bytes, keeping the first
@@ -383,6 +428,43 @@ fn large_clear(a: usize) {
         if !leaf.is_null() {
             // SAFETY: a published leaf, never freed.
             unsafe { (*leaf)[l].store(0, Ordering::Release) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The division-free object-start check against the plain one, for every class:
+    /// all offsets of the first 64 KiB, every object start and its neighbours, and
+    /// the span's tail.
+    #[test]
+    fn object_start_check_is_exact() {
+        let fast = |c: usize, off: u64| {
+            off < USED_BYTES[c] as u64 && (off.wrapping_mul(MAGIC[c]) << 24) < MAGIC[c] << 24
+        };
+        let plain = |c: usize, off: u64| {
+            off < (objects_per_span(c) * size(c)) as u64 && off.is_multiple_of(size(c) as u64)
+        };
+        for c in 1..=CLASSES {
+            let span = (span_pages(c) * PAGE_SIZE) as u64;
+            for off in 0..span.min(1 << 16) {
+                assert_eq!(fast(c, off), plain(c, off), "class {c} offset {off}");
+            }
+            let sz = size(c) as u64;
+            let mut start = 0;
+            while start <= span {
+                for off in [start.wrapping_sub(1), start, start + 1, start + sz / 2] {
+                    if off < span + sz {
+                        assert_eq!(fast(c, off), plain(c, off), "class {c} offset {off}");
+                    }
+                }
+                start += sz;
+            }
+            for off in span.saturating_sub(4096)..span + 4096 {
+                assert_eq!(fast(c, off), plain(c, off), "class {c} offset {off}");
+            }
         }
     }
 }

@@ -110,7 +110,7 @@ fn lookup_or_abort(what: &[u8], p: *mut c_void) -> Block {
 /// None beyond C's: the result is freed at most once, with this library's `free`.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
-    or_enomem(raw::alloc(n, ALIGN))
+    or_enomem(raw::malloc(n))
 }
 
 /// `free(3)`: NULL does nothing; a pointer this allocator did not hand out aborts.

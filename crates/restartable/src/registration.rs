@@ -17,7 +17,6 @@
 use core::cell::{Cell, UnsafeCell};
 use core::fmt;
 use core::marker::PhantomData;
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicIsize, AtomicU32, AtomicU8, Ordering};
 
 use crate::abi::{self, Rseq};
@@ -140,9 +139,15 @@ impl Registration {
 /// check fails (and the index -1 is refused); by mm_cid, whose field would still
 /// match slot 0, the sequence also checks that `cpu_id` is a CPU. No commit happens
 /// without the kernel's protection.
+///
+/// It holds the area's offset from the thread pointer, not its address: in the
+/// default environment (glibc owns registration) that offset is glibc's
+/// `__rseq_offset`, the same for every thread, so reaching the area takes no
+/// thread-local access at all, and the ops address it as `%fs:field(offset)`.
 #[derive(Clone, Copy, Debug)]
 pub struct ThreadArea {
-    ptr: NonNull<Rseq>,
+    /// Area address minus this thread's thread pointer (wrapping).
+    off: isize,
     _not_send: PhantomData<*mut Rseq>,
 }
 
@@ -183,42 +188,203 @@ impl ThreadArea {
         imp::current_if_registered()
     }
 
-    /// Address of the area (for asm operands).
+    /// Address of the area.
     #[inline(always)]
     pub fn as_ptr(self) -> *mut Rseq {
-        self.ptr.as_ptr()
+        imp::thread_pointer()
+            .wrapping_offset(self.off)
+            .cast::<Rseq>()
+    }
+
+    /// The area's offset from the thread pointer (`%fs` on x86_64): the asm operand
+    /// of the ops, which address the area's fields as `%fs:field(offset)`.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn fs_offset(self) -> isize {
+        self.off
+    }
+
+    /// A 32-bit field of the area at byte offset `D`, read once.
+    #[inline(always)]
+    fn field<const D: usize>(self) -> u32 {
+        #[cfg(restartable_asm)]
+        {
+            // SAFETY: the area is this thread's, valid for the thread's lifetime (type
+            // invariant), and every field read is 4-byte aligned within it.
+            unsafe { sys::read_fs_u32::<D>(self.off) as u32 }
+        }
+        #[cfg(not(restartable_asm))]
+        {
+            // SAFETY: as above (no `ThreadArea` exists on such targets).
+            unsafe {
+                self.as_ptr()
+                    .cast::<u8>()
+                    .add(D)
+                    .cast::<u32>()
+                    .read_volatile()
+            }
+        }
     }
 
     /// The kernel's current `cpu_id` (one load; may be stale by the time it is used).
     #[inline(always)]
     pub fn cpu_id(self) -> u32 {
-        // SAFETY: the area is valid for the thread's lifetime (type invariant) and
-        // cpu_id is 4-byte aligned; a volatile read because the kernel updates it.
-        unsafe { core::ptr::addr_of!((*self.ptr.as_ptr()).cpu_id).read_volatile() }
+        self.field::<{ abi::OFFSET_CPU_ID }>()
     }
 
     /// The kernel's current `mm_cid` (valid only when [`mm_cid_available`]).
     #[inline(always)]
     pub fn mm_cid(self) -> u32 {
-        // SAFETY: as for `cpu_id`.
-        unsafe { core::ptr::addr_of!((*self.ptr.as_ptr()).mm_cid).read_volatile() }
+        self.field::<{ abi::OFFSET_MM_CID }>()
     }
 
     /// The kernel's current `node_id` (valid only when the feature size allows).
     #[inline(always)]
     pub fn node_id(self) -> u32 {
-        // SAFETY: as for `cpu_id`.
-        unsafe { core::ptr::addr_of!((*self.ptr.as_ptr()).node_id).read_volatile() }
+        self.field::<{ abi::OFFSET_NODE_ID }>()
+    }
+
+    /// # Safety
+    /// `off` must be the offset from the thread pointer of this thread's registered
+    /// area.
+    #[inline(always)]
+    unsafe fn from_offset(off: isize) -> ThreadArea {
+        ThreadArea {
+            off,
+            _not_send: PhantomData,
+        }
     }
 
     /// # Safety
     /// `ptr` must be this thread's registered area.
     #[inline(always)]
     unsafe fn new(ptr: *mut Rseq) -> ThreadArea {
-        ThreadArea {
-            // SAFETY: the caller passes a non-null area pointer.
-            ptr: unsafe { NonNull::new_unchecked(ptr) },
-            _not_send: PhantomData,
+        let off = (ptr as isize).wrapping_sub(imp::thread_pointer() as isize);
+        // SAFETY: forwarded contract.
+        unsafe { ThreadArea::from_offset(off) }
+    }
+}
+
+/// The offset of glibc's rseq area from the thread pointer, the same in every thread
+/// of the process (glibc's `__rseq_offset`): what finds the current thread's area with
+/// no thread-local access, as `%fs:field(offset)`. It exists once the process has
+/// decided that glibc owns registrations (the default on glibc 2.35+), which the first
+/// [`ThreadArea::current`] (or any container's set-up) does.
+///
+/// For fast paths that must not touch a thread-local at all (a shared object's
+/// thread-locals cost a `__tls_get_addr` call): branch on [`LibcOffset::get`] once,
+/// and keep the code for `None` (library-owned registration, or not decided yet)
+/// out of line, using [`ThreadArea::current_if_registered`].
+///
+/// # Examples
+/// ```
+/// use restartable::registration::LibcOffset;
+/// use restartable::ThreadArea;
+///
+/// let area = match LibcOffset::get() {
+///     Some(off) => off.current_if_registered(),
+///     None => ThreadArea::current_if_registered(),
+/// };
+/// assert_eq!(area.map(|a| a.as_ptr()), ThreadArea::current_if_registered().map(|a| a.as_ptr()));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LibcOffset {
+    /// Not 0 (see `FS_OFFSET`).
+    off: isize,
+}
+
+impl LibcOffset {
+    /// The offset, if glibc owns this process's registrations (and the process has
+    /// decided so); `None` otherwise. One load of a static.
+    #[inline(always)]
+    pub fn get() -> Option<LibcOffset> {
+        let off = FS_OFFSET.load(Ordering::Relaxed);
+        (off != 0).then_some(LibcOffset { off })
+    }
+
+    /// The offset in bytes (never 0).
+    #[inline(always)]
+    pub fn bytes(self) -> isize {
+        self.off
+    }
+
+    /// The offset back from [`bytes`](Self::bytes), for code that keeps it next to
+    /// its own set-up (one cache line, one load fewer than [`get`](Self::get)).
+    ///
+    /// # Safety
+    /// `bytes` must be what `bytes()` returned for a `LibcOffset` of this process.
+    #[inline(always)]
+    pub unsafe fn from_bytes(bytes: isize) -> LibcOffset {
+        LibcOffset { off: bytes }
+    }
+
+    /// The calling thread's area and its `cpu_id` when `cpu_id < bound`: two loads
+    /// (`cpu_id` at `%fs:4(offset)`) and one compare. A thread whose glibc
+    /// registration failed reads -2 there, past any bound: `None`.
+    ///
+    /// # Safety
+    /// `bound` must be at most
+    /// [`CPU_ID_REGISTRATION_FAILED`](abi::CPU_ID_REGISTRATION_FAILED): then a
+    /// `cpu_id` below it is a CPU number, which the kernel writes only into an area it
+    /// maintains for this thread.
+    #[inline(always)]
+    pub unsafe fn current_with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
+        let cpu = self.cpu_id();
+        if cpu < bound as u64 {
+            let cpu = cpu as u32;
+            // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
+            unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
+            // SAFETY: a CPU number in glibc's area of this thread: the kernel
+            // maintains it.
+            Some((unsafe { ThreadArea::from_offset(self.off) }, cpu))
+        } else {
+            None
+        }
+    }
+
+    /// The calling thread's area if glibc registered it (its `cpu_id` is a CPU).
+    #[inline(always)]
+    pub fn current_if_registered(self) -> Option<ThreadArea> {
+        // Compared as the 32-bit field (one `cmp $-3, %e..`).
+        if self.cpu_id_narrow() < abi::CPU_ID_REGISTRATION_FAILED {
+            // SAFETY: a CPU number in glibc's area of this thread: the kernel
+            // maintains it.
+            Some(unsafe { ThreadArea::from_offset(self.off) })
+        } else {
+            None
+        }
+    }
+
+    /// `cpu_id` of the calling thread's glibc area, as a plain 32-bit value.
+    #[inline(always)]
+    fn cpu_id_narrow(self) -> u32 {
+        #[cfg(restartable_asm)]
+        {
+            // SAFETY: as in `cpu_id`.
+            unsafe { sys::read_fs_u32_narrow::<{ abi::OFFSET_CPU_ID }>(self.off) }
+        }
+        #[cfg(not(restartable_asm))]
+        {
+            abi::CPU_ID_UNINITIALIZED
+        }
+    }
+
+    /// `cpu_id` of the calling thread's glibc area (-2 if its registration failed),
+    /// zero-extended.
+    #[inline(always)]
+    fn cpu_id(self) -> u64 {
+        #[cfg(restartable_asm)]
+        {
+            // SAFETY: a LibcOffset exists only in libc mode, where every thread has
+            // glibc's area at this offset (in its thread descriptor, its `cpu_id`
+            // initialized even when registration failed), mapped for the thread's
+            // lifetime.
+            unsafe { sys::read_fs_u32::<{ abi::OFFSET_CPU_ID }>(self.off) }
+        }
+        #[cfg(not(restartable_asm))]
+        {
+            // Never in libc mode on such targets (see `decide_mode_slow`).
+            u64::from(abi::CPU_ID_UNINITIALIZED)
         }
     }
 }
@@ -232,6 +398,13 @@ const MODE_LIBRARY: u8 = 2;
 const MODE_NONE: u8 = 3;
 
 static MODE: AtomicU8 = AtomicU8::new(MODE_UNINIT);
+/// The fast way to this thread's area: in libc mode glibc's `__rseq_offset` (the area
+/// is at the same offset from every thread's thread pointer), published when the mode
+/// is decided; 0 otherwise (mode undecided, or library-owned areas), where the fast
+/// path reads the cached area pointer from a thread-local instead. Never 0 in libc
+/// mode: glibc's area is in its thread descriptor, never at the thread pointer itself
+/// (which holds the TCB's self pointer).
+static FS_OFFSET: AtomicIsize = AtomicIsize::new(0);
 /// In libc mode, glibc's `__rseq_offset`; otherwise [`NO_OFFSET`].
 static LIBC_OFFSET: AtomicIsize = AtomicIsize::new(NO_OFFSET);
 const NO_OFFSET: isize = isize::MIN;
@@ -262,6 +435,11 @@ fn decide_mode_slow() -> u8 {
     let (mode, feature) = match sys::libc_rseq() {
         Some(l) if l.size != 0 && cfg!(restartable_asm) => {
             LIBC_OFFSET.store(l.offset, Ordering::Relaxed);
+            // Readers only compute their own thread's area from it: no other data is
+            // published with it. (0 is refused: it would be the TCB, not an area.)
+            if l.offset != 0 {
+                FS_OFFSET.store(l.offset, Ordering::Relaxed);
+            }
             (MODE_LIBC, abi::effective_feature_size(l.size, auxv))
         }
         _ => (
@@ -387,6 +565,11 @@ mod imp {
     }
 
     #[inline(always)]
+    pub(super) fn thread_pointer() -> *mut u8 {
+        sys::thread_pointer()
+    }
+
+    #[inline(always)]
     fn own_area() -> *mut Rseq {
         OWN.with(|own| own.rseq.get())
     }
@@ -410,27 +593,55 @@ mod imp {
         static AREA: Cell<*mut Rseq> = const { Cell::new((&UNREGISTERED as *const Rseq).cast_mut()) };
     }
 
-    /// The cached area pointer and its `cpu_id`, unchecked: `cpu_id` is
-    /// [`CPU_ID_UNINITIALIZED`](abi::CPU_ID_UNINITIALIZED) or
+    /// This thread's area (as its offset from the thread pointer) and its `cpu_id`,
+    /// unchecked: `cpu_id` is [`CPU_ID_UNINITIALIZED`](abi::CPU_ID_UNINITIALIZED) or
     /// [`CPU_ID_REGISTRATION_FAILED`](abi::CPU_ID_REGISTRATION_FAILED) when the area
-    /// is not one the kernel maintains for this thread (including [`UNREGISTERED`]).
+    /// is not one the kernel maintains for this thread (including [`UNREGISTERED`],
+    /// and glibc's area of a thread whose registration failed).
+    ///
+    /// In libc mode this is `%fs:4(__rseq_offset)`: the offset from a static, one
+    /// load from the area, no thread-local. Otherwise (one predictable branch) the
+    /// cached area pointer from the thread-local [`AREA`].
     #[inline(always)]
-    fn raw() -> (*mut Rseq, u32) {
+    fn raw() -> (isize, u64) {
+        let off = FS_OFFSET.load(Ordering::Relaxed);
+        if off != 0 {
+            // SAFETY: a non-zero FS_OFFSET is glibc's `__rseq_offset`: every thread of
+            // the process has glibc's area there (in its thread descriptor, reserved
+            // and its `cpu_id` initialized even when its registration failed or is
+            // disabled), mapped for the thread's lifetime; volatile because the
+            // kernel updates it.
+            let cpu = unsafe { sys::read_fs_u32::<{ abi::OFFSET_CPU_ID }>(off) };
+            (off, cpu)
+        } else {
+            raw_tls()
+        }
+    }
+
+    /// [`raw`] where no process-wide offset serves: the thread-local [`AREA`].
+    /// (Code that must keep a shared object's `__tls_get_addr` call out of its fast
+    /// path branches on [`LibcOffset::get`] itself.)
+    #[inline(always)]
+    fn raw_tls() -> (isize, u64) {
         let area = AREA.with(|a| a.get());
         // SAFETY: AREA is never null: it starts as UNREGISTERED and is only ever set
-        // to a validated area or back to UNREGISTERED. (Telling the compiler so takes
-        // the null test of `Option<ThreadArea>` off the fast path.)
+        // to a validated area or back to UNREGISTERED.
         unsafe { core::hint::assert_unchecked(!area.is_null()) };
         // SAFETY: AREA is this thread's libc or own area, mapped for the thread's
         // lifetime, or UNREGISTERED; volatile because the kernel updates it.
         let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
-        (area, cpu)
+        (
+            (area as isize).wrapping_sub(sys::thread_pointer() as isize),
+            u64::from(cpu),
+        )
     }
 
     /// The cached area pointer and its `cpu_id`, if both are usable.
     #[inline(always)]
-    fn fast() -> Option<(*mut Rseq, u32)> {
+    fn fast() -> Option<(isize, u32)> {
         let (area, cpu) = raw();
+        // Compared as the 32-bit field (one `cmp $-3, %e..`).
+        let cpu = cpu as u32;
         (cpu < abi::CPU_ID_REGISTRATION_FAILED).then_some((area, cpu))
     }
 
@@ -445,13 +656,16 @@ mod imp {
     /// area it maintains for this thread.
     #[inline(always)]
     pub(crate) unsafe fn area_with_cpu_below(bound: usize) -> Option<(ThreadArea, u32)> {
+        // `cpu` as 64 bits (zero-extended on both of `raw`'s paths): compared with
+        // `bound` without another zero-extension.
         let (area, cpu) = raw();
-        if (cpu as usize) < bound {
+        if cpu < bound as u64 {
+            let cpu = cpu as u32;
             // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
             unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
             // SAFETY: a valid cpu_id means the kernel maintains this area (UNREGISTERED
             // reads -1).
-            Some((unsafe { ThreadArea::new(area) }, cpu))
+            Some((unsafe { ThreadArea::from_offset(area) }, cpu))
         } else {
             None
         }
@@ -461,7 +675,7 @@ mod imp {
     #[inline(always)]
     pub(super) fn current_if_registered() -> Option<ThreadArea> {
         // SAFETY: a valid cpu_id means the kernel maintains this area.
-        fast().map(|(area, _)| unsafe { ThreadArea::new(area) })
+        fast().map(|(area, _)| unsafe { ThreadArea::from_offset(area) })
     }
 
     /// The registered area, if this thread has one right now; otherwise the cold path.
@@ -475,7 +689,7 @@ mod imp {
     pub(super) fn current_with_cpu() -> Result<(ThreadArea, u32), Reason> {
         match fast() {
             // SAFETY: a valid cpu_id means the kernel maintains this area.
-            Some((area, cpu)) => Ok((unsafe { ThreadArea::new(area) }, cpu)),
+            Some((area, cpu)) => Ok((unsafe { ThreadArea::from_offset(area) }, cpu)),
             None => {
                 let r = current_with_cpu_slow();
                 if let Ok((_, cpu)) = r {
@@ -650,7 +864,11 @@ mod imp {
 
     /// See [`super::prepare_unload`].
     pub(super) fn prepare_unload() {
-        let area = AREA.try_with(|a| a.get()).unwrap_or(unregistered());
+        let area = match fast() {
+            // The area the fast path finds (glibc's, or the cached own area).
+            Some((off, _)) => libc_area(off),
+            None => AREA.try_with(|a| a.get()).unwrap_or(unregistered()),
+        };
         if area != unregistered() {
             // SAFETY: an AREA other than UNREGISTERED is this thread's area, mapped for the thread's
             // lifetime; `rseq_cs` is the field user space writes (the kernel only
@@ -710,6 +928,12 @@ mod imp {
     pub(super) fn forget_area() {}
 
     pub(super) fn prepare_unload() {}
+
+    /// No thread pointer is used on this target (no `ThreadArea` exists).
+    #[inline(always)]
+    pub(super) fn thread_pointer() -> *mut u8 {
+        core::ptr::null_mut()
+    }
 
     /// No area exists on this target.
     ///
@@ -827,6 +1051,65 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// A thread whose glibc registration failed reads -2 (or -1) at glibc's offset:
+    /// the offset's fast path must refuse it (any bound allowed), and accept a CPU.
+    /// Simulated with an area of this test's own, at its offset from the thread
+    /// pointer, since glibc never fails on this machine.
+    #[cfg(restartable_asm)]
+    #[test]
+    fn libc_offset_refuses_an_unregistered_area() {
+        thread_local! {
+            static FAKE: UnsafeCell<Rseq> = const { UnsafeCell::new(Rseq::new()) };
+        }
+        std::thread::spawn(|| {
+            let area = FAKE.with(|f| f.get());
+            let off = (area as isize).wrapping_sub(sys::thread_pointer() as isize);
+            // SAFETY: a test offset to memory of this thread that stays mapped while
+            // the thread runs (only read through it here).
+            let fake = unsafe { LibcOffset::from_bytes(off) };
+            let max = abi::CPU_ID_REGISTRATION_FAILED as usize;
+            for cpu in [abi::CPU_ID_REGISTRATION_FAILED, abi::CPU_ID_UNINITIALIZED] {
+                // SAFETY: this thread's own test area.
+                unsafe { core::ptr::addr_of_mut!((*area).cpu_id).write_volatile(cpu) };
+                assert!(
+                    fake.current_if_registered().is_none(),
+                    "cpu_id {cpu:#x} accepted"
+                );
+                // SAFETY: the largest bound the contract allows.
+                assert!(unsafe { fake.current_with_cpu_below(max) }.is_none());
+            }
+            // SAFETY: as above.
+            unsafe { core::ptr::addr_of_mut!((*area).cpu_id).write_volatile(3) };
+            // SAFETY: as above.
+            let (found, cpu) = unsafe { fake.current_with_cpu_below(max) }.expect("a CPU");
+            assert_eq!((found.as_ptr(), cpu, found.cpu_id()), (area, 3, 3));
+            // SAFETY: a bound below the contract's limit.
+            let below_3 = unsafe { fake.current_with_cpu_below(3) };
+            assert!(below_3.is_none(), "bound not checked");
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Where glibc owns registration, the offset path and the general one find the
+    /// same area, in every thread; in library mode there is no offset.
+    #[test]
+    fn libc_offset_matches_the_registered_area() {
+        let check = || {
+            let general = ThreadArea::current().ok().map(|a| a.as_ptr());
+            match (process_owner(), LibcOffset::get()) {
+                (Some(Owner::Libc), Some(off)) => {
+                    assert_eq!(off.current_if_registered().map(|a| a.as_ptr()), general);
+                    assert_eq!(off.bytes(), LIBC_OFFSET.load(Ordering::Relaxed));
+                }
+                (Some(Owner::Libc), None) => panic!("libc mode without an offset"),
+                (_, off) => assert_eq!(off, None, "an offset outside libc mode"),
+            }
+        };
+        check();
+        std::thread::spawn(check).join().unwrap();
     }
 
     #[test]

@@ -167,6 +167,58 @@ pub(crate) fn thread_pointer() -> *mut u8 {
     tp
 }
 
+/// The 32-bit word at `%fs:D(off)` (thread pointer + `off` + `D`), zero-extended, read once: a field of this
+/// thread's rseq area addressed as the reference library does, with no pointer to the
+/// area computed or loaded.
+///
+/// # Safety
+/// `thread_pointer() + off + D` must be a readable, 4-byte aligned word (a field of an
+/// rseq area of this thread, or of [`crate::abi::Rseq`] memory that stays mapped).
+#[cfg(restartable_asm)]
+#[inline(always)]
+pub(crate) unsafe fn read_fs_u32<const D: usize>(off: isize) -> u64 {
+    let v: u64;
+    // SAFETY: the caller guarantees the word is readable; not `pure`: the kernel
+    // updates the area between two reads, so each call is a load.
+    unsafe {
+        core::arch::asm!(
+            "movl %fs:{d}({off}), {v:e}",
+            d = const D,
+            off = in(reg) off,
+            v = out(reg) v,
+            options(att_syntax, nostack, preserves_flags, readonly)
+        );
+    }
+    // SAFETY: `movl` zero-extends into the whole register. (Returned as the 64-bit
+    // value it is, with the compiler told so, a caller's `as usize` of the 32-bit
+    // field costs no `mov %e.., %e..`.)
+    unsafe { core::hint::assert_unchecked(v <= u64::from(u32::MAX)) };
+    v
+}
+
+/// As [`read_fs_u32`], as a 32-bit value the compiler knows nothing more about: a
+/// compare with a constant near `u32::MAX` (the registration check) stays one 32-bit
+/// `cmp` (with the 64-bit knowledge, it becomes `shr` and a 64-bit compare).
+///
+/// # Safety
+/// As for [`read_fs_u32`].
+#[cfg(restartable_asm)]
+#[inline(always)]
+pub(crate) unsafe fn read_fs_u32_narrow<const D: usize>(off: isize) -> u32 {
+    let v: u32;
+    // SAFETY: as in `read_fs_u32`.
+    unsafe {
+        core::arch::asm!(
+            "movl %fs:{d}({off}), {v:e}",
+            d = const D,
+            off = in(reg) off,
+            v = out(reg) v,
+            options(att_syntax, nostack, preserves_flags, readonly)
+        );
+    }
+    v
+}
+
 /// `uname -r`, for reports.
 pub fn kernel_release() -> String {
     // SAFETY: utsname is plain old data; zeroed is a valid value.

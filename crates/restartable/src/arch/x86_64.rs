@@ -6,6 +6,9 @@
 //!   `(start_ip, exit_ip)` pair into `__rseq_exit_point_array` for every exit that is
 //!   not the post-commit address; the two arrays carry `SHF_GNU_RETAIN` (`"R"`) so
 //!   that `--gc-sections` keeps them in release binaries;
+//! - addresses the area relative to the thread pointer (`%fs:off(reg)`, the register
+//!   holding [`ThreadArea::fs_offset`], as the reference library addresses glibc's
+//!   area with `__rseq_offset`): no area pointer is computed or loaded;
 //! - stores the descriptor's address into the area's `rseq_cs` (label `4` is the start
 //!   of the sequence), compares the CPU (or mm_cid) field with the one the caller
 //!   prepared for (for mm_cid, also checks that `cpu_id` is a CPU: the thread is
@@ -64,7 +67,7 @@ macro_rules! start {
             ".popsection\n",
             inj!($mode, "4"),
             "leaq 3b(%rip), {tmp}\n",
-            "movq {tmp}, 8({area})\n",
+            "movq {tmp}, %fs:8({area})\n",
             "4:\n",
         )
     };
@@ -104,7 +107,7 @@ macro_rules! registered_check {
     () => {
         concat!(
             ".if {ckcpu}\n",
-            "cmpl $0xfffffffe, 4({area})\n",
+            "cmpl $0xfffffffe, %fs:4({area})\n",
             "jae 6f\n",
             ".endif\n",
         )
@@ -116,7 +119,7 @@ macro_rules! registered_check {
 macro_rules! cpu_check {
     (plain) => {
         concat!(
-            "cmpl {cpu:e}, {cpuoff}({area})\n",
+            "cmpl {cpu:e}, %fs:{cpuoff}({area})\n",
             "jnz 6f\n",
             registered_check!(),
         )
@@ -126,7 +129,7 @@ macro_rules! cpu_check {
             inj!(hooked, "8"),
             "cmpb $0, {flags}+1(%rip)\n",
             "jne 89f\n",
-            "cmpl {cpu:e}, {cpuoff}({area})\n",
+            "cmpl {cpu:e}, %fs:{cpuoff}({area})\n",
             "jnz 6f\n",
             "89:\n",
             registered_check!(),
@@ -149,7 +152,7 @@ macro_rules! twice {
         concat!(
             "cmpb $0, {flags}+0(%rip)\n",
             "je 86f\n",
-            "cmpl {cpu:e}, {cpuoff}({area})\n",
+            "cmpl {cpu:e}, %fs:{cpuoff}({area})\n",
             "jnz {twice}\n",
             $extra,
             "86:\n",
@@ -245,7 +248,7 @@ pub(super) unsafe fn load_cbne_store<I: Index, H: Hooks, K>(
     newv: isize,
     k: impl Outcome<K>,
 ) -> K {
-    let a = area.as_ptr();
+    let a = area.fs_offset();
     macro_rules! go {
         ($m:tt) => {
             rseq_asm!($m, I, a, cpu, k, [
@@ -284,7 +287,7 @@ pub(super) unsafe fn load_add_store<I: Index, H: Hooks, K>(
     count: isize,
     k: impl Outcome<K>,
 ) -> K {
-    let a = area.as_ptr();
+    let a = area.fs_offset();
     // The commit instruction: `incq`/`decq` for the common +1/-1 (measured here at
     // about half the time of `addq %reg, (mem)` in a tight loop), `addq` otherwise.
     // When `count` is a constant (a counter's `inc`) only one variant is emitted.
@@ -328,7 +331,7 @@ pub(super) unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks, K>(
     load: *mut isize,
     k: impl Outcome<K>,
 ) -> K {
-    let a = area.as_ptr();
+    let a = area.fs_offset();
     macro_rules! go {
         ($m:tt) => {
             rseq_asm!($m, I, a, cpu, k, [
@@ -373,7 +376,7 @@ pub(super) unsafe fn load_add_load_load_add_store<I: Index, H: Hooks, K>(
     inc: isize,
     k: impl Outcome<K>,
 ) -> K {
-    let a = area.as_ptr();
+    let a = area.fs_offset();
     macro_rules! go {
         ($m:tt) => {
             rseq_asm!($m, I, a, cpu, k, [
@@ -416,7 +419,7 @@ pub(super) unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks, K>(
 ) -> K {
     // x86_64 stores are release stores (TSO): both orderings are the same code.
     let _ = O::RELEASE;
-    let a = area.as_ptr();
+    let a = area.fs_offset();
     macro_rules! go {
         ($m:tt) => {
             rseq_asm!($m, I, a, cpu, k, [
@@ -460,7 +463,7 @@ pub(super) unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks, K>(
     newv: isize,
     k: impl Outcome<K>,
 ) -> K {
-    let a = area.as_ptr();
+    let a = area.fs_offset();
     macro_rules! go {
         ($m:tt) => {
             rseq_asm!($m, I, a, cpu, k, [
@@ -509,7 +512,7 @@ pub(super) unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks, K>(
 ) -> K {
     // x86_64 stores are release stores (TSO): both orderings are the same code.
     let _ = O::RELEASE;
-    let a = area.as_ptr();
+    let a = area.fs_offset();
     macro_rules! go {
         ($m:tt) => {
             rseq_asm!($m, I, a, cpu, k, [
@@ -602,7 +605,7 @@ pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks
     load: *mut isize,
     k: impl Outcome<K>,
 ) -> K {
-    let a = area.as_ptr();
+    let a = area.fs_offset();
     macro_rules! go {
         ($m:tt) => {
             rseq_asm!($m, I, a, cpu, k, [

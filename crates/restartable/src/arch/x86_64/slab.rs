@@ -25,7 +25,7 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
     out: *mut isize,
     k: impl Outcome<K>,
 ) -> K {
-    let a = area.as_ptr();
+    let a = area.fs_offset();
     macro_rules! go {
         ($m:tt) => {
             rseq_asm!($m, I, a, cpu, k, [
@@ -77,7 +77,7 @@ pub(in crate::arch) unsafe fn load_cbne_slab_push<I: Index, H: Hooks, K>(
     item: isize,
     k: impl Outcome<K>,
 ) -> K {
-    let a = area.as_ptr();
+    let a = area.fs_offset();
     macro_rules! go {
         ($m:tt) => {
             rseq_asm!($m, I, a, cpu, k, [
@@ -138,7 +138,7 @@ pub(in crate::arch) unsafe fn load_cbne_load_cbne_memcpy_store<I: Index, O: Orde
 ) -> K {
     // x86_64 stores are release stores (TSO): both orderings are the same code.
     let _ = O::RELEASE;
-    let a = area.as_ptr();
+    let a = area.fs_offset();
     macro_rules! go {
         ($m:tt) => {
             rseq_asm!($m, I, a, cpu, k, [
