@@ -26,6 +26,16 @@ use std::time::Duration;
 use restartable::percpu::storage::hold_pool_lock_while;
 use restartable::{PerCpuCounter, ThreadArea};
 
+/// The tests fork, and one holds the pool's lock in a thread of its own while it
+/// forks: run concurrently, another test's child could be forked while that lock is
+/// held and then wait for it forever where it takes the lock on purpose
+/// (`hold_pool_lock_while`). They run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// How long a forked child may take (it does a few thousand operations).
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -57,6 +67,7 @@ fn in_forked_child(what: &str, f: impl FnOnce() -> i32) {
 
 #[test]
 fn a_set_up_in_progress_sends_operations_to_the_fallback_and_a_forked_child_takes_it_over() {
+    let _serial = one_at_a_time();
     let warm = PerCpuCounter::new();
     warm.inc();
     let rseq = rseq_here();
@@ -102,6 +113,7 @@ extern "C" fn first_use_in_handler(_: libc::c_int) {
 
 #[test]
 fn first_use_in_a_signal_handler_that_interrupted_the_pool_does_not_wait_for_it() {
+    let _serial = one_at_a_time();
     let warm = PerCpuCounter::new();
     warm.inc();
     let rseq = rseq_here();
@@ -144,6 +156,7 @@ fn first_use_in_a_signal_handler_that_interrupted_the_pool_does_not_wait_for_it(
 
 #[test]
 fn a_child_forked_while_another_thread_holds_the_pool_sets_up_without_it() {
+    let _serial = one_at_a_time();
     let warm = PerCpuCounter::new();
     warm.inc();
     let rseq = rseq_here();
@@ -185,6 +198,7 @@ const MANY: usize = 20_000;
 
 #[test]
 fn first_uses_that_grow_the_pool_call_no_allocator() {
+    let _serial = one_at_a_time();
     let warm = PerCpuCounter::new();
     warm.inc();
     if !rseq_here() {
