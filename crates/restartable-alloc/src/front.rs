@@ -225,6 +225,17 @@ fn libc_offset() -> Option<Libc> {
     (off != 0).then(|| Libc(unsafe { LibcOffset::from_bytes(off) }))
 }
 
+/// The front-end's set-up word for a fast path: with the offset where glibc owns
+/// registration (`Ok`), or alone for the thread-local path (`Err`).
+#[inline(always)]
+fn set_up() -> Result<(usize, Libc), usize> {
+    match libc_offset() {
+        // Set up before `libc_off` (read with acquire).
+        Some(off) => Ok((front().word.load(Ordering::Relaxed), off)),
+        None => Err(front().word.load(Ordering::Acquire)),
+    }
+}
+
 /// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
 /// Where glibc owns registration the whole path is inlined and touches no
 /// thread-local; otherwise it is one out-of-line call.
@@ -233,18 +244,11 @@ fn libc_offset() -> Option<Libc> {
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn alloc<H: Hooks>(c: usize) -> *mut u8 {
-    match libc_offset() {
-        Some(off) => {
-            // Set up before `libc_off` (read with acquire).
-            let w = front().word.load(Ordering::Relaxed);
-            // SAFETY: forwarded contract.
-            unsafe { alloc_in::<H>(w, off, c) }
-        }
-        None => {
-            let w = front().word.load(Ordering::Acquire);
-            // SAFETY: forwarded contract.
-            unsafe { alloc_tls::<H>(w, c) }
-        }
+    match set_up() {
+        // SAFETY: forwarded contract.
+        Ok((w, off)) => unsafe { alloc_in::<H>(w, off, c) },
+        // SAFETY: forwarded contract.
+        Err(w) => unsafe { alloc_tls::<H>(w, c) },
     }
 }
 
@@ -283,18 +287,11 @@ unsafe fn alloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> *mut u8 {
 /// `1 <= c <= CLASSES`; `obj` a free object of class `c` (its last use is over).
 #[inline(always)]
 pub unsafe fn dealloc<H: Hooks>(c: usize, obj: *mut u8) {
-    match libc_offset() {
-        Some(off) => {
-            // Set up before `libc_off` (read with acquire).
-            let w = front().word.load(Ordering::Relaxed);
-            // SAFETY: forwarded contract.
-            unsafe { dealloc_in::<H>(w, off, c, obj) }
-        }
-        None => {
-            let w = front().word.load(Ordering::Acquire);
-            // SAFETY: forwarded contract.
-            unsafe { dealloc_tls::<H>(w, c, obj) }
-        }
+    match set_up() {
+        // SAFETY: forwarded contract.
+        Ok((w, off)) => unsafe { dealloc_in::<H>(w, off, c, obj) },
+        // SAFETY: forwarded contract.
+        Err(w) => unsafe { dealloc_tls::<H>(w, c, obj) },
     }
 }
 
@@ -328,18 +325,11 @@ unsafe fn dealloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
-    match libc_offset() {
-        Some(off) => {
-            // Set up before `libc_off` (read with acquire).
-            let w = front().word.load(Ordering::Relaxed);
-            // SAFETY: forwarded contract.
-            unsafe { pop_in::<H>(w, off, c) }
-        }
-        None => {
-            let w = front().word.load(Ordering::Acquire);
-            // SAFETY: forwarded contract.
-            unsafe { pop_tls::<H>(w, c) }
-        }
+    match set_up() {
+        // SAFETY: forwarded contract.
+        Ok((w, off)) => unsafe { pop_in::<H>(w, off, c) },
+        // SAFETY: forwarded contract.
+        Err(w) => unsafe { pop_tls::<H>(w, c) },
     }
 }
 
@@ -498,18 +488,11 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
-    match libc_offset() {
-        Some(off) => {
-            // Set up before `libc_off` (read with acquire).
-            let w = front().word.load(Ordering::Relaxed);
-            // SAFETY: forwarded contract.
-            unsafe { push_in::<H>(w, off, c, obj) }
-        }
-        None => {
-            let w = front().word.load(Ordering::Acquire);
-            // SAFETY: forwarded contract.
-            unsafe { push_tls::<H>(w, c, obj) }
-        }
+    match set_up() {
+        // SAFETY: forwarded contract.
+        Ok((w, off)) => unsafe { push_in::<H>(w, off, c, obj) },
+        // SAFETY: forwarded contract.
+        Err(w) => unsafe { push_tls::<H>(w, c, obj) },
     }
 }
 
