@@ -232,15 +232,25 @@ fn state() -> MutexGuard<'static, State> {
 /// Reserves one item of `size` bytes aligned to `align` (a power of two) in each of
 /// `slots` (at least 1) ranges, every byte zero.
 pub(super) fn alloc(size: usize, align: usize, slots: usize) -> Result<Block, Error> {
+    if let Some(block) = outside_chunks(size, align, slots) {
+        return block;
+    }
+    alloc_in(&mut state(), size, align, slots)
+}
+
+/// The item's own mapping where it cannot share a chunk (before the pool's lock is
+/// taken): too large or too aligned for one (a dedicated stride), or pages larger
+/// than [`DEFAULT_STRIDE`] (the pool's stride, unpooled); `None` where it can.
+fn outside_chunks(size: usize, align: usize, slots: usize) -> Option<Result<Block, Error>> {
     debug_assert!(slots > 0 && align.is_power_of_two());
     let stride = pool_stride();
     if size.max(1) > stride / 2 || align > stride / 2 {
-        return alloc_dedicated(size.max(1), align, slots);
+        return Some(alloc_dedicated(size.max(1), align, slots));
     }
     if stride > DEFAULT_STRIDE {
-        return alloc_unpooled(slots, stride);
+        return Some(alloc_unpooled(slots, stride));
     }
-    alloc_in(&mut state(), size, align, slots)
+    None
 }
 
 /// The pooled part of [`alloc`], with the pool locked.
@@ -317,18 +327,13 @@ fn alloc_in(state: &mut State, size: usize, align: usize, slots: usize) -> Resul
 /// mappings): async-signal-safe, so a first use inside a signal handler that
 /// interrupted `malloc` on the same thread does not block.
 pub(super) fn alloc_nonblocking(size: usize, align: usize, slots: usize) -> Result<Block, Error> {
-    debug_assert!(slots > 0 && align.is_power_of_two());
-    let stride = pool_stride();
-    if size.max(1) > stride / 2 || align > stride / 2 {
-        return alloc_dedicated(size.max(1), align, slots);
-    }
-    if stride > DEFAULT_STRIDE {
-        return alloc_unpooled(slots, stride);
+    if let Some(block) = outside_chunks(size, align, slots) {
+        return block;
     }
     match STATE.try_lock() {
         Ok(mut g) => alloc_in(&mut g, size, align, slots),
         Err(TryLockError::Poisoned(e)) => alloc_in(&mut e.into_inner(), size, align, slots),
-        Err(TryLockError::WouldBlock) => alloc_unpooled(slots, stride),
+        Err(TryLockError::WouldBlock) => alloc_unpooled(slots, pool_stride()),
     }
 }
 
