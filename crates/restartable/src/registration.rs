@@ -404,10 +404,9 @@ static MODE: AtomicU8 = AtomicU8::new(MODE_UNINIT);
 /// path reads the cached area pointer from a thread-local instead. Never 0 in libc
 /// mode: glibc's area is in its thread descriptor, never at the thread pointer itself
 /// (which holds the TCB's self pointer).
+/// (In libc mode it always holds glibc's `__rseq_offset`, which the slow path reads
+/// too.)
 static FS_OFFSET: AtomicIsize = AtomicIsize::new(0);
-/// In libc mode, glibc's `__rseq_offset`; otherwise [`NO_OFFSET`].
-static LIBC_OFFSET: AtomicIsize = AtomicIsize::new(NO_OFFSET);
-const NO_OFFSET: isize = isize::MIN;
 static FEATURE_SIZE: AtomicU32 = AtomicU32::new(0);
 /// The reason stored with `MODE_NONE` (an errno).
 static NONE_ERRNO: AtomicU32 = AtomicU32::new(0);
@@ -434,12 +433,10 @@ fn decide_mode_slow() -> u8 {
     let auxv = sys::getauxval(abi::AT_RSEQ_FEATURE_SIZE) as u32;
     let (mode, feature) = match sys::libc_rseq() {
         Some(l) if l.size != 0 && cfg!(restartable_asm) => {
-            LIBC_OFFSET.store(l.offset, Ordering::Relaxed);
             // Readers only compute their own thread's area from it: no other data is
-            // published with it. (0 is refused: it would be the TCB, not an area.)
-            if l.offset != 0 {
-                FS_OFFSET.store(l.offset, Ordering::Relaxed);
-            }
+            // published with it. (An offset of 0, the TCB rather than an area, leaves
+            // the static at its 0: the fast paths then take the thread-local path.)
+            FS_OFFSET.store(l.offset, Ordering::Relaxed);
             (MODE_LIBC, abi::effective_feature_size(l.size, auxv))
         }
         _ => (
@@ -735,7 +732,7 @@ mod imp {
     fn current_slow() -> Result<ThreadArea, Reason> {
         match decide_mode() {
             MODE_LIBC => {
-                let area = libc_area(LIBC_OFFSET.load(Ordering::Relaxed));
+                let area = libc_area(FS_OFFSET.load(Ordering::Relaxed));
                 // SAFETY: glibc's area of this thread.
                 let cpu = unsafe { core::ptr::addr_of!((*area).cpu_id).read_volatile() };
                 if cpu < abi::CPU_ID_REGISTRATION_FAILED {
@@ -1102,7 +1099,8 @@ mod tests {
             match (process_owner(), LibcOffset::get()) {
                 (Some(Owner::Libc), Some(off)) => {
                     assert_eq!(off.current_if_registered().map(|a| a.as_ptr()), general);
-                    assert_eq!(off.bytes(), LIBC_OFFSET.load(Ordering::Relaxed));
+                    let glibc = sys::libc_rseq().expect("libc mode: glibc's symbols");
+                    assert_eq!(off.bytes(), glibc.offset);
                 }
                 (Some(Owner::Libc), None) => panic!("libc mode without an offset"),
                 (_, off) => assert_eq!(off, None, "an offset outside libc mode"),
