@@ -333,6 +333,22 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     }
 }
 
+/// [`pop`] where glibc owns registration only (the inlined fast path of a caller
+/// that finishes out of line anyway): a miss otherwise, without the out-of-line
+/// thread-local attempt, so that the caller's fast path keeps no register across a
+/// call.
+///
+/// # Safety
+/// `1 <= c <= CLASSES`.
+#[inline(always)]
+pub unsafe fn pop_libc<H: Hooks>(c: usize) -> Outcome<*mut u8> {
+    match set_up() {
+        // SAFETY: forwarded contract.
+        Ok((w, off)) => unsafe { pop_in::<H>(w, off, c) },
+        Err(_) => Outcome::Miss,
+    }
+}
+
 /// [`pop`] where glibc's area is not at a process-wide offset: out of line, so
 /// that the thread-local access (a `__tls_get_addr` call in a shared object) keeps
 /// no registers of the libc-mode fast path.
@@ -493,6 +509,19 @@ pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
         Ok((w, off)) => unsafe { push_in::<H>(w, off, c, obj) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { push_tls::<H>(w, c, obj) },
+    }
+}
+
+/// [`push`] where glibc owns registration only (see [`pop_libc`]).
+///
+/// # Safety
+/// As for [`push`].
+#[inline(always)]
+pub unsafe fn push_libc<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
+    match set_up() {
+        // SAFETY: forwarded contract.
+        Ok((w, off)) => unsafe { push_in::<H>(w, off, c, obj) },
+        Err(_) => Outcome::Miss,
     }
 }
 

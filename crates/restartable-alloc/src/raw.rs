@@ -3,8 +3,9 @@
 //!
 //! [`alloc`] takes a size and an alignment; [`free`], [`usable_size`] and
 //! [`realloc`] take only the pointer and find out what it is:
-//! - a small object: the page map gives its span, whose size class gives its size.
-//!   The pointer must be the start of one of the span's objects;
+//! - a small object: the page map's info word for its page gives its span's size
+//!   class and start (one load after the leaf, no span record). The pointer must be
+//!   the start of one of the span's objects;
 //! - a large object (its own mapping): a second radix tree, the *large map*, records
 //!   the mapping length at the object's first OS page.
 //!
@@ -32,7 +33,8 @@ use core::alloc::Layout;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use crate::backend::{large, pagemap, Span};
+use crate::backend::{large, pagemap};
+use crate::front;
 use crate::os::{self, OS_PAGE};
 use crate::size_class::{
     class_for, objects_per_span, size, span_pages, CLASSES, MIN_ALIGN, PAGE_SIZE, TABLE_MAX,
@@ -95,6 +97,34 @@ const MAGIC: [u64; CLASSES + 1] = {
     }
     m
 };
+/// What [`lookup`] checks an offset in a span of class `c` with: `CHECK[USED][c]`,
+/// the bytes of the span its objects cover (offsets from it on are no object), and
+/// `CHECK[MAGIC24][c]`, `MAGIC[c] << 24`: `off * MAGIC[c]` shifted left by 24 is
+/// `off` times this (mod 2^64), so the object-start test of [`MAGIC`] is one
+/// multiplication and one compare with it. 256 entries each, so that a class byte
+/// indexes them without a bounds check (the entries of non-classes accept no
+/// offset); one table, so that one address serves both.
+const CHECK: [[u64; 256]; 2] = {
+    let mut t = [[0; 256]; 2];
+    let mut c = 1;
+    while c <= CLASSES {
+        t[USED][c] = USED_BYTES[c] as u64;
+        t[MAGIC24][c] = MAGIC[c] << 24;
+        c += 1;
+    }
+    t
+};
+const USED: usize = 0;
+const MAGIC24: usize = 1;
+
+/// Whether `off` is the offset of an object's start in a span of class `c`.
+#[inline(always)]
+fn object_start(c: u8, off: u64) -> bool {
+    let c = usize::from(c);
+    let magic = CHECK[MAGIC24][c];
+    off < CHECK[USED][c] && off.wrapping_mul(magic) < magic
+}
+
 const _: () = {
     // Offsets stay below 2^21 and the rounding error of MAGIC times the offset below
     // 2^40 (error < size(c) <= 2^18, so the product is below 2^39).
@@ -107,38 +137,28 @@ const _: () = {
     }
 };
 
-/// What `p` is (see [`Block`]). Reads the page map and span records without a lock:
-/// exact for every live object; for other pointers the answer is best effort (a
-/// freed object's address still reads as an object of its span).
-#[inline]
+/// What `p` is (see [`Block`]). Reads the page map without a lock: exact for every
+/// live object; for other pointers the answer is best effort (a freed object's
+/// address still reads as an object of its span).
+///
+/// The page's info word (`pagemap::info`: its span's start and size class in one
+/// word, no span record to reach) gives the class and the offset in the span; the
+/// offset must be the start of one of the span's objects (one multiplication and
+/// two compares, no division).
+#[inline(always)]
 pub fn lookup(p: *const u8) -> Block {
     let a = p as usize;
-    let s: *mut Span = pagemap::get(a);
-    if !s.is_null() {
-        // SAFETY: span records live in chunks that are never unmapped; the fields of
-        // a span with live objects do not change, other records may be changing, so
-        // they are read volatile and checked for consistency below.
-        let (class, start) = unsafe {
-            (
-                ptr::addr_of!((*s).class).read_volatile(),
-                ptr::addr_of!((*s).start).read_volatile(),
-            )
-        };
-        if (1..=CLASSES).contains(&class) {
-            // Wraps to a huge value when `a < start`.
-            let off = a.wrapping_sub(start) as u64;
-            if off < USED_BYTES[class] as u64 {
-                // The object's start exactly: the low 40 bits of `off * MAGIC` are
-                // below MAGIC (compared shifted to the top of the word).
-                if (off.wrapping_mul(MAGIC[class]) << 24) < MAGIC[class] << 24 {
-                    return Block::Small { class };
-                }
-                return Block::Foreign;
-            }
-            if a >= start {
-                return Block::Foreign;
-            }
+    let info = pagemap::info(a);
+    let class = info as u8;
+    if class != 0 {
+        // `a - start`; wraps to a huge value (no object) if `a` were below it.
+        let off = a.wrapping_sub(info).wrapping_add(usize::from(class)) as u64;
+        if object_start(class, off) {
+            return Block::Small {
+                class: usize::from(class),
+            };
         }
+        return Block::Foreign;
     }
     match large_get(a) {
         0 => Block::Foreign,
@@ -192,6 +212,47 @@ pub fn malloc(n: usize) -> *mut u8 {
 #[inline(never)]
 fn malloc_other(n: usize) -> *mut u8 {
     alloc(n, MIN_ALIGN)
+}
+
+/// [`malloc`]'s fast path alone: `Ok` with the object when the current CPU's cache
+/// had one (sizes up to [`TABLE_MAX`]), else the rest of the work to do out of
+/// line ([`MallocSlow::finish`]). For a caller with more to do on the slow path
+/// (the C `malloc` sets `errno` on failure): the fast path then ends in a return
+/// or a tail call, with no frame of its own.
+#[inline(always)]
+pub fn malloc_fast(n: usize) -> Result<*mut u8, MallocSlow> {
+    if n <= TABLE_MAX {
+        // SAFETY: MIN_ALIGN is a power of two and `n` is far below
+        // `isize::MAX - MIN_ALIGN`.
+        let c = class_for(unsafe { Layout::from_size_align_unchecked(n, MIN_ALIGN) });
+        // SAFETY: table classes are classes (1..=CLASSES).
+        if let front::Outcome::Done(p) = unsafe { front::pop_libc::<NoHooks>(c) } {
+            return Ok(p);
+        }
+    }
+    Err(MallocSlow(n))
+}
+
+/// What is left of a [`malloc_fast`] that did not get an object at once.
+#[derive(Debug)]
+#[repr(transparent)]
+pub struct MallocSlow(usize);
+
+impl MallocSlow {
+    /// The object of [`malloc`]`(n)` (null when memory is exhausted), the slow way:
+    /// the front-end's whole path for table sizes (the thread-local attempt where
+    /// glibc does not own registration; another pop, then the abort retries or the
+    /// middle, where it does), [`alloc`] for the others.
+    #[inline]
+    pub fn finish(self) -> *mut u8 {
+        let n = self.0;
+        if n <= TABLE_MAX {
+            // SAFETY: as in `malloc_fast`.
+            let c = class_for(unsafe { Layout::from_size_align_unchecked(n, MIN_ALIGN) });
+            return crate::alloc_small::<NoHooks>(c);
+        }
+        malloc_other(n)
+    }
 }
 
 /// As [`alloc`], zeroed (large objects are fresh mappings: nothing is written).
@@ -255,6 +316,54 @@ pub unsafe fn free(p: *mut u8, b: Block) {
         // SAFETY: the caller's contract: a live large object of this mapping length.
         Block::Large { len } => unsafe { free_large(p, len) },
         Block::Foreign => {}
+    }
+}
+
+/// [`free`]'s fast path alone, for a pointer that may be anything (the C `free`):
+/// `Ok` when `p` was a small object and went into the current CPU's cache (where
+/// glibc owns registration); otherwise the rest to do out of line
+/// ([`FreeSlow`]: a large object, a foreign pointer, a full cache, an
+/// aborted sequence, the thread-local path). For the same reason as
+/// [`malloc_fast`]: the caller's fast path then ends in a return or a tail call.
+///
+/// # Safety
+/// If `p` is an object of this module (of either kind), it is live and not used
+/// again; any other pointer is left alone here.
+#[inline(always)]
+pub unsafe fn free_fast(p: *mut u8) -> Result<(), FreeSlow> {
+    if let Block::Small { class } = lookup(p) {
+        // SAFETY: `p` is an object of class `class` (lookup), given up by the caller.
+        if let front::Outcome::Done(()) = unsafe { front::push_libc::<NoHooks>(class, p) } {
+            return Ok(());
+        }
+        return Err(FreeSlow { p, class });
+    }
+    Err(FreeSlow { p, class: 0 })
+}
+
+/// What is left of a [`free_fast`] that did not put the object away: the pointer,
+/// with its class when it is known to be a small object (0 otherwise).
+#[derive(Debug)]
+#[repr(C)]
+pub struct FreeSlow {
+    p: *mut u8,
+    class: usize,
+}
+
+impl FreeSlow {
+    /// The pointer given to [`free_fast`].
+    pub fn ptr(&self) -> *mut u8 {
+        self.p
+    }
+
+    /// What the pointer is: the small object [`free_fast`] found, else [`lookup`]
+    /// again. The caller frees it with [`free`] unless it is [`Block::Foreign`].
+    #[inline]
+    pub fn lookup(&self) -> Block {
+        if self.class != 0 {
+            return Block::Small { class: self.class };
+        }
+        lookup(self.p)
     }
 }
 
@@ -441,9 +550,7 @@ mod tests {
     /// the span's tail.
     #[test]
     fn object_start_check_is_exact() {
-        let fast = |c: usize, off: u64| {
-            off < USED_BYTES[c] as u64 && (off.wrapping_mul(MAGIC[c]) << 24) < MAGIC[c] << 24
-        };
+        let fast = |c: usize, off: u64| object_start(c as u8, off);
         let plain = |c: usize, off: u64| {
             off < (objects_per_span(c) * size(c)) as u64 && off.is_multiple_of(size(c) as u64)
         };
