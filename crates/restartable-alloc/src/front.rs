@@ -51,7 +51,7 @@
 //!   the next thread that does (at most one scan per [`IDLE_MS`]).
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use restartable::arch::{
     self, slab_capacity, slab_count, slab_header, ByCpu, ByMmCid, Index, OpResult, Relaxed, Release,
@@ -62,7 +62,10 @@ use restartable::ThreadArea;
 
 use crate::middle;
 use crate::os;
-use crate::size_class::{batch, max_cached_bytes_per_cpu, max_capacity, size, CLASSES, MAX_BATCH};
+use crate::size_class::{
+    batch, class_of_size, max_cached_bytes_per_cpu, max_capacity, size, CLASSES, MAX_BATCH,
+    MIN_ALIGN, TABLE_MAX,
+};
 use crate::sync::{RawLock, SpinLock};
 
 /// Consecutive aborts after which one operation goes to the middle instead.
@@ -107,7 +110,12 @@ struct Front {
     /// The slot count as the fast path reads it: capped at `u16::MAX` (indexes above
     /// go to the slow path), so that an index below it is known to the compiler to be
     /// a CPU and the op's own check of that (`cpu_id` below -2) folds away by CPU.
-    fast_slots: AtomicU16,
+    /// (A 32-bit word read with that bound assumed: a `u16` field cost the fast path
+    /// a second zero extension.)
+    fast_slots: AtomicU32,
+    /// The region's address without the [`BY_CID`] flag (set with `word`): the slot
+    /// address by mm_cid without masking the flag off.
+    base: AtomicUsize,
     /// [`LibcOffset::bytes`] where glibc owns registration, stored last (release) once
     /// the rest is set up; 0 otherwise. The fast path's one test: not 0 means "set
     /// up, and the area is at this offset from the thread pointer".
@@ -118,7 +126,8 @@ const BY_CID: usize = 1;
 static FRONT: Front = Front {
     word: AtomicUsize::new(0),
     slots: AtomicUsize::new(0),
-    fast_slots: AtomicU16::new(0),
+    fast_slots: AtomicU32::new(0),
+    base: AtomicUsize::new(0),
     libc_off: AtomicIsize::new(0),
 };
 /// [`FRONT`], addressed `%rip`-relative on x86_64. Inlined into another crate (the
@@ -162,8 +171,8 @@ thread_local! {
 }
 
 /// The slot count as the fast path keeps it (see [`Front::fast_slots`]).
-fn fast_slots() -> u16 {
-    u16::try_from(FRONT.slots.load(Ordering::Relaxed)).unwrap_or(u16::MAX)
+fn fast_slots() -> u32 {
+    u16::try_from(FRONT.slots.load(Ordering::Relaxed)).unwrap_or(u16::MAX) as u32
 }
 
 /// The set-up lock, for the fork handlers.
@@ -192,6 +201,32 @@ fn word(base: usize, slot: usize, off: usize) -> &'static AtomicUsize {
     // SAFETY: a word of a slot of the region, which is never unmapped.
     unsafe { &*((slot_addr(base, slot) + off) as *const AtomicUsize) }
 }
+
+/// The byte offset of class `c`'s header in a slot (what the fast paths add to the
+/// slot's address).
+///
+/// # Safety
+/// `1 <= c <= CLASSES`.
+#[inline(always)]
+pub unsafe fn header_offset(c: usize) -> usize {
+    // SAFETY: `c` is in range (caller).
+    unsafe { *OFFSETS.get_unchecked(c) }
+}
+
+/// [`header_offset`] of the class of every size up to [`TABLE_MAX`], by
+/// `size.div_ceil(MIN_ALIGN)` (the class table's index): the fast paths of a known
+/// size go from the size to the header without the class (one dependent load
+/// fewer); the class is looked up on their slow paths only.
+pub const HEADER_BY_SIZE: [u16; TABLE_MAX / MIN_ALIGN + 1] = {
+    let mut t = [0u16; TABLE_MAX / MIN_ALIGN + 1];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = OFFSETS[class_of_size(i * MIN_ALIGN)] as u16;
+        i += 1;
+    }
+    t
+};
+const _: () = assert!(OFFSETS[CLASSES] <= u16::MAX as usize);
 
 /// The header word of class `c` in the slot at `slot`; its items follow it.
 ///
@@ -244,11 +279,22 @@ fn set_up() -> Result<(usize, Libc), usize> {
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn alloc<H: Hooks>(c: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { alloc_at::<H>(header_offset(c), || c) }
+}
+
+/// [`alloc`] of the class whose header is at `hdr` in a slot, the class itself
+/// computed by `class` on the slow paths only.
+///
+/// # Safety
+/// `class()` is a class `c` (`1 <= c <= CLASSES`) and `hdr` is `header_offset(c)`.
+#[inline(always)]
+pub unsafe fn alloc_at<H: Hooks>(hdr: usize, class: impl FnOnce() -> usize) -> *mut u8 {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { alloc_in::<H>(w, off, c) },
+        Ok((w, off)) => unsafe { alloc_in::<H>(w, off, hdr, class) },
         // SAFETY: forwarded contract.
-        Err(w) => unsafe { alloc_tls::<H>(w, c) },
+        Err(w) => unsafe { alloc_tls::<H>(w, class()) },
     }
 }
 
@@ -259,15 +305,20 @@ pub unsafe fn alloc<H: Hooks>(c: usize) -> *mut u8 {
 #[inline(never)]
 unsafe fn alloc_tls<H: Hooks>(w: usize, c: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
-    unsafe { alloc_in::<H>(w, Tls, c) }
+    unsafe { alloc_in::<H>(w, Tls, header_offset(c), || c) }
 }
 
 /// # Safety
-/// As for [`alloc`].
+/// As for [`alloc_at`].
 #[inline(always)]
-unsafe fn alloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> *mut u8 {
+unsafe fn alloc_in<H: Hooks>(
+    w: usize,
+    f: impl FindArea,
+    hdr: usize,
+    class: impl FnOnce() -> usize,
+) -> *mut u8 {
     // SAFETY: forwarded contract.
-    match unsafe { pop_in::<H>(w, f, c) } {
+    match unsafe { pop_in::<H>(w, f, hdr) } {
         Outcome::Done(p) => {
             // SAFETY: the caches hold objects only (pushed by `dealloc`, which is
             // never given null, or moved from spans): never null. (Folds the
@@ -275,8 +326,8 @@ unsafe fn alloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> *mut u8 {
             unsafe { core::hint::assert_unchecked(!p.is_null()) };
             p
         }
-        Outcome::Miss => alloc_slow::<H>(c),
-        Outcome::Aborted => alloc_after_abort::<H>(c),
+        Outcome::Miss => alloc_slow::<H>(class()),
+        Outcome::Aborted => alloc_after_abort::<H>(class()),
     }
 }
 
@@ -287,11 +338,22 @@ unsafe fn alloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> *mut u8 {
 /// `1 <= c <= CLASSES`; `obj` a free object of class `c` (its last use is over).
 #[inline(always)]
 pub unsafe fn dealloc<H: Hooks>(c: usize, obj: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe { dealloc_at::<H>(header_offset(c), || c, obj) }
+}
+
+/// [`dealloc`] of `obj`, of the class whose header is at `hdr` in a slot, the class
+/// itself computed by `class` on the slow paths only.
+///
+/// # Safety
+/// As for [`alloc_at`]; `obj` a free object of that class (its last use is over).
+#[inline(always)]
+pub unsafe fn dealloc_at<H: Hooks>(hdr: usize, class: impl FnOnce() -> usize, obj: *mut u8) {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { dealloc_in::<H>(w, off, c, obj) },
+        Ok((w, off)) => unsafe { dealloc_in::<H>(w, off, hdr, class, obj) },
         // SAFETY: forwarded contract.
-        Err(w) => unsafe { dealloc_tls::<H>(w, c, obj) },
+        Err(w) => unsafe { dealloc_tls::<H>(w, class(), obj) },
     }
 }
 
@@ -302,19 +364,25 @@ pub unsafe fn dealloc<H: Hooks>(c: usize, obj: *mut u8) {
 #[inline(never)]
 unsafe fn dealloc_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) {
     // SAFETY: forwarded contract.
-    unsafe { dealloc_in::<H>(w, Tls, c, obj) }
+    unsafe { dealloc_in::<H>(w, Tls, header_offset(c), || c, obj) }
 }
 
 /// # Safety
-/// As for [`dealloc`].
+/// As for [`dealloc_at`].
 #[inline(always)]
-unsafe fn dealloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u8) {
+unsafe fn dealloc_in<H: Hooks>(
+    w: usize,
+    f: impl FindArea,
+    hdr: usize,
+    class: impl FnOnce() -> usize,
+    obj: *mut u8,
+) {
     // SAFETY: forwarded contract.
     unsafe {
-        match push_in::<H>(w, f, c, obj) {
+        match push_in::<H>(w, f, hdr, obj) {
             Outcome::Done(()) => {}
-            Outcome::Miss => dealloc_slow::<H>(c, obj),
-            Outcome::Aborted => dealloc_after_abort::<H>(c, obj),
+            Outcome::Miss => dealloc_slow::<H>(class(), obj),
+            Outcome::Aborted => dealloc_after_abort::<H>(class(), obj),
         }
     }
 }
@@ -327,7 +395,7 @@ unsafe fn dealloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { pop_in::<H>(w, off, c) },
+        Ok((w, off)) => unsafe { pop_in::<H>(w, off, header_offset(c)) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { pop_tls::<H>(w, c) },
     }
@@ -339,12 +407,12 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 /// call.
 ///
 /// # Safety
-/// `1 <= c <= CLASSES`.
+/// `hdr` is [`header_offset`] of a class.
 #[inline(always)]
-pub unsafe fn pop_libc<H: Hooks>(c: usize) -> Outcome<*mut u8> {
+pub unsafe fn pop_libc<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { pop_in::<H>(w, off, c) },
+        Ok((w, off)) => unsafe { pop_in::<H>(w, off, hdr) },
         Err(_) => Outcome::Miss,
     }
 }
@@ -358,24 +426,24 @@ pub unsafe fn pop_libc<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 #[inline(never)]
 unsafe fn pop_tls<H: Hooks>(w: usize, c: usize) -> Outcome<*mut u8> {
     // SAFETY: forwarded contract.
-    unsafe { pop_in::<H>(w, Tls, c) }
+    unsafe { pop_in::<H>(w, Tls, header_offset(c)) }
 }
 
-/// [`pop`] with the area found by `f`.
+/// [`pop`] with the area found by `f`, of the class whose header is at `hdr`.
 ///
 /// # Safety
-/// As for [`pop`].
+/// `hdr` is [`header_offset`] of a class.
 #[inline(always)]
-unsafe fn pop_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> Outcome<*mut u8> {
+unsafe fn pop_in<H: Hooks>(w: usize, f: impl FindArea, hdr: usize) -> Outcome<*mut u8> {
     let Some((area, cpu, base)) = enter(w, f) else {
         return Outcome::Miss;
     };
     // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
     unsafe {
         if w & BY_CID != 0 {
-            pop_once::<ByMmCid, H>(area, cpu, base, c)
+            pop_once::<ByMmCid, H>(area, cpu, base, hdr)
         } else {
-            pop_once::<ByCpu, H>(area, cpu, base, c)
+            pop_once::<ByCpu, H>(area, cpu, base, hdr)
         }
     }
 }
@@ -440,11 +508,16 @@ fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
         return None;
     }
     // Published before `w` (its release store), read after it (acquire).
-    let slots = usize::from(front().fast_slots.load(Ordering::Relaxed));
+    let slots = front().fast_slots.load(Ordering::Relaxed);
+    // SAFETY: `fast_slots` is capped at `u16::MAX` (`fast_slots()`).
+    unsafe { core::hint::assert_unchecked(slots <= u32::from(u16::MAX)) };
+    let slots = slots as usize;
     if w & BY_CID != 0 {
         let area = f.area()?;
         let cid = ByMmCid::current(area);
-        ((cid as usize) < slots).then_some((area, cid, w & !BY_CID))
+        // `base` was stored with `word` (before it, published by its release).
+        let base = front().base.load(Ordering::Relaxed);
+        ((cid as usize) < slots).then_some((area, cid, base))
     } else {
         // SAFETY: `slots` is `possible_cpus()` capped at u16::MAX, far below the
         // kernel's -2.
@@ -456,14 +529,14 @@ fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
 /// One attempt.
 ///
 /// # Safety
-/// `1 <= c <= CLASSES`; `base` the region; `cpu` the index `I` read from `area`,
-/// below the slot count.
+/// `hdr` is [`header_offset`] of a class; `base` the region; `cpu` the index `I`
+/// read from `area`, below the slot count.
 #[inline(always)]
 unsafe fn pop_once<I: Index, H: Hooks>(
     area: ThreadArea,
     cpu: u32,
     base: usize,
-    c: usize,
+    hdr: usize,
 ) -> Outcome<*mut u8> {
     let slot = slot_addr(base, cpu as usize);
     // SAFETY: the area is this thread's and `cpu` was read from it with `I`; the
@@ -471,7 +544,12 @@ unsafe fn pop_once<I: Index, H: Hooks>(
     // slot written only by sequences for `cpu` (or by a thread that stopped and
     // fenced the slot); items up to the count are published objects.
     let (r, item) = unsafe {
-        arch::load_cbne_slab_pop::<I, H>(area, cpu, (slot + GUARD) as *const isize, header(slot, c))
+        arch::load_cbne_slab_pop::<I, H>(
+            area,
+            cpu,
+            (slot + GUARD) as *const isize,
+            (slot + hdr) as *mut isize,
+        )
     };
     match r {
         OpResult::Committed => Outcome::Done(item as *mut u8),
@@ -506,7 +584,7 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { push_in::<H>(w, off, c, obj) },
+        Ok((w, off)) => unsafe { push_in::<H>(w, off, header_offset(c), obj) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { push_tls::<H>(w, c, obj) },
     }
@@ -515,12 +593,12 @@ pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
 /// [`push`] where glibc owns registration only (see [`pop_libc`]).
 ///
 /// # Safety
-/// As for [`push`].
+/// `hdr` is [`header_offset`] of a class, `obj` a free object of that class.
 #[inline(always)]
-pub unsafe fn push_libc<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
+pub unsafe fn push_libc<H: Hooks>(hdr: usize, obj: *mut u8) -> Outcome<()> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { push_in::<H>(w, off, c, obj) },
+        Ok((w, off)) => unsafe { push_in::<H>(w, off, hdr, obj) },
         Err(_) => Outcome::Miss,
     }
 }
@@ -532,24 +610,24 @@ pub unsafe fn push_libc<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
 #[inline(never)]
 unsafe fn push_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) -> Outcome<()> {
     // SAFETY: forwarded contract.
-    unsafe { push_in::<H>(w, Tls, c, obj) }
+    unsafe { push_in::<H>(w, Tls, header_offset(c), obj) }
 }
 
-/// [`push`] with the area found by `f`.
+/// [`push`] with the area found by `f`, of the class whose header is at `hdr`.
 ///
 /// # Safety
-/// As for [`push`].
+/// As for [`push_libc`].
 #[inline(always)]
-unsafe fn push_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u8) -> Outcome<()> {
+unsafe fn push_in<H: Hooks>(w: usize, f: impl FindArea, hdr: usize, obj: *mut u8) -> Outcome<()> {
     let Some((area, cpu, base)) = enter(w, f) else {
         return Outcome::Miss;
     };
     // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
     unsafe {
         if w & BY_CID != 0 {
-            push_once::<ByMmCid, H>(area, cpu, base, c, obj)
+            push_once::<ByMmCid, H>(area, cpu, base, hdr, obj)
         } else {
-            push_once::<ByCpu, H>(area, cpu, base, c, obj)
+            push_once::<ByCpu, H>(area, cpu, base, hdr, obj)
         }
     }
 }
@@ -563,7 +641,7 @@ unsafe fn push_once<I: Index, H: Hooks>(
     area: ThreadArea,
     cpu: u32,
     base: usize,
-    c: usize,
+    hdr: usize,
     obj: *mut u8,
 ) -> Outcome<()> {
     let slot = slot_addr(base, cpu as usize);
@@ -574,7 +652,7 @@ unsafe fn push_once<I: Index, H: Hooks>(
             area,
             cpu,
             (slot + GUARD) as *const isize,
-            header(slot, c),
+            (slot + hdr) as *mut isize,
             obj as isize,
         )
     };
@@ -874,6 +952,7 @@ fn init() {
     FENCES.store(restartable::fences_supported(), Ordering::Relaxed);
     FRONT.slots.store(slots, Ordering::Relaxed);
     FRONT.fast_slots.store(fast_slots(), Ordering::Relaxed);
+    FRONT.base.store(p as usize, Ordering::Relaxed);
     let w = p as usize | if by_cid { BY_CID } else { 0 };
     FRONT.word.store(w, Ordering::Release);
     if let Some(off) = LibcOffset::get() {

@@ -97,32 +97,36 @@ const MAGIC: [u64; CLASSES + 1] = {
     }
     m
 };
-/// What [`lookup`] checks an offset in a span of class `c` with: `CHECK[USED][c]`,
-/// the bytes of the span its objects cover (offsets from it on are no object), and
-/// `CHECK[MAGIC24][c]`, `MAGIC[c] << 24`: `off * MAGIC[c]` shifted left by 24 is
-/// `off` times this (mod 2^64), so the object-start test of [`MAGIC`] is one
-/// multiplication and one compare with it. 256 entries each, so that a class byte
-/// indexes them without a bounds check (the entries of non-classes accept no
-/// offset); one table, so that one address serves both.
-const CHECK: [[u64; 256]; 2] = {
-    let mut t = [[0; 256]; 2];
+/// What [`lookup`] checks an offset in a span of class `c` with, the offset
+/// shifted left by 16 (see `small`): `CHECK[USED16][c]`, the bytes of the span its
+/// objects cover (offsets from it on are no object) shifted the same way, and the
+/// object-start test of [`MAGIC`] as one multiplication and one compare:
+/// `off * MAGIC[c]` shifted left by 24 is `(off << 16) * CHECK[MAGIC8][c]` (mod
+/// 2^64), compared with `CHECK[MAGIC24][c]`, `MAGIC[c] << 24`. 256 entries each, so
+/// that a class byte indexes them without a bounds check (the entries of
+/// non-classes accept no offset); one table, so that one address serves all three.
+const CHECK: [[u64; 256]; 3] = {
+    let mut t = [[0; 256]; 3];
     let mut c = 1;
     while c <= CLASSES {
-        t[USED][c] = USED_BYTES[c] as u64;
+        t[USED16][c] = (USED_BYTES[c] as u64) << 16;
+        t[MAGIC8][c] = MAGIC[c] << 8;
         t[MAGIC24][c] = MAGIC[c] << 24;
         c += 1;
     }
     t
 };
-const USED: usize = 0;
-const MAGIC24: usize = 1;
+const USED16: usize = 0;
+const MAGIC8: usize = 1;
+const MAGIC24: usize = 2;
 
-/// Whether `off` is the offset of an object's start in a span of class `c`.
-#[inline(always)]
+/// Whether `off` is the offset of an object's start in a span of class `c`, as
+/// `small` checks it (for the test against the plain check).
+#[cfg(test)]
 fn object_start(c: u8, off: u64) -> bool {
     let c = usize::from(c);
-    let magic = CHECK[MAGIC24][c];
-    off < CHECK[USED][c] && off.wrapping_mul(magic) < magic
+    let off16 = off << 16;
+    off16 < CHECK[USED16][c] && off16.wrapping_mul(CHECK[MAGIC8][c]) < CHECK[MAGIC24][c]
 }
 
 const _: () = {
@@ -140,30 +144,43 @@ const _: () = {
 /// What `p` is (see [`Block`]). Reads the page map without a lock: exact for every
 /// live object; for other pointers the answer is best effort (a freed object's
 /// address still reads as an object of its span).
-///
-/// The page's info word (`pagemap::info`: its span's start and size class in one
-/// word, no span record to reach) gives the class and the offset in the span; the
-/// offset must be the start of one of the span's objects (one multiplication and
-/// two compares, no division).
 #[inline(always)]
 pub fn lookup(p: *const u8) -> Block {
+    if let Some((class, _)) = small(p as usize) {
+        return Block::Small { class };
+    }
     let a = p as usize;
-    let info = pagemap::info(a);
-    let class = info as u8;
-    if class != 0 {
-        // `a - start`; wraps to a huge value (no object) if `a` were below it.
-        let off = a.wrapping_sub(info).wrapping_add(usize::from(class)) as u64;
-        if object_start(class, off) {
-            return Block::Small {
-                class: usize::from(class),
-            };
-        }
+    if pagemap::info(a) != 0 {
         return Block::Foreign;
     }
     match large_get(a) {
         0 => Block::Foreign,
         len => Block::Large { len },
     }
+}
+
+/// The class of the small object that starts at `a`, and its front-end header
+/// offset; `None` when `a` is not the start of an object of a small-object span.
+///
+/// The page's info word (`pagemap::info`: its span's start, size class and header
+/// offset in one word, no span record to reach) gives the class and the offset in
+/// the span; the offset must be the start of one of the span's objects (one
+/// multiplication and two compares, no division). The offset is computed shifted
+/// left by 16, which drops the header bits of the word: `(a + class - info) << 16`
+/// is `(a - start) << 16`.
+#[inline(always)]
+fn small(a: usize) -> Option<(usize, usize)> {
+    let info = pagemap::info(a);
+    let class = info as u8;
+    if class == 0 {
+        return None;
+    }
+    let off16 = (a.wrapping_add(usize::from(class)).wrapping_sub(info) as u64) << 16;
+    let c = usize::from(class);
+    let magic = CHECK[MAGIC8][c];
+    // `off16 * MAGIC8` is `off * MAGIC[c] << 24` (mod 2^64): see `MAGIC`.
+    (off16 < CHECK[USED16][c] && off16.wrapping_mul(magic) < CHECK[MAGIC24][c])
+        .then_some((c, info >> pagemap::INFO_HEADER_SHIFT))
 }
 
 /// Usable bytes of `p` (at least the size it was allocated with); `None` if `p` is
@@ -222,11 +239,9 @@ fn malloc_other(n: usize) -> *mut u8 {
 #[inline(always)]
 pub fn malloc_fast(n: usize) -> Result<*mut u8, MallocSlow> {
     if n <= TABLE_MAX {
-        // SAFETY: MIN_ALIGN is a power of two and `n` is far below
-        // `isize::MAX - MIN_ALIGN`.
-        let c = class_for(unsafe { Layout::from_size_align_unchecked(n, MIN_ALIGN) });
-        // SAFETY: table classes are classes (1..=CLASSES).
-        if let front::Outcome::Done(p) = unsafe { front::pop_libc::<NoHooks>(c) } {
+        let hdr = usize::from(front::HEADER_BY_SIZE[n.div_ceil(MIN_ALIGN)]);
+        // SAFETY: the header offset of the class of `n`.
+        if let front::Outcome::Done(p) = unsafe { front::pop_libc::<NoHooks>(hdr) } {
             return Ok(p);
         }
     }
@@ -331,39 +346,34 @@ pub unsafe fn free(p: *mut u8, b: Block) {
 /// again; any other pointer is left alone here.
 #[inline(always)]
 pub unsafe fn free_fast(p: *mut u8) -> Result<(), FreeSlow> {
-    if let Block::Small { class } = lookup(p) {
-        // SAFETY: `p` is an object of class `class` (lookup), given up by the caller.
-        if let front::Outcome::Done(()) = unsafe { front::push_libc::<NoHooks>(class, p) } {
+    if let Some((_, hdr)) = small(p as usize) {
+        // SAFETY: `p` is an object of the class whose header offset is `hdr`
+        // (`small`), given up by the caller.
+        if let front::Outcome::Done(()) = unsafe { front::push_libc::<NoHooks>(hdr, p) } {
             return Ok(());
         }
-        return Err(FreeSlow { p, class });
     }
-    Err(FreeSlow { p, class: 0 })
+    Err(FreeSlow(p))
 }
 
-/// What is left of a [`free_fast`] that did not put the object away: the pointer,
-/// with its class when it is known to be a small object (0 otherwise).
+/// What is left of a [`free_fast`] that did not put the object away: the pointer
+/// (alone, so that the fast path passes one register to its slow path; the slow path
+/// looks it up again).
 #[derive(Debug)]
-#[repr(C)]
-pub struct FreeSlow {
-    p: *mut u8,
-    class: usize,
-}
+#[repr(transparent)]
+pub struct FreeSlow(*mut u8);
 
 impl FreeSlow {
     /// The pointer given to [`free_fast`].
     pub fn ptr(&self) -> *mut u8 {
-        self.p
+        self.0
     }
 
-    /// What the pointer is: the small object [`free_fast`] found, else [`lookup`]
-    /// again. The caller frees it with [`free`] unless it is [`Block::Foreign`].
+    /// What the pointer is ([`lookup`]). The caller frees it with [`free`] unless it
+    /// is [`Block::Foreign`].
     #[inline]
     pub fn lookup(&self) -> Block {
-        if self.class != 0 {
-            return Block::Small { class: self.class };
-        }
-        lookup(self.p)
+        lookup(self.0)
     }
 }
 

@@ -6,11 +6,13 @@
 //!   of 2^16 pointers to leaves; a leaf, mapped on first use, holds 2^18 span
 //!   pointers and covers 2 GiB. Leaves are never freed.
 //! - Beside the span pointers a leaf holds one *info* word per page: for a page of a
-//!   span of size class `c` (from [`set_small`] until [`clear_small`]), the span's
-//!   start address with `c` in its low bits (starts are page aligned and classes
-//!   below 256: `start | c`); 0 for every other page (free runs, pages no span
-//!   covers). The C `free` reads it instead of the span record: class and start in
-//!   one load, no record to reach.
+//!   span of size class `c` (from [`set_small`] until [`clear_small`]),
+//!   `front::header_offset(c) << 48 | start | c`: the span's start address (page
+//!   aligned, below 2^47) with `c` in its low bits (classes are below 256) and the
+//!   offset of the class's header in a front-end slot (below 2^16) in its top 16
+//!   bits; 0 for every other page (free runs, pages no span covers). The C `free`
+//!   reads it instead of the span record: class, start and the front-end's header
+//!   in one load, no record to reach ([`INFO_HEADER_SHIFT`]).
 //! - Entries are written under the page heap's lock, before the span they point to
 //!   is handed to anyone (so a reader that got an object from a span finds it), and
 //!   read without a lock.
@@ -39,6 +41,10 @@ const ROOT_LEN: usize = 1 << ROOT_BITS;
 static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] = [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN];
 
 const _: () = assert!(crate::size_class::CLASSES < 256 && PAGE_SHIFT >= 8);
+const _: () = assert!(ADDRESS_BITS <= INFO_HEADER_SHIFT as usize);
+
+/// Where the front-end's header offset sits in an info word (its top 16 bits).
+pub const INFO_HEADER_SHIFT: u32 = 48;
 
 /// [`ROOT`], addressed `%rip`-relative on x86_64: inlined into another crate (the C
 /// `free` is), a plain reference goes through the GOT (see `front::front`).
@@ -88,9 +94,9 @@ pub fn get(addr: usize) -> *mut Span {
     unsafe { (*leaf).spans[l].load(Ordering::Acquire) }
 }
 
-/// The info word of the page holding `addr` (see the module docs): `start | class`
-/// for a page of a small-object span, 0 otherwise (also for addresses beyond the
-/// map).
+/// The info word of the page holding `addr` (see the module docs): `header << 48 |
+/// start | class` for a page of a small-object span, 0 otherwise (also for
+/// addresses beyond the map).
 #[inline(always)]
 pub fn info(addr: usize) -> usize {
     let (r, l) = split(addr);
@@ -119,12 +125,19 @@ fn set_info(first: usize, last: usize, v: usize) {
 }
 
 /// Records the span `span` (of size class `class`, `1..=CLASSES`) for all its pages,
-/// with its info words. The leaves must exist ([`ensure`]).
+/// with its info words. The leaves must exist ([`ensure`]), `span.start` is below
+/// 2^47 ([`covers`]).
 pub fn set_small(span: &Span, p: *mut Span, class: usize) {
     debug_assert!((1..256).contains(&class) && span.start & ((1 << PAGE_SHIFT) - 1) == 0);
     let last = span.end() - (1 << PAGE_SHIFT);
     set_range(span.start, last, p);
-    set_info(span.start, last, span.start | class);
+    // SAFETY: `class` is a class (caller).
+    let hdr = unsafe { crate::front::header_offset(class) };
+    set_info(
+        span.start,
+        last,
+        hdr << INFO_HEADER_SHIFT | span.start | class,
+    );
 }
 
 /// Clears the info words of `span`'s pages (the span stops being a small-object
