@@ -116,10 +116,13 @@ struct Front {
     /// The region's address without the [`BY_CID`] flag (set with `word`): the slot
     /// address by mm_cid without masking the flag off.
     base: AtomicUsize,
-    /// [`LibcOffset::bytes`] where glibc owns registration, stored last (release) once
-    /// the rest is set up; 0 otherwise. The fast path's one test: not 0 means "set
-    /// up, and the area is at this offset from the thread pointer".
-    libc_off: AtomicIsize,
+    /// [`LibcOffset::bytes`] where glibc owns registration and slots are indexed by
+    /// mm_cid, stored last (release) once the rest is set up; 0 otherwise. The fast
+    /// path's first test: not 0 means "set up, by mm_cid, and the area is at this
+    /// offset from the thread pointer".
+    libc_cid: AtomicIsize,
+    /// The same where slots are indexed by CPU: the fast path's second test.
+    libc_cpu: AtomicIsize,
 }
 const BY_CID: usize = 1;
 
@@ -128,7 +131,8 @@ static FRONT: Front = Front {
     slots: AtomicUsize::new(0),
     fast_slots: AtomicU32::new(0),
     base: AtomicUsize::new(0),
-    libc_off: AtomicIsize::new(0),
+    libc_cid: AtomicIsize::new(0),
+    libc_cpu: AtomicIsize::new(0),
 };
 /// [`FRONT`], addressed `%rip`-relative on x86_64. Inlined into another crate (the
 /// fast paths are), a plain reference to the static goes through the GOT on this
@@ -251,24 +255,26 @@ pub enum Outcome<T> {
     Aborted,
 }
 
-/// glibc's offset when the caches are set up and glibc owns registration (see
-/// [`Front::libc_off`]).
-#[inline(always)]
-fn libc_offset() -> Option<Libc> {
-    let off = front().libc_off.load(Ordering::Acquire);
-    // SAFETY: a non-zero `libc_off` was stored from `LibcOffset::bytes` (`init`).
-    (off != 0).then(|| Libc(unsafe { LibcOffset::from_bytes(off) }))
-}
-
-/// The front-end's set-up word for a fast path: with the offset where glibc owns
-/// registration (`Ok`), or alone for the thread-local path (`Err`).
+/// The front-end's set-up for a fast path: where glibc owns registration (`Ok`),
+/// its offset with [`BY_CID`] or 0 for the index (a constant for the compiler: the
+/// region's address is read from `base`); otherwise the set-up word alone for the
+/// thread-local path (`Err`). The default mode (glibc's registration, by mm_cid)
+/// costs one load and one test.
 #[inline(always)]
 fn set_up() -> Result<(usize, Libc), usize> {
-    match libc_offset() {
-        // Set up before `libc_off` (read with acquire).
-        Some(off) => Ok((front().word.load(Ordering::Relaxed), off)),
-        None => Err(front().word.load(Ordering::Acquire)),
+    let f = front();
+    // Set up before `libc_cid`/`libc_cpu` (read with acquire).
+    let off = f.libc_cid.load(Ordering::Acquire);
+    if off != 0 {
+        // SAFETY: a non-zero `libc_cid` was stored from `LibcOffset::bytes` (`init`).
+        return Ok((BY_CID, Libc(unsafe { LibcOffset::from_bytes(off) })));
     }
+    let off = f.libc_cpu.load(Ordering::Acquire);
+    if off != 0 {
+        // SAFETY: as above.
+        return Ok((0, Libc(unsafe { LibcOffset::from_bytes(off) })));
+    }
+    Err(f.word.load(Ordering::Acquire))
 }
 
 /// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
@@ -462,7 +468,7 @@ trait FindArea: Copy {
     unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)>;
 }
 
-/// glibc's offset, as [`libc_offset`] finds it: only once the caches are set up.
+/// glibc's offset, as [`set_up`] finds it: only once the caches are set up.
 #[derive(Clone, Copy)]
 struct Libc(LibcOffset);
 
@@ -496,33 +502,31 @@ impl FindArea for Tls {
     }
 }
 
-/// This thread's area, its slot index (by the index `w` selects) and the region,
-/// when the caches are set up (`w`, the set-up word, is not 0), the thread is
-/// registered, and the index has a slot.
+/// This thread's area, its slot index (by the index `w`'s [`BY_CID`] selects) and
+/// the region, when the caches are set up (for the thread-local finder: `w`, the
+/// set-up word, is not 0; a [`Libc`] finder exists only once they are), the thread
+/// is registered, and the index has a slot.
 #[inline(always)]
 fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
-    if F::SET_UP {
-        // SAFETY: set up before `F` could be made (`Libc`): `w` holds the region.
-        unsafe { core::hint::assert_unchecked(w != 0) };
-    } else if w == 0 {
+    if !F::SET_UP && w == 0 {
         return None;
     }
-    // Published before `w` (its release store), read after it (acquire).
+    // Published before `w` / `libc_cid` / `libc_cpu` (their release stores), read
+    // after them (acquire).
     let slots = front().fast_slots.load(Ordering::Relaxed);
     // SAFETY: `fast_slots` is capped at `u16::MAX` (`fast_slots()`).
     unsafe { core::hint::assert_unchecked(slots <= u32::from(u16::MAX)) };
     let slots = slots as usize;
+    let base = front().base.load(Ordering::Relaxed);
     if w & BY_CID != 0 {
         let area = f.area()?;
         let cid = ByMmCid::current(area);
-        // `base` was stored with `word` (before it, published by its release).
-        let base = front().base.load(Ordering::Relaxed);
         ((cid as usize) < slots).then_some((area, cid, base))
     } else {
         // SAFETY: `slots` is `possible_cpus()` capped at u16::MAX, far below the
         // kernel's -2.
         let (area, cpu) = unsafe { f.with_cpu_below(slots) }?;
-        Some((area, cpu, w))
+        Some((area, cpu, base))
     }
 }
 
@@ -956,7 +960,12 @@ fn init() {
     let w = p as usize | if by_cid { BY_CID } else { 0 };
     FRONT.word.store(w, Ordering::Release);
     if let Some(off) = LibcOffset::get() {
-        FRONT.libc_off.store(off.bytes(), Ordering::Release);
+        let mode = if by_cid {
+            &FRONT.libc_cid
+        } else {
+            &FRONT.libc_cpu
+        };
+        mode.store(off.bytes(), Ordering::Release);
     }
 }
 
