@@ -298,7 +298,7 @@ pub unsafe fn alloc<H: Hooks>(c: usize) -> *mut u8 {
 pub unsafe fn alloc_at<H: Hooks>(hdr: usize, class: impl FnOnce() -> usize) -> *mut u8 {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { alloc_in::<H>(w, off, hdr, class) },
+        Ok((w, off)) => unsafe { alloc_in::<H>(w, LibcFast(off.0), hdr, class) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { alloc_tls::<H>(w, class()) },
     }
@@ -357,7 +357,7 @@ pub unsafe fn dealloc<H: Hooks>(c: usize, obj: *mut u8) {
 pub unsafe fn dealloc_at<H: Hooks>(hdr: usize, class: impl FnOnce() -> usize, obj: *mut u8) {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { dealloc_in::<H>(w, off, hdr, class, obj) },
+        Ok((w, off)) => unsafe { dealloc_in::<H>(w, LibcFast(off.0), hdr, class, obj) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { dealloc_tls::<H>(w, class(), obj) },
     }
@@ -418,7 +418,7 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 pub unsafe fn pop_libc<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { pop_in::<H>(w, off, hdr) },
+        Ok((w, off)) => unsafe { pop_in::<H>(w, LibcFast(off.0), hdr) },
         Err(_) => Outcome::Miss,
     }
 }
@@ -459,7 +459,8 @@ unsafe fn pop_in<H: Hooks>(w: usize, f: impl FindArea, hdr: usize) -> Outcome<*m
 trait FindArea: Copy {
     /// Whether the caches are known to be set up when this finder exists.
     const SET_UP: bool;
-    /// The area, if this thread is registered.
+    /// The area, if this thread is registered (for [`LibcFast`]: the area, which
+    /// may be unregistered; only for the mm_cid index).
     fn area(self) -> Option<ThreadArea>;
     /// The area and `cpu_id`, if below `bound`.
     ///
@@ -477,6 +478,30 @@ impl FindArea for Libc {
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
         self.0.current_if_registered()
+    }
+    #[inline(always)]
+    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.current_with_cpu_below(bound) }
+    }
+}
+
+/// [`Libc`] for the first attempt of an inlined fast path: by mm_cid, the area
+/// without the registration check (`LibcOffset::current_unchecked`): the op's own
+/// check inside the sequence aborts on an unregistered area, and the retries after
+/// an abort ([`alloc_after_abort`], [`dealloc_after_abort`]) go through [`pop`] and
+/// [`push`], which use [`Libc`] and so send such a thread to the slow path.
+#[derive(Clone, Copy)]
+struct LibcFast(LibcOffset);
+
+impl FindArea for LibcFast {
+    const SET_UP: bool = true;
+    #[inline(always)]
+    fn area(self) -> Option<ThreadArea> {
+        // SAFETY: used by `enter` for the mm_cid index only: bounded there, used only
+        // for ops by mm_cid (which check the registration inside the sequence), and
+        // the abort paths check it with `Libc` before trying again.
+        Some(unsafe { self.0.current_unchecked() })
     }
     #[inline(always)]
     unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
@@ -602,7 +627,7 @@ pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
 pub unsafe fn push_libc<H: Hooks>(hdr: usize, obj: *mut u8) -> Outcome<()> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { push_in::<H>(w, off, hdr, obj) },
+        Ok((w, off)) => unsafe { push_in::<H>(w, LibcFast(off.0), hdr, obj) },
         Err(_) => Outcome::Miss,
     }
 }

@@ -343,7 +343,8 @@ pub unsafe fn free(p: *mut u8, b: Block) {
 ///
 /// # Safety
 /// If `p` is an object of this module (of either kind), it is live and not used
-/// again; any other pointer is left alone here.
+/// again; any other pointer (null included: no small-object span covers the first
+/// page) is left alone here.
 #[inline(always)]
 pub unsafe fn free_fast(p: *mut u8) -> Result<(), FreeSlow> {
     if let Some((_, hdr)) = small(p as usize) {

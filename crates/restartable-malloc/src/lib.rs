@@ -131,23 +131,26 @@ extern "C" fn malloc_slow(slow: raw::MallocSlow) -> *mut c_void {
 /// `p` is NULL or a live object of this allocator, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if p.is_null() {
-        return;
-    }
-    // SAFETY: `p` is a live object of this allocator (caller), not used again, or a
-    // foreign pointer, which the slow path reports.
+    // NULL goes to the slow path like any pointer that is no small object (no span
+    // covers the first page): the fast path of a real object does not test it.
+    // SAFETY: `p` is a live object of this allocator (caller), not used again, NULL,
+    // or a foreign pointer, which the slow path sorts out.
     if let Err(slow) = unsafe { raw::free_fast(p.cast()) } {
         free_slow(slow)
     }
 }
 
-/// [`free`] past its fast path: a large object, a full cache, an aborted sequence,
-/// the thread-local path, or a pointer this allocator did not hand out (aborts).
+/// [`free`] past its fast path: NULL, a large object, a full cache, an aborted
+/// sequence, the thread-local path, or a pointer this allocator did not hand out
+/// (aborts).
 /// `extern "C"` for the tail jump (see [`malloc_slow`]).
 #[cold]
 #[inline(never)]
 extern "C" fn free_slow(slow: raw::FreeSlow) {
     let p = slow.ptr();
+    if p.is_null() {
+        return;
+    }
     match slow.lookup() {
         Block::Foreign => invalid_pointer(b"free", p.cast()),
         // SAFETY: `p` is a live object of kind `b` (the caller of `free`), not used
