@@ -3,9 +3,12 @@
 //!
 //! # Layout
 //! One region, mapped at first use, holds one slot of [`STRIDE`] bytes per possible
-//! CPU (indexed by mm_cid where the kernel has it, so slots follow the threads that
-//! run at once, not the CPUs that exist; `RESTARTABLE_ALLOC_INDEX=cpu` in the
-//! environment asks for CPU numbers instead). A slot starts with a line of
+//! CPU, their count rounded up to a power of two (slots past the possible CPUs are
+//! address space only: no index reaches them) so that the fast path can mask an
+//! mm_cid instead of comparing it. Slots are indexed by mm_cid where the kernel has
+//! it, so slots follow the threads that run at once, not the CPUs that exist;
+//! `RESTARTABLE_ALLOC_INDEX=cpu` in the environment asks for CPU numbers instead. A
+//! slot starts with a line of
 //! bookkeeping (the *guard* word, when it last went to the middle, the bytes of
 //! capacity it was given, per class how often it missed), then per class a header
 //! word and room for [`max_capacity`] object pointers:
@@ -116,6 +119,12 @@ struct Front {
     /// The region's address without the [`BY_CID`] flag (set with `word`): the slot
     /// address by mm_cid without masking the flag off.
     base: AtomicUsize,
+    /// `slots - 1`, where the slot count is a power of two: the first attempt by
+    /// mm_cid ([`LibcFast`]) masks the index with it instead of comparing it with the
+    /// count (one `and` with this word in memory). A masked index that differs from
+    /// the thread's `mm_cid` (which the kernel keeps below the possible CPUs, so
+    /// never) fails the op's own CPU check, which compares the field with it.
+    cid_mask: AtomicU32,
     /// [`LibcOffset::bytes`] where glibc owns registration and slots are indexed by
     /// mm_cid, stored last (release) once the rest is set up; 0 otherwise. The fast
     /// path's first test: not 0 means "set up, by mm_cid, and the area is at this
@@ -131,6 +140,7 @@ static FRONT: Front = Front {
     slots: AtomicUsize::new(0),
     fast_slots: AtomicU32::new(0),
     base: AtomicUsize::new(0),
+    cid_mask: AtomicU32::new(0),
     libc_cid: AtomicIsize::new(0),
     libc_cpu: AtomicIsize::new(0),
 };
@@ -459,6 +469,10 @@ unsafe fn pop_in<H: Hooks>(w: usize, f: impl FindArea, hdr: usize) -> Outcome<*m
 trait FindArea: Copy {
     /// Whether the caches are known to be set up when this finder exists.
     const SET_UP: bool;
+    /// Whether `enter` masks an mm_cid index with [`Front::cid_mask`] instead of
+    /// bounding it (the ops' CPU check then catches a masked index that is not the
+    /// thread's `mm_cid`).
+    const MASK_CID: bool = false;
     /// The area, if this thread is registered (for [`LibcFast`]: the area, which
     /// may be unregistered; only for the mm_cid index).
     fn area(self) -> Option<ThreadArea>;
@@ -496,6 +510,7 @@ struct LibcFast(LibcOffset);
 
 impl FindArea for LibcFast {
     const SET_UP: bool = true;
+    const MASK_CID: bool = true;
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
         // SAFETY: used by `enter` for the mm_cid index only: bounded there, used only
@@ -538,19 +553,27 @@ fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
     }
     // Published before `w` / `libc_cid` / `libc_cpu` (their release stores), read
     // after them (acquire).
-    let slots = front().fast_slots.load(Ordering::Relaxed);
-    // SAFETY: `fast_slots` is capped at `u16::MAX` (`fast_slots()`).
-    unsafe { core::hint::assert_unchecked(slots <= u32::from(u16::MAX)) };
-    let slots = slots as usize;
+    let slots = || {
+        let slots = front().fast_slots.load(Ordering::Relaxed);
+        // SAFETY: `fast_slots` is capped at `u16::MAX` (`fast_slots()`).
+        unsafe { core::hint::assert_unchecked(slots <= u32::from(u16::MAX)) };
+        slots as usize
+    };
     let base = front().base.load(Ordering::Relaxed);
     if w & BY_CID != 0 {
         let area = f.area()?;
         let cid = ByMmCid::current(area);
-        ((cid as usize) < slots).then_some((area, cid, base))
+        if F::MASK_CID {
+            // Below the slot count (a power of two); the op compares the thread's
+            // `mm_cid` field with it inside the sequence.
+            let cid = cid & front().cid_mask.load(Ordering::Relaxed);
+            return Some((area, cid, base));
+        }
+        ((cid as usize) < slots()).then_some((area, cid, base))
     } else {
         // SAFETY: `slots` is `possible_cpus()` capped at u16::MAX, far below the
         // kernel's -2.
-        let (area, cpu) = unsafe { f.with_cpu_below(slots) }?;
+        let (area, cpu) = unsafe { f.with_cpu_below(slots()) }?;
         Some((area, cpu, base))
     }
 }
@@ -970,7 +993,10 @@ fn init() {
         return;
     }
     *done = true;
-    let slots = restartable::possible_cpus();
+    // A power of two (for `cid_mask`), at most 2^16.
+    let slots = restartable::possible_cpus()
+        .clamp(1, 1 << 16)
+        .next_power_of_two();
     let Some(len) = slots.checked_mul(STRIDE) else {
         return;
     };
@@ -980,6 +1006,7 @@ fn init() {
     let by_cid = restartable::registration::mm_cid_available() && !index_by_cpu_requested();
     FENCES.store(restartable::fences_supported(), Ordering::Relaxed);
     FRONT.slots.store(slots, Ordering::Relaxed);
+    FRONT.cid_mask.store((slots - 1) as u32, Ordering::Relaxed);
     FRONT.fast_slots.store(fast_slots(), Ordering::Relaxed);
     FRONT.base.store(p as usize, Ordering::Relaxed);
     let w = p as usize | if by_cid { BY_CID } else { 0 };
