@@ -296,16 +296,20 @@ fn set_up() -> Result<(usize, Libc), usize> {
 #[inline(always)]
 pub unsafe fn alloc<H: Hooks>(c: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
-    unsafe { alloc_at::<H>(header_offset(c), || c) }
+    unsafe { alloc_at::<H>(|| header_offset(c), || c) }
 }
 
-/// [`alloc`] of the class whose header is at `hdr` in a slot, the class itself
-/// computed by `class` on the slow paths only.
+/// [`alloc`] of the class whose header is at `hdr()` in a slot (called on the path
+/// where glibc owns registration only), the class itself computed by `class` on
+/// the other paths only.
 ///
 /// # Safety
-/// `class()` is a class `c` (`1 <= c <= CLASSES`) and `hdr` is `header_offset(c)`.
+/// `class()` is a class `c` (`1 <= c <= CLASSES`) and `hdr()` is `header_offset(c)`.
 #[inline(always)]
-pub unsafe fn alloc_at<H: Hooks>(hdr: usize, class: impl FnOnce() -> usize) -> *mut u8 {
+pub unsafe fn alloc_at<H: Hooks>(
+    hdr: impl FnOnce() -> usize,
+    class: impl FnOnce() -> usize,
+) -> *mut u8 {
     match set_up() {
         // SAFETY: forwarded contract.
         Ok((w, off)) => unsafe { alloc_in::<H>(w, LibcFast(off.0), hdr, class) },
@@ -321,7 +325,7 @@ pub unsafe fn alloc_at<H: Hooks>(hdr: usize, class: impl FnOnce() -> usize) -> *
 #[inline(never)]
 unsafe fn alloc_tls<H: Hooks>(w: usize, c: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
-    unsafe { alloc_in::<H>(w, Tls, header_offset(c), || c) }
+    unsafe { alloc_in::<H>(w, Tls, || header_offset(c), || c) }
 }
 
 /// # Safety
@@ -330,7 +334,7 @@ unsafe fn alloc_tls<H: Hooks>(w: usize, c: usize) -> *mut u8 {
 unsafe fn alloc_in<H: Hooks>(
     w: usize,
     f: impl FindArea,
-    hdr: usize,
+    hdr: impl FnOnce() -> usize,
     class: impl FnOnce() -> usize,
 ) -> *mut u8 {
     // SAFETY: forwarded contract.
@@ -355,16 +359,20 @@ unsafe fn alloc_in<H: Hooks>(
 #[inline(always)]
 pub unsafe fn dealloc<H: Hooks>(c: usize, obj: *mut u8) {
     // SAFETY: forwarded contract.
-    unsafe { dealloc_at::<H>(header_offset(c), || c, obj) }
+    unsafe { dealloc_at::<H>(|| header_offset(c), || c, obj) }
 }
 
-/// [`dealloc`] of `obj`, of the class whose header is at `hdr` in a slot, the class
-/// itself computed by `class` on the slow paths only.
+/// [`dealloc`] of `obj`, of the class whose header is at `hdr()` in a slot, the
+/// class itself computed by `class` on the other paths only (see [`alloc_at`]).
 ///
 /// # Safety
 /// As for [`alloc_at`]; `obj` a free object of that class (its last use is over).
 #[inline(always)]
-pub unsafe fn dealloc_at<H: Hooks>(hdr: usize, class: impl FnOnce() -> usize, obj: *mut u8) {
+pub unsafe fn dealloc_at<H: Hooks>(
+    hdr: impl FnOnce() -> usize,
+    class: impl FnOnce() -> usize,
+    obj: *mut u8,
+) {
     match set_up() {
         // SAFETY: forwarded contract.
         Ok((w, off)) => unsafe { dealloc_in::<H>(w, LibcFast(off.0), hdr, class, obj) },
@@ -380,7 +388,7 @@ pub unsafe fn dealloc_at<H: Hooks>(hdr: usize, class: impl FnOnce() -> usize, ob
 #[inline(never)]
 unsafe fn dealloc_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) {
     // SAFETY: forwarded contract.
-    unsafe { dealloc_in::<H>(w, Tls, header_offset(c), || c, obj) }
+    unsafe { dealloc_in::<H>(w, Tls, || header_offset(c), || c, obj) }
 }
 
 /// # Safety
@@ -389,7 +397,7 @@ unsafe fn dealloc_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) {
 unsafe fn dealloc_in<H: Hooks>(
     w: usize,
     f: impl FindArea,
-    hdr: usize,
+    hdr: impl FnOnce() -> usize,
     class: impl FnOnce() -> usize,
     obj: *mut u8,
 ) {
@@ -411,7 +419,7 @@ unsafe fn dealloc_in<H: Hooks>(
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { pop_in::<H>(w, off, header_offset(c)) },
+        Ok((w, off)) => unsafe { pop_in::<H>(w, off, || header_offset(c)) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { pop_tls::<H>(w, c) },
     }
@@ -422,10 +430,12 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 /// thread-local attempt, so that the caller's fast path keeps no register across a
 /// call.
 ///
+/// `hdr()` is called on that path only.
+///
 /// # Safety
-/// `hdr` is [`header_offset`] of a class.
+/// `hdr()` is [`header_offset`] of a class.
 #[inline(always)]
-pub unsafe fn pop_libc<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
+pub unsafe fn pop_libc<H: Hooks>(hdr: impl FnOnce() -> usize) -> Outcome<*mut u8> {
     match set_up() {
         // SAFETY: forwarded contract.
         Ok((w, off)) => unsafe { pop_in::<H>(w, LibcFast(off.0), hdr) },
@@ -442,24 +452,30 @@ pub unsafe fn pop_libc<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
 #[inline(never)]
 unsafe fn pop_tls<H: Hooks>(w: usize, c: usize) -> Outcome<*mut u8> {
     // SAFETY: forwarded contract.
-    unsafe { pop_in::<H>(w, Tls, header_offset(c)) }
+    unsafe { pop_in::<H>(w, Tls, || header_offset(c)) }
 }
 
-/// [`pop`] with the area found by `f`, of the class whose header is at `hdr`.
+/// [`pop`] with the area found by `f`, of the class whose header is at `hdr()`
+/// (called once the area is found: on the thread-local path, where finding it may
+/// call out, the offset is then not kept across that call).
 ///
 /// # Safety
 /// `hdr` is [`header_offset`] of a class.
 #[inline(always)]
-unsafe fn pop_in<H: Hooks>(w: usize, f: impl FindArea, hdr: usize) -> Outcome<*mut u8> {
+unsafe fn pop_in<H: Hooks>(
+    w: usize,
+    f: impl FindArea,
+    hdr: impl FnOnce() -> usize,
+) -> Outcome<*mut u8> {
     let Some((area, cpu, base)) = enter(w, f) else {
         return Outcome::Miss;
     };
     // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
     unsafe {
         if w & BY_CID != 0 {
-            pop_once::<ByMmCid, H>(area, cpu, base, hdr)
+            pop_once::<ByMmCid, H>(area, cpu, base, hdr())
         } else {
-            pop_once::<ByCpu, H>(area, cpu, base, hdr)
+            pop_once::<ByCpu, H>(area, cpu, base, hdr())
         }
     }
 }
@@ -636,21 +652,32 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { push_in::<H>(w, off, header_offset(c), obj) },
+        Ok((w, off)) => unsafe { push_in::<H>(w, off, || header_offset(c), obj) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { push_tls::<H>(w, c, obj) },
     }
 }
 
-/// [`push`] where glibc owns registration only (see [`pop_libc`]).
+/// [`push`] where glibc owns registration only (see [`pop_libc`]), of an object
+/// whose class `find()` tells, called on that path only: the header offset of its
+/// class, or `None` for a miss (not an object of the caches). The C `free` looks
+/// the pointer up there, so that where glibc does not own registration its slow
+/// path is the only one to.
 ///
 /// # Safety
-/// `hdr` is [`header_offset`] of a class, `obj` a free object of that class.
+/// `find()` is `None` or [`header_offset`] of a class, and then `obj` is a free
+/// object of that class.
 #[inline(always)]
-pub unsafe fn push_libc<H: Hooks>(hdr: usize, obj: *mut u8) -> Outcome<()> {
+pub unsafe fn push_libc<H: Hooks>(
+    find: impl FnOnce() -> Option<usize>,
+    obj: *mut u8,
+) -> Outcome<()> {
     match set_up() {
-        // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { push_in::<H>(w, LibcFast(off.0), hdr, obj) },
+        Ok((w, off)) => match find() {
+            // SAFETY: forwarded contract.
+            Some(hdr) => unsafe { push_in::<H>(w, LibcFast(off.0), || hdr, obj) },
+            None => Outcome::Miss,
+        },
         Err(_) => Outcome::Miss,
     }
 }
@@ -662,24 +689,30 @@ pub unsafe fn push_libc<H: Hooks>(hdr: usize, obj: *mut u8) -> Outcome<()> {
 #[inline(never)]
 unsafe fn push_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) -> Outcome<()> {
     // SAFETY: forwarded contract.
-    unsafe { push_in::<H>(w, Tls, header_offset(c), obj) }
+    unsafe { push_in::<H>(w, Tls, || header_offset(c), obj) }
 }
 
-/// [`push`] with the area found by `f`, of the class whose header is at `hdr`.
+/// [`push`] with the area found by `f`, of the class whose header is at `hdr()` (see
+/// [`pop_in`]).
 ///
 /// # Safety
 /// As for [`push_libc`].
 #[inline(always)]
-unsafe fn push_in<H: Hooks>(w: usize, f: impl FindArea, hdr: usize, obj: *mut u8) -> Outcome<()> {
+unsafe fn push_in<H: Hooks>(
+    w: usize,
+    f: impl FindArea,
+    hdr: impl FnOnce() -> usize,
+    obj: *mut u8,
+) -> Outcome<()> {
     let Some((area, cpu, base)) = enter(w, f) else {
         return Outcome::Miss;
     };
     // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
     unsafe {
         if w & BY_CID != 0 {
-            push_once::<ByMmCid, H>(area, cpu, base, hdr, obj)
+            push_once::<ByMmCid, H>(area, cpu, base, hdr(), obj)
         } else {
-            push_once::<ByCpu, H>(area, cpu, base, hdr, obj)
+            push_once::<ByCpu, H>(area, cpu, base, hdr(), obj)
         }
     }
 }

@@ -150,9 +150,13 @@ unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
 /// class looked up on the slow paths only.
 #[inline(always)]
 fn alloc_by_index<H: Hooks>(i: usize) -> *mut u8 {
-    let hdr = usize::from(front::HEADER_BY_SIZE[i]);
-    // SAFETY: `hdr` is the header offset of the class of index `i`.
-    unsafe { front::alloc_at::<H>(hdr, || size_class::class_of_index(i)) }
+    // SAFETY: the header offset of the class of index `i`, and that class.
+    unsafe {
+        front::alloc_at::<H>(
+            || usize::from(front::HEADER_BY_SIZE[i]),
+            || size_class::class_of_index(i),
+        )
+    }
 }
 
 /// [`dealloc_small`] of the class of table index `i` (see [`alloc_by_index`]).
@@ -161,10 +165,15 @@ fn alloc_by_index<H: Hooks>(i: usize) -> *mut u8 {
 /// `p` is a free object of the class of index `i`.
 #[inline(always)]
 unsafe fn dealloc_by_index<H: Hooks>(i: usize, p: *mut u8) {
-    let hdr = usize::from(front::HEADER_BY_SIZE[i]);
-    // SAFETY: `hdr` is the header offset of the class of index `i`, `p` an object of
-    // it (caller).
-    unsafe { front::dealloc_at::<H>(hdr, || size_class::class_of_index(i), p) }
+    // SAFETY: the header offset of the class of index `i`, and that class; `p` an
+    // object of it (caller).
+    unsafe {
+        front::dealloc_at::<H>(
+            || usize::from(front::HEADER_BY_SIZE[i]),
+            || size_class::class_of_index(i),
+            p,
+        )
+    }
 }
 
 #[inline(never)]

@@ -239,7 +239,7 @@ fn malloc_other(n: usize) -> *mut u8 {
 #[inline(always)]
 pub fn malloc_fast(n: usize) -> Result<*mut u8, MallocSlow> {
     if n <= TABLE_MAX {
-        let hdr = usize::from(front::HEADER_BY_SIZE[n.div_ceil(MIN_ALIGN)]);
+        let hdr = || usize::from(front::HEADER_BY_SIZE[n.div_ceil(MIN_ALIGN)]);
         // SAFETY: the header offset of the class of `n`.
         if let front::Outcome::Done(p) = unsafe { front::pop_libc::<NoHooks>(hdr) } {
             return Ok(p);
@@ -347,12 +347,11 @@ pub unsafe fn free(p: *mut u8, b: Block) {
 /// page) is left alone here.
 #[inline(always)]
 pub unsafe fn free_fast(p: *mut u8) -> Result<(), FreeSlow> {
-    if let Some((_, hdr)) = small(p as usize) {
-        // SAFETY: `p` is an object of the class whose header offset is `hdr`
-        // (`small`), given up by the caller.
-        if let front::Outcome::Done(()) = unsafe { front::push_libc::<NoHooks>(hdr, p) } {
-            return Ok(());
-        }
+    let find = || small(p as usize).map(|(_, hdr)| hdr);
+    // SAFETY: `p` is an object of the class whose header offset `find` gives
+    // (`small`), given up by the caller.
+    if let front::Outcome::Done(()) = unsafe { front::push_libc::<NoHooks>(find, p) } {
+        return Ok(());
     }
     Err(FreeSlow(p))
 }
