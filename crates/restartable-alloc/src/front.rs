@@ -672,14 +672,26 @@ pub unsafe fn push_libc<H: Hooks>(
     find: impl FnOnce() -> Option<usize>,
     obj: *mut u8,
 ) -> Outcome<()> {
-    match set_up() {
-        Ok((w, off)) => match find() {
-            // SAFETY: forwarded contract.
-            Some(hdr) => unsafe { push_in::<H>(w, LibcFast(off.0), || hdr, obj) },
-            None => Outcome::Miss,
-        },
-        Err(_) => Outcome::Miss,
+    // As `set_up`, with `find` in each mode's branch: a shared lookup would make
+    // the compiler test the mode again after it.
+    let f = front();
+    let off = f.libc_cid.load(Ordering::Acquire);
+    if off != 0 {
+        let Some(hdr) = find() else {
+            return Outcome::Miss;
+        };
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { push_in::<H>(BY_CID, LibcFast(LibcOffset::from_bytes(off)), || hdr, obj) };
     }
+    let off = f.libc_cpu.load(Ordering::Acquire);
+    if off != 0 {
+        let Some(hdr) = find() else {
+            return Outcome::Miss;
+        };
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { push_in::<H>(0, LibcFast(LibcOffset::from_bytes(off)), || hdr, obj) };
+    }
+    Outcome::Miss
 }
 
 /// [`push`] where glibc's area is not at a process-wide offset (see [`pop_tls`]).
