@@ -128,20 +128,21 @@ impl<H: Hooks> core::fmt::Debug for PerCpuAlloc<H> {
 /// `memset`; smaller ones are cheaper to clear than the lock.
 pub const ZEROED_FROM_SPANS_MIN: usize = 4096;
 
+/// `INLINE_TLS`: see [`front::alloc`] (`PerCpuAlloc`: true; `raw`: false).
 #[inline(always)]
-fn alloc_small<H: Hooks>(c: usize) -> *mut u8 {
+fn alloc_small<H: Hooks, const INLINE_TLS: bool>(c: usize) -> *mut u8 {
     debug_assert!((1..=CLASSES).contains(&c));
     // SAFETY: `c` comes from `class_for`, which returns at most CLASSES.
-    unsafe { front::alloc::<H>(c) }
+    unsafe { front::alloc::<H, INLINE_TLS>(c) }
 }
 
 /// # Safety
 /// `p` is a free object of class `c` (its last use is over), `c` non-zero and from
 /// `class_for`.
 #[inline(always)]
-unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
+unsafe fn dealloc_small<H: Hooks, const INLINE_TLS: bool>(c: usize, p: *mut u8) {
     // SAFETY: `c` is a class (caller); the slow paths get the caller's object.
-    unsafe { front::dealloc::<H>(c, p) }
+    unsafe { front::dealloc::<H, INLINE_TLS>(c, p) }
 }
 
 /// `alloc` of any layout.
@@ -149,7 +150,7 @@ unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
 fn alloc_any<H: Hooks>(layout: Layout) -> *mut u8 {
     let c = class_for(layout);
     if c != 0 {
-        return alloc_small::<H>(c);
+        return alloc_small::<H, true>(c);
     }
     large::alloc(layout)
 }
@@ -164,7 +165,7 @@ unsafe fn dealloc_any<H: Hooks>(ptr: *mut u8, layout: Layout) {
     if c != 0 {
         // SAFETY: the caller frees an object allocated with this layout, so of class
         // `c`.
-        return unsafe { dealloc_small::<H>(c, ptr) };
+        return unsafe { dealloc_small::<H, true>(c, ptr) };
     }
     // SAFETY: a large object of this layout.
     unsafe { large::dealloc(ptr, layout) }
@@ -180,7 +181,7 @@ unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
         // Small, ordinarily aligned objects inline; everything else in a call (in tail
         // position, so the inlined path saves no registers for it).
         match size_class::table_class(layout) {
-            Some(c) => alloc_small::<H>(c),
+            Some(c) => alloc_small::<H, true>(c),
             None => alloc_any::<H>(layout),
         }
     }
@@ -190,7 +191,7 @@ unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
         match size_class::table_class(layout) {
             // SAFETY: the caller frees an object allocated with this layout, so of
             // class `c`.
-            Some(c) => unsafe { dealloc_small::<H>(c, ptr) },
+            Some(c) => unsafe { dealloc_small::<H, true>(c, ptr) },
             // SAFETY: forwarded contract.
             None => unsafe { dealloc_any::<H>(ptr, layout) },
         }
@@ -205,7 +206,7 @@ unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
                     return p;
                 }
             }
-            let p = alloc_small::<H>(c);
+            let p = alloc_small::<H, true>(c);
             if !p.is_null() {
                 // SAFETY: a fresh object of at least `layout.size()` bytes.
                 unsafe { p.write_bytes(0, layout.size()) };
