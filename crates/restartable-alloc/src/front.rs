@@ -289,30 +289,42 @@ fn set_up() -> Result<(usize, Libc), usize> {
 
 /// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
 /// Where glibc owns registration the whole path is inlined and touches no
-/// thread-local; otherwise it is one out-of-line call.
+/// thread-local. Otherwise (library-owned registration) the thread-local path is
+/// inlined too when `INLINE_TLS`, or one out-of-line call:
+/// - `INLINE_TLS` for Rust programs (`PerCpuAlloc`): inlined into the program's own
+///   crate, the thread-local is one `%fs`-relative load. An out-of-line copy is
+///   compiled in this library's position-independent code, where the thread-local
+///   access is a `__tls_get_addr` call that the linker relaxes into a load but whose
+///   register saves stay (5 pushes and pops, 6 moves): 9.6 ns per churn pair
+///   against 7.2 inlined in library mode (BENCHMARKS.md).
+/// - not `INLINE_TLS` for the shared object (`raw`, `librestartable_malloc.so`):
+///   there the call is real, and inlined it would make `malloc` save registers on
+///   the libc-mode path too.
 ///
 /// # Safety
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
-pub unsafe fn alloc<H: Hooks>(c: usize) -> *mut u8 {
+pub unsafe fn alloc<H: Hooks, const INLINE_TLS: bool>(c: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
-    unsafe { alloc_at::<H>(|| header_offset(c), || c) }
+    unsafe { alloc_at::<H, INLINE_TLS>(|| header_offset(c), || c) }
 }
 
-/// [`alloc`] of the class whose header is at `hdr()` in a slot (called on the path
-/// where glibc owns registration only), the class itself computed by `class` on
-/// the other paths only.
+/// [`alloc`] of the class whose header is at `hdr()` in a slot (called on the
+/// inlined paths only), the class itself computed by `class` on the other paths
+/// only. `INLINE_TLS`: see [`alloc`].
 ///
 /// # Safety
 /// `class()` is a class `c` (`1 <= c <= CLASSES`) and `hdr()` is `header_offset(c)`.
 #[inline(always)]
-pub unsafe fn alloc_at<H: Hooks>(
+pub unsafe fn alloc_at<H: Hooks, const INLINE_TLS: bool>(
     hdr: impl FnOnce() -> usize,
     class: impl FnOnce() -> usize,
 ) -> *mut u8 {
     match set_up() {
         // SAFETY: forwarded contract.
         Ok((w, off)) => unsafe { alloc_in::<H>(w, LibcFast(off.0), hdr, class) },
+        // SAFETY: forwarded contract.
+        Err(w) if INLINE_TLS => unsafe { alloc_in::<H>(w, Tls, hdr, class) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { alloc_tls::<H>(w, class()) },
     }
@@ -352,14 +364,14 @@ unsafe fn alloc_in<H: Hooks>(
 }
 
 /// `dealloc` of `obj`, of class `c`: the cache's push, else the abort retries or
-/// the slow path (see [`alloc`]).
+/// the slow path (see [`alloc`], also for `INLINE_TLS`).
 ///
 /// # Safety
 /// `1 <= c <= CLASSES`; `obj` a free object of class `c` (its last use is over).
 #[inline(always)]
-pub unsafe fn dealloc<H: Hooks>(c: usize, obj: *mut u8) {
+pub unsafe fn dealloc<H: Hooks, const INLINE_TLS: bool>(c: usize, obj: *mut u8) {
     // SAFETY: forwarded contract.
-    unsafe { dealloc_at::<H>(|| header_offset(c), || c, obj) }
+    unsafe { dealloc_at::<H, INLINE_TLS>(|| header_offset(c), || c, obj) }
 }
 
 /// [`dealloc`] of `obj`, of the class whose header is at `hdr()` in a slot, the
@@ -368,7 +380,7 @@ pub unsafe fn dealloc<H: Hooks>(c: usize, obj: *mut u8) {
 /// # Safety
 /// As for [`alloc_at`]; `obj` a free object of that class (its last use is over).
 #[inline(always)]
-pub unsafe fn dealloc_at<H: Hooks>(
+pub unsafe fn dealloc_at<H: Hooks, const INLINE_TLS: bool>(
     hdr: impl FnOnce() -> usize,
     class: impl FnOnce() -> usize,
     obj: *mut u8,
@@ -376,6 +388,8 @@ pub unsafe fn dealloc_at<H: Hooks>(
     match set_up() {
         // SAFETY: forwarded contract.
         Ok((w, off)) => unsafe { dealloc_in::<H>(w, LibcFast(off.0), hdr, class, obj) },
+        // SAFETY: forwarded contract.
+        Err(w) if INLINE_TLS => unsafe { dealloc_in::<H>(w, Tls, hdr, class, obj) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { dealloc_tls::<H>(w, class(), obj) },
     }

@@ -128,20 +128,21 @@ impl<H: Hooks> core::fmt::Debug for PerCpuAlloc<H> {
 /// `memset`; smaller ones are cheaper to clear than the lock.
 pub const ZEROED_FROM_SPANS_MIN: usize = 4096;
 
+/// `INLINE_TLS`: see [`front::alloc`] (`PerCpuAlloc`: true; `raw`: false).
 #[inline(always)]
-fn alloc_small<H: Hooks>(c: usize) -> *mut u8 {
+fn alloc_small<H: Hooks, const INLINE_TLS: bool>(c: usize) -> *mut u8 {
     debug_assert!((1..=CLASSES).contains(&c));
     // SAFETY: `c` comes from `class_for`, which returns at most CLASSES.
-    unsafe { front::alloc::<H>(c) }
+    unsafe { front::alloc::<H, INLINE_TLS>(c) }
 }
 
 /// # Safety
 /// `p` is a free object of class `c` (its last use is over), `c` non-zero and from
 /// `class_for`.
 #[inline(always)]
-unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
+unsafe fn dealloc_small<H: Hooks, const INLINE_TLS: bool>(c: usize, p: *mut u8) {
     // SAFETY: `c` is a class (caller); the slow paths get the caller's object.
-    unsafe { front::dealloc::<H>(c, p) }
+    unsafe { front::dealloc::<H, INLINE_TLS>(c, p) }
 }
 
 /// `alloc` of any layout.
@@ -152,7 +153,7 @@ unsafe fn dealloc_small<H: Hooks>(c: usize, p: *mut u8) {
 fn alloc_by_index<H: Hooks>(i: usize) -> *mut u8 {
     // SAFETY: the header offset of the class of index `i`, and that class.
     unsafe {
-        front::alloc_at::<H>(
+        front::alloc_at::<H, true>(
             || usize::from(front::HEADER_BY_SIZE[i]),
             || size_class::class_of_index(i),
         )
@@ -168,7 +169,7 @@ unsafe fn dealloc_by_index<H: Hooks>(i: usize, p: *mut u8) {
     // SAFETY: the header offset of the class of index `i`, and that class; `p` an
     // object of it (caller).
     unsafe {
-        front::dealloc_at::<H>(
+        front::dealloc_at::<H, true>(
             || usize::from(front::HEADER_BY_SIZE[i]),
             || size_class::class_of_index(i),
             p,
@@ -180,7 +181,7 @@ unsafe fn dealloc_by_index<H: Hooks>(i: usize, p: *mut u8) {
 fn alloc_any<H: Hooks>(layout: Layout) -> *mut u8 {
     let c = class_for(layout);
     if c != 0 {
-        return alloc_small::<H>(c);
+        return alloc_small::<H, true>(c);
     }
     large::alloc(layout)
 }
@@ -195,7 +196,7 @@ unsafe fn dealloc_any<H: Hooks>(ptr: *mut u8, layout: Layout) {
     if c != 0 {
         // SAFETY: the caller frees an object allocated with this layout, so of class
         // `c`.
-        return unsafe { dealloc_small::<H>(c, ptr) };
+        return unsafe { dealloc_small::<H, true>(c, ptr) };
     }
     // SAFETY: a large object of this layout.
     unsafe { large::dealloc(ptr, layout) }
@@ -236,7 +237,7 @@ unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
                     return p;
                 }
             }
-            let p = alloc_small::<H>(c);
+            let p = alloc_small::<H, true>(c);
             if !p.is_null() {
                 // SAFETY: a fresh object of at least `layout.size()` bytes.
                 unsafe { p.write_bytes(0, layout.size()) };

@@ -203,7 +203,7 @@ pub fn alloc(n: usize, align: usize) -> *mut u8 {
     };
     let c = class_for(layout);
     if c != 0 {
-        return crate::alloc_small::<NoHooks>(c);
+        return crate::alloc_small::<NoHooks, false>(c);
     }
     alloc_large(layout)
 }
@@ -219,7 +219,7 @@ pub fn malloc(n: usize) -> *mut u8 {
         // `isize::MAX - MIN_ALIGN`.
         let c = class_for(unsafe { Layout::from_size_align_unchecked(n, MIN_ALIGN) });
         if c != 0 {
-            return crate::alloc_small::<NoHooks>(c);
+            return crate::alloc_small::<NoHooks, false>(c);
         }
     }
     malloc_other(n)
@@ -264,7 +264,7 @@ impl MallocSlow {
         if n <= TABLE_MAX {
             // SAFETY: as in `malloc_fast`.
             let c = class_for(unsafe { Layout::from_size_align_unchecked(n, MIN_ALIGN) });
-            return crate::alloc_small::<NoHooks>(c);
+            return crate::alloc_small::<NoHooks, false>(c);
         }
         malloc_other(n)
     }
@@ -278,7 +278,7 @@ pub fn alloc_zeroed(n: usize, align: usize) -> *mut u8 {
     };
     let c = class_for(layout);
     if c != 0 {
-        let p = crate::alloc_small::<NoHooks>(c);
+        let p = crate::alloc_small::<NoHooks, false>(c);
         if !p.is_null() {
             // SAFETY: a fresh object of `size(c) >= n` bytes.
             unsafe { p.write_bytes(0, n) };
@@ -327,7 +327,7 @@ fn alloc_large(layout: Layout) -> *mut u8 {
 pub unsafe fn free(p: *mut u8, b: Block) {
     match b {
         // SAFETY: the caller's contract: an object of class `class`.
-        Block::Small { class } => unsafe { crate::dealloc_small::<NoHooks>(class, p) },
+        Block::Small { class } => unsafe { crate::dealloc_small::<NoHooks, false>(class, p) },
         // SAFETY: the caller's contract: a live large object of this mapping length.
         Block::Large { len } => unsafe { free_large(p, len) },
         Block::Foreign => {}
@@ -408,7 +408,7 @@ pub unsafe fn realloc(p: *mut u8, b: Block, n: usize) -> *mut u8 {
                 // at least n.
                 unsafe {
                     ptr::copy_nonoverlapping(p, q, size(class).min(n));
-                    crate::dealloc_small::<NoHooks>(class, p);
+                    crate::dealloc_small::<NoHooks, false>(class, p);
                 }
             }
             q

@@ -14,7 +14,7 @@ mod seccomp;
 use std::alloc::{GlobalAlloc, Layout};
 use std::time::{Duration, Instant};
 
-use common::child::{marker, role, rss, run_child};
+use common::child::{in_child, role, rss, Spec};
 use restartable::registration::{Owner, Reason, Registration};
 use restartable_alloc::PerCpuAlloc;
 
@@ -51,14 +51,6 @@ fn workload(threads: usize, stress: Duration) {
     assert!(n > 1000, "only {n} objects");
 }
 
-fn child_role(test_role: &str) -> Option<bool> {
-    match role() {
-        None => Some(false),
-        Some(r) if r == test_role => Some(true),
-        Some(_) => None,
-    }
-}
-
 fn fallback_checks(expected: &[Reason]) {
     let s = restartable::status();
     let reason = s.reason().expect("rseq must be unavailable here");
@@ -71,105 +63,64 @@ fn fallback_checks(expected: &[Reason]) {
 
 #[test]
 fn fallback_under_seccomp_enosys_library_owned() {
-    let role = "seccomp-library";
-    match child_role(role) {
-        Some(false) => {
-            run_child(
-                "fallback_under_seccomp_enosys_library_owned",
-                role,
-                &[LIBRARY_OWNED],
-                &[],
-                Duration::from_secs(120),
-                Some(enosys_filter),
-            );
-        }
-        Some(true) => {
-            fallback_checks(&[Reason::NoSyscall]);
-            println!("{}", marker(role));
-        }
-        None => {}
-    }
+    in_child(
+        "fallback_under_seccomp_enosys_library_owned",
+        "seccomp-library",
+        Spec::within(120)
+            .env(&[LIBRARY_OWNED])
+            .pre_exec(enosys_filter),
+        || fallback_checks(&[Reason::NoSyscall]),
+    );
 }
 
 #[test]
 fn fallback_under_seccomp_enosys_libc_owned() {
-    let role = "seccomp-libc";
-    match child_role(role) {
-        Some(false) => {
-            run_child(
-                "fallback_under_seccomp_enosys_libc_owned",
-                role,
-                &[],
-                &[],
-                Duration::from_secs(120),
-                Some(enosys_filter),
-            );
-        }
-        Some(true) => {
-            fallback_checks(&[Reason::LibcNotRegistered, Reason::NoSyscall]);
-            println!("{}", marker(role));
-        }
-        None => {}
-    }
+    in_child(
+        "fallback_under_seccomp_enosys_libc_owned",
+        "seccomp-libc",
+        Spec::within(120).pre_exec(enosys_filter),
+        || fallback_checks(&[Reason::LibcNotRegistered, Reason::NoSyscall]),
+    );
 }
 
 #[test]
 fn fallback_under_valgrind() {
-    let role = "valgrind";
-    match child_role(role) {
-        Some(false) => {
-            if std::process::Command::new("valgrind")
-                .arg("--version")
-                .output()
-                .is_err()
-            {
-                panic!("valgrind is not installed (CI installs it: see .ci/run)");
-            }
-            run_child(
-                "fallback_under_valgrind",
-                role,
-                &[],
-                &["valgrind", "-q", "--error-exitcode=99"],
-                Duration::from_secs(300),
-                None,
-            );
-        }
-        Some(true) => {
+    if role().is_none()
+        && std::process::Command::new("valgrind")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        panic!("valgrind is not installed (CI installs it: see .ci/run)");
+    }
+    in_child(
+        "fallback_under_valgrind",
+        "valgrind",
+        Spec::within(300).under(&["valgrind", "-q", "--error-exitcode=99"]),
+        || {
             let s = restartable::status();
             assert!(s.reason().is_some(), "rseq under valgrind: {s}");
             workload(3, Duration::from_millis(500));
             assert_eq!(restartable_alloc::stats().caches_by_mm_cid, None);
-            println!("{}", marker(role));
-        }
-        None => {}
-    }
+        },
+    );
 }
 
 #[test]
 fn library_owned_registration_reenters_safely() {
-    let role = "library-owned";
-    match child_role(role) {
-        Some(false) => {
-            run_child(
-                "library_owned_registration_reenters_safely",
-                role,
-                &[LIBRARY_OWNED],
-                &[],
-                Duration::from_secs(120),
-                None,
-            );
-        }
-        Some(true) => {
+    in_child(
+        "library_owned_registration_reenters_safely",
+        "library-owned",
+        Spec::within(120).env(&[LIBRARY_OWNED]),
+        || {
             assert_eq!(
                 restartable::status().registration,
                 Registration::Registered(Owner::Library)
             );
             workload(12, Duration::from_secs(2));
             assert!(restartable_alloc::stats().caches_by_mm_cid.is_some());
-            println!("{}", marker(role));
-        }
-        None => {}
-    }
+        },
+    );
 }
 
 /// Sets `RLIMIT_AS` to the current address space plus `extra` bytes.
@@ -187,19 +138,11 @@ fn limit_address_space(extra: usize) {
 
 #[test]
 fn address_space_limit_gives_null() {
-    let role = "rlimit";
-    match child_role(role) {
-        Some(false) => {
-            run_child(
-                "address_space_limit_gives_null",
-                role,
-                &[],
-                &[],
-                Duration::from_secs(120),
-                None,
-            );
-        }
-        Some(true) => {
+    in_child(
+        "address_space_limit_gives_null",
+        "rlimit",
+        Spec::within(120),
+        || {
             // Set up caches and threads' state before limiting.
             drop(std::hint::black_box(vec![0u8; 100]));
             limit_address_space(256 * MIB);
@@ -239,10 +182,8 @@ fn address_space_limit_gives_null() {
                 unsafe { A.dealloc(p, l) };
                 println!("{l:?}: null after {} objects", held.len());
             }
-            println!("{}", marker(role));
-        }
-        None => {}
-    }
+        },
+    );
 }
 
 #[test]
@@ -378,46 +319,26 @@ fn thread_churn() {
 
 #[test]
 fn ten_thousand_threads_stay_bounded() {
-    let role = "thread-churn";
-    match child_role(role) {
-        Some(false) => {
-            run_child(
-                "ten_thousand_threads_stay_bounded",
-                role,
-                &[],
-                &[],
-                Duration::from_secs(180),
-                None,
-            );
-        }
-        Some(true) => {
+    in_child(
+        "ten_thousand_threads_stay_bounded",
+        "thread-churn",
+        Spec::within(180),
+        || {
             thread_churn();
-            println!("{}", marker(role));
-        }
-        None => {}
-    }
+        },
+    );
 }
 
 #[test]
 fn ten_thousand_threads_stay_bounded_library_owned() {
-    let role = "thread-churn-library";
-    match child_role(role) {
-        Some(false) => {
-            run_child(
-                "ten_thousand_threads_stay_bounded_library_owned",
-                role,
-                &[LIBRARY_OWNED],
-                &[],
-                Duration::from_secs(180),
-                None,
-            );
-        }
-        Some(true) => {
+    in_child(
+        "ten_thousand_threads_stay_bounded_library_owned",
+        "thread-churn-library",
+        Spec::within(180).env(&[LIBRARY_OWNED]),
+        || {
             thread_churn();
-            println!("{}", marker(role));
-        }
-        None => {}
-    }
+        },
+    );
 }
 
 /// The documented bound on what stays resident after a burst is freed (see the
@@ -430,19 +351,11 @@ fn burst_bound() -> usize {
 
 #[test]
 fn memory_returns_after_a_1_gib_burst() {
-    let role = "burst";
-    match child_role(role) {
-        Some(false) => {
-            run_child(
-                "memory_returns_after_a_1_gib_burst",
-                role,
-                &[],
-                &[],
-                Duration::from_secs(180),
-                None,
-            );
-        }
-        Some(true) => {
+    in_child(
+        "memory_returns_after_a_1_gib_burst",
+        "burst",
+        Spec::within(180),
+        || {
             drop(std::hint::black_box(vec![0u8; 1000]));
             let before = rss();
             let hs: Vec<_> = (0..2)
@@ -490,10 +403,8 @@ fn memory_returns_after_a_1_gib_burst() {
                 "release_memory left {} MiB",
                 (released - before) / MIB
             );
-            println!("{}", marker(role));
-        }
-        None => {}
-    }
+        },
+    );
 }
 
 fn pin_to(cpu: usize) {
@@ -510,23 +421,15 @@ fn pin_to(cpu: usize) {
 
 #[test]
 fn idle_cpu_caches_are_drained_by_another_thread() {
-    let role = "idle-drain";
-    match child_role(role) {
-        Some(false) => {
-            if common::nproc() < 2 || !restartable::fences_supported() {
-                eprintln!("notice: needs two CPUs and membarrier rseq fences; skipped");
-                return;
-            }
-            run_child(
-                "idle_cpu_caches_are_drained_by_another_thread",
-                role,
-                &[("RESTARTABLE_ALLOC_INDEX", "cpu")],
-                &[],
-                Duration::from_secs(60),
-                None,
-            );
-        }
-        Some(true) => {
+    if role().is_none() && (common::nproc() < 2 || !restartable::fences_supported()) {
+        eprintln!("notice: needs two CPUs and membarrier rseq fences; skipped");
+        return;
+    }
+    in_child(
+        "idle_cpu_caches_are_drained_by_another_thread",
+        "idle-drain",
+        Spec::within(60).env(&[("RESTARTABLE_ALLOC_INDEX", "cpu")]),
+        || {
             pin_to(0);
             // A thread on CPU 1 leaves free objects in CPU 1's caches, then exits.
             std::thread::spawn(|| {
@@ -567,10 +470,8 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
-            println!("{}", marker(role));
-        }
-        None => {}
-    }
+        },
+    );
 }
 
 /// Capacities follow use within the budget: a hot class grows from 0 to its most,
@@ -583,23 +484,15 @@ fn caches_resize_within_the_budget() {
     use restartable_alloc::size_class::{
         class_of_size, max_cached_bytes_per_cpu, max_capacity, size,
     };
-    let role = "resize";
-    match child_role(role) {
-        Some(false) => {
-            if !restartable::fences_supported() {
-                common::child::shared::skip("needs membarrier rseq fences");
-                return;
-            }
-            run_child(
-                "caches_resize_within_the_budget",
-                role,
-                &[("RESTARTABLE_ALLOC_INDEX", "cpu")],
-                &[],
-                Duration::from_secs(120),
-                None,
-            );
-        }
-        Some(true) => {
+    if role().is_none() && !restartable::fences_supported() {
+        common::child::shared::skip("needs membarrier rseq fences");
+        return;
+    }
+    in_child(
+        "caches_resize_within_the_budget",
+        "resize",
+        Spec::within(120).env(&[("RESTARTABLE_ALLOC_INDEX", "cpu")]),
+        || {
             pin_to(0);
             let hot = class_of_size(64);
             let l = Layout::from_size_align(64, 8).unwrap();
@@ -662,10 +555,8 @@ fn caches_resize_within_the_budget() {
                 front::class_capacity(0, hot),
                 start.elapsed()
             );
-            println!("{}", marker(role));
-        }
-        None => {}
-    }
+        },
+    );
 }
 
 /// `alloc_zeroed` of small objects of at least `ZEROED_FROM_SPANS_MIN` bytes hands
@@ -673,19 +564,11 @@ fn caches_resize_within_the_budget() {
 /// used before still read as zero (written by the allocator).
 #[test]
 fn alloc_zeroed_from_fresh_spans_writes_nothing_and_reads_zero() {
-    let role = "zeroed";
-    match child_role(role) {
-        Some(false) => {
-            run_child(
-                "alloc_zeroed_from_fresh_spans_writes_nothing_and_reads_zero",
-                role,
-                &[],
-                &[],
-                Duration::from_secs(60),
-                None,
-            );
-        }
-        Some(true) => {
+    in_child(
+        "alloc_zeroed_from_fresh_spans_writes_nothing_and_reads_zero",
+        "zeroed",
+        Spec::within(60),
+        || {
             let n = 5000;
             assert!(n >= restartable_alloc::ZEROED_FROM_SPANS_MIN);
             let l = Layout::from_size_align(n, 8).unwrap();
@@ -719,10 +602,8 @@ fn alloc_zeroed_from_fresh_spans_writes_nothing_and_reads_zero() {
                     A.dealloc(p, l);
                 }
             }
-            println!("{}", marker(role));
-        }
-        None => {}
-    }
+        },
+    );
 }
 
 /// Forks while another thread holds a class's lock of the middle (as a thread
@@ -796,18 +677,11 @@ fn fork_with_a_lock_held(handlers: bool) -> bool {
 #[test]
 fn fork_handlers_let_a_child_allocate_and_without_them_it_hangs() {
     for (role, handlers) in [("fork-handlers-on", true), ("fork-handlers-off", false)] {
-        match child_role(role) {
-            Some(false) => {
-                run_child(
-                    "fork_handlers_let_a_child_allocate_and_without_them_it_hangs",
-                    role,
-                    &[],
-                    &[],
-                    Duration::from_secs(60),
-                    None,
-                );
-            }
-            Some(true) => {
+        in_child(
+            "fork_handlers_let_a_child_allocate_and_without_them_it_hangs",
+            role,
+            Spec::within(60),
+            || {
                 let finished = fork_with_a_lock_held(handlers);
                 if handlers {
                     assert!(
@@ -821,10 +695,7 @@ fn fork_handlers_let_a_child_allocate_and_without_them_it_hangs() {
                          cannot tell whether the handlers matter"
                     );
                 }
-                println!("{}", marker(role));
-                return;
-            }
-            None => {}
-        }
+            },
+        );
     }
 }

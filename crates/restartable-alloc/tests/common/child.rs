@@ -85,6 +85,67 @@ pub fn run_child(
     o
 }
 
+/// How a test's child process runs: its extra environment, a program it runs under
+/// (e.g. valgrind), a function run in it before `exec`, and its time limit.
+#[derive(Clone, Copy)]
+pub struct Spec {
+    pub env: &'static [(&'static str, &'static str)],
+    pub wrapper: &'static [&'static str],
+    pub pre_exec: Option<fn() -> std::io::Result<()>>,
+    pub timeout: Duration,
+}
+
+impl Spec {
+    /// A child with nothing added, killed (and the test failed) after `secs` seconds.
+    pub const fn within(secs: u64) -> Self {
+        Self {
+            env: &[],
+            wrapper: &[],
+            pre_exec: None,
+            timeout: Duration::from_secs(secs),
+        }
+    }
+
+    pub const fn env(self, env: &'static [(&'static str, &'static str)]) -> Self {
+        Self { env, ..self }
+    }
+
+    pub const fn under(self, wrapper: &'static [&'static str]) -> Self {
+        Self { wrapper, ..self }
+    }
+
+    pub const fn pre_exec(self, f: fn() -> std::io::Result<()>) -> Self {
+        Self {
+            pre_exec: Some(f),
+            ..self
+        }
+    }
+}
+
+/// The usual shape of a test whose checks run in a child process. In the test
+/// process: starts this binary's test `test` as a child with role `role` as `spec`
+/// says, and fails unless the child passed and printed its marker. In that child:
+/// runs `body`, then prints the marker. In any other test's child: does nothing.
+pub fn in_child(test: &str, role: &str, spec: Spec, body: impl FnOnce()) {
+    match self::role() {
+        None => {
+            run_child(
+                test,
+                role,
+                spec.env,
+                spec.wrapper,
+                spec.timeout,
+                spec.pre_exec,
+            );
+        }
+        Some(r) if r == role => {
+            body();
+            println!("{}", marker(role));
+        }
+        Some(_) => {}
+    }
+}
+
 /// Resident memory of this process, in bytes (`/proc/self/statm`).
 pub fn rss() -> usize {
     let s = std::fs::read_to_string("/proc/self/statm").expect("statm");
