@@ -264,7 +264,10 @@ impl MallocSlow {
         if n <= TABLE_MAX {
             // SAFETY: as in `malloc_fast`.
             let c = class_for(unsafe { Layout::from_size_align_unchecked(n, MIN_ALIGN) });
-            return crate::alloc_small::<NoHooks, false>(c);
+            // The thread-local path inlined here (`INLINE_TLS`): this is already out
+            // of line, and where glibc does not own registration it is every call's
+            // path.
+            return crate::alloc_small::<NoHooks, true>(c);
         }
         malloc_other(n)
     }
@@ -374,6 +377,23 @@ impl FreeSlow {
     #[inline]
     pub fn lookup(&self) -> Block {
         lookup(self.0)
+    }
+
+    /// [`free`] of the pointer, of kind `b` (from [`lookup`](Self::lookup)), with the
+    /// thread-local path inlined (see [`MallocSlow::finish`]).
+    ///
+    /// # Safety
+    /// As for [`free`].
+    #[inline]
+    pub unsafe fn finish(self, b: Block) {
+        match b {
+            // SAFETY: the caller's contract: an object of class `class`.
+            Block::Small { class } => unsafe {
+                crate::dealloc_small::<NoHooks, true>(class, self.0)
+            },
+            // SAFETY: forwarded contract.
+            _ => unsafe { free(self.0, b) },
+        }
     }
 }
 

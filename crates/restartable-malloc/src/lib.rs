@@ -155,7 +155,7 @@ extern "C" fn free_slow(slow: raw::FreeSlow) {
         Block::Foreign => invalid_pointer(b"free", p.cast()),
         // SAFETY: `p` is a live object of kind `b` (the caller of `free`), not used
         // again.
-        b => unsafe { raw::free(p, b) },
+        b => unsafe { slow.finish(b) },
     }
 }
 
