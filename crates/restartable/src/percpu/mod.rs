@@ -211,22 +211,42 @@ where
     }
     #[inline(always)]
     fn compare_failed(self) -> Q::Out {
-        retry::<H, S, SL, Q, F>(
-            self.slots,
-            self.seq,
-            Some((self.slot, Exit::CompareFailed)),
-            self.fallback,
-        )
+        retry_after_compare::<H, S, SL, Q, F>(self.slots, self.seq, self.slot, self.fallback)
     }
     #[inline(always)]
     fn aborted(self) -> Q::Out {
-        retry::<H, S, SL, Q, F>(
-            self.slots,
-            self.seq,
-            Some((self.slot, Exit::Aborted)),
-            self.fallback,
-        )
+        retry_after_abort::<H, S, SL, Q, F>(self.slots, self.seq, self.slot, self.fallback)
     }
+}
+
+/// [`retry`] after the inline attempt's compare failed. One cold entry per exit, so
+/// that the two exits' calls stay apart: merged, they would take the exit as an
+/// argument, set on the fast path.
+#[cold]
+#[inline(never)]
+fn retry_after_compare<H, S, SL, Q, F>(slots: &SL, seq: Q, slot: &S, fallback: F) -> Q::Out
+where
+    H: crate::hooks::Hooks,
+    S: Zeroable,
+    SL: Slots<S>,
+    Q: Seq<S>,
+    F: FnOnce(Q) -> Q::Out,
+{
+    retry::<H, S, SL, Q, F>(slots, seq, Some((slot, Exit::CompareFailed)), fallback)
+}
+
+/// [`retry`] after the inline attempt aborted (see [`retry_after_compare`]).
+#[cold]
+#[inline(never)]
+fn retry_after_abort<H, S, SL, Q, F>(slots: &SL, seq: Q, slot: &S, fallback: F) -> Q::Out
+where
+    H: crate::hooks::Hooks,
+    S: Zeroable,
+    SL: Slots<S>,
+    Q: Seq<S>,
+    F: FnOnce(Q) -> Q::Out,
+{
+    retry::<H, S, SL, Q, F>(slots, seq, Some((slot, Exit::Aborted)), fallback)
 }
 
 /// How one attempt of the retry loop ended.
@@ -277,8 +297,21 @@ where
     Q: Seq<S>,
 {
     use crate::arch::{ByCpu, ByMmCid, Index};
-    // SAFETY: slot counts are below `CPU_ID_REGISTRATION_FAILED` (`Slots`).
-    let by_cpu = unsafe { ByCpu::enter_below(slots.cpu_count()) };
+    // Libc mode: the storage's copy of glibc's offset, with no test of the mode.
+    let (libc_count, fs_off) = slots.libc_cpu();
+    // SAFETY: the offset is glibc's, or 0 with a count of 0 (`Slots::libc_cpu`);
+    // slot counts are below `CPU_ID_REGISTRATION_FAILED` (`Slots`).
+    let by_cpu =
+        match unsafe { crate::registration::cached_libc_area_with_cpu_below(fs_off, libc_count) } {
+            Some(x) => Some(x),
+            // Library mode (the thread-local area), or not set up: the count is 0.
+            None => {
+                // Layout only: libc mode (the default) stays the fall-through path.
+                core::hint::cold_path();
+                // SAFETY: as above.
+                unsafe { ByCpu::enter_below(slots.cpu_count()) }
+            }
+        };
     if let Some((area, cpu)) = by_cpu {
         return first_attempt::<ByCpu, H, S, Q>(slots, area, cpu, seq, fallback);
     }
