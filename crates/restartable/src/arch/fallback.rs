@@ -102,3 +102,25 @@ pub(super) unsafe fn slot_word_pop<I: Index, H: Hooks, K, W: WordArray>(
 ) -> K {
     k.aborted()
 }
+
+#[allow(clippy::extra_unused_type_parameters)]
+pub(super) unsafe fn slot_word_push_reg<I: Index, O: Order, H: Hooks, K, W: WordArray>(
+    _area: ThreadArea,
+    _cpu: u32,
+    _s: *mut u8,
+    _word: usize,
+    k: impl Outcome<K>,
+) -> K {
+    k.aborted()
+}
+
+#[allow(clippy::extra_unused_type_parameters)]
+pub(super) unsafe fn slot_word_pop_reg<I: Index, H: Hooks, K, W: WordArray>(
+    _area: ThreadArea,
+    _cpu: u32,
+    _s: *mut u8,
+    _out: *mut usize,
+    k: impl Outcome<K>,
+) -> K {
+    k.aborted()
+}

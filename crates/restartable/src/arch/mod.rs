@@ -841,3 +841,50 @@ pub(crate) unsafe fn slot_word_pop_k<I: Index, H: Hooks, K, W: WordArray>(
     // SAFETY: forwarded contract.
     unsafe { imp::slot_word_pop::<I, H, K, W>(area, cpu, s, dst, k) }
 }
+
+/// [`slot_word_push_k`] of a word given as a value (a pointer, every byte of it
+/// initialised), stored from a register: no copy through memory.
+///
+/// # Safety
+/// As for [`slot_word_push_k`] (without `src`).
+#[inline(always)]
+pub(crate) unsafe fn slot_word_push_reg_k<I: Index, O: Order, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    word: usize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
+    if !valid_index::<I>(cpu) {
+        return k.aborted();
+    }
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    unsafe { imp::slot_word_push_reg::<I, O, H, K, W>(area, cpu, s, word, k) }
+}
+
+/// [`slot_word_pop_k`] of words that are never 0, 1 or 2 (pointers to heap objects or
+/// to aligned dangling places: boxes of types that are not zero-sized or are aligned
+/// to 4 or more), returned in a register: `*out` is written on commit, with no copy
+/// through memory inside the sequence.
+///
+/// # Safety
+/// As for [`slot_word_pop_k`] with `LEN` 8; every published word of the slot is
+/// above 2.
+#[inline(always)]
+pub(crate) unsafe fn slot_word_pop_reg_k<I: Index, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    out: *mut usize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
+    if !valid_index::<I>(cpu) {
+        return k.aborted();
+    }
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    unsafe { imp::slot_word_pop_reg::<I, H, K, W>(area, cpu, s, out, k) }
+}

@@ -969,5 +969,162 @@ pub(super) unsafe fn slot_word_pop<I: Index, H: Hooks, K, W: WordArray>(
     k.committed()
 }
 
+/// [`slot_word_push`] of a word given in a register (a pointer: every byte is
+/// initialised), stored with one `movq`.
+pub(super) unsafe fn slot_word_push_reg<I: Index, O: Order, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    word: usize,
+    k: impl Outcome<K>,
+) -> K {
+    // x86_64 stores are release stores (TSO): both orderings are the same code.
+    let _ = O::RELEASE;
+    let a = area.fs_offset();
+    macro_rules! go {
+        ($m:tt) => {
+            rseq_asm!($m, I, a, cpu, k, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "movq {off}({s}), {n}\n",
+                "cmpq ${cap}, {n}\n",
+                "jae {cmpfail}\n",
+                inj!($m, "16"),
+                twice!($m, "cmpq {n}, {off}({s})\njnz {twice}\n"),
+                "movq {word}, {items}({s},{n},8)\n",
+                inj!($m, "20"),
+                "incq {n}\n",
+                "movq {n}, {off}({s})\n",
+                "5:\n",
+                abort_handler!(),
+            ],
+            tmp = out(reg) _,
+            n = out(reg) _,
+            s = in(reg) s,
+            word = in(reg) word,
+            off = const W::OFF,
+            items = const W::ITEMS,
+            cap = const W::CAP,
+            cmpfail = label { return k.compare_failed() },
+            )
+        };
+    }
+    // SAFETY: as in `slot_word_push` (the word comes from a register).
+    unsafe { plain_or_hooked!(H, go) }
+    k.committed()
+}
+
+/// [`slot_word_pop`] of a word that is never 0, 1 or 2 (a pointer to a heap object
+/// or to an aligned dangling place), returned in a register as [`slot_list_pop`]
+/// returns its node: 0 when empty or stopped, 1 when aborted, 2 when the hooked
+/// build's compare-twice check failed; `*out` is written on commit.
+pub(super) unsafe fn slot_word_pop_reg<I: Index, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    out: *mut usize,
+    k: impl Outcome<K>,
+) -> K {
+    let a = area.fs_offset();
+    let r: usize;
+    macro_rules! body {
+        ($m:tt, $twice:expr, $twice_exit:expr) => {
+            concat!(
+                exit_point!("91f"),
+                $twice_exit,
+                start!($m),
+                cpu_check!($m),
+                "movq {off}({s}), {n}\n",
+                "decq {n}\n",
+                "js 91f\n",
+                "movq {items}({s},{n},8), {r}\n",
+                inj!($m, "16"),
+                $twice,
+                inj!($m, "20"),
+                "movq {n}, {off}({s})\n",
+                "5:\n",
+                "90:\n",
+                ".pushsection __rseq_failure, \"ax\"\n",
+                ".byte 0x0f, 0xb9, 0x3d\n",
+                ".long 0x53053053\n",
+                "6:\n",
+                "movl $1, {r:e}\n",
+                "jmp 90b\n",
+                "91:\n",
+                "xorl {r:e}, {r:e}\n",
+                "jmp 90b\n",
+                "92:\n",
+                "movl $2, {r:e}\n",
+                "jmp 90b\n",
+                ".popsection\n",
+            )
+        };
+    }
+    // SAFETY: as in `slot_word_pop`; the block writes only `area->rseq_cs`, the
+    // offset and the registers it declares.
+    unsafe {
+        if H::INJECT {
+            asm!(
+                body!(
+                    hooked,
+                    concat!(
+                        "cmpb $0, {flags}+0(%rip)\n",
+                        "je 86f\n",
+                        "cmpl {cpu:e}, %fs:{cpuoff}({area})\n",
+                        "jnz 92f\n",
+                        "leaq 1({n}), {tmp}\n",
+                        "cmpq {tmp}, {off}({s})\n",
+                        "jnz 92f\n",
+                        "86:\n",
+                    ),
+                    exit_point!("92f")
+                ),
+                tmp = out(reg) _,
+                n = out(reg) _,
+                r = out(reg) r,
+                s = in(reg) s,
+                off = const W::OFF,
+                items = const W::ITEMS,
+                area = in(reg) a,
+                cpu = in(reg) cpu,
+                cpuoff = const I::OFFSET,
+                ckcpu = const I::CHECK_CPU_ID as u8,
+                loops = sym crate::hooks::LOOPS,
+                flags = sym crate::hooks::FLAGS,
+                options(att_syntax, nostack)
+            )
+        } else {
+            asm!(
+                body!(plain, "", ""),
+                tmp = out(reg) _,
+                n = out(reg) _,
+                r = out(reg) r,
+                s = in(reg) s,
+                off = const W::OFF,
+                items = const W::ITEMS,
+                area = in(reg) a,
+                cpu = in(reg) cpu,
+                cpuoff = const I::OFFSET,
+                ckcpu = const I::CHECK_CPU_ID as u8,
+                options(att_syntax, nostack)
+            )
+        }
+    }
+    if r > 2 {
+        // SAFETY: `out` is the caller's private word (contract).
+        unsafe { out.write(r) };
+        return k.committed();
+    }
+    match r {
+        0 => k.compare_failed(),
+        2 if H::INJECT => crate::hooks::compare_twice_failed(
+            "the CPU or a compared value changed before the commit",
+        ),
+        _ => k.aborted(),
+    }
+}
+
 mod slab;
 pub(super) use slab::{load_cbne_load_cbne_memcpy_store, load_cbne_slab_pop, load_cbne_slab_push};

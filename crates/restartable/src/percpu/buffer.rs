@@ -155,6 +155,93 @@ impl<T, const CAP: usize> Seq<BufSlot<CAP>> for WordPop<T, CAP> {
     }
 }
 
+/// The push of a pointer word given as a value (a box's address): stored from a
+/// register inside the sequence.
+#[derive(Clone, Copy)]
+struct PtrPush<const CAP: usize>(usize);
+
+impl<const CAP: usize> Seq<BufSlot<CAP>> for PtrPush<CAP> {
+    type Out = Pushed;
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &BufSlot<CAP>,
+        k: impl Step<Pushed, K>,
+    ) -> K {
+        hooks::inject_c::<H>(8);
+        // SAFETY: as in `WordPush`; the word is a box's address (every byte set).
+        unsafe {
+            arch::slot_word_push_reg_k::<I, Relaxed, H, K, Words<usize, CAP>>(
+                area,
+                cpu,
+                slot.base(),
+                self.0,
+                Then {
+                    out: || Pushed::Yes,
+                    step: k,
+                },
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, slot: &BufSlot<CAP>) -> Attempt<Pushed> {
+        let mut push = WordPush::<usize, Relaxed, CAP> {
+            src: core::ptr::null(),
+            _types: PhantomData,
+        };
+        push.compare_failed(slot)
+    }
+}
+
+/// The pop of a pointer word that is never 0, 1 or 2, returned in a register: the
+/// word, or 0 for "empty or stopped: the shared fallback".
+#[derive(Clone, Copy)]
+struct PtrPop<const CAP: usize>;
+
+impl<const CAP: usize> Seq<BufSlot<CAP>> for PtrPop<CAP> {
+    type Out = usize;
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &BufSlot<CAP>,
+        k: impl Step<usize, K>,
+    ) -> K {
+        let mut word = MaybeUninit::<usize>::uninit();
+        let out = word.as_mut_ptr();
+        let then = Then {
+            // SAFETY: read only on commit, after the pop wrote it.
+            out: move || unsafe { out.read() },
+            step: k,
+        };
+        hooks::inject_c::<H>(8);
+        // SAFETY: as in `WordPop`; the slot's words are box addresses above 2 (the
+        // caller, `pop_box`); `out` is private to this attempt.
+        unsafe {
+            arch::slot_word_pop_reg_k::<I, H, K, Words<usize, CAP>>(
+                area,
+                cpu,
+                slot.base(),
+                out,
+                then,
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, slot: &BufSlot<CAP>) -> Attempt<usize> {
+        if slot.offset.load(Ordering::Relaxed) <= 0 {
+            Attempt::GiveUp
+        } else {
+            Attempt::Again
+        }
+    }
+}
+
 /// How a `T` is kept in a slot word.
 struct Stored<T>(PhantomData<T>);
 
@@ -443,6 +530,47 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         }
         out.append(self.fallback.get_mut());
         out
+    }
+}
+
+/// Boxes move in and out as their addresses in a register (the pool's cache): a box
+/// is a pointer, every byte of it initialised, so the word needs no copy through
+/// memory.
+impl<U, const CAP: usize, H: Hooks> PerCpuBuffer<Box<U>, CAP, H> {
+    /// Whether no box of `U` has the address 0, 1 or 2 (the register pop's
+    /// sentinels): only a box of a zero-sized type aligned to 1 or 2 does (its
+    /// dangling address is its alignment).
+    const ABOVE_2: bool = size_of::<U>() != 0 || align_of::<U>() > 2;
+
+    /// As [`push`](Self::push).
+    #[inline(always)]
+    pub(crate) fn push_box(&self, b: Box<U>) -> Result<(), Box<U>> {
+        let p = Box::into_raw(b);
+        let back = || {
+            // SAFETY: the box was not published: still ours.
+            unsafe { Box::from_raw(p) }
+        };
+        match on_current_cpu::<H, _, _>(&self.slots, PtrPush::<CAP>(p as usize), |_| {
+            Pushed::Fallback
+        }) {
+            Pushed::Yes => Ok(()),
+            Pushed::Full => Err(back()),
+            Pushed::Fallback => self.fallback.push::<H>(back(), CAP),
+        }
+    }
+
+    /// As [`pop`](Self::pop).
+    #[inline(always)]
+    pub(crate) fn pop_box(&self) -> Option<Box<U>> {
+        if !Self::ABOVE_2 {
+            return self.pop();
+        }
+        match on_current_cpu::<H, _, _>(&self.slots, PtrPop::<CAP>, |_| 0) {
+            0 => self.fallback.pop::<H>(),
+            // SAFETY: a committed pop returned a published box's address (never 0)
+            // and unpublished it: ours now.
+            word => Some(unsafe { Box::from_raw(word as *mut U) }),
+        }
     }
 }
 

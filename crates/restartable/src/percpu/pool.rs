@@ -105,7 +105,7 @@ impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> PerCpuPool<T, F, CAP, H> {
 
     #[inline(always)]
     fn try_take(&self) -> Option<Box<T>> {
-        match self.cache.pop() {
+        match self.cache.pop_box() {
             Some(b) => Some(b),
             None => self.take_overflow(),
         }
@@ -122,7 +122,7 @@ impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> PerCpuPool<T, F, CAP, H> {
     /// joins the pool.
     #[inline(always)]
     pub fn put(&self, obj: Box<T>) {
-        if let Err(obj) = self.cache.push(obj) {
+        if let Err(obj) = self.cache.push_box(obj) {
             self.put_overflow(obj);
         }
     }
