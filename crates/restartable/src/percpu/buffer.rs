@@ -559,6 +559,29 @@ impl<U, const CAP: usize, H: Hooks> PerCpuBuffer<Box<U>, CAP, H> {
         }
     }
 
+    /// As [`pop`](Self::pop), else `or()` (cold: the shared fallback is not looked
+    /// at, `or` does what it must), with no test of an `Option` on the way: both
+    /// paths give a box (the pool's `get`).
+    #[inline(always)]
+    pub(crate) fn pop_box_or(&self, or: impl FnOnce() -> Box<U>) -> Box<U> {
+        if !Self::ABOVE_2 {
+            return match self.pop() {
+                Some(b) => b,
+                None => or(),
+            };
+        }
+        let word =
+            on_current_cpu::<H, _, _>(&self.slots, PtrPop::<CAP>, |_| Box::into_raw(or()) as usize);
+        // SAFETY: a committed pop returned a published box's address and unpublished
+        // it, or `or` gave one: ours now.
+        unsafe { Box::from_raw(word as *mut U) }
+    }
+
+    /// The shared fallback's most recent box (see [`pop_box_or`](Self::pop_box_or)).
+    pub(crate) fn pop_fallback(&self) -> Option<Box<U>> {
+        self.fallback.pop::<H>()
+    }
+
     /// As [`pop`](Self::pop).
     #[inline(always)]
     pub(crate) fn pop_box(&self) -> Option<Box<U>> {

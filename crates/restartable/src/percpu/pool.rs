@@ -78,13 +78,24 @@ impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> PerCpuPool<T, F, CAP, H> {
     /// A free object (made with the constructor when none is free).
     #[inline(always)]
     pub fn get(&self) -> Pooled<'_, T, F, CAP, H> {
-        let obj = match self.try_take() {
-            Some(b) => b,
-            None => self.make_one(),
-        };
+        let obj = self.cache.pop_box_or(|| self.get_slow());
         Pooled {
             obj: ManuallyDrop::new(obj),
             pool: self,
+        }
+    }
+
+    /// `get` when this CPU's cache had nothing (or rseq is unavailable): the shared
+    /// fallback, the overflow list, else a new object.
+    #[cold]
+    #[inline(never)]
+    fn get_slow(&self) -> Box<T> {
+        match self.cache.pop_fallback() {
+            Some(b) => b,
+            None => match self.take_overflow() {
+                Some(b) => b,
+                None => self.make_one(),
+            },
         }
     }
 
