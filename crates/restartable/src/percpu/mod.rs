@@ -4,10 +4,18 @@
 //! |-----------|-------------------|----------|
 //! | [`PerCpuCounter`] | `add` | [`load_add_store`](crate::arch::load_add_store) |
 //! | [`PerCpuLock`] | `lock` (0 -> 1) | [`load_cbne_store`](crate::arch::load_cbne_store) |
-//! | [`PerCpuStack`] | `push` / `pop` | [`load_cbne_load_cbne_store`](crate::arch::load_cbne_load_cbne_store) / [`load_cbne_load_cbeq_store_add_load_store`](crate::arch::load_cbne_load_cbeq_store_add_load_store) |
-//! | [`PerCpuBuffer`] | `push` / `pop` | [`load_cbne_memcpy_store`](crate::arch::load_cbne_memcpy_store) (a word copied through a register) |
+//! | [`PerCpuStack`] | `push` / `pop` | the guarded list push and pop of [`load_cbne_load_cbne_store`](crate::arch::load_cbne_load_cbne_store) / [`load_cbne_load_cbeq_store_add_load_store`](crate::arch::load_cbne_load_cbeq_store_add_load_store), as slot ops (below) |
+//! | [`PerCpuBuffer`] | `push` / `pop` | the offset compare and word copy of [`load_cbne_memcpy_store`](crate::arch::load_cbne_memcpy_store), as slot ops (a word copied through a register) |
 //! | [`PerCpuMemcpyBuffer`] | `push` / `pop` | [`load_cbne_memcpy_store`](crate::arch::load_cbne_memcpy_store) |
-//! | [`PerCpuPool`] | `get` / drop of the handle | the buffer's, on boxes stored in the slot |
+//! | [`PerCpuPool`] | `get` / drop of the handle | the buffer's slot ops, the box's address in a register |
+//!
+//! The stack, buffer and pool run crate-internal *slot ops*: the same sequences,
+//! addressed from the slot's base with the slot layout's constant displacements, and
+//! loading the head or offset they compare inside the sequence (no value read
+//! before the sequence and compared again inside it); the list pop and the pool's
+//! pop return the node or box in a register. By CPU in libc mode, the fast path
+//! reaches the area through the storage's own copy of glibc's `__rseq_offset`, next
+//! to its slot count, with no test of the registration mode.
 //!
 //! # Fallback and forward progress
 //! Every container has a shared fallback path (atomics or a lock) that its readers
