@@ -718,6 +718,28 @@ mod imp {
         }
     }
 
+    /// As [`area_with_cpu_below`], from the thread-local [`AREA`] only (no test of
+    /// the mode): the containers' path once their cached libc offset did not serve
+    /// (library mode; or libc mode before the storage is set up, or on a CPU without
+    /// a slot, where `AREA` holds glibc's area once validated, else `UNREGISTERED`).
+    ///
+    /// # Safety
+    /// As for [`area_with_cpu_below`].
+    #[inline(always)]
+    pub(crate) unsafe fn tls_area_with_cpu_below(bound: usize) -> Option<(ThreadArea, u32)> {
+        let (area, cpu) = raw_tls();
+        if cpu < bound as u64 {
+            let cpu = cpu as u32;
+            // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
+            unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
+            // SAFETY: a valid cpu_id means the kernel maintains this area (UNREGISTERED
+            // reads -1).
+            Some((unsafe { ThreadArea::from_offset(area) }, cpu))
+        } else {
+            None
+        }
+    }
+
     /// The cached area, if usable; never the cold path.
     #[inline(always)]
     pub(super) fn current_if_registered() -> Option<ThreadArea> {
@@ -990,9 +1012,18 @@ mod imp {
     pub(crate) unsafe fn area_with_cpu_below(_bound: usize) -> Option<(ThreadArea, u32)> {
         None
     }
+
+    /// No area exists on this target.
+    ///
+    /// # Safety
+    /// None needed here; `unsafe` to match the rseq target's contract.
+    #[inline(always)]
+    pub(crate) unsafe fn tls_area_with_cpu_below(_bound: usize) -> Option<(ThreadArea, u32)> {
+        None
+    }
 }
 
-pub(crate) use imp::{area_with_cpu_below, current_cpu};
+pub(crate) use imp::{area_with_cpu_below, current_cpu, tls_area_with_cpu_below};
 
 /// This thread's registration state, registering on first use.
 pub fn current_registration() -> Registration {

@@ -305,21 +305,29 @@ where
     Q: Seq<S>,
 {
     use crate::arch::{ByCpu, ByMmCid, Index};
-    // Libc mode: the storage's copy of glibc's offset, with no test of the mode.
+    // Libc mode: the storage's copy of glibc's offset, next to its count (0 in
+    // library mode and before set-up: one test of the container's own line, where
+    // the static's would be a load through the GOT from other crates).
     let (libc_count, fs_off) = slots.libc_cpu();
-    // SAFETY: the offset is glibc's, or 0 with a count of 0 (`Slots::libc_cpu`);
-    // slot counts are below `CPU_ID_REGISTRATION_FAILED` (`Slots`).
-    let by_cpu =
-        match unsafe { crate::registration::cached_libc_area_with_cpu_below(fs_off, libc_count) } {
-            Some(x) => Some(x),
-            // Library mode (the thread-local area), or not set up: the count is 0.
-            None => {
-                // Layout only: libc mode (the default) stays the fall-through path.
-                core::hint::cold_path();
-                // SAFETY: as above.
-                unsafe { ByCpu::enter_below(slots.cpu_count()) }
-            }
-        };
+    let by_cpu = if libc_count != 0 {
+        // SAFETY: the offset is glibc's (`Slots::libc_cpu`); slot counts are below
+        // `CPU_ID_REGISTRATION_FAILED` (`Slots`).
+        unsafe { crate::registration::cached_libc_area_with_cpu_below(fs_off, libc_count) }
+    } else {
+        None
+    };
+    let by_cpu = match by_cpu {
+        Some(x) => Some(x),
+        // Library mode, or not set up. The thread-local area serves both modes
+        // (libc mode caches glibc's area there too, once validated), so the mode is
+        // not tested again.
+        None => {
+            // Layout only: libc mode (the default) stays the fall-through path.
+            core::hint::cold_path();
+            // SAFETY: as above.
+            unsafe { crate::registration::tls_area_with_cpu_below(slots.cpu_count()) }
+        }
+    };
     if let Some((area, cpu)) = by_cpu {
         return first_attempt::<ByCpu, H, S, Q>(slots, area, cpu, seq, fallback);
     }
