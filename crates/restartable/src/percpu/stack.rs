@@ -392,8 +392,8 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
         // slot is restarted, so none that read the old head can commit after the
         // reopening. (The push and pop read the head inside their sequence, after
         // the stopped check, so none can hold the old head across the first fence
-        // either; the fence also covers the public ops' pushes, which read the head
-        // before their sequence.)
+        // either; the fence keeps the protocol independent of how they read it, as
+        // when the push read the head before its sequence.)
         if let Err(e) = fence_slot(self.index, cpu) {
             // Keep the slot stopped (its operations use the fallback, until a later
             // steal reopens it) and the values in the fallback: nothing is lost.
