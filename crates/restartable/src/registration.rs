@@ -415,6 +415,56 @@ impl LibcOffset {
     }
 }
 
+/// glibc's `__rseq_offset` when glibc owns this process's registrations (deciding
+/// that first), for code that keeps its own copy next to its data: the containers'
+/// storage caches it at set-up, so that their fast path has no mode test
+/// ([`cached_libc_area_with_cpu_below`]). `None` in library mode.
+pub(crate) fn libc_offset() -> Option<isize> {
+    decide_mode();
+    let off = FS_OFFSET.load(Ordering::Relaxed);
+    (off != 0).then_some(off)
+}
+
+/// The calling thread's area and `cpu_id` when `cpu_id < bound`, from a cached copy
+/// of glibc's offset: one load of `cpu_id` and one compare, no test of the mode
+/// (the cache exists only in libc mode). A thread whose glibc registration failed
+/// reads -2 there, past any bound: `None`.
+///
+/// # Safety
+/// `bound` must be at most [`CPU_ID_REGISTRATION_FAILED`](abi::CPU_ID_REGISTRATION_FAILED),
+/// and `off` what [`libc_offset`] returned in this process, or 0 with `bound` 0 (a
+/// cache not filled yet): the load then reads `%fs:4`, the upper half of the thread
+/// control block's self pointer that the x86-64 ABI keeps at `%fs:0`, which is
+/// always mapped, and no value is below 0.
+#[inline(always)]
+pub(crate) unsafe fn cached_libc_area_with_cpu_below(
+    off: isize,
+    bound: usize,
+) -> Option<(ThreadArea, u32)> {
+    #[cfg(restartable_asm)]
+    {
+        // SAFETY: glibc's area of this thread (in its thread descriptor, mapped for
+        // the thread's lifetime, `cpu_id` initialised even when registration failed),
+        // or the TCB's self pointer when `off` is 0 (caller).
+        let cpu = unsafe { sys::read_fs_u32::<{ abi::OFFSET_CPU_ID }>(off) };
+        if cpu < bound as u64 {
+            let cpu = cpu as u32;
+            // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
+            unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
+            // SAFETY: `bound` is not 0, so `off` is glibc's offset (caller), and a CPU
+            // number there means the kernel maintains this thread's area.
+            Some((unsafe { ThreadArea::from_offset(off) }, cpu))
+        } else {
+            None
+        }
+    }
+    #[cfg(not(restartable_asm))]
+    {
+        let _ = (off, bound);
+        None
+    }
+}
+
 /// Process-wide decision, made once.
 const MODE_UNINIT: u8 = 0;
 const MODE_LIBC: u8 = 1;
@@ -682,6 +732,28 @@ mod imp {
         // `cpu` as 64 bits (zero-extended on both of `raw`'s paths): compared with
         // `bound` without another zero-extension.
         let (area, cpu) = raw();
+        if cpu < bound as u64 {
+            let cpu = cpu as u32;
+            // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
+            unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
+            // SAFETY: a valid cpu_id means the kernel maintains this area (UNREGISTERED
+            // reads -1).
+            Some((unsafe { ThreadArea::from_offset(area) }, cpu))
+        } else {
+            None
+        }
+    }
+
+    /// As [`area_with_cpu_below`], from the thread-local [`AREA`] only (no test of
+    /// the mode): the containers' path once their cached libc offset did not serve
+    /// (library mode; or libc mode before the storage is set up, or on a CPU without
+    /// a slot, where `AREA` holds glibc's area once validated, else `UNREGISTERED`).
+    ///
+    /// # Safety
+    /// As for [`area_with_cpu_below`].
+    #[inline(always)]
+    pub(crate) unsafe fn tls_area_with_cpu_below(bound: usize) -> Option<(ThreadArea, u32)> {
+        let (area, cpu) = raw_tls();
         if cpu < bound as u64 {
             let cpu = cpu as u32;
             // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
@@ -966,9 +1038,18 @@ mod imp {
     pub(crate) unsafe fn area_with_cpu_below(_bound: usize) -> Option<(ThreadArea, u32)> {
         None
     }
+
+    /// No area exists on this target.
+    ///
+    /// # Safety
+    /// None needed here; `unsafe` to match the rseq target's contract.
+    #[inline(always)]
+    pub(crate) unsafe fn tls_area_with_cpu_below(_bound: usize) -> Option<(ThreadArea, u32)> {
+        None
+    }
 }
 
-pub(crate) use imp::{area_with_cpu_below, current_cpu};
+pub(crate) use imp::{area_with_cpu_below, current_cpu, tls_area_with_cpu_below};
 
 /// This thread's registration state, registering on first use.
 pub fn current_registration() -> Registration {

@@ -901,3 +901,52 @@ fn const_constructed_containers_are_set_up_once_under_a_race() {
         assert_eq!(got, [0, 1, 2, 3], "round {round}");
     }
 }
+
+/// Gets and drops on a pool of `T` (3 handles held at once per thread, so the 4-object
+/// caches overflow to the shared list too), then drains it: every object made is
+/// drained exactly once.
+fn pool_conserves<T: Default + Send>(what: &str) {
+    let made = AtomicUsize::new(0);
+    let make = || {
+        made.fetch_add(1, Ordering::Relaxed);
+        T::default()
+    };
+    let mut pool = PerCpuPool::<T, _, 4>::new(make);
+    std::thread::scope(|s| {
+        for _ in 0..threads() {
+            s.spawn(|| {
+                for _ in 0..reps(5000) {
+                    let a = pool.get();
+                    let b = pool.get();
+                    let c = pool.get();
+                    drop((a, b, c));
+                    drop(pool.get());
+                }
+            });
+        }
+    });
+    let made = made.load(Ordering::Relaxed);
+    let drained = pool.drain().len();
+    assert!(made >= 3, "{what}: {made} objects made");
+    assert_eq!(
+        drained, made,
+        "{what}: {made} objects made, {drained} drained"
+    );
+}
+
+/// The pool takes objects from its caches through a register when no box of its
+/// type can have the address 0, 1 or 2 (the pop's sentinels), and through the
+/// buffer's copy otherwise: a box of a zero-sized type has its alignment as address,
+/// so a pool of `()` or `[u16; 0]` takes the copy path, a pool of `u8` or of an
+/// 8-aligned zero-sized type the register path. Both conserve their objects.
+#[test]
+fn pools_of_zero_sized_and_byte_sized_objects_conserve_them() {
+    check_environment();
+    #[derive(Default)]
+    #[repr(align(8))]
+    struct Aligned;
+    pool_conserves::<()>("()");
+    pool_conserves::<[u16; 0]>("[u16; 0]");
+    pool_conserves::<Aligned>("align(8) ZST");
+    pool_conserves::<u8>("u8");
+}

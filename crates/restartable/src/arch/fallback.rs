@@ -6,7 +6,7 @@
 //! fallback paths. The functions exist so that code written against the contract
 //! builds everywhere; they commit nothing and report an abort.
 
-use super::{Index, Order, Outcome};
+use super::{Index, Order, Outcome, WordArray};
 use crate::hooks::Hooks;
 use crate::registration::ThreadArea;
 
@@ -43,3 +43,84 @@ unavailable_op!(load_cbne_slab_push<I: Index, H: Hooks>(g: *const isize, v: *mut
 unavailable_op!(load_cbne_load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     g: *const isize, gexpect: isize, v: *mut isize, expect: isize, dst: *mut u8, src: *const u8,
     len: usize, newv: isize));
+
+// The slot ops of the containers (their const parameters are layout constants).
+#[allow(clippy::extra_unused_type_parameters)]
+pub(super) unsafe fn slot_list_pop<
+    I: Index,
+    H: Hooks,
+    K,
+    const GUARD: usize,
+    const HEAD: usize,
+    const NEXT: usize,
+>(
+    _area: ThreadArea,
+    _cpu: u32,
+    _s: *mut u8,
+    _out: *mut isize,
+    k: impl Outcome<K>,
+) -> K {
+    k.aborted()
+}
+
+#[allow(clippy::extra_unused_type_parameters)]
+pub(super) unsafe fn slot_list_push<
+    I: Index,
+    H: Hooks,
+    K,
+    const GUARD: usize,
+    const HEAD: usize,
+    const NEXT: usize,
+>(
+    _area: ThreadArea,
+    _cpu: u32,
+    _s: *mut u8,
+    _node: *mut u8,
+    k: impl Outcome<K>,
+) -> K {
+    k.aborted()
+}
+
+#[allow(clippy::extra_unused_type_parameters)]
+pub(super) unsafe fn slot_word_push<I: Index, O: Order, H: Hooks, K, W: WordArray>(
+    _area: ThreadArea,
+    _cpu: u32,
+    _s: *mut u8,
+    _src: *const u8,
+    k: impl Outcome<K>,
+) -> K {
+    k.aborted()
+}
+
+#[allow(clippy::extra_unused_type_parameters)]
+pub(super) unsafe fn slot_word_pop<I: Index, H: Hooks, K, W: WordArray>(
+    _area: ThreadArea,
+    _cpu: u32,
+    _s: *mut u8,
+    _dst: *mut u8,
+    k: impl Outcome<K>,
+) -> K {
+    k.aborted()
+}
+
+#[allow(clippy::extra_unused_type_parameters)]
+pub(super) unsafe fn slot_word_push_reg<I: Index, O: Order, H: Hooks, K, W: WordArray>(
+    _area: ThreadArea,
+    _cpu: u32,
+    _s: *mut u8,
+    _word: usize,
+    k: impl Outcome<K>,
+) -> K {
+    k.aborted()
+}
+
+#[allow(clippy::extra_unused_type_parameters)]
+pub(super) unsafe fn slot_word_pop_reg<I: Index, H: Hooks, K, W: WordArray>(
+    _area: ThreadArea,
+    _cpu: u32,
+    _s: *mut u8,
+    _out: *mut usize,
+    k: impl Outcome<K>,
+) -> K {
+    k.aborted()
+}

@@ -710,3 +710,181 @@ pub(crate) unsafe fn load_cbne_load_cbeq_store_add_load_store_k<I: Index, H: Hoo
         )
     }
 }
+
+/// The layout of a slot that holds an array of words behind an offset (the slot ops
+/// [`slot_word_push_k`] and [`slot_word_pop_k`]): the offset word at `OFF`, item `i`
+/// at `ITEMS + 8 * i` for `i < CAP`, each item's first `LEN` bytes (1, 2, 4 or 8)
+/// copied in and out.
+pub(crate) trait WordArray {
+    /// Displacement of the offset (the number of published items).
+    const OFF: usize;
+    /// Displacement of item 0.
+    const ITEMS: usize;
+    /// Items per slot.
+    const CAP: usize;
+    /// Bytes copied per item.
+    const LEN: usize;
+}
+
+/// The containers' slot ops: each works on one slot of per-CPU storage, addressed as
+/// the slot's base plus constant displacements (the slot layout's), so the caller
+/// computes one address per operation and the sequence loads what it compares (no
+/// value read before the sequence and compared again inside it). Crate-internal: the
+/// const parameters are the containers' layouts.
+///
+/// `if *(s+GUARD) == 0 && *(s+HEAD) != 0 { *out = *(s+HEAD); *(s+HEAD) =
+/// *(*(s+HEAD) + NEXT) }`: the guarded list pop of [`load_cbne_load_cbeq_store_add_load_store`]
+/// with its head loaded once, inside the sequence.
+///
+/// # Safety
+/// As for [`load_cbne_load_cbeq_store_add_load_store`], with `g = s+GUARD`,
+/// `v = s+HEAD`, `voffp = NEXT` and `load = out`.
+#[inline(always)]
+pub(crate) unsafe fn slot_list_pop_k<
+    I: Index,
+    H: Hooks,
+    K,
+    const GUARD: usize,
+    const HEAD: usize,
+    const NEXT: usize,
+>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    out: *mut isize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
+    if !valid_index::<I>(cpu) {
+        return k.aborted();
+    }
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    unsafe { imp::slot_list_pop::<I, H, K, GUARD, HEAD, NEXT>(area, cpu, s, out, k) }
+}
+
+/// `if *(s+GUARD) == 0 { *(node+NEXT) = *(s+HEAD); *(s+HEAD) = node }`: the guarded
+/// list push, the head loaded inside the sequence (the `next` store is speculative).
+///
+/// # Safety
+/// As for [`load_cbne_load_cbne_store`] on `s+HEAD` and `s+GUARD`; `node` must be
+/// writable at `NEXT` and read by nobody until the commit publishes it.
+#[inline(always)]
+pub(crate) unsafe fn slot_list_push_k<
+    I: Index,
+    H: Hooks,
+    K,
+    const GUARD: usize,
+    const HEAD: usize,
+    const NEXT: usize,
+>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    node: *mut u8,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
+    if !valid_index::<I>(cpu) {
+        return k.aborted();
+    }
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    unsafe { imp::slot_list_push::<I, H, K, GUARD, HEAD, NEXT>(area, cpu, s, node, k) }
+}
+
+/// `n = *(s+OFF); if n < CAP (unsigned) { memcpy(s+ITEMS+8n, src, LEN); *(s+OFF) =
+/// n + 1 }` for the layout `W`: the push of an array of words (LEN is 1, 2, 4 or 8); an offset of CAP
+/// (full) or below 0 (a thief's mark) fails the compare.
+///
+/// # Safety
+/// As for [`load_cbne_memcpy_store`] on `v = s+OFF`; the items `s+ITEMS+8i` for
+/// `i < CAP` are the slot's, written only by sequences for `cpu` (or code that
+/// excludes them), and `src` is readable for LEN bytes.
+#[inline(always)]
+pub(crate) unsafe fn slot_word_push_k<I: Index, O: Order, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    src: *const u8,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
+    if !valid_index::<I>(cpu) {
+        return k.aborted();
+    }
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    unsafe { imp::slot_word_push::<I, O, H, K, W>(area, cpu, s, src, k) }
+}
+
+/// `n = *(s+OFF) - 1; if n >= 0 { memcpy(dst, s+ITEMS+8n, LEN); *(s+OFF) = n }`: the
+/// pop of an array of words; an empty array or a thief's negative mark fails the
+/// compare.
+///
+/// # Safety
+/// As for [`slot_word_push_k`]; `dst` must be writable for LEN bytes and private to
+/// the caller (it is written before the commit).
+#[inline(always)]
+pub(crate) unsafe fn slot_word_pop_k<I: Index, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    dst: *mut u8,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
+    if !valid_index::<I>(cpu) {
+        return k.aborted();
+    }
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    unsafe { imp::slot_word_pop::<I, H, K, W>(area, cpu, s, dst, k) }
+}
+
+/// [`slot_word_push_k`] of a word given as a value (a pointer, every byte of it
+/// initialised), stored from a register: no copy through memory.
+///
+/// # Safety
+/// As for [`slot_word_push_k`] (without `src`).
+#[inline(always)]
+pub(crate) unsafe fn slot_word_push_reg_k<I: Index, O: Order, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    word: usize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
+    if !valid_index::<I>(cpu) {
+        return k.aborted();
+    }
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    unsafe { imp::slot_word_push_reg::<I, O, H, K, W>(area, cpu, s, word, k) }
+}
+
+/// [`slot_word_pop_k`] of words that are never 0, 1 or 2 (pointers to heap objects or
+/// to aligned dangling places: boxes of types that are not zero-sized or are aligned
+/// to 4 or more), returned in a register: `*out` is written on commit, with no copy
+/// through memory inside the sequence.
+///
+/// # Safety
+/// As for [`slot_word_pop_k`] with `LEN` 8; every published word of the slot is
+/// above 2.
+#[inline(always)]
+pub(crate) unsafe fn slot_word_pop_reg_k<I: Index, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    out: *mut usize,
+    k: impl Outcome<K>,
+) -> K {
+    let k = Recorded::<H, _>::new(cpu, k);
+    if !valid_index::<I>(cpu) {
+        return k.aborted();
+    }
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    unsafe { imp::slot_word_pop_reg::<I, H, K, W>(area, cpu, s, out, k) }
+}

@@ -27,7 +27,7 @@
 
 use core::arch::asm;
 
-use super::{Index, Order, Outcome};
+use super::{Index, Order, Outcome, WordArray};
 use crate::hooks::Hooks;
 use crate::registration::ThreadArea;
 
@@ -643,6 +643,487 @@ pub(super) unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks
     // SAFETY: as in `load_cbeq_store_add_load_store`; `g` is readable (contract).
     unsafe { plain_or_hooked!(H, go) }
     k.committed()
+}
+
+/// The word copy of the slot ops: `$len` bytes (1, 2, 4 or 8) from `$from` to `$to`
+/// through the scratch register (the asm reads and writes bytes, whatever they hold).
+macro_rules! word_copy {
+    (8, $from:literal, $to:literal) => {
+        concat!("movq ", $from, ", {tmp}\n", "movq {tmp}, ", $to, "\n")
+    };
+    (4, $from:literal, $to:literal) => {
+        concat!("movl ", $from, ", {tmp:e}\n", "movl {tmp:e}, ", $to, "\n")
+    };
+    (2, $from:literal, $to:literal) => {
+        concat!("movw ", $from, ", {tmp:x}\n", "movw {tmp:x}, ", $to, "\n")
+    };
+    (1, $from:literal, $to:literal) => {
+        concat!("movb ", $from, ", {tmp:l}\n", "movb {tmp:l}, ", $to, "\n")
+    };
+}
+
+/// The guarded list pop on one slot, addressed from the slot's base with constant
+/// displacements: `if *(s+GUARD) == 0 && *(s+HEAD) != 0 { *out = *(s+HEAD);
+/// *(s+HEAD) = *(*(s+HEAD) + NEXT) }`. The head is loaded once, inside the sequence.
+///
+/// Unlike the other ops this one leaves through one exit with a register output (an
+/// asm block cannot have both on stable Rust): the popped node, or 0 (the guard is
+/// set, or the list is empty), 1 (aborted) or 2 (the hooked build's compare-twice
+/// check failed); node addresses are never 0, 1 or 2. The node stays in a register
+/// (the caller's `out` is a local the compiler keeps there), where a goto form would
+/// pass it through memory.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn slot_list_pop<
+    I: Index,
+    H: Hooks,
+    K,
+    const GUARD: usize,
+    const HEAD: usize,
+    const NEXT: usize,
+>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    out: *mut isize,
+    k: impl Outcome<K>,
+) -> K {
+    let a = area.fs_offset();
+    let r: usize;
+    macro_rules! body {
+        ($m:tt, $twice:expr, $twice_exit:expr) => {
+            concat!(
+                exit_point!("91f"),
+                $twice_exit,
+                start!($m),
+                cpu_check!($m),
+                "cmpq $0, {guard}({s})\n",
+                "jnz 91f\n",
+                "movq {head}({s}), {r}\n",
+                "testq {r}, {r}\n",
+                "jz 90f\n",
+                inj!($m, "16"),
+                // Not the guard: a thief may set it at any time, and it is the fence
+                // that follows which aborts this sequence.
+                $twice,
+                "movq {next}({r}), {n}\n",
+                "movq {n}, {head}({s})\n",
+                "5:\n",
+                "90:\n",
+                inj!($m, "20"),
+                ".pushsection __rseq_failure, \"ax\"\n",
+                ".byte 0x0f, 0xb9, 0x3d\n",
+                ".long 0x53053053\n",
+                "6:\n",
+                "movl $1, {r:e}\n",
+                "jmp 90b\n",
+                "91:\n",
+                "xorl {r:e}, {r:e}\n",
+                "jmp 90b\n",
+                "92:\n",
+                "movl $2, {r:e}\n",
+                "jmp 90b\n",
+                ".popsection\n",
+            )
+        };
+    }
+    // SAFETY: the caller upholds the contract (area registered for this thread, the
+    // slot's words written only by sequences for `cpu` or a thief that stopped it,
+    // every non-zero head a node readable at NEXT); the block writes only
+    // `area->rseq_cs`, the head and the registers it declares.
+    unsafe {
+        if H::INJECT {
+            asm!(
+                body!(
+                    hooked,
+                    concat!(
+                        "cmpb $0, {flags}+0(%rip)\n",
+                        "je 86f\n",
+                        "cmpl {cpu:e}, %fs:{cpuoff}({area})\n",
+                        "jnz 92f\n",
+                        "cmpq {r}, {head}({s})\n",
+                        "jnz 92f\n",
+                        "86:\n",
+                    ),
+                    exit_point!("92f")
+                ),
+                tmp = out(reg) _,
+                n = out(reg) _,
+                r = out(reg) r,
+                s = in(reg) s,
+                guard = const GUARD,
+                head = const HEAD,
+                next = const NEXT,
+                area = in(reg) a,
+                cpu = in(reg) cpu,
+                cpuoff = const I::OFFSET,
+                ckcpu = const I::CHECK_CPU_ID as u8,
+                loops = sym crate::hooks::LOOPS,
+                flags = sym crate::hooks::FLAGS,
+                options(att_syntax, nostack)
+            )
+        } else {
+            asm!(
+                body!(plain, "", ""),
+                tmp = out(reg) _,
+                n = out(reg) _,
+                r = out(reg) r,
+                s = in(reg) s,
+                guard = const GUARD,
+                head = const HEAD,
+                next = const NEXT,
+                area = in(reg) a,
+                cpu = in(reg) cpu,
+                cpuoff = const I::OFFSET,
+                ckcpu = const I::CHECK_CPU_ID as u8,
+                options(att_syntax, nostack)
+            )
+        }
+    }
+    if r > 2 {
+        // SAFETY: `out` is the caller's private word (contract).
+        unsafe { out.write(r as isize) };
+        return k.committed();
+    }
+    match r {
+        0 => k.compare_failed(),
+        2 if H::INJECT => crate::hooks::compare_twice_failed(
+            "the CPU or a compared value changed before the commit",
+        ),
+        _ => k.aborted(),
+    }
+}
+
+/// The guarded list push on one slot: `if *(s+GUARD) == 0 { *(node+NEXT) = *(s+HEAD);
+/// *(s+HEAD) = node }`, the head loaded inside the sequence.
+pub(super) unsafe fn slot_list_push<
+    I: Index,
+    H: Hooks,
+    K,
+    const GUARD: usize,
+    const HEAD: usize,
+    const NEXT: usize,
+>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    node: *mut u8,
+    k: impl Outcome<K>,
+) -> K {
+    let a = area.fs_offset();
+    macro_rules! go {
+        ($m:tt) => {
+            rseq_asm!($m, I, a, cpu, k, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "cmpq $0, {guard}({s})\n",
+                "jnz {cmpfail}\n",
+                inj!($m, "24"),
+                "movq {head}({s}), {n}\n",
+                // Speculative: the node is the caller's until the commit publishes it.
+                "movq {n}, {next}({node})\n",
+                inj!($m, "16"),
+                twice!($m, "cmpq {n}, {head}({s})\njnz {twice}\n"),
+                "movq {node}, {head}({s})\n",
+                "5:\n",
+                inj!($m, "20"),
+                abort_handler!(),
+            ],
+            tmp = out(reg) _,
+            n = out(reg) _,
+            s = in(reg) s,
+            node = in(reg) node,
+            guard = const GUARD,
+            head = const HEAD,
+            next = const NEXT,
+            cmpfail = label { return k.compare_failed() },
+            )
+        };
+    }
+    // SAFETY: as in `slot_list_pop`; `node` is the caller's (unpublished) node, whose
+    // `next` word nobody reads until the commit publishes it.
+    unsafe { plain_or_hooked!(H, go) }
+    k.committed()
+}
+
+/// The word-array push on one slot: `n = *(s+OFF); if n < CAP { copy LEN bytes from
+/// src to s+ITEMS+8n; *(s+OFF) = n + 1 }` (a negative offset, a thief's mark, fails
+/// the unsigned compare like a full array).
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn slot_word_push<I: Index, O: Order, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    src: *const u8,
+    k: impl Outcome<K>,
+) -> K {
+    // x86_64 stores are release stores (TSO): both orderings are the same code.
+    let _ = O::RELEASE;
+    let a = area.fs_offset();
+    macro_rules! go {
+        ($m:tt, $len:tt) => {
+            rseq_asm!($m, I, a, cpu, k, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "movq {off}({s}), {n}\n",
+                "cmpq ${cap}, {n}\n",
+                "jae {cmpfail}\n",
+                inj!($m, "16"),
+                twice!($m, "cmpq {n}, {off}({s})\njnz {twice}\n"),
+                word_copy!($len, "({src})", "{items}({s},{n},8)"),
+                inj!($m, "20"),
+                "incq {n}\n",
+                "movq {n}, {off}({s})\n",
+                "5:\n",
+                abort_handler!(),
+            ],
+            tmp = out(reg) _,
+            n = out(reg) _,
+            s = in(reg) s,
+            src = in(reg) src,
+            off = const W::OFF,
+            items = const W::ITEMS,
+            cap = const W::CAP,
+            cmpfail = label { return k.compare_failed() },
+            )
+        };
+    }
+    macro_rules! by_len {
+        ($m:tt) => {
+            match W::LEN {
+                8 => go!($m, 8),
+                4 => go!($m, 4),
+                2 => go!($m, 2),
+                1 => go!($m, 1),
+                _ => unreachable!("slot_word_push: {} bytes", W::LEN),
+            }
+        };
+    }
+    // SAFETY: the caller upholds the contract (area registered for this thread, the
+    // slot's offset and items written only by sequences for `cpu` or a thief that
+    // stopped it, `src` readable for LEN bytes); the copy goes to the item past the
+    // published ones, below CAP (checked in the sequence), which nobody reads until
+    // the commit publishes it.
+    unsafe { plain_or_hooked!(H, by_len) }
+    k.committed()
+}
+
+/// The word-array pop on one slot: `n = *(s+OFF) - 1; if n >= 0 { copy LEN bytes
+/// from s+ITEMS+8n to dst; *(s+OFF) = n }` (an empty array and a thief's negative
+/// mark both fail the sign test). The copy and the commit see the same item: no ABA.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn slot_word_pop<I: Index, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    dst: *mut u8,
+    k: impl Outcome<K>,
+) -> K {
+    let a = area.fs_offset();
+    macro_rules! go {
+        ($m:tt, $len:tt) => {
+            rseq_asm!($m, I, a, cpu, k, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "movq {off}({s}), {n}\n",
+                "decq {n}\n",
+                "js {cmpfail}\n",
+                inj!($m, "16"),
+                twice!($m, "leaq 1({n}), {tmp}\ncmpq {tmp}, {off}({s})\njnz {twice}\n"),
+                word_copy!($len, "{items}({s},{n},8)", "({dst})"),
+                inj!($m, "20"),
+                "movq {n}, {off}({s})\n",
+                "5:\n",
+                abort_handler!(),
+            ],
+            tmp = out(reg) _,
+            n = out(reg) _,
+            s = in(reg) s,
+            dst = in(reg) dst,
+            off = const W::OFF,
+            items = const W::ITEMS,
+            cmpfail = label { return k.compare_failed() },
+            )
+        };
+    }
+    macro_rules! by_len {
+        ($m:tt) => {
+            match W::LEN {
+                8 => go!($m, 8),
+                4 => go!($m, 4),
+                2 => go!($m, 2),
+                1 => go!($m, 1),
+                _ => unreachable!("slot_word_pop: {} bytes", W::LEN),
+            }
+        };
+    }
+    // SAFETY: as in `slot_word_push`; the item read is a published one (below the
+    // offset, checked in the sequence) and `dst` is the caller's private space of
+    // LEN bytes.
+    unsafe { plain_or_hooked!(H, by_len) }
+    k.committed()
+}
+
+/// [`slot_word_push`] of a word given in a register (a pointer: every byte is
+/// initialised), stored with one `movq`.
+pub(super) unsafe fn slot_word_push_reg<I: Index, O: Order, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    word: usize,
+    k: impl Outcome<K>,
+) -> K {
+    // x86_64 stores are release stores (TSO): both orderings are the same code.
+    let _ = O::RELEASE;
+    let a = area.fs_offset();
+    macro_rules! go {
+        ($m:tt) => {
+            rseq_asm!($m, I, a, cpu, k, [
+                exit_point!("{cmpfail}"),
+                hooked_exits!($m),
+                start!($m),
+                cpu_check!($m),
+                "movq {off}({s}), {n}\n",
+                "cmpq ${cap}, {n}\n",
+                "jae {cmpfail}\n",
+                inj!($m, "16"),
+                twice!($m, "cmpq {n}, {off}({s})\njnz {twice}\n"),
+                "movq {word}, {items}({s},{n},8)\n",
+                inj!($m, "20"),
+                "incq {n}\n",
+                "movq {n}, {off}({s})\n",
+                "5:\n",
+                abort_handler!(),
+            ],
+            tmp = out(reg) _,
+            n = out(reg) _,
+            s = in(reg) s,
+            word = in(reg) word,
+            off = const W::OFF,
+            items = const W::ITEMS,
+            cap = const W::CAP,
+            cmpfail = label { return k.compare_failed() },
+            )
+        };
+    }
+    // SAFETY: as in `slot_word_push` (the word comes from a register).
+    unsafe { plain_or_hooked!(H, go) }
+    k.committed()
+}
+
+/// [`slot_word_pop`] of a word that is never 0, 1 or 2 (a pointer to a heap object
+/// or to an aligned dangling place), returned in a register as [`slot_list_pop`]
+/// returns its node: 0 when empty or stopped, 1 when aborted, 2 when the hooked
+/// build's compare-twice check failed; `*out` is written on commit.
+pub(super) unsafe fn slot_word_pop_reg<I: Index, H: Hooks, K, W: WordArray>(
+    area: ThreadArea,
+    cpu: u32,
+    s: *mut u8,
+    out: *mut usize,
+    k: impl Outcome<K>,
+) -> K {
+    let a = area.fs_offset();
+    let r: usize;
+    macro_rules! body {
+        ($m:tt, $twice:expr, $twice_exit:expr) => {
+            concat!(
+                exit_point!("91f"),
+                $twice_exit,
+                start!($m),
+                cpu_check!($m),
+                "movq {off}({s}), {n}\n",
+                "decq {n}\n",
+                "js 91f\n",
+                "movq {items}({s},{n},8), {r}\n",
+                inj!($m, "16"),
+                $twice,
+                inj!($m, "20"),
+                "movq {n}, {off}({s})\n",
+                "5:\n",
+                "90:\n",
+                ".pushsection __rseq_failure, \"ax\"\n",
+                ".byte 0x0f, 0xb9, 0x3d\n",
+                ".long 0x53053053\n",
+                "6:\n",
+                "movl $1, {r:e}\n",
+                "jmp 90b\n",
+                "91:\n",
+                "xorl {r:e}, {r:e}\n",
+                "jmp 90b\n",
+                "92:\n",
+                "movl $2, {r:e}\n",
+                "jmp 90b\n",
+                ".popsection\n",
+            )
+        };
+    }
+    // SAFETY: as in `slot_word_pop`; the block writes only `area->rseq_cs`, the
+    // offset and the registers it declares.
+    unsafe {
+        if H::INJECT {
+            asm!(
+                body!(
+                    hooked,
+                    concat!(
+                        "cmpb $0, {flags}+0(%rip)\n",
+                        "je 86f\n",
+                        "cmpl {cpu:e}, %fs:{cpuoff}({area})\n",
+                        "jnz 92f\n",
+                        "leaq 1({n}), {tmp}\n",
+                        "cmpq {tmp}, {off}({s})\n",
+                        "jnz 92f\n",
+                        "86:\n",
+                    ),
+                    exit_point!("92f")
+                ),
+                tmp = out(reg) _,
+                n = out(reg) _,
+                r = out(reg) r,
+                s = in(reg) s,
+                off = const W::OFF,
+                items = const W::ITEMS,
+                area = in(reg) a,
+                cpu = in(reg) cpu,
+                cpuoff = const I::OFFSET,
+                ckcpu = const I::CHECK_CPU_ID as u8,
+                loops = sym crate::hooks::LOOPS,
+                flags = sym crate::hooks::FLAGS,
+                options(att_syntax, nostack)
+            )
+        } else {
+            asm!(
+                body!(plain, "", ""),
+                tmp = out(reg) _,
+                n = out(reg) _,
+                r = out(reg) r,
+                s = in(reg) s,
+                off = const W::OFF,
+                items = const W::ITEMS,
+                area = in(reg) a,
+                cpu = in(reg) cpu,
+                cpuoff = const I::OFFSET,
+                ckcpu = const I::CHECK_CPU_ID as u8,
+                options(att_syntax, nostack)
+            )
+        }
+    }
+    if r > 2 {
+        // SAFETY: `out` is the caller's private word (contract).
+        unsafe { out.write(r) };
+        return k.committed();
+    }
+    match r {
+        0 => k.compare_failed(),
+        2 if H::INJECT => crate::hooks::compare_twice_failed(
+            "the CPU or a compared value changed before the commit",
+        ),
+        _ => k.aborted(),
+    }
 }
 
 mod slab;

@@ -4,7 +4,7 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
-use core::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
+use core::mem::{align_of, offset_of, size_of, MaybeUninit};
 use core::sync::atomic::{AtomicIsize, Ordering};
 
 use std::sync::Mutex;
@@ -19,6 +19,8 @@ use crate::FenceError;
 
 /// One CPU's array: `items[..offset]` hold published values, each one word: the
 /// value's own bytes when it fits ([`Stored::INLINE`]), else the address of its box.
+/// The sequences address the offset and the items from the slot's base ([`Words`]).
+#[repr(C)]
 struct BufSlot<const CAP: usize> {
     offset: AtomicIsize,
     items: UnsafeCell<[MaybeUninit<usize>; CAP]>,
@@ -26,6 +28,219 @@ struct BufSlot<const CAP: usize> {
 
 // SAFETY: zero is an empty array (MaybeUninit holds any bytes).
 unsafe impl<const CAP: usize> Zeroable for BufSlot<CAP> {}
+
+impl<const CAP: usize> BufSlot<CAP> {
+    /// The slot's address, from which the sequences address its words.
+    #[inline(always)]
+    fn base(&self) -> *mut u8 {
+        (self as *const Self).cast_mut().cast()
+    }
+}
+
+/// The layout of a `BufSlot<CAP>` holding `T`s, for the slot ops.
+struct Words<T, const CAP: usize>(PhantomData<fn() -> T>);
+
+impl<T, const CAP: usize> arch::WordArray for Words<T, CAP> {
+    const OFF: usize = offset_of!(BufSlot<CAP>, offset);
+    const ITEMS: usize = offset_of!(BufSlot<CAP>, items);
+    const CAP: usize = CAP;
+    const LEN: usize = Stored::<T>::LEN;
+}
+
+/// The push of a word buffer: the value's word (its bytes, or its box's address)
+/// copied past the published items and published, all inside the sequence (the
+/// offset is loaded there and compared with `CAP`).
+struct WordPush<T, O, const CAP: usize> {
+    src: *const u8,
+    _types: PhantomData<(fn() -> T, O)>,
+}
+
+impl<T, O, const CAP: usize> Clone for WordPush<T, O, CAP> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T, O, const CAP: usize> Copy for WordPush<T, O, CAP> {}
+
+impl<T, O: Order, const CAP: usize> Seq<BufSlot<CAP>> for WordPush<T, O, CAP> {
+    type Out = Pushed;
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &BufSlot<CAP>,
+        k: impl Step<Pushed, K>,
+    ) -> K {
+        hooks::inject_c::<H>(8);
+        // SAFETY: the slot's offset and items are written only by sequences of this
+        // CPU (or a thief that stopped and fenced it); `src` holds the value's word
+        // (`Stored::LEN` bytes); `cpu` was read from `area` (contract).
+        unsafe {
+            arch::slot_word_push_k::<I, O, H, K, Words<T, CAP>>(
+                area,
+                cpu,
+                slot.base(),
+                self.src,
+                Then {
+                    out: || Pushed::Yes,
+                    step: k,
+                },
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, slot: &BufSlot<CAP>) -> Attempt<Pushed> {
+        let off = slot.offset.load(Ordering::Relaxed);
+        if off as usize == CAP {
+            Attempt::Done(Pushed::Full)
+        } else if off < 0 {
+            // Stopped by a thief: the fallback.
+            Attempt::GiveUp
+        } else {
+            Attempt::Again
+        }
+    }
+}
+
+/// The pop of a word buffer: the last published word copied to `dst` and
+/// unpublished inside the sequence. `true`: popped; `false`: empty or the fallback.
+struct WordPop<T, const CAP: usize> {
+    dst: *mut u8,
+    _types: PhantomData<fn() -> T>,
+}
+
+impl<T, const CAP: usize> Clone for WordPop<T, CAP> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T, const CAP: usize> Copy for WordPop<T, CAP> {}
+
+impl<T, const CAP: usize> Seq<BufSlot<CAP>> for WordPop<T, CAP> {
+    type Out = bool;
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &BufSlot<CAP>,
+        k: impl Step<bool, K>,
+    ) -> K {
+        hooks::inject_c::<H>(8);
+        // SAFETY: as in `WordPush`; `dst` is the caller's private word.
+        unsafe {
+            arch::slot_word_pop_k::<I, H, K, Words<T, CAP>>(
+                area,
+                cpu,
+                slot.base(),
+                self.dst,
+                Then {
+                    out: || true,
+                    step: k,
+                },
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, slot: &BufSlot<CAP>) -> Attempt<bool> {
+        // Empty, or stopped by a thief: the shared fallback list.
+        if slot.offset.load(Ordering::Relaxed) <= 0 {
+            Attempt::GiveUp
+        } else {
+            Attempt::Again
+        }
+    }
+}
+
+/// The push of a pointer word given as a value (a box's address): stored from a
+/// register inside the sequence.
+#[derive(Clone, Copy)]
+struct PtrPush<const CAP: usize>(usize);
+
+impl<const CAP: usize> Seq<BufSlot<CAP>> for PtrPush<CAP> {
+    type Out = Pushed;
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &BufSlot<CAP>,
+        k: impl Step<Pushed, K>,
+    ) -> K {
+        hooks::inject_c::<H>(8);
+        // SAFETY: as in `WordPush`; the word is a box's address (every byte set).
+        unsafe {
+            arch::slot_word_push_reg_k::<I, Relaxed, H, K, Words<usize, CAP>>(
+                area,
+                cpu,
+                slot.base(),
+                self.0,
+                Then {
+                    out: || Pushed::Yes,
+                    step: k,
+                },
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, slot: &BufSlot<CAP>) -> Attempt<Pushed> {
+        let mut push = WordPush::<usize, Relaxed, CAP> {
+            src: core::ptr::null(),
+            _types: PhantomData,
+        };
+        push.compare_failed(slot)
+    }
+}
+
+/// The pop of a pointer word that is never 0, 1 or 2, returned in a register: the
+/// word, or 0 for "empty or stopped: the shared fallback".
+#[derive(Clone, Copy)]
+struct PtrPop<const CAP: usize>;
+
+impl<const CAP: usize> Seq<BufSlot<CAP>> for PtrPop<CAP> {
+    type Out = usize;
+
+    #[inline(always)]
+    unsafe fn run<I: Index, H: Hooks, K>(
+        self,
+        area: crate::ThreadArea,
+        cpu: u32,
+        slot: &BufSlot<CAP>,
+        k: impl Step<usize, K>,
+    ) -> K {
+        let mut word = MaybeUninit::<usize>::uninit();
+        let out = word.as_mut_ptr();
+        let then = Then {
+            // SAFETY: read only on commit, after the pop wrote it.
+            out: move || unsafe { out.read() },
+            step: k,
+        };
+        hooks::inject_c::<H>(8);
+        // SAFETY: as in `WordPop`; the slot's words are box addresses above 2 (the
+        // caller, `pop_box`); `out` is private to this attempt.
+        unsafe {
+            arch::slot_word_pop_reg_k::<I, H, K, Words<usize, CAP>>(
+                area,
+                cpu,
+                slot.base(),
+                out,
+                then,
+            )
+        }
+    }
+
+    fn compare_failed(&mut self, slot: &BufSlot<CAP>) -> Attempt<usize> {
+        if slot.offset.load(Ordering::Relaxed) <= 0 {
+            Attempt::GiveUp
+        } else {
+            Attempt::Again
+        }
+    }
+}
 
 /// How a `T` is kept in a slot word.
 struct Stored<T>(PhantomData<T>);
@@ -45,39 +260,40 @@ impl<T> Stored<T> {
     };
 }
 
-/// A value on its way into a slot: its own bytes, or its box.
-enum Outgoing<T> {
-    Inline(ManuallyDrop<T>),
-    Boxed(*mut T),
+/// A value on its way into a slot: the slot word itself (the value's own bytes, or
+/// the address of its box), kept in memory for the sequence to copy.
+struct Outgoing<T> {
+    word: MaybeUninit<usize>,
+    _value: PhantomData<T>,
 }
 
 impl<T> Outgoing<T> {
     #[inline(always)]
     fn new(value: T) -> Self {
+        let mut word = MaybeUninit::<usize>::uninit();
         if Stored::<T>::INLINE {
-            Outgoing::Inline(ManuallyDrop::new(value))
+            // SAFETY: a `T` fits the word and its alignment (`INLINE`).
+            unsafe { word.as_mut_ptr().cast::<T>().write(value) };
         } else {
-            Outgoing::Boxed(Box::into_raw(Box::new(value)))
+            word.write(Box::into_raw(Box::new(value)) as usize);
+        }
+        Outgoing {
+            word,
+            _value: PhantomData,
         }
     }
 
     /// The bytes the sequence copies into the slot.
     #[inline(always)]
     fn src(&self) -> *const u8 {
-        match self {
-            Outgoing::Inline(v) => (&**v as *const T).cast(),
-            Outgoing::Boxed(p) => (p as *const *mut T).cast(),
-        }
+        self.word.as_ptr().cast()
     }
 
     /// The value back (it was not published).
     #[inline(always)]
     fn back(self) -> T {
-        match self {
-            Outgoing::Inline(v) => ManuallyDrop::into_inner(v),
-            // SAFETY: the box was never published: still ours.
-            Outgoing::Boxed(p) => *unsafe { Box::from_raw(p) },
-        }
+        // SAFETY: the word holds the value as `Stored` says, never published: ours.
+        unsafe { take_word::<T>(&self.word) }
     }
 }
 
@@ -203,7 +419,10 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     #[inline(always)]
     fn push_ordered<O: Order>(&self, value: T) -> Result<(), T> {
         let item = Outgoing::new(value);
-        let push = ArrayPush::<O>::new(item.src(), Stored::<T>::LEN);
+        let push = WordPush::<T, O, CAP> {
+            src: item.src(),
+            _types: PhantomData,
+        };
         match on_current_cpu::<H, _, _>(&self.slots, push, |_| Pushed::Fallback) {
             Pushed::Yes => Ok(()),
             Pushed::Full => Err(item.back()),
@@ -215,7 +434,10 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
     #[inline(always)]
     pub fn pop(&self) -> Option<T> {
         let mut word = MaybeUninit::<usize>::uninit();
-        let pop = ArrayPop::new(word.as_mut_ptr().cast::<u8>(), Stored::<T>::LEN);
+        let pop = WordPop::<T, CAP> {
+            dst: word.as_mut_ptr().cast::<u8>(),
+            _types: PhantomData,
+        };
         if on_current_cpu::<H, _, _>(&self.slots, pop, |_| false) {
             // SAFETY: a committed pop copied a published value's word into `word` and
             // unpublished it: ours now.
@@ -308,6 +530,70 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         }
         out.append(self.fallback.get_mut());
         out
+    }
+}
+
+/// Boxes move in and out as their addresses in a register (the pool's cache): a box
+/// is a pointer, every byte of it initialised, so the word needs no copy through
+/// memory.
+impl<U, const CAP: usize, H: Hooks> PerCpuBuffer<Box<U>, CAP, H> {
+    /// Whether no box of `U` has the address 0, 1 or 2 (the register pop's
+    /// sentinels): only a box of a zero-sized type aligned to 1 or 2 does (its
+    /// dangling address is its alignment).
+    const ABOVE_2: bool = size_of::<U>() != 0 || align_of::<U>() > 2;
+
+    /// As [`push`](Self::push).
+    #[inline(always)]
+    pub(crate) fn push_box(&self, b: Box<U>) -> Result<(), Box<U>> {
+        let p = Box::into_raw(b);
+        let back = || {
+            // SAFETY: the box was not published: still ours.
+            unsafe { Box::from_raw(p) }
+        };
+        match on_current_cpu::<H, _, _>(&self.slots, PtrPush::<CAP>(p as usize), |_| {
+            Pushed::Fallback
+        }) {
+            Pushed::Yes => Ok(()),
+            Pushed::Full => Err(back()),
+            Pushed::Fallback => self.fallback.push::<H>(back(), CAP),
+        }
+    }
+
+    /// As [`pop`](Self::pop), else `or()` (cold: the shared fallback is not looked
+    /// at, `or` does what it must), with no test of an `Option` on the way: both
+    /// paths give a box (the pool's `get`).
+    #[inline(always)]
+    pub(crate) fn pop_box_or(&self, or: impl FnOnce() -> Box<U>) -> Box<U> {
+        if !Self::ABOVE_2 {
+            return match self.pop() {
+                Some(b) => b,
+                None => or(),
+            };
+        }
+        let word =
+            on_current_cpu::<H, _, _>(&self.slots, PtrPop::<CAP>, |_| Box::into_raw(or()) as usize);
+        // SAFETY: a committed pop returned a published box's address and unpublished
+        // it, or `or` gave one: ours now.
+        unsafe { Box::from_raw(word as *mut U) }
+    }
+
+    /// The shared fallback's most recent box (see [`pop_box_or`](Self::pop_box_or)).
+    pub(crate) fn pop_fallback(&self) -> Option<Box<U>> {
+        self.fallback.pop::<H>()
+    }
+
+    /// As [`pop`](Self::pop).
+    #[inline(always)]
+    pub(crate) fn pop_box(&self) -> Option<Box<U>> {
+        if !Self::ABOVE_2 {
+            return self.pop();
+        }
+        match on_current_cpu::<H, _, _>(&self.slots, PtrPop::<CAP>, |_| 0) {
+            0 => self.fallback.pop::<H>(),
+            // SAFETY: a committed pop returned a published box's address (never 0)
+            // and unpublished it: ours now.
+            word => Some(unsafe { Box::from_raw(word as *mut U) }),
+        }
     }
 }
 

@@ -33,7 +33,7 @@
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::AtomicU32;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 use super::storage::{AllocError, IndexBy, PerCpu, Zeroable, DEFAULT_STRIDE};
 
@@ -56,6 +56,12 @@ pub(crate) struct LazySlots<S: Zeroable> {
     cpu_ready: AtomicUsize,
     /// `ready` when indexed by mm_cid, 0 when by CPU.
     mm_ready: AtomicUsize,
+    /// `cpu_ready` when glibc owns registrations (libc mode), 0 otherwise: the bound
+    /// of the fast path that reaches the area through `fs_off`.
+    libc_ready: AtomicUsize,
+    /// glibc's `__rseq_offset` (written before `libc_ready`), 0 before: the fast path
+    /// reads `cpu_id` at `%fs:4(fs_off)` with no test of the registration mode.
+    fs_off: AtomicIsize,
     /// How the container picks its slot (set at construction).
     index: IndexBy,
     /// 0, or the process id of the thread that claimed the set-up (see the module
@@ -95,6 +101,8 @@ impl<S: Zeroable> LazySlots<S> {
             ready: AtomicUsize::new(0),
             cpu_ready: AtomicUsize::new(0),
             mm_ready: AtomicUsize::new(0),
+            libc_ready: AtomicUsize::new(0),
+            fs_off: AtomicIsize::new(0),
             index,
             claim: AtomicU32::new(0),
             storage: UnsafeCell::new(MaybeUninit::uninit()),
@@ -213,7 +221,13 @@ impl<S: Zeroable> LazySlots<S> {
         // Published below: the claim stays (nobody looks at it once `ready` is set).
         core::mem::forget(unclaim);
         match self.index {
-            IndexBy::Cpu => self.cpu_ready.store(n, Ordering::Release),
+            IndexBy::Cpu => {
+                self.cpu_ready.store(n, Ordering::Release);
+                if let Some(off) = crate::registration::libc_offset() {
+                    self.fs_off.store(off, Ordering::Relaxed);
+                    self.libc_ready.store(n, Ordering::Release);
+                }
+            }
             IndexBy::MmCid => self.mm_ready.store(n, Ordering::Release),
         }
         self.ready.store(n, Ordering::Release);
@@ -273,6 +287,10 @@ pub(crate) trait Slots<S: Zeroable> {
     fn cpu_count(&self) -> usize;
     /// [`count`](Self::count) when indexed by mm_cid, 0 otherwise.
     fn mm_cid_count(&self) -> usize;
+    /// [`cpu_count`](Self::cpu_count) in libc mode (0 otherwise), and glibc's
+    /// offset (0 while the count is 0): the fast path's bound and area, for
+    /// `cached_libc_area_with_cpu_below`.
+    fn libc_cpu(&self) -> (usize, isize);
     /// How the container picks its slot.
     fn index(&self) -> IndexBy;
     /// The address of slot `i`.
@@ -296,6 +314,12 @@ impl<S: Zeroable> Slots<S> for LazySlots<S> {
     #[inline(always)]
     fn mm_cid_count(&self) -> usize {
         self.mm_ready.load(Ordering::Acquire)
+    }
+    #[inline(always)]
+    fn libc_cpu(&self) -> (usize, isize) {
+        // The count first (acquire): a non-zero count was published after the offset.
+        let n = self.libc_ready.load(Ordering::Acquire);
+        (n, self.fs_off.load(Ordering::Relaxed))
     }
     #[inline(always)]
     fn index(&self) -> IndexBy {

@@ -4,10 +4,18 @@
 //! |-----------|-------------------|----------|
 //! | [`PerCpuCounter`] | `add` | [`load_add_store`](crate::arch::load_add_store) |
 //! | [`PerCpuLock`] | `lock` (0 -> 1) | [`load_cbne_store`](crate::arch::load_cbne_store) |
-//! | [`PerCpuStack`] | `push` / `pop` | [`load_cbne_load_cbne_store`](crate::arch::load_cbne_load_cbne_store) / [`load_cbne_load_cbeq_store_add_load_store`](crate::arch::load_cbne_load_cbeq_store_add_load_store) |
-//! | [`PerCpuBuffer`] | `push` / `pop` | [`load_cbne_memcpy_store`](crate::arch::load_cbne_memcpy_store) (a word copied through a register) |
+//! | [`PerCpuStack`] | `push` / `pop` | the guarded list push and pop of [`load_cbne_load_cbne_store`](crate::arch::load_cbne_load_cbne_store) / [`load_cbne_load_cbeq_store_add_load_store`](crate::arch::load_cbne_load_cbeq_store_add_load_store), as slot ops (below) |
+//! | [`PerCpuBuffer`] | `push` / `pop` | the offset compare and word copy of [`load_cbne_memcpy_store`](crate::arch::load_cbne_memcpy_store), as slot ops (a word copied through a register) |
 //! | [`PerCpuMemcpyBuffer`] | `push` / `pop` | [`load_cbne_memcpy_store`](crate::arch::load_cbne_memcpy_store) |
-//! | [`PerCpuPool`] | `get` / drop of the handle | the buffer's, on boxes stored in the slot |
+//! | [`PerCpuPool`] | `get` / drop of the handle | the buffer's slot ops, the box's address in a register |
+//!
+//! The stack, buffer and pool run crate-internal *slot ops*: the same sequences,
+//! addressed from the slot's base with the slot layout's constant displacements, and
+//! loading the head or offset they compare inside the sequence (no value read
+//! before the sequence and compared again inside it); the list pop and the pool's
+//! pop return the node or box in a register. By CPU in libc mode, the fast path
+//! reaches the area through the storage's own copy of glibc's `__rseq_offset`, next
+//! to its slot count, with no test of the registration mode.
 //!
 //! # Fallback and forward progress
 //! Every container has a shared fallback path (atomics or a lock) that its readers
@@ -211,22 +219,42 @@ where
     }
     #[inline(always)]
     fn compare_failed(self) -> Q::Out {
-        retry::<H, S, SL, Q, F>(
-            self.slots,
-            self.seq,
-            Some((self.slot, Exit::CompareFailed)),
-            self.fallback,
-        )
+        retry_after_compare::<H, S, SL, Q, F>(self.slots, self.seq, self.slot, self.fallback)
     }
     #[inline(always)]
     fn aborted(self) -> Q::Out {
-        retry::<H, S, SL, Q, F>(
-            self.slots,
-            self.seq,
-            Some((self.slot, Exit::Aborted)),
-            self.fallback,
-        )
+        retry_after_abort::<H, S, SL, Q, F>(self.slots, self.seq, self.slot, self.fallback)
     }
+}
+
+/// [`retry`] after the inline attempt's compare failed. One cold entry per exit, so
+/// that the two exits' calls stay apart: merged, they would take the exit as an
+/// argument, set on the fast path.
+#[cold]
+#[inline(never)]
+fn retry_after_compare<H, S, SL, Q, F>(slots: &SL, seq: Q, slot: &S, fallback: F) -> Q::Out
+where
+    H: crate::hooks::Hooks,
+    S: Zeroable,
+    SL: Slots<S>,
+    Q: Seq<S>,
+    F: FnOnce(Q) -> Q::Out,
+{
+    retry::<H, S, SL, Q, F>(slots, seq, Some((slot, Exit::CompareFailed)), fallback)
+}
+
+/// [`retry`] after the inline attempt aborted (see [`retry_after_compare`]).
+#[cold]
+#[inline(never)]
+fn retry_after_abort<H, S, SL, Q, F>(slots: &SL, seq: Q, slot: &S, fallback: F) -> Q::Out
+where
+    H: crate::hooks::Hooks,
+    S: Zeroable,
+    SL: Slots<S>,
+    Q: Seq<S>,
+    F: FnOnce(Q) -> Q::Out,
+{
+    retry::<H, S, SL, Q, F>(slots, seq, Some((slot, Exit::Aborted)), fallback)
 }
 
 /// How one attempt of the retry loop ended.
@@ -277,8 +305,29 @@ where
     Q: Seq<S>,
 {
     use crate::arch::{ByCpu, ByMmCid, Index};
-    // SAFETY: slot counts are below `CPU_ID_REGISTRATION_FAILED` (`Slots`).
-    let by_cpu = unsafe { ByCpu::enter_below(slots.cpu_count()) };
+    // Libc mode: the storage's copy of glibc's offset, next to its count (0 in
+    // library mode and before set-up: one test of the container's own line, where
+    // the static's would be a load through the GOT from other crates).
+    let (libc_count, fs_off) = slots.libc_cpu();
+    let by_cpu = if libc_count != 0 {
+        // SAFETY: the offset is glibc's (`Slots::libc_cpu`); slot counts are below
+        // `CPU_ID_REGISTRATION_FAILED` (`Slots`).
+        unsafe { crate::registration::cached_libc_area_with_cpu_below(fs_off, libc_count) }
+    } else {
+        None
+    };
+    let by_cpu = match by_cpu {
+        Some(x) => Some(x),
+        // Library mode, or not set up. The thread-local area serves both modes
+        // (libc mode caches glibc's area there too, once validated), so the mode is
+        // not tested again.
+        None => {
+            // Layout only: libc mode (the default) stays the fall-through path.
+            core::hint::cold_path();
+            // SAFETY: as above.
+            unsafe { crate::registration::tls_area_with_cpu_below(slots.cpu_count()) }
+        }
+    };
     if let Some((area, cpu)) = by_cpu {
         return first_attempt::<ByCpu, H, S, Q>(slots, area, cpu, seq, fallback);
     }

@@ -78,13 +78,24 @@ impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> PerCpuPool<T, F, CAP, H> {
     /// A free object (made with the constructor when none is free).
     #[inline(always)]
     pub fn get(&self) -> Pooled<'_, T, F, CAP, H> {
-        let obj = match self.try_take() {
-            Some(b) => b,
-            None => self.make_one(),
-        };
+        let obj = self.cache.pop_box_or(|| self.get_slow());
         Pooled {
             obj: ManuallyDrop::new(obj),
             pool: self,
+        }
+    }
+
+    /// `get` when this CPU's cache had nothing (or rseq is unavailable): the shared
+    /// fallback, the overflow list, else a new object.
+    #[cold]
+    #[inline(never)]
+    fn get_slow(&self) -> Box<T> {
+        match self.cache.pop_fallback() {
+            Some(b) => b,
+            None => match self.take_overflow() {
+                Some(b) => b,
+                None => self.make_one(),
+            },
         }
     }
 
@@ -105,7 +116,7 @@ impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> PerCpuPool<T, F, CAP, H> {
 
     #[inline(always)]
     fn try_take(&self) -> Option<Box<T>> {
-        match self.cache.pop() {
+        match self.cache.pop_box() {
             Some(b) => Some(b),
             None => self.take_overflow(),
         }
@@ -122,7 +133,7 @@ impl<T, F: Fn() -> T, const CAP: usize, H: Hooks> PerCpuPool<T, F, CAP, H> {
     /// joins the pool.
     #[inline(always)]
     pub fn put(&self, obj: Box<T>) {
-        if let Err(obj) = self.cache.push(obj) {
+        if let Err(obj) = self.cache.push_box(obj) {
             self.put_overflow(obj);
         }
     }

@@ -125,23 +125,17 @@ impl<T> Seq<StackSlot> for Push<T> {
         slot: &StackSlot,
         k: impl Step<(), K>,
     ) -> K {
-        let node = self.0;
-        let head = slot.head.load(Ordering::Relaxed);
-        // SAFETY: the node is ours until the commit publishes it.
-        unsafe { (*node).next = head };
         hooks::inject_c::<H>(8);
         // SAFETY: head and stopped are this CPU's slot words, written only by its
-        // sequences (or a thief after stopping and fencing); `cpu` was read from
-        // `area` (contract).
+        // sequences (or a thief after stopping and fencing); the node is ours until
+        // the commit publishes it (its `next` is written inside the sequence); `cpu`
+        // was read from `area` (contract).
         unsafe {
-            arch::load_cbne_load_cbne_store_k::<I, H, K>(
+            arch::slot_list_push_k::<I, H, K, GUARD, HEAD, NEXT>(
                 area,
                 cpu,
-                slot.head.as_ptr(),
-                head,
-                slot.stopped.as_ptr(),
-                0,
-                node as isize,
+                slot.base(),
+                self.0.cast(),
                 Then {
                     out: || (),
                     step: k,
@@ -190,17 +184,7 @@ impl<T> Seq<StackSlot> for Pop<T> {
         // leave the list only through committed pops on this CPU or a thief that
         // stopped the slot, which the guard compare sees); `popped` is private.
         unsafe {
-            arch::load_cbne_load_cbeq_store_add_load_store_k::<I, H, K>(
-                area,
-                cpu,
-                slot.stopped.as_ptr(),
-                0,
-                slot.head.as_ptr(),
-                0,
-                NEXT,
-                out,
-                then,
-            )
+            arch::slot_list_pop_k::<I, H, K, GUARD, HEAD, NEXT>(area, cpu, slot.base(), out, then)
         }
     }
 
@@ -210,8 +194,10 @@ impl<T> Seq<StackSlot> for Pop<T> {
     }
 }
 
-/// One CPU's list.
+/// One CPU's list. The sequences address both words from the slot's base
+/// ([`HEAD`], [`GUARD`]).
 #[derive(Default)]
+#[repr(C)]
 struct StackSlot {
     /// Address of the first node, 0 when empty. Written only by sequences of this
     /// slot's CPU, or by a thief that stopped the slot and fenced.
@@ -223,6 +209,19 @@ struct StackSlot {
 
 // SAFETY: zero is an empty, running slot.
 unsafe impl Zeroable for StackSlot {}
+
+impl StackSlot {
+    /// The slot's address, from which the sequences address its words.
+    #[inline(always)]
+    fn base(&self) -> *mut u8 {
+        (self as *const StackSlot).cast_mut().cast()
+    }
+}
+
+/// Displacement of the head in a slot.
+const HEAD: usize = offset_of!(StackSlot, head);
+/// Displacement of the stopped word in a slot.
+const GUARD: usize = offset_of!(StackSlot, stopped);
 
 /// A per-CPU stack (LIFO) of owned values: [`push`](Self::push) and
 /// [`pop`](Self::pop) work on the current CPU's list with one restartable sequence
@@ -290,7 +289,10 @@ impl<T> Default for PerCpuStack<T, NoHooks> {
     }
 }
 
-const NEXT: isize = offset_of!(Node<()>, next) as isize;
+/// Displacement of `next` in a node: the first field of a `repr(C)` struct, 0 for
+/// every `T`.
+const NEXT: usize = offset_of!(Node<()>, next);
+const _: () = assert!(NEXT == 0);
 
 impl<T, H: Hooks> PerCpuStack<T, H> {
     /// An empty stack whose sequences carry the hooks `H`.
@@ -386,11 +388,12 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
         // After the fence no sequence on this slot can commit: the list is ours.
         let head = slot.head.load(Ordering::Acquire);
         slot.head.store(0, Ordering::Relaxed);
-        // A push compares `head` before `stopped`: one that started after the first
-        // fence may have read the old head just before the store above, and would
-        // see `stopped == 0` if we reopened now, committing a node linked to the
-        // detached (soon freed) list. A second fence aborts every sequence still in
-        // flight, so those that follow read the cleared head.
+        // A second fence before reopening: every sequence still in flight on the
+        // slot is restarted, so none that read the old head can commit after the
+        // reopening. (The push and pop read the head inside their sequence, after
+        // the stopped check, so none can hold the old head across the first fence
+        // either; the fence keeps the protocol independent of how they read it, as
+        // when the push read the head before its sequence.)
         if let Err(e) = fence_slot(self.index, cpu) {
             // Keep the slot stopped (its operations use the fallback, until a later
             // steal reopens it) and the values in the fallback: nothing is lost.
