@@ -3,9 +3,12 @@
 //!
 //! # Layout
 //! One region, mapped at first use, holds one slot of [`STRIDE`] bytes per possible
-//! CPU (indexed by mm_cid where the kernel has it, so slots follow the threads that
-//! run at once, not the CPUs that exist; `RESTARTABLE_ALLOC_INDEX=cpu` in the
-//! environment asks for CPU numbers instead). A slot starts with a line of
+//! CPU, their count rounded up to a power of two (slots past the possible CPUs are
+//! address space only: no index reaches them) so that the fast path can mask an
+//! mm_cid instead of comparing it. Slots are indexed by mm_cid where the kernel has
+//! it, so slots follow the threads that run at once, not the CPUs that exist;
+//! `RESTARTABLE_ALLOC_INDEX=cpu` in the environment asks for CPU numbers instead. A
+//! slot starts with a line of
 //! bookkeeping (the *guard* word, when it last went to the middle, the bytes of
 //! capacity it was given, per class how often it missed), then per class a header
 //! word and room for [`max_capacity`] object pointers:
@@ -51,7 +54,7 @@
 //!   the next thread that does (at most one scan per [`IDLE_MS`]).
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use restartable::arch::{
     self, slab_capacity, slab_count, slab_header, ByCpu, ByMmCid, Index, OpResult, Relaxed, Release,
@@ -62,7 +65,10 @@ use restartable::ThreadArea;
 
 use crate::middle;
 use crate::os;
-use crate::size_class::{batch, max_cached_bytes_per_cpu, max_capacity, size, CLASSES, MAX_BATCH};
+use crate::size_class::{
+    batch, class_of_size, max_cached_bytes_per_cpu, max_capacity, size, CLASSES, MAX_BATCH,
+    MIN_ALIGN, TABLE_MAX,
+};
 use crate::sync::{RawLock, SpinLock};
 
 /// Consecutive aborts after which one operation goes to the middle instead.
@@ -107,19 +113,36 @@ struct Front {
     /// The slot count as the fast path reads it: capped at `u16::MAX` (indexes above
     /// go to the slow path), so that an index below it is known to the compiler to be
     /// a CPU and the op's own check of that (`cpu_id` below -2) folds away by CPU.
-    fast_slots: AtomicU16,
-    /// [`LibcOffset::bytes`] where glibc owns registration, stored last (release) once
-    /// the rest is set up; 0 otherwise. The fast path's one test: not 0 means "set
-    /// up, and the area is at this offset from the thread pointer".
-    libc_off: AtomicIsize,
+    /// (A 32-bit word read with that bound assumed: a `u16` field cost the fast path
+    /// a second zero extension.)
+    fast_slots: AtomicU32,
+    /// The region's address without the [`BY_CID`] flag (set with `word`): the slot
+    /// address by mm_cid without masking the flag off.
+    base: AtomicUsize,
+    /// `slots - 1`, where the slot count is a power of two: the first attempt by
+    /// mm_cid ([`LibcFast`]) masks the index with it instead of comparing it with the
+    /// count (one `and` with this word in memory). A masked index that differs from
+    /// the thread's `mm_cid` (which the kernel keeps below the possible CPUs, so
+    /// never) fails the op's own CPU check, which compares the field with it.
+    cid_mask: AtomicU32,
+    /// [`LibcOffset::bytes`] where glibc owns registration and slots are indexed by
+    /// mm_cid, stored last (release) once the rest is set up; 0 otherwise. The fast
+    /// path's first test: not 0 means "set up, by mm_cid, and the area is at this
+    /// offset from the thread pointer".
+    libc_cid: AtomicIsize,
+    /// The same where slots are indexed by CPU: the fast path's second test.
+    libc_cpu: AtomicIsize,
 }
 const BY_CID: usize = 1;
 
 static FRONT: Front = Front {
     word: AtomicUsize::new(0),
     slots: AtomicUsize::new(0),
-    fast_slots: AtomicU16::new(0),
-    libc_off: AtomicIsize::new(0),
+    fast_slots: AtomicU32::new(0),
+    base: AtomicUsize::new(0),
+    cid_mask: AtomicU32::new(0),
+    libc_cid: AtomicIsize::new(0),
+    libc_cpu: AtomicIsize::new(0),
 };
 /// [`FRONT`], addressed `%rip`-relative on x86_64. Inlined into another crate (the
 /// fast paths are), a plain reference to the static goes through the GOT on this
@@ -162,8 +185,8 @@ thread_local! {
 }
 
 /// The slot count as the fast path keeps it (see [`Front::fast_slots`]).
-fn fast_slots() -> u16 {
-    u16::try_from(FRONT.slots.load(Ordering::Relaxed)).unwrap_or(u16::MAX)
+fn fast_slots() -> u32 {
+    u16::try_from(FRONT.slots.load(Ordering::Relaxed)).unwrap_or(u16::MAX) as u32
 }
 
 /// The set-up lock, for the fork handlers.
@@ -193,6 +216,32 @@ fn word(base: usize, slot: usize, off: usize) -> &'static AtomicUsize {
     unsafe { &*((slot_addr(base, slot) + off) as *const AtomicUsize) }
 }
 
+/// The byte offset of class `c`'s header in a slot (what the fast paths add to the
+/// slot's address).
+///
+/// # Safety
+/// `1 <= c <= CLASSES`.
+#[inline(always)]
+pub unsafe fn header_offset(c: usize) -> usize {
+    // SAFETY: `c` is in range (caller).
+    unsafe { *OFFSETS.get_unchecked(c) }
+}
+
+/// [`header_offset`] of the class of every size up to [`TABLE_MAX`], by
+/// `size.div_ceil(MIN_ALIGN)` (the class table's index): the fast paths of a known
+/// size go from the size to the header without the class (one dependent load
+/// fewer); the class is looked up on their slow paths only.
+pub const HEADER_BY_SIZE: [u16; TABLE_MAX / MIN_ALIGN + 1] = {
+    let mut t = [0u16; TABLE_MAX / MIN_ALIGN + 1];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = OFFSETS[class_of_size(i * MIN_ALIGN)] as u16;
+        i += 1;
+    }
+    t
+};
+const _: () = assert!(OFFSETS[CLASSES] <= u16::MAX as usize);
+
 /// The header word of class `c` in the slot at `slot`; its items follow it.
 ///
 /// # Safety
@@ -216,24 +265,26 @@ pub enum Outcome<T> {
     Aborted,
 }
 
-/// glibc's offset when the caches are set up and glibc owns registration (see
-/// [`Front::libc_off`]).
-#[inline(always)]
-fn libc_offset() -> Option<Libc> {
-    let off = front().libc_off.load(Ordering::Acquire);
-    // SAFETY: a non-zero `libc_off` was stored from `LibcOffset::bytes` (`init`).
-    (off != 0).then(|| Libc(unsafe { LibcOffset::from_bytes(off) }))
-}
-
-/// The front-end's set-up word for a fast path: with the offset where glibc owns
-/// registration (`Ok`), or alone for the thread-local path (`Err`).
+/// The front-end's set-up for a fast path: where glibc owns registration (`Ok`),
+/// its offset with [`BY_CID`] or 0 for the index (a constant for the compiler: the
+/// region's address is read from `base`); otherwise the set-up word alone for the
+/// thread-local path (`Err`). The default mode (glibc's registration, by mm_cid)
+/// costs one load and one test.
 #[inline(always)]
 fn set_up() -> Result<(usize, Libc), usize> {
-    match libc_offset() {
-        // Set up before `libc_off` (read with acquire).
-        Some(off) => Ok((front().word.load(Ordering::Relaxed), off)),
-        None => Err(front().word.load(Ordering::Acquire)),
+    let f = front();
+    // Set up before `libc_cid`/`libc_cpu` (read with acquire).
+    let off = f.libc_cid.load(Ordering::Acquire);
+    if off != 0 {
+        // SAFETY: a non-zero `libc_cid` was stored from `LibcOffset::bytes` (`init`).
+        return Ok((BY_CID, Libc(unsafe { LibcOffset::from_bytes(off) })));
     }
+    let off = f.libc_cpu.load(Ordering::Acquire);
+    if off != 0 {
+        // SAFETY: as above.
+        return Ok((0, Libc(unsafe { LibcOffset::from_bytes(off) })));
+    }
+    Err(f.word.load(Ordering::Acquire))
 }
 
 /// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
@@ -254,13 +305,28 @@ fn set_up() -> Result<(usize, Libc), usize> {
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn alloc<H: Hooks, const INLINE_TLS: bool>(c: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { alloc_at::<H, INLINE_TLS>(|| header_offset(c), || c) }
+}
+
+/// [`alloc`] of the class whose header is at `hdr()` in a slot (called on the
+/// inlined paths only), the class itself computed by `class` on the other paths
+/// only. `INLINE_TLS`: see [`alloc`].
+///
+/// # Safety
+/// `class()` is a class `c` (`1 <= c <= CLASSES`) and `hdr()` is `header_offset(c)`.
+#[inline(always)]
+pub unsafe fn alloc_at<H: Hooks, const INLINE_TLS: bool>(
+    hdr: impl FnOnce() -> usize,
+    class: impl FnOnce() -> usize,
+) -> *mut u8 {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { alloc_in::<H>(w, off, c) },
+        Ok((w, off)) => unsafe { alloc_in::<H>(w, LibcFast(off.0), hdr, class) },
         // SAFETY: forwarded contract.
-        Err(w) if INLINE_TLS => unsafe { alloc_in::<H>(w, Tls, c) },
+        Err(w) if INLINE_TLS => unsafe { alloc_in::<H>(w, Tls, hdr, class) },
         // SAFETY: forwarded contract.
-        Err(w) => unsafe { alloc_tls::<H>(w, c) },
+        Err(w) => unsafe { alloc_tls::<H>(w, class()) },
     }
 }
 
@@ -271,15 +337,20 @@ pub unsafe fn alloc<H: Hooks, const INLINE_TLS: bool>(c: usize) -> *mut u8 {
 #[inline(never)]
 unsafe fn alloc_tls<H: Hooks>(w: usize, c: usize) -> *mut u8 {
     // SAFETY: forwarded contract.
-    unsafe { alloc_in::<H>(w, Tls, c) }
+    unsafe { alloc_in::<H>(w, Tls, || header_offset(c), || c) }
 }
 
 /// # Safety
-/// As for [`alloc`].
+/// As for [`alloc_at`].
 #[inline(always)]
-unsafe fn alloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> *mut u8 {
+unsafe fn alloc_in<H: Hooks>(
+    w: usize,
+    f: impl FindArea,
+    hdr: impl FnOnce() -> usize,
+    class: impl FnOnce() -> usize,
+) -> *mut u8 {
     // SAFETY: forwarded contract.
-    match unsafe { pop_in::<H>(w, f, c) } {
+    match unsafe { pop_in::<H>(w, f, hdr) } {
         Outcome::Done(p) => {
             // SAFETY: the caches hold objects only (pushed by `dealloc`, which is
             // never given null, or moved from spans): never null. (Folds the
@@ -287,8 +358,8 @@ unsafe fn alloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> *mut u8 {
             unsafe { core::hint::assert_unchecked(!p.is_null()) };
             p
         }
-        Outcome::Miss => alloc_slow::<H>(c),
-        Outcome::Aborted => alloc_after_abort::<H>(c),
+        Outcome::Miss => alloc_slow::<H>(class()),
+        Outcome::Aborted => alloc_after_abort::<H>(class()),
     }
 }
 
@@ -299,13 +370,28 @@ unsafe fn alloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> *mut u8 {
 /// `1 <= c <= CLASSES`; `obj` a free object of class `c` (its last use is over).
 #[inline(always)]
 pub unsafe fn dealloc<H: Hooks, const INLINE_TLS: bool>(c: usize, obj: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe { dealloc_at::<H, INLINE_TLS>(|| header_offset(c), || c, obj) }
+}
+
+/// [`dealloc`] of `obj`, of the class whose header is at `hdr()` in a slot, the
+/// class itself computed by `class` on the other paths only (see [`alloc_at`]).
+///
+/// # Safety
+/// As for [`alloc_at`]; `obj` a free object of that class (its last use is over).
+#[inline(always)]
+pub unsafe fn dealloc_at<H: Hooks, const INLINE_TLS: bool>(
+    hdr: impl FnOnce() -> usize,
+    class: impl FnOnce() -> usize,
+    obj: *mut u8,
+) {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { dealloc_in::<H>(w, off, c, obj) },
+        Ok((w, off)) => unsafe { dealloc_in::<H>(w, LibcFast(off.0), hdr, class, obj) },
         // SAFETY: forwarded contract.
-        Err(w) if INLINE_TLS => unsafe { dealloc_in::<H>(w, Tls, c, obj) },
+        Err(w) if INLINE_TLS => unsafe { dealloc_in::<H>(w, Tls, hdr, class, obj) },
         // SAFETY: forwarded contract.
-        Err(w) => unsafe { dealloc_tls::<H>(w, c, obj) },
+        Err(w) => unsafe { dealloc_tls::<H>(w, class(), obj) },
     }
 }
 
@@ -316,19 +402,25 @@ pub unsafe fn dealloc<H: Hooks, const INLINE_TLS: bool>(c: usize, obj: *mut u8) 
 #[inline(never)]
 unsafe fn dealloc_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) {
     // SAFETY: forwarded contract.
-    unsafe { dealloc_in::<H>(w, Tls, c, obj) }
+    unsafe { dealloc_in::<H>(w, Tls, || header_offset(c), || c, obj) }
 }
 
 /// # Safety
-/// As for [`dealloc`].
+/// As for [`dealloc_at`].
 #[inline(always)]
-unsafe fn dealloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u8) {
+unsafe fn dealloc_in<H: Hooks>(
+    w: usize,
+    f: impl FindArea,
+    hdr: impl FnOnce() -> usize,
+    class: impl FnOnce() -> usize,
+    obj: *mut u8,
+) {
     // SAFETY: forwarded contract.
     unsafe {
-        match push_in::<H>(w, f, c, obj) {
+        match push_in::<H>(w, f, hdr, obj) {
             Outcome::Done(()) => {}
-            Outcome::Miss => dealloc_slow::<H>(c, obj),
-            Outcome::Aborted => dealloc_after_abort::<H>(c, obj),
+            Outcome::Miss => dealloc_slow::<H>(class(), obj),
+            Outcome::Aborted => dealloc_after_abort::<H>(class(), obj),
         }
     }
 }
@@ -341,9 +433,27 @@ unsafe fn dealloc_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { pop_in::<H>(w, off, c) },
+        Ok((w, off)) => unsafe { pop_in::<H>(w, off, || header_offset(c)) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { pop_tls::<H>(w, c) },
+    }
+}
+
+/// [`pop`] where glibc owns registration only (the inlined fast path of a caller
+/// that finishes out of line anyway): a miss otherwise, without the out-of-line
+/// thread-local attempt, so that the caller's fast path keeps no register across a
+/// call.
+///
+/// `hdr()` is called on that path only.
+///
+/// # Safety
+/// `hdr()` is [`header_offset`] of a class.
+#[inline(always)]
+pub unsafe fn pop_libc<H: Hooks>(hdr: impl FnOnce() -> usize) -> Outcome<*mut u8> {
+    match set_up() {
+        // SAFETY: forwarded contract.
+        Ok((w, off)) => unsafe { pop_in::<H>(w, LibcFast(off.0), hdr) },
+        Err(_) => Outcome::Miss,
     }
 }
 
@@ -356,24 +466,30 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 #[inline(never)]
 unsafe fn pop_tls<H: Hooks>(w: usize, c: usize) -> Outcome<*mut u8> {
     // SAFETY: forwarded contract.
-    unsafe { pop_in::<H>(w, Tls, c) }
+    unsafe { pop_in::<H>(w, Tls, || header_offset(c)) }
 }
 
-/// [`pop`] with the area found by `f`.
+/// [`pop`] with the area found by `f`, of the class whose header is at `hdr()`
+/// (called once the area is found: on the thread-local path, where finding it may
+/// call out, the offset is then not kept across that call).
 ///
 /// # Safety
-/// As for [`pop`].
+/// `hdr` is [`header_offset`] of a class.
 #[inline(always)]
-unsafe fn pop_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> Outcome<*mut u8> {
+unsafe fn pop_in<H: Hooks>(
+    w: usize,
+    f: impl FindArea,
+    hdr: impl FnOnce() -> usize,
+) -> Outcome<*mut u8> {
     let Some((area, cpu, base)) = enter(w, f) else {
         return Outcome::Miss;
     };
     // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
     unsafe {
         if w & BY_CID != 0 {
-            pop_once::<ByMmCid, H>(area, cpu, base, c)
+            pop_once::<ByMmCid, H>(area, cpu, base, hdr())
         } else {
-            pop_once::<ByCpu, H>(area, cpu, base, c)
+            pop_once::<ByCpu, H>(area, cpu, base, hdr())
         }
     }
 }
@@ -383,7 +499,12 @@ unsafe fn pop_in<H: Hooks>(w: usize, f: impl FindArea, c: usize) -> Outcome<*mut
 trait FindArea: Copy {
     /// Whether the caches are known to be set up when this finder exists.
     const SET_UP: bool;
-    /// The area, if this thread is registered.
+    /// Whether `enter` masks an mm_cid index with [`Front::cid_mask`] instead of
+    /// bounding it (the ops' CPU check then catches a masked index that is not the
+    /// thread's `mm_cid`).
+    const MASK_CID: bool = false;
+    /// The area, if this thread is registered (for [`LibcFast`]: the area, which
+    /// may be unregistered; only for the mm_cid index).
     fn area(self) -> Option<ThreadArea>;
     /// The area and `cpu_id`, if below `bound`.
     ///
@@ -392,7 +513,7 @@ trait FindArea: Copy {
     unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)>;
 }
 
-/// glibc's offset, as [`libc_offset`] finds it: only once the caches are set up.
+/// glibc's offset, as [`set_up`] finds it: only once the caches are set up.
 #[derive(Clone, Copy)]
 struct Libc(LibcOffset);
 
@@ -401,6 +522,31 @@ impl FindArea for Libc {
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
         self.0.current_if_registered()
+    }
+    #[inline(always)]
+    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
+        // SAFETY: forwarded contract.
+        unsafe { self.0.current_with_cpu_below(bound) }
+    }
+}
+
+/// [`Libc`] for the first attempt of an inlined fast path: by mm_cid, the area
+/// without the registration check (`LibcOffset::current_unchecked`): the op's own
+/// check inside the sequence aborts on an unregistered area, and the retries after
+/// an abort ([`alloc_after_abort`], [`dealloc_after_abort`]) go through [`pop`] and
+/// [`push`], which use [`Libc`] and so send such a thread to the slow path.
+#[derive(Clone, Copy)]
+struct LibcFast(LibcOffset);
+
+impl FindArea for LibcFast {
+    const SET_UP: bool = true;
+    const MASK_CID: bool = true;
+    #[inline(always)]
+    fn area(self) -> Option<ThreadArea> {
+        // SAFETY: used by `enter` for the mm_cid index only: bounded there, used only
+        // for ops by mm_cid (which check the registration inside the sequence), and
+        // the abort paths check it with `Libc` before trying again.
+        Some(unsafe { self.0.current_unchecked() })
     }
     #[inline(always)]
     unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
@@ -426,42 +572,53 @@ impl FindArea for Tls {
     }
 }
 
-/// This thread's area, its slot index (by the index `w` selects) and the region,
-/// when the caches are set up (`w`, the set-up word, is not 0), the thread is
-/// registered, and the index has a slot.
+/// This thread's area, its slot index (by the index `w`'s [`BY_CID`] selects) and
+/// the region, when the caches are set up (for the thread-local finder: `w`, the
+/// set-up word, is not 0; a [`Libc`] finder exists only once they are), the thread
+/// is registered, and the index has a slot.
 #[inline(always)]
 fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
-    if F::SET_UP {
-        // SAFETY: set up before `F` could be made (`Libc`): `w` holds the region.
-        unsafe { core::hint::assert_unchecked(w != 0) };
-    } else if w == 0 {
+    if !F::SET_UP && w == 0 {
         return None;
     }
-    // Published before `w` (its release store), read after it (acquire).
-    let slots = usize::from(front().fast_slots.load(Ordering::Relaxed));
+    // Published before `w` / `libc_cid` / `libc_cpu` (their release stores), read
+    // after them (acquire).
+    let slots = || {
+        let slots = front().fast_slots.load(Ordering::Relaxed);
+        // SAFETY: `fast_slots` is capped at `u16::MAX` (`fast_slots()`).
+        unsafe { core::hint::assert_unchecked(slots <= u32::from(u16::MAX)) };
+        slots as usize
+    };
+    let base = front().base.load(Ordering::Relaxed);
     if w & BY_CID != 0 {
         let area = f.area()?;
         let cid = ByMmCid::current(area);
-        ((cid as usize) < slots).then_some((area, cid, w & !BY_CID))
+        if F::MASK_CID {
+            // Below the slot count (a power of two); the op compares the thread's
+            // `mm_cid` field with it inside the sequence.
+            let cid = cid & front().cid_mask.load(Ordering::Relaxed);
+            return Some((area, cid, base));
+        }
+        ((cid as usize) < slots()).then_some((area, cid, base))
     } else {
         // SAFETY: `slots` is `possible_cpus()` capped at u16::MAX, far below the
         // kernel's -2.
-        let (area, cpu) = unsafe { f.with_cpu_below(slots) }?;
-        Some((area, cpu, w))
+        let (area, cpu) = unsafe { f.with_cpu_below(slots()) }?;
+        Some((area, cpu, base))
     }
 }
 
 /// One attempt.
 ///
 /// # Safety
-/// `1 <= c <= CLASSES`; `base` the region; `cpu` the index `I` read from `area`,
-/// below the slot count.
+/// `hdr` is [`header_offset`] of a class; `base` the region; `cpu` the index `I`
+/// read from `area`, below the slot count.
 #[inline(always)]
 unsafe fn pop_once<I: Index, H: Hooks>(
     area: ThreadArea,
     cpu: u32,
     base: usize,
-    c: usize,
+    hdr: usize,
 ) -> Outcome<*mut u8> {
     let slot = slot_addr(base, cpu as usize);
     // SAFETY: the area is this thread's and `cpu` was read from it with `I`; the
@@ -469,7 +626,12 @@ unsafe fn pop_once<I: Index, H: Hooks>(
     // slot written only by sequences for `cpu` (or by a thread that stopped and
     // fenced the slot); items up to the count are published objects.
     let (r, item) = unsafe {
-        arch::load_cbne_slab_pop::<I, H>(area, cpu, (slot + GUARD) as *const isize, header(slot, c))
+        arch::load_cbne_slab_pop::<I, H>(
+            area,
+            cpu,
+            (slot + GUARD) as *const isize,
+            (slot + hdr) as *mut isize,
+        )
     };
     match r {
         OpResult::Committed => Outcome::Done(item as *mut u8),
@@ -504,10 +666,46 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { push_in::<H>(w, off, c, obj) },
+        Ok((w, off)) => unsafe { push_in::<H>(w, off, || header_offset(c), obj) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { push_tls::<H>(w, c, obj) },
     }
+}
+
+/// [`push`] where glibc owns registration only (see [`pop_libc`]), of an object
+/// whose class `find()` tells, called on that path only: the header offset of its
+/// class, or `None` for a miss (not an object of the caches). The C `free` looks
+/// the pointer up there, so that where glibc does not own registration its slow
+/// path is the only one to.
+///
+/// # Safety
+/// `find()` is `None` or [`header_offset`] of a class, and then `obj` is a free
+/// object of that class.
+#[inline(always)]
+pub unsafe fn push_libc<H: Hooks>(
+    find: impl FnOnce() -> Option<usize>,
+    obj: *mut u8,
+) -> Outcome<()> {
+    // As `set_up`, with `find` in each mode's branch: a shared lookup would make
+    // the compiler test the mode again after it.
+    let f = front();
+    let off = f.libc_cid.load(Ordering::Acquire);
+    if off != 0 {
+        let Some(hdr) = find() else {
+            return Outcome::Miss;
+        };
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { push_in::<H>(BY_CID, LibcFast(LibcOffset::from_bytes(off)), || hdr, obj) };
+    }
+    let off = f.libc_cpu.load(Ordering::Acquire);
+    if off != 0 {
+        let Some(hdr) = find() else {
+            return Outcome::Miss;
+        };
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { push_in::<H>(0, LibcFast(LibcOffset::from_bytes(off)), || hdr, obj) };
+    }
+    Outcome::Miss
 }
 
 /// [`push`] where glibc's area is not at a process-wide offset (see [`pop_tls`]).
@@ -517,24 +715,30 @@ pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
 #[inline(never)]
 unsafe fn push_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) -> Outcome<()> {
     // SAFETY: forwarded contract.
-    unsafe { push_in::<H>(w, Tls, c, obj) }
+    unsafe { push_in::<H>(w, Tls, || header_offset(c), obj) }
 }
 
-/// [`push`] with the area found by `f`.
+/// [`push`] with the area found by `f`, of the class whose header is at `hdr()` (see
+/// [`pop_in`]).
 ///
 /// # Safety
-/// As for [`push`].
+/// As for [`push_libc`].
 #[inline(always)]
-unsafe fn push_in<H: Hooks>(w: usize, f: impl FindArea, c: usize, obj: *mut u8) -> Outcome<()> {
+unsafe fn push_in<H: Hooks>(
+    w: usize,
+    f: impl FindArea,
+    hdr: impl FnOnce() -> usize,
+    obj: *mut u8,
+) -> Outcome<()> {
     let Some((area, cpu, base)) = enter(w, f) else {
         return Outcome::Miss;
     };
     // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
     unsafe {
         if w & BY_CID != 0 {
-            push_once::<ByMmCid, H>(area, cpu, base, c, obj)
+            push_once::<ByMmCid, H>(area, cpu, base, hdr(), obj)
         } else {
-            push_once::<ByCpu, H>(area, cpu, base, c, obj)
+            push_once::<ByCpu, H>(area, cpu, base, hdr(), obj)
         }
     }
 }
@@ -548,7 +752,7 @@ unsafe fn push_once<I: Index, H: Hooks>(
     area: ThreadArea,
     cpu: u32,
     base: usize,
-    c: usize,
+    hdr: usize,
     obj: *mut u8,
 ) -> Outcome<()> {
     let slot = slot_addr(base, cpu as usize);
@@ -559,7 +763,7 @@ unsafe fn push_once<I: Index, H: Hooks>(
             area,
             cpu,
             (slot + GUARD) as *const isize,
-            header(slot, c),
+            (slot + hdr) as *mut isize,
             obj as isize,
         )
     };
@@ -848,7 +1052,10 @@ fn init() {
         return;
     }
     *done = true;
-    let slots = restartable::possible_cpus();
+    // A power of two (for `cid_mask`), at most 2^16.
+    let slots = restartable::possible_cpus()
+        .clamp(1, 1 << 16)
+        .next_power_of_two();
     let Some(len) = slots.checked_mul(STRIDE) else {
         return;
     };
@@ -858,11 +1065,18 @@ fn init() {
     let by_cid = restartable::registration::mm_cid_available() && !index_by_cpu_requested();
     FENCES.store(restartable::fences_supported(), Ordering::Relaxed);
     FRONT.slots.store(slots, Ordering::Relaxed);
+    FRONT.cid_mask.store((slots - 1) as u32, Ordering::Relaxed);
     FRONT.fast_slots.store(fast_slots(), Ordering::Relaxed);
+    FRONT.base.store(p as usize, Ordering::Relaxed);
     let w = p as usize | if by_cid { BY_CID } else { 0 };
     FRONT.word.store(w, Ordering::Release);
     if let Some(off) = LibcOffset::get() {
-        FRONT.libc_off.store(off.bytes(), Ordering::Release);
+        let mode = if by_cid {
+            &FRONT.libc_cid
+        } else {
+            &FRONT.libc_cpu
+        };
+        mode.store(off.bytes(), Ordering::Release);
     }
 }
 

@@ -146,6 +146,37 @@ unsafe fn dealloc_small<H: Hooks, const INLINE_TLS: bool>(c: usize, p: *mut u8) 
 }
 
 /// `alloc` of any layout.
+/// [`alloc_small`] of the class of table index `i` ([`size_class::table_index`]):
+/// from the size straight to the front-end's header (`front::HEADER_BY_SIZE`), the
+/// class looked up on the slow paths only.
+#[inline(always)]
+fn alloc_by_index<H: Hooks>(i: usize) -> *mut u8 {
+    // SAFETY: the header offset of the class of index `i`, and that class.
+    unsafe {
+        front::alloc_at::<H, true>(
+            || usize::from(front::HEADER_BY_SIZE[i]),
+            || size_class::class_of_index(i),
+        )
+    }
+}
+
+/// [`dealloc_small`] of the class of table index `i` (see [`alloc_by_index`]).
+///
+/// # Safety
+/// `p` is a free object of the class of index `i`.
+#[inline(always)]
+unsafe fn dealloc_by_index<H: Hooks>(i: usize, p: *mut u8) {
+    // SAFETY: the header offset of the class of index `i`, and that class; `p` an
+    // object of it (caller).
+    unsafe {
+        front::dealloc_at::<H, true>(
+            || usize::from(front::HEADER_BY_SIZE[i]),
+            || size_class::class_of_index(i),
+            p,
+        )
+    }
+}
+
 #[inline(never)]
 fn alloc_any<H: Hooks>(layout: Layout) -> *mut u8 {
     let c = class_for(layout);
@@ -180,18 +211,18 @@ unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // Small, ordinarily aligned objects inline; everything else in a call (in tail
         // position, so the inlined path saves no registers for it).
-        match size_class::table_class(layout) {
-            Some(c) => alloc_small::<H, true>(c),
+        match size_class::table_index(layout) {
+            Some(i) => alloc_by_index::<H>(i),
             None => alloc_any::<H>(layout),
         }
     }
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        match size_class::table_class(layout) {
+        match size_class::table_index(layout) {
             // SAFETY: the caller frees an object allocated with this layout, so of
-            // class `c`.
-            Some(c) => unsafe { dealloc_small::<H, true>(c, ptr) },
+            // the class of index `i`.
+            Some(i) => unsafe { dealloc_by_index::<H>(i, ptr) },
             // SAFETY: forwarded contract.
             None => unsafe { dealloc_any::<H>(ptr, layout) },
         }

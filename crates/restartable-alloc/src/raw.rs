@@ -3,8 +3,9 @@
 //!
 //! [`alloc`] takes a size and an alignment; [`free`], [`usable_size`] and
 //! [`realloc`] take only the pointer and find out what it is:
-//! - a small object: the page map gives its span, whose size class gives its size.
-//!   The pointer must be the start of one of the span's objects;
+//! - a small object: the page map's info word for its page gives its span's size
+//!   class and start (one load after the leaf, no span record). The pointer must be
+//!   the start of one of the span's objects;
 //! - a large object (its own mapping): a second radix tree, the *large map*, records
 //!   the mapping length at the object's first OS page.
 //!
@@ -32,7 +33,8 @@ use core::alloc::Layout;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use crate::backend::{large, pagemap, Span};
+use crate::backend::{large, pagemap};
+use crate::front;
 use crate::os::{self, OS_PAGE};
 use crate::size_class::{
     class_for, objects_per_span, size, span_pages, CLASSES, MIN_ALIGN, PAGE_SIZE, TABLE_MAX,
@@ -95,6 +97,38 @@ const MAGIC: [u64; CLASSES + 1] = {
     }
     m
 };
+/// What [`lookup`] checks an offset in a span of class `c` with, the offset
+/// shifted left by 16 (see `small`): `CHECK[USED16][c]`, the bytes of the span its
+/// objects cover (offsets from it on are no object) shifted the same way, and the
+/// object-start test of [`MAGIC`] as one multiplication and one compare:
+/// `off * MAGIC[c]` shifted left by 24 is `(off << 16) * CHECK[MAGIC8][c]` (mod
+/// 2^64), compared with `CHECK[MAGIC24][c]`, `MAGIC[c] << 24`. 256 entries each, so
+/// that a class byte indexes them without a bounds check (the entries of
+/// non-classes accept no offset); one table, so that one address serves all three.
+const CHECK: [[u64; 256]; 3] = {
+    let mut t = [[0; 256]; 3];
+    let mut c = 1;
+    while c <= CLASSES {
+        t[USED16][c] = (USED_BYTES[c] as u64) << 16;
+        t[MAGIC8][c] = MAGIC[c] << 8;
+        t[MAGIC24][c] = MAGIC[c] << 24;
+        c += 1;
+    }
+    t
+};
+const USED16: usize = 0;
+const MAGIC8: usize = 1;
+const MAGIC24: usize = 2;
+
+/// Whether `off` is the offset of an object's start in a span of class `c`, as
+/// `small` checks it (for the test against the plain check).
+#[cfg(test)]
+fn object_start(c: u8, off: u64) -> bool {
+    let c = usize::from(c);
+    let off16 = off << 16;
+    off16 < CHECK[USED16][c] && off16.wrapping_mul(CHECK[MAGIC8][c]) < CHECK[MAGIC24][c]
+}
+
 const _: () = {
     // Offsets stay below 2^21 and the rounding error of MAGIC times the offset below
     // 2^40 (error < size(c) <= 2^18, so the product is below 2^39).
@@ -107,43 +141,46 @@ const _: () = {
     }
 };
 
-/// What `p` is (see [`Block`]). Reads the page map and span records without a lock:
-/// exact for every live object; for other pointers the answer is best effort (a
-/// freed object's address still reads as an object of its span).
-#[inline]
+/// What `p` is (see [`Block`]). Reads the page map without a lock: exact for every
+/// live object; for other pointers the answer is best effort (a freed object's
+/// address still reads as an object of its span).
+#[inline(always)]
 pub fn lookup(p: *const u8) -> Block {
+    if let Some((class, _)) = small(p as usize) {
+        return Block::Small { class };
+    }
     let a = p as usize;
-    let s: *mut Span = pagemap::get(a);
-    if !s.is_null() {
-        // SAFETY: span records live in chunks that are never unmapped; the fields of
-        // a span with live objects do not change, other records may be changing, so
-        // they are read volatile and checked for consistency below.
-        let (class, start) = unsafe {
-            (
-                ptr::addr_of!((*s).class).read_volatile(),
-                ptr::addr_of!((*s).start).read_volatile(),
-            )
-        };
-        if (1..=CLASSES).contains(&class) {
-            // Wraps to a huge value when `a < start`.
-            let off = a.wrapping_sub(start) as u64;
-            if off < USED_BYTES[class] as u64 {
-                // The object's start exactly: the low 40 bits of `off * MAGIC` are
-                // below MAGIC (compared shifted to the top of the word).
-                if (off.wrapping_mul(MAGIC[class]) << 24) < MAGIC[class] << 24 {
-                    return Block::Small { class };
-                }
-                return Block::Foreign;
-            }
-            if a >= start {
-                return Block::Foreign;
-            }
-        }
+    if pagemap::info(a) != 0 {
+        return Block::Foreign;
     }
     match large_get(a) {
         0 => Block::Foreign,
         len => Block::Large { len },
     }
+}
+
+/// The class of the small object that starts at `a`, and its front-end header
+/// offset; `None` when `a` is not the start of an object of a small-object span.
+///
+/// The page's info word (`pagemap::info`: its span's start, size class and header
+/// offset in one word, no span record to reach) gives the class and the offset in
+/// the span; the offset must be the start of one of the span's objects (one
+/// multiplication and two compares, no division). The offset is computed shifted
+/// left by 16, which drops the header bits of the word: `(a + class - info) << 16`
+/// is `(a - start) << 16`.
+#[inline(always)]
+fn small(a: usize) -> Option<(usize, usize)> {
+    let info = pagemap::info(a);
+    let class = info as u8;
+    if class == 0 {
+        return None;
+    }
+    let off16 = (a.wrapping_add(usize::from(class)).wrapping_sub(info) as u64) << 16;
+    let c = usize::from(class);
+    let magic = CHECK[MAGIC8][c];
+    // `off16 * MAGIC8` is `off * MAGIC[c] << 24` (mod 2^64): see `MAGIC`.
+    (off16 < CHECK[USED16][c] && off16.wrapping_mul(magic) < CHECK[MAGIC24][c])
+        .then_some((c, info >> pagemap::INFO_HEADER_SHIFT))
 }
 
 /// Usable bytes of `p` (at least the size it was allocated with); `None` if `p` is
@@ -192,6 +229,48 @@ pub fn malloc(n: usize) -> *mut u8 {
 #[inline(never)]
 fn malloc_other(n: usize) -> *mut u8 {
     alloc(n, MIN_ALIGN)
+}
+
+/// [`malloc`]'s fast path alone: `Ok` with the object when the current CPU's cache
+/// had one (sizes up to [`TABLE_MAX`]), else the rest of the work to do out of
+/// line ([`MallocSlow::finish`]). For a caller with more to do on the slow path
+/// (the C `malloc` sets `errno` on failure): the fast path then ends in a return
+/// or a tail call, with no frame of its own.
+#[inline(always)]
+pub fn malloc_fast(n: usize) -> Result<*mut u8, MallocSlow> {
+    if n <= TABLE_MAX {
+        let hdr = || usize::from(front::HEADER_BY_SIZE[n.div_ceil(MIN_ALIGN)]);
+        // SAFETY: the header offset of the class of `n`.
+        if let front::Outcome::Done(p) = unsafe { front::pop_libc::<NoHooks>(hdr) } {
+            return Ok(p);
+        }
+    }
+    Err(MallocSlow(n))
+}
+
+/// What is left of a [`malloc_fast`] that did not get an object at once.
+#[derive(Debug)]
+#[repr(transparent)]
+pub struct MallocSlow(usize);
+
+impl MallocSlow {
+    /// The object of [`malloc`]`(n)` (null when memory is exhausted), the slow way:
+    /// the front-end's whole path for table sizes (the thread-local attempt where
+    /// glibc does not own registration; another pop, then the abort retries or the
+    /// middle, where it does), [`alloc`] for the others.
+    #[inline]
+    pub fn finish(self) -> *mut u8 {
+        let n = self.0;
+        if n <= TABLE_MAX {
+            // SAFETY: as in `malloc_fast`.
+            let c = class_for(unsafe { Layout::from_size_align_unchecked(n, MIN_ALIGN) });
+            // The thread-local path inlined here (`INLINE_TLS`): this is already out
+            // of line, and where glibc does not own registration it is every call's
+            // path.
+            return crate::alloc_small::<NoHooks, true>(c);
+        }
+        malloc_other(n)
+    }
 }
 
 /// As [`alloc`], zeroed (large objects are fresh mappings: nothing is written).
@@ -255,6 +334,66 @@ pub unsafe fn free(p: *mut u8, b: Block) {
         // SAFETY: the caller's contract: a live large object of this mapping length.
         Block::Large { len } => unsafe { free_large(p, len) },
         Block::Foreign => {}
+    }
+}
+
+/// [`free`]'s fast path alone, for a pointer that may be anything (the C `free`):
+/// `Ok` when `p` was a small object and went into the current CPU's cache (where
+/// glibc owns registration); otherwise the rest to do out of line
+/// ([`FreeSlow`]: a large object, a foreign pointer, a full cache, an
+/// aborted sequence, the thread-local path). For the same reason as
+/// [`malloc_fast`]: the caller's fast path then ends in a return or a tail call.
+///
+/// # Safety
+/// If `p` is an object of this module (of either kind), it is live and not used
+/// again; any other pointer (null included: no small-object span covers the first
+/// page) is left alone here.
+#[inline(always)]
+pub unsafe fn free_fast(p: *mut u8) -> Result<(), FreeSlow> {
+    let find = || small(p as usize).map(|(_, hdr)| hdr);
+    // SAFETY: `p` is an object of the class whose header offset `find` gives
+    // (`small`), given up by the caller.
+    if let front::Outcome::Done(()) = unsafe { front::push_libc::<NoHooks>(find, p) } {
+        return Ok(());
+    }
+    Err(FreeSlow(p))
+}
+
+/// What is left of a [`free_fast`] that did not put the object away: the pointer
+/// (alone, so that the fast path passes one register to its slow path; the slow path
+/// looks it up again).
+#[derive(Debug)]
+#[repr(transparent)]
+pub struct FreeSlow(*mut u8);
+
+impl FreeSlow {
+    /// The pointer given to [`free_fast`].
+    pub fn ptr(&self) -> *mut u8 {
+        self.0
+    }
+
+    /// What the pointer is ([`lookup`]). The caller frees it with [`free`] unless it
+    /// is [`Block::Foreign`].
+    #[inline]
+    pub fn lookup(&self) -> Block {
+        lookup(self.0)
+    }
+
+    /// [`free`] of the pointer, of kind `b` (from [`lookup`](Self::lookup)), with the
+    /// thread-local path inlined (see [`MallocSlow::finish`]).
+    ///
+    /// # Safety
+    /// As for [`free`].
+    #[inline]
+    pub unsafe fn finish(self, b: Block) {
+        match b {
+            // SAFETY: the caller's contract: an object of class `class`.
+            Block::Small { class } => unsafe {
+                crate::dealloc_small::<NoHooks, true>(class, self.0)
+            },
+            // SAFETY: forwarded contract.
+            _ => unsafe { free(self.0, b) },
+        }
     }
 }
 
@@ -441,9 +580,7 @@ mod tests {
     /// the span's tail.
     #[test]
     fn object_start_check_is_exact() {
-        let fast = |c: usize, off: u64| {
-            off < USED_BYTES[c] as u64 && (off.wrapping_mul(MAGIC[c]) << 24) < MAGIC[c] << 24
-        };
+        let fast = |c: usize, off: u64| object_start(c as u8, off);
         let plain = |c: usize, off: u64| {
             off < (objects_per_span(c) * size(c)) as u64 && off.is_multiple_of(size(c) as u64)
         };

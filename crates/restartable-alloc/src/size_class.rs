@@ -135,6 +135,22 @@ pub fn table_class(layout: Layout) -> Option<usize> {
     (align <= MIN_ALIGN && n <= TABLE_MAX).then(|| CLASS_TABLE[n.div_ceil(MIN_ALIGN)] as usize)
 }
 
+/// The class table's index of a layout of at most [`TABLE_MAX`] bytes aligned to at
+/// most [`MIN_ALIGN`] (`size.div_ceil(MIN_ALIGN)`, no load), or `None` for any other
+/// layout: what [`class_of_index`] and the front-end's `HEADER_BY_SIZE` take.
+#[inline(always)]
+pub fn table_index(layout: Layout) -> Option<usize> {
+    let (n, align) = (layout.size(), layout.align());
+    (align <= MIN_ALIGN && n <= TABLE_MAX).then(|| n.div_ceil(MIN_ALIGN))
+}
+
+/// The class of the table index `i` (from [`table_index`]: at most
+/// `TABLE_MAX / MIN_ALIGN`).
+#[inline(always)]
+pub fn class_of_index(i: usize) -> usize {
+    CLASS_TABLE[i] as usize
+}
+
 /// The class of a layout, or 0 when it is not a small object (too large, or aligned
 /// to more than a page). Depends only on the layout; never more than [`CLASSES`].
 #[inline]

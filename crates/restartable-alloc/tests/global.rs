@@ -211,3 +211,83 @@ fn draining_caches_while_threads_allocate_loses_nothing() {
         "{drains} drains and resizes moved {moved} bytes, shrank {shrunk}"
     );
 }
+
+/// A thread whose glibc registration ended (unregistered here with the `rseq`
+/// system call, as glibc does late in a thread's exit): its `mm_cid` then reads 0
+/// and the inlined fast path, which by mm_cid takes the area without checking the
+/// registration (`LibcOffset::current_unchecked`), enters the sequence, whose own
+/// check aborts it; the retry finds the thread unregistered and the slow path
+/// serves it. Objects allocated and freed there keep their contents, and the
+/// thread's objects freed by another thread (and the other way round) are fine.
+#[test]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn a_thread_whose_glibc_registration_ended_allocates_through_the_slow_path() {
+    if restartable::registration::LibcOffset::get().is_none() {
+        eprintln!("skipped: glibc does not own rseq registration in this process");
+        return;
+    }
+    // Warm up: the caches exist and this process's fast path is the libc one.
+    let warm: Vec<Box<[u8; 40]>> = (0..1000).map(|i| Box::new([i as u8; 40])).collect();
+    drop(warm);
+    let from_main: Vec<Box<[u64; 5]>> = (0..2000).map(|i| Box::new([i; 5])).collect();
+    let back = std::thread::spawn(move || {
+        extern "C" {
+            static __rseq_offset: isize;
+            static __rseq_size: u32;
+        }
+        let tp: usize;
+        // SAFETY: reads the thread pointer (the TCB's self pointer at %fs:0).
+        unsafe {
+            std::arch::asm!("mov %fs:0, {}", out(reg) tp, options(att_syntax, nostack, readonly))
+        };
+        // SAFETY: glibc's exported rseq offset and size, constant after start-up.
+        let (off, size) = unsafe { (__rseq_offset, __rseq_size) };
+        assert!(size >= 20, "glibc did not register rseq (size {size})");
+        let area = tp.wrapping_add_signed(off);
+        // glibc 2.35+ registers the area with its own length (32), reporting the
+        // feature size (20): the kernel wants the length it was registered with.
+        let unregistered = [32u32, size].iter().any(|&len| {
+            // SAFETY: unregisters this thread's area with glibc's signature; glibc
+            // ignores the failure of its own unregistration at exit.
+            unsafe { libc::syscall(libc::SYS_rseq, area, len, 1, 0x5305_3053u32) == 0 }
+        });
+        assert!(
+            unregistered,
+            "rseq unregistration failed: {}",
+            std::io::Error::last_os_error()
+        );
+        assert!(
+            restartable::ThreadArea::current_if_registered().is_none(),
+            "the thread still reads as registered"
+        );
+        // SAFETY: `cpu_id` of this thread's glibc area, mapped for its lifetime.
+        let cpu_id = unsafe { ((area + 4) as *const u32).read_volatile() };
+        assert!(
+            cpu_id >= 0xffff_fffe,
+            "cpu_id {cpu_id:#x} after unregistration"
+        );
+        for (i, b) in from_main.iter().enumerate() {
+            assert_eq!(**b, [i as u64; 5]);
+        }
+        drop(from_main);
+        let mut keep = Vec::new();
+        for round in 0..20u32 {
+            let v: Vec<Vec<u32>> = (0..500u32)
+                .map(|i| vec![i ^ round; (i % 300) as usize + 1])
+                .collect();
+            for (i, x) in v.iter().enumerate() {
+                assert!(x.iter().all(|&e| e == i as u32 ^ round));
+            }
+            keep.push(v.into_iter().step_by(7).collect::<Vec<_>>());
+        }
+        keep
+    })
+    .join()
+    .unwrap();
+    for (round, v) in back.iter().enumerate() {
+        for (j, x) in v.iter().enumerate() {
+            let i = (j * 7) as u32;
+            assert!(x.iter().all(|&e| e == i ^ round as u32));
+        }
+    }
+}

@@ -110,7 +110,19 @@ fn lookup_or_abort(what: &[u8], p: *mut c_void) -> Block {
 /// None beyond C's: the result is freed at most once, with this library's `free`.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
-    or_enomem(raw::malloc(n))
+    match raw::malloc_fast(n) {
+        Ok(p) => p.cast(),
+        Err(slow) => malloc_slow(slow),
+    }
+}
+
+/// [`malloc`] past its fast path, with `errno` on failure. `extern "C"` (it cannot
+/// unwind), so that `malloc` reaches it by a tail jump: a call to a Rust function
+/// from an `extern "C"` one needs a landing pad that aborts, hence a frame.
+#[cold]
+#[inline(never)]
+extern "C" fn malloc_slow(slow: raw::MallocSlow) -> *mut c_void {
+    or_enomem(slow.finish())
 }
 
 /// `free(3)`: NULL does nothing; a pointer this allocator did not hand out aborts.
@@ -119,12 +131,32 @@ pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
 /// `p` is NULL or a live object of this allocator, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
+    // NULL goes to the slow path like any pointer that is no small object (no span
+    // covers the first page): the fast path of a real object does not test it.
+    // SAFETY: `p` is a live object of this allocator (caller), not used again, NULL,
+    // or a foreign pointer, which the slow path sorts out.
+    if let Err(slow) = unsafe { raw::free_fast(p.cast()) } {
+        free_slow(slow)
+    }
+}
+
+/// [`free`] past its fast path: NULL, a large object, a full cache, an aborted
+/// sequence, the thread-local path, or a pointer this allocator did not hand out
+/// (aborts).
+/// `extern "C"` for the tail jump (see [`malloc_slow`]).
+#[cold]
+#[inline(never)]
+extern "C" fn free_slow(slow: raw::FreeSlow) {
+    let p = slow.ptr();
     if p.is_null() {
         return;
     }
-    let b = lookup_or_abort(b"free", p);
-    // SAFETY: `p` is a live object of kind `b` (caller), not used again.
-    unsafe { raw::free(p.cast(), b) }
+    match slow.lookup() {
+        Block::Foreign => invalid_pointer(b"free", p.cast()),
+        // SAFETY: `p` is a live object of kind `b` (the caller of `free`), not used
+        // again.
+        b => unsafe { slow.finish(b) },
+    }
 }
 
 /// `calloc(3)`: `n * m` zeroed bytes; NULL with `ENOMEM` if the product overflows.

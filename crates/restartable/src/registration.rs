@@ -355,6 +355,32 @@ impl LibcOffset {
         }
     }
 
+    /// The calling thread's area without the check of
+    /// [`current_if_registered`](Self::current_if_registered), for a fast path whose
+    /// ops index by mm_cid: such an op checks inside its sequence that `cpu_id` is a
+    /// CPU ([`Index::CHECK_CPU_ID`](crate::arch::Index::CHECK_CPU_ID)) and aborts
+    /// otherwise, exactly as for an area whose registration ended (see
+    /// [`ThreadArea`]), so the separate check before it (a load, a compare, a branch)
+    /// only sends an unregistered thread to its slow path one attempt sooner.
+    ///
+    /// # Safety
+    /// The area is glibc's and always mapped, but it may be unregistered (glibc's
+    /// registration failed for this thread, or ended late in its exit): its
+    /// `cpu_id` may read -1 or -2 and its `mm_cid` a stale value or 0. The caller
+    /// uses it only with ops (which abort on it) and with an index it bounds itself
+    /// (`mm_cid` below its slot count), and its path after an abort finds out
+    /// whether the thread is registered ([`current_if_registered`]) before it tries
+    /// again.
+    ///
+    /// [`current_if_registered`]: Self::current_if_registered
+    #[inline(always)]
+    pub unsafe fn current_unchecked(self) -> ThreadArea {
+        // SAFETY: glibc's area of this thread, mapped for its lifetime; not proven
+        // registered, which the caller accepts (contract): every op aborts on an
+        // unregistered area (see `ThreadArea`).
+        unsafe { ThreadArea::from_offset(self.off) }
+    }
+
     /// `cpu_id` of the calling thread's glibc area, as a plain 32-bit value.
     #[inline(always)]
     fn cpu_id_narrow(self) -> u32 {

@@ -102,8 +102,7 @@ pub fn alloc_span(class: usize, pages: usize) -> Option<*mut Span> {
         (*s).freelist = ptr::null_mut();
         (*s).carved = 0;
         (*s).allocated = 0;
-        let last = (*s).end() - PAGE_SIZE;
-        pagemap::set_range((*s).start, last, s);
+        pagemap::set_small(&*s, s, class);
     }
     h.stats.in_spans += pages * PAGE_SIZE;
     Some(s)
@@ -119,6 +118,7 @@ pub unsafe fn free_span(s: *mut Span) {
     // SAFETY: the caller gives the span up; the heap owns it now.
     unsafe {
         h.stats.in_spans -= (*s).bytes();
+        pagemap::clear_small(&*s);
         (*s).class = 0;
         (*s).released = false;
         h.insert_free(s);

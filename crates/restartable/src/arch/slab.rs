@@ -23,12 +23,11 @@
 //! or written (push) inside it too: no value prepared beforehand can be stale, so
 //! there is nothing to compare but the guard and the CPU. The push's item store is
 //! speculative (an abort may leave it written past the count, where nobody reads).
-//! The pop hands its item out through the caller's stack: the sequence stores it to
-//! a local of [`load_cbne_slab_pop`]'s frame before the commit (thread-private
-//! memory, so the store is harmless when the sequence aborts), and every exit is a
-//! `label` of the asm block (Rust's `asm!` takes no output operand with one): once
-//! inlined, the caller's `match` on the result compiles to the block's own branches,
-//! with no result register to decode. A compare-twice check (hooked builds) re-reads
+//! The pop hands its item out in a register, with a status register beside it that
+//! the committed path leaves at 0 and every other exit sets out of line (on x86_64:
+//! Rust's `asm!` takes no output operand together with a `label` one, so the pop is
+//! not an asm goto as the other ops are): once inlined, the caller's `match` on the
+//! result is one test of the status, and the item never goes through memory. A compare-twice check (hooked builds) re-reads
 //! the header but not the guard, which another thread may set at any time: its fence
 //! is what aborts the sequence.
 //!
@@ -87,13 +86,14 @@ pub unsafe fn load_cbne_slab_pop<I: Index, H: Hooks>(
         return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract; `item` is this frame's local, written by the
-    // sequence before its commit and read (by `PopResult::committed`) only after one.
+    // SAFETY: forwarded contract; `item` is this frame's local, written by `imp` when
+    // the sequence committed and read (by `PopResult::committed`) only after that.
     unsafe { imp::load_cbne_slab_pop::<I, H, _>(area, cpu, g, v, item.as_mut_ptr(), k) }
 }
 
-/// The continuation of [`load_cbne_slab_pop`]: the result, with the item the
-/// sequence wrote to the caller's local when it committed.
+/// The continuation of [`load_cbne_slab_pop`]: the result, with the item `imp`
+/// wrote to the caller's local when the sequence committed (a local that inlining
+/// turns back into the register the block returned it in).
 struct PopResult {
     cpu: u32,
     item: *const isize,
@@ -102,7 +102,7 @@ struct PopResult {
 impl Outcome<(OpResult, isize)> for PopResult {
     #[inline(always)]
     fn committed(self) -> (OpResult, isize) {
-        // SAFETY: a committed pop wrote the item to the local before its commit.
+        // SAFETY: a committed pop wrote the item to the local.
         (OpResult::Committed, unsafe { self.item.read() })
     }
     #[inline(always)]

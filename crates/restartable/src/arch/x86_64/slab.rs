@@ -1,20 +1,29 @@
 //! The slab ops ([`super::super::slab`]) in x86_64 inline asm.
 //!
-//! Like the other ops these leave by `label` operands (asm goto) only: Rust's `asm!`
-//! takes no output operand together with a `label` one, so the pop writes the item it
-//! read to the caller's `out` slot inside the sequence (before the commit; the slot is
-//! the caller's, usually a local on its stack, which no other thread reads, so the
-//! store is harmless when the sequence aborts or fails), and the caller continues in
-//! the committed, compare-failed or aborted branch with nothing to dispatch on. The
-//! descriptor, the signature, the debugger tables and the hooked build's injection
-//! points and switches are the other ops' (`rseq_asm!`, `start!`, `cpu_check!`,
-//! `inj!`, `twice!`, `abort_handler!`).
+//! The push and the batch copy leave by `label` operands (asm goto), like the other
+//! ops. The pop needs its item out, and Rust's `asm!` takes no output operand together
+//! with a `label` one: its block is a plain one with two outputs, the item and a
+//! status register that starts at 0 (committed) and that every other exit (the
+//! compare failures, the abort handler, the hooked build's compare-twice) sets in a
+//! stub out of line before jumping back to the post-commit address. The committed
+//! path so keeps the item in a register (no store to the caller's stack and reload)
+//! and costs one test of the status. The descriptor, the debugger tables and the
+//! hooked build's injection points and switches are the other ops' (`start!`,
+//! `cpu_check!`, `inj!`, `exit_point!`; `rseq_asm!`, `twice!` and `abort_handler!` for
+//! the push and the copy).
 
 use core::arch::asm;
 
 use super::super::{Index, Order, Outcome};
 use crate::hooks::Hooks;
 use crate::registration::ThreadArea;
+
+/// What the pop's block leaves in its status register: 0 when it committed (the
+/// value the register starts with), else which exit it took.
+const POP_COMMITTED: usize = 0;
+const POP_CMPFAIL: usize = 1;
+const POP_ABORTED: usize = 2;
+const POP_TWICE: usize = 3;
 
 #[allow(clippy::too_many_arguments)]
 pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
@@ -26,47 +35,133 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
     k: impl Outcome<K>,
 ) -> K {
     let a = area.fs_offset();
+    let item: isize;
+    let status: usize;
+    // Not an `asm goto` (which takes no output operand): the item comes out in a
+    // register, and a status register says which exit the block took. It starts as
+    // `POP_COMMITTED` (0) and the committed path leaves it so; every other exit goes
+    // to a stub out of line (with the abort handler, after the signature) that sets
+    // its code and jumps back to the post-commit address (5). So the committed path
+    // stores nothing to memory but the header, and the caller has no frame to set up
+    // for it.
     macro_rules! go {
-        ($m:tt) => {
-            rseq_asm!($m, I, a, cpu, k, [
-                exit_point!("{cmpfail}"),
-                hooked_exits!($m),
-                start!($m),
-                cpu_check!($m),
+        (plain) => {
+            asm!(
+                exit_point!("7f"),
+                start!(plain),
+                cpu_check!(plain),
                 "cmpq $0, ({g})\n",
-                "jnz {cmpfail}\n",
+                "jnz 7f\n",
                 "movq ({v}), {n}\n",
                 "testl {n:e}, {n:e}\n",
-                "jz {cmpfail}\n",
-                inj!($m, "16"),
-                // The guard is not re-checked: another thread may set it at any
-                // time, and it is the fence that follows which aborts this sequence.
-                twice!($m, "cmpq {n}, ({v})\njnz {twice}\n"),
-                // The scratch register (used by the descriptor store and the
-                // injection loops before this point) carries the item to `out`.
+                "jz 7f\n",
                 "movl {n:e}, {tmp:e}\n",
-                "movq ({v},{tmp},8), {tmp}\n",
-                "movq {tmp}, ({out})\n",
+                "movq ({v},{tmp},8), {item}\n",
                 "decq {n}\n",
                 "movq {n}, ({v})\n",
                 "5:\n",
-                abort_handler!(),
-            ],
-            tmp = out(reg) _,
-            n = out(reg) _,
-            g = in(reg) g,
-            v = in(reg) v,
-            out = in(reg) out,
-            cmpfail = label { return k.compare_failed() },
+                ".pushsection __rseq_failure, \"ax\"\n",
+                ".byte 0x0f, 0xb9, 0x3d\n",
+                ".long 0x53053053\n",
+                "6:\n",
+                "movl ${aborted}, {status:e}\n",
+                "jmp 5b\n",
+                "7:\n",
+                "movl ${cmpfail}, {status:e}\n",
+                "jmp 5b\n",
+                ".popsection\n",
+                tmp = out(reg) _,
+                n = out(reg) _,
+                item = out(reg) item,
+                status = inout(reg) POP_COMMITTED => status,
+                g = in(reg) g,
+                v = in(reg) v,
+                area = in(reg) a,
+                cpu = in(reg) cpu,
+                cpuoff = const I::OFFSET,
+                ckcpu = const I::CHECK_CPU_ID as u8,
+                aborted = const POP_ABORTED,
+                cmpfail = const POP_CMPFAIL,
+                options(att_syntax, nostack)
+            )
+        };
+        (hooked) => {
+            asm!(
+                exit_point!("7f"),
+                exit_point!("85f"),
+                start!(hooked),
+                cpu_check!(hooked),
+                "cmpq $0, ({g})\n",
+                "jnz 7f\n",
+                "movq ({v}), {n}\n",
+                "testl {n:e}, {n:e}\n",
+                "jz 7f\n",
+                inj!(hooked, "16"),
+                // The guard is not re-checked: another thread may set it at any
+                // time, and it is the fence that follows which aborts this sequence.
+                "cmpb $0, {flags}+0(%rip)\n",
+                "je 86f\n",
+                "cmpl {cpu:e}, %fs:{cpuoff}({area})\n",
+                "jnz 85f\n",
+                "cmpq {n}, ({v})\n",
+                "jnz 85f\n",
+                "86:\n",
+                "movl {n:e}, {tmp:e}\n",
+                "movq ({v},{tmp},8), {item}\n",
+                "decq {n}\n",
+                "movq {n}, ({v})\n",
+                "5:\n",
+                ".pushsection __rseq_failure, \"ax\"\n",
+                ".byte 0x0f, 0xb9, 0x3d\n",
+                ".long 0x53053053\n",
+                "6:\n",
+                "movl ${aborted}, {status:e}\n",
+                "jmp 5b\n",
+                "7:\n",
+                "movl ${cmpfail}, {status:e}\n",
+                "jmp 5b\n",
+                "85:\n",
+                "movl ${twice}, {status:e}\n",
+                "jmp 5b\n",
+                ".popsection\n",
+                tmp = out(reg) _,
+                n = out(reg) _,
+                item = out(reg) item,
+                status = inout(reg) POP_COMMITTED => status,
+                g = in(reg) g,
+                v = in(reg) v,
+                area = in(reg) a,
+                cpu = in(reg) cpu,
+                cpuoff = const I::OFFSET,
+                ckcpu = const I::CHECK_CPU_ID as u8,
+                aborted = const POP_ABORTED,
+                cmpfail = const POP_CMPFAIL,
+                twice = const POP_TWICE,
+                loops = sym crate::hooks::LOOPS,
+                flags = sym crate::hooks::FLAGS,
+                options(att_syntax, nostack)
             )
         };
     }
     // SAFETY: the caller upholds the contract (area registered for this thread, `g`
     // readable, `v` a slab header written only by sequences for `cpu` with its items
-    // readable up to its count, `out` writable and read by nobody else); the block
-    // writes only `area->rseq_cs`, `*v`, `*out` and the registers it declares.
+    // readable up to its count); the block writes only `area->rseq_cs`, `*v` and the
+    // registers it declares. Its abort handler (label 6) sits after the signature,
+    // as every op's.
     unsafe { plain_or_hooked!(H, go) }
-    k.committed()
+    match status {
+        POP_COMMITTED => {
+            // SAFETY: `out` is the caller's slot for the item (contract).
+            unsafe { out.write(item) };
+            k.committed()
+        }
+        POP_CMPFAIL => k.compare_failed(),
+        POP_ABORTED => k.aborted(),
+        POP_TWICE if H::INJECT => crate::hooks::compare_twice_failed(
+            "the CPU or a compared value changed before the commit",
+        ),
+        _ => k.aborted(),
+    }
 }
 
 pub(in crate::arch) unsafe fn load_cbne_slab_push<I: Index, H: Hooks, K>(
@@ -88,11 +183,9 @@ pub(in crate::arch) unsafe fn load_cbne_slab_push<I: Index, H: Hooks, K>(
                 "cmpq $0, ({g})\n",
                 "jnz {cmpfail}\n",
                 "movq ({v}), {n}\n",
-                // The scratch register is free between the descriptor store and the
-                // injection loops: it holds the capacity, then the index.
-                "movq {n}, {tmp}\n",
-                "shrq $32, {tmp}\n",
-                "cmpl {tmp:e}, {n:e}\n",
+                // The count against the capacity, read again from the header's high
+                // half (the same line, written by nobody while this sequence runs).
+                "cmpl 4({v}), {n:e}\n",
                 "jae {cmpfail}\n",
                 inj!($m, "16"),
                 // The guard is not re-checked: another thread may set it at any
