@@ -285,430 +285,162 @@ fn valid_index<I: Index>(cpu: u32) -> bool {
 /// shared fallback paths.
 pub const ASM_AVAILABLE: bool = cfg!(restartable_asm);
 
-/// `if *v == expect { *v = newv }` on `cpu`'s data.
-///
-/// # Safety
-/// - `area` must be this thread's (guaranteed by the type) and `cpu` the index the
-///   caller read from it with `I::current`.
-/// - `v` must be valid for reads and writes, aligned, and written only by sequences
-///   that run for `cpu` (or by code that excludes them, e.g. after a fence).
-#[doc(alias = "rseq_load_cbne_store__ptr")]
-#[inline(always)]
-pub unsafe fn load_cbne_store<I: Index, H: Hooks>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    expect: isize,
-    newv: isize,
-) -> OpResult {
-    // SAFETY: forwarded contract.
-    unsafe { load_cbne_store_k::<I, H, OpResult>(area, cpu, v, expect, newv, AsResult(cpu)) }
+/// Defines each public op (`name`, returning an [`OpResult`]) together with its
+/// continuation form (`name_k`, see [`Outcome`]) from one declaration: the op's
+/// documentation and attributes, its type parameters, and its operands after `area`
+/// and `cpu`. The continuation form records the outcome for the hooks, refuses an
+/// index that is not a CPU where the sequence would not check it ([`valid_index`]),
+/// runs injection point 9, and calls the architecture's op of the same name.
+macro_rules! ops {
+    ($(
+        $(#[$attr:meta])*
+        pub unsafe fn $name:ident / $k:ident<$($g:ident: $bound:ident),+>($($arg:ident: $ty:ty,)*);
+    )*) => {$(
+        $(#[$attr])*
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe fn $name<$($g: $bound),+>(area: ThreadArea, cpu: u32, $($arg: $ty),*) -> OpResult {
+            // SAFETY: forwarded contract.
+            unsafe { $k::<$($g,)+ OpResult>(area, cpu, $($arg,)* AsResult(cpu)) }
+        }
+
+        #[doc = concat!("[`", stringify!($name), "`] in continuation form (see [`Outcome`]).")]
+        ///
+        /// # Safety
+        #[doc = concat!("As for [`", stringify!($name), "`].")]
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) unsafe fn $k<$($g: $bound,)+ K>(
+            area: ThreadArea,
+            cpu: u32,
+            $($arg: $ty,)*
+            k: impl Outcome<K>,
+        ) -> K {
+            let k = Recorded::<H, _>::new(cpu, k);
+            if !valid_index::<I>(cpu) {
+                return k.aborted();
+            }
+            crate::hooks::inject_c::<H>(9);
+            // SAFETY: forwarded contract.
+            unsafe { imp::$name::<$($g,)+ K>(area, cpu, $($arg,)* k) }
+        }
+    )*};
 }
 
-/// [`load_cbne_store`] in continuation form (see [`Outcome`]).
-///
-/// # Safety
-/// As for [`load_cbne_store`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn load_cbne_store_k<I: Index, H: Hooks, K>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    expect: isize,
-    newv: isize,
-    k: impl Outcome<K>,
-) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe { imp::load_cbne_store::<I, H, K>(area, cpu, v, expect, newv, k) }
-}
+ops! {
+    /// `if *v == expect { *v = newv }` on `cpu`'s data.
+    ///
+    /// # Safety
+    /// - `area` must be this thread's (guaranteed by the type) and `cpu` the index the
+    ///   caller read from it with `I::current`.
+    /// - `v` must be valid for reads and writes, aligned, and written only by sequences
+    ///   that run for `cpu` (or by code that excludes them, e.g. after a fence).
+    #[doc(alias = "rseq_load_cbne_store__ptr")]
+    pub unsafe fn load_cbne_store / load_cbne_store_k<I: Index, H: Hooks>(
+        v: *mut isize,
+        expect: isize,
+        newv: isize,
+    );
 
-/// `*v += count` on `cpu`'s data (a per-CPU counter increment).
-///
-/// # Safety
-/// As for [`load_cbne_store`].
-#[doc(alias = "rseq_load_add_store__ptr")]
-#[inline(always)]
-pub unsafe fn load_add_store<I: Index, H: Hooks>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    count: isize,
-) -> OpResult {
-    // SAFETY: forwarded contract.
-    unsafe { load_add_store_k::<I, H, OpResult>(area, cpu, v, count, AsResult(cpu)) }
-}
+    /// `*v += count` on `cpu`'s data (a per-CPU counter increment).
+    ///
+    /// # Safety
+    /// As for [`load_cbne_store`].
+    #[doc(alias = "rseq_load_add_store__ptr")]
+    pub unsafe fn load_add_store / load_add_store_k<I: Index, H: Hooks>(
+        v: *mut isize,
+        count: isize,
+    );
 
-/// [`load_add_store`] in continuation form (see [`Outcome`]).
-///
-/// # Safety
-/// As for [`load_add_store`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn load_add_store_k<I: Index, H: Hooks, K>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    count: isize,
-    k: impl Outcome<K>,
-) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe { imp::load_add_store::<I, H, K>(area, cpu, v, count, k) }
-}
+    /// `if *v != expectnot { *load = *v; *v = *(*v + voffp) }`: pop the head of a
+    /// linked list (`voffp` is the offset of the `next` field in a node).
+    ///
+    /// # Safety
+    /// As for [`load_cbne_store`]; in addition every value `*v` can hold other than
+    /// `expectnot` must be the address of a node readable at `voffp` for as long as the
+    /// list is in use (nodes are not freed while a sequence might read them), and `load`
+    /// must be valid for writes and private to the caller (it is written before the
+    /// commit).
+    #[doc(alias = "rseq_load_cbeq_store_add_load_store__ptr")]
+    pub unsafe fn load_cbeq_store_add_load_store / load_cbeq_store_add_load_store_k<I: Index, H: Hooks>(
+        v: *mut isize,
+        expectnot: isize,
+        voffp: isize,
+        load: *mut isize,
+    );
 
-/// `if *v != expectnot { *load = *v; *v = *(*v + voffp) }`: pop the head of a
-/// linked list (`voffp` is the offset of the `next` field in a node).
-///
-/// # Safety
-/// As for [`load_cbne_store`]; in addition every value `*v` can hold other than
-/// `expectnot` must be the address of a node readable at `voffp` for as long as the
-/// list is in use (nodes are not freed while a sequence might read them), and `load`
-/// must be valid for writes and private to the caller (it is written before the
-/// commit).
-#[doc(alias = "rseq_load_cbeq_store_add_load_store__ptr")]
-#[inline(always)]
-pub unsafe fn load_cbeq_store_add_load_store<I: Index, H: Hooks>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    expectnot: isize,
-    voffp: isize,
-    load: *mut isize,
-) -> OpResult {
-    // SAFETY: forwarded contract.
-    unsafe {
-        load_cbeq_store_add_load_store_k::<I, H, OpResult>(
-            area,
-            cpu,
-            v,
-            expectnot,
-            voffp,
-            load,
-            AsResult(cpu),
-        )
-    }
-}
+    /// `**(*ptr + off) += inc`: follow a shared pointer to an array of per-CPU entries,
+    /// then the entry's pointer, and add to what it points at (the reference membarrier
+    /// test's op: `ptr` can be swapped by another thread, which then fences).
+    ///
+    /// # Safety
+    /// As for [`load_cbne_store`]; `*ptr + off` must be readable and hold the address of
+    /// an `isize` that only sequences for `cpu` write, for every value `*ptr` can hold
+    /// while sequences may run.
+    #[doc(alias = "rseq_load_add_load_load_add_store__ptr")]
+    pub unsafe fn load_add_load_load_add_store / load_add_load_load_add_store_k<I: Index, H: Hooks>(
+        ptr: *mut isize,
+        off: isize,
+        inc: isize,
+    );
 
-/// [`load_cbeq_store_add_load_store`] in continuation form (see [`Outcome`]).
-///
-/// # Safety
-/// As for [`load_cbeq_store_add_load_store`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn load_cbeq_store_add_load_store_k<I: Index, H: Hooks, K>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    expectnot: isize,
-    voffp: isize,
-    load: *mut isize,
-    k: impl Outcome<K>,
-) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe {
-        imp::load_cbeq_store_add_load_store::<I, H, K>(area, cpu, v, expectnot, voffp, load, k)
-    }
-}
+    /// `if *v == expect { *v2 = newv2; *v = newv }`: a speculative store, then the commit.
+    ///
+    /// # Safety
+    /// As for [`load_cbne_store`]; `v2` must be valid for writes and not read by anyone
+    /// until the commit of `v` publishes it.
+    #[doc(alias = "rseq_load_cbne_store_store__ptr")]
+    pub unsafe fn load_cbne_store_store / load_cbne_store_store_k<I: Index, O: Order, H: Hooks>(
+        v: *mut isize,
+        expect: isize,
+        v2: *mut isize,
+        newv2: isize,
+        newv: isize,
+    );
 
-/// `**(*ptr + off) += inc`: follow a shared pointer to an array of per-CPU entries,
-/// then the entry's pointer, and add to what it points at (the reference membarrier
-/// test's op: `ptr` can be swapped by another thread, which then fences).
-///
-/// # Safety
-/// As for [`load_cbne_store`]; `*ptr + off` must be readable and hold the address of
-/// an `isize` that only sequences for `cpu` write, for every value `*ptr` can hold
-/// while sequences may run.
-#[doc(alias = "rseq_load_add_load_load_add_store__ptr")]
-#[inline(always)]
-pub unsafe fn load_add_load_load_add_store<I: Index, H: Hooks>(
-    area: ThreadArea,
-    cpu: u32,
-    ptr: *mut isize,
-    off: isize,
-    inc: isize,
-) -> OpResult {
-    // SAFETY: forwarded contract.
-    unsafe {
-        load_add_load_load_add_store_k::<I, H, OpResult>(area, cpu, ptr, off, inc, AsResult(cpu))
-    }
-}
+    /// `if *v == expect && *v2 == expect2 { *v = newv }`: two compares, one commit.
+    ///
+    /// # Safety
+    /// As for [`load_cbne_store`]; `v2` must be valid for reads.
+    #[doc(alias = "rseq_load_cbne_load_cbne_store__ptr")]
+    pub unsafe fn load_cbne_load_cbne_store / load_cbne_load_cbne_store_k<I: Index, H: Hooks>(
+        v: *mut isize,
+        expect: isize,
+        v2: *const isize,
+        expect2: isize,
+        newv: isize,
+    );
 
-/// [`load_add_load_load_add_store`] in continuation form (see [`Outcome`]).
-///
-/// # Safety
-/// As for [`load_add_load_load_add_store`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn load_add_load_load_add_store_k<I: Index, H: Hooks, K>(
-    area: ThreadArea,
-    cpu: u32,
-    ptr: *mut isize,
-    off: isize,
-    inc: isize,
-    k: impl Outcome<K>,
-) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe { imp::load_add_load_load_add_store::<I, H, K>(area, cpu, ptr, off, inc, k) }
-}
+    /// `if *v == expect { memcpy(dst, src, len); *v = newv }`: a speculative copy, then
+    /// the commit.
+    ///
+    /// # Safety
+    /// As for [`load_cbne_store`]; `src` valid for `len` bytes of reads, `dst` for `len`
+    /// bytes of writes, not overlapping, and `dst` not read by anyone until the commit
+    /// publishes it.
+    #[doc(alias = "rseq_load_cbne_memcpy_store__ptr")]
+    pub unsafe fn load_cbne_memcpy_store / load_cbne_memcpy_store_k<I: Index, O: Order, H: Hooks>(
+        v: *mut isize,
+        expect: isize,
+        dst: *mut u8,
+        src: *const u8,
+        len: usize,
+        newv: isize,
+    );
 
-/// `if *v == expect { *v2 = newv2; *v = newv }`: a speculative store, then the commit.
-///
-/// # Safety
-/// As for [`load_cbne_store`]; `v2` must be valid for writes and not read by anyone
-/// until the commit of `v` publishes it.
-#[doc(alias = "rseq_load_cbne_store_store__ptr")]
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn load_cbne_store_store<I: Index, O: Order, H: Hooks>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    expect: isize,
-    v2: *mut isize,
-    newv2: isize,
-    newv: isize,
-) -> OpResult {
-    // SAFETY: forwarded contract.
-    unsafe {
-        load_cbne_store_store_k::<I, O, H, OpResult>(
-            area,
-            cpu,
-            v,
-            expect,
-            v2,
-            newv2,
-            newv,
-            AsResult(cpu),
-        )
-    }
-}
-
-/// [`load_cbne_store_store`] in continuation form (see [`Outcome`]).
-///
-/// # Safety
-/// As for [`load_cbne_store_store`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn load_cbne_store_store_k<I: Index, O: Order, H: Hooks, K>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    expect: isize,
-    v2: *mut isize,
-    newv2: isize,
-    newv: isize,
-    k: impl Outcome<K>,
-) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe { imp::load_cbne_store_store::<I, O, H, K>(area, cpu, v, expect, v2, newv2, newv, k) }
-}
-
-/// `if *v == expect && *v2 == expect2 { *v = newv }`: two compares, one commit.
-///
-/// # Safety
-/// As for [`load_cbne_store`]; `v2` must be valid for reads.
-#[doc(alias = "rseq_load_cbne_load_cbne_store__ptr")]
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn load_cbne_load_cbne_store<I: Index, H: Hooks>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    expect: isize,
-    v2: *const isize,
-    expect2: isize,
-    newv: isize,
-) -> OpResult {
-    // SAFETY: forwarded contract.
-    unsafe {
-        load_cbne_load_cbne_store_k::<I, H, OpResult>(
-            area,
-            cpu,
-            v,
-            expect,
-            v2,
-            expect2,
-            newv,
-            AsResult(cpu),
-        )
-    }
-}
-
-/// [`load_cbne_load_cbne_store`] in continuation form (see [`Outcome`]).
-///
-/// # Safety
-/// As for [`load_cbne_load_cbne_store`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn load_cbne_load_cbne_store_k<I: Index, H: Hooks, K>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    expect: isize,
-    v2: *const isize,
-    expect2: isize,
-    newv: isize,
-    k: impl Outcome<K>,
-) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe { imp::load_cbne_load_cbne_store::<I, H, K>(area, cpu, v, expect, v2, expect2, newv, k) }
-}
-
-/// `if *v == expect { memcpy(dst, src, len); *v = newv }`: a speculative copy, then
-/// the commit.
-///
-/// # Safety
-/// As for [`load_cbne_store`]; `src` valid for `len` bytes of reads, `dst` for `len`
-/// bytes of writes, not overlapping, and `dst` not read by anyone until the commit
-/// publishes it.
-#[doc(alias = "rseq_load_cbne_memcpy_store__ptr")]
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    expect: isize,
-    dst: *mut u8,
-    src: *const u8,
-    len: usize,
-    newv: isize,
-) -> OpResult {
-    // SAFETY: forwarded contract.
-    unsafe {
-        load_cbne_memcpy_store_k::<I, O, H, OpResult>(
-            area,
-            cpu,
-            v,
-            expect,
-            dst,
-            src,
-            len,
-            newv,
-            AsResult(cpu),
-        )
-    }
-}
-
-/// [`load_cbne_memcpy_store`] in continuation form (see [`Outcome`]).
-///
-/// # Safety
-/// As for [`load_cbne_memcpy_store`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn load_cbne_memcpy_store_k<I: Index, O: Order, H: Hooks, K>(
-    area: ThreadArea,
-    cpu: u32,
-    v: *mut isize,
-    expect: isize,
-    dst: *mut u8,
-    src: *const u8,
-    len: usize,
-    newv: isize,
-    k: impl Outcome<K>,
-) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe {
-        imp::load_cbne_memcpy_store::<I, O, H, K>(area, cpu, v, expect, dst, src, len, newv, k)
-    }
-}
-
-/// `if *g == gexpect && *v != expectnot { *load = *v; *v = *(*v + voffp) }`: a list
-/// pop guarded by a second word (this library's addition to the reference set).
-///
-/// # Safety
-/// As for [`load_cbeq_store_add_load_store`]; `g` must be valid for reads.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks>(
-    area: ThreadArea,
-    cpu: u32,
-    g: *const isize,
-    gexpect: isize,
-    v: *mut isize,
-    expectnot: isize,
-    voffp: isize,
-    load: *mut isize,
-) -> OpResult {
-    // SAFETY: forwarded contract.
-    unsafe {
-        load_cbne_load_cbeq_store_add_load_store_k::<I, H, OpResult>(
-            area,
-            cpu,
-            g,
-            gexpect,
-            v,
-            expectnot,
-            voffp,
-            load,
-            AsResult(cpu),
-        )
-    }
-}
-
-/// [`load_cbne_load_cbeq_store_add_load_store`] in continuation form (see [`Outcome`]).
-///
-/// # Safety
-/// As for [`load_cbne_load_cbeq_store_add_load_store`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn load_cbne_load_cbeq_store_add_load_store_k<I: Index, H: Hooks, K>(
-    area: ThreadArea,
-    cpu: u32,
-    g: *const isize,
-    gexpect: isize,
-    v: *mut isize,
-    expectnot: isize,
-    voffp: isize,
-    load: *mut isize,
-    k: impl Outcome<K>,
-) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe {
-        imp::load_cbne_load_cbeq_store_add_load_store::<I, H, K>(
-            area, cpu, g, gexpect, v, expectnot, voffp, load, k,
-        )
-    }
+    /// `if *g == gexpect && *v != expectnot { *load = *v; *v = *(*v + voffp) }`: a list
+    /// pop guarded by a second word (this library's addition to the reference set).
+    ///
+    /// # Safety
+    /// As for [`load_cbeq_store_add_load_store`]; `g` must be valid for reads.
+    pub unsafe fn load_cbne_load_cbeq_store_add_load_store / load_cbne_load_cbeq_store_add_load_store_k<I: Index, H: Hooks>(
+        g: *const isize,
+        gexpect: isize,
+        v: *mut isize,
+        expectnot: isize,
+        voffp: isize,
+        load: *mut isize,
+    );
 }
 
 /// The layout of a slot that holds an array of words behind an offset (the slot ops
