@@ -35,6 +35,29 @@ impl<const CAP: usize> BufSlot<CAP> {
     fn base(&self) -> *mut u8 {
         (self as *const Self).cast_mut().cast()
     }
+
+    /// Why a word push's compare failed: the array is full (done), stopped by a thief
+    /// (the fallback), or its offset moved under the attempt (again).
+    fn push_failed(&self) -> Attempt<Pushed> {
+        let off = self.offset.load(Ordering::Relaxed);
+        if off as usize == CAP {
+            Attempt::Done(Pushed::Full)
+        } else if off < 0 {
+            Attempt::GiveUp
+        } else {
+            Attempt::Again
+        }
+    }
+}
+
+/// Why a pop's compare failed, from the array's `offset` now: empty or stopped by a
+/// thief (the shared fallback list), or the offset moved under the attempt (again).
+fn pop_failed<R>(offset: &AtomicIsize) -> Attempt<R> {
+    if offset.load(Ordering::Relaxed) <= 0 {
+        Attempt::GiveUp
+    } else {
+        Attempt::Again
+    }
 }
 
 /// The layout of a `BufSlot<CAP>` holding `T`s, for the slot ops.
@@ -92,15 +115,7 @@ impl<T, O: Order, const CAP: usize> Seq<BufSlot<CAP>> for WordPush<T, O, CAP> {
     }
 
     fn compare_failed(&mut self, slot: &BufSlot<CAP>) -> Attempt<Pushed> {
-        let off = slot.offset.load(Ordering::Relaxed);
-        if off as usize == CAP {
-            Attempt::Done(Pushed::Full)
-        } else if off < 0 {
-            // Stopped by a thief: the fallback.
-            Attempt::GiveUp
-        } else {
-            Attempt::Again
-        }
+        slot.push_failed()
     }
 }
 
@@ -146,12 +161,7 @@ impl<T, const CAP: usize> Seq<BufSlot<CAP>> for WordPop<T, CAP> {
     }
 
     fn compare_failed(&mut self, slot: &BufSlot<CAP>) -> Attempt<bool> {
-        // Empty, or stopped by a thief: the shared fallback list.
-        if slot.offset.load(Ordering::Relaxed) <= 0 {
-            Attempt::GiveUp
-        } else {
-            Attempt::Again
-        }
+        pop_failed(&slot.offset)
     }
 }
 
@@ -188,11 +198,7 @@ impl<const CAP: usize> Seq<BufSlot<CAP>> for PtrPush<CAP> {
     }
 
     fn compare_failed(&mut self, slot: &BufSlot<CAP>) -> Attempt<Pushed> {
-        let mut push = WordPush::<usize, Relaxed, CAP> {
-            src: core::ptr::null(),
-            _types: PhantomData,
-        };
-        push.compare_failed(slot)
+        slot.push_failed()
     }
 }
 
@@ -234,11 +240,7 @@ impl<const CAP: usize> Seq<BufSlot<CAP>> for PtrPop<CAP> {
     }
 
     fn compare_failed(&mut self, slot: &BufSlot<CAP>) -> Attempt<usize> {
-        if slot.offset.load(Ordering::Relaxed) <= 0 {
-            Attempt::GiveUp
-        } else {
-            Attempt::Again
-        }
+        pop_failed(&slot.offset)
     }
 }
 
@@ -780,11 +782,7 @@ impl<A: ArraySlot> Seq<A> for ArrayPop {
     }
 
     fn compare_failed(&mut self, slot: &A) -> Attempt<bool> {
-        if slot.offset().load(Ordering::Relaxed) <= 0 {
-            Attempt::GiveUp
-        } else {
-            Attempt::Again
-        }
+        pop_failed(slot.offset())
     }
 }
 
