@@ -330,16 +330,9 @@ impl LibcOffset {
     #[inline(always)]
     pub unsafe fn current_with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
         let cpu = self.cpu_id();
-        if cpu < bound as u64 {
-            let cpu = cpu as u32;
-            // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
-            unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
-            // SAFETY: a CPU number in glibc's area of this thread: the kernel
-            // maintains it.
-            Some((unsafe { ThreadArea::from_offset(self.off) }, cpu))
-        } else {
-            None
-        }
+        // SAFETY: `bound` is at most CPU_ID_REGISTRATION_FAILED (caller) and `cpu` was
+        // read from this thread's area at `self.off`.
+        unsafe { area_if_cpu_below(self.off, cpu, bound) }
     }
 
     /// The calling thread's area if glibc registered it (its `cpu_id` is a CPU).
@@ -425,6 +418,29 @@ pub(crate) fn libc_offset() -> Option<isize> {
     (off != 0).then_some(off)
 }
 
+/// The area at `off` with its `cpu_id` when that is below `bound`, else `None`: the
+/// one compare of every `*_with_cpu_below` entry. `cpu` is zero-extended, so the
+/// compare with `bound` needs no other extension.
+///
+/// # Safety
+/// `bound` must be at most [`CPU_ID_REGISTRATION_FAILED`](abi::CPU_ID_REGISTRATION_FAILED)
+/// and `cpu` the `cpu_id` just read from an area of this thread at `off` (glibc's, the
+/// library's own, or `UNREGISTERED`): a CPU number there means the kernel maintains
+/// that area for this thread (an unregistered one reads -1 or -2).
+#[inline(always)]
+unsafe fn area_if_cpu_below(off: isize, cpu: u64, bound: usize) -> Option<(ThreadArea, u32)> {
+    if cpu < bound as u64 {
+        let cpu = cpu as u32;
+        // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
+        unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
+        // SAFETY: a CPU number in this thread's area at `off` (caller): the kernel
+        // maintains that area.
+        Some((unsafe { ThreadArea::from_offset(off) }, cpu))
+    } else {
+        None
+    }
+}
+
 /// The calling thread's area and `cpu_id` when `cpu_id < bound`, from a cached copy
 /// of glibc's offset: one load of `cpu_id` and one compare, no test of the mode
 /// (the cache exists only in libc mode). A thread whose glibc registration failed
@@ -447,16 +463,9 @@ pub(crate) unsafe fn cached_libc_area_with_cpu_below(
         // the thread's lifetime, `cpu_id` initialised even when registration failed),
         // or the TCB's self pointer when `off` is 0 (caller).
         let cpu = unsafe { sys::read_fs_u32::<{ abi::OFFSET_CPU_ID }>(off) };
-        if cpu < bound as u64 {
-            let cpu = cpu as u32;
-            // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
-            unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
-            // SAFETY: `bound` is not 0, so `off` is glibc's offset (caller), and a CPU
-            // number there means the kernel maintains this thread's area.
-            Some((unsafe { ThreadArea::from_offset(off) }, cpu))
-        } else {
-            None
-        }
+        // SAFETY: `bound` is at most CPU_ID_REGISTRATION_FAILED (caller) and `cpu` was
+        // read from this thread's area at `off`.
+        unsafe { area_if_cpu_below(off, cpu, bound) }
     }
     #[cfg(not(restartable_asm))]
     {
@@ -732,16 +741,9 @@ mod imp {
         // `cpu` as 64 bits (zero-extended on both of `raw`'s paths): compared with
         // `bound` without another zero-extension.
         let (area, cpu) = raw();
-        if cpu < bound as u64 {
-            let cpu = cpu as u32;
-            // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
-            unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
-            // SAFETY: a valid cpu_id means the kernel maintains this area (UNREGISTERED
-            // reads -1).
-            Some((unsafe { ThreadArea::from_offset(area) }, cpu))
-        } else {
-            None
-        }
+        // SAFETY: `bound` is at most CPU_ID_REGISTRATION_FAILED (caller) and `cpu` was
+        // read from this thread's area at `area`.
+        unsafe { area_if_cpu_below(area, cpu, bound) }
     }
 
     /// As [`area_with_cpu_below`], from the thread-local [`AREA`] only (no test of
@@ -754,16 +756,9 @@ mod imp {
     #[inline(always)]
     pub(crate) unsafe fn tls_area_with_cpu_below(bound: usize) -> Option<(ThreadArea, u32)> {
         let (area, cpu) = raw_tls();
-        if cpu < bound as u64 {
-            let cpu = cpu as u32;
-            // SAFETY: `cpu < bound <= CPU_ID_REGISTRATION_FAILED` (caller).
-            unsafe { core::hint::assert_unchecked(cpu < abi::CPU_ID_REGISTRATION_FAILED) };
-            // SAFETY: a valid cpu_id means the kernel maintains this area (UNREGISTERED
-            // reads -1).
-            Some((unsafe { ThreadArea::from_offset(area) }, cpu))
-        } else {
-            None
-        }
+        // SAFETY: `bound` is at most CPU_ID_REGISTRATION_FAILED (caller) and `cpu` was
+        // read from this thread's area at `area`.
+        unsafe { area_if_cpu_below(area, cpu, bound) }
     }
 
     /// The cached area, if usable; never the cold path.
