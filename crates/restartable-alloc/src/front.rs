@@ -144,31 +144,10 @@ static FRONT: Front = Front {
     libc_cid: AtomicIsize::new(0),
     libc_cpu: AtomicIsize::new(0),
 };
-/// [`FRONT`], addressed `%rip`-relative on x86_64. Inlined into another crate (the
-/// fast paths are), a plain reference to the static goes through the GOT on this
-/// toolchain (one more dependent load on every `alloc` and `dealloc`); an asm `sym`
-/// operand makes the linker resolve the address directly.
+/// [`FRONT`], addressed `%rip`-relative on x86_64 (see `rip_relative!`).
 #[inline(always)]
 fn front() -> &'static Front {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let p: *const Front;
-        // SAFETY: only computes the static's address (no memory access).
-        unsafe {
-            core::arch::asm!(
-                "lea {f}(%rip), {p}",
-                f = sym FRONT,
-                p = out(reg) p,
-                options(att_syntax, pure, nomem, nostack, preserves_flags)
-            );
-        }
-        // SAFETY: the address of a static, valid for the program's lifetime.
-        unsafe { &*p }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        &FRONT
-    }
+    rip_relative!(FRONT, Front)
 }
 
 static FENCES: AtomicBool = AtomicBool::new(false);

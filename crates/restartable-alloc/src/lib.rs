@@ -60,6 +60,35 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+/// `&$s` (a static of type `$t`) with its address computed `%rip`-relative on
+/// x86_64. Inlined into another crate (the fast paths and the C `free` are), a plain
+/// reference to a static goes through the GOT on this toolchain: one more dependent
+/// load on every `alloc`, `dealloc` and `free`. An asm `sym` operand makes the linker
+/// resolve the address directly.
+macro_rules! rip_relative {
+    ($s:path, $t:ty) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p: *const $t;
+            // SAFETY: only computes the static's address (no memory access).
+            unsafe {
+                core::arch::asm!(
+                    "lea {s}(%rip), {p}",
+                    s = sym $s,
+                    p = out(reg) p,
+                    options(att_syntax, pure, nomem, nostack, preserves_flags)
+                );
+            }
+            // SAFETY: the address of a static, valid for the program's lifetime.
+            unsafe { &*p }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            &$s
+        }
+    }};
+}
+
 pub mod backend;
 pub mod front;
 pub mod middle;

@@ -46,29 +46,11 @@ const _: () = assert!(ADDRESS_BITS <= INFO_HEADER_SHIFT as usize);
 /// Where the front-end's header offset sits in an info word (its top 16 bits).
 pub const INFO_HEADER_SHIFT: u32 = 48;
 
-/// [`ROOT`], addressed `%rip`-relative on x86_64: inlined into another crate (the C
-/// `free` is), a plain reference goes through the GOT (see `front::front`).
+/// [`ROOT`], addressed `%rip`-relative on x86_64 (see `rip_relative!`): the C `free`
+/// is inlined into another crate.
 #[inline(always)]
 fn root() -> &'static [AtomicPtr<Leaf>; ROOT_LEN] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let p: *const [AtomicPtr<Leaf>; ROOT_LEN];
-        // SAFETY: only computes the static's address (no memory access).
-        unsafe {
-            core::arch::asm!(
-                "lea {r}(%rip), {p}",
-                r = sym ROOT,
-                p = out(reg) p,
-                options(att_syntax, pure, nomem, nostack, preserves_flags)
-            );
-        }
-        // SAFETY: the address of a static, valid for the program's lifetime.
-        unsafe { &*p }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        &ROOT
-    }
+    rip_relative!(ROOT, [AtomicPtr<Leaf>; ROOT_LEN])
 }
 
 /// Whether addresses up to `end` (exclusive) can be mapped.
