@@ -125,8 +125,10 @@ struct Front {
     /// the thread's `mm_cid` (which the kernel keeps below the possible CPUs, so
     /// never) fails the op's own CPU check, which compares the field with it.
     cid_mask: AtomicU32,
-    /// [`LibcOffset::bytes`] where glibc owns registration and slots are indexed by
-    /// mm_cid, stored last (release) once the rest is set up; 0 otherwise. The fast
+    /// [`LibcOffset::bytes`] where every thread's area is at one offset (glibc owns
+    /// registration, or the library does and is linked into the executable) and
+    /// slots are indexed by mm_cid, stored last (release) once the rest is set up; 0
+    /// otherwise. The fast
     /// path's first test: not 0 means "set up, by mm_cid, and the area is at this
     /// offset from the thread pointer".
     libc_cid: AtomicIsize,
@@ -244,7 +246,8 @@ pub enum Outcome<T> {
     Aborted,
 }
 
-/// The front-end's set-up for a fast path: where glibc owns registration (`Ok`),
+/// The front-end's set-up for a fast path: where the areas are at one offset
+/// ([`LibcOffset`]: glibc's registration, or the library's in an executable) (`Ok`),
 /// its offset with [`BY_CID`] or 0 for the index (a constant for the compiler: the
 /// region's address is read from `base`); otherwise the set-up word alone for the
 /// thread-local path (`Err`). The default mode (glibc's registration, by mm_cid)
@@ -267,9 +270,10 @@ fn set_up() -> Result<(usize, Libc), usize> {
 }
 
 /// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
-/// Where glibc owns registration the whole path is inlined and touches no
-/// thread-local. Otherwise (library-owned registration) the thread-local path is
-/// inlined too when `INLINE_TLS`, or one out-of-line call:
+/// Where the areas are at one offset ([`LibcOffset`]) the whole path is inlined and
+/// touches no thread-local. Otherwise (library-owned registration in a shared
+/// object) the thread-local path is inlined too when `INLINE_TLS`, or one
+/// out-of-line call:
 /// - `INLINE_TLS` for Rust programs (`PerCpuAlloc`): inlined into the program's own
 ///   crate, the thread-local is one `%fs`-relative load. An out-of-line copy is
 ///   compiled in this library's position-independent code, where the thread-local
@@ -492,7 +496,8 @@ trait FindArea: Copy {
     unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)>;
 }
 
-/// glibc's offset, as [`set_up`] finds it: only once the caches are set up.
+/// The process-wide offset ([`LibcOffset`]), as [`set_up`] finds it: only once the
+/// caches are set up.
 #[derive(Clone, Copy)]
 struct Libc(LibcOffset);
 

@@ -265,16 +265,25 @@ impl ThreadArea {
     }
 }
 
-/// The offset of glibc's rseq area from the thread pointer, the same in every thread
-/// of the process (glibc's `__rseq_offset`): what finds the current thread's area with
-/// no thread-local access, as `%fs:field(offset)`. It exists once the process has
-/// decided that glibc owns registrations (the default on glibc 2.35+), which the first
-/// [`ThreadArea::current`] (or any container's set-up) does.
+/// The offset of this thread's rseq area from the thread pointer, the same in every
+/// thread of the process: what finds the current thread's area with no thread-local
+/// access, as `%fs:field(offset)`. It exists once the process has decided who owns
+/// registrations (the first [`ThreadArea::current`], or any container's set-up, does)
+/// and the areas are at one offset:
+/// - where glibc owns registrations (the default on glibc 2.35+): glibc's
+///   `__rseq_offset` (hence the name);
+/// - where the library registers its own areas and is linked into the executable (any
+///   Rust program): its thread-local area's offset, which the linker fixed. Not in a
+///   shared object, whose thread-locals may be allocated per thread on demand.
+///
+/// Either way every thread has an area there for its whole life, registered or not:
+/// one that is not (yet, or any more) registered reads a `cpu_id` that is no CPU, as
+/// every accessor below checks.
 ///
 /// For fast paths that must not touch a thread-local at all (a shared object's
 /// thread-locals cost a `__tls_get_addr` call): branch on [`LibcOffset::get`] once,
-/// and keep the code for `None` (library-owned registration, or not decided yet)
-/// out of line, using [`ThreadArea::current_if_registered`].
+/// and keep the code for `None` (library-owned registration in a shared object, or
+/// not decided yet) out of line, using [`ThreadArea::current_if_registered`].
 ///
 /// # Examples
 /// ```
@@ -294,8 +303,8 @@ pub struct LibcOffset {
 }
 
 impl LibcOffset {
-    /// The offset, if glibc owns this process's registrations (and the process has
-    /// decided so); `None` otherwise. One load of a static.
+    /// The offset, if the process has decided who owns registrations and its areas
+    /// are at one offset (see above); `None` otherwise. One load of a static.
     #[inline(always)]
     pub fn get() -> Option<LibcOffset> {
         let off = FS_OFFSET.load(Ordering::Relaxed);
@@ -319,8 +328,8 @@ impl LibcOffset {
     }
 
     /// The calling thread's area and its `cpu_id` when `cpu_id < bound`: two loads
-    /// (`cpu_id` at `%fs:4(offset)`) and one compare. A thread whose glibc
-    /// registration failed reads -2 there, past any bound: `None`.
+    /// (`cpu_id` at `%fs:4(offset)`) and one compare. A thread whose registration
+    /// failed, or has not happened yet, reads -2 or -1 there, past any bound: `None`.
     ///
     /// # Safety
     /// `bound` must be at most
@@ -335,12 +344,12 @@ impl LibcOffset {
         unsafe { area_if_cpu_below(self.off, cpu, bound) }
     }
 
-    /// The calling thread's area if glibc registered it (its `cpu_id` is a CPU).
+    /// The calling thread's area if it is registered (its `cpu_id` is a CPU).
     #[inline(always)]
     pub fn current_if_registered(self) -> Option<ThreadArea> {
         // Compared as the 32-bit field (one `cmp $-3, %e..`).
         if self.cpu_id_narrow() < abi::CPU_ID_REGISTRATION_FAILED {
-            // SAFETY: a CPU number in glibc's area of this thread: the kernel
+            // SAFETY: a CPU number in this thread's area at the offset: the kernel
             // maintains it.
             Some(unsafe { ThreadArea::from_offset(self.off) })
         } else {
@@ -357,8 +366,9 @@ impl LibcOffset {
     /// only sends an unregistered thread to its slow path one attempt sooner.
     ///
     /// # Safety
-    /// The area is glibc's and always mapped, but it may be unregistered (glibc's
-    /// registration failed for this thread, or ended late in its exit): its
+    /// The area is always mapped, but it may be unregistered (glibc's registration
+    /// failed for this thread, or ended late in its exit; in library mode, the thread
+    /// has not registered yet, or has unregistered): its
     /// `cpu_id` may read -1 or -2 and its `mm_cid` a stale value or 0. The caller
     /// uses it only with ops (which abort on it) and with an index it bounds itself
     /// (`mm_cid` below its slot count), and its path after an abort finds out
@@ -368,13 +378,13 @@ impl LibcOffset {
     /// [`current_if_registered`]: Self::current_if_registered
     #[inline(always)]
     pub unsafe fn current_unchecked(self) -> ThreadArea {
-        // SAFETY: glibc's area of this thread, mapped for its lifetime; not proven
-        // registered, which the caller accepts (contract): every op aborts on an
-        // unregistered area (see `ThreadArea`).
+        // SAFETY: this thread's area at the offset (glibc's or the library's own),
+        // mapped for its lifetime; not proven registered, which the caller accepts
+        // (contract): every op aborts on an unregistered area (see `ThreadArea`).
         unsafe { ThreadArea::from_offset(self.off) }
     }
 
-    /// `cpu_id` of the calling thread's glibc area, as a plain 32-bit value.
+    /// `cpu_id` of the calling thread's area at the offset, as a plain 32-bit value.
     #[inline(always)]
     fn cpu_id_narrow(self) -> u32 {
         #[cfg(restartable_asm)]
@@ -388,16 +398,17 @@ impl LibcOffset {
         }
     }
 
-    /// `cpu_id` of the calling thread's glibc area (-2 if its registration failed),
-    /// zero-extended.
+    /// `cpu_id` of the calling thread's area at the offset (-2 if its registration
+    /// failed, -1 if it is not registered), zero-extended.
     #[inline(always)]
     fn cpu_id(self) -> u64 {
         #[cfg(restartable_asm)]
         {
-            // SAFETY: a LibcOffset exists only in libc mode, where every thread has
-            // glibc's area at this offset (in its thread descriptor, its `cpu_id`
-            // initialized even when registration failed), mapped for the thread's
-            // lifetime.
+            // SAFETY: a LibcOffset exists only where every thread has an area at this
+            // offset, mapped for the thread's lifetime with its `cpu_id` initialized:
+            // glibc's (in its thread descriptor, initialized even when registration
+            // failed) or the library's own (in the executable's static TLS block,
+            // `const`-initialized).
             unsafe { sys::read_fs_u32::<{ abi::OFFSET_CPU_ID }>(self.off) }
         }
         #[cfg(not(restartable_asm))]
@@ -408,10 +419,10 @@ impl LibcOffset {
     }
 }
 
-/// glibc's `__rseq_offset` when glibc owns this process's registrations (deciding
-/// that first), for code that keeps its own copy next to its data: the containers'
-/// storage caches it at set-up, so that their fast path has no mode test
-/// ([`cached_libc_area_with_cpu_below`]). `None` in library mode.
+/// [`LibcOffset`]'s bytes (deciding the mode first), for code that keeps its own copy
+/// next to its data: the containers' storage caches it at set-up, so that their fast
+/// path has no mode test ([`cached_libc_area_with_cpu_below`]). `None` where the
+/// areas are not at one offset (library mode in a shared object).
 pub(crate) fn libc_offset() -> Option<isize> {
     decide_mode();
     let off = FS_OFFSET.load(Ordering::Relaxed);
@@ -442,9 +453,10 @@ unsafe fn area_if_cpu_below(off: isize, cpu: u64, bound: usize) -> Option<(Threa
 }
 
 /// The calling thread's area and `cpu_id` when `cpu_id < bound`, from a cached copy
-/// of glibc's offset: one load of `cpu_id` and one compare, no test of the mode
-/// (the cache exists only in libc mode). A thread whose glibc registration failed
-/// reads -2 there, past any bound: `None`.
+/// of [`LibcOffset`]'s bytes: one load of `cpu_id` and one compare, no test of the
+/// mode (the cache exists only where the areas are at one offset). A thread whose
+/// registration failed, or has not happened yet, reads -2 or -1 there, past any
+/// bound: `None`.
 ///
 /// # Safety
 /// `bound` must be at most [`CPU_ID_REGISTRATION_FAILED`](abi::CPU_ID_REGISTRATION_FAILED),
@@ -483,14 +495,14 @@ const MODE_LIBRARY: u8 = 2;
 const MODE_NONE: u8 = 3;
 
 static MODE: AtomicU8 = AtomicU8::new(MODE_UNINIT);
-/// The fast way to this thread's area: in libc mode glibc's `__rseq_offset` (the area
-/// is at the same offset from every thread's thread pointer), published when the mode
-/// is decided; 0 otherwise (mode undecided, or library-owned areas), where the fast
-/// path reads the cached area pointer from a thread-local instead. Never 0 in libc
-/// mode: glibc's area is in its thread descriptor, never at the thread pointer itself
-/// (which holds the TCB's self pointer).
-/// (In libc mode it always holds glibc's `__rseq_offset`, which the slow path reads
-/// too.)
+/// The fast way to this thread's area, published when the mode is decided: the
+/// offset from the thread pointer at which every thread of the process has its area.
+/// In libc mode glibc's `__rseq_offset` (which the slow path reads too); in library
+/// mode the offset of `OWN` where that is in the executable's static TLS
+/// block (`imp::own_static_offset`). 0 otherwise (mode undecided, or library-owned
+/// areas in a shared object), where the fast path reads the cached area pointer from
+/// a thread-local instead. Never 0 where set: neither area is at the thread pointer
+/// itself (which holds the TCB's self pointer).
 static FS_OFFSET: AtomicIsize = AtomicIsize::new(0);
 static FEATURE_SIZE: AtomicU32 = AtomicU32::new(0);
 /// The reason stored with `MODE_NONE` (an errno).
@@ -524,14 +536,22 @@ fn decide_mode_slow() -> u8 {
             FS_OFFSET.store(l.offset, Ordering::Relaxed);
             (MODE_LIBC, abi::effective_feature_size(l.size, auxv))
         }
-        _ => (
-            MODE_LIBRARY,
-            if auxv == 0 {
-                abi::ORIGINAL_FEATURE_SIZE
-            } else {
-                auxv
-            },
-        ),
+        _ => {
+            // Where this library is linked into the executable, its own area is at one
+            // offset in every thread: the fast paths then find it as they find glibc's.
+            #[cfg(restartable_asm)]
+            if let Some(off) = imp::own_static_offset() {
+                FS_OFFSET.store(off, Ordering::Relaxed);
+            }
+            (
+                MODE_LIBRARY,
+                if auxv == 0 {
+                    abi::ORIGINAL_FEATURE_SIZE
+                } else {
+                    auxv
+                },
+            )
+        }
     };
     FEATURE_SIZE.store(feature, Ordering::Relaxed);
     // Every thread computes the same answer; the first store wins, the rest agree.
@@ -656,6 +676,26 @@ mod imp {
         OWN.with(|own| own.rseq.get())
     }
 
+    /// The library-owned area's offset from the thread pointer where it is the same
+    /// in every thread: where [`OWN`] is in the main program's thread-local block
+    /// (this library is linked into the executable, as for any Rust program). `None`
+    /// otherwise: a shared object's thread-locals may be allocated per thread, on
+    /// demand, anywhere (`dlopen`).
+    ///
+    /// Every thread of the process then has its own [`OWN`] at this offset, mapped
+    /// for the thread's lifetime, with a `cpu_id` that reads "uninitialized" until the
+    /// thread registers it (its `const` initializer) and again once it unregistered
+    /// it (the kernel resets the field): what a fast path needs to take the area
+    /// unchecked, as it takes glibc's (see [`LibcOffset`]).
+    pub(super) fn own_static_offset() -> Option<isize> {
+        let (start, len) = sys::main_program_tls()?;
+        let own = own_area() as usize;
+        let inside = own >= start && own + OWN_AREA_SIZE as usize <= start + len;
+        // Below the thread pointer (x86_64 keeps static TLS there), so never 0.
+        let off = (own as isize).wrapping_sub(thread_pointer() as isize);
+        (inside && off != 0).then_some(off)
+    }
+
     /// What [`AREA`] points at while no area is validated: an area no kernel maintains,
     /// whose `cpu_id` reads "uninitialized", so the fast paths need no null test (the
     /// `cpu_id` check, or a container's bounds check, sends them to the slow path).
@@ -688,11 +728,12 @@ mod imp {
     fn raw() -> (isize, u64) {
         let off = FS_OFFSET.load(Ordering::Relaxed);
         if off != 0 {
-            // SAFETY: a non-zero FS_OFFSET is glibc's `__rseq_offset`: every thread of
-            // the process has glibc's area there (in its thread descriptor, reserved
+            // SAFETY: a non-zero FS_OFFSET is where every thread of the process has
+            // its area: glibc's `__rseq_offset` (in its thread descriptor, reserved
             // and its `cpu_id` initialized even when its registration failed or is
-            // disabled), mapped for the thread's lifetime; volatile because the
-            // kernel updates it.
+            // disabled) or the library's own in the executable's static TLS block
+            // (`const`-initialized), mapped for the thread's lifetime; volatile
+            // because the kernel updates it.
             let cpu = unsafe { sys::read_fs_u32::<{ abi::OFFSET_CPU_ID }>(off) };
             (off, cpu)
         } else {
@@ -1192,8 +1233,8 @@ mod tests {
         .unwrap();
     }
 
-    /// Where glibc owns registration, the offset path and the general one find the
-    /// same area, in every thread; in library mode there is no offset.
+    /// Where glibc owns registration, and in library mode in an executable, the
+    /// offset path and the general one find the same area, in every thread.
     #[test]
     fn libc_offset_matches_the_registered_area() {
         let check = || {
@@ -1205,7 +1246,17 @@ mod tests {
                     assert_eq!(off.bytes(), glibc.offset);
                 }
                 (Some(Owner::Libc), None) => panic!("libc mode without an offset"),
-                (_, off) => assert_eq!(off, None, "an offset outside libc mode"),
+                // This test binary is an executable: the library's own areas are in
+                // its static TLS block, at one offset.
+                (Some(Owner::Library), Some(off)) => {
+                    assert_eq!(off.current_if_registered().map(|a| a.as_ptr()), general);
+                    #[cfg(restartable_asm)]
+                    assert_eq!(imp::own_static_offset(), Some(off.bytes()));
+                }
+                (Some(Owner::Library), None) => panic!("library mode without an offset"),
+                // No rseq for the process (decided after library mode: the offset
+                // may exist), and no area there registered.
+                (None, off) => assert!(off.and_then(|o| o.current_if_registered()).is_none()),
             }
         };
         check();

@@ -149,6 +149,58 @@ pub(crate) fn libc_rseq() -> Option<LibcRseq> {
     }
 }
 
+/// The calling thread's instance of the main program's thread-local block, as its
+/// address and length (`PT_TLS`'s `p_memsz`), if the main program has one.
+///
+/// The main program's block is in the static TLS of every thread, at one offset from
+/// the thread pointer that the linker fixes (which is what lets an executable's code
+/// address its thread-locals as `%fs:constant`). So an object inside this range is at
+/// the same offset from every thread's thread pointer, and is that thread's own
+/// instance there.
+#[cfg(restartable_asm)]
+pub(crate) fn main_program_tls() -> Option<(usize, usize)> {
+    /// The first object `dl_iterate_phdr` visits is the main program.
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // `dlpi_tls_data` is the last field of the structure glibc passes (since 2.12);
+        // `size` says how much of it this libc filled.
+        let end = core::mem::offset_of!(libc::dl_phdr_info, dlpi_tls_data)
+            + core::mem::size_of::<*mut libc::c_void>();
+        if size >= end {
+            // SAFETY: `info` is valid for the duration of the callback, with at least
+            // `size` bytes; `data` is the `Option` `main_program_tls` passed.
+            unsafe {
+                let info = &*info;
+                let out = &mut *data.cast::<Option<(usize, usize)>>();
+                let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
+                    &[]
+                } else {
+                    core::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum))
+                };
+                let tls = phdrs.iter().find(|p| p.p_type == libc::PT_TLS);
+                if let (Some(tls), false) = (tls, info.dlpi_tls_data.is_null()) {
+                    *out = Some((info.dlpi_tls_data as usize, tls.p_memsz as usize));
+                }
+            }
+        }
+        // Stop after the first object.
+        1
+    }
+    let mut out: Option<(usize, usize)> = None;
+    // SAFETY: `first` matches the callback type and only writes `out`, which outlives
+    // the call; `dl_iterate_phdr` calls it synchronously.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(first),
+            (&mut out as *mut Option<(usize, usize)>).cast(),
+        )
+    };
+    out
+}
+
 /// The thread pointer (`%fs:0` on x86_64), from which glibc's area is at
 /// `__rseq_offset`.
 #[cfg(restartable_asm)]

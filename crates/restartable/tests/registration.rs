@@ -34,7 +34,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use restartable::abi::{self, Rseq};
-use restartable::registration::{self, DisableError};
+use restartable::registration::{self, DisableError, LibcOffset};
 use restartable::{Owner, Reason, Registration, ThreadArea};
 
 /// Selects the child role in a re-executed test binary.
@@ -483,6 +483,18 @@ fn role_library() {
     );
     assert_eq!(registration::process_owner(), Some(Owner::Library));
     assert_registered(Owner::Library, "main thread");
+    assert_offset_finds_own_area("library-owned, main thread");
+    // A thread that has not registered yet: its area at the offset exists and reads
+    // unregistered, until the thread registers.
+    on_new_thread("offset-before-registration", || {
+        let off = LibcOffset::get().expect("an offset in an executable");
+        assert!(off.current_if_registered().is_none(), "a fresh thread");
+        assert!(
+            ThreadArea::current_if_registered().is_none(),
+            "a fresh thread"
+        );
+        assert_offset_finds_own_area("library-owned, fresh thread");
+    });
     check_cpu_ids_under_pinning("library-owned, main thread");
     // Threads alive at the same time have distinct areas.
     const THREADS: usize = 4;
@@ -492,6 +504,7 @@ fn role_library() {
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
                 assert_registered(Owner::Library, &format!("spawned thread {i}"));
+                assert_offset_finds_own_area(&format!("library-owned, spawned thread {i}"));
                 check_cpu_ids_under_pinning(&format!("library-owned, spawned thread {i}"));
                 let area = ThreadArea::current().expect("registered").as_ptr() as usize;
                 barrier.wait();
@@ -504,6 +517,28 @@ fn role_library() {
     areas.dedup();
     assert_eq!(areas.len(), THREADS, "live threads must not share an area");
     assert_registered(Owner::Library, "main thread after the others exited");
+}
+
+/// In library mode, in an executable (this test binary), the library's own areas are
+/// at one offset from every thread's thread pointer (its thread-local in the
+/// executable's static TLS block), which [`LibcOffset`] publishes as it publishes
+/// glibc's: registers this thread and checks the offset finds its area.
+fn assert_offset_finds_own_area(context: &str) {
+    let area = ThreadArea::current().expect("registered").as_ptr();
+    let off = LibcOffset::get().unwrap_or_else(|| panic!("{context}: no offset"));
+    let tp: usize;
+    // SAFETY: reads the thread pointer (the TCB's self pointer at %fs:0).
+    unsafe { core::arch::asm!("mov %fs:0, {}", out(reg) tp, options(att_syntax, nostack)) };
+    assert_eq!(
+        tp.wrapping_add_signed(off.bytes()),
+        area as usize,
+        "{context}: the offset points elsewhere"
+    );
+    let found = off.current_if_registered().map(|a| a.as_ptr());
+    assert_eq!(found, Some(area), "{context}: the offset path");
+    // SAFETY: a bound far below the kernel's -2.
+    let below = unsafe { off.current_with_cpu_below(1 << 16) }.map(|(a, _)| a.as_ptr());
+    assert_eq!(below, Some(area), "{context}: the bounded offset path");
 }
 
 // ------------------------------------------------------------------------------------
@@ -923,6 +958,13 @@ fn role_disable_library() {
     registration::disable_current_thread().expect("disable a registered thread");
     // Ok(()) from the probe: the kernel no longer holds the library's area.
     assert_unavailable(Reason::Disabled, Ok(()), "main thread after disable");
+    // The area at the process-wide offset reads unregistered again (the kernel reset
+    // its `cpu_id`), so the fast paths that take it from there stop using it too.
+    let off = LibcOffset::get().expect("an offset in an executable");
+    assert!(
+        off.current_if_registered().is_none(),
+        "offset path after disable"
+    );
     check_cpu_ids_under_pinning("disabled main thread");
     assert_eq!(registration::disable_current_thread(), Ok(()), "twice");
     assert_unavailable(
