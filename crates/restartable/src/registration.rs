@@ -271,7 +271,7 @@ impl ThreadArea {
 /// registrations (the first [`ThreadArea::current`], or any container's set-up, does)
 /// and the areas are at one offset:
 /// - where glibc owns registrations (the default on glibc 2.35+): glibc's
-///   `__rseq_offset` (hence the name);
+///   `__rseq_offset`;
 /// - where the library registers its own areas and is linked into the executable (any
 ///   Rust program): its thread-local area's offset, which the linker fixed. Not in a
 ///   shared object, whose thread-locals may be allocated per thread on demand.
@@ -281,34 +281,38 @@ impl ThreadArea {
 /// every accessor below checks.
 ///
 /// For fast paths that must not touch a thread-local at all (a shared object's
-/// thread-locals cost a `__tls_get_addr` call): branch on [`LibcOffset::get`] once,
+/// thread-locals cost a `__tls_get_addr` call): branch on [`AreaOffset::get`] once,
 /// and keep the code for `None` (library-owned registration in a shared object, or
 /// not decided yet) out of line, using [`ThreadArea::current_if_registered`].
 ///
 /// # Examples
 /// ```
-/// use restartable::registration::LibcOffset;
+/// use restartable::registration::AreaOffset;
 /// use restartable::ThreadArea;
 ///
-/// let area = match LibcOffset::get() {
+/// let area = match AreaOffset::get() {
 ///     Some(off) => off.current_if_registered(),
 ///     None => ThreadArea::current_if_registered(),
 /// };
 /// assert_eq!(area.map(|a| a.as_ptr()), ThreadArea::current_if_registered().map(|a| a.as_ptr()));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LibcOffset {
+pub struct AreaOffset {
     /// Not 0 (see `FS_OFFSET`).
     off: isize,
 }
 
-impl LibcOffset {
+/// [`AreaOffset`]'s name from before it covered library-owned areas (it was glibc's
+/// `__rseq_offset` only).
+pub type LibcOffset = AreaOffset;
+
+impl AreaOffset {
     /// The offset, if the process has decided who owns registrations and its areas
     /// are at one offset (see above); `None` otherwise. One load of a static.
     #[inline(always)]
-    pub fn get() -> Option<LibcOffset> {
+    pub fn get() -> Option<AreaOffset> {
         let off = FS_OFFSET.load(Ordering::Relaxed);
-        (off != 0).then_some(LibcOffset { off })
+        (off != 0).then_some(AreaOffset { off })
     }
 
     /// The offset in bytes (never 0).
@@ -321,10 +325,10 @@ impl LibcOffset {
     /// its own set-up (one cache line, one load fewer than [`get`](Self::get)).
     ///
     /// # Safety
-    /// `bytes` must be what `bytes()` returned for a `LibcOffset` of this process.
+    /// `bytes` must be what `bytes()` returned for a `AreaOffset` of this process.
     #[inline(always)]
-    pub unsafe fn from_bytes(bytes: isize) -> LibcOffset {
-        LibcOffset { off: bytes }
+    pub unsafe fn from_bytes(bytes: isize) -> AreaOffset {
+        AreaOffset { off: bytes }
     }
 
     /// The calling thread's area and its `cpu_id` when `cpu_id < bound`: two loads
@@ -404,7 +408,7 @@ impl LibcOffset {
     fn cpu_id(self) -> u64 {
         #[cfg(restartable_asm)]
         {
-            // SAFETY: a LibcOffset exists only where every thread has an area at this
+            // SAFETY: a AreaOffset exists only where every thread has an area at this
             // offset, mapped for the thread's lifetime with its `cpu_id` initialized:
             // glibc's (in its thread descriptor, initialized even when registration
             // failed) or the library's own (in the executable's static TLS block,
@@ -419,11 +423,11 @@ impl LibcOffset {
     }
 }
 
-/// [`LibcOffset`]'s bytes (deciding the mode first), for code that keeps its own copy
+/// [`AreaOffset`]'s bytes (deciding the mode first), for code that keeps its own copy
 /// next to its data: the containers' storage caches it at set-up, so that their fast
-/// path has no mode test ([`cached_libc_area_with_cpu_below`]). `None` where the
+/// path has no mode test ([`cached_area_with_cpu_below`]). `None` where the
 /// areas are not at one offset (library mode in a shared object).
-pub(crate) fn libc_offset() -> Option<isize> {
+pub(crate) fn area_offset() -> Option<isize> {
     decide_mode();
     let off = FS_OFFSET.load(Ordering::Relaxed);
     (off != 0).then_some(off)
@@ -453,19 +457,19 @@ unsafe fn area_if_cpu_below(off: isize, cpu: u64, bound: usize) -> Option<(Threa
 }
 
 /// The calling thread's area and `cpu_id` when `cpu_id < bound`, from a cached copy
-/// of [`LibcOffset`]'s bytes: one load of `cpu_id` and one compare, no test of the
+/// of [`AreaOffset`]'s bytes: one load of `cpu_id` and one compare, no test of the
 /// mode (the cache exists only where the areas are at one offset). A thread whose
 /// registration failed, or has not happened yet, reads -2 or -1 there, past any
 /// bound: `None`.
 ///
 /// # Safety
 /// `bound` must be at most [`CPU_ID_REGISTRATION_FAILED`](abi::CPU_ID_REGISTRATION_FAILED),
-/// and `off` what [`libc_offset`] returned in this process, or 0 with `bound` 0 (a
+/// and `off` what [`area_offset`] returned in this process, or 0 with `bound` 0 (a
 /// cache not filled yet): the load then reads `%fs:4`, the upper half of the thread
 /// control block's self pointer that the x86-64 ABI keeps at `%fs:0`, which is
 /// always mapped, and no value is below 0.
 #[inline(always)]
-pub(crate) unsafe fn cached_libc_area_with_cpu_below(
+pub(crate) unsafe fn cached_area_with_cpu_below(
     off: isize,
     bound: usize,
 ) -> Option<(ThreadArea, u32)> {
@@ -686,7 +690,7 @@ mod imp {
     /// for the thread's lifetime, with a `cpu_id` that reads "uninitialized" until the
     /// thread registers it (its `const` initializer) and again once it unregistered
     /// it (the kernel resets the field): what a fast path needs to take the area
-    /// unchecked, as it takes glibc's (see [`LibcOffset`]).
+    /// unchecked, as it takes glibc's (see [`AreaOffset`]).
     pub(super) fn own_static_offset() -> Option<isize> {
         let (start, len) = sys::main_program_tls()?;
         let own = own_area() as usize;
@@ -743,7 +747,7 @@ mod imp {
 
     /// [`raw`] where no process-wide offset serves: the thread-local [`AREA`].
     /// (Code that must keep a shared object's `__tls_get_addr` call out of its fast
-    /// path branches on [`LibcOffset::get`] itself.)
+    /// path branches on [`AreaOffset::get`] itself.)
     #[inline(always)]
     fn raw_tls() -> (isize, u64) {
         let area = AREA.with(|a| a.get());
@@ -1199,7 +1203,7 @@ mod tests {
     /// pointer, since glibc never fails on this machine.
     #[cfg(restartable_asm)]
     #[test]
-    fn libc_offset_refuses_an_unregistered_area() {
+    fn area_offset_refuses_an_unregistered_area() {
         thread_local! {
             static FAKE: UnsafeCell<Rseq> = const { UnsafeCell::new(Rseq::new()) };
         }
@@ -1208,7 +1212,7 @@ mod tests {
             let off = (area as isize).wrapping_sub(sys::thread_pointer() as isize);
             // SAFETY: a test offset to memory of this thread that stays mapped while
             // the thread runs (only read through it here).
-            let fake = unsafe { LibcOffset::from_bytes(off) };
+            let fake = unsafe { AreaOffset::from_bytes(off) };
             let max = abi::CPU_ID_REGISTRATION_FAILED as usize;
             for cpu in [abi::CPU_ID_REGISTRATION_FAILED, abi::CPU_ID_UNINITIALIZED] {
                 // SAFETY: this thread's own test area.
@@ -1236,10 +1240,10 @@ mod tests {
     /// Where glibc owns registration, and in library mode in an executable, the
     /// offset path and the general one find the same area, in every thread.
     #[test]
-    fn libc_offset_matches_the_registered_area() {
+    fn area_offset_matches_the_registered_area() {
         let check = || {
             let general = ThreadArea::current().ok().map(|a| a.as_ptr());
-            match (process_owner(), LibcOffset::get()) {
+            match (process_owner(), AreaOffset::get()) {
                 (Some(Owner::Libc), Some(off)) => {
                     assert_eq!(off.current_if_registered().map(|a| a.as_ptr()), general);
                     let glibc = sys::libc_rseq().expect("libc mode: glibc's symbols");

@@ -34,7 +34,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use restartable::abi::{self, Rseq};
-use restartable::registration::{self, DisableError, LibcOffset};
+use restartable::registration::{self, AreaOffset, DisableError};
 use restartable::{Owner, Reason, Registration, ThreadArea};
 
 /// Selects the child role in a re-executed test binary.
@@ -487,7 +487,7 @@ fn role_library() {
     // A thread that has not registered yet: its area at the offset exists and reads
     // unregistered, until the thread registers.
     on_new_thread("offset-before-registration", || {
-        let off = LibcOffset::get().expect("an offset in an executable");
+        let off = AreaOffset::get().expect("an offset in an executable");
         assert!(off.current_if_registered().is_none(), "a fresh thread");
         assert!(
             ThreadArea::current_if_registered().is_none(),
@@ -521,11 +521,11 @@ fn role_library() {
 
 /// In library mode, in an executable (this test binary), the library's own areas are
 /// at one offset from every thread's thread pointer (its thread-local in the
-/// executable's static TLS block), which [`LibcOffset`] publishes as it publishes
+/// executable's static TLS block), which [`AreaOffset`] publishes as it publishes
 /// glibc's: registers this thread and checks the offset finds its area.
 fn assert_offset_finds_own_area(context: &str) {
     let area = ThreadArea::current().expect("registered").as_ptr();
-    let off = LibcOffset::get().unwrap_or_else(|| panic!("{context}: no offset"));
+    let off = AreaOffset::get().unwrap_or_else(|| panic!("{context}: no offset"));
     let tp: usize;
     // SAFETY: reads the thread pointer (the TCB's self pointer at %fs:0).
     unsafe { core::arch::asm!("mov %fs:0, {}", out(reg) tp, options(att_syntax, nostack)) };
@@ -960,7 +960,7 @@ fn role_disable_library() {
     assert_unavailable(Reason::Disabled, Ok(()), "main thread after disable");
     // The area at the process-wide offset reads unregistered again (the kernel reset
     // its `cpu_id`), so the fast paths that take it from there stop using it too.
-    let off = LibcOffset::get().expect("an offset in an executable");
+    let off = AreaOffset::get().expect("an offset in an executable");
     assert!(
         off.current_if_registered().is_none(),
         "offset path after disable"

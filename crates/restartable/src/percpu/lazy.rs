@@ -223,7 +223,7 @@ impl<S: Zeroable> LazySlots<S> {
         match self.index {
             IndexBy::Cpu => {
                 self.cpu_ready.store(n, Ordering::Release);
-                if let Some(off) = crate::registration::libc_offset() {
+                if let Some(off) = crate::registration::area_offset() {
                     self.fs_off.store(off, Ordering::Relaxed);
                     self.libc_ready.store(n, Ordering::Release);
                 }
@@ -289,7 +289,7 @@ pub(crate) trait Slots<S: Zeroable> {
     fn mm_cid_count(&self) -> usize;
     /// [`cpu_count`](Self::cpu_count) in libc mode (0 otherwise), and glibc's
     /// offset (0 while the count is 0): the fast path's bound and area, for
-    /// `cached_libc_area_with_cpu_below`.
+    /// `cached_area_with_cpu_below`.
     fn libc_cpu(&self) -> (usize, isize);
     /// How the container picks its slot.
     fn index(&self) -> IndexBy;

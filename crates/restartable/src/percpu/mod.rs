@@ -312,7 +312,7 @@ where
     let by_cpu = if libc_count != 0 {
         // SAFETY: the offset is glibc's (`Slots::libc_cpu`); slot counts are below
         // `CPU_ID_REGISTRATION_FAILED` (`Slots`).
-        unsafe { crate::registration::cached_libc_area_with_cpu_below(fs_off, libc_count) }
+        unsafe { crate::registration::cached_area_with_cpu_below(fs_off, libc_count) }
     } else {
         None
     };
