@@ -117,6 +117,9 @@ fn library_owned_registration_reenters_safely() {
                 restartable::status().registration,
                 Registration::Registered(Owner::Library)
             );
+            // In an executable the library's own areas are at one offset: the
+            // stress below runs the same inlined fast path as under glibc's areas.
+            assert!(restartable::registration::AreaOffset::get().is_some());
             workload(12, Duration::from_secs(2));
             assert!(restartable_alloc::stats().caches_by_mm_cid.is_some());
         },
