@@ -43,7 +43,17 @@
 //! With `RESTARTABLE_MALLOC_STATS=1` in the environment (read when the library is
 //! loaded), the library prints the allocator's statistics ([`restartable_alloc::Stats`])
 //! to standard error when the process exits (from its ELF destructor, after the
-//! program's `atexit` handlers).
+//! program's `atexit` handlers), with who registered the rseq areas and how the fast
+//! paths find them.
+//!
+//! # Where the library registers rseq itself
+//! Where glibc does not register rseq (glibc before 2.35, or
+//! `GLIBC_TUNABLES=glibc.pthread.rseq=0`), each thread registers the library's own
+//! area. That area is an initial-exec thread-local (`restartable`'s
+//! `initial-exec-tls` feature), at one offset from every thread's thread pointer, so
+//! `malloc` and `free` find it with no thread-local access, as they find glibc's. The
+//! library must then be loaded at program start (`LD_PRELOAD`, or linked), as any
+//! `malloc` must be.
 
 #![deny(missing_docs)]
 
@@ -353,12 +363,23 @@ fn print_stats() {
         Some(false) => "per-CPU caches indexed by CPU",
         None => "no per-CPU caches (rseq unavailable or unused)",
     };
+    let owner = match restartable::registration::process_owner() {
+        Some(restartable::Owner::Libc) => "registered by glibc",
+        Some(restartable::Owner::Library) => "registered by this library",
+        None => "unavailable",
+    };
+    let found = if restartable::registration::AreaOffset::get().is_some() {
+        "found at one offset from the thread pointer"
+    } else {
+        "found through a thread-local"
+    };
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let kib = |x: u64| x.div_ceil(1024);
     let _ = write!(
         b,
         "restartable-malloc statistics (pid {pid}, {mode}):\n\
+         \x20 rseq areas        {owner}, {found}\n\
          \x20 in use            {:>12} KiB (large objects {} KiB)\n\
          \x20 per-CPU caches    {:>12} KiB in {} slots\n\
          \x20 transfer caches   {:>12} KiB\n\

@@ -29,6 +29,16 @@
 //! The critical-section asm exists for x86_64 Linux. Every other target builds and
 //! runs on the fallback paths (registration reports [`Reason::UnsupportedTarget`]).
 //!
+//! # Cargo features
+//! - `initial-exec-tls` (off by default): where the library registers rseq itself
+//!   (glibc before 2.35, or `GLIBC_TUNABLES=glibc.pthread.rseq=0`), its per-thread
+//!   area becomes an initial-exec thread-local, at one offset from every thread's
+//!   thread pointer ([`registration::AreaOffset`]) in a shared object too, so the
+//!   fast paths find it with no thread-local access. For shared objects loaded at
+//!   program start (`LD_PRELOAD`, a dependency: `librestartable_malloc.so` uses it);
+//!   one loaded with `dlopen` needs 256 bytes of glibc's small reserve of static TLS.
+//!   Executables get the offset without it.
+//!
 //! # Soundness
 //! **What safe code can rely on.** No use of the safe API reaches undefined
 //! behaviour, under preemption, migration, signals (handlers included), `fork`,

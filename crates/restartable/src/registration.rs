@@ -611,12 +611,80 @@ const OWN_AREA_SIZE: u32 = core::mem::size_of::<OwnArea>() as u32;
 const OWN_AREA_ALIGN: u64 = core::mem::align_of::<OwnArea>() as u64;
 const _: () = assert!(OWN_AREA_SIZE == 256);
 
+#[cfg(not(all(restartable_asm, feature = "initial-exec-tls")))]
 thread_local! {
     // No destructor and a const initializer: in an executable this is a plain
     // `%fs`-relative access with no lazy-initialization check.
     static OWN: OwnArea = const {
         OwnArea { rseq: UnsafeCell::new(Rseq::new()), _extension: UnsafeCell::new([0; 224]) }
     };
+}
+
+/// This thread's library-owned area (`OWN`). It has no destructor: it stays
+/// accessible until the thread's TLS block is freed, after every destructor.
+#[cfg(not(all(restartable_asm, feature = "initial-exec-tls")))]
+#[inline(always)]
+fn own_rseq() -> *mut Rseq {
+    OWN.with(|own| own.rseq.get())
+}
+
+/// The name of the library-owned area with the `initial-exec-tls` feature: one
+/// symbol per version of this crate (hidden: each shared object has its own).
+#[cfg(all(restartable_asm, feature = "initial-exec-tls"))]
+macro_rules! own_symbol {
+    () => {
+        concat!("__restartable_own_rseq_area_", env!("CARGO_PKG_VERSION"))
+    };
+}
+
+// With the `initial-exec-tls` feature the library-owned area is a thread-local of
+// the initial-exec model, which Rust has no stable attribute for: defined here, in
+// `.tdata` with the image of `Rseq::new()` (checked below), and addressed by
+// `own_rseq`. Such a thread-local is in static TLS by construction: at one offset
+// from every thread's thread pointer, also in a shared object (which must then be
+// loaded at program start: `LD_PRELOAD` or a dependency, as for a malloc).
+#[cfg(all(restartable_asm, feature = "initial-exec-tls"))]
+core::arch::global_asm!(
+    ".pushsection .tdata,\"awT\",@progbits",
+    ".p2align 6",
+    concat!(".globl ", own_symbol!()),
+    concat!(".hidden ", own_symbol!()),
+    concat!(".type ", own_symbol!(), ",@object"),
+    concat!(".size ", own_symbol!(), ",256"),
+    concat!(own_symbol!(), ":"),
+    // cpu_id_start 0, cpu_id RSEQ_CPU_ID_UNINITIALIZED, the rest 0.
+    ".long 0",
+    ".long 0xffffffff",
+    ".zero 248",
+    ".popsection",
+    options(att_syntax)
+);
+#[cfg(all(restartable_asm, feature = "initial-exec-tls"))]
+const _: () = {
+    let r = Rseq::new();
+    assert!(r.cpu_id_start == 0 && r.cpu_id == 0xffff_ffff && abi::OFFSET_CPU_ID == 4);
+    assert!(r.rseq_cs == 0 && r.flags == 0 && r.node_id == 0 && r.mm_cid == 0);
+    assert!(OWN_AREA_SIZE == 256 && OWN_AREA_ALIGN == 64);
+};
+
+/// This thread's library-owned area, the initial-exec thread-local defined above:
+/// its offset from the GOT plus the thread pointer (in an executable the linker
+/// turns the GOT load into a constant).
+#[cfg(all(restartable_asm, feature = "initial-exec-tls"))]
+#[inline(always)]
+fn own_rseq() -> *mut Rseq {
+    let p: *mut Rseq;
+    // SAFETY: computes the address of this thread's instance of the area (reads the
+    // GOT entry the dynamic linker filled and the TCB's self pointer at %fs:0).
+    unsafe {
+        core::arch::asm!(
+            concat!("movq ", own_symbol!(), "@gottpoff(%rip), {p}"),
+            "addq %fs:0, {p}",
+            p = out(reg) p,
+            options(att_syntax, nostack, pure, readonly)
+        );
+    }
+    p
 }
 
 /// Unregisters the library-owned area when the thread exits, before its TLS block can
@@ -635,11 +703,9 @@ impl Drop for Unregister {
         let _ = REASON.try_with(|r| r.set(Some(Reason::ThreadExiting)));
         let len = OWN_LEN.try_with(|l| l.get()).unwrap_or(0);
         // `OWN` has no destructor, so it is still accessible during TLS teardown.
-        let _ = OWN.try_with(|own| {
-            // SAFETY: this is the area this thread registered with `len` and the
-            // standard signature; after unregistering, the kernel no longer touches it.
-            let _ = unsafe { sys::rseq(own.rseq.get(), len, abi::FLAG_UNREGISTER, abi::SIGNATURE) };
-        });
+        // SAFETY: this is the area this thread registered with `len` and the standard
+        // signature; after unregistering, the kernel no longer touches it.
+        let _ = unsafe { sys::rseq(own_rseq(), len, abi::FLAG_UNREGISTER, abi::SIGNATURE) };
     }
 }
 
@@ -677,7 +743,7 @@ mod imp {
 
     #[inline(always)]
     fn own_area() -> *mut Rseq {
-        OWN.with(|own| own.rseq.get())
+        own_rseq()
     }
 
     /// The library-owned area's offset from the thread pointer where it is the same
@@ -691,13 +757,21 @@ mod imp {
     /// thread registers it (its `const` initializer) and again once it unregistered
     /// it (the kernel resets the field): what a fast path needs to take the area
     /// unchecked, as it takes glibc's (see [`AreaOffset`]).
+    ///
+    /// With the `initial-exec-tls` feature the area is in static TLS by construction
+    /// (see `own_rseq`), in an executable or a shared object alike.
     pub(super) fn own_static_offset() -> Option<isize> {
-        let (start, len) = sys::main_program_tls()?;
         let own = own_area() as usize;
-        let inside = own >= start && own + OWN_AREA_SIZE as usize <= start + len;
+        #[cfg(not(feature = "initial-exec-tls"))]
+        {
+            let (start, len) = sys::main_program_tls()?;
+            if own < start || own + OWN_AREA_SIZE as usize > start + len {
+                return None;
+            }
+        }
         // Below the thread pointer (x86_64 keeps static TLS there), so never 0.
         let off = (own as isize).wrapping_sub(thread_pointer() as isize);
-        (inside && off != 0).then_some(off)
+        (off != 0).then_some(off)
     }
 
     /// What [`AREA`] points at while no area is validated: an area no kernel maintains,

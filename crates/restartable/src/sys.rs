@@ -157,7 +157,7 @@ pub(crate) fn libc_rseq() -> Option<LibcRseq> {
 /// address its thread-locals as `%fs:constant`). So an object inside this range is at
 /// the same offset from every thread's thread pointer, and is that thread's own
 /// instance there.
-#[cfg(restartable_asm)]
+#[cfg(all(restartable_asm, not(feature = "initial-exec-tls")))]
 pub(crate) fn main_program_tls() -> Option<(usize, usize)> {
     /// The first object `dl_iterate_phdr` visits is the main program.
     unsafe extern "C" fn first(
