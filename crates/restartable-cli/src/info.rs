@@ -24,11 +24,20 @@ pub struct Facts {
     pub kernel: String,
     pub libc: String,
     pub process_owner: Option<restartable::Owner>,
+    /// Where the fast paths find this thread's area, if registered: its offset from
+    /// the thread pointer, the same in every thread ([`registration::AreaOffset`]),
+    /// or `None` where they go through a thread-local.
+    pub area_offset: Option<isize>,
 }
 
 impl Facts {
     pub fn gather() -> Facts {
         let status = restartable::status();
+        let area_offset = status
+            .is_registered()
+            .then(registration::AreaOffset::get)
+            .flatten()
+            .map(registration::AreaOffset::bytes);
         Facts {
             status,
             cpu: restartable::current_cpu(),
@@ -38,6 +47,7 @@ impl Facts {
             kernel: restartable::sys::kernel_release(),
             libc: restartable::sys::libc_version(),
             process_owner: registration::process_owner(),
+            area_offset,
         }
     }
 
@@ -53,6 +63,7 @@ impl Facts {
             "numa_node": self.numa_node,
             "possible_cpus": self.possible_cpus,
             "membarrier_rseq": self.status.membarrier_rseq,
+            "area_offset": self.area_offset,
             "kernel": self.kernel,
             "libc": self.libc,
         })
@@ -79,6 +90,20 @@ pub fn run(args: &InfoArgs) -> ExitCode {
         Registration::Unavailable(r) => format!("unavailable: {r}"),
     };
     println!("registration     {registration}");
+    if facts.status.is_registered() {
+        let area = match facts.area_offset {
+            Some(off) => format!(
+                "thread pointer {off:+} in every thread ({})",
+                if facts.process_owner == Some(restartable::Owner::Libc) {
+                    "glibc's __rseq_offset"
+                } else {
+                    "the library's own, in static TLS"
+                }
+            ),
+            None => String::from("through a thread-local pointer (a shared object's own area)"),
+        };
+        println!("area             {area}");
+    }
     println!("feature size     {}", facts.status.feature_size);
     println!("cpu              {}", facts.cpu);
     println!("mm_cid           {}", opt(facts.mm_cid));

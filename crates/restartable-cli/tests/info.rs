@@ -216,6 +216,15 @@ fn check_info_json(mode: Mode) {
             let has_mm_cid = v["feature_size"].as_u64() >= Some(28);
             assert_eq!(v["mm_cid"].is_u64(), has_mm_cid, "{ctx}: mm_cid");
         }
+        // Registered in an executable (glibc's area, or the library's own in the
+        // executable's static TLS): one offset, never the thread pointer itself.
+        match v["area_offset"].as_i64() {
+            Some(off) => assert!(registered && off != 0, "{ctx}: area_offset"),
+            None => assert!(
+                !registered && v["area_offset"].is_null(),
+                "{ctx}: area_offset"
+            ),
+        }
         let fences = v["membarrier_rseq"]
             .as_bool()
             .expect("membarrier_rseq bool");
@@ -236,6 +245,13 @@ fn check_info_text(mode: Mode) {
             .unwrap_or_else(|| panic!("{mode:?}: no `{name}` line in:\n{text}"))
     };
     let registration = field("registration");
+    if !registration.starts_with("unavailable") {
+        let area = field("area ");
+        assert!(
+            area.starts_with("thread pointer ") && area.contains(" in every thread ("),
+            "{mode:?}: area line {area:?}"
+        );
+    }
     assert_eq!(
         field("cpu "),
         cpu.to_string(),
