@@ -325,7 +325,7 @@ impl AreaOffset {
     /// its own set-up (one cache line, one load fewer than [`get`](Self::get)).
     ///
     /// # Safety
-    /// `bytes` must be what `bytes()` returned for a `AreaOffset` of this process.
+    /// `bytes` must be what `bytes()` returned for an `AreaOffset` of this process.
     #[inline(always)]
     pub unsafe fn from_bytes(bytes: isize) -> AreaOffset {
         AreaOffset { off: bytes }
@@ -408,7 +408,7 @@ impl AreaOffset {
     fn cpu_id(self) -> u64 {
         #[cfg(restartable_asm)]
         {
-            // SAFETY: a AreaOffset exists only where every thread has an area at this
+            // SAFETY: an AreaOffset exists only where every thread has an area at this
             // offset, mapped for the thread's lifetime with its `cpu_id` initialized:
             // glibc's (in its thread descriptor, initialized even when registration
             // failed) or the library's own (in the executable's static TLS block,
