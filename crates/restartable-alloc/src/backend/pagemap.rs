@@ -62,11 +62,38 @@ static HOT: Hot = Hot {
     bias: AtomicPtr::new(ptr::null_mut()),
 };
 
-/// [`HOT`], addressed `%rip`-relative on x86_64 (as [`root`]).
+/// [`HOT`]'s two words, `index` (acquire) then `bias`. On x86_64 both in one asm
+/// block, each a `%rip`-relative load (no address to compute first, as a reference
+/// to `HOT` from the C library's crate would need); two loads in program order, the
+/// first of them an acquire load on x86_64.
 #[inline(always)]
-fn hot() -> &'static Hot {
-    rip_relative!(HOT, Hot)
+fn hot() -> (usize, *mut AtomicUsize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let index: usize;
+        let bias: *mut AtomicUsize;
+        // SAFETY: reads the two words of a static, which is always valid; `index` is
+        // read first (x86_64 loads are not reordered with each other), so a matching
+        // `index` comes with the `bias` stored before it.
+        unsafe {
+            core::arch::asm!(
+                "mov {s}(%rip), {index}",
+                "mov {s}+8(%rip), {bias}",
+                s = sym HOT,
+                index = out(reg) index,
+                bias = out(reg) bias,
+                options(att_syntax, nostack, preserves_flags, readonly)
+            );
+        }
+        (index, bias)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let index = HOT.index.load(Ordering::Acquire);
+        (index, HOT.bias.load(Ordering::Relaxed))
+    }
 }
+const _: () = assert!(core::mem::offset_of!(Hot, bias) == 8);
 
 const _: () = assert!(crate::size_class::CLASSES < 256 && PAGE_SHIFT >= 8);
 const _: () = assert!(ADDRESS_BITS <= INFO_HEADER_SHIFT as usize);
@@ -109,13 +136,10 @@ pub fn get(addr: usize) -> *mut Span {
 /// addresses beyond the map).
 #[inline(always)]
 pub fn info(addr: usize) -> usize {
-    let hot = hot();
-    // Acquire: `bias` was stored before `index` (release).
-    if addr >> (PAGE_SHIFT + LEAF_BITS) == hot.index.load(Ordering::Acquire) {
-        let word = hot
-            .bias
-            .load(Ordering::Relaxed)
-            .wrapping_add(addr >> PAGE_SHIFT);
+    // `bias` was stored before `index` (release), and is read after it.
+    let (index, bias) = hot();
+    if addr >> (PAGE_SHIFT + LEAF_BITS) == index {
+        let word = bias.wrapping_add(addr >> PAGE_SHIFT);
         // SAFETY: `addr` is in the hot leaf's range (its root index is the hot one,
         // below `ROOT_LEN`), so `word` is that leaf's `info[addr's page in it]`;
         // leaves are never freed.
