@@ -99,8 +99,11 @@ const OFFSETS: [usize; CLASSES + 2] = {
     off
 };
 const _: () = assert!(MISSES + 8 * (CLASSES + 1) <= OFFSETS[1]);
-/// Bytes per slot.
-pub const STRIDE: usize = (OFFSETS[CLASSES + 1] + os::OS_PAGE - 1) & !(os::OS_PAGE - 1);
+/// Bytes per slot: a power of two (a shift, not a multiplication, on the fast
+/// paths' way to the slot; the pages past a slot's last header are address space
+/// only).
+pub const STRIDE: usize = OFFSETS[CLASSES + 1].next_power_of_two();
+const _: () = assert!(STRIDE.is_multiple_of(os::OS_PAGE));
 
 /// The front-end's set-up, read by every fast path: one line.
 #[repr(C, align(64))]
