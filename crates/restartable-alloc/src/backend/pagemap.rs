@@ -16,11 +16,12 @@
 //! - Entries are written under the page heap's lock, before the span they point to
 //!   is handed to anyone (so a reader that got an object from a span finds it), and
 //!   read without a lock.
-//! - The first leaf mapped is the *hot* leaf ([`HOT`], set once, never changed): [`info`]
+//! - The first leaf mapped is the *hot* leaf (`HOT`, set once, never changed): [`info`]
 //!   reads the info word of an address in its 2 GiB straight from it, with no root
-//!   load on the way (the root and the hot leaf's address do not depend on the
-//!   address, so they are read while the address is still being computed). Heaps of
-//!   up to 2 GiB usually fit in it; other addresses take the two-level walk.
+//!   load on the way (the hot leaf's root index and address do not depend on the
+//!   address looked up, so they are read while that address is still being
+//!   computed: one load after the address instead of two). Heaps of up to 2 GiB
+//!   usually fit in it; other addresses take the two-level walk.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
