@@ -99,8 +99,11 @@ const OFFSETS: [usize; CLASSES + 2] = {
     off
 };
 const _: () = assert!(MISSES + 8 * (CLASSES + 1) <= OFFSETS[1]);
-/// Bytes per slot.
-pub const STRIDE: usize = (OFFSETS[CLASSES + 1] + os::OS_PAGE - 1) & !(os::OS_PAGE - 1);
+/// Bytes per slot: a power of two (a shift, not a multiplication, on the fast
+/// paths' way to the slot; the pages past a slot's last header are address space
+/// only).
+pub const STRIDE: usize = OFFSETS[CLASSES + 1].next_power_of_two();
+const _: () = assert!(STRIDE.is_multiple_of(os::OS_PAGE));
 
 /// The front-end's set-up, read by every fast path: one line.
 #[repr(C, align(64))]
@@ -150,6 +153,73 @@ static FRONT: Front = Front {
 #[inline(always)]
 fn front() -> &'static Front {
     rip_relative!(FRONT, Front)
+}
+
+/// The word of [`FRONT`] at byte offset `OFF` (a field's), read with acquire. On
+/// x86_64 one `%rip`-relative load, with no address computed first (the fast paths
+/// are inlined into other crates, where a reference to `FRONT` is a `lea`): an asm
+/// block that the compiler takes for a barrier, and a load, which x86_64 does not
+/// reorder with later loads.
+#[inline(always)]
+fn front_word<const OFF: usize>() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v: usize;
+        // SAFETY: reads a word of a static (`OFF` is a field's offset: the callers'
+        // `offset_of!`), always valid; writes nothing.
+        unsafe {
+            core::arch::asm!(
+                "mov {s}+{off}(%rip), {v}",
+                s = sym FRONT,
+                off = const OFF,
+                v = out(reg) v,
+                options(att_syntax, nostack, preserves_flags)
+            );
+        }
+        v
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: `OFF` is the offset of an `AtomicUsize` or `AtomicIsize` field.
+        unsafe { &*(&FRONT as *const Front).byte_add(OFF).cast::<AtomicUsize>() }
+            .load(Ordering::Acquire)
+    }
+}
+
+/// [`front_word`] of a 32-bit field.
+#[inline(always)]
+fn front_u32<const OFF: usize>() -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v: u32;
+        // SAFETY: as in `front_word`.
+        unsafe {
+            core::arch::asm!(
+                "movl {s}+{off}(%rip), {v:e}",
+                s = sym FRONT,
+                off = const OFF,
+                v = out(reg) v,
+                options(att_syntax, nostack, preserves_flags)
+            );
+        }
+        v
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: `OFF` is the offset of an `AtomicU32` field.
+        unsafe { &*(&FRONT as *const Front).byte_add(OFF).cast::<AtomicU32>() }
+            .load(Ordering::Acquire)
+    }
+}
+
+/// `libc_cid` and `libc_cpu` as the fast paths read them ([`front_word`]).
+#[inline(always)]
+fn libc_cid() -> isize {
+    front_word::<{ core::mem::offset_of!(Front, libc_cid) }>() as isize
+}
+#[inline(always)]
+fn libc_cpu() -> isize {
+    front_word::<{ core::mem::offset_of!(Front, libc_cpu) }>() as isize
 }
 
 static FENCES: AtomicBool = AtomicBool::new(false);
@@ -254,19 +324,18 @@ pub enum Outcome<T> {
 /// costs one load and one test.
 #[inline(always)]
 fn set_up() -> Result<(usize, Libc), usize> {
-    let f = front();
     // Set up before `libc_cid`/`libc_cpu` (read with acquire).
-    let off = f.libc_cid.load(Ordering::Acquire);
+    let off = libc_cid();
     if off != 0 {
         // SAFETY: a non-zero `libc_cid` was stored from `LibcOffset::bytes` (`init`).
         return Ok((BY_CID, Libc(unsafe { LibcOffset::from_bytes(off) })));
     }
-    let off = f.libc_cpu.load(Ordering::Acquire);
+    let off = libc_cpu();
     if off != 0 {
         // SAFETY: as above.
         return Ok((0, Libc(unsafe { LibcOffset::from_bytes(off) })));
     }
-    Err(f.word.load(Ordering::Acquire))
+    Err(front().word.load(Ordering::Acquire))
 }
 
 /// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
@@ -573,14 +642,14 @@ fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
         unsafe { core::hint::assert_unchecked(slots <= u32::from(u16::MAX)) };
         slots as usize
     };
-    let base = front().base.load(Ordering::Relaxed);
+    let base = front_word::<{ core::mem::offset_of!(Front, base) }>();
     if w & BY_CID != 0 {
         let area = f.area()?;
         let cid = ByMmCid::current(area);
         if F::MASK_CID {
             // Below the slot count (a power of two); the op compares the thread's
             // `mm_cid` field with it inside the sequence.
-            let cid = cid & front().cid_mask.load(Ordering::Relaxed);
+            let cid = cid & front_u32::<{ core::mem::offset_of!(Front, cid_mask) }>();
             return Some((area, cid, base));
         }
         ((cid as usize) < slots()).then_some((area, cid, base))
@@ -672,8 +741,7 @@ pub unsafe fn push_libc<H: Hooks>(
 ) -> Outcome<()> {
     // As `set_up`, with `find` in each mode's branch: a shared lookup would make
     // the compiler test the mode again after it.
-    let f = front();
-    let off = f.libc_cid.load(Ordering::Acquire);
+    let off = libc_cid();
     if off != 0 {
         let Some(hdr) = find() else {
             return Outcome::Miss;
@@ -681,7 +749,7 @@ pub unsafe fn push_libc<H: Hooks>(
         // SAFETY: as in `set_up`; forwarded contract.
         return unsafe { push_in::<H>(BY_CID, LibcFast(LibcOffset::from_bytes(off)), || hdr, obj) };
     }
-    let off = f.libc_cpu.load(Ordering::Acquire);
+    let off = libc_cpu();
     if off != 0 {
         let Some(hdr) = find() else {
             return Outcome::Miss;

@@ -61,14 +61,6 @@ pub enum Block {
 /// Per class: object size, span bytes, objects per span (tables: the lookup on every
 /// `free` reads them instead of recomputing).
 const SIZE: [usize; CLASSES + 1] = table!(size);
-/// The bytes of a span its objects cover (`objects_per_span * size`; the rest of the
-/// span, if any, is no object).
-const USED_BYTES: [usize; CLASSES + 1] = table!(used_bytes);
-
-const fn used_bytes(c: usize) -> usize {
-    objects_per_span(c) * size(c)
-}
-
 macro_rules! table {
     ($f:ident) => {{
         let mut t = [0; CLASSES + 1];
@@ -82,61 +74,81 @@ macro_rules! table {
 }
 use table;
 
-/// `ceil(2^40 / size(c))`: with `size(c) * MAGIC[c] = 2^40 + e` (`0 <= e < size(c)`)
-/// and an offset `off = q * size(c) + r` inside a span (below 2^21), `off * MAGIC[c]`
-/// is `q * 2^40 + q * e + r * MAGIC[c]`, where `(q + 1) * e < off + size(c) <= 2^21 +
-/// 2^18 < MAGIC[c]` (at least 2^22): its low 40 bits are `q * e < MAGIC[c]` when `r`
-/// is 0 and at least `MAGIC[c]` (and below 2^40) otherwise. So checking that an
-/// offset starts an object needs no division, and no multiplication back.
+/// `M[c]`: `ceil(2^40 / size(c))`, plus one where `size(c)` divides 2^40, so that
+/// `e = size(c) * M[c] - 2^40` is in `1..=size(c)` (never 0). For an offset `off =
+/// q * size(c) + r` (`0 <= r < size(c)`) inside a span (below 2^21), `off * M[c]` is
+/// `q * 2^40 + q * e + r * M[c]`, where `q * e <= off < 2^21` and `r * M[c]` is at
+/// most `2^40 + e - M[c]`: as `M[c] >= 2^22`, `q * e + r * M[c]` is below 2^40, so it
+/// is the low 40 bits of `off * M[c]`. They are `q * e` when `r` is 0 and at least
+/// `M[c]` otherwise. The span's objects start at `r = 0, q < N` (`N =
+/// objects_per_span(c)`), where they are below `N * e`; its tail, if any, starts at
+/// `q = N` (`N * e`, rejected) and the rest of it is `r > 0`. So `off` starts an
+/// object exactly when the low 40 bits of `off * M[c]` are below [`LIMIT`]`[c] = N *
+/// e` (at most the span's bytes, below `M[c]`): no division, no multiplication back,
+/// and one compare for both the object start and the span's tail.
 const MAGIC: [u64; CLASSES + 1] = {
     let mut m = [0; CLASSES + 1];
     let mut c = 1;
     while c <= CLASSES {
-        m[c] = (1u64 << 40).div_ceil(size(c) as u64);
+        let s = size(c) as u64;
+        m[c] = (1u64 << 40).div_ceil(s);
+        if m[c] * s == 1 << 40 {
+            m[c] += 1;
+        }
         c += 1;
     }
     m
 };
-/// What [`lookup`] checks an offset in a span of class `c` with, the offset
-/// shifted left by 16 (see `small`): `CHECK[USED16][c]`, the bytes of the span its
-/// objects cover (offsets from it on are no object) shifted the same way, and the
-/// object-start test of [`MAGIC`] as one multiplication and one compare:
-/// `off * MAGIC[c]` shifted left by 24 is `(off << 16) * CHECK[MAGIC8][c]` (mod
-/// 2^64), compared with `CHECK[MAGIC24][c]`, `MAGIC[c] << 24`. 256 entries each, so
-/// that a class byte indexes them without a bounds check (the entries of
-/// non-classes accept no offset); one table, so that one address serves all three.
-const CHECK: [[u64; 256]; 3] = {
-    let mut t = [[0; 256]; 3];
+/// `objects_per_span(c) * e` (see [`MAGIC`]).
+const LIMIT: [u64; CLASSES + 1] = {
+    let mut t = [0; CLASSES + 1];
     let mut c = 1;
     while c <= CLASSES {
-        t[USED16][c] = (USED_BYTES[c] as u64) << 16;
-        t[MAGIC8][c] = MAGIC[c] << 8;
-        t[MAGIC24][c] = MAGIC[c] << 24;
+        let e = size(c) as u64 * MAGIC[c] - (1 << 40);
+        t[c] = objects_per_span(c) as u64 * e;
         c += 1;
     }
     t
 };
-const USED16: usize = 0;
-const MAGIC8: usize = 1;
-const MAGIC24: usize = 2;
+/// What [`lookup`] checks an offset in a span of class `c` with: the test of
+/// [`MAGIC`] on the low 40 bits of `off * MAGIC[c]`, shifted left by 24 so that no
+/// mask or shift is left: `off * (MAGIC[c] << 24)` (mod 2^64) is that product's low 40
+/// bits shifted left by 24, compared with `LIMIT[c] << 24`. `CHECK[MAGIC24][c]` and
+/// `CHECK[LIMIT24][c]`, 256 entries each, so that a class byte indexes them without a
+/// bounds check; the entries of non-classes (0 among them: pages of no small-object
+/// span) are 0 and accept nothing. One table, so that one address serves both.
+const CHECK: [[u64; 256]; 2] = {
+    let mut t = [[0; 256]; 2];
+    let mut c = 1;
+    while c <= CLASSES {
+        t[MAGIC24][c] = MAGIC[c] << 24;
+        t[LIMIT24][c] = LIMIT[c] << 24;
+        c += 1;
+    }
+    t
+};
+const MAGIC24: usize = 0;
+const LIMIT24: usize = 1;
 
 /// Whether `off` is the offset of an object's start in a span of class `c`, as
-/// `small` checks it (for the test against the plain check).
+/// `small` checks it (for the test against the plain check), with `high` in the
+/// bits from 48 up (the info word's header bits, which `small` leaves in).
 #[cfg(test)]
-fn object_start(c: u8, off: u64) -> bool {
+fn object_start(c: u8, off: u64, high: u64) -> bool {
     let c = usize::from(c);
-    let off16 = off << 16;
-    off16 < CHECK[USED16][c] && off16.wrapping_mul(CHECK[MAGIC8][c]) < CHECK[MAGIC24][c]
+    off.wrapping_sub(high << 48).wrapping_mul(CHECK[MAGIC24][c]) < CHECK[LIMIT24][c]
 }
 
 const _: () = {
-    // Offsets stay below 2^21 and the rounding error of MAGIC times the offset below
-    // 2^40 (error < size(c) <= 2^18, so the product is below 2^39).
+    // Offsets stay below 2^21, e is in 1..=size(c) and the limit below MAGIC (see
+    // `MAGIC`).
     let mut c = 1;
     while c <= CLASSES {
         assert!(span_pages(c) * PAGE_SIZE < 1 << 21);
         assert!(size(c) <= 1 << 18 && MAGIC[c] >= 1 << 22 && MAGIC[c] < 1 << 40);
-        assert!(used_bytes(c) <= span_pages(c) * PAGE_SIZE);
+        let e = size(c) as u64 * MAGIC[c] - (1 << 40);
+        assert!(e >= 1 && e <= size(c) as u64);
+        assert!(LIMIT[c] < MAGIC[c]);
         c += 1;
     }
 };
@@ -165,21 +177,17 @@ pub fn lookup(p: *const u8) -> Block {
 /// The page's info word (`pagemap::info`: its span's start, size class and header
 /// offset in one word, no span record to reach) gives the class and the offset in
 /// the span; the offset must be the start of one of the span's objects (one
-/// multiplication and two compares, no division). The offset is computed shifted
-/// left by 16, which drops the header bits of the word: `(a + class - info) << 16`
-/// is `(a - start) << 16`.
+/// multiplication and one compare, no division: see [`MAGIC`] and [`CHECK`]). A page
+/// of no small-object span has the info word 0, class 0, whose check accepts
+/// nothing. The offset is taken as `a + class - info`, which is `a - start` less the
+/// header bits (`header << 48`): times `MAGIC[c] << 24` those vanish (mod 2^64).
 #[inline(always)]
 fn small(a: usize) -> Option<(usize, usize)> {
     let info = pagemap::info(a);
-    let class = info as u8;
-    if class == 0 {
-        return None;
-    }
-    let off16 = (a.wrapping_add(usize::from(class)).wrapping_sub(info) as u64) << 16;
-    let c = usize::from(class);
-    let magic = CHECK[MAGIC8][c];
-    // `off16 * MAGIC8` is `off * MAGIC[c] << 24` (mod 2^64): see `MAGIC`.
-    (off16 < CHECK[USED16][c] && off16.wrapping_mul(magic) < CHECK[MAGIC24][c])
+    let c = info as u8;
+    let off = a.wrapping_sub(info).wrapping_add(usize::from(c)) as u64;
+    let c = usize::from(c);
+    (off.wrapping_mul(CHECK[MAGIC24][c]) < CHECK[LIMIT24][c])
         .then_some((c, info >> pagemap::INFO_HEADER_SHIFT))
 }
 
@@ -239,7 +247,7 @@ fn malloc_other(n: usize) -> *mut u8 {
 #[inline(always)]
 pub fn malloc_fast(n: usize) -> Result<*mut u8, MallocSlow> {
     if n <= TABLE_MAX {
-        let hdr = || usize::from(front::HEADER_BY_SIZE[n.div_ceil(MIN_ALIGN)]);
+        let hdr = || usize::from(rip_relative!(HEADER_BY_BYTES, [u16; TABLE_MAX + 1])[n]);
         // SAFETY: the header offset of the class of `n`.
         if let front::Outcome::Done(p) = unsafe { front::pop_libc::<NoHooks>(hdr) } {
             return Ok(p);
@@ -247,6 +255,21 @@ pub fn malloc_fast(n: usize) -> Result<*mut u8, MallocSlow> {
     }
     Err(MallocSlow(n))
 }
+
+/// [`front::HEADER_BY_SIZE`] by the size itself (`0..=TABLE_MAX`) rather than by
+/// `size.div_ceil(MIN_ALIGN)`: 2 KiB instead of 130 bytes, for no arithmetic before
+/// the load on `malloc`'s fast path (of which a program's common sizes touch a few
+/// lines). A static, addressed `%rip`-relative (`malloc` is inlined into another
+/// crate, which would reach it through the GOT).
+static HEADER_BY_BYTES: [u16; TABLE_MAX + 1] = {
+    let mut t = [0u16; TABLE_MAX + 1];
+    let mut n = 0;
+    while n <= TABLE_MAX {
+        t[n] = front::HEADER_BY_SIZE[n.div_ceil(MIN_ALIGN)];
+        n += 1;
+    }
+    t
+};
 
 /// What is left of a [`malloc_fast`] that did not get an object at once.
 #[derive(Debug)]
@@ -580,7 +603,21 @@ mod tests {
     /// the span's tail.
     #[test]
     fn object_start_check_is_exact() {
-        let fast = |c: usize, off: u64| object_start(c as u8, off);
+        let fast = |c: usize, off: u64| {
+            let r = object_start(c as u8, off, 0);
+            // The header bits `small` leaves in change nothing.
+            assert_eq!(
+                r,
+                object_start(c as u8, off, 0xffff),
+                "class {c} offset {off}"
+            );
+            assert_eq!(
+                r,
+                object_start(c as u8, off, 0x1234),
+                "class {c} offset {off}"
+            );
+            r
+        };
         let plain = |c: usize, off: u64| {
             off < (objects_per_span(c) * size(c)) as u64 && off.is_multiple_of(size(c) as u64)
         };
@@ -601,6 +638,13 @@ mod tests {
             }
             for off in span.saturating_sub(4096)..span + 4096 {
                 assert_eq!(fast(c, off), plain(c, off), "class {c} offset {off}");
+            }
+        }
+        // Class bytes that are no class (0: a page of no small-object span) accept
+        // nothing.
+        for c in (0..=255u8).filter(|&c| c == 0 || usize::from(c) > CLASSES) {
+            for off in (0..1 << 21).step_by(16).chain([1, 8, u64::MAX, 1 << 47]) {
+                assert!(!object_start(c, off, 0), "class byte {c} offset {off}");
             }
         }
     }

@@ -16,6 +16,12 @@
 //! - Entries are written under the page heap's lock, before the span they point to
 //!   is handed to anyone (so a reader that got an object from a span finds it), and
 //!   read without a lock.
+//! - The first leaf mapped is the *hot* leaf (`HOT`, set once, never changed): [`info`]
+//!   reads the info word of an address in its 2 GiB straight from it, with no root
+//!   load on the way (the hot leaf's root index and address do not depend on the
+//!   address looked up, so they are read while that address is still being
+//!   computed: one load after the address instead of two). Heaps of up to 2 GiB
+//!   usually fit in it; other addresses take the two-level walk.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -39,6 +45,56 @@ struct Leaf {
 const ROOT_LEN: usize = 1 << ROOT_BITS;
 
 static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] = [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN];
+
+/// The hot leaf (see the module docs): set once by [`ensure`], under the page heap's
+/// lock, `bias` before `index`.
+#[repr(C, align(64))]
+struct Hot {
+    /// The hot leaf's root index; `usize::MAX` (no address's) until there is one.
+    index: AtomicUsize,
+    /// The hot leaf's first info word, moved back by `index << LEAF_BITS` words: the
+    /// info word of an address `a` in the hot leaf's range is `bias + (a >> PAGE_SHIFT)`
+    /// words (one shift, no mask).
+    bias: AtomicPtr<AtomicUsize>,
+}
+
+static HOT: Hot = Hot {
+    index: AtomicUsize::new(usize::MAX),
+    bias: AtomicPtr::new(ptr::null_mut()),
+};
+
+/// [`HOT`]'s two words, `index` (acquire) then `bias`. On x86_64 both in one asm
+/// block, each a `%rip`-relative load (no address to compute first, as a reference
+/// to `HOT` from the C library's crate would need); two loads in program order, the
+/// first of them an acquire load on x86_64.
+#[inline(always)]
+fn hot() -> (usize, *mut AtomicUsize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let index: usize;
+        let bias: *mut AtomicUsize;
+        // SAFETY: reads the two words of a static, which is always valid; `index` is
+        // read first (x86_64 loads are not reordered with each other), so a matching
+        // `index` comes with the `bias` stored before it.
+        unsafe {
+            core::arch::asm!(
+                "mov {s}(%rip), {index}",
+                "mov {s}+8(%rip), {bias}",
+                s = sym HOT,
+                index = out(reg) index,
+                bias = out(reg) bias,
+                options(att_syntax, nostack, preserves_flags, readonly)
+            );
+        }
+        (index, bias)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let index = HOT.index.load(Ordering::Acquire);
+        (index, HOT.bias.load(Ordering::Relaxed))
+    }
+}
+const _: () = assert!(core::mem::offset_of!(Hot, bias) == 8);
 
 const _: () = assert!(crate::size_class::CLASSES < 256 && PAGE_SHIFT >= 8);
 const _: () = assert!(ADDRESS_BITS <= INFO_HEADER_SHIFT as usize);
@@ -81,6 +137,22 @@ pub fn get(addr: usize) -> *mut Span {
 /// addresses beyond the map).
 #[inline(always)]
 pub fn info(addr: usize) -> usize {
+    // `bias` was stored before `index` (release), and is read after it.
+    let (index, bias) = hot();
+    if addr >> (PAGE_SHIFT + LEAF_BITS) == index {
+        let word = bias.wrapping_add(addr >> PAGE_SHIFT);
+        // SAFETY: `addr` is in the hot leaf's range (its root index is the hot one,
+        // below `ROOT_LEN`), so `word` is that leaf's `info[addr's page in it]`;
+        // leaves are never freed.
+        return unsafe { (*word).load(Ordering::Acquire) };
+    }
+    core::hint::cold_path();
+    info_walk(addr)
+}
+
+/// [`info`] through the root.
+#[inline(always)]
+fn info_walk(addr: usize) -> usize {
     let (r, l) = split(addr);
     let Some(root) = root().get(r) else {
         return 0;
@@ -136,13 +208,21 @@ pub fn ensure(start: usize, end: usize) -> bool {
     }
     let (first, _) = split(start);
     let (last, _) = split(end - 1);
-    for root in &ROOT[first..=last] {
+    for (index, root) in ROOT.iter().enumerate().take(last + 1).skip(first) {
         if root.load(Ordering::Acquire).is_null() {
             let Some(p) = os::map(core::mem::size_of::<Leaf>()) else {
                 return false;
             };
             // Zeroed memory is a leaf of null pointers.
             root.store(p.cast(), Ordering::Release);
+            if HOT.index.load(Ordering::Relaxed) == usize::MAX {
+                let leaf: *mut Leaf = p.cast();
+                // SAFETY: `leaf` is the fresh mapping, a whole `Leaf`.
+                let info = unsafe { ptr::addr_of_mut!((*leaf).info) }.cast::<AtomicUsize>();
+                HOT.bias
+                    .store(info.wrapping_sub(index << LEAF_BITS), Ordering::Relaxed);
+                HOT.index.store(index, Ordering::Release);
+            }
         }
     }
     true
@@ -167,4 +247,99 @@ pub fn set_ends(span: &Span, p: *mut Span) {
     set_range(span.start, span.start, p);
     let last = span.end() - (1 << PAGE_SHIFT);
     set_range(last, last, p);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size_class::PAGE_SIZE;
+
+    /// Pages of small-object spans in several leaves (the hot one and others) read
+    /// the same info word through the hot leaf and through the root, and addresses
+    /// of no span (in a leaf or not, beyond the map) read 0 either way.
+    #[test]
+    fn info_is_the_same_through_the_hot_leaf_and_the_root() {
+        // A real object (of a class no other test here counts): the page heap's leaf
+        // exists (and is the hot one unless this test's leaves came first).
+        let obj = crate::raw::alloc(4000, 16);
+        assert!(!obj.is_null());
+        // 5 GiB of address space, never touched: leaves 2 GiB apart inside it.
+        let len = 5usize << 30;
+        // SAFETY: a fresh reservation at an address of the kernel's choosing.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let start = (p as usize).next_multiple_of(PAGE_SIZE);
+        let firsts = [start, start + (2 << 30), start + (4 << 30)];
+        let mut spans = firsts.map(|s| Span {
+            start: s,
+            pages: 2,
+            class: 3,
+            released: false,
+            linked: false,
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            freelist: ptr::null_mut(),
+            carved: 0,
+            allocated: 0,
+            fresh: false,
+        });
+        let heap = crate::backend::page_heap::lock();
+        heap.take();
+        assert!(ensure(start, start + (4 << 30) + 2 * PAGE_SIZE));
+        for s in &mut spans {
+            let sp: *mut Span = s;
+            set_small(s, sp, 3);
+        }
+        // SAFETY: taken above, on this thread.
+        unsafe { heap.give() };
+        let hot = HOT.index.load(Ordering::Acquire);
+        assert_ne!(hot, usize::MAX);
+        let mut in_hot = 0;
+        let mut addrs = vec![
+            obj as usize,
+            0,
+            8,
+            usize::MAX,
+            1 << 47,
+            &hot as *const _ as usize,
+        ];
+        addrs.push(hot << (PAGE_SHIFT + LEAF_BITS));
+        for s in &spans {
+            // SAFETY: `s.start` is a class-3 span's (set above).
+            let want = unsafe { crate::front::header_offset(3) } << INFO_HEADER_SHIFT | s.start | 3;
+            for a in [s.start, s.start + 100, s.start + PAGE_SIZE, s.end() - 1] {
+                assert_eq!(info(a), want, "{a:#x}");
+                addrs.push(a);
+            }
+            addrs.extend([s.start - 1, s.end()]);
+        }
+        for &a in &addrs {
+            assert_eq!(info(a), info_walk(a), "{a:#x}");
+            in_hot += usize::from(a >> (PAGE_SHIFT + LEAF_BITS) == hot);
+        }
+        assert!(in_hot > 0, "no address in the hot leaf");
+        heap.take();
+        for s in &spans {
+            clear_small(s);
+            set_range(s.start, s.end() - PAGE_SIZE, ptr::null_mut());
+        }
+        // SAFETY: taken above, on this thread.
+        unsafe { heap.give() };
+        for s in &spans {
+            assert_eq!(info(s.start), 0);
+        }
+        // SAFETY: the reservation above, no longer in the page map.
+        unsafe { libc::munmap(p, len) };
+        // SAFETY: allocated above with this size and alignment.
+        unsafe { crate::raw::free(obj, crate::raw::lookup(obj)) };
+    }
 }

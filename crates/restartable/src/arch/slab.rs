@@ -23,13 +23,15 @@
 //! or written (push) inside it too: no value prepared beforehand can be stale, so
 //! there is nothing to compare but the guard and the CPU. The push's item store is
 //! speculative (an abort may leave it written past the count, where nobody reads).
-//! The pop hands its item out in a register, with a status register beside it that
-//! the committed path leaves at 0 and every other exit sets out of line (on x86_64:
-//! Rust's `asm!` takes no output operand together with a `label` one, so the pop is
+//! The pop hands its item out in a register, and says which exit it took in another:
+//! on x86_64 the count register, which the committed path leaves holding the new
+//! count (never negative) and every other exit sets to a negative code out of line
+//! (Rust's `asm!` takes no output operand together with a `label` one, so the pop is
 //! not an asm goto as the other ops are): once inlined, the caller's `match` on the
-//! result is one test of the status, and the item never goes through memory. A compare-twice check (hooked builds) re-reads
-//! the header but not the guard, which another thread may set at any time: its fence
-//! is what aborts the sequence.
+//! result is one sign test, and the item never goes through memory. On x86_64 the pop
+//! and the push read and write the count half of the header alone (32-bit accesses).
+//! A compare-twice check (hooked builds) re-reads the header but not the guard, which
+//! another thread may set at any time: its fence is what aborts the sequence.
 //!
 //! Stopping a CPU's slabs from another thread: set `*g` to non-zero, then
 //! [`fence_cpu`](crate::fence_cpu) (or [`fence_all`](crate::fence_all) for mm_cid

@@ -2,15 +2,20 @@
 //!
 //! The push and the batch copy leave by `label` operands (asm goto), like the other
 //! ops. The pop needs its item out, and Rust's `asm!` takes no output operand together
-//! with a `label` one: its block is a plain one with two outputs, the item and a
-//! status register that starts at 0 (committed) and that every other exit (the
-//! compare failures, the abort handler, the hooked build's compare-twice) sets in a
-//! stub out of line before jumping back to the post-commit address. The committed
-//! path so keeps the item in a register (no store to the caller's stack and reload)
-//! and costs one test of the status. The descriptor, the debugger tables and the
+//! with a `label` one: its block is a plain one with two outputs, the item and the
+//! count register, which the committed path leaves holding the new count (32 bits,
+//! so never negative) and every other exit (the compare failures, the abort handler,
+//! the hooked build's compare-twice) sets to a negative code in a stub out of line
+//! before jumping back to the post-commit address. The committed path so keeps the
+//! item in a register (no store to the caller's stack and reload) and costs one sign
+//! test of a register it writes anyway. The descriptor, the debugger tables and the
 //! hooked build's injection points and switches are the other ops' (`start!`,
 //! `cpu_check!`, `inj!`, `exit_point!`; `rseq_asm!`, `twice!` and `abort_handler!` for
 //! the push and the copy).
+//!
+//! The pop and the push read and write the header's count half alone, with 32-bit
+//! accesses (the count then indexes the items with no zero extension); the capacity
+//! half is only read, by the push.
 
 use core::arch::asm;
 
@@ -18,12 +23,12 @@ use super::super::{Index, Order, Outcome};
 use crate::hooks::Hooks;
 use crate::registration::ThreadArea;
 
-/// What the pop's block leaves in its status register: 0 when it committed (the
-/// value the register starts with), else which exit it took.
-const POP_COMMITTED: usize = 0;
-const POP_CMPFAIL: usize = 1;
-const POP_ABORTED: usize = 2;
-const POP_TWICE: usize = 3;
+/// What the pop's block leaves in its count register when it did not commit (which
+/// exit it took): negative, where a committed pop leaves the new count (a 32-bit
+/// value, zero-extended).
+const POP_CMPFAIL: isize = -1;
+const POP_ABORTED: isize = -2;
+const POP_TWICE: isize = -3;
 
 #[allow(clippy::too_many_arguments)]
 pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
@@ -36,14 +41,14 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
 ) -> K {
     let a = area.fs_offset();
     let item: isize;
-    let status: usize;
+    let status: isize;
     // Not an `asm goto` (which takes no output operand): the item comes out in a
-    // register, and a status register says which exit the block took. It starts as
-    // `POP_COMMITTED` (0) and the committed path leaves it so; every other exit goes
-    // to a stub out of line (with the abort handler, after the signature) that sets
-    // its code and jumps back to the post-commit address (5). So the committed path
-    // stores nothing to memory but the header, and the caller has no frame to set up
-    // for it.
+    // register, and the count register says which exit the block took: the new count
+    // (at least 0) when it committed; every other exit goes to a stub out of line
+    // (with the abort handler, after the signature) that sets it to a negative code
+    // and jumps back to the post-commit address (5). So the committed path stores
+    // nothing to memory but the header, sets no status, and the caller has no frame
+    // to set up for it.
     macro_rules! go {
         (plain) => {
             asm!(
@@ -52,28 +57,26 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
                 cpu_check!(plain),
                 "cmpq $0, ({g})\n",
                 "jnz 7f\n",
-                "movq ({v}), {n}\n",
-                "testl {n:e}, {n:e}\n",
-                "jz 7f\n",
-                "movl {n:e}, {tmp:e}\n",
-                "movq ({v},{tmp},8), {item}\n",
-                "decq {n}\n",
-                "movq {n}, ({v})\n",
+                "movl ({v}), {n:e}\n",
+                // The new count; the array was empty if that borrowed.
+                "subl $1, {n:e}\n",
+                "jb 7f\n",
+                "movq 8({v},{n},8), {item}\n",
+                "movl {n:e}, ({v})\n",
                 "5:\n",
                 ".pushsection __rseq_failure, \"ax\"\n",
                 ".byte 0x0f, 0xb9, 0x3d\n",
                 ".long 0x53053053\n",
                 "6:\n",
-                "movl ${aborted}, {status:e}\n",
+                "movq ${aborted}, {n}\n",
                 "jmp 5b\n",
                 "7:\n",
-                "movl ${cmpfail}, {status:e}\n",
+                "movq ${cmpfail}, {n}\n",
                 "jmp 5b\n",
                 ".popsection\n",
                 tmp = out(reg) _,
-                n = out(reg) _,
+                n = out(reg) status,
                 item = out(reg) item,
-                status = inout(reg) POP_COMMITTED => status,
                 g = in(reg) g,
                 v = in(reg) v,
                 area = in(reg) a,
@@ -93,7 +96,7 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
                 cpu_check!(hooked),
                 "cmpq $0, ({g})\n",
                 "jnz 7f\n",
-                "movq ({v}), {n}\n",
+                "movl ({v}), {n:e}\n",
                 "testl {n:e}, {n:e}\n",
                 "jz 7f\n",
                 inj!(hooked, "16"),
@@ -103,31 +106,29 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
                 "je 86f\n",
                 "cmpl {cpu:e}, %fs:{cpuoff}({area})\n",
                 "jnz 85f\n",
-                "cmpq {n}, ({v})\n",
+                "cmpl {n:e}, ({v})\n",
                 "jnz 85f\n",
                 "86:\n",
-                "movl {n:e}, {tmp:e}\n",
-                "movq ({v},{tmp},8), {item}\n",
-                "decq {n}\n",
-                "movq {n}, ({v})\n",
+                "movq ({v},{n},8), {item}\n",
+                "decl {n:e}\n",
+                "movl {n:e}, ({v})\n",
                 "5:\n",
                 ".pushsection __rseq_failure, \"ax\"\n",
                 ".byte 0x0f, 0xb9, 0x3d\n",
                 ".long 0x53053053\n",
                 "6:\n",
-                "movl ${aborted}, {status:e}\n",
+                "movq ${aborted}, {n}\n",
                 "jmp 5b\n",
                 "7:\n",
-                "movl ${cmpfail}, {status:e}\n",
+                "movq ${cmpfail}, {n}\n",
                 "jmp 5b\n",
                 "85:\n",
-                "movl ${twice}, {status:e}\n",
+                "movq ${twice}, {n}\n",
                 "jmp 5b\n",
                 ".popsection\n",
                 tmp = out(reg) _,
-                n = out(reg) _,
+                n = out(reg) status,
                 item = out(reg) item,
-                status = inout(reg) POP_COMMITTED => status,
                 g = in(reg) g,
                 v = in(reg) v,
                 area = in(reg) a,
@@ -150,7 +151,7 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
     // as every op's.
     unsafe { plain_or_hooked!(H, go) }
     match status {
-        POP_COMMITTED => {
+        0.. => {
             // SAFETY: `out` is the caller's slot for the item (contract).
             unsafe { out.write(item) };
             k.committed()
@@ -182,20 +183,19 @@ pub(in crate::arch) unsafe fn load_cbne_slab_push<I: Index, H: Hooks, K>(
                 cpu_check!($m),
                 "cmpq $0, ({g})\n",
                 "jnz {cmpfail}\n",
-                "movq ({v}), {n}\n",
-                // The count against the capacity, read again from the header's high
-                // half (the same line, written by nobody while this sequence runs).
+                "movl ({v}), {n:e}\n",
+                // The count against the capacity, read from the header's high half
+                // (the same line, written by nobody while this sequence runs).
                 "cmpl 4({v}), {n:e}\n",
                 "jae {cmpfail}\n",
                 inj!($m, "16"),
                 // The guard is not re-checked: another thread may set it at any
                 // time, and it is the fence that follows which aborts this sequence.
-                twice!($m, "cmpq {n}, ({v})\njnz {twice}\n"),
-                "movl {n:e}, {tmp:e}\n",
-                "movq {item}, 8({v},{tmp},8)\n",
+                twice!($m, "cmpl {n:e}, ({v})\njnz {twice}\n"),
+                "movq {item}, 8({v},{n},8)\n",
                 inj!($m, "20"),
-                "incq {n}\n",
-                "movq {n}, ({v})\n",
+                "incl {n:e}\n",
+                "movl {n:e}, ({v})\n",
                 "5:\n",
                 abort_handler!(),
             ],
