@@ -155,62 +155,49 @@ fn front() -> &'static Front {
     rip_relative!(FRONT, Front)
 }
 
-/// The word of [`FRONT`] at byte offset `OFF` (a field's), read with acquire. On
-/// x86_64 one `%rip`-relative load, with no address computed first (the fast paths
-/// are inlined into other crates, where a reference to `FRONT` is a `lea`): an asm
-/// block that the compiler takes for a barrier, and a load, which x86_64 does not
-/// reorder with later loads.
-#[inline(always)]
-fn front_word<const OFF: usize>() -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let v: usize;
-        // SAFETY: reads a word of a static (`OFF` is a field's offset: the callers'
-        // `offset_of!`), always valid; writes nothing.
-        unsafe {
-            core::arch::asm!(
-                "mov {s}+{off}(%rip), {v}",
-                s = sym FRONT,
-                off = const OFF,
-                v = out(reg) v,
-                options(att_syntax, nostack, preserves_flags)
-            );
+/// Defines `$name::<OFF>()`: the `$t` field of [`FRONT`] at byte offset `OFF`, read
+/// with acquire. On x86_64 one `%rip`-relative load (`$load`), with no address
+/// computed first (the fast paths are inlined into other crates, where a reference
+/// to `FRONT` is a `lea`): an asm block that the compiler takes for a barrier, and a
+/// load, which x86_64 does not reorder with later loads.
+macro_rules! front_load {
+    ($(#[$doc:meta])* $name:ident: $t:ty, $atomic:ty, $load:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        fn $name<const OFF: usize>() -> $t {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let v: $t;
+                // SAFETY: reads a field of a static (`OFF` is a field's offset: the
+                // callers' `offset_of!`), always valid; writes nothing.
+                unsafe {
+                    core::arch::asm!(
+                        $load,
+                        s = sym FRONT,
+                        off = const OFF,
+                        v = out(reg) v,
+                        options(att_syntax, nostack, preserves_flags)
+                    );
+                }
+                v
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                // SAFETY: `OFF` is the offset of a field of this atomic type.
+                unsafe { &*(&FRONT as *const Front).byte_add(OFF).cast::<$atomic>() }
+                    .load(Ordering::Acquire)
+            }
         }
-        v
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        // SAFETY: `OFF` is the offset of an `AtomicUsize` or `AtomicIsize` field.
-        unsafe { &*(&FRONT as *const Front).byte_add(OFF).cast::<AtomicUsize>() }
-            .load(Ordering::Acquire)
-    }
+    };
 }
-
-/// [`front_word`] of a 32-bit field.
-#[inline(always)]
-fn front_u32<const OFF: usize>() -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let v: u32;
-        // SAFETY: as in `front_word`.
-        unsafe {
-            core::arch::asm!(
-                "movl {s}+{off}(%rip), {v:e}",
-                s = sym FRONT,
-                off = const OFF,
-                v = out(reg) v,
-                options(att_syntax, nostack, preserves_flags)
-            );
-        }
-        v
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        // SAFETY: `OFF` is the offset of an `AtomicU32` field.
-        unsafe { &*(&FRONT as *const Front).byte_add(OFF).cast::<AtomicU32>() }
-            .load(Ordering::Acquire)
-    }
-}
+front_load!(
+    /// A word of [`FRONT`] (an `AtomicUsize` or `AtomicIsize` field).
+    front_word: usize, AtomicUsize, "mov {s}+{off}(%rip), {v}"
+);
+front_load!(
+    /// A 32-bit field of [`FRONT`].
+    front_u32: u32, AtomicU32, "movl {s}+{off}(%rip), {v:e}"
+);
 
 /// `libc_cid` and `libc_cpu` as the fast paths read them ([`front_word`]).
 #[inline(always)]

@@ -52,6 +52,21 @@ pub struct Span {
 }
 
 impl Span {
+    /// A record covering nothing, in no list, with no objects.
+    pub const EMPTY: Span = Span {
+        start: 0,
+        pages: 0,
+        class: 0,
+        released: false,
+        linked: false,
+        next: core::ptr::null_mut(),
+        prev: core::ptr::null_mut(),
+        freelist: core::ptr::null_mut(),
+        carved: 0,
+        allocated: 0,
+        fresh: false,
+    };
+
     /// Bytes covered.
     pub fn bytes(&self) -> usize {
         self.pages << crate::size_class::PAGE_SHIFT

@@ -162,21 +162,7 @@ impl Heap {
         };
         // SAFETY: `s` is an unused, aligned record slot (chunks are page aligned and
         // records are carved at multiples of their size).
-        unsafe {
-            s.write(Span {
-                start: 0,
-                pages: 0,
-                class: 0,
-                released: false,
-                fresh: false,
-                linked: false,
-                next: ptr::null_mut(),
-                prev: ptr::null_mut(),
-                freelist: ptr::null_mut(),
-                carved: 0,
-                allocated: 0,
-            })
-        };
+        unsafe { s.write(Span::EMPTY) };
         Some(s)
     }
 

@@ -283,14 +283,7 @@ mod tests {
             start: s,
             pages: 2,
             class: 3,
-            released: false,
-            linked: false,
-            next: ptr::null_mut(),
-            prev: ptr::null_mut(),
-            freelist: ptr::null_mut(),
-            carved: 0,
-            allocated: 0,
-            fresh: false,
+            ..Span::EMPTY
         });
         let heap = crate::backend::page_heap::lock();
         heap.take();
