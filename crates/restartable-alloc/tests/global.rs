@@ -215,15 +215,15 @@ fn draining_caches_while_threads_allocate_loses_nothing() {
 /// A thread whose glibc registration ended (unregistered here with the `rseq`
 /// system call, as glibc does late in a thread's exit): its `mm_cid` then reads 0
 /// and the inlined fast path, which by mm_cid takes the area without checking the
-/// registration (`LibcOffset::current_unchecked`), enters the sequence, whose own
+/// registration (`AreaOffset::current_unchecked`), enters the sequence, whose own
 /// check aborts it; the retry finds the thread unregistered and the slow path
 /// serves it. Objects allocated and freed there keep their contents, and the
 /// thread's objects freed by another thread (and the other way round) are fine.
 #[test]
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn a_thread_whose_glibc_registration_ended_allocates_through_the_slow_path() {
-    if restartable::registration::LibcOffset::get().is_none() {
-        eprintln!("skipped: glibc does not own rseq registration in this process");
+    if restartable::registration::process_owner() != Some(restartable::Owner::Libc) {
+        common::child::shared::skip("glibc does not own rseq registration in this process");
         return;
     }
     // Warm up: the caches exist and this process's fast path is the libc one.
