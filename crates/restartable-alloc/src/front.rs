@@ -60,7 +60,7 @@ use restartable::arch::{
     self, slab_capacity, slab_count, slab_header, ByCpu, ByMmCid, Index, OpResult, Relaxed, Release,
 };
 use restartable::hooks::Hooks;
-use restartable::registration::LibcOffset;
+use restartable::registration::AreaOffset;
 use restartable::ThreadArea;
 
 use crate::middle;
@@ -128,7 +128,7 @@ struct Front {
     /// the thread's `mm_cid` (which the kernel keeps below the possible CPUs, so
     /// never) fails the op's own CPU check, which compares the field with it.
     cid_mask: AtomicU32,
-    /// [`LibcOffset::bytes`] where every thread's area is at one offset (glibc owns
+    /// [`AreaOffset::bytes`] where every thread's area is at one offset (glibc owns
     /// registration, or the library does and is linked into the executable) and
     /// slots are indexed by mm_cid, stored last (release) once the rest is set up; 0
     /// otherwise. The fast
@@ -304,7 +304,7 @@ pub enum Outcome<T> {
 }
 
 /// The front-end's set-up for a fast path: where the areas are at one offset
-/// ([`LibcOffset`]: glibc's registration, or the library's in an executable) (`Ok`),
+/// ([`AreaOffset`]: glibc's registration, or the library's in an executable) (`Ok`),
 /// its offset with [`BY_CID`] or 0 for the index (a constant for the compiler: the
 /// region's address is read from `base`); otherwise the set-up word alone for the
 /// thread-local path (`Err`). The default mode (glibc's registration, by mm_cid)
@@ -314,19 +314,19 @@ fn set_up() -> Result<(usize, Libc), usize> {
     // Set up before `libc_cid`/`libc_cpu` (read with acquire).
     let off = libc_cid();
     if off != 0 {
-        // SAFETY: a non-zero `libc_cid` was stored from `LibcOffset::bytes` (`init`).
-        return Ok((BY_CID, Libc(unsafe { LibcOffset::from_bytes(off) })));
+        // SAFETY: a non-zero `libc_cid` was stored from `AreaOffset::bytes` (`init`).
+        return Ok((BY_CID, Libc(unsafe { AreaOffset::from_bytes(off) })));
     }
     let off = libc_cpu();
     if off != 0 {
         // SAFETY: as above.
-        return Ok((0, Libc(unsafe { LibcOffset::from_bytes(off) })));
+        return Ok((0, Libc(unsafe { AreaOffset::from_bytes(off) })));
     }
     Err(front().word.load(Ordering::Acquire))
 }
 
 /// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
-/// Where the areas are at one offset ([`LibcOffset`]) the whole path is inlined and
+/// Where the areas are at one offset ([`AreaOffset`]) the whole path is inlined and
 /// touches no thread-local. Otherwise (library-owned registration in a shared
 /// object) the thread-local path is inlined too when `INLINE_TLS`, or one
 /// out-of-line call:
@@ -534,7 +534,7 @@ unsafe fn pop_in<H: Hooks>(
 }
 
 /// How the fast path finds this thread's area: from glibc's process-wide offset
-/// ([`LibcOffset`]: no thread-local) or the library's thread-local ([`Tls`]).
+/// ([`AreaOffset`]: no thread-local) or the library's thread-local ([`Tls`]).
 trait FindArea: Copy {
     /// Whether the caches are known to be set up when this finder exists.
     const SET_UP: bool;
@@ -552,10 +552,10 @@ trait FindArea: Copy {
     unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)>;
 }
 
-/// The process-wide offset ([`LibcOffset`]), as [`set_up`] finds it: only once the
+/// The process-wide offset ([`AreaOffset`]), as [`set_up`] finds it: only once the
 /// caches are set up.
 #[derive(Clone, Copy)]
-struct Libc(LibcOffset);
+struct Libc(AreaOffset);
 
 impl FindArea for Libc {
     const SET_UP: bool = true;
@@ -571,12 +571,12 @@ impl FindArea for Libc {
 }
 
 /// [`Libc`] for the first attempt of an inlined fast path: by mm_cid, the area
-/// without the registration check (`LibcOffset::current_unchecked`): the op's own
+/// without the registration check (`AreaOffset::current_unchecked`): the op's own
 /// check inside the sequence aborts on an unregistered area, and the retries after
 /// an abort ([`alloc_after_abort`], [`dealloc_after_abort`]) go through [`pop`] and
 /// [`push`], which use [`Libc`] and so send such a thread to the slow path.
 #[derive(Clone, Copy)]
-struct LibcFast(LibcOffset);
+struct LibcFast(AreaOffset);
 
 impl FindArea for LibcFast {
     const SET_UP: bool = true;
@@ -734,7 +734,7 @@ pub unsafe fn push_libc<H: Hooks>(
             return Outcome::Miss;
         };
         // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { push_in::<H>(BY_CID, LibcFast(LibcOffset::from_bytes(off)), || hdr, obj) };
+        return unsafe { push_in::<H>(BY_CID, LibcFast(AreaOffset::from_bytes(off)), || hdr, obj) };
     }
     let off = libc_cpu();
     if off != 0 {
@@ -742,7 +742,7 @@ pub unsafe fn push_libc<H: Hooks>(
             return Outcome::Miss;
         };
         // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { push_in::<H>(0, LibcFast(LibcOffset::from_bytes(off)), || hdr, obj) };
+        return unsafe { push_in::<H>(0, LibcFast(AreaOffset::from_bytes(off)), || hdr, obj) };
     }
     Outcome::Miss
 }
@@ -1109,7 +1109,7 @@ fn init() {
     FRONT.base.store(p as usize, Ordering::Relaxed);
     let w = p as usize | if by_cid { BY_CID } else { 0 };
     FRONT.word.store(w, Ordering::Release);
-    if let Some(off) = LibcOffset::get() {
+    if let Some(off) = AreaOffset::get() {
         let mode = if by_cid {
             &FRONT.libc_cid
         } else {

@@ -304,6 +304,7 @@ pub struct AreaOffset {
 
 /// [`AreaOffset`]'s name from before it covered library-owned areas (it was glibc's
 /// `__rseq_offset` only).
+#[deprecated(note = "renamed `AreaOffset`: it also finds the library's own areas")]
 pub type LibcOffset = AreaOffset;
 
 impl AreaOffset {
