@@ -330,12 +330,14 @@ fn set_up() -> Result<(usize, Libc), usize> {
 /// touches no thread-local. Otherwise (library-owned registration in a shared
 /// object) the thread-local path is inlined too when `INLINE_TLS`, or one
 /// out-of-line call:
-/// - `INLINE_TLS` for Rust programs (`PerCpuAlloc`): inlined into the program's own
-///   crate, the thread-local is one `%fs`-relative load. An out-of-line copy is
-///   compiled in this library's position-independent code, where the thread-local
-///   access is a `__tls_get_addr` call that the linker relaxes into a load but whose
-///   register saves stay (5 pushes and pops, 6 moves): 9.6 ns per churn pair
-///   against 7.2 inlined in library mode (BENCHMARKS.md).
+/// - `INLINE_TLS` for Rust code (`PerCpuAlloc`): inlined into the user's crate.
+///   (Reached only where the library's areas are not at one offset, i.e. in a Rust
+///   shared object loaded with `dlopen`: an executable has the offset.) An
+///   out-of-line copy is compiled in this library's position-independent code, where
+///   the thread-local access is a `__tls_get_addr` call that the linker relaxes into
+///   a load in an executable but whose register saves stay (5 pushes and pops, 6
+///   moves): 9.6 ns per churn pair against 7.2 inlined, when executables took this
+///   path (BENCHMARKS.md).
 /// - not `INLINE_TLS` for the shared object (`raw`, `librestartable_malloc.so`):
 ///   there the call is real, and inlined it would make `malloc` save registers on
 ///   the libc-mode path too.
