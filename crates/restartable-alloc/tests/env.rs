@@ -22,6 +22,8 @@ use restartable_alloc::PerCpuAlloc;
 static A: PerCpuAlloc = PerCpuAlloc::new();
 
 const LIBRARY_OWNED: (&str, &str) = ("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+/// The library's own areas found through its thread-local, not at one offset.
+const OWN_AREA_TLS: (&str, &str) = ("RESTARTABLE_OWN_AREA", "thread-local");
 const MIB: usize = 1 << 20;
 
 fn enosys_filter() -> std::io::Result<()> {
@@ -106,24 +108,38 @@ fn fallback_under_valgrind() {
     );
 }
 
+/// Library-owned registration: the areas at one offset (an executable: the same
+/// inlined fast path as under glibc's areas), then through the library's
+/// thread-local (`RESTARTABLE_OWN_AREA=thread-local`: the inlined thread-local path
+/// of a shared object loaded with `dlopen`).
 #[test]
 fn library_owned_registration_reenters_safely() {
-    in_child(
-        "library_owned_registration_reenters_safely",
-        "library-owned",
-        Spec::within(120).env(&[LIBRARY_OWNED]),
-        || {
-            assert_eq!(
-                restartable::status().registration,
-                Registration::Registered(Owner::Library)
-            );
-            // In an executable the library's own areas are at one offset: the
-            // stress below runs the same inlined fast path as under glibc's areas.
-            assert!(restartable::registration::AreaOffset::get().is_some());
-            workload(12, Duration::from_secs(2));
-            assert!(restartable_alloc::stats().caches_by_mm_cid.is_some());
-        },
-    );
+    for (role, env, offset) in [
+        ("library-owned", &[LIBRARY_OWNED][..], true),
+        (
+            "library-owned-tls",
+            &[LIBRARY_OWNED, OWN_AREA_TLS][..],
+            false,
+        ),
+    ] {
+        in_child(
+            "library_owned_registration_reenters_safely",
+            role,
+            Spec::within(120).env(env),
+            || {
+                assert_eq!(
+                    restartable::status().registration,
+                    Registration::Registered(Owner::Library)
+                );
+                assert_eq!(
+                    restartable::registration::AreaOffset::get().is_some(),
+                    offset
+                );
+                workload(12, Duration::from_secs(2));
+                assert!(restartable_alloc::stats().caches_by_mm_cid.is_some());
+            },
+        );
+    }
 }
 
 /// Sets `RLIMIT_AS` to the current address space plus `extra` bytes.

@@ -491,6 +491,12 @@ pub(crate) unsafe fn cached_area_with_cpu_below(
     }
 }
 
+/// `RESTARTABLE_OWN_AREA=thread-local`: where the library registers its own areas,
+/// find them through the thread-local pointer even where they are at one offset
+/// ([`AreaOffset`] is then `None`): the path of a shared object loaded with `dlopen`,
+/// for tests and comparisons. Read once, when the mode is decided.
+pub const OWN_AREA_VAR: &core::ffi::CStr = c"RESTARTABLE_OWN_AREA";
+
 /// Process-wide decision, made once.
 const MODE_UNINIT: u8 = 0;
 const MODE_LIBC: u8 = 1;
@@ -543,10 +549,13 @@ fn decide_mode_slow() -> u8 {
         }
         _ => {
             // Where this library is linked into the executable, its own area is at one
-            // offset in every thread: the fast paths then find it as they find glibc's.
+            // offset in every thread: the fast paths then find it as they find glibc's
+            // (unless `OWN_AREA_VAR` asks for the thread-local path).
             #[cfg(restartable_asm)]
             if let Some(off) = imp::own_static_offset() {
-                FS_OFFSET.store(off, Ordering::Relaxed);
+                if !sys::env_is(OWN_AREA_VAR, b"thread-local") {
+                    FS_OFFSET.store(off, Ordering::Relaxed);
+                }
             }
             (
                 MODE_LIBRARY,

@@ -111,6 +111,16 @@ pub(crate) fn getauxval(key: libc::c_ulong) -> u64 {
     unsafe { libc::getauxval(key) as u64 }
 }
 
+/// Whether the environment variable `name` is set to `value` (read with `getenv`:
+/// no allocation, usable before `main` and inside an allocator).
+pub(crate) fn env_is(name: &CStr, value: &[u8]) -> bool {
+    // SAFETY: `name` is NUL-terminated; the returned string, if any, is read at once.
+    unsafe {
+        let v = libc::getenv(name.as_ptr());
+        !v.is_null() && CStr::from_ptr(v).to_bytes() == value
+    }
+}
+
 /// Looks up a data symbol exported by an already loaded object (glibc's `__rseq_*`),
 /// at run time so the binary still loads with libcs that lack it.
 fn lookup(name: &CStr) -> *const libc::c_void {

@@ -34,6 +34,8 @@ use restartable::{IndexBy, PerCpuCounter};
 
 const ROLE: &str = "RESTARTABLE_CONTAINERS_CHILD";
 const LIBRARY_OWNED: (&str, &str) = ("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+/// The library's own areas found through its thread-local, not at one offset.
+const OWN_AREA_TLS: (&str, &str) = ("RESTARTABLE_OWN_AREA", "thread-local");
 
 /// The role this process plays, if it is a child.
 fn role() -> Option<String> {
@@ -182,7 +184,10 @@ fn mixed_mode_every_third_thread_unregistered_every_container_conserves() {
     const TEST: &str = "mixed_mode_every_third_thread_unregistered_every_container_conserves";
     const ME: &str = "mixed";
     if role().as_deref() != Some(ME) {
-        return run_child(TEST, ME, &[LIBRARY_OWNED], &[]);
+        // The areas found at one offset (an executable), then through the library's
+        // thread-local (as in a shared object loaded with `dlopen`).
+        run_child(TEST, ME, &[LIBRARY_OWNED], &[]);
+        return run_child(TEST, ME, &[LIBRARY_OWNED, OWN_AREA_TLS], &[]);
     }
     let s = restartable::status();
     eprintln!("status: {s}");
@@ -190,6 +195,12 @@ fn mixed_mode_every_third_thread_unregistered_every_container_conserves() {
         s.registration,
         Registration::Registered(Owner::Library),
         "library-owned mode expected: {s}"
+    );
+    let through_tls = std::env::var(OWN_AREA_TLS.0).as_deref() == Ok(OWN_AREA_TLS.1);
+    assert_eq!(
+        registration::AreaOffset::get().is_none(),
+        through_tls,
+        "the areas' offset"
     );
     let setup = |t: usize| {
         if t.is_multiple_of(3) {

@@ -44,6 +44,7 @@ const ROLE_VAR: &str = "RESTARTABLE_TEST_ROLE";
 const ROLE_DONE: &str = "restartable-test-role-done";
 const TUNABLES: &str = "GLIBC_TUNABLES";
 const RSEQ_OFF: &str = "glibc.pthread.rseq=0";
+const OWN_AREA: (&str, &str) = ("RESTARTABLE_OWN_AREA", "thread-local");
 
 // ------------------------------------------------------------------------------------
 // Oracles outside the library.
@@ -350,6 +351,10 @@ enum Env {
     GlibcDefault,
     /// `GLIBC_TUNABLES=glibc.pthread.rseq=0`: glibc leaves rseq to the library.
     RseqTunableOff,
+    /// As `RseqTunableOff`, with `RESTARTABLE_OWN_AREA=thread-local`: the library's
+    /// areas found through its thread-local, as in a shared object loaded with
+    /// `dlopen`.
+    RseqTunableOffThreadLocal,
 }
 
 /// Re-executes this test binary with `role`, in `env`, under a seccomp filter making
@@ -364,6 +369,7 @@ fn run_child_role(role: &str, env: Env, seccomp_errno: Option<i32>) {
     match env {
         Env::GlibcDefault => cmd.env_remove(TUNABLES),
         Env::RseqTunableOff => cmd.env(TUNABLES, RSEQ_OFF),
+        Env::RseqTunableOffThreadLocal => cmd.env(TUNABLES, RSEQ_OFF).env(OWN_AREA.0, OWN_AREA.1),
     };
     if let Some(errno) = seccomp_errno {
         let filter = seccomp::rseq_errno_filter(errno);
@@ -476,6 +482,22 @@ fn rseq_tunable_off_makes_main_and_spawned_threads_library_owned() {
     }
 }
 
+/// The same through the library's thread-local (what a shared object loaded with
+/// `dlopen` does): no offset, the same areas.
+#[test]
+fn library_owned_areas_through_the_thread_local() {
+    if rseq_backend_built() {
+        run_child_role("library", Env::RseqTunableOffThreadLocal, None);
+        run_child_role("disable-library", Env::RseqTunableOffThreadLocal, None);
+    }
+}
+
+/// Whether this child was asked to find the library's areas through its thread-local
+/// (then there is no [`AreaOffset`]).
+fn own_area_through_thread_local() -> bool {
+    std::env::var(OWN_AREA.0).as_deref() == Ok(OWN_AREA.1)
+}
+
 fn role_library() {
     assert!(
         !glibc_registered(),
@@ -487,7 +509,14 @@ fn role_library() {
     // A thread that has not registered yet: its area at the offset exists and reads
     // unregistered, until the thread registers.
     on_new_thread("offset-before-registration", || {
-        let off = AreaOffset::get().expect("an offset in an executable");
+        let Some(off) = AreaOffset::get() else {
+            assert!(
+                own_area_through_thread_local(),
+                "no offset in an executable"
+            );
+            assert_offset_finds_own_area("library-owned, fresh thread");
+            return;
+        };
         assert!(off.current_if_registered().is_none(), "a fresh thread");
         assert!(
             ThreadArea::current_if_registered().is_none(),
@@ -525,6 +554,10 @@ fn role_library() {
 /// glibc's: registers this thread and checks the offset finds its area.
 fn assert_offset_finds_own_area(context: &str) {
     let area = ThreadArea::current().expect("registered").as_ptr();
+    if own_area_through_thread_local() {
+        assert_eq!(AreaOffset::get(), None, "{context}: an offset");
+        return;
+    }
     let off = AreaOffset::get().unwrap_or_else(|| panic!("{context}: no offset"));
     let tp: usize;
     // SAFETY: reads the thread pointer (the TCB's self pointer at %fs:0).
@@ -960,11 +993,13 @@ fn role_disable_library() {
     assert_unavailable(Reason::Disabled, Ok(()), "main thread after disable");
     // The area at the process-wide offset reads unregistered again (the kernel reset
     // its `cpu_id`), so the fast paths that take it from there stop using it too.
-    let off = AreaOffset::get().expect("an offset in an executable");
-    assert!(
-        off.current_if_registered().is_none(),
-        "offset path after disable"
-    );
+    match AreaOffset::get() {
+        Some(off) => assert!(
+            off.current_if_registered().is_none(),
+            "offset path after disable"
+        ),
+        None => assert!(own_area_through_thread_local(), "no offset"),
+    }
     check_cpu_ids_under_pinning("disabled main thread");
     assert_eq!(registration::disable_current_thread(), Ok(()), "twice");
     assert_unavailable(
