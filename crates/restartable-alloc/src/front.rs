@@ -128,10 +128,10 @@ struct Front {
     /// the thread's `mm_cid` (which the kernel keeps below the possible CPUs, so
     /// never) fails the op's own CPU check, which compares the field with it.
     cid_mask: AtomicU32,
-    /// [`AreaOffset::bytes`] where every thread's area is at one offset (glibc owns
-    /// registration, or the library does and is linked into the executable) and
-    /// slots are indexed by mm_cid, stored last (release) once the rest is set up; 0
-    /// otherwise. The fast
+    /// [`AreaOffset::bytes`] where glibc owns registration (every thread's area is
+    /// then at one offset, and a thread not registered never becomes so: the first
+    /// attempt takes the area unchecked, see [`LibcFast`]) and slots are indexed by
+    /// mm_cid, stored last (release) once the rest is set up; 0 otherwise. The fast
     /// path's first test: not 0 means "set up, by mm_cid, and the area is at this
     /// offset from the thread pointer".
     libc_cid: AtomicIsize,
@@ -326,13 +326,15 @@ fn set_up() -> Result<(usize, Libc), usize> {
 }
 
 /// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
-/// Where the areas are at one offset ([`AreaOffset`]) the whole path is inlined and
-/// touches no thread-local. Otherwise (library-owned registration in a shared
-/// object) the thread-local path is inlined too when `INLINE_TLS`, or one
-/// out-of-line call:
+/// Where glibc owns registration, or the caches are indexed by CPU, and the areas
+/// are at one offset ([`AreaOffset`]), the whole path is inlined and touches no
+/// thread-local. Otherwise (library-owned registration with caches by mm_cid, which
+/// must check the registration before the sequence: see `init`; or in a shared
+/// object without the offset) the thread-local path is inlined too when
+/// `INLINE_TLS`, or one out-of-line call:
 /// - `INLINE_TLS` for Rust code (`PerCpuAlloc`): inlined into the user's crate.
-///   (Reached only where the library's areas are not at one offset, i.e. in a Rust
-///   shared object loaded with `dlopen`: an executable has the offset.) An
+///   (Where the library's areas are at one offset, as in an executable, its
+///   registration check reads the area there, with no thread-local access.) An
 ///   out-of-line copy is compiled in this library's position-independent code, where
 ///   the thread-local access is a `__tls_get_addr` call that the linker relaxes into
 ///   a load in an executable but whose register saves stay (5 pushes and pops, 6
@@ -576,7 +578,9 @@ impl FindArea for Libc {
 /// without the registration check (`AreaOffset::current_unchecked`): the op's own
 /// check inside the sequence aborts on an unregistered area, and the retries after
 /// an abort ([`alloc_after_abort`], [`dealloc_after_abort`]) go through [`pop`] and
-/// [`push`], which use [`Libc`] and so send such a thread to the slow path.
+/// [`push`], which use [`Libc`] and so send such a thread to the slow path. Only
+/// where glibc owns registrations (`init` publishes `libc_cid` only then; see
+/// `AreaOffset::current_unchecked`).
 #[derive(Clone, Copy)]
 struct LibcFast(AreaOffset);
 
@@ -1112,12 +1116,24 @@ fn init() {
     let w = p as usize | if by_cid { BY_CID } else { 0 };
     FRONT.word.store(w, Ordering::Release);
     if let Some(off) = AreaOffset::get() {
-        let mode = if by_cid {
-            &FRONT.libc_cid
-        } else {
-            &FRONT.libc_cpu
+        // `libc_cid` selects `LibcFast`, which enters its sequence on an area it has
+        // not checked is registered. Only where glibc owns registrations: a thread
+        // that is not registered then never becomes so. Where the library registers
+        // (at first use, also from a signal handler), a thread could be registered
+        // by a handler that interrupted such a sequence: the registration clears
+        // `rseq_cs` (the thread being outside the sequence then), and the sequence
+        // would go on without the kernel's protection, its checks passing. So there
+        // the caches by mm_cid take the thread-local path, which checks first (and in
+        // an executable still reads the area at the offset: no thread-local access).
+        let owner = restartable::registration::process_owner();
+        let mode = match (by_cid, owner) {
+            (true, Some(restartable::Owner::Libc)) => Some(&FRONT.libc_cid),
+            (true, _) => None,
+            (false, _) => Some(&FRONT.libc_cpu),
         };
-        mode.store(off.bytes(), Ordering::Release);
+        if let Some(mode) = mode {
+            mode.store(off.bytes(), Ordering::Release);
+        }
     }
 }
 

@@ -213,3 +213,230 @@ fn a_broken_sequence_is_caught() {
         Some(_) => {}
     }
 }
+
+/// The critical sections of this binary, `[start_ip, post-commit)`, from its
+/// `__rseq_cs_ptr_array` (for the signal handler below: filled before the threads
+/// that may be signalled start).
+static SECTIONS: std::sync::OnceLock<Vec<(u64, u64)>> = std::sync::OnceLock::new();
+
+fn critical_sections() -> Vec<(u64, u64)> {
+    extern "C" {
+        static __start___rseq_cs_ptr_array: u64;
+        static __stop___rseq_cs_ptr_array: u64;
+    }
+    // SAFETY: (test) the bounds of the pointer array the linker keeps (its sections
+    // carry SHF_GNU_RETAIN); every entry is the address of a `struct rseq_cs`.
+    unsafe {
+        let start = core::ptr::addr_of!(__start___rseq_cs_ptr_array);
+        let stop = core::ptr::addr_of!(__stop___rseq_cs_ptr_array);
+        let n = stop.offset_from(start) as usize;
+        (0..n)
+            .map(|i| {
+                let cs = *start.add(i) as *const restartable::abi::RseqCs;
+                ((*cs).start_ip, (*cs).start_ip + (*cs).post_commit_offset)
+            })
+            .collect()
+    }
+}
+
+/// What the two signal handlers of the test below saw.
+static REGISTERED_IN_HANDLER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static FIRST_IP_IN_SECTION: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+static SECOND_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SECOND_IP_IN_SECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SECOND_TIMER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn interrupted_ip(ctx: *mut libc::c_void) -> u64 {
+    // SAFETY: (test) the third argument of an SA_SIGINFO handler is its ucontext.
+    unsafe { (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize] as u64 }
+}
+
+fn in_a_section(ip: u64) -> bool {
+    SECTIONS
+        .get()
+        .is_some_and(|s| s.iter().any(|&(a, b)| (a..b).contains(&ip)))
+}
+
+/// Arms a timer on the calling thread's CPU time, `ms` from now.
+fn arm(timer: libc::timer_t, ms: i64) {
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: ms * 1_000_000,
+        },
+    };
+    // SAFETY: (test) a timer this thread created; a system call only.
+    let r = unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) };
+    assert_eq!(r, 0);
+}
+
+/// The first signal: the safe API in a signal handler, on a thread that had not
+/// used rseq yet, registers it (library-owned mode); then the second timer.
+extern "C" fn register_on_signal(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    FIRST_IP_IN_SECTION.store(in_a_section(interrupted_ip(ctx)), Ordering::Relaxed);
+    let before = restartable::ThreadArea::current_if_registered().is_some();
+    let after = restartable::ThreadArea::current().is_ok();
+    REGISTERED_IN_HANDLER.store(1 + u32::from(!before && after), Ordering::Relaxed);
+    arm(SECOND_TIMER.load(Ordering::Relaxed) as libc::timer_t, 20);
+}
+
+/// The second signal, to a registered thread: the kernel aborts a sequence it
+/// interrupts, so the handler never starts with the thread inside one.
+extern "C" fn check_on_signal(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let ip = interrupted_ip(ctx);
+    if in_a_section(ip) {
+        SECOND_IP_IN_SECTION.store(ip, Ordering::Relaxed);
+    }
+    SECOND_DONE.store(true, Ordering::Relaxed);
+}
+
+fn install_siginfo_handler(
+    sig: libc::c_int,
+    f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void),
+) {
+    // SAFETY: (test) a zeroed sigaction with an SA_SIGINFO handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = f as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(sig, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+/// A timer on the calling thread's CPU time that sends `sig` to this thread.
+fn thread_cpu_timer(sig: libc::c_int) -> libc::timer_t {
+    // SAFETY: (test) a zeroed sigevent is valid; the fields set are the ones
+    // SIGEV_THREAD_ID reads; gettid has no preconditions.
+    unsafe {
+        let mut sev: libc::sigevent = std::mem::zeroed();
+        sev.sigev_notify = libc::SIGEV_THREAD_ID;
+        sev.sigev_signo = sig;
+        sev.sigev_notify_thread_id = libc::gettid();
+        let mut t: libc::timer_t = std::ptr::null_mut();
+        assert_eq!(
+            libc::timer_create(libc::CLOCK_THREAD_CPUTIME_ID, &mut sev, &mut t),
+            0
+        );
+        t
+    }
+}
+
+static THREAD_FAILED: Mutex<Option<String>> = Mutex::new(None);
+
+/// The C thread of the test below: its first allocation, with the two timers.
+extern "C" fn first_allocation(_: *mut libc::c_void) -> *mut libc::c_void {
+    let r = std::panic::catch_unwind(|| {
+        assert!(
+            restartable::ThreadArea::current_if_registered().is_none(),
+            "the thread registered before its first allocation"
+        );
+        let first = thread_cpu_timer(libc::SIGUSR1);
+        SECOND_TIMER.store(thread_cpu_timer(libc::SIGUSR2) as usize, Ordering::Relaxed);
+        // About 0.2-0.5 s of this thread's CPU time in every sequence, after its
+        // descriptor is stored.
+        hooks::set_loops(2, 1 << 29);
+        arm(first, 20);
+        let b = std::hint::black_box(Box::new(0x5eed_u64));
+        // Until both signals came (they follow this thread's CPU time).
+        let start = Instant::now();
+        while !SECOND_DONE.load(Ordering::Relaxed) {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no second signal"
+            );
+            std::hint::spin_loop();
+        }
+        hooks::reset();
+        assert_eq!(*b, 0x5eed);
+    });
+    if let Err(e) = r {
+        hooks::reset();
+        let msg = e
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| e.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        *THREAD_FAILED.lock().unwrap() = Some(msg);
+    }
+    std::ptr::null_mut()
+}
+
+/// Library-owned registration in an executable, caches by mm_cid: a thread's first
+/// allocation must not run a sequence before the thread is registered. If it did,
+/// a signal handler that registers the thread (any use of the safe API) while the
+/// sequence runs would leave it running with the kernel's registration but without
+/// its protection: the registration's return to user space clears `rseq_cs` (the
+/// thread was outside the sequence's range then), so the sequence goes on after the
+/// handler unprotected, and its checks of `cpu_id` and `mm_cid`, made or repeated
+/// after the registration, pass. Forced: a long delay inside every sequence
+/// (injection point 2, after `rseq_cs` is stored), and two timers on the thread's
+/// own CPU time (load does not move them): the first registers the thread in its
+/// handler, the second then checks that the kernel aborted any sequence it
+/// interrupts.
+#[test]
+fn a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    common::child::in_child(
+        "a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected",
+        "register-in-handler",
+        common::child::Spec::within(300).env(&[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")]),
+        || {
+            // Warm up: this thread registered, the caches set up.
+            drop(std::hint::black_box(Box::new(1u64)));
+            if restartable::registration::process_owner() != Some(restartable::Owner::Library)
+                || restartable_alloc::stats().caches_by_mm_cid != Some(true)
+            {
+                common::child::shared::skip("no library-owned rseq with mm_cid caches here");
+                return;
+            }
+            assert!(
+                restartable::registration::AreaOffset::get().is_some(),
+                "an executable: the library's areas at one offset"
+            );
+            SECTIONS.set(critical_sections()).unwrap();
+            assert!(
+                SECTIONS.get().unwrap().len() > 10,
+                "no critical sections found"
+            );
+            install_siginfo_handler(libc::SIGUSR1, register_on_signal);
+            install_siginfo_handler(libc::SIGUSR2, check_on_signal);
+            // A thread started by C code (`std::thread::spawn` allocates on the new
+            // thread before its closure runs, which registers it).
+            let mut t: libc::pthread_t = 0;
+            // SAFETY: (test) a valid entry point; the attributes may be null.
+            let r = unsafe {
+                libc::pthread_create(
+                    &mut t,
+                    std::ptr::null(),
+                    first_allocation,
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_eq!(r, 0);
+            // SAFETY: (test) joined once.
+            assert_eq!(unsafe { libc::pthread_join(t, std::ptr::null_mut()) }, 0);
+            if let Some(e) = THREAD_FAILED.lock().unwrap().take() {
+                panic!("the C thread: {e}");
+            }
+            let registered = REGISTERED_IN_HANDLER.load(Ordering::Relaxed);
+            println!(
+                "first signal: inside a sequence {}, registered the thread {}",
+                FIRST_IP_IN_SECTION.load(Ordering::Relaxed),
+                registered == 2
+            );
+            assert!(registered != 0, "the first handler did not run");
+            let ip = SECOND_IP_IN_SECTION.load(Ordering::Relaxed);
+            assert!(
+                ip == 0,
+                "a signal reached a registered thread inside a critical section at {ip:#x}: \
+                 the sequence ran on without the kernel's protection"
+            );
+        },
+    );
+}
