@@ -137,6 +137,11 @@ struct Front {
     libc_cid: AtomicIsize,
     /// The same where slots are indexed by CPU: the fast path's second test.
     libc_cpu: AtomicIsize,
+    /// [`AreaOffset::bytes`] where the library owns registration (its areas at one
+    /// offset) and slots are indexed by mm_cid: the fast path's third test. The area
+    /// found there is checked before the sequence ([`Libc`], not [`LibcFast`]: see
+    /// `init`).
+    lib_cid: AtomicIsize,
 }
 const BY_CID: usize = 1;
 
@@ -148,6 +153,7 @@ static FRONT: Front = Front {
     cid_mask: AtomicU32::new(0),
     libc_cid: AtomicIsize::new(0),
     libc_cpu: AtomicIsize::new(0),
+    lib_cid: AtomicIsize::new(0),
 };
 /// [`FRONT`], addressed `%rip`-relative on x86_64 (see `rip_relative!`).
 #[inline(always)]
@@ -207,6 +213,10 @@ fn libc_cid() -> isize {
 #[inline(always)]
 fn libc_cpu() -> isize {
     front_word::<{ core::mem::offset_of!(Front, libc_cpu) }>() as isize
+}
+#[inline(always)]
+fn lib_cid() -> isize {
+    front_word::<{ core::mem::offset_of!(Front, lib_cid) }>() as isize
 }
 
 static FENCES: AtomicBool = AtomicBool::new(false);
@@ -306,35 +316,39 @@ pub enum Outcome<T> {
 /// The front-end's set-up for a fast path: where the areas are at one offset
 /// ([`AreaOffset`]: glibc's registration, or the library's in an executable) (`Ok`),
 /// its offset with [`BY_CID`] or 0 for the index (a constant for the compiler: the
-/// region's address is read from `base`); otherwise the set-up word alone for the
-/// thread-local path (`Err`). The default mode (glibc's registration, by mm_cid)
-/// costs one load and one test.
+/// region's address is read from `base`), and whether the first attempt may take the
+/// area unchecked ([`LibcFast`]: glibc's registration by mm_cid only); otherwise the
+/// set-up word alone for the thread-local path (`Err`). The default mode (glibc's
+/// registration, by mm_cid) costs one load and one test.
 #[inline(always)]
-fn set_up() -> Result<(usize, Libc), usize> {
-    // Set up before `libc_cid`/`libc_cpu` (read with acquire).
+fn set_up() -> Result<(usize, Libc, bool), usize> {
+    // Set up before `libc_cid`/`libc_cpu`/`lib_cid` (read with acquire).
     let off = libc_cid();
     if off != 0 {
         // SAFETY: a non-zero `libc_cid` was stored from `AreaOffset::bytes` (`init`).
-        return Ok((BY_CID, Libc(unsafe { AreaOffset::from_bytes(off) })));
+        return Ok((BY_CID, Libc(unsafe { AreaOffset::from_bytes(off) }), true));
     }
     let off = libc_cpu();
     if off != 0 {
         // SAFETY: as above.
-        return Ok((0, Libc(unsafe { AreaOffset::from_bytes(off) })));
+        return Ok((0, Libc(unsafe { AreaOffset::from_bytes(off) }), false));
+    }
+    let off = lib_cid();
+    if off != 0 {
+        // SAFETY: as above.
+        return Ok((BY_CID, Libc(unsafe { AreaOffset::from_bytes(off) }), false));
     }
     Err(front().word.load(Ordering::Acquire))
 }
 
 /// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
-/// Where glibc owns registration, or the caches are indexed by CPU, and the areas
-/// are at one offset ([`AreaOffset`]), the whole path is inlined and touches no
-/// thread-local. Otherwise (library-owned registration with caches by mm_cid, which
-/// must check the registration before the sequence: see `init`; or in a shared
-/// object without the offset) the thread-local path is inlined too when
-/// `INLINE_TLS`, or one out-of-line call:
-/// - `INLINE_TLS` for Rust code (`PerCpuAlloc`): inlined into the user's crate.
-///   (Where the library's areas are at one offset, as in an executable, its
-///   registration check reads the area there, with no thread-local access.) An
+/// Where the areas are at one offset ([`AreaOffset`]), the whole path is inlined and
+/// touches no thread-local; where the library owns registration, or the caches are
+/// indexed by CPU, its first attempt checks the registration before the sequence
+/// (see `init`). Otherwise (library-owned
+/// registration in a shared object without the offset) the thread-local path is
+/// inlined too when `INLINE_TLS`, or one out-of-line call:
+/// - `INLINE_TLS` for Rust code (`PerCpuAlloc`): inlined into the user's crate. An
 ///   out-of-line copy is compiled in this library's position-independent code, where
 ///   the thread-local access is a `__tls_get_addr` call that the linker relaxes into
 ///   a load in an executable but whose register saves stay (5 pushes and pops, 6
@@ -365,7 +379,9 @@ pub unsafe fn alloc_at<H: Hooks, const INLINE_TLS: bool>(
 ) -> *mut u8 {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { alloc_in::<H>(w, LibcFast(off.0), hdr, class) },
+        Ok((w, off, true)) => unsafe { alloc_in::<H>(w, LibcFast(off.0), hdr, class) },
+        // SAFETY: forwarded contract.
+        Ok((w, off, false)) => unsafe { alloc_in::<H>(w, off, hdr, class) },
         // SAFETY: forwarded contract.
         Err(w) if INLINE_TLS => unsafe { alloc_in::<H>(w, Tls, hdr, class) },
         // SAFETY: forwarded contract.
@@ -430,7 +446,9 @@ pub unsafe fn dealloc_at<H: Hooks, const INLINE_TLS: bool>(
 ) {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { dealloc_in::<H>(w, LibcFast(off.0), hdr, class, obj) },
+        Ok((w, off, true)) => unsafe { dealloc_in::<H>(w, LibcFast(off.0), hdr, class, obj) },
+        // SAFETY: forwarded contract.
+        Ok((w, off, false)) => unsafe { dealloc_in::<H>(w, off, hdr, class, obj) },
         // SAFETY: forwarded contract.
         Err(w) if INLINE_TLS => unsafe { dealloc_in::<H>(w, Tls, hdr, class, obj) },
         // SAFETY: forwarded contract.
@@ -476,7 +494,7 @@ unsafe fn dealloc_in<H: Hooks>(
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { pop_in::<H>(w, off, || header_offset(c)) },
+        Ok((w, off, _)) => unsafe { pop_in::<H>(w, off, || header_offset(c)) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { pop_tls::<H>(w, c) },
     }
@@ -495,7 +513,9 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 pub unsafe fn pop_libc<H: Hooks>(hdr: impl FnOnce() -> usize) -> Outcome<*mut u8> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { pop_in::<H>(w, LibcFast(off.0), hdr) },
+        Ok((w, off, true)) => unsafe { pop_in::<H>(w, LibcFast(off.0), hdr) },
+        // SAFETY: forwarded contract.
+        Ok((w, off, false)) => unsafe { pop_in::<H>(w, off, hdr) },
         Err(_) => Outcome::Miss,
     }
 }
@@ -627,7 +647,7 @@ fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
     if !F::SET_UP && w == 0 {
         return None;
     }
-    // Published before `w` / `libc_cid` / `libc_cpu` (their release stores), read
+    // Published before `w` / `libc_cid` / `libc_cpu` / `lib_cid` (their release stores), read
     // after them (acquire).
     let slots = || {
         let slots = front().fast_slots.load(Ordering::Relaxed);
@@ -712,7 +732,7 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off)) => unsafe { push_in::<H>(w, off, || header_offset(c), obj) },
+        Ok((w, off, _)) => unsafe { push_in::<H>(w, off, || header_offset(c), obj) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { push_tls::<H>(w, c, obj) },
     }
@@ -748,7 +768,15 @@ pub unsafe fn push_libc<H: Hooks>(
             return Outcome::Miss;
         };
         // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { push_in::<H>(0, LibcFast(AreaOffset::from_bytes(off)), || hdr, obj) };
+        return unsafe { push_in::<H>(0, Libc(AreaOffset::from_bytes(off)), || hdr, obj) };
+    }
+    let off = lib_cid();
+    if off != 0 {
+        let Some(hdr) = find() else {
+            return Outcome::Miss;
+        };
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { push_in::<H>(BY_CID, Libc(AreaOffset::from_bytes(off)), || hdr, obj) };
     }
     Outcome::Miss
 }
@@ -1123,17 +1151,17 @@ fn init() {
         // by a handler that interrupted such a sequence: the registration clears
         // `rseq_cs` (the thread being outside the sequence then), and the sequence
         // would go on without the kernel's protection, its checks passing. So there
-        // the caches by mm_cid take the thread-local path, which checks first (and in
-        // an executable still reads the area at the offset: no thread-local access).
+        // the caches by mm_cid take `lib_cid`, whose path checks the registration
+        // before the sequence (as the path by CPU, `libc_cpu`, always does): a thread
+        // registered by then stays so until the sequence ends, a signal inside it
+        // aborting it.
         let owner = restartable::registration::process_owner();
         let mode = match (by_cid, owner) {
-            (true, Some(restartable::Owner::Libc)) => Some(&FRONT.libc_cid),
-            (true, _) => None,
-            (false, _) => Some(&FRONT.libc_cpu),
+            (true, Some(restartable::Owner::Libc)) => &FRONT.libc_cid,
+            (true, _) => &FRONT.lib_cid,
+            (false, _) => &FRONT.libc_cpu,
         };
-        if let Some(mode) = mode {
-            mode.store(off.bytes(), Ordering::Release);
-        }
+        mode.store(off.bytes(), Ordering::Release);
     }
 }
 
