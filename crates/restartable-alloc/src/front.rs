@@ -123,25 +123,25 @@ struct Front {
     /// address by mm_cid without masking the flag off.
     base: AtomicUsize,
     /// `slots - 1`, where the slot count is a power of two: the first attempt by
-    /// mm_cid ([`LibcFast`]) masks the index with it instead of comparing it with the
+    /// mm_cid ([`Unchecked`]) masks the index with it instead of comparing it with the
     /// count (one `and` with this word in memory). A masked index that differs from
     /// the thread's `mm_cid` (which the kernel keeps below the possible CPUs, so
     /// never) fails the op's own CPU check, which compares the field with it.
     cid_mask: AtomicU32,
     /// [`AreaOffset::bytes`] where glibc owns registration (every thread's area is
     /// then at one offset, and a thread not registered never becomes so: the first
-    /// attempt takes the area unchecked, see [`LibcFast`]) and slots are indexed by
+    /// attempt takes the area unchecked, see [`Unchecked`]) and slots are indexed by
     /// mm_cid, stored last (release) once the rest is set up; 0 otherwise. The fast
     /// path's first test: not 0 means "set up, by mm_cid, and the area is at this
     /// offset from the thread pointer".
-    libc_cid: AtomicIsize,
+    unchecked_cid: AtomicIsize,
     /// The same where slots are indexed by CPU: the fast path's second test.
-    libc_cpu: AtomicIsize,
+    checked_cpu: AtomicIsize,
     /// [`AreaOffset::bytes`] where the library owns registration (its areas at one
     /// offset) and slots are indexed by mm_cid: the fast path's third test. The area
-    /// found there is checked before the sequence ([`Libc`], not [`LibcFast`]: see
+    /// found there is checked before the sequence ([`Checked`], not [`Unchecked`]: see
     /// `init`).
-    lib_cid: AtomicIsize,
+    checked_cid: AtomicIsize,
 }
 const BY_CID: usize = 1;
 
@@ -151,9 +151,9 @@ static FRONT: Front = Front {
     fast_slots: AtomicU32::new(0),
     base: AtomicUsize::new(0),
     cid_mask: AtomicU32::new(0),
-    libc_cid: AtomicIsize::new(0),
-    libc_cpu: AtomicIsize::new(0),
-    lib_cid: AtomicIsize::new(0),
+    unchecked_cid: AtomicIsize::new(0),
+    checked_cpu: AtomicIsize::new(0),
+    checked_cid: AtomicIsize::new(0),
 };
 /// [`FRONT`], addressed `%rip`-relative on x86_64 (see `rip_relative!`).
 #[inline(always)]
@@ -205,18 +205,18 @@ front_load!(
     front_u32: u32, AtomicU32, "movl {s}+{off}(%rip), {v:e}"
 );
 
-/// `libc_cid` and `libc_cpu` as the fast paths read them ([`front_word`]).
+/// `unchecked_cid` and `checked_cpu` as the fast paths read them ([`front_word`]).
 #[inline(always)]
-fn libc_cid() -> isize {
-    front_word::<{ core::mem::offset_of!(Front, libc_cid) }>() as isize
+fn unchecked_cid() -> isize {
+    front_word::<{ core::mem::offset_of!(Front, unchecked_cid) }>() as isize
 }
 #[inline(always)]
-fn libc_cpu() -> isize {
-    front_word::<{ core::mem::offset_of!(Front, libc_cpu) }>() as isize
+fn checked_cpu() -> isize {
+    front_word::<{ core::mem::offset_of!(Front, checked_cpu) }>() as isize
 }
 #[inline(always)]
-fn lib_cid() -> isize {
-    front_word::<{ core::mem::offset_of!(Front, lib_cid) }>() as isize
+fn checked_cid() -> isize {
+    front_word::<{ core::mem::offset_of!(Front, checked_cid) }>() as isize
 }
 
 static FENCES: AtomicBool = AtomicBool::new(false);
@@ -317,26 +317,34 @@ pub enum Outcome<T> {
 /// ([`AreaOffset`]: glibc's registration, or the library's in an executable) (`Ok`),
 /// its offset with [`BY_CID`] or 0 for the index (a constant for the compiler: the
 /// region's address is read from `base`), and whether the first attempt may take the
-/// area unchecked ([`LibcFast`]: glibc's registration by mm_cid only); otherwise the
+/// area unchecked ([`Unchecked`]: glibc's registration by mm_cid only); otherwise the
 /// set-up word alone for the thread-local path (`Err`). The default mode (glibc's
 /// registration, by mm_cid) costs one load and one test.
 #[inline(always)]
-fn set_up() -> Result<(usize, Libc, bool), usize> {
-    // Set up before `libc_cid`/`libc_cpu`/`lib_cid` (read with acquire).
-    let off = libc_cid();
+fn set_up() -> Result<(usize, Checked, bool), usize> {
+    // Set up before `unchecked_cid`/`checked_cpu`/`checked_cid` (read with acquire).
+    let off = unchecked_cid();
     if off != 0 {
-        // SAFETY: a non-zero `libc_cid` was stored from `AreaOffset::bytes` (`init`).
-        return Ok((BY_CID, Libc(unsafe { AreaOffset::from_bytes(off) }), true));
+        // SAFETY: a non-zero `unchecked_cid` was stored from `AreaOffset::bytes` (`init`).
+        return Ok((
+            BY_CID,
+            Checked(unsafe { AreaOffset::from_bytes(off) }),
+            true,
+        ));
     }
-    let off = libc_cpu();
+    let off = checked_cpu();
     if off != 0 {
         // SAFETY: as above.
-        return Ok((0, Libc(unsafe { AreaOffset::from_bytes(off) }), false));
+        return Ok((0, Checked(unsafe { AreaOffset::from_bytes(off) }), false));
     }
-    let off = lib_cid();
+    let off = checked_cid();
     if off != 0 {
         // SAFETY: as above.
-        return Ok((BY_CID, Libc(unsafe { AreaOffset::from_bytes(off) }), false));
+        return Ok((
+            BY_CID,
+            Checked(unsafe { AreaOffset::from_bytes(off) }),
+            false,
+        ));
     }
     Err(front().word.load(Ordering::Acquire))
 }
@@ -379,7 +387,7 @@ pub unsafe fn alloc_at<H: Hooks, const INLINE_TLS: bool>(
 ) -> *mut u8 {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off, true)) => unsafe { alloc_in::<H>(w, LibcFast(off.0), hdr, class) },
+        Ok((w, off, true)) => unsafe { alloc_in::<H>(w, Unchecked(off.0), hdr, class) },
         // SAFETY: forwarded contract.
         Ok((w, off, false)) => unsafe { alloc_in::<H>(w, off, hdr, class) },
         // SAFETY: forwarded contract.
@@ -446,7 +454,7 @@ pub unsafe fn dealloc_at<H: Hooks, const INLINE_TLS: bool>(
 ) {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off, true)) => unsafe { dealloc_in::<H>(w, LibcFast(off.0), hdr, class, obj) },
+        Ok((w, off, true)) => unsafe { dealloc_in::<H>(w, Unchecked(off.0), hdr, class, obj) },
         // SAFETY: forwarded contract.
         Ok((w, off, false)) => unsafe { dealloc_in::<H>(w, off, hdr, class, obj) },
         // SAFETY: forwarded contract.
@@ -500,7 +508,7 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     }
 }
 
-/// [`pop`] where glibc owns registration only (the inlined fast path of a caller
+/// [`pop`] where the areas are at one offset only (the inlined fast path of a caller
 /// that finishes out of line anyway): a miss otherwise, without the out-of-line
 /// thread-local attempt, so that the caller's fast path keeps no register across a
 /// call.
@@ -510,10 +518,10 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 /// # Safety
 /// `hdr()` is [`header_offset`] of a class.
 #[inline(always)]
-pub unsafe fn pop_libc<H: Hooks>(hdr: impl FnOnce() -> usize) -> Outcome<*mut u8> {
+pub unsafe fn pop_at_offset<H: Hooks>(hdr: impl FnOnce() -> usize) -> Outcome<*mut u8> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off, true)) => unsafe { pop_in::<H>(w, LibcFast(off.0), hdr) },
+        Ok((w, off, true)) => unsafe { pop_in::<H>(w, Unchecked(off.0), hdr) },
         // SAFETY: forwarded contract.
         Ok((w, off, false)) => unsafe { pop_in::<H>(w, off, hdr) },
         Err(_) => Outcome::Miss,
@@ -566,7 +574,7 @@ trait FindArea: Copy {
     /// bounding it (the ops' CPU check then catches a masked index that is not the
     /// thread's `mm_cid`).
     const MASK_CID: bool = false;
-    /// The area, if this thread is registered (for [`LibcFast`]: the area, which
+    /// The area, if this thread is registered (for [`Unchecked`]: the area, which
     /// may be unregistered; only for the mm_cid index).
     fn area(self) -> Option<ThreadArea>;
     /// The area and `cpu_id`, if below `bound`.
@@ -576,12 +584,12 @@ trait FindArea: Copy {
     unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)>;
 }
 
-/// The process-wide offset ([`AreaOffset`]), as [`set_up`] finds it: only once the
-/// caches are set up.
+/// The process-wide offset ([`AreaOffset`]), as [`set_up`] finds it (only once the
+/// caches are set up), with the registration checked before each sequence.
 #[derive(Clone, Copy)]
-struct Libc(AreaOffset);
+struct Checked(AreaOffset);
 
-impl FindArea for Libc {
+impl FindArea for Checked {
     const SET_UP: bool = true;
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
@@ -594,24 +602,24 @@ impl FindArea for Libc {
     }
 }
 
-/// [`Libc`] for the first attempt of an inlined fast path: by mm_cid, the area
+/// [`Checked`] for the first attempt of an inlined fast path: by mm_cid, the area
 /// without the registration check (`AreaOffset::current_unchecked`): the op's own
 /// check inside the sequence aborts on an unregistered area, and the retries after
 /// an abort ([`alloc_after_abort`], [`dealloc_after_abort`]) go through [`pop`] and
-/// [`push`], which use [`Libc`] and so send such a thread to the slow path. Only
-/// where glibc owns registrations (`init` publishes `libc_cid` only then; see
+/// [`push`], which use [`Checked`] and so send such a thread to the slow path. Only
+/// where glibc owns registrations (`init` publishes `unchecked_cid` only then; see
 /// `AreaOffset::current_unchecked`).
 #[derive(Clone, Copy)]
-struct LibcFast(AreaOffset);
+struct Unchecked(AreaOffset);
 
-impl FindArea for LibcFast {
+impl FindArea for Unchecked {
     const SET_UP: bool = true;
     const MASK_CID: bool = true;
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
         // SAFETY: used by `enter` for the mm_cid index only: bounded there, used only
         // for ops by mm_cid (which check the registration inside the sequence), and
-        // the abort paths check it with `Libc` before trying again.
+        // the abort paths check it with `Checked` before trying again.
         Some(unsafe { self.0.current_unchecked() })
     }
     #[inline(always)]
@@ -640,14 +648,14 @@ impl FindArea for Tls {
 
 /// This thread's area, its slot index (by the index `w`'s [`BY_CID`] selects) and
 /// the region, when the caches are set up (for the thread-local finder: `w`, the
-/// set-up word, is not 0; a [`Libc`] finder exists only once they are), the thread
+/// set-up word, is not 0; a [`Checked`] finder exists only once they are), the thread
 /// is registered, and the index has a slot.
 #[inline(always)]
 fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
     if !F::SET_UP && w == 0 {
         return None;
     }
-    // Published before `w` / `libc_cid` / `libc_cpu` / `lib_cid` (their release stores), read
+    // Published before `w` / `unchecked_cid` / `checked_cpu` / `checked_cid` (their release stores), read
     // after them (acquire).
     let slots = || {
         let slots = front().fast_slots.load(Ordering::Relaxed);
@@ -738,45 +746,47 @@ pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
     }
 }
 
-/// [`push`] where glibc owns registration only (see [`pop_libc`]), of an object
+/// [`push`] where the areas are at one offset only (see [`pop_at_offset`]), of an object
 /// whose class `find()` tells, called on that path only: the header offset of its
 /// class, or `None` for a miss (not an object of the caches). The C `free` looks
-/// the pointer up there, so that where glibc does not own registration its slow
+/// the pointer up there, so that where the areas are not at one offset its slow
 /// path is the only one to.
 ///
 /// # Safety
 /// `find()` is `None` or [`header_offset`] of a class, and then `obj` is a free
 /// object of that class.
 #[inline(always)]
-pub unsafe fn push_libc<H: Hooks>(
+pub unsafe fn push_at_offset<H: Hooks>(
     find: impl FnOnce() -> Option<usize>,
     obj: *mut u8,
 ) -> Outcome<()> {
     // As `set_up`, with `find` in each mode's branch: a shared lookup would make
     // the compiler test the mode again after it.
-    let off = libc_cid();
+    let off = unchecked_cid();
     if off != 0 {
         let Some(hdr) = find() else {
             return Outcome::Miss;
         };
         // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { push_in::<H>(BY_CID, LibcFast(AreaOffset::from_bytes(off)), || hdr, obj) };
+        return unsafe {
+            push_in::<H>(BY_CID, Unchecked(AreaOffset::from_bytes(off)), || hdr, obj)
+        };
     }
-    let off = libc_cpu();
+    let off = checked_cpu();
     if off != 0 {
         let Some(hdr) = find() else {
             return Outcome::Miss;
         };
         // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { push_in::<H>(0, Libc(AreaOffset::from_bytes(off)), || hdr, obj) };
+        return unsafe { push_in::<H>(0, Checked(AreaOffset::from_bytes(off)), || hdr, obj) };
     }
-    let off = lib_cid();
+    let off = checked_cid();
     if off != 0 {
         let Some(hdr) = find() else {
             return Outcome::Miss;
         };
         // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { push_in::<H>(BY_CID, Libc(AreaOffset::from_bytes(off)), || hdr, obj) };
+        return unsafe { push_in::<H>(BY_CID, Checked(AreaOffset::from_bytes(off)), || hdr, obj) };
     }
     Outcome::Miss
 }
@@ -795,7 +805,7 @@ unsafe fn push_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) -> Outcome<()> {
 /// [`pop_in`]).
 ///
 /// # Safety
-/// As for [`push_libc`].
+/// As for [`push_at_offset`].
 #[inline(always)]
 unsafe fn push_in<H: Hooks>(
     w: usize,
@@ -1144,22 +1154,22 @@ fn init() {
     let w = p as usize | if by_cid { BY_CID } else { 0 };
     FRONT.word.store(w, Ordering::Release);
     if let Some(off) = AreaOffset::get() {
-        // `libc_cid` selects `LibcFast`, which enters its sequence on an area it has
+        // `unchecked_cid` selects `Unchecked`, which enters its sequence on an area it has
         // not checked is registered. Only where glibc owns registrations: a thread
         // that is not registered then never becomes so. Where the library registers
         // (at first use, also from a signal handler), a thread could be registered
         // by a handler that interrupted such a sequence: the registration clears
         // `rseq_cs` (the thread being outside the sequence then), and the sequence
         // would go on without the kernel's protection, its checks passing. So there
-        // the caches by mm_cid take `lib_cid`, whose path checks the registration
-        // before the sequence (as the path by CPU, `libc_cpu`, always does): a thread
+        // the caches by mm_cid take `checked_cid`, whose path checks the registration
+        // before the sequence (as the path by CPU, `checked_cpu`, always does): a thread
         // registered by then stays so until the sequence ends, a signal inside it
         // aborting it.
         let owner = restartable::registration::process_owner();
         let mode = match (by_cid, owner) {
-            (true, Some(restartable::Owner::Libc)) => &FRONT.libc_cid,
-            (true, _) => &FRONT.lib_cid,
-            (false, _) => &FRONT.libc_cpu,
+            (true, Some(restartable::Owner::Libc)) => &FRONT.unchecked_cid,
+            (true, _) => &FRONT.checked_cid,
+            (false, _) => &FRONT.checked_cpu,
         };
         mode.store(off.bytes(), Ordering::Release);
     }

@@ -249,7 +249,7 @@ pub fn malloc_fast(n: usize) -> Result<*mut u8, MallocSlow> {
     if n <= TABLE_MAX {
         let hdr = || usize::from(rip_relative!(HEADER_BY_BYTES, [u16; TABLE_MAX + 1])[n]);
         // SAFETY: the header offset of the class of `n`.
-        if let front::Outcome::Done(p) = unsafe { front::pop_libc::<NoHooks>(hdr) } {
+        if let front::Outcome::Done(p) = unsafe { front::pop_at_offset::<NoHooks>(hdr) } {
             return Ok(p);
         }
     }
@@ -376,7 +376,7 @@ pub unsafe fn free_fast(p: *mut u8) -> Result<(), FreeSlow> {
     let find = || small(p as usize).map(|(_, hdr)| hdr);
     // SAFETY: `p` is an object of the class whose header offset `find` gives
     // (`small`), given up by the caller.
-    if let front::Outcome::Done(()) = unsafe { front::push_libc::<NoHooks>(find, p) } {
+    if let front::Outcome::Done(()) = unsafe { front::push_at_offset::<NoHooks>(find, p) } {
         return Ok(());
     }
     Err(FreeSlow(p))
