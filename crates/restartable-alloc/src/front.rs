@@ -519,13 +519,21 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 /// `hdr()` is [`header_offset`] of a class.
 #[inline(always)]
 pub unsafe fn pop_at_offset<H: Hooks>(hdr: impl FnOnce() -> usize) -> Outcome<*mut u8> {
-    match set_up() {
-        // SAFETY: forwarded contract.
-        Ok((w, off, true)) => unsafe { pop_in::<H>(w, Unchecked(off.0), hdr) },
-        // SAFETY: forwarded contract.
-        Ok((w, off, false)) => unsafe { pop_in::<H>(w, off, hdr) },
-        Err(_) => Outcome::Miss,
+    // As `set_up` without its third word: library-owned by mm_cid (checked first) is
+    // left to the caller's slow path. Inlined here, the compiler merged its tail with
+    // the glibc path's, which then ended in a jump to a shared `ret` (`malloc`,
+    // BENCHMARKS.md).
+    let off = unchecked_cid();
+    if off != 0 {
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { pop_in::<H>(BY_CID, Unchecked(AreaOffset::from_bytes(off)), hdr) };
     }
+    let off = checked_cpu();
+    if off != 0 {
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { pop_in::<H>(0, Checked(AreaOffset::from_bytes(off)), hdr) };
+    }
+    Outcome::Miss
 }
 
 /// [`pop`] where glibc's area is not at a process-wide offset: out of line, so
