@@ -285,6 +285,23 @@ fn valid_index<I: Index>(cpu: u32) -> bool {
 /// shared fallback paths.
 pub const ASM_AVAILABLE: bool = cfg!(restartable_asm);
 
+/// The common entry of every `_k` op form: records the attempt (`Recorded`), refuses
+/// an index that is not one the kernel writes (aborted, before any sequence), runs
+/// injection point 9, then calls `$f` with its arguments and the recorded `k`.
+/// Expanded in place (a macro, not a closure: a shared closure-taking prologue
+/// changed the lock's code).
+macro_rules! enter_k {
+    ($I:ty, $H:ty, $cpu:expr, $k:expr => $f:path, ($($arg:expr),* $(,)?)) => {{
+        let k = Recorded::<$H, _>::new($cpu, $k);
+        if !valid_index::<$I>($cpu) {
+            return k.aborted();
+        }
+        crate::hooks::inject_c::<$H>(9);
+        // SAFETY: forwarded contract (the `_k` form's own).
+        unsafe { $f($($arg,)* k) }
+    }};
+}
+
 /// Defines each public op (`name`, returning an [`OpResult`]) together with its
 /// continuation form (`name_k`, see [`Outcome`]) from one declaration: the op's
 /// documentation and attributes, its type parameters, and its operands after `area`
@@ -316,13 +333,7 @@ macro_rules! ops {
             $($arg: $ty,)*
             k: impl Outcome<K>,
         ) -> K {
-            let k = Recorded::<H, _>::new(cpu, k);
-            if !valid_index::<I>(cpu) {
-                return k.aborted();
-            }
-            crate::hooks::inject_c::<H>(9);
-            // SAFETY: forwarded contract.
-            unsafe { imp::$name::<$($g,)+ K>(area, cpu, $($arg,)* k) }
+            enter_k!(I, H, cpu, k => imp::$name::<$($g,)+ K>, (area, cpu, $($arg),*))
         }
     )*};
 }
@@ -486,13 +497,7 @@ pub(crate) unsafe fn slot_list_pop_k<
     out: *mut isize,
     k: impl Outcome<K>,
 ) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe { imp::slot_list_pop::<I, H, K, GUARD, HEAD, NEXT>(area, cpu, s, out, k) }
+    enter_k!(I, H, cpu, k => imp::slot_list_pop::<I, H, K, GUARD, HEAD, NEXT>, (area, cpu, s, out))
 }
 
 /// `if *(s+GUARD) == 0 { *(node+NEXT) = *(s+HEAD); *(s+HEAD) = node }`: the guarded
@@ -516,13 +521,7 @@ pub(crate) unsafe fn slot_list_push_k<
     node: *mut u8,
     k: impl Outcome<K>,
 ) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe { imp::slot_list_push::<I, H, K, GUARD, HEAD, NEXT>(area, cpu, s, node, k) }
+    enter_k!(I, H, cpu, k => imp::slot_list_push::<I, H, K, GUARD, HEAD, NEXT>, (area, cpu, s, node))
 }
 
 /// `n = *(s+OFF); if n < CAP (unsigned) { memcpy(s+ITEMS+8n, src, LEN); *(s+OFF) =
@@ -541,13 +540,7 @@ pub(crate) unsafe fn slot_word_push_k<I: Index, O: Order, H: Hooks, K, W: WordAr
     src: *const u8,
     k: impl Outcome<K>,
 ) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe { imp::slot_word_push::<I, O, H, K, W>(area, cpu, s, src, k) }
+    enter_k!(I, H, cpu, k => imp::slot_word_push::<I, O, H, K, W>, (area, cpu, s, src))
 }
 
 /// `n = *(s+OFF) - 1; if n >= 0 { memcpy(dst, s+ITEMS+8n, LEN); *(s+OFF) = n }`: the
@@ -565,13 +558,7 @@ pub(crate) unsafe fn slot_word_pop_k<I: Index, H: Hooks, K, W: WordArray>(
     dst: *mut u8,
     k: impl Outcome<K>,
 ) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe { imp::slot_word_pop::<I, H, K, W>(area, cpu, s, dst, k) }
+    enter_k!(I, H, cpu, k => imp::slot_word_pop::<I, H, K, W>, (area, cpu, s, dst))
 }
 
 /// [`slot_word_push_k`] of a word given as a value (a pointer, every byte of it
@@ -587,13 +574,7 @@ pub(crate) unsafe fn slot_word_push_reg_k<I: Index, O: Order, H: Hooks, K, W: Wo
     word: usize,
     k: impl Outcome<K>,
 ) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe { imp::slot_word_push_reg::<I, O, H, K, W>(area, cpu, s, word, k) }
+    enter_k!(I, H, cpu, k => imp::slot_word_push_reg::<I, O, H, K, W>, (area, cpu, s, word))
 }
 
 /// [`slot_word_pop_k`] of words that are never 0, 1 or 2 (pointers to heap objects or
@@ -612,11 +593,5 @@ pub(crate) unsafe fn slot_word_pop_reg_k<I: Index, H: Hooks, K, W: WordArray>(
     out: *mut usize,
     k: impl Outcome<K>,
 ) -> K {
-    let k = Recorded::<H, _>::new(cpu, k);
-    if !valid_index::<I>(cpu) {
-        return k.aborted();
-    }
-    crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract.
-    unsafe { imp::slot_word_pop_reg::<I, H, K, W>(area, cpu, s, out, k) }
+    enter_k!(I, H, cpu, k => imp::slot_word_pop_reg::<I, H, K, W>, (area, cpu, s, out))
 }
