@@ -172,17 +172,24 @@ macro_rules! reload_v {
     };
 }
 
-/// The signature and the abort handler (label 6), out of line.
-macro_rules! abort_handler {
+/// Opens the out-of-line section and places the signature just before the abort
+/// label (6), as the kernel checks it; the caller writes the handler and its other
+/// exits, then `.popsection`.
+macro_rules! abort_label {
     () => {
         concat!(
             ".pushsection __rseq_failure, \"ax\"\n",
             ".byte 0x0f, 0xb9, 0x3d\n",
             ".long 0x53053053\n",
             "6:\n",
-            "jmp {abort}\n",
-            ".popsection\n",
         )
+    };
+}
+
+/// The signature and the abort handler (label 6), out of line.
+macro_rules! abort_handler {
+    () => {
+        concat!(abort_label!(), "jmp {abort}\n", ".popsection\n")
     };
 }
 
@@ -710,10 +717,7 @@ pub(super) unsafe fn slot_list_pop<
                 "5:\n",
                 "90:\n",
                 inj!($m, "20"),
-                ".pushsection __rseq_failure, \"ax\"\n",
-                ".byte 0x0f, 0xb9, 0x3d\n",
-                ".long 0x53053053\n",
-                "6:\n",
+                abort_label!(),
                 "movl $1, {r:e}\n",
                 "jmp 90b\n",
                 "91:\n",
@@ -1046,10 +1050,7 @@ pub(super) unsafe fn slot_word_pop_reg<I: Index, H: Hooks, K, W: WordArray>(
                 "movq {n}, {off}({s})\n",
                 "5:\n",
                 "90:\n",
-                ".pushsection __rseq_failure, \"ax\"\n",
-                ".byte 0x0f, 0xb9, 0x3d\n",
-                ".long 0x53053053\n",
-                "6:\n",
+                abort_label!(),
                 "movl $1, {r:e}\n",
                 "jmp 90b\n",
                 "91:\n",

@@ -49,6 +49,21 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
     // and jumps back to the post-commit address (5). So the committed path stores
     // nothing to memory but the header, sets no status, and the caller has no frame
     // to set up for it.
+    // The post-commit label and the stubs both builds share: aborted (6) and
+    // compare failed (7) set their code in the count register.
+    macro_rules! pop_exits {
+        () => {
+            concat!(
+                "5:\n",
+                abort_label!(),
+                "movq ${aborted}, {n}\n",
+                "jmp 5b\n",
+                "7:\n",
+                "movq ${cmpfail}, {n}\n",
+                "jmp 5b\n",
+            )
+        };
+    }
     macro_rules! go {
         (plain) => {
             asm!(
@@ -63,16 +78,7 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
                 "jb 7f\n",
                 "movq 8({v},{n},8), {item}\n",
                 "movl {n:e}, ({v})\n",
-                "5:\n",
-                ".pushsection __rseq_failure, \"ax\"\n",
-                ".byte 0x0f, 0xb9, 0x3d\n",
-                ".long 0x53053053\n",
-                "6:\n",
-                "movq ${aborted}, {n}\n",
-                "jmp 5b\n",
-                "7:\n",
-                "movq ${cmpfail}, {n}\n",
-                "jmp 5b\n",
+                pop_exits!(),
                 ".popsection\n",
                 tmp = out(reg) _,
                 n = out(reg) status,
@@ -112,16 +118,7 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
                 "movq ({v},{n},8), {item}\n",
                 "decl {n:e}\n",
                 "movl {n:e}, ({v})\n",
-                "5:\n",
-                ".pushsection __rseq_failure, \"ax\"\n",
-                ".byte 0x0f, 0xb9, 0x3d\n",
-                ".long 0x53053053\n",
-                "6:\n",
-                "movq ${aborted}, {n}\n",
-                "jmp 5b\n",
-                "7:\n",
-                "movq ${cmpfail}, {n}\n",
-                "jmp 5b\n",
+                pop_exits!(),
                 "85:\n",
                 "movq ${twice}, {n}\n",
                 "jmp 5b\n",
