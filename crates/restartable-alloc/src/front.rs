@@ -28,14 +28,18 @@
 //! # Invariants
 //! - `items[..count]` of a slot are free objects of the class, owned by the slot.
 //!   Only restartable sequences for that slot change a count or the items below
-//!   its capacity (writing the count half alone), and every sequence checks inside
-//!   itself that the header's stop half is 0.
+//!   its capacity, and every sequence checks inside itself that the header's stop
+//!   half is 0.
 //! - Another thread works on a slot only after *stopping* it: holding the drain
 //!   lock, it sets the stop half of every class's header, then fences the slot
 //!   (`membarrier` rseq fence). After the fence every sequence that began before has
-//!   committed or been aborted, and later ones fail: the headers and items are the
-//!   stopping thread's to read and rewrite, until it clears the stop halves. Nothing
-//!   else ever writes a slot's counts or items while its sequences may run.
+//!   committed or been aborted, and later ones fail. A commit stores the header's
+//!   whole first word (count and a stop half of 0), so one whose sequence read the
+//!   header before the stop may have cleared it: the stopping thread checks the stop
+//!   halves after the fence, and stops and fences again until they are all still set
+//!   (`restartable`'s `stop_slabs`). Then the headers and items are the stopping
+//!   thread's to read and rewrite, until it clears the stop halves. Nothing else ever
+//!   writes a slot's counts or items while its sequences may run.
 //! - Refills and spills move a whole batch in one sequence
 //!   (`load_cbne_slab_memcpy_store`, its compare covering the count and the stop
 //!   half): the copy is speculative, the commit of the count publishes or
@@ -1393,7 +1397,15 @@ pub enum DrainError {
     /// The kernel has no membarrier rseq fences: another thread cannot stop a
     /// slot's sequences.
     NoFences,
+    /// The slot's sequences kept clearing its stop flags (commits that began before
+    /// each stop) through [`MAX_STOP_FENCES`] fences: it was reopened, untouched.
+    Busy,
 }
+
+/// Fences one stop of a slot may take (see [`DrainError::Busy`]): a commit clears a
+/// stop flag only if its sequence read the header before the stop and committed before
+/// the fence reached its CPU, so a second fence almost always finds every flag set.
+pub const MAX_STOP_FENCES: u32 = 16;
 
 fn fence(slot: usize) -> Result<(), DrainError> {
     let r = if FRONT.word.load(Ordering::Relaxed) & BY_CID != 0 {
@@ -1406,8 +1418,8 @@ fn fence(slot: usize) -> Result<(), DrainError> {
 }
 
 /// A slot stopped by this thread: the stop half of every class's header set and the
-/// slot fenced, so no sequence for it can commit until they are cleared (on drop).
-/// Holds the drain lock.
+/// slot fenced (and checked), so no sequence for it can commit until they are
+/// cleared (on drop). Holds the drain lock.
 struct Stopped {
     base: usize,
     slot: usize,
@@ -1415,9 +1427,12 @@ struct Stopped {
 }
 
 impl Stopped {
-    /// Stops `slot`. If the fence fails the slot stays stopped (a sequence that read
-    /// a header open might still commit, so its contents cannot be taken; its threads
-    /// use the middle, nothing is lost) and fences are not tried again.
+    /// Stops `slot` (`restartable`'s `stop_slabs` on its headers: stop halves set,
+    /// fence, checked). If the fence fails the slot stays stopped (a sequence that
+    /// read a header open might still commit, so its contents cannot be taken; its
+    /// threads use the middle, nothing is lost) and fences are not tried again. If
+    /// commits that began before a stop still cleared a stop half after
+    /// [`MAX_STOP_FENCES`] fences, the slot is reopened untouched ([`DrainError::Busy`]).
     fn new(slot: usize) -> Result<Stopped, DrainError> {
         let base = base();
         if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) {
@@ -1427,25 +1442,33 @@ impl Stopped {
             return Err(DrainError::NoFences);
         }
         let one = DRAIN.lock();
-        for c in 1..=CLASSES {
-            // SAFETY: `c` is a class; the header is words of the slot. Its stop half
-            // is written only here and on drop, both under the drain lock (held).
-            unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) }.stop();
+        // The slot's headers: their stop halves are set and cleared only here and on
+        // drop, both under the drain lock (held).
+        let headers = || {
+            (1..=CLASSES).map(move |c| {
+                // SAFETY: `c` is a class; the header is words of the slot (the region
+                // is never unmapped).
+                unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) }
+            })
+        };
+        match arch::stop_slabs(headers, || fence(slot), MAX_STOP_FENCES) {
+            Ok(true) => Ok(Stopped {
+                base,
+                slot,
+                _one: one,
+            }),
+            Ok(false) => {
+                headers().for_each(SlabHeader::restart);
+                Err(DrainError::Busy)
+            }
+            Err(e) => {
+                FENCES.store(false, Ordering::Relaxed);
+                // The stop halves stay set (the slot stays stopped); the lock is
+                // released.
+                drop(one);
+                Err(e)
+            }
         }
-        // The stop halves before the fence (which orders them with every sequence
-        // that begins after it).
-        core::sync::atomic::fence(Ordering::SeqCst);
-        if let Err(e) = fence(slot) {
-            FENCES.store(false, Ordering::Relaxed);
-            // The stop halves stay set (the slot stays stopped); the lock is released.
-            drop(one);
-            return Err(e);
-        }
-        Ok(Stopped {
-            base,
-            slot,
-            _one: one,
-        })
     }
 
     /// The header of class `c` (its count, capacity and items ours to read and write

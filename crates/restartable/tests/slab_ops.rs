@@ -2,10 +2,11 @@
 //! `load_cbne_slab_memcpy_store`): single-threaded semantics in both index modes and
 //! both builds, a stopped header failing every op at every count while leaving the
 //! slab as it was, then per-CPU slabs under 2 x nproc threads while a thief stops
-//! slots (stop flag in the header, fence) and takes their items: every token is
-//! conserved. A control shows the check can fail: a thief that sets the stop flag
-//! but skips the fence, with a delay injected before the commit, loses or duplicates
-//! tokens.
+//! slots (`stop_slabs`: stop flag in the header, fence, re-check) and takes their
+//! items: every token is conserved. Controls show the check can fail: a thief that
+//! sets the stop flag but skips the fence, with a delay injected before the commit,
+//! and one that fences but does not re-check the flag (which a commit that began
+//! before the stop clears), lose or duplicate tokens.
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
@@ -208,10 +209,33 @@ fn slots(n: usize) -> Arc<Vec<Slot>> {
     )
 }
 
+/// How the thief stops a slot before taking its tokens.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Thief {
+    /// `stop_slabs`: stop flag, fence, re-checked (and again while a commit cleared
+    /// it), with a pause between the flag and each fence in which commits that began
+    /// before the stop clear it.
+    Stops,
+    /// The flag alone, no fence.
+    NoFence,
+    /// The flag, the same pause, one fence, no re-check; a pause while taking.
+    NoRecheck,
+}
+
+/// The pause between a stop flag and its fence (see [`Thief`]).
+const PAUSE: Duration = Duration::from_micros(20);
+
+/// What a `conserve` run saw.
+struct Seen {
+    /// Every token exactly once at the end.
+    conserved: bool,
+    /// Stops that took more than one fence (a commit cleared the flag).
+    restops: usize,
+}
+
 /// Threads move tokens between their hands and their CPU's slab; a thief stops
-/// slots and takes their tokens (fenced unless `skip_fence`). Returns whether every
-/// token was seen exactly once at the end.
-fn conserve(threads: usize, tokens_each: usize, dur: Duration, skip_fence: bool) -> bool {
+/// slots and takes their tokens (see [`Thief`]).
+fn conserve(threads: usize, tokens_each: usize, dur: Duration, thief: Thief) -> Seen {
     let cpus = restartable::possible_cpus();
     let s = slots(cpus);
     let stop = Arc::new(AtomicBool::new(false));
@@ -255,17 +279,51 @@ fn conserve(threads: usize, tokens_each: usize, dur: Duration, skip_fence: bool)
     let mut taken = Vec::new();
     let start = Instant::now();
     let mut k = 0;
+    let mut restops = 0;
     while start.elapsed() < dur {
-        let slot = &s[k % cpus];
+        let cpu = k % cpus;
+        let slot = &s[cpu];
         k += 1;
-        slot.hdr.stop();
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if !skip_fence {
-            restartable::fence_cpu((k - 1) as u32 % cpus as u32).expect("fence");
+        let fence = || {
+            std::thread::sleep(PAUSE);
+            restartable::fence_cpu(cpu as u32)
+        };
+        match thief {
+            Thief::Stops => {
+                let mut fences = 0;
+                let stopped = arch::stop_slabs(
+                    || std::iter::once(&slot.hdr),
+                    || {
+                        fences += 1;
+                        fence()
+                    },
+                    64,
+                )
+                .expect("fence");
+                if fences > 1 {
+                    restops += 1;
+                }
+                if !stopped {
+                    slot.hdr.restart();
+                    continue;
+                }
+            }
+            Thief::NoFence => {
+                slot.hdr.stop();
+                std::sync::atomic::fence(Ordering::SeqCst);
+            }
+            Thief::NoRecheck => {
+                slot.hdr.stop();
+                std::sync::atomic::fence(Ordering::SeqCst);
+                fence().expect("fence");
+            }
         }
         let n = slot.hdr.count.load(Ordering::SeqCst) as usize;
         for i in 0..n {
             taken.push(slot.items[i].load(Ordering::Relaxed));
+        }
+        if thief == Thief::NoRecheck {
+            std::thread::sleep(PAUSE);
         }
         slot.hdr.count.store(0, Ordering::SeqCst);
         slot.hdr.restart();
@@ -288,7 +346,10 @@ fn conserve(threads: usize, tokens_each: usize, dur: Duration, skip_fence: bool)
             expected.len()
         );
     }
-    taken == expected
+    Seen {
+        conserved: taken == expected,
+        restops,
+    }
 }
 
 #[test]
@@ -299,24 +360,55 @@ fn stopped_slabs_conserve_tokens_under_threads_and_a_thief() {
     }
     let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     // A delay between the header check and the commit widens the window a thief
-    // must close with its fence.
+    // must close with its fence (and, with the pause before each fence, the one in
+    // which a commit clears the stop flag: runs go on until `stop_slabs` was seen to
+    // stop a slot again at least once, up to 60 s).
     hooks::set_loops(4, 200);
     let threads = 2 * restartable::possible_cpus().min(8);
-    let ok = conserve(threads, 100, Duration::from_secs(2), false);
+    let start = Instant::now();
+    let mut restops = 0;
+    let mut runs = 0;
+    while runs == 0 || (restops == 0 && start.elapsed() < Duration::from_secs(60)) {
+        let seen = conserve(threads, 100, Duration::from_secs(2), Thief::Stops);
+        runs += 1;
+        if !seen.conserved {
+            hooks::set_loops(4, 0);
+            panic!("tokens lost or duplicated with a fenced, re-checking thief");
+        }
+        restops += seen.restops;
+    }
     hooks::set_loops(4, 0);
-    assert!(ok, "tokens lost or duplicated with a fenced thief");
+    eprintln!("{runs} run(s); {restops} stops fenced again after a commit cleared the flag");
+    assert!(
+        restops > 0,
+        "60 s of stops never saw a commit clear a stop flag: the re-check went untested"
+    );
 }
 
 /// The control: without the fence, a sequence that read the header open before the
-/// thief set it commits after the thief took the items: tokens are duplicated or
-/// lost. Forced with a long delay before the commit; retried up to 60 s.
+/// thief set the flag commits after the thief took the items: tokens are duplicated
+/// or lost. Forced with a long delay before the commit; retried up to 60 s.
 #[test]
 fn a_thief_without_the_fence_is_caught() {
-    if restartable::possible_cpus() < 1 {
+    control(Thief::NoFence, 20_000);
+}
+
+/// The control of the re-check: a commit that began before the stop clears the flag
+/// (in the pause before the fence), the fence does not set it again, and the
+/// sequences that follow commit while the thief takes: tokens are duplicated or lost.
+/// Retried up to 60 s.
+#[test]
+fn a_thief_without_the_recheck_is_caught() {
+    if !restartable::fences_supported() {
+        eprintln!("notice: no membarrier rseq fences; skipped");
         return;
     }
+    control(Thief::NoRecheck, 200);
+}
+
+fn control(thief: Thief, loops: i32) {
     let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    hooks::set_loops(4, 20_000);
+    hooks::set_loops(4, loops);
     let start = Instant::now();
     let mut caught = false;
     while !caught && start.elapsed() < Duration::from_secs(60) {
@@ -324,12 +416,13 @@ fn a_thief_without_the_fence_is_caught() {
             2 * restartable::possible_cpus().min(8),
             100,
             Duration::from_millis(500),
-            true,
-        );
+            thief,
+        )
+        .conserved;
     }
     hooks::set_loops(4, 0);
     assert!(
         caught,
-        "60 s of an unfenced thief never lost or duplicated a token"
+        "60 s of a thief ({thief:?}) never lost or duplicated a token"
     );
 }

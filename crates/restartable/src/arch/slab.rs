@@ -12,14 +12,16 @@
 //! `v[SLAB_HEADER_WORDS..SLAB_HEADER_WORDS + count]` (the last one is the top).
 //! [`SlabHeader`] is the same two words seen from Rust (atomics of the halves' sizes).
 //! Only sequences for the header's CPU change the count (or a thread that stopped the
-//! slab and fenced the CPU); they write the count half alone (32-bit stores), never
-//! the stop half, which is the stopping thread's alone.
+//! slab and fenced the CPU). Their commits store the whole first word: the new count
+//! and the stop half of 0 that the sequence read (on x86_64 a 32-bit store of the
+//! count half would stall the next op's 64-bit load of the word: a load is forwarded
+//! only from a store that covers it). Only the stopping thread sets the stop half.
 //!
 //! | op | effect when committed | other results |
 //! |----|----------------------|---------------|
 //! | [`load_cbne_slab_pop`] | `if !stopped && count > 0 { item = v[2 + count - 1]; count -= 1 }` | `CompareFailed` if stopped or empty |
 //! | [`load_cbne_slab_push`] | `if !stopped && count < capacity { v[2 + count] = item; count += 1 }` | `CompareFailed` if stopped or full |
-//! | [`load_cbne_slab_memcpy_store`] | `if v[0] == expect (so not stopped) { memcpy(dst, src, len); count = newcount }` | `CompareFailed` |
+//! | [`load_cbne_slab_memcpy_store`] | `if v[0] == expect (so not stopped) { memcpy(dst, src, len); v[0] = newcount }` | `CompareFailed` |
 //!
 //! The last one moves a batch into or out of a slab (the copy speculative, the count
 //! commit publishing or unpublishing it).
@@ -41,13 +43,20 @@
 //! check (hooked builds) re-reads the count half but not the stop half, which another
 //! thread may set at any time: its fence is what aborts the sequence.
 //!
-//! Stopping a CPU's slabs from another thread: store [`SLAB_STOPPED`] to the stop half
-//! of each header ([`SlabHeader::stop`]; a plain 32-bit store: nobody else writes that
-//! half), then [`fence_cpu`](crate::fence_cpu) (or [`fence_all`](crate::fence_all)
-//! for mm_cid indexes): every sequence that began before has then either committed
-//! or been aborted, and every later one fails its compare. The arrays and headers are
-//! then the stopping thread's to read and rewrite (the count half and the capacity;
-//! the stop half stays set), until it clears the stop halves ([`SlabHeader::restart`]).
+//! # Stopping
+//! [`stop_slabs`] stops a CPU's slabs from another thread: it stores [`SLAB_STOPPED`] to
+//! the stop half of each header ([`SlabHeader::stop`], a 32-bit store), then fences
+//! the CPU ([`fence_cpu`](crate::fence_cpu), or [`fence_all`](crate::fence_all) for
+//! mm_cid indexes): every sequence that began before has then either committed or
+//! been aborted. A sequence that read the word before the stop and committed before
+//! the fence wrote the stop half back to 0 with its count, so it then checks every
+//! stop half again, and stops and fences again if one is 0. Once every stop half is
+//! still set after a fence, no sequence can commit: one that read a stop half of 0
+//! read it before the stop store (nothing wrote 0 since, or the check would have seen
+//! it), so it was running at the fence and was aborted, or had committed before it;
+//! every later one fails its compare. The arrays and headers are then the stopping
+//! thread's to read and rewrite (the count half and the capacity, the stop half left
+//! set), until it clears the stop halves ([`SlabHeader::restart`]).
 //!
 //! API change (from the first slab ops): the header was one word (count, capacity)
 //! behind a separate guard word `g` that every op took and read; the ops lost `g`,
@@ -133,9 +142,9 @@ impl SlabHeader {
         self as *const SlabHeader as *mut isize
     }
 
-    /// Stops the slab: the ops for it fail from now on, and once its CPU is fenced no
-    /// sequence that began before can still commit. A relaxed 32-bit store (the fence
-    /// that must follow orders it); the owner's sequences never write this half.
+    /// Sets the stop half: the ops for the slab fail from now on, unless a sequence
+    /// that read the header before commits and so clears it: see [`stop_slabs`], which
+    /// fences and checks. A relaxed 32-bit store (the fence that must follow orders it).
     pub fn stop(&self) {
         self.stop.store(SLAB_STOPPED, Ordering::Relaxed);
     }
@@ -150,6 +159,40 @@ impl SlabHeader {
     pub fn is_stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed) != 0
     }
+}
+
+/// Stops the slabs whose headers `headers()` yields (see the module docs): sets their
+/// stop halves, calls `fence` (the rseq fence of the CPU, or CPUs, whose sequences use
+/// them), then checks that every stop half is still set; stops and fences again while
+/// one is not, up to `tries` fences in all. `Ok(true)`: stopped, no sequence for them
+/// can commit until they are restarted. `Ok(false)`: after `tries` fences a commit had
+/// still cleared a stop half: the slabs are not stopped (the stop halves are set, but
+/// a sequence may clear one and commit); the caller must leave the slabs alone. `Err`:
+/// a fence failed (the stop halves are set, the slabs not stopped either).
+///
+/// `headers` must yield the same headers every time; nobody else may stop or restart
+/// them meanwhile (the callers' lock).
+pub fn stop_slabs<'a, It, E>(
+    headers: impl Fn() -> It,
+    mut fence: impl FnMut() -> Result<(), E>,
+    tries: u32,
+) -> Result<bool, E>
+where
+    It: Iterator<Item = &'a SlabHeader>,
+{
+    for _ in 0..tries {
+        for h in headers() {
+            h.stop();
+        }
+        // The stop halves before the rseq fence (which is a full barrier itself).
+        core::sync::atomic::fence(Ordering::SeqCst);
+        fence()?;
+        core::sync::atomic::fence(Ordering::SeqCst);
+        if headers().all(SlabHeader::is_stopped) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// `if !stopped && count > 0 { item = v[2 + count - 1]; count -= 1 }`: pops the top
@@ -232,10 +275,11 @@ pub unsafe fn load_cbne_slab_push<I: Index, H: Hooks>(
     unsafe { imp::load_cbne_slab_push::<I, H, _>(area, cpu, v, item, k) }
 }
 
-/// `if v[0] == expect { memcpy(dst, src, len); count = newcount }`: a batch copied
+/// `if v[0] == expect { memcpy(dst, src, len); v[0] = newcount }`: a batch copied
 /// into or out of a slab, then the count commit. `expect` is the count the caller
 /// read, compared with the header's whole first word: a stopped slab (its stop half
-/// set) fails as a changed count does. The commit writes the count half alone.
+/// set) fails as a changed count does. The commit stores the whole first word (the
+/// new count, a stop half of 0).
 ///
 /// # Safety
 /// As for [`load_cbne_memcpy_store`](super::load_cbne_memcpy_store), with `v` a slab
