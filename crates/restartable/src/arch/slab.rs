@@ -15,7 +15,8 @@
 //! slab and fenced the CPU). Their commits store the whole first word: the new count
 //! and the stop half of 0 that the sequence read (on x86_64 a 32-bit store of the
 //! count half would stall the next op's 64-bit load of the word: a load is forwarded
-//! only from a store that covers it). Only the stopping thread sets the stop half.
+//! only from a store that covers it). Only the stopping thread sets the stop half (a
+//! commit may clear it: see [Stopping](#stopping)).
 //!
 //! | op | effect when committed | other results |
 //! |----|----------------------|---------------|
@@ -102,8 +103,9 @@ pub struct SlabHeader {
     /// The count: written by the owner's sequences (or by a thread that stopped the
     /// slab and fenced its CPU).
     pub count: AtomicU32,
-    /// [`SLAB_STOPPED`] or 0: written only by the thread that stops and restarts the
-    /// slab.
+    /// [`SLAB_STOPPED`] or 0: set only by the thread that stops the slab; cleared when
+    /// it restarts it, or by a commit whose sequence read the header before the stop
+    /// (see [`stop_slabs`]).
     pub stop: AtomicU32,
     #[cfg(target_endian = "big")]
     /// The count: written by the owner's sequences (or by a thread that stopped the
