@@ -9,37 +9,48 @@
 //! it, so slots follow the threads that run at once, not the CPUs that exist;
 //! `RESTARTABLE_ALLOC_INDEX=cpu` in the environment asks for CPU numbers instead. A
 //! slot starts with a line of
-//! bookkeeping (the *guard* word, when it last went to the middle, the bytes of
+//! bookkeeping (a word unused, when it last went to the middle, the bytes of
 //! capacity it was given, per class how often it missed), then per class a header
-//! word and room for [`max_capacity`] object pointers:
+//! of two words (`restartable`'s slab header) and room for [`max_capacity`] object
+//! pointers:
 //!
 //! ```text
-//! slot i: | guard | stamp | budget | misses.. | hdr(1) | items(1)[..] | hdr(2) | ... |
-//! hdr = count | capacity << 32; items are hdr[1..=count]
-//! pop:  if guard == 0 && count > 0        { item = hdr[count]; commit hdr - 1 }
-//! push: if guard == 0 && count < capacity { hdr[count + 1] = obj; commit hdr + 1 }
+//! slot i: | - | stamp | budget | misses.. | hdr(1) | items(1)[..] | hdr(2) | ... |
+//! hdr = [count | stop << 32, capacity]; items are hdr[2..2 + count]
+//! pop:  if !stop && count > 0        { item = hdr[2 + count - 1]; commit count - 1 }
+//! push: if !stop && count < capacity { hdr[2 + count] = obj; commit count + 1 }
 //! ```
 //! Each is one sequence (`load_cbne_slab_pop` / `load_cbne_slab_push` of the
-//! `restartable` crate): the guard, the header and the item are all read inside it,
-//! so the fast path prepares nothing but the slot's address.
+//! `restartable` crate): the header and the item are read inside it, so the fast
+//! path prepares nothing but the slot's address; the stop half shares the count's
+//! word, so the one load of it that the op needs anyway also sees a stop.
 //!
 //! # Invariants
 //! - `items[..count]` of a slot are free objects of the class, owned by the slot.
-//!   Only restartable sequences for that slot change a header or the items below
-//!   its capacity, and every sequence checks the slot's guard is 0 inside itself.
-//! - Another thread works on a slot only after *stopping* it: it sets the guard,
-//!   then fences the slot (`membarrier` rseq fence). After the fence every sequence
-//!   that read the guard as 0 has committed or been aborted, and later ones fail:
-//!   the headers and items are the stopping thread's to read and rewrite, until it
-//!   clears the guard. Nothing else ever writes a slot's headers or items while its
-//!   sequences may run.
-//! - Refills and spills move a whole batch in one guarded sequence
-//!   (`load_cbne_load_cbne_memcpy_store`): the copy is speculative, the commit of the
-//!   header publishes or unpublishes the batch.
+//!   Only restartable sequences for that slot change a count or the items below
+//!   its capacity, and every sequence checks inside itself that the header's stop
+//!   half is 0.
+//! - Another thread works on a slot only after *stopping* it: holding the drain
+//!   lock, it sets the stop half of every class's header, then fences the slot
+//!   (`membarrier` rseq fence). After the fence every sequence that began before has
+//!   committed or been aborted, and later ones fail. A commit stores the header's
+//!   whole first word (count and a stop half of 0), so one whose sequence read the
+//!   header before the stop may have cleared it: the stopping thread checks the stop
+//!   halves after the fence, and stops and fences again until they are all still set
+//!   (`restartable`'s `stop_slabs`). Then the headers and items are the stopping
+//!   thread's to read and rewrite, until it clears the stop halves. Nothing else ever
+//!   writes a slot's counts or items while its sequences may run.
+//! - Refills and spills move a whole batch in one sequence
+//!   (`load_cbne_slab_memcpy_store`, its compare covering the count and the stop
+//!   half): the copy is speculative, the commit of the count publishes or
+//!   unpublishes the batch.
 //! - Capacities: every class starts at capacity 0. A miss (the slow path of the
 //!   class) grows its capacity by a [`batch`] up to [`max_capacity`], as long as the
 //!   slot's capacities stay within [`max_cached_bytes_per_cpu`] (the `budget` word
-//!   counts them; it and every capacity change are guarded by the drain lock). A
+//!   counts them; it and every capacity change are guarded by the drain lock). The
+//!   capacity is the header's second word, which no sequence writes: a growth is a
+//!   plain store under the lock (a push that read the old capacity is as right as
+//!   one that reads the new: the room is there up to [`max_capacity`]). A
 //!   miss that found no budget is counted; the next resize pass (every
 //!   [`RESIZE_MS`], by whichever thread is in the slow path) stops such slots and
 //!   shrinks their classes that did not miss since the pass before by a batch,
@@ -57,7 +68,7 @@ use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use restartable::arch::{
-    self, slab_capacity, slab_count, slab_header, ByCpu, ByMmCid, Index, OpResult, Relaxed, Release,
+    self, ByCpu, ByMmCid, Index, OpResult, Relaxed, Release, SlabHeader, SLAB_HEADER_WORDS,
 };
 use restartable::hooks::Hooks;
 use restartable::registration::AreaOffset;
@@ -78,8 +89,7 @@ pub const IDLE_MS: u64 = 1000;
 /// How often slots whose classes could not grow are resized.
 pub const RESIZE_MS: u64 = 100;
 
-/// Byte offsets of a slot's bookkeeping words.
-const GUARD: usize = 0;
+/// Byte offsets of a slot's bookkeeping words (the first word is unused).
 const STAMP: usize = 8;
 const BUDGET: usize = 16;
 const DENIED: usize = 24;
@@ -93,7 +103,7 @@ const OFFSETS: [usize; CLASSES + 2] = {
     off[1] = (MISSES + 8 * (CLASSES + 1)).next_multiple_of(64);
     let mut c = 1;
     while c <= CLASSES {
-        off[c + 1] = off[c] + (1 + max_capacity(c)) * 8;
+        off[c + 1] = off[c] + (SLAB_HEADER_WORDS + max_capacity(c)) * 8;
         c += 1;
     }
     off
@@ -290,7 +300,8 @@ pub const HEADER_BY_SIZE: [u16; TABLE_MAX / MIN_ALIGN + 1] = {
 };
 const _: () = assert!(OFFSETS[CLASSES] <= u16::MAX as usize);
 
-/// The header word of class `c` in the slot at `slot`; its items follow it.
+/// The header of class `c` in the slot at `slot` (its first word); its items follow
+/// it.
 ///
 /// # Safety
 /// `1 <= c <= CLASSES`.
@@ -704,17 +715,11 @@ unsafe fn pop_once<I: Index, H: Hooks>(
 ) -> Outcome<*mut u8> {
     let slot = slot_addr(base, cpu as usize);
     // SAFETY: the area is this thread's and `cpu` was read from it with `I`; the
-    // guard is the slot's first word, the header and its items are words of the
-    // slot written only by sequences for `cpu` (or by a thread that stopped and
-    // fenced the slot); items up to the count are published objects.
-    let (r, item) = unsafe {
-        arch::load_cbne_slab_pop::<I, H>(
-            area,
-            cpu,
-            (slot + GUARD) as *const isize,
-            (slot + hdr) as *mut isize,
-        )
-    };
+    // header and its items are words of the slot, its count written only by
+    // sequences for `cpu` (or by a thread that stopped and fenced the slot); items up
+    // to the count are published objects.
+    let (r, item) =
+        unsafe { arch::load_cbne_slab_pop::<I, H>(area, cpu, (slot + hdr) as *mut isize) };
     match r {
         OpResult::Committed => Outcome::Done(item as *mut u8),
         OpResult::CompareFailed => Outcome::Miss,
@@ -850,13 +855,7 @@ unsafe fn push_once<I: Index, H: Hooks>(
     // SAFETY: as in `pop_once`; the items from the count up to the capacity (at most
     // `max_capacity`, the room the slot has) are unpublished.
     let r = unsafe {
-        arch::load_cbne_slab_push::<I, H>(
-            area,
-            cpu,
-            (slot + GUARD) as *const isize,
-            (slot + hdr) as *mut isize,
-            obj as isize,
-        )
+        arch::load_cbne_slab_push::<I, H>(area, cpu, (slot + hdr) as *mut isize, obj as isize)
     };
     match r {
         OpResult::Committed => Outcome::Done(()),
@@ -912,38 +911,35 @@ fn push_many<I: Index, H: Hooks>(
             return 0;
         }
         let slot = slot_addr(base, cpu as usize);
-        // SAFETY: `c` is a class (callers), the header a word of the slot.
+        // SAFETY: `c` is a class (callers), the header is words of the slot.
         let hdr = unsafe { header(slot, c) };
         // SAFETY: as in `pop_once`.
-        let h = unsafe { (*(hdr as *const AtomicIsize)).load(Ordering::Relaxed) };
-        let (cur, cap) = (slab_count(h) as usize, slab_capacity(h) as usize);
-        let k = items.len().min(cap.saturating_sub(cur));
+        let h = unsafe { SlabHeader::at(hdr) };
+        let cur = h.count.load(Ordering::Relaxed);
+        let cap = h.capacity.load(Ordering::Relaxed);
+        let k = items.len().min(cap.saturating_sub(cur as usize));
         if k == 0 {
             return 0;
         }
         // SAFETY: items[cur..cur + k] are past the published part of the slot's
         // array and below its capacity (unread until the commit publishes them; the
-        // sequence re-checks the header and the guard); `items` is ours.
+        // sequence re-checks the count and the stop half); `items` is ours.
         let r = unsafe {
-            arch::load_cbne_load_cbne_memcpy_store::<I, Release, H>(
+            arch::load_cbne_slab_memcpy_store::<I, Release, H>(
                 area,
                 cpu,
-                (slot + GUARD) as *const isize,
-                0,
                 hdr,
-                h,
-                hdr.add(cur + 1) as *mut u8,
+                cur,
+                hdr.add(SLAB_HEADER_WORDS + cur as usize) as *mut u8,
                 items.as_ptr().cast(),
                 k * 8,
-                h + k as isize,
+                cur + k as u32,
             )
         };
         match r {
             OpResult::Committed => return k,
             OpResult::CompareFailed => {
-                // SAFETY: the guard word of the slot.
-                if unsafe { (*((slot + GUARD) as *const AtomicIsize)).load(Ordering::Relaxed) } != 0
-                {
+                if h.is_stopped() {
                     return 0;
                 }
             }
@@ -968,38 +964,34 @@ fn pop_many<I: Index, H: Hooks>(
             return 0;
         }
         let slot = slot_addr(base, cpu as usize);
-        // SAFETY: `c` is a class (callers), the header a word of the slot.
+        // SAFETY: `c` is a class (callers), the header is words of the slot.
         let hdr = unsafe { header(slot, c) };
         // SAFETY: as in `pop_once`.
-        let h = unsafe { (*(hdr as *const AtomicIsize)).load(Ordering::Relaxed) };
-        let cur = slab_count(h) as usize;
-        let k = out.len().min(cur);
+        let h = unsafe { SlabHeader::at(hdr) };
+        let cur = h.count.load(Ordering::Relaxed);
+        let k = out.len().min(cur as usize);
         if k == 0 {
             return 0;
         }
         // SAFETY: items[cur - k..cur] are published items of the slot, copied into
         // our buffer before the commit unpublishes them (the sequence re-checks the
-        // header and the guard).
+        // count and the stop half).
         let r = unsafe {
-            arch::load_cbne_load_cbne_memcpy_store::<I, Relaxed, H>(
+            arch::load_cbne_slab_memcpy_store::<I, Relaxed, H>(
                 area,
                 cpu,
-                (slot + GUARD) as *const isize,
-                0,
                 hdr,
-                h,
+                cur,
                 out.as_mut_ptr().cast(),
-                hdr.add(cur + 1 - k) as *const u8,
+                hdr.add(SLAB_HEADER_WORDS + cur as usize - k) as *const u8,
                 k * 8,
-                h - k as isize,
+                cur - k as u32,
             )
         };
         match r {
             OpResult::Committed => return k,
             OpResult::CompareFailed => {
-                // SAFETY: the guard word of the slot.
-                if unsafe { (*((slot + GUARD) as *const AtomicIsize)).load(Ordering::Relaxed) } != 0
-                {
+                if h.is_stopped() {
                     return 0;
                 }
             }
@@ -1011,7 +1003,7 @@ fn pop_many<I: Index, H: Hooks>(
 
 /// Grows class `c`'s capacity in the current slot by a batch, if the slot's budget
 /// allows; counts the miss either way. Returns whether it grew.
-fn grow<I: Index, H: Hooks>(area: ThreadArea, base: usize, c: usize) -> bool {
+fn grow<I: Index>(area: ThreadArea, base: usize, c: usize) -> bool {
     let cpu = I::current(area) as usize;
     let slots = FRONT.slots.load(Ordering::Relaxed);
     if cpu >= slots {
@@ -1021,11 +1013,9 @@ fn grow<I: Index, H: Hooks>(area: ThreadArea, base: usize, c: usize) -> bool {
     let sz = size(c);
     let step = batch(c);
     // Unlocked first look: a full class or a spent budget takes no lock.
-    // SAFETY: `c` is a class (callers).
-    let hdr = unsafe { header(slot_addr(base, cpu), c) };
-    // SAFETY: a header word of the slot.
-    let h = unsafe { (*(hdr as *const AtomicIsize)).load(Ordering::Relaxed) };
-    if slab_capacity(h) as usize >= max_capacity(c) {
+    // SAFETY: `c` is a class (callers); the header is words of the slot.
+    let h = unsafe { SlabHeader::at(header(slot_addr(base, cpu), c)) };
+    if h.capacity.load(Ordering::Relaxed) >= max_capacity(c) {
         return false;
     }
     if word(base, cpu, BUDGET).load(Ordering::Relaxed) + step.min(max_capacity(c)) * sz
@@ -1035,55 +1025,34 @@ fn grow<I: Index, H: Hooks>(area: ThreadArea, base: usize, c: usize) -> bool {
         return false;
     }
     let _budgets = DRAIN.lock();
-    for _ in 0..MAX_ABORTS {
-        let cpu = I::current(area);
-        if cpu as usize >= slots {
-            return false;
-        }
-        let slot = slot_addr(base, cpu as usize);
-        // SAFETY: `c` is a class.
-        let hdr = unsafe { header(slot, c) };
-        // SAFETY: a header word of the slot.
-        let h = unsafe { (*(hdr as *const AtomicIsize)).load(Ordering::Relaxed) };
-        let cap = slab_capacity(h) as usize;
-        let add = step.min(max_capacity(c).saturating_sub(cap));
-        let budget = word(base, cpu as usize, BUDGET);
-        if add == 0 {
-            return false;
-        }
-        if budget.load(Ordering::Relaxed) + add * sz > max_cached_bytes_per_cpu() {
-            word(base, cpu as usize, DENIED).fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        // SAFETY: the header is written only by sequences of this slot, or under the
-        // drain lock (held) by a thread that stopped the slot; the commit is guarded.
-        let r = unsafe {
-            arch::load_cbne_load_cbne_store::<I, H>(
-                area,
-                cpu,
-                hdr,
-                h,
-                (slot + GUARD) as *const isize,
-                0,
-                h + slab_header(0, add as u32),
-            )
-        };
-        match r {
-            OpResult::Committed => {
-                budget.fetch_add(add * sz, Ordering::Relaxed);
-                return true;
-            }
-            OpResult::CompareFailed => {
-                // SAFETY: the guard word.
-                if unsafe { (*((slot + GUARD) as *const AtomicIsize)).load(Ordering::Relaxed) } != 0
-                {
-                    return false;
-                }
-            }
-            OpResult::Aborted { .. } => {}
-        }
+    // The slot of the CPU this thread is on now (the one it missed in, unless it
+    // moved since: then the other grows, its budget counted as well).
+    let cpu = I::current(area) as usize;
+    if cpu >= slots {
+        return false;
     }
-    false
+    // SAFETY: `c` is a class; the header is words of the slot.
+    let h = unsafe { SlabHeader::at(header(slot_addr(base, cpu), c)) };
+    // A slot left stopped (its fence failed) keeps its capacities.
+    if h.is_stopped() {
+        return false;
+    }
+    let cap = h.capacity.load(Ordering::Relaxed);
+    let add = step.min(max_capacity(c).saturating_sub(cap));
+    let budget = word(base, cpu, BUDGET);
+    if add == 0 {
+        return false;
+    }
+    if budget.load(Ordering::Relaxed) + add * sz > max_cached_bytes_per_cpu() {
+        word(base, cpu, DENIED).fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    // No sequence writes the capacity, and every other change of it holds the drain
+    // lock (held): a plain store. A push running now for the slot reads the old
+    // capacity or the new one, both within the room the slot has.
+    h.capacity.store(cap + add, Ordering::Relaxed);
+    budget.fetch_add(add * sz, Ordering::Relaxed);
+    true
 }
 
 /// This thread's area for the slow path: registers the thread (and sets up the
@@ -1209,6 +1178,13 @@ macro_rules! dispatch {
             $f::<ByCpu, $H>($($a),*)
         }
     };
+    ($f:ident($($a:expr),*)) => {
+        if FRONT.word.load(Ordering::Relaxed) & BY_CID != 0 {
+            $f::<ByMmCid>($($a),*)
+        } else {
+            $f::<ByCpu>($($a),*)
+        }
+    };
 }
 
 /// `alloc` of class `c` when the cache had nothing: a batch from the middle, one
@@ -1233,7 +1209,7 @@ pub fn alloc_slow<H: Hooks>(c: usize) -> *mut u8 {
             _ => core::ptr::null_mut(),
         };
     };
-    dispatch!(grow::<H>(area, base, c));
+    dispatch!(grow(area, base, c));
     let mut buf = [core::ptr::null_mut(); MAX_BATCH];
     let got = middle::remove_batch(c, &mut buf[..batch(c)]);
     if got == 0 {
@@ -1275,7 +1251,7 @@ pub unsafe fn dealloc_slow<H: Hooks>(c: usize, obj: *mut u8) {
         return;
     };
     // SAFETY: `c` is a class (forwarded contract).
-    if dispatch!(grow::<H>(area, base, c)) && unsafe { push_retrying::<H>(c, obj) } {
+    if dispatch!(grow(area, base, c)) && unsafe { push_retrying::<H>(c, obj) } {
         return;
     }
     let mut buf = [core::ptr::null_mut(); MAX_BATCH + 1];
@@ -1371,11 +1347,9 @@ pub fn cached_bytes(slot: usize) -> usize {
     }
     (1..=CLASSES)
         .map(|c| {
-            // SAFETY: a header word of a slot of the region (`c` a class).
-            let h = unsafe {
-                (*(header(slot_addr(base, slot), c) as *const AtomicIsize)).load(Ordering::Relaxed)
-            };
-            slab_count(h) as usize * size(c)
+            // SAFETY: a header of a slot of the region (`c` a class).
+            let h = unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) };
+            h.count.load(Ordering::Relaxed) as usize * size(c)
         })
         .sum()
 }
@@ -1395,11 +1369,9 @@ pub fn class_capacity(slot: usize, c: usize) -> usize {
     if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) || c == 0 || c > CLASSES {
         return 0;
     }
-    // SAFETY: a header word of a slot of the region (`c` checked).
-    let h = unsafe {
-        (*(header(slot_addr(base, slot), c) as *const AtomicIsize)).load(Ordering::Relaxed)
-    };
-    slab_capacity(h) as usize
+    // SAFETY: a header of a slot of the region (`c` checked).
+    let h = unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) };
+    h.capacity.load(Ordering::Relaxed)
 }
 
 /// Objects of class `c` in every slot (racy: for statistics).
@@ -1410,11 +1382,9 @@ pub fn cached_objects(c: usize) -> usize {
     }
     (0..FRONT.slots.load(Ordering::Relaxed))
         .map(|slot| {
-            // SAFETY: a header word of a slot of the region (`c` checked).
-            let h = unsafe {
-                (*(header(slot_addr(base, slot), c) as *const AtomicIsize)).load(Ordering::Relaxed)
-            };
-            slab_count(h) as usize
+            // SAFETY: a header of a slot of the region (`c` checked).
+            let h = unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) };
+            h.count.load(Ordering::Relaxed) as usize
         })
         .sum()
 }
@@ -1427,7 +1397,15 @@ pub enum DrainError {
     /// The kernel has no membarrier rseq fences: another thread cannot stop a
     /// slot's sequences.
     NoFences,
+    /// The slot's sequences kept clearing its stop flags (commits that began before
+    /// each stop) through [`MAX_STOP_FENCES`] fences: it was reopened, untouched.
+    Busy,
 }
+
+/// Fences one stop of a slot may take (see [`DrainError::Busy`]): a commit clears a
+/// stop flag only if its sequence read the header before the stop and committed before
+/// the fence reached its CPU, so a second fence almost always finds every flag set.
+pub const MAX_STOP_FENCES: u32 = 16;
 
 fn fence(slot: usize) -> Result<(), DrainError> {
     let r = if FRONT.word.load(Ordering::Relaxed) & BY_CID != 0 {
@@ -1439,8 +1417,9 @@ fn fence(slot: usize) -> Result<(), DrainError> {
     r.map_err(|_| DrainError::NoFences)
 }
 
-/// A slot stopped by this thread: its guard set and fenced, so no sequence for it
-/// can commit until the guard is cleared (on drop). Holds the drain lock.
+/// A slot stopped by this thread: the stop half of every class's header set and the
+/// slot fenced (and checked), so no sequence for it can commit until they are
+/// cleared (on drop). Holds the drain lock.
 struct Stopped {
     base: usize,
     slot: usize,
@@ -1448,9 +1427,12 @@ struct Stopped {
 }
 
 impl Stopped {
-    /// Stops `slot`. If the fence fails the slot stays stopped (a sequence that read
-    /// the guard as 0 might still commit, so its contents cannot be taken; its threads
-    /// use the middle, nothing is lost) and fences are not tried again.
+    /// Stops `slot` (`restartable`'s `stop_slabs` on its headers: stop halves set,
+    /// fence, checked). If the fence fails the slot stays stopped (a sequence that
+    /// read a header open might still commit, so its contents cannot be taken; its
+    /// threads use the middle, nothing is lost) and fences are not tried again. If
+    /// commits that began before a stop still cleared a stop half after
+    /// [`MAX_STOP_FENCES`] fences, the slot is reopened untouched ([`DrainError::Busy`]).
     fn new(slot: usize) -> Result<Stopped, DrainError> {
         let base = base();
         if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) {
@@ -1460,34 +1442,51 @@ impl Stopped {
             return Err(DrainError::NoFences);
         }
         let one = DRAIN.lock();
-        word(base, slot, GUARD).store(1, Ordering::SeqCst);
-        if let Err(e) = fence(slot) {
-            FENCES.store(false, Ordering::Relaxed);
-            // The guard stays set (the slot stays stopped); the lock is released.
-            drop(one);
-            return Err(e);
+        // The slot's headers: their stop halves are set and cleared only here and on
+        // drop, both under the drain lock (held).
+        let headers = || {
+            (1..=CLASSES).map(move |c| {
+                // SAFETY: `c` is a class; the header is words of the slot (the region
+                // is never unmapped).
+                unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) }
+            })
+        };
+        match arch::stop_slabs(headers, || fence(slot), MAX_STOP_FENCES) {
+            Ok(true) => Ok(Stopped {
+                base,
+                slot,
+                _one: one,
+            }),
+            Ok(false) => {
+                headers().for_each(SlabHeader::restart);
+                Err(DrainError::Busy)
+            }
+            Err(e) => {
+                FENCES.store(false, Ordering::Relaxed);
+                // The stop halves stay set (the slot stays stopped); the lock is
+                // released.
+                drop(one);
+                Err(e)
+            }
         }
-        Ok(Stopped {
-            base,
-            slot,
-            _one: one,
-        })
     }
 
-    /// The header of class `c` (ours to read and write while stopped).
-    fn header(&self, c: usize) -> *mut isize {
+    /// The header of class `c` (its count, capacity and items ours to read and write
+    /// while stopped).
+    fn header(&self, c: usize) -> &'static SlabHeader {
         debug_assert!((1..=CLASSES).contains(&c));
-        // SAFETY: `c` is a class.
-        unsafe { header(slot_addr(self.base, self.slot), c) }
+        // SAFETY: `c` is a class; the header is words of the slot (the region is never
+        // unmapped).
+        unsafe { SlabHeader::at(header(slot_addr(self.base, self.slot), c)) }
     }
 
     /// Moves the objects of class `c` above `keep` to the middle and sets the class's
     /// capacity to `cap` (at least `keep`); returns the bytes moved.
     fn trim(&self, c: usize, keep: usize, cap: usize) -> usize {
-        let hdr = self.header(c);
-        // SAFETY: the stopped slot's header: no sequence can write it now.
-        let h = unsafe { hdr.read() };
-        let n = slab_count(h) as usize;
+        let h = self.header(c);
+        let items = h.as_ptr().wrapping_add(SLAB_HEADER_WORDS);
+        // The stopped slot's count: no sequence can write it now.
+        let n = h.count.load(Ordering::Relaxed) as usize;
         let mut i = keep.min(n);
         let moved = (n - i) * size(c);
         while i < n {
@@ -1495,7 +1494,7 @@ impl Stopped {
             let mut buf = [core::ptr::null_mut(); MAX_BATCH];
             for (j, b) in buf[..k].iter_mut().enumerate() {
                 // SAFETY: items[i + j] of the stopped slot, published before the fence.
-                *b = unsafe { hdr.add(1 + i + j).read() } as *mut u8;
+                *b = unsafe { items.add(i + j).read() } as *mut u8;
             }
             // SAFETY: free objects of class `c` that the stopped cache no longer holds
             // (the header written below drops them).
@@ -1505,23 +1504,27 @@ impl Stopped {
         let keep = keep.min(n);
         let cap = cap.max(keep);
         let budget = word(self.base, self.slot, BUDGET);
-        let old_cap = slab_capacity(h) as usize;
+        let old_cap = h.capacity.load(Ordering::Relaxed);
         budget.fetch_sub(old_cap * size(c), Ordering::Relaxed);
         budget.fetch_add(cap * size(c), Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { hdr.write(slab_header(keep as u32, cap as u32)) };
+        // The count half and the capacity (the stop half stays set until drop).
+        h.count.store(keep as u32, Ordering::Relaxed);
+        h.capacity.store(cap, Ordering::Relaxed);
         moved
     }
 }
 
 impl Drop for Stopped {
     fn drop(&mut self) {
-        word(self.base, self.slot, GUARD).store(0, Ordering::Release);
+        for c in 1..=CLASSES {
+            // Release: what `trim` wrote before the sequences that find it open.
+            self.header(c).restart();
+        }
     }
 }
 
 /// Moves every object of slot `slot`'s caches to the middle and gives its classes
-/// capacity 0, from any thread: stops the slot (guard and fence), takes the objects
+/// capacity 0, from any thread: stops the slot (stop halves and fence), takes the objects
 /// and reopens it. Returns the bytes moved.
 pub fn drain_slot(slot: usize) -> Result<usize, DrainError> {
     let s = Stopped::new(slot)?;
@@ -1542,9 +1545,7 @@ pub fn resize_slot(slot: usize) -> Result<usize, DrainError> {
     let mut freed = 0;
     for c in 1..=CLASSES {
         let misses = word(s.base, slot, MISSES + 8 * c).swap(0, Ordering::Relaxed);
-        // SAFETY: the stopped slot's header.
-        let h = unsafe { s.header(c).read() };
-        let cap = slab_capacity(h) as usize;
+        let cap = s.header(c).capacity.load(Ordering::Relaxed);
         if misses == 0 && cap > 0 {
             let new_cap = cap - cap.min(batch(c));
             s.trim(c, new_cap, new_cap);

@@ -22,6 +22,9 @@ fn use_every_op() {
     let mut w: isize = 0;
     let p = &mut v as *mut isize;
     let q = &mut w as *mut isize;
+    // An empty slab of capacity 0 (its header's two words) and one item's room.
+    let mut slab = [0isize; 3];
+    let s = slab.as_mut_ptr();
     // For load_add_load_load_add_store: ptr -> [entry] -> target.
     let mut target: isize = 0;
     let mut entry: isize = &mut target as *mut isize as isize;
@@ -51,17 +54,15 @@ fn use_every_op() {
             0,
         );
         assert_ne!(r, OpResult::Committed);
-        // The slab ops (v == 0: an empty slab of capacity 0; the guard q == 0).
-        let _ = arch::load_cbne_slab_pop::<ByCpu, NoHooks>(a, cpu, q, p);
-        let _ = arch::load_cbne_slab_push::<ByMmCid, TestHooks>(a, a.mm_cid(), q, p, 1);
-        let _ = arch::load_cbne_load_cbne_memcpy_store::<ByCpu, Relaxed, NoHooks>(
+        // The slab ops (an empty slab of capacity 0: every op fails its compare).
+        let _ = arch::load_cbne_slab_pop::<ByCpu, NoHooks>(a, cpu, s);
+        let _ = arch::load_cbne_slab_push::<ByMmCid, TestHooks>(a, a.mm_cid(), s, 1);
+        let _ = arch::load_cbne_slab_memcpy_store::<ByCpu, Relaxed, NoHooks>(
             a,
             cpu,
-            q,
-            1,
-            p,
+            s,
             5,
-            q.cast(),
+            s.add(2).cast(),
             p.cast(),
             0,
             0,

@@ -37,12 +37,10 @@ unavailable_op!(load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
 unavailable_op!(load_cbne_load_cbeq_store_add_load_store<I: Index, H: Hooks>(
     g: *const isize, gexpect: isize, v: *mut isize, expectnot: isize, voffp: isize, load: *mut isize));
 
-unavailable_op!(load_cbne_slab_pop<I: Index, H: Hooks>(
-    g: *const isize, v: *mut isize, out: *mut isize));
-unavailable_op!(load_cbne_slab_push<I: Index, H: Hooks>(g: *const isize, v: *mut isize, item: isize));
-unavailable_op!(load_cbne_load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
-    g: *const isize, gexpect: isize, v: *mut isize, expect: isize, dst: *mut u8, src: *const u8,
-    len: usize, newv: isize));
+unavailable_op!(load_cbne_slab_pop<I: Index, H: Hooks>(v: *mut isize, out: *mut isize));
+unavailable_op!(load_cbne_slab_push<I: Index, H: Hooks>(v: *mut isize, item: isize));
+unavailable_op!(load_cbne_slab_memcpy_store<I: Index, O: Order, H: Hooks>(
+    v: *mut isize, expect: u32, dst: *mut u8, src: *const u8, len: usize, newcount: u32));
 
 // The slot ops of the containers (their const parameters are layout constants).
 #[allow(clippy::extra_unused_type_parameters)]

@@ -38,9 +38,10 @@
 //!
 //! The last op is this library's addition to the reference set: a list pop guarded by
 //! a second word, which lets another thread stop a CPU's list (set the guard, then
-//! fence that CPU) and take it without racing the pops. The two slab ops of
-//! [`slab`](load_cbne_slab_pop) (a guarded array with its count and capacity in one
-//! header word, tcmalloc's per-CPU slab) are the other additions.
+//! fence that CPU) and take it without racing the pops. The three slab ops of
+//! [`slab`](load_cbne_slab_pop) (an array behind a header of its count, a stop flag
+//! in the count's word and its capacity: tcmalloc's per-CPU slab) are the other
+//! additions.
 //!
 //! Memory ordering: every load and store of an op is a plain (relaxed) access to
 //! memory that only this CPU's sequences write. The `Release` variants order all the
@@ -81,8 +82,8 @@ use fallback as imp;
 
 mod slab;
 pub use slab::{
-    load_cbne_load_cbne_memcpy_store, load_cbne_slab_pop, load_cbne_slab_push, slab_capacity,
-    slab_count, slab_header,
+    load_cbne_slab_memcpy_store, load_cbne_slab_pop, load_cbne_slab_push, slab_count, slab_header,
+    slab_stopped, stop_slabs, SlabHeader, SLAB_HEADER_WORDS, SLAB_STOPPED,
 };
 
 use crate::abi;

@@ -1,79 +1,217 @@
-//! Slab ops: a per-CPU array of words with its count and capacity in one header word,
-//! popped and pushed in one sequence each, behind a guard word another thread can
-//! set to stop the CPU's sequences (then fence) without writing the array or its
-//! header while they may run. This is the shape of tcmalloc's per-CPU slabs; a
-//! memory allocator's front-end is its user (`restartable-alloc`).
+//! Slab ops: a per-CPU array of words behind a two-word header (count and a stop
+//! flag, then the capacity), popped and pushed in one sequence each; another thread
+//! stops a CPU's slabs by setting the stop flag in their headers (then fence),
+//! without writing the arrays or their counts while sequences may run. This is the
+//! shape of tcmalloc's per-CPU slabs, stopped through their headers as tcmalloc's
+//! are; a memory allocator's front-end is its user (`restartable-alloc`).
 //!
 //! # The header
-//! `*v` holds the count in its low 32 bits and the capacity in its high 32 bits; the
-//! items are the words `v[1..=count]` (`v[count]` is the top). Only sequences for
-//! the header's CPU change it (or a thread that set the guard and fenced the CPU).
+//! Two words, then the items: the first word holds the count in its low 32 bits and
+//! the *stop half* in its high 32 bits ([`SLAB_STOPPED`] when stopped, 0 otherwise);
+//! the second word is the capacity. The items are the words
+//! `v[SLAB_HEADER_WORDS..SLAB_HEADER_WORDS + count]` (the last one is the top).
+//! [`SlabHeader`] is the same two words seen from Rust (atomics of the halves' sizes).
+//! Only sequences for the header's CPU change the count (or a thread that stopped the
+//! slab and fenced the CPU). Their commits store the whole first word: the new count
+//! and the stop half of 0 that the sequence read (on x86_64 a 32-bit store of the
+//! count half would stall the next op's 64-bit load of the word: a load is forwarded
+//! only from a store that covers it). Only the stopping thread sets the stop half (a
+//! commit may clear it: see [Stopping](#stopping)).
 //!
 //! | op | effect when committed | other results |
 //! |----|----------------------|---------------|
-//! | [`load_cbne_slab_pop`] | `if *g == 0 && count > 0 { item = v[count]; *v -= 1 }` | `CompareFailed` if the guard is set or the array is empty |
-//! | [`load_cbne_slab_push`] | `if *g == 0 && count < capacity { v[count + 1] = item; *v += 1 }` | `CompareFailed` if the guard is set or the array is full |
+//! | [`load_cbne_slab_pop`] | `if !stopped && count > 0 { item = v[2 + count - 1]; count -= 1 }` | `CompareFailed` if stopped or empty |
+//! | [`load_cbne_slab_push`] | `if !stopped && count < capacity { v[2 + count] = item; count += 1 }` | `CompareFailed` if stopped or full |
+//! | [`load_cbne_slab_memcpy_store`] | `if v[0] == expect (so not stopped) { memcpy(dst, src, len); v[0] = newcount }` | `CompareFailed` |
 //!
-//! | [`load_cbne_load_cbne_memcpy_store`] | `if *g == gexpect && *v == expect { memcpy(dst, src, len); *v = newv }` | `CompareFailed` |
+//! The last one moves a batch into or out of a slab (the copy speculative, the count
+//! commit publishing or unpublishing it).
 //!
-//! The last one moves a batch into or out of a slab (the copy speculative, the header
-//! commit publishing or unpublishing it), under the same guard.
-//!
-//! The guard and the count are read inside the sequence and the item is read (pop)
-//! or written (push) inside it too: no value prepared beforehand can be stale, so
-//! there is nothing to compare but the guard and the CPU. The push's item store is
-//! speculative (an abort may leave it written past the count, where nobody reads).
-//! The pop hands its item out in a register, and says which exit it took in another:
-//! on x86_64 the count register, which the committed path leaves holding the new
-//! count (never negative) and every other exit sets to a negative code out of line
+//! The stop flag costs these sequences nothing: it makes the header's first word,
+//! which they load anyway, negative as a 64-bit value (a pop's `count - 1` is then
+//! negative, or overflows, and fails the same signed test as an empty slab's), or
+//! huge as an unsigned one (a push's compare with the capacity fails as a full
+//! slab's); the batch copy compares the whole word. The count and the item are read
+//! (pop) or written (push) inside the sequence: no value prepared beforehand can be
+//! stale, so there is nothing to compare but the header and the CPU. The push's item
+//! store is speculative (an abort may leave it written past the count, where nobody
+//! reads). The pop hands its item out in a register, and says which exit it took in
+//! another: on x86_64 the count register, which the committed path leaves holding the
+//! new count (never negative) and every other exit sets to a negative code out of line
 //! (Rust's `asm!` takes no output operand together with a `label` one, so the pop is
 //! not an asm goto as the other ops are): once inlined, the caller's `match` on the
-//! result is one sign test, and the item never goes through memory. On x86_64 the pop
-//! and the push read and write the count half of the header alone (32-bit accesses).
-//! A compare-twice check (hooked builds) re-reads the header but not the guard, which
-//! another thread may set at any time: its fence is what aborts the sequence.
+//! result is one sign test, and the item never goes through memory. A compare-twice
+//! check (hooked builds) re-reads the count half but not the stop half, which another
+//! thread may set at any time: its fence is what aborts the sequence.
 //!
-//! Stopping a CPU's slabs from another thread: set `*g` to non-zero, then
-//! [`fence_cpu`](crate::fence_cpu) (or [`fence_all`](crate::fence_all) for mm_cid
-//! indexes): every sequence that read the guard as zero has then either committed
-//! or been aborted, and every later one fails its compare. The arrays and headers
-//! are then the stopping thread's to read and rewrite, until it clears the guard.
+//! # Stopping
+//! [`stop_slabs`] stops a CPU's slabs from another thread: it stores [`SLAB_STOPPED`] to
+//! the stop half of each header ([`SlabHeader::stop`], a 32-bit store), then fences
+//! the CPU ([`fence_cpu`](crate::fence_cpu), or [`fence_all`](crate::fence_all) for
+//! mm_cid indexes): every sequence that began before has then either committed or
+//! been aborted. A sequence that read the word before the stop and committed before
+//! the fence wrote the stop half back to 0 with its count, so it then checks every
+//! stop half again, and stops and fences again if one is 0. Once every stop half is
+//! still set after a fence, no sequence can commit: one that read a stop half of 0
+//! read it before the stop store (nothing wrote 0 since, or the check would have seen
+//! it), so it was running at the fence and was aborted, or had committed before it;
+//! every later one fails its compare. The arrays and headers are then the stopping
+//! thread's to read and rewrite (the count half and the capacity, the stop half left
+//! set), until it clears the stop halves ([`SlabHeader::restart`]).
+//!
+//! API change (from the first slab ops): the header was one word (count, capacity)
+//! behind a separate guard word `g` that every op took and read; the ops lost `g`,
+//! the header grew to two words, and `load_cbne_load_cbne_memcpy_store` (guard and
+//! header compared) became [`load_cbne_slab_memcpy_store`]. `slab_capacity` is gone
+//! (the capacity is the header's second word, [`SlabHeader::capacity`]).
+
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use super::{imp, valid_index, AsResult, Index, OpResult, Order, Outcome, Recorded};
 use crate::hooks::Hooks;
 use crate::registration::ThreadArea;
 
-/// The header word of an empty slab with `capacity` items.
-pub const fn slab_header(count: u32, capacity: u32) -> isize {
-    ((capacity as u64) << 32 | count as u64) as isize
+/// Words of a slab header: the items start at `v[SLAB_HEADER_WORDS]`.
+pub const SLAB_HEADER_WORDS: usize = 2;
+
+/// The stop half of a stopped slab's header (its high bit: the header's first word,
+/// as 64 bits, is then negative).
+pub const SLAB_STOPPED: u32 = 0x8000_0000;
+
+/// The header words of an open slab with `count` items and room for `capacity`.
+pub const fn slab_header(count: u32, capacity: u32) -> [isize; SLAB_HEADER_WORDS] {
+    [count as isize, capacity as isize]
 }
 
-/// The count of a slab header.
-pub const fn slab_count(header: isize) -> u32 {
-    header as u64 as u32
+/// The count in a header's first word.
+pub const fn slab_count(first: isize) -> u32 {
+    first as u64 as u32
 }
 
-/// The capacity of a slab header.
-pub const fn slab_capacity(header: isize) -> u32 {
-    (header as u64 >> 32) as u32
+/// Whether a header's first word says the slab is stopped.
+pub const fn slab_stopped(first: isize) -> bool {
+    (first as u64 >> 32) as u32 != 0
 }
 
-/// `if *g == 0 && count > 0 { item = v[count]; *v -= 1 }`: pops the top item of the
-/// slab at `v`; the item is returned with [`OpResult::Committed`] (otherwise the
-/// second value means nothing).
+/// A slab header as Rust code accesses it: the halves of the first word as 32-bit
+/// atomics (the stopping thread writes the stop half while the owner's sequences
+/// write the count half), and the capacity. Laid out as the ops read it, at the
+/// address they take as `v` (see [`SlabHeader::at`]).
+#[repr(C, align(8))]
+pub struct SlabHeader {
+    #[cfg(target_endian = "little")]
+    /// The count: written by the owner's sequences (or by a thread that stopped the
+    /// slab and fenced its CPU).
+    pub count: AtomicU32,
+    /// [`SLAB_STOPPED`] or 0: set only by the thread that stops the slab; cleared when
+    /// it restarts it, or by a commit whose sequence read the header before the stop
+    /// (see [`stop_slabs`]).
+    pub stop: AtomicU32,
+    #[cfg(target_endian = "big")]
+    /// The count: written by the owner's sequences (or by a thread that stopped the
+    /// slab and fenced its CPU).
+    pub count: AtomicU32,
+    /// The capacity in items (at most `u32::MAX`): read by the push; written only by
+    /// whoever its user lets change it (an increase may race the push: any value up to
+    /// the room the items have is fine).
+    pub capacity: AtomicUsize,
+}
+
+const _: () = assert!(core::mem::size_of::<SlabHeader>() == SLAB_HEADER_WORDS * 8);
+
+impl SlabHeader {
+    /// An open slab's header.
+    pub const fn new(count: u32, capacity: u32) -> SlabHeader {
+        SlabHeader {
+            count: AtomicU32::new(count),
+            stop: AtomicU32::new(0),
+            capacity: AtomicUsize::new(capacity as usize),
+        }
+    }
+
+    /// The header at `v` (the address the ops take).
+    ///
+    /// # Safety
+    /// `v` is valid for reads and writes of [`SLAB_HEADER_WORDS`] words for `'a`, aligned
+    /// to 8, and accessed otherwise only by the slab ops and through `SlabHeader`.
+    pub unsafe fn at<'a>(v: *mut isize) -> &'a SlabHeader {
+        // SAFETY: forwarded contract; the header is two words of atomics.
+        unsafe { &*v.cast::<SlabHeader>() }
+    }
+
+    /// The header's address as the ops take it.
+    pub fn as_ptr(&self) -> *mut isize {
+        self as *const SlabHeader as *mut isize
+    }
+
+    /// Sets the stop half: the ops for the slab fail from now on, unless a sequence
+    /// that read the header before commits and so clears it: see [`stop_slabs`], which
+    /// fences and checks. A relaxed 32-bit store (the fence that must follow orders it).
+    pub fn stop(&self) {
+        self.stop.store(SLAB_STOPPED, Ordering::Relaxed);
+    }
+
+    /// Reopens a stopped slab: a release store, so that what the stopping thread wrote
+    /// to the header and items is seen by the sequences that find it open.
+    pub fn restart(&self) {
+        self.stop.store(0, Ordering::Release);
+    }
+
+    /// Whether the stop half is set.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) != 0
+    }
+}
+
+/// Stops the slabs whose headers `headers()` yields (see the module docs): sets their
+/// stop halves, calls `fence` (the rseq fence of the CPU, or CPUs, whose sequences use
+/// them), then checks that every stop half is still set; stops and fences again while
+/// one is not, up to `tries` fences in all. `Ok(true)`: stopped, no sequence for them
+/// can commit until they are restarted. `Ok(false)`: after `tries` fences a commit had
+/// still cleared a stop half: the slabs are not stopped (the stop halves are set, but
+/// a sequence may clear one and commit); the caller must leave the slabs alone. `Err`:
+/// a fence failed (the stop halves are set, the slabs not stopped either).
+///
+/// `headers` must yield the same headers every time; nobody else may stop or restart
+/// them meanwhile (the callers' lock).
+pub fn stop_slabs<'a, It, E>(
+    headers: impl Fn() -> It,
+    mut fence: impl FnMut() -> Result<(), E>,
+    tries: u32,
+) -> Result<bool, E>
+where
+    It: Iterator<Item = &'a SlabHeader>,
+{
+    for _ in 0..tries {
+        for h in headers() {
+            h.stop();
+        }
+        // The stop halves before the rseq fence (which is a full barrier itself).
+        core::sync::atomic::fence(Ordering::SeqCst);
+        fence()?;
+        core::sync::atomic::fence(Ordering::SeqCst);
+        if headers().all(SlabHeader::is_stopped) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `if !stopped && count > 0 { item = v[2 + count - 1]; count -= 1 }`: pops the top
+/// item of the slab at `v`; the item is returned with [`OpResult::Committed`]
+/// (otherwise the second value means nothing).
 ///
 /// # Safety
 /// - `area` must be this thread's and `cpu` the index the caller read from it with
 ///   `I::current`.
-/// - `g` must be valid for reads.
-/// - `v` must be valid for reads and writes, aligned, a slab header (see the module
-///   docs) written only by sequences that run for `cpu` (or by a thread that set `*g`
-///   and fenced `cpu`), and its items `v[1..=count]` valid for reads.
+/// - `v` must be valid for reads and writes, aligned to 8, a slab header (see the
+///   module docs) whose count half is written only by sequences that run for `cpu` (or
+///   by a thread that stopped it and fenced `cpu`), and its items up to the count
+///   valid for reads.
 #[inline(always)]
 pub unsafe fn load_cbne_slab_pop<I: Index, H: Hooks>(
     area: ThreadArea,
     cpu: u32,
-    g: *const isize,
     v: *mut isize,
 ) -> (OpResult, isize) {
     let mut item = core::mem::MaybeUninit::<isize>::uninit();
@@ -90,7 +228,7 @@ pub unsafe fn load_cbne_slab_pop<I: Index, H: Hooks>(
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract; `item` is this frame's local, written by `imp` when
     // the sequence committed and read (by `PopResult::committed`) only after that.
-    unsafe { imp::load_cbne_slab_pop::<I, H, _>(area, cpu, g, v, item.as_mut_ptr(), k) }
+    unsafe { imp::load_cbne_slab_pop::<I, H, _>(area, cpu, v, item.as_mut_ptr(), k) }
 }
 
 /// The continuation of [`load_cbne_slab_pop`]: the result, with the item `imp`
@@ -117,17 +255,16 @@ impl Outcome<(OpResult, isize)> for PopResult {
     }
 }
 
-/// `if *g == 0 && count < capacity { v[count + 1] = item; *v += 1 }`: pushes `item`
-/// onto the slab at `v`.
+/// `if !stopped && count < capacity { v[2 + count] = item; count += 1 }`: pushes
+/// `item` onto the slab at `v`.
 ///
 /// # Safety
-/// As for [`load_cbne_slab_pop`]; the items `v[1..=capacity]` must be valid for
+/// As for [`load_cbne_slab_pop`]; the items below the capacity must be valid for
 /// writes, and those past the count read by nobody until a commit publishes them.
 #[inline(always)]
 pub unsafe fn load_cbne_slab_push<I: Index, H: Hooks>(
     area: ThreadArea,
     cpu: u32,
-    g: *const isize,
     v: *mut isize,
     item: isize,
 ) -> OpResult {
@@ -137,28 +274,29 @@ pub unsafe fn load_cbne_slab_push<I: Index, H: Hooks>(
     }
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    unsafe { imp::load_cbne_slab_push::<I, H, _>(area, cpu, g, v, item, k) }
+    unsafe { imp::load_cbne_slab_push::<I, H, _>(area, cpu, v, item, k) }
 }
 
-/// `if *g == gexpect && *v == expect { memcpy(dst, src, len); *v = newv }`: a batch
-/// copied into or out of a slab under its guard, then the header commit.
+/// `if v[0] == expect { memcpy(dst, src, len); v[0] = newcount }`: a batch copied
+/// into or out of a slab, then the count commit. `expect` is the count the caller
+/// read, compared with the header's whole first word: a stopped slab (its stop half
+/// set) fails as a changed count does. The commit stores the whole first word (the
+/// new count, a stop half of 0).
 ///
 /// # Safety
-/// As for [`load_cbne_memcpy_store`](super::load_cbne_memcpy_store); `g` must be
-/// valid for reads.
+/// As for [`load_cbne_memcpy_store`](super::load_cbne_memcpy_store), with `v` a slab
+/// header as for [`load_cbne_slab_pop`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn load_cbne_load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
+pub unsafe fn load_cbne_slab_memcpy_store<I: Index, O: Order, H: Hooks>(
     area: ThreadArea,
     cpu: u32,
-    g: *const isize,
-    gexpect: isize,
     v: *mut isize,
-    expect: isize,
+    expect: u32,
     dst: *mut u8,
     src: *const u8,
     len: usize,
-    newv: isize,
+    newcount: u32,
 ) -> OpResult {
     let k = Recorded::<H, _>::new(cpu, AsResult(cpu));
     if !valid_index::<I>(cpu) {
@@ -167,8 +305,8 @@ pub unsafe fn load_cbne_load_cbne_memcpy_store<I: Index, O: Order, H: Hooks>(
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
     unsafe {
-        imp::load_cbne_load_cbne_memcpy_store::<I, O, H, _>(
-            area, cpu, g, gexpect, v, expect, dst, src, len, newv, k,
+        imp::load_cbne_slab_memcpy_store::<I, O, H, _>(
+            area, cpu, v, expect, dst, src, len, newcount, k,
         )
     }
 }
