@@ -6,7 +6,9 @@
 //! items: every token is conserved. Controls show the check can fail: a thief that
 //! sets the stop flag but skips the fence, with a delay injected before the commit,
 //! and one that fences but does not re-check the flag (which a commit that began
-//! before the stop clears), lose or duplicate tokens.
+//! before the stop clears), lose or duplicate tokens. A batch in is bounded by the
+//! capacity inside its sequence, a batch out is not; `stop_slabs` re-stops after a
+//! cleared flag and gives up after its fences.
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
@@ -497,4 +499,52 @@ fn control(thief: Thief, loops: i32) {
         caught,
         "60 s of a thief ({thief:?}) never lost or duplicated a token"
     );
+}
+
+/// `stop_slabs`'s outcomes without threads: a "commit" that clears a stop half before
+/// every fence (as one whose sequence read the header before the stop does) makes it
+/// give up after `tries` fences (`Ok(false)`, the caller's `Busy`); one such commit
+/// costs one more fence; a failed fence is passed on.
+#[test]
+fn stop_slabs_rechecks_and_gives_up_after_its_fences() {
+    let hs = [SlabHeader::new(1, 3), SlabHeader::new(0, 3)];
+    let mut fences = 0;
+    let r = arch::stop_slabs(
+        || hs.iter(),
+        || {
+            fences += 1;
+            // A commit of the count read before the stop: the whole first word.
+            hs[1].restart();
+            Ok::<(), ()>(())
+        },
+        4,
+    );
+    assert_eq!(r, Ok(false), "a stop half cleared before every fence");
+    assert_eq!(fences, 4, "every try fenced");
+    for h in &hs {
+        h.restart();
+    }
+
+    let mut fences = 0;
+    let r = arch::stop_slabs(
+        || hs.iter(),
+        || {
+            fences += 1;
+            if fences == 1 {
+                hs[0].restart();
+            }
+            Ok::<(), ()>(())
+        },
+        4,
+    );
+    assert_eq!(r, Ok(true));
+    assert_eq!(fences, 2, "stopped again and fenced again once");
+    assert!(hs.iter().all(SlabHeader::is_stopped));
+    assert_eq!(hs.iter().map(SlabHeader::count).collect::<Vec<_>>(), [1, 0]);
+    for h in &hs {
+        h.restart();
+    }
+
+    let r = arch::stop_slabs(|| hs.iter(), || Err("no fences"), 4);
+    assert_eq!(r, Err("no fences"));
 }
