@@ -915,7 +915,7 @@ fn push_many<I: Index, H: Hooks>(
         let hdr = unsafe { header(slot, c) };
         // SAFETY: as in `pop_once`.
         let h = unsafe { SlabHeader::at(hdr) };
-        let cur = h.count.load(Ordering::Relaxed);
+        let cur = h.count();
         let cap = h.capacity.load(Ordering::Relaxed);
         let k = items.len().min(cap.saturating_sub(cur as usize));
         if k == 0 {
@@ -968,7 +968,7 @@ fn pop_many<I: Index, H: Hooks>(
         let hdr = unsafe { header(slot, c) };
         // SAFETY: as in `pop_once`.
         let h = unsafe { SlabHeader::at(hdr) };
-        let cur = h.count.load(Ordering::Relaxed);
+        let cur = h.count();
         let k = out.len().min(cur as usize);
         if k == 0 {
             return 0;
@@ -1349,7 +1349,7 @@ pub fn cached_bytes(slot: usize) -> usize {
         .map(|c| {
             // SAFETY: a header of a slot of the region (`c` a class).
             let h = unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) };
-            h.count.load(Ordering::Relaxed) as usize * size(c)
+            h.count() as usize * size(c)
         })
         .sum()
 }
@@ -1384,7 +1384,7 @@ pub fn cached_objects(c: usize) -> usize {
         .map(|slot| {
             // SAFETY: a header of a slot of the region (`c` checked).
             let h = unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) };
-            h.count.load(Ordering::Relaxed) as usize
+            h.count() as usize
         })
         .sum()
 }
@@ -1428,9 +1428,11 @@ struct Stopped {
 
 impl Stopped {
     /// Stops `slot` (`restartable`'s `stop_slabs` on its headers: stop halves set,
-    /// fence, checked). If the fence fails the slot stays stopped (a sequence that
-    /// read a header open might still commit, so its contents cannot be taken; its
-    /// threads use the middle, nothing is lost) and fences are not tried again. If
+    /// fence, checked). If the fence fails the stop halves stay set, but a commit whose
+    /// sequence read a header before its stop may clear one and reopen that class;
+    /// either way the contents are not taken (the slot is not known stopped) and
+    /// fences are not tried again, so nothing is lost: the classes left stopped send
+    /// their threads to the middle. If
     /// commits that began before a stop still cleared a stop half after
     /// [`MAX_STOP_FENCES`] fences, the slot is reopened untouched ([`DrainError::Busy`]).
     fn new(slot: usize) -> Result<Stopped, DrainError> {
@@ -1463,7 +1465,8 @@ impl Stopped {
             }
             Err(e) => {
                 FENCES.store(false, Ordering::Relaxed);
-                // The stop halves stay set (the slot stays stopped); the lock is
+                // The stop halves stay set, except where a commit that began before
+                // clears one (that class reopens); the slot is not taken. The lock is
                 // released.
                 drop(one);
                 Err(e)
@@ -1474,19 +1477,25 @@ impl Stopped {
     /// The header of class `c` (its count, capacity and items ours to read and write
     /// while stopped).
     fn header(&self, c: usize) -> &'static SlabHeader {
+        // SAFETY: the header is words of the slot (the region is never unmapped).
+        unsafe { SlabHeader::at(self.header_ptr(c)) }
+    }
+
+    /// The address of class `c`'s header, with the whole slot's provenance (its
+    /// items are reached from it, not from a `&SlabHeader`).
+    fn header_ptr(&self, c: usize) -> *mut isize {
         debug_assert!((1..=CLASSES).contains(&c));
-        // SAFETY: `c` is a class; the header is words of the slot (the region is never
-        // unmapped).
-        unsafe { SlabHeader::at(header(slot_addr(self.base, self.slot), c)) }
+        // SAFETY: `c` is a class.
+        unsafe { header(slot_addr(self.base, self.slot), c) }
     }
 
     /// Moves the objects of class `c` above `keep` to the middle and sets the class's
     /// capacity to `cap` (at least `keep`); returns the bytes moved.
     fn trim(&self, c: usize, keep: usize, cap: usize) -> usize {
         let h = self.header(c);
-        let items = h.as_ptr().wrapping_add(SLAB_HEADER_WORDS);
+        let items = self.header_ptr(c).wrapping_add(SLAB_HEADER_WORDS);
         // The stopped slot's count: no sequence can write it now.
-        let n = h.count.load(Ordering::Relaxed) as usize;
+        let n = h.count() as usize;
         let mut i = keep.min(n);
         let moved = (n - i) * size(c);
         while i < n {
@@ -1508,7 +1517,7 @@ impl Stopped {
         budget.fetch_sub(old_cap * size(c), Ordering::Relaxed);
         budget.fetch_add(cap * size(c), Ordering::Relaxed);
         // The count half and the capacity (the stop half stays set until drop).
-        h.count.store(keep as u32, Ordering::Relaxed);
+        h.set_count_stopped(keep as u32);
         h.capacity.store(cap, Ordering::Relaxed);
         moved
     }
@@ -1556,14 +1565,25 @@ pub fn resize_slot(slot: usize) -> Result<usize, DrainError> {
     Ok(freed)
 }
 
-/// Drains every slot; returns the bytes moved.
+/// Drains every slot; returns the bytes moved. A slot that stays [`DrainError::Busy`]
+/// is left as it was and the others are still drained; the error is then `Busy`
+/// (the bytes moved from the others are in the middle all the same). No fences:
+/// `NoFences` at the first slot, nothing moved.
 pub fn drain_all() -> Result<usize, DrainError> {
     let Some((slots, _)) = mode() else {
         return Err(DrainError::NoCaches);
     };
     let mut total = 0;
+    let mut busy = false;
     for slot in 0..slots {
-        total += drain_slot(slot)?;
+        match drain_slot(slot) {
+            Ok(moved) => total += moved,
+            Err(DrainError::Busy) => busy = true,
+            Err(e) => return Err(e),
+        }
+    }
+    if busy {
+        return Err(DrainError::Busy);
     }
     Ok(total)
 }

@@ -6,7 +6,9 @@
 //! items: every token is conserved. Controls show the check can fail: a thief that
 //! sets the stop flag but skips the fence, with a delay injected before the commit,
 //! and one that fences but does not re-check the flag (which a commit that began
-//! before the stop clears), lose or duplicate tokens.
+//! before the stop clears), lose or duplicate tokens. A batch in is bounded by the
+//! capacity inside its sequence, a batch out is not; `stop_slabs` re-stops after a
+//! cleared flag and gives up after its fences.
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
@@ -80,6 +82,78 @@ fn copy_in<I: Index, Hk: Hooks>(v: *mut isize, expect: u32, at: usize, src: &[is
         (r, ())
     })
     .0
+}
+
+/// The batch copy of the top `n` items out, expecting the count `expect`.
+fn copy_out<I: Index, Hk: Hooks>(v: *mut isize, expect: u32, n: usize) -> (OpResult, Vec<isize>) {
+    let mut out = vec![0isize; n];
+    let r = retry::<I, ()>(|a, c| {
+        // SAFETY: as in `pop`; the items read are published items of the slab
+        // (`n <= expect`, callers).
+        let r = unsafe {
+            arch::load_cbne_slab_memcpy_store::<I, Relaxed, Hk>(
+                a,
+                c,
+                v,
+                expect,
+                out.as_mut_ptr().cast(),
+                v.add(H + expect as usize - n).cast(),
+                n * 8,
+                expect - n as u32,
+            )
+        };
+        (r, ())
+    })
+    .0;
+    (r, out)
+}
+
+/// A batch in is checked against the capacity inside its sequence (the caller's
+/// reading of it may be stale: a resize lowers it and keeps the count), a batch out
+/// is not (it may empty a slab left above its capacity).
+fn capacity_checked_in_not_out<I: Index, Hk: Hooks>() {
+    // Room for 5 items; capacity 3 in the header, 2 items.
+    let mut slab = [0isize; H + 5];
+    slab[..H].copy_from_slice(&slab_header(2, 3));
+    slab[H..H + 2].copy_from_slice(&[1, 2]);
+    let v = slab.as_mut_ptr();
+    assert_eq!(
+        copy_in::<I, Hk>(v, 2, 2, &[3, 4]),
+        OpResult::CompareFailed,
+        "a batch in past the capacity"
+    );
+    assert_eq!(slab, [2, 3, 1, 2, 0, 0, 0], "nothing copied or committed");
+    assert_eq!(copy_in::<I, Hk>(v, 2, 2, &[3]), OpResult::Committed);
+    assert_eq!(slab[..H], slab_header(3, 3));
+    // A resize (a stopped writer) lowered the capacity to 1 under the count of 3.
+    slab[1] = 1;
+    assert_eq!(
+        copy_out::<I, Hk>(v, 3, 2),
+        (OpResult::Committed, vec![2, 3])
+    );
+    assert_eq!(slab[..H], slab_header(1, 1));
+    assert_eq!(
+        copy_in::<I, Hk>(v, 1, 1, &[9]),
+        OpResult::CompareFailed,
+        "at capacity"
+    );
+    assert_eq!(
+        push::<I, Hk>(v, 9),
+        OpResult::CompareFailed,
+        "the push agrees"
+    );
+    assert_eq!(slab[..H], slab_header(1, 1));
+}
+
+#[test]
+fn slab_batch_in_is_bounded_by_the_capacity() {
+    let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    capacity_checked_in_not_out::<ByCpu, NoHooks>();
+    capacity_checked_in_not_out::<ByCpu, TestHooks>();
+    if restartable::registration::mm_cid_available() {
+        capacity_checked_in_not_out::<ByMmCid, NoHooks>();
+        capacity_checked_in_not_out::<ByMmCid, TestHooks>();
+    }
 }
 
 /// The header's stop half, set or cleared as a stopping thread does.
@@ -318,14 +392,14 @@ fn conserve(threads: usize, tokens_each: usize, dur: Duration, thief: Thief) -> 
                 fence().expect("fence");
             }
         }
-        let n = slot.hdr.count.load(Ordering::SeqCst) as usize;
+        let n = slot.hdr.count() as usize;
         for i in 0..n {
             taken.push(slot.items[i].load(Ordering::Relaxed));
         }
         if thief == Thief::NoRecheck {
             std::thread::sleep(PAUSE);
         }
-        slot.hdr.count.store(0, Ordering::SeqCst);
+        slot.hdr.set_count_stopped(0);
         slot.hdr.restart();
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -334,7 +408,7 @@ fn conserve(threads: usize, tokens_each: usize, dur: Duration, thief: Thief) -> 
         taken.extend(w.join().unwrap());
     }
     for slot in s.iter() {
-        let n = slot.hdr.count.load(Ordering::SeqCst) as usize;
+        let n = slot.hdr.count() as usize;
         taken.extend((0..n).map(|i| slot.items[i].load(Ordering::Relaxed)));
     }
     taken.sort_unstable();
@@ -425,4 +499,52 @@ fn control(thief: Thief, loops: i32) {
         caught,
         "60 s of a thief ({thief:?}) never lost or duplicated a token"
     );
+}
+
+/// `stop_slabs`'s outcomes without threads: a "commit" that clears a stop half before
+/// every fence (as one whose sequence read the header before the stop does) makes it
+/// give up after `tries` fences (`Ok(false)`, the caller's `Busy`); one such commit
+/// costs one more fence; a failed fence is passed on.
+#[test]
+fn stop_slabs_rechecks_and_gives_up_after_its_fences() {
+    let hs = [SlabHeader::new(1, 3), SlabHeader::new(0, 3)];
+    let mut fences = 0;
+    let r = arch::stop_slabs(
+        || hs.iter(),
+        || {
+            fences += 1;
+            // A commit of the count read before the stop: the whole first word.
+            hs[1].restart();
+            Ok::<(), ()>(())
+        },
+        4,
+    );
+    assert_eq!(r, Ok(false), "a stop half cleared before every fence");
+    assert_eq!(fences, 4, "every try fenced");
+    for h in &hs {
+        h.restart();
+    }
+
+    let mut fences = 0;
+    let r = arch::stop_slabs(
+        || hs.iter(),
+        || {
+            fences += 1;
+            if fences == 1 {
+                hs[0].restart();
+            }
+            Ok::<(), ()>(())
+        },
+        4,
+    );
+    assert_eq!(r, Ok(true));
+    assert_eq!(fences, 2, "stopped again and fenced again once");
+    assert!(hs.iter().all(SlabHeader::is_stopped));
+    assert_eq!(hs.iter().map(SlabHeader::count).collect::<Vec<_>>(), [1, 0]);
+    for h in &hs {
+        h.restart();
+    }
+
+    let r = arch::stop_slabs(|| hs.iter(), || Err("no fences"), 4);
+    assert_eq!(r, Err("no fences"));
 }

@@ -10,7 +10,7 @@
 //! the *stop half* in its high 32 bits ([`SLAB_STOPPED`] when stopped, 0 otherwise);
 //! the second word is the capacity. The items are the words
 //! `v[SLAB_HEADER_WORDS..SLAB_HEADER_WORDS + count]` (the last one is the top).
-//! [`SlabHeader`] is the same two words seen from Rust (atomics of the halves' sizes).
+//! [`SlabHeader`] is the same two words seen from Rust (the first word one 64-bit atomic).
 //! Only sequences for the header's CPU change the count (or a thread that stopped the
 //! slab and fenced the CPU). Their commits store the whole first word: the new count
 //! and the stop half of 0 that the sequence read (on x86_64 a 32-bit store of the
@@ -22,7 +22,7 @@
 //! |----|----------------------|---------------|
 //! | [`load_cbne_slab_pop`] | `if !stopped && count > 0 { item = v[2 + count - 1]; count -= 1 }` | `CompareFailed` if stopped or empty |
 //! | [`load_cbne_slab_push`] | `if !stopped && count < capacity { v[2 + count] = item; count += 1 }` | `CompareFailed` if stopped or full |
-//! | [`load_cbne_slab_memcpy_store`] | `if v[0] == expect (so not stopped) { memcpy(dst, src, len); v[0] = newcount }` | `CompareFailed` |
+//! | [`load_cbne_slab_memcpy_store`] | `if v[0] == expect (so not stopped) && (newcount <= capacity \|\| newcount <= expect) { memcpy(dst, src, len); v[0] = newcount }` | `CompareFailed` |
 //!
 //! The last one moves a batch into or out of a slab (the copy speculative, the count
 //! commit publishing or unpublishing it).
@@ -46,7 +46,7 @@
 //!
 //! # Stopping
 //! [`stop_slabs`] stops a CPU's slabs from another thread: it stores [`SLAB_STOPPED`] to
-//! the stop half of each header ([`SlabHeader::stop`], a 32-bit store), then fences
+//! the stop half of each header ([`SlabHeader::stop`], a read-modify-write of the word), then fences
 //! the CPU ([`fence_cpu`](crate::fence_cpu), or [`fence_all`](crate::fence_all) for
 //! mm_cid indexes): every sequence that began before has then either committed or
 //! been aborted. A sequence that read the word before the stop and committed before
@@ -65,7 +65,7 @@
 //! header compared) became [`load_cbne_slab_memcpy_store`]. `slab_capacity` is gone
 //! (the capacity is the header's second word, [`SlabHeader::capacity`]).
 
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::{imp, valid_index, AsResult, Index, OpResult, Order, Outcome, Recorded};
 use crate::hooks::Hooks;
@@ -93,38 +93,35 @@ pub const fn slab_stopped(first: isize) -> bool {
     (first as u64 >> 32) as u32 != 0
 }
 
-/// A slab header as Rust code accesses it: the halves of the first word as 32-bit
-/// atomics (the stopping thread writes the stop half while the owner's sequences
-/// write the count half), and the capacity. Laid out as the ops read it, at the
-/// address they take as `v` (see [`SlabHeader::at`]).
+/// A slab header as Rust code accesses it: the first word (count and stop half) as
+/// one 64-bit atomic, the size of every access the ops make to it (Rust's memory
+/// model has no mixed-size atomic races: the halves are reached through the methods,
+/// which all load, store or update the whole word), and the capacity. Laid out as the
+/// ops read it, at the address they take as `v` (see [`SlabHeader::at`]).
 #[repr(C, align(8))]
 pub struct SlabHeader {
-    #[cfg(target_endian = "little")]
-    /// The count: written by the owner's sequences (or by a thread that stopped the
-    /// slab and fenced its CPU).
-    pub count: AtomicU32,
-    /// [`SLAB_STOPPED`] or 0: set only by the thread that stops the slab; cleared when
-    /// it restarts it, or by a commit whose sequence read the header before the stop
-    /// (see [`stop_slabs`]).
-    pub stop: AtomicU32,
-    #[cfg(target_endian = "big")]
-    /// The count: written by the owner's sequences (or by a thread that stopped the
-    /// slab and fenced its CPU).
-    pub count: AtomicU32,
-    /// The capacity in items (at most `u32::MAX`): read by the push; written only by
-    /// whoever its user lets change it (an increase may race the push: any value up to
-    /// the room the items have is fine).
+    /// The count (low half) and the stop half (high half): the count written by the
+    /// owner's sequences (or by a thread that stopped the slab and fenced its CPU); the
+    /// stop half set only by the thread that stops the slab, cleared when it restarts
+    /// it, or by a commit whose sequence read the header before the stop (see
+    /// [`stop_slabs`]).
+    first: AtomicU64,
+    /// The capacity in items (at most `u32::MAX`): read by the push and by a batch
+    /// in; written only by whoever its user lets change it (an increase may race the
+    /// push: any value up to the room the items have is fine).
     pub capacity: AtomicUsize,
 }
 
 const _: () = assert!(core::mem::size_of::<SlabHeader>() == SLAB_HEADER_WORDS * 8);
 
+/// The stop half in place in the first word.
+const STOP_BITS: u64 = (SLAB_STOPPED as u64) << 32;
+
 impl SlabHeader {
     /// An open slab's header.
     pub const fn new(count: u32, capacity: u32) -> SlabHeader {
         SlabHeader {
-            count: AtomicU32::new(count),
-            stop: AtomicU32::new(0),
+            first: AtomicU64::new(count as u64),
             capacity: AtomicUsize::new(capacity as usize),
         }
     }
@@ -144,22 +141,38 @@ impl SlabHeader {
         self as *const SlabHeader as *mut isize
     }
 
-    /// Sets the stop half: the ops for the slab fail from now on, unless a sequence
-    /// that read the header before commits and so clears it: see [`stop_slabs`], which
-    /// fences and checks. A relaxed 32-bit store (the fence that must follow orders it).
-    pub fn stop(&self) {
-        self.stop.store(SLAB_STOPPED, Ordering::Relaxed);
+    /// The count (relaxed): exact for a stopped slab, a snapshot otherwise.
+    pub fn count(&self) -> u32 {
+        self.first.load(Ordering::Relaxed) as u32
     }
 
-    /// Reopens a stopped slab: a release store, so that what the stopping thread wrote
-    /// to the header and items is seen by the sequences that find it open.
+    /// Sets the count of a slab this thread has stopped (the stop half stays set).
+    /// On a slab that is not stopped this would race the owner's commits: the
+    /// caller's contract, as for writing its items.
+    pub fn set_count_stopped(&self, count: u32) {
+        self.first
+            .store(count as u64 | STOP_BITS, Ordering::Relaxed);
+    }
+
+    /// Sets the stop half: the ops for the slab fail from now on, unless a sequence
+    /// that read the header before commits and so clears it: see [`stop_slabs`], which
+    /// fences and checks. A relaxed read-modify-write of the whole word (the fence that
+    /// must follow orders it): a commit racing it lands wholly before or after.
+    pub fn stop(&self) {
+        self.first.fetch_or(STOP_BITS, Ordering::Relaxed);
+    }
+
+    /// Reopens a stopped slab: clears the stop half with a release read-modify-write,
+    /// so that what the stopping thread wrote to the header and items is seen by the
+    /// sequences that find it open, and so that a commit racing it (a slab whose stop
+    /// did not hold, see [`stop_slabs`]) keeps its count.
     pub fn restart(&self) {
-        self.stop.store(0, Ordering::Release);
+        self.first.fetch_and(!STOP_BITS, Ordering::Release);
     }
 
     /// Whether the stop half is set.
     pub fn is_stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) != 0
+        self.first.load(Ordering::Relaxed) & STOP_BITS != 0
     }
 }
 
@@ -277,11 +290,14 @@ pub unsafe fn load_cbne_slab_push<I: Index, H: Hooks>(
     unsafe { imp::load_cbne_slab_push::<I, H, _>(area, cpu, v, item, k) }
 }
 
-/// `if v[0] == expect { memcpy(dst, src, len); v[0] = newcount }`: a batch copied
-/// into or out of a slab, then the count commit. `expect` is the count the caller
-/// read, compared with the header's whole first word: a stopped slab (its stop half
-/// set) fails as a changed count does. The commit stores the whole first word (the
-/// new count, a stop half of 0).
+/// `if v[0] == expect && (newcount <= capacity || newcount <= expect) { memcpy(dst,
+/// src, len); v[0] = newcount }`: a batch copied into or out of a slab, then the count
+/// commit. `expect` is the count the caller read, compared with the header's whole
+/// first word: a stopped slab (its stop half set) fails as a changed count does. A
+/// batch in is checked against the capacity inside the sequence (the caller's
+/// reading of it may be stale: a resize lowers it and keeps the count), a batch out
+/// is not (it may empty a slab that a resize left above its capacity). The commit
+/// stores the whole first word (the new count, a stop half of 0).
 ///
 /// # Safety
 /// As for [`load_cbne_memcpy_store`](super::load_cbne_memcpy_store), with `v` a slab

@@ -246,6 +246,14 @@ pub(in crate::arch) unsafe fn load_cbne_slab_memcpy_store<I: Index, O: Order, H:
                 // The first word whole: the count, and a stop half of 0.
                 "cmpq {expect}, ({v})\n",
                 "jnz {cmpfail}\n",
+                // A batch in may not take the count past the capacity (a second word,
+                // which a resize may have lowered since the caller read it); a batch
+                // out may (it leaves a slab that was over its capacity less so).
+                "cmpq 8({v}), {newcount}\n",
+                "jbe 41f\n",
+                "cmpq {expect}, {newcount}\n",
+                "ja {cmpfail}\n",
+                "41:\n",
                 inj!($m, "16"),
                 // The count half alone: see `load_cbne_slab_pop`.
                 twice!($m, "cmpl {expect:e}, ({v})\njnz {twice}\n"),
