@@ -387,7 +387,12 @@ pub fn stats() -> Stats {
     s.page_heap_free_bytes = h.backed_free as u64;
     s.released_bytes = (h.released_free + h.uncarved) as u64;
     s.released_total_bytes = h.released_total;
-    s.mapped_bytes = (h.mapped + large::in_use() + slots * front::STRIDE) as u64;
+    let region = if slots == 0 {
+        0
+    } else {
+        front::region_slots(slots) * front::STRIDE
+    };
+    s.mapped_bytes = (h.mapped + large::in_use() + region) as u64;
     s.zeroed_without_memset = middle::fresh_objects();
     s
 }
