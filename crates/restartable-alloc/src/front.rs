@@ -304,6 +304,12 @@ pub const HEADER_BY_SIZE: [u16; TABLE_MAX / MIN_ALIGN + 1] = {
 };
 const _: () = assert!(OFFSETS[CLASSES] <= u16::MAX as usize);
 
+/// [`header_offset`] of class `c` (`1..=CLASSES`), for constants (`raw` keys its
+/// object check by it).
+pub const fn header_offset_of(c: usize) -> usize {
+    OFFSETS[c]
+}
+
 /// The header word of class `c` in the slot at `slot`; its items follow it.
 ///
 /// # Safety

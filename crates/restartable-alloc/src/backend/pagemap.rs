@@ -7,12 +7,12 @@
 //!   pointers and covers 2 GiB. Leaves are never freed.
 //! - Beside the span pointers a leaf holds one *info* word per page: for a page of a
 //!   span of size class `c` (from [`set_small`] until [`clear_small`]),
-//!   `front::header_offset(c) << 48 | start | c`: the span's start address (page
-//!   aligned, below 2^47) with `c` in its low bits (classes are below 256) and the
-//!   offset of the class's header in a front-end slot (below 2^16) in its top 16
-//!   bits; 0 for every other page (free runs, pages no span covers). The C `free`
-//!   reads it instead of the span record: class, start and the front-end's header
-//!   in one load, no record to reach ([`INFO_HEADER_SHIFT`]).
+//!   `front::header_offset(c) << 48 | start`: the span's start address (page
+//!   aligned, below 2^47) and the offset of the class's header in a front-end slot
+//!   (a multiple of 8 below 2^16, naming the class: `raw` keys its tables by it) in
+//!   its top 16 bits; 0 for every other page (free runs, pages no span covers). The
+//!   C `free` reads it instead of the span record: start and the front-end's header
+//!   (so the class) in one load, no record to reach ([`INFO_HEADER_SHIFT`]).
 //! - Entries are written under the page heap's lock, before the span they point to
 //!   is handed to anyone (so a reader that got an object from a span finds it), and
 //!   read without a lock.
@@ -133,7 +133,7 @@ pub fn get(addr: usize) -> *mut Span {
 }
 
 /// The info word of the page holding `addr` (see the module docs): `header << 48 |
-/// start | class` for a page of a small-object span, 0 otherwise (also for
+/// start` for a page of a small-object span, 0 otherwise (also for
 /// addresses beyond the map).
 #[inline(always)]
 pub fn info(addr: usize) -> usize {
@@ -187,11 +187,8 @@ pub fn set_small(span: &Span, p: *mut Span, class: usize) {
     set_range(span.start, last, p);
     // SAFETY: `class` is a class (caller).
     let hdr = unsafe { crate::front::header_offset(class) };
-    set_info(
-        span.start,
-        last,
-        hdr << INFO_HEADER_SHIFT | span.start | class,
-    );
+    debug_assert!(hdr.is_multiple_of(8) && hdr < 1 << 16);
+    set_info(span.start, last, hdr << INFO_HEADER_SHIFT | span.start);
 }
 
 /// Clears the info words of `span`'s pages (the span stops being a small-object
@@ -308,7 +305,7 @@ mod tests {
         addrs.push(hot << (PAGE_SHIFT + LEAF_BITS));
         for s in &spans {
             // SAFETY: `s.start` is a class-3 span's (set above).
-            let want = unsafe { crate::front::header_offset(3) } << INFO_HEADER_SHIFT | s.start | 3;
+            let want = unsafe { crate::front::header_offset(3) } << INFO_HEADER_SHIFT | s.start;
             for a in [s.start, s.start + 100, s.start + PAGE_SIZE, s.end() - 1] {
                 assert_eq!(info(a), want, "{a:#x}");
                 addrs.push(a);
