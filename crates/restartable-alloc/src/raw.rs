@@ -270,7 +270,7 @@ fn malloc_other(n: usize) -> *mut u8 {
 #[inline(always)]
 pub fn malloc_fast(n: usize) -> Result<*mut u8, MallocSlow> {
     if n <= TABLE_MAX {
-        let hdr = || usize::from(rip_relative!(HEADER_BY_BYTES, [u16; TABLE_MAX + 1])[n]);
+        let hdr = || header_by_bytes(n);
         // SAFETY: the header offset of the class of `n`.
         if let front::Outcome::Done(p) = unsafe { front::pop_at_offset::<NoHooks>(hdr) } {
             return Ok(p);
@@ -293,6 +293,12 @@ static HEADER_BY_BYTES: [u16; TABLE_MAX + 1] = {
     }
     t
 };
+
+/// [`HEADER_BY_BYTES`]`[n]` (`n <= TABLE_MAX`), read `%rip`-relative.
+#[inline(always)]
+pub(crate) fn header_by_bytes(n: usize) -> usize {
+    usize::from(rip_relative!(HEADER_BY_BYTES, [u16; TABLE_MAX + 1])[n])
+}
 
 /// What is left of a [`malloc_fast`] that did not get an object at once.
 #[derive(Debug)]
