@@ -150,9 +150,10 @@ const BY_CID: usize = 1;
 /// capacity): a miss. Where the possible CPUs exceed `CID_SLOTS`, a masked index
 /// would differ from the thread's `mm_cid` (failing the op's own CPU check, every
 /// time, for those threads): there `init` takes the bounded path ([`Checked`])
-/// instead. Cost: 64 MiB of address space (`MAP_NORESERVE`, never touched past the
-/// real slots).
-pub(crate) const CID_SLOTS: usize = 1024;
+/// instead. Cost: 16 MiB of address space (`MAP_NORESERVE`, never touched past the
+/// real slots). 256, so that the mask is the load of `mm_cid`'s low byte
+/// ([`Unchecked`]'s `masked_cid`).
+pub(crate) const CID_SLOTS: usize = 256;
 const _: () = assert!(CID_SLOTS.is_power_of_two() && CID_SLOTS <= u16::MAX as usize);
 
 /// Slots the region maps for `slots` slots in use (see [`CID_SLOTS`]).
@@ -610,6 +611,11 @@ trait FindArea: Copy {
     /// # Safety
     /// `bound` is at most `RSEQ_CPU_ID_REGISTRATION_FAILED`.
     unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)>;
+    /// `mm_cid % CID_SLOTS` of `area` (this finder's), for `MASK_CID`.
+    #[inline(always)]
+    fn masked_cid(self, area: ThreadArea) -> u32 {
+        ByMmCid::current(area) & (CID_SLOTS as u32 - 1)
+    }
 }
 
 /// The process-wide offset ([`AreaOffset`]), as [`set_up`] finds it (only once the
@@ -655,7 +661,35 @@ impl FindArea for Unchecked {
         // SAFETY: forwarded contract.
         unsafe { self.0.current_with_cpu_below(bound) }
     }
+    /// The low byte of the area's `mm_cid` (`CID_SLOTS` is 256), read as such: one
+    /// `movzbl`, no `and` after the load.
+    #[inline(always)]
+    fn masked_cid(self, area: ThreadArea) -> u32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let _ = area;
+            let cid: u32;
+            // SAFETY: the `mm_cid` field of this thread's area at the process-wide
+            // offset (`area` is that area: `Unchecked::area`), mapped for the
+            // thread's lifetime; a read only.
+            unsafe {
+                core::arch::asm!(
+                    "movzbl %fs:{field}({off}), {cid:e}",
+                    field = const restartable::abi::OFFSET_MM_CID,
+                    off = in(reg) self.0.bytes(),
+                    cid = out(reg) cid,
+                    options(att_syntax, nostack, preserves_flags, readonly)
+                );
+            }
+            cid
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            ByMmCid::current(area) & (CID_SLOTS as u32 - 1)
+        }
+    }
 }
+const _: () = assert!(CID_SLOTS == 256);
 
 /// See [`FindArea`].
 #[derive(Clone, Copy)]
@@ -693,13 +727,13 @@ fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
     };
     if w & BY_CID != 0 {
         let area = f.area()?;
-        let cid = ByMmCid::current(area);
         if F::MASK_CID {
             // A slot of the region ([`CID_SLOTS`]); the op compares the thread's
             // `mm_cid` field with it inside the sequence.
-            let cid = cid & (CID_SLOTS as u32 - 1);
+            let cid = f.masked_cid(area);
             return Some((area, cid, base_for(cid)));
         }
+        let cid = ByMmCid::current(area);
         ((cid as usize) < slots()).then(|| (area, cid, base_for(cid)))
     } else {
         // SAFETY: `slots` is `possible_cpus()` capped at u16::MAX, far below the
