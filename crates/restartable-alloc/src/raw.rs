@@ -119,8 +119,8 @@ const LIMIT: [u64; CLASSES + 1] = {
 ///
 /// The test of [`MAGIC`] is on the low 40 bits of `off * MAGIC[c]`: `x = off * m`
 /// (mod 2^64) is those bits shifted left by 24, so no mask or shift is left, and the
-/// info word's header bits (`h << 48`, left in `off`) vanish in it (a multiple of
-/// 2^48 times 2^24). `x` is a multiple of 2^24, and so is `L = LIMIT[c] << 24`
+/// multiple of 2^48 that the info word leaves in `off` (its header bits and the
+/// carry of the start's negation) vanishes in it (a multiple of 2^48 times 2^24). `x` is a multiple of 2^24, and so is `L = LIMIT[c] << 24`
 /// (`LIMIT[c] >= 1`): for `0 < c < 2^24`, `x < L - 2^24 + c` exactly when `x <= L -
 /// 2^24`, i.e. when `x < L`, the object-start test. So `l` is that test's limit
 /// with the class in its low bits (for [`lookup`], off the fast path), and the
@@ -157,11 +157,11 @@ fn check_entry(info: usize) -> &'static [u64; 2] {
 
 /// Whether `off` is the offset of an object's start in a span of class `c`, as
 /// `small` checks it (for the test against the plain check), with `high` in the
-/// bits from 48 up (the info word's header bits, which `small` leaves in).
+/// bits from 48 up (what the info word leaves there in `small`).
 #[cfg(test)]
 fn object_start(h: usize, off: u64, high: u64) -> bool {
     let [m, l] = *check_entry(h << pagemap::INFO_HEADER_SHIFT);
-    off.wrapping_sub(high << 48).wrapping_mul(m) < l
+    off.wrapping_add(high << 48).wrapping_mul(m) < l
 }
 
 const _: () = {
@@ -204,12 +204,13 @@ pub fn lookup(p: *const u8) -> Block {
 /// offset in the span; the offset must be the start of one of the span's objects
 /// (one multiplication and one compare, no division: see [`MAGIC`] and [`CHECK`]). A
 /// page of no small-object span has the info word 0, whose check accepts nothing.
-/// The offset is taken as `a - info`, which is `a - start` less the header bits
-/// (`header << 48`): times `MAGIC[c] << 24` those vanish (mod 2^64).
+/// The offset is taken as `a + info`, which is `a - start` plus a multiple of 2^48
+/// (the info word holds `2^48 - start` under the header bits: `pagemap::small_info`):
+/// times `MAGIC[c] << 24` that vanishes (mod 2^64).
 #[inline(always)]
 fn small(a: usize) -> Option<(usize, usize)> {
     let info = pagemap::info(a);
-    let off = a.wrapping_sub(info) as u64;
+    let off = a.wrapping_add(info) as u64;
     let [m, l] = *check_entry(info);
     (off.wrapping_mul(m) < l).then_some((l as u8 as usize, info >> pagemap::INFO_HEADER_SHIFT))
 }
