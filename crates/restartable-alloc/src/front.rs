@@ -3,9 +3,10 @@
 //!
 //! # Layout
 //! One region, mapped at first use, holds one slot of [`STRIDE`] bytes per possible
-//! CPU, their count rounded up to a power of two (slots past the possible CPUs are
-//! address space only: no index reaches them) so that the fast path can mask an
-//! mm_cid instead of comparing it. Slots are indexed by mm_cid where the kernel has
+//! CPU, their count rounded up to a power of two and the region to at least
+//! `CID_SLOTS` slots (slots past the possible CPUs are address space only: no
+//! index reaches them) so that the fast path can mask an mm_cid with a constant
+//! instead of comparing it. Slots are indexed by mm_cid where the kernel has
 //! it, so slots follow the threads that run at once, not the CPUs that exist;
 //! `RESTARTABLE_ALLOC_INDEX=cpu` in the environment asks for CPU numbers instead. A
 //! slot starts with a line of
@@ -132,12 +133,6 @@ struct Front {
     /// The region's address without the [`BY_CID`] flag (set with `word`): the slot
     /// address by mm_cid without masking the flag off.
     base: AtomicUsize,
-    /// `slots - 1`, where the slot count is a power of two: the first attempt by
-    /// mm_cid ([`Unchecked`]) masks the index with it instead of comparing it with the
-    /// count (one `and` with this word in memory). A masked index that differs from
-    /// the thread's `mm_cid` (which the kernel keeps below the possible CPUs, so
-    /// never) fails the op's own CPU check, which compares the field with it.
-    cid_mask: AtomicU32,
     /// [`AreaOffset::bytes`] where glibc owns registration (every thread's area is
     /// then at one offset, and a thread not registered never becomes so: the first
     /// attempt takes the area unchecked, see [`Unchecked`]) and slots are indexed by
@@ -155,12 +150,36 @@ struct Front {
 }
 const BY_CID: usize = 1;
 
+/// Slots the region always has room for (a power of two): the first attempt by
+/// mm_cid ([`Unchecked`]) masks the index with `CID_SLOTS - 1`, an immediate (one
+/// `and`, no load), instead of comparing it with the slot count. The region maps
+/// `max(slots, CID_SLOTS)` slots ([`region_slots`]), so a masked index is always a
+/// slot of it. Slots from `slots` up are address space only: `mm_cid` stays below
+/// the possible CPUs, so no sequence commits on them, and were one reached, it reads
+/// as empty with capacity 0 (fresh memory; only [`grow`], bounded by `slots`, gives
+/// capacity): a miss. Where the possible CPUs exceed `CID_SLOTS`, a masked index
+/// would differ from the thread's `mm_cid` (failing the op's own CPU check, every
+/// time, for those threads): there `init` takes the bounded path ([`Checked`])
+/// instead. Cost: 16 MiB of address space (`MAP_NORESERVE`, never touched past the
+/// real slots). 256, so that the mask is the load of `mm_cid`'s low byte
+/// ([`Unchecked`]'s `masked_cid`).
+pub(crate) const CID_SLOTS: usize = 256;
+const _: () = assert!(CID_SLOTS.is_power_of_two() && CID_SLOTS <= u16::MAX as usize);
+
+/// Slots the region maps for `slots` slots in use (see [`CID_SLOTS`]).
+pub(crate) const fn region_slots(slots: usize) -> usize {
+    if slots > CID_SLOTS {
+        slots
+    } else {
+        CID_SLOTS
+    }
+}
+
 static FRONT: Front = Front {
     word: AtomicUsize::new(0),
     slots: AtomicUsize::new(0),
     fast_slots: AtomicU32::new(0),
     base: AtomicUsize::new(0),
-    cid_mask: AtomicU32::new(0),
     unchecked_cid: AtomicIsize::new(0),
     checked_cpu: AtomicIsize::new(0),
     checked_cid: AtomicIsize::new(0),
@@ -209,10 +228,6 @@ macro_rules! front_load {
 front_load!(
     /// A word of [`FRONT`] (an `AtomicUsize` or `AtomicIsize` field).
     front_word: usize, AtomicUsize, "mov {s}+{off}(%rip), {v}"
-);
-front_load!(
-    /// A 32-bit field of [`FRONT`].
-    front_u32: u32, AtomicU32, "movl {s}+{off}(%rip), {v:e}"
 );
 
 /// `unchecked_cid` and `checked_cpu` as the fast paths read them ([`front_word`]).
@@ -299,6 +314,12 @@ pub const HEADER_BY_SIZE: [u16; TABLE_MAX / MIN_ALIGN + 1] = {
     t
 };
 const _: () = assert!(OFFSETS[CLASSES] <= u16::MAX as usize);
+
+/// [`header_offset`] of class `c` (`1..=CLASSES`), for constants (`raw` keys its
+/// object check by it).
+pub const fn header_offset_of(c: usize) -> usize {
+    OFFSETS[c]
+}
 
 /// The header of class `c` in the slot at `slot` (its first word); its items follow
 /// it.
@@ -589,7 +610,7 @@ unsafe fn pop_in<H: Hooks>(
 trait FindArea: Copy {
     /// Whether the caches are known to be set up when this finder exists.
     const SET_UP: bool;
-    /// Whether `enter` masks an mm_cid index with [`Front::cid_mask`] instead of
+    /// Whether `enter` masks an mm_cid index with [`CID_SLOTS`]` - 1` instead of
     /// bounding it (the ops' CPU check then catches a masked index that is not the
     /// thread's `mm_cid`).
     const MASK_CID: bool = false;
@@ -601,6 +622,11 @@ trait FindArea: Copy {
     /// # Safety
     /// `bound` is at most `RSEQ_CPU_ID_REGISTRATION_FAILED`.
     unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)>;
+    /// `mm_cid % CID_SLOTS` of `area` (this finder's), for `MASK_CID`.
+    #[inline(always)]
+    fn masked_cid(self, area: ThreadArea) -> u32 {
+        ByMmCid::current(area) & (CID_SLOTS as u32 - 1)
+    }
 }
 
 /// The process-wide offset ([`AreaOffset`]), as [`set_up`] finds it (only once the
@@ -646,7 +672,35 @@ impl FindArea for Unchecked {
         // SAFETY: forwarded contract.
         unsafe { self.0.current_with_cpu_below(bound) }
     }
+    /// The low byte of the area's `mm_cid` (`CID_SLOTS` is 256), read as such: one
+    /// `movzbl`, no `and` after the load.
+    #[inline(always)]
+    fn masked_cid(self, area: ThreadArea) -> u32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let _ = area;
+            let cid: u32;
+            // SAFETY: the `mm_cid` field of this thread's area at the process-wide
+            // offset (`area` is that area: `Unchecked::area`), mapped for the
+            // thread's lifetime; a read only.
+            unsafe {
+                core::arch::asm!(
+                    "movzbl %fs:{field}({off}), {cid:e}",
+                    field = const restartable::abi::OFFSET_MM_CID,
+                    off = in(reg) self.0.bytes(),
+                    cid = out(reg) cid,
+                    options(att_syntax, nostack, preserves_flags, readonly)
+                );
+            }
+            cid
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            ByMmCid::current(area) & (CID_SLOTS as u32 - 1)
+        }
+    }
 }
+const _: () = assert!(CID_SLOTS == 256);
 
 /// See [`FindArea`].
 #[derive(Clone, Copy)]
@@ -682,22 +736,55 @@ fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
         unsafe { core::hint::assert_unchecked(slots <= u32::from(u16::MAX)) };
         slots as usize
     };
-    let base = front_word::<{ core::mem::offset_of!(Front, base) }>();
     if w & BY_CID != 0 {
         let area = f.area()?;
-        let cid = ByMmCid::current(area);
         if F::MASK_CID {
-            // Below the slot count (a power of two); the op compares the thread's
+            // A slot of the region ([`CID_SLOTS`]); the op compares the thread's
             // `mm_cid` field with it inside the sequence.
-            let cid = cid & front_u32::<{ core::mem::offset_of!(Front, cid_mask) }>();
-            return Some((area, cid, base));
+            let cid = f.masked_cid(area);
+            return Some((area, cid, base_for(cid)));
         }
-        ((cid as usize) < slots()).then_some((area, cid, base))
+        let cid = ByMmCid::current(area);
+        ((cid as usize) < slots()).then(|| (area, cid, base_for(cid)))
     } else {
         // SAFETY: `slots` is `possible_cpus()` capped at u16::MAX, far below the
         // kernel's -2.
         let (area, cpu) = unsafe { f.with_cpu_below(slots()) }?;
-        Some((area, cpu, base))
+        Some((area, cpu, base_for(cpu)))
+    }
+}
+
+/// The region's address ([`Front::base`]), for the slot of index `i`: on x86_64
+/// computed as the slot's address (`i << 16`, then an `add` of the word in memory:
+/// no separate load of it, and no register copy kept for it) less `i * STRIDE`,
+/// which the fast path's `slot_addr(base, i)` adds back (the compiler folds the
+/// two away).
+#[inline(always)]
+fn base_for(i: u32) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let slot: usize;
+        // SAFETY: reads a field of a static (`base`, published before the words
+        // the fast path read first: see `front_load!`); writes a register only.
+        unsafe {
+            core::arch::asm!(
+                "mov {i:e}, {slot:e}",
+                "shl ${shift}, {slot}",
+                "add {s}+{off}(%rip), {slot}",
+                i = in(reg) i,
+                slot = out(reg) slot,
+                s = sym FRONT,
+                off = const core::mem::offset_of!(Front, base),
+                shift = const STRIDE.trailing_zeros(),
+                options(att_syntax, nostack, readonly)
+            );
+        }
+        slot.wrapping_sub(i as usize * STRIDE)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = i;
+        front_word::<{ core::mem::offset_of!(Front, base) }>()
     }
 }
 
@@ -1112,11 +1199,11 @@ fn init() {
         return;
     }
     *done = true;
-    // A power of two (for `cid_mask`), at most 2^16.
+    // A power of two, at most 2^16; the region has room for `CID_SLOTS` at least.
     let slots = restartable::possible_cpus()
         .clamp(1, 1 << 16)
         .next_power_of_two();
-    let Some(len) = slots.checked_mul(STRIDE) else {
+    let Some(len) = region_slots(slots).checked_mul(STRIDE) else {
         return;
     };
     let Some(p) = os::map(len) else {
@@ -1125,7 +1212,6 @@ fn init() {
     let by_cid = restartable::registration::mm_cid_available() && !index_by_cpu_requested();
     FENCES.store(restartable::fences_supported(), Ordering::Relaxed);
     FRONT.slots.store(slots, Ordering::Relaxed);
-    FRONT.cid_mask.store((slots - 1) as u32, Ordering::Relaxed);
     FRONT.fast_slots.store(fast_slots(), Ordering::Relaxed);
     FRONT.base.store(p as usize, Ordering::Relaxed);
     let w = p as usize | if by_cid { BY_CID } else { 0 };
@@ -1144,7 +1230,9 @@ fn init() {
         // aborting it.
         let owner = restartable::registration::process_owner();
         let mode = match (by_cid, owner) {
-            (true, Some(restartable::Owner::Libc)) => &FRONT.unchecked_cid,
+            // The masked index is the thread's `mm_cid` only where every `mm_cid`
+            // is below `CID_SLOTS` (see there).
+            (true, Some(restartable::Owner::Libc)) if slots <= CID_SLOTS => &FRONT.unchecked_cid,
             (true, _) => &FRONT.checked_cid,
             (false, _) => &FRONT.checked_cpu,
         };

@@ -174,38 +174,38 @@ unsafe fn dealloc_small<H: Hooks, const INLINE_TLS: bool>(c: usize, p: *mut u8) 
     unsafe { front::dealloc::<H, INLINE_TLS>(c, p) }
 }
 
-/// `alloc` of any layout.
-/// [`alloc_small`] of the class of table index `i` ([`size_class::table_index`]):
-/// from the size straight to the front-end's header (`front::HEADER_BY_SIZE`), the
-/// class looked up on the slow paths only.
+/// [`alloc_small`] of an object of `n` bytes ([`size_class::table_size`]): from the
+/// size straight to the front-end's header (`raw::HEADER_BY_BYTES`, by the size
+/// itself: no rounding before the load), the class looked up on the slow paths only.
 #[inline(always)]
-fn alloc_by_index<H: Hooks>(i: usize) -> *mut u8 {
-    // SAFETY: the header offset of the class of index `i`, and that class.
+fn alloc_by_size<H: Hooks>(n: usize) -> *mut u8 {
+    // SAFETY: the header offset of the class of size `n`, and that class.
     unsafe {
         front::alloc_at::<H, true>(
-            || usize::from(front::HEADER_BY_SIZE[i]),
-            || size_class::class_of_index(i),
+            || raw::header_by_bytes(n),
+            || size_class::class_of_index(n.div_ceil(size_class::MIN_ALIGN)),
         )
     }
 }
 
-/// [`dealloc_small`] of the class of table index `i` (see [`alloc_by_index`]).
+/// [`dealloc_small`] of an object of `n` bytes (see [`alloc_by_size`]).
 ///
 /// # Safety
-/// `p` is a free object of the class of index `i`.
+/// `p` is a free object of the class of size `n` (`1..=TABLE_MAX`).
 #[inline(always)]
-unsafe fn dealloc_by_index<H: Hooks>(i: usize, p: *mut u8) {
-    // SAFETY: the header offset of the class of index `i`, and that class; `p` an
+unsafe fn dealloc_by_size<H: Hooks>(n: usize, p: *mut u8) {
+    // SAFETY: the header offset of the class of size `n`, and that class; `p` an
     // object of it (caller).
     unsafe {
         front::dealloc_at::<H, true>(
-            || usize::from(front::HEADER_BY_SIZE[i]),
-            || size_class::class_of_index(i),
+            || raw::header_by_bytes(n),
+            || size_class::class_of_index(n.div_ceil(size_class::MIN_ALIGN)),
             p,
         )
     }
 }
 
+/// `alloc` of any layout.
 #[inline(never)]
 fn alloc_any<H: Hooks>(layout: Layout) -> *mut u8 {
     let c = class_for(layout);
@@ -240,18 +240,18 @@ unsafe impl<H: Hooks> GlobalAlloc for PerCpuAlloc<H> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // Small, ordinarily aligned objects inline; everything else in a call (in tail
         // position, so the inlined path saves no registers for it).
-        match size_class::table_index(layout) {
-            Some(i) => alloc_by_index::<H>(i),
+        match size_class::table_size(layout) {
+            Some(n) => alloc_by_size::<H>(n),
             None => alloc_any::<H>(layout),
         }
     }
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        match size_class::table_index(layout) {
+        match size_class::table_size(layout) {
             // SAFETY: the caller frees an object allocated with this layout, so of
-            // the class of index `i`.
-            Some(i) => unsafe { dealloc_by_index::<H>(i, ptr) },
+            // the class of size `n`.
+            Some(n) => unsafe { dealloc_by_size::<H>(n, ptr) },
             // SAFETY: forwarded contract.
             None => unsafe { dealloc_any::<H>(ptr, layout) },
         }
@@ -387,7 +387,12 @@ pub fn stats() -> Stats {
     s.page_heap_free_bytes = h.backed_free as u64;
     s.released_bytes = (h.released_free + h.uncarved) as u64;
     s.released_total_bytes = h.released_total;
-    s.mapped_bytes = (h.mapped + large::in_use() + slots * front::STRIDE) as u64;
+    let region = if slots == 0 {
+        0
+    } else {
+        front::region_slots(slots) * front::STRIDE
+    };
+    s.mapped_bytes = (h.mapped + large::in_use() + region) as u64;
     s.zeroed_without_memset = middle::fresh_objects();
     s
 }

@@ -110,33 +110,58 @@ const LIMIT: [u64; CLASSES + 1] = {
     }
     t
 };
-/// What [`lookup`] checks an offset in a span of class `c` with: the test of
-/// [`MAGIC`] on the low 40 bits of `off * MAGIC[c]`, shifted left by 24 so that no
-/// mask or shift is left: `off * (MAGIC[c] << 24)` (mod 2^64) is that product's low 40
-/// bits shifted left by 24, compared with `LIMIT[c] << 24`. `CHECK[MAGIC24][c]` and
-/// `CHECK[LIMIT24][c]`, 256 entries each, so that a class byte indexes them without a
-/// bounds check; the entries of non-classes (0 among them: pages of no small-object
-/// span) are 0 and accept nothing. One table, so that one address serves both.
-const CHECK: [[u64; 256]; 2] = {
-    let mut t = [[0; 256]; 2];
+/// What [`lookup`] checks an offset in a span of class `c` with, keyed by the class's
+/// front-end header offset `h = front::header_offset_of(c)` (what the page map's info
+/// word holds in its top bits, a multiple of 8 below 2^16): `CHECK[h / 8] = [m, l]`
+/// with `m = MAGIC[c] << 24` and `l = (LIMIT[c] << 24) - 2^24 + c`. Entries of no
+/// class's offset (0 among them: pages of no small-object span) are `[0, 0]` and
+/// accept nothing.
+///
+/// The test of [`MAGIC`] is on the low 40 bits of `off * MAGIC[c]`: `x = off * m`
+/// (mod 2^64) is those bits shifted left by 24, so no mask or shift is left, and the
+/// multiple of 2^48 that the info word leaves in `off` (its header bits and the
+/// carry of the start's negation) vanishes in it (a multiple of 2^48 times 2^24). `x` is a multiple of 2^24, and so is `L = LIMIT[c] << 24`
+/// (`LIMIT[c] >= 1`): for `0 < c < 2^24`, `x < L - 2^24 + c` exactly when `x <= L -
+/// 2^24`, i.e. when `x < L`, the object-start test. So `l` is that test's limit
+/// with the class in its low bits (for [`lookup`], off the fast path), and the
+/// fast path goes from the info word to the check with one shift (the header, which
+/// it needs anyway) and no class byte to extract or add back.
+///
+/// 128 KiB (`2^13` entries, every 16-bit multiple of 8), of which the classes in use
+/// touch one line each; read `%rip`-relative (see `rip_relative!`).
+static CHECK: [[u64; 2]; CHECK_LEN] = {
+    let mut t = [[0; 2]; CHECK_LEN];
     let mut c = 1;
     while c <= CLASSES {
-        t[MAGIC24][c] = MAGIC[c] << 24;
-        t[LIMIT24][c] = LIMIT[c] << 24;
+        let h = front::header_offset_of(c);
+        assert!(h.is_multiple_of(8) && h / 8 < CHECK_LEN && t[h / 8][0] == 0);
+        t[h / 8] = [MAGIC[c] << 24, (LIMIT[c] << 24) - (1 << 24) + c as u64];
         c += 1;
     }
     t
 };
-const MAGIC24: usize = 0;
-const LIMIT24: usize = 1;
+const CHECK_LEN: usize = 1 << 13;
+
+/// `CHECK`'s entry for the info word `info` (whose top 16 bits are a multiple of 8:
+/// every info word is 0 or written by `pagemap::set_small`): its address is
+/// `CHECK + (info >> 48) * 2` (one shift and an indexed load, no mask).
+#[inline(always)]
+fn check_entry(info: usize) -> &'static [u64; 2] {
+    let h = info >> pagemap::INFO_HEADER_SHIFT;
+    debug_assert!(h.is_multiple_of(8));
+    let t = rip_relative!(CHECK, [[u64; 2]; CHECK_LEN]) as *const [[u64; 2]; CHECK_LEN];
+    // SAFETY: `h < 2^16` and a multiple of 8 (every info word's top bits), so `2 * h`
+    // bytes is entry `h / 8 < CHECK_LEN` of the table.
+    unsafe { &*t.cast::<u8>().add(2 * h).cast::<[u64; 2]>() }
+}
 
 /// Whether `off` is the offset of an object's start in a span of class `c`, as
 /// `small` checks it (for the test against the plain check), with `high` in the
-/// bits from 48 up (the info word's header bits, which `small` leaves in).
+/// bits from 48 up (what the info word leaves there in `small`).
 #[cfg(test)]
-fn object_start(c: u8, off: u64, high: u64) -> bool {
-    let c = usize::from(c);
-    off.wrapping_sub(high << 48).wrapping_mul(CHECK[MAGIC24][c]) < CHECK[LIMIT24][c]
+fn object_start(h: usize, off: u64, high: u64) -> bool {
+    let [m, l] = *check_entry(h << pagemap::INFO_HEADER_SHIFT);
+    off.wrapping_add(high << 48).wrapping_mul(m) < l
 }
 
 const _: () = {
@@ -174,21 +199,20 @@ pub fn lookup(p: *const u8) -> Block {
 /// The class of the small object that starts at `a`, and its front-end header
 /// offset; `None` when `a` is not the start of an object of a small-object span.
 ///
-/// The page's info word (`pagemap::info`: its span's start, size class and header
-/// offset in one word, no span record to reach) gives the class and the offset in
-/// the span; the offset must be the start of one of the span's objects (one
-/// multiplication and one compare, no division: see [`MAGIC`] and [`CHECK`]). A page
-/// of no small-object span has the info word 0, class 0, whose check accepts
-/// nothing. The offset is taken as `a + class - info`, which is `a - start` less the
-/// header bits (`header << 48`): times `MAGIC[c] << 24` those vanish (mod 2^64).
+/// The page's info word (`pagemap::info`: its span's start and header offset in one
+/// word, no span record to reach) gives the header offset (so the class) and the
+/// offset in the span; the offset must be the start of one of the span's objects
+/// (one multiplication and one compare, no division: see [`MAGIC`] and [`CHECK`]). A
+/// page of no small-object span has the info word 0, whose check accepts nothing.
+/// The offset is taken as `a + info`, which is `a - start` plus a multiple of 2^48
+/// (the info word holds `2^48 - start` under the header bits: `pagemap::small_info`):
+/// times `MAGIC[c] << 24` that vanishes (mod 2^64).
 #[inline(always)]
 fn small(a: usize) -> Option<(usize, usize)> {
     let info = pagemap::info(a);
-    let c = info as u8;
-    let off = a.wrapping_sub(info).wrapping_add(usize::from(c)) as u64;
-    let c = usize::from(c);
-    (off.wrapping_mul(CHECK[MAGIC24][c]) < CHECK[LIMIT24][c])
-        .then_some((c, info >> pagemap::INFO_HEADER_SHIFT))
+    let off = a.wrapping_add(info) as u64;
+    let [m, l] = *check_entry(info);
+    (off.wrapping_mul(m) < l).then_some((l as u8 as usize, info >> pagemap::INFO_HEADER_SHIFT))
 }
 
 /// Usable bytes of `p` (at least the size it was allocated with); `None` if `p` is
@@ -247,7 +271,7 @@ fn malloc_other(n: usize) -> *mut u8 {
 #[inline(always)]
 pub fn malloc_fast(n: usize) -> Result<*mut u8, MallocSlow> {
     if n <= TABLE_MAX {
-        let hdr = || usize::from(rip_relative!(HEADER_BY_BYTES, [u16; TABLE_MAX + 1])[n]);
+        let hdr = || header_by_bytes(n);
         // SAFETY: the header offset of the class of `n`.
         if let front::Outcome::Done(p) = unsafe { front::pop_at_offset::<NoHooks>(hdr) } {
             return Ok(p);
@@ -270,6 +294,12 @@ static HEADER_BY_BYTES: [u16; TABLE_MAX + 1] = {
     }
     t
 };
+
+/// [`HEADER_BY_BYTES`]`[n]` (`n <= TABLE_MAX`), read `%rip`-relative.
+#[inline(always)]
+pub(crate) fn header_by_bytes(n: usize) -> usize {
+    usize::from(rip_relative!(HEADER_BY_BYTES, [u16; TABLE_MAX + 1])[n])
+}
 
 /// What is left of a [`malloc_fast`] that did not get an object at once.
 #[derive(Debug)]
@@ -604,18 +634,12 @@ mod tests {
     #[test]
     fn object_start_check_is_exact() {
         let fast = |c: usize, off: u64| {
-            let r = object_start(c as u8, off, 0);
+            let h = front::header_offset_of(c);
+            let r = object_start(h, off, 0);
             // The header bits `small` leaves in change nothing.
-            assert_eq!(
-                r,
-                object_start(c as u8, off, 0xffff),
-                "class {c} offset {off}"
-            );
-            assert_eq!(
-                r,
-                object_start(c as u8, off, 0x1234),
-                "class {c} offset {off}"
-            );
+            assert_eq!(r, object_start(h, off, 0xffff), "class {c} offset {off}");
+            assert_eq!(r, object_start(h, off, 0x1234), "class {c} offset {off}");
+            assert_eq!(r, object_start(h, off, h as u64), "class {c} offset {off}");
             r
         };
         let plain = |c: usize, off: u64| {
@@ -640,12 +664,35 @@ mod tests {
                 assert_eq!(fast(c, off), plain(c, off), "class {c} offset {off}");
             }
         }
-        // Class bytes that are no class (0: a page of no small-object span) accept
+        // Header offsets of no class (0: a page of no small-object span) accept
         // nothing.
-        for c in (0..=255u8).filter(|&c| c == 0 || usize::from(c) > CLASSES) {
+        let classes: Vec<usize> = (1..=CLASSES).map(front::header_offset_of).collect();
+        for h in (0..1 << 16).step_by(8).filter(|h| !classes.contains(h)) {
             for off in (0..1 << 21).step_by(16).chain([1, 8, u64::MAX, 1 << 47]) {
-                assert!(!object_start(c, off, 0), "class byte {c} offset {off}");
+                assert!(!object_start(h, off, 0), "header {h} offset {off}");
             }
+        }
+    }
+
+    /// `small` (the fast path's check) on real objects and their neighbours: the
+    /// class and header offset of every object start, `None` one byte off, for a
+    /// few objects of every class.
+    #[test]
+    fn small_finds_class_and_header_of_real_objects() {
+        for c in 1..=CLASSES {
+            let layout = Layout::from_size_align(size(c), MIN_ALIGN).unwrap();
+            assert_eq!(class_for(layout), c);
+            let p = alloc(size(c), MIN_ALIGN) as usize;
+            assert!(p != 0);
+            let h = front::header_offset_of(c);
+            assert_eq!(small(p), Some((c, h)), "class {c} object {p:#x}");
+            assert_eq!(lookup(p as *const u8), Block::Small { class: c });
+            for q in [p + 1, p + 8, p + size(c) / 2, p + size(c) - 1] {
+                assert_eq!(small(q), None, "class {c} interior {q:#x} of {p:#x}");
+                assert_eq!(lookup(q as *const u8), Block::Foreign);
+            }
+            // SAFETY: a small object of this module, freed once.
+            unsafe { free(p as *mut u8, Block::Small { class: c }) };
         }
     }
 }

@@ -135,6 +135,34 @@ pub fn table_class(layout: Layout) -> Option<usize> {
     (align <= MIN_ALIGN && n <= TABLE_MAX).then(|| CLASS_TABLE[n.div_ceil(MIN_ALIGN)] as usize)
 }
 
+/// The size of a layout of 1 to [`TABLE_MAX`] bytes aligned to at most
+/// [`MIN_ALIGN`], or `None` for any other layout (size 0 included, which
+/// `GlobalAlloc` is never asked for): the inlined paths' test, in one compare.
+///
+/// With `S = log2(TABLE_MAX / (2 * MIN_ALIGN))`: `(size - 1) >> S | align` (the
+/// subtraction wrapping) is below `2 * MIN_ALIGN` (a power of two) exactly when both
+/// sides are, as an OR of two numbers is below a power of two exactly when both
+/// are; `(size - 1) >> S < 2 * MIN_ALIGN` is `size - 1 < TABLE_MAX`, i.e. `1 <=
+/// size <= TABLE_MAX` (size 0 wraps to `usize::MAX`), and for a power of two, `align
+/// < 2 * MIN_ALIGN` is `align <= MIN_ALIGN`. Nothing is shifted up, so nothing
+/// wraps. Checked against the plain test by `tests::table_size_is_exact`.
+#[inline(always)]
+pub fn table_size(layout: Layout) -> Option<usize> {
+    let (n, align) = (layout.size(), layout.align());
+    if (n.wrapping_sub(1) >> TABLE_SIZE_SHIFT | align) < 2 * MIN_ALIGN {
+        // SAFETY: shown above (`n - 1 < TABLE_MAX`): for the tables' bounds checks.
+        unsafe { core::hint::assert_unchecked(n <= TABLE_MAX) };
+        return Some(n);
+    }
+    None
+}
+const TABLE_SIZE_SHIFT: u32 = (TABLE_MAX / (2 * MIN_ALIGN)).trailing_zeros();
+const _: () = assert!(
+    TABLE_MAX.is_power_of_two()
+        && MIN_ALIGN.is_power_of_two()
+        && (2 * MIN_ALIGN) << TABLE_SIZE_SHIFT == TABLE_MAX
+);
+
 /// The class table's index of a layout of at most [`TABLE_MAX`] bytes aligned to at
 /// most [`MIN_ALIGN`] (`size.div_ceil(MIN_ALIGN)`, no load), or `None` for any other
 /// layout: what [`class_of_index`] and the front-end's `HEADER_BY_SIZE` take.
@@ -310,6 +338,35 @@ const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `table_size` against the plain test, for every alignment a layout can have
+    /// and sizes around every power of two, the table's end and the largest ones.
+    #[test]
+    fn table_size_is_exact() {
+        let mut sizes: Vec<usize> = (0..=TABLE_MAX + 64).collect();
+        for b in 0..usize::BITS {
+            let p = 1usize << b;
+            sizes.extend([p - 1, p, p + 1, p.wrapping_mul(3) / 2]);
+        }
+        sizes.extend([isize::MAX as usize - 1, isize::MAX as usize, usize::MAX]);
+        let mut checked = 0;
+        for b in 0..usize::BITS {
+            let align = 1usize << b;
+            for &n in &sizes {
+                let Ok(layout) = Layout::from_size_align(n, align) else {
+                    continue;
+                };
+                let plain = (1..=TABLE_MAX).contains(&n) && align <= MIN_ALIGN;
+                assert_eq!(
+                    table_size(layout),
+                    plain.then_some(n),
+                    "size {n} align {align}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 64 * (TABLE_MAX + 64));
+    }
 
     #[test]
     fn sizes_grow_and_round_trip() {

@@ -7,21 +7,24 @@
 //!   pointers and covers 2 GiB. Leaves are never freed.
 //! - Beside the span pointers a leaf holds one *info* word per page: for a page of a
 //!   span of size class `c` (from [`set_small`] until [`clear_small`]),
-//!   `front::header_offset(c) << 48 | start | c`: the span's start address (page
-//!   aligned, below 2^47) with `c` in its low bits (classes are below 256) and the
-//!   offset of the class's header in a front-end slot (below 2^16) in its top 16
-//!   bits; 0 for every other page (free runs, pages no span covers). The C `free`
-//!   reads it instead of the span record: class, start and the front-end's header
-//!   in one load, no record to reach ([`INFO_HEADER_SHIFT`]).
+//!   `front::header_offset(c) << 48 | (2^48 - start)`: the span's start address
+//!   (page aligned, not 0, below 2^47) negated modulo 2^48 in its low 48 bits (so
+//!   that `addr + info` is `addr - start` plus a multiple of 2^48, one `lea`), and
+//!   the offset of the class's header in a front-end slot (a multiple of 8 below
+//!   2^16, naming the class: `raw` keys its tables by it) in its top 16 bits; 0 for
+//!   every other page (free runs, pages no span covers). The C `free` reads it
+//!   instead of the span record: start and the front-end's header (so the class)
+//!   in one load, no record to reach ([`INFO_HEADER_SHIFT`], [`small_info`]).
 //! - Entries are written under the page heap's lock, before the span they point to
 //!   is handed to anyone (so a reader that got an object from a span finds it), and
 //!   read without a lock.
 //! - The first leaf mapped is the *hot* leaf (`HOT`, set once, never changed): [`info`]
 //!   reads the info word of an address in its 2 GiB straight from it, with no root
-//!   load on the way (the hot leaf's root index and address do not depend on the
-//!   address looked up, so they are read while that address is still being
+//!   load on the way (the hot leaf's first address and info words do not depend on
+//!   the address looked up, so they are read while that address is still being
 //!   computed: one load after the address instead of two). Heaps of up to 2 GiB
-//!   usually fit in it; other addresses take the two-level walk.
+//!   usually fit in it; other addresses take the two-level walk. Until it exists,
+//!   `HOT` names an all-zero stand-in (`NO_LEAF`) for the first 2 GiB.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -47,54 +50,65 @@ const ROOT_LEN: usize = 1 << ROOT_BITS;
 static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] = [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN];
 
 /// The hot leaf (see the module docs): set once by [`ensure`], under the page heap's
-/// lock, `bias` before `index`.
+/// lock, `start` before `info`.
 #[repr(C, align(64))]
 struct Hot {
-    /// The hot leaf's root index; `usize::MAX` (no address's) until there is one.
-    index: AtomicUsize,
-    /// The hot leaf's first info word, moved back by `index << LEAF_BITS` words: the
-    /// info word of an address `a` in the hot leaf's range is `bias + (a >> PAGE_SHIFT)`
-    /// words (one shift, no mask).
-    bias: AtomicPtr<AtomicUsize>,
+    /// The hot leaf's info words; [`NO_LEAF`] (all zero: no small-object page)
+    /// until there is a hot leaf.
+    info: AtomicPtr<AtomicUsize>,
+    /// The first address the hot leaf covers (`index << (PAGE_SHIFT + LEAF_BITS)`);
+    /// 0 until there is one (addresses below 2 GiB then read [`NO_LEAF`]). The info
+    /// word of an address `a` with `a - start < 2^31` (wrapping) is `info[(a - start)
+    /// >> PAGE_SHIFT]`: one subtraction (of the word in memory), one compare, one shift.
+    start: AtomicUsize,
 }
 
 static HOT: Hot = Hot {
-    index: AtomicUsize::new(usize::MAX),
-    bias: AtomicPtr::new(ptr::null_mut()),
+    info: AtomicPtr::new(ptr::addr_of!(NO_LEAF) as *mut AtomicUsize),
+    start: AtomicUsize::new(0),
 };
 
-/// [`HOT`]'s two words, `index` (acquire) then `bias`. On x86_64 both in one asm
-/// block, each a `%rip`-relative load (no address to compute first, as a reference
-/// to `HOT` from the C library's crate would need); two loads in program order, the
-/// first of them an acquire load on x86_64.
+/// The info words of no leaf: what [`HOT`] reads until the hot leaf exists (2 MiB of
+/// zero-initialized address space, never written: only read, and only for
+/// addresses no object of this allocator can have).
+static NO_LEAF: [AtomicUsize; LEAF_LEN] = [const { AtomicUsize::new(0) }; LEAF_LEN];
+
+/// [`HOT`]'s `info` (acquire), then `addr - start`. On x86_64 one asm block: two
+/// `%rip`-relative loads in program order (x86_64 does not reorder loads), the second
+/// folded into the subtraction (no address to compute first, as a reference to `HOT`
+/// from the C library's crate would need).
+///
+/// `start` is stored before `info` (release) and read after it, so an `info` that is
+/// the hot leaf's comes with its `start`. The other way round (a new `start` with
+/// `NO_LEAF`) reads 0 for the hot leaf's addresses, which only a thread that has
+/// none of its objects can see (an object is handed out after `ensure` returns, and
+/// reaches another thread with that ordering).
 #[inline(always)]
-fn hot() -> (usize, *mut AtomicUsize) {
+fn hot(addr: usize) -> (*mut AtomicUsize, usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        let index: usize;
-        let bias: *mut AtomicUsize;
-        // SAFETY: reads the two words of a static, which is always valid; `index` is
-        // read first (x86_64 loads are not reordered with each other), so a matching
-        // `index` comes with the `bias` stored before it.
+        let info: *mut AtomicUsize;
+        let d: usize;
+        // SAFETY: reads the two words of a static, which is always valid.
         unsafe {
             core::arch::asm!(
-                "mov {s}(%rip), {index}",
-                "mov {s}+8(%rip), {bias}",
+                "mov {s}(%rip), {info}",
+                "sub {s}+8(%rip), {d}",
                 s = sym HOT,
-                index = out(reg) index,
-                bias = out(reg) bias,
-                options(att_syntax, nostack, preserves_flags, readonly)
+                info = out(reg) info,
+                d = inout(reg) addr => d,
+                options(att_syntax, nostack, readonly)
             );
         }
-        (index, bias)
+        (info, d)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let index = HOT.index.load(Ordering::Acquire);
-        (index, HOT.bias.load(Ordering::Relaxed))
+        let info = HOT.info.load(Ordering::Acquire);
+        (info, addr.wrapping_sub(HOT.start.load(Ordering::Relaxed)))
     }
 }
-const _: () = assert!(core::mem::offset_of!(Hot, bias) == 8);
+const _: () = assert!(core::mem::offset_of!(Hot, start) == 8);
 
 const _: () = assert!(crate::size_class::CLASSES < 256 && PAGE_SHIFT >= 8);
 const _: () = assert!(ADDRESS_BITS <= INFO_HEADER_SHIFT as usize);
@@ -132,18 +146,17 @@ pub fn get(addr: usize) -> *mut Span {
     unsafe { (*leaf).spans[l].load(Ordering::Acquire) }
 }
 
-/// The info word of the page holding `addr` (see the module docs): `header << 48 |
-/// start | class` for a page of a small-object span, 0 otherwise (also for
+/// The info word of the page holding `addr` (see the module docs): [`small_info`]
+/// for a page of a small-object span, 0 otherwise (also for
 /// addresses beyond the map).
 #[inline(always)]
 pub fn info(addr: usize) -> usize {
-    // `bias` was stored before `index` (release), and is read after it.
-    let (index, bias) = hot();
-    if addr >> (PAGE_SHIFT + LEAF_BITS) == index {
-        let word = bias.wrapping_add(addr >> PAGE_SHIFT);
-        // SAFETY: `addr` is in the hot leaf's range (its root index is the hot one,
-        // below `ROOT_LEN`), so `word` is that leaf's `info[addr's page in it]`;
-        // leaves are never freed.
+    let (info, d) = hot(addr);
+    if d < 1 << (PAGE_SHIFT + LEAF_BITS) {
+        let word = info.wrapping_add(d >> PAGE_SHIFT);
+        // SAFETY: `info` is a leaf's info words (the hot leaf's, or `NO_LEAF`), of
+        // `LEAF_LEN` words, and `d >> PAGE_SHIFT` is below `LEAF_LEN`: for the hot
+        // leaf, `addr`'s page in it; leaves are never freed.
         return unsafe { (*word).load(Ordering::Acquire) };
     }
     core::hint::cold_path();
@@ -178,6 +191,13 @@ fn set_info(first: usize, last: usize, v: usize) {
     }
 }
 
+/// The info word of a page of a small-object span starting at `start` (page aligned,
+/// not 0, below 2^47), whose class's front-end header is at `hdr` (see the module
+/// docs).
+pub const fn small_info(hdr: usize, start: usize) -> usize {
+    hdr << INFO_HEADER_SHIFT | (start.wrapping_neg() & ((1 << INFO_HEADER_SHIFT) - 1))
+}
+
 /// Records the span `span` (of size class `class`, `1..=CLASSES`) for all its pages,
 /// with its info words. The leaves must exist ([`ensure`]), `span.start` is below
 /// 2^47 ([`covers`]).
@@ -187,11 +207,8 @@ pub fn set_small(span: &Span, p: *mut Span, class: usize) {
     set_range(span.start, last, p);
     // SAFETY: `class` is a class (caller).
     let hdr = unsafe { crate::front::header_offset(class) };
-    set_info(
-        span.start,
-        last,
-        hdr << INFO_HEADER_SHIFT | span.start | class,
-    );
+    debug_assert!(hdr.is_multiple_of(8) && hdr < 1 << 16);
+    set_info(span.start, last, small_info(hdr, span.start));
 }
 
 /// Clears the info words of `span`'s pages (the span stops being a small-object
@@ -215,13 +232,16 @@ pub fn ensure(start: usize, end: usize) -> bool {
             };
             // Zeroed memory is a leaf of null pointers.
             root.store(p.cast(), Ordering::Release);
-            if HOT.index.load(Ordering::Relaxed) == usize::MAX {
+            if ptr::eq(
+                HOT.info.load(Ordering::Relaxed),
+                ptr::addr_of!(NO_LEAF).cast(),
+            ) {
                 let leaf: *mut Leaf = p.cast();
                 // SAFETY: `leaf` is the fresh mapping, a whole `Leaf`.
                 let info = unsafe { ptr::addr_of_mut!((*leaf).info) }.cast::<AtomicUsize>();
-                HOT.bias
-                    .store(info.wrapping_sub(index << LEAF_BITS), Ordering::Relaxed);
-                HOT.index.store(index, Ordering::Release);
+                HOT.start
+                    .store(index << (PAGE_SHIFT + LEAF_BITS), Ordering::Release);
+                HOT.info.store(info, Ordering::Release);
             }
         }
     }
@@ -294,8 +314,11 @@ mod tests {
         }
         // SAFETY: taken above, on this thread.
         unsafe { heap.give() };
-        let hot = HOT.index.load(Ordering::Acquire);
-        assert_ne!(hot, usize::MAX);
+        assert!(!ptr::eq(
+            HOT.info.load(Ordering::Acquire),
+            ptr::addr_of!(NO_LEAF).cast()
+        ));
+        let hot = HOT.start.load(Ordering::Acquire) >> (PAGE_SHIFT + LEAF_BITS);
         let mut in_hot = 0;
         let mut addrs = vec![
             obj as usize,
@@ -305,10 +328,13 @@ mod tests {
             1 << 47,
             &hot as *const _ as usize,
         ];
-        addrs.push(hot << (PAGE_SHIFT + LEAF_BITS));
+        // The hot range's ends, and addresses just outside it.
+        let first = hot << (PAGE_SHIFT + LEAF_BITS);
+        let end = first + (1 << (PAGE_SHIFT + LEAF_BITS));
+        addrs.extend([first, first.wrapping_sub(1), end - 1, end]);
         for s in &spans {
             // SAFETY: `s.start` is a class-3 span's (set above).
-            let want = unsafe { crate::front::header_offset(3) } << INFO_HEADER_SHIFT | s.start | 3;
+            let want = small_info(unsafe { crate::front::header_offset(3) }, s.start);
             for a in [s.start, s.start + 100, s.start + PAGE_SIZE, s.end() - 1] {
                 assert_eq!(info(a), want, "{a:#x}");
                 addrs.push(a);
