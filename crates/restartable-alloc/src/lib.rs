@@ -19,8 +19,9 @@
 //!   crate's op layer (its slab ops). No lock, no atomic read-modify-write, no
 //!   allocation. Frees on another CPU go to that CPU's cache. Capacities grow for the
 //!   classes that miss and shrink for cold ones within a per-CPU budget; another
-//!   thread drains or resizes a CPU's caches after stopping them (a guard word the
-//!   sequences check, then a membarrier fence).
+//!   thread drains or resizes a CPU's caches after stopping them (a stop flag in each
+//!   cache's header, which the sequences' header load sees, then a membarrier fence
+//!   and a re-check of the flags).
 //! - [`thread_cache`]: the fallback front-end, a small cache per thread for threads
 //!   without rseq (valgrind, seccomp, other targets), flushed when the thread exits.
 //! - [`middle`]: per class, a transfer cache and the central free list of spans;
