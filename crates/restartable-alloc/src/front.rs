@@ -568,6 +568,23 @@ pub unsafe fn pop_at_offset<H: Hooks>(hdr: impl FnOnce() -> usize) -> Outcome<*m
     Outcome::Miss
 }
 
+/// [`pop_at_offset`]'s missing third word: library-owned by mm_cid, the area at one
+/// offset and checked before the sequence. For `malloc`'s slow path, where that mode
+/// then starts (inlined into `pop_at_offset`, its tail was merged with the glibc
+/// path's: see there).
+///
+/// # Safety
+/// `hdr` is [`header_offset`] of a class.
+#[inline(always)]
+pub unsafe fn pop_checked_cid<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
+    let off = checked_cid();
+    if off == 0 {
+        return Outcome::Miss;
+    }
+    // SAFETY: as in `set_up`; forwarded contract.
+    unsafe { pop_in::<H>(BY_CID, Checked(AreaOffset::from_bytes(off)), || hdr) }
+}
+
 /// [`pop`] where glibc's area is not at a process-wide offset: out of line, so
 /// that the thread-local access (a `__tls_get_addr` call in a shared object) keeps
 /// no registers of the libc-mode fast path.

@@ -307,6 +307,23 @@ pub(crate) fn header_by_bytes(n: usize) -> usize {
 pub struct MallocSlow(usize);
 
 impl MallocSlow {
+    /// The first attempt where the library owns registration and indexes by mm_cid
+    /// (its area at one offset, checked before the sequence), which [`malloc_fast`]
+    /// leaves out (see [`front::pop_checked_cid`]): for the start of `malloc`'s slow
+    /// path, with no frame, before [`finish`](Self::finish) out of line.
+    #[inline(always)]
+    pub fn library_cid(self) -> Result<*mut u8, MallocSlow> {
+        let n = self.0;
+        if n <= TABLE_MAX {
+            let hdr = usize::from(rip_relative!(HEADER_BY_BYTES, [u16; TABLE_MAX + 1])[n]);
+            // SAFETY: the header offset of the class of `n`.
+            if let front::Outcome::Done(p) = unsafe { front::pop_checked_cid::<NoHooks>(hdr) } {
+                return Ok(p);
+            }
+        }
+        Err(self)
+    }
+
     /// The object of [`malloc`]`(n)` (null when memory is exhausted), the slow way:
     /// the front-end's whole path for table sizes (the thread-local attempt where
     /// glibc does not own registration; another pop, then the abort retries or the

@@ -132,6 +132,19 @@ pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 extern "C" fn malloc_slow(slow: raw::MallocSlow) -> *mut c_void {
+    // Library-owned registration by mm_cid (glibc before 2.35, or its registration
+    // switched off) starts here, with no frame; the rest by a second tail jump.
+    match slow.library_cid() {
+        Ok(p) => p.cast(),
+        Err(slow) => malloc_slower(slow),
+    }
+}
+
+/// [`malloc_slow`] past the library-owned attempt: the front-end's whole path, the
+/// middle, large objects; `errno` on failure.
+#[cold]
+#[inline(never)]
+extern "C" fn malloc_slower(slow: raw::MallocSlow) -> *mut c_void {
     or_enomem(slow.finish())
 }
 
