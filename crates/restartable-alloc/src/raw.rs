@@ -120,9 +120,10 @@ const LIMIT: [u64; CLASSES + 1] = {
 /// The test of [`MAGIC`] is on the low 40 bits of `off * MAGIC[c]`: `x = off * m`
 /// (mod 2^64) is those bits shifted left by 24, so no mask or shift is left, and the
 /// multiple of 2^48 that the info word leaves in `off` (its header bits and the
-/// carry of the start's negation) vanishes in it (a multiple of 2^48 times 2^24). `x` is a multiple of 2^24, and so is `L = LIMIT[c] << 24`
-/// (`LIMIT[c] >= 1`): for `0 < c < 2^24`, `x < L - 2^24 + c` exactly when `x <= L -
-/// 2^24`, i.e. when `x < L`, the object-start test. So `l` is that test's limit
+/// carry of the start's negation) vanishes in it (a multiple of 2^48 times 2^24).
+/// `x` is a multiple of 2^24, and so is `L = LIMIT[c] << 24` (`LIMIT[c] >= 1`): for
+/// `0 < c < 2^24`, `x < L - 2^24 + c` exactly when `x <= L - 2^24`, i.e. when
+/// `x < L`, the object-start test. So `l` is that test's limit
 /// with the class in its low bits (for [`lookup`], off the fast path), and the
 /// fast path goes from the info word to the check with one shift (the header, which
 /// it needs anyway) and no class byte to extract or add back.
@@ -315,9 +316,9 @@ impl MallocSlow {
     pub fn library_cid(self) -> Result<*mut u8, MallocSlow> {
         let n = self.0;
         if n <= TABLE_MAX {
-            let hdr = usize::from(rip_relative!(HEADER_BY_BYTES, [u16; TABLE_MAX + 1])[n]);
             // SAFETY: the header offset of the class of `n`.
-            if let front::Outcome::Done(p) = unsafe { front::pop_checked_cid::<NoHooks>(hdr) } {
+            let r = unsafe { front::pop_checked_cid::<NoHooks>(header_by_bytes(n)) };
+            if let front::Outcome::Done(p) = r {
                 return Ok(p);
             }
         }

@@ -30,6 +30,20 @@ fn area() -> ThreadArea {
     ThreadArea::current().expect("rseq must be available in the default environment")
 }
 
+/// Runs `$f::<I, Hk>()` by CPU and, where the kernel has it, by mm_cid, each in the
+/// plain and the hooked build, holding the hook lock.
+macro_rules! in_every_mode {
+    ($f:ident) => {{
+        let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        $f::<ByCpu, NoHooks>();
+        $f::<ByCpu, TestHooks>();
+        if restartable::registration::mm_cid_available() {
+            $f::<ByMmCid, NoHooks>();
+            $f::<ByMmCid, TestHooks>();
+        }
+    }};
+}
+
 /// Runs `f(area, index)` until it does not abort.
 fn retry<I: Index, T>(mut f: impl FnMut(ThreadArea, u32) -> (OpResult, T)) -> (OpResult, T) {
     loop {
@@ -147,13 +161,7 @@ fn capacity_checked_in_not_out<I: Index, Hk: Hooks>() {
 
 #[test]
 fn slab_batch_in_is_bounded_by_the_capacity() {
-    let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    capacity_checked_in_not_out::<ByCpu, NoHooks>();
-    capacity_checked_in_not_out::<ByCpu, TestHooks>();
-    if restartable::registration::mm_cid_available() {
-        capacity_checked_in_not_out::<ByMmCid, NoHooks>();
-        capacity_checked_in_not_out::<ByMmCid, TestHooks>();
-    }
+    in_every_mode!(capacity_checked_in_not_out);
 }
 
 /// The header's stop half, set or cleared as a stopping thread does.
@@ -198,13 +206,7 @@ fn single_thread<I: Index, Hk: Hooks>() {
 
 #[test]
 fn slab_ops_single_thread() {
-    let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    single_thread::<ByCpu, NoHooks>();
-    single_thread::<ByCpu, TestHooks>();
-    if restartable::registration::mm_cid_available() {
-        single_thread::<ByMmCid, NoHooks>();
-        single_thread::<ByMmCid, TestHooks>();
-    }
+    in_every_mode!(single_thread);
 }
 
 /// A stopped header at every count from empty to full: pop, push and the batch copy
@@ -254,13 +256,7 @@ fn stopped<I: Index, Hk: Hooks>() {
 
 #[test]
 fn a_stopped_header_fails_every_op_and_changes_nothing() {
-    let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    stopped::<ByCpu, NoHooks>();
-    stopped::<ByCpu, TestHooks>();
-    if restartable::registration::mm_cid_available() {
-        stopped::<ByMmCid, NoHooks>();
-        stopped::<ByMmCid, TestHooks>();
-    }
+    in_every_mode!(stopped);
 }
 
 const CAP: usize = 64;
