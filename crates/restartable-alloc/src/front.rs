@@ -385,9 +385,9 @@ fn set_up() -> Result<(usize, Checked, bool), usize> {
 /// Where the areas are at one offset ([`AreaOffset`]), the whole path is inlined and
 /// touches no thread-local; where the library owns registration, or the caches are
 /// indexed by CPU, its first attempt checks the registration before the sequence
-/// (see `init`). Otherwise (library-owned
-/// registration in a shared object without the offset) the thread-local path is
-/// inlined too when `INLINE_TLS`, or one out-of-line call:
+/// (see `init`). Otherwise (library-owned registration in a shared object without
+/// the offset) the thread-local path is inlined too when `INLINE_TLS`, or one
+/// out-of-line call:
 /// - `INLINE_TLS` for Rust code (`PerCpuAlloc`): inlined into the user's crate. An
 ///   out-of-line copy is compiled in this library's position-independent code, where
 ///   the thread-local access is a `__tls_get_addr` call that the linker relaxes into
@@ -745,8 +745,8 @@ fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
     if !F::SET_UP && w == 0 {
         return None;
     }
-    // Published before `w` / `unchecked_cid` / `checked_cpu` / `checked_cid` (their release stores), read
-    // after them (acquire).
+    // Published before `w` / `unchecked_cid` / `checked_cpu` / `checked_cid` (their
+    // release stores), read after them (acquire).
     let slots = || {
         let slots = front().fast_slots.load(Ordering::Relaxed);
         // SAFETY: `fast_slots` is capped at `u16::MAX` (`fast_slots()`).
@@ -1537,9 +1537,9 @@ impl Stopped {
     /// sequence read a header before its stop may clear one and reopen that class;
     /// either way the contents are not taken (the slot is not known stopped) and
     /// fences are not tried again, so nothing is lost: the classes left stopped send
-    /// their threads to the middle. If
-    /// commits that began before a stop still cleared a stop half after
-    /// [`MAX_STOP_FENCES`] fences, the slot is reopened untouched ([`DrainError::Busy`]).
+    /// their threads to the middle. If commits that began before a stop still cleared
+    /// a stop half after [`MAX_STOP_FENCES`] fences, the slot is reopened untouched
+    /// ([`DrainError::Busy`]).
     fn new(slot: usize) -> Result<Stopped, DrainError> {
         let base = base();
         if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) {

@@ -46,8 +46,8 @@
 //!
 //! # Stopping
 //! [`stop_slabs`] stops a CPU's slabs from another thread: it stores [`SLAB_STOPPED`] to
-//! the stop half of each header ([`SlabHeader::stop`], a read-modify-write of the word), then fences
-//! the CPU ([`fence_cpu`](crate::fence_cpu), or [`fence_all`](crate::fence_all) for
+//! the stop half of each header ([`SlabHeader::stop`], a read-modify-write of the
+//! word), then fences the CPU ([`fence_cpu`](crate::fence_cpu), or [`fence_all`](crate::fence_all) for
 //! mm_cid indexes): every sequence that began before has then either committed or
 //! been aborted. A sequence that read the word before the stop and committed before
 //! the fence wrote the stop half back to 0 with its count, so it then checks every

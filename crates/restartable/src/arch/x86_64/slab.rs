@@ -4,8 +4,9 @@
 //! ops. The pop needs its item out, and Rust's `asm!` takes no output operand together
 //! with a `label` one: its block is a plain one with two outputs, the item and the
 //! count register, which the committed path leaves holding the new count (the first
-//! word of an open header less one: below 2^32, never negative) and every other exit (the compare failures, the abort handler,
-//! the hooked build's compare-twice) sets to a negative code in a stub out of line
+//! word of an open header less one: below 2^32, never negative) and every other exit
+//! (the compare failures, the abort handler, the hooked build's compare-twice) sets
+//! to a negative code in a stub out of line
 //! before jumping back to the post-commit address. The committed path so keeps the
 //! item in a register (no store to the caller's stack and reload) and costs one sign
 //! test of a register it writes anyway. The descriptor, the debugger tables and the
@@ -16,7 +17,8 @@
 //! Each op loads the header's first word whole (64 bits: count and stop half), so the
 //! one load and the test it needs anyway also catch a stopped slab: the pop's
 //! `count - 1` is negative or overflows (`jl`), the push's count is above any capacity
-//! unsigned (`jae`), the batch copy compares the word with the count alone. Every
+//! unsigned (`jae`), the batch copy compares the word with the count alone (and a
+//! batch in checks its new count against the capacity). Every
 //! commit stores the whole word too (the new count and the stop half of 0 the sequence
 //! read): a 32-bit store of the count half alone would make the next op's 64-bit load
 //! of the word wait for the store to leave the store buffer (a load wider than the
@@ -26,7 +28,7 @@
 //! fence and stops again if one is gone (see the module docs of `slab`). The hooked
 //! build's compare-twice reads the count half alone (32 bits): a stop flag set in the
 //! window is not a failure of the sequence's own assumptions. The capacity (the second
-//! word) is only read, by the push.
+//! word) is only read, by the push and by a batch in.
 
 use core::arch::asm;
 
@@ -154,8 +156,8 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
     // SAFETY: the caller upholds the contract (area registered for this thread, `v` a
     // slab header whose count half is written only by sequences for `cpu`, with its
     // items readable up to its count); the block writes only `area->rseq_cs`, the
-    // first word of `*v` and the registers it declares. Its abort handler (label 6) sits after the signature,
-    // as every op's.
+    // first word of `*v` and the registers it declares. Its abort handler (label 6)
+    // sits after the signature, as every op's.
     unsafe { plain_or_hooked!(H, go) }
     match status {
         0.. => {
