@@ -459,18 +459,20 @@ fn main() {
     }
     println!(
         "\nCPU seconds (user + system of the program's processes, median of {runs}); last \
-         column: restartable's over the lowest\n"
+         columns: restartable's over the lowest, and per round (each round runs every \
+         allocator once): the median of restartable's CPU time over the lowest other \
+         allocator's in that round, and the rounds where restartable's was the lowest\n"
     );
     print!("| program |");
     for (a, _) in &allocs {
         print!(" {a} |");
     }
-    println!(" CPU / lowest |");
+    println!(" CPU / lowest | per round: / lowest other (median) | rounds lowest |");
     print!("|---|");
     for _ in &allocs {
         print!("---|");
     }
-    println!("---|");
+    println!("---|---|---|");
     for (pi, p) in progs.iter().enumerate() {
         print!("| {} |", p.name);
         let cpus: Vec<f64> = results[pi]
@@ -481,7 +483,14 @@ fn main() {
             print!(" {c:.3} |");
         }
         let low = cpus.iter().cloned().fold(f64::INFINITY, f64::min);
-        println!(" {:.3} |", cpus[1] / low);
+        let per_round = per_round_ratios(&results[pi], |r| r.cpu.as_secs_f64());
+        let lowest = per_round.iter().filter(|&&x| x < 1.0).count();
+        println!(
+            " {:.3} | {:.3} | {lowest} of {} |",
+            cpus[1] / low,
+            median(per_round.clone()),
+            per_round.len()
+        );
     }
     println!("\nthe C programs' own figures (median run by elapsed time):\n");
     for (pi, p) in progs.iter().enumerate().filter(|(_, p)| !p.real) {
@@ -496,6 +505,23 @@ fn main() {
             );
         }
     }
+}
+
+/// For each round (the `r`th run of every allocator), restartable's (column 1)
+/// figure over the lowest of the other columns'.
+fn per_round_ratios(runs: &[Vec<Run>], f: impl Fn(&Run) -> f64) -> Vec<f64> {
+    let rounds = runs.iter().map(Vec::len).min().unwrap_or(0);
+    (0..rounds)
+        .map(|r| {
+            let other = runs
+                .iter()
+                .enumerate()
+                .filter(|&(ai, _)| ai != 1)
+                .map(|(_, rs)| f(&rs[r]))
+                .fold(f64::INFINITY, f64::min);
+            f(&runs[1][r]) / other
+        })
+        .collect()
 }
 
 fn nproc() -> usize {
