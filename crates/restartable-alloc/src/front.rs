@@ -1512,6 +1512,56 @@ pub enum DrainError {
 /// the fence reached its CPU, so a second fence almost always finds every flag set.
 pub const MAX_STOP_FENCES: u32 = 16;
 
+/// Fences left for which [`race_stops`] asked a cleared stop half.
+static STOP_RACES: AtomicU32 = AtomicU32::new(0);
+
+/// For tests: each of the next `fences` fences that stop a slot (in [`drain_slot`],
+/// [`resize_slot`], [`drain_all`] and the idle and resize passes) is followed by a
+/// clear of the stop half of that slot's first class, its count kept, as a commit
+/// whose sequence read the header before the stop and committed before the fence
+/// leaves it. That is the one race the stopping thread cannot prevent, and it
+/// reaches the paths that handle it: the re-stop and, after [`MAX_STOP_FENCES`] of
+/// them in one stop, the reopened slot and [`DrainError::Busy`].
+///
+/// Safe: the clear is an atomic `fetch_and` of the header's first word, and it comes
+/// after the fence and before the stopping thread's own check of the stop halves,
+/// which takes the slot only when it finds them all set after a fence: as for a real
+/// commit, a cleared half costs another fence, never a slot taken while a sequence can
+/// still commit to it.
+#[doc(hidden)]
+pub fn race_stops(fences: u32) {
+    STOP_RACES.store(fences, Ordering::Relaxed);
+}
+
+/// [`race_stops`]'s clear, after a fence of `slot`, if one is asked for.
+fn stop_race(base: usize, slot: usize) {
+    let left = STOP_RACES.load(Ordering::Relaxed);
+    if left != 0
+        && STOP_RACES
+            .compare_exchange(left, left - 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        // SAFETY: class 1's header in a slot of the region (never unmapped).
+        unsafe { SlabHeader::at(header(slot_addr(base, slot), 1)) }.restart();
+    }
+}
+
+/// Classes of slot `slot` whose header has its stop half set (racy: for tests; 0
+/// whenever no thread is stopping the slot).
+#[doc(hidden)]
+pub fn stopped_classes(slot: usize) -> usize {
+    let base = base();
+    if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) {
+        return 0;
+    }
+    (1..=CLASSES)
+        .filter(|&c| {
+            // SAFETY: a header of a slot of the region (`c` a class).
+            unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) }.is_stopped()
+        })
+        .count()
+}
+
 fn fence(slot: usize) -> Result<(), DrainError> {
     let r = if FRONT.word.load(Ordering::Relaxed) & BY_CID != 0 {
         // mm_cids move between CPUs: stop every CPU.
@@ -1558,7 +1608,12 @@ impl Stopped {
                 unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) }
             })
         };
-        match arch::stop_slabs(headers, || fence(slot), MAX_STOP_FENCES) {
+        let fenced = || {
+            fence(slot)?;
+            stop_race(base, slot);
+            Ok(())
+        };
+        match arch::stop_slabs(headers, fenced, MAX_STOP_FENCES) {
             Ok(true) => Ok(Stopped {
                 base,
                 slot,
