@@ -31,6 +31,15 @@ fn fill_a_slot() -> usize {
     panic!("no slot holds objects after 1000 rounds of 64 frees");
 }
 
+/// Slot `slot`'s (cached bytes, capacity bytes, classes stopped).
+fn figures(slot: usize) -> (usize, usize, usize) {
+    (
+        front::cached_bytes(slot),
+        front::capacity_bytes(slot),
+        front::stopped_classes(slot),
+    )
+}
+
 #[test]
 fn a_slot_stopped_in_vain_through_every_fence_is_reopened_untouched() {
     if !restartable::fences_supported() || !restartable::status().is_registered() {
@@ -43,11 +52,7 @@ fn a_slot_stopped_in_vain_through_every_fence_is_reopened_untouched() {
     // A cleared stop half after each of the stop's fences: it gives up.
     front::race_stops(MAX_STOP_FENCES);
     let r = front::drain_slot(slot);
-    let after = (
-        front::cached_bytes(slot),
-        front::capacity_bytes(slot),
-        front::stopped_classes(slot),
-    );
+    let after = figures(slot);
     front::race_stops(0);
     assert_eq!(r, Err(DrainError::Busy), "{MAX_STOP_FENCES} cleared stops");
     assert_eq!(
@@ -61,11 +66,7 @@ fn a_slot_stopped_in_vain_through_every_fence_is_reopened_untouched() {
     let cached = front::cached_bytes(slot);
     front::race_stops(MAX_STOP_FENCES - 1);
     let r = front::drain_slot(slot);
-    let after = (
-        front::cached_bytes(slot),
-        front::capacity_bytes(slot),
-        front::stopped_classes(slot),
-    );
+    let after = figures(slot);
     front::race_stops(0);
     assert_eq!(r, Ok(cached), "{} cleared stops", MAX_STOP_FENCES - 1);
     assert_eq!(after, (0, 0, 0), "after the drain: slot {slot}");
