@@ -82,8 +82,9 @@ use fallback as imp;
 
 mod slab;
 pub use slab::{
-    load_cbne_slab_memcpy_store, load_cbne_slab_pop, load_cbne_slab_push, slab_count, slab_header,
-    slab_stopped, stop_slabs, SlabHeader, SLAB_HEADER_WORDS, SLAB_STOPPED,
+    load_cbne_slab_memcpy_store, load_cbne_slab_pop, load_cbne_slab_push, load_index_slab_pop,
+    load_index_slab_push, slab_count, slab_header, slab_stopped, stop_slabs, SlabHeader,
+    SLAB_HEADER_WORDS, SLAB_STOPPED,
 };
 
 use crate::abi;
