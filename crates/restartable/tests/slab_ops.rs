@@ -9,6 +9,14 @@
 //! before the stop clears), lose or duplicate tokens. A batch in is bounded by the
 //! capacity inside its sequence, a batch out is not; `stop_slabs` re-stops after a
 //! cleared flag and gives up after its fences.
+//!
+//! The in-sequence index ops (`load_index_slab_pop`, `load_index_slab_push`), on a
+//! region with a slot per index, by both index reads (low byte, whole field): their
+//! semantics, a stopped header, an unregistered area (aborts, nothing written), a
+//! migration forced inside the sequence at each injection point (the commit lands in
+//! the slot of the index the thread has at its commit, nothing lost or duplicated;
+//! the control, the index read before the sequence, lands in the old CPU's slot and
+//! is caught), and tokens conserved under threads and a fencing thief.
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 

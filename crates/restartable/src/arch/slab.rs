@@ -27,6 +27,14 @@
 //! The last one moves a batch into or out of a slab (the copy speculative, the count
 //! commit publishing or unpublishing it).
 //!
+//! [`load_index_slab_pop`] and [`load_index_slab_push`] are the pop and the push on
+//! a region with one slab per index: they read the index (`cpu_id` or `mm_cid`, or
+//! its low byte) inside the sequence and address the slab as `base + (index <<
+//! SHIFT)`, so the caller prepares no index and the sequence compares none (its
+//! registration check stays). Per op: `movzbl` (or `movl`), `shl`, `add` inside the
+//! sequence against, for the prepared ops, the index read, its copy and shift and
+//! add outside and `cmp`/`jne` inside.
+//!
 //! The stop flag costs these sequences nothing: it makes the header's first word,
 //! which they load anyway, negative as a 64-bit value (a pop's `count - 1` is then
 //! negative, or overflows, and fails the same signed test as an empty slab's), or
