@@ -539,38 +539,37 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 /// `hdr()` is [`header_offset`] of a class.
 #[inline(always)]
 pub unsafe fn pop_at_offset<H: Hooks>(hdr: impl FnOnce() -> usize) -> Outcome<*mut u8> {
-    // As `set_up` without its third word: library-owned by mm_cid (checked first) is
-    // left to the caller's slow path. Inlined here, the compiler merged its tail with
-    // the glibc path's, which then ended in a jump to a shared `ret` (`malloc`,
-    // BENCHMARKS.md).
+    // As `set_up`'s first word alone: the checked modes (by CPU, library-owned by
+    // mm_cid) are left to the caller's slow path ([`pop_checked`]). Inlined here,
+    // their sequences' tails were merged with the glibc path's, which then ended in
+    // a taken jump to a shared `ret` (`malloc`; BENCHMARKS.md, "in-sequence index").
     let off = unchecked_cid();
     if off != 0 {
         // SAFETY: as in `set_up`; forwarded contract.
         return unsafe { pop_in::<H, _>(BY_CID, Unchecked(AreaOffset::from_bytes(off)), hdr) };
     }
-    let off = checked_cpu();
-    if off != 0 {
-        // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { pop_in::<H, _>(0, Checked(AreaOffset::from_bytes(off)), hdr) };
-    }
     Outcome::Miss
 }
 
-/// [`pop_at_offset`]'s missing third word: library-owned by mm_cid, the area at one
-/// offset and checked before the sequence. For `malloc`'s slow path, where that mode
-/// then starts (inlined into `pop_at_offset`, its tail was merged with the glibc
-/// path's: see there).
+/// [`pop_at_offset`]'s missing words: by CPU, and library-owned by mm_cid, the area
+/// at one offset and checked before the sequence. For `malloc`'s slow path, where
+/// those modes then start (see [`pop_at_offset`]).
 ///
 /// # Safety
 /// `hdr` is [`header_offset`] of a class.
 #[inline(always)]
-pub unsafe fn pop_checked_cid<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
-    let off = checked_cid();
-    if off == 0 {
-        return Outcome::Miss;
+pub unsafe fn pop_checked<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
+    let off = checked_cpu();
+    if off != 0 {
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { pop_in::<H, _>(0, Checked(AreaOffset::from_bytes(off)), || hdr) };
     }
-    // SAFETY: as in `set_up`; forwarded contract.
-    unsafe { pop_in::<H, _>(BY_CID, Checked(AreaOffset::from_bytes(off)), || hdr) }
+    let off = checked_cid();
+    if off != 0 {
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { pop_in::<H, _>(BY_CID, Checked(AreaOffset::from_bytes(off)), || hdr) };
+    }
+    Outcome::Miss
 }
 
 /// [`pop`] where glibc's area is not at a process-wide offset: out of line, so
@@ -794,11 +793,11 @@ pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
     }
 }
 
-/// [`push`] where the areas are at one offset only (see [`pop_at_offset`]), of an object
-/// whose class `find()` tells, called on that path only: the header offset of its
-/// class, or `None` for a miss (not an object of the caches). The C `free` looks
-/// the pointer up there, so that where the areas are not at one offset its slow
-/// path is the only one to.
+/// [`push`] where glibc owns registration and the caches are indexed by mm_cid (see
+/// [`pop_at_offset`]), of an object whose class `find()` tells, called on that path
+/// only: the header offset of its class, or `None` for a miss (not an object of the
+/// caches). The C `free` looks the pointer up there, so that in the other modes
+/// its slow path is the only one to ([`push_checked`] first).
 ///
 /// # Safety
 /// `find()` is `None` or [`header_offset`] of a class, and then `obj` is a free
@@ -808,8 +807,6 @@ pub unsafe fn push_at_offset<H: Hooks>(
     find: impl FnOnce() -> Option<usize>,
     obj: *mut u8,
 ) -> Outcome<()> {
-    // As `set_up`, with `find` in each mode's branch: a shared lookup would make
-    // the compiler test the mode again after it.
     let off = unchecked_cid();
     if off != 0 {
         let Some(hdr) = find() else {
@@ -820,6 +817,22 @@ pub unsafe fn push_at_offset<H: Hooks>(
             push_in::<H, _>(BY_CID, Unchecked(AreaOffset::from_bytes(off)), || hdr, obj)
         };
     }
+    Outcome::Miss
+}
+
+/// [`push_at_offset`]'s missing words (by CPU, library-owned by mm_cid: the area at
+/// one offset, checked before the sequence), for `free`'s slow path, where those
+/// modes then start (see [`pop_at_offset`]).
+///
+/// # Safety
+/// As for [`push_at_offset`].
+#[inline(always)]
+pub unsafe fn push_checked<H: Hooks>(
+    find: impl FnOnce() -> Option<usize>,
+    obj: *mut u8,
+) -> Outcome<()> {
+    // As `set_up`, with `find` in each mode's branch: a shared lookup would make
+    // the compiler test the mode again after it.
     let off = checked_cpu();
     if off != 0 {
         let Some(hdr) = find() else {
