@@ -599,16 +599,16 @@ unsafe fn pop_in<H: Hooks, F: FindArea>(
     let Some(area) = area_for(w, f) else {
         return Outcome::Miss;
     };
-    let base = region_plus(hdr());
+    let (base, hdr) = (region(), hdr());
     // SAFETY: forwarded contract; `area_for` gave the area for the mode `w` and `f`
     // select (see `pop_indexed`).
     let (r, item) = unsafe {
         if w & BY_CID == 0 {
-            pop_indexed::<ByCpu, H, false>(area, base)
+            pop_indexed::<ByCpu, H, false>(area, base, hdr)
         } else if F::LOW_BYTE_CID {
-            pop_indexed::<ByMmCid, H, true>(area, base)
+            pop_indexed::<ByMmCid, H, true>(area, base, hdr)
         } else {
-            pop_indexed::<ByMmCid, H, false>(area, base)
+            pop_indexed::<ByMmCid, H, false>(area, base, hdr)
         }
     };
     match r {
@@ -634,38 +634,19 @@ fn area_for<F: FindArea>(w: usize, f: F) -> Option<ThreadArea> {
 const STRIDE_SHIFT: u32 = STRIDE.trailing_zeros();
 const _: () = assert!(1 << STRIDE_SHIFT == STRIDE);
 
-/// The region's address ([`Front::base`]) plus `off`: what the in-sequence ops add
-/// an index's slot to (`base + (index << STRIDE_SHIFT)`, inside the sequence). On
-/// x86_64 one `add` of the word in memory to `off`'s register.
+/// The region's address ([`Front::base`]): what the in-sequence ops add an index's
+/// slot (`index << STRIDE_SHIFT`, inside the sequence) and a class's header offset
+/// to. One `%rip`-relative load ([`front_word`]).
 #[inline(always)]
-fn region_plus(off: usize) -> *mut u8 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut v = off;
-        // SAFETY: reads a field of a static (`base`, published before the words the
-        // fast path read first: see `front_load!`); writes a register only.
-        unsafe {
-            core::arch::asm!(
-                "add {s}+{off}(%rip), {v}",
-                v = inout(reg) v,
-                s = sym FRONT,
-                off = const core::mem::offset_of!(Front, base),
-                options(att_syntax, nostack, readonly)
-            );
-        }
-        v as *mut u8
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        front_word::<{ core::mem::offset_of!(Front, base) }>().wrapping_add(off) as *mut u8
-    }
+fn region() -> *mut u8 {
+    front_word::<{ core::mem::offset_of!(Front, base) }>() as *mut u8
 }
 
 /// The fast path's pop: `restartable`'s in-sequence index op, on the slot of the
 /// index `I` the thread has inside the sequence (its low byte if `LOW_BYTE`).
 ///
 /// # Safety
-/// `base` is [`region_plus`] of [`header_offset`] of a class, the region set up;
+/// `base` is the region ([`region`], set up) and `hdr` [`header_offset`] of a class;
 /// `area` is this thread's. Every index the field can hold has a slot in the region:
 /// `cpu_id` and `mm_cid` stay below `possible_cpus()` (the kernel's `nr_cpu_ids`),
 /// and the region maps at least that many slots (`init`); with `LOW_BYTE` (glibc's
@@ -678,9 +659,10 @@ fn region_plus(off: usize) -> *mut u8 {
 unsafe fn pop_indexed<I: Index, H: Hooks, const LOW_BYTE: bool>(
     area: ThreadArea,
     base: *mut u8,
+    hdr: usize,
 ) -> (OpResult, isize) {
     // SAFETY: forwarded contract (the op's, in the terms of the region).
-    unsafe { arch::load_index_slab_pop::<I, H, STRIDE_SHIFT, LOW_BYTE>(area, base) }
+    unsafe { arch::load_index_slab_pop::<I, H, STRIDE_SHIFT, LOW_BYTE>(area, base, hdr) }
 }
 
 /// The fast path's push (see [`pop_indexed`]).
@@ -691,11 +673,14 @@ unsafe fn pop_indexed<I: Index, H: Hooks, const LOW_BYTE: bool>(
 unsafe fn push_indexed<I: Index, H: Hooks, const LOW_BYTE: bool>(
     area: ThreadArea,
     base: *mut u8,
+    hdr: usize,
     obj: *mut u8,
 ) -> OpResult {
     // SAFETY: forwarded contract; the items from the count up to the capacity (at
     // most `max_capacity`, the room the slot has) are unpublished.
-    unsafe { arch::load_index_slab_push::<I, H, STRIDE_SHIFT, LOW_BYTE>(area, base, obj as isize) }
+    unsafe {
+        arch::load_index_slab_push::<I, H, STRIDE_SHIFT, LOW_BYTE>(area, base, hdr, obj as isize)
+    }
 }
 
 /// How the fast path finds this thread's area: from glibc's process-wide offset
@@ -879,15 +864,15 @@ unsafe fn push_in<H: Hooks, F: FindArea>(
     let Some(area) = area_for(w, f) else {
         return Outcome::Miss;
     };
-    let base = region_plus(hdr());
+    let (base, hdr) = (region(), hdr());
     // SAFETY: as in `pop_in`; forwarded contract.
     let r = unsafe {
         if w & BY_CID == 0 {
-            push_indexed::<ByCpu, H, false>(area, base, obj)
+            push_indexed::<ByCpu, H, false>(area, base, hdr, obj)
         } else if F::LOW_BYTE_CID {
-            push_indexed::<ByMmCid, H, true>(area, base, obj)
+            push_indexed::<ByMmCid, H, true>(area, base, hdr, obj)
         } else {
-            push_indexed::<ByMmCid, H, false>(area, base, obj)
+            push_indexed::<ByMmCid, H, false>(area, base, hdr, obj)
         }
     };
     match r {

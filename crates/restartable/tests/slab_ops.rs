@@ -350,7 +350,7 @@ fn conserve(threads: usize, tokens_each: usize, dur: Duration, thief: Thief, ops
                                 // by sequences for its CPU or a thief that stopped it.
                                 let r = unsafe {
                                     arch::load_index_slab_push::<ByCpu, TestHooks, SLOT_SHIFT, false>(
-                                        a, base, x,
+                                        a, base, 0, x,
                                     )
                                 };
                                 if r == OpResult::Committed {
@@ -361,7 +361,7 @@ fn conserve(threads: usize, tokens_each: usize, dur: Duration, thief: Thief, ops
                             // SAFETY: as above.
                             let (r, x) = unsafe {
                                 arch::load_index_slab_pop::<ByCpu, TestHooks, SLOT_SHIFT, false>(
-                                    a, base,
+                                    a, base, 0,
                                 )
                             };
                             if r == OpResult::Committed {
@@ -637,10 +637,9 @@ impl Region {
     fn w(i: usize) -> usize {
         ((i << RSHIFT) + RHDR) / 8
     }
-    /// The ops' `base`: slot 0's header.
+    /// The ops' `base`: slot 0 (the header at [`RHDR`] in each slot is their `off`).
     fn base(&mut self) -> *mut u8 {
-        // SAFETY: within the vector (slot 0 is `1 << RSHIFT` bytes).
-        unsafe { self.words.as_mut_ptr().cast::<u8>().add(RHDR) }
+        self.words.as_mut_ptr().cast::<u8>()
     }
     fn hdr(&mut self, i: usize) -> *mut isize {
         let w = Self::w(i);
@@ -678,7 +677,7 @@ fn ipop<I: Index, Hk: Hooks, const LB: bool>(r: &mut Region) -> (OpResult, isize
     loop {
         // SAFETY: a slot per possible index (and per low byte) at `base`, the header
         // at the same offset in each, private to this test.
-        let x = unsafe { arch::load_index_slab_pop::<I, Hk, RSHIFT, LB>(area(), base) };
+        let x = unsafe { arch::load_index_slab_pop::<I, Hk, RSHIFT, LB>(area(), base, RHDR) };
         if !matches!(x.0, OpResult::Aborted { .. }) {
             return x;
         }
@@ -690,7 +689,7 @@ fn ipush<I: Index, Hk: Hooks, const LB: bool>(r: &mut Region, x: isize) -> OpRes
     let base = r.base();
     loop {
         // SAFETY: as in `ipop`; the items past the counts are read by nobody.
-        let o = unsafe { arch::load_index_slab_push::<I, Hk, RSHIFT, LB>(area(), base, x) };
+        let o = unsafe { arch::load_index_slab_push::<I, Hk, RSHIFT, LB>(area(), base, RHDR, x) };
         if !matches!(o, OpResult::Aborted { .. }) {
             return o;
         }
@@ -878,10 +877,12 @@ fn index_unregistered<I: Index, Hk: Hooks, const LB: bool>() {
         let before = r.words.clone();
         for _ in 0..100 {
             // SAFETY: as in `ipop` (the area is this thread's, unregistered).
-            let (o, _) = unsafe { arch::load_index_slab_pop::<I, Hk, RSHIFT, LB>(a, r.base()) };
+            let (o, _) =
+                unsafe { arch::load_index_slab_pop::<I, Hk, RSHIFT, LB>(a, r.base(), RHDR) };
             assert!(matches!(o, OpResult::Aborted { .. }), "pop: {o:?}");
             // SAFETY: as above.
-            let o = unsafe { arch::load_index_slab_push::<I, Hk, RSHIFT, LB>(a, r.base(), 9) };
+            let o =
+                unsafe { arch::load_index_slab_push::<I, Hk, RSHIFT, LB>(a, r.base(), RHDR, 9) };
             assert!(matches!(o, OpResult::Aborted { .. }), "push: {o:?}");
         }
         assert!(r.words == before, "an unregistered area committed");

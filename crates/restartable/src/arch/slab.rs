@@ -30,10 +30,12 @@
 //! [`load_index_slab_pop`] and [`load_index_slab_push`] are the pop and the push on
 //! a region with one slab per index: they read the index (`cpu_id` or `mm_cid`, or
 //! its low byte) inside the sequence and address the slab as `base + (index <<
-//! SHIFT)`, so the caller prepares no index and the sequence compares none (its
-//! registration check stays). Per op: `movzbl` (or `movl`), `shl`, `add` inside the
-//! sequence against, for the prepared ops, the index read, its copy and shift and
-//! add outside and `cmp`/`jne` inside.
+//! SHIFT) + off`, so the caller prepares no index and the sequence compares none
+//! (its registration check stays). Per op: `movzbl` (or `movl`), `shl`, `add`,
+//! `lea` inside the sequence against, for the prepared ops, the index read, its
+//! copy, shift and two adds outside and `cmp`/`jne` inside; and the header offset
+//! (`off`, a load from the pointer in a `free`) reaches the count's load with no
+//! add in between (the prepared ops' callers add it to the slot's address).
 //!
 //! The stop flag costs these sequences nothing: it makes the header's first word,
 //! which they load anyway, negative as a 64-bit value (a pop's `count - 1` is then
@@ -417,8 +419,8 @@ const fn index_shift_ok(shift: u32) -> bool {
     shift < 32
 }
 
-/// `i = index; v = base + (i << SHIFT); if !stopped && count > 0 { item = v[2 +
-/// count - 1]; count -= 1 }`: [`load_cbne_slab_pop`] on the slab of the index the
+/// `i = index; v = base + (i << SHIFT) + off; if !stopped && count > 0 { item =
+/// v[2 + count - 1]; count -= 1 }`: [`load_cbne_slab_pop`] on the slab of the index the
 /// thread has *inside* the sequence: the op reads `I`'s field of the area (its low
 /// byte if `LOW_BYTE`, else the whole 32 bits) after the sequence has started (after
 /// the store of its descriptor), computes the header's address from it, and compares
@@ -444,12 +446,12 @@ const fn index_shift_ok(shift: u32) -> bool {
 /// - For every index `i` the field can hold while the thread is registered (by
 ///   [`ByCpu`](super::ByCpu) the CPU numbers below [`possible_cpus`](crate::possible_cpus);
 ///   by [`ByMmCid`](super::ByMmCid) the concurrency ids, also below it), `base + (i
-///   << SHIFT)` must be a slab header as for [`load_cbne_slab_pop`] (valid, aligned
+///   << SHIFT) + off` must be a slab header as for [`load_cbne_slab_pop`] (valid, aligned
 ///   to 8, its count half written only by sequences that run for `i`, or by a thread
 ///   that stopped it and fenced `i`; items up to the count readable): the caller's
-///   region has a slot of `1 << SHIFT` bytes for every such index, with the header at
-///   the same offset in each (what `base` adds to the region's address). The sequence
-///   does not bound the index.
+///   region (at `base`) has a slot of `1 << SHIFT` bytes for every such index, with
+///   the header at the same offset `off` in each. The sequence does not bound the
+///   index.
 /// - With `LOW_BYTE`, every such index must be below 256 (the read keeps the low
 ///   byte only: two indexes 256 apart would share a slab), so the region needs 256
 ///   slots at most, and `possible_cpus()` must be at most 256.
@@ -458,6 +460,7 @@ const fn index_shift_ok(shift: u32) -> bool {
 pub unsafe fn load_index_slab_pop<I: Index, H: Hooks, const SHIFT: u32, const LOW_BYTE: bool>(
     area: ThreadArea,
     base: *mut u8,
+    off: usize,
 ) -> (OpResult, isize) {
     const { assert!(index_shift_ok(SHIFT)) };
     let mut item = core::mem::MaybeUninit::<isize>::uninit();
@@ -466,12 +469,12 @@ pub unsafe fn load_index_slab_pop<I: Index, H: Hooks, const SHIFT: u32, const LO
     // SAFETY: forwarded contract; `item` is this frame's local, written by `imp` when
     // the sequence committed and read (by `PopItem::committed`) only after that.
     unsafe {
-        imp::load_index_slab_pop::<I, H, _, SHIFT, LOW_BYTE>(area, base, item.as_mut_ptr(), k)
+        imp::load_index_slab_pop::<I, H, _, SHIFT, LOW_BYTE>(area, base, off, item.as_mut_ptr(), k)
     }
 }
 
-/// `i = index; v = base + (i << SHIFT); if !stopped && count < capacity { v[2 +
-/// count] = item; count += 1 }`: [`load_cbne_slab_push`] on the slab of the index
+/// `i = index; v = base + (i << SHIFT) + off; if !stopped && count < capacity {
+/// v[2 + count] = item; count += 1 }`: [`load_cbne_slab_push`] on the slab of the index
 /// read inside the sequence (see [`load_index_slab_pop`], also for why that is sound
 /// and for the `cpu` of an abort).
 ///
@@ -483,11 +486,12 @@ pub unsafe fn load_index_slab_pop<I: Index, H: Hooks, const SHIFT: u32, const LO
 pub unsafe fn load_index_slab_push<I: Index, H: Hooks, const SHIFT: u32, const LOW_BYTE: bool>(
     area: ThreadArea,
     base: *mut u8,
+    off: usize,
     item: isize,
 ) -> OpResult {
     const { assert!(index_shift_ok(SHIFT)) };
     let k = IndexResult::<I, H, ()>::new(area, ());
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    unsafe { imp::load_index_slab_push::<I, H, _, SHIFT, LOW_BYTE>(area, base, item, k) }
+    unsafe { imp::load_index_slab_push::<I, H, _, SHIFT, LOW_BYTE>(area, base, off, item, k) }
 }

@@ -381,6 +381,7 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
 >(
     area: ThreadArea,
     base: *mut u8,
+    off: usize,
     out: *mut isize,
     k: impl Outcome<K>,
 ) -> K {
@@ -420,6 +421,7 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
                 "movq {idx}, {v}\n",
                 "shlq ${shift}, {v}\n",
                 "addq {base}, {v}\n",
+                "addq {off}, {v}\n",
                 "movq ({v}), {n}\n",
                 // Empty (0) or stopped (negative).
                 "testq {n}, {n}\n",
@@ -440,6 +442,7 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
                 n = out(reg) status,
                 item = out(reg) item,
                 base = in(reg) base,
+                off = in(reg) off,
                 area = in(reg) a,
                 idxoff = const I::OFFSET,
                 lowbyte = const LOW_BYTE as u8,
@@ -463,8 +466,11 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
                 "shlq ${shift}, {tmp}\n",
                 "addq {base}, {tmp}\n",
                 // As `load_cbne_slab_pop`: the first word whole, `jl` for empty or
-                // stopped, the whole word stored back.
-                "movq ({tmp}), {n}\n",
+                // stopped, the whole word stored back. The header's address is the
+                // slot's plus `off` in the load itself (the `lea` beside it, for the
+                // item's address, is off the path from `off` to the count).
+                "movq ({tmp},{off},1), {n}\n",
+                "leaq ({tmp},{off},1), {tmp}\n",
                 "subq $1, {n}\n",
                 "jl 7f\n",
                 "movq 16({tmp},{n},8), {item}\n",
@@ -475,6 +481,7 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
                 n = out(reg) status,
                 item = out(reg) item,
                 base = in(reg) base,
+                off = in(reg) off,
                 area = in(reg) a,
                 idxoff = const I::OFFSET,
                 lowbyte = const LOW_BYTE as u8,
@@ -509,6 +516,7 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
 >(
     area: ThreadArea,
     base: *mut u8,
+    off: usize,
     item: isize,
     k: impl Outcome<K>,
 ) -> K {
@@ -527,6 +535,7 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
                 "movq {idx}, {v}\n",
                 "shlq ${shift}, {v}\n",
                 "addq {base}, {v}\n",
+                "addq {off}, {v}\n",
                 "movq ({v}), {n}\n",
                 "cmpq 8({v}), {n}\n",
                 "jae {cmpfail}\n",
@@ -543,6 +552,7 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
                 v = out(reg) _,
                 n = out(reg) _,
                 base = in(reg) base,
+                off = in(reg) off,
                 item = in(reg) item,
                 area = in(reg) a,
                 idxoff = const I::OFFSET,
@@ -564,8 +574,10 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
                 registered_always!(),
                 "shlq ${shift}, {tmp}\n",
                 "addq {base}, {tmp}\n",
-                // As `load_cbne_slab_push`.
-                "movq ({tmp}), {n}\n",
+                // As `load_cbne_slab_push` (the header's address as in
+                // `load_index_slab_pop`).
+                "movq ({tmp},{off},1), {n}\n",
+                "leaq ({tmp},{off},1), {tmp}\n",
                 "cmpq 8({tmp}), {n}\n",
                 "jae {cmpfail}\n",
                 "movq {item}, 16({tmp},{n},8)\n",
@@ -576,6 +588,7 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
                 tmp = out(reg) _,
                 n = out(reg) _,
                 base = in(reg) base,
+                off = in(reg) off,
                 item = in(reg) item,
                 area = in(reg) a,
                 idxoff = const I::OFFSET,
