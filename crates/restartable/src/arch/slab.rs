@@ -461,13 +461,15 @@ pub unsafe fn load_index_slab_pop<I: Index, H: Hooks, const SHIFT: u32, const LO
 ) -> (OpResult, isize) {
     const { assert!(index_shift_ok(SHIFT)) };
     let mut item = core::mem::MaybeUninit::<isize>::uninit();
-    let k = IndexResult::<I, H, _>::new(area, PopItem(item.as_ptr()));
+    // One pointer for the write and the read: a second borrow of `item` (`as_ptr`
+    // then `as_mut_ptr`) would invalidate the first one's pointer before its read.
+    let p = item.as_mut_ptr();
+    let k = IndexResult::<I, H, _>::new(area, PopItem(p));
     crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract; `item` is this frame's local, written by `imp` when
-    // the sequence committed and read (by `PopItem::committed`) only after that.
-    unsafe {
-        imp::load_index_slab_pop::<I, H, _, SHIFT, LOW_BYTE>(area, base, item.as_mut_ptr(), k)
-    }
+    // SAFETY: forwarded contract; `item` is this frame's local, written through `p` by
+    // `imp` when the sequence committed and read through it (by `PopItem::committed`)
+    // only after that.
+    unsafe { imp::load_index_slab_pop::<I, H, _, SHIFT, LOW_BYTE>(area, base, p, k) }
 }
 
 /// `i = index; v = base + (i << SHIFT); if !stopped && count < capacity { v[2 +
