@@ -339,15 +339,13 @@ macro_rules! index_hooked {
 }
 
 /// The broken order of the "skip the CPU check" switch (hooked build only): the index
-/// read before the sequence starts.
+/// read before the sequence starts. Read whether the switch is on or not (with the
+/// switch off, `index_hooked!` reads it again inside): the switch is read twice, and
+/// turned on between the two reads, a conditional read here would leave `{idx}`
+/// unset (an address from whatever the register held).
 macro_rules! index_early {
     () => {
-        concat!(
-            "cmpb $0, {flags}+1(%rip)\n",
-            "je 80f\n",
-            index_read!("idx"),
-            "80:\n",
-        )
+        index_read!("idx")
     };
 }
 
