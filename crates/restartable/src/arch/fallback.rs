@@ -53,6 +53,7 @@ pub(super) unsafe fn load_index_slab_pop<
 >(
     _area: ThreadArea,
     _base: *mut u8,
+    _early: u64,
     _out: *mut isize,
     k: impl Outcome<K>,
 ) -> K {
@@ -69,6 +70,7 @@ pub(super) unsafe fn load_index_slab_push<
 >(
     _area: ThreadArea,
     _base: *mut u8,
+    _early: u64,
     _item: isize,
     k: impl Outcome<K>,
 ) -> K {

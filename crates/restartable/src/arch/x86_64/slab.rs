@@ -316,10 +316,10 @@ macro_rules! registered_always {
 }
 
 /// The hooked build's index read: at injection point 2, inside the sequence; with
-/// the "skip the CPU check" switch on, the read is made before the descriptor store
-/// instead (`index_early!`), the deliberately broken order (an index read outside the
-/// sequence and never compared). Then the registration check, the trap switch and
-/// injection point 3.
+/// the "skip the CPU check" switch on, the sequence uses the index read before it
+/// instead (`early_index` in `slab`, before injection point 9, in `{idx}` on entry),
+/// the deliberately broken order (an index read outside the sequence and never
+/// compared). Then the registration check, the trap switch and injection point 3.
 macro_rules! index_hooked {
     () => {
         concat!(
@@ -335,17 +335,6 @@ macro_rules! index_hooked {
             "88:\n",
             inj!(hooked, "12"),
         )
-    };
-}
-
-/// The broken order of the "skip the CPU check" switch (hooked build only): the index
-/// read before the sequence starts. Read whether the switch is on or not (with the
-/// switch off, `index_hooked!` reads it again inside): the switch is read twice, and
-/// turned on between the two reads, a conditional read here would leave `{idx}`
-/// unset (an address from whatever the register held).
-macro_rules! index_early {
-    () => {
-        index_read!("idx")
     };
 }
 
@@ -379,6 +368,7 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
 >(
     area: ThreadArea,
     base: *mut u8,
+    early: u64,
     out: *mut isize,
     k: impl Outcome<K>,
 ) -> K {
@@ -412,7 +402,6 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
             asm!(
                 exit_point!("7f"),
                 exit_point!("85f"),
-                index_early!(),
                 start!(hooked),
                 index_hooked!(),
                 "movq {idx}, {v}\n",
@@ -433,7 +422,9 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
                 "jmp 5b\n",
                 ".popsection\n",
                 tmp = out(reg) _,
-                idx = out(reg) _,
+                // The index read before the sequence (`early_index`), which the
+                // switch makes it use; overwritten inside otherwise.
+                idx = inout(reg) early => _,
                 v = out(reg) _,
                 n = out(reg) status,
                 item = out(reg) item,
@@ -507,6 +498,7 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
 >(
     area: ThreadArea,
     base: *mut u8,
+    early: u64,
     item: isize,
     k: impl Outcome<K>,
 ) -> K {
@@ -519,7 +511,6 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
             asm!(
                 exit_point!("{cmpfail}"),
                 exit_point!("{twice}"),
-                index_early!(),
                 start!(hooked),
                 index_hooked!(),
                 "movq {idx}, {v}\n",
@@ -537,7 +528,9 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
                 "5:\n",
                 abort_handler!(),
                 tmp = out(reg) _,
-                idx = out(reg) _,
+                // The index read before the sequence (`early_index`), which the
+                // switch makes it use; overwritten inside otherwise.
+                idx = inout(reg) early => _,
                 v = out(reg) _,
                 n = out(reg) _,
                 base = in(reg) base,
