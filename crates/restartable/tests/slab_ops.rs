@@ -944,6 +944,11 @@ fn migrate_round<I: Index, Hk: Hooks, const LB: bool>(
             }
             std::thread::sleep(MIGRATE_AFTER);
             pin(tid, &[b]);
+            // The migration is done: the retries after its abort run without the
+            // delay. With it, every retry on a CPU shared with another runnable task
+            // (another test process, a build) is preempted inside its sequence, and
+            // aborts, for ever.
+            hooks::set_loops(point, 0);
         })
     };
     if Hk::INJECT {

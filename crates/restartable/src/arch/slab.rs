@@ -413,6 +413,20 @@ impl<I: Index, H: Hooks, T: IndexItem> Outcome<T::Out> for IndexResult<I, H, T> 
     }
 }
 
+/// The hooked build's index read before the sequence, for the "skip the CPU check"
+/// switch (the deliberately broken order: the sequence then uses it instead of
+/// reading the index itself): read before injection point 9, as the prepared ops'
+/// callers read theirs, so that a migration there makes it stale. Read whether the
+/// switch is on or not (the sequence reads the switch itself), 0 in the plain build.
+#[inline(always)]
+fn early_index<I: Index, H: Hooks, const LOW_BYTE: bool>(area: ThreadArea) -> u64 {
+    if !H::INJECT {
+        return 0;
+    }
+    let i = I::current(area);
+    u64::from(if LOW_BYTE { i & 0xff } else { i })
+}
+
 /// Whether `SHIFT` is one the in-sequence ops take (a 32-bit index shifted by it
 /// stays far below the address space's end).
 const fn index_shift_ok(shift: u32) -> bool {
@@ -464,13 +478,16 @@ pub unsafe fn load_index_slab_pop<I: Index, H: Hooks, const SHIFT: u32, const LO
 ) -> (OpResult, isize) {
     const { assert!(index_shift_ok(SHIFT)) };
     let mut item = core::mem::MaybeUninit::<isize>::uninit();
-    let k = IndexResult::<I, H, _>::new(area, PopItem(item.as_ptr()));
+    // One pointer for the write and the read: a second borrow of `item` (`as_ptr`
+    // then `as_mut_ptr`) would invalidate the first one's pointer before its read.
+    let p = item.as_mut_ptr();
+    let k = IndexResult::<I, H, _>::new(area, PopItem(p));
+    let early = early_index::<I, H, LOW_BYTE>(area);
     crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract; `item` is this frame's local, written by `imp` when
-    // the sequence committed and read (by `PopItem::committed`) only after that.
-    unsafe {
-        imp::load_index_slab_pop::<I, H, _, SHIFT, LOW_BYTE>(area, base, off, item.as_mut_ptr(), k)
-    }
+    // SAFETY: forwarded contract; `item` is this frame's local, written through `p` by
+    // `imp` when the sequence committed and read through it (by `PopItem::committed`)
+    // only after that.
+    unsafe { imp::load_index_slab_pop::<I, H, _, SHIFT, LOW_BYTE>(area, base, off, early, p, k) }
 }
 
 /// `i = index; v = base + (i << SHIFT) + off; if !stopped && count < capacity {
@@ -491,7 +508,10 @@ pub unsafe fn load_index_slab_push<I: Index, H: Hooks, const SHIFT: u32, const L
 ) -> OpResult {
     const { assert!(index_shift_ok(SHIFT)) };
     let k = IndexResult::<I, H, ()>::new(area, ());
+    let early = early_index::<I, H, LOW_BYTE>(area);
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    unsafe { imp::load_index_slab_push::<I, H, _, SHIFT, LOW_BYTE>(area, base, off, item, k) }
+    unsafe {
+        imp::load_index_slab_push::<I, H, _, SHIFT, LOW_BYTE>(area, base, off, early, item, k)
+    }
 }

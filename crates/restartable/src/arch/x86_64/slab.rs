@@ -316,10 +316,10 @@ macro_rules! registered_always {
 }
 
 /// The hooked build's index read: at injection point 2, inside the sequence; with
-/// the "skip the CPU check" switch on, the read is made before the descriptor store
-/// instead (`index_early!`), the deliberately broken order (an index read outside the
-/// sequence and never compared). Then the registration check, the trap switch and
-/// injection point 3.
+/// the "skip the CPU check" switch on, the sequence uses the index read before it
+/// instead (`early_index` in `slab`, before injection point 9, in `{idx}` on entry),
+/// the deliberately broken order (an index read outside the sequence and never
+/// compared). Then the registration check, the trap switch and injection point 3.
 macro_rules! index_hooked {
     () => {
         concat!(
@@ -334,19 +334,6 @@ macro_rules! index_hooked {
             "int3\n",
             "88:\n",
             inj!(hooked, "12"),
-        )
-    };
-}
-
-/// The broken order of the "skip the CPU check" switch (hooked build only): the index
-/// read before the sequence starts.
-macro_rules! index_early {
-    () => {
-        concat!(
-            "cmpb $0, {flags}+1(%rip)\n",
-            "je 80f\n",
-            index_read!("idx"),
-            "80:\n",
         )
     };
 }
@@ -382,6 +369,7 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
     area: ThreadArea,
     base: *mut u8,
     off: usize,
+    early: u64,
     out: *mut isize,
     k: impl Outcome<K>,
 ) -> K {
@@ -415,7 +403,6 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
             asm!(
                 exit_point!("7f"),
                 exit_point!("85f"),
-                index_early!(),
                 start!(hooked),
                 index_hooked!(),
                 "movq {idx}, {v}\n",
@@ -437,7 +424,9 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
                 "jmp 5b\n",
                 ".popsection\n",
                 tmp = out(reg) _,
-                idx = out(reg) _,
+                // The index read before the sequence (`early_index`), which the
+                // switch makes it use; overwritten inside otherwise.
+                idx = inout(reg) early => _,
                 v = out(reg) _,
                 n = out(reg) status,
                 item = out(reg) item,
@@ -517,6 +506,7 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
     area: ThreadArea,
     base: *mut u8,
     off: usize,
+    early: u64,
     item: isize,
     k: impl Outcome<K>,
 ) -> K {
@@ -529,7 +519,6 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
             asm!(
                 exit_point!("{cmpfail}"),
                 exit_point!("{twice}"),
-                index_early!(),
                 start!(hooked),
                 index_hooked!(),
                 "movq {idx}, {v}\n",
@@ -548,7 +537,9 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
                 "5:\n",
                 abort_handler!(),
                 tmp = out(reg) _,
-                idx = out(reg) _,
+                // The index read before the sequence (`early_index`), which the
+                // switch makes it use; overwritten inside otherwise.
+                idx = inout(reg) early => _,
                 v = out(reg) _,
                 n = out(reg) _,
                 base = in(reg) base,
