@@ -5,8 +5,8 @@
 //! One region, mapped at first use, holds one slot of [`STRIDE`] bytes per possible
 //! CPU, their count rounded up to a power of two and the region to at least
 //! `CID_SLOTS` slots (slots past the possible CPUs are address space only: no
-//! index reaches them) so that the fast path can mask an mm_cid with a constant
-//! instead of comparing it. Slots are indexed by mm_cid where the kernel has
+//! index reaches them) so that the fast path can read the low byte of an mm_cid
+//! as its index, unbounded and uncompared. Slots are indexed by mm_cid where the kernel has
 //! it, so slots follow the threads that run at once, not the CPUs that exist;
 //! `RESTARTABLE_ALLOC_INDEX=cpu` in the environment asks for CPU numbers instead. A
 //! slot starts with a line of
@@ -21,10 +21,11 @@
 //! pop:  if !stop && count > 0        { item = hdr[2 + count - 1]; commit count - 1 }
 //! push: if !stop && count < capacity { hdr[2 + count] = obj; commit count + 1 }
 //! ```
-//! Each is one sequence (`load_cbne_slab_pop` / `load_cbne_slab_push` of the
-//! `restartable` crate): the header and the item are read inside it, so the fast
-//! path prepares nothing but the slot's address; the stop half shares the count's
-//! word, so the one load of it that the op needs anyway also sees a stop.
+//! Each is one sequence (`load_index_slab_pop` / `load_index_slab_push` of the
+//! `restartable` crate): the index (mm_cid or CPU), the header and the item are
+//! read inside it, so the fast path prepares nothing but the region's address plus
+//! the class's header offset, and no index is compared; the stop half shares the
+//! count's word, so the one load of it that the op needs anyway also sees a stop.
 //!
 //! # Invariants
 //! - `items[..count]` of a slot are free objects of the class, owned by the slot.
@@ -124,12 +125,6 @@ struct Front {
     word: AtomicUsize,
     /// Slots in the region.
     slots: AtomicUsize,
-    /// The slot count as the fast path reads it: capped at `u16::MAX` (indexes above
-    /// go to the slow path), so that an index below it is known to the compiler to be
-    /// a CPU and the op's own check of that (`cpu_id` below -2) folds away by CPU.
-    /// (A 32-bit word read with that bound assumed: a `u16` field cost the fast path
-    /// a second zero extension.)
-    fast_slots: AtomicU32,
     /// The region's address without the [`BY_CID`] flag (set with `word`): the slot
     /// address by mm_cid without masking the flag off.
     base: AtomicUsize,
@@ -151,18 +146,17 @@ struct Front {
 const BY_CID: usize = 1;
 
 /// Slots the region always has room for (a power of two): the first attempt by
-/// mm_cid ([`Unchecked`]) masks the index with `CID_SLOTS - 1`, an immediate (one
-/// `and`, no load), instead of comparing it with the slot count. The region maps
-/// `max(slots, CID_SLOTS)` slots ([`region_slots`]), so a masked index is always a
-/// slot of it. Slots from `slots` up are address space only: `mm_cid` stays below
-/// the possible CPUs, so no sequence commits on them, and were one reached, it reads
-/// as empty with capacity 0 (fresh memory; only [`grow`], bounded by `slots`, gives
-/// capacity): a miss. Where the possible CPUs exceed `CID_SLOTS`, a masked index
-/// would differ from the thread's `mm_cid` (failing the op's own CPU check, every
-/// time, for those threads): there `init` takes the bounded path ([`Checked`])
-/// instead. Cost: 16 MiB of address space (`MAP_NORESERVE`, never touched past the
-/// real slots). 256, so that the mask is the load of `mm_cid`'s low byte
-/// ([`Unchecked`]'s `masked_cid`).
+/// mm_cid under glibc's registration ([`Unchecked`]) reads the low byte of `mm_cid`
+/// inside its sequence (one `movzbl`, no mask, no bound: see [`pop_indexed`]). The
+/// region maps `max(slots, CID_SLOTS)` slots ([`region_slots`]). Slots from `slots`
+/// up are address space only: `cpu_id` and `mm_cid` stay below the possible CPUs,
+/// so no sequence reaches them, and were one reached, it reads as empty with
+/// capacity 0 (fresh memory; only [`grow`], bounded by `slots`, gives capacity): a
+/// miss. Where the possible CPUs exceed `CID_SLOTS`, the low byte would not be the
+/// whole `mm_cid` (two threads' indexes 256 apart would share a slot): there `init`
+/// takes the path that reads the whole field ([`Checked`]) instead. Cost: 16 MiB of
+/// address space (`MAP_NORESERVE`, never touched past the real slots). 256, so that
+/// the index is the load of `mm_cid`'s low byte.
 pub(crate) const CID_SLOTS: usize = 256;
 const _: () = assert!(CID_SLOTS.is_power_of_two() && CID_SLOTS <= u16::MAX as usize);
 
@@ -178,7 +172,6 @@ pub(crate) const fn region_slots(slots: usize) -> usize {
 static FRONT: Front = Front {
     word: AtomicUsize::new(0),
     slots: AtomicUsize::new(0),
-    fast_slots: AtomicU32::new(0),
     base: AtomicUsize::new(0),
     unchecked_cid: AtomicIsize::new(0),
     checked_cpu: AtomicIsize::new(0),
@@ -255,11 +248,6 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
     /// Set once rseq turned out unavailable to this thread.
     static NO_RSEQ: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The slot count as the fast path keeps it (see [`Front::fast_slots`]).
-fn fast_slots() -> u32 {
-    u16::try_from(FRONT.slots.load(Ordering::Relaxed)).unwrap_or(u16::MAX) as u32
 }
 
 /// The set-up lock, for the fork handlers.
@@ -449,7 +437,7 @@ unsafe fn alloc_in<H: Hooks>(
     class: impl FnOnce() -> usize,
 ) -> *mut u8 {
     // SAFETY: forwarded contract.
-    match unsafe { pop_in::<H>(w, f, hdr) } {
+    match unsafe { pop_in::<H, _>(w, f, hdr) } {
         Outcome::Done(p) => {
             // SAFETY: the caches hold objects only (pushed by `dealloc`, which is
             // never given null, or moved from spans): never null. (Folds the
@@ -518,7 +506,7 @@ unsafe fn dealloc_in<H: Hooks>(
 ) {
     // SAFETY: forwarded contract.
     unsafe {
-        match push_in::<H>(w, f, hdr, obj) {
+        match push_in::<H, _>(w, f, hdr, obj) {
             Outcome::Done(()) => {}
             Outcome::Miss => dealloc_slow::<H>(class(), obj),
             Outcome::Aborted => dealloc_after_abort::<H>(class(), obj),
@@ -534,7 +522,7 @@ unsafe fn dealloc_in<H: Hooks>(
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off, _)) => unsafe { pop_in::<H>(w, off, || header_offset(c)) },
+        Ok((w, off, _)) => unsafe { pop_in::<H, _>(w, off, || header_offset(c)) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { pop_tls::<H>(w, c) },
     }
@@ -551,38 +539,37 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 /// `hdr()` is [`header_offset`] of a class.
 #[inline(always)]
 pub unsafe fn pop_at_offset<H: Hooks>(hdr: impl FnOnce() -> usize) -> Outcome<*mut u8> {
-    // As `set_up` without its third word: library-owned by mm_cid (checked first) is
-    // left to the caller's slow path. Inlined here, the compiler merged its tail with
-    // the glibc path's, which then ended in a jump to a shared `ret` (`malloc`,
-    // BENCHMARKS.md).
+    // As `set_up`'s first word alone: the checked modes (by CPU, library-owned by
+    // mm_cid) are left to the caller's slow path ([`pop_checked`]). Inlined here,
+    // their sequences' tails were merged with the glibc path's, which then ended in
+    // a taken jump to a shared `ret` (`malloc`; BENCHMARKS.md, "in-sequence index").
     let off = unchecked_cid();
     if off != 0 {
         // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { pop_in::<H>(BY_CID, Unchecked(AreaOffset::from_bytes(off)), hdr) };
-    }
-    let off = checked_cpu();
-    if off != 0 {
-        // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { pop_in::<H>(0, Checked(AreaOffset::from_bytes(off)), hdr) };
+        return unsafe { pop_in::<H, _>(BY_CID, Unchecked(AreaOffset::from_bytes(off)), hdr) };
     }
     Outcome::Miss
 }
 
-/// [`pop_at_offset`]'s missing third word: library-owned by mm_cid, the area at one
-/// offset and checked before the sequence. For `malloc`'s slow path, where that mode
-/// then starts (inlined into `pop_at_offset`, its tail was merged with the glibc
-/// path's: see there).
+/// [`pop_at_offset`]'s missing words: by CPU, and library-owned by mm_cid, the area
+/// at one offset and checked before the sequence. For `malloc`'s slow path, where
+/// those modes then start (see [`pop_at_offset`]).
 ///
 /// # Safety
 /// `hdr` is [`header_offset`] of a class.
 #[inline(always)]
-pub unsafe fn pop_checked_cid<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
-    let off = checked_cid();
-    if off == 0 {
-        return Outcome::Miss;
+pub unsafe fn pop_checked<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
+    let off = checked_cpu();
+    if off != 0 {
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { pop_in::<H, _>(0, Checked(AreaOffset::from_bytes(off)), || hdr) };
     }
-    // SAFETY: as in `set_up`; forwarded contract.
-    unsafe { pop_in::<H>(BY_CID, Checked(AreaOffset::from_bytes(off)), || hdr) }
+    let off = checked_cid();
+    if off != 0 {
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { pop_in::<H, _>(BY_CID, Checked(AreaOffset::from_bytes(off)), || hdr) };
+    }
+    Outcome::Miss
 }
 
 /// [`pop`] where glibc's area is not at a process-wide offset: out of line, so
@@ -594,7 +581,7 @@ pub unsafe fn pop_checked_cid<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
 #[inline(never)]
 unsafe fn pop_tls<H: Hooks>(w: usize, c: usize) -> Outcome<*mut u8> {
     // SAFETY: forwarded contract.
-    unsafe { pop_in::<H>(w, Tls, || header_offset(c)) }
+    unsafe { pop_in::<H, _>(w, Tls, || header_offset(c)) }
 }
 
 /// [`pop`] with the area found by `f`, of the class whose header is at `hdr()`
@@ -604,21 +591,95 @@ unsafe fn pop_tls<H: Hooks>(w: usize, c: usize) -> Outcome<*mut u8> {
 /// # Safety
 /// `hdr` is [`header_offset`] of a class.
 #[inline(always)]
-unsafe fn pop_in<H: Hooks>(
+unsafe fn pop_in<H: Hooks, F: FindArea>(
     w: usize,
-    f: impl FindArea,
+    f: F,
     hdr: impl FnOnce() -> usize,
 ) -> Outcome<*mut u8> {
-    let Some((area, cpu, base)) = enter(w, f) else {
+    let Some(area) = area_for(w, f) else {
         return Outcome::Miss;
     };
-    // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
-    unsafe {
-        if w & BY_CID != 0 {
-            pop_once::<ByMmCid, H>(area, cpu, base, hdr())
+    let (base, hdr) = (region(), hdr());
+    // SAFETY: forwarded contract; `area_for` gave the area for the mode `w` and `f`
+    // select (see `pop_indexed`).
+    let (r, item) = unsafe {
+        if w & BY_CID == 0 {
+            pop_indexed::<ByCpu, H, false>(area, base, hdr)
+        } else if F::LOW_BYTE_CID {
+            pop_indexed::<ByMmCid, H, true>(area, base, hdr)
         } else {
-            pop_once::<ByCpu, H>(area, cpu, base, hdr())
+            pop_indexed::<ByMmCid, H, false>(area, base, hdr)
         }
+    };
+    match r {
+        OpResult::Committed => Outcome::Done(item as *mut u8),
+        OpResult::CompareFailed => Outcome::Miss,
+        OpResult::Aborted { .. } => Outcome::Aborted,
+    }
+}
+
+/// This thread's area for a fast path of the mode `w` selects, found by `f`: when the
+/// caches are set up (for the thread-local finder: `w`, the set-up word, is not 0; a
+/// [`Checked`] or [`Unchecked`] finder exists only once they are) and, but for
+/// [`Unchecked`] (whose sequence checks it, see there), the thread is registered.
+#[inline(always)]
+fn area_for<F: FindArea>(w: usize, f: F) -> Option<ThreadArea> {
+    if !F::SET_UP && w == 0 {
+        return None;
+    }
+    f.area()
+}
+
+/// `log2(STRIDE)`: the in-sequence ops' shift from an index to its slot.
+const STRIDE_SHIFT: u32 = STRIDE.trailing_zeros();
+const _: () = assert!(1 << STRIDE_SHIFT == STRIDE);
+
+/// The region's address ([`Front::base`]): what the in-sequence ops add an index's
+/// slot (`index << STRIDE_SHIFT`, inside the sequence) and a class's header offset
+/// to. One `%rip`-relative load ([`front_word`]).
+#[inline(always)]
+fn region() -> *mut u8 {
+    front_word::<{ core::mem::offset_of!(Front, base) }>() as *mut u8
+}
+
+/// The fast path's pop: `restartable`'s in-sequence index op, on the slot of the
+/// index `I` the thread has inside the sequence (its low byte if `LOW_BYTE`).
+///
+/// # Safety
+/// `base` is the region ([`region`], set up) and `hdr` [`header_offset`] of a class;
+/// `area` is this thread's. Every index the field can hold has a slot in the region:
+/// `cpu_id` and `mm_cid` stay below `possible_cpus()` (the kernel's `nr_cpu_ids`),
+/// and the region maps at least that many slots (`init`); with `LOW_BYTE` (glibc's
+/// registration by mm_cid, [`Unchecked`]), `possible_cpus()` is at most
+/// [`CID_SLOTS`] (256: `init` publishes `unchecked_cid` only then), so the low byte
+/// is the whole index. Each slot's headers are written only by sequences for its
+/// index (or by a thread that stopped and fenced it); the slots past the possible
+/// CPUs, never reached, are zero (count and capacity 0: every op misses).
+#[inline(always)]
+unsafe fn pop_indexed<I: Index, H: Hooks, const LOW_BYTE: bool>(
+    area: ThreadArea,
+    base: *mut u8,
+    hdr: usize,
+) -> (OpResult, isize) {
+    // SAFETY: forwarded contract (the op's, in the terms of the region).
+    unsafe { arch::load_index_slab_pop::<I, H, STRIDE_SHIFT, LOW_BYTE>(area, base, hdr) }
+}
+
+/// The fast path's push (see [`pop_indexed`]).
+///
+/// # Safety
+/// As for [`pop_indexed`]; `obj` a free object of the class.
+#[inline(always)]
+unsafe fn push_indexed<I: Index, H: Hooks, const LOW_BYTE: bool>(
+    area: ThreadArea,
+    base: *mut u8,
+    hdr: usize,
+    obj: *mut u8,
+) -> OpResult {
+    // SAFETY: forwarded contract; the items from the count up to the capacity (at
+    // most `max_capacity`, the room the slot has) are unpublished.
+    unsafe {
+        arch::load_index_slab_push::<I, H, STRIDE_SHIFT, LOW_BYTE>(area, base, hdr, obj as isize)
     }
 }
 
@@ -627,23 +688,13 @@ unsafe fn pop_in<H: Hooks>(
 trait FindArea: Copy {
     /// Whether the caches are known to be set up when this finder exists.
     const SET_UP: bool;
-    /// Whether `enter` masks an mm_cid index with [`CID_SLOTS`]` - 1` instead of
-    /// bounding it (the ops' CPU check then catches a masked index that is not the
-    /// thread's `mm_cid`).
-    const MASK_CID: bool = false;
+    /// Whether the sequence by mm_cid reads the low byte of `mm_cid` ([`Unchecked`]:
+    /// glibc's registration, at most [`CID_SLOTS`] possible CPUs) rather than the
+    /// whole field.
+    const LOW_BYTE_CID: bool = false;
     /// The area, if this thread is registered (for [`Unchecked`]: the area, which
     /// may be unregistered; only for the mm_cid index).
     fn area(self) -> Option<ThreadArea>;
-    /// The area and `cpu_id`, if below `bound`.
-    ///
-    /// # Safety
-    /// `bound` is at most `RSEQ_CPU_ID_REGISTRATION_FAILED`.
-    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)>;
-    /// `mm_cid % CID_SLOTS` of `area` (this finder's), for `MASK_CID`.
-    #[inline(always)]
-    fn masked_cid(self, area: ThreadArea) -> u32 {
-        ByMmCid::current(area) & (CID_SLOTS as u32 - 1)
-    }
 }
 
 /// The process-wide offset ([`AreaOffset`]), as [`set_up`] finds it (only once the
@@ -656,11 +707,6 @@ impl FindArea for Checked {
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
         self.0.current_if_registered()
-    }
-    #[inline(always)]
-    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
-        // SAFETY: forwarded contract.
-        unsafe { self.0.current_with_cpu_below(bound) }
     }
 }
 
@@ -676,47 +722,16 @@ struct Unchecked(AreaOffset);
 
 impl FindArea for Unchecked {
     const SET_UP: bool = true;
-    const MASK_CID: bool = true;
+    const LOW_BYTE_CID: bool = true;
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
-        // SAFETY: used by `enter` for the mm_cid index only: bounded there, used only
-        // for ops by mm_cid (which check the registration inside the sequence), and
-        // the abort paths check it with `Checked` before trying again.
+        // SAFETY: used by `pop_in`/`push_in` for the mm_cid index only, for ops by
+        // mm_cid (which check the registration inside the sequence), and the abort
+        // paths check it with `Checked` before trying again.
         Some(unsafe { self.0.current_unchecked() })
     }
-    #[inline(always)]
-    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
-        // SAFETY: forwarded contract.
-        unsafe { self.0.current_with_cpu_below(bound) }
-    }
-    /// The low byte of the area's `mm_cid` (`CID_SLOTS` is 256), read as such: one
-    /// `movzbl`, no `and` after the load.
-    #[inline(always)]
-    fn masked_cid(self, area: ThreadArea) -> u32 {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let _ = area;
-            let cid: u32;
-            // SAFETY: the `mm_cid` field of this thread's area at the process-wide
-            // offset (`area` is that area: `Unchecked::area`), mapped for the
-            // thread's lifetime; a read only.
-            unsafe {
-                core::arch::asm!(
-                    "movzbl %fs:{field}({off}), {cid:e}",
-                    field = const restartable::abi::OFFSET_MM_CID,
-                    off = in(reg) self.0.bytes(),
-                    cid = out(reg) cid,
-                    options(att_syntax, nostack, preserves_flags, readonly)
-                );
-            }
-            cid
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            ByMmCid::current(area) & (CID_SLOTS as u32 - 1)
-        }
-    }
 }
+// The low byte of `mm_cid` is the whole index (`Unchecked`).
 const _: () = assert!(CID_SLOTS == 256);
 
 /// See [`FindArea`].
@@ -728,106 +743,6 @@ impl FindArea for Tls {
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
         ThreadArea::current_if_registered()
-    }
-    #[inline(always)]
-    unsafe fn with_cpu_below(self, bound: usize) -> Option<(ThreadArea, u32)> {
-        // SAFETY: forwarded contract.
-        unsafe { ByCpu::enter_below(bound) }
-    }
-}
-
-/// This thread's area, its slot index (by the index `w`'s [`BY_CID`] selects) and
-/// the region, when the caches are set up (for the thread-local finder: `w`, the
-/// set-up word, is not 0; a [`Checked`] finder exists only once they are), the thread
-/// is registered, and the index has a slot.
-#[inline(always)]
-fn enter<F: FindArea>(w: usize, f: F) -> Option<(ThreadArea, u32, usize)> {
-    if !F::SET_UP && w == 0 {
-        return None;
-    }
-    // Published before `w` / `unchecked_cid` / `checked_cpu` / `checked_cid` (their
-    // release stores), read after them (acquire).
-    let slots = || {
-        let slots = front().fast_slots.load(Ordering::Relaxed);
-        // SAFETY: `fast_slots` is capped at `u16::MAX` (`fast_slots()`).
-        unsafe { core::hint::assert_unchecked(slots <= u32::from(u16::MAX)) };
-        slots as usize
-    };
-    if w & BY_CID != 0 {
-        let area = f.area()?;
-        if F::MASK_CID {
-            // A slot of the region ([`CID_SLOTS`]); the op compares the thread's
-            // `mm_cid` field with it inside the sequence.
-            let cid = f.masked_cid(area);
-            return Some((area, cid, base_for(cid)));
-        }
-        let cid = ByMmCid::current(area);
-        ((cid as usize) < slots()).then(|| (area, cid, base_for(cid)))
-    } else {
-        // SAFETY: `slots` is `possible_cpus()` capped at u16::MAX, far below the
-        // kernel's -2.
-        let (area, cpu) = unsafe { f.with_cpu_below(slots()) }?;
-        Some((area, cpu, base_for(cpu)))
-    }
-}
-
-/// The region's address ([`Front::base`]), for the slot of index `i`: on x86_64
-/// computed as the slot's address (`i << 16`, then an `add` of the word in memory:
-/// no separate load of it, and no register copy kept for it) less `i * STRIDE`,
-/// which the fast path's `slot_addr(base, i)` adds back (the compiler folds the
-/// two away).
-#[inline(always)]
-fn base_for(i: u32) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let slot: usize;
-        // SAFETY: reads a field of a static (`base`, published before the words
-        // the fast path read first: see `front_load!`); writes a register only.
-        unsafe {
-            core::arch::asm!(
-                "mov {i:e}, {slot:e}",
-                "shl ${shift}, {slot}",
-                "add {s}+{off}(%rip), {slot}",
-                i = in(reg) i,
-                slot = out(reg) slot,
-                s = sym FRONT,
-                off = const core::mem::offset_of!(Front, base),
-                shift = const STRIDE.trailing_zeros(),
-                options(att_syntax, nostack, readonly)
-            );
-        }
-        slot.wrapping_sub(i as usize * STRIDE)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = i;
-        front_word::<{ core::mem::offset_of!(Front, base) }>()
-    }
-}
-
-/// One attempt.
-///
-/// # Safety
-/// `hdr` is [`header_offset`] of a class; `base` the region; `cpu` the index `I`
-/// read from `area`, below the slot count.
-#[inline(always)]
-unsafe fn pop_once<I: Index, H: Hooks>(
-    area: ThreadArea,
-    cpu: u32,
-    base: usize,
-    hdr: usize,
-) -> Outcome<*mut u8> {
-    let slot = slot_addr(base, cpu as usize);
-    // SAFETY: the area is this thread's and `cpu` was read from it with `I`; the
-    // header and its items are words of the slot, its count written only by
-    // sequences for `cpu` (or by a thread that stopped and fenced the slot); items up
-    // to the count are published objects.
-    let (r, item) =
-        unsafe { arch::load_cbne_slab_pop::<I, H>(area, cpu, (slot + hdr) as *mut isize) };
-    match r {
-        OpResult::Committed => Outcome::Done(item as *mut u8),
-        OpResult::CompareFailed => Outcome::Miss,
-        OpResult::Aborted { .. } => Outcome::Aborted,
     }
 }
 
@@ -857,17 +772,17 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off, _)) => unsafe { push_in::<H>(w, off, || header_offset(c), obj) },
+        Ok((w, off, _)) => unsafe { push_in::<H, _>(w, off, || header_offset(c), obj) },
         // SAFETY: forwarded contract.
         Err(w) => unsafe { push_tls::<H>(w, c, obj) },
     }
 }
 
-/// [`push`] where the areas are at one offset only (see [`pop_at_offset`]), of an object
-/// whose class `find()` tells, called on that path only: the header offset of its
-/// class, or `None` for a miss (not an object of the caches). The C `free` looks
-/// the pointer up there, so that where the areas are not at one offset its slow
-/// path is the only one to.
+/// [`push`] where glibc owns registration and the caches are indexed by mm_cid (see
+/// [`pop_at_offset`]), of an object whose class `find()` tells, called on that path
+/// only: the header offset of its class, or `None` for a miss (not an object of the
+/// caches). The C `free` looks the pointer up there, so that in the other modes
+/// its slow path is the only one to ([`push_checked`] first).
 ///
 /// # Safety
 /// `find()` is `None` or [`header_offset`] of a class, and then `obj` is a free
@@ -877,8 +792,6 @@ pub unsafe fn push_at_offset<H: Hooks>(
     find: impl FnOnce() -> Option<usize>,
     obj: *mut u8,
 ) -> Outcome<()> {
-    // As `set_up`, with `find` in each mode's branch: a shared lookup would make
-    // the compiler test the mode again after it.
     let off = unchecked_cid();
     if off != 0 {
         let Some(hdr) = find() else {
@@ -886,16 +799,32 @@ pub unsafe fn push_at_offset<H: Hooks>(
         };
         // SAFETY: as in `set_up`; forwarded contract.
         return unsafe {
-            push_in::<H>(BY_CID, Unchecked(AreaOffset::from_bytes(off)), || hdr, obj)
+            push_in::<H, _>(BY_CID, Unchecked(AreaOffset::from_bytes(off)), || hdr, obj)
         };
     }
+    Outcome::Miss
+}
+
+/// [`push_at_offset`]'s missing words (by CPU, library-owned by mm_cid: the area at
+/// one offset, checked before the sequence), for `free`'s slow path, where those
+/// modes then start (see [`pop_at_offset`]).
+///
+/// # Safety
+/// As for [`push_at_offset`].
+#[inline(always)]
+pub unsafe fn push_checked<H: Hooks>(
+    find: impl FnOnce() -> Option<usize>,
+    obj: *mut u8,
+) -> Outcome<()> {
+    // As `set_up`, with `find` in each mode's branch: a shared lookup would make
+    // the compiler test the mode again after it.
     let off = checked_cpu();
     if off != 0 {
         let Some(hdr) = find() else {
             return Outcome::Miss;
         };
         // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { push_in::<H>(0, Checked(AreaOffset::from_bytes(off)), || hdr, obj) };
+        return unsafe { push_in::<H, _>(0, Checked(AreaOffset::from_bytes(off)), || hdr, obj) };
     }
     let off = checked_cid();
     if off != 0 {
@@ -903,7 +832,9 @@ pub unsafe fn push_at_offset<H: Hooks>(
             return Outcome::Miss;
         };
         // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { push_in::<H>(BY_CID, Checked(AreaOffset::from_bytes(off)), || hdr, obj) };
+        return unsafe {
+            push_in::<H, _>(BY_CID, Checked(AreaOffset::from_bytes(off)), || hdr, obj)
+        };
     }
     Outcome::Miss
 }
@@ -915,7 +846,7 @@ pub unsafe fn push_at_offset<H: Hooks>(
 #[inline(never)]
 unsafe fn push_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) -> Outcome<()> {
     // SAFETY: forwarded contract.
-    unsafe { push_in::<H>(w, Tls, || header_offset(c), obj) }
+    unsafe { push_in::<H, _>(w, Tls, || header_offset(c), obj) }
 }
 
 /// [`push`] with the area found by `f`, of the class whose header is at `hdr()` (see
@@ -924,42 +855,25 @@ unsafe fn push_tls<H: Hooks>(w: usize, c: usize, obj: *mut u8) -> Outcome<()> {
 /// # Safety
 /// As for [`push_at_offset`].
 #[inline(always)]
-unsafe fn push_in<H: Hooks>(
+unsafe fn push_in<H: Hooks, F: FindArea>(
     w: usize,
-    f: impl FindArea,
+    f: F,
     hdr: impl FnOnce() -> usize,
     obj: *mut u8,
 ) -> Outcome<()> {
-    let Some((area, cpu, base)) = enter(w, f) else {
+    let Some(area) = area_for(w, f) else {
         return Outcome::Miss;
     };
-    // SAFETY: forwarded contract; `cpu` read by the index `w` selects.
-    unsafe {
-        if w & BY_CID != 0 {
-            push_once::<ByMmCid, H>(area, cpu, base, hdr(), obj)
-        } else {
-            push_once::<ByCpu, H>(area, cpu, base, hdr(), obj)
-        }
-    }
-}
-
-/// One attempt.
-///
-/// # Safety
-/// As for [`pop_once`].
-#[inline(always)]
-unsafe fn push_once<I: Index, H: Hooks>(
-    area: ThreadArea,
-    cpu: u32,
-    base: usize,
-    hdr: usize,
-    obj: *mut u8,
-) -> Outcome<()> {
-    let slot = slot_addr(base, cpu as usize);
-    // SAFETY: as in `pop_once`; the items from the count up to the capacity (at most
-    // `max_capacity`, the room the slot has) are unpublished.
+    let (base, hdr) = (region(), hdr());
+    // SAFETY: as in `pop_in`; forwarded contract.
     let r = unsafe {
-        arch::load_cbne_slab_push::<I, H>(area, cpu, (slot + hdr) as *mut isize, obj as isize)
+        if w & BY_CID == 0 {
+            push_indexed::<ByCpu, H, false>(area, base, hdr, obj)
+        } else if F::LOW_BYTE_CID {
+            push_indexed::<ByMmCid, H, true>(area, base, hdr, obj)
+        } else {
+            push_indexed::<ByMmCid, H, false>(area, base, hdr, obj)
+        }
     };
     match r {
         OpResult::Committed => Outcome::Done(()),
@@ -1017,7 +931,7 @@ fn push_many<I: Index, H: Hooks>(
         let slot = slot_addr(base, cpu as usize);
         // SAFETY: `c` is a class (callers), the header is words of the slot.
         let hdr = unsafe { header(slot, c) };
-        // SAFETY: as in `pop_once`.
+        // SAFETY: as in `pop_indexed`.
         let h = unsafe { SlabHeader::at(hdr) };
         let cur = h.count();
         let cap = h.capacity.load(Ordering::Relaxed);
@@ -1070,7 +984,7 @@ fn pop_many<I: Index, H: Hooks>(
         let slot = slot_addr(base, cpu as usize);
         // SAFETY: `c` is a class (callers), the header is words of the slot.
         let hdr = unsafe { header(slot, c) };
-        // SAFETY: as in `pop_once`.
+        // SAFETY: as in `pop_indexed`.
         let h = unsafe { SlabHeader::at(hdr) };
         let cur = h.count();
         let k = out.len().min(cur as usize);
@@ -1217,9 +1131,14 @@ fn init() {
     }
     *done = true;
     // A power of two, at most 2^16; the region has room for `CID_SLOTS` at least.
-    let slots = restartable::possible_cpus()
-        .clamp(1, 1 << 16)
-        .next_power_of_two();
+    // The fast paths' sequences read the index inside and do not bound it
+    // (`pop_indexed`): the region needs a slot for every possible CPU, so beyond
+    // 2^16 of them (far past what Linux builds for), no caches.
+    let possible = restartable::possible_cpus();
+    if possible > 1 << 16 {
+        return;
+    }
+    let slots = possible.max(1).next_power_of_two();
     let Some(len) = region_slots(slots).checked_mul(STRIDE) else {
         return;
     };
@@ -1229,7 +1148,6 @@ fn init() {
     let by_cid = restartable::registration::mm_cid_available() && !index_by_cpu_requested();
     FENCES.store(restartable::fences_supported(), Ordering::Relaxed);
     FRONT.slots.store(slots, Ordering::Relaxed);
-    FRONT.fast_slots.store(fast_slots(), Ordering::Relaxed);
     FRONT.base.store(p as usize, Ordering::Relaxed);
     let w = p as usize | if by_cid { BY_CID } else { 0 };
     FRONT.word.store(w, Ordering::Release);
@@ -1247,7 +1165,7 @@ fn init() {
         // aborting it.
         let owner = restartable::registration::process_owner();
         let mode = match (by_cid, owner) {
-            // The masked index is the thread's `mm_cid` only where every `mm_cid`
+            // The low byte is the thread's whole `mm_cid` only where every `mm_cid`
             // is below `CID_SLOTS` (see there).
             (true, Some(restartable::Owner::Libc)) if slots <= CID_SLOTS => &FRONT.unchecked_cid,
             (true, _) => &FRONT.checked_cid,

@@ -308,16 +308,17 @@ pub(crate) fn header_by_bytes(n: usize) -> usize {
 pub struct MallocSlow(usize);
 
 impl MallocSlow {
-    /// The first attempt where the library owns registration and indexes by mm_cid
-    /// (its area at one offset, checked before the sequence), which [`malloc_fast`]
-    /// leaves out (see [`front::pop_checked_cid`]): for the start of `malloc`'s slow
-    /// path, with no frame, before [`finish`](Self::finish) out of line.
+    /// The first attempt of the checked modes (caches by CPU, or the library owning
+    /// registration by mm_cid: the area at one offset, checked before the
+    /// sequence), which [`malloc_fast`] leaves out (see [`front::pop_checked`]): for
+    /// the start of `malloc`'s slow path, with no frame, before
+    /// [`finish`](Self::finish) out of line.
     #[inline(always)]
-    pub fn library_cid(self) -> Result<*mut u8, MallocSlow> {
+    pub fn checked(self) -> Result<*mut u8, MallocSlow> {
         let n = self.0;
         if n <= TABLE_MAX {
             // SAFETY: the header offset of the class of `n`.
-            let r = unsafe { front::pop_checked_cid::<NoHooks>(header_by_bytes(n)) };
+            let r = unsafe { front::pop_checked::<NoHooks>(header_by_bytes(n)) };
             if let front::Outcome::Done(p) = r {
                 return Ok(p);
             }
@@ -410,9 +411,10 @@ pub unsafe fn free(p: *mut u8, b: Block) {
 
 /// [`free`]'s fast path alone, for a pointer that may be anything (the C `free`):
 /// `Ok` when `p` was a small object and went into the current CPU's cache (where
-/// glibc owns registration); otherwise the rest to do out of line
+/// glibc owns registration, by mm_cid); otherwise the rest to do out of line
 /// ([`FreeSlow`]: a large object, a foreign pointer, a full cache, an
-/// aborted sequence, the thread-local path). For the same reason as
+/// aborted sequence, the checked modes ([`FreeSlow::checked`]), the thread-local
+/// path). For the same reason as
 /// [`malloc_fast`]: the caller's fast path then ends in a return or a tail call.
 ///
 /// # Safety
@@ -438,6 +440,22 @@ pub unsafe fn free_fast(p: *mut u8) -> Result<(), FreeSlow> {
 pub struct FreeSlow(*mut u8);
 
 impl FreeSlow {
+    /// The first attempt of the checked modes (see [`MallocSlow::checked`]), which
+    /// [`free_fast`] leaves out: for the start of `free`'s slow path, with no frame.
+    ///
+    /// # Safety
+    /// As for [`free_fast`].
+    #[inline(always)]
+    pub unsafe fn checked(self) -> Result<(), FreeSlow> {
+        let p = self.0;
+        let find = || small(p as usize).map(|(_, hdr)| hdr);
+        // SAFETY: as in `free_fast`.
+        if let front::Outcome::Done(()) = unsafe { front::push_checked::<NoHooks>(find, p) } {
+            return Ok(());
+        }
+        Err(self)
+    }
+
     /// The pointer given to [`free_fast`].
     pub fn ptr(&self) -> *mut u8 {
         self.0

@@ -132,15 +132,16 @@ pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 extern "C" fn malloc_slow(slow: raw::MallocSlow) -> *mut c_void {
-    // Library-owned registration by mm_cid (glibc before 2.35, or its registration
-    // switched off) starts here, with no frame; the rest by a second tail jump.
-    match slow.library_cid() {
+    // The checked modes (library-owned registration by mm_cid: glibc before 2.35, or
+    // its registration switched off; caches by CPU) start here, with no frame; the
+    // rest by a second tail jump.
+    match slow.checked() {
         Ok(p) => p.cast(),
         Err(slow) => malloc_slower(slow),
     }
 }
 
-/// [`malloc_slow`] past the library-owned attempt: the front-end's whole path, the
+/// [`malloc_slow`] past the checked modes' attempt: the front-end's whole path, the
 /// middle, large objects; `errno` on failure.
 #[cold]
 #[inline(never)]
@@ -163,13 +164,24 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     }
 }
 
-/// [`free`] past its fast path: NULL, a large object, a full cache, an aborted
-/// sequence, the thread-local path, or a pointer this allocator did not hand out
-/// (aborts).
+/// [`free`] past its fast path: the checked modes' first attempt (as
+/// [`malloc_slow`]'s, with no frame), then [`free_slower`] by a tail jump.
 /// `extern "C"` for the tail jump (see [`malloc_slow`]).
 #[cold]
 #[inline(never)]
 extern "C" fn free_slow(slow: raw::FreeSlow) {
+    // SAFETY: `free`'s contract.
+    if let Err(slow) = unsafe { slow.checked() } {
+        free_slower(slow)
+    }
+}
+
+/// [`free_slow`] past the checked modes' attempt: NULL, a large object, a full
+/// cache, an aborted sequence, the thread-local path, or a pointer this allocator
+/// did not hand out (aborts).
+#[cold]
+#[inline(never)]
+extern "C" fn free_slower(slow: raw::FreeSlow) {
     let p = slow.ptr();
     if p.is_null() {
         return;

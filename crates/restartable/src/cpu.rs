@@ -65,8 +65,9 @@ pub fn current_numa_node() -> Option<u32> {
 }
 
 /// The number of possible CPUs: one more than the highest CPU number in
-/// `/sys/devices/system/cpu/possible`, else the configured processor count, at least 1.
-/// Every CPU number this process can observe is below it, so it sizes per-CPU arrays.
+/// `/sys/devices/system/cpu/possible`, else (no `/sys`) the larger of the configured
+/// processor count and the bits of the kernel's CPU mask, at least 1. Every CPU number
+/// this process can observe is below it, so it sizes per-CPU arrays.
 ///
 /// # Examples
 /// ```
@@ -89,16 +90,39 @@ pub fn possible_cpus() -> usize {
         .unwrap_or_else(|| {
             // SAFETY: sysconf has no preconditions.
             let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
-            if n > 0 {
-                n as usize
-            } else {
-                1
-            }
+            // Without the file, glibc counts CPUs (`/sys`'s directories, `/proc/stat`'s
+            // online CPUs, or with neither mounted the affinity mask): a count, which
+            // can be below the highest CPU number. The kernel's mask size bounds it.
+            (n.max(1) as usize).max(cpumask_bits())
         })
         .max(1);
     // Every thread computes the same value: a race only repeats the work.
     POSSIBLE.store(n, Ordering::Relaxed);
     n
+}
+
+/// The bits of the kernel's CPU mask, above every CPU number (its `nr_cpu_ids`,
+/// rounded up to a word, or the kernel's `NR_CPUS`), with neither `/sys` nor `/proc`:
+/// the `sched_getaffinity` system call (not glibc's wrapper, which returns 0) returns
+/// the bytes of the mask it copied. 0 if it fails (a mask larger than the buffer: more
+/// than 8192 CPUs, above any `NR_CPUS` Linux builds for x86_64). On the stack, no
+/// allocation: async-signal-safe.
+fn cpumask_bits() -> usize {
+    let mut mask = [0u64; 128];
+    // SAFETY: the buffer is valid for writes of its size in bytes; pid 0 is this thread.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getaffinity,
+            0,
+            core::mem::size_of_val(&mask),
+            mask.as_mut_ptr(),
+        )
+    };
+    if r > 0 {
+        r as usize * 8
+    } else {
+        0
+    }
 }
 
 /// The highest CPU number of a kernel CPU list such as `0-3,8,10-11`.

@@ -376,7 +376,9 @@ impl AreaOffset {
     /// has not registered yet, or has unregistered): its
     /// `cpu_id` may read -1 or -2 and its `mm_cid` a stale value or 0. The caller
     /// uses it only with ops (which abort on it) and with an index it bounds itself
-    /// (`mm_cid` below its slot count), and its path after an abort finds out
+    /// (`mm_cid` below its slot count) or that the op reads inside its sequence and
+    /// uses only after its registration check (`load_index_slab_pop`/`push`), and its
+    /// path after an abort finds out
     /// whether the thread is registered ([`current_if_registered`]) before it tries
     /// again.
     ///

@@ -9,6 +9,14 @@
 //! before the stop clears), lose or duplicate tokens. A batch in is bounded by the
 //! capacity inside its sequence, a batch out is not; `stop_slabs` re-stops after a
 //! cleared flag and gives up after its fences.
+//!
+//! The in-sequence index ops (`load_index_slab_pop`, `load_index_slab_push`), on a
+//! region with a slot per index, by both index reads (low byte, whole field): their
+//! semantics, a stopped header, an unregistered area (aborts, nothing written), a
+//! migration forced inside the sequence at each injection point (the commit lands in
+//! the slot of the index the thread has at its commit, nothing lost or duplicated;
+//! the control, the index read before the sequence, lands in the old CPU's slot and
+//! is caught), and tokens conserved under threads and a fencing thief.
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
@@ -259,13 +267,26 @@ fn a_stopped_header_fails_every_op_and_changes_nothing() {
     in_every_mode!(stopped);
 }
 
-const CAP: usize = 64;
+const CAP: usize = 62;
 
-/// One CPU's slab: its header and `CAP` items, a cache line apart from the next.
+/// One CPU's slab: its header and `CAP` items, a cache line apart from the next;
+/// `1 << SLOT_SHIFT` bytes, so that the in-sequence index ops address slot `i` as
+/// `base + (i << SLOT_SHIFT)`.
 #[repr(C, align(128))]
 struct Slot {
     hdr: SlabHeader,
     items: [AtomicIsize; CAP],
+}
+const SLOT_SHIFT: u32 = 9;
+const _: () = assert!(std::mem::size_of::<Slot>() == 1 << SLOT_SHIFT);
+
+/// Which ops the workers of [`conserve`] use.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Ops {
+    /// `load_cbne_slab_pop`/`push`, the CPU read before the sequence.
+    Prepared,
+    /// `load_index_slab_pop`/`push`, the CPU read inside the sequence.
+    InSequence,
 }
 
 fn slots(n: usize) -> Arc<Vec<Slot>> {
@@ -305,7 +326,7 @@ struct Seen {
 
 /// Threads move tokens between their hands and their CPU's slab; a thief stops
 /// slots and takes their tokens (see [`Thief`]).
-fn conserve(threads: usize, tokens_each: usize, dur: Duration, thief: Thief) -> Seen {
+fn conserve(threads: usize, tokens_each: usize, dur: Duration, thief: Thief, ops: Ops) -> Seen {
     let cpus = restartable::possible_cpus();
     let s = slots(cpus);
     let stop = Arc::new(AtomicBool::new(false));
@@ -317,9 +338,38 @@ fn conserve(threads: usize, tokens_each: usize, dur: Duration, thief: Thief) -> 
                     .map(|i| (t * tokens_each + i + 1) as isize)
                     .collect();
                 let mut i = 0u64;
+                let base = s.as_ptr() as *mut u8;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
                     let a = area();
+                    if ops == Ops::InSequence {
+                        if i.is_multiple_of(2) {
+                            if let Some(&x) = hand.last() {
+                                // SAFETY: a slot of `1 << SLOT_SHIFT` bytes per possible
+                                // CPU at `base`, the header at its start, written only
+                                // by sequences for its CPU or a thief that stopped it.
+                                let r = unsafe {
+                                    arch::load_index_slab_push::<ByCpu, TestHooks, SLOT_SHIFT, false>(
+                                        a, base, 0, x,
+                                    )
+                                };
+                                if r == OpResult::Committed {
+                                    hand.pop();
+                                }
+                            }
+                        } else {
+                            // SAFETY: as above.
+                            let (r, x) = unsafe {
+                                arch::load_index_slab_pop::<ByCpu, TestHooks, SLOT_SHIFT, false>(
+                                    a, base, 0,
+                                )
+                            };
+                            if r == OpResult::Committed {
+                                hand.push(x);
+                            }
+                        }
+                        continue;
+                    }
                     let cpu = ByCpu::current(a);
                     let slot = &s[cpu as usize];
                     let v = slot.hdr.as_ptr();
@@ -439,7 +489,13 @@ fn stopped_slabs_conserve_tokens_under_threads_and_a_thief() {
     let mut restops = 0;
     let mut runs = 0;
     while runs == 0 || (restops == 0 && start.elapsed() < Duration::from_secs(60)) {
-        let seen = conserve(threads, 100, Duration::from_secs(2), Thief::Stops);
+        let seen = conserve(
+            threads,
+            100,
+            Duration::from_secs(2),
+            Thief::Stops,
+            Ops::Prepared,
+        );
         runs += 1;
         if !seen.conserved {
             hooks::set_loops(4, 0);
@@ -487,6 +543,7 @@ fn control(thief: Thief, loops: i32) {
             100,
             Duration::from_millis(500),
             thief,
+            Ops::Prepared,
         )
         .conserved;
     }
@@ -543,4 +600,510 @@ fn stop_slabs_rechecks_and_gives_up_after_its_fences() {
 
     let r = arch::stop_slabs(|| hs.iter(), || Err("no fences"), 4);
     assert_eq!(r, Err("no fences"));
+}
+
+// ------------------------------------------------------------------------------------
+// The in-sequence index ops: `load_index_slab_pop` / `load_index_slab_push`.
+// ------------------------------------------------------------------------------------
+
+/// Bytes per slot of a [`Region`] (`1 << RSHIFT`) and the offset of the header in
+/// each slot (what the ops' `base` adds to the region's address).
+const RSHIFT: u32 = 8;
+const RHDR: usize = 64;
+/// Items per slab of a [`Region`].
+const RCAP: usize = 3;
+
+/// A region of slots, one per index the field can hold (at least 256, so that the
+/// low-byte read of `cpu_id` -1 on an unregistered area would land in one), each
+/// with a slab header at [`RHDR`] of capacity [`RCAP`].
+struct Region {
+    words: Vec<isize>,
+    slots: usize,
+}
+
+impl Region {
+    fn new() -> Region {
+        let slots = restartable::possible_cpus().max(256);
+        let mut r = Region {
+            words: vec![0; (slots << RSHIFT) / 8],
+            slots,
+        };
+        for i in 0..slots {
+            r.words[Self::w(i)..Self::w(i) + H].copy_from_slice(&slab_header(0, RCAP as u32));
+        }
+        r
+    }
+    /// The word index of slot `i`'s header.
+    fn w(i: usize) -> usize {
+        ((i << RSHIFT) + RHDR) / 8
+    }
+    /// The ops' `base`: slot 0 (the header at [`RHDR`] in each slot is their `off`).
+    fn base(&mut self) -> *mut u8 {
+        self.words.as_mut_ptr().cast::<u8>()
+    }
+    fn hdr(&mut self, i: usize) -> *mut isize {
+        let w = Self::w(i);
+        // SAFETY: within the vector.
+        unsafe { self.words.as_mut_ptr().add(w) }
+    }
+    /// Slot `i`'s header and items.
+    fn slab(&self, i: usize) -> [isize; H + RCAP] {
+        self.words[Self::w(i)..Self::w(i) + H + RCAP]
+            .try_into()
+            .unwrap()
+    }
+    /// The slots whose count is not 0.
+    fn used(&self) -> Vec<usize> {
+        (0..self.slots)
+            .filter(|&i| slab_count(self.words[Self::w(i)]) != 0)
+            .collect()
+    }
+    /// Every item of every slab (up to its count), sorted.
+    fn items(&self) -> Vec<isize> {
+        let mut v: Vec<isize> = (0..self.slots)
+            .flat_map(|i| {
+                let s = self.slab(i);
+                s[H..H + slab_count(s[0]) as usize].to_vec()
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// One pop of the in-sequence op on `r`, retried until it does not abort.
+fn ipop<I: Index, Hk: Hooks, const LB: bool>(r: &mut Region) -> (OpResult, isize) {
+    let base = r.base();
+    loop {
+        // SAFETY: a slot per possible index (and per low byte) at `base`, the header
+        // at the same offset in each, private to this test.
+        let x = unsafe { arch::load_index_slab_pop::<I, Hk, RSHIFT, LB>(area(), base, RHDR) };
+        if !matches!(x.0, OpResult::Aborted { .. }) {
+            return x;
+        }
+    }
+}
+
+/// One push, retried until it does not abort.
+fn ipush<I: Index, Hk: Hooks, const LB: bool>(r: &mut Region, x: isize) -> OpResult {
+    let base = r.base();
+    loop {
+        // SAFETY: as in `ipop`; the items past the counts are read by nobody.
+        let o = unsafe { arch::load_index_slab_push::<I, Hk, RSHIFT, LB>(area(), base, RHDR, x) };
+        if !matches!(o, OpResult::Aborted { .. }) {
+            return o;
+        }
+    }
+}
+
+/// This thread's allowed CPUs.
+fn allowed() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set, filled by the call.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size given.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    assert_eq!(r, 0, "sched_getaffinity");
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` is below CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Pins thread `tid` (0: this one) to `cpus`.
+fn pin(tid: libc::pid_t, cpus: &[usize]) {
+    // SAFETY: as in `allowed`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: `c` is below CPU_SETSIZE (a CPU of `allowed`).
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size given.
+    let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
+    assert_eq!(r, 0, "sched_setaffinity");
+}
+
+/// Runs `f` pinned to this thread's current CPU, then restores the affinity.
+fn pinned<T>(f: impl FnOnce() -> T) -> T {
+    let all = allowed();
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() } as usize;
+    pin(0, &[cpu]);
+    let r = f();
+    pin(0, &all);
+    r
+}
+
+/// Single-threaded semantics, pinned (the index stays): empty pop fails, pushes up
+/// to the capacity commit, a push on a full slab fails, pops come back last in
+/// first out; everything lands in the slot of the thread's index, every other slot
+/// is untouched.
+fn index_single<I: Index, Hk: Hooks, const LB: bool>() {
+    pinned(|| {
+        let mut r = Region::new();
+        let idx = I::current(area()) as usize;
+        assert_eq!(
+            ipop::<I, Hk, LB>(&mut r).0,
+            OpResult::CompareFailed,
+            "empty"
+        );
+        for x in [10, 20, 30] {
+            assert_eq!(ipush::<I, Hk, LB>(&mut r, x), OpResult::Committed);
+        }
+        assert_eq!(
+            ipush::<I, Hk, LB>(&mut r, 40),
+            OpResult::CompareFailed,
+            "full"
+        );
+        assert_eq!(
+            I::current(area()) as usize,
+            idx,
+            "the index moved on a pinned thread"
+        );
+        assert_eq!(r.used(), [idx], "the slot of the thread's index alone");
+        assert_eq!(r.slab(idx), [3, 3, 10, 20, 30]);
+        assert_eq!(ipop::<I, Hk, LB>(&mut r), (OpResult::Committed, 30));
+        assert_eq!(ipush::<I, Hk, LB>(&mut r, 31), OpResult::Committed);
+        assert_eq!(ipop::<I, Hk, LB>(&mut r), (OpResult::Committed, 31));
+        assert_eq!(ipop::<I, Hk, LB>(&mut r), (OpResult::Committed, 20));
+        assert_eq!(ipop::<I, Hk, LB>(&mut r), (OpResult::Committed, 10));
+        assert_eq!(ipop::<I, Hk, LB>(&mut r).0, OpResult::CompareFailed);
+        assert_eq!(r.slab(idx)[..H], slab_header(0, 3));
+        assert!(r.used().is_empty());
+    });
+}
+
+fn index_single_thread<I: Index, Hk: Hooks>() {
+    index_single::<I, Hk, false>();
+    index_single::<I, Hk, true>();
+}
+
+#[test]
+fn index_ops_single_thread() {
+    in_every_mode!(index_single_thread);
+}
+
+/// Every slot stopped, at every count: the pop and the push fail and change nothing
+/// anywhere; reopened, they commit.
+fn index_stopped<I: Index, Hk: Hooks, const LB: bool>() {
+    for count in 0..=3u32 {
+        pinned(|| {
+            let mut r = Region::new();
+            for x in 0..count as isize {
+                assert_eq!(ipush::<I, Hk, LB>(&mut r, 100 + x), OpResult::Committed);
+            }
+            for i in 0..r.slots {
+                set_stopped(r.hdr(i), true);
+            }
+            let before = r.words.clone();
+            assert_eq!(
+                ipop::<I, Hk, LB>(&mut r).0,
+                OpResult::CompareFailed,
+                "pop at {count}"
+            );
+            assert!(r.words == before, "pop at {count} changed the region");
+            assert_eq!(
+                ipush::<I, Hk, LB>(&mut r, 55),
+                OpResult::CompareFailed,
+                "push at {count}"
+            );
+            assert!(r.words == before, "push at {count} changed the region");
+            for i in 0..r.slots {
+                set_stopped(r.hdr(i), false);
+            }
+            if count > 0 {
+                assert_eq!(
+                    ipop::<I, Hk, LB>(&mut r),
+                    (OpResult::Committed, 100 + count as isize - 1)
+                );
+            } else {
+                assert_eq!(ipush::<I, Hk, LB>(&mut r, 55), OpResult::Committed);
+            }
+        });
+    }
+}
+
+fn index_stopped_both<I: Index, Hk: Hooks>() {
+    index_stopped::<I, Hk, false>();
+    index_stopped::<I, Hk, true>();
+}
+
+#[test]
+fn index_ops_a_stopped_header_fails_and_changes_nothing() {
+    in_every_mode!(index_stopped_both);
+}
+
+/// On a thread whose area the kernel no longer maintains (glibc's area unregistered
+/// with the raw system call, or the library's disabled), the ops abort and change
+/// nothing: the sequence's registration check. Without it, `mm_cid` (0) would commit
+/// in slot 0, and `cpu_id` (-1) in slot 255 by its low byte.
+fn index_unregistered<I: Index, Hk: Hooks, const LB: bool>() {
+    std::thread::spawn(|| {
+        let a = area();
+        let as_ptr = a.as_ptr();
+        if restartable::registration::process_owner() == Some(restartable::Owner::Libc) {
+            // SAFETY: RTLD_DEFAULT is a valid pseudo-handle, the name NUL-terminated.
+            let size = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()) };
+            assert!(!size.is_null(), "glibc registered: __rseq_size exported");
+            // SAFETY: glibc's exported `__rseq_size`.
+            let size = unsafe { (size as *const u32).read() };
+            let done = [size.max(32), size.next_multiple_of(32), size]
+                .iter()
+                .any(|&len| {
+                    // SAFETY: unregisters glibc's area of this thread (a wrong length
+                    // is refused); the area stays valid (static TLS), and this
+                    // thread ends right after without another sequence on it.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_rseq,
+                            as_ptr,
+                            len,
+                            restartable::abi::FLAG_UNREGISTER,
+                            restartable::abi::SIGNATURE,
+                        ) == 0
+                    }
+                });
+            assert!(done, "unregistering glibc's area");
+        } else {
+            restartable::registration::disable_current_thread().expect("disable");
+        }
+        assert!(a.cpu_id() >= restartable::abi::CPU_ID_REGISTRATION_FAILED);
+        let mut r = Region::new();
+        // Something to pop in every slot.
+        for i in 0..r.slots {
+            let w = Region::w(i);
+            r.words[w] = 1;
+            r.words[w + H] = 7;
+        }
+        let before = r.words.clone();
+        for _ in 0..100 {
+            // SAFETY: as in `ipop` (the area is this thread's, unregistered).
+            let (o, _) =
+                unsafe { arch::load_index_slab_pop::<I, Hk, RSHIFT, LB>(a, r.base(), RHDR) };
+            assert!(matches!(o, OpResult::Aborted { .. }), "pop: {o:?}");
+            // SAFETY: as above.
+            let o =
+                unsafe { arch::load_index_slab_push::<I, Hk, RSHIFT, LB>(a, r.base(), RHDR, 9) };
+            assert!(matches!(o, OpResult::Aborted { .. }), "push: {o:?}");
+        }
+        assert!(r.words == before, "an unregistered area committed");
+    })
+    .join()
+    .unwrap();
+}
+
+fn index_unregistered_both<I: Index, Hk: Hooks>() {
+    index_unregistered::<I, Hk, false>();
+    index_unregistered::<I, Hk, true>();
+}
+
+#[test]
+fn index_ops_abort_on_an_unregistered_area() {
+    in_every_mode!(index_unregistered_both);
+}
+
+/// Delay loop at the injection point of a forced migration: tens of milliseconds,
+/// while the migrating thread waits [`MIGRATE_AFTER`].
+const LONG_LOOPS: i32 = 150_000_000;
+const MIGRATE_AFTER: Duration = Duration::from_millis(5);
+
+/// One round of a forced migration: this thread pinned to CPU `a`, a second thread
+/// moves it to CPU `b` [`MIGRATE_AFTER`] after the op was called, while the hooked
+/// build spins at injection `point` (1: before the descriptor store, 2: before the
+/// index read, 3: after it, 4: after the header's compare). A push (of a token) or a
+/// pop (every slot holding one item, its own) on the region; then: the commit landed
+/// in the slot of the index the thread has afterwards (pinned to `b`), nothing lost
+/// or duplicated. `Ok(forced)`: whether the migration fell inside the op (the thread
+/// was on `a` when it called it, and for points 2-4 the sequence aborted: the
+/// migration came while it ran); `Err`: where it landed instead. The plain build has
+/// no delay: it runs the op once the thread has moved.
+fn migrate_round<I: Index, Hk: Hooks, const LB: bool>(
+    a: usize,
+    b: usize,
+    point: usize,
+    push: bool,
+) -> Result<bool, String> {
+    let all = allowed();
+    pin(0, &[a]);
+    let mut r = Region::new();
+    if !push {
+        for i in 0..r.slots {
+            let w = Region::w(i);
+            r.words[w] = 1;
+            r.words[w + H] = 1000 + i as isize;
+        }
+    }
+    let before = r.items();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let go = Arc::new(AtomicBool::new(false));
+    let migrator = {
+        let go = go.clone();
+        std::thread::spawn(move || {
+            while !go.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(MIGRATE_AFTER);
+            pin(tid, &[b]);
+            // The migration is done: the retries after its abort run without the
+            // delay. With it, every retry on a CPU shared with another runnable task
+            // (another test process, a build) is preempted inside its sequence, and
+            // aborts, for ever.
+            hooks::set_loops(point, 0);
+        })
+    };
+    if Hk::INJECT {
+        hooks::set_loops(point, LONG_LOOPS);
+    }
+    hooks::reset_thread_stats();
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu_before = unsafe { libc::sched_getcpu() } as usize;
+    go.store(true, Ordering::Release);
+    let mut migrator = Some(migrator);
+    if !Hk::INJECT {
+        // No delay to migrate in: the op runs once the thread has moved.
+        migrator.take().unwrap().join().unwrap();
+    }
+    let popped = if push {
+        assert_eq!(ipush::<I, Hk, LB>(&mut r, 77), OpResult::Committed);
+        None
+    } else {
+        let (o, x) = ipop::<I, Hk, LB>(&mut r);
+        assert_eq!(o, OpResult::Committed);
+        Some(x)
+    };
+    let stats = hooks::thread_stats();
+    hooks::set_loops(point, 0);
+    if let Some(m) = migrator {
+        m.join().unwrap();
+    }
+    let idx = I::current(area()) as usize;
+    // SAFETY: as above.
+    let cpu_after = unsafe { libc::sched_getcpu() } as usize;
+    pin(0, &all);
+    assert_eq!(cpu_after, b, "pinned to {b}");
+    // Conservation: the token in, or the popped item out, and nothing else changed.
+    let mut expect = before.clone();
+    match popped {
+        None => expect.push(77),
+        Some(x) => match expect.iter().position(|&y| y == x) {
+            Some(p) => {
+                expect.remove(p);
+            }
+            None => return Err(format!("popped {x}, which no slab held")),
+        },
+    }
+    expect.sort_unstable();
+    if r.items() != expect {
+        return Err(format!("items not conserved: {:?}", r.used()));
+    }
+    let landed = match popped {
+        None => r.used().first().copied(),
+        Some(x) => Some((x - 1000) as usize),
+    };
+    if landed != Some(idx) {
+        return Err(format!(
+            "committed in slot {landed:?}, the index after the op is {idx} (cpu {a} -> {b})"
+        ));
+    }
+    Ok(Hk::INJECT && cpu_before == a && (point == 1 || stats.aborts > 0))
+}
+
+/// [`migrate_round`] at every point, push and pop, until each was forced (the hooked
+/// build; a few rounds for the plain one, which has no delay to migrate in), up to
+/// 60 s for each.
+fn index_migrated<I: Index, Hk: Hooks, const LB: bool>() {
+    let cpus = allowed();
+    if cpus.len() < 2 {
+        eprintln!("notice: one allowed CPU: no migration to force; skipped");
+        return;
+    }
+    let (a, b) = (cpus[0], cpus[1]);
+    for point in 1..=4 {
+        for push in [true, false] {
+            let start = Instant::now();
+            let mut rounds = 0;
+            loop {
+                rounds += 1;
+                let forced = migrate_round::<I, Hk, LB>(a, b, point, push)
+                    .unwrap_or_else(|e| panic!("point {point}, push {push}: {e}"));
+                if forced || (!Hk::INJECT && rounds == 3) {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "point {point}, push {push}: in 60 s no migration fell inside the op"
+                );
+            }
+        }
+    }
+}
+
+fn index_migrated_both<I: Index, Hk: Hooks>() {
+    index_migrated::<I, Hk, false>();
+    index_migrated::<I, Hk, true>();
+}
+
+/// A migration forced inside the sequence (hooked build: a long delay at each point,
+/// another thread moves this one meanwhile): the op aborts (points 2-4) or reads the
+/// new index (point 1), and commits in the slot of the index the thread has at the
+/// commit; tokens are conserved.
+#[test]
+fn index_ops_commit_in_the_slot_of_the_index_after_a_forced_migration() {
+    in_every_mode!(index_migrated_both);
+}
+
+/// The control: with the index read before the sequence (the hooked build's "skip
+/// the CPU check" switch, which moves the read before the descriptor store, where
+/// the prepared ops read theirs, but compares nothing), a migration in the delay at
+/// point 1 makes the push commit in the old CPU's slot. Up to 60 s.
+#[test]
+fn index_ops_control_an_index_read_before_the_sequence_is_caught() {
+    let cpus = allowed();
+    if cpus.len() < 2 {
+        eprintln!("notice: one allowed CPU: skipped");
+        return;
+    }
+    let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: the broken sequences of this test run on a region private to this
+    // thread (nobody else's sequences race them); switched off before the lock is
+    // released.
+    unsafe { hooks::set_skip_cpu_check(true) };
+    let start = Instant::now();
+    let mut caught = None;
+    while caught.is_none() && start.elapsed() < Duration::from_secs(60) {
+        caught = migrate_round::<ByCpu, TestHooks, false>(cpus[0], cpus[1], 1, true).err();
+    }
+    // SAFETY: switching it off is always sound.
+    unsafe { hooks::set_skip_cpu_check(false) };
+    let e = caught.expect("60 s of an index read before the sequence never went to the old slot");
+    eprintln!("caught: {e}");
+}
+
+/// Tokens conserved with the in-sequence ops under 2 x nproc threads (which
+/// migrate), a delay before the commit, compare-twice, and a fenced, re-checking
+/// thief (`stop_slabs`).
+#[test]
+fn index_ops_conserve_tokens_under_threads_and_a_thief() {
+    if !restartable::fences_supported() {
+        eprintln!("notice: no membarrier rseq fences; skipped");
+        return;
+    }
+    let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    hooks::set_loops(4, 200);
+    hooks::set_compare_twice(true);
+    let threads = 2 * restartable::possible_cpus().min(8);
+    let mut ok = true;
+    for _ in 0..2 {
+        ok &= conserve(
+            threads,
+            100,
+            Duration::from_secs(2),
+            Thief::Stops,
+            Ops::InSequence,
+        )
+        .conserved;
+    }
+    hooks::set_compare_twice(false);
+    hooks::set_loops(4, 0);
+    assert!(ok, "tokens lost or duplicated with the in-sequence ops");
 }

@@ -54,6 +54,14 @@ fn use_every_op() {
             0,
         );
         assert_ne!(r, OpResult::Committed);
+        // The in-sequence index slab ops: a slot of 32 bytes for every index (each
+        // an empty slab of capacity 0: every op fails its compare).
+        let mut region = vec![0isize; restartable::possible_cpus().max(256) * 4];
+        let r = region.as_mut_ptr().cast::<u8>();
+        let _ = arch::load_index_slab_pop::<ByCpu, NoHooks, 5, false>(a, r, 0);
+        let _ = arch::load_index_slab_push::<ByMmCid, TestHooks, 5, true>(a, r, 0, 1);
+        let _ = arch::load_index_slab_pop::<ByMmCid, TestHooks, 5, true>(a, r, 0);
+        let _ = arch::load_index_slab_push::<ByCpu, NoHooks, 5, false>(a, r, 0, 1);
         // The slab ops (an empty slab of capacity 0: every op fails its compare).
         let _ = arch::load_cbne_slab_pop::<ByCpu, NoHooks>(a, cpu, s);
         let _ = arch::load_cbne_slab_push::<ByMmCid, TestHooks>(a, a.mm_cid(), s, 1);

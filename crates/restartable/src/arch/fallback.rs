@@ -42,6 +42,43 @@ unavailable_op!(load_cbne_slab_push<I: Index, H: Hooks>(v: *mut isize, item: isi
 unavailable_op!(load_cbne_slab_memcpy_store<I: Index, O: Order, H: Hooks>(
     v: *mut isize, expect: u32, dst: *mut u8, src: *const u8, len: usize, newcount: u32));
 
+// The in-sequence index slab ops (no `cpu`: the index is read inside the sequence).
+#[allow(clippy::extra_unused_type_parameters)]
+pub(super) unsafe fn load_index_slab_pop<
+    I: Index,
+    H: Hooks,
+    K,
+    const SHIFT: u32,
+    const LOW_BYTE: bool,
+>(
+    _area: ThreadArea,
+    _base: *mut u8,
+    _off: usize,
+    _early: u64,
+    _out: *mut isize,
+    k: impl Outcome<K>,
+) -> K {
+    k.aborted()
+}
+
+#[allow(clippy::extra_unused_type_parameters)]
+pub(super) unsafe fn load_index_slab_push<
+    I: Index,
+    H: Hooks,
+    K,
+    const SHIFT: u32,
+    const LOW_BYTE: bool,
+>(
+    _area: ThreadArea,
+    _base: *mut u8,
+    _off: usize,
+    _early: u64,
+    _item: isize,
+    k: impl Outcome<K>,
+) -> K {
+    k.aborted()
+}
+
 // The slot ops of the containers (their const parameters are layout constants).
 #[allow(clippy::extra_unused_type_parameters)]
 pub(super) unsafe fn slot_list_pop<

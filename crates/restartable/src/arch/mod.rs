@@ -38,10 +38,12 @@
 //!
 //! The last op is this library's addition to the reference set: a list pop guarded by
 //! a second word, which lets another thread stop a CPU's list (set the guard, then
-//! fence that CPU) and take it without racing the pops. The three slab ops of
+//! fence that CPU) and take it without racing the pops. The slab ops of
 //! [`slab`](load_cbne_slab_pop) (an array behind a header of its count, a stop flag
 //! in the count's word and its capacity: tcmalloc's per-CPU slab) are the other
-//! additions.
+//! additions; two of them ([`load_index_slab_pop`], [`load_index_slab_push`]) read
+//! the index inside the sequence instead of taking a prepared `cpu` (step 2 above
+//! moves into the sequence: see their docs for why that is sound).
 //!
 //! Memory ordering: every load and store of an op is a plain (relaxed) access to
 //! memory that only this CPU's sequences write. The `Release` variants order all the
@@ -82,8 +84,9 @@ use fallback as imp;
 
 mod slab;
 pub use slab::{
-    load_cbne_slab_memcpy_store, load_cbne_slab_pop, load_cbne_slab_push, slab_count, slab_header,
-    slab_stopped, stop_slabs, SlabHeader, SLAB_HEADER_WORDS, SLAB_STOPPED,
+    load_cbne_slab_memcpy_store, load_cbne_slab_pop, load_cbne_slab_push, load_index_slab_pop,
+    load_index_slab_push, slab_count, slab_header, slab_stopped, stop_slabs, SlabHeader,
+    SLAB_HEADER_WORDS, SLAB_STOPPED,
 };
 
 use crate::abi;

@@ -27,6 +27,16 @@
 //! The last one moves a batch into or out of a slab (the copy speculative, the count
 //! commit publishing or unpublishing it).
 //!
+//! [`load_index_slab_pop`] and [`load_index_slab_push`] are the pop and the push on
+//! a region with one slab per index: they read the index (`cpu_id` or `mm_cid`, or
+//! its low byte) inside the sequence and address the slab as `base + (index <<
+//! SHIFT) + off`, so the caller prepares no index and the sequence compares none
+//! (its registration check stays). Per op: `movzbl` (or `movl`), `shl`, `add`,
+//! `lea` inside the sequence against, for the prepared ops, the index read, its
+//! copy, shift and two adds outside and `cmp`/`jne` inside; and the header offset
+//! (`off`, a load from the pointer in a `free`) reaches the count's load with no
+//! add in between (the prepared ops' callers add it to the slot's address).
+//!
 //! The stop flag costs these sequences nothing: it makes the header's first word,
 //! which they load anyway, negative as a 64-bit value (a pop's `count - 1` is then
 //! negative, or overflows, and fails the same signed test as an empty slab's), or
@@ -324,5 +334,184 @@ pub unsafe fn load_cbne_slab_memcpy_store<I: Index, O: Order, H: Hooks>(
         imp::load_cbne_slab_memcpy_store::<I, O, H, _>(
             area, cpu, v, expect, dst, src, len, newcount, k,
         )
+    }
+}
+
+/// The in-sequence index ops' outcome: as [`AsResult`] and [`PopResult`], recorded
+/// for the hooks, with the `cpu` of [`OpResult::Aborted`] read from the area when
+/// the abort is reported (the sequence's own index lives in a register only).
+struct IndexResult<I, H, T> {
+    area: ThreadArea,
+    item: T,
+    _p: core::marker::PhantomData<(I, H)>,
+}
+
+impl<I: Index, H: Hooks, T> IndexResult<I, H, T> {
+    #[inline(always)]
+    fn new(area: ThreadArea, item: T) -> Self {
+        IndexResult {
+            area,
+            item,
+            _p: core::marker::PhantomData,
+        }
+    }
+}
+
+/// The item slot of a pop (`*const isize`) or nothing (a push).
+trait IndexItem {
+    type Out;
+    /// The result of a committed sequence.
+    fn committed(self) -> Self::Out;
+    /// The result `r` of one that did not commit.
+    fn other(r: OpResult) -> Self::Out;
+}
+
+/// A pop's item, written by `imp` to the caller's local when the sequence committed.
+struct PopItem(*const isize);
+
+impl IndexItem for PopItem {
+    type Out = (OpResult, isize);
+    #[inline(always)]
+    fn committed(self) -> (OpResult, isize) {
+        // SAFETY: a committed pop wrote the item to the local.
+        (OpResult::Committed, unsafe { self.0.read() })
+    }
+    #[inline(always)]
+    fn other(r: OpResult) -> (OpResult, isize) {
+        (r, 0)
+    }
+}
+
+impl IndexItem for () {
+    type Out = OpResult;
+    #[inline(always)]
+    fn committed(self) -> OpResult {
+        OpResult::Committed
+    }
+    #[inline(always)]
+    fn other(r: OpResult) -> OpResult {
+        r
+    }
+}
+
+impl<I: Index, H: Hooks, T: IndexItem> Outcome<T::Out> for IndexResult<I, H, T> {
+    #[inline(always)]
+    fn committed(self) -> T::Out {
+        let _ = crate::hooks::record::<H>(OpResult::Committed);
+        self.item.committed()
+    }
+    #[inline(always)]
+    fn compare_failed(self) -> T::Out {
+        T::other(crate::hooks::record::<H>(OpResult::CompareFailed))
+    }
+    #[inline(always)]
+    fn aborted(self) -> T::Out {
+        let r = OpResult::Aborted {
+            cpu: I::current(self.area),
+        };
+        T::other(crate::hooks::record::<H>(r))
+    }
+}
+
+/// The hooked build's index read before the sequence, for the "skip the CPU check"
+/// switch (the deliberately broken order: the sequence then uses it instead of
+/// reading the index itself): read before injection point 9, as the prepared ops'
+/// callers read theirs, so that a migration there makes it stale. Read whether the
+/// switch is on or not (the sequence reads the switch itself), 0 in the plain build.
+#[inline(always)]
+fn early_index<I: Index, H: Hooks, const LOW_BYTE: bool>(area: ThreadArea) -> u64 {
+    if !H::INJECT {
+        return 0;
+    }
+    let i = I::current(area);
+    u64::from(if LOW_BYTE { i & 0xff } else { i })
+}
+
+/// Whether `SHIFT` is one the in-sequence ops take (a 32-bit index shifted by it
+/// stays far below the address space's end).
+const fn index_shift_ok(shift: u32) -> bool {
+    shift < 32
+}
+
+/// `i = index; v = base + (i << SHIFT) + off; if !stopped && count > 0 { item =
+/// v[2 + count - 1]; count -= 1 }`: [`load_cbne_slab_pop`] on the slab of the index the
+/// thread has *inside* the sequence: the op reads `I`'s field of the area (its low
+/// byte if `LOW_BYTE`, else the whole 32 bits) after the sequence has started (after
+/// the store of its descriptor), computes the header's address from it, and compares
+/// no index prepared by the caller. The item is returned with
+/// [`OpResult::Committed`] (otherwise the second value means nothing);
+/// [`OpResult::Aborted`]'s `cpu` is the index the area holds when the abort is
+/// reported (read afterwards: the sequence's own is not kept).
+///
+/// Why reading the index inside is sound: once the descriptor is stored, a
+/// preemption, a migration or a signal before the commit makes the kernel abort the
+/// sequence, and the kernel changes the area's `cpu_id` and `mm_cid` only on such an
+/// event (on the thread's return to user space, after the abort fix-up). So the index
+/// read inside the sequence is the thread's index from the read up to the commit, as
+/// a prepared index that passed the in-sequence compare of the other ops is: the op
+/// commits only on the slab of the index the thread has at its commit. The sequence
+/// still checks that the area is registered (`cpu_id` below
+/// `RSEQ_CPU_ID_REGISTRATION_FAILED`, before any access through the computed
+/// address): an area whose registration ended is not protected by the kernel, and
+/// its fields read as valid indexes (`mm_cid` 0) or as -1 (`cpu_id`); it then aborts.
+///
+/// # Safety
+/// - `area` must be this thread's (guaranteed by the type).
+/// - For every index `i` the field can hold while the thread is registered (by
+///   [`ByCpu`](super::ByCpu) the CPU numbers below [`possible_cpus`](crate::possible_cpus);
+///   by [`ByMmCid`](super::ByMmCid) the concurrency ids, also below it), `base + (i
+///   << SHIFT) + off` must be a slab header as for [`load_cbne_slab_pop`] (valid, aligned
+///   to 8, its count half written only by sequences that run for `i`, or by a thread
+///   that stopped it and fenced `i`; items up to the count readable): the caller's
+///   region (at `base`) has a slot of `1 << SHIFT` bytes for every such index, with
+///   the header at the same offset `off` in each. The sequence does not bound the
+///   index.
+/// - With `LOW_BYTE`, every such index must be below 256 (the read keeps the low
+///   byte only: two indexes 256 apart would share a slab), so the region needs 256
+///   slots at most, and `possible_cpus()` must be at most 256.
+/// - `SHIFT` below 32 (checked at compile time).
+#[inline(always)]
+pub unsafe fn load_index_slab_pop<I: Index, H: Hooks, const SHIFT: u32, const LOW_BYTE: bool>(
+    area: ThreadArea,
+    base: *mut u8,
+    off: usize,
+) -> (OpResult, isize) {
+    const { assert!(index_shift_ok(SHIFT)) };
+    let mut item = core::mem::MaybeUninit::<isize>::uninit();
+    // One pointer for the write and the read: a second borrow of `item` (`as_ptr`
+    // then `as_mut_ptr`) would invalidate the first one's pointer before its read.
+    let p = item.as_mut_ptr();
+    let k = IndexResult::<I, H, _>::new(area, PopItem(p));
+    let early = early_index::<I, H, LOW_BYTE>(area);
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract; `item` is this frame's local, written through `p` by
+    // `imp` when the sequence committed and read through it (by `PopItem::committed`)
+    // only after that.
+    unsafe { imp::load_index_slab_pop::<I, H, _, SHIFT, LOW_BYTE>(area, base, off, early, p, k) }
+}
+
+/// `i = index; v = base + (i << SHIFT) + off; if !stopped && count < capacity {
+/// v[2 + count] = item; count += 1 }`: [`load_cbne_slab_push`] on the slab of the index
+/// read inside the sequence (see [`load_index_slab_pop`], also for why that is sound
+/// and for the `cpu` of an abort).
+///
+/// # Safety
+/// As for [`load_index_slab_pop`]; in every slab it may address, the items below the
+/// capacity must be valid for writes, and those past the count read by nobody until
+/// a commit publishes them.
+#[inline(always)]
+pub unsafe fn load_index_slab_push<I: Index, H: Hooks, const SHIFT: u32, const LOW_BYTE: bool>(
+    area: ThreadArea,
+    base: *mut u8,
+    off: usize,
+    item: isize,
+) -> OpResult {
+    const { assert!(index_shift_ok(SHIFT)) };
+    let k = IndexResult::<I, H, ()>::new(area, ());
+    let early = early_index::<I, H, LOW_BYTE>(area);
+    crate::hooks::inject_c::<H>(9);
+    // SAFETY: forwarded contract.
+    unsafe {
+        imp::load_index_slab_push::<I, H, _, SHIFT, LOW_BYTE>(area, base, off, early, item, k)
     }
 }

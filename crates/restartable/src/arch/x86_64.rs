@@ -1128,4 +1128,7 @@ pub(super) unsafe fn slot_word_pop_reg<I: Index, H: Hooks, K, W: WordArray>(
 }
 
 mod slab;
-pub(super) use slab::{load_cbne_slab_memcpy_store, load_cbne_slab_pop, load_cbne_slab_push};
+pub(super) use slab::{
+    load_cbne_slab_memcpy_store, load_cbne_slab_pop, load_cbne_slab_push, load_index_slab_pop,
+    load_index_slab_push,
+};

@@ -286,3 +286,310 @@ pub(in crate::arch) unsafe fn load_cbne_slab_memcpy_store<I: Index, O: Order, H:
     unsafe { plain_or_hooked!(H, go) }
     k.committed()
 }
+
+/// The index read of the in-sequence ops ([`load_index_slab_pop`],
+/// [`load_index_slab_push`]): the area's index field (`{idxoff}`) into `{$reg:e}`,
+/// zero-extended, as its low byte (`{lowbyte}` set: one `movzbl`) or whole (`movl`).
+macro_rules! index_read {
+    ($reg:literal) => {
+        concat!(
+            ".if {lowbyte}\n",
+            "movzbl %fs:{idxoff}({area}), {",
+            $reg,
+            ":e}\n",
+            ".else\n",
+            "movl %fs:{idxoff}({area}), {",
+            $reg,
+            ":e}\n",
+            ".endif\n",
+        )
+    };
+}
+
+/// The registration check of the in-sequence ops, whatever the index: abort unless
+/// `cpu_id` is a CPU (see `registered_check!`; here there is no prepared index
+/// whose compare would fail on an unregistered area, so it is assembled by CPU too).
+macro_rules! registered_always {
+    () => {
+        concat!("cmpl $0xfffffffe, %fs:4({area})\n", "jae 6f\n")
+    };
+}
+
+/// The hooked build's index read: at injection point 2, inside the sequence; with
+/// the "skip the CPU check" switch on, the sequence uses the index read before it
+/// instead (`early_index` in `slab`, before injection point 9, in `{idx}` on entry),
+/// the deliberately broken order (an index read outside the sequence and never
+/// compared). Then the registration check, the trap switch and injection point 3.
+macro_rules! index_hooked {
+    () => {
+        concat!(
+            inj!(hooked, "8"),
+            "cmpb $0, {flags}+1(%rip)\n",
+            "jne 81f\n",
+            index_read!("idx"),
+            "81:\n",
+            registered_always!(),
+            "cmpb $0, {flags}+2(%rip)\n",
+            "je 88f\n",
+            "int3\n",
+            "88:\n",
+            inj!(hooked, "12"),
+        )
+    };
+}
+
+/// Compare-twice of the in-sequence ops (hooked build, switch on): the index field
+/// still holds the index read inside the sequence, and the header's count half is
+/// still `{n}`; a mismatch exits to `$fail`.
+macro_rules! index_twice {
+    ($fail:literal) => {
+        concat!(
+            "cmpb $0, {flags}+0(%rip)\n",
+            "je 86f\n",
+            "cmpl {idx:e}, %fs:{idxoff}({area})\n",
+            "jnz ",
+            $fail,
+            "\n",
+            "cmpl {n:e}, ({v})\n",
+            "jnz ",
+            $fail,
+            "\n",
+            "86:\n",
+        )
+    };
+}
+
+pub(in crate::arch) unsafe fn load_index_slab_pop<
+    I: Index,
+    H: Hooks,
+    K,
+    const SHIFT: u32,
+    const LOW_BYTE: bool,
+>(
+    area: ThreadArea,
+    base: *mut u8,
+    off: usize,
+    early: u64,
+    out: *mut isize,
+    k: impl Outcome<K>,
+) -> K {
+    let a = area.fs_offset();
+    let item: isize;
+    let status: isize;
+    // The shape of `load_cbne_slab_pop`'s block (see there for the exits), with the
+    // index read inside the sequence and the header's address computed from it
+    // instead of a CPU compare.
+    macro_rules! pop_exits {
+        () => {
+            concat!(
+                "5:\n",
+                abort_label!(),
+                "movq ${aborted}, {n}\n",
+                "jmp 5b\n",
+                "7:\n",
+                "movq ${cmpfail}, {n}\n",
+                "jmp 5b\n",
+            )
+        };
+    }
+    // SAFETY: the caller upholds the contract of `slab::load_index_slab_pop` (area
+    // this thread's; `base + (index << SHIFT)` a slab header for every index the
+    // field can hold while the thread is registered, its count half written only by
+    // sequences that read that index, its items readable up to the count); the block
+    // writes only `area->rseq_cs`, the first word of that header and the registers it
+    // declares. Its abort handler (label 6) sits after the signature.
+    unsafe {
+        if H::INJECT {
+            asm!(
+                exit_point!("7f"),
+                exit_point!("85f"),
+                start!(hooked),
+                index_hooked!(),
+                "movq {idx}, {v}\n",
+                "shlq ${shift}, {v}\n",
+                "addq {base}, {v}\n",
+                "addq {off}, {v}\n",
+                "movq ({v}), {n}\n",
+                // Empty (0) or stopped (negative).
+                "testq {n}, {n}\n",
+                "jle 7f\n",
+                inj!(hooked, "16"),
+                index_twice!("85f"),
+                "movq 8({v},{n},8), {item}\n",
+                "decq {n}\n",
+                "movq {n}, ({v})\n",
+                pop_exits!(),
+                "85:\n",
+                "movq ${twice}, {n}\n",
+                "jmp 5b\n",
+                ".popsection\n",
+                tmp = out(reg) _,
+                // The index read before the sequence (`early_index`), which the
+                // switch makes it use; overwritten inside otherwise.
+                idx = inout(reg) early => _,
+                v = out(reg) _,
+                n = out(reg) status,
+                item = out(reg) item,
+                base = in(reg) base,
+                off = in(reg) off,
+                area = in(reg) a,
+                idxoff = const I::OFFSET,
+                lowbyte = const LOW_BYTE as u8,
+                shift = const SHIFT,
+                aborted = const POP_ABORTED,
+                cmpfail = const POP_CMPFAIL,
+                twice = const POP_TWICE,
+                loops = sym crate::hooks::LOOPS,
+                flags = sym crate::hooks::FLAGS,
+                options(att_syntax, nostack)
+            )
+        } else {
+            asm!(
+                exit_point!("7f"),
+                start!(plain),
+                // The index, read after the descriptor store: a preemption, migration
+                // or signal from here to the commit aborts, so it stays the thread's
+                // until then. The header's address from it: one register.
+                index_read!("tmp"),
+                registered_always!(),
+                "shlq ${shift}, {tmp}\n",
+                "addq {base}, {tmp}\n",
+                // As `load_cbne_slab_pop`: the first word whole, `jl` for empty or
+                // stopped, the whole word stored back. The header's address is the
+                // slot's plus `off` in the load itself (the `lea` beside it, for the
+                // item's address, is off the path from `off` to the count).
+                "movq ({tmp},{off},1), {n}\n",
+                "leaq ({tmp},{off},1), {tmp}\n",
+                "subq $1, {n}\n",
+                "jl 7f\n",
+                "movq 16({tmp},{n},8), {item}\n",
+                "movq {n}, ({tmp})\n",
+                pop_exits!(),
+                ".popsection\n",
+                tmp = out(reg) _,
+                n = out(reg) status,
+                item = out(reg) item,
+                base = in(reg) base,
+                off = in(reg) off,
+                area = in(reg) a,
+                idxoff = const I::OFFSET,
+                lowbyte = const LOW_BYTE as u8,
+                shift = const SHIFT,
+                aborted = const POP_ABORTED,
+                cmpfail = const POP_CMPFAIL,
+                options(att_syntax, nostack)
+            )
+        }
+    }
+    match status {
+        0.. => {
+            // SAFETY: `out` is the caller's slot for the item (contract).
+            unsafe { out.write(item) };
+            k.committed()
+        }
+        POP_CMPFAIL => k.compare_failed(),
+        POP_ABORTED => k.aborted(),
+        POP_TWICE if H::INJECT => {
+            crate::hooks::compare_twice_failed("the index or the count changed before the commit")
+        }
+        _ => k.aborted(),
+    }
+}
+
+pub(in crate::arch) unsafe fn load_index_slab_push<
+    I: Index,
+    H: Hooks,
+    K,
+    const SHIFT: u32,
+    const LOW_BYTE: bool,
+>(
+    area: ThreadArea,
+    base: *mut u8,
+    off: usize,
+    early: u64,
+    item: isize,
+    k: impl Outcome<K>,
+) -> K {
+    let a = area.fs_offset();
+    // SAFETY: as in `load_index_slab_pop`; the speculative store is to the item past
+    // the count, below the capacity (checked in the sequence), which nobody reads
+    // until the commit publishes it.
+    unsafe {
+        if H::INJECT {
+            asm!(
+                exit_point!("{cmpfail}"),
+                exit_point!("{twice}"),
+                start!(hooked),
+                index_hooked!(),
+                "movq {idx}, {v}\n",
+                "shlq ${shift}, {v}\n",
+                "addq {base}, {v}\n",
+                "addq {off}, {v}\n",
+                "movq ({v}), {n}\n",
+                "cmpq 8({v}), {n}\n",
+                "jae {cmpfail}\n",
+                inj!(hooked, "16"),
+                index_twice!("{twice}"),
+                "movq {item}, 16({v},{n},8)\n",
+                inj!(hooked, "20"),
+                "incq {n}\n",
+                "movq {n}, ({v})\n",
+                "5:\n",
+                abort_handler!(),
+                tmp = out(reg) _,
+                // The index read before the sequence (`early_index`), which the
+                // switch makes it use; overwritten inside otherwise.
+                idx = inout(reg) early => _,
+                v = out(reg) _,
+                n = out(reg) _,
+                base = in(reg) base,
+                off = in(reg) off,
+                item = in(reg) item,
+                area = in(reg) a,
+                idxoff = const I::OFFSET,
+                lowbyte = const LOW_BYTE as u8,
+                shift = const SHIFT,
+                loops = sym crate::hooks::LOOPS,
+                flags = sym crate::hooks::FLAGS,
+                cmpfail = label { return k.compare_failed() },
+                abort = label { return k.aborted() },
+                twice = label { crate::hooks::compare_twice_failed("the index or the count changed before the commit") },
+                options(att_syntax, nostack)
+            )
+        } else {
+            asm!(
+                exit_point!("{cmpfail}"),
+                start!(plain),
+                // See `load_index_slab_pop`.
+                index_read!("tmp"),
+                registered_always!(),
+                "shlq ${shift}, {tmp}\n",
+                "addq {base}, {tmp}\n",
+                // As `load_cbne_slab_push` (the header's address as in
+                // `load_index_slab_pop`).
+                "movq ({tmp},{off},1), {n}\n",
+                "leaq ({tmp},{off},1), {tmp}\n",
+                "cmpq 8({tmp}), {n}\n",
+                "jae {cmpfail}\n",
+                "movq {item}, 16({tmp},{n},8)\n",
+                "incq {n}\n",
+                "movq {n}, ({tmp})\n",
+                "5:\n",
+                abort_handler!(),
+                tmp = out(reg) _,
+                n = out(reg) _,
+                base = in(reg) base,
+                off = in(reg) off,
+                item = in(reg) item,
+                area = in(reg) a,
+                idxoff = const I::OFFSET,
+                lowbyte = const LOW_BYTE as u8,
+                shift = const SHIFT,
+                cmpfail = label { return k.compare_failed() },
+                abort = label { return k.aborted() },
+                options(att_syntax, nostack)
+            )
+        }
+    }
+    k.committed()
+}
