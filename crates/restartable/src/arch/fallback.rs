@@ -54,6 +54,7 @@ pub(super) unsafe fn load_index_slab_pop<
     _area: ThreadArea,
     _base: *mut u8,
     _off: usize,
+    _early: u32,
     _out: *mut isize,
     k: impl Outcome<K>,
 ) -> K {
@@ -71,6 +72,7 @@ pub(super) unsafe fn load_index_slab_push<
     _area: ThreadArea,
     _base: *mut u8,
     _off: usize,
+    _early: u32,
     _item: isize,
     k: impl Outcome<K>,
 ) -> K {

@@ -413,6 +413,28 @@ impl<I: Index, H: Hooks, T: IndexItem> Outcome<T::Out> for IndexResult<I, H, T> 
     }
 }
 
+/// The hooked build's broken order (the "skip the CPU check" switch,
+/// [`set_skip_cpu_check`](crate::hooks::set_skip_cpu_check)): the index read before
+/// injection point 9, where the prepared ops' callers read theirs, for the sequence
+/// to use instead of its own read (so that the tests' migrations at point 9 make it
+/// stale, as they make a prepared index). 0 (unused) otherwise, and in the plain
+/// build.
+#[inline(always)]
+fn early_index<I: Index, H: Hooks, const LOW_BYTE: bool>(area: ThreadArea) -> u32 {
+    if H::INJECT
+        && crate::hooks::FLAGS[crate::hooks::FLAG_SKIP_CPU_CHECK].load(Ordering::Relaxed) != 0
+    {
+        let i = I::current(area);
+        if LOW_BYTE {
+            i & 0xff
+        } else {
+            i
+        }
+    } else {
+        0
+    }
+}
+
 /// Whether `SHIFT` is one the in-sequence ops take (a 32-bit index shifted by it
 /// stays far below the address space's end).
 const fn index_shift_ok(shift: u32) -> bool {
@@ -465,11 +487,19 @@ pub unsafe fn load_index_slab_pop<I: Index, H: Hooks, const SHIFT: u32, const LO
     const { assert!(index_shift_ok(SHIFT)) };
     let mut item = core::mem::MaybeUninit::<isize>::uninit();
     let k = IndexResult::<I, H, _>::new(area, PopItem(item.as_ptr()));
+    let early = early_index::<I, H, LOW_BYTE>(area);
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract; `item` is this frame's local, written by `imp` when
     // the sequence committed and read (by `PopItem::committed`) only after that.
     unsafe {
-        imp::load_index_slab_pop::<I, H, _, SHIFT, LOW_BYTE>(area, base, off, item.as_mut_ptr(), k)
+        imp::load_index_slab_pop::<I, H, _, SHIFT, LOW_BYTE>(
+            area,
+            base,
+            off,
+            early,
+            item.as_mut_ptr(),
+            k,
+        )
     }
 }
 
@@ -491,7 +521,10 @@ pub unsafe fn load_index_slab_push<I: Index, H: Hooks, const SHIFT: u32, const L
 ) -> OpResult {
     const { assert!(index_shift_ok(SHIFT)) };
     let k = IndexResult::<I, H, ()>::new(area, ());
+    let early = early_index::<I, H, LOW_BYTE>(area);
     crate::hooks::inject_c::<H>(9);
     // SAFETY: forwarded contract.
-    unsafe { imp::load_index_slab_push::<I, H, _, SHIFT, LOW_BYTE>(area, base, off, item, k) }
+    unsafe {
+        imp::load_index_slab_push::<I, H, _, SHIFT, LOW_BYTE>(area, base, off, early, item, k)
+    }
 }

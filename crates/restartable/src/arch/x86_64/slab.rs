@@ -316,7 +316,7 @@ macro_rules! registered_always {
 }
 
 /// The hooked build's index read: at injection point 2, inside the sequence; with
-/// the "skip the CPU check" switch on, the read is made before the descriptor store
+/// the "skip the CPU check" switch on, the index read before the sequence is used
 /// instead (`index_early!`), the deliberately broken order (an index read outside the
 /// sequence and never compared). Then the registration check, the trap switch and
 /// injection point 3.
@@ -339,13 +339,13 @@ macro_rules! index_hooked {
 }
 
 /// The broken order of the "skip the CPU check" switch (hooked build only): the index
-/// read before the sequence starts.
+/// the caller read before injection point 9 (`early`, see `slab::early_index`).
 macro_rules! index_early {
     () => {
         concat!(
             "cmpb $0, {flags}+1(%rip)\n",
             "je 80f\n",
-            index_read!("idx"),
+            "movl {early:e}, {idx:e}\n",
             "80:\n",
         )
     };
@@ -382,10 +382,13 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
     area: ThreadArea,
     base: *mut u8,
     off: usize,
+    early: u32,
     out: *mut isize,
     k: impl Outcome<K>,
 ) -> K {
     let a = area.fs_offset();
+    // Read by the hooked build's broken order only.
+    let _ = early;
     let item: isize;
     let status: isize;
     // The shape of `load_cbne_slab_pop`'s block (see there for the exits), with the
@@ -438,6 +441,7 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
                 ".popsection\n",
                 tmp = out(reg) _,
                 idx = out(reg) _,
+                early = in(reg) early,
                 v = out(reg) _,
                 n = out(reg) status,
                 item = out(reg) item,
@@ -517,10 +521,13 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
     area: ThreadArea,
     base: *mut u8,
     off: usize,
+    early: u32,
     item: isize,
     k: impl Outcome<K>,
 ) -> K {
     let a = area.fs_offset();
+    // Read by the hooked build's broken order only.
+    let _ = early;
     // SAFETY: as in `load_index_slab_pop`; the speculative store is to the item past
     // the count, below the capacity (checked in the sequence), which nobody reads
     // until the commit publishes it.
@@ -549,6 +556,7 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
                 abort_handler!(),
                 tmp = out(reg) _,
                 idx = out(reg) _,
+                early = in(reg) early,
                 v = out(reg) _,
                 n = out(reg) _,
                 base = in(reg) base,
