@@ -238,20 +238,17 @@ pub unsafe fn load_cbne_slab_pop<I: Index, H: Hooks>(
     v: *mut isize,
 ) -> (OpResult, isize) {
     let mut item = core::mem::MaybeUninit::<isize>::uninit();
-    let k = Recorded::<H, _>::new(
-        cpu,
-        PopResult {
-            cpu,
-            item: item.as_ptr(),
-        },
-    );
+    // One pointer for the write and the read (as in `load_index_slab_pop`).
+    let p = item.as_mut_ptr();
+    let k = Recorded::<H, _>::new(cpu, PopResult { cpu, item: p });
     if !valid_index::<I>(cpu) {
         return k.aborted();
     }
     crate::hooks::inject_c::<H>(9);
-    // SAFETY: forwarded contract; `item` is this frame's local, written by `imp` when
-    // the sequence committed and read (by `PopResult::committed`) only after that.
-    unsafe { imp::load_cbne_slab_pop::<I, H, _>(area, cpu, v, item.as_mut_ptr(), k) }
+    // SAFETY: forwarded contract; `item` is this frame's local, written through `p` by
+    // `imp` when the sequence committed and read through it (by `PopResult::committed`)
+    // only after that.
+    unsafe { imp::load_cbne_slab_pop::<I, H, _>(area, cpu, v, p, k) }
 }
 
 /// The continuation of [`load_cbne_slab_pop`]: the result, with the item `imp`
