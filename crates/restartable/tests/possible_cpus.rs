@@ -8,29 +8,19 @@
 
 #![cfg(target_os = "linux")]
 
+#[path = "support/affinity.rs"]
+mod affinity;
 #[path = "support/child.rs"]
 mod child;
 
 use std::process::Command;
 
+use affinity::allowed;
 use child::OutputWithin as _;
 
 const ROLE: &str = "RESTARTABLE_TEST_POSSIBLE_CPUS_CHILD";
 const NAME: &str = "possible_cpus_bounds_every_cpu_without_sys_and_proc";
 const MARKER: &str = "possible-cpus-child-checked";
-
-/// This thread's allowed CPUs.
-fn allowed() -> Vec<usize> {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set, filled by the call.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid cpu_set_t of the size given.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    assert_eq!(r, 0, "sched_getaffinity");
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `c` is below CPU_SETSIZE.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
-}
 
 /// The child: in the sandbox, pinned to CPU `cpu` (not 0), `possible_cpus()` must
 /// still be above it.

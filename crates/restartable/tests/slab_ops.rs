@@ -20,6 +20,9 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "support/affinity.rs"]
+mod affinity;
+
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +33,8 @@ use restartable::arch::{
 };
 use restartable::hooks;
 use restartable::ThreadArea;
+
+use affinity::allowed;
 
 /// Hook settings are process-global: tests that change them run one at a time.
 static HOOK_LOCK: Mutex<()> = Mutex::new(());
@@ -694,19 +699,6 @@ fn ipush<I: Index, Hk: Hooks, const LB: bool>(r: &mut Region, x: isize) -> OpRes
             return o;
         }
     }
-}
-
-/// This thread's allowed CPUs.
-fn allowed() -> Vec<usize> {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set, filled by the call.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid cpu_set_t of the size given.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    assert_eq!(r, 0, "sched_getaffinity");
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `c` is below CPU_SETSIZE.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
 }
 
 /// Pins thread `tid` (0: this one) to `cpus`.

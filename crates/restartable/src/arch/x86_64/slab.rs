@@ -43,6 +43,23 @@ const POP_CMPFAIL: isize = -1;
 const POP_ABORTED: isize = -2;
 const POP_TWICE: isize = -3;
 
+/// The pops' post-commit label and the stubs both builds share: aborted (6) and
+/// compare failed (7) set their code in the count register `{n}` and jump back to
+/// the post-commit address (5).
+macro_rules! pop_exits {
+    () => {
+        concat!(
+            "5:\n",
+            abort_label!(),
+            "movq ${aborted}, {n}\n",
+            "jmp 5b\n",
+            "7:\n",
+            "movq ${cmpfail}, {n}\n",
+            "jmp 5b\n",
+        )
+    };
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
     area: ThreadArea,
@@ -60,22 +77,7 @@ pub(in crate::arch) unsafe fn load_cbne_slab_pop<I: Index, H: Hooks, K>(
     // (with the abort handler, after the signature) that sets it to a negative code
     // and jumps back to the post-commit address (5). So the committed path stores
     // nothing to memory but the header, sets no status, and the caller has no frame
-    // to set up for it.
-    // The post-commit label and the stubs both builds share: aborted (6) and
-    // compare failed (7) set their code in the count register.
-    macro_rules! pop_exits {
-        () => {
-            concat!(
-                "5:\n",
-                abort_label!(),
-                "movq ${aborted}, {n}\n",
-                "jmp 5b\n",
-                "7:\n",
-                "movq ${cmpfail}, {n}\n",
-                "jmp 5b\n",
-            )
-        };
-    }
+    // to set up for it (the stubs: `pop_exits!`).
     macro_rules! go {
         (plain) => {
             asm!(
@@ -379,19 +381,6 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
     // The shape of `load_cbne_slab_pop`'s block (see there for the exits), with the
     // index read inside the sequence and the header's address computed from it
     // instead of a CPU compare.
-    macro_rules! pop_exits {
-        () => {
-            concat!(
-                "5:\n",
-                abort_label!(),
-                "movq ${aborted}, {n}\n",
-                "jmp 5b\n",
-                "7:\n",
-                "movq ${cmpfail}, {n}\n",
-                "jmp 5b\n",
-            )
-        };
-    }
     // SAFETY: the caller upholds the contract of `slab::load_index_slab_pop` (area
     // this thread's; `base + (index << SHIFT)` a slab header for every index the
     // field can hold while the thread is registered, its count half written only by
