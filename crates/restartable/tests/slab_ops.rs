@@ -55,6 +55,21 @@ macro_rules! in_every_mode {
             $f::<ByMmCid, TestHooks>();
         }
     }};
+    // The in-sequence index ops' tests: in each mode, with the whole index and with
+    // its low byte.
+    (widths $f:ident) => {{
+        let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        $f::<ByCpu, NoHooks, false>();
+        $f::<ByCpu, NoHooks, true>();
+        $f::<ByCpu, TestHooks, false>();
+        $f::<ByCpu, TestHooks, true>();
+        if restartable::registration::mm_cid_available() {
+            $f::<ByMmCid, NoHooks, false>();
+            $f::<ByMmCid, NoHooks, true>();
+            $f::<ByMmCid, TestHooks, false>();
+            $f::<ByMmCid, TestHooks, true>();
+        }
+    }};
 }
 
 /// Runs `f(area, index)` until it does not abort.
@@ -764,14 +779,9 @@ fn index_single<I: Index, Hk: Hooks, const LB: bool>() {
     });
 }
 
-fn index_single_thread<I: Index, Hk: Hooks>() {
-    index_single::<I, Hk, false>();
-    index_single::<I, Hk, true>();
-}
-
 #[test]
 fn index_ops_single_thread() {
-    in_every_mode!(index_single_thread);
+    in_every_mode!(widths index_single);
 }
 
 /// Every slot stopped, at every count: the pop and the push fail and change nothing
@@ -814,14 +824,9 @@ fn index_stopped<I: Index, Hk: Hooks, const LB: bool>() {
     }
 }
 
-fn index_stopped_both<I: Index, Hk: Hooks>() {
-    index_stopped::<I, Hk, false>();
-    index_stopped::<I, Hk, true>();
-}
-
 #[test]
 fn index_ops_a_stopped_header_fails_and_changes_nothing() {
-    in_every_mode!(index_stopped_both);
+    in_every_mode!(widths index_stopped);
 }
 
 /// On a thread whose area the kernel no longer maintains (glibc's area unregistered
@@ -883,14 +888,9 @@ fn index_unregistered<I: Index, Hk: Hooks, const LB: bool>() {
     .unwrap();
 }
 
-fn index_unregistered_both<I: Index, Hk: Hooks>() {
-    index_unregistered::<I, Hk, false>();
-    index_unregistered::<I, Hk, true>();
-}
-
 #[test]
 fn index_ops_abort_on_an_unregistered_area() {
-    in_every_mode!(index_unregistered_both);
+    in_every_mode!(widths index_unregistered);
 }
 
 /// Delay loop at the injection point of a forced migration: tens of milliseconds,
@@ -1030,18 +1030,13 @@ fn index_migrated<I: Index, Hk: Hooks, const LB: bool>() {
     }
 }
 
-fn index_migrated_both<I: Index, Hk: Hooks>() {
-    index_migrated::<I, Hk, false>();
-    index_migrated::<I, Hk, true>();
-}
-
 /// A migration forced inside the sequence (hooked build: a long delay at each point,
 /// another thread moves this one meanwhile): the op aborts (points 2-4) or reads the
 /// new index (point 1), and commits in the slot of the index the thread has at the
 /// commit; tokens are conserved.
 #[test]
 fn index_ops_commit_in_the_slot_of_the_index_after_a_forced_migration() {
-    in_every_mode!(index_migrated_both);
+    in_every_mode!(widths index_migrated);
 }
 
 /// The control: with the index read before the sequence (the hooked build's "skip
