@@ -1453,12 +1453,8 @@ pub fn race_stops(fences: u32) {
 
 /// [`race_stops`]'s clear, after a fence of `slot`, if one is asked for.
 fn stop_race(base: usize, slot: usize) {
-    let left = STOP_RACES.load(Ordering::Relaxed);
-    if left != 0
-        && STOP_RACES
-            .compare_exchange(left, left - 1, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    let took = STOP_RACES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    if took.is_ok() {
         // SAFETY: class 1's header in a slot of the region (never unmapped).
         unsafe { SlabHeader::at(header(slot_addr(base, slot), 1)) }.restart();
     }
