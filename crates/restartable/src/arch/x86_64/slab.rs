@@ -340,6 +340,40 @@ macro_rules! index_hooked {
     };
 }
 
+/// The plain build's start of both in-sequence ops, after the descriptor store: the
+/// index, read now (a preemption, migration or signal from here to the commit
+/// aborts, so it stays the thread's until then), the registration check, the slot's
+/// address (`base + (index << SHIFT)` in `{tmp}`), then the header's first word in
+/// `{n}` and the header's address in `{tmp}`. The load adds `off` in its address, so
+/// the header offset reaches the count with no `add` in between; the `lea` beside it,
+/// for the items' addresses, is off that path.
+macro_rules! index_header_plain {
+    () => {
+        concat!(
+            index_read!("tmp"),
+            registered_always!(),
+            "shlq ${shift}, {tmp}\n",
+            "addq {base}, {tmp}\n",
+            "movq ({tmp},{off},1), {n}\n",
+            "leaq ({tmp},{off},1), {tmp}\n",
+        )
+    };
+}
+
+/// The hooked build's counterpart (after `index_hooked!`, the index in `{idx}`): the
+/// header's address in `{v}`, its first word in `{n}`.
+macro_rules! index_header_hooked {
+    () => {
+        concat!(
+            "movq {idx}, {v}\n",
+            "shlq ${shift}, {v}\n",
+            "addq {base}, {v}\n",
+            "addq {off}, {v}\n",
+            "movq ({v}), {n}\n",
+        )
+    };
+}
+
 /// Compare-twice of the in-sequence ops (hooked build, switch on): the index field
 /// still holds the index read inside the sequence, and the header's count half is
 /// still `{n}`; a mismatch exits to `$fail`.
@@ -394,11 +428,7 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
                 exit_point!("85f"),
                 start!(hooked),
                 index_hooked!(),
-                "movq {idx}, {v}\n",
-                "shlq ${shift}, {v}\n",
-                "addq {base}, {v}\n",
-                "addq {off}, {v}\n",
-                "movq ({v}), {n}\n",
+                index_header_hooked!(),
                 // Empty (0) or stopped (negative).
                 "testq {n}, {n}\n",
                 "jle 7f\n",
@@ -436,19 +466,9 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
             asm!(
                 exit_point!("7f"),
                 start!(plain),
-                // The index, read after the descriptor store: a preemption, migration
-                // or signal from here to the commit aborts, so it stays the thread's
-                // until then. The header's address from it: one register.
-                index_read!("tmp"),
-                registered_always!(),
-                "shlq ${shift}, {tmp}\n",
-                "addq {base}, {tmp}\n",
-                // As `load_cbne_slab_pop`: the first word whole, `jl` for empty or
-                // stopped, the whole word stored back. The header's address is the
-                // slot's plus `off` in the load itself (the `lea` beside it, for the
-                // item's address, is off the path from `off` to the count).
-                "movq ({tmp},{off},1), {n}\n",
-                "leaq ({tmp},{off},1), {tmp}\n",
+                // As `load_cbne_slab_pop` from the header's first word on: `jl` for
+                // empty or stopped, the whole word stored back.
+                index_header_plain!(),
                 "subq $1, {n}\n",
                 "jl 7f\n",
                 "movq 16({tmp},{n},8), {item}\n",
@@ -510,11 +530,7 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
                 exit_point!("{twice}"),
                 start!(hooked),
                 index_hooked!(),
-                "movq {idx}, {v}\n",
-                "shlq ${shift}, {v}\n",
-                "addq {base}, {v}\n",
-                "addq {off}, {v}\n",
-                "movq ({v}), {n}\n",
+                index_header_hooked!(),
                 "cmpq 8({v}), {n}\n",
                 "jae {cmpfail}\n",
                 inj!(hooked, "16"),
@@ -549,15 +565,8 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
             asm!(
                 exit_point!("{cmpfail}"),
                 start!(plain),
-                // See `load_index_slab_pop`.
-                index_read!("tmp"),
-                registered_always!(),
-                "shlq ${shift}, {tmp}\n",
-                "addq {base}, {tmp}\n",
-                // As `load_cbne_slab_push` (the header's address as in
-                // `load_index_slab_pop`).
-                "movq ({tmp},{off},1), {n}\n",
-                "leaq ({tmp},{off},1), {tmp}\n",
+                // As `load_cbne_slab_push` from the header's first word on.
+                index_header_plain!(),
                 "cmpq 8({tmp}), {n}\n",
                 "jae {cmpfail}\n",
                 "movq {item}, 16({tmp},{n},8)\n",
