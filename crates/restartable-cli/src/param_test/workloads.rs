@@ -553,7 +553,7 @@ fn membarrier(ctx: &Context) -> Result<(), String> {
 
 /// A membarrier worker: `reps` increments of its CPU's count in the active array,
 /// each retried until it commits. Kept out of line so that its (hooked) sequences
-/// are listed under its name: `tests/hook_free.rs` uses them as its positive control.
+/// are listed under its name: `tests/disassembly.rs` uses them as its positive control.
 #[inline(never)]
 fn membarrier_worker<I: Index>(ctx: &Context, shared: &AtomicIsize, slots: usize, shift: u32) {
     let o = ctx.opts;
