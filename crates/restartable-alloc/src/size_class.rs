@@ -232,13 +232,14 @@ const OS_PAGE: usize = 4096;
 /// one for larger classes) on a 4 KiB boundary. Programs that keep a small header
 /// before a page-sized buffer (sqlite's allocator prepends its 8-byte size to
 /// every block, so its page cache's pages sit 8 bytes into 4,368-byte objects) then
-/// have those buffers start 4 to 16 bytes past a page boundary, and a copy from a
+/// have those buffers start a few bytes past a page boundary, and a copy from a
 /// page-aligned source into them (the kernel's `pread` from the page cache) is
 /// three to four times slower there than at any other offset: each store is to
 /// an address that a load just ahead of it matches in its low 12 bits, which the
 /// CPU takes for a dependency (4 KiB aliasing). `pread` of 4 KiB from a cached file
-/// on this machine (AMD EPYC): 1.7-2.2 us into `page + 4`, `+ 8` or `+ 12`, 0.5-0.7
-/// us at other offsets (BENCHMARKS.md, the sqlite3 section). glibc's chunks follow
+/// on this machine (AMD EPYC): 1.7-2.2 us into `page + 4`, `+ 8` or `+ 12`, 0.5-0.8
+/// us at other offsets (`benches/c/pread_offset.c` of `restartable-malloc`;
+/// BENCHMARKS.md, the sqlite3 section). glibc's chunks follow
 /// each other at arbitrary 16-byte offsets and rarely start a page. Powers of two
 /// keep offset 0: they are what aligned requests round to, and a 4 KiB request is
 /// best page aligned (the same copy is fastest at offset 0).
