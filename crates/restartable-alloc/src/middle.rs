@@ -21,7 +21,7 @@ use core::ptr;
 
 use crate::backend::{page_heap, pagemap, Span, SpanList};
 use crate::size_class::{
-    objects_per_span, size, span_pages, transfer_capacity, CLASSES, TRANSFER_MAX,
+    first_offset, objects_per_span, size, span_pages, transfer_capacity, CLASSES, TRANSFER_MAX,
 };
 use crate::sync::{RawLock, SpinLock};
 
@@ -91,7 +91,7 @@ pub fn remove_batch(c: usize, out: &mut [*mut u8]) -> usize {
     out[..k].copy_from_slice(&g.transfer[from..g.transfer_len]);
     g.transfer_len = from;
     let mut got = k;
-    let osz = size(c);
+    let (osz, first) = (size(c), first_offset(c));
     let per_span = objects_per_span(c);
     while got < want {
         let mut s = g.nonempty.head;
@@ -114,7 +114,7 @@ pub fn remove_batch(c: usize, out: &mut [*mut u8]) -> usize {
                     (*s).freelist = o.cast::<*mut u8>().read();
                     o
                 } else if (*s).carved < per_span {
-                    let o = ((*s).start + (*s).carved * osz) as *mut u8;
+                    let o = ((*s).start + first + (*s).carved * osz) as *mut u8;
                     (*s).carved += 1;
                     o
                 } else {
@@ -177,10 +177,10 @@ pub fn remove_fresh(c: usize) -> Option<*mut u8> {
         s = n;
     }
     // SAFETY: `s` is in the class's list with an object never carved, guarded by
-    // the lock; objects at `start + i * size` for `i >= carved` were never handed
-    // out, and the span's pages read as zero.
+    // the lock; objects at `start + first_offset + i * size` for `i >= carved` were
+    // never handed out, and the span's pages read as zero.
     let obj = unsafe {
-        let o = ((*s).start + (*s).carved * size(c)) as *mut u8;
+        let o = ((*s).start + first_offset(c) + (*s).carved * size(c)) as *mut u8;
         (*s).carved += 1;
         (*s).allocated += 1;
         if (*s).freelist.is_null() && (*s).carved == per_span {

@@ -37,7 +37,8 @@ use crate::backend::{large, pagemap};
 use crate::front;
 use crate::os::{self, OS_PAGE};
 use crate::size_class::{
-    class_for, objects_per_span, size, span_pages, CLASSES, MIN_ALIGN, PAGE_SIZE, TABLE_MAX,
+    class_for, first_offset, objects_per_span, size, span_pages, CLASSES, MIN_ALIGN, PAGE_SIZE,
+    TABLE_MAX,
 };
 use restartable::hooks::NoHooks;
 
@@ -75,8 +76,10 @@ macro_rules! table {
 use table;
 
 /// `M[c]`: `ceil(2^40 / size(c))`, plus one where `size(c)` divides 2^40, so that
-/// `e = size(c) * M[c] - 2^40` is in `1..=size(c)` (never 0). For an offset `off =
-/// q * size(c) + r` (`0 <= r < size(c)`) inside a span (below 2^21), `off * M[c]` is
+/// `e = size(c) * M[c] - 2^40` is in `1..=size(c)` (never 0). Offsets are from the
+/// span's first object (`size_class::first_offset(c)` bytes past its start). For an
+/// offset `off = q * size(c) + r` (`0 <= r < size(c)`) inside a span (below 2^21),
+/// `off * M[c]` is
 /// `q * 2^40 + q * e + r * M[c]`, where `q * e <= off < 2^21` and `r * M[c]` is at
 /// most `2^40 + e - M[c]`: as `M[c] >= 2^22`, `q * e + r * M[c]` is below 2^40, so it
 /// is the low 40 bits of `off * M[c]`. They are `q * e` when `r` is 0 and at least
@@ -85,7 +88,13 @@ use table;
 /// `q = N` (`N * e`, rejected) and the rest of it is `r > 0`. So `off` starts an
 /// object exactly when the low 40 bits of `off * M[c]` are below [`LIMIT`]`[c] = N *
 /// e` (at most the span's bytes, below `M[c]`): no division, no multiplication back,
-/// and one compare for both the object start and the span's tail.
+/// and one compare for both the object start and the span's tail. An address in the
+/// span's head, `d` bytes before its first object (`1 <= d <= first_offset(c) <=
+/// size(c) / 2`), has the offset `2^48 - d` (as `small` computes it, plus a multiple
+/// of 2^48), whose low 40 bits times `M[c]` are `2^40 - d * M[c]` modulo 2^40:
+/// `d * M[c] <= (size(c) / 2) * (2^40 / size(c) + 2) <= 2^39 + size(c)`, so they are
+/// at least `2^39 - 2^18`, far above `N * e < M[c] <= 2^30 + 2` (sizes above 1 KiB):
+/// rejected by the same compare.
 const MAGIC: [u64; CLASSES + 1] = {
     let mut m = [0; CLASSES + 1];
     let mut c = 1;
@@ -171,6 +180,9 @@ const _: () = {
     let mut c = 1;
     while c <= CLASSES {
         assert!(span_pages(c) * PAGE_SIZE < 1 << 21);
+        // The span's head (see `MAGIC`): only classes above 1 KiB, at most half
+        // an object.
+        assert!(first_offset(c) == 0 || (size(c) > 1024 && 2 * first_offset(c) <= size(c)));
         assert!(size(c) <= 1 << 18 && MAGIC[c] >= 1 << 22 && MAGIC[c] < 1 << 40);
         let e = size(c) as u64 * MAGIC[c] - (1 << 40);
         assert!(e >= 1 && e <= size(c) as u64);
@@ -200,13 +212,13 @@ pub fn lookup(p: *const u8) -> Block {
 /// The class of the small object that starts at `a`, and its front-end header
 /// offset; `None` when `a` is not the start of an object of a small-object span.
 ///
-/// The page's info word (`pagemap::info`: its span's start and header offset in one
-/// word, no span record to reach) gives the header offset (so the class) and the
-/// offset in the span; the offset must be the start of one of the span's objects
+/// The page's info word (`pagemap::info`: its span's first object and header offset
+/// in one word, no span record to reach) gives the header offset (so the class) and
+/// the offset from the span's first object; it must be the start of one of the span's objects
 /// (one multiplication and one compare, no division: see [`MAGIC`] and [`CHECK`]). A
 /// page of no small-object span has the info word 0, whose check accepts nothing.
-/// The offset is taken as `a + info`, which is `a - start` plus a multiple of 2^48
-/// (the info word holds `2^48 - start` under the header bits: `pagemap::small_info`):
+/// The offset is taken as `a + info`, which is `a - first` plus a multiple of 2^48
+/// (the info word holds `2^48 - first` under the header bits: `pagemap::small_info`):
 /// times `MAGIC[c] << 24` that vanishes (mod 2^64).
 #[inline(always)]
 fn small(a: usize) -> Option<(usize, usize)> {
@@ -699,6 +711,11 @@ mod tests {
             for off in span.saturating_sub(4096)..span + 4096 {
                 assert_eq!(fast(c, off), plain(c, off), "class {c} offset {off}");
             }
+            // The span's head, before its first object: negative offsets.
+            for d in 1..=first_offset(c) as u64 {
+                assert!(!fast(c, d.wrapping_neg()), "class {c} offset -{d}");
+                assert!(!fast(c, (1 << 48) - d), "class {c} offset -{d}");
+            }
         }
         // Header offsets of no class (0: a page of no small-object span) accept
         // nothing.
@@ -708,6 +725,31 @@ mod tests {
                 assert!(!object_start(h, off, 0), "header {h} offset {off}");
             }
         }
+    }
+
+    /// Objects of the classes above 1 KiB that are not powers of two never start on
+    /// a 4 KiB boundary (`size_class::first_offset`), are aligned to their class's
+    /// first offset, and are found by `small`: two spans' worth of each such class,
+    /// allocated together.
+    #[test]
+    fn offset_classes_keep_objects_off_page_boundaries() {
+        let mut checked = 0;
+        for c in (1..=CLASSES).filter(|&c| first_offset(c) != 0) {
+            let n = 2 * objects_per_span(c);
+            let ps: Vec<usize> = (0..n).map(|_| alloc(size(c), MIN_ALIGN) as usize).collect();
+            for &p in &ps {
+                assert!(p != 0);
+                assert!(p % OS_PAGE != 0, "class {c} ({}): {p:#x}", size(c));
+                assert_eq!(p % first_offset(c), 0, "class {c}: {p:#x}");
+                assert_eq!(small(p), Some((c, front::header_offset_of(c))));
+                checked += 1;
+            }
+            for p in ps {
+                // SAFETY: a small object of this module, freed once.
+                unsafe { free(p as *mut u8, Block::Small { class: c }) };
+            }
+        }
+        assert!(checked > 100);
     }
 
     /// `small` (the fast path's check) on real objects and their neighbours: the

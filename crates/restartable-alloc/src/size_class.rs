@@ -11,10 +11,14 @@
 //!   page cache: sqlite allocates 4,368 bytes per 4 KiB page) land in 4,608, not
 //!   5,120.
 //! - Every power of two from 16 to `MAX_SMALL` is a class. Spans start on a page
-//!   boundary and objects sit at `span start + i * size`, so an object of a class
-//!   whose size is a multiple of `align` (for `align <= PAGE_SIZE`) is aligned to
-//!   `align`: [`class_for`] picks the first such class at least as large as the
-//!   request, and the power of two `max(size, align)` rounds to is always one.
+//!   boundary and objects sit at `span start + first_offset + i * size`
+//!   ([`first_offset`]: 0 for powers of two and classes up to 1 KiB), so an object
+//!   of a class whose size and first offset are multiples of `align` (for `align <=
+//!   PAGE_SIZE`) is aligned to `align`: [`class_for`] picks the first such class at
+//!   least as large as the request, and the power of two `max(size, align)` rounds
+//!   to is always one.
+//! - No object of a class above 1 KiB that is not a power of two starts on a 4 KiB
+//!   boundary (see [`first_offset`] for why).
 //! - [`class_for`] depends only on the layout, so `dealloc` and `realloc` (which get
 //!   the layout back) find the class again without looking the address up.
 //! - Per class: the span size ([`span_pages`]) holds whole objects with little waste;
@@ -202,7 +206,8 @@ fn class_for_aligned(n: usize, align: usize) -> usize {
         return 0;
     }
     let mut c = class_of_size(n.max(align));
-    while c <= CLASSES && !size(c).is_multiple_of(align) {
+    while c <= CLASSES && !(size(c).is_multiple_of(align) && first_offset(c).is_multiple_of(align))
+    {
         c += 1;
     }
     if c <= CLASSES {
@@ -212,20 +217,60 @@ fn class_for_aligned(n: usize, align: usize) -> usize {
     }
 }
 
+/// The kernel's page, which [`first_offset`] keeps object starts off.
+const OS_PAGE: usize = 4096;
+
+/// Bytes of a span of class `c` before its first object: for a class above 1 KiB
+/// whose size is not a power of two, half the largest power of two that divides the
+/// size (at most half a 4 KiB page), so that objects start at `g / 2` modulo `g`
+/// (`g` that power of two, capped at 4 KiB) and none on a 4 KiB boundary; 0 for the
+/// others. Objects of such a class are aligned to the offset (64 bytes at least:
+/// sizes above 1 KiB are multiples of 128), not to the whole power of two.
+///
+/// Why: with objects at `i * size` from a page-aligned span, a class whose size is a
+/// multiple of 512 (4,608, 5,120, ...) puts every eighth object (every fourth, every
+/// one for larger classes) on a 4 KiB boundary. Programs that keep a small header
+/// before a page-sized buffer (sqlite's allocator prepends its 8-byte size to
+/// every block, so its page cache's pages sit 8 bytes into 4,368-byte objects) then
+/// have those buffers start a few bytes past a page boundary, and a copy from a
+/// page-aligned source into them (the kernel's `pread` from the page cache) is
+/// three to four times slower there than at any other offset: each store is to
+/// an address that a load just ahead of it matches in its low 12 bits, which the
+/// CPU takes for a dependency (4 KiB aliasing). `pread` of 4 KiB from a cached file
+/// on this machine (AMD EPYC): 1.7-2.2 us into `page + 4`, `+ 8` or `+ 12`, 0.5-0.8
+/// us at other offsets (`benches/c/pread_offset.c` of `restartable-malloc`;
+/// BENCHMARKS.md, the sqlite3 section). glibc's chunks follow
+/// each other at arbitrary 16-byte offsets and rarely start a page. Powers of two
+/// keep offset 0: they are what aligned requests round to, and a 4 KiB request is
+/// best page aligned (the same copy is fastest at offset 0).
+pub const fn first_offset(c: usize) -> usize {
+    let s = size(c);
+    if s <= 1024 || s.is_power_of_two() {
+        return 0;
+    }
+    let g = 1 << s.trailing_zeros();
+    (if g > OS_PAGE { OS_PAGE } else { g }) / 2
+}
+
 /// Pages per span of class `c`: 64 KiB for objects up to 8 KiB (at least 8 objects,
-/// at most 12.5% left over), else about four objects' worth of pages.
+/// at most 12.5% left over), else the fewest pages that hold four objects after the
+/// class's [`first_offset`] with at most 12.5% left over (the offset included).
 pub const fn span_pages(c: usize) -> usize {
     let s = size(c);
     if s <= 8 * 1024 {
-        64 * 1024 / PAGE_SIZE
-    } else {
-        (4 * s).div_ceil(PAGE_SIZE)
+        return 64 * 1024 / PAGE_SIZE;
     }
+    let first = first_offset(c);
+    let mut pages = (4 * s + first).div_ceil(PAGE_SIZE);
+    while ((pages * PAGE_SIZE - first) % s + first) * 8 > pages * PAGE_SIZE {
+        pages += 1;
+    }
+    pages
 }
 
 /// Objects in a span of class `c`.
 pub const fn objects_per_span(c: usize) -> usize {
-    span_pages(c) * PAGE_SIZE / size(c)
+    (span_pages(c) * PAGE_SIZE - first_offset(c)) / size(c)
 }
 
 /// Objects moved at once between a per-CPU cache and the middle: 32 KiB worth, at
@@ -409,12 +454,35 @@ mod tests {
                 let c = class_for(l);
                 assert!(c != 0, "{n} / {align}");
                 assert!(size(c) >= n && size(c).is_multiple_of(align.max(MIN_ALIGN)));
+                assert!(first_offset(c).is_multiple_of(align), "{n} / {align}");
             }
         }
         let l = Layout::from_size_align(8, 2 * PAGE_SIZE).unwrap();
         assert_eq!(class_for(l), 0);
         let l = Layout::from_size_align(MAX_SMALL + 1, 8).unwrap();
         assert_eq!(class_for(l), 0);
+    }
+
+    /// In a page-aligned span, no object of a class above 1 KiB that is not a power
+    /// of two starts on a 4 KiB boundary; every object starts on a multiple of 64
+    /// bytes (of `MIN_ALIGN` below 1 KiB) and ends inside the span.
+    #[test]
+    fn first_offsets_keep_objects_off_page_boundaries() {
+        for c in 1..=CLASSES {
+            let (s, first) = (size(c), first_offset(c));
+            let bytes = span_pages(c) * PAGE_SIZE;
+            assert_eq!(first == 0, s <= 1024 || s.is_power_of_two(), "class {c}");
+            for i in 0..objects_per_span(c) {
+                let at = first + i * s;
+                assert!(at + s <= bytes, "class {c}");
+                assert!(at.is_multiple_of(if s > 1024 { 64 } else { MIN_ALIGN }));
+                if first != 0 {
+                    assert!(!at.is_multiple_of(OS_PAGE), "class {c} ({s}) object {i}");
+                }
+            }
+        }
+        assert_eq!(first_offset(class_of_size(4368)), 256);
+        assert_eq!(first_offset(class_of_size(4096)), 0);
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //!   pointers and covers 2 GiB. Leaves are never freed.
 //! - Beside the span pointers a leaf holds one *info* word per page: for a page of a
 //!   span of size class `c` (from [`set_small`] until [`clear_small`]),
-//!   `front::header_offset(c) << 48 | (2^48 - start)`: the span's start address
-//!   (page aligned, not 0, below 2^47) negated modulo 2^48 in its low 48 bits (so
-//!   that `addr + info` is `addr - start` plus a multiple of 2^48, one `lea`), and
+//!   `front::header_offset(c) << 48 | (2^48 - first)`: the address of the span's
+//!   first object (`first = start + size_class::first_offset(c)`, the span's start
+//!   page aligned, not 0, below 2^47) negated modulo 2^48 in its low 48 bits (so
+//!   that `addr + info` is `addr - first` plus a multiple of 2^48, one `lea`), and
 //!   the offset of the class's header in a front-end slot (a multiple of 8 below
 //!   2^16, naming the class: `raw` keys its tables by it) in its top 16 bits; 0 for
 //!   every other page (free runs, pages no span covers). The C `free` reads it
-//!   instead of the span record: start and the front-end's header (so the class)
+//!   instead of the span record: first object and the front-end's header (so the class)
 //!   in one load, no record to reach ([`INFO_HEADER_SHIFT`], [`small_info`]).
 //! - Entries are written under the page heap's lock, before the span they point to
 //!   is handed to anyone (so a reader that got an object from a span finds it), and
@@ -191,11 +192,12 @@ fn set_info(first: usize, last: usize, v: usize) {
     }
 }
 
-/// The info word of a page of a small-object span starting at `start` (page aligned,
-/// not 0, below 2^47), whose class's front-end header is at `hdr` (see the module
+/// The info word of a page of a small-object span whose first object is at `first`
+/// (the span's start, page aligned, not 0, below 2^47, plus its class's
+/// `first_offset`), whose class's front-end header is at `hdr` (see the module
 /// docs).
-pub const fn small_info(hdr: usize, start: usize) -> usize {
-    hdr << INFO_HEADER_SHIFT | (start.wrapping_neg() & ((1 << INFO_HEADER_SHIFT) - 1))
+pub const fn small_info(hdr: usize, first: usize) -> usize {
+    hdr << INFO_HEADER_SHIFT | (first.wrapping_neg() & ((1 << INFO_HEADER_SHIFT) - 1))
 }
 
 /// Records the span `span` (of size class `class`, `1..=CLASSES`) for all its pages,
@@ -208,7 +210,8 @@ pub fn set_small(span: &Span, p: *mut Span, class: usize) {
     // SAFETY: `class` is a class (caller).
     let hdr = unsafe { crate::front::header_offset(class) };
     debug_assert!(hdr.is_multiple_of(8) && hdr < 1 << 16);
-    set_info(span.start, last, small_info(hdr, span.start));
+    let first = span.start + crate::size_class::first_offset(class);
+    set_info(span.start, last, small_info(hdr, first));
 }
 
 /// Clears the info words of `span`'s pages (the span stops being a small-object
@@ -334,7 +337,10 @@ mod tests {
         addrs.extend([first, first.wrapping_sub(1), end - 1, end]);
         for s in &spans {
             // SAFETY: `s.start` is a class-3 span's (set above).
-            let want = small_info(unsafe { crate::front::header_offset(3) }, s.start);
+            let want = small_info(
+                unsafe { crate::front::header_offset(3) },
+                s.start + crate::size_class::first_offset(3),
+            );
             for a in [s.start, s.start + 100, s.start + PAGE_SIZE, s.end() - 1] {
                 assert_eq!(info(a), want, "{a:#x}");
                 addrs.push(a);
