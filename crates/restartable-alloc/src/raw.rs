@@ -4,8 +4,9 @@
 //! [`alloc`] takes a size and an alignment; [`free`], [`usable_size`] and
 //! [`realloc`] take only the pointer and find out what it is:
 //! - a small object: the page map's info word for its page gives its span's size
-//!   class and start (one load after the leaf, no span record). The pointer must be
-//!   the start of one of the span's objects;
+//!   class and first object (one load after the leaf, no span record). The pointer
+//!   must be the start of one of the span's objects (not in the span's head before
+//!   its first object, nor in its tail after the last);
 //! - a large object (its own mapping): a second radix tree, the *large map*, records
 //!   the mapping length at the object's first OS page.
 //!
