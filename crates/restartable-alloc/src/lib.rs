@@ -324,7 +324,9 @@ pub struct Stats {
     pub cpu_cache_bytes_per_slot: Vec<u64>,
     /// Free objects in the middle's transfer caches.
     pub transfer_cache_bytes: u64,
-    /// Free space inside spans in use (freed objects and never-used tails).
+    /// Free space inside spans in use (freed objects, never-used tails, and the
+    /// heads before the first objects of the classes with a
+    /// [`first_offset`](size_class::first_offset)).
     pub span_free_bytes: u64,
     /// Free pages of the page heap that may still hold memory.
     pub page_heap_free_bytes: u64,

@@ -4,8 +4,9 @@
 //! [`alloc`] takes a size and an alignment; [`free`], [`usable_size`] and
 //! [`realloc`] take only the pointer and find out what it is:
 //! - a small object: the page map's info word for its page gives its span's size
-//!   class and start (one load after the leaf, no span record). The pointer must be
-//!   the start of one of the span's objects;
+//!   class and first object (one load after the leaf, no span record). The pointer
+//!   must be the start of one of the span's objects (not in the span's head before
+//!   its first object, nor in its tail after the last);
 //! - a large object (its own mapping): a second radix tree, the *large map*, records
 //!   the mapping length at the object's first OS page.
 //!
@@ -750,6 +751,56 @@ mod tests {
             }
         }
         assert!(checked > 100);
+    }
+
+    /// `small` and `lookup` on every byte of a real span of every class, through the
+    /// real page map: an address is accepted exactly when it is `start +
+    /// first_offset + i * size` with `i < objects_per_span`, and then names its class
+    /// and header; every other address (the span's start and head before its first
+    /// object, object interiors, the tail after its last object, and the byte before
+    /// the span, which no object starts on as objects are 16-aligned) is `None`, and
+    /// inside the span `Foreign`. (The byte after the span may start the next span's
+    /// object.)
+    #[test]
+    fn every_address_of_a_span_is_checked_exactly() {
+        let mut accepted = 0;
+        for c in 1..=CLASSES {
+            let p = alloc(size(c), MIN_ALIGN);
+            assert!(!p.is_null());
+            let s = pagemap::get(p as usize);
+            assert!(!s.is_null());
+            // SAFETY: the span of a live object, never freed while `p` is held; its
+            // start and pages are not changed while it is in use.
+            let (start, end) = unsafe { ((*s).start, (*s).end()) };
+            assert_eq!(end - start, span_pages(c) * PAGE_SIZE, "class {c}");
+            let (first, sz, n) = (start + first_offset(c), size(c), objects_per_span(c));
+            assert!(
+                first + n * sz <= end,
+                "class {c}: objects past the span's end"
+            );
+            let h = front::header_offset_of(c);
+            for a in start - 1..end {
+                let want = a >= first && a < first + n * sz && (a - first).is_multiple_of(sz);
+                let got = small(a);
+                assert_eq!(
+                    got,
+                    want.then_some((c, h)),
+                    "class {c} ({sz}): span {start:#x}, address {a:#x} (first object at +{})",
+                    first_offset(c)
+                );
+                if want {
+                    assert_eq!(lookup(a as *const u8), Block::Small { class: c });
+                    accepted += 1;
+                } else if a >= start {
+                    assert_eq!(lookup(a as *const u8), Block::Foreign, "class {c} {a:#x}");
+                    assert_eq!(usable_size(a as *const u8), None, "class {c} {a:#x}");
+                }
+            }
+            // SAFETY: a small object of this module, freed once.
+            unsafe { free(p, Block::Small { class: c }) };
+        }
+        let all: usize = (1..=CLASSES).map(objects_per_span).sum();
+        assert_eq!(accepted, all);
     }
 
     /// `small` (the fast path's check) on real objects and their neighbours: the

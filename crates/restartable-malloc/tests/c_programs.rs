@@ -123,6 +123,54 @@ fn foreign_pointers_abort_with_a_message() {
     }
 }
 
+/// Pointers around the first and last objects of a span whose objects start
+/// `first_offset` bytes into it (the class of sqlite's 4,368-byte page buffers): its
+/// start, its head before the first object, its tail after the last object, the
+/// byte before it. `free`, `realloc` and `malloc_usable_size` abort on each; the
+/// program checks that the first object itself is accepted.
+#[test]
+fn pointers_in_a_spans_head_and_tail_abort_with_a_message() {
+    use restartable_alloc::size_class::{
+        class_of_size, first_offset, objects_per_span, size, span_pages, PAGE_SIZE,
+    };
+    let c = class_of_size(4368);
+    let (sz, first, n) = (size(c), first_offset(c), objects_per_span(c));
+    let bytes = span_pages(c) * PAGE_SIZE;
+    // What the program relies on to find a span's first object and a tail.
+    assert!(first > 64 && bytes - first - n * sz >= 16, "class {c}");
+    assert!(
+        (1..n).all(|i| !(i * sz).is_multiple_of(PAGE_SIZE)),
+        "class {c}: another object of a span starts {first} bytes past a page"
+    );
+    let exe = compile_c("foreign");
+    for (case, call) in [
+        ("span-start", "free"),
+        ("span-head", "free"),
+        ("span-head-last", "free"),
+        ("span-tail", "free"),
+        ("span-tail-last", "free"),
+        ("before-span", "free"),
+        ("span-head-realloc", "realloc"),
+        ("span-head-usable-size", "malloc_usable_size"),
+    ] {
+        let mut cmd = with(Malloc::Ours, Command::new(&exe));
+        cmd.arg(case);
+        cmd.args([sz, first, n, PAGE_SIZE, bytes].map(|v| v.to_string()));
+        let o = cmd.output_within(SHORT);
+        let err = text(&o.stderr);
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(
+            o.status.signal(),
+            Some(libc::SIGABRT),
+            "{case}: {:?}\n{}{err}",
+            o.status,
+            text(&o.stdout)
+        );
+        let want = format!("restartable-malloc: {call}(): invalid pointer 0x");
+        assert!(err.contains(&want), "{case}: stderr lacks {want:?}:\n{err}");
+    }
+}
+
 #[test]
 fn statistics_at_exit_when_asked() {
     let exe = compile_c("stress");
