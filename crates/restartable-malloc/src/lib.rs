@@ -12,7 +12,10 @@
 //! `malloc(n)`; `realloc(p, 0)` frees `p` and returns NULL, as glibc does),
 //! `reallocarray`, `posix_memalign` (returns `EINVAL`/`ENOMEM`, leaves `errno`),
 //! `aligned_alloc` and `memalign` (glibc 2.36: an alignment that is not a power of two
-//! is rounded up to one), `valloc`, `pvalloc`, `malloc_usable_size`. Every failure
+//! is rounded up to one), `valloc`, `pvalloc`, `malloc_usable_size`; and glibc's
+//! other names for them, `__libc_malloc`, `__libc_free`, `__libc_calloc`,
+//! `__libc_realloc`, `__libc_memalign`, `__libc_valloc`, `__libc_pvalloc` and `cfree`
+//! (the same functions: an object from any name is freed through any other). Every failure
 //! sets `errno = ENOMEM` (or `EINVAL` for a bad alignment) and returns NULL; `malloc(0)`
 //! returns a unique pointer. Objects are aligned to 16 bytes.
 //!
@@ -325,6 +328,93 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
         Block::Large { len } => len,
         Block::Foreign => 0,
     }
+}
+
+// glibc's other names for the same functions. glibc 2.36 exports `__libc_malloc` and
+// its family (some programs and libraries call them to reach "the real malloc"), and
+// `cfree` as a compatibility symbol (old binaries, `dlsym`). Each is ours too, so that
+// an object from one name can be freed or resized by any other: `__libc_malloc` then
+// `free`, `malloc` then `__libc_free`. (tcmalloc, jemalloc and mimalloc export them
+// for the same reason.)
+
+/// `__libc_malloc`: the same as [`malloc`].
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_malloc(n: usize) -> *mut c_void {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { malloc(n) }
+}
+
+/// `__libc_free`: the same as [`free`].
+///
+/// # Safety
+/// As for [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { free(p) }
+}
+
+/// `cfree` (glibc's compatibility symbol, reached by old binaries and `dlsym`): the
+/// same as [`free`].
+///
+/// # Safety
+/// As for [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn cfree(p: *mut c_void) {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { free(p) }
+}
+
+/// `__libc_calloc`: the same as [`calloc`].
+///
+/// # Safety
+/// As for [`calloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_calloc(n: usize, m: usize) -> *mut c_void {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { calloc(n, m) }
+}
+
+/// `__libc_realloc`: the same as [`realloc`].
+///
+/// # Safety
+/// As for [`realloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { realloc(p, n) }
+}
+
+/// `__libc_memalign`: the same as [`memalign`].
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_memalign(align: usize, n: usize) -> *mut c_void {
+    memalign_impl(align, n)
+}
+
+/// `__libc_valloc`: the same as [`valloc`].
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_valloc(n: usize) -> *mut c_void {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { valloc(n) }
+}
+
+/// `__libc_pvalloc`: the same as [`pvalloc`].
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_pvalloc(n: usize) -> *mut c_void {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { pvalloc(n) }
 }
 
 /// Whether `RESTARTABLE_MALLOC_STATS` asked for statistics at exit.

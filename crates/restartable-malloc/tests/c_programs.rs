@@ -203,3 +203,20 @@ fn statistics_at_exit_when_asked() {
     }
     assert!(library().exists());
 }
+
+/// glibc's other names (`__libc_malloc` and its family, `cfree` through `dlsym`)
+/// mixed with the usual ones both ways, contents checked.
+#[test]
+fn glibc_internal_names_are_the_same_allocator() {
+    let exe = compile_c("libc_names");
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("libc_names, {mode}"), SHORT, true, |_| {
+            tunables(Command::new(&exe), t)
+        });
+        assert!(
+            text(&out.stdout).ends_with("all checks passed\n"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+}
