@@ -139,3 +139,23 @@ pub fn cached_objects_here(c: usize) -> usize {
         .and_then(|r| r.ok())
         .unwrap_or(0)
 }
+
+/// Gives every object of this thread's cache back to the middle (as the thread's exit
+/// does); the cache stays usable. Nothing when the cache was never used or is gone.
+pub fn flush_here() {
+    if !READY.with(|r| r.get()) {
+        return;
+    }
+    let _ = CACHE.try_with(|tc| {
+        // SAFETY: only this thread reaches its cache, and the middle called here
+        // never allocates through the global allocator (no re-entry).
+        let cache = unsafe { &mut *tc.0.get() };
+        for c in 1..=CLASSES {
+            let n = core::mem::take(&mut cache.len[c]) as usize;
+            if n > 0 {
+                // SAFETY: free objects of class `c` owned by this cache, leaving it.
+                unsafe { middle::insert_batch(c, &cache.items[c][..n]) };
+            }
+        }
+    });
+}

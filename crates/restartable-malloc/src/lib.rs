@@ -27,6 +27,9 @@
 //! the heap. (A second `free` of a small object whose span is still in use cannot be
 //! told from a live one: like glibc's fast paths, that is not caught.)
 //!
+//! `malloc_trim(pad)` gives the cached objects and free pages back to the OS
+//! ([`restartable_alloc::trim`]) and returns 1 if it released any memory, as glibc's.
+//!
 //! # Before `main` and after `exit`
 //! Nothing needs initializing: the first call, from the dynamic loader or from
 //! glibc's own start-up, sets up what it needs lazily. Calls nested inside the
@@ -415,6 +418,19 @@ pub unsafe extern "C" fn __libc_valloc(n: usize) -> *mut c_void {
 pub unsafe extern "C" fn __libc_pvalloc(n: usize) -> *mut c_void {
     // SAFETY: forwarded with the caller's contract.
     unsafe { pvalloc(n) }
+}
+
+/// `malloc_trim(3)`: gives back to the OS what the allocator can, keeping up to `pad`
+/// bytes of free pages resident; 1 if any memory was released, else 0 (as glibc).
+///
+/// Through [`restartable_alloc::trim`]: the calling thread's fallback cache and every
+/// per-CPU cache (drained from this thread with membarrier fences, where the kernel
+/// has them) go back to the middle, the transfer caches to their spans, and the free
+/// pages to the OS with `madvise(MADV_DONTNEED)`. Spans holding a live object stay;
+/// large objects were unmapped when they were freed.
+#[no_mangle]
+pub extern "C" fn malloc_trim(pad: usize) -> i32 {
+    i32::from(restartable_alloc::trim(pad) > 0)
 }
 
 /// Whether `RESTARTABLE_MALLOC_STATS` asked for statistics at exit.
