@@ -29,6 +29,11 @@
 //!
 //! `malloc_trim(pad)` gives the cached objects and free pages back to the OS
 //! ([`restartable_alloc::trim`]) and returns 1 if it released any memory, as glibc's.
+//! `mallinfo2` and `mallinfo` report this allocator's heap (see [`mallinfo2`] for
+//! what each field holds), and `malloc_stats` prints the statistics below to
+//! standard error. `mallopt` and `malloc_info` stay glibc's: they set and describe
+//! glibc's own heap, which the program no longer uses (`mallopt` returns what
+//! glibc returns; its settings change nothing here).
 //!
 //! # Before `main` and after `exit`
 //! Nothing needs initializing: the first call, from the dynamic loader or from
@@ -431,6 +436,68 @@ pub unsafe extern "C" fn __libc_pvalloc(n: usize) -> *mut c_void {
 #[no_mangle]
 pub extern "C" fn malloc_trim(pad: usize) -> i32 {
     i32::from(restartable_alloc::trim(pad) > 0)
+}
+
+/// `mallinfo2(3)`, filled from [`restartable_alloc::stats`] and split as glibc splits
+/// it (its `uordblks + hblkhd` is what the program holds, its `arena` the heap
+/// without the mmapped objects):
+///
+/// | field | here |
+/// |---|---|
+/// | `arena` | bytes mapped for the heap (regions of spans, metadata, the per-CPU cache region), large objects not counted |
+/// | `uordblks` | bytes of small objects in use (at their size class; objects in a thread's fallback cache count as in use) |
+/// | `hblkhd` | bytes of large objects in use (each its own mapping) |
+/// | `fordblks` | free bytes still resident: objects in per-CPU and transfer caches, free space in spans in use, backed free pages |
+/// | `fsmblks` | the part of `fordblks` in the per-CPU and transfer caches (glibc's fast bins) |
+/// | `keepcost` | backed free pages of the page heap (what `malloc_trim` releases beyond the caches) |
+/// | `ordblks`, `smblks`, `hblks`, `usmblks` | 0 (no free-chunk or mapping counts are kept; `usmblks` is always 0 in glibc too) |
+///
+/// The counters are read without stopping other threads (exact when nothing
+/// allocates meanwhile).
+#[no_mangle]
+pub extern "C" fn mallinfo2() -> libc::mallinfo2 {
+    let s = restartable_alloc::stats();
+    let z = |x: u64| usize::try_from(x).unwrap_or(usize::MAX);
+    let caches = s.cpu_cache_bytes + s.transfer_cache_bytes;
+    libc::mallinfo2 {
+        arena: z(s.mapped_bytes.saturating_sub(s.large_bytes)),
+        ordblks: 0,
+        smblks: 0,
+        hblks: 0,
+        hblkhd: z(s.large_bytes),
+        usmblks: 0,
+        fsmblks: z(caches),
+        uordblks: z(s.in_use_bytes.saturating_sub(s.large_bytes)),
+        fordblks: z(caches + s.span_free_bytes + s.page_heap_free_bytes),
+        keepcost: z(s.page_heap_free_bytes),
+    }
+}
+
+/// `mallinfo(3)`: [`mallinfo2`] with `int` fields, each saturated at `INT_MAX`
+/// (glibc's truncates).
+#[no_mangle]
+pub extern "C" fn mallinfo() -> libc::mallinfo {
+    let m = mallinfo2();
+    let i = |x: usize| i32::try_from(x).unwrap_or(i32::MAX);
+    libc::mallinfo {
+        arena: i(m.arena),
+        ordblks: i(m.ordblks),
+        smblks: i(m.smblks),
+        hblks: i(m.hblks),
+        hblkhd: i(m.hblkhd),
+        usmblks: i(m.usmblks),
+        fsmblks: i(m.fsmblks),
+        uordblks: i(m.uordblks),
+        fordblks: i(m.fordblks),
+        keepcost: i(m.keepcost),
+    }
+}
+
+/// `malloc_stats(3)`: prints the allocator's statistics to standard error, the same
+/// text as `RESTARTABLE_MALLOC_STATS=1` prints at exit.
+#[no_mangle]
+pub extern "C" fn malloc_stats() {
+    print_stats();
 }
 
 /// Whether `RESTARTABLE_MALLOC_STATS` asked for statistics at exit.

@@ -241,3 +241,36 @@ fn malloc_trim_gives_cached_and_free_memory_back() {
         println!("{mode}: {}", text(&out.stderr).trim());
     }
 }
+
+/// `mallinfo2` and `mallinfo` report our heap: `uordblks` grows by at least the 8 MiB
+/// of small objects allocated and falls back after they are freed; `hblkhd` counts a
+/// 4 MiB object while it lives (ours only: glibc may serve it from its heap).
+/// `malloc_stats` prints our statistics to standard error.
+#[test]
+fn mallinfo_and_malloc_stats_report_our_heap() {
+    let exe = compile_c("mallinfo");
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("mallinfo, {mode}"), SHORT, false, |m| {
+            let mut c = tunables(Command::new(&exe), t);
+            c.arg("stats");
+            if m == Malloc::Ours {
+                c.arg("mmapped");
+            }
+            c
+        });
+        let (s, err) = (text(&out.stdout), text(&out.stderr));
+        assert!(s.ends_with("all checks passed\n"), "{s}{err}");
+        for want in [
+            "restartable-malloc statistics (pid ",
+            "in use",
+            "per-CPU caches",
+            "mapped",
+        ] {
+            assert!(err.contains(want), "malloc_stats: {want:?} missing:\n{err}");
+        }
+        assert!(
+            !err.contains("Arena 0:"),
+            "glibc's malloc_stats ran:\n{err}"
+        );
+    }
+}
