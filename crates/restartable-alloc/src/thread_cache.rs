@@ -159,3 +159,30 @@ pub fn flush_here() {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size_class::class_of_size;
+
+    #[test]
+    fn flush_here_gives_this_threads_cache_back_and_leaves_it_usable() {
+        std::thread::spawn(|| {
+            let c = class_of_size(64);
+            let p = alloc(c).expect("the cache is usable on a plain thread");
+            assert!(!p.is_null());
+            // SAFETY: (test) a free object of class `c` from this cache, in no cache.
+            assert!(unsafe { dealloc(c, p) });
+            assert!(cached_objects_here(c) > 0, "the refill batch is cached");
+            flush_here();
+            assert_eq!(cached_objects_here(c), 0);
+            let q = alloc(c).expect("usable after a flush");
+            assert!(!q.is_null());
+            // SAFETY: (test) as above.
+            assert!(unsafe { dealloc(c, q) });
+            flush_here();
+        })
+        .join()
+        .expect("test thread");
+    }
+}
