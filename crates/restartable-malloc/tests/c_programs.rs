@@ -2,7 +2,9 @@
 //! a threaded stress test with cross-thread frees and pattern checks, allocation at
 //! every stage of a process's life (constructors, dynamic loader, thread
 //! destructors, fork from a multi-threaded program, atexit handlers), foreign
-//! pointers, and the statistics at exit. Each runs with and without the library.
+//! pointers, the statistics at exit, glibc's other names (`__libc_malloc`, `cfree`,
+//! ...), `malloc_trim`, `mallinfo2`/`mallinfo` and `malloc_stats`. Each runs with and
+//! without the library.
 
 mod common;
 
