@@ -139,3 +139,50 @@ pub fn cached_objects_here(c: usize) -> usize {
         .and_then(|r| r.ok())
         .unwrap_or(0)
 }
+
+/// Gives every object of this thread's cache back to the middle (as the thread's exit
+/// does); the cache stays usable. Nothing when the cache was never used or is gone.
+pub fn flush_here() {
+    if !READY.with(|r| r.get()) {
+        return;
+    }
+    let _ = CACHE.try_with(|tc| {
+        // SAFETY: only this thread reaches its cache, and the middle called here
+        // never allocates through the global allocator (no re-entry).
+        let cache = unsafe { &mut *tc.0.get() };
+        for c in 1..=CLASSES {
+            let n = core::mem::take(&mut cache.len[c]) as usize;
+            if n > 0 {
+                // SAFETY: free objects of class `c` owned by this cache, leaving it.
+                unsafe { middle::insert_batch(c, &cache.items[c][..n]) };
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size_class::class_of_size;
+
+    #[test]
+    fn flush_here_gives_this_threads_cache_back_and_leaves_it_usable() {
+        std::thread::spawn(|| {
+            let c = class_of_size(64);
+            let p = alloc(c).expect("the cache is usable on a plain thread");
+            assert!(!p.is_null());
+            // SAFETY: (test) a free object of class `c` from this cache, in no cache.
+            assert!(unsafe { dealloc(c, p) });
+            assert!(cached_objects_here(c) > 0, "the refill batch is cached");
+            flush_here();
+            assert_eq!(cached_objects_here(c), 0);
+            let q = alloc(c).expect("usable after a flush");
+            assert!(!q.is_null());
+            // SAFETY: (test) as above.
+            assert!(unsafe { dealloc(c, q) });
+            flush_here();
+        })
+        .join()
+        .expect("test thread");
+    }
+}

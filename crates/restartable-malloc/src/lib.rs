@@ -12,7 +12,10 @@
 //! `malloc(n)`; `realloc(p, 0)` frees `p` and returns NULL, as glibc does),
 //! `reallocarray`, `posix_memalign` (returns `EINVAL`/`ENOMEM`, leaves `errno`),
 //! `aligned_alloc` and `memalign` (glibc 2.36: an alignment that is not a power of two
-//! is rounded up to one), `valloc`, `pvalloc`, `malloc_usable_size`. Every failure
+//! is rounded up to one), `valloc`, `pvalloc`, `malloc_usable_size`; and glibc's
+//! other names for them, `__libc_malloc`, `__libc_free`, `__libc_calloc`,
+//! `__libc_realloc`, `__libc_memalign`, `__libc_valloc`, `__libc_pvalloc` and `cfree`
+//! (the same functions: an object from any name is freed through any other). Every failure
 //! sets `errno = ENOMEM` (or `EINVAL` for a bad alignment) and returns NULL; `malloc(0)`
 //! returns a unique pointer. Objects are aligned to 16 bytes.
 //!
@@ -23,6 +26,14 @@
 //! the program with a message naming the call and the pointer, instead of corrupting
 //! the heap. (A second `free` of a small object whose span is still in use cannot be
 //! told from a live one: like glibc's fast paths, that is not caught.)
+//!
+//! `malloc_trim(pad)` gives the cached objects and free pages back to the OS
+//! ([`restartable_alloc::trim`]) and returns 1 if it released any memory, as glibc's.
+//! `mallinfo2` and `mallinfo` report this allocator's heap (see [`mallinfo2`] for
+//! what each field holds), and `malloc_stats` prints the statistics below to
+//! standard error. `mallopt` and `malloc_info` stay glibc's: they set and describe
+//! glibc's own heap, which the program no longer uses (`mallopt` returns what
+//! glibc returns; its settings change nothing here).
 //!
 //! # Before `main` and after `exit`
 //! Nothing needs initializing: the first call, from the dynamic loader or from
@@ -325,6 +336,168 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
         Block::Large { len } => len,
         Block::Foreign => 0,
     }
+}
+
+// glibc's other names for the same functions. glibc 2.36 exports `__libc_malloc` and
+// its family (some programs and libraries call them to reach "the real malloc"), and
+// `cfree` as a compatibility symbol (old binaries, `dlsym`). Each is ours too, so that
+// an object from one name can be freed or resized by any other: `__libc_malloc` then
+// `free`, `malloc` then `__libc_free`. (tcmalloc, jemalloc and mimalloc export them
+// for the same reason.)
+
+/// `__libc_malloc`: the same as [`malloc`].
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_malloc(n: usize) -> *mut c_void {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { malloc(n) }
+}
+
+/// `__libc_free`: the same as [`free`].
+///
+/// # Safety
+/// As for [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { free(p) }
+}
+
+/// `cfree` (glibc's compatibility symbol, reached by old binaries and `dlsym`): the
+/// same as [`free`].
+///
+/// # Safety
+/// As for [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn cfree(p: *mut c_void) {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { free(p) }
+}
+
+/// `__libc_calloc`: the same as [`calloc`].
+///
+/// # Safety
+/// As for [`calloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_calloc(n: usize, m: usize) -> *mut c_void {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { calloc(n, m) }
+}
+
+/// `__libc_realloc`: the same as [`realloc`].
+///
+/// # Safety
+/// As for [`realloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { realloc(p, n) }
+}
+
+/// `__libc_memalign`: the same as [`memalign`].
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_memalign(align: usize, n: usize) -> *mut c_void {
+    memalign_impl(align, n)
+}
+
+/// `__libc_valloc`: the same as [`valloc`].
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_valloc(n: usize) -> *mut c_void {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { valloc(n) }
+}
+
+/// `__libc_pvalloc`: the same as [`pvalloc`].
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_pvalloc(n: usize) -> *mut c_void {
+    // SAFETY: forwarded with the caller's contract.
+    unsafe { pvalloc(n) }
+}
+
+/// `malloc_trim(3)`: gives back to the OS what the allocator can, keeping up to `pad`
+/// bytes of free pages resident; 1 if any memory was released, else 0 (as glibc).
+///
+/// Through [`restartable_alloc::trim`]: the calling thread's fallback cache and every
+/// per-CPU cache (drained from this thread with membarrier fences, where the kernel
+/// has them) go back to the middle, the transfer caches to their spans, and the free
+/// pages to the OS with `madvise(MADV_DONTNEED)`. Spans holding a live object stay;
+/// large objects were unmapped when they were freed.
+#[no_mangle]
+pub extern "C" fn malloc_trim(pad: usize) -> i32 {
+    i32::from(restartable_alloc::trim(pad) > 0)
+}
+
+/// `mallinfo2(3)`, filled from [`restartable_alloc::stats`] and split as glibc splits
+/// it (its `uordblks + hblkhd` is what the program holds, its `arena` the heap
+/// without the mmapped objects):
+///
+/// | field | here |
+/// |---|---|
+/// | `arena` | bytes mapped for the heap (regions of spans, metadata, the per-CPU cache region), large objects not counted |
+/// | `uordblks` | bytes of small objects in use (at their size class; objects in a thread's fallback cache count as in use) |
+/// | `hblkhd` | bytes of large objects in use (each its own mapping) |
+/// | `fordblks` | free bytes still resident: objects in per-CPU and transfer caches, free space in spans in use, backed free pages |
+/// | `fsmblks` | the part of `fordblks` in the per-CPU and transfer caches (glibc's fast bins) |
+/// | `keepcost` | backed free pages of the page heap (what `malloc_trim` releases beyond the caches) |
+/// | `ordblks`, `smblks`, `hblks`, `usmblks` | 0 (no free-chunk or mapping counts are kept; `usmblks` is always 0 in glibc too) |
+///
+/// The counters are read without stopping other threads (exact when nothing
+/// allocates meanwhile).
+#[no_mangle]
+pub extern "C" fn mallinfo2() -> libc::mallinfo2 {
+    let s = restartable_alloc::stats();
+    let z = |x: u64| usize::try_from(x).unwrap_or(usize::MAX);
+    let caches = s.cpu_cache_bytes + s.transfer_cache_bytes;
+    libc::mallinfo2 {
+        arena: z(s.mapped_bytes.saturating_sub(s.large_bytes)),
+        ordblks: 0,
+        smblks: 0,
+        hblks: 0,
+        hblkhd: z(s.large_bytes),
+        usmblks: 0,
+        fsmblks: z(caches),
+        uordblks: z(s.in_use_bytes.saturating_sub(s.large_bytes)),
+        fordblks: z(caches + s.span_free_bytes + s.page_heap_free_bytes),
+        keepcost: z(s.page_heap_free_bytes),
+    }
+}
+
+/// `mallinfo(3)`: [`mallinfo2`] with `int` fields, each saturated at `INT_MAX`
+/// (glibc's truncates).
+#[no_mangle]
+pub extern "C" fn mallinfo() -> libc::mallinfo {
+    let m = mallinfo2();
+    let i = |x: usize| i32::try_from(x).unwrap_or(i32::MAX);
+    libc::mallinfo {
+        arena: i(m.arena),
+        ordblks: i(m.ordblks),
+        smblks: i(m.smblks),
+        hblks: i(m.hblks),
+        hblkhd: i(m.hblkhd),
+        usmblks: i(m.usmblks),
+        fsmblks: i(m.fsmblks),
+        uordblks: i(m.uordblks),
+        fordblks: i(m.fordblks),
+        keepcost: i(m.keepcost),
+    }
+}
+
+/// `malloc_stats(3)`: prints the allocator's statistics to standard error, the same
+/// text as `RESTARTABLE_MALLOC_STATS=1` prints at exit.
+#[no_mangle]
+pub extern "C" fn malloc_stats() {
+    print_stats();
 }
 
 /// Whether `RESTARTABLE_MALLOC_STATS` asked for statistics at exit.

@@ -2,7 +2,9 @@
 //! a threaded stress test with cross-thread frees and pattern checks, allocation at
 //! every stage of a process's life (constructors, dynamic loader, thread
 //! destructors, fork from a multi-threaded program, atexit handlers), foreign
-//! pointers, and the statistics at exit. Each runs with and without the library.
+//! pointers, the statistics at exit, glibc's other names (`__libc_malloc`, `cfree`,
+//! ...), `malloc_trim`, `mallinfo2`/`mallinfo` and `malloc_stats`. Each runs with and
+//! without the library.
 
 mod common;
 
@@ -202,4 +204,75 @@ fn statistics_at_exit_when_asked() {
         }
     }
     assert!(library().exists());
+}
+
+/// glibc's other names (`__libc_malloc` and its family, `cfree` through `dlsym`)
+/// mixed with the usual ones both ways, contents checked.
+#[test]
+fn glibc_internal_names_are_the_same_allocator() {
+    let exe = compile_c("libc_names");
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("libc_names, {mode}"), SHORT, true, |_| {
+            tunables(Command::new(&exe), t)
+        });
+        assert!(
+            text(&out.stdout).ends_with("all checks passed\n"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+}
+
+/// `malloc_trim(0)` after ~256 MiB of small and medium objects were freed (64 MiB
+/// of them by a thread that has exited): returns 1, the resident set falls back to
+/// within 8 MiB of the start (without the trim it stays ~25 MiB above), and malloc
+/// works after.
+#[test]
+fn malloc_trim_gives_cached_and_free_memory_back() {
+    let exe = compile_c("trim");
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("trim, {mode}"), SHORT, false, |_| {
+            tunables(Command::new(&exe), t)
+        });
+        let s = text(&out.stdout);
+        assert!(
+            s.contains("malloc_trim(0) returned 1") && s.contains("start: yes"),
+            "{s}{}",
+            text(&out.stderr)
+        );
+        println!("{mode}: {}", text(&out.stderr).trim());
+    }
+}
+
+/// `mallinfo2` and `mallinfo` report our heap: `uordblks` grows by at least the 8 MiB
+/// of small objects allocated and falls back after they are freed; `hblkhd` counts a
+/// 4 MiB object while it lives (ours only: glibc may serve it from its heap).
+/// `malloc_stats` prints our statistics to standard error.
+#[test]
+fn mallinfo_and_malloc_stats_report_our_heap() {
+    let exe = compile_c("mallinfo");
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("mallinfo, {mode}"), SHORT, false, |m| {
+            let mut c = tunables(Command::new(&exe), t);
+            c.arg("stats");
+            if m == Malloc::Ours {
+                c.arg("mmapped");
+            }
+            c
+        });
+        let (s, err) = (text(&out.stdout), text(&out.stderr));
+        assert!(s.ends_with("all checks passed\n"), "{s}{err}");
+        for want in [
+            "restartable-malloc statistics (pid ",
+            "in use",
+            "per-CPU caches",
+            "mapped",
+        ] {
+            assert!(err.contains(want), "malloc_stats: {want:?} missing:\n{err}");
+        }
+        assert!(
+            !err.contains("Arena 0:"),
+            "glibc's malloc_stats ran:\n{err}"
+        );
+    }
 }

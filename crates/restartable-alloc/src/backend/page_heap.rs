@@ -124,13 +124,19 @@ pub unsafe fn free_span(s: *mut Span) {
         h.insert_free(s);
     }
     if h.stats.backed_free > BACKED_FREE_LIMIT {
-        h.release_down_to(BACKED_FREE_LIMIT / 2);
+        let _ = h.release_down_to(BACKED_FREE_LIMIT / 2);
     }
 }
 
 /// Releases every backed free page to the OS.
 pub fn release_all() {
-    HEAP.lock().release_down_to(0);
+    let _ = HEAP.lock().release_down_to(0);
+}
+
+/// Releases backed free pages to the OS (the longest runs first) until at most `keep`
+/// backed free bytes remain; returns the bytes released by this call.
+pub fn release_keeping(keep: usize) -> usize {
+    HEAP.lock().release_down_to(keep)
 }
 
 impl Heap {
@@ -346,8 +352,10 @@ impl Heap {
         Some(s)
     }
 
-    /// Releases the longest backed runs until at most `keep` backed free bytes remain.
-    fn release_down_to(&mut self, keep: usize) {
+    /// Releases the longest backed runs until at most `keep` backed free bytes remain;
+    /// returns the bytes released.
+    fn release_down_to(&mut self, keep: usize) -> usize {
+        let mut released = 0;
         while self.stats.backed_free > keep {
             let mut s = self.free[0][0].head;
             if s.is_null() {
@@ -359,17 +367,19 @@ impl Heap {
                 }
             }
             if s.is_null() {
-                return;
+                return released;
             }
             // SAFETY: a backed free run: unused memory of ours.
             unsafe {
                 self.unlink_free(s);
                 os::release((*s).start as *mut u8, (*s).bytes());
                 self.stats.released_total += (*s).bytes() as u64;
+                released += (*s).bytes();
                 (*s).released = true;
                 self.insert_free(s);
             }
         }
+        released
     }
 }
 
