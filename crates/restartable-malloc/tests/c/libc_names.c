@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stddef.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +147,38 @@ int main(void) {
     }
     CHECK(bad == 0);
     printf("interleaved: ok\n");
+
+    /* Failures as glibc's: NULL with errno ENOMEM (EINVAL for an alignment above
+     * SIZE_MAX / 2 + 1); an alignment that is not a power of two rounded up;
+     * __libc_realloc(p, 0) frees p and returns NULL. (Added by the review.) */
+    errno = 0;
+    CHECK(__libc_malloc(SIZE_MAX - 4096) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(__libc_calloc(SIZE_MAX / 2, 3) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(__libc_memalign(64, SIZE_MAX - 4096) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(__libc_memalign(SIZE_MAX / 2 + 2, 16) == NULL && errno == EINVAL);
+    errno = 0;
+    CHECK(__libc_valloc(SIZE_MAX - 4096) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(__libc_pvalloc(SIZE_MAX - 100) == NULL && errno == ENOMEM);
+    errno = 0;
+    void *big = malloc(100);
+    CHECK(__libc_realloc(big, SIZE_MAX - 4096) == NULL && errno == ENOMEM);
+    __libc_free(big);
+    unsigned char *odd = __libc_memalign(48, 100);
+    CHECK(odd && ((uintptr_t)odd & 63) == 0);
+    free(odd);
+    unsigned char *z = __libc_pvalloc(0);
+    CHECK(z != NULL);
+    free(z);
+    unsigned char *one = __libc_pvalloc(1);
+    CHECK(one && ((uintptr_t)one & 4095) == 0 && malloc_usable_size(one) >= 4096);
+    free(one);
+    CHECK(__libc_realloc(malloc(100), 0) == NULL);
+    __libc_free(NULL);
+    printf("failures, odd alignments, pvalloc(0), realloc(p, 0): ok\n");
 
     if (failures) {
         printf("%d checks failed\n", failures);

@@ -4,7 +4,11 @@
  * realloc/calloc/posix_memalign in the mix. Prints totals that do not depend on the
  * allocator or the schedule; exits 1 on any corrupted object.
  *
- * usage: stress [threads] [operations per thread] */
+ * With a third argument "trim", another thread calls malloc_trim (pad 0, sometimes
+ * 1 MiB) and reads mallinfo2 in a loop while the workers run: every cached object
+ * and free page given back under their feet; the counts printed stay the same.
+ *
+ * usage: stress [threads] [operations per thread] [trim] */
 #define _GNU_SOURCE
 #include <malloc.h>
 #include <pthread.h>
@@ -31,6 +35,24 @@ static int nthreads = 4;
 static long nops = 200000;
 static mailbox_t *boxes;
 static uint64_t allocated[64], freed[64], bad[64];
+static volatile int workers_done;
+
+/* Trims in a loop until the workers are done (at least once); counts on stderr. */
+static void *trimmer(void *arg) {
+    (void)arg;
+    unsigned long trims = 0, released = 0;
+    do {
+        released += malloc_trim(trims % 4 == 3 ? 1 << 20 : 0);
+        struct mallinfo2 mi = mallinfo2();
+        if (mi.fsmblks > mi.fordblks) {
+            fprintf(stderr, "mallinfo2: fsmblks %zu > fordblks %zu\n", mi.fsmblks, mi.fordblks);
+            exit(3);
+        }
+        trims++;
+    } while (!__atomic_load_n(&workers_done, __ATOMIC_ACQUIRE));
+    fprintf(stderr, "malloc_trim called %lu times, %lu released memory\n", trims, released);
+    return NULL;
+}
 
 static uint64_t next_rand(uint64_t *s) {
     *s ^= *s << 13;
@@ -161,15 +183,20 @@ static void *worker(void *arg) {
 int main(int argc, char **argv) {
     if (argc > 1) nthreads = atoi(argv[1]);
     if (argc > 2) nops = atol(argv[2]);
-    if (nthreads < 1 || nthreads > 64 || nops < 1) {
-        fprintf(stderr, "usage: stress [threads 1-64] [operations per thread]\n");
+    int trim = argc > 3 && strcmp(argv[3], "trim") == 0;
+    if (nthreads < 1 || nthreads > 64 || nops < 1 || (argc > 3 && !trim)) {
+        fprintf(stderr, "usage: stress [threads 1-64] [operations per thread] [trim]\n");
         return 2;
     }
     boxes = calloc(nthreads, sizeof *boxes);
     for (int i = 0; i < nthreads; i++) pthread_mutex_init(&boxes[i].lock, NULL);
     pthread_t th[64];
     for (int i = 0; i < nthreads; i++) pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i);
+    pthread_t tt;
+    if (trim) pthread_create(&tt, NULL, trimmer, NULL);
     for (int i = 0; i < nthreads; i++) pthread_join(th[i], NULL);
+    __atomic_store_n(&workers_done, 1, __ATOMIC_RELEASE);
+    if (trim) pthread_join(tt, NULL);
     uint64_t a = 0, f = 0, b = 0;
     for (int i = 0; i < nthreads; i++) {
         for (int k = 0; k < boxes[i].n; k++) destroy(boxes[i].items[k], i);
