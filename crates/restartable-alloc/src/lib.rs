@@ -54,7 +54,10 @@
 //!   bounded: per CPU (or mm_cid) slot at most
 //!   [`size_class::max_cached_bytes_per_cpu`] bytes, at most
 //!   [`size_class::transfer_bytes`] in the middle's transfer caches, and 8 MiB of
-//!   free pages (see [`Stats::cached_bound`]).
+//!   free pages (see [`Stats::cached_bound`]). That bounds the cached objects' own
+//!   bytes, not the spans they sit in: a span whose only free objects are cached
+//!   stays resident (many 16-byte objects cached one per span can hold whole spans),
+//!   until a drain or [`trim`] returns them and the span empties.
 //!
 //! All instances share one process-wide heap, as `malloc` does.
 
@@ -352,8 +355,10 @@ impl Stats {
     /// [`size_class::max_cached_bytes_per_cpu`]), the transfer caches (at most
     /// [`size_class::transfer_bytes`] together) and the page heap's backed free pages
     /// (at most twice [`page_heap::BACKED_FREE_LIMIT`] in the worst case, as one
-    /// freed span can exceed the limit before it is enforced). Partly used spans are
-    /// not counted: they hold live objects.
+    /// freed span can exceed the limit before it is enforced). Spans are not counted:
+    /// neither partly used ones (they hold live objects) nor those whose remaining
+    /// objects all sit in the caches (they stay resident until [`trim`] or a drain
+    /// empties them).
     pub const fn cached_bound(slots: usize) -> usize {
         slots * size_class::max_cached_bytes_per_cpu()
             + size_class::transfer_bytes()
