@@ -32,11 +32,7 @@ fn tunables(mut cmd: Command, t: Option<&str>) -> Command {
 fn api_has_glibc_semantics() {
     let exe = compile_c("api");
     let out = same_with_and_without("api", SHORT, true, |_| Command::new(&exe));
-    assert!(
-        text(&out.stdout).ends_with("all checks passed\n"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_all_checks_passed(&out);
 }
 
 #[test]
@@ -250,11 +246,7 @@ fn glibc_internal_names_are_the_same_allocator() {
         let out = same_with_and_without(&format!("libc_names, {mode}"), SHORT, true, |_| {
             tunables(Command::new(&exe), t)
         });
-        assert!(
-            text(&out.stdout).ends_with("all checks passed\n"),
-            "{}",
-            text(&out.stdout)
-        );
+        assert_all_checks_passed(&out);
     }
 }
 
@@ -310,4 +302,15 @@ fn mallinfo_and_malloc_stats_report_our_heap() {
             "glibc's malloc_stats ran:\n{err}"
         );
     }
+}
+
+/// A C test program that counts its failed checks (`tests/c/checks.h`) ends its
+/// output with this line when there were none.
+fn assert_all_checks_passed(out: &std::process::Output) {
+    let s = text(&out.stdout);
+    assert!(
+        s.ends_with("all checks passed\n"),
+        "{s}{}",
+        text(&out.stderr)
+    );
 }

@@ -9,23 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(c)                                                                   \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #c);      \
-            failures++;                                                            \
-        }                                                                          \
-    } while (0)
-
-static void fill(unsigned char *p, size_t n, unsigned seed) {
-    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(seed + i * 31);
-}
-static int same(const unsigned char *p, size_t n, unsigned seed) {
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != (unsigned char)(seed + i * 31)) return 0;
-    return 1;
-}
+#include "checks.h"
 
 int main(void) {
     /* malloc: sizes across every class and large ones, 16-byte aligned, usable. */

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checks.h"
+
 extern void *__libc_malloc(size_t);
 extern void __libc_free(void *);
 extern void *__libc_calloc(size_t, size_t);
@@ -20,24 +22,6 @@ extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
-
-static int failures;
-#define CHECK(c)                                                                   \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #c);      \
-            failures++;                                                            \
-        }                                                                          \
-    } while (0)
-
-static void fill(unsigned char *p, size_t n, unsigned seed) {
-    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(seed + i * 31);
-}
-static int same(const unsigned char *p, size_t n, unsigned seed) {
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != (unsigned char)(seed + i * 31)) return 0;
-    return 1;
-}
 
 /* Small, medium and large (own mapping) sizes. */
 static const size_t sizes[] = {1, 24, 100, 1000, 5000, 40000, 300000, 3 << 20};

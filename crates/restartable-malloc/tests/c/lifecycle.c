@@ -16,18 +16,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "checks.h"
+
 extern int __cxa_thread_atexit_impl(void (*)(void *), void *, void *);
 extern void *__dso_handle;
 
 static char *from_ctor;
-static int failures;
-#define CHECK(c)                                                                   \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #c);      \
-            failures++;                                                            \
-        }                                                                          \
-    } while (0)
 
 static void churn(unsigned seed, int rounds) {
     void *p[64] = {0};

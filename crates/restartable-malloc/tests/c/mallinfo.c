@@ -12,20 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checks.h"
+
 #define N (8u << 20)   /* bytes of small objects */
 #define SIZE 100       /* each */
 #define LARGE (4u << 20)
 /* What else may move uordblks meanwhile (stdio's buffer, the allocator's own). */
 #define SLACK (256u << 10)
-
-static int failures;
-#define CHECK(c)                                                                   \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #c);      \
-            failures++;                                                            \
-        }                                                                          \
-    } while (0)
 
 static int has(int argc, char **argv, const char *arg) {
     for (int i = 1; i < argc; i++)
