@@ -142,17 +142,7 @@ fn foreign_pointers_abort_with_a_message() {
     ] {
         let mut cmd = with(Malloc::Ours, Command::new(&exe));
         let o = cmd.arg(case).output_within(SHORT);
-        let err = text(&o.stderr);
-        use std::os::unix::process::ExitStatusExt as _;
-        assert_eq!(
-            o.status.signal(),
-            Some(libc::SIGABRT),
-            "{case}: {:?}\n{}{err}",
-            o.status,
-            text(&o.stdout)
-        );
-        let want = format!("restartable-malloc: {call}(): invalid pointer 0x");
-        assert!(err.contains(&want), "{case}: stderr lacks {want:?}:\n{err}");
+        assert_aborts_on_invalid_pointer(case, call, &o);
     }
 }
 
@@ -190,17 +180,7 @@ fn pointers_in_a_spans_head_and_tail_abort_with_a_message() {
         cmd.arg(case);
         cmd.args([sz, first, n, PAGE_SIZE, bytes].map(|v| v.to_string()));
         let o = cmd.output_within(SHORT);
-        let err = text(&o.stderr);
-        use std::os::unix::process::ExitStatusExt as _;
-        assert_eq!(
-            o.status.signal(),
-            Some(libc::SIGABRT),
-            "{case}: {:?}\n{}{err}",
-            o.status,
-            text(&o.stdout)
-        );
-        let want = format!("restartable-malloc: {call}(): invalid pointer 0x");
-        assert!(err.contains(&want), "{case}: stderr lacks {want:?}:\n{err}");
+        assert_aborts_on_invalid_pointer(case, call, &o);
     }
 }
 
@@ -313,4 +293,20 @@ fn assert_all_checks_passed(out: &std::process::Output) {
         "{s}{}",
         text(&out.stderr)
     );
+}
+
+/// The program of `case` died of `SIGABRT` after the library's message naming
+/// `call` and the pointer.
+fn assert_aborts_on_invalid_pointer(case: &str, call: &str, o: &std::process::Output) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let err = text(&o.stderr);
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGABRT),
+        "{case}: {:?}\n{}{err}",
+        o.status,
+        text(&o.stdout)
+    );
+    let want = format!("restartable-malloc: {call}(): invalid pointer 0x");
+    assert!(err.contains(&want), "{case}: stderr lacks {want:?}:\n{err}");
 }
