@@ -409,9 +409,15 @@ pub fn stats() -> Stats {
 /// thread, with membarrier fences; skipped where the kernel has none), empties the
 /// transfer caches into their spans, and releases the page heap's free pages.
 pub fn release_memory() {
+    give_back(0);
+}
+
+/// The per-CPU caches drained, the transfer caches emptied into their spans, and the
+/// page heap's free pages released until at most `keep` bytes of them stay resident.
+fn give_back(keep: usize) {
     let _ = front::drain_all();
     middle::flush_transfer_caches();
-    page_heap::release_all();
+    page_heap::release_keeping(keep);
 }
 
 /// Gives back what the allocator can, as C's `malloc_trim(keep)`: this thread's
@@ -427,9 +433,7 @@ pub fn release_memory() {
 pub fn trim(keep: usize) -> usize {
     let before = page_heap::stats().released_total;
     thread_cache::flush_here();
-    let _ = front::drain_all();
-    middle::flush_transfer_caches();
-    let _ = page_heap::release_keeping(keep);
+    give_back(keep);
     let after = page_heap::stats().released_total;
     usize::try_from(after.saturating_sub(before)).unwrap_or(usize::MAX)
 }

@@ -28,6 +28,8 @@
 
 use core::alloc::Layout;
 
+use crate::os::OS_PAGE;
+
 /// Minimum alignment (and granularity) of small objects.
 pub const MIN_ALIGN: usize = 16;
 /// Largest small object: larger requests are mapped directly.
@@ -216,9 +218,6 @@ fn class_for_aligned(n: usize, align: usize) -> usize {
         0
     }
 }
-
-/// The kernel's page, which [`first_offset`] keeps object starts off.
-const OS_PAGE: usize = 4096;
 
 /// Bytes of a span of class `c` before its first object: for a class above 1 KiB
 /// whose size is not a power of two, half the largest power of two that divides the

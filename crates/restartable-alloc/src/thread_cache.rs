@@ -31,16 +31,22 @@ struct Cache {
 /// Owner of the cache, flushed on thread exit.
 struct ThreadCache(UnsafeCell<Cache>);
 
-impl Drop for ThreadCache {
-    fn drop(&mut self) {
-        let cache = self.0.get_mut();
+impl Cache {
+    /// Gives every object back to the middle; the cache stays usable.
+    fn flush(&mut self) {
         for c in 1..=CLASSES {
-            let n = core::mem::take(&mut cache.len[c]) as usize;
+            let n = core::mem::take(&mut self.len[c]) as usize;
             if n > 0 {
                 // SAFETY: free objects of class `c` owned by this cache, leaving it.
-                unsafe { middle::insert_batch(c, &cache.items[c][..n]) };
+                unsafe { middle::insert_batch(c, &self.items[c][..n]) };
             }
         }
+    }
+}
+
+impl Drop for ThreadCache {
+    fn drop(&mut self) {
+        self.0.get_mut().flush();
     }
 }
 
@@ -146,18 +152,9 @@ pub fn flush_here() {
     if !READY.with(|r| r.get()) {
         return;
     }
-    let _ = CACHE.try_with(|tc| {
-        // SAFETY: only this thread reaches its cache, and the middle called here
-        // never allocates through the global allocator (no re-entry).
-        let cache = unsafe { &mut *tc.0.get() };
-        for c in 1..=CLASSES {
-            let n = core::mem::take(&mut cache.len[c]) as usize;
-            if n > 0 {
-                // SAFETY: free objects of class `c` owned by this cache, leaving it.
-                unsafe { middle::insert_batch(c, &cache.items[c][..n]) };
-            }
-        }
-    });
+    // SAFETY: only this thread reaches its cache, and the middle called here never
+    // allocates through the global allocator (no re-entry).
+    let _ = CACHE.try_with(|tc| unsafe { &mut *tc.0.get() }.flush());
 }
 
 #[cfg(test)]

@@ -124,19 +124,14 @@ pub unsafe fn free_span(s: *mut Span) {
         h.insert_free(s);
     }
     if h.stats.backed_free > BACKED_FREE_LIMIT {
-        let _ = h.release_down_to(BACKED_FREE_LIMIT / 2);
+        h.release_down_to(BACKED_FREE_LIMIT / 2);
     }
 }
 
-/// Releases every backed free page to the OS.
-pub fn release_all() {
-    let _ = HEAP.lock().release_down_to(0);
-}
-
 /// Releases backed free pages to the OS (the longest runs first) until at most `keep`
-/// backed free bytes remain; returns the bytes released by this call.
-pub fn release_keeping(keep: usize) -> usize {
-    HEAP.lock().release_down_to(keep)
+/// backed free bytes remain (0: every one).
+pub fn release_keeping(keep: usize) {
+    HEAP.lock().release_down_to(keep);
 }
 
 impl Heap {
@@ -352,10 +347,8 @@ impl Heap {
         Some(s)
     }
 
-    /// Releases the longest backed runs until at most `keep` backed free bytes remain;
-    /// returns the bytes released.
-    fn release_down_to(&mut self, keep: usize) -> usize {
-        let mut released = 0;
+    /// Releases the longest backed runs until at most `keep` backed free bytes remain.
+    fn release_down_to(&mut self, keep: usize) {
         while self.stats.backed_free > keep {
             let mut s = self.free[0][0].head;
             if s.is_null() {
@@ -367,19 +360,17 @@ impl Heap {
                 }
             }
             if s.is_null() {
-                return released;
+                return;
             }
             // SAFETY: a backed free run: unused memory of ours.
             unsafe {
                 self.unlink_free(s);
                 os::release((*s).start as *mut u8, (*s).bytes());
                 self.stats.released_total += (*s).bytes() as u64;
-                released += (*s).bytes();
                 (*s).released = true;
                 self.insert_free(s);
             }
         }
-        released
     }
 }
 
