@@ -8,27 +8,20 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 mod common;
-#[path = "../../restartable/tests/support/seccomp.rs"]
-mod seccomp;
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::time::{Duration, Instant};
 
-use common::child::{in_child, role, rss, Spec};
+use common::child::{enosys_filter, in_child, role, rss, Spec, BY_CPU, LIBRARY_OWNED};
 use restartable::registration::{Owner, Reason, Registration};
 use restartable_alloc::PerCpuAlloc;
 
 #[global_allocator]
 static A: PerCpuAlloc = PerCpuAlloc::new();
 
-const LIBRARY_OWNED: (&str, &str) = ("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
 /// The library's own areas found through its thread-local, not at one offset.
 const OWN_AREA_TLS: (&str, &str) = ("RESTARTABLE_OWN_AREA", "thread-local");
 const MIB: usize = 1 << 20;
-
-fn enosys_filter() -> std::io::Result<()> {
-    seccomp::install_filter(&seccomp::rseq_errno_filter(libc::ENOSYS))
-}
 
 /// std collections, strings and threads, then the pattern stress; shared by the
 /// children.
@@ -447,7 +440,7 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
     in_child(
         "idle_cpu_caches_are_drained_by_another_thread",
         "idle-drain",
-        Spec::within(60).env(&[("RESTARTABLE_ALLOC_INDEX", "cpu")]),
+        Spec::within(60).env(&[BY_CPU]),
         || {
             pin_to(0);
             // A thread on CPU 1 leaves free objects in CPU 1's caches, then exits.
@@ -510,7 +503,7 @@ fn caches_resize_within_the_budget() {
     in_child(
         "caches_resize_within_the_budget",
         "resize",
-        Spec::within(120).env(&[("RESTARTABLE_ALLOC_INDEX", "cpu")]),
+        Spec::within(120).env(&[BY_CPU]),
         || {
             pin_to(0);
             let hot = class_of_size(64);

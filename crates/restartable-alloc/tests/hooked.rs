@@ -171,7 +171,7 @@ fn a_broken_sequence_is_caught() {
             let o = run_child_with(
                 "a_broken_sequence_is_caught",
                 r,
-                &[("RESTARTABLE_ALLOC_INDEX", "cpu")],
+                &[common::child::BY_CPU],
                 &[],
                 Duration::from_secs(360),
                 None,
@@ -385,7 +385,7 @@ fn a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected() {
     common::child::in_child(
         "a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected",
         "register-in-handler",
-        common::child::Spec::within(300).env(&[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")]),
+        common::child::Spec::within(300).env(&[common::child::LIBRARY_OWNED]),
         || {
             // Warm up: this thread registered, the caches set up.
             drop(std::hint::black_box(Box::new(1u64)));

@@ -19,24 +19,15 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 mod common;
-#[path = "../../restartable/tests/support/seccomp.rs"]
-mod seccomp;
 
 use std::time::Duration;
 
-use common::child::{in_child, Spec};
+use common::child::{enosys_filter, in_child, Spec, BY_CPU, LIBRARY_OWNED};
 use restartable::hooks::{self, TestHooks};
 use restartable_alloc::PerCpuAlloc;
 
 #[global_allocator]
 static A: PerCpuAlloc<TestHooks> = PerCpuAlloc::with_hooks();
-
-const LIBRARY_OWNED: (&str, &str) = ("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
-const BY_CPU: (&str, &str) = ("RESTARTABLE_ALLOC_INDEX", "cpu");
-
-fn enosys_filter() -> std::io::Result<()> {
-    seccomp::install_filter(&seccomp::rseq_errno_filter(libc::ENOSYS))
-}
 
 /// The stress with `trim` in a loop, then the statistics checked; `caches`: whether
 /// per-CPU caches (and fences to drain them) are expected.

@@ -8,7 +8,21 @@ pub mod shared;
 
 use shared::OutputWithin as _;
 
+#[path = "../../../restartable/tests/support/seccomp.rs"]
+mod seccomp;
+
 pub const ROLE: &str = "RESTARTABLE_ALLOC_CHILD";
+
+/// The environment of a child where the library registers its own areas (glibc's
+/// registration switched off).
+pub const LIBRARY_OWNED: (&str, &str) = ("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+/// The environment of a child whose caches are indexed by CPU, not mm_cid.
+pub const BY_CPU: (&str, &str) = ("RESTARTABLE_ALLOC_INDEX", "cpu");
+
+/// A child's `pre_exec`: rseq fails with `ENOSYS` (seccomp), as on a kernel without it.
+pub fn enosys_filter() -> std::io::Result<()> {
+    seccomp::install_filter(&seccomp::rseq_errno_filter(libc::ENOSYS))
+}
 
 /// The role this process plays, if it is a child.
 pub fn role() -> Option<String> {
