@@ -37,20 +37,33 @@ fn api_has_glibc_semantics() {
 
 #[test]
 fn threaded_stress_with_cross_thread_frees() {
+    stress_in_every_mode("stress", &["4", "150000"], true, |_, _| {});
+}
+
+/// `stress.c` with `args` in every registration mode and with caches by mm_cid and
+/// by CPU, with and without the library (the same output, `same_stderr` as
+/// [`same_with_and_without`]): no object corrupted; then `check(what, output)`.
+fn stress_in_every_mode(
+    label: &str,
+    args: &[&str],
+    same_stderr: bool,
+    check: impl Fn(&str, &std::process::Output),
+) {
     let exe = compile_c("stress");
     for (mode, t) in MODES {
         for index in ["mm_cid", "cpu"] {
-            let out =
-                same_with_and_without(&format!("stress, {mode}, {index}"), SHORT, true, |_| {
-                    let mut c = tunables(Command::new(&exe), t);
-                    c.args(["4", "150000"]);
-                    if index == "cpu" {
-                        c.env("RESTARTABLE_ALLOC_INDEX", "cpu");
-                    }
-                    c
-                });
+            let what = format!("{label}, {mode}, {index}");
+            let out = same_with_and_without(&what, SHORT, same_stderr, |_| {
+                let mut c = tunables(Command::new(&exe), t);
+                c.args(args);
+                if index == "cpu" {
+                    c.env("RESTARTABLE_ALLOC_INDEX", "cpu");
+                }
+                c
+            });
             let s = text(&out.stdout);
             assert!(s.contains("corrupted 0"), "{s}");
+            check(&what, &out);
         }
     }
 }
@@ -64,29 +77,16 @@ fn threaded_stress_with_cross_thread_frees() {
 /// the review of `malloc_trim`.)
 #[test]
 fn threaded_stress_with_malloc_trim_in_a_loop() {
-    let exe = compile_c("stress");
-    for (mode, t) in MODES {
-        for index in ["mm_cid", "cpu"] {
-            let out = same_with_and_without(
-                &format!("stress with trim, {mode}, {index}"),
-                SHORT,
-                false,
-                |_| {
-                    let mut c = tunables(Command::new(&exe), t);
-                    c.args(["4", "150000", "trim"]);
-                    if index == "cpu" {
-                        c.env("RESTARTABLE_ALLOC_INDEX", "cpu");
-                    }
-                    c
-                },
-            );
-            let s = text(&out.stdout);
-            assert!(s.contains("corrupted 0"), "{s}");
+    stress_in_every_mode(
+        "stress with trim",
+        &["4", "150000", "trim"],
+        false,
+        |what, out| {
             let e = text(&out.stderr);
             assert!(e.contains("malloc_trim called "), "{e}");
-            println!("{mode}, {index}: {}", e.trim());
-        }
-    }
+            println!("{what}: {}", e.trim());
+        },
+    );
 }
 
 #[test]
