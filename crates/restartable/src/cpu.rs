@@ -101,6 +101,53 @@ pub fn possible_cpus() -> usize {
     n
 }
 
+/// The CPUs this thread may run on (its affinity mask), in increasing order.
+///
+/// Reads the mask with the `sched_getaffinity` system call itself, into a buffer
+/// sized from [`possible_cpus`] and grown while the kernel asks for a larger one, so
+/// the list is exact past the 1,024 CPUs of glibc's `cpu_set_t`. The list is never
+/// empty: a thread always has a CPU it may run on.
+///
+/// # Errors
+/// The system call's error: for example `EPERM` or `ENOSYS` under a seccomp filter.
+///
+/// # Examples
+/// ```
+/// let cpus = restartable::allowed_cpus().unwrap();
+/// assert!(!cpus.is_empty());
+/// assert!(cpus.iter().all(|&cpu| cpu < restartable::possible_cpus()));
+/// ```
+#[doc(alias = "sched_getaffinity")]
+pub fn allowed_cpus() -> std::io::Result<Vec<usize>> {
+    // At least 1,024 bits, as `cpu_set_t`; the kernel refuses a buffer below its
+    // `nr_cpu_ids` bits with EINVAL, and no x86_64 kernel has more than 8,192.
+    let mut words = possible_cpus().div_ceil(64).max(16);
+    loop {
+        let mut mask = vec![0u64; words];
+        // SAFETY: the buffer is valid for writes of the size passed, in bytes (a
+        // multiple of the word size, as the kernel requires); pid 0 is this thread.
+        let r =
+            unsafe { libc::syscall(libc::SYS_sched_getaffinity, 0, words * 8, mask.as_mut_ptr()) };
+        if r >= 0 {
+            // The kernel copied `r` bytes (its mask size) and left the rest zero.
+            let mut cpus = Vec::new();
+            for (i, &word) in mask.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    cpus.push(i * 64 + bits.trailing_zeros() as usize);
+                    bits &= bits - 1;
+                }
+            }
+            return Ok(cpus);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) || words >= 1 << 16 {
+            return Err(e);
+        }
+        words *= 2;
+    }
+}
+
 /// The bits of the kernel's CPU mask, above every CPU number (its `nr_cpu_ids`,
 /// rounded up to a word, or the kernel's `NR_CPUS`), with neither `/sys` nor `/proc`:
 /// the `sched_getaffinity` system call (not glibc's wrapper, which returns 0) returns
@@ -147,6 +194,23 @@ mod tests {
         assert_eq!(parse_cpu_list_max("0-3,8,10-11"), Some(11));
         assert_eq!(parse_cpu_list_max(""), None);
         assert_eq!(parse_cpu_list_max("x"), None);
+    }
+
+    #[test]
+    fn allowed_cpus_match_glibcs_set() {
+        let cpus = allowed_cpus().expect("sched_getaffinity");
+        // SAFETY: an all-zero cpu_set_t is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is this thread.
+        let r = unsafe { libc::sched_getaffinity(0, core::mem::size_of_val(&set), &mut set) };
+        assert_eq!(r, 0, "sched_getaffinity");
+        let expected: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: `i` is below CPU_SETSIZE.
+            .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+            .collect();
+        assert_eq!(cpus, expected);
+        // The thread runs on an allowed CPU, wherever it migrates.
+        assert!(cpus.contains(&(current_cpu() as usize)));
     }
 
     #[test]

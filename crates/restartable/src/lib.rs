@@ -13,6 +13,8 @@
 //! - [`registration`]: each thread's area, reused from glibc (2.35+) where glibc
 //!   registered one, registered by the library otherwise, or unavailable with a reason.
 //! - [`current_cpu`], [`current_mm_cid`], [`current_numa_node`]: one load each.
+//! - [`possible_cpus`] sizes per-CPU arrays; [`allowed_cpus`] lists the CPUs this thread
+//!   may run on (past glibc's 1,024-CPU `cpu_set_t`).
 //! - [`fence_cpu`] / [`fence_all`]: membarrier rseq fences for cross-CPU work.
 //! - [`arch`]: the reference op set (`load_cbne_store`, `load_add_store`, ...), each
 //!   one restartable sequence in inline asm with its debugger tables; `unsafe`, with
@@ -104,7 +106,7 @@ pub mod sys;
 
 use core::fmt;
 
-pub use cpu::{current_cpu, current_mm_cid, current_numa_node, possible_cpus};
+pub use cpu::{allowed_cpus, current_cpu, current_mm_cid, current_numa_node, possible_cpus};
 pub use fence::{fence_all, fence_cpu, fences_supported, FenceError};
 pub use percpu::{
     IndexBy, PerCpu, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuLockGuard, PerCpuMemcpyBuffer,

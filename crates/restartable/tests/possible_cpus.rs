@@ -8,14 +8,11 @@
 
 #![cfg(target_os = "linux")]
 
-#[path = "support/affinity.rs"]
-mod affinity;
 #[path = "support/child.rs"]
 mod child;
 
 use std::process::Command;
 
-use affinity::allowed;
 use child::OutputWithin as _;
 
 const ROLE: &str = "RESTARTABLE_TEST_POSSIBLE_CPUS_CHILD";
@@ -29,9 +26,9 @@ fn child_side(cpu: usize) {
         std::fs::read("/sys/devices/system/cpu/possible").is_err(),
         "the sandbox should hide /sys"
     );
-    // SAFETY: as in `allowed`.
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE (one of `allowed`).
+    // SAFETY: `cpu` is below CPU_SETSIZE (an allowed CPU, checked by the parent).
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is a valid cpu_set_t of the size given.
     let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
@@ -54,7 +51,8 @@ fn possible_cpus_bounds_every_cpu_without_sys_and_proc() {
         child_side(cpu.parse().expect("a CPU number"));
         return;
     }
-    let Some(&high) = allowed().iter().max() else {
+    let allowed = restartable::allowed_cpus().expect("sched_getaffinity");
+    let Some(&high) = allowed.iter().max() else {
         panic!("no allowed CPU");
     };
     if high == 0 {

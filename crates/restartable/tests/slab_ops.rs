@@ -20,9 +20,6 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
-#[path = "support/affinity.rs"]
-mod affinity;
-
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,7 +31,10 @@ use restartable::arch::{
 use restartable::hooks;
 use restartable::ThreadArea;
 
-use affinity::allowed;
+/// This thread's allowed CPUs.
+fn allowed() -> Vec<usize> {
+    restartable::allowed_cpus().expect("sched_getaffinity")
+}
 
 /// Hook settings are process-global: tests that change them run one at a time.
 static HOOK_LOCK: Mutex<()> = Mutex::new(());

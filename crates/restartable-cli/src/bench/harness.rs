@@ -138,21 +138,9 @@ pub fn warmup_ops(threads: usize) -> u64 {
     threads.max(1) as u64 * BATCH
 }
 
-/// The CPUs this process may run on.
+/// The CPUs this thread may run on (every possible CPU if the mask cannot be read).
 pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at
-    // most `size_of::<cpu_set_t>()` bytes into it.
-    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-    // SAFETY: pid 0 is the calling thread; the size matches the set passed.
-    let r =
-        unsafe { libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if r != 0 {
-        return (0..restartable::possible_cpus()).collect();
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: CPU_ISSET reads the set in range (`i < CPU_SETSIZE`).
-        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
-        .collect()
+    restartable::allowed_cpus().unwrap_or_else(|_| (0..restartable::possible_cpus()).collect())
 }
 
 /// Runs `f` once on a thread pinned to each allowed CPU, one after the other (to put

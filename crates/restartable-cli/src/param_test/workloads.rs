@@ -354,26 +354,15 @@ fn check_exactly_once(
     ))
 }
 
-/// The CPUs this process may run on.
+/// The CPUs this thread may run on (every possible CPU if the mask cannot be read).
 fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; sched_getaffinity writes at most
-    // `size_of::<cpu_set_t>()` bytes into it.
-    let set = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return (0..restartable::possible_cpus()).collect();
-        }
-        set
-    };
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `c` is below CPU_SETSIZE, the set's capacity.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
+    restartable::allowed_cpus().unwrap_or_else(|_| (0..restartable::possible_cpus()).collect())
 }
 
 /// Pins the calling thread to `cpu` (best effort).
 fn pin_to(cpu: usize) {
-    // SAFETY: as in `allowed_cpus`; pid 0 is the calling thread.
+    // SAFETY: a zeroed cpu_set_t is the empty set; `cpu` is an allowed CPU; pid 0 is
+    // the calling thread and the size matches the set.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);

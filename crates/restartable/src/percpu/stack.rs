@@ -476,15 +476,7 @@ mod tests {
 
     /// The CPUs this thread may run on.
     fn allowed_cpus() -> Vec<usize> {
-        // SAFETY: an all-zero cpu_set_t is a valid empty set.
-        let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-        // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is this thread.
-        let r = unsafe { libc::sched_getaffinity(0, core::mem::size_of_val(&set), &mut set) };
-        assert_eq!(r, 0, "sched_getaffinity");
-        (0..libc::CPU_SETSIZE as usize)
-            // SAFETY: `i` is below CPU_SETSIZE.
-            .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
-            .collect()
+        crate::allowed_cpus().expect("sched_getaffinity")
     }
 
     /// Pins this thread to `cpu`.
