@@ -12,6 +12,7 @@
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use super::page_heap;
 use crate::os::{self, OS_PAGE};
 
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
@@ -32,7 +33,11 @@ pub fn alloc(layout: Layout) -> *mut u8 {
     let Some(len) = mapping_len(layout.size()) else {
         return core::ptr::null_mut();
     };
-    match os::map_aligned(len, layout.align().max(OS_PAGE)) {
+    let align = layout.align().max(OS_PAGE);
+    // Out of address space: the page heap's free runs give theirs back first.
+    let mapped = os::map_aligned(len, align)
+        .or_else(|| (page_heap::unmap_free() > 0).then(|| os::map_aligned(len, align))?);
+    match mapped {
         Some(p) => {
             IN_USE.fetch_add(len, Ordering::Relaxed);
             p

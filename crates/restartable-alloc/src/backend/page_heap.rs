@@ -8,6 +8,9 @@
 //!   the rest; when none fits, the current region's bump pointer moves, and when the
 //!   region is exhausted a new one is mapped ([`REGION`] bytes, or just the request
 //!   if that fails: close to an address-space limit we still serve what fits).
+//! - When a mapping fails (out of address space: `RLIMIT_AS` counts mapped bytes,
+//!   resident or not), every free run and the region's rest are unmapped
+//!   ([`unmap_free`]) and the mapping is tried again, here and for large objects.
 //! - Backed free pages are kept up to [`BACKED_FREE_LIMIT`] (they make the next span
 //!   cheap); past it, the longest backed runs are released until half of it is left.
 //! - Span records come from record chunks mapped here and are recycled through a
@@ -132,6 +135,15 @@ pub unsafe fn free_span(s: *mut Span) {
 /// backed free bytes remain (0: every one).
 pub fn release_keeping(keep: usize) {
     HEAP.lock().release_down_to(keep);
+}
+
+/// Unmaps every free run (backed or released) and the current region's rest not
+/// carved yet: their address space goes back to the OS. For a caller whose mapping
+/// failed: `RLIMIT_AS` counts mapped bytes, resident or not, so free pages released
+/// with `madvise` still take up the limit, and a large object (its own mapping)
+/// could never use them. Returns the bytes unmapped.
+pub fn unmap_free() -> usize {
+    HEAP.lock().unmap_free()
 }
 
 impl Heap {
@@ -304,9 +316,11 @@ impl Heap {
         let bytes = pages.checked_mul(PAGE_SIZE)?;
         if self.region_end - self.region_next < bytes {
             let want = bytes.max(REGION);
-            let (p, len) = match os::map_aligned(want, PAGE_SIZE) {
-                Some(p) => (p, want),
-                None if want > bytes => (os::map_aligned(bytes, PAGE_SIZE)?, bytes),
+            let (p, len) = match Self::map_region(want, bytes) {
+                Some(r) => r,
+                // Out of address space: the free runs' goes back first (none of
+                // them fits the request, or `find_free` would have found it).
+                None if self.unmap_free() > 0 => Self::map_region(want, bytes)?,
                 None => return None,
             };
             let p = p as usize;
@@ -345,6 +359,53 @@ impl Heap {
         self.region_next += bytes;
         self.stats.uncarved -= bytes;
         Some(s)
+    }
+
+    /// A new region of `want` bytes, or of `bytes` if that fails: its address and
+    /// length.
+    fn map_region(want: usize, bytes: usize) -> Option<(*mut u8, usize)> {
+        match os::map_aligned(want, PAGE_SIZE) {
+            Some(p) => Some((p, want)),
+            None if want > bytes => Some((os::map_aligned(bytes, PAGE_SIZE)?, bytes)),
+            None => None,
+        }
+    }
+
+    /// See [`unmap_free`].
+    fn unmap_free(&mut self) -> usize {
+        let mut total = 0;
+        for kind in 0..2 {
+            for n in 0..=MAX_LISTED {
+                loop {
+                    let s = self.free[kind][n].head;
+                    if s.is_null() {
+                        break;
+                    }
+                    // SAFETY: a free run in a list: unused pages of ours, which no
+                    // span or object covers. Its page-map ends (what merging reads)
+                    // are cleared before its record is recycled.
+                    unsafe {
+                        self.unlink_free(s);
+                        pagemap::set_ends(&*s, ptr::null_mut());
+                        let bytes = (*s).bytes();
+                        os::unmap((*s).start as *mut u8, bytes);
+                        self.stats.mapped -= bytes;
+                        total += bytes;
+                    }
+                    self.drop_record(s);
+                }
+            }
+        }
+        let tail = self.region_end - self.region_next;
+        if tail > 0 {
+            // SAFETY: the current region's pages not carved yet: never handed out.
+            unsafe { os::unmap(self.region_next as *mut u8, tail) };
+            self.stats.mapped -= tail;
+            self.stats.uncarved -= tail;
+            self.region_end = self.region_next;
+            total += tail;
+        }
+        total
     }
 
     /// Releases the longest backed runs until at most `keep` backed free bytes remain.
