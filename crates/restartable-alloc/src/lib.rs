@@ -93,6 +93,29 @@ macro_rules! rip_relative {
     }};
 }
 
+/// The page map and the page heap's spans are written inside the crate only: a safe
+/// function that took any address and span record would let safe code make `free`
+/// follow a dangling record, or write through a leaf that is not mapped. So these
+/// are not public:
+///
+/// ```compile_fail,E0603
+/// restartable_alloc::backend::pagemap::set_range(0x1000, 0x1000, core::ptr::null_mut());
+/// ```
+/// ```compile_fail,E0603
+/// use restartable_alloc::backend::{pagemap, Span};
+/// pagemap::set_small(&Span::EMPTY, core::ptr::null_mut(), 1000);
+/// ```
+/// ```compile_fail,E0603
+/// use restartable_alloc::backend::{pagemap, Span};
+/// pagemap::set_ends(&Span::EMPTY, core::ptr::null_mut());
+/// ```
+/// ```compile_fail,E0603
+/// use restartable_alloc::backend::{pagemap, Span};
+/// pagemap::clear_small(&Span::EMPTY);
+/// ```
+/// ```compile_fail,E0603
+/// let _ = restartable_alloc::backend::page_heap::alloc_span(1000, 1);
+/// ```
 pub mod backend;
 pub mod front;
 pub mod middle;

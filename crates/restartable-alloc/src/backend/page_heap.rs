@@ -93,7 +93,7 @@ pub fn stats() -> HeapStats {
 
 /// A span of `pages` pages for size class `class`, its pages recorded in the page
 /// map; `None` when memory (or address space) is exhausted.
-pub fn alloc_span(class: usize, pages: usize) -> Option<*mut Span> {
+pub(crate) fn alloc_span(class: usize, pages: usize) -> Option<*mut Span> {
     let mut h = HEAP.lock();
     let s = h.take_run(pages)?;
     // SAFETY: `s` is a record the heap just took out of its lists: ours.
@@ -116,7 +116,7 @@ pub fn alloc_span(class: usize, pages: usize) -> Option<*mut Span> {
 /// # Safety
 /// `s` came from [`alloc_span`], is in no list, and no object of it is in use or
 /// cached anywhere.
-pub unsafe fn free_span(s: *mut Span) {
+pub(crate) unsafe fn free_span(s: *mut Span) {
     let mut h = HEAP.lock();
     // SAFETY: the caller gives the span up; the heap owns it now.
     unsafe {
