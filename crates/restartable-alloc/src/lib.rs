@@ -116,6 +116,13 @@ macro_rules! rip_relative {
 /// ```compile_fail,E0603
 /// let _ = restartable_alloc::backend::page_heap::alloc_span(1000, 1);
 /// ```
+/// Nor is mapping the page map's leaves, which the page heap does under its lock (a
+/// second thread storing its own fresh leaf for the same range would drop the
+/// entries of the spans just recorded in the first):
+///
+/// ```compile_fail,E0603
+/// let _ = restartable_alloc::backend::pagemap::ensure(1 << 40, (1 << 40) + 4096);
+/// ```
 pub mod backend;
 pub mod front;
 pub mod middle;

@@ -222,7 +222,7 @@ pub(crate) fn clear_small(span: &Span) {
 
 /// Makes sure the leaves for `[start, end)` exist; `false` if one could not be
 /// mapped. Called under the page heap's lock.
-pub fn ensure(start: usize, end: usize) -> bool {
+pub(crate) fn ensure(start: usize, end: usize) -> bool {
     if !covers(end) {
         return false;
     }
