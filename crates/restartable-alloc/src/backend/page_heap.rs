@@ -13,6 +13,8 @@
 //!   ([`unmap_free`]) and the mapping is tried again, here and for large objects.
 //! - Backed free pages are kept up to [`BACKED_FREE_LIMIT`] (they make the next span
 //!   cheap); past it, the longest backed runs are released until half of it is left.
+//!   A run is marked released only if `madvise` succeeded: locked pages (`mlock`)
+//!   are refused and keep their contents, so they stay backed.
 //! - Span records come from record chunks mapped here and are recycled through a
 //!   free list of records.
 //! - Everything is guarded by one lock, taken after any central list's lock.
@@ -426,7 +428,14 @@ impl Heap {
             // SAFETY: a backed free run: unused memory of ours.
             unsafe {
                 self.unlink_free(s);
-                os::release((*s).start as *mut u8, (*s).bytes());
+                if !os::release((*s).start as *mut u8, (*s).bytes()) {
+                    // The kernel kept the pages (locked memory, `mlock`, refuses
+                    // `MADV_DONTNEED`): they hold what was written, so the run stays
+                    // backed (a released one is taken to read as zero). Nothing more
+                    // this time: the longest run would be this one again.
+                    self.insert_free(s);
+                    return;
+                }
                 self.stats.released_total += (*s).bytes() as u64;
                 (*s).released = true;
                 self.insert_free(s);
