@@ -302,6 +302,23 @@ fn address_space_limit_gives_enomem_everywhere_and_memory_comes_back() {
     }
 }
 
+/// `realloc` of a large object that must move, near an address-space limit: it moves
+/// and keeps its contents, or returns NULL with `ENOMEM` and the object intact; with
+/// 3 MiB of room beyond the growth it moves. (Written by the audit: the object moved
+/// to a part of the address space whose leaf of the large-object map could not be
+/// mapped any more, and the library aborted with "out of memory for the large-object
+/// map"; a move now takes a leaf first.)
+#[test]
+fn realloc_that_moves_near_the_address_space_limit_never_aborts() {
+    let exe = compile_c("realloc_limit");
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("realloc_limit, {mode}"), SHORT, true, |_| {
+            tunables(Command::new(&exe), t)
+        });
+        assert_all_checks_passed(&out);
+    }
+}
+
 /// A C test program that counts its failed checks (`tests/c/checks.h`) ends its
 /// output with this line when there were none.
 fn assert_all_checks_passed(out: &std::process::Output) {
