@@ -403,9 +403,27 @@ pub fn stats() -> Stats {
     let slots = mode.map_or(0, |(n, _)| n);
     let mut per_slot = Vec::with_capacity(slots);
     per_slot.extend((0..slots).map(|s| front::cached_bytes(s) as u64));
+    let mut s = totals(per_slot.iter().sum(), mode);
+    s.cpu_cache_bytes_per_slot = per_slot;
+    s
+}
+
+/// [`stats`] without the per-slot figures ([`Stats::cpu_cache_bytes_per_slot`] is
+/// empty): allocates nothing, so it answers when memory is exhausted too (the C
+/// library's `mallinfo2` and `malloc_stats`, which must not fail).
+pub fn stats_summary() -> Stats {
+    let mode = front::mode();
+    let slots = mode.map_or(0, |(n, _)| n);
+    let cached = (0..slots).map(|s| front::cached_bytes(s) as u64).sum();
+    totals(cached, mode)
+}
+
+/// The statistics but the per-slot figures, with `cpu_cache_bytes` read already
+/// (`mode`: [`front::mode`]).
+fn totals(cpu_cache_bytes: u64, mode: Option<(usize, bool)>) -> Stats {
+    let slots = mode.map_or(0, |(n, _)| n);
     let mut s = Stats {
-        cpu_cache_bytes: per_slot.iter().sum(),
-        cpu_cache_bytes_per_slot: per_slot,
+        cpu_cache_bytes,
         caches_by_mm_cid: mode.map(|(_, cid)| cid),
         ..Stats::default()
     };

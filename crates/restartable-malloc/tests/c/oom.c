@@ -7,7 +7,8 @@
  * mapping), so the address space that small objects' spans took must serve large
  * objects once they are freed: each size must fill at least half of the 64 MiB, and
  * in rounds 1 and 2 at least 3/4 of what it filled in round 0 (RLIMIT_AS counts
- * mapped bytes, resident or not).
+ * mapped bytes, resident or not). Each round starts with 16-byte objects up to the
+ * limit, and mallinfo2, mallinfo and malloc_stats called there.
  * Prints a fixed transcript; exits non-zero if a check fails. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,6 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations" /* mallinfo */
 
 #include "checks.h"
 
@@ -35,6 +40,30 @@ int main(void) {
     CHECK(setrlimit(RLIMIT_AS, &r) == 0);
     size_t first[NSIZES] = {0};
     for (int round = 0; round < 3; round++) {
+        /* 16-byte objects, linked through their first word, until malloc fails: the
+         * statistics calls still answer (they must not need memory themselves). */
+        void *list = NULL;
+        size_t n16 = 0;
+        for (void **o; (o = malloc(16)) != NULL; n16++) {
+            *o = list;
+            list = o;
+        }
+        struct mallinfo2 m2 = mallinfo2();
+        struct mallinfo m1 = mallinfo();
+        CHECK(m2.uordblks >= n16 * 16 && m1.uordblks > 0);
+        fflush(stderr);
+        int err = dup(2), null = open("/dev/null", O_WRONLY);
+        CHECK(err >= 0 && null >= 0 && dup2(null, 2) == 2);
+        malloc_stats();
+        CHECK(dup2(err, 2) == 2);
+        close(err);
+        close(null);
+        while (list) {
+            void *next = *(void **)list;
+            free(list);
+            list = next;
+        }
+        CHECK(n16 * 16 >= (32 << 20));
         for (int k = 0; k < NSIZES; k++) {
             size_t n = 0, sz = sizes[k];
             int e = 0;
