@@ -319,6 +319,31 @@ fn realloc_that_moves_near_the_address_space_limit_never_aborts() {
     }
 }
 
+/// `mallinfo` with more than `INT_MAX` bytes held (three objects of 1 GiB, never
+/// touched): `mallinfo2` counts them with both allocators; ours saturates every
+/// `mallinfo` field at `INT_MAX` as documented (glibc's truncates). (Written by the
+/// audit: nothing checked the saturation; truncating instead fails it.)
+#[test]
+fn mallinfo_saturates_at_int_max() {
+    let exe = compile_c("mallinfo_big");
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("mallinfo_big, {mode}"), SHORT, true, |_| {
+            tunables(Command::new(&exe), t)
+        });
+        assert_all_checks_passed(&out);
+        let o = with(Malloc::Ours, tunables(Command::new(&exe), t))
+            .arg("saturates")
+            .output_within(SHORT);
+        assert!(
+            o.status.success(),
+            "{mode}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        assert_all_checks_passed(&o);
+    }
+}
+
 /// A C test program that counts its failed checks (`tests/c/checks.h`) ends its
 /// output with this line when there were none.
 fn assert_all_checks_passed(out: &std::process::Output) {
