@@ -119,3 +119,43 @@ fn freed_small_objects_address_space_serves_large_objects() {
         },
     );
 }
+
+/// A request no address space can hold (2^62 bytes) fails without costing the page
+/// heap its free pages: they are unmapped only when they could make room for the
+/// request. (A program that tries a huge allocation and falls back to a smaller
+/// one must not lose its heap's cache each time.)
+#[test]
+fn an_impossible_request_keeps_the_free_pages() {
+    in_child(
+        "an_impossible_request_keeps_the_free_pages",
+        "impossible",
+        Spec::within(60),
+        || {
+            // Free pages in the page heap: spans of 40,000-byte objects, all freed.
+            let l = Layout::from_size_align(40_000, 8).unwrap();
+            let held: Vec<usize> = (0..200)
+                .map(|_| {
+                    // SAFETY: (test) a valid layout.
+                    let p = unsafe { A.alloc(l) };
+                    assert!(!p.is_null());
+                    p as usize
+                })
+                .collect();
+            free_all(l, held);
+            restartable_alloc::release_memory();
+            let before = restartable_alloc::stats();
+            assert!(before.released_bytes > 0, "{before:?}");
+            let huge = Layout::from_size_align(1 << 62, 8).unwrap();
+            for _ in 0..3 {
+                // SAFETY: (test) a valid layout.
+                assert!(unsafe { A.alloc(huge) }.is_null());
+            }
+            let after = restartable_alloc::stats();
+            assert_eq!(
+                (after.released_bytes, after.mapped_bytes),
+                (before.released_bytes, before.mapped_bytes),
+                "free pages unmapped for a request they could not serve:\n{before:?}\n{after:?}"
+            );
+        },
+    );
+}

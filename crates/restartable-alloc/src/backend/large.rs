@@ -36,7 +36,7 @@ pub fn alloc(layout: Layout) -> *mut u8 {
     let align = layout.align().max(OS_PAGE);
     // Out of address space: the page heap's free runs give theirs back first.
     let mapped = os::map_aligned(len, align)
-        .or_else(|| (page_heap::unmap_free() > 0).then(|| os::map_aligned(len, align))?);
+        .or_else(|| (page_heap::unmap_free(len) > 0).then(|| os::map_aligned(len, align))?);
     match mapped {
         Some(p) => {
             IN_USE.fetch_add(len, Ordering::Relaxed);

@@ -141,11 +141,13 @@ pub fn release_keeping(keep: usize) {
 
 /// Unmaps every free run (backed or released) and the current region's rest not
 /// carved yet: their address space goes back to the OS. For a caller whose mapping
-/// failed: `RLIMIT_AS` counts mapped bytes, resident or not, so free pages released
-/// with `madvise` still take up the limit, and a large object (its own mapping)
-/// could never use them. Returns the bytes unmapped.
-pub fn unmap_free() -> usize {
-    HEAP.lock().unmap_free()
+/// of `need` bytes failed: `RLIMIT_AS` counts mapped bytes, resident or not, so free
+/// pages released with `madvise` still take up the limit, and a large object (its
+/// own mapping) could never use them. Nothing when they are fewer than `need` bytes
+/// (they could not make room for it: a request beyond any address space keeps the
+/// heap's free pages). Returns the bytes unmapped.
+pub fn unmap_free(need: usize) -> usize {
+    HEAP.lock().unmap_free(need)
 }
 
 impl Heap {
@@ -322,7 +324,7 @@ impl Heap {
                 Some(r) => r,
                 // Out of address space: the free runs' goes back first (none of
                 // them fits the request, or `find_free` would have found it).
-                None if self.unmap_free() > 0 => Self::map_region(want, bytes)?,
+                None if self.unmap_free(bytes) > 0 => Self::map_region(want, bytes)?,
                 None => return None,
             };
             let p = p as usize;
@@ -374,7 +376,11 @@ impl Heap {
     }
 
     /// See [`unmap_free`].
-    fn unmap_free(&mut self) -> usize {
+    fn unmap_free(&mut self, need: usize) -> usize {
+        let st = &self.stats;
+        if st.backed_free + st.released_free + (self.region_end - self.region_next) < need {
+            return 0;
+        }
         let mut total = 0;
         for kind in 0..2 {
             for n in 0..=MAX_LISTED {
