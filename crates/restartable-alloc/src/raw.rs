@@ -554,9 +554,11 @@ pub unsafe fn realloc(p: *mut u8, b: Block, n: usize) -> *mut u8 {
                     // address space whose leaf is not mapped yet, which mapping after
                     // the move could fail to do: the object could then be neither
                     // recorded nor moved back). Without one (out of address space),
-                    // no move: the copy below, which fails cleanly.
-                    let mut spare = take_spare();
-                    let moved = if spare.is_some() {
+                    // no move: the copy below, which fails cleanly. A shrink stays
+                    // in place (and needs no memory).
+                    let grows = new_len > len;
+                    let mut spare = if grows { take_spare() } else { None };
+                    let moved = if !grows || spare.is_some() {
                         // SAFETY: a live large object of mapping length `len`; the
                         // new length keeps it large.
                         unsafe { large::realloc(p, large_layout(len), new_len) }

@@ -4,7 +4,8 @@
  * it is taken), so it moves below, to a part of the address space where nothing was
  * allocated yet. Either it moves and keeps its contents, or realloc returns NULL with
  * ENOMEM and the object is intact; the child then frees it and allocates again. With
- * 3 MiB of room it must move (glibc needs none of it). Prints a fixed transcript;
+ * 3 MiB of room it must move (glibc needs none of it). Then a large object shrinks
+ * with 1 MiB of room: in place. Prints a fixed transcript;
  * exits non-zero if a check fails or a child dies. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -56,12 +57,31 @@ static int grow(size_t room) {
     return (moved ? 1 : 2) | (failures ? 4 : 0);
 }
 
+/* In a child: a 10 MiB object shrinks to 5 MiB with 1 MiB of room (less than
+ * anything new could take): it succeeds in place, contents kept. Returns as grow(). */
+static int shrink(void) {
+    size_t s1 = (size_t)10 << 20, s2 = (size_t)5 << 20;
+    unsigned char *a = malloc(s1);
+    CHECK(a != NULL);
+    fill(a, 4096, 3);
+    fill(a + s2 - 4096, 4096, 5);
+    struct rlimit r;
+    CHECK(getrlimit(RLIMIT_AS, &r) == 0);
+    r.rlim_cur = address_space() + (1 << 20);
+    CHECK(setrlimit(RLIMIT_AS, &r) == 0);
+    unsigned char *b = realloc(a, s2);
+    CHECK(b == a);
+    if (b) CHECK(same(b, 4096, 3) && same(b + s2 - 4096, 4096, 5));
+    free(b ? b : a);
+    return (b ? 1 : 2) | (failures ? 4 : 0);
+}
+
 int main(void) {
-    const size_t rooms[] = {1 << 20, 3 << 20};
-    for (int i = 0; i < 2; i++) {
+    const size_t rooms[] = {1 << 20, 3 << 20, 0};
+    for (int i = 0; i < 3; i++) {
         fflush(stdout);
         pid_t pid = fork();
-        if (pid == 0) _exit(grow(rooms[i]));
+        if (pid == 0) _exit(i < 2 ? grow(rooms[i]) : shrink());
         int st = 0;
         CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
         if (!WIFEXITED(st)) {
@@ -71,7 +91,11 @@ int main(void) {
         }
         int code = WEXITSTATUS(st);
         CHECK((code & 4) == 0);
-        if (i == 1) CHECK((code & 3) == 1);
+        if (i >= 1) CHECK((code & 3) == 1);
+        if (i == 2) {
+            printf("shrinking with 1 MiB of room: in place, contents kept\n");
+            continue;
+        }
         printf("room %zu MiB: the object %s\n", rooms[i] >> 20,
                i == 1 ? "moved and kept its contents" : "moved, or stayed intact");
     }
