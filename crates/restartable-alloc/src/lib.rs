@@ -353,7 +353,8 @@ pub struct Stats {
     /// Free objects in per-CPU caches, all slots together.
     pub cpu_cache_bytes: u64,
     /// Free objects per cache slot (per CPU, or per mm_cid when indexed by it);
-    /// empty when no cache is set up (rseq unavailable, or nothing allocated yet).
+    /// empty when no cache is set up (rseq unavailable, or nothing allocated yet),
+    /// and from [`stats_summary`].
     pub cpu_cache_bytes_per_slot: Vec<u64>,
     /// Free objects in the middle's transfer caches.
     pub transfer_cache_bytes: u64,
