@@ -120,9 +120,9 @@ fn freed_small_objects_address_space_serves_large_objects() {
     );
 }
 
-/// A request no address space can hold (2^62 bytes) fails without costing the page
-/// heap its free pages: they are unmapped only when they could make room for the
-/// request. (A program that tries a huge allocation and falls back to a smaller
+/// A request no address space can hold (2^62 bytes, or 8 bytes aligned to 2^50)
+/// fails without costing the page heap its free pages: they are unmapped only when
+/// they could make room for the request. (A program that tries a huge allocation and falls back to a smaller
 /// one must not lose its heap's cache each time.)
 #[test]
 fn an_impossible_request_keeps_the_free_pages() {
@@ -145,10 +145,12 @@ fn an_impossible_request_keeps_the_free_pages() {
             restartable_alloc::release_memory();
             let before = restartable_alloc::stats();
             assert!(before.released_bytes > 0, "{before:?}");
+            // Huge, and small but aligned beyond any address space.
             let huge = Layout::from_size_align(1 << 62, 8).unwrap();
-            for _ in 0..3 {
+            let aligned = Layout::from_size_align(8, 1 << 50).unwrap();
+            for l in [huge, huge, aligned, aligned] {
                 // SAFETY: (test) a valid layout.
-                assert!(unsafe { A.alloc(huge) }.is_null());
+                assert!(unsafe { A.alloc(l) }.is_null(), "{l:?}");
             }
             let after = restartable_alloc::stats();
             assert_eq!(

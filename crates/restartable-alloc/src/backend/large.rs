@@ -34,9 +34,15 @@ pub fn alloc(layout: Layout) -> *mut u8 {
         return core::ptr::null_mut();
     };
     let align = layout.align().max(OS_PAGE);
-    // Out of address space: the page heap's free runs give theirs back first.
+    // Out of address space: the page heap's free runs give theirs back first (if
+    // they could make room for the mapping, which is `len + align` when aligned).
+    let need = if align > OS_PAGE {
+        len.saturating_add(align)
+    } else {
+        len
+    };
     let mapped = os::map_aligned(len, align)
-        .or_else(|| (page_heap::unmap_free(len) > 0).then(|| os::map_aligned(len, align))?);
+        .or_else(|| (page_heap::unmap_free(need) > 0).then(|| os::map_aligned(len, align))?);
     match mapped {
         Some(p) => {
             IN_USE.fetch_add(len, Ordering::Relaxed);
