@@ -87,3 +87,57 @@ fn alloc_zeroed_is_zero_on_pages_that_could_not_be_released() {
         },
     );
 }
+
+/// A locked free run (refused by `madvise`) does not keep the page heap from
+/// releasing its other free runs: 40 spans of 8 KiB objects (2.5 MiB, a run longer
+/// than any list of one length holds, so the first the release takes) are locked and
+/// freed, one span after them stays in use, and the 10 spans after that (a run of 80
+/// pages) are freed unlocked. `release_memory` must release the unlocked run: only
+/// the locked one stays backed.
+#[test]
+fn a_locked_run_does_not_keep_the_others_from_being_released() {
+    in_child(
+        "a_locked_run_does_not_keep_the_others_from_being_released",
+        "locked-run",
+        Spec::within(60),
+        || {
+            let n = 8192;
+            let l = Layout::from_size_align(n, 8).unwrap();
+            let span = 64 << 10;
+            // SAFETY: (test) valid layouts; objects freed once with their layout.
+            unsafe {
+                // Objects of fresh spans, carved in address order: find 51 spans in
+                // a row among them.
+                let mut objs: Vec<usize> = (0..2048)
+                    .map(|_| {
+                        let p = A.alloc(l);
+                        assert!(!p.is_null());
+                        p as usize
+                    })
+                    .collect();
+                objs.sort_unstable();
+                let first = objs
+                    .iter()
+                    .map(|&p| p & !(span - 1))
+                    .find(|&s| (0..51 * span / n).all(|i| objs.binary_search(&(s + i * n)).is_ok()))
+                    .expect("51 spans in a row");
+                let locked = first..first + 40 * span;
+                let live = first + 40 * span;
+                assert_eq!(libc::mlock(first as *const libc::c_void, 40 * span), 0);
+                for &p in &objs {
+                    if p != live {
+                        A.dealloc(p as *mut u8, l);
+                    }
+                }
+                restartable_alloc::release_memory();
+                let s = restartable_alloc::stats();
+                assert!(
+                    s.page_heap_free_bytes <= locked.len() as u64,
+                    "free pages left backed beyond the locked run ({} bytes): {s:?}",
+                    locked.len()
+                );
+                A.dealloc(live as *mut u8, l);
+            }
+        },
+    );
+}

@@ -14,7 +14,8 @@
 //! - Backed free pages are kept up to [`BACKED_FREE_LIMIT`] (they make the next span
 //!   cheap); past it, the longest backed runs are released until half of it is left.
 //!   A run is marked released only if `madvise` succeeded: locked pages (`mlock`)
-//!   are refused and keep their contents, so they stay backed.
+//!   are refused and keep their contents, so they stay backed (set aside while
+//!   the others are released).
 //! - Span records come from record chunks mapped here and are recycled through a
 //!   free list of records.
 //! - Everything is guarded by one lock, taken after any central list's lock.
@@ -33,6 +34,9 @@ pub const REGION: usize = 64 << 20;
 /// Backed free bytes kept for reuse before the heap gives pages back to the OS.
 pub const BACKED_FREE_LIMIT: usize = 8 << 20;
 const RECORD_CHUNK: usize = 256 << 10;
+/// Runs the kernel may refuse to release (locked pages) in one release pass before
+/// it gives up (each refusal costs a system call; every later pass tries again).
+const REFUSALS: usize = 8;
 
 /// Counters of the page heap, in bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -417,8 +421,14 @@ impl Heap {
     }
 
     /// Releases the longest backed runs until at most `keep` backed free bytes remain.
+    /// Runs the kernel refuses to release (locked pages) are set aside, at most
+    /// [`REFUSALS`] of them per call, and go back to the backed lists at the end: the
+    /// others are still released.
     fn release_down_to(&mut self, keep: usize) {
-        while self.stats.backed_free > keep {
+        // Refused runs, linked through `next` (out of every list meanwhile).
+        let mut refused: *mut Span = ptr::null_mut();
+        let mut refusals = 0;
+        while self.stats.backed_free > keep && refusals < REFUSALS {
             let mut s = self.free[0][0].head;
             if s.is_null() {
                 for n in (1..=MAX_LISTED).rev() {
@@ -429,7 +439,7 @@ impl Heap {
                 }
             }
             if s.is_null() {
-                return;
+                break;
             }
             // SAFETY: a backed free run: unused memory of ours.
             unsafe {
@@ -437,13 +447,22 @@ impl Heap {
                 if !os::release((*s).start as *mut u8, (*s).bytes()) {
                     // The kernel kept the pages (locked memory, `mlock`, refuses
                     // `MADV_DONTNEED`): they hold what was written, so the run stays
-                    // backed (a released one is taken to read as zero). Nothing more
-                    // this time: the longest run would be this one again.
-                    self.insert_free(s);
-                    return;
+                    // backed (a released one is taken to read as zero).
+                    (*s).next = refused;
+                    refused = s;
+                    refusals += 1;
+                    continue;
                 }
                 self.stats.released_total += (*s).bytes() as u64;
                 (*s).released = true;
+                self.insert_free(s);
+            }
+        }
+        while !refused.is_null() {
+            let s = refused;
+            // SAFETY: a run set aside above, in no list: back among the backed runs.
+            unsafe {
+                refused = (*s).next;
                 self.insert_free(s);
             }
         }
