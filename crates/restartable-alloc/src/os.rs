@@ -81,6 +81,17 @@ pub unsafe fn remap(p: *mut u8, old: usize, new: usize) -> Option<*mut u8> {
     }
 }
 
+/// Grows or shrinks the mapping at `p` (page-rounded lengths) where it is, never
+/// moving it; `false` when it cannot (the address space after it is taken, or a
+/// limit).
+///
+/// # Safety
+/// `[p, p + old)` must be a whole mapping this allocator owns.
+pub(crate) unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
+    // SAFETY: the caller owns the mapping; without `MREMAP_MAYMOVE` it stays at `p`.
+    unsafe { libc::mremap(p.cast(), old, new, 0) != libc::MAP_FAILED }
+}
+
 /// Gives the pages of `[p, p + len)` back to the kernel; they read as zero afterwards
 /// and take no memory until written again.
 ///

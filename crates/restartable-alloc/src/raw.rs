@@ -24,9 +24,10 @@
 //!   length at its first page; the entry is written after the mapping exists and
 //!   cleared before it is unmapped or moved, so a recycled address never finds a
 //!   stale entry. Leaves (2 MiB of address space bookkeeping each, covering 1 GiB)
-//!   are mapped on first use and never freed. A [`realloc`] that may move an object
-//!   (`mremap`) holds a leaf first (one spare kept mapped, or a fresh one), so that
-//!   wherever the object lands it is recorded; without one it does not move.
+//!   are mapped on first use and never freed. A [`realloc`] that grows an object
+//!   tries in place first; one that may move it (`mremap`) holds a leaf first (one
+//!   spare kept mapped, or a fresh one), so that wherever the object lands it is
+//!   recorded; without one it does not move.
 //! - Nothing here calls the global allocator.
 //!
 //! Objects of [`PerCpuAlloc`](crate::PerCpuAlloc)'s own [`GlobalAlloc`](core::alloc::GlobalAlloc) path (large ones) are not in the
@@ -550,13 +551,22 @@ pub unsafe fn realloc(p: *mut u8, b: Block, n: usize) -> *mut u8 {
                     // Cleared before the mapping can move: the address may be reused
                     // by another thread as soon as `mremap` returns.
                     large_clear(p as usize);
-                    // A leaf in hand before the object may move (to a part of the
-                    // address space whose leaf is not mapped yet, which mapping after
-                    // the move could fail to do: the object could then be neither
-                    // recorded nor moved back). Without one (out of address space),
-                    // no move: the copy below, which fails cleanly. A shrink stays
-                    // in place (and needs no memory).
+                    // Growing where it is first: no leaf needed (its own exists), and
+                    // nothing else takes address space (near a limit, a leaf mapped
+                    // first could take the room the growth needed). Else a leaf in
+                    // hand before the object may move (to a part of the address space
+                    // whose leaf is not mapped yet, which mapping after the move
+                    // could fail to do: the object could then be neither recorded nor
+                    // moved back). Without one (out of address space), no move: the
+                    // copy below, which fails cleanly. A shrink stays in place (and
+                    // needs no memory).
                     let grows = new_len > len;
+                    // SAFETY: a live large object of mapping length `len`; it does
+                    // not move.
+                    if grows && unsafe { large::grow_in_place(p, large_layout(len), new_len) } {
+                        let _ = large_set(p as usize, new_len, &mut None);
+                        return p;
+                    }
                     let mut spare = if grows { take_spare() } else { None };
                     let moved = if !grows || spare.is_some() {
                         // SAFETY: a live large object of mapping length `len`; the

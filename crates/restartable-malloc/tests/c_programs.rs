@@ -304,8 +304,10 @@ fn address_space_limit_gives_enomem_everywhere_and_memory_comes_back() {
 
 /// `realloc` of a large object that must move, near an address-space limit: it moves
 /// and keeps its contents, or returns NULL with `ENOMEM` and the object intact; with
-/// 3 MiB of room beyond the growth it moves; and a large object shrinks in place with
-/// 1 MiB of room. (Written by the audit: the object moved
+/// 3 MiB of room beyond the growth it moves; a large object shrinks in place with
+/// 1 MiB of room; and one grows in place, into the address space its shrink freed,
+/// with 1 MiB of room beyond the growth (a review's finding: the spare leaf mapped
+/// first took the room, NULL where glibc and the allocator before the audit grew). (Written by the audit: the object moved
 /// to a part of the address space whose leaf of the large-object map could not be
 /// mapped any more, and the library aborted with "out of memory for the large-object
 /// map"; a move now takes a leaf first.)

@@ -88,3 +88,24 @@ pub unsafe fn realloc(p: *mut u8, layout: Layout, new_size: usize) -> Option<*mu
     }
     Some(q)
 }
+
+/// Grows a large object where it is (`mremap` without moving it): `false` when the
+/// address space after it is taken, or objects aligned to more than a page. The
+/// object stays valid either way.
+///
+/// # Safety
+/// As for [`realloc`]; `new_size` is more than the object's mapping length.
+pub(crate) unsafe fn grow_in_place(p: *mut u8, layout: Layout, new_size: usize) -> bool {
+    if layout.align() > OS_PAGE {
+        return false;
+    }
+    let (Some(old), Some(new)) = (mapping_len(layout.size()), mapping_len(new_size)) else {
+        return false;
+    };
+    // SAFETY: the object's whole mapping.
+    if !unsafe { os::remap_in_place(p, old, new) } {
+        return false;
+    }
+    IN_USE.fetch_add(new - old, Ordering::Relaxed);
+    true
+}
