@@ -1216,6 +1216,11 @@ macro_rules! dispatch {
 #[cold]
 #[inline(never)]
 pub fn alloc_slow<H: Hooks>(c: usize) -> *mut u8 {
+    if c == 0 || c > CLASSES {
+        // A safe function: a number that is no class gets nothing (it would index
+        // the slot's miss counters and headers out of bounds).
+        return core::ptr::null_mut();
+    }
     if NO_RSEQ.with(|n| n.get()) {
         // A thread without rseq: its thread cache first, without asking again.
         if let Some(p) = crate::thread_cache::alloc(c) {

@@ -93,6 +93,36 @@ macro_rules! rip_relative {
     }};
 }
 
+/// The page map and the page heap's spans are written inside the crate only: a safe
+/// function that took any address and span record would let safe code make `free`
+/// follow a dangling record, or write through a leaf that is not mapped. So these
+/// are not public:
+///
+/// ```compile_fail,E0603
+/// restartable_alloc::backend::pagemap::set_range(0x1000, 0x1000, core::ptr::null_mut());
+/// ```
+/// ```compile_fail,E0603
+/// use restartable_alloc::backend::{pagemap, Span};
+/// pagemap::set_small(&Span::EMPTY, core::ptr::null_mut(), 1000);
+/// ```
+/// ```compile_fail,E0603
+/// use restartable_alloc::backend::{pagemap, Span};
+/// pagemap::set_ends(&Span::EMPTY, core::ptr::null_mut());
+/// ```
+/// ```compile_fail,E0603
+/// use restartable_alloc::backend::{pagemap, Span};
+/// pagemap::clear_small(&Span::EMPTY);
+/// ```
+/// ```compile_fail,E0603
+/// let _ = restartable_alloc::backend::page_heap::alloc_span(1000, 1);
+/// ```
+/// Nor is mapping the page map's leaves, which the page heap does under its lock (a
+/// second thread storing its own fresh leaf for the same range would drop the
+/// entries of the spans just recorded in the first):
+///
+/// ```compile_fail,E0603
+/// let _ = restartable_alloc::backend::pagemap::ensure(1 << 40, (1 << 40) + 4096);
+/// ```
 pub mod backend;
 pub mod front;
 pub mod middle;
@@ -323,7 +353,8 @@ pub struct Stats {
     /// Free objects in per-CPU caches, all slots together.
     pub cpu_cache_bytes: u64,
     /// Free objects per cache slot (per CPU, or per mm_cid when indexed by it);
-    /// empty when no cache is set up (rseq unavailable, or nothing allocated yet).
+    /// empty when no cache is set up (rseq unavailable, or nothing allocated yet),
+    /// and from [`stats_summary`].
     pub cpu_cache_bytes_per_slot: Vec<u64>,
     /// Free objects in the middle's transfer caches.
     pub transfer_cache_bytes: u64,
@@ -373,9 +404,27 @@ pub fn stats() -> Stats {
     let slots = mode.map_or(0, |(n, _)| n);
     let mut per_slot = Vec::with_capacity(slots);
     per_slot.extend((0..slots).map(|s| front::cached_bytes(s) as u64));
+    let mut s = totals(per_slot.iter().sum(), mode);
+    s.cpu_cache_bytes_per_slot = per_slot;
+    s
+}
+
+/// [`stats`] without the per-slot figures ([`Stats::cpu_cache_bytes_per_slot`] is
+/// empty): allocates nothing, so it answers when memory is exhausted too (the C
+/// library's `mallinfo2` and `malloc_stats`, which must not fail).
+pub fn stats_summary() -> Stats {
+    let mode = front::mode();
+    let slots = mode.map_or(0, |(n, _)| n);
+    let cached = (0..slots).map(|s| front::cached_bytes(s) as u64).sum();
+    totals(cached, mode)
+}
+
+/// The statistics but the per-slot figures, with `cpu_cache_bytes` read already
+/// (`mode`: [`front::mode`]).
+fn totals(cpu_cache_bytes: u64, mode: Option<(usize, bool)>) -> Stats {
+    let slots = mode.map_or(0, |(n, _)| n);
     let mut s = Stats {
-        cpu_cache_bytes: per_slot.iter().sum(),
-        cpu_cache_bytes_per_slot: per_slot,
+        cpu_cache_bytes,
         caches_by_mm_cid: mode.map(|(_, cid)| cid),
         ..Stats::default()
     };

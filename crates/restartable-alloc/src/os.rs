@@ -81,6 +81,26 @@ pub unsafe fn remap(p: *mut u8, old: usize, new: usize) -> Option<*mut u8> {
     }
 }
 
+/// Grows or shrinks the mapping at `p` (page-rounded lengths) where it is, never
+/// moving it; `false` when it cannot (the address space after it is taken, or a
+/// limit).
+///
+/// # Safety
+/// `[p, p + old)` must be a whole mapping this allocator owns.
+pub(crate) unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
+    // A refusal is no failure of the caller's (which goes on to move or copy): the
+    // thread's `errno` stays as it was (C's `realloc` leaves it alone on success).
+    // SAFETY: `__errno_location` is the calling thread's `errno`.
+    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: the caller owns the mapping; without `MREMAP_MAYMOVE` it stays at `p`.
+    let done = unsafe { libc::mremap(p.cast(), old, new, 0) != libc::MAP_FAILED };
+    if !done {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = errno };
+    }
+    done
+}
+
 /// Gives the pages of `[p, p + len)` back to the kernel; they read as zero afterwards
 /// and take no memory until written again.
 ///

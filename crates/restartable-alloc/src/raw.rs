@@ -24,7 +24,10 @@
 //!   length at its first page; the entry is written after the mapping exists and
 //!   cleared before it is unmapped or moved, so a recycled address never finds a
 //!   stale entry. Leaves (2 MiB of address space bookkeeping each, covering 1 GiB)
-//!   are mapped on first use and never freed.
+//!   are mapped on first use and never freed. A [`realloc`] that grows an object
+//!   tries in place first; one that may move it (`mremap`) holds a leaf first (one
+//!   spare kept mapped, or a fresh one), so that wherever the object lands it is
+//!   recorded; without one it does not move.
 //! - Nothing here calls the global allocator.
 //!
 //! Objects of [`PerCpuAlloc`](crate::PerCpuAlloc)'s own [`GlobalAlloc`](core::alloc::GlobalAlloc) path (large ones) are not in the
@@ -396,7 +399,7 @@ fn alloc_large(layout: Layout) -> *mut u8 {
     if p.is_null() {
         return p;
     }
-    if !large_set(p as usize, len) {
+    if !large_set(p as usize, len, &mut None) {
         // SAFETY: just mapped with this length; never handed out.
         unsafe { large::dealloc(p, large_layout(len)) };
         return ptr::null_mut();
@@ -548,19 +551,50 @@ pub unsafe fn realloc(p: *mut u8, b: Block, n: usize) -> *mut u8 {
                     // Cleared before the mapping can move: the address may be reused
                     // by another thread as soon as `mremap` returns.
                     large_clear(p as usize);
-                    // SAFETY: a live large object of mapping length `len`; the new
-                    // length keeps it large.
-                    match unsafe { large::realloc(p, large_layout(len), new_len) } {
+                    // Growing where it is first: no leaf needed (its own exists), and
+                    // nothing else takes address space (near a limit, a leaf mapped
+                    // first could take the room the growth needed). Else a leaf in
+                    // hand before the object may move (to a part of the address space
+                    // whose leaf is not mapped yet, which mapping after the move
+                    // could fail to do: the object could then be neither recorded nor
+                    // moved back). Without one (out of address space), no move: the
+                    // copy below, which fails cleanly. A shrink stays in place (and
+                    // needs no memory).
+                    let grows = new_len > len;
+                    // SAFETY: a live large object of mapping length `len`; it does
+                    // not move.
+                    if grows && unsafe { large::grow_in_place(p, large_layout(len), new_len) } {
+                        let _ = large_set(p as usize, new_len, &mut None);
+                        return p;
+                    }
+                    let mut spare = if grows { take_spare() } else { None };
+                    let moved = if !grows || spare.is_some() {
+                        // SAFETY: a live large object of mapping length `len`; the
+                        // new length keeps it large.
+                        unsafe { large::realloc(p, large_layout(len), new_len) }
+                    } else {
+                        None
+                    };
+                    match moved {
                         Some(q) => {
-                            if large_set(q as usize, new_len) {
+                            let recorded = large_set(q as usize, new_len, &mut spare);
+                            if let Some(leaf) = spare {
+                                put_spare(leaf);
+                            }
+                            if recorded {
                                 return q;
                             }
-                            // The map's leaf for the new address cannot be mapped:
-                            // the object could be neither freed nor resized later.
-                            fatal(b"restartable-alloc: out of memory for the large-object map\n")
+                            // Only for an address beyond the map (the kernel gives
+                            // none without a hint): the object could be neither
+                            // freed nor resized later.
+                            fatal(b"restartable-alloc: a large object moved beyond the large-object map\n")
                         }
                         None => {
-                            let _ = large_set(p as usize, len);
+                            if let Some(leaf) = spare {
+                                put_spare(leaf);
+                            }
+                            // Its leaf exists: it was recorded there.
+                            let _ = large_set(p as usize, len, &mut None);
                             let q = alloc(n, MIN_ALIGN);
                             if !q.is_null() {
                                 // SAFETY: both live and distinct.
@@ -634,26 +668,57 @@ fn large_get(a: usize) -> usize {
     unsafe { (*leaf)[l].load(Ordering::Acquire) }
 }
 
+/// A zeroed leaf kept mapped for [`realloc`]'s moves (taken with [`take_spare`]);
+/// null when none is.
+static SPARE: AtomicPtr<Leaf> = AtomicPtr::new(ptr::null_mut());
+
+/// A zeroed leaf of the caller's own: the spare, or a fresh mapping; `None` when
+/// none can be mapped.
+fn take_spare() -> Option<*mut Leaf> {
+    let s = SPARE.swap(ptr::null_mut(), Ordering::AcqRel);
+    if !s.is_null() {
+        return Some(s);
+    }
+    os::map(core::mem::size_of::<Leaf>()).map(|p| p.cast())
+}
+
+/// Gives back a leaf from [`take_spare`] that was not used (still zero).
+fn put_spare(leaf: *mut Leaf) {
+    if SPARE
+        .compare_exchange(ptr::null_mut(), leaf, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // SAFETY: our unpublished mapping; another spare is kept.
+        unsafe { os::unmap(leaf.cast(), core::mem::size_of::<Leaf>()) };
+    }
+}
+
 /// Records `len` for the large object at `a`; `false` if its leaf cannot be mapped.
-fn large_set(a: usize, len: usize) -> bool {
+/// `spare` (a zeroed leaf of the caller's, from [`take_spare`]) is used, and taken
+/// out, when a leaf is needed and mapping one fails.
+fn large_set(a: usize, len: usize, spare: &mut Option<*mut Leaf>) -> bool {
     let Some((r, l)) = large_split(a) else {
         return false;
     };
     let mut leaf = LARGE_ROOT[r].load(Ordering::Acquire);
     if leaf.is_null() {
-        let Some(fresh) = os::map(core::mem::size_of::<Leaf>()) else {
-            return false;
+        let fresh: *mut Leaf = match os::map(core::mem::size_of::<Leaf>()) {
+            Some(p) => p.cast(),
+            None => match spare.take() {
+                Some(s) => s,
+                None => return false,
+            },
         };
         match LARGE_ROOT[r].compare_exchange(
             ptr::null_mut(),
-            fresh.cast(),
+            fresh,
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            Ok(_) => leaf = fresh.cast(),
+            Ok(_) => leaf = fresh,
             Err(other) => {
-                // SAFETY: our unpublished mapping.
-                unsafe { os::unmap(fresh, core::mem::size_of::<Leaf>()) };
+                // SAFETY: our unpublished mapping (fresh, or the caller's spare).
+                unsafe { os::unmap(fresh.cast(), core::mem::size_of::<Leaf>()) };
                 leaf = other;
             }
         }

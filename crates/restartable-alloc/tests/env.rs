@@ -158,8 +158,8 @@ fn address_space_limit_gives_null() {
             // Set up caches and threads' state before limiting.
             drop(std::hint::black_box(vec![0u8; 100]));
             limit_address_space(256 * MIB);
-            // Large objects first: the page heap keeps the address space of its regions
-            // (it gives back memory, not address space).
+            // Large objects first (small objects' address space serving large ones
+            // after them is `tests/oom.rs`).
             for (size, align) in [(3 * MIB, 8), (100, 1 << 16), (48 * 1024, 8), (4000, 64)] {
                 let l = Layout::from_size_align(size, align).unwrap();
                 let mut held = Vec::with_capacity(100_000);

@@ -456,7 +456,8 @@ pub extern "C" fn malloc_trim(pad: usize) -> i32 {
 /// allocates meanwhile).
 #[no_mangle]
 pub extern "C" fn mallinfo2() -> libc::mallinfo2 {
-    let s = restartable_alloc::stats();
+    // Allocates nothing: answers when memory is exhausted too.
+    let s = restartable_alloc::stats_summary();
     let z = |x: u64| usize::try_from(x).unwrap_or(usize::MAX);
     let caches = s.cpu_cache_bytes + s.transfer_cache_bytes;
     libc::mallinfo2 {
@@ -551,7 +552,9 @@ impl core::fmt::Write for Buf {
 
 fn print_stats() {
     use core::fmt::Write as _;
-    let s = restartable_alloc::stats();
+    // Allocates nothing: answers when memory is exhausted too.
+    let s = restartable_alloc::stats_summary();
+    let slots = restartable_alloc::front::mode().map_or(0, |(n, _)| n);
     let mut b = Buf {
         bytes: [0; 2048],
         len: 0,
@@ -588,7 +591,7 @@ fn print_stats() {
         kib(s.in_use_bytes),
         kib(s.large_bytes),
         kib(s.cpu_cache_bytes),
-        s.cpu_cache_bytes_per_slot.len(),
+        slots,
         kib(s.transfer_cache_bytes),
         kib(s.span_free_bytes),
         kib(s.page_heap_free_bytes),

@@ -12,6 +12,7 @@
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use super::page_heap;
 use crate::os::{self, OS_PAGE};
 
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
@@ -32,7 +33,17 @@ pub fn alloc(layout: Layout) -> *mut u8 {
     let Some(len) = mapping_len(layout.size()) else {
         return core::ptr::null_mut();
     };
-    match os::map_aligned(len, layout.align().max(OS_PAGE)) {
+    let align = layout.align().max(OS_PAGE);
+    // Out of address space: the page heap's free runs give theirs back first (if
+    // they could make room for the mapping, which is `len + align` when aligned).
+    let need = if align > OS_PAGE {
+        len.saturating_add(align)
+    } else {
+        len
+    };
+    let mapped = os::map_aligned(len, align)
+        .or_else(|| (page_heap::unmap_free(need) > 0).then(|| os::map_aligned(len, align))?);
+    match mapped {
         Some(p) => {
             IN_USE.fetch_add(len, Ordering::Relaxed);
             p
@@ -76,4 +87,25 @@ pub unsafe fn realloc(p: *mut u8, layout: Layout, new_size: usize) -> Option<*mu
         IN_USE.fetch_sub(old - new, Ordering::Relaxed);
     }
     Some(q)
+}
+
+/// Grows a large object where it is (`mremap` without moving it): `false` when the
+/// address space after it is taken, or objects aligned to more than a page. The
+/// object stays valid either way.
+///
+/// # Safety
+/// As for [`realloc`]; `new_size` is more than the object's mapping length.
+pub(crate) unsafe fn grow_in_place(p: *mut u8, layout: Layout, new_size: usize) -> bool {
+    if layout.align() > OS_PAGE {
+        return false;
+    }
+    let (Some(old), Some(new)) = (mapping_len(layout.size()), mapping_len(new_size)) else {
+        return false;
+    };
+    // SAFETY: the object's whole mapping.
+    if !unsafe { os::remap_in_place(p, old, new) } {
+        return false;
+    }
+    IN_USE.fetch_add(new - old, Ordering::Relaxed);
+    true
 }

@@ -8,8 +8,14 @@
 //!   the rest; when none fits, the current region's bump pointer moves, and when the
 //!   region is exhausted a new one is mapped ([`REGION`] bytes, or just the request
 //!   if that fails: close to an address-space limit we still serve what fits).
+//! - When a mapping fails (out of address space: `RLIMIT_AS` counts mapped bytes,
+//!   resident or not), every free run and the region's rest are unmapped
+//!   ([`unmap_free`]) and the mapping is tried again, here and for large objects.
 //! - Backed free pages are kept up to [`BACKED_FREE_LIMIT`] (they make the next span
 //!   cheap); past it, the longest backed runs are released until half of it is left.
+//!   A run is marked released only if `madvise` succeeded: locked pages (`mlock`)
+//!   are refused and keep their contents, so they stay backed (set aside while
+//!   the others are released).
 //! - Span records come from record chunks mapped here and are recycled through a
 //!   free list of records.
 //! - Everything is guarded by one lock, taken after any central list's lock.
@@ -28,6 +34,9 @@ pub const REGION: usize = 64 << 20;
 /// Backed free bytes kept for reuse before the heap gives pages back to the OS.
 pub const BACKED_FREE_LIMIT: usize = 8 << 20;
 const RECORD_CHUNK: usize = 256 << 10;
+/// Runs the kernel may refuse to release (locked pages) in one release pass before
+/// it gives up (each refusal costs a system call; every later pass tries again).
+const REFUSALS: usize = 8;
 
 /// Counters of the page heap, in bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -90,7 +99,7 @@ pub fn stats() -> HeapStats {
 
 /// A span of `pages` pages for size class `class`, its pages recorded in the page
 /// map; `None` when memory (or address space) is exhausted.
-pub fn alloc_span(class: usize, pages: usize) -> Option<*mut Span> {
+pub(crate) fn alloc_span(class: usize, pages: usize) -> Option<*mut Span> {
     let mut h = HEAP.lock();
     let s = h.take_run(pages)?;
     // SAFETY: `s` is a record the heap just took out of its lists: ours.
@@ -113,7 +122,7 @@ pub fn alloc_span(class: usize, pages: usize) -> Option<*mut Span> {
 /// # Safety
 /// `s` came from [`alloc_span`], is in no list, and no object of it is in use or
 /// cached anywhere.
-pub unsafe fn free_span(s: *mut Span) {
+pub(crate) unsafe fn free_span(s: *mut Span) {
     let mut h = HEAP.lock();
     // SAFETY: the caller gives the span up; the heap owns it now.
     unsafe {
@@ -132,6 +141,17 @@ pub unsafe fn free_span(s: *mut Span) {
 /// backed free bytes remain (0: every one).
 pub fn release_keeping(keep: usize) {
     HEAP.lock().release_down_to(keep);
+}
+
+/// Unmaps every free run (backed or released) and the current region's rest not
+/// carved yet: their address space goes back to the OS. For a caller whose mapping
+/// of `need` bytes failed: `RLIMIT_AS` counts mapped bytes, resident or not, so free
+/// pages released with `madvise` still take up the limit, and a large object (its
+/// own mapping) could never use them. Nothing when they are fewer than `need` bytes
+/// (they could not make room for it: a request beyond any address space keeps the
+/// heap's free pages). Returns the bytes unmapped.
+pub fn unmap_free(need: usize) -> usize {
+    HEAP.lock().unmap_free(need)
 }
 
 impl Heap {
@@ -304,9 +324,11 @@ impl Heap {
         let bytes = pages.checked_mul(PAGE_SIZE)?;
         if self.region_end - self.region_next < bytes {
             let want = bytes.max(REGION);
-            let (p, len) = match os::map_aligned(want, PAGE_SIZE) {
-                Some(p) => (p, want),
-                None if want > bytes => (os::map_aligned(bytes, PAGE_SIZE)?, bytes),
+            let (p, len) = match Self::map_region(want, bytes) {
+                Some(r) => r,
+                // Out of address space: the free runs' goes back first (none of
+                // them fits the request, or `find_free` would have found it).
+                None if self.unmap_free(bytes) > 0 => Self::map_region(want, bytes)?,
                 None => return None,
             };
             let p = p as usize;
@@ -347,9 +369,66 @@ impl Heap {
         Some(s)
     }
 
+    /// A new region of `want` bytes, or of `bytes` if that fails: its address and
+    /// length.
+    fn map_region(want: usize, bytes: usize) -> Option<(*mut u8, usize)> {
+        match os::map_aligned(want, PAGE_SIZE) {
+            Some(p) => Some((p, want)),
+            None if want > bytes => Some((os::map_aligned(bytes, PAGE_SIZE)?, bytes)),
+            None => None,
+        }
+    }
+
+    /// See [`unmap_free`].
+    fn unmap_free(&mut self, need: usize) -> usize {
+        let st = &self.stats;
+        if st.backed_free + st.released_free + (self.region_end - self.region_next) < need {
+            return 0;
+        }
+        let mut total = 0;
+        for kind in 0..2 {
+            for n in 0..=MAX_LISTED {
+                loop {
+                    let s = self.free[kind][n].head;
+                    if s.is_null() {
+                        break;
+                    }
+                    // SAFETY: a free run in a list: unused pages of ours, which no
+                    // span or object covers. Its page-map ends (what merging reads)
+                    // are cleared before its record is recycled.
+                    unsafe {
+                        self.unlink_free(s);
+                        pagemap::set_ends(&*s, ptr::null_mut());
+                        let bytes = (*s).bytes();
+                        os::unmap((*s).start as *mut u8, bytes);
+                        self.stats.mapped -= bytes;
+                        total += bytes;
+                    }
+                    self.drop_record(s);
+                }
+            }
+        }
+        let tail = self.region_end - self.region_next;
+        if tail > 0 {
+            // SAFETY: the current region's pages not carved yet: never handed out.
+            unsafe { os::unmap(self.region_next as *mut u8, tail) };
+            self.stats.mapped -= tail;
+            self.stats.uncarved -= tail;
+            self.region_end = self.region_next;
+            total += tail;
+        }
+        total
+    }
+
     /// Releases the longest backed runs until at most `keep` backed free bytes remain.
+    /// Runs the kernel refuses to release (locked pages) are set aside, at most
+    /// [`REFUSALS`] of them per call, and go back to the backed lists at the end: the
+    /// others are still released.
     fn release_down_to(&mut self, keep: usize) {
-        while self.stats.backed_free > keep {
+        // Refused runs, linked through `next` (out of every list meanwhile).
+        let mut refused: *mut Span = ptr::null_mut();
+        let mut refusals = 0;
+        while self.stats.backed_free > keep && refusals < REFUSALS {
             let mut s = self.free[0][0].head;
             if s.is_null() {
                 for n in (1..=MAX_LISTED).rev() {
@@ -360,14 +439,30 @@ impl Heap {
                 }
             }
             if s.is_null() {
-                return;
+                break;
             }
             // SAFETY: a backed free run: unused memory of ours.
             unsafe {
                 self.unlink_free(s);
-                os::release((*s).start as *mut u8, (*s).bytes());
+                if !os::release((*s).start as *mut u8, (*s).bytes()) {
+                    // The kernel kept the pages (locked memory, `mlock`, refuses
+                    // `MADV_DONTNEED`): they hold what was written, so the run stays
+                    // backed (a released one is taken to read as zero).
+                    (*s).next = refused;
+                    refused = s;
+                    refusals += 1;
+                    continue;
+                }
                 self.stats.released_total += (*s).bytes() as u64;
                 (*s).released = true;
+                self.insert_free(s);
+            }
+        }
+        while !refused.is_null() {
+            let s = refused;
+            // SAFETY: a run set aside above, in no list: back among the backed runs.
+            unsafe {
+                refused = (*s).next;
                 self.insert_free(s);
             }
         }

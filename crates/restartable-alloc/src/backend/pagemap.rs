@@ -6,7 +6,7 @@
 //!   of 2^16 pointers to leaves; a leaf, mapped on first use, holds 2^18 span
 //!   pointers and covers 2 GiB. Leaves are never freed.
 //! - Beside the span pointers a leaf holds one *info* word per page: for a page of a
-//!   span of size class `c` (from [`set_small`] until [`clear_small`]),
+//!   span of size class `c` (from `set_small` until `clear_small`),
 //!   `front::header_offset(c) << 48 | (2^48 - first)`: the address of the span's
 //!   first object (`first = start + size_class::first_offset(c)`, the span's start
 //!   page aligned, not 0, below 2^47) negated modulo 2^48 in its low 48 bits (so
@@ -203,7 +203,7 @@ pub const fn small_info(hdr: usize, first: usize) -> usize {
 /// Records the span `span` (of size class `class`, `1..=CLASSES`) for all its pages,
 /// with its info words. The leaves must exist ([`ensure`]), `span.start` is below
 /// 2^47 ([`covers`]).
-pub fn set_small(span: &Span, p: *mut Span, class: usize) {
+pub(crate) fn set_small(span: &Span, p: *mut Span, class: usize) {
     debug_assert!((1..256).contains(&class) && span.start & ((1 << PAGE_SHIFT) - 1) == 0);
     let last = span.end() - (1 << PAGE_SHIFT);
     set_range(span.start, last, p);
@@ -216,13 +216,13 @@ pub fn set_small(span: &Span, p: *mut Span, class: usize) {
 
 /// Clears the info words of `span`'s pages (the span stops being a small-object
 /// span).
-pub fn clear_small(span: &Span) {
+pub(crate) fn clear_small(span: &Span) {
     set_info(span.start, span.end() - (1 << PAGE_SHIFT), 0);
 }
 
 /// Makes sure the leaves for `[start, end)` exist; `false` if one could not be
 /// mapped. Called under the page heap's lock.
-pub fn ensure(start: usize, end: usize) -> bool {
+pub(crate) fn ensure(start: usize, end: usize) -> bool {
     if !covers(end) {
         return false;
     }
@@ -253,7 +253,7 @@ pub fn ensure(start: usize, end: usize) -> bool {
 
 /// Records `span` for the pages `[first, last]` (addresses of pages). The leaves
 /// must exist ([`ensure`]).
-pub fn set_range(first: usize, last: usize, span: *mut Span) {
+pub(crate) fn set_range(first: usize, last: usize, span: *mut Span) {
     let mut a = first;
     while a <= last {
         let (r, l) = split(a);
@@ -266,7 +266,7 @@ pub fn set_range(first: usize, last: usize, span: *mut Span) {
 }
 
 /// Records `span` for its first and last pages (a free run).
-pub fn set_ends(span: &Span, p: *mut Span) {
+pub(crate) fn set_ends(span: &Span, p: *mut Span) {
     set_range(span.start, span.start, p);
     let last = span.end() - (1 << PAGE_SHIFT);
     set_range(last, last, p);

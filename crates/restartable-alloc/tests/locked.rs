@@ -1,0 +1,143 @@
+//! Memory the program locked (`mlock`, `mlockall`) cannot be given back with
+//! `madvise(MADV_DONTNEED)`: the kernel refuses (`EINVAL`) and the pages keep what
+//! was written in them. The page heap must then not take them for released: a
+//! released run reads as zero, and `alloc_zeroed` hands out the objects of spans
+//! carved from one without writing them (an audit's finding: `vec![0u8; n]` from
+//! safe code then held the bytes of freed objects). In a child process.
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use common::child::{in_child, Spec};
+use restartable_alloc::PerCpuAlloc;
+
+#[global_allocator]
+static A: PerCpuAlloc = PerCpuAlloc::new();
+
+/// Objects of 8 KiB (at least `ZEROED_FROM_SPANS_MIN`: `alloc_zeroed` takes them
+/// from fresh spans without a write) fill 2 MiB of spans, are written, locked
+/// (`mlock` of their range, within the usual 8 MiB `RLIMIT_MEMLOCK`), freed, and the
+/// heap asked to release everything (`release_memory`). Then `alloc_zeroed` objects
+/// of the class are taken until 64 of them lie in the locked range (the pages are
+/// reused: a backed run is taken before a released one); each must read as zero.
+#[test]
+fn alloc_zeroed_is_zero_on_pages_that_could_not_be_released() {
+    in_child(
+        "alloc_zeroed_is_zero_on_pages_that_could_not_be_released",
+        "locked",
+        Spec::within(60),
+        || {
+            let n = 8192;
+            assert!(n >= restartable_alloc::ZEROED_FROM_SPANS_MIN);
+            let l = Layout::from_size_align(n, 8).unwrap();
+            // SAFETY: (test) valid layouts; objects written within their size and
+            // freed once with their layout.
+            unsafe {
+                let objs: Vec<usize> = (0..256)
+                    .map(|_| {
+                        let p = A.alloc(l);
+                        assert!(!p.is_null());
+                        p.write_bytes(0xAB, n);
+                        p as usize
+                    })
+                    .collect();
+                let lo = *objs.iter().min().unwrap() & !4095;
+                let hi = objs.iter().max().unwrap() + n;
+                assert!(hi - lo <= 6 << 20, "objects spread over {} bytes", hi - lo);
+                assert_eq!(
+                    libc::mlock(lo as *const libc::c_void, hi - lo),
+                    0,
+                    "mlock: {}",
+                    std::io::Error::last_os_error()
+                );
+                for &p in &objs {
+                    A.dealloc(p as *mut u8, l);
+                }
+                restartable_alloc::release_memory();
+                let mut held = Vec::new();
+                let mut reused = 0;
+                while reused < 64 {
+                    assert!(
+                        held.len() < 100_000,
+                        "the locked pages were not reused ({reused} objects)"
+                    );
+                    let p = A.alloc_zeroed(l);
+                    assert!(!p.is_null());
+                    held.push(p);
+                    if (lo..hi).contains(&(p as usize)) {
+                        reused += 1;
+                        let s = std::slice::from_raw_parts(p, n);
+                        let bad = s.iter().filter(|&&b| b != 0).count();
+                        assert_eq!(
+                            bad,
+                            0,
+                            "alloc_zeroed gave {p:p} with {bad} bytes not zero, in locked \
+                             pages: {:?}",
+                            restartable_alloc::stats()
+                        );
+                    }
+                }
+                for p in held {
+                    A.dealloc(p, l);
+                }
+            }
+        },
+    );
+}
+
+/// A locked free run (refused by `madvise`) does not keep the page heap from
+/// releasing its other free runs: 40 spans of 8 KiB objects (2.5 MiB, a run longer
+/// than any list of one length holds, so the first the release takes) are locked and
+/// freed, one span after them stays in use, and the 10 spans after that (a run of 80
+/// pages) are freed unlocked. `release_memory` must release the unlocked run: only
+/// the locked one stays backed.
+#[test]
+fn a_locked_run_does_not_keep_the_others_from_being_released() {
+    in_child(
+        "a_locked_run_does_not_keep_the_others_from_being_released",
+        "locked-run",
+        Spec::within(60),
+        || {
+            let n = 8192;
+            let l = Layout::from_size_align(n, 8).unwrap();
+            let span = 64 << 10;
+            // SAFETY: (test) valid layouts; objects freed once with their layout.
+            unsafe {
+                // Objects of fresh spans, carved in address order: find 51 spans in
+                // a row among them.
+                let mut objs: Vec<usize> = (0..2048)
+                    .map(|_| {
+                        let p = A.alloc(l);
+                        assert!(!p.is_null());
+                        p as usize
+                    })
+                    .collect();
+                objs.sort_unstable();
+                let first = objs
+                    .iter()
+                    .map(|&p| p & !(span - 1))
+                    .find(|&s| (0..51 * span / n).all(|i| objs.binary_search(&(s + i * n)).is_ok()))
+                    .expect("51 spans in a row");
+                let locked = first..first + 40 * span;
+                let live = first + 40 * span;
+                assert_eq!(libc::mlock(first as *const libc::c_void, 40 * span), 0);
+                for &p in &objs {
+                    if p != live {
+                        A.dealloc(p as *mut u8, l);
+                    }
+                }
+                restartable_alloc::release_memory();
+                let s = restartable_alloc::stats();
+                assert!(
+                    s.page_heap_free_bytes <= locked.len() as u64,
+                    "free pages left backed beyond the locked run ({} bytes): {s:?}",
+                    locked.len()
+                );
+                A.dealloc(live as *mut u8, l);
+            }
+        },
+    );
+}

@@ -1,0 +1,163 @@
+//! Out of address space and back (an audit's findings): under an `RLIMIT_AS` limit,
+//! the address space of small objects' spans, once they are all freed, serves the
+//! next requests of any kind. `RLIMIT_AS` counts every mapped byte, resident or not:
+//! free pages given back with `madvise` still count, so a heap that keeps them mapped
+//! would refuse every large object (each its own mapping) for ever after a burst of
+//! small ones, even with nothing in use. Each scenario runs in a child process.
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use common::child::{in_child, Spec};
+use restartable_alloc::PerCpuAlloc;
+
+#[global_allocator]
+static A: PerCpuAlloc = PerCpuAlloc::new();
+
+const MIB: usize = 1 << 20;
+
+/// Sets `RLIMIT_AS` to the current address space plus `extra` bytes.
+fn limit_address_space(extra: usize) {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let size: usize = statm.split_whitespace().next().unwrap().parse().unwrap();
+    let lim = (size * 4096 + extra) as libc::rlim_t;
+    let r = libc::rlimit {
+        rlim_cur: lim,
+        rlim_max: lim,
+    };
+    // SAFETY: (test) a valid rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &r) }, 0);
+}
+
+/// Allocates objects of `l` until the allocator says null (at most `max`), writing
+/// their first byte; returns them.
+fn fill(l: Layout, max: usize) -> Vec<usize> {
+    let mut held = Vec::with_capacity(max);
+    while held.len() < max {
+        // SAFETY: (test) a valid layout.
+        let p = unsafe { A.alloc(l) };
+        if p.is_null() {
+            return held;
+        }
+        // SAFETY: (test) a fresh object of at least one byte.
+        unsafe { p.write(1) };
+        held.push(p as usize);
+    }
+    panic!("{l:?}: never failed within the limit ({max} objects)");
+}
+
+fn free_all(l: Layout, held: Vec<usize>) {
+    for p in held {
+        // SAFETY: (test) allocated by `fill` with `l`.
+        unsafe { A.dealloc(p as *mut u8, l) };
+    }
+}
+
+/// Small objects fill the address space up to the limit; once they are freed (and
+/// the caches emptied: `release_memory`), large objects (their own mappings) fit
+/// again, about as many as the limit holds, and so do objects of another size
+/// class (new spans). Then the other way round, so the large objects' space goes
+/// back to spans. Three rounds: nothing is lost on the way.
+#[test]
+fn freed_small_objects_address_space_serves_large_objects() {
+    in_child(
+        "freed_small_objects_address_space_serves_large_objects",
+        "small-then-large",
+        Spec::within(120),
+        || {
+            // Set up caches and threads' state before limiting.
+            drop(std::hint::black_box(vec![0u8; 100]));
+            limit_address_space(256 * MIB);
+            let small = Layout::from_size_align(1000, 8).unwrap();
+            let other = Layout::from_size_align(40_000, 8).unwrap();
+            let large = Layout::from_size_align(3 * MIB, 8).unwrap();
+            let mut first_large = 0;
+            for round in 0..3 {
+                let held = fill(small, 1 << 20);
+                assert!(
+                    held.len() * small.size() > 64 * MIB,
+                    "round {round}: {}",
+                    held.len()
+                );
+                free_all(small, held);
+                restartable_alloc::release_memory();
+                let held = fill(large, 1000);
+                let n = held.len();
+                println!(
+                    "round {round}: {n} large objects after the small ones; {:?}",
+                    restartable_alloc::stats()
+                );
+                // The limit holds more than 60 such objects (256 MiB): at least half
+                // of them must fit.
+                assert!(
+                    n * large.size() > 100 * MIB,
+                    "round {round}: only {n} objects of 3 MiB after freeing every small object"
+                );
+                if round == 0 {
+                    first_large = n;
+                } else {
+                    assert!(
+                        n + 2 >= first_large,
+                        "round {round}: {n} large objects, {first_large} in round 0"
+                    );
+                }
+                free_all(large, held);
+                let held = fill(other, 1 << 20);
+                assert!(
+                    held.len() * other.size() > 100 * MIB,
+                    "round {round}: {}",
+                    held.len()
+                );
+                free_all(other, held);
+                restartable_alloc::release_memory();
+            }
+            let s = restartable_alloc::stats();
+            assert_eq!(s.large_bytes, 0, "{s:?}");
+        },
+    );
+}
+
+/// A request no address space can hold (2^62 bytes, or 8 bytes aligned to 2^50)
+/// fails without costing the page heap its free pages: they are unmapped only when
+/// they could make room for the request. (A program that tries a huge allocation and falls back to a smaller
+/// one must not lose its heap's cache each time.)
+#[test]
+fn an_impossible_request_keeps_the_free_pages() {
+    in_child(
+        "an_impossible_request_keeps_the_free_pages",
+        "impossible",
+        Spec::within(60),
+        || {
+            // Free pages in the page heap: spans of 40,000-byte objects, all freed.
+            let l = Layout::from_size_align(40_000, 8).unwrap();
+            let held: Vec<usize> = (0..200)
+                .map(|_| {
+                    // SAFETY: (test) a valid layout.
+                    let p = unsafe { A.alloc(l) };
+                    assert!(!p.is_null());
+                    p as usize
+                })
+                .collect();
+            free_all(l, held);
+            restartable_alloc::release_memory();
+            let before = restartable_alloc::stats();
+            assert!(before.released_bytes > 0, "{before:?}");
+            // Huge, and small but aligned beyond any address space.
+            let huge = Layout::from_size_align(1 << 62, 8).unwrap();
+            let aligned = Layout::from_size_align(8, 1 << 50).unwrap();
+            for l in [huge, huge, aligned, aligned] {
+                // SAFETY: (test) a valid layout.
+                assert!(unsafe { A.alloc(l) }.is_null(), "{l:?}");
+            }
+            let after = restartable_alloc::stats();
+            assert_eq!(
+                (after.released_bytes, after.mapped_bytes),
+                (before.released_bytes, before.mapped_bytes),
+                "free pages unmapped for a request they could not serve:\n{before:?}\n{after:?}"
+            );
+        },
+    );
+}
