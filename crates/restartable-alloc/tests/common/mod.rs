@@ -226,3 +226,25 @@ pub fn stress(threads: usize, duration: Duration, mut between: impl FnMut()) -> 
 pub fn nproc() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
+
+/// The fast path the front-end must have chosen in this process (once the caches are
+/// set up and this thread registered): from who owns registration, whether the areas
+/// are at one offset, and the caches' index. glibc's areas are the only ones taken
+/// unchecked; the library's own are checked before the sequence.
+pub fn expected_fast_path() -> restartable_alloc::front::FastPath {
+    use restartable::Owner;
+    use restartable_alloc::front::{self, FastPath};
+    let Some((slots, by_cid)) = front::mode() else {
+        return FastPath::NoCaches;
+    };
+    let at_offset = restartable::registration::AreaOffset::get().is_some();
+    match (at_offset, by_cid, slots <= 256) {
+        (false, _, _) => FastPath::ThreadLocal,
+        (true, false, _) => FastPath::ByCpu,
+        (true, true, false) => FastPath::ByWholeCid,
+        (true, true, true) => match restartable::registration::process_owner() {
+            Some(Owner::Libc) => FastPath::LibcUnchecked,
+            _ => FastPath::OwnChecked,
+        },
+    }
+}
