@@ -135,7 +135,7 @@ struct Front {
     /// [`AreaOffset::bytes`] where slots are indexed by mm_cid, its low byte the
     /// whole index (at most [`CID_SLOTS`] possible CPUs), stored last (release) once
     /// the rest is set up; 0 otherwise. Its sign tells who owns registration (`init`
-    /// stores it only where the sign says so; see [`FastCid`]):
+    /// stores it only where the sign says so; see [`field_for`]):
     /// - greater than 0: glibc (its `__rseq_offset`, in the thread descriptor above
     ///   the thread pointer). A thread not registered never becomes so: the first
     ///   attempt takes the area unchecked ([`Unchecked`]).
@@ -568,8 +568,8 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     }
 }
 
-/// [`pop`] where glibc owns registration and the caches are by mm_cid's low byte (a
-/// positive [`Front::fast_cid`]), for the inlined fast path of a caller that
+/// [`pop`] where glibc owns registration and the caches are by mm_cid's low byte
+/// ([`FastPath::LibcUnchecked`]), for the inlined fast path of a caller that
 /// finishes out of line anyway: a miss otherwise, without the out-of-line
 /// thread-local attempt, so that the caller's fast path keeps no register across a
 /// call.
