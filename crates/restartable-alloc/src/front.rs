@@ -141,10 +141,12 @@ struct Front {
     ///   attempt takes the area unchecked ([`Unchecked`]).
     /// - less than 0: the library (its own area in static TLS, below the thread
     ///   pointer). A signal handler may register a thread that is not: the area is
-    ///   checked before the sequence ([`CheckedLow`]; see `init`).
+    ///   checked before the sequence ([`CheckedLow`]).
     ///
     /// The fast path's first test, one load and a signed test: glibc's path falls
-    /// through (`jle` not taken), the library's takes one branch more.
+    /// through (`jle` not taken) into the sequence; the library's takes the branch
+    /// to its check, laid out of line, and jumps back into the same sequence
+    /// ([`Low`]).
     fast_cid: AtomicIsize,
     /// [`AreaOffset::bytes`] where slots are indexed by CPU (checked before the
     /// sequence, [`Checked`]): the fast path's second test.
