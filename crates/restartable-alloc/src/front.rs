@@ -63,7 +63,8 @@
 //!   Every sequence checks the registration inside itself, after its descriptor
 //!   store; where the library owns registration (so that a signal handler may
 //!   register a thread that was not), the fast path also checks it before entering
-//!   (see [`FastPath`]): the one test that the library's own mode adds to glibc's.
+//!   (a negative `fast_cid`, see `field_for`): the one test that the library's own
+//!   mode adds to glibc's.
 //!   Re-entrant calls (registration in library-owned mode may allocate) go to the
 //!   middle: a thread-local flag marks the guarded slow path, and a nested call
 //!   finding it set takes no cache at all.
@@ -571,7 +572,7 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 }
 
 /// [`pop`] where glibc owns registration and the caches are by mm_cid's low byte
-/// ([`FastPath::LibcUnchecked`]), for the inlined fast path of a caller that
+/// (a positive `fast_cid`), for the inlined fast path of a caller that
 /// finishes out of line anyway: a miss otherwise, without the out-of-line
 /// thread-local attempt, so that the caller's fast path keeps no register across a
 /// call.
@@ -1329,7 +1330,8 @@ fn index_by_cpu_requested() -> bool {
 }
 
 /// The first attempt the inlined fast paths take, as `init` set it up (see
-/// [`fast_path`]).
+/// [`fast_path`]; for tests).
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FastPath {
     /// No caches (not set up yet, or rseq unavailable).
