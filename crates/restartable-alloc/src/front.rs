@@ -152,8 +152,8 @@ struct Front {
     /// [`AreaOffset::bytes`] where slots are indexed by CPU (checked before the
     /// sequence, [`Checked`]): the fast path's second test.
     checked_cpu: AtomicIsize,
-    /// [`AreaOffset::bytes`] where slots are indexed by mm_cid and [`fast_cid`](Self::fast_cid)
-    /// does not serve (more than [`CID_SLOTS`] possible CPUs, or an offset of the other
+    /// [`AreaOffset::bytes`] where slots are indexed by mm_cid and `fast_cid` does
+    /// not serve (more than [`CID_SLOTS`] possible CPUs, or an offset of the other
     /// sign than its owner's): the whole field read inside the sequence, the area
     /// checked before it ([`Checked`]). The fast path's third test.
     checked_cid: AtomicIsize,
@@ -706,9 +706,10 @@ fn region() -> *mut u8 {
 /// and the region maps at least that many slots (`init`); with `LOW_BYTE` (by mm_cid
 /// at one offset, [`Unchecked`] or [`CheckedLow`]), `possible_cpus()` is at most
 /// [`CID_SLOTS`] (256: `init` publishes `fast_cid` only then, see [`field_for`]), so
-/// the low byte is the whole index. Each slot's headers are written only by sequences for its
-/// index (or by a thread that stopped and fenced it); the slots past the possible
-/// CPUs, never reached, are zero (count and capacity 0: every op misses).
+/// the low byte is the whole index. Each slot's headers are written only by
+/// sequences for its index (or by a thread that stopped and fenced it); the slots
+/// past the possible CPUs, never reached, are zero (count and capacity 0: every op
+/// misses).
 #[inline(always)]
 unsafe fn pop_indexed<I: Index, H: Hooks, const LOW_BYTE: bool>(
     area: ThreadArea,
@@ -794,8 +795,8 @@ const _: () = assert!(CID_SLOTS == 256);
 /// negative `fast_cid`), the first attempt takes this: the check before the
 /// sequence keeps a thread that is not registered out of it, and so out of the
 /// window where a signal handler registering it would clear `rseq_cs` under a
-/// sequence that then passes its own check (see `init`); the check inside still
-/// catches a handler that unregisters it between the two
+/// sequence that then passes its own check (see [`field_for`]); the check inside
+/// still catches a handler that unregisters it between the two
 /// (`disable_current_thread`: the kernel then resets `cpu_id`). Also the retries'
 /// finder in both modes ([`pop`], [`push`]).
 #[derive(Clone, Copy)]

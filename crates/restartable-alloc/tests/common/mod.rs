@@ -237,14 +237,18 @@ pub fn expected_fast_path() -> restartable_alloc::front::FastPath {
     let Some((slots, by_cid)) = front::mode() else {
         return FastPath::NoCaches;
     };
-    let at_offset = restartable::registration::AreaOffset::get().is_some();
-    match (at_offset, by_cid, slots <= 256) {
-        (false, _, _) => FastPath::ThreadLocal,
-        (true, false, _) => FastPath::ByCpu,
-        (true, true, false) => FastPath::ByWholeCid,
-        (true, true, true) => match restartable::registration::process_owner() {
-            Some(Owner::Libc) => FastPath::LibcUnchecked,
-            _ => FastPath::OwnChecked,
-        },
+    let Some(off) = restartable::registration::AreaOffset::get() else {
+        return FastPath::ThreadLocal;
+    };
+    if !by_cid {
+        return FastPath::ByCpu;
+    }
+    // glibc's area above the thread pointer, the library's own below it (x86_64):
+    // an offset of the other sign, or more than 256 slots, reads the whole field.
+    match (restartable::registration::process_owner(), off.bytes()) {
+        _ if slots > 256 => FastPath::ByWholeCid,
+        (Some(Owner::Libc), o) if o > 0 => FastPath::LibcUnchecked,
+        (Some(Owner::Library), o) if o < 0 => FastPath::OwnChecked,
+        _ => FastPath::ByWholeCid,
     }
 }
