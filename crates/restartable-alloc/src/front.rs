@@ -60,6 +60,11 @@
 //!   classes can grow. A drained slot gets capacity 0 in every class.
 //! - A thread without a registered rseq area never touches the caches: it uses its
 //!   own [`thread_cache`](crate::thread_cache) (the fallback front-end), or the middle.
+//!   Every sequence checks the registration inside itself, after its descriptor
+//!   store; where the library owns registration (so that a signal handler may
+//!   register a thread that was not), the fast path also checks it before entering
+//!   (a negative `fast_cid`, see `field_for`): the one test that the library's own
+//!   mode adds to glibc's.
 //!   Re-entrant calls (registration in library-owned mode may allocate) go to the
 //!   middle: a thread-local flag marks the guarded slow path, and a nested call
 //!   finding it set takes no cache at all.
@@ -128,25 +133,36 @@ struct Front {
     /// The region's address without the [`BY_CID`] flag (set with `word`): the slot
     /// address by mm_cid without masking the flag off.
     base: AtomicUsize,
-    /// [`AreaOffset::bytes`] where glibc owns registration (every thread's area is
-    /// then at one offset, and a thread not registered never becomes so: the first
-    /// attempt takes the area unchecked, see [`Unchecked`]) and slots are indexed by
-    /// mm_cid, stored last (release) once the rest is set up; 0 otherwise. The fast
-    /// path's first test: not 0 means "set up, by mm_cid, and the area is at this
-    /// offset from the thread pointer".
-    unchecked_cid: AtomicIsize,
-    /// The same where slots are indexed by CPU: the fast path's second test.
+    /// [`AreaOffset::bytes`] where slots are indexed by mm_cid, its low byte the
+    /// whole index (at most [`CID_SLOTS`] possible CPUs), stored last (release) once
+    /// the rest is set up; 0 otherwise. Its sign tells who owns registration (`init`
+    /// stores it only where the sign says so; see [`field_for`]):
+    /// - greater than 0: glibc (its `__rseq_offset`, in the thread descriptor above
+    ///   the thread pointer). A thread not registered never becomes so: the first
+    ///   attempt takes the area unchecked ([`Unchecked`]).
+    /// - less than 0: the library (its own area in static TLS, below the thread
+    ///   pointer). A signal handler may register a thread that is not: the area is
+    ///   checked before the sequence ([`CheckedLow`]).
+    ///
+    /// The fast path's first test, one load and a signed test: glibc's path falls
+    /// through (`jle` not taken) into the sequence; the library's takes the branch
+    /// to its check, laid out of line, and jumps back into the same sequence
+    /// ([`Low`]).
+    fast_cid: AtomicIsize,
+    /// [`AreaOffset::bytes`] where slots are indexed by CPU (checked before the
+    /// sequence, [`Checked`]): the fast path's second test.
     checked_cpu: AtomicIsize,
-    /// [`AreaOffset::bytes`] where the library owns registration (its areas at one
-    /// offset) and slots are indexed by mm_cid: the fast path's third test. The area
-    /// found there is checked before the sequence ([`Checked`], not [`Unchecked`]: see
-    /// `init`).
+    /// [`AreaOffset::bytes`] where slots are indexed by mm_cid and `fast_cid` does
+    /// not serve (more than [`CID_SLOTS`] possible CPUs, or an offset of the other
+    /// sign than its owner's): the whole field read inside the sequence, the area
+    /// checked before it ([`Checked`]). The fast path's third test.
     checked_cid: AtomicIsize,
 }
 const BY_CID: usize = 1;
 
 /// Slots the region always has room for (a power of two): the first attempt by
-/// mm_cid under glibc's registration ([`Unchecked`]) reads the low byte of `mm_cid`
+/// mm_cid at one offset ([`Unchecked`] under glibc's registration, [`CheckedLow`]
+/// under the library's) reads the low byte of `mm_cid`
 /// inside its sequence (one `movzbl`, no mask, no bound: see [`pop_indexed`]). The
 /// region maps `max(slots, CID_SLOTS)` slots ([`region_slots`]). Slots from `slots`
 /// up are address space only: `cpu_id` and `mm_cid` stay below the possible CPUs,
@@ -173,7 +189,7 @@ static FRONT: Front = Front {
     word: AtomicUsize::new(0),
     slots: AtomicUsize::new(0),
     base: AtomicUsize::new(0),
-    unchecked_cid: AtomicIsize::new(0),
+    fast_cid: AtomicIsize::new(0),
     checked_cpu: AtomicIsize::new(0),
     checked_cid: AtomicIsize::new(0),
 };
@@ -223,10 +239,11 @@ front_load!(
     front_word: usize, AtomicUsize, "mov {s}+{off}(%rip), {v}"
 );
 
-/// `unchecked_cid` and `checked_cpu` as the fast paths read them ([`front_word`]).
+/// `fast_cid`, `checked_cpu` and `checked_cid` as the fast paths read them
+/// ([`front_word`]).
 #[inline(always)]
-fn unchecked_cid() -> isize {
-    front_word::<{ core::mem::offset_of!(Front, unchecked_cid) }>() as isize
+fn fast_cid() -> isize {
+    front_word::<{ core::mem::offset_of!(Front, fast_cid) }>() as isize
 }
 #[inline(always)]
 fn checked_cpu() -> isize {
@@ -333,40 +350,56 @@ pub enum Outcome<T> {
     Aborted,
 }
 
-/// The front-end's set-up for a fast path: where the areas are at one offset
-/// ([`AreaOffset`]: glibc's registration, or the library's in an executable) (`Ok`),
-/// its offset with [`BY_CID`] or 0 for the index (a constant for the compiler: the
-/// region's address is read from `base`), and whether the first attempt may take the
-/// area unchecked ([`Unchecked`]: glibc's registration by mm_cid only); otherwise the
-/// set-up word alone for the thread-local path (`Err`). The default mode (glibc's
-/// registration, by mm_cid) costs one load and one test.
+/// The front-end's set-up for a fast path (see [`set_up`]).
+#[derive(Clone, Copy)]
+enum SetUp {
+    /// By mm_cid (low byte), the areas at this offset, glibc's if it is positive,
+    /// the library's own if negative: [`Low`].
+    Low(AreaOffset),
+    /// By CPU, the areas at this offset: [`Checked`].
+    Cpu(AreaOffset),
+    /// By mm_cid (the whole field), the areas at this offset: [`Checked`].
+    Cid(AreaOffset),
+    /// No process-wide offset (library-owned registration in a shared object
+    /// without it, or the caches not set up): the set-up word, for the thread-local
+    /// path ([`Tls`]).
+    Tls(usize),
+}
+
+/// The front-end's set-up for a fast path: the mode and, where the areas are at one
+/// offset ([`AreaOffset`]: glibc's registration, or the library's in an
+/// executable), that offset (the index a constant of each mode for the compiler: the
+/// region's address is read from `base`). The default mode (glibc's registration,
+/// by mm_cid) costs one load and one test, whose branch it does not take; the
+/// library's own registration by mm_cid takes that branch and tests the sign.
 #[inline(always)]
-fn set_up() -> Result<(usize, Checked, bool), usize> {
-    // Set up before `unchecked_cid`/`checked_cpu`/`checked_cid` (read with acquire).
-    let off = unchecked_cid();
-    if off != 0 {
-        // SAFETY: a non-zero `unchecked_cid` was stored from `AreaOffset::bytes` (`init`).
-        return Ok((
-            BY_CID,
-            Checked(unsafe { AreaOffset::from_bytes(off) }),
-            true,
-        ));
+fn set_up() -> SetUp {
+    // Set up before `fast_cid`/`checked_cpu`/`checked_cid` (read with acquire).
+    let off = fast_cid();
+    if off > 0 {
+        // SAFETY: a non-zero `fast_cid` was stored from `AreaOffset::bytes` (`init`).
+        return SetUp::Low(unsafe { AreaOffset::from_bytes(off) });
     }
+    // Block layout (`cold_path`): glibc's path straight through its first branch,
+    // the library's own next, the other modes (kernels without mm_cid, a request for
+    // CPUs, the thread-local area, not set up yet) last.
+    core::hint::cold_path();
+    if off < 0 {
+        // SAFETY: as above.
+        return SetUp::Low(unsafe { AreaOffset::from_bytes(off) });
+    }
+    core::hint::cold_path();
     let off = checked_cpu();
     if off != 0 {
         // SAFETY: as above.
-        return Ok((0, Checked(unsafe { AreaOffset::from_bytes(off) }), false));
+        return SetUp::Cpu(unsafe { AreaOffset::from_bytes(off) });
     }
     let off = checked_cid();
     if off != 0 {
         // SAFETY: as above.
-        return Ok((
-            BY_CID,
-            Checked(unsafe { AreaOffset::from_bytes(off) }),
-            false,
-        ));
+        return SetUp::Cid(unsafe { AreaOffset::from_bytes(off) });
     }
-    Err(front().word.load(Ordering::Acquire))
+    SetUp::Tls(front().word.load(Ordering::Acquire))
 }
 
 /// `alloc` of class `c`: the cache's pop, else the abort retries or the slow path.
@@ -407,13 +440,15 @@ pub unsafe fn alloc_at<H: Hooks, const INLINE_TLS: bool>(
 ) -> *mut u8 {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off, true)) => unsafe { alloc_in::<H>(w, Unchecked(off.0), hdr, class) },
+        SetUp::Low(off) => unsafe { alloc_in::<H>(BY_CID, Low(off), hdr, class) },
         // SAFETY: forwarded contract.
-        Ok((w, off, false)) => unsafe { alloc_in::<H>(w, off, hdr, class) },
+        SetUp::Cpu(off) => unsafe { alloc_in::<H>(0, Checked(off), hdr, class) },
         // SAFETY: forwarded contract.
-        Err(w) if INLINE_TLS => unsafe { alloc_in::<H>(w, Tls, hdr, class) },
+        SetUp::Cid(off) => unsafe { alloc_in::<H>(BY_CID, Checked(off), hdr, class) },
         // SAFETY: forwarded contract.
-        Err(w) => unsafe { alloc_tls::<H>(w, class()) },
+        SetUp::Tls(w) if INLINE_TLS => unsafe { alloc_in::<H>(w, Tls, hdr, class) },
+        // SAFETY: forwarded contract.
+        SetUp::Tls(w) => unsafe { alloc_tls::<H>(w, class()) },
     }
 }
 
@@ -474,13 +509,15 @@ pub unsafe fn dealloc_at<H: Hooks, const INLINE_TLS: bool>(
 ) {
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off, true)) => unsafe { dealloc_in::<H>(w, Unchecked(off.0), hdr, class, obj) },
+        SetUp::Low(off) => unsafe { dealloc_in::<H>(BY_CID, Low(off), hdr, class, obj) },
         // SAFETY: forwarded contract.
-        Ok((w, off, false)) => unsafe { dealloc_in::<H>(w, off, hdr, class, obj) },
+        SetUp::Cpu(off) => unsafe { dealloc_in::<H>(0, Checked(off), hdr, class, obj) },
         // SAFETY: forwarded contract.
-        Err(w) if INLINE_TLS => unsafe { dealloc_in::<H>(w, Tls, hdr, class, obj) },
+        SetUp::Cid(off) => unsafe { dealloc_in::<H>(BY_CID, Checked(off), hdr, class, obj) },
         // SAFETY: forwarded contract.
-        Err(w) => unsafe { dealloc_tls::<H>(w, class(), obj) },
+        SetUp::Tls(w) if INLINE_TLS => unsafe { dealloc_in::<H>(w, Tls, hdr, class, obj) },
+        // SAFETY: forwarded contract.
+        SetUp::Tls(w) => unsafe { dealloc_tls::<H>(w, class(), obj) },
     }
 }
 
@@ -520,16 +557,23 @@ unsafe fn dealloc_in<H: Hooks>(
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
+    // SAFETY: `c` is a class (caller).
+    let hdr = || unsafe { header_offset(c) };
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off, _)) => unsafe { pop_in::<H, _>(w, off, || header_offset(c)) },
+        SetUp::Low(off) => unsafe { pop_in::<H, _>(BY_CID, CheckedLow(off), hdr) },
         // SAFETY: forwarded contract.
-        Err(w) => unsafe { pop_tls::<H>(w, c) },
+        SetUp::Cpu(off) => unsafe { pop_in::<H, _>(0, Checked(off), hdr) },
+        // SAFETY: forwarded contract.
+        SetUp::Cid(off) => unsafe { pop_in::<H, _>(BY_CID, Checked(off), hdr) },
+        // SAFETY: forwarded contract.
+        SetUp::Tls(w) => unsafe { pop_tls::<H>(w, c) },
     }
 }
 
-/// [`pop`] where the areas are at one offset only (the inlined fast path of a caller
-/// that finishes out of line anyway): a miss otherwise, without the out-of-line
+/// [`pop`] where glibc owns registration and the caches are by mm_cid's low byte
+/// (a positive `fast_cid`), for the inlined fast path of a caller that
+/// finishes out of line anyway: a miss otherwise, without the out-of-line
 /// thread-local attempt, so that the caller's fast path keeps no register across a
 /// call.
 ///
@@ -539,26 +583,36 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 /// `hdr()` is [`header_offset`] of a class.
 #[inline(always)]
 pub unsafe fn pop_at_offset<H: Hooks>(hdr: impl FnOnce() -> usize) -> Outcome<*mut u8> {
-    // As `set_up`'s first word alone: the checked modes (by CPU, library-owned by
-    // mm_cid) are left to the caller's slow path ([`pop_checked`]). Inlined here,
-    // their sequences' tails were merged with the glibc path's, which then ended in
-    // a taken jump to a shared `ret` (`malloc`; BENCHMARKS.md, "in-sequence index").
-    let off = unchecked_cid();
-    if off != 0 {
+    // As `set_up`'s first test alone: the checked modes (the library's own areas,
+    // by CPU, by the whole mm_cid) are left to the caller's slow path
+    // ([`pop_checked`]). Inlined here, their sequences' tails were merged with the
+    // glibc path's, which then ended in a taken jump to a shared `ret` (`malloc`;
+    // BENCHMARKS.md, "in-sequence index"; and again with the library's own path
+    // alone, branch `libown`).
+    let off = fast_cid();
+    if off > 0 {
         // SAFETY: as in `set_up`; forwarded contract.
         return unsafe { pop_in::<H, _>(BY_CID, Unchecked(AreaOffset::from_bytes(off)), hdr) };
     }
     Outcome::Miss
 }
 
-/// [`pop_at_offset`]'s missing words: by CPU, and library-owned by mm_cid, the area
-/// at one offset and checked before the sequence. For `malloc`'s slow path, where
-/// those modes then start (see [`pop_at_offset`]).
+/// [`pop_at_offset`]'s missing words: the library's own areas by mm_cid's low byte
+/// (a negative `fast_cid`, first), by CPU, and by the whole mm_cid, the area at one
+/// offset and checked before the sequence. For `malloc`'s slow path, where those
+/// modes then start (see [`pop_at_offset`]).
 ///
 /// # Safety
 /// `hdr` is [`header_offset`] of a class.
 #[inline(always)]
 pub unsafe fn pop_checked<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
+    let off = fast_cid();
+    if off < 0 {
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe { pop_in::<H, _>(BY_CID, CheckedLow(AreaOffset::from_bytes(off)), || hdr) };
+    }
+    // The other modes after the library's own (see `set_up`).
+    core::hint::cold_path();
     let off = checked_cpu();
     if off != 0 {
         // SAFETY: as in `set_up`; forwarded contract.
@@ -649,12 +703,13 @@ fn region() -> *mut u8 {
 /// `base` is the region ([`region`], set up) and `hdr` [`header_offset`] of a class;
 /// `area` is this thread's. Every index the field can hold has a slot in the region:
 /// `cpu_id` and `mm_cid` stay below `possible_cpus()` (the kernel's `nr_cpu_ids`),
-/// and the region maps at least that many slots (`init`); with `LOW_BYTE` (glibc's
-/// registration by mm_cid, [`Unchecked`]), `possible_cpus()` is at most
-/// [`CID_SLOTS`] (256: `init` publishes `unchecked_cid` only then), so the low byte
-/// is the whole index. Each slot's headers are written only by sequences for its
-/// index (or by a thread that stopped and fenced it); the slots past the possible
-/// CPUs, never reached, are zero (count and capacity 0: every op misses).
+/// and the region maps at least that many slots (`init`); with `LOW_BYTE` (by mm_cid
+/// at one offset, [`Unchecked`] or [`CheckedLow`]), `possible_cpus()` is at most
+/// [`CID_SLOTS`] (256: `init` publishes `fast_cid` only then, see [`field_for`]), so
+/// the low byte is the whole index. Each slot's headers are written only by
+/// sequences for its index (or by a thread that stopped and fenced it); the slots
+/// past the possible CPUs, never reached, are zero (count and capacity 0: every op
+/// misses).
 #[inline(always)]
 unsafe fn pop_indexed<I: Index, H: Hooks, const LOW_BYTE: bool>(
     area: ThreadArea,
@@ -688,9 +743,9 @@ unsafe fn push_indexed<I: Index, H: Hooks, const LOW_BYTE: bool>(
 trait FindArea: Copy {
     /// Whether the caches are known to be set up when this finder exists.
     const SET_UP: bool;
-    /// Whether the sequence by mm_cid reads the low byte of `mm_cid` ([`Unchecked`]:
-    /// glibc's registration, at most [`CID_SLOTS`] possible CPUs) rather than the
-    /// whole field.
+    /// Whether the sequence by mm_cid reads the low byte of `mm_cid` ([`Unchecked`],
+    /// [`CheckedLow`]: at most [`CID_SLOTS`] possible CPUs) rather than the whole
+    /// field.
     const LOW_BYTE_CID: bool = false;
     /// The area, if this thread is registered (for [`Unchecked`]: the area, which
     /// may be unregistered; only for the mm_cid index).
@@ -714,9 +769,9 @@ impl FindArea for Checked {
 /// without the registration check (`AreaOffset::current_unchecked`): the op's own
 /// check inside the sequence aborts on an unregistered area, and the retries after
 /// an abort ([`alloc_after_abort`], [`dealloc_after_abort`]) go through [`pop`] and
-/// [`push`], which use [`Checked`] and so send such a thread to the slow path. Only
-/// where glibc owns registrations (`init` publishes `unchecked_cid` only then; see
-/// `AreaOffset::current_unchecked`).
+/// [`push`], which check it before the sequence ([`CheckedLow`]) and so send such a
+/// thread to the slow path. Only where glibc owns registrations (`init` publishes a
+/// positive `fast_cid` only then; see `AreaOffset::current_unchecked`).
 #[derive(Clone, Copy)]
 struct Unchecked(AreaOffset);
 
@@ -731,8 +786,55 @@ impl FindArea for Unchecked {
         Some(unsafe { self.0.current_unchecked() })
     }
 }
-// The low byte of `mm_cid` is the whole index (`Unchecked`).
+// The low byte of `mm_cid` is the whole index (`Unchecked`, `CheckedLow`).
 const _: () = assert!(CID_SLOTS == 256);
+
+/// [`Checked`] by mm_cid's low byte: the same op as [`Unchecked`]'s (the index read
+/// inside the sequence, its registration check after the descriptor store), after
+/// the registration check before it. Where the library owns registration (a
+/// negative `fast_cid`), the first attempt takes this: the check before the
+/// sequence keeps a thread that is not registered out of it, and so out of the
+/// window where a signal handler registering it would clear `rseq_cs` under a
+/// sequence that then passes its own check (see [`field_for`]); the check inside
+/// still catches a handler that unregisters it between the two
+/// (`disable_current_thread`: the kernel then resets `cpu_id`). Also the retries'
+/// finder in both modes ([`pop`], [`push`]).
+#[derive(Clone, Copy)]
+struct CheckedLow(AreaOffset);
+
+impl FindArea for CheckedLow {
+    const SET_UP: bool = true;
+    const LOW_BYTE_CID: bool = true;
+    #[inline(always)]
+    fn area(self) -> Option<ThreadArea> {
+        self.0.current_if_registered()
+    }
+}
+
+/// The first attempt's finder by mm_cid's low byte (a non-zero `fast_cid`):
+/// [`Unchecked`] where the offset is positive (glibc's), [`CheckedLow`] where it is
+/// negative (the library's own). One copy of the sequence for both: glibc's path
+/// runs straight through to its `ret`; the library's check is laid out of line
+/// (`cold_path`) and jumps back to the sequence. (Two copies, one per mode, had
+/// their returns merged by the compiler: one of the modes then reached its `ret`
+/// by a taken jump, and on this machine each taken jump on the path showed:
+/// BENCHMARKS.md, branch `libown`.)
+#[derive(Clone, Copy)]
+struct Low(AreaOffset);
+
+impl FindArea for Low {
+    const SET_UP: bool = true;
+    const LOW_BYTE_CID: bool = true;
+    #[inline(always)]
+    fn area(self) -> Option<ThreadArea> {
+        if self.0.bytes() > 0 {
+            Unchecked(self.0).area()
+        } else {
+            core::hint::cold_path();
+            CheckedLow(self.0).area()
+        }
+    }
+}
 
 /// See [`FindArea`].
 #[derive(Clone, Copy)]
@@ -770,18 +872,24 @@ pub fn alloc_after_abort<H: Hooks>(c: usize) -> *mut u8 {
 /// `1 <= c <= CLASSES`.
 #[inline(always)]
 pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
+    // SAFETY: `c` is a class (caller).
+    let hdr = || unsafe { header_offset(c) };
     match set_up() {
         // SAFETY: forwarded contract.
-        Ok((w, off, _)) => unsafe { push_in::<H, _>(w, off, || header_offset(c), obj) },
+        SetUp::Low(off) => unsafe { push_in::<H, _>(BY_CID, CheckedLow(off), hdr, obj) },
         // SAFETY: forwarded contract.
-        Err(w) => unsafe { push_tls::<H>(w, c, obj) },
+        SetUp::Cpu(off) => unsafe { push_in::<H, _>(0, Checked(off), hdr, obj) },
+        // SAFETY: forwarded contract.
+        SetUp::Cid(off) => unsafe { push_in::<H, _>(BY_CID, Checked(off), hdr, obj) },
+        // SAFETY: forwarded contract.
+        SetUp::Tls(w) => unsafe { push_tls::<H>(w, c, obj) },
     }
 }
 
-/// [`push`] where glibc owns registration and the caches are indexed by mm_cid (see
-/// [`pop_at_offset`]), of an object whose class `find()` tells, called on that path
-/// only: the header offset of its class, or `None` for a miss (not an object of the
-/// caches). The C `free` looks the pointer up there, so that in the other modes
+/// [`push`] where glibc owns registration and the caches are by mm_cid's low byte
+/// (see [`pop_at_offset`]), of an object whose class `find()` tells, called on that
+/// path only: the header offset of its class, or `None` for a miss (not an object of
+/// the caches). The C `free` looks the pointer up there, so that in the other modes
 /// its slow path is the only one to ([`push_checked`] first).
 ///
 /// # Safety
@@ -792,8 +900,8 @@ pub unsafe fn push_at_offset<H: Hooks>(
     find: impl FnOnce() -> Option<usize>,
     obj: *mut u8,
 ) -> Outcome<()> {
-    let off = unchecked_cid();
-    if off != 0 {
+    let off = fast_cid();
+    if off > 0 {
         let Some(hdr) = find() else {
             return Outcome::Miss;
         };
@@ -805,9 +913,10 @@ pub unsafe fn push_at_offset<H: Hooks>(
     Outcome::Miss
 }
 
-/// [`push_at_offset`]'s missing words (by CPU, library-owned by mm_cid: the area at
-/// one offset, checked before the sequence), for `free`'s slow path, where those
-/// modes then start (see [`pop_at_offset`]).
+/// [`push_at_offset`]'s missing words (the library's own areas by mm_cid's low byte,
+/// by CPU, by the whole mm_cid: the area at one offset, checked before the
+/// sequence), for `free`'s slow path, where those modes then start (see
+/// [`pop_checked`]).
 ///
 /// # Safety
 /// As for [`push_at_offset`].
@@ -818,6 +927,16 @@ pub unsafe fn push_checked<H: Hooks>(
 ) -> Outcome<()> {
     // As `set_up`, with `find` in each mode's branch: a shared lookup would make
     // the compiler test the mode again after it.
+    let off = fast_cid();
+    if off < 0 {
+        let Some(hdr) = find() else {
+            return Outcome::Miss;
+        };
+        // SAFETY: as in `set_up`; forwarded contract.
+        return unsafe {
+            push_in::<H, _>(BY_CID, CheckedLow(AreaOffset::from_bytes(off)), || hdr, obj)
+        };
+    }
     let off = checked_cpu();
     if off != 0 {
         let Some(hdr) = find() else {
@@ -1152,26 +1271,51 @@ fn init() {
     let w = p as usize | if by_cid { BY_CID } else { 0 };
     FRONT.word.store(w, Ordering::Release);
     if let Some(off) = AreaOffset::get() {
-        // `unchecked_cid` selects `Unchecked`, which enters its sequence on an area it has
-        // not checked is registered. Only where glibc owns registrations: a thread
-        // that is not registered then never becomes so. Where the library registers
-        // (at first use, also from a signal handler), a thread could be registered
-        // by a handler that interrupted such a sequence: the registration clears
-        // `rseq_cs` (the thread being outside the sequence then), and the sequence
-        // would go on without the kernel's protection, its checks passing. So there
-        // the caches by mm_cid take `checked_cid`, whose path checks the registration
-        // before the sequence (as the path by CPU, `checked_cpu`, always does): a thread
-        // registered by then stays so until the sequence ends, a signal inside it
-        // aborting it.
         let owner = restartable::registration::process_owner();
-        let mode = match (by_cid, owner) {
-            // The low byte is the thread's whole `mm_cid` only where every `mm_cid`
-            // is below `CID_SLOTS` (see there).
-            (true, Some(restartable::Owner::Libc)) if slots <= CID_SLOTS => &FRONT.unchecked_cid,
-            (true, _) => &FRONT.checked_cid,
-            (false, _) => &FRONT.checked_cpu,
+        let mode = match field_for(by_cid, owner, slots, off.bytes()) {
+            Field::FastCid => &FRONT.fast_cid,
+            Field::CheckedCid => &FRONT.checked_cid,
+            Field::CheckedCpu => &FRONT.checked_cpu,
         };
         mode.store(off.bytes(), Ordering::Release);
+    }
+}
+
+/// The field of [`Front`] that `init` stores the areas' offset in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    FastCid,
+    CheckedCpu,
+    CheckedCid,
+}
+
+/// Which field `init` publishes the areas' offset `off` in ([`AreaOffset::bytes`]),
+/// for caches by mm_cid (`by_cid`) or by CPU, `slots` of them, registrations owned
+/// by `owner`.
+///
+/// `fast_cid`'s sign tells the fast paths whether they may take the area unchecked
+/// ([`Unchecked`], positive) or check it before the sequence ([`CheckedLow`],
+/// negative). Unchecked only where glibc owns registrations: a thread that is not
+/// registered then never becomes so. Where the library registers (at first use, also
+/// from a signal handler), a thread could be registered by a handler that
+/// interrupted a sequence it entered unregistered: the registration clears
+/// `rseq_cs` (the thread being outside the sequence then), and the sequence would go
+/// on without the kernel's protection, its checks passing. So there the first
+/// attempt checks the registration before the sequence: a thread registered by then
+/// stays so until the sequence ends (a signal inside it aborting it), or is
+/// unregistered by a handler (`disable_current_thread`), which the op's own check
+/// inside the sequence catches. Each owner's offset has its own sign on x86_64
+/// (glibc's area is in its thread descriptor, above the thread pointer; the
+/// library's in static TLS, below it); an offset of the other sign takes the checked
+/// path that reads the whole field (`checked_cid`), as do more than [`CID_SLOTS`]
+/// possible CPUs (the low byte would not be the whole `mm_cid`, see there).
+fn field_for(by_cid: bool, owner: Option<restartable::Owner>, slots: usize, off: isize) -> Field {
+    use restartable::Owner;
+    match (by_cid, owner) {
+        (true, Some(Owner::Libc)) if slots <= CID_SLOTS && off > 0 => Field::FastCid,
+        (true, Some(Owner::Library)) if slots <= CID_SLOTS && off < 0 => Field::FastCid,
+        (true, _) => Field::CheckedCid,
+        (false, _) => Field::CheckedCpu,
     }
 }
 
@@ -1183,6 +1327,41 @@ fn index_by_cpu_requested() -> bool {
     unsafe {
         let v = libc::getenv(c"RESTARTABLE_ALLOC_INDEX".as_ptr());
         !v.is_null() && core::ffi::CStr::from_ptr(v).to_bytes() == b"cpu"
+    }
+}
+
+/// The first attempt the inlined fast paths take, as `init` set it up (see
+/// [`fast_path`]; for tests).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastPath {
+    /// No caches (not set up yet, or rseq unavailable).
+    NoCaches,
+    /// glibc's areas at one offset, by mm_cid's low byte, the area taken unchecked
+    /// (a positive `fast_cid`).
+    LibcUnchecked,
+    /// The library's own areas at one offset, by mm_cid's low byte, the area checked
+    /// before the sequence (a negative `fast_cid`).
+    OwnChecked,
+    /// The areas at one offset, by CPU, checked before the sequence.
+    ByCpu,
+    /// The areas at one offset, by the whole mm_cid, checked before the sequence.
+    ByWholeCid,
+    /// The library's thread-local area (no process-wide offset).
+    ThreadLocal,
+}
+
+/// Which first attempt the fast paths take (for tests: each registration mode's
+/// path, checked from outside).
+#[doc(hidden)]
+pub fn fast_path() -> FastPath {
+    match set_up() {
+        SetUp::Low(off) if off.bytes() > 0 => FastPath::LibcUnchecked,
+        SetUp::Low(_) => FastPath::OwnChecked,
+        SetUp::Cpu(_) => FastPath::ByCpu,
+        SetUp::Cid(_) => FastPath::ByWholeCid,
+        SetUp::Tls(0) => FastPath::NoCaches,
+        SetUp::Tls(_) => FastPath::ThreadLocal,
     }
 }
 
@@ -1665,4 +1844,43 @@ pub fn drain_all() -> Result<usize, DrainError> {
         return Err(DrainError::Busy);
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use restartable::Owner;
+
+    /// A positive `fast_cid` (the area taken unchecked) only where glibc owns
+    /// registrations; the library's own areas take it negative (checked before the
+    /// sequence); every offset of the other sign, or more than `CID_SLOTS` slots,
+    /// the whole field, checked.
+    #[test]
+    fn fast_cid_is_positive_only_for_glibc_and_negative_only_for_the_library() {
+        let libc = Some(Owner::Libc);
+        let own = Some(Owner::Library);
+        assert_eq!(field_for(true, libc, 2, 2336), Field::FastCid);
+        assert_eq!(field_for(true, own, 2, -4096), Field::FastCid);
+        // An offset of the other sign than its owner's would read as the other's.
+        assert_eq!(field_for(true, libc, 2, -2336), Field::CheckedCid);
+        assert_eq!(field_for(true, own, 2, 4096), Field::CheckedCid);
+        assert_eq!(field_for(true, None, 2, 2336), Field::CheckedCid);
+        assert_eq!(field_for(true, None, 2, -2336), Field::CheckedCid);
+        // The low byte is the whole mm_cid up to `CID_SLOTS` slots only.
+        assert_eq!(field_for(true, libc, CID_SLOTS, 2336), Field::FastCid);
+        assert_eq!(field_for(true, own, CID_SLOTS, -4096), Field::FastCid);
+        assert_eq!(
+            field_for(true, libc, 2 * CID_SLOTS, 2336),
+            Field::CheckedCid
+        );
+        assert_eq!(
+            field_for(true, own, 2 * CID_SLOTS, -4096),
+            Field::CheckedCid
+        );
+        for owner in [libc, own, None] {
+            for off in [2336, -4096] {
+                assert_eq!(field_for(false, owner, 2, off), Field::CheckedCpu);
+            }
+        }
+    }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::child::{enosys_filter, in_child, role, rss, Spec, BY_CPU, LIBRARY_OWNED};
 use restartable::registration::{Owner, Reason, Registration};
+use restartable_alloc::front::FastPath;
 use restartable_alloc::PerCpuAlloc;
 
 #[global_allocator]
@@ -130,6 +131,14 @@ fn library_owned_registration_reenters_safely() {
                 );
                 workload(12, Duration::from_secs(2));
                 assert!(restartable_alloc::stats().caches_by_mm_cid.is_some());
+                // The areas at one offset: the library's own fast path (checked before
+                // the sequence, by mm_cid here); else the thread-local one.
+                let path = restartable_alloc::front::fast_path();
+                assert_eq!(path, common::expected_fast_path());
+                assert_ne!(path, FastPath::LibcUnchecked);
+                if !offset {
+                    assert_eq!(path, FastPath::ThreadLocal);
+                }
             },
         );
     }

@@ -33,6 +33,11 @@ fn the_global_allocator_is_ours() {
         // By mm_cid where the kernel has it, unless the environment asks for CPUs.
         let by_cpu = std::env::var("RESTARTABLE_ALLOC_INDEX").as_deref() == Ok("cpu");
         assert_eq!(st.caches_by_mm_cid, Some(s.mm_cid && !by_cpu));
+        // The first attempt's path: unchecked under glibc's registration only.
+        assert_eq!(
+            restartable_alloc::front::fast_path(),
+            common::expected_fast_path()
+        );
     }
     drop(small);
 }

@@ -399,6 +399,12 @@ fn a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected() {
                 restartable::registration::AreaOffset::get().is_some(),
                 "an executable: the library's areas at one offset"
             );
+            // The path under test: the library's own areas, checked before the
+            // sequence (the same op as glibc's unchecked one).
+            assert_eq!(
+                restartable_alloc::front::fast_path(),
+                restartable_alloc::front::FastPath::OwnChecked
+            );
             SECTIONS.set(critical_sections()).unwrap();
             assert!(
                 SECTIONS.get().unwrap().len() > 10,

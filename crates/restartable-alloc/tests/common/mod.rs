@@ -226,3 +226,29 @@ pub fn stress(threads: usize, duration: Duration, mut between: impl FnMut()) -> 
 pub fn nproc() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
+
+/// The fast path the front-end must have chosen in this process (once the caches are
+/// set up and this thread registered): from who owns registration, whether the areas
+/// are at one offset, and the caches' index. glibc's areas are the only ones taken
+/// unchecked; the library's own are checked before the sequence.
+pub fn expected_fast_path() -> restartable_alloc::front::FastPath {
+    use restartable::Owner;
+    use restartable_alloc::front::{self, FastPath};
+    let Some((slots, by_cid)) = front::mode() else {
+        return FastPath::NoCaches;
+    };
+    let Some(off) = restartable::registration::AreaOffset::get() else {
+        return FastPath::ThreadLocal;
+    };
+    if !by_cid {
+        return FastPath::ByCpu;
+    }
+    // glibc's area above the thread pointer, the library's own below it (x86_64):
+    // an offset of the other sign, or more than 256 slots, reads the whole field.
+    match (restartable::registration::process_owner(), off.bytes()) {
+        _ if slots > 256 => FastPath::ByWholeCid,
+        (Some(Owner::Libc), o) if o > 0 => FastPath::LibcUnchecked,
+        (Some(Owner::Library), o) if o < 0 => FastPath::OwnChecked,
+        _ => FastPath::ByWholeCid,
+    }
+}
