@@ -7,9 +7,13 @@
 //!   `(2^e, 2^(e + 1)]` up to [`MAX_SMALL`] is split in four steps of `2^e / 4`, so
 //!   rounding a request up wastes at most 25% of it (12.5% on average, as tcmalloc
 //!   aims for), and from 1 KiB to 16 KiB ([`FINE_FROM`] to [`FINE_TO`]) in eight
-//!   steps of `2^e / 8`: at most 12.5%. Objects of a page plus a header (a database's
-//!   page cache: sqlite allocates 4,368 bytes per 4 KiB page) land in 4,608, not
-//!   5,120.
+//!   steps of `2^e / 8`: at most 12.5%, with one exception: the first class above
+//!   4 KiB is [`PAGE_PLUS_HEADER`] (4,480), not 4,608, so sizes from 4,481 to 4,608
+//!   round to 5,120 (at most 14.3%). Objects of a page plus a header (a database's
+//!   page cache: sqlite allocates 4,368 bytes per 4 KiB page, and 4,104 for other
+//!   page buffers) land in 4,480, and the same field of consecutive objects falls in
+//!   14 cache-set groups of the 64 (the 4,608 class's 512-byte step modulo 4 KiB
+//!   gave only 8; see [`PAGE_PLUS_HEADER`]).
 //! - Every power of two from 16 to `MAX_SMALL` is a class. Spans start on a page
 //!   boundary and objects sit at `span start + first_offset + i * size`
 //!   ([`first_offset`]: 0 for powers of two and classes up to 1 KiB), so an object
@@ -88,13 +92,26 @@ const SIZES: [u32; CLASSES + 1] = {
         }
         e += 1;
     }
+    // The first class above 4 KiB (`2^12`): see `PAGE_PLUS_HEADER`.
+    t[FIRST[12] + 1] = PAGE_PLUS_HEADER as u32;
     t
 };
 
+/// The first class above 4 KiB: a page plus up to 384 bytes of header. Sized by
+/// measurement (BENCHMARKS.md, "sqlite3, the rest of the gap"): sqlite keeps its page
+/// cache in 4,368-byte blocks and reads a page's header, cell-pointer array and
+/// `MemPage` on every B-tree step; with 4,608-byte objects (`4096 + 512`, a span's
+/// objects at 8 positions modulo 4 KiB) those fields of all pages fall in 8 of the
+/// L1's 64 set groups, with 4,480 (`4096 + 384`, period 32) in 14 per span (every
+/// object of a 64 KiB span at its own position), and sqlite3's workload ran 2-3%
+/// faster in rotating rounds. A 64 KiB span holds 14 objects of either size.
+pub const PAGE_PLUS_HEADER: usize = 4480;
+
 const _: () = assert!(size(CLASSES) == MAX_SMALL);
 const _: () = assert!(size(8) == 128 && size(9) == 160);
-const _: () =
-    assert!(class_of_size(4096) + 1 == class_of_size(4097) && size(class_of_size(4097)) == 4608);
+const _: () = assert!(
+    class_of_size(4096) + 1 == class_of_size(4097) && size(class_of_size(4097)) == PAGE_PLUS_HEADER
+);
 
 /// The size of objects of class `c` (`1..=CLASSES`).
 #[inline]
@@ -115,7 +132,14 @@ pub const fn class_of_size(n: usize) -> usize {
         // 2^e < n <= 2^(e+1)
         let e = (usize::BITS - 1 - (n - 1).leading_zeros()) as usize;
         let step = (n - (1 << e)).div_ceil((1 << e) / steps(e));
-        FIRST[e] + step
+        let c = FIRST[e] + step;
+        // The step's class, or the next one where a class is smaller than its step
+        // (`PAGE_PLUS_HEADER`, below 4,608).
+        if (SIZES[c] as usize) < n {
+            c + 1
+        } else {
+            c
+        }
     }
 }
 
@@ -227,7 +251,7 @@ fn class_for_aligned(n: usize, align: usize) -> usize {
 /// sizes above 1 KiB are multiples of 128), not to the whole power of two.
 ///
 /// Why: with objects at `i * size` from a page-aligned span, a class whose size is a
-/// multiple of 512 (4,608, 5,120, ...) puts every eighth object (every fourth, every
+/// multiple of 512 (5,632, 5,120, ...) puts every eighth object (every fourth, every
 /// one for larger classes) on a 4 KiB boundary. Programs that keep a small header
 /// before a page-sized buffer (sqlite's allocator prepends its 8-byte size to
 /// every block, so its page cache's pages sit 8 bytes into 4,368-byte objects) then
@@ -480,8 +504,33 @@ mod tests {
                 }
             }
         }
-        assert_eq!(first_offset(class_of_size(4368)), 256);
+        assert_eq!(first_offset(class_of_size(4368)), 64);
         assert_eq!(first_offset(class_of_size(4096)), 0);
+    }
+
+    /// A page plus a header of up to 384 bytes (sqlite's 4,104- and 4,368-byte page
+    /// buffers) rounds to [`PAGE_PLUS_HEADER`], the next byte to 5,120; every object
+    /// of that class's span starts at its own position modulo 4 KiB (4,608-byte
+    /// objects would share 8), and at most 14.3% of a request above 4 KiB is waste.
+    #[test]
+    fn a_page_plus_a_header_rounds_to_its_own_class() {
+        for n in [4097, 4104, 4368, 4480] {
+            assert_eq!(size(class_of_size(n)), PAGE_PLUS_HEADER, "{n}");
+        }
+        assert_eq!(size(class_of_size(4481)), 5120);
+        assert_eq!(size(class_of_size(4608)), 5120);
+        let c = class_of_size(4368);
+        let n = objects_per_span(c);
+        let mut at: Vec<usize> = (0..n)
+            .map(|i| (first_offset(c) + i * size(c)) % OS_PAGE)
+            .collect();
+        at.sort_unstable();
+        at.dedup();
+        assert_eq!((n, at.len()), (14, 14), "positions modulo 4 KiB: {at:?}");
+        for n in 4097..=16 * 1024 {
+            let s = size(class_of_size(n));
+            assert!((s - n) * 7 <= n, "{n} -> {s}");
+        }
     }
 
     #[test]

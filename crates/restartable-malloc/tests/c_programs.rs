@@ -160,7 +160,7 @@ fn pointers_in_a_spans_head_and_tail_abort_with_a_message() {
     let (sz, first, n) = (size(c), first_offset(c), objects_per_span(c));
     let bytes = span_pages(c) * PAGE_SIZE;
     // What the program relies on to find a span's first object and a tail.
-    assert!(first > 64 && bytes - first - n * sz >= 16, "class {c}");
+    assert!(first >= 64 && bytes - first - n * sz >= 16, "class {c}");
     assert!(
         (1..n).all(|i| !(i * sz).is_multiple_of(PAGE_SIZE)),
         "class {c}: another object of a span starts {first} bytes past a page"

@@ -40,7 +40,7 @@ int main(int argc, char **argv) {
         char *p = first_of_a_span(size, first, align), *start = p - first;
         char *tail = p + n * size;
         if (!strcmp(c, "span-start")) free(start);
-        else if (!strcmp(c, "span-head")) free(p - 64);
+        else if (!strcmp(c, "span-head")) free(start + 16);
         else if (!strcmp(c, "span-head-last")) free(p - 1);
         else if (!strcmp(c, "span-tail")) free(tail);
         else if (!strcmp(c, "span-tail-last")) free(start + bytes - 16);
