@@ -144,19 +144,6 @@ fn library_owned_registration_reenters_safely() {
     }
 }
 
-/// Sets `RLIMIT_AS` to the current address space plus `extra` bytes.
-fn limit_address_space(extra: usize) {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let size: usize = statm.split_whitespace().next().unwrap().parse().unwrap();
-    let lim = (size * 4096 + extra) as libc::rlim_t;
-    let r = libc::rlimit {
-        rlim_cur: lim,
-        rlim_max: lim,
-    };
-    // SAFETY: (test) a valid rlimit.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &r) }, 0);
-}
-
 #[test]
 fn address_space_limit_gives_null() {
     in_child(
@@ -166,7 +153,7 @@ fn address_space_limit_gives_null() {
         || {
             // Set up caches and threads' state before limiting.
             drop(std::hint::black_box(vec![0u8; 100]));
-            limit_address_space(256 * MIB);
+            common::limit_address_space(256 * MIB);
             // Large objects first (small objects' address space serving large ones
             // after them is `tests/oom.rs`).
             for (size, align) in [(3 * MIB, 8), (100, 1 << 16), (48 * 1024, 8), (4000, 64)] {

@@ -19,19 +19,6 @@ static A: PerCpuAlloc = PerCpuAlloc::new();
 
 const MIB: usize = 1 << 20;
 
-/// Sets `RLIMIT_AS` to the current address space plus `extra` bytes.
-fn limit_address_space(extra: usize) {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let size: usize = statm.split_whitespace().next().unwrap().parse().unwrap();
-    let lim = (size * 4096 + extra) as libc::rlim_t;
-    let r = libc::rlimit {
-        rlim_cur: lim,
-        rlim_max: lim,
-    };
-    // SAFETY: (test) a valid rlimit.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &r) }, 0);
-}
-
 /// Allocates objects of `l` until the allocator says null (at most `max`), writing
 /// their first byte; returns them.
 fn fill(l: Layout, max: usize) -> Vec<usize> {
@@ -70,7 +57,7 @@ fn freed_small_objects_address_space_serves_large_objects() {
         || {
             // Set up caches and threads' state before limiting.
             drop(std::hint::black_box(vec![0u8; 100]));
-            limit_address_space(256 * MIB);
+            common::limit_address_space(256 * MIB);
             let small = Layout::from_size_align(1000, 8).unwrap();
             let other = Layout::from_size_align(40_000, 8).unwrap();
             let large = Layout::from_size_align(3 * MIB, 8).unwrap();

@@ -252,3 +252,16 @@ pub fn expected_fast_path() -> restartable_alloc::front::FastPath {
         _ => FastPath::ByWholeCid,
     }
 }
+
+/// Sets `RLIMIT_AS` to the current address space plus `extra` bytes.
+pub fn limit_address_space(extra: usize) {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let size: usize = statm.split_whitespace().next().unwrap().parse().unwrap();
+    let lim = (size * 4096 + extra) as libc::rlim_t;
+    let r = libc::rlimit {
+        rlim_cur: lim,
+        rlim_max: lim,
+    };
+    // SAFETY: (test) a valid rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &r) }, 0);
+}
