@@ -13,7 +13,7 @@
 //!
 //! # Layers
 //! Read in this order; each module opens with its invariants.
-//! - [`size_class`]: the 52 sizes small objects (up to 256 KiB) are rounded to.
+//! - [`size_class`]: the 68 sizes small objects (up to 256 KiB) are rounded to.
 //! - [`front`]: per-CPU caches (one array of free objects per size class per CPU, or
 //!   per mm_cid), popped and pushed by restartable sequences from the `restartable`
 //!   crate's op layer (its slab ops). No lock, no atomic read-modify-write, no

@@ -12,7 +12,10 @@
 //! - [`abi`]: the kernel's `struct rseq` / `struct rseq_cs` and constants.
 //! - [`registration`]: each thread's area, reused from glibc (2.35+) where glibc
 //!   registered one, registered by the library otherwise, or unavailable with a reason.
-//! - [`current_cpu`], [`current_mm_cid`], [`current_numa_node`]: one load each.
+//! - [`current_cpu`], [`current_mm_cid`], [`current_numa_node`]: read from the
+//!   thread's rseq area, found at a fixed offset from the thread pointer where it is
+//!   at one (glibc's `__rseq_offset`; see [`registration::AreaOffset`]), with no
+//!   system call.
 //! - [`possible_cpus`] sizes per-CPU arrays; [`allowed_cpus`] lists the CPUs this thread
 //!   may run on (past glibc's 1,024-CPU `cpu_set_t`).
 //! - [`fence_cpu`] / [`fence_all`]: membarrier rseq fences for cross-CPU work.

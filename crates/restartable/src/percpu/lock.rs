@@ -1,6 +1,6 @@
 //! [`PerCpuLock`]: one mutex-protected value per CPU; locking the current CPU's
-//! instance is one restartable sequence (compare 0, store 1), unlocking a release
-//! store.
+//! instance is one restartable sequence (compare with 2, "unlocked and created";
+//! store 1, "locked"), unlocking a release store.
 
 use core::cell::UnsafeCell;
 use core::fmt;

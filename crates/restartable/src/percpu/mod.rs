@@ -3,7 +3,7 @@
 //! | container | per-CPU operation | sequence |
 //! |-----------|-------------------|----------|
 //! | [`PerCpuCounter`] | `add` | [`load_add_store`](crate::arch::load_add_store) |
-//! | [`PerCpuLock`] | `lock` (0 -> 1) | [`load_cbne_store`](crate::arch::load_cbne_store) |
+//! | [`PerCpuLock`] | `lock` (2 -> 1: unlocked and created -> locked) | [`load_cbne_store`](crate::arch::load_cbne_store) |
 //! | [`PerCpuStack`] | `push` / `pop` | the guarded list push and pop of [`load_cbne_load_cbne_store`](crate::arch::load_cbne_load_cbne_store) / [`load_cbne_load_cbeq_store_add_load_store`](crate::arch::load_cbne_load_cbeq_store_add_load_store), as slot ops (below) |
 //! | [`PerCpuBuffer`] | `push` / `pop` | the offset compare and word copy of [`load_cbne_memcpy_store`](crate::arch::load_cbne_memcpy_store), as slot ops (a word copied through a register) |
 //! | [`PerCpuMemcpyBuffer`] | `push` / `pop` | [`load_cbne_memcpy_store`](crate::arch::load_cbne_memcpy_store) |
