@@ -28,7 +28,11 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use clap::builder::{PossibleValuesParser, RangedU64ValueParser};
 use clap::Parser;
+
+/// The workloads `--workload` accepts.
+const WORKLOADS: [&str; 6] = ["churn", "churn64", "remote", "larson", "threads", "rss"];
 
 #[path = "../../restartable/tests/support/seccomp.rs"]
 mod seccomp;
@@ -73,19 +77,20 @@ macro_rules! with_alloc {
 #[command(about = "PerCpuAlloc against System, mimalloc, jemalloc and snmalloc, in one run")]
 struct Args {
     /// Runs per figure (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     runs: usize,
     /// Duration of one run, in milliseconds.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     duration_ms: u64,
     /// Thread counts (default: 1, nproc, 4 x nproc).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]
     threads: Vec<usize>,
-    /// Workloads: churn, remote, larson, threads, rss.
+    /// Workloads (churn64, a diagnostic, is not in the default list).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "churn,remote,larson,threads,rss"
+        default_value = "churn,remote,larson,threads,rss",
+        value_parser = PossibleValuesParser::new(WORKLOADS)
     )]
     workload: Vec<String>,
     /// Also run the whole table again with glibc's rseq registration off
@@ -104,7 +109,7 @@ struct Args {
     no_rseq: bool,
     /// Only these allocators (for profiling one of them with `perf`); the ratio
     /// column needs PerCpuAlloc and at least one other.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = PossibleValuesParser::new(ALLOCATORS))]
     only: Vec<String>,
     /// Internal: measure peak RSS of one allocator in this process.
     #[arg(long, hide = true)]
@@ -524,10 +529,7 @@ fn main() {
                         "larson" => larson(a, t, d),
                         "threads" => thread_churn(a, t, d),
                         "rss" => rss_of(name, t, 2 * d),
-                        other => {
-                            eprintln!("unknown workload {other}");
-                            std::process::exit(2);
-                        }
+                        other => unreachable!("clap accepts only {WORKLOADS:?}, not {other}"),
                     });
                     runs[i].push(v);
                 }
