@@ -609,6 +609,93 @@ fn buffer_steal_never_lets_a_sequence_in_flight_commit_after_it() {
     }
 }
 
+/// Two `sum_and_reset` callers at once: each add is returned by one of them only.
+/// Without turns both read the same slots, both returned that sum, and the counter was
+/// left at minus it. Each round one add is made, then the two callers, released
+/// together by a spinning barrier, reset, with a delay (point 8) between their reads
+/// and their subtraction that makes them overlap: between them they must return
+/// exactly 1. Without the turns this failed in 5 runs of 5, by round 48.
+#[test]
+fn concurrent_sum_and_reset_return_each_add_once() {
+    check_environment();
+    let _h = hook_settings();
+    hooks::set_loops(8, 1_000_000);
+    let c = PerCpuCounter::<TestHooks>::with_hooks(IndexBy::Cpu);
+    let rounds = 200;
+    let arrived = AtomicUsize::new(0);
+    let meet = |r: usize| {
+        arrived.fetch_add(1, Ordering::AcqRel);
+        let mut spins = 0u32;
+        while arrived.load(Ordering::Acquire) < 2 * (r + 1) {
+            // Spin so that the two resets start together; yield now and then in
+            // case the other caller waits for a CPU (a loaded machine).
+            spins += 1;
+            if spins.is_multiple_of(8192) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    };
+    let per_round: Vec<Vec<i64>> = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..2)
+            .map(|t| {
+                let (c, meet) = (&c, &meet);
+                s.spawn(move || {
+                    (0..rounds)
+                        .map(|r| {
+                            if t == 0 {
+                                c.add(1);
+                            }
+                            // After the add (its caller arrives only once it is made).
+                            meet(2 * r);
+                            let n = c.sum_and_reset();
+                            // Both reset before the next round's add.
+                            meet(2 * r + 1);
+                            n
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        callers.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (r, (&a, &b)) in per_round[0].iter().zip(&per_round[1]).enumerate() {
+        assert!(
+            a + b == 1 && a >= 0 && b >= 0,
+            "round {r}: the resets returned {a} and {b}"
+        );
+    }
+    assert_eq!(c.sum(), 0);
+}
+
+/// `steal` allocates the room a slot's values need before it stops the slot; it once
+/// reserved the whole capacity on every call, so that stealing from an empty slot of a
+/// `PerCpuBuffer<T, 65536>` allocated 65,536 values' worth.
+#[test]
+fn stealing_from_an_empty_slot_reserves_nothing() {
+    check_environment();
+    if !restartable::fences_supported() {
+        eprintln!("notice: membarrier rseq fences unsupported; steal test skipped");
+        return;
+    }
+    let buf: PerCpuBuffer<u64, 65536> = PerCpuBuffer::new();
+    let got = buf
+        .steal(0)
+        .expect("membarrier rseq fences are supported here");
+    assert!(got.is_empty());
+    assert!(got.capacity() < 64, "reserved {} values", got.capacity());
+    // A slot with values: room for them, not for the capacity.
+    for v in 0..10 {
+        buf.push(v).expect("room");
+    }
+    let mut all = buf
+        .steal_all()
+        .expect("membarrier rseq fences are supported here");
+    all.sort_unstable();
+    assert_eq!(all, (0..10).collect::<Vec<u64>>());
+}
+
 /// The thief of the steal tests: steals slot after slot (every 8th round, all of
 /// them) until `done`, flagging `enough` once `target` steals took something.
 fn steal_until<F: FnMut(usize) -> Vec<u64>>(

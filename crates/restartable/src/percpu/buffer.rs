@@ -470,9 +470,13 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
         let _thief = self.steal_lock.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: `cpu` is below the slot count of set-up storage.
         let slot = unsafe { &*self.slots.slot_ptr(cpu) };
-        // Allocated before the slot stops: nothing can fail while it is stopped.
-        let mut out = Vec::with_capacity(CAP);
+        let mut out = Vec::new();
+        // The room the values need, allocated before the slot stops (nothing may fail
+        // while it is stopped): what it holds now, or more if it grew since.
+        let mut need = 0;
         loop {
+            need = need.max((slot.offset.load(Ordering::Relaxed).max(0) as usize).min(CAP));
+            out.reserve(need);
             // Thieves are serialised and reopen what they stop: `was` is a count.
             let was = slot.offset.swap(STOPPED, Ordering::SeqCst);
             if let Err(e) = fence_slot(self.index, cpu) {
@@ -490,6 +494,13 @@ impl<T, const CAP: usize, H: Hooks> PerCpuBuffer<T, CAP, H> {
             // No sequence on this slot can commit now (in flight: restarted by the
             // fence; new: its compare sees the mark): the first `was` items are ours.
             let n = (was.max(0) as usize).min(CAP);
+            if n > out.capacity() {
+                // Pushed between the estimate and the stop: reopen the slot as it was
+                // (nothing in flight can commit after the fence) and make room first.
+                slot.offset.store(was, Ordering::Release);
+                need = n;
+                continue;
+            }
             for i in 0..n {
                 // SAFETY: items below the offset are published values, taken once
                 // (the slot reopens empty below).

@@ -4,6 +4,7 @@
 use core::fmt;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
 
 use super::{effective_index, on_current_cpu, Attempt, IndexBy, LazySlots, Seq, Step, Then};
 use crate::arch::{self, Index};
@@ -41,6 +42,8 @@ pub struct PerCpuCounter<H: Hooks = NoHooks> {
     index: IndexBy,
     /// Adds made without a sequence (no rseq, or too many aborts).
     fallback: AtomicI64,
+    /// Serialises [`sum_and_reset`](Self::sum_and_reset) callers.
+    resetting: Mutex<()>,
     _hooks: PhantomData<H>,
 }
 
@@ -62,6 +65,7 @@ impl PerCpuCounter<NoHooks> {
             slots: LazySlots::new(),
             index: IndexBy::Cpu,
             fallback: AtomicI64::new(0),
+            resetting: Mutex::new(()),
             _hooks: PhantomData,
         }
     }
@@ -87,6 +91,7 @@ impl<H: Hooks> PerCpuCounter<H> {
             slots: LazySlots::eager(index),
             index,
             fallback: AtomicI64::new(0),
+            resetting: Mutex::new(()),
             _hooks: PhantomData,
         }
     }
@@ -162,10 +167,14 @@ impl<H: Hooks> PerCpuCounter<H> {
 
     /// Returns the sum and resets the counter to 0, losing nothing: an `add` that
     /// runs concurrently is either in the returned sum or still in the counter.
+    /// Concurrent callers take turns, so each `add` is returned by one of them only.
     ///
     /// The slots are never written from here (that would race their sequences): the
     /// returned amount is subtracted from the shared fallback instead.
     pub fn sum_and_reset(&self) -> i64 {
+        // Two callers reading the same slots would both return their sum and leave
+        // the counter at minus it.
+        let _turn = self.resetting.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = 0i64;
         for s in self.slots.get().into_iter().flatten() {
             total = total.wrapping_add(s.load(Ordering::Relaxed));
@@ -173,6 +182,8 @@ impl<H: Hooks> PerCpuCounter<H> {
         // Read and subtract the fallback's share atomically with the rest.
         let fb = self.fallback.load(Ordering::Relaxed);
         total = total.wrapping_add(fb);
+        // Tests widen the window between the reads and the subtraction here.
+        hooks::inject_c::<H>(8);
         self.fallback.fetch_sub(total, Ordering::Relaxed);
         total
     }
