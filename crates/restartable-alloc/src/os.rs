@@ -8,6 +8,52 @@
 //!   `MADV_DONTNEED`: callers rely on both to hand out zeroed memory without writing.
 
 use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// Counts the calls that gave address space back ([`unmap`], a shrinking [`remap`]):
+/// a thread whose mapping failed and that finds nothing of its own to unmap maps
+/// again if this moved since its attempt (another thread made room meanwhile).
+static UNMAPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of times address space was given back so far (see `UNMAPPED`).
+pub(crate) fn unmapped_generation() -> usize {
+    UNMAPPED.load(Ordering::SeqCst)
+}
+
+fn gave_back_address_space() {
+    UNMAPPED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The test hook run after a mapping failed (see [`set_map_failed_hook`]); null when
+/// none.
+static MAP_FAILED_HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Test instrument: `f` runs each time a mapping of the allocator fails for want of
+/// address space, before the page heap's free runs are unmapped to make room (a test
+/// holds two threads there to force both to fail before either unmaps). `None`
+/// removes it.
+///
+/// # Safety
+/// `f` runs inside the allocator, sometimes with the page heap's lock held: it must
+/// not allocate or call anything that allocates, and must return.
+#[doc(hidden)]
+pub unsafe fn set_map_failed_hook(f: Option<fn()>) {
+    MAP_FAILED_HOOK.store(
+        f.map_or(ptr::null_mut(), |f| f as *mut ()),
+        Ordering::SeqCst,
+    );
+}
+
+/// Runs the hook of [`set_map_failed_hook`], if any.
+#[cold]
+pub(crate) fn map_failed() {
+    let h = MAP_FAILED_HOOK.load(Ordering::SeqCst);
+    if !h.is_null() {
+        // SAFETY: only `set_map_failed_hook` stores here, and it stores a `fn()`.
+        let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(h) };
+        f();
+    }
+}
 
 /// The kernel's page size (4 KiB on x86_64).
 pub const OS_PAGE: usize = 4096;
@@ -62,8 +108,8 @@ pub fn map_aligned(len: usize, align: usize) -> Option<*mut u8> {
 /// `[p, p + len)` must be a mapped range this allocator owns and nobody uses.
 pub unsafe fn unmap(p: *mut u8, len: usize) {
     // SAFETY: the caller owns the range.
-    unsafe {
-        libc::munmap(p.cast(), len);
+    if unsafe { libc::munmap(p.cast(), len) } == 0 {
+        gave_back_address_space();
     }
 }
 
@@ -77,6 +123,9 @@ pub unsafe fn remap(p: *mut u8, old: usize, new: usize) -> Option<*mut u8> {
     if q == libc::MAP_FAILED {
         None
     } else {
+        if new < old {
+            gave_back_address_space();
+        }
         Some(q.cast())
     }
 }

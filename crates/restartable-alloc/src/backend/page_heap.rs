@@ -10,7 +10,8 @@
 //!   if that fails: close to an address-space limit we still serve what fits).
 //! - When a mapping fails (out of address space: `RLIMIT_AS` counts mapped bytes,
 //!   resident or not), every free run and the region's rest are unmapped
-//!   ([`unmap_free`]) and the mapping is tried again, here and for large objects.
+//!   ([`unmap_free`]) and the mapping is tried again, here and for large objects, in
+//!   one place ([`map_room`]): also when another thread unmapped them first.
 //! - Backed free pages are kept up to [`BACKED_FREE_LIMIT`] (they make the next span
 //!   cheap); past it, the longest backed runs are released until half of it is left.
 //!   A run is marked released only if `madvise` succeeded: locked pages (`mlock`)
@@ -152,6 +153,45 @@ pub fn release_keeping(keep: usize) {
 /// heap's free pages). Returns the bytes unmapped.
 pub fn unmap_free(need: usize) -> usize {
     HEAP.lock().unmap_free(need)
+}
+
+/// How many times one request maps again because another thread gave address space
+/// back meanwhile (each time its own attempt failed and it had nothing to unmap).
+const ROOM_RETRIES: usize = 8;
+
+/// `map()` (a mapping of about `need` bytes), made room for: when it fails (out of
+/// address space), the page heap's free runs are unmapped (`unmap_free`, which is
+/// [`Heap::unmap_free`] with the heap's lock taken or already held) and it is tried
+/// again. The one place where the allocator retries a mapping, for large objects and
+/// regions alike.
+///
+/// Two threads may fail at once: the first unmaps the free runs and maps into the
+/// room, the second finds nothing left to unmap. It maps again all the same when
+/// address space was given back (by anyone: [`os::unmapped_generation`] moved) since
+/// its own attempt began, at most [`ROOM_RETRIES`] times: a request fails only when
+/// nothing was released since its last attempt (or other threads keep unmapping and
+/// taking the room every time), never spins.
+fn map_with_room<T>(
+    need: usize,
+    mut map: impl FnMut() -> Option<T>,
+    mut unmap_free: impl FnMut(usize) -> usize,
+) -> Option<T> {
+    for _ in 0..ROOM_RETRIES {
+        let generation = os::unmapped_generation();
+        if let Some(r) = map() {
+            return Some(r);
+        }
+        os::map_failed();
+        if unmap_free(need) == 0 && os::unmapped_generation() == generation {
+            return None;
+        }
+    }
+    map()
+}
+
+/// [`map_with_room`] for a caller that does not hold the heap's lock (large objects).
+pub(crate) fn map_room<T>(need: usize, map: impl FnMut() -> Option<T>) -> Option<T> {
+    map_with_room(need, map, unmap_free)
 }
 
 impl Heap {
@@ -324,13 +364,13 @@ impl Heap {
         let bytes = pages.checked_mul(PAGE_SIZE)?;
         if self.region_end - self.region_next < bytes {
             let want = bytes.max(REGION);
-            let (p, len) = match Self::map_region(want, bytes) {
-                Some(r) => r,
-                // Out of address space: the free runs' goes back first (none of
-                // them fits the request, or `find_free` would have found it).
-                None if self.unmap_free(bytes) > 0 => Self::map_region(want, bytes)?,
-                None => return None,
-            };
+            // Out of address space: the free runs' goes back first (none of them
+            // fits the request, or `find_free` would have found it).
+            let (p, len) = map_with_room(
+                bytes,
+                || Self::map_region(want, bytes),
+                |n| self.unmap_free(n),
+            )?;
             let p = p as usize;
             if !pagemap::ensure(p, p + len) {
                 // SAFETY: just mapped, unused.
