@@ -48,7 +48,9 @@
 //!   when its class has a span fresh from `mmap` (or released) with objects never
 //!   handed out.
 //! - Fork-safe: the allocator's locks are taken around `fork`, so a child can
-//!   allocate even if another thread was inside the allocator.
+//!   allocate even if another thread was inside the allocator (the handlers are
+//!   installed at the first lock, or when the C library is loaded: see
+//!   [`sync::ensure_fork_handlers`]).
 //! - Memory comes back: a span whose objects are all free returns to the page heap
 //!   at once, and free pages beyond 8 MiB go back to the OS. What stays cached is
 //!   bounded: per CPU (or mm_cid) slot at most

@@ -42,8 +42,10 @@
 //! registration, `dlsym`) are served by the middle layer instead of recursing into
 //! registration. Threads whose rseq area is gone (late in their exit, after glibc
 //! unregistered it) or that never had one use per-thread caches or the middle.
-//! `fork` takes every allocator lock around the fork (`pthread_atfork`), so the child
-//! of a multi-threaded program can allocate.
+//! `fork` takes every allocator lock around the fork (`pthread_atfork`, handlers
+//! installed when the library is loaded, so that they run inside the program's own:
+//! the program's fork handlers may allocate), so the child of a multi-threaded
+//! program can allocate.
 //!
 //! Nothing here unwinds: the exported functions are `extern "C"`, so a panic could not
 //! cross into C (Rust aborts the process instead); their paths have no panicking
@@ -509,6 +511,12 @@ static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
 pub const STATS_ENV: &str = "RESTARTABLE_MALLOC_STATS";
 
 extern "C" fn on_load() {
+    // The fork handlers now, before the program registers any of its own: glibc runs
+    // prepare handlers in the reverse order of registration (parent and child ones in
+    // that order), so ours run innermost, and a program's handler that allocates
+    // finds no allocator lock held. Installed lazily (at the first lock, after the
+    // program's), they would take every lock before such a handler ran.
+    restartable_alloc::sync::ensure_fork_handlers();
     // SAFETY: a NUL-terminated name; the value is read at once.
     let on = unsafe {
         let v = libc::getenv(c"RESTARTABLE_MALLOC_STATS".as_ptr());

@@ -104,6 +104,24 @@ fn allocation_before_main_after_exit_in_thread_destructors_and_forks() {
     }
 }
 
+/// The program's own `pthread_atfork` handlers allocate (sizes no other allocation
+/// uses, so the central lists' locks are needed), registered before its first
+/// allocation: the library installs its fork handlers when it is loaded, so they run
+/// innermost (their prepare handler last, their parent and child handlers first)
+/// and the program's handlers find no allocator lock held. (Registered lazily, at
+/// the first lock, the allocator's handlers took every lock before the program's
+/// prepare handler ran: the process hung until its alarm.)
+#[test]
+fn program_fork_handlers_that_allocate_do_not_deadlock() {
+    let exe = compile_c("atfork_handlers");
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("atfork_handlers, {mode}"), SHORT, true, |_| {
+            tunables(Command::new(&exe), t)
+        });
+        assert_all_checks_passed(&out);
+    }
+}
+
 #[test]
 fn dynamic_tls_of_dlopened_plugins_is_allocated_and_freed_by_us() {
     // glibc allocates a thread's block of a dlopened module's TLS with malloc and
