@@ -366,7 +366,9 @@ pub struct Stats {
     pub span_free_bytes: u64,
     /// Free pages of the page heap that may still hold memory.
     pub page_heap_free_bytes: u64,
-    /// Address space mapped: regions, large objects, metadata and the cache region.
+    /// Address space mapped: regions, large objects, metadata and the cache region,
+    /// and ranges the kernel refused to unmap (see [`os::unmap`]), which wait to be
+    /// unmapped again.
     pub mapped_bytes: u64,
     /// Free pages given back to the OS (or never touched): mapped, not resident.
     pub released_bytes: u64,
@@ -451,7 +453,7 @@ fn totals(cpu_cache_bytes: u64, mode: Option<(usize, bool)>) -> Stats {
     } else {
         front::region_slots(slots) * front::STRIDE
     };
-    s.mapped_bytes = (h.mapped + large::in_use() + region) as u64;
+    s.mapped_bytes = (h.mapped + large::in_use() + region + os::deferred_bytes()) as u64;
     s.zeroed_without_memset = middle::fresh_objects();
     s
 }

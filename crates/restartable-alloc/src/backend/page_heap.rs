@@ -182,7 +182,9 @@ fn map_with_room<T>(
             return Some(r);
         }
         os::map_failed();
-        if unmap_free(need) == 0 && os::unmapped_generation() == generation {
+        // Ranges the kernel refused to unmap before (see `os::unmap`) go first.
+        let deferred = os::retry_deferred();
+        if unmap_free(need) == 0 && !deferred && os::unmapped_generation() == generation {
             return None;
         }
     }
