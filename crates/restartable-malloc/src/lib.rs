@@ -567,20 +567,26 @@ fn print_stats() {
         bytes: [0; 2048],
         len: 0,
     };
-    let mode = match s.caches_by_mm_cid {
-        Some(true) => "per-CPU caches indexed by mm_cid",
-        Some(false) => "per-CPU caches indexed by CPU",
-        None => "no per-CPU caches (rseq unavailable or unused)",
+    let owner = restartable::registration::process_owner();
+    let mode = match (s.caches_by_mm_cid, owner) {
+        (Some(true), _) => "per-CPU caches indexed by mm_cid",
+        (Some(false), _) => "per-CPU caches indexed by CPU",
+        (None, None) => "no per-CPU caches: rseq unavailable",
+        (None, Some(_)) => "no per-CPU caches set up",
     };
-    let owner = match restartable::registration::process_owner() {
-        Some(restartable::Owner::Libc) => "registered by glibc",
-        Some(restartable::Owner::Library) => "registered by this library",
-        None => "unavailable",
+    let areas = match owner {
+        Some(restartable::Owner::Libc) => "registered by glibc, ",
+        Some(restartable::Owner::Library) => "registered by this library, ",
+        None => {
+            "none (rseq unavailable here): per-thread caches and the central lists serve every call"
+        }
     };
-    let found = if restartable::registration::AreaOffset::get().is_some() {
-        "found at one offset from the thread pointer"
-    } else {
-        "found through a thread-local"
+    let found = match owner {
+        None => "",
+        Some(_) if restartable::registration::AreaOffset::get().is_some() => {
+            "found at one offset from the thread pointer"
+        }
+        Some(_) => "found through a thread-local",
     };
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
@@ -588,7 +594,7 @@ fn print_stats() {
     let _ = write!(
         b,
         "restartable-malloc statistics (pid {pid}, {mode}):\n\
-         \x20 rseq areas        {owner}, {found}\n\
+         \x20 rseq areas        {areas}{found}\n\
          \x20 in use            {:>12} KiB (large objects {} KiB)\n\
          \x20 per-CPU caches    {:>12} KiB in {} slots\n\
          \x20 transfer caches   {:>12} KiB\n\

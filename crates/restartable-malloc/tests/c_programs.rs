@@ -235,6 +235,46 @@ fn statistics_at_exit_when_asked() {
     assert!(library().exists());
 }
 
+/// The statistics where rseq is unavailable (the system call fails with `ENOSYS`,
+/// a seccomp filter, as on a kernel without it): they say so and what serves the
+/// calls, not where the (missing) areas would be found. (The audit's finding: the
+/// line read "unavailable, found at one offset from the thread pointer".)
+#[test]
+fn statistics_say_plainly_when_rseq_is_unavailable() {
+    let exe = compile_c("stress");
+    for (mode, t) in MODES {
+        let mut cmd = tunables(with(Malloc::Ours, Command::new(&exe)), t);
+        cmd.args(["2", "20000"])
+            .env("RESTARTABLE_MALLOC_STATS", "1");
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: (test) the filter is installed with system calls only.
+            unsafe {
+                cmd.pre_exec(|| {
+                    common::seccomp::install_filter(&common::seccomp::rseq_errno_filter(
+                        libc::ENOSYS,
+                    ))
+                })
+            };
+        }
+        let o = cmd.output_within(SHORT);
+        let err = text(&o.stderr);
+        assert!(o.status.success(), "{mode}: {:?}: {err}", o.status);
+        assert!(text(&o.stdout).contains("corrupted 0"), "{mode}");
+        for line in [
+            "restartable-malloc statistics (pid ",
+            "no per-CPU caches: rseq unavailable)",
+            "rseq areas        none (rseq unavailable here): per-thread caches and the central lists serve every call\n",
+        ] {
+            assert!(err.contains(line), "{mode}: {line:?} missing:\n{err}");
+        }
+        assert!(
+            !err.contains("offset") && !err.contains("thread-local"),
+            "{mode}:\n{err}"
+        );
+    }
+}
+
 /// glibc's other names (`__libc_malloc` and its family, `cfree` through `dlsym`)
 /// mixed with the usual ones both ways, contents checked.
 #[test]
