@@ -360,6 +360,35 @@ fn address_space_limit_gives_enomem_everywhere_and_memory_comes_back() {
     }
 }
 
+/// The per-CPU caches come back after a failed set-up: `RLIMIT_AS` lowered before
+/// the program's first allocation leaves no room for the cache region (objects come
+/// from the central lists meanwhile, contents intact), then raised: within a few
+/// thousand allocations the caches are set up. (The audit's finding: the set-up was
+/// never tried again, and the process ran without caches for ever.)
+#[test]
+fn caches_are_set_up_once_the_address_space_limit_is_raised() {
+    let exe = compile_c("caches_after_limit");
+    for (mode, t) in MODES {
+        let what = format!("caches_after_limit, {mode}");
+        let out = same_with_and_without(&what, SHORT, false, |_| tunables(Command::new(&exe), t));
+        assert_all_checks_passed(&out);
+        let err = text(&out.stderr);
+        let (limited, unlimited) = err
+            .split_once("--- unlimited\n")
+            .unwrap_or_else(|| panic!("{what}: no second statistics:\n{err}"));
+        assert!(
+            limited.contains("--- limited\n")
+                && limited.contains("(pid ")
+                && limited.contains("no per-CPU caches set up"),
+            "{what}: the caches were set up under the limit (it left too much room?):\n{err}"
+        );
+        assert!(
+            unlimited.contains("per-CPU caches indexed by"),
+            "{what}: no per-CPU caches after the limit was raised:\n{err}"
+        );
+    }
+}
+
 /// `realloc` of a large object that must move, near an address-space limit: it moves
 /// and keeps its contents, or returns NULL with `ENOMEM` and the object intact; with
 /// 3 MiB of room beyond the growth it moves; a large object shrinks in place with
