@@ -366,9 +366,13 @@ pub struct Stats {
     pub span_free_bytes: u64,
     /// Free pages of the page heap that may still hold memory.
     pub page_heap_free_bytes: u64,
-    /// Address space mapped: regions, large objects, metadata and the cache region,
-    /// and ranges the kernel refused to unmap (see [`os::unmap`]), which wait to be
-    /// unmapped again.
+    /// Address space the allocator has mapped: the page heap's regions and span
+    /// records, large objects, the per-CPU cache region, the page map's leaves
+    /// ([`backend::pagemap`], 4 MiB each) and the large-object map's ([`raw`], 2 MiB
+    /// each, its spare included), and ranges the kernel refused to unmap (see
+    /// [`os::unmap`]), which wait to be unmapped again. Its statics (the maps'
+    /// roots) are not counted. The C `mallinfo` reports it without the large
+    /// objects as `arena`.
     pub mapped_bytes: u64,
     /// Free pages given back to the OS (or never touched): mapped, not resident.
     pub released_bytes: u64,
@@ -453,7 +457,12 @@ fn totals(cpu_cache_bytes: u64, mode: Option<(usize, bool)>) -> Stats {
     } else {
         front::region_slots(slots) * front::STRIDE
     };
-    s.mapped_bytes = (h.mapped + large::in_use() + region + os::deferred_bytes()) as u64;
+    s.mapped_bytes = (h.mapped
+        + large::in_use()
+        + region
+        + backend::pagemap::mapped_bytes()
+        + raw::large_map_bytes()
+        + os::deferred_bytes()) as u64;
     s.zeroed_without_memset = middle::fresh_objects();
     s
 }

@@ -446,7 +446,7 @@ pub extern "C" fn malloc_trim(pad: usize) -> i32 {
 ///
 /// | field | here |
 /// |---|---|
-/// | `arena` | bytes mapped for the heap (regions of spans, metadata, the per-CPU cache region), large objects not counted |
+/// | `arena` | bytes mapped for the heap: [`Stats::mapped_bytes`](restartable_alloc::Stats::mapped_bytes) without the large objects (regions of spans, span records, the per-CPU cache region, the page map's and the large-object map's leaves) |
 /// | `uordblks` | bytes of small objects in use (at their size class; objects in a thread's fallback cache count as in use) |
 /// | `hblkhd` | bytes of large objects in use (each its own mapping) |
 /// | `fordblks` | free bytes still resident: objects in per-CPU and transfer caches, free space in spans in use, backed free pages |
