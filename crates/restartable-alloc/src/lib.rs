@@ -394,7 +394,8 @@ impl Stats {
     /// [`size_class::max_cached_bytes_per_cpu`]), the transfer caches (at most
     /// [`size_class::transfer_bytes`] together) and the page heap's backed free pages
     /// (at most twice [`page_heap::BACKED_FREE_LIMIT`] in the worst case, as one
-    /// freed span can exceed the limit before it is enforced). Spans are not counted:
+    /// freed span can exceed the limit before it is enforced), beyond pages the kernel
+    /// refused to release (locked with `mlock`). Spans are not counted:
     /// neither partly used ones (they hold live objects) nor those whose remaining
     /// objects all sit in the caches (they stay resident until [`trim`] or a drain
     /// empties them).
