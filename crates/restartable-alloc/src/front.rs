@@ -2,7 +2,8 @@
 //! popped on `alloc` and pushed on `dealloc` by restartable sequences.
 //!
 //! # Layout
-//! One region, mapped at first use, holds one slot of [`STRIDE`] bytes per possible
+//! One region, mapped at first use (tried again, a bounded number of times, when the
+//! address space ran out), holds one slot of [`STRIDE`] bytes per possible
 //! CPU, their count rounded up to a power of two and the region to at least
 //! `CID_SLOTS` slots (slots past the possible CPUs are address space only: no
 //! index reaches them) so that the fast path can read the low byte of an mm_cid
@@ -255,7 +256,28 @@ fn checked_cid() -> isize {
 }
 
 static FENCES: AtomicBool = AtomicBool::new(false);
-static INIT: SpinLock<bool> = SpinLock::new(false);
+static INIT: SpinLock<InitState> = SpinLock::new(InitState {
+    done: false,
+    failures: 0,
+    skip: 0,
+});
+
+/// Where the set-up of the caches stands (guarded by [`INIT`]).
+struct InitState {
+    /// Set up, or given up for good (too many CPUs, or [`INIT_ATTEMPTS`] failed
+    /// mappings).
+    done: bool,
+    /// Mappings of the region that failed so far (out of address space).
+    failures: u32,
+    /// Calls to [`init`] to let pass before the next attempt: after the `k`-th
+    /// failure, `2^k` (of the slow paths that go to the middle for want of caches).
+    skip: u64,
+}
+
+/// Failed mappings of the cache region after which [`init`] stops trying: a limit
+/// lowered for a while (`RLIMIT_AS`) leaves the caches back once it is raised, a
+/// process that never has the room pays a bounded number of attempts, ever sparser.
+const INIT_ATTEMPTS: u32 = 24;
 static DRAIN: SpinLock<()> = SpinLock::new(());
 static NEXT_SCAN: AtomicU64 = AtomicU64::new(0);
 static NEXT_RESIZE: AtomicU64 = AtomicU64::new(0);
@@ -1242,28 +1264,36 @@ fn register_guarded() -> Option<(ThreadArea, usize)> {
 }
 
 /// Maps the caches, once. Runs with `BUSY` set: what it allocates comes from the
-/// middle.
+/// middle. When the mapping fails (out of address space: the page heap's free runs
+/// are unmapped to make room first), later calls try again, at most
+/// [`INIT_ATTEMPTS`] times, each after twice as many calls as the one before.
 fn init() {
-    let mut done = INIT.lock();
-    if *done {
+    let mut st = INIT.lock();
+    if st.done {
         return;
     }
-    *done = true;
+    if st.skip > 0 {
+        st.skip -= 1;
+        return;
+    }
     // A power of two, at most 2^16; the region has room for `CID_SLOTS` at least.
     // The fast paths' sequences read the index inside and do not bound it
     // (`pop_indexed`): the region needs a slot for every possible CPU, so beyond
     // 2^16 of them (far past what Linux builds for), no caches.
     let possible = restartable::possible_cpus();
-    if possible > 1 << 16 {
-        return;
-    }
     let slots = possible.max(1).next_power_of_two();
-    let Some(len) = region_slots(slots).checked_mul(STRIDE) else {
+    let len = region_slots(slots).checked_mul(STRIDE);
+    let Some(len) = len.filter(|_| possible <= 1 << 16) else {
+        st.done = true;
         return;
     };
-    let Some(p) = os::map(len) else {
+    let Some(p) = crate::backend::page_heap::map_room(len, || os::map(len)) else {
+        st.failures += 1;
+        st.done = st.failures >= INIT_ATTEMPTS;
+        st.skip = 1 << st.failures.min(INIT_ATTEMPTS);
         return;
     };
+    st.done = true;
     let by_cid = restartable::registration::mm_cid_available() && !index_by_cpu_requested();
     FENCES.store(restartable::fences_supported(), Ordering::Relaxed);
     FRONT.slots.store(slots, Ordering::Relaxed);

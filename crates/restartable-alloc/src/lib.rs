@@ -48,7 +48,9 @@
 //!   when its class has a span fresh from `mmap` (or released) with objects never
 //!   handed out.
 //! - Fork-safe: the allocator's locks are taken around `fork`, so a child can
-//!   allocate even if another thread was inside the allocator.
+//!   allocate even if another thread was inside the allocator (the handlers are
+//!   installed at the first lock, or when the C library is loaded: see
+//!   [`sync::ensure_fork_handlers`]).
 //! - Memory comes back: a span whose objects are all free returns to the page heap
 //!   at once, and free pages beyond 8 MiB go back to the OS. What stays cached is
 //!   bounded: per CPU (or mm_cid) slot at most
@@ -364,7 +366,13 @@ pub struct Stats {
     pub span_free_bytes: u64,
     /// Free pages of the page heap that may still hold memory.
     pub page_heap_free_bytes: u64,
-    /// Address space mapped: regions, large objects, metadata and the cache region.
+    /// Address space the allocator has mapped: the page heap's regions and span
+    /// records, large objects, the per-CPU cache region, the page map's leaves
+    /// ([`backend::pagemap`], 4 MiB each) and the large-object map's ([`raw`], 2 MiB
+    /// each, its spare included), and ranges the kernel refused to unmap (see
+    /// [`os::unmap`]), which wait to be unmapped again. Its statics (the maps'
+    /// roots) are not counted. The C `mallinfo` reports it without the large
+    /// objects as `arena`.
     pub mapped_bytes: u64,
     /// Free pages given back to the OS (or never touched): mapped, not resident.
     pub released_bytes: u64,
@@ -386,7 +394,8 @@ impl Stats {
     /// [`size_class::max_cached_bytes_per_cpu`]), the transfer caches (at most
     /// [`size_class::transfer_bytes`] together) and the page heap's backed free pages
     /// (at most twice [`page_heap::BACKED_FREE_LIMIT`] in the worst case, as one
-    /// freed span can exceed the limit before it is enforced). Spans are not counted:
+    /// freed span can exceed the limit before it is enforced), beyond pages the kernel
+    /// refused to release (locked with `mlock`). Spans are not counted:
     /// neither partly used ones (they hold live objects) nor those whose remaining
     /// objects all sit in the caches (they stay resident until [`trim`] or a drain
     /// empties them).
@@ -449,7 +458,12 @@ fn totals(cpu_cache_bytes: u64, mode: Option<(usize, bool)>) -> Stats {
     } else {
         front::region_slots(slots) * front::STRIDE
     };
-    s.mapped_bytes = (h.mapped + large::in_use() + region) as u64;
+    s.mapped_bytes = (h.mapped
+        + large::in_use()
+        + region
+        + backend::pagemap::mapped_bytes()
+        + raw::large_map_bytes()
+        + os::deferred_bytes()) as u64;
     s.zeroed_without_memset = middle::fresh_objects();
     s
 }

@@ -4,10 +4,59 @@
 //! # Invariants
 //! - Failures are values (`None` / `false`), never panics: an exhausted address
 //!   space (`RLIMIT_AS`, `ENOMEM`) becomes a null pointer at the top.
+//! - A range whose `munmap` the kernel refuses (`vm.max_map_count`) is deferred, not
+//!   forgotten: released, listed through its own first bytes, counted in
+//!   [`deferred_bytes`], unmapped again later ([`unmap`]). Nothing is reused from it.
 //! - Fresh anonymous private mappings read as zero, and so do pages after
 //!   `MADV_DONTNEED`: callers rely on both to hand out zeroed memory without writing.
 
 use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// Counts the calls that gave address space back ([`unmap`], a shrinking [`remap`]):
+/// a thread whose mapping failed and that finds nothing of its own to unmap maps
+/// again if this moved since its attempt (another thread made room meanwhile).
+static UNMAPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of times address space was given back so far (see `UNMAPPED`).
+pub(crate) fn unmapped_generation() -> usize {
+    UNMAPPED.load(Ordering::SeqCst)
+}
+
+fn gave_back_address_space() {
+    UNMAPPED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The test hook run after a mapping failed (see [`set_map_failed_hook`]); null when
+/// none.
+static MAP_FAILED_HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Test instrument: `f` runs each time a mapping of the allocator fails for want of
+/// address space, before the page heap's free runs are unmapped to make room (a test
+/// holds two threads there to force both to fail before either unmaps). `None`
+/// removes it.
+///
+/// # Safety
+/// `f` runs inside the allocator, sometimes with the page heap's lock held: it must
+/// not allocate or call anything that allocates, and must return.
+#[doc(hidden)]
+pub unsafe fn set_map_failed_hook(f: Option<fn()>) {
+    MAP_FAILED_HOOK.store(
+        f.map_or(ptr::null_mut(), |f| f as *mut ()),
+        Ordering::SeqCst,
+    );
+}
+
+/// Runs the hook of [`set_map_failed_hook`], if any.
+#[cold]
+pub(crate) fn map_failed() {
+    let h = MAP_FAILED_HOOK.load(Ordering::SeqCst);
+    if !h.is_null() {
+        // SAFETY: only `set_map_failed_hook` stores here, and it stores a `fn()`.
+        let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(h) };
+        f();
+    }
+}
 
 /// The kernel's page size (4 KiB on x86_64).
 pub const OS_PAGE: usize = 4096;
@@ -58,13 +107,130 @@ pub fn map_aligned(len: usize, align: usize) -> Option<*mut u8> {
 
 /// Unmaps `len` bytes at `p`.
 ///
+/// `munmap` can fail: splitting a mapping needs a new one, and the kernel refuses
+/// (`ENOMEM`) when the process has `vm.max_map_count` of them. The range is then
+/// *deferred*, not lost and never reused: its pages are released (`MADV_DONTNEED`,
+/// which splits nothing) and it waits, linked through its first bytes, in a list of
+/// ranges to unmap, counted in [`deferred_bytes`] (so in the mapped bytes of the
+/// statistics), until an unmap succeeds or a mapping fails for want of address
+/// space (`retry_deferred`). The caller forgets the range either way.
+///
 /// # Safety
-/// `[p, p + len)` must be a mapped range this allocator owns and nobody uses.
+/// `[p, p + len)` must be a mapped, writable range this allocator owns and nobody
+/// uses, `p` page aligned and `len` a non-zero multiple of [`OS_PAGE`].
 pub unsafe fn unmap(p: *mut u8, len: usize) {
     // SAFETY: the caller owns the range.
-    unsafe {
-        libc::munmap(p.cast(), len);
+    if unsafe { munmap_or_refuse(p, len) } {
+        gave_back_address_space();
+        if !DEFERRED.load(Ordering::Relaxed).is_null() {
+            retry_deferred();
+        }
+        return;
     }
+    // SAFETY: the caller owns the range, which is still mapped (and writable).
+    unsafe {
+        release(p, len);
+        defer(p.cast(), len);
+    }
+}
+
+/// `munmap`, or a refusal injected by [`refuse_unmaps`]; `errno` unchanged either
+/// way (C's `free` leaves it alone).
+///
+/// # Safety
+/// As for [`unmap`].
+unsafe fn munmap_or_refuse(p: *mut u8, len: usize) -> bool {
+    if REFUSE_UNMAPS.load(Ordering::Relaxed) > 0
+        && REFUSE_UNMAPS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        return false;
+    }
+    // SAFETY: `__errno_location` is the calling thread's `errno`.
+    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: the caller owns the range.
+    let done = unsafe { libc::munmap(p.cast(), len) } == 0;
+    if !done {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = errno };
+    }
+    done
+}
+
+/// A range whose unmapping the kernel refused, written at its own start.
+#[repr(C)]
+struct Deferred {
+    next: *mut Deferred,
+    len: usize,
+}
+
+/// The deferred ranges (see [`unmap`]), a lock-free stack: pushed one at a time,
+/// taken all at once (`swap`), so no node is read after another thread took it.
+static DEFERRED: AtomicPtr<Deferred> = AtomicPtr::new(ptr::null_mut());
+/// Bytes of the deferred ranges.
+static DEFERRED_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Unmaps that [`munmap_or_refuse`] still refuses (a test's fault injection).
+static REFUSE_UNMAPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes whose unmapping the kernel refused and that wait to be unmapped again:
+/// still mapped (address space), their pages released.
+pub fn deferred_bytes() -> usize {
+    DEFERRED_BYTES.load(Ordering::Relaxed)
+}
+
+/// Test instrument: the next `n` unmaps of the allocator fail as `munmap` does at
+/// the `vm.max_map_count` limit (the range stays mapped), without calling it. (Lowering
+/// the limit itself takes root and changes the whole machine.)
+#[doc(hidden)]
+pub fn refuse_unmaps(n: usize) {
+    REFUSE_UNMAPS.store(n, Ordering::SeqCst);
+}
+
+/// Links `[p, p + len)` into the deferred ranges.
+///
+/// # Safety
+/// As for [`unmap`]: the range is the caller's to give up, mapped and writable.
+unsafe fn defer(p: *mut Deferred, len: usize) {
+    DEFERRED_BYTES.fetch_add(len, Ordering::Relaxed);
+    // SAFETY: the range is mapped, writable, page aligned and nobody else's.
+    unsafe {
+        p.write(Deferred {
+            next: ptr::null_mut(),
+            len,
+        })
+    };
+    let mut head = DEFERRED.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: `p` is ours until published.
+        unsafe { (*p).next = head };
+        match DEFERRED.compare_exchange_weak(head, p, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(h) => head = h,
+        }
+    }
+}
+
+/// Tries again to unmap every deferred range (see [`unmap`]); those still refused
+/// stay deferred. Returns whether any was unmapped.
+pub(crate) fn retry_deferred() -> bool {
+    let mut s = DEFERRED.swap(ptr::null_mut(), Ordering::Acquire);
+    let mut any = false;
+    while !s.is_null() {
+        // SAFETY: a deferred range, taken out of the list by the swap: ours alone.
+        unsafe {
+            let Deferred { next, len } = s.read();
+            DEFERRED_BYTES.fetch_sub(len, Ordering::Relaxed);
+            if munmap_or_refuse(s.cast(), len) {
+                gave_back_address_space();
+                any = true;
+            } else {
+                defer(s, len);
+            }
+            s = next;
+        }
+    }
+    any
 }
 
 /// Grows or shrinks the mapping at `p` (page-rounded lengths), moving it if needed.
@@ -77,6 +243,9 @@ pub unsafe fn remap(p: *mut u8, old: usize, new: usize) -> Option<*mut u8> {
     if q == libc::MAP_FAILED {
         None
     } else {
+        if new < old {
+            gave_back_address_space();
+        }
         Some(q.cast())
     }
 }

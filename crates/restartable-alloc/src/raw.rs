@@ -668,6 +668,33 @@ fn large_get(a: usize) -> usize {
     unsafe { (*leaf)[l].load(Ordering::Acquire) }
 }
 
+/// Bytes of the large map's leaves mapped, the spare included.
+static LEAF_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of address space the large map takes: its leaves (2 MiB each, mapped on
+/// first use and never freed) and the spare leaf kept for moves; the root is static.
+pub fn large_map_bytes() -> usize {
+    LEAF_BYTES.load(Ordering::Relaxed)
+}
+
+/// A fresh zeroed leaf, counted in [`large_map_bytes`]; `None` when it cannot be
+/// mapped.
+fn map_leaf() -> Option<*mut Leaf> {
+    let p = os::map(core::mem::size_of::<Leaf>())?;
+    LEAF_BYTES.fetch_add(core::mem::size_of::<Leaf>(), Ordering::Relaxed);
+    Some(p.cast())
+}
+
+/// Unmaps a leaf of [`map_leaf`] that was never published.
+///
+/// # Safety
+/// `leaf` came from [`map_leaf`], is in no root entry and is nobody else's.
+unsafe fn unmap_leaf(leaf: *mut Leaf) {
+    LEAF_BYTES.fetch_sub(core::mem::size_of::<Leaf>(), Ordering::Relaxed);
+    // SAFETY: the caller's.
+    unsafe { os::unmap(leaf.cast(), core::mem::size_of::<Leaf>()) };
+}
+
 /// A zeroed leaf kept mapped for [`realloc`]'s moves (taken with [`take_spare`]);
 /// null when none is.
 static SPARE: AtomicPtr<Leaf> = AtomicPtr::new(ptr::null_mut());
@@ -679,7 +706,7 @@ fn take_spare() -> Option<*mut Leaf> {
     if !s.is_null() {
         return Some(s);
     }
-    os::map(core::mem::size_of::<Leaf>()).map(|p| p.cast())
+    map_leaf()
 }
 
 /// Gives back a leaf from [`take_spare`] that was not used (still zero).
@@ -688,8 +715,8 @@ fn put_spare(leaf: *mut Leaf) {
         .compare_exchange(ptr::null_mut(), leaf, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        // SAFETY: our unpublished mapping; another spare is kept.
-        unsafe { os::unmap(leaf.cast(), core::mem::size_of::<Leaf>()) };
+        // SAFETY: our unpublished leaf; another spare is kept.
+        unsafe { unmap_leaf(leaf) };
     }
 }
 
@@ -702,8 +729,8 @@ fn large_set(a: usize, len: usize, spare: &mut Option<*mut Leaf>) -> bool {
     };
     let mut leaf = LARGE_ROOT[r].load(Ordering::Acquire);
     if leaf.is_null() {
-        let fresh: *mut Leaf = match os::map(core::mem::size_of::<Leaf>()) {
-            Some(p) => p.cast(),
+        let fresh: *mut Leaf = match map_leaf() {
+            Some(p) => p,
             None => match spare.take() {
                 Some(s) => s,
                 None => return false,
@@ -717,8 +744,8 @@ fn large_set(a: usize, len: usize, spare: &mut Option<*mut Leaf>) -> bool {
         ) {
             Ok(_) => leaf = fresh,
             Err(other) => {
-                // SAFETY: our unpublished mapping (fresh, or the caller's spare).
-                unsafe { os::unmap(fresh.cast(), core::mem::size_of::<Leaf>()) };
+                // SAFETY: our unpublished leaf (fresh, or the caller's spare).
+                unsafe { unmap_leaf(fresh) };
                 leaf = other;
             }
         }

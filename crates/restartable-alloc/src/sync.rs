@@ -185,7 +185,12 @@ const INSTALLED: u8 = 2;
 static ATFORK: AtomicU8 = AtomicU8::new(NOT_INSTALLED);
 
 /// Installs the fork handlers, once per process, before the caller takes any lock:
-/// no lock can be held across a `fork` without them.
+/// no lock can be held across a `fork` without them. The C library
+/// (`restartable-malloc`) calls it when it is loaded, before the program registers
+/// handlers of its own, so that its handlers run inside the program's (glibc runs
+/// prepare handlers last-registered first): a program's handler may then allocate.
+/// A Rust program gets them at its first lock; its own `pthread_atfork` handlers
+/// that allocate should be registered after its first allocation.
 #[inline]
 pub fn ensure_fork_handlers() {
     if ATFORK.load(Ordering::Acquire) != INSTALLED {

@@ -141,3 +141,99 @@ fn a_locked_run_does_not_keep_the_others_from_being_released() {
         },
     );
 }
+
+/// Locked free runs past the page heap's limit are asked once, not on every free:
+/// eight runs of 15 locked spans (7.5 MiB, within the usual 8 MiB
+/// `RLIMIT_MEMLOCK`), each between spans in use, are freed; then other spans are
+/// freed 1 MiB at a time (the caches drained each time, so their spans reach the
+/// page heap), which puts the backed free pages past the 8 MiB limit again and
+/// again. Each time the unlocked pages are released; the locked runs are refused
+/// once each, and not asked again (an audit's finding: each free past the limit
+/// made up to eight refused `madvise` calls, under `mlockall` on every free).
+#[test]
+fn locked_runs_are_not_asked_again_on_every_free() {
+    in_child(
+        "locked_runs_are_not_asked_again_on_every_free",
+        "locked-again",
+        Spec::within(60),
+        || {
+            let n = 8192;
+            let l = Layout::from_size_align(n, 8).unwrap();
+            let span = 64 << 10;
+            let per_span = span / n;
+            // Spans of a group: one in use, then 15 locked.
+            let group = 16;
+            // SAFETY: (test) valid layouts; objects freed once with their layout.
+            unsafe {
+                let mut objs: Vec<usize> = (0..8192)
+                    .map(|_| {
+                        let p = A.alloc(l);
+                        assert!(!p.is_null());
+                        p as usize
+                    })
+                    .collect();
+                objs.sort_unstable();
+                let whole =
+                    |s: usize| (0..per_span).all(|i| objs.binary_search(&(s + i * n)).is_ok());
+                // 8 groups and a last span in use, 129 whole spans in a row.
+                let first = objs
+                    .iter()
+                    .map(|&p| p & !(span - 1))
+                    .find(|&s| (0..8 * group + 1).all(|k| whole(s + k * span)))
+                    .expect("129 spans in a row");
+                let window = first..first + (8 * group + 1) * span;
+                let in_use = |p: usize| ((p - first) / span).is_multiple_of(group);
+                for g in 0..8 {
+                    let start = first + (g * group + 1) * span;
+                    assert_eq!(
+                        libc::mlock(start as *const libc::c_void, (group - 1) * span),
+                        0,
+                        "mlock: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+                let drain = || {
+                    let _ = restartable_alloc::front::drain_all();
+                    restartable_alloc::middle::flush_transfer_caches();
+                };
+                let (locked, rest): (Vec<usize>, Vec<usize>) =
+                    objs.iter().partition(|&&p| window.contains(&p));
+                for &p in &locked {
+                    if !in_use(p) {
+                        A.dealloc(p as *mut u8, l);
+                    }
+                }
+                drain();
+                let before = restartable_alloc::backend::page_heap::stats();
+                let mut passes = 0;
+                for batch in rest.chunks(16 * per_span) {
+                    let released = restartable_alloc::backend::page_heap::stats().released_total;
+                    for &p in batch {
+                        A.dealloc(p as *mut u8, l);
+                    }
+                    drain();
+                    let h = restartable_alloc::backend::page_heap::stats();
+                    passes += usize::from(h.released_total > released);
+                }
+                let after = restartable_alloc::backend::page_heap::stats();
+                println!("{passes} release passes; before {before:?}\nafter {after:?}");
+                assert!(passes >= 10, "only {passes} release passes");
+                assert!(
+                    after.refusals - before.refusals <= 8,
+                    "{} refused releases in {passes} passes over 8 locked runs",
+                    after.refusals - before.refusals
+                );
+                assert!(
+                    after.refusals > before.refusals,
+                    "no release refused: {after:?}"
+                );
+                assert!(after.refused_free <= 8 * (group - 1) * span, "{after:?}");
+                for &p in &locked {
+                    if in_use(p) {
+                        A.dealloc(p as *mut u8, l);
+                    }
+                }
+            }
+        },
+    );
+}

@@ -148,3 +148,106 @@ fn an_impossible_request_keeps_the_free_pages() {
         },
     );
 }
+
+/// Threads of [`two_threads_out_of_address_space_both_use_the_freed_room`] that
+/// reached the failed-mapping hook.
+static AT_HOOK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The failed-mapping hook of that test: holds each thread there until two have
+/// failed (at most 20 s, then it lets it go and the test's count says why).
+fn wait_for_two() {
+    use std::sync::atomic::Ordering;
+    if AT_HOOK.fetch_add(1, Ordering::SeqCst) >= 2 {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while AT_HOOK.load(Ordering::SeqCst) < 2 && start.elapsed().as_secs() < 20 {
+        std::hint::spin_loop();
+    }
+}
+
+/// Two threads whose large objects fail to map at the same time, the address space
+/// held by the page heap's free runs: both get their object. Both are held after
+/// their failed mapping (the test hook) until both failed; then the first unmaps the
+/// free runs and maps into the room, and the second finds nothing left to unmap: it
+/// must map again (address space was given back since its attempt) rather than fail
+/// with room to spare.
+#[test]
+fn two_threads_out_of_address_space_both_use_the_freed_room() {
+    in_child(
+        "two_threads_out_of_address_space_both_use_the_freed_room",
+        "two-threads",
+        Spec::within(120),
+        || {
+            use std::sync::atomic::{AtomicBool, Ordering};
+            use std::sync::Arc;
+            let large = Layout::from_size_align(3 * MIB, 8).unwrap();
+            let go = Arc::new(AtomicBool::new(false));
+            // The threads (their stacks are mappings too) and their state exist
+            // before the limit.
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let go = go.clone();
+                    std::thread::spawn(move || {
+                        drop(std::hint::black_box(vec![0u8; 100]));
+                        while !go.load(Ordering::SeqCst) {
+                            std::thread::yield_now();
+                        }
+                        // SAFETY: (test) a valid layout.
+                        unsafe { A.alloc(large) as usize }
+                    })
+                })
+                .collect();
+            drop(std::hint::black_box(vec![0u8; 100]));
+            common::limit_address_space(256 * MIB);
+            // The address space is the page heap's: small objects up to the limit,
+            // all freed.
+            let small = Layout::from_size_align(1000, 8).unwrap();
+            let held = fill(small, 1 << 20);
+            assert!(held.len() * small.size() > 64 * MIB, "{}", held.len());
+            free_all(small, held);
+            restartable_alloc::release_memory();
+            // What the limit still holds (the vector of objects was its own mapping)
+            // is taken outside the allocator: only the page heap's free runs are left.
+            let mut rest = 0;
+            for chunk in [MIB, 64 << 10, 4 << 10] {
+                // SAFETY: (test) fresh reservations, never touched or freed.
+                while unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        chunk,
+                        libc::PROT_NONE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                        -1,
+                        0,
+                    )
+                } != libc::MAP_FAILED
+                {
+                    rest += chunk;
+                }
+            }
+            println!("{rest} bytes left under the limit taken");
+            // SAFETY: (test) the hook allocates nothing and returns.
+            unsafe { restartable_alloc::os::set_map_failed_hook(Some(wait_for_two)) };
+            go.store(true, Ordering::SeqCst);
+            let got: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            // SAFETY: (test) removing the hook.
+            unsafe { restartable_alloc::os::set_map_failed_hook(None) };
+            let failed = AT_HOOK.load(Ordering::SeqCst);
+            println!("{failed} failed mappings, objects {got:x?}");
+            assert!(
+                failed >= 2,
+                "the large objects did not both fail to map first ({failed}): the limit left room"
+            );
+            assert!(
+                got.iter().all(|&p| p != 0),
+                "a thread got no object with the page heap's address space freed: {got:x?}\n{:?}",
+                restartable_alloc::stats()
+            );
+            for p in got {
+                // SAFETY: (test) allocated above with `large`.
+                unsafe { A.dealloc(p as *mut u8, large) };
+            }
+        },
+    );
+}

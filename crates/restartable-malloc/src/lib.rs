@@ -42,8 +42,10 @@
 //! registration, `dlsym`) are served by the middle layer instead of recursing into
 //! registration. Threads whose rseq area is gone (late in their exit, after glibc
 //! unregistered it) or that never had one use per-thread caches or the middle.
-//! `fork` takes every allocator lock around the fork (`pthread_atfork`), so the child
-//! of a multi-threaded program can allocate.
+//! `fork` takes every allocator lock around the fork (`pthread_atfork`, handlers
+//! installed when the library is loaded, so that they run inside the program's own:
+//! the program's fork handlers may allocate), so the child of a multi-threaded
+//! program can allocate.
 //!
 //! Nothing here unwinds: the exported functions are `extern "C"`, so a panic could not
 //! cross into C (Rust aborts the process instead); their paths have no panicking
@@ -444,7 +446,7 @@ pub extern "C" fn malloc_trim(pad: usize) -> i32 {
 ///
 /// | field | here |
 /// |---|---|
-/// | `arena` | bytes mapped for the heap (regions of spans, metadata, the per-CPU cache region), large objects not counted |
+/// | `arena` | bytes mapped for the heap: [`Stats::mapped_bytes`](restartable_alloc::Stats::mapped_bytes) without the large objects (regions of spans, span records, the per-CPU cache region, the page map's and the large-object map's leaves) |
 /// | `uordblks` | bytes of small objects in use (at their size class; objects in a thread's fallback cache count as in use) |
 /// | `hblkhd` | bytes of large objects in use (each its own mapping) |
 /// | `fordblks` | free bytes still resident: objects in per-CPU and transfer caches, free space in spans in use, backed free pages |
@@ -509,6 +511,12 @@ static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
 pub const STATS_ENV: &str = "RESTARTABLE_MALLOC_STATS";
 
 extern "C" fn on_load() {
+    // The fork handlers now, before the program registers any of its own: glibc runs
+    // prepare handlers in the reverse order of registration (parent and child ones in
+    // that order), so ours run innermost, and a program's handler that allocates
+    // finds no allocator lock held. Installed lazily (at the first lock, after the
+    // program's), they would take every lock before such a handler ran.
+    restartable_alloc::sync::ensure_fork_handlers();
     // SAFETY: a NUL-terminated name; the value is read at once.
     let on = unsafe {
         let v = libc::getenv(c"RESTARTABLE_MALLOC_STATS".as_ptr());
@@ -559,20 +567,26 @@ fn print_stats() {
         bytes: [0; 2048],
         len: 0,
     };
-    let mode = match s.caches_by_mm_cid {
-        Some(true) => "per-CPU caches indexed by mm_cid",
-        Some(false) => "per-CPU caches indexed by CPU",
-        None => "no per-CPU caches (rseq unavailable or unused)",
+    let owner = restartable::registration::process_owner();
+    let mode = match (s.caches_by_mm_cid, owner) {
+        (Some(true), _) => "per-CPU caches indexed by mm_cid",
+        (Some(false), _) => "per-CPU caches indexed by CPU",
+        (None, None) => "no per-CPU caches: rseq unavailable",
+        (None, Some(_)) => "no per-CPU caches set up",
     };
-    let owner = match restartable::registration::process_owner() {
-        Some(restartable::Owner::Libc) => "registered by glibc",
-        Some(restartable::Owner::Library) => "registered by this library",
-        None => "unavailable",
+    let areas = match owner {
+        Some(restartable::Owner::Libc) => "registered by glibc, ",
+        Some(restartable::Owner::Library) => "registered by this library, ",
+        None => {
+            "none (rseq unavailable here): per-thread caches and the central lists serve every call"
+        }
     };
-    let found = if restartable::registration::AreaOffset::get().is_some() {
-        "found at one offset from the thread pointer"
-    } else {
-        "found through a thread-local"
+    let found = match owner {
+        None => "",
+        Some(_) if restartable::registration::AreaOffset::get().is_some() => {
+            "found at one offset from the thread pointer"
+        }
+        Some(_) => "found through a thread-local",
     };
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
@@ -580,7 +594,7 @@ fn print_stats() {
     let _ = write!(
         b,
         "restartable-malloc statistics (pid {pid}, {mode}):\n\
-         \x20 rseq areas        {owner}, {found}\n\
+         \x20 rseq areas        {areas}{found}\n\
          \x20 in use            {:>12} KiB (large objects {} KiB)\n\
          \x20 per-CPU caches    {:>12} KiB in {} slots\n\
          \x20 transfer caches   {:>12} KiB\n\

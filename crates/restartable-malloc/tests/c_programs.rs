@@ -104,6 +104,24 @@ fn allocation_before_main_after_exit_in_thread_destructors_and_forks() {
     }
 }
 
+/// The program's own `pthread_atfork` handlers allocate (sizes no other allocation
+/// uses, so the central lists' locks are needed), registered before its first
+/// allocation: the library installs its fork handlers when it is loaded, so they run
+/// innermost (their prepare handler last, their parent and child handlers first)
+/// and the program's handlers find no allocator lock held. (Registered lazily, at
+/// the first lock, the allocator's handlers took every lock before the program's
+/// prepare handler ran: the process hung until its alarm.)
+#[test]
+fn program_fork_handlers_that_allocate_do_not_deadlock() {
+    let exe = compile_c("atfork_handlers");
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("atfork_handlers, {mode}"), SHORT, true, |_| {
+            tunables(Command::new(&exe), t)
+        });
+        assert_all_checks_passed(&out);
+    }
+}
+
 #[test]
 fn dynamic_tls_of_dlopened_plugins_is_allocated_and_freed_by_us() {
     // glibc allocates a thread's block of a dlopened module's TLS with malloc and
@@ -217,6 +235,46 @@ fn statistics_at_exit_when_asked() {
     assert!(library().exists());
 }
 
+/// The statistics where rseq is unavailable (the system call fails with `ENOSYS`,
+/// a seccomp filter, as on a kernel without it): they say so and what serves the
+/// calls, not where the (missing) areas would be found. (The audit's finding: the
+/// line read "unavailable, found at one offset from the thread pointer".)
+#[test]
+fn statistics_say_plainly_when_rseq_is_unavailable() {
+    let exe = compile_c("stress");
+    for (mode, t) in MODES {
+        let mut cmd = tunables(with(Malloc::Ours, Command::new(&exe)), t);
+        cmd.args(["2", "20000"])
+            .env("RESTARTABLE_MALLOC_STATS", "1");
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: (test) the filter is installed with system calls only.
+            unsafe {
+                cmd.pre_exec(|| {
+                    common::seccomp::install_filter(&common::seccomp::rseq_errno_filter(
+                        libc::ENOSYS,
+                    ))
+                })
+            };
+        }
+        let o = cmd.output_within(SHORT);
+        let err = text(&o.stderr);
+        assert!(o.status.success(), "{mode}: {:?}: {err}", o.status);
+        assert!(text(&o.stdout).contains("corrupted 0"), "{mode}");
+        for line in [
+            "restartable-malloc statistics (pid ",
+            "no per-CPU caches: rseq unavailable)",
+            "rseq areas        none (rseq unavailable here): per-thread caches and the central lists serve every call\n",
+        ] {
+            assert!(err.contains(line), "{mode}: {line:?} missing:\n{err}");
+        }
+        assert!(
+            !err.contains("offset") && !err.contains("thread-local"),
+            "{mode}:\n{err}"
+        );
+    }
+}
+
 /// glibc's other names (`__libc_malloc` and its family, `cfree` through `dlsym`)
 /// mixed with the usual ones both ways, contents checked.
 #[test]
@@ -299,6 +357,35 @@ fn address_space_limit_gives_enomem_everywhere_and_memory_comes_back() {
             tunables(Command::new(&exe), t)
         });
         assert_all_checks_passed(&out);
+    }
+}
+
+/// The per-CPU caches come back after a failed set-up: `RLIMIT_AS` lowered before
+/// the program's first allocation leaves no room for the cache region (objects come
+/// from the central lists meanwhile, contents intact), then raised: within a few
+/// thousand allocations the caches are set up. (The audit's finding: the set-up was
+/// never tried again, and the process ran without caches for ever.)
+#[test]
+fn caches_are_set_up_once_the_address_space_limit_is_raised() {
+    let exe = compile_c("caches_after_limit");
+    for (mode, t) in MODES {
+        let what = format!("caches_after_limit, {mode}");
+        let out = same_with_and_without(&what, SHORT, false, |_| tunables(Command::new(&exe), t));
+        assert_all_checks_passed(&out);
+        let err = text(&out.stderr);
+        let (limited, unlimited) = err
+            .split_once("--- unlimited\n")
+            .unwrap_or_else(|| panic!("{what}: no second statistics:\n{err}"));
+        assert!(
+            limited.contains("--- limited\n")
+                && limited.contains("(pid ")
+                && limited.contains("no per-CPU caches set up"),
+            "{what}: the caches were set up under the limit (it left too much room?):\n{err}"
+        );
+        assert!(
+            unlimited.contains("per-CPU caches indexed by"),
+            "{what}: no per-CPU caches after the limit was raised:\n{err}"
+        );
     }
 }
 

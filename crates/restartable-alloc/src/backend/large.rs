@@ -41,8 +41,7 @@ pub fn alloc(layout: Layout) -> *mut u8 {
     } else {
         len
     };
-    let mapped = os::map_aligned(len, align)
-        .or_else(|| (page_heap::unmap_free(need) > 0).then(|| os::map_aligned(len, align))?);
+    let mapped = page_heap::map_room(need, || os::map_aligned(len, align));
     match mapped {
         Some(p) => {
             IN_USE.fetch_add(len, Ordering::Relaxed);

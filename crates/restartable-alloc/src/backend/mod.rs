@@ -33,6 +33,10 @@ pub struct Span {
     pub class: usize,
     /// Free run whose pages were released (read as zero, not resident).
     pub released: bool,
+    /// Free backed run whose release the kernel refused (locked pages): not tried
+    /// again on the page heap's own releases until it changes (taken, or an explicit
+    /// release).
+    pub refused: bool,
     /// Linked in a list (page heap free list, or the class's non-empty list).
     pub linked: bool,
     /// List links.
@@ -58,6 +62,7 @@ impl Span {
         pages: 0,
         class: 0,
         released: false,
+        refused: false,
         linked: false,
         next: core::ptr::null_mut(),
         prev: core::ptr::null_mut(),

@@ -2,20 +2,27 @@
 //!
 //! # Invariants
 //! - Free runs sit in lists by length (1 to [`MAX_LISTED`] pages, and one list for
-//!   longer runs), backed and released runs apart. A free run never touches another
-//!   free run of the same kind: freeing merges with such neighbours.
-//! - A request takes the shortest fitting run, backed before released, and splits off
+//!   longer runs), of three kinds apart: backed, released, and refused (backed runs
+//!   whose release the kernel refused). A free run never touches another free run of
+//!   the same kind: freeing merges with such neighbours.
+//! - A request takes the shortest fitting run, backed (or refused) before released,
+//!   and splits off
 //!   the rest; when none fits, the current region's bump pointer moves, and when the
 //!   region is exhausted a new one is mapped ([`REGION`] bytes, or just the request
 //!   if that fails: close to an address-space limit we still serve what fits).
 //! - When a mapping fails (out of address space: `RLIMIT_AS` counts mapped bytes,
 //!   resident or not), every free run and the region's rest are unmapped
-//!   ([`unmap_free`]) and the mapping is tried again, here and for large objects.
+//!   ([`unmap_free`]) and the mapping is tried again, here and for large objects, in
+//!   one place (`map_room`): also when another thread unmapped them first.
 //! - Backed free pages are kept up to [`BACKED_FREE_LIMIT`] (they make the next span
 //!   cheap); past it, the longest backed runs are released until half of it is left.
 //!   A run is marked released only if `madvise` succeeded: locked pages (`mlock`)
-//!   are refused and keep their contents, so they stay backed (set aside while
-//!   the others are released).
+//!   are refused and keep their contents, so they stay backed, as refused runs
+//!   (counted in `refused_free`, not in what the limit compares). Those are not tried
+//!   again by the heap's own releases (each refusal costs a system call, and a
+//!   process under `mlockall` would pay them on every free past the limit): only
+//!   once taken again, or by an explicit release ([`release_keeping`]: `trim`,
+//!   `release_memory`), which first makes them backed runs again.
 //! - Span records come from record chunks mapped here and are recycled through a
 //!   free list of records.
 //! - Everything is guarded by one lock, taken after any central list's lock.
@@ -35,7 +42,8 @@ pub const REGION: usize = 64 << 20;
 pub const BACKED_FREE_LIMIT: usize = 8 << 20;
 const RECORD_CHUNK: usize = 256 << 10;
 /// Runs the kernel may refuse to release (locked pages) in one release pass before
-/// it gives up (each refusal costs a system call; every later pass tries again).
+/// it gives up (each refusal costs a system call; the refused runs are not tried
+/// again by later passes, only by an explicit release).
 const REFUSALS: usize = 8;
 
 /// Counters of the page heap, in bytes.
@@ -43,8 +51,13 @@ const REFUSALS: usize = 8;
 pub struct HeapStats {
     /// Regions and span-record chunks mapped (virtual).
     pub mapped: usize,
-    /// Free pages that may hold memory.
+    /// Free pages that may hold memory (refused runs included).
     pub backed_free: usize,
+    /// The part of `backed_free` in refused runs (the kernel refused their release:
+    /// locked pages).
+    pub refused_free: usize,
+    /// Releases the kernel refused so far (a count of system calls).
+    pub refusals: u64,
     /// Free pages given back to the OS or never touched (not resident).
     pub released_free: usize,
     /// Pages in spans of size classes.
@@ -55,9 +68,15 @@ pub struct HeapStats {
     pub released_total: u64,
 }
 
+/// The kinds of free runs (indices of `Heap::free`).
+const BACKED: usize = 0;
+const RELEASED: usize = 1;
+const REFUSED: usize = 2;
+
 struct Heap {
-    /// `[backed, released]` lists by pages; index 0 holds runs longer than MAX_LISTED.
-    free: [[SpanList; MAX_LISTED + 1]; 2],
+    /// `[backed, released, refused]` lists by pages ([`BACKED`], [`RELEASED`],
+    /// [`REFUSED`]); index 0 holds runs longer than MAX_LISTED.
+    free: [[SpanList; MAX_LISTED + 1]; 3],
     region_next: usize,
     region_end: usize,
     records: *mut Span,
@@ -71,7 +90,7 @@ struct Heap {
 unsafe impl Send for Heap {}
 
 static HEAP: SpinLock<Heap> = SpinLock::new(Heap {
-    free: [const { [const { SpanList::new() }; MAX_LISTED + 1] }; 2],
+    free: [const { [const { SpanList::new() }; MAX_LISTED + 1] }; 3],
     region_next: 0,
     region_end: 0,
     records: ptr::null_mut(),
@@ -80,6 +99,8 @@ static HEAP: SpinLock<Heap> = SpinLock::new(Heap {
     stats: HeapStats {
         mapped: 0,
         backed_free: 0,
+        refused_free: 0,
+        refusals: 0,
         released_free: 0,
         in_spans: 0,
         uncarved: 0,
@@ -108,6 +129,7 @@ pub(crate) fn alloc_span(class: usize, pages: usize) -> Option<*mut Span> {
         // A released run (or one never touched) reads as zero.
         (*s).fresh = (*s).released;
         (*s).released = false;
+        (*s).refused = false;
         (*s).freelist = ptr::null_mut();
         (*s).carved = 0;
         (*s).allocated = 0;
@@ -130,17 +152,20 @@ pub(crate) unsafe fn free_span(s: *mut Span) {
         pagemap::clear_small(&*s);
         (*s).class = 0;
         (*s).released = false;
+        (*s).refused = false;
         h.insert_free(s);
     }
-    if h.stats.backed_free > BACKED_FREE_LIMIT {
+    if h.stats.backed_free - h.stats.refused_free > BACKED_FREE_LIMIT {
         h.release_down_to(BACKED_FREE_LIMIT / 2);
     }
 }
 
 /// Releases backed free pages to the OS (the longest runs first) until at most `keep`
-/// backed free bytes remain (0: every one).
+/// backed free bytes remain (0: every one). Runs refused before are tried again.
 pub fn release_keeping(keep: usize) {
-    HEAP.lock().release_down_to(keep);
+    let mut h = HEAP.lock();
+    h.retry_refused();
+    h.release_down_to(keep);
 }
 
 /// Unmaps every free run (backed or released) and the current region's rest not
@@ -154,7 +179,65 @@ pub fn unmap_free(need: usize) -> usize {
     HEAP.lock().unmap_free(need)
 }
 
+/// How many times one request maps again because another thread gave address space
+/// back meanwhile (each time its own attempt failed and it had nothing to unmap).
+const ROOM_RETRIES: usize = 8;
+
+/// `map()` (a mapping of about `need` bytes), made room for: when it fails (out of
+/// address space), the page heap's free runs are unmapped (`unmap_free`, which is
+/// [`Heap::unmap_free`] with the heap's lock taken or already held) and it is tried
+/// again. The one place where the allocator retries a mapping, for large objects and
+/// regions alike.
+///
+/// Two threads may fail at once: the first unmaps the free runs and maps into the
+/// room, the second finds nothing left to unmap. It maps again all the same when
+/// address space was given back (by anyone: [`os::unmapped_generation`] moved) since
+/// its own attempt began, at most [`ROOM_RETRIES`] times: a request fails only when
+/// nothing was released since its last attempt (or other threads keep unmapping and
+/// taking the room every time), never spins.
+fn map_with_room<T>(
+    need: usize,
+    mut map: impl FnMut() -> Option<T>,
+    mut unmap_free: impl FnMut(usize) -> usize,
+) -> Option<T> {
+    for _ in 0..ROOM_RETRIES {
+        let generation = os::unmapped_generation();
+        if let Some(r) = map() {
+            return Some(r);
+        }
+        os::map_failed();
+        // Ranges the kernel refused to unmap before (see `os::unmap`) go first.
+        let deferred = os::retry_deferred();
+        if unmap_free(need) == 0 && !deferred && os::unmapped_generation() == generation {
+            return None;
+        }
+    }
+    map()
+}
+
+/// [`map_with_room`] for a caller that does not hold the heap's lock (large objects).
+pub(crate) fn map_room<T>(need: usize, map: impl FnMut() -> Option<T>) -> Option<T> {
+    map_with_room(need, map, unmap_free)
+}
+
 impl Heap {
+    /// The kind of a free run (which lists it sits in).
+    ///
+    /// # Safety
+    /// `s` is a record of the heap.
+    unsafe fn kind(s: *const Span) -> usize {
+        // SAFETY: as documented.
+        unsafe {
+            if (*s).released {
+                RELEASED
+            } else if (*s).refused {
+                REFUSED
+            } else {
+                BACKED
+            }
+        }
+    }
+
     fn list_index(pages: usize) -> usize {
         if pages <= MAX_LISTED {
             pages
@@ -201,6 +284,9 @@ impl Heap {
             self.stats.released_free = (self.stats.released_free as isize + b) as usize;
         } else {
             self.stats.backed_free = (self.stats.backed_free as isize + b) as usize;
+            if s.refused {
+                self.stats.refused_free = (self.stats.refused_free as isize + b) as usize;
+            }
         }
     }
 
@@ -230,8 +316,7 @@ impl Heap {
             }
             pagemap::set_ends(&*s, s);
             self.account_free(&*s, 1);
-            let kind = (*s).released as usize;
-            self.free[kind][Self::list_index((*s).pages)].push(s);
+            self.free[Self::kind(s)][Self::list_index((*s).pages)].push(s);
         }
     }
 
@@ -246,7 +331,7 @@ impl Heap {
                 && n != s
                 && (*n).class == 0
                 && (*n).linked
-                && (*n).released == (*s).released
+                && Self::kind(n) == Self::kind(s)
         }
     }
 
@@ -258,14 +343,14 @@ impl Heap {
         // SAFETY: as documented.
         unsafe {
             self.account_free(&*s, -1);
-            let kind = (*s).released as usize;
-            self.free[kind][Self::list_index((*s).pages)].remove(s);
+            self.free[Self::kind(s)][Self::list_index((*s).pages)].remove(s);
         }
     }
 
-    /// The shortest fitting free run (backed first), or a fresh one.
+    /// The shortest fitting free run (backed first, then refused, then released), or
+    /// null.
     fn find_free(&self, pages: usize) -> *mut Span {
-        for kind in 0..2 {
+        for kind in [BACKED, REFUSED, RELEASED] {
             for n in pages..=MAX_LISTED {
                 let h = self.free[kind][n].head;
                 if !h.is_null() {
@@ -312,6 +397,7 @@ impl Heap {
                 (*rest).start = (*s).start + pages * PAGE_SIZE;
                 (*rest).pages = (*s).pages - pages;
                 (*rest).released = (*s).released;
+                (*rest).refused = (*s).refused;
                 (*s).pages = pages;
                 self.insert_free(rest);
             }
@@ -324,13 +410,13 @@ impl Heap {
         let bytes = pages.checked_mul(PAGE_SIZE)?;
         if self.region_end - self.region_next < bytes {
             let want = bytes.max(REGION);
-            let (p, len) = match Self::map_region(want, bytes) {
-                Some(r) => r,
-                // Out of address space: the free runs' goes back first (none of
-                // them fits the request, or `find_free` would have found it).
-                None if self.unmap_free(bytes) > 0 => Self::map_region(want, bytes)?,
-                None => return None,
-            };
+            // Out of address space: the free runs' goes back first (none of them
+            // fits the request, or `find_free` would have found it).
+            let (p, len) = map_with_room(
+                bytes,
+                || Self::map_region(want, bytes),
+                |n| self.unmap_free(n),
+            )?;
             let p = p as usize;
             if !pagemap::ensure(p, p + len) {
                 // SAFETY: just mapped, unused.
@@ -386,7 +472,7 @@ impl Heap {
             return 0;
         }
         let mut total = 0;
-        for kind in 0..2 {
+        for kind in [BACKED, RELEASED, REFUSED] {
             for n in 0..=MAX_LISTED {
                 loop {
                     let s = self.free[kind][n].head;
@@ -420,49 +506,75 @@ impl Heap {
         total
     }
 
-    /// Releases the longest backed runs until at most `keep` backed free bytes remain.
-    /// Runs the kernel refuses to release (locked pages) are set aside, at most
-    /// [`REFUSALS`] of them per call, and go back to the backed lists at the end: the
-    /// others are still released.
-    fn release_down_to(&mut self, keep: usize) {
-        // Refused runs, linked through `next` (out of every list meanwhile).
-        let mut refused: *mut Span = ptr::null_mut();
-        let mut refusals = 0;
-        while self.stats.backed_free > keep && refusals < REFUSALS {
-            let mut s = self.free[0][0].head;
-            if s.is_null() {
-                for n in (1..=MAX_LISTED).rev() {
-                    if !self.free[0][n].head.is_null() {
-                        s = self.free[0][n].head;
-                        break;
-                    }
+    /// Makes every refused run a backed one again (merged with its backed
+    /// neighbours), for a release that tries them again.
+    fn retry_refused(&mut self) {
+        for n in 0..=MAX_LISTED {
+            loop {
+                let s = self.free[REFUSED][n].head;
+                if s.is_null() {
+                    break;
+                }
+                // SAFETY: a refused free run in a list: ours.
+                unsafe {
+                    self.unlink_free(s);
+                    (*s).refused = false;
+                    self.insert_free(s);
                 }
             }
+        }
+    }
+
+    /// The longest backed free run, or null.
+    fn longest_backed(&self) -> *mut Span {
+        // Runs longer than MAX_LISTED pages share a list: the longest of them.
+        let mut best: *mut Span = ptr::null_mut();
+        let mut s = self.free[BACKED][0].head;
+        while !s.is_null() {
+            // SAFETY: records in the list are valid under the lock.
+            unsafe {
+                if best.is_null() || (*s).pages > (*best).pages {
+                    best = s;
+                }
+                s = (*s).next;
+            }
+        }
+        if !best.is_null() {
+            return best;
+        }
+        (1..=MAX_LISTED)
+            .rev()
+            .map(|n| self.free[BACKED][n].head)
+            .find(|h| !h.is_null())
+            .unwrap_or(ptr::null_mut())
+    }
+
+    /// Releases the longest backed runs until at most `keep` bytes of backed runs
+    /// that may be released remain (refused runs are not counted). A run the kernel
+    /// refuses to release (locked pages) becomes a refused run, left alone from then
+    /// on; at most [`REFUSALS`] per call.
+    fn release_down_to(&mut self, keep: usize) {
+        let mut refusals = 0;
+        while self.stats.backed_free - self.stats.refused_free > keep && refusals < REFUSALS {
+            let s = self.longest_backed();
             if s.is_null() {
                 break;
             }
             // SAFETY: a backed free run: unused memory of ours.
             unsafe {
                 self.unlink_free(s);
-                if !os::release((*s).start as *mut u8, (*s).bytes()) {
+                if os::release((*s).start as *mut u8, (*s).bytes()) {
+                    self.stats.released_total += (*s).bytes() as u64;
+                    (*s).released = true;
+                } else {
                     // The kernel kept the pages (locked memory, `mlock`, refuses
                     // `MADV_DONTNEED`): they hold what was written, so the run stays
-                    // backed (a released one is taken to read as zero).
-                    (*s).next = refused;
-                    refused = s;
+                    // backed (a released one is taken to read as zero), and is not
+                    // asked again until it changes.
+                    (*s).refused = true;
+                    self.stats.refusals += 1;
                     refusals += 1;
-                    continue;
                 }
-                self.stats.released_total += (*s).bytes() as u64;
-                (*s).released = true;
-                self.insert_free(s);
-            }
-        }
-        while !refused.is_null() {
-            let s = refused;
-            // SAFETY: a run set aside above, in no list: back among the backed runs.
-            unsafe {
-                refused = (*s).next;
                 self.insert_free(s);
             }
         }

@@ -50,6 +50,15 @@ const ROOT_LEN: usize = 1 << ROOT_BITS;
 
 static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] = [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN];
 
+/// Bytes of the leaves mapped (written under the page heap's lock).
+static LEAF_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of address space the page map's leaves take (4 MiB each, mapped on first
+/// use, never freed); the root is static.
+pub fn mapped_bytes() -> usize {
+    LEAF_BYTES.load(Ordering::Relaxed)
+}
+
 /// The hot leaf (see the module docs): set once by [`ensure`], under the page heap's
 /// lock, `start` before `info`.
 #[repr(C, align(64))]
@@ -235,6 +244,7 @@ pub(crate) fn ensure(start: usize, end: usize) -> bool {
             };
             // Zeroed memory is a leaf of null pointers.
             root.store(p.cast(), Ordering::Release);
+            LEAF_BYTES.fetch_add(core::mem::size_of::<Leaf>(), Ordering::Relaxed);
             if ptr::eq(
                 HOT.info.load(Ordering::Relaxed),
                 ptr::addr_of!(NO_LEAF).cast(),
@@ -311,6 +321,12 @@ mod tests {
         let heap = crate::backend::page_heap::lock();
         heap.take();
         assert!(ensure(start, start + (4 << 30) + 2 * PAGE_SIZE));
+        // Every leaf is counted (leaves are mapped under the heap's lock, held).
+        let leaves = ROOT
+            .iter()
+            .filter(|r| !r.load(Ordering::Acquire).is_null())
+            .count();
+        assert_eq!(mapped_bytes(), leaves * core::mem::size_of::<Leaf>());
         for s in &mut spans {
             let sp: *mut Span = s;
             set_small(s, sp, 3);

@@ -30,14 +30,7 @@ enum { NSIZES = sizeof sizes / sizeof *sizes, MAXN = 6 << 20 };
 static void *objs[MAXN];
 
 int main(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    size_t pages = 0;
-    CHECK(f && fscanf(f, "%zu", &pages) == 1);
-    fclose(f);
-    struct rlimit r;
-    CHECK(getrlimit(RLIMIT_AS, &r) == 0);
-    r.rlim_cur = pages * 4096 + (64 << 20);
-    CHECK(setrlimit(RLIMIT_AS, &r) == 0);
+    limit_address_space(64 << 20);
     size_t first[NSIZES] = {0};
     for (int round = 0; round < 3; round++) {
         /* 16-byte objects, linked through their first word, until malloc fails: the

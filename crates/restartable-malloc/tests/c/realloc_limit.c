@@ -20,14 +20,6 @@
 
 #include "checks.h"
 
-static size_t address_space(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    size_t pages = 0;
-    if (!f || fscanf(f, "%zu", &pages) != 1) abort();
-    fclose(f);
-    return pages * 4096;
-}
-
 /* In a child: the grow with `room` bytes beyond the growth; 0 when every check
  * passed, 1 when the object moved, 2 when realloc returned NULL (plus 4 on a failed
  * check). */
@@ -37,10 +29,7 @@ static int grow(size_t room) {
     CHECK(a != NULL);
     fill(a, 4096, 3);
     fill(a + s1 - 4096, 4096, 5);
-    struct rlimit r;
-    CHECK(getrlimit(RLIMIT_AS, &r) == 0);
-    r.rlim_cur = address_space() + (s2 - s1) + room;
-    CHECK(setrlimit(RLIMIT_AS, &r) == 0);
+    limit_address_space((s2 - s1) + room);
     errno = 0;
     unsigned char *b = realloc(a, s2);
     int e = errno, moved = b != NULL;
@@ -67,10 +56,7 @@ static int shrink(void) {
     CHECK(a != NULL);
     fill(a, 4096, 3);
     fill(a + s2 - 4096, 4096, 5);
-    struct rlimit r;
-    CHECK(getrlimit(RLIMIT_AS, &r) == 0);
-    r.rlim_cur = address_space() + (1 << 20);
-    CHECK(setrlimit(RLIMIT_AS, &r) == 0);
+    limit_address_space((1 << 20));
     unsigned char *b = realloc(a, s2);
     CHECK(b == a);
     if (b) CHECK(same(b, 4096, 3) && same(b + s2 - 4096, 4096, 5));
@@ -90,10 +76,7 @@ static int grow_in_place(void) {
     fill(a, 4096, 3);
     fill(a + s1 - 4096, 4096, 5);
     CHECK(realloc(a, s1) == a);
-    struct rlimit r;
-    CHECK(getrlimit(RLIMIT_AS, &r) == 0);
-    r.rlim_cur = address_space() + (s2 - s1) + (1 << 20);
-    CHECK(setrlimit(RLIMIT_AS, &r) == 0);
+    limit_address_space((s2 - s1) + (1 << 20));
     errno = 0;
     unsigned char *b = realloc(a, s2);
     if (!b) fprintf(stderr, "grow in place: NULL, errno %d\n", errno);

@@ -7,6 +7,9 @@
 #[path = "../../../restartable/tests/support/child.rs"]
 pub mod child;
 
+#[path = "../../../restartable/tests/support/seccomp.rs"]
+pub mod seccomp;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,142 @@
+//! `munmap` refused (as the kernel does with `ENOMEM` when splitting a mapping would
+//! pass `vm.max_map_count`): the range is neither lost nor used twice. It stays
+//! counted as mapped until a later unmap or a mapping that fails for want of
+//! address space unmaps it. The refusals are injected (`os::refuse_unmaps`): the
+//! real limit is root's to lower, for the whole machine. Each scenario runs in a
+//! child process (the injection is process-wide).
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use common::child::{in_child, Spec};
+use restartable_alloc::{os, PerCpuAlloc};
+
+#[global_allocator]
+static A: PerCpuAlloc = PerCpuAlloc::new();
+
+const MIB: usize = 1 << 20;
+
+/// Whether any page of `[p, p + len)` is mapped (`mincore` says `ENOMEM` for a range
+/// with an unmapped page; asked page by page).
+fn any_mapped(p: usize, len: usize) -> bool {
+    let mut v = 0u8;
+    (0..len / 4096).any(|i| {
+        // SAFETY: (test) `mincore` only reads the mapping state; one byte of output.
+        unsafe { libc::mincore((p + i * 4096) as *mut libc::c_void, 4096, &mut v) == 0 }
+    })
+}
+
+/// A large object freed while `munmap` is refused: its range stays mapped and
+/// counted in `mapped_bytes` (and its pages are released); the next large object
+/// freed unmaps both, and the figures come back to where they were.
+#[test]
+fn a_refused_unmap_is_counted_and_done_later() {
+    in_child(
+        "a_refused_unmap_is_counted_and_done_later",
+        "refused-large",
+        Spec::within(60),
+        || {
+            let l = Layout::from_size_align(3 * MIB, 8).unwrap();
+            drop(std::hint::black_box(vec![0u8; 100]));
+            let before = restartable_alloc::stats_summary().mapped_bytes;
+            // SAFETY: (test) a valid layout.
+            let (p, q) = unsafe { (A.alloc(l), A.alloc(l)) };
+            assert!(!p.is_null() && !q.is_null());
+            // SAFETY: (test) fresh objects of 3 MiB.
+            unsafe {
+                p.write_bytes(1, l.size());
+                q.write_bytes(2, l.size());
+            }
+            os::refuse_unmaps(1);
+            // SAFETY: (test) allocated above with `l`.
+            unsafe { A.dealloc(p, l) };
+            let s = restartable_alloc::stats_summary();
+            assert!(any_mapped(p as usize, l.size()), "refused, yet unmapped");
+            assert_eq!(os::deferred_bytes(), l.size(), "{s:?}");
+            assert_eq!(s.large_bytes, l.size() as u64, "{s:?}");
+            assert_eq!(s.mapped_bytes, before + 2 * l.size() as u64, "{s:?}");
+            // The next unmap succeeds: the refused range goes with it.
+            // SAFETY: (test) allocated above with `l`.
+            unsafe { A.dealloc(q, l) };
+            let s = restartable_alloc::stats_summary();
+            assert!(
+                !any_mapped(p as usize, l.size()),
+                "the refused range is still mapped after a later unmap: lost"
+            );
+            assert!(!any_mapped(q as usize, l.size()));
+            assert_eq!(os::deferred_bytes(), 0, "{s:?}");
+            assert_eq!(s.mapped_bytes, before, "{s:?}");
+        },
+    );
+}
+
+/// Under an address-space limit, the page heap's free runs are unmapped to make
+/// room for a large object, and the kernel refuses every one of them: the object
+/// still fails cleanly (null), the heap's figures add up (the runs are deferred,
+/// not lost), and once the refusals stop the deferred ranges are unmapped when the
+/// next mapping fails, so the object fits.
+#[test]
+fn refused_unmaps_of_free_runs_are_retried_when_room_is_needed() {
+    in_child(
+        "refused_unmaps_of_free_runs_are_retried_when_room_is_needed",
+        "refused-free-runs",
+        Spec::within(120).env(&[("RUST_BACKTRACE", "0")]),
+        || {
+            drop(std::hint::black_box(vec![0u8; 100]));
+            let mut keep = Vec::with_capacity(1 << 20);
+            common::limit_address_space(256 * MIB);
+            let small = Layout::from_size_align(1000, 8).unwrap();
+            loop {
+                // SAFETY: (test) a valid layout.
+                let p = unsafe { A.alloc(small) };
+                if p.is_null() || keep.len() == keep.capacity() {
+                    break;
+                }
+                keep.push(p as usize);
+            }
+            assert!(keep.len() * small.size() > 64 * MIB, "{}", keep.len());
+            for &p in &keep {
+                // SAFETY: (test) allocated above with `small`.
+                unsafe { A.dealloc(p as *mut u8, small) };
+            }
+            restartable_alloc::release_memory();
+            let large = Layout::from_size_align(64 * MIB, 8).unwrap();
+            let mapped = restartable_alloc::stats_summary().mapped_bytes;
+            os::refuse_unmaps(usize::MAX);
+            // SAFETY: (test) a valid layout.
+            let p = unsafe { A.alloc(large) };
+            os::refuse_unmaps(0);
+            let refused = restartable_alloc::stats_summary();
+            let deferred = os::deferred_bytes();
+            // SAFETY: (test) a valid layout.
+            let q = unsafe { A.alloc(large) };
+            let after = restartable_alloc::stats_summary();
+            let deferred_after = os::deferred_bytes();
+            // Room for the checks' messages (a panic under the limit would fail to
+            // allocate its backtrace and hang in the standard library).
+            if !q.is_null() {
+                // SAFETY: (test) allocated above with `large`.
+                unsafe { A.dealloc(q, large) };
+            }
+            drop(keep);
+            println!("refused: {refused:?}, deferred {deferred}");
+            assert!(
+                p.is_null(),
+                "a 64 MiB object fitted with every unmap refused"
+            );
+            assert!(deferred > 64 * MIB, "{refused:?}");
+            assert_eq!(
+                refused.mapped_bytes, mapped,
+                "mapped bytes lost: {refused:?}"
+            );
+            assert!(
+                !q.is_null(),
+                "no room after the refusals stopped: {after:?}"
+            );
+            assert_eq!(deferred_after, 0, "{after:?}");
+        },
+    );
+}
