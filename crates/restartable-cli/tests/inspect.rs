@@ -414,6 +414,51 @@ fn bad_inputs_give_clear_errors() {
     }
 }
 
+/// `rseq inspect` on something that is not a regular file (a FIFO nobody writes to,
+/// an endless character device, a directory) fails at once with a clear message: it
+/// used to block forever in `open` on the FIFO and to read `/dev/zero` until memory ran
+/// out.
+#[test]
+fn special_files_are_refused_without_reading_them() {
+    let dir = scratch("special-files");
+    let fifo = dir.join("fifo");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let limit = std::time::Duration::from_secs(30);
+    let zero = Path::new("/dev/zero");
+    for file in [fifo.as_path(), zero, dir.as_path()] {
+        for json in [false, true] {
+            // Under a 1 GiB address-space limit, so that reading /dev/zero to the end
+            // fails (instead of filling the machine's memory) if this ever regresses.
+            let output = Command::new("sh")
+                .args([
+                    "-c",
+                    "ulimit -v 1048576 && exec \"$@\"",
+                    "sh",
+                    RSEQ,
+                    "inspect",
+                ])
+                .args(json.then_some("--json"))
+                .arg(file)
+                .output_within(limit);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(1),
+                "{}: {stderr}",
+                file.display()
+            );
+            assert!(
+                stderr.contains(&file.display().to_string())
+                    && stderr.contains("not a regular file"),
+                "{}: {stderr}",
+                file.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn truncated_copies_never_panic() {
     let dir = scratch("truncated");

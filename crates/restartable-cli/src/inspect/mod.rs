@@ -40,8 +40,7 @@ pub struct InspectArgs {
 /// Runs `rseq inspect`.
 pub fn run(args: &InspectArgs) -> ExitCode {
     let name = args.file.display().to_string();
-    let result = std::fs::read(&args.file)
-        .map_err(|err| format!("cannot read the file: {err}"))
+    let result = read_regular_file(&args.file)
         .and_then(|data| inspect_elf(&data).map_err(|err| err.to_string()));
     let tables = match result {
         Ok(tables) => tables,
@@ -67,6 +66,37 @@ pub fn run(args: &InspectArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Reads the whole of `path`, which must be a regular file (after symlinks).
+///
+/// It is opened with `O_NONBLOCK` and checked with `fstat` before anything is read:
+/// opening a FIFO for reading would otherwise wait for a writer forever, and reading a
+/// character device such as `/dev/zero` never ends.
+fn read_regular_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|err| format!("cannot read the file: {err}"))?;
+    let metadata = file
+        .metadata()
+        .map_err(|err| format!("cannot read the file: {err}"))?;
+    if !metadata.is_file() {
+        let kind = metadata.file_type();
+        let what = if kind.is_dir() {
+            "a directory"
+        } else {
+            "a special file"
+        };
+        return Err(format!("cannot read the file: not a regular file ({what})"));
+    }
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .map_err(|err| format!("cannot read the file: {err}"))?;
+    Ok(data)
 }
 
 fn plural(n: usize) -> &'static str {
