@@ -45,7 +45,7 @@ pub fn run(args: &InspectArgs) -> ExitCode {
     let tables = match result {
         Ok(tables) => tables,
         Err(message) => {
-            eprintln!("rseq inspect: {name}: {message}");
+            eprintln!("rseq inspect: {}: {}", shown(&name), shown(&message));
             if args.json {
                 println!("{}", json!({ "file": name, "error": message }));
             }
@@ -60,7 +60,8 @@ pub fn run(args: &InspectArgs) -> ExitCode {
     let problems = tables.problem_count();
     if problems > 0 {
         eprintln!(
-            "rseq inspect: {name}: {problems} problem{} found in the restartable-sequence tables",
+            "rseq inspect: {}: {problems} problem{} found in the restartable-sequence tables",
+            shown(&name),
             plural(problems)
         );
         return ExitCode::FAILURE;
@@ -150,8 +151,27 @@ fn sequence_json(seq: &Sequence) -> Value {
     })
 }
 
-/// The listing as a readable table.
+/// `text` with its control characters escaped (`\u{1b}`, `\r`, `\n`...): names and
+/// messages taken from the file are printed through it, so that a crafted binary
+/// cannot send escape sequences to the terminal or break the table's lines.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// The listing as a readable table (names from the file escaped by [`shown`]).
 pub fn to_text(file: &str, tables: &Tables) -> String {
+    let file = &*shown(file);
     let mut out = String::new();
     if tables.sequences.is_empty() && tables.problems.is_empty() {
         if tables.has_tables {
@@ -180,24 +200,24 @@ pub fn to_text(file: &str, tables: &Tables) -> String {
             seq.start_ip,
             seq.post_commit_ip(),
             seq.abort_ip,
-            seq.function.as_deref().unwrap_or("??")
+            shown(seq.function.as_deref().unwrap_or("??"))
         );
         for exit in &seq.exit_points {
             let _ = writeln!(
                 out,
                 "      exit point {:#018x}  {}",
                 exit.exit_ip,
-                exit.function.as_deref().unwrap_or("??")
+                shown(exit.function.as_deref().unwrap_or("??"))
             );
         }
         for problem in &seq.problems {
-            let _ = writeln!(out, "      PROBLEM: {problem}");
+            let _ = writeln!(out, "      PROBLEM: {}", shown(&problem.0));
         }
     }
     if !tables.problems.is_empty() {
         let _ = writeln!(out, "problems in the tables:");
         for problem in &tables.problems {
-            let _ = writeln!(out, "  PROBLEM: {problem}");
+            let _ = writeln!(out, "  PROBLEM: {}", shown(&problem.0));
         }
     }
     out
