@@ -314,6 +314,9 @@ pub fn inspect_elf(data: &[u8]) -> Result<Tables, InspectError> {
             .push(seq.descriptor);
     }
     if let Some(exits) = exits {
+        // (descriptor, exit) pairs already listed: one set lookup per entry (a scan of
+        // the sequence's exits per entry was quadratic in a crafted table).
+        let mut listed: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
         for (index, chunk) in exits.bytes.chunks_exact(EXIT_ENTRY_SIZE).enumerate() {
             let (start_ip, exit_ip) = (u64_at(chunk, 0), u64_at(chunk, 8));
             let Some(descriptors) = by_start.get(&start_ip) else {
@@ -326,7 +329,7 @@ pub fn inspect_elf(data: &[u8]) -> Result<Tables, InspectError> {
                 let Some(seq) = sequences.get_mut(descriptor) else {
                     continue;
                 };
-                if seq.exit_points.iter().any(|e| e.exit_ip == exit_ip) {
+                if !listed.insert((*descriptor, exit_ip)) {
                     continue;
                 }
                 if seq.contains(exit_ip) {
