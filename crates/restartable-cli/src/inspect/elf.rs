@@ -760,8 +760,11 @@ impl<'data> Segments<'data> {
 
 /// The function symbols of a file, to name the function an address lies in.
 struct FunctionSymbols {
-    /// (start, end, demangled name), sorted by start.
-    ranges: Vec<(u64, u64, String)>,
+    /// The demangled names, smallest function first (by size, then name length,
+    /// then start, end and name).
+    names: Vec<String>,
+    /// Each function's range, numbered by its place in `names`.
+    at: RangeMap,
 }
 
 impl FunctionSymbols {
@@ -779,19 +782,30 @@ impl FunctionSymbols {
             let end = start.saturating_add(symbol.size());
             ranges.push((start, end, demangle(name)));
         }
-        ranges.sort();
-        ranges.dedup();
-        Self { ranges }
+        Self::from_ranges(ranges)
     }
 
-    /// The (smallest) function whose symbol covers `address`.
+    /// From `(start, end, name)` triples.
+    fn from_ranges(mut ranges: Vec<(u64, u64, String)>) -> Self {
+        ranges.sort();
+        ranges.dedup();
+        // Stable: among equals, sorted order decides, as the first minimum did.
+        ranges.sort_by_key(|r| (r.1 - r.0, r.2.len()));
+        let at = RangeMap::new(
+            ranges
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.0 < r.1)
+                .map(|(i, r)| (i, u128::from(r.0), u128::from(r.1))),
+        );
+        let names = ranges.into_iter().map(|r| r.2).collect();
+        Self { names, at }
+    }
+
+    /// The (smallest) function whose symbol covers `address`, in O(log n): a crafted
+    /// file has as many symbols as table entries.
     fn function_at(&self, address: u64) -> Option<String> {
-        let candidates = self.ranges.partition_point(|r| r.0 <= address);
-        self.ranges[..candidates]
-            .iter()
-            .filter(|r| address < r.1)
-            .min_by_key(|r| (r.1 - r.0, r.2.len()))
-            .map(|r| r.2.clone())
+        self.at.first_at(address).map(|i| self.names[i].clone())
     }
 }
 
@@ -857,7 +871,32 @@ mod range_map_tests {
         );
     }
 
+    /// The smallest function symbol covering an address, found by a scan (what
+    /// `FunctionSymbols::function_at` stands for).
+    fn smallest_by_scan(ranges: &[(u64, u64, String)], address: u64) -> Option<String> {
+        let mut sorted = ranges.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        sorted
+            .iter()
+            .filter(|r| r.0 <= address && address < r.1)
+            .min_by_key(|r| (r.1 - r.0, r.2.len()))
+            .map(|r| r.2.clone())
+    }
+
     proptest! {
+        #[test]
+        fn smallest_function_at(
+            ranges in prop::collection::vec((0u64..64, 0u64..24, "[a-c]{1,3}"), 0..12),
+        ) {
+            let ranges: Vec<(u64, u64, String)> =
+                ranges.into_iter().map(|(s, l, n)| (s, s + l, n)).collect();
+            let symbols = super::FunctionSymbols::from_ranges(ranges.clone());
+            for q in 0..96 {
+                prop_assert_eq!(symbols.function_at(q), smallest_by_scan(&ranges, q), "at {}", q);
+            }
+        }
+
         #[test]
         fn lowest_containing_range(
             ranges in prop::collection::vec((0u128..64, 1u128..24), 0..12),
