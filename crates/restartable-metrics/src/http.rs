@@ -147,8 +147,13 @@ fn accept_loop(listener: &TcpListener, handle: &PerCpuHandle, stop: &AtomicBool)
 /// refused connection.)
 fn busy(stream: TcpStream) {
     if stream.set_nonblocking(true).is_ok() {
+        // At most 64 KiB: a client that keeps sending must not hold this thread.
         let mut sink = [0u8; 4096];
-        while matches!((&stream).read(&mut sink), Ok(n) if n > 0) {}
+        for _ in 0..16 {
+            if !matches!((&stream).read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
         let _ = (&stream).write_all(&response_head(
             "503 Service Unavailable",
             "text/plain",
