@@ -414,6 +414,97 @@ fn bad_inputs_give_clear_errors() {
     }
 }
 
+/// Names read from the file (symbols, section names) are printed with their control
+/// characters escaped: a crafted binary whose function is named with terminal escape
+/// sequences must not reach the user's terminal with them (the text listing used to
+/// print them raw). The JSON output escapes them as JSON does.
+#[test]
+fn control_characters_in_names_are_escaped() {
+    let dir = scratch("escapes");
+    let Some(binary) = compile(&fixture("one_sequence.c"), &dir, "one", &["-O0", "-no-pie"]) else {
+        return;
+    };
+    // Rename `percpu_inc` (10 bytes) in the string tables: ESC [ 2 J, BEL, CR...
+    let evil: &[u8; 10] = b"\x1b[2J\x07\rpwn!";
+    let mut data = std::fs::read(&binary).unwrap();
+    let mut renamed = 0;
+    let mut at = 0;
+    while let Some(i) = data[at..].windows(11).position(|w| w == b"percpu_inc\0") {
+        data[at + i..at + i + 10].copy_from_slice(evil);
+        renamed += 1;
+        at += i + 11;
+    }
+    assert!(renamed > 0, "the symbol name was found");
+    let patched = dir.join("patched");
+    std::fs::write(&patched, &data).unwrap();
+
+    let output = inspect(&[patched.as_os_str()]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    for c in ['\x1b', '\x07', '\r'] {
+        assert!(
+            !text.contains(c),
+            "a raw {c:?} reached the listing:\n{}",
+            text.escape_debug()
+        );
+    }
+    assert!(
+        text.contains("\\u{1b}[2J\\u{7}\\rpwn!"),
+        "the name is shown escaped:\n{text}"
+    );
+    let (_, json) = inspect_json(&patched);
+    assert_eq!(
+        json["sequences"][0]["function"].as_str(),
+        Some("\x1b[2J\x07\rpwn!"),
+        "JSON keeps the name as it is (JSON escapes it)"
+    );
+}
+
+/// `rseq inspect` on something that is not a regular file (a FIFO nobody writes to,
+/// an endless character device, a directory) fails at once with a clear message: it
+/// used to block forever in `open` on the FIFO and to read `/dev/zero` until memory ran
+/// out.
+#[test]
+fn special_files_are_refused_without_reading_them() {
+    let dir = scratch("special-files");
+    let fifo = dir.join("fifo");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let limit = std::time::Duration::from_secs(30);
+    let zero = Path::new("/dev/zero");
+    for file in [fifo.as_path(), zero, dir.as_path()] {
+        for json in [false, true] {
+            // Under a 1 GiB address-space limit, so that reading /dev/zero to the end
+            // fails (instead of filling the machine's memory) if this ever regresses.
+            let output = Command::new("sh")
+                .args([
+                    "-c",
+                    "ulimit -v 1048576 && exec \"$@\"",
+                    "sh",
+                    RSEQ,
+                    "inspect",
+                ])
+                .args(json.then_some("--json"))
+                .arg(file)
+                .output_within(limit);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(1),
+                "{}: {stderr}",
+                file.display()
+            );
+            assert!(
+                stderr.contains(&file.display().to_string())
+                    && stderr.contains("not a regular file"),
+                "{}: {stderr}",
+                file.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn truncated_copies_never_panic() {
     let dir = scratch("truncated");

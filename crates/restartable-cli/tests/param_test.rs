@@ -303,6 +303,41 @@ fn bad_usage_exits_1_with_usage() {
     }
 }
 
+/// More threads than the machine can create is a failed run with a message (exit 1),
+/// not an abort: `-t 99999999999` used to reserve the join handles of every thread
+/// up front, a 2.4 TB allocation that aborted the process. Run under a 4 GiB
+/// address-space limit, so that thread creation fails after a few hundred threads
+/// instead of filling the machine.
+#[test]
+fn too_many_threads_fails_cleanly() {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -v 4194304 && exec \"$@\"",
+            "sh",
+            RSEQ,
+            "param-test",
+            "-T",
+            "i",
+            "-r",
+            "1",
+            "-t",
+            "99999999999",
+        ])
+        .output_within(child::SHORT);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1, got {}; stderr:\n{err}",
+        code(&out)
+    );
+    assert!(
+        err.contains("cannot create worker thread"),
+        "no reason on stderr:\n{err}"
+    );
+}
+
 #[test]
 fn help_prints_usage_and_exits_0() {
     let out = Run::new(&["-h"]).output();

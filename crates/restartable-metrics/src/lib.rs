@@ -34,7 +34,8 @@
 //! - Histogram samples are drained and descriptions published at each render (or
 //!   [`PerCpuHandle::run_upkeep`]); the exporter also does it every 5 s from its
 //!   listener. No idle timeouts, push gateway, protobuf or native histograms.
-//! - `install` serves HTTP/1.1 from one thread (tiny_http), not hyper on tokio.
+//! - `install` serves HTTP/1.1 on `std::net` (a thread per connection, at most 32,
+//!   each with deadlines; every response closes its connection), not hyper on tokio.
 //!
 //! # Examples
 //!

@@ -126,7 +126,7 @@ fn scrape_while_counting_then_nothing_lost() {
         .sum();
     assert_eq!(latency_count, Some(samples), "latency samples\n{body}");
     server.shutdown();
-    // tiny_http's accept thread closes the listening socket shortly after: poll.
+    // The listening socket is closed when `shutdown` returns (polled all the same).
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).is_ok() {
         assert!(

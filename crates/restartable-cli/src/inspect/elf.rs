@@ -235,9 +235,9 @@ pub fn inspect_elf(data: &[u8]) -> Result<Tables, InspectError> {
 
     let sections = section_infos(&file, data)?;
     let mut tables = Tables::default();
-    let cs = load_table(&file, data, &sections, CS_SECTION, CS_SIZE)?;
-    let ptrs = load_table(&file, data, &sections, PTR_SECTION, 8)?;
-    let exits = load_table(&file, data, &sections, EXIT_SECTION, EXIT_ENTRY_SIZE)?;
+    let cs = load_table(&file, data, &sections.list, CS_SECTION, CS_SIZE)?;
+    let ptrs = load_table(&file, data, &sections.list, PTR_SECTION, 8)?;
+    let exits = load_table(&file, data, &sections.list, EXIT_SECTION, EXIT_ENTRY_SIZE)?;
     tables.has_tables = cs.is_some() || ptrs.is_some() || exits.is_some();
     if !tables.has_tables {
         return Ok(tables);
@@ -248,6 +248,7 @@ pub fn inspect_elf(data: &[u8]) -> Result<Tables, InspectError> {
     let (cs, ptrs, exits) = (table(CS_SECTION), table(PTR_SECTION), table(EXIT_SECTION));
 
     let symbols = FunctionSymbols::new(&file);
+    let segments = Segments::new(&file, data);
     let mut sequences: BTreeMap<u64, Sequence> = BTreeMap::new();
 
     // 1. The descriptors the pointer array lists.
@@ -314,6 +315,9 @@ pub fn inspect_elf(data: &[u8]) -> Result<Tables, InspectError> {
             .push(seq.descriptor);
     }
     if let Some(exits) = exits {
+        // (descriptor, exit) pairs already listed: one set lookup per entry (a scan of
+        // the sequence's exits per entry was quadratic in a crafted table).
+        let mut listed: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
         for (index, chunk) in exits.bytes.chunks_exact(EXIT_ENTRY_SIZE).enumerate() {
             let (start_ip, exit_ip) = (u64_at(chunk, 0), u64_at(chunk, 8));
             let Some(descriptors) = by_start.get(&start_ip) else {
@@ -326,7 +330,7 @@ pub fn inspect_elf(data: &[u8]) -> Result<Tables, InspectError> {
                 let Some(seq) = sequences.get_mut(descriptor) else {
                     continue;
                 };
-                if seq.exit_points.iter().any(|e| e.exit_ip == exit_ip) {
+                if !listed.insert((*descriptor, exit_ip)) {
                     continue;
                 }
                 if seq.contains(exit_ip) {
@@ -349,7 +353,7 @@ pub fn inspect_elf(data: &[u8]) -> Result<Tables, InspectError> {
         *starts.entry(seq.start_ip).or_default() += 1;
     }
     for seq in sequences.values_mut() {
-        check_sequence(seq, &sections, &file, data);
+        check_sequence(seq, &sections, &segments);
         if starts.get(&seq.start_ip).copied().unwrap_or(0) > 1 {
             seq.problems.push(Problem(format!(
                 "another descriptor has the same start address {:#x}",
@@ -365,12 +369,7 @@ pub fn inspect_elf(data: &[u8]) -> Result<Tables, InspectError> {
     Ok(tables)
 }
 
-fn check_sequence(
-    seq: &mut Sequence,
-    sections: &[SectionInfo],
-    file: &ElfFile64<'_, Endianness>,
-    data: &[u8],
-) {
+fn check_sequence(seq: &mut Sequence, sections: &Sections, segments: &Segments<'_>) {
     let mut problems = Vec::new();
     if seq.version != 0 {
         problems.push(Problem(format!("version is {}, not 0", seq.version)));
@@ -403,7 +402,7 @@ fn check_sequence(
     match seq
         .abort_ip
         .checked_sub(4)
-        .and_then(|at| read_mapped::<4>(file, data, at))
+        .and_then(|at| segments.read::<4>(at))
     {
         Some(bytes) if u32::from_le_bytes(bytes) == X86_RSEQ_SIG => {}
         Some(bytes) => problems.push(Problem(format!(
@@ -422,12 +421,7 @@ fn check_sequence(
 }
 
 /// Adds a problem if `address` is not inside an executable section.
-fn check_code_address(
-    sections: &[SectionInfo],
-    what: &str,
-    address: u64,
-    problems: &mut Vec<Problem>,
-) {
+fn check_code_address(sections: &Sections, what: &str, address: u64, problems: &mut Vec<Problem>) {
     match section_at(sections, address) {
         Some(s) if s.flags & u64::from(elf::SHF_EXECINSTR) != 0 => {}
         Some(s) => problems.push(Problem(format!(
@@ -460,7 +454,7 @@ fn decode_descriptor(address: u64, bytes: &[u8]) -> Sequence {
 fn descriptor_bytes(
     address: u64,
     cs: Option<&TableSection>,
-    sections: &[SectionInfo],
+    sections: &Sections,
     data: &[u8],
 ) -> Option<[u8; CS_SIZE]> {
     if let Some(bytes) = cs.and_then(|cs| cs.read::<CS_SIZE>(address)) {
@@ -493,10 +487,7 @@ fn u64_at(bytes: &[u8], offset: usize) -> u64 {
     u64::from_le_bytes(word)
 }
 
-fn section_infos(
-    file: &ElfFile64<'_, Endianness>,
-    data: &[u8],
-) -> Result<Vec<SectionInfo>, InspectError> {
+fn section_infos(file: &ElfFile64<'_, Endianness>, data: &[u8]) -> Result<Sections, InspectError> {
     let endian = file.endian();
     let table = file.elf_section_table();
     let mut out = Vec::with_capacity(table.len());
@@ -518,17 +509,72 @@ fn section_infos(
             data: data_range,
         });
     }
-    Ok(out)
+    let at = RangeMap::new(out.iter().enumerate().filter_map(|(i, s)| {
+        let start = u128::from(s.address);
+        (s.flags & u64::from(elf::SHF_ALLOC) != 0 && s.size > 0)
+            .then(|| (i, start, start + u128::from(s.size)))
+    }));
+    Ok(Sections { list: out, at })
 }
 
-/// The allocated section that contains `address`.
-fn section_at(sections: &[SectionInfo], address: u64) -> Option<&SectionInfo> {
-    sections.iter().find(|s| {
-        s.flags & u64::from(elf::SHF_ALLOC) != 0
-            && s.size > 0
-            && address >= s.address
-            && address - s.address < s.size
-    })
+/// The section headers, and which allocated section each address is in.
+struct Sections {
+    list: Vec<SectionInfo>,
+    at: RangeMap,
+}
+
+/// The first allocated section (in header order) that contains `address`.
+fn section_at(sections: &Sections, address: u64) -> Option<&SectionInfo> {
+    sections.at.first_at(address).map(|i| &sections.list[i])
+}
+
+/// Numbered address ranges `[start, end)`, which may overlap (in a crafted file they
+/// do), and for any address the lowest number of a range that contains it, in
+/// O(log n): the lookups of every table entry must not scan every section or segment
+/// (a crafted file has tens of thousands of each, and as many entries).
+struct RangeMap {
+    /// The points where the answer changes, sorted.
+    bounds: Vec<u128>,
+    /// The answer on `[bounds[j], bounds[j + 1])`.
+    first: Vec<Option<usize>>,
+}
+
+impl RangeMap {
+    /// From `(number, start, end)` triples with `start < end`.
+    fn new(ranges: impl Iterator<Item = (usize, u128, u128)>) -> Self {
+        let mut events: Vec<(u128, usize, bool)> = Vec::new();
+        for (i, start, end) in ranges {
+            events.push((start, i, true));
+            events.push((end, i, false));
+        }
+        events.sort_unstable_by_key(|e| e.0);
+        let mut open = std::collections::BinaryHeap::new();
+        let mut closed = std::collections::HashSet::new();
+        let (mut bounds, mut first) = (Vec::new(), Vec::new());
+        let mut k = 0;
+        while let Some(&(point, _, _)) = events.get(k) {
+            while let Some(&(_, i, starts)) = events.get(k).filter(|e| e.0 == point) {
+                if starts {
+                    open.push(std::cmp::Reverse(i));
+                } else {
+                    closed.insert(i);
+                }
+                k += 1;
+            }
+            while open.peek().is_some_and(|r| closed.contains(&r.0)) {
+                open.pop();
+            }
+            bounds.push(point);
+            first.push(open.peek().map(|r| r.0));
+        }
+        RangeMap { bounds, first }
+    }
+
+    /// The lowest number of a range that contains `address`.
+    fn first_at(&self, address: u64) -> Option<usize> {
+        let j = self.bounds.partition_point(|&b| b <= u128::from(address));
+        self.first.get(j.checked_sub(1)?).copied().flatten()
+    }
 }
 
 /// Copies the rseq section `name`, checking that it is whole and a multiple of
@@ -666,37 +712,59 @@ fn apply_dynamic_relocations(
     Ok(())
 }
 
-/// Reads `N` bytes at virtual address `address` from the file-backed part of a
-/// `PT_LOAD` segment.
-fn read_mapped<const N: usize>(
-    file: &ElfFile64<'_, Endianness>,
-    data: &[u8],
-    address: u64,
-) -> Option<[u8; N]> {
-    let endian = file.endian();
-    for segment in file.elf_program_headers() {
-        if segment.p_type(endian) != elf::PT_LOAD {
-            continue;
-        }
-        let vaddr = segment.p_vaddr(endian);
-        let filesz = segment.p_filesz(endian);
-        let Some(offset) = address.checked_sub(vaddr) else {
-            continue;
-        };
-        if offset.checked_add(N as u64).is_none_or(|end| end > filesz) {
-            continue;
-        }
-        let bytes = segment.data(endian, data).ok()?;
-        let offset = usize::try_from(offset).ok()?;
-        return bytes.get(offset..offset.checked_add(N)?)?.try_into().ok();
+/// The file-backed parts of the `PT_LOAD` segments, to read code bytes by address.
+struct Segments<'data> {
+    /// (p_vaddr, p_filesz, the segment's bytes if they are in the file).
+    list: Vec<(u64, u64, Option<&'data [u8]>)>,
+    at: RangeMap,
+}
+
+impl<'data> Segments<'data> {
+    fn new(file: &ElfFile64<'data, Endianness>, data: &'data [u8]) -> Self {
+        let endian = file.endian();
+        let list: Vec<_> = file
+            .elf_program_headers()
+            .iter()
+            .filter(|segment| segment.p_type(endian) == elf::PT_LOAD)
+            .map(|segment| {
+                (
+                    segment.p_vaddr(endian),
+                    segment.p_filesz(endian),
+                    segment.data(endian, data).ok(),
+                )
+            })
+            .collect();
+        let at = RangeMap::new(
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, &(vaddr, size, _))| {
+                    let start = u128::from(vaddr);
+                    (size > 0).then(|| (i, start, start + u128::from(size)))
+                }),
+        );
+        Segments { list, at }
     }
-    None
+
+    /// Reads `N` bytes at virtual address `address` from the file-backed part of the
+    /// first `PT_LOAD` segment that contains `address`, if they are all in it.
+    fn read<const N: usize>(&self, address: u64) -> Option<[u8; N]> {
+        let (vaddr, filesz, bytes) = self.list[self.at.first_at(address)?];
+        let offset = address - vaddr;
+        if offset.checked_add(N as u64).is_none_or(|end| end > filesz) {
+            return None;
+        }
+        let offset = usize::try_from(offset).ok()?;
+        bytes?.get(offset..offset.checked_add(N)?)?.try_into().ok()
+    }
 }
 
 /// The function symbols of a file, to name the function an address lies in.
 struct FunctionSymbols {
-    /// (start, end, demangled name), sorted by start.
-    ranges: Vec<(u64, u64, String)>,
+    /// The demangled names, smallest function first (by size, then name length,
+    /// then start, end and name).
+    names: Vec<String>,
+    /// Each function's range, numbered by its place in `names`.
+    at: RangeMap,
 }
 
 impl FunctionSymbols {
@@ -714,19 +782,30 @@ impl FunctionSymbols {
             let end = start.saturating_add(symbol.size());
             ranges.push((start, end, demangle(name)));
         }
-        ranges.sort();
-        ranges.dedup();
-        Self { ranges }
+        Self::from_ranges(ranges)
     }
 
-    /// The (smallest) function whose symbol covers `address`.
+    /// From `(start, end, name)` triples.
+    fn from_ranges(mut ranges: Vec<(u64, u64, String)>) -> Self {
+        ranges.sort();
+        ranges.dedup();
+        // Stable: among equals, sorted order decides, as the first minimum did.
+        ranges.sort_by_key(|r| (r.1 - r.0, r.2.len()));
+        let at = RangeMap::new(
+            ranges
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.0 < r.1)
+                .map(|(i, r)| (i, u128::from(r.0), u128::from(r.1))),
+        );
+        let names = ranges.into_iter().map(|r| r.2).collect();
+        Self { names, at }
+    }
+
+    /// The (smallest) function whose symbol covers `address`, in O(log n): a crafted
+    /// file has as many symbols as table entries.
     fn function_at(&self, address: u64) -> Option<String> {
-        let candidates = self.ranges.partition_point(|r| r.0 <= address);
-        self.ranges[..candidates]
-            .iter()
-            .filter(|r| address < r.1)
-            .min_by_key(|r| (r.1 - r.0, r.2.len()))
-            .map(|r| r.2.clone())
+        self.at.first_at(address).map(|i| self.names[i].clone())
     }
 }
 
@@ -754,4 +833,76 @@ fn machine_name(machine: u16) -> String {
         _ => return format!("machine type {machine}"),
     };
     format!("{name} (machine type {machine})")
+}
+
+#[cfg(test)]
+mod range_map_tests {
+    use super::RangeMap;
+    use proptest::prelude::*;
+
+    /// What [`RangeMap::first_at`] stands for: the first range, in order, that
+    /// contains the address.
+    fn first_by_scan(ranges: &[(u128, u128)], address: u64) -> Option<usize> {
+        let a = u128::from(address);
+        ranges.iter().position(|&(s, e)| s <= a && a < e)
+    }
+
+    fn check(ranges: &[(u128, u128)], queries: impl Iterator<Item = u64>) {
+        let map = RangeMap::new(ranges.iter().enumerate().map(|(i, &(s, e))| (i, s, e)));
+        for q in queries {
+            assert_eq!(
+                map.first_at(q),
+                first_by_scan(ranges, q),
+                "address {q} in {ranges:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn edges_and_the_top_of_the_address_space() {
+        let top = u128::from(u64::MAX);
+        check(&[], 0..4);
+        check(&[(0, 1)], 0..4);
+        check(&[(10, 20), (15, 30), (5, 12)], 0..40);
+        check(&[(5, 40), (10, 20), (10, 20)], 0..45);
+        check(
+            &[(top - 1, top + 1), (0, top)],
+            [0, 1, u64::MAX - 1, u64::MAX].into_iter(),
+        );
+    }
+
+    /// The smallest function symbol covering an address, found by a scan (what
+    /// `FunctionSymbols::function_at` stands for).
+    fn smallest_by_scan(ranges: &[(u64, u64, String)], address: u64) -> Option<String> {
+        let mut sorted = ranges.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        sorted
+            .iter()
+            .filter(|r| r.0 <= address && address < r.1)
+            .min_by_key(|r| (r.1 - r.0, r.2.len()))
+            .map(|r| r.2.clone())
+    }
+
+    proptest! {
+        #[test]
+        fn smallest_function_at(
+            ranges in prop::collection::vec((0u64..64, 0u64..24, "[a-c]{1,3}"), 0..12),
+        ) {
+            let ranges: Vec<(u64, u64, String)> =
+                ranges.into_iter().map(|(s, l, n)| (s, s + l, n)).collect();
+            let symbols = super::FunctionSymbols::from_ranges(ranges.clone());
+            for q in 0..96 {
+                prop_assert_eq!(symbols.function_at(q), smallest_by_scan(&ranges, q), "at {}", q);
+            }
+        }
+
+        #[test]
+        fn lowest_containing_range(
+            ranges in prop::collection::vec((0u128..64, 1u128..24), 0..12),
+        ) {
+            let ranges: Vec<(u128, u128)> = ranges.into_iter().map(|(s, l)| (s, s + l)).collect();
+            check(&ranges, 0..96);
+        }
+    }
 }

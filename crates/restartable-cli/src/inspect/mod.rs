@@ -40,13 +40,12 @@ pub struct InspectArgs {
 /// Runs `rseq inspect`.
 pub fn run(args: &InspectArgs) -> ExitCode {
     let name = args.file.display().to_string();
-    let result = std::fs::read(&args.file)
-        .map_err(|err| format!("cannot read the file: {err}"))
+    let result = read_regular_file(&args.file)
         .and_then(|data| inspect_elf(&data).map_err(|err| err.to_string()));
     let tables = match result {
         Ok(tables) => tables,
         Err(message) => {
-            eprintln!("rseq inspect: {name}: {message}");
+            eprintln!("rseq inspect: {}: {}", shown(&name), shown(&message));
             if args.json {
                 println!("{}", json!({ "file": name, "error": message }));
             }
@@ -61,12 +60,44 @@ pub fn run(args: &InspectArgs) -> ExitCode {
     let problems = tables.problem_count();
     if problems > 0 {
         eprintln!(
-            "rseq inspect: {name}: {problems} problem{} found in the restartable-sequence tables",
+            "rseq inspect: {}: {problems} problem{} found in the restartable-sequence tables",
+            shown(&name),
             plural(problems)
         );
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Reads the whole of `path`, which must be a regular file (after symlinks).
+///
+/// It is opened with `O_NONBLOCK` and checked with `fstat` before anything is read:
+/// opening a FIFO for reading would otherwise wait for a writer forever, and reading a
+/// character device such as `/dev/zero` never ends.
+fn read_regular_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|err| format!("cannot read the file: {err}"))?;
+    let metadata = file
+        .metadata()
+        .map_err(|err| format!("cannot read the file: {err}"))?;
+    if !metadata.is_file() {
+        let kind = metadata.file_type();
+        let what = if kind.is_dir() {
+            "a directory"
+        } else {
+            "a special file"
+        };
+        return Err(format!("cannot read the file: not a regular file ({what})"));
+    }
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .map_err(|err| format!("cannot read the file: {err}"))?;
+    Ok(data)
 }
 
 fn plural(n: usize) -> &'static str {
@@ -120,8 +151,27 @@ fn sequence_json(seq: &Sequence) -> Value {
     })
 }
 
-/// The listing as a readable table.
+/// `text` with its control characters escaped (`\u{1b}`, `\r`, `\n`...): names and
+/// messages taken from the file are printed through it, so that a crafted binary
+/// cannot send escape sequences to the terminal or break the table's lines.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// The listing as a readable table (names from the file escaped by [`shown`]).
 pub fn to_text(file: &str, tables: &Tables) -> String {
+    let file = &*shown(file);
     let mut out = String::new();
     if tables.sequences.is_empty() && tables.problems.is_empty() {
         if tables.has_tables {
@@ -150,24 +200,24 @@ pub fn to_text(file: &str, tables: &Tables) -> String {
             seq.start_ip,
             seq.post_commit_ip(),
             seq.abort_ip,
-            seq.function.as_deref().unwrap_or("??")
+            shown(seq.function.as_deref().unwrap_or("??"))
         );
         for exit in &seq.exit_points {
             let _ = writeln!(
                 out,
                 "      exit point {:#018x}  {}",
                 exit.exit_ip,
-                exit.function.as_deref().unwrap_or("??")
+                shown(exit.function.as_deref().unwrap_or("??"))
             );
         }
         for problem in &seq.problems {
-            let _ = writeln!(out, "      PROBLEM: {problem}");
+            let _ = writeln!(out, "      PROBLEM: {}", shown(&problem.0));
         }
     }
     if !tables.problems.is_empty() {
         let _ = writeln!(out, "problems in the tables:");
         for problem in &tables.problems {
-            let _ = writeln!(out, "  PROBLEM: {problem}");
+            let _ = writeln!(out, "  PROBLEM: {}", shown(&problem.0));
         }
     }
     out

@@ -73,7 +73,8 @@ fn run_workers<F: Fn(usize) + Sync>(ctx: &Context, work: F) -> Result<(), String
         gate.1.notify_all();
     };
     let result = std::thread::scope(|s| {
-        let mut handles = Vec::with_capacity(n);
+        // Grown as threads start: `-t` can ask for more than can ever exist.
+        let mut handles = Vec::new();
         let mut error = None;
         for i in 0..n {
             let (work, gate) = (&work, &gate);
