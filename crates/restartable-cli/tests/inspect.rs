@@ -472,8 +472,10 @@ fn special_files_are_refused_without_reading_them() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
     let limit = std::time::Duration::from_secs(30);
+    let link = dir.join("link-to-fifo");
+    std::os::unix::fs::symlink(&fifo, &link).expect("symlink");
     let zero = Path::new("/dev/zero");
-    for file in [fifo.as_path(), zero, dir.as_path()] {
+    for file in [fifo.as_path(), link.as_path(), zero, dir.as_path()] {
         for json in [false, true] {
             // Under a 1 GiB address-space limit, so that reading /dev/zero to the end
             // fails (instead of filling the machine's memory) if this ever regresses.
@@ -503,6 +505,31 @@ fn special_files_are_refused_without_reading_them() {
             );
         }
     }
+}
+
+/// A regular file is read up to the size `fstat` gives, no further:
+/// `/proc/self/pagemap` is a regular file of size 0 that reads on for hundreds of
+/// gigabytes (it used to be read until memory ran out). Under a 1 GiB address-space
+/// limit, where reading it to the end fails with "out of memory" instead.
+#[test]
+fn a_regular_file_is_read_only_up_to_its_size() {
+    let pagemap = Path::new("/proc/self/pagemap");
+    if !pagemap.exists() {
+        return;
+    }
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -v 1048576 && exec \"$@\"",
+            "sh",
+            RSEQ,
+            "inspect",
+        ])
+        .arg(pagemap)
+        .output_within(std::time::Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the file is empty"), "{stderr}");
 }
 
 #[test]

@@ -73,11 +73,13 @@ pub fn run(args: &InspectArgs) -> ExitCode {
 ///
 /// It is opened with `O_NONBLOCK` and checked with `fstat` before anything is read:
 /// opening a FIFO for reading would otherwise wait for a writer forever, and reading a
-/// character device such as `/dev/zero` never ends.
+/// character device such as `/dev/zero` never ends. At most the size `fstat` gave is
+/// read: a regular file can be endless too (`/proc/self/pagemap` says 0 bytes and
+/// reads hundreds of gigabytes), and one that grows while read is read as it was.
 fn read_regular_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
@@ -95,7 +97,8 @@ fn read_regular_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
         return Err(format!("cannot read the file: not a regular file ({what})"));
     }
     let mut data = Vec::new();
-    file.read_to_end(&mut data)
+    file.take(metadata.len())
+        .read_to_end(&mut data)
         .map_err(|err| format!("cannot read the file: {err}"))?;
     Ok(data)
 }
