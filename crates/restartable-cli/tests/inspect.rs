@@ -460,6 +460,36 @@ fn control_characters_in_names_are_escaped() {
     );
 }
 
+/// A function name that is not UTF-8 is shown with U+FFFD in place of the bad bytes,
+/// in the listing and in JSON (the symbol used to be skipped: the function was `??`).
+#[test]
+fn names_that_are_not_utf8_are_shown_lossily() {
+    let dir = scratch("not-utf8");
+    let Some(binary) = compile(&fixture("one_sequence.c"), &dir, "one", &["-O0", "-no-pie"]) else {
+        return;
+    };
+    let mut data = std::fs::read(&binary).unwrap();
+    let mut renamed = 0;
+    let mut at = 0;
+    while let Some(i) = data[at..].windows(11).position(|w| w == b"percpu_inc\0") {
+        data[at + i + 6] = 0xff;
+        renamed += 1;
+        at += i + 11;
+    }
+    assert!(renamed > 0, "the symbol name was found");
+    let patched = dir.join("patched");
+    std::fs::write(&patched, &data).unwrap();
+    let output = inspect(&[patched.as_os_str()]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("percpu\u{fffd}inc"), "{text}");
+    let (_, json) = inspect_json(&patched);
+    assert_eq!(
+        json["sequences"][0]["function"].as_str(),
+        Some("percpu\u{fffd}inc")
+    );
+}
+
 /// `rseq inspect` on something that is not a regular file (a FIFO nobody writes to,
 /// an endless character device, a directory) fails at once with a clear message: it
 /// used to block forever in `open` on the FIFO and to read `/dev/zero` until memory ran

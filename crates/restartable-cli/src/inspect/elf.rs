@@ -798,13 +798,16 @@ impl FunctionSymbols {
             if symbol.kind() != SymbolKind::Text || symbol.size() == 0 {
                 continue;
             }
-            let Ok(name) = symbol.name() else { continue };
+            // Not UTF-8: shown with U+FFFD (skipping it named a larger function).
+            let Ok(name) = symbol.name_bytes() else {
+                continue;
+            };
             if name.is_empty() {
                 continue;
             }
             let start = symbol.address();
             let end = start.saturating_add(symbol.size());
-            ranges.push((start, end, demangle(name)));
+            ranges.push((start, end, demangle(&String::from_utf8_lossy(name))));
         }
         Self::from_ranges(ranges)
     }
