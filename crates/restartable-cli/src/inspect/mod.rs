@@ -158,18 +158,26 @@ fn sequence_json(seq: &Sequence) -> Value {
 /// messages taken from the file are printed through it, so that a crafted binary
 /// cannot send escape sequences to the terminal or break the table's lines.
 pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(escaped) {
         return text.into();
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
+        if escaped(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out.into()
+}
+
+/// Whether [`shown`] escapes `c`: control characters (C0, DEL, C1) and the
+/// bidirectional formatting ones, which reorder what a terminal shows ("Trojan
+/// Source").
+fn escaped(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The listing as a readable table (names from the file escaped by [`shown`]).

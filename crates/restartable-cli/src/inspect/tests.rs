@@ -483,3 +483,16 @@ fn exit_points_of_shared_starts_are_bounded() {
         tables.problems
     );
 }
+
+/// Control characters (C0, tab included, DEL, C1) and bidirectional formatting
+/// characters are escaped; other text is kept as it is.
+#[test]
+fn shown_escapes_controls_and_bidi_overrides() {
+    use super::shown;
+    assert_eq!(shown("percpu_inc ünïcode"), "percpu_inc ünïcode");
+    assert!(matches!(shown("plain"), std::borrow::Cow::Borrowed(_)));
+    assert_eq!(shown("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+    assert_eq!(shown("\x7f\u{9b}"), "\\u{7f}\\u{9b}");
+    assert_eq!(shown("x\u{202e}cod.exe"), "x\\u{202e}cod.exe");
+    assert_eq!(shown("\u{2066}\u{200f}"), "\\u{2066}\\u{200f}");
+}
