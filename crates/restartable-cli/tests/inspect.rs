@@ -460,6 +460,36 @@ fn control_characters_in_names_are_escaped() {
     );
 }
 
+/// A function name that is not UTF-8 is shown with U+FFFD in place of the bad bytes,
+/// in the listing and in JSON (the symbol used to be skipped: the function was `??`).
+#[test]
+fn names_that_are_not_utf8_are_shown_lossily() {
+    let dir = scratch("not-utf8");
+    let Some(binary) = compile(&fixture("one_sequence.c"), &dir, "one", &["-O0", "-no-pie"]) else {
+        return;
+    };
+    let mut data = std::fs::read(&binary).unwrap();
+    let mut renamed = 0;
+    let mut at = 0;
+    while let Some(i) = data[at..].windows(11).position(|w| w == b"percpu_inc\0") {
+        data[at + i + 6] = 0xff;
+        renamed += 1;
+        at += i + 11;
+    }
+    assert!(renamed > 0, "the symbol name was found");
+    let patched = dir.join("patched");
+    std::fs::write(&patched, &data).unwrap();
+    let output = inspect(&[patched.as_os_str()]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("percpu\u{fffd}inc"), "{text}");
+    let (_, json) = inspect_json(&patched);
+    assert_eq!(
+        json["sequences"][0]["function"].as_str(),
+        Some("percpu\u{fffd}inc")
+    );
+}
+
 /// `rseq inspect` on something that is not a regular file (a FIFO nobody writes to,
 /// an endless character device, a directory) fails at once with a clear message: it
 /// used to block forever in `open` on the FIFO and to read `/dev/zero` until memory ran
@@ -472,8 +502,10 @@ fn special_files_are_refused_without_reading_them() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
     let limit = std::time::Duration::from_secs(30);
+    let link = dir.join("link-to-fifo");
+    std::os::unix::fs::symlink(&fifo, &link).expect("symlink");
     let zero = Path::new("/dev/zero");
-    for file in [fifo.as_path(), zero, dir.as_path()] {
+    for file in [fifo.as_path(), link.as_path(), zero, dir.as_path()] {
         for json in [false, true] {
             // Under a 1 GiB address-space limit, so that reading /dev/zero to the end
             // fails (instead of filling the machine's memory) if this ever regresses.
@@ -503,6 +535,31 @@ fn special_files_are_refused_without_reading_them() {
             );
         }
     }
+}
+
+/// A regular file is read up to the size `fstat` gives, no further:
+/// `/proc/self/pagemap` is a regular file of size 0 that reads on for hundreds of
+/// gigabytes (it used to be read until memory ran out). Under a 1 GiB address-space
+/// limit, where reading it to the end fails with "out of memory" instead.
+#[test]
+fn a_regular_file_is_read_only_up_to_its_size() {
+    let pagemap = Path::new("/proc/self/pagemap");
+    if !pagemap.exists() {
+        return;
+    }
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -v 1048576 && exec \"$@\"",
+            "sh",
+            RSEQ,
+            "inspect",
+        ])
+        .arg(pagemap)
+        .output_within(std::time::Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the file is empty"), "{stderr}");
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //!
 //! - At most [`MAX_CONNECTIONS`] connections are served at once; beyond that a
 //!   connection gets `503` (written without blocking) and is closed at once.
-//! - The request head must arrive within [`HEAD_DEADLINE`] and fit in
-//!   [`MAX_HEAD_BYTES`] (else `408`/`431`); a request body is not read.
+//! - The request head is parsed by `httparse` (the parser hyper uses). It must arrive
+//!   within [`HEAD_DEADLINE`] and fit in [`MAX_HEAD_BYTES`] and 64 headers (else
+//!   `408`/`431`); a request body is not read. `GET` and `HEAD` of `/metrics` (any
+//!   query string), HTTP/1.0 or 1.1.
 //! - The response must be taken by the client within [`WRITE_DEADLINE`], whatever its
 //!   size; a client that stops reading is dropped then.
 //! - Every response closes the connection (`Connection: close`), as HTTP/1.1 allows;
@@ -188,41 +190,46 @@ enum Asked {
     VersionNotSupported,
 }
 
-/// Parses the request line of `head` (the bytes before the blank line).
-fn parse_head(head: &[u8]) -> Asked {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let Ok(line) = std::str::from_utf8(line) else {
-        return Asked::Malformed;
-    };
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Asked::Malformed;
-    };
-    if method.is_empty() || target.is_empty() || !version.starts_with("HTTP/") {
-        return Asked::Malformed;
+/// Headers a request head may have (more: `431`). Scrapers send a handful.
+const MAX_HEADERS: usize = 64;
+
+/// What the request head received so far asks for, parsed by `httparse` (the parser
+/// hyper uses); `None` while it is incomplete.
+fn parse_head(head: &[u8]) -> Option<Result<Asked, &'static str>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // Empty lines before the request line are skipped (as RFC 9112 asks); a head
+        // of nothing else, ended by its blank line, has no request line.
+        Ok(httparse::Status::Partial) => {
+            let blank = head.iter().all(|&b| b == b'\r' || b == b'\n')
+                && head.iter().filter(|&&b| b == b'\n').count() >= 2;
+            return blank.then_some(Ok(Asked::Malformed));
+        }
+        Err(httparse::Error::Version) => return Some(Ok(Asked::VersionNotSupported)),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Some(Err("431 Request Header Fields Too Large"))
+        }
+        Err(_) => return Some(Ok(Asked::Malformed)),
     }
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Asked::VersionNotSupported;
-    }
-    let body = match method {
-        "GET" => true,
-        "HEAD" => false,
-        _ => return Asked::MethodNotAllowed,
+    let body = match request.method {
+        Some("GET") => true,
+        Some("HEAD") => false,
+        _ => return Some(Ok(Asked::MethodNotAllowed)),
     };
-    let path = target.split('?').next().unwrap_or("");
-    if path == "/metrics" {
+    let target = request.path.unwrap_or("");
+    let path = target.split_once('?').map_or(target, |(path, _query)| path);
+    Some(Ok(if path == "/metrics" {
         Asked::Metrics { body }
     } else {
         Asked::NotFound { body }
-    }
+    }))
 }
 
-/// Reads the request head: up to and without the first blank line. `Err(status)` for
-/// a head that is too long or too slow, or a client that hung up.
-fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Option<&'static str>> {
+/// Reads the request head until it parses. `Err(status)` for a head that is too long
+/// (or has too many headers) or too slow, `Err(None)` for a client that hung up.
+fn read_request(stream: &mut TcpStream) -> Result<Asked, Option<&'static str>> {
     let deadline = Instant::now() + HEAD_DEADLINE;
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
@@ -246,21 +253,9 @@ fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Option<&'static str>> {
             }
             Err(_) => return Err(None),
         };
-        // Look for the blank line from just before the new bytes.
-        let from = head.len().saturating_sub(3);
         head.extend_from_slice(&buf[..n]);
-        if let Some(end) = head[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            head.truncate(from + end);
-            return Ok(head);
-        }
-        if let Some(end) = head[head.len().saturating_sub(n + 1)..]
-            .windows(2)
-            .position(|w| w == b"\n\n")
-        {
-            // Bare LF line ends (tolerated, as most servers do).
-            let at = head.len().saturating_sub(n + 1) + end;
-            head.truncate(at);
-            return Ok(head);
+        if let Some(asked) = parse_head(&head[..head.len().min(MAX_HEAD_BYTES)]) {
+            return asked.map_err(Some);
         }
         if head.len() > MAX_HEAD_BYTES {
             return Err(Some("431 Request Header Fields Too Large"));
@@ -289,8 +284,8 @@ fn write_before(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> 
 fn serve_connection(mut stream: TcpStream, handle: &PerCpuHandle) {
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + WRITE_DEADLINE;
-    let request = match read_head(&mut stream) {
-        Ok(head) => parse_head(&head),
+    let request = match read_request(&mut stream) {
+        Ok(asked) => asked,
         Err(Some(status)) => {
             if write_before(
                 &mut stream,
@@ -386,33 +381,86 @@ fn linger_and_close(mut stream: TcpStream) {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_head, Asked};
+    use super::{parse_head, Asked, MAX_HEADERS};
+
+    fn asked(head: &[u8]) -> Option<Result<Asked, &'static str>> {
+        parse_head(head)
+    }
 
     #[test]
-    fn request_lines() {
+    fn request_heads() {
+        let ok = |head: &[u8]| asked(head).and_then(Result::ok);
         assert_eq!(
-            parse_head(b"GET /metrics HTTP/1.1\r\nHost: x"),
-            Asked::Metrics { body: true }
+            ok(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(Asked::Metrics { body: true })
         );
         assert_eq!(
-            parse_head(b"HEAD /metrics?a=b HTTP/1.0"),
-            Asked::Metrics { body: false }
+            ok(b"HEAD /metrics?a=b HTTP/1.0\r\n\r\n"),
+            Some(Asked::Metrics { body: false })
+        );
+        // Bare LF line ends, and empty lines before the request line.
+        assert_eq!(
+            ok(b"\r\nGET /metrics HTTP/1.1\nHost: x\n\n"),
+            Some(Asked::Metrics { body: true })
         );
         assert_eq!(
-            parse_head(b"GET / HTTP/1.1"),
-            Asked::NotFound { body: true }
+            ok(b"GET / HTTP/1.1\r\n\r\n"),
+            Some(Asked::NotFound { body: true })
         );
         assert_eq!(
-            parse_head(b"POST /metrics HTTP/1.1"),
-            Asked::MethodNotAllowed
+            ok(b"HEAD /metricsx HTTP/1.1\r\n\r\n"),
+            Some(Asked::NotFound { body: false })
         );
-        assert_eq!(parse_head(b""), Asked::Malformed);
-        assert_eq!(parse_head(b"GET /metrics"), Asked::Malformed);
-        assert_eq!(parse_head(b"GET  /metrics HTTP/1.1"), Asked::Malformed);
-        assert_eq!(parse_head(b"GET /metrics FTP/1.1"), Asked::Malformed);
         assert_eq!(
-            parse_head(b"GET /metrics HTTP/2.0"),
-            Asked::VersionNotSupported
+            ok(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            Some(Asked::MethodNotAllowed)
+        );
+        assert_eq!(ok(b"\r\n\r\n"), Some(Asked::Malformed));
+        assert_eq!(ok(b"\n\n"), Some(Asked::Malformed));
+        assert_eq!(ok(b"GET /metrics\r\n\r\n"), Some(Asked::Malformed));
+        assert_eq!(
+            ok(b"GET  /metrics HTTP/1.1\r\n\r\n"),
+            Some(Asked::Malformed)
+        );
+        assert_eq!(
+            ok(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n"),
+            Some(Asked::Malformed)
+        );
+        assert_eq!(
+            ok(b"GET /metrics HTTP/1.1\r\nNo colon\r\n\r\n"),
+            Some(Asked::Malformed)
+        );
+        assert_eq!(
+            ok(b"GET /metrics HTTP/2.0\r\n\r\n"),
+            Some(Asked::VersionNotSupported)
+        );
+        assert_eq!(
+            ok(b"GET /metrics FTP/1.1\r\n\r\n"),
+            Some(Asked::VersionNotSupported)
+        );
+    }
+
+    /// Incomplete heads ask for more bytes; too many headers is `431`.
+    #[test]
+    fn incomplete_and_oversized_heads() {
+        for head in [
+            &b""[..],
+            b"\r\n",
+            b"GET",
+            b"GET /metrics HTTP/1.1",
+            b"GET /metrics HTTP/1.1\r\nHost: x",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n",
+        ] {
+            assert_eq!(asked(head), None, "{:?}", String::from_utf8_lossy(head));
+        }
+        let mut many = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(
+            asked(&many),
+            Some(Err("431 Request Header Fields Too Large"))
         );
     }
 }

@@ -35,7 +35,8 @@
 //!   [`PerCpuHandle::run_upkeep`]); the exporter also does it every 5 s from its
 //!   listener. No idle timeouts, push gateway, protobuf or native histograms.
 //! - `install` serves HTTP/1.1 on `std::net` (a thread per connection, at most 32,
-//!   each with deadlines; every response closes its connection), not hyper on tokio.
+//!   each with deadlines; request heads parsed by `httparse`; every response closes
+//!   its connection), not hyper on tokio.
 //!
 //! # Examples
 //!

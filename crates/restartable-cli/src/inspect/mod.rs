@@ -73,11 +73,13 @@ pub fn run(args: &InspectArgs) -> ExitCode {
 ///
 /// It is opened with `O_NONBLOCK` and checked with `fstat` before anything is read:
 /// opening a FIFO for reading would otherwise wait for a writer forever, and reading a
-/// character device such as `/dev/zero` never ends.
+/// character device such as `/dev/zero` never ends. At most the size `fstat` gave is
+/// read: a regular file can be endless too (`/proc/self/pagemap` says 0 bytes and
+/// reads hundreds of gigabytes), and one that grows while read is read as it was.
 fn read_regular_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
@@ -95,7 +97,8 @@ fn read_regular_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
         return Err(format!("cannot read the file: not a regular file ({what})"));
     }
     let mut data = Vec::new();
-    file.read_to_end(&mut data)
+    file.take(metadata.len())
+        .read_to_end(&mut data)
         .map_err(|err| format!("cannot read the file: {err}"))?;
     Ok(data)
 }
@@ -155,18 +158,26 @@ fn sequence_json(seq: &Sequence) -> Value {
 /// messages taken from the file are printed through it, so that a crafted binary
 /// cannot send escape sequences to the terminal or break the table's lines.
 pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(escaped) {
         return text.into();
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
+        if escaped(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out.into()
+}
+
+/// Whether [`shown`] escapes `c`: control characters (C0, DEL, C1) and the
+/// bidirectional formatting ones, which reorder what a terminal shows ("Trojan
+/// Source").
+fn escaped(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The listing as a readable table (names from the file escaped by [`shown`]).

@@ -341,12 +341,17 @@ fn generated_tables_are_read() {
 /// pointer array and no program headers (two problems: the descriptor is not listed,
 /// the signature cannot be checked).
 fn synthetic_elf(exits: &[(u64, u64)]) -> Vec<u8> {
+    synthetic_elf_with(1, exits)
+}
+
+/// [`synthetic_elf`] with `copies` identical descriptors (all starting at 0x401010).
+fn synthetic_elf_with(copies: usize, exits: &[(u64, u64)]) -> Vec<u8> {
     const TEXT_OFF: usize = 0x1000;
     const TEXT_ADDR: u64 = 0x40_1000;
     const TEXT_SIZE: usize = 0x1000;
     const CS_OFF: usize = TEXT_OFF + TEXT_SIZE;
     const CS_ADDR: u64 = 0x50_0000;
-    let ex_off = CS_OFF + 32;
+    let ex_off = CS_OFF + 32 * copies;
     let names: &[u8] = b"\0.text\0__rseq_cs\0__rseq_exit_point_array\0.shstrtab\0";
     let names_off = ex_off + 16 * exits.len();
     let shdr_off = (names_off + names.len()).div_ceil(8) * 8;
@@ -368,9 +373,11 @@ fn synthetic_elf(exits: &[(u64, u64)]) -> Vec<u8> {
         &0x5305_3053u32.to_le_bytes(),
     );
     let mut cs = Vec::new();
-    cs.extend_from_slice(&[0u8; 8]);
-    for word in [TEXT_ADDR + 0x10, 0x20, TEXT_ADDR + 0x100] {
-        cs.extend_from_slice(&word.to_le_bytes());
+    for _ in 0..copies {
+        cs.extend_from_slice(&[0u8; 8]);
+        for word in [TEXT_ADDR + 0x10, 0x20, TEXT_ADDR + 0x100] {
+            cs.extend_from_slice(&word.to_le_bytes());
+        }
     }
     put(&mut data, CS_OFF, &cs);
     for (i, (start, exit)) in exits.iter().enumerate() {
@@ -391,8 +398,15 @@ fn synthetic_elf(exits: &[(u64, u64)]) -> Vec<u8> {
     let headers = [
         vec![0u8; 64],
         section(1, 1, 6, TEXT_ADDR, TEXT_OFF, TEXT_SIZE),
-        section(7, 1, 2, CS_ADDR, CS_OFF, 32),
-        section(17, 1, 2, CS_ADDR + 32, ex_off, 16 * exits.len()),
+        section(7, 1, 2, CS_ADDR, CS_OFF, 32 * copies),
+        section(
+            17,
+            1,
+            2,
+            CS_ADDR + 32 * copies as u64,
+            ex_off,
+            16 * exits.len(),
+        ),
         section(41, 3, 0, 0, names_off, names.len()),
     ];
     for (i, h) in headers.iter().enumerate() {
@@ -435,4 +449,50 @@ fn repeated_exit_points_are_listed_once_in_a_big_table() {
         .filter(|e| e.exit_ip >= 0x40_2000)
         .count();
     assert_eq!(tables.problem_count(), 2 + outside_text);
+}
+
+/// k descriptors sharing a start address each list the exit points of that start: k x
+/// m points for m entries, which a small crafted file made billions of (4,000
+/// descriptors and 4,000 entries, 200 KB, took 19 GB and minutes). The first
+/// descriptor lists them all; the others share a budget of
+/// [`super::elf::SHARED_START_EXIT_POINTS`], and a problem counts the rest.
+#[test]
+fn exit_points_of_shared_starts_are_bounded() {
+    let limit = super::elf::SHARED_START_EXIT_POINTS as u64;
+    let distinct = limit / 2 + 10_000;
+    let exits: Vec<(u64, u64)> = (0..distinct).map(|i| (0x40_1010, 0x40_1200 + i)).collect();
+    let tables = inspect_elf(&synthetic_elf_with(3, &exits)).expect("reads");
+    assert_eq!(tables.sequences.len(), 3);
+    let counts: Vec<usize> = tables
+        .sequences
+        .iter()
+        .map(|s| s.exit_points.len())
+        .collect();
+    assert_eq!(counts[0], distinct as usize, "{counts:?}");
+    assert_eq!(
+        counts.iter().sum::<usize>() as u64,
+        distinct + limit,
+        "{counts:?}"
+    );
+    let not_listed = 2 * distinct - limit;
+    assert!(
+        tables.problems.iter().any(|p| p.0.starts_with(&format!(
+            "{not_listed} entries of __rseq_exit_point_array not listed"
+        ))),
+        "{:?}",
+        tables.problems
+    );
+}
+
+/// Control characters (C0, tab included, DEL, C1) and bidirectional formatting
+/// characters are escaped; other text is kept as it is.
+#[test]
+fn shown_escapes_controls_and_bidi_overrides() {
+    use super::shown;
+    assert_eq!(shown("percpu_inc ünïcode"), "percpu_inc ünïcode");
+    assert!(matches!(shown("plain"), std::borrow::Cow::Borrowed(_)));
+    assert_eq!(shown("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+    assert_eq!(shown("\x7f\u{9b}"), "\\u{7f}\\u{9b}");
+    assert_eq!(shown("x\u{202e}cod.exe"), "x\\u{202e}cod.exe");
+    assert_eq!(shown("\u{2066}\u{200f}"), "\\u{2066}\\u{200f}");
 }
