@@ -149,7 +149,8 @@ fn a_locked_run_does_not_keep_the_others_from_being_released() {
 /// page heap), which puts the backed free pages past the 8 MiB limit again and
 /// again. Each time the unlocked pages are released; the locked runs are refused
 /// once each, and not asked again (an audit's finding: each free past the limit
-/// made up to eight refused `madvise` calls, under `mlockall` on every free).
+/// made up to eight refused `madvise` calls, under `mlockall` on every free); the
+/// refusals leave `errno` as it was.
 #[test]
 fn locked_runs_are_not_asked_again_on_every_free() {
     in_child(
@@ -206,6 +207,8 @@ fn locked_runs_are_not_asked_again_on_every_free() {
                 drain();
                 let before = restartable_alloc::backend::page_heap::stats();
                 let mut passes = 0;
+                // The refused releases leave `errno` alone (C's `free` must).
+                *libc::__errno_location() = 4321;
                 for batch in rest.chunks(16 * per_span) {
                     let released = restartable_alloc::backend::page_heap::stats().released_total;
                     for &p in batch {
@@ -215,8 +218,10 @@ fn locked_runs_are_not_asked_again_on_every_free() {
                     let h = restartable_alloc::backend::page_heap::stats();
                     passes += usize::from(h.released_total > released);
                 }
+                let errno = *libc::__errno_location();
                 let after = restartable_alloc::backend::page_heap::stats();
                 println!("{passes} release passes; before {before:?}\nafter {after:?}");
+                assert_eq!(errno, 4321, "errno changed by the frees (refused releases)");
                 assert!(passes >= 10, "only {passes} release passes");
                 assert!(
                     after.refusals - before.refusals <= 8,
