@@ -138,7 +138,7 @@ pub fn map_aligned(len: usize, align: usize) -> Option<*mut u8> {
 /// which splits nothing) and it waits, linked through its first bytes, in a list of
 /// ranges to unmap, counted in [`deferred_bytes`] (so in the mapped bytes of the
 /// statistics), until an unmap succeeds or a mapping fails for want of address
-/// space ([`retry_deferred`]). The caller forgets the range either way.
+/// space (`retry_deferred`). The caller forgets the range either way.
 ///
 /// # Safety
 /// `[p, p + len)` must be a mapped, writable range this allocator owns and nobody

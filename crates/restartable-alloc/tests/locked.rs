@@ -183,7 +183,7 @@ fn locked_runs_are_not_asked_again_on_every_free() {
                     .find(|&s| (0..8 * group + 1).all(|k| whole(s + k * span)))
                     .expect("129 spans in a row");
                 let window = first..first + (8 * group + 1) * span;
-                let in_use = |p: usize| (p - first) / span % group == 0;
+                let in_use = |p: usize| ((p - first) / span).is_multiple_of(group);
                 for g in 0..8 {
                     let start = first + (g * group + 1) * span;
                     assert_eq!(

@@ -13,7 +13,7 @@
 //! - When a mapping fails (out of address space: `RLIMIT_AS` counts mapped bytes,
 //!   resident or not), every free run and the region's rest are unmapped
 //!   ([`unmap_free`]) and the mapping is tried again, here and for large objects, in
-//!   one place ([`map_room`]): also when another thread unmapped them first.
+//!   one place (`map_room`): also when another thread unmapped them first.
 //! - Backed free pages are kept up to [`BACKED_FREE_LIMIT`] (they make the next span
 //!   cheap); past it, the longest backed runs are released until half of it is left.
 //!   A run is marked released only if `madvise` succeeded: locked pages (`mlock`)
