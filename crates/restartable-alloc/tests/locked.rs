@@ -156,7 +156,7 @@ fn locked_runs_are_not_asked_again_on_every_free() {
     in_child(
         "locked_runs_are_not_asked_again_on_every_free",
         "locked-again",
-        Spec::within(60),
+        Spec::within(300),
         || {
             let n = 8192;
             let l = Layout::from_size_align(n, 8).unwrap();
@@ -254,7 +254,7 @@ fn an_explicit_release_asks_the_refused_runs_again() {
     in_child(
         "an_explicit_release_asks_the_refused_runs_again",
         "locked-explicit",
-        Spec::within(60),
+        Spec::within(300),
         || {
             let n = 8192;
             let l = Layout::from_size_align(n, 8).unwrap();
