@@ -4,7 +4,7 @@
 //! # Invariants
 //! - Failures are values (`None` / `false`), never panics: an exhausted address
 //!   space (`RLIMIT_AS`, `ENOMEM`) becomes a null pointer at the top. They leave the
-//!   thread's `errno` as it was ([`keeping_errno`]): a failed mapping inside a call
+//!   thread's `errno` as it was (`keeping_errno`): a failed mapping inside a call
 //!   that succeeds all the same (a retry, a smaller region, the caches' set-up tried
 //!   again inside a `free`) must not change it, and the C layer sets `ENOMEM` itself
 //!   when it returns null.
