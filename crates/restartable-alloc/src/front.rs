@@ -2,7 +2,8 @@
 //! popped on `alloc` and pushed on `dealloc` by restartable sequences.
 //!
 //! # Layout
-//! One region, mapped at first use, holds one slot of [`STRIDE`] bytes per possible
+//! One region, mapped at first use (tried again, a bounded number of times, when the
+//! address space ran out), holds one slot of [`STRIDE`] bytes per possible
 //! CPU, their count rounded up to a power of two and the region to at least
 //! `CID_SLOTS` slots (slots past the possible CPUs are address space only: no
 //! index reaches them) so that the fast path can read the low byte of an mm_cid
