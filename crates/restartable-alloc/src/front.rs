@@ -1365,7 +1365,8 @@ fn index_by_cpu_requested() -> bool {
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FastPath {
-    /// No caches (not set up yet, or rseq unavailable).
+    /// No caches (not set up yet, their region not mapped yet for want of address
+    /// space, or rseq unavailable).
     NoCaches,
     /// glibc's areas at one offset, by mm_cid's low byte, the area taken unchecked
     /// (a positive `fast_cid`).
@@ -1629,7 +1630,8 @@ pub fn cached_objects(c: usize) -> usize {
 /// Why a slot could not be drained or resized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainError {
-    /// The caches are not set up (no thread used them yet, or rseq is unavailable).
+    /// The caches are not set up (no thread used them yet, their region could not
+    /// be mapped yet for want of address space, or rseq is unavailable).
     NoCaches,
     /// The kernel has no membarrier rseq fences: another thread cannot stop a
     /// slot's sequences.

@@ -355,8 +355,9 @@ pub struct Stats {
     /// Free objects in per-CPU caches, all slots together.
     pub cpu_cache_bytes: u64,
     /// Free objects per cache slot (per CPU, or per mm_cid when indexed by it);
-    /// empty when no cache is set up (rseq unavailable, or nothing allocated yet),
-    /// and from [`stats_summary`].
+    /// empty when no cache is set up (rseq unavailable, nothing allocated yet, or
+    /// the cache region could not be mapped yet: out of address space, tried again
+    /// later), and from [`stats_summary`].
     pub cpu_cache_bytes_per_slot: Vec<u64>,
     /// Free objects in the middle's transfer caches.
     pub transfer_cache_bytes: u64,
@@ -381,7 +382,8 @@ pub struct Stats {
     /// Bytes of large objects (their own mappings), included in `in_use_bytes`.
     pub large_bytes: u64,
     /// Whether per-CPU caches are in use, and indexed by mm_cid (`Some(true)`) or by
-    /// CPU (`Some(false)`).
+    /// CPU (`Some(false)`); `None` when they are not set up (see
+    /// `cpu_cache_bytes_per_slot`).
     pub caches_by_mm_cid: Option<bool>,
     /// Small objects `alloc_zeroed` handed out from fresh spans, without writing
     /// zeros (see [`ZEROED_FROM_SPANS_MIN`]).

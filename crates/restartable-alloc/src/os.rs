@@ -3,7 +3,11 @@
 //!
 //! # Invariants
 //! - Failures are values (`None` / `false`), never panics: an exhausted address
-//!   space (`RLIMIT_AS`, `ENOMEM`) becomes a null pointer at the top.
+//!   space (`RLIMIT_AS`, `ENOMEM`) becomes a null pointer at the top. They leave the
+//!   thread's `errno` as it was (`keeping_errno`): a failed mapping inside a call
+//!   that succeeds all the same (a retry, a smaller region, the caches' set-up tried
+//!   again inside a `free`) must not change it, and the C layer sets `ENOMEM` itself
+//!   when it returns null.
 //! - A range whose `munmap` the kernel refuses (`vm.max_map_count`) is deferred, not
 //!   forgotten: released, listed through its own first bytes, counted in
 //!   [`deferred_bytes`], unmapped again later ([`unmap`]). Nothing is reused from it.
@@ -61,20 +65,41 @@ pub(crate) fn map_failed() {
 /// The kernel's page size (4 KiB on x86_64).
 pub const OS_PAGE: usize = 4096;
 
+/// Runs `call` (a system call), and puts the thread's `errno` back as it was when
+/// the call reports failure (`ok` false): the allocator's failures are values, and
+/// a C call that succeeds (or `free`, which cannot fail) leaves `errno` alone.
+#[inline]
+fn keeping_errno<T>(call: impl FnOnce() -> T, ok: impl FnOnce(&T) -> bool) -> T {
+    // SAFETY: `__errno_location` is the calling thread's `errno`, always valid.
+    let errno = unsafe { *libc::__errno_location() };
+    let r = call();
+    if !ok(&r) {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = errno };
+    }
+    r
+}
+
 /// Maps `len` bytes (a multiple of [`OS_PAGE`]) of fresh, zeroed, read-write memory.
+/// `None` (and `errno` unchanged) when the kernel refuses.
 pub fn map(len: usize) -> Option<*mut u8> {
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing
-    // touches no existing memory.
-    let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
+    let p = keeping_errno(
+        || {
+            // SAFETY: an anonymous private mapping at an address of the kernel's
+            // choosing touches no existing memory.
+            unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            }
+        },
+        |&p| p != libc::MAP_FAILED,
+    );
     if p == libc::MAP_FAILED {
         None
     } else {
@@ -147,15 +172,11 @@ unsafe fn munmap_or_refuse(p: *mut u8, len: usize) -> bool {
     {
         return false;
     }
-    // SAFETY: `__errno_location` is the calling thread's `errno`.
-    let errno = unsafe { *libc::__errno_location() };
-    // SAFETY: the caller owns the range.
-    let done = unsafe { libc::munmap(p.cast(), len) } == 0;
-    if !done {
-        // SAFETY: as above.
-        unsafe { *libc::__errno_location() = errno };
-    }
-    done
+    keeping_errno(
+        // SAFETY: the caller owns the range.
+        || unsafe { libc::munmap(p.cast(), len) } == 0,
+        |&done| done,
+    )
 }
 
 /// A range whose unmapping the kernel refused, written at its own start.
@@ -238,8 +259,11 @@ pub(crate) fn retry_deferred() -> bool {
 /// # Safety
 /// `[p, p + old)` must be a whole mapping this allocator owns.
 pub unsafe fn remap(p: *mut u8, old: usize, new: usize) -> Option<*mut u8> {
-    // SAFETY: the caller owns the mapping; the kernel validates the rest.
-    let q = unsafe { libc::mremap(p.cast(), old, new, libc::MREMAP_MAYMOVE) };
+    let q = keeping_errno(
+        // SAFETY: the caller owns the mapping; the kernel validates the rest.
+        || unsafe { libc::mremap(p.cast(), old, new, libc::MREMAP_MAYMOVE) },
+        |&q| q != libc::MAP_FAILED,
+    );
     if q == libc::MAP_FAILED {
         None
     } else {
@@ -259,26 +283,27 @@ pub unsafe fn remap(p: *mut u8, old: usize, new: usize) -> Option<*mut u8> {
 pub(crate) unsafe fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
     // A refusal is no failure of the caller's (which goes on to move or copy): the
     // thread's `errno` stays as it was (C's `realloc` leaves it alone on success).
-    // SAFETY: `__errno_location` is the calling thread's `errno`.
-    let errno = unsafe { *libc::__errno_location() };
-    // SAFETY: the caller owns the mapping; without `MREMAP_MAYMOVE` it stays at `p`.
-    let done = unsafe { libc::mremap(p.cast(), old, new, 0) != libc::MAP_FAILED };
-    if !done {
-        // SAFETY: as above.
-        unsafe { *libc::__errno_location() = errno };
-    }
-    done
+    keeping_errno(
+        // SAFETY: the caller owns the mapping; without `MREMAP_MAYMOVE` it stays at
+        // `p`.
+        || unsafe { libc::mremap(p.cast(), old, new, 0) != libc::MAP_FAILED },
+        |&done| done,
+    )
 }
 
 /// Gives the pages of `[p, p + len)` back to the kernel; they read as zero afterwards
-/// and take no memory until written again.
+/// and take no memory until written again. `false` (and `errno` unchanged: this runs
+/// inside `free`) when the kernel refuses (locked pages).
 ///
 /// # Safety
 /// `[p, p + len)` must be mapped, owned by this allocator and unused.
 pub unsafe fn release(p: *mut u8, len: usize) -> bool {
-    // SAFETY: the caller owns the range; DONTNEED on private anonymous memory only
-    // drops its pages.
-    unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) == 0 }
+    keeping_errno(
+        // SAFETY: the caller owns the range; DONTNEED on private anonymous memory
+        // only drops its pages.
+        || unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) == 0 },
+        |&done| done,
+    )
 }
 
 /// Rounds `n` up to a multiple of `to` (a power of two); `None` on overflow.

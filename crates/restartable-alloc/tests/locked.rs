@@ -149,13 +149,14 @@ fn a_locked_run_does_not_keep_the_others_from_being_released() {
 /// page heap), which puts the backed free pages past the 8 MiB limit again and
 /// again. Each time the unlocked pages are released; the locked runs are refused
 /// once each, and not asked again (an audit's finding: each free past the limit
-/// made up to eight refused `madvise` calls, under `mlockall` on every free).
+/// made up to eight refused `madvise` calls, under `mlockall` on every free); the
+/// refusals leave `errno` as it was.
 #[test]
 fn locked_runs_are_not_asked_again_on_every_free() {
     in_child(
         "locked_runs_are_not_asked_again_on_every_free",
         "locked-again",
-        Spec::within(60),
+        Spec::within(300),
         || {
             let n = 8192;
             let l = Layout::from_size_align(n, 8).unwrap();
@@ -206,6 +207,8 @@ fn locked_runs_are_not_asked_again_on_every_free() {
                 drain();
                 let before = restartable_alloc::backend::page_heap::stats();
                 let mut passes = 0;
+                // The refused releases leave `errno` alone (C's `free` must).
+                *libc::__errno_location() = 4321;
                 for batch in rest.chunks(16 * per_span) {
                     let released = restartable_alloc::backend::page_heap::stats().released_total;
                     for &p in batch {
@@ -215,8 +218,10 @@ fn locked_runs_are_not_asked_again_on_every_free() {
                     let h = restartable_alloc::backend::page_heap::stats();
                     passes += usize::from(h.released_total > released);
                 }
+                let errno = *libc::__errno_location();
                 let after = restartable_alloc::backend::page_heap::stats();
                 println!("{passes} release passes; before {before:?}\nafter {after:?}");
+                assert_eq!(errno, 4321, "errno changed by the frees (refused releases)");
                 assert!(passes >= 10, "only {passes} release passes");
                 assert!(
                     after.refusals - before.refusals <= 8,
@@ -233,6 +238,64 @@ fn locked_runs_are_not_asked_again_on_every_free() {
                         A.dealloc(p as *mut u8, l);
                     }
                 }
+            }
+        },
+    );
+}
+
+/// Runs refused once (locked) are asked again by an explicit release: 256 objects
+/// of 8 KiB are locked (`mlock`) and freed, `release_memory` is refused for their
+/// pages (they stay backed, as refused runs); then the program unlocks them, and
+/// the next `release_memory` (C's `malloc_trim`) releases them: no backed free page
+/// is left. (The heap's own releases leave refused runs alone; an explicit release
+/// must not, or pages unlocked later stay resident until reused.)
+#[test]
+fn an_explicit_release_asks_the_refused_runs_again() {
+    in_child(
+        "an_explicit_release_asks_the_refused_runs_again",
+        "locked-explicit",
+        Spec::within(300),
+        || {
+            let n = 8192;
+            let l = Layout::from_size_align(n, 8).unwrap();
+            // SAFETY: (test) valid layouts; objects written within their size and
+            // freed once with their layout.
+            unsafe {
+                let objs: Vec<usize> = (0..256)
+                    .map(|_| {
+                        let p = A.alloc(l);
+                        assert!(!p.is_null());
+                        p.write_bytes(0xAB, n);
+                        p as usize
+                    })
+                    .collect();
+                let lo = *objs.iter().min().unwrap() & !4095;
+                let hi = objs.iter().max().unwrap() + n;
+                assert!(hi - lo <= 6 << 20, "objects spread over {} bytes", hi - lo);
+                let range = (lo as *const libc::c_void, hi - lo);
+                assert_eq!(
+                    libc::mlock(range.0, range.1),
+                    0,
+                    "mlock: {}",
+                    std::io::Error::last_os_error()
+                );
+                for &p in &objs {
+                    A.dealloc(p as *mut u8, l);
+                }
+                restartable_alloc::release_memory();
+                let locked = restartable_alloc::backend::page_heap::stats();
+                assert!(
+                    locked.refused_free > 0 && locked.refusals > 0,
+                    "the locked pages were not refused: {locked:?}"
+                );
+                assert_eq!(libc::munlock(range.0, range.1), 0);
+                restartable_alloc::release_memory();
+                let after = restartable_alloc::backend::page_heap::stats();
+                assert_eq!(
+                    after.backed_free, 0,
+                    "unlocked pages left backed after an explicit release: {after:?}"
+                );
+                assert_eq!(after.refused_free, 0, "{after:?}");
             }
         },
     );

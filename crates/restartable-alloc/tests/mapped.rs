@@ -36,7 +36,7 @@ fn mapped_bytes_moves_with_the_address_space() {
     in_child(
         "mapped_bytes_moves_with_the_address_space",
         "mapped",
-        Spec::within(60),
+        Spec::within(300),
         || {
             // Everything the measurement itself needs, set up first.
             let mut held: Vec<usize> = Vec::with_capacity(1 << 18);

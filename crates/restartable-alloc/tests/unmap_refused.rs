@@ -37,7 +37,7 @@ fn a_refused_unmap_is_counted_and_done_later() {
     in_child(
         "a_refused_unmap_is_counted_and_done_later",
         "refused-large",
-        Spec::within(60),
+        Spec::within(300),
         || {
             let l = Layout::from_size_align(3 * MIB, 8).unwrap();
             drop(std::hint::black_box(vec![0u8; 100]));
@@ -83,7 +83,7 @@ fn refused_unmaps_of_free_runs_are_retried_when_room_is_needed() {
     in_child(
         "refused_unmaps_of_free_runs_are_retried_when_room_is_needed",
         "refused-free-runs",
-        Spec::within(120).env(&[("RUST_BACKTRACE", "0")]),
+        Spec::within(300).env(&[("RUST_BACKTRACE", "0")]),
         || {
             drop(std::hint::black_box(vec![0u8; 100]));
             let mut keep = Vec::with_capacity(1 << 20);
