@@ -17,6 +17,35 @@ use restartable_alloc::PerCpuAlloc;
 #[global_allocator]
 static A: PerCpuAlloc = PerCpuAlloc::new();
 
+/// The size of the objects [`alloc_and_lock`] allocates.
+const LOCKED_OBJECT: usize = 8192;
+
+/// Allocates 256 objects of [`LOCKED_OBJECT`] bytes, fills them with 0xAB and locks
+/// (`mlock`) the pages they cover: returns their addresses and the locked range
+/// `lo..hi`.
+fn alloc_and_lock() -> (Vec<usize>, usize, usize) {
+    let n = LOCKED_OBJECT;
+    let l = Layout::from_size_align(n, 8).unwrap();
+    let objs: Vec<usize> = (0..256)
+        .map(|_| {
+            // SAFETY: (test) a valid layout; the object is written within its size.
+            unsafe {
+                let p = A.alloc(l);
+                assert!(!p.is_null());
+                p.write_bytes(0xAB, n);
+                p as usize
+            }
+        })
+        .collect();
+    let lo = *objs.iter().min().unwrap() & !4095;
+    let hi = objs.iter().max().unwrap() + n;
+    assert!(hi - lo <= 6 << 20, "objects spread over {} bytes", hi - lo);
+    // SAFETY: mlock of pages this process mapped; it changes no memory.
+    let r = unsafe { libc::mlock(lo as *const libc::c_void, hi - lo) };
+    assert_eq!(r, 0, "mlock: {}", std::io::Error::last_os_error());
+    (objs, lo, hi)
+}
+
 /// Objects of 8 KiB (at least `ZEROED_FROM_SPANS_MIN`: `alloc_zeroed` takes them
 /// from fresh spans without a write) fill 2 MiB of spans, are written, locked
 /// (`mlock` of their range, within the usual 8 MiB `RLIMIT_MEMLOCK`), freed, and the
@@ -30,29 +59,14 @@ fn alloc_zeroed_is_zero_on_pages_that_could_not_be_released() {
         "locked",
         Spec::within(60),
         || {
-            let n = 8192;
+            let (n, l) = (
+                LOCKED_OBJECT,
+                Layout::from_size_align(LOCKED_OBJECT, 8).unwrap(),
+            );
             assert!(n >= restartable_alloc::ZEROED_FROM_SPANS_MIN);
-            let l = Layout::from_size_align(n, 8).unwrap();
-            // SAFETY: (test) valid layouts; objects written within their size and
-            // freed once with their layout.
+            let (objs, lo, hi) = alloc_and_lock();
+            // SAFETY: (test) objects freed once with their layout, read within their size.
             unsafe {
-                let objs: Vec<usize> = (0..256)
-                    .map(|_| {
-                        let p = A.alloc(l);
-                        assert!(!p.is_null());
-                        p.write_bytes(0xAB, n);
-                        p as usize
-                    })
-                    .collect();
-                let lo = *objs.iter().min().unwrap() & !4095;
-                let hi = objs.iter().max().unwrap() + n;
-                assert!(hi - lo <= 6 << 20, "objects spread over {} bytes", hi - lo);
-                assert_eq!(
-                    libc::mlock(lo as *const libc::c_void, hi - lo),
-                    0,
-                    "mlock: {}",
-                    std::io::Error::last_os_error()
-                );
                 for &p in &objs {
                     A.dealloc(p as *mut u8, l);
                 }
@@ -256,29 +270,12 @@ fn an_explicit_release_asks_the_refused_runs_again() {
         "locked-explicit",
         Spec::within(300),
         || {
-            let n = 8192;
-            let l = Layout::from_size_align(n, 8).unwrap();
-            // SAFETY: (test) valid layouts; objects written within their size and
-            // freed once with their layout.
+            let l = Layout::from_size_align(LOCKED_OBJECT, 8).unwrap();
+            let (objs, lo, hi) = alloc_and_lock();
+            let range = (lo as *const libc::c_void, hi - lo);
+            // SAFETY: (test) objects freed once with their layout; the range was locked
+            // by `alloc_and_lock`.
             unsafe {
-                let objs: Vec<usize> = (0..256)
-                    .map(|_| {
-                        let p = A.alloc(l);
-                        assert!(!p.is_null());
-                        p.write_bytes(0xAB, n);
-                        p as usize
-                    })
-                    .collect();
-                let lo = *objs.iter().min().unwrap() & !4095;
-                let hi = objs.iter().max().unwrap() + n;
-                assert!(hi - lo <= 6 << 20, "objects spread over {} bytes", hi - lo);
-                let range = (lo as *const libc::c_void, hi - lo);
-                assert_eq!(
-                    libc::mlock(range.0, range.1),
-                    0,
-                    "mlock: {}",
-                    std::io::Error::last_os_error()
-                );
                 for &p in &objs {
                     A.dealloc(p as *mut u8, l);
                 }

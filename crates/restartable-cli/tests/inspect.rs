@@ -414,6 +414,27 @@ fn bad_inputs_give_clear_errors() {
     }
 }
 
+/// Copies `binary` to `dir/patched` with every `percpu_inc` name in its string
+/// tables (10 bytes, NUL-terminated) changed in place by `rename`; returns the copy.
+fn rename_percpu_inc(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    rename: impl Fn(&mut [u8]),
+) -> std::path::PathBuf {
+    let mut data = std::fs::read(binary).unwrap();
+    let mut renamed = 0;
+    let mut at = 0;
+    while let Some(i) = data[at..].windows(11).position(|w| w == b"percpu_inc\0") {
+        rename(&mut data[at + i..at + i + 10]);
+        renamed += 1;
+        at += i + 11;
+    }
+    assert!(renamed > 0, "the symbol name was found");
+    let patched = dir.join("patched");
+    std::fs::write(&patched, &data).unwrap();
+    patched
+}
+
 /// Names read from the file (symbols, section names) are printed with their control
 /// characters escaped: a crafted binary whose function is named with terminal escape
 /// sequences must not reach the user's terminal with them (the text listing used to
@@ -425,18 +446,9 @@ fn control_characters_in_names_are_escaped() {
         return;
     };
     // Rename `percpu_inc` (10 bytes) in the string tables: ESC [ 2 J, BEL, CR...
-    let evil: &[u8; 10] = b"\x1b[2J\x07\rpwn!";
-    let mut data = std::fs::read(&binary).unwrap();
-    let mut renamed = 0;
-    let mut at = 0;
-    while let Some(i) = data[at..].windows(11).position(|w| w == b"percpu_inc\0") {
-        data[at + i..at + i + 10].copy_from_slice(evil);
-        renamed += 1;
-        at += i + 11;
-    }
-    assert!(renamed > 0, "the symbol name was found");
-    let patched = dir.join("patched");
-    std::fs::write(&patched, &data).unwrap();
+    let patched = rename_percpu_inc(&binary, &dir, |name| {
+        name.copy_from_slice(b"\x1b[2J\x07\rpwn!")
+    });
 
     let output = inspect(&[patched.as_os_str()]);
     let text = String::from_utf8_lossy(&output.stdout);
@@ -468,17 +480,7 @@ fn names_that_are_not_utf8_are_shown_lossily() {
     let Some(binary) = compile(&fixture("one_sequence.c"), &dir, "one", &["-O0", "-no-pie"]) else {
         return;
     };
-    let mut data = std::fs::read(&binary).unwrap();
-    let mut renamed = 0;
-    let mut at = 0;
-    while let Some(i) = data[at..].windows(11).position(|w| w == b"percpu_inc\0") {
-        data[at + i + 6] = 0xff;
-        renamed += 1;
-        at += i + 11;
-    }
-    assert!(renamed > 0, "the symbol name was found");
-    let patched = dir.join("patched");
-    std::fs::write(&patched, &data).unwrap();
+    let patched = rename_percpu_inc(&binary, &dir, |name| name[6] = 0xff);
     let output = inspect(&[patched.as_os_str()]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
