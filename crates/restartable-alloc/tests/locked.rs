@@ -20,23 +20,29 @@ static A: PerCpuAlloc = PerCpuAlloc::new();
 /// The size of the objects [`alloc_and_lock`] allocates.
 const LOCKED_OBJECT: usize = 8192;
 
+/// Allocates `count` objects of `layout` (none null) and returns their addresses;
+/// the caller frees them with the same layout.
+fn alloc_objects(count: usize, layout: Layout) -> Vec<usize> {
+    (0..count)
+        .map(|_| {
+            // SAFETY: (test) `layout` has a non-zero size.
+            let p = unsafe { A.alloc(layout) };
+            assert!(!p.is_null(), "allocation {layout:?} failed");
+            p as usize
+        })
+        .collect()
+}
+
 /// Allocates 256 objects of [`LOCKED_OBJECT`] bytes, fills them with 0xAB and locks
 /// (`mlock`) the pages they cover: returns their addresses and the locked range
 /// `lo..hi`.
 fn alloc_and_lock() -> (Vec<usize>, usize, usize) {
     let n = LOCKED_OBJECT;
-    let l = Layout::from_size_align(n, 8).unwrap();
-    let objs: Vec<usize> = (0..256)
-        .map(|_| {
-            // SAFETY: (test) a valid layout; the object is written within its size.
-            unsafe {
-                let p = A.alloc(l);
-                assert!(!p.is_null());
-                p.write_bytes(0xAB, n);
-                p as usize
-            }
-        })
-        .collect();
+    let objs = alloc_objects(256, Layout::from_size_align(n, 8).unwrap());
+    for &p in &objs {
+        // SAFETY: (test) `p` is a live object of `n` bytes.
+        unsafe { (p as *mut u8).write_bytes(0xAB, n) };
+    }
     let lo = *objs.iter().min().unwrap() & !4095;
     let hi = objs.iter().max().unwrap() + n;
     assert!(hi - lo <= 6 << 20, "objects spread over {} bytes", hi - lo);
@@ -122,13 +128,7 @@ fn a_locked_run_does_not_keep_the_others_from_being_released() {
             unsafe {
                 // Objects of fresh spans, carved in address order: find 51 spans in
                 // a row among them.
-                let mut objs: Vec<usize> = (0..2048)
-                    .map(|_| {
-                        let p = A.alloc(l);
-                        assert!(!p.is_null());
-                        p as usize
-                    })
-                    .collect();
+                let mut objs = alloc_objects(2048, l);
                 objs.sort_unstable();
                 let first = objs
                     .iter()
@@ -180,13 +180,7 @@ fn locked_runs_are_not_asked_again_on_every_free() {
             let group = 16;
             // SAFETY: (test) valid layouts; objects freed once with their layout.
             unsafe {
-                let mut objs: Vec<usize> = (0..8192)
-                    .map(|_| {
-                        let p = A.alloc(l);
-                        assert!(!p.is_null());
-                        p as usize
-                    })
-                    .collect();
+                let mut objs = alloc_objects(8192, l);
                 objs.sort_unstable();
                 let whole =
                     |s: usize| (0..per_span).all(|i| objs.binary_search(&(s + i * n)).is_ok());

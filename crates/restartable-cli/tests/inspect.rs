@@ -325,23 +325,49 @@ fn assert_clean_exit(file: &Path, what: &str) -> i32 {
     code
 }
 
+/// Runs `rseq inspect` (with `--json` if `json`) on `file` under a 1 GiB
+/// address-space limit, so that a read that never ends (`/dev/zero` read to its end)
+/// fails instead of filling the machine's memory if it ever comes back.
+fn inspect_limited(file: &Path, json: bool) -> Output {
+    Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -v 1048576 && exec \"$@\"",
+            "sh",
+            RSEQ,
+            "inspect",
+        ])
+        .args(json.then_some("--json"))
+        .arg(file)
+        .output_within(child::SHORT)
+}
+
+/// `rseq inspect` on `file` fails with exit code 1 and a message on stderr that names
+/// the file and contains `needle`; with `--json`, also an object on stdout whose
+/// `error` contains `needle`.
 fn expect_error(file: &Path, needle: &str) {
-    let output = inspect(&[file.as_os_str()]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}: {stderr}",
-        file.display()
-    );
-    assert!(
-        stderr.contains(&file.display().to_string()) && stderr.contains(needle),
-        "expected {needle:?} and the file name in: {stderr}"
-    );
-    // --json: an object with the error on stdout, exit 1.
-    let (output, json) = inspect_json(file);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(json["error"].as_str().unwrap().contains(needle), "{json}");
+    for json in [false, true] {
+        let output = inspect_limited(file, json);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let what = format!("{}{}", file.display(), if json { " (--json)" } else { "" });
+        assert_eq!(output.status.code(), Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&file.display().to_string()) && stderr.contains(needle),
+            "{what}: expected {needle:?} and the file name in: {stderr}"
+        );
+        if json {
+            let value: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+                panic!(
+                    "{what}: no JSON ({err}): {}",
+                    String::from_utf8_lossy(&output.stdout)
+                )
+            });
+            assert!(
+                value["error"].as_str().is_some_and(|e| e.contains(needle)),
+                "{what}: {value}"
+            );
+        }
+    }
 }
 
 /// A 64-byte ELF64 little-endian header (no sections, no segments).
@@ -503,39 +529,11 @@ fn special_files_are_refused_without_reading_them() {
     let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
-    let limit = std::time::Duration::from_secs(30);
     let link = dir.join("link-to-fifo");
     std::os::unix::fs::symlink(&fifo, &link).expect("symlink");
     let zero = Path::new("/dev/zero");
     for file in [fifo.as_path(), link.as_path(), zero, dir.as_path()] {
-        for json in [false, true] {
-            // Under a 1 GiB address-space limit, so that reading /dev/zero to the end
-            // fails (instead of filling the machine's memory) if this ever regresses.
-            let output = Command::new("sh")
-                .args([
-                    "-c",
-                    "ulimit -v 1048576 && exec \"$@\"",
-                    "sh",
-                    RSEQ,
-                    "inspect",
-                ])
-                .args(json.then_some("--json"))
-                .arg(file)
-                .output_within(limit);
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            assert_eq!(
-                output.status.code(),
-                Some(1),
-                "{}: {stderr}",
-                file.display()
-            );
-            assert!(
-                stderr.contains(&file.display().to_string())
-                    && stderr.contains("not a regular file"),
-                "{}: {stderr}",
-                file.display()
-            );
-        }
+        expect_error(file, "not a regular file");
     }
 }
 
@@ -549,19 +547,7 @@ fn a_regular_file_is_read_only_up_to_its_size() {
     if !pagemap.exists() {
         return;
     }
-    let output = Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -v 1048576 && exec \"$@\"",
-            "sh",
-            RSEQ,
-            "inspect",
-        ])
-        .arg(pagemap)
-        .output_within(std::time::Duration::from_secs(30));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("the file is empty"), "{stderr}");
+    expect_error(pagemap, "the file is empty");
 }
 
 #[test]
