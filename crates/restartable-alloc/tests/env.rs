@@ -415,18 +415,6 @@ fn memory_returns_after_a_1_gib_burst() {
     );
 }
 
-fn pin_to(cpu: usize) {
-    // SAFETY: (test) a valid set for this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
-            0
-        );
-    }
-}
-
 #[test]
 fn idle_cpu_caches_are_drained_by_another_thread() {
     if role().is_none() && (common::nproc() < 2 || !restartable::fences_supported()) {
@@ -438,10 +426,10 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
         "idle-drain",
         Spec::within(60).env(&[BY_CPU]),
         || {
-            pin_to(0);
+            common::affinity::pin_current_thread(0);
             // A thread on CPU 1 leaves free objects in CPU 1's caches, then exits.
             std::thread::spawn(|| {
-                pin_to(1);
+                common::affinity::pin_current_thread(1);
                 let v: Vec<Box<[u8; 200]>> = (0..100).map(|_| Box::new([1; 200])).collect();
                 drop(std::hint::black_box(v));
             })
@@ -501,7 +489,7 @@ fn caches_resize_within_the_budget() {
         "resize",
         Spec::within(120).env(&[BY_CPU]),
         || {
-            pin_to(0);
+            common::affinity::pin_current_thread(0);
             let hot = class_of_size(64);
             let l = Layout::from_size_align(64, 8).unwrap();
             // More than the class can ever cache, allocated and freed twice.

@@ -4,6 +4,8 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "support/affinity.rs"]
+mod affinity;
 #[path = "support/child.rs"]
 mod child;
 
@@ -492,18 +494,6 @@ fn signal_storm_loses_no_update() {
     );
 }
 
-fn pin_to(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; the calls only read/write it.
-    unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
-}
-
 /// The kernel itself aborts a sequence it interrupts: a thread pinned to one CPU (so
 /// the CPU check cannot fail) runs a sequence stalled by a delay of about a billion
 /// iterations (a quarter of a second or more) while another thread signals it every
@@ -517,7 +507,7 @@ fn kernel_aborts_an_interrupted_sequence() {
     hooks::reset();
     std::thread::spawn(|| {
         install_noop_handler(libc::SIGUSR2);
-        pin_to(restartable::current_cpu() as usize);
+        affinity::pin_current_thread(restartable::current_cpu() as usize);
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() } as usize;
         let done = Arc::new(AtomicBool::new(false));

@@ -20,6 +20,9 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "support/affinity.rs"]
+mod affinity;
+
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +33,8 @@ use restartable::arch::{
 };
 use restartable::hooks;
 use restartable::ThreadArea;
+
+use affinity::pin;
 
 /// This thread's allowed CPUs.
 fn allowed() -> Vec<usize> {
@@ -714,19 +719,6 @@ fn ipush<I: Index, Hk: Hooks, const LB: bool>(r: &mut Region, x: isize) -> OpRes
             return o;
         }
     }
-}
-
-/// Pins thread `tid` (0: this one) to `cpus`.
-fn pin(tid: libc::pid_t, cpus: &[usize]) {
-    // SAFETY: as in `allowed`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &c in cpus {
-        // SAFETY: `c` is below CPU_SETSIZE (a CPU of `allowed`).
-        unsafe { libc::CPU_SET(c, &mut set) };
-    }
-    // SAFETY: `set` is a valid cpu_set_t of the size given.
-    let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
-    assert_eq!(r, 0, "sched_setaffinity");
 }
 
 /// Runs `f` pinned to this thread's current CPU, then restores the affinity.

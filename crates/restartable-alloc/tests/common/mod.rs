@@ -2,6 +2,8 @@
 //! helpers.
 #![allow(dead_code)]
 
+#[path = "../../../restartable/tests/support/affinity.rs"]
+pub mod affinity;
 pub mod child;
 
 use std::alloc::{alloc, dealloc, Layout};

@@ -11,6 +11,10 @@
 
 #![allow(dead_code)]
 
+#[path = "../support/affinity.rs"]
+mod affinity;
+pub use affinity::pin_current_thread;
+
 use std::sync::atomic::{compiler_fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
@@ -59,22 +63,6 @@ pub fn allowed_cpus() -> &'static [usize] {
         assert!(!cpus.is_empty());
         cpus
     })
-}
-
-/// Pins the calling thread to `cpu`.
-pub fn pin_current_thread(cpu: usize) {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-    // SAFETY: `cpu` is an allowed CPU, below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is the calling thread.
-    let r = unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) };
-    assert_eq!(
-        r,
-        0,
-        "sched_setaffinity({cpu}): {}",
-        std::io::Error::last_os_error()
-    );
 }
 
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
