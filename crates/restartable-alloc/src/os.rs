@@ -11,11 +11,16 @@
 //! - A range whose `munmap` the kernel refuses (`vm.max_map_count`) is deferred, not
 //!   forgotten: released, listed through its own first bytes, counted in
 //!   [`deferred_bytes`], unmapped again later ([`unmap`]). Nothing is reused from it.
+//!   It stays listed until it is unmapped (a retry works under the list's lock,
+//!   which the fork handlers take too), and a retry stops at the first range still
+//!   refused (bounded work per unmap while the limit holds).
 //! - Fresh anonymous private mappings read as zero, and so do pages after
 //!   `MADV_DONTNEED`: callers rely on both to hand out zeroed memory without writing.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+use crate::sync::{RawLock, SpinLock};
 
 /// Counts the calls that gave address space back ([`unmap`], a shrinking [`remap`]):
 /// a thread whose mapping failed and that finds nothing of its own to unmap maps
@@ -147,7 +152,7 @@ pub unsafe fn unmap(p: *mut u8, len: usize) {
     // SAFETY: the caller owns the range.
     if unsafe { munmap_or_refuse(p, len) } {
         gave_back_address_space();
-        if !DEFERRED.load(Ordering::Relaxed).is_null() {
+        if DEFERRED_BYTES.load(Ordering::Relaxed) != 0 {
             retry_deferred();
         }
         return;
@@ -186,18 +191,85 @@ struct Deferred {
     len: usize,
 }
 
-/// The deferred ranges (see [`unmap`]), a lock-free stack: pushed one at a time,
-/// taken all at once (`swap`), so no node is read after another thread took it.
-static DEFERRED: AtomicPtr<Deferred> = AtomicPtr::new(ptr::null_mut());
-/// Bytes of the deferred ranges.
+/// The deferred ranges (see [`unmap`]), oldest first: a queue through their first
+/// bytes.
+struct DeferredList {
+    head: *mut Deferred,
+    tail: *mut Deferred,
+}
+
+// SAFETY: the ranges are the list's alone, used under its lock only.
+unsafe impl Send for DeferredList {}
+
+impl DeferredList {
+    /// Links `d` (a range written with its `len`) last.
+    ///
+    /// # Safety
+    /// `d` is a deferred range of nobody else, in no list.
+    unsafe fn push(&mut self, d: *mut Deferred) {
+        // SAFETY: `d` and the tail are mapped ranges of the list's.
+        unsafe {
+            (*d).next = ptr::null_mut();
+            if self.tail.is_null() {
+                self.head = d;
+            } else {
+                (*self.tail).next = d;
+            }
+        }
+        self.tail = d;
+    }
+
+    /// Unlinks the first range (null when there is none).
+    fn pop(&mut self) -> *mut Deferred {
+        let d = self.head;
+        if !d.is_null() {
+            // SAFETY: a listed range: mapped, the list's.
+            self.head = unsafe { (*d).next };
+            if self.head.is_null() {
+                self.tail = ptr::null_mut();
+            }
+        }
+        d
+    }
+}
+
+/// The deferred ranges. A range stays in the list (under this lock) until it is
+/// unmapped: a retry holds the lock from taking a range to listing it again, and
+/// the fork handlers take it too (last: [`unmap`] runs under the page heap's lock),
+/// so a child never inherits a range taken out of the list by a thread it does not
+/// have (mapped for ever in the child).
+static DEFERRED: SpinLock<DeferredList> = SpinLock::new(DeferredList {
+    head: ptr::null_mut(),
+    tail: ptr::null_mut(),
+});
+/// Bytes of the deferred ranges (written under [`DEFERRED`]'s lock).
 static DEFERRED_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Unmaps of deferred ranges tried so far (see [`deferred_retries`]).
+static RETRIES: AtomicUsize = AtomicUsize::new(0);
 /// Unmaps that [`munmap_or_refuse`] still refuses (a test's fault injection).
 static REFUSE_UNMAPS: AtomicUsize = AtomicUsize::new(0);
+/// Whether retries of deferred ranges are refused (a test's fault injection).
+static REFUSE_RETRIES: AtomicBool = AtomicBool::new(false);
+/// The test hook run before each retried unmap (see [`set_retry_hook`]); null when
+/// none.
+static RETRY_HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// The deferred ranges' lock, for the fork handlers.
+pub(crate) fn deferred_lock() -> &'static dyn RawLock {
+    &DEFERRED
+}
 
 /// Bytes whose unmapping the kernel refused and that wait to be unmapped again:
 /// still mapped (address space), their pages released.
 pub fn deferred_bytes() -> usize {
     DEFERRED_BYTES.load(Ordering::Relaxed)
+}
+
+/// Test instrument: how many unmaps of deferred ranges were tried so far (a count
+/// of system calls, refused or not).
+#[doc(hidden)]
+pub fn deferred_retries() -> usize {
+    RETRIES.load(Ordering::SeqCst)
 }
 
 /// Test instrument: the next `n` unmaps of the allocator fail as `munmap` does at
@@ -208,50 +280,84 @@ pub fn refuse_unmaps(n: usize) {
     REFUSE_UNMAPS.store(n, Ordering::SeqCst);
 }
 
+/// Test instrument: while `on`, every retried unmap of a deferred range fails (as
+/// the kernel refuses, while the process is at `vm.max_map_count`, the unmaps that
+/// would split a mapping) and other unmaps go through.
+#[doc(hidden)]
+pub fn refuse_deferred_retries(on: bool) {
+    REFUSE_RETRIES.store(on, Ordering::SeqCst);
+}
+
+/// Test instrument: `f` runs before each retried unmap of a deferred range, with
+/// the deferred ranges' lock held (a test holds a thread there and forks). `None`
+/// removes it.
+///
+/// # Safety
+/// `f` runs inside the allocator with a lock held: it must not allocate or call
+/// anything that allocates or unmaps, and must return.
+#[doc(hidden)]
+pub unsafe fn set_retry_hook(f: Option<fn()>) {
+    RETRY_HOOK.store(
+        f.map_or(ptr::null_mut(), |f| f as *mut ()),
+        Ordering::SeqCst,
+    );
+}
+
 /// Links `[p, p + len)` into the deferred ranges.
 ///
 /// # Safety
 /// As for [`unmap`]: the range is the caller's to give up, mapped and writable.
 unsafe fn defer(p: *mut Deferred, len: usize) {
-    DEFERRED_BYTES.fetch_add(len, Ordering::Relaxed);
+    let mut list = DEFERRED.lock();
     // SAFETY: the range is mapped, writable, page aligned and nobody else's.
     unsafe {
         p.write(Deferred {
             next: ptr::null_mut(),
             len,
-        })
-    };
-    let mut head = DEFERRED.load(Ordering::Relaxed);
+        });
+        list.push(p);
+    }
+    DEFERRED_BYTES.fetch_add(len, Ordering::Relaxed);
+}
+
+/// Tries again to unmap deferred ranges (see [`unmap`]), oldest first, and stops at
+/// the first one still refused, which goes last (the next call starts with
+/// another): while the limit holds, a call costs one refused system call, not one
+/// per deferred range (every unmap retries, so trying them all each time would be
+/// quadratic). Returns whether any was unmapped.
+pub(crate) fn retry_deferred() -> bool {
+    let mut list = DEFERRED.lock();
+    let mut any = false;
     loop {
-        // SAFETY: `p` is ours until published.
-        unsafe { (*p).next = head };
-        match DEFERRED.compare_exchange_weak(head, p, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(h) => head = h,
+        let d = list.pop();
+        if d.is_null() {
+            return any;
+        }
+        // SAFETY: a listed range, mapped: its record is readable.
+        let len = unsafe { (*d).len };
+        retry_hook();
+        RETRIES.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: a deferred range, out of the list under its lock: ours alone.
+        if !REFUSE_RETRIES.load(Ordering::SeqCst) && unsafe { munmap_or_refuse(d.cast(), len) } {
+            DEFERRED_BYTES.fetch_sub(len, Ordering::Relaxed);
+            gave_back_address_space();
+            any = true;
+        } else {
+            // SAFETY: still mapped, ours: listed again.
+            unsafe { list.push(d) };
+            return any;
         }
     }
 }
 
-/// Tries again to unmap every deferred range (see [`unmap`]); those still refused
-/// stay deferred. Returns whether any was unmapped.
-pub(crate) fn retry_deferred() -> bool {
-    let mut s = DEFERRED.swap(ptr::null_mut(), Ordering::Acquire);
-    let mut any = false;
-    while !s.is_null() {
-        // SAFETY: a deferred range, taken out of the list by the swap: ours alone.
-        unsafe {
-            let Deferred { next, len } = s.read();
-            DEFERRED_BYTES.fetch_sub(len, Ordering::Relaxed);
-            if munmap_or_refuse(s.cast(), len) {
-                gave_back_address_space();
-                any = true;
-            } else {
-                defer(s, len);
-            }
-            s = next;
-        }
+/// Runs the hook of [`set_retry_hook`], if any.
+fn retry_hook() {
+    let h = RETRY_HOOK.load(Ordering::SeqCst);
+    if !h.is_null() {
+        // SAFETY: only `set_retry_hook` stores here, and it stores a `fn()`.
+        let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(h) };
+        f();
     }
-    any
 }
 
 /// Grows or shrinks the mapping at `p` (page-rounded lengths), moving it if needed.

@@ -140,3 +140,159 @@ fn refused_unmaps_of_free_runs_are_retried_when_room_is_needed() {
         },
     );
 }
+
+/// Large objects of 1 MiB (each its own mapping), written once.
+fn large_objects(n: usize) -> Vec<usize> {
+    let l = Layout::from_size_align(MIB, 8).unwrap();
+    (0..n)
+        .map(|_| {
+            // SAFETY: (test) a valid layout.
+            let p = unsafe { A.alloc(l) };
+            assert!(!p.is_null());
+            // SAFETY: (test) a fresh object of 1 MiB.
+            unsafe { p.write(1) };
+            p as usize
+        })
+        .collect()
+}
+
+fn free_large(p: usize) {
+    // SAFETY: (test) allocated by `large_objects` with this layout.
+    unsafe { A.dealloc(p as *mut u8, Layout::from_size_align(MIB, 8).unwrap()) };
+}
+
+/// While the limit holds (retries of deferred ranges refused, other unmaps going
+/// through, as the kernel does at `vm.max_map_count` for unmaps that would split a
+/// mapping), each unmap tries at most one deferred range again, not every one of
+/// them (which made the work quadratic); no range is lost meanwhile, and once the
+/// limit is gone one unmap takes them all.
+#[test]
+fn deferred_ranges_are_retried_a_bounded_number_of_times() {
+    in_child(
+        "deferred_ranges_are_retried_a_bounded_number_of_times",
+        "bounded-retries",
+        Spec::within(300),
+        || {
+            const DEFERRED: usize = 64;
+            const UNMAPS: usize = 64;
+            drop(std::hint::black_box(vec![0u8; 100]));
+            let mut held = Vec::with_capacity(DEFERRED + UNMAPS + 1);
+            let before = restartable_alloc::stats_summary().mapped_bytes;
+            held.extend(large_objects(DEFERRED + UNMAPS + 1));
+            let deferred: Vec<usize> = held.drain(..DEFERRED).collect();
+            os::refuse_unmaps(DEFERRED);
+            for &p in &deferred {
+                free_large(p);
+            }
+            assert_eq!(os::deferred_bytes(), DEFERRED * MIB);
+            os::refuse_deferred_retries(true);
+            let tried = os::deferred_retries();
+            for p in held.drain(..UNMAPS) {
+                free_large(p);
+            }
+            let retries = os::deferred_retries() - tried;
+            let s = restartable_alloc::stats_summary();
+            os::refuse_deferred_retries(false);
+            println!("{retries} retries for {UNMAPS} unmaps, {DEFERRED} ranges deferred");
+            assert!(
+                retries <= UNMAPS,
+                "{retries} retries of deferred ranges for {UNMAPS} unmaps"
+            );
+            assert_eq!(os::deferred_bytes(), DEFERRED * MIB, "{s:?}");
+            assert_eq!(
+                s.mapped_bytes,
+                before + (DEFERRED + 1) as u64 * MIB as u64,
+                "{s:?}"
+            );
+            free_large(held.pop().unwrap());
+            let s = restartable_alloc::stats_summary();
+            assert_eq!(os::deferred_bytes(), 0, "{s:?}");
+            assert_eq!(s.mapped_bytes, before, "{s:?}");
+            for &p in &deferred {
+                assert!(!any_mapped(p, MIB), "{p:#x} still mapped");
+            }
+        },
+    );
+}
+
+/// Whether the retry hook below was reached; set by it.
+static AT_HOOK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set once the test forked: the hook lets its thread go.
+static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The retry hook of [`a_fork_during_a_retry_leaves_no_range_behind`]: the first
+/// time, holds its thread until the test forked, at most 3 s (a `fork` that waits
+/// for the retry to end waits that long, then goes on).
+fn hold_until_forked() {
+    use std::sync::atomic::Ordering;
+    if AT_HOOK.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while !FORKED.load(Ordering::SeqCst) && start.elapsed().as_secs() < 3 {
+        std::hint::spin_loop();
+    }
+}
+
+/// A `fork` while a thread retries the deferred ranges: the child gets every range
+/// either unmapped or still listed (so unmapped by its own next unmap), never one
+/// that the retrying thread (absent from the child) had taken out of the list,
+/// which would stay mapped in the child for ever. The thread is held inside the
+/// retry (the hook) while the test forks.
+#[test]
+fn a_fork_during_a_retry_leaves_no_range_behind() {
+    in_child(
+        "a_fork_during_a_retry_leaves_no_range_behind",
+        "fork-retry",
+        Spec::within(300),
+        || {
+            use std::sync::atomic::Ordering;
+            const DEFERRED: usize = 8;
+            drop(std::hint::black_box(vec![0u8; 100]));
+            let mut held = large_objects(DEFERRED + 2);
+            let deferred: Vec<usize> = held.drain(..DEFERRED).collect();
+            os::refuse_unmaps(DEFERRED);
+            for &p in &deferred {
+                free_large(p);
+            }
+            assert_eq!(os::deferred_bytes(), DEFERRED * MIB);
+            let (in_thread, in_child) = (held[0], held[1]);
+            // SAFETY: (test) the hook allocates nothing, unmaps nothing and returns.
+            unsafe { os::set_retry_hook(Some(hold_until_forked)) };
+            let t = std::thread::spawn(move || free_large(in_thread));
+            while !AT_HOOK.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            // SAFETY: (test) the child makes only allocator calls, `mincore` and
+            // `_exit`.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // The child's next unmap retries what is listed.
+                free_large(in_child);
+                let left = deferred.iter().filter(|&&p| any_mapped(p, MIB)).count();
+                let code = if left == 0 && os::deferred_bytes() == 0 {
+                    0
+                } else {
+                    10 + left as i32
+                };
+                // SAFETY: (test) leaves the child at once.
+                unsafe { libc::_exit(code) };
+            }
+            FORKED.store(true, Ordering::SeqCst);
+            assert!(pid > 0);
+            t.join().unwrap();
+            // SAFETY: (test) removing the hook.
+            unsafe { os::set_retry_hook(None) };
+            let mut status = 0;
+            // SAFETY: (test) our child; `status` is ours.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "the forked child kept deferred ranges mapped (exit {}: 10 + ranges left)",
+                libc::WEXITSTATUS(status)
+            );
+            free_large(in_child);
+            assert_eq!(os::deferred_bytes(), 0);
+        },
+    );
+}
