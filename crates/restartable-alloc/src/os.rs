@@ -85,9 +85,50 @@ fn keeping_errno<T>(call: impl FnOnce() -> T, ok: impl FnOnce(&T) -> bool) -> T 
     r
 }
 
+/// Mappings of this length fail ([`refuse_maps_of`]; 0: none).
+static REFUSE_MAP_LEN: AtomicUsize = AtomicUsize::new(0);
+/// [`unmapped_generation`] when [`refuse_maps_of`] was called.
+static REFUSE_MAP_GENERATION: AtomicUsize = AtomicUsize::new(0);
+/// Mappings refused by [`refuse_maps_of`] so far.
+static REFUSED_MAPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Test instrument: from now on, mappings of exactly `len` bytes fail as at an
+/// address-space limit until address space is given back (an unmap, or a
+/// shrinking remap: [`unmapped_generation`] moves); other mappings go through (a
+/// test picks the length of the one mapping it fails: a leaf of a map, a chunk
+/// of span records). 0 stops it.
+#[doc(hidden)]
+pub fn refuse_maps_of(len: usize) {
+    REFUSE_MAP_GENERATION.store(unmapped_generation(), Ordering::SeqCst);
+    REFUSE_MAP_LEN.store(len, Ordering::SeqCst);
+}
+
+/// Test instrument: how many mappings [`refuse_maps_of`] refused so far.
+#[doc(hidden)]
+pub fn refused_maps() -> usize {
+    REFUSED_MAPS.load(Ordering::SeqCst)
+}
+
+/// Whether [`refuse_maps_of`] refuses a mapping of `len` bytes now.
+#[inline]
+fn map_refused(len: usize) -> bool {
+    let refused = REFUSE_MAP_LEN.load(Ordering::Relaxed);
+    if refused == 0
+        || refused != len
+        || unmapped_generation() != REFUSE_MAP_GENERATION.load(Ordering::SeqCst)
+    {
+        return false;
+    }
+    REFUSED_MAPS.fetch_add(1, Ordering::SeqCst);
+    true
+}
+
 /// Maps `len` bytes (a multiple of [`OS_PAGE`]) of fresh, zeroed, read-write memory.
 /// `None` (and `errno` unchanged) when the kernel refuses.
 pub fn map(len: usize) -> Option<*mut u8> {
+    if map_refused(len) {
+        return None;
+    }
     let p = keeping_errno(
         || {
             // SAFETY: an anonymous private mapping at an address of the kernel's
@@ -126,10 +167,10 @@ pub fn map_aligned(len: usize, align: usize) -> Option<*mut u8> {
     // SAFETY: both ranges are parts of the mapping just made, outside [start, start+len).
     unsafe {
         if head > 0 {
-            unmap(p as *mut u8, head);
+            unmap_as(p as *mut u8, head, false);
         }
         if tail > 0 {
-            unmap((start + len) as *mut u8, tail);
+            unmap_as((start + len) as *mut u8, tail, false);
         }
     }
     Some(start as *mut u8)
@@ -149,9 +190,23 @@ pub fn map_aligned(len: usize, align: usize) -> Option<*mut u8> {
 /// `[p, p + len)` must be a mapped, writable range this allocator owns and nobody
 /// uses, `p` page aligned and `len` a non-zero multiple of [`OS_PAGE`].
 pub unsafe fn unmap(p: *mut u8, len: usize) {
+    // SAFETY: forwarded.
+    unsafe { unmap_as(p, len, true) }
+}
+
+/// [`unmap`]; `room` false for the excess of a mapping just made ([`map_aligned`]),
+/// which gives back no address space the process had before: it does not move
+/// [`unmapped_generation`] (a thread whose mapping failed maps again only for room
+/// that was not there at its attempt).
+///
+/// # Safety
+/// As for [`unmap`].
+unsafe fn unmap_as(p: *mut u8, len: usize, room: bool) {
     // SAFETY: the caller owns the range.
     if unsafe { munmap_or_refuse(p, len) } {
-        gave_back_address_space();
+        if room {
+            gave_back_address_space();
+        }
         if DEFERRED_BYTES.load(Ordering::Relaxed) != 0 {
             retry_deferred();
         }
