@@ -22,7 +22,8 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use crate::sync::{RawLock, SpinLock};
 
-/// Counts the calls that gave address space back ([`unmap`], a shrinking [`remap`]):
+/// Counts the calls that gave address space back ([`unmap`], a shrinking [`remap`];
+/// not the trimming of a mapping just made, in [`map_aligned`]):
 /// a thread whose mapping failed and that finds nothing of its own to unmap maps
 /// again if this moved since its attempt (another thread made room meanwhile).
 static UNMAPPED: AtomicUsize = AtomicUsize::new(0);
