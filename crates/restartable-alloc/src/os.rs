@@ -12,13 +12,14 @@
 //!   forgotten: released, listed through its own first bytes, counted in
 //!   [`deferred_bytes`], unmapped again later ([`unmap`]). Nothing is reused from it.
 //!   It stays listed until it is unmapped (a retry works under the list's lock,
-//!   which the fork handlers take too), and a retry stops at the first range still
-//!   refused (bounded work per unmap while the limit holds).
+//!   which the fork handlers take too). A retry after an unmap stops at the first
+//!   range still refused (bounded work per unmap while the limit holds); one after
+//!   a mapping failed for want of address space tries each range once.
 //! - Fresh anonymous private mappings read as zero, and so do pages after
 //!   `MADV_DONTNEED`: callers rely on both to hand out zeroed memory without writing.
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::sync::{RawLock, SpinLock};
 
@@ -209,7 +210,7 @@ unsafe fn unmap_as(p: *mut u8, len: usize, room: bool) {
             gave_back_address_space();
         }
         if DEFERRED_BYTES.load(Ordering::Relaxed) != 0 {
-            retry_deferred();
+            retry_deferred(false);
         }
         return;
     }
@@ -304,8 +305,9 @@ static DEFERRED_BYTES: AtomicUsize = AtomicUsize::new(0);
 static RETRIES: AtomicUsize = AtomicUsize::new(0);
 /// Unmaps that [`munmap_or_refuse`] still refuses (a test's fault injection).
 static REFUSE_UNMAPS: AtomicUsize = AtomicUsize::new(0);
-/// Whether retries of deferred ranges are refused (a test's fault injection).
-static REFUSE_RETRIES: AtomicBool = AtomicBool::new(false);
+/// Retries of deferred ranges of this length are refused (a test's fault
+/// injection; 0: none, `usize::MAX`: every one).
+static REFUSE_RETRIES: AtomicUsize = AtomicUsize::new(0);
 /// The test hook run before each retried unmap (see [`set_retry_hook`]); null when
 /// none.
 static RETRY_HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
@@ -341,7 +343,21 @@ pub fn refuse_unmaps(n: usize) {
 /// would split a mapping) and other unmaps go through.
 #[doc(hidden)]
 pub fn refuse_deferred_retries(on: bool) {
-    REFUSE_RETRIES.store(on, Ordering::SeqCst);
+    REFUSE_RETRIES.store(if on { usize::MAX } else { 0 }, Ordering::SeqCst);
+}
+
+/// Test instrument: [`refuse_deferred_retries`] for the deferred ranges of exactly
+/// `len` bytes only (those that would still split a mapping); 0 stops it.
+#[doc(hidden)]
+pub fn refuse_deferred_retries_of(len: usize) {
+    REFUSE_RETRIES.store(len, Ordering::SeqCst);
+}
+
+/// Whether a retried unmap of a deferred range of `len` bytes is refused (the
+/// test instruments above).
+fn retry_refused(len: usize) -> bool {
+    let refused = REFUSE_RETRIES.load(Ordering::SeqCst);
+    refused == usize::MAX || refused == len
 }
 
 /// Test instrument: `f` runs before each retried unmap of a deferred range, with
@@ -376,15 +392,25 @@ unsafe fn defer(p: *mut Deferred, len: usize) {
     DEFERRED_BYTES.fetch_add(len, Ordering::Relaxed);
 }
 
-/// Tries again to unmap deferred ranges (see [`unmap`]), oldest first, and stops at
-/// the first one still refused, which goes last (the next call starts with
-/// another): while the limit holds, a call costs one refused system call, not one
-/// per deferred range (every unmap retries, so trying them all each time would be
-/// quadratic). Returns whether any was unmapped.
-pub(crate) fn retry_deferred() -> bool {
+/// Tries again to unmap deferred ranges (see [`unmap`]), oldest first. `every`
+/// false (after an unmap that went through): stops at the first one still
+/// refused, which goes last (the next call starts with another): while the limit
+/// holds, a call costs one refused system call, not one per deferred range (every
+/// unmap retries, so trying them all each time would be quadratic). `every` true
+/// (a mapping failed for want of address space, rare): tries each of them once,
+/// since a later range may go where the first is still refused (it no longer
+/// splits a mapping: its neighbours went meanwhile), and its room is what the
+/// mapping needs. Returns whether any was unmapped.
+pub(crate) fn retry_deferred(every: bool) -> bool {
     let mut list = DEFERRED.lock();
     let mut any = false;
+    // The first range refused by this call, listed again last: met again, every
+    // range was tried once.
+    let mut first_refused: *mut Deferred = ptr::null_mut();
     loop {
+        if !first_refused.is_null() && list.head == first_refused {
+            return any;
+        }
         let d = list.pop();
         if d.is_null() {
             return any;
@@ -394,14 +420,19 @@ pub(crate) fn retry_deferred() -> bool {
         retry_hook();
         RETRIES.fetch_add(1, Ordering::SeqCst);
         // SAFETY: a deferred range, out of the list under its lock: ours alone.
-        if !REFUSE_RETRIES.load(Ordering::SeqCst) && unsafe { munmap_or_refuse(d.cast(), len) } {
+        if !retry_refused(len) && unsafe { munmap_or_refuse(d.cast(), len) } {
             DEFERRED_BYTES.fetch_sub(len, Ordering::Relaxed);
             gave_back_address_space();
             any = true;
         } else {
             // SAFETY: still mapped, ours: listed again.
             unsafe { list.push(d) };
-            return any;
+            if !every {
+                return any;
+            }
+            if first_refused.is_null() {
+                first_refused = d;
+            }
         }
     }
 }

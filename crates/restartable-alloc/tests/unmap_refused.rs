@@ -215,6 +215,57 @@ fn deferred_ranges_are_retried_a_bounded_number_of_times() {
     );
 }
 
+/// A mapping fails for want of address space while the oldest deferred range is
+/// still refused (it would still split a mapping) but a later one can go (its
+/// neighbours went meanwhile): the failure's retry tries each deferred range, not
+/// only the first, so the later one makes room and the mapping is done. (A retry
+/// that stopped at the first refusal gave up: null.) The mapping (a large object
+/// past the heap's free pages) is refused until address space is given back
+/// (`os::refuse_maps_of`).
+#[test]
+fn a_mapping_failure_retries_every_deferred_range() {
+    in_child(
+        "a_mapping_failure_retries_every_deferred_range",
+        "every-deferred-range",
+        Spec::within(300),
+        || {
+            drop(std::hint::black_box(vec![0u8; 100]));
+            let older = large_objects(1)[0];
+            let later = Layout::from_size_align(2 * MIB, 8).unwrap();
+            // SAFETY: (test) a valid layout.
+            let p = unsafe { A.alloc(later) };
+            assert!(!p.is_null());
+            os::refuse_unmaps(2);
+            free_large(older);
+            // SAFETY: (test) allocated above with `later`.
+            unsafe { A.dealloc(p, later) };
+            assert_eq!(os::deferred_bytes(), 3 * MIB);
+            os::refuse_deferred_retries_of(MIB);
+            let big = Layout::from_size_align(512 * MIB, 8).unwrap();
+            os::refuse_maps_of(big.size());
+            // SAFETY: (test) a valid layout.
+            let q = unsafe { A.alloc(big) };
+            os::refuse_maps_of(0);
+            os::refuse_deferred_retries_of(0);
+            let (refused, deferred) = (os::refused_maps(), os::deferred_bytes());
+            if !q.is_null() {
+                // SAFETY: (test) allocated above with `big`.
+                unsafe { A.dealloc(q, big) };
+            }
+            println!("{refused} mappings refused, {deferred} bytes deferred after");
+            assert_eq!(refused, 1, "the mapping was not refused once");
+            assert!(
+                !q.is_null(),
+                "the mapping failed while a deferred range could be unmapped"
+            );
+            assert_eq!(deferred, MIB, "the later range is still deferred");
+            assert!(!any_mapped(p as usize, later.size()));
+            assert_eq!(os::deferred_bytes(), 0);
+            assert!(!any_mapped(older, MIB));
+        },
+    );
+}
+
 /// Whether the retry hook below was reached; set by it.
 static AT_HOOK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Set once the test forked: the hook lets its thread go.

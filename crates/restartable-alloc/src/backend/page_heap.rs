@@ -209,8 +209,9 @@ fn map_with_room<T>(
             return Some(r);
         }
         os::map_failed();
-        // Ranges the kernel refused to unmap before (see `os::unmap`) go first.
-        let deferred = os::retry_deferred();
+        // Ranges the kernel refused to unmap before (see `os::unmap`) go first:
+        // each of them is tried (one still refused says nothing of the others).
+        let deferred = os::retry_deferred(true);
         if unmap_free(need) == 0 && !deferred && os::unmapped_generation() == generation {
             return None;
         }
