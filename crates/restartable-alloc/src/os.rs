@@ -312,9 +312,35 @@ static REFUSE_RETRIES: AtomicUsize = AtomicUsize::new(0);
 /// none.
 static RETRY_HOOK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
 
+/// Times the fork handlers went to take the deferred ranges' lock (see
+/// [`fork_takes_of_deferred`]).
+static FORK_TAKES: AtomicUsize = AtomicUsize::new(0);
+
+/// The deferred ranges' lock as the fork handlers take it: counted first (a test
+/// holds a retry until a `fork` waits for its lock).
+struct ForkLock;
+
+impl RawLock for ForkLock {
+    fn take(&self) {
+        FORK_TAKES.fetch_add(1, Ordering::SeqCst);
+        DEFERRED.take();
+    }
+    unsafe fn give(&self) {
+        // SAFETY: forwarded.
+        unsafe { DEFERRED.give() }
+    }
+}
+
 /// The deferred ranges' lock, for the fork handlers.
 pub(crate) fn deferred_lock() -> &'static dyn RawLock {
-    &DEFERRED
+    &ForkLock
+}
+
+/// Test instrument: how many times the fork handlers went to take the deferred
+/// ranges' lock (counted before they wait for it).
+#[doc(hidden)]
+pub fn fork_takes_of_deferred() -> usize {
+    FORK_TAKES.load(Ordering::SeqCst)
 }
 
 /// Bytes whose unmapping the kernel refused and that wait to be unmapped again:

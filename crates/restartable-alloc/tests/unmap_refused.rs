@@ -271,16 +271,21 @@ static AT_HOOK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// Set once the test forked: the hook lets its thread go.
 static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// `os::fork_takes_of_deferred` before the test forks.
+static TAKES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// The retry hook of [`a_fork_during_a_retry_leaves_no_range_behind`]: the first
-/// time, holds its thread until the test forked, at most 3 s (a `fork` that waits
-/// for the retry to end waits that long, then goes on).
+/// time, holds its thread (inside the retry, the deferred ranges' lock held) until
+/// the fork is done, or until the fork handlers wait for that lock (then the retry
+/// must end first). No timeout: one of the two happens.
 fn hold_until_forked() {
     use std::sync::atomic::Ordering;
     if AT_HOOK.swap(true, Ordering::SeqCst) {
         return;
     }
-    let start = std::time::Instant::now();
-    while !FORKED.load(Ordering::SeqCst) && start.elapsed().as_secs() < 3 {
+    while !FORKED.load(Ordering::SeqCst)
+        && os::fork_takes_of_deferred() == TAKES.load(Ordering::SeqCst)
+    {
         std::hint::spin_loop();
     }
 }
@@ -289,7 +294,9 @@ fn hold_until_forked() {
 /// either unmapped or still listed (so unmapped by its own next unmap), never one
 /// that the retrying thread (absent from the child) had taken out of the list,
 /// which would stay mapped in the child for ever. The thread is held inside the
-/// retry (the hook) while the test forks.
+/// retry (the hook) until the fork handlers wait for the list's lock (or, were
+/// they not to take it, until the fork is done: the child then inherits the lock
+/// held, or a range out of the list).
 #[test]
 fn a_fork_during_a_retry_leaves_no_range_behind() {
     in_child(
@@ -310,6 +317,7 @@ fn a_fork_during_a_retry_leaves_no_range_behind() {
             let (in_thread, in_child) = (held[0], held[1]);
             // SAFETY: (test) the hook allocates nothing, unmaps nothing and returns.
             unsafe { os::set_retry_hook(Some(hold_until_forked)) };
+            TAKES.store(os::fork_takes_of_deferred(), Ordering::SeqCst);
             let t = std::thread::spawn(move || free_large(in_thread));
             while !AT_HOOK.load(Ordering::SeqCst) {
                 std::thread::yield_now();
