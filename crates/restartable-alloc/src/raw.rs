@@ -678,9 +678,10 @@ pub fn large_map_bytes() -> usize {
 }
 
 /// A fresh zeroed leaf, counted in [`large_map_bytes`]; `None` when it cannot be
-/// mapped.
+/// mapped, even after the page heap's free runs gave their address space back.
 fn map_leaf() -> Option<*mut Leaf> {
-    let p = os::map(core::mem::size_of::<Leaf>())?;
+    let len = core::mem::size_of::<Leaf>();
+    let p = crate::backend::page_heap::map_room(len, || os::map(len))?;
     LEAF_BYTES.fetch_add(core::mem::size_of::<Leaf>(), Ordering::Relaxed);
     Some(p.cast())
 }

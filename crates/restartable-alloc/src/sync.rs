@@ -5,7 +5,8 @@
 //!   every lock of the allocator is one, held only for bounded work (no lock is held
 //!   while calling code outside the allocator).
 //! - Lock order: the front-end's set-up lock, its drain lock, a class's central
-//!   list, then the page heap (which also guards the page map and span records).
+//!   list, then the page heap (which also guards the page map and span records),
+//!   then the list of unmaps the kernel refused (`os`).
 //!   The fork handlers take them all in that order.
 //! - Fork: `pthread_atfork` handlers take every lock before `fork` and release them
 //!   after it in both processes, so a child never inherits a lock held by a thread
@@ -119,6 +120,7 @@ fn for_each_lock(mut f: impl FnMut(&dyn RawLock)) {
         f(crate::middle::lock_of(c));
     }
     f(crate::backend::page_heap::lock());
+    f(crate::os::deferred_lock());
 }
 
 /// A lock the fork handlers can take and release without a guard.

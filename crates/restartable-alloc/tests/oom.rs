@@ -251,3 +251,232 @@ fn two_threads_out_of_address_space_both_use_the_freed_room() {
         },
     );
 }
+
+/// Whether any page of `[p, p + len)` is mapped (`mincore` says `ENOMEM` for a range
+/// with an unmapped page; asked page by page).
+fn any_mapped(p: usize, len: usize) -> bool {
+    let mut v = 0u8;
+    (0..len / 4096).any(|i| {
+        // SAFETY: (test) `mincore` only reads the mapping state; one byte of output.
+        unsafe { libc::mincore((p + i * 4096) as *mut libc::c_void, 4096, &mut v) == 0 }
+    })
+}
+
+/// Span starts of 400 spans of 8 KiB objects (64 KiB spans), every other one freed:
+/// the page heap holds about 12 MiB of free runs of 64 KiB, each between two spans
+/// in use, which no span of larger objects can use. Returns the objects kept and the
+/// freed spans' starts.
+fn fragmented_free_runs() -> (Vec<usize>, Vec<usize>) {
+    use restartable_alloc::backend::pagemap;
+    let l = Layout::from_size_align(8192, 8).unwrap();
+    let mut objects: Vec<usize> = (0..3200)
+        .map(|_| {
+            // SAFETY: (test) a valid layout.
+            let p = unsafe { A.alloc(l) };
+            assert!(!p.is_null());
+            p as usize
+        })
+        .collect();
+    objects.sort_unstable();
+    // SAFETY: (test) live objects of ours: their spans are records of the heap.
+    let span = |p: usize| unsafe { (*pagemap::get(p)).start };
+    let mut starts: Vec<usize> = objects.iter().map(|&p| span(p)).collect();
+    starts.dedup();
+    let freed: Vec<usize> = starts.iter().skip(1).step_by(2).copied().collect();
+    let (gone, kept): (Vec<usize>, Vec<usize>) = objects
+        .into_iter()
+        .partition(|&p| freed.binary_search(&span(p)).is_ok());
+    free_all(l, gone);
+    restartable_alloc::release_memory();
+    assert_eq!(
+        still_free(&freed),
+        freed.len(),
+        "the freed spans are no free runs"
+    );
+    (kept, freed)
+}
+
+/// How many of the spans at `starts` (freed by [`fragmented_free_runs`]) are still
+/// free runs of the page heap, mapped: not unmapped to make room (nor taken again by
+/// a span meanwhile).
+fn still_free(starts: &[usize]) -> usize {
+    use restartable_alloc::backend::pagemap;
+    let heap = restartable_alloc::backend::page_heap::lock();
+    heap.take();
+    let n = starts
+        .iter()
+        .filter(|&&s| {
+            let r = pagemap::get(s);
+            // SAFETY: (test) records in the page map are the heap's, read under its
+            // lock.
+            !r.is_null() && unsafe { (*r).start == s && (*r).class == 0 && (*r).linked }
+        })
+        .count();
+    // SAFETY: (test) taken above, on this thread.
+    unsafe { heap.give() };
+    n
+}
+
+/// Allocates objects of 40,000 bytes (spans of 20 pages: no free run of
+/// [`fragmented_free_runs`] fits them) until `done` (at most 100,000 tries).
+/// Returns them and how many tries got null.
+fn spans_until(mut done: impl FnMut() -> bool) -> (Vec<usize>, usize) {
+    let l = Layout::from_size_align(40_000, 8).unwrap();
+    let mut held = Vec::with_capacity(100_000);
+    let mut nulls = 0;
+    while !done() && held.len() + nulls < held.capacity() {
+        // SAFETY: (test) a valid layout.
+        let p = unsafe { A.alloc(l) };
+        if p.is_null() {
+            nulls += 1;
+        } else {
+            held.push(p as usize);
+        }
+    }
+    (held, nulls)
+}
+
+/// Out of address space when a page-map leaf is needed (a new region in a 2 GiB
+/// range the map has no leaf for): the page heap's free runs give their address
+/// space back and the leaf is mapped, as for every other mapping; it used to fail
+/// (null) with room to spare. The leaf's mapping is refused until address space is
+/// given back (`os::refuse_maps_of`); a reservation of 2 GiB puts the next region
+/// out of the current leaf's range.
+#[test]
+fn a_page_map_leaf_gets_room_from_the_free_runs() {
+    in_child(
+        "a_page_map_leaf_gets_room_from_the_free_runs",
+        "leaf-room",
+        Spec::within(300),
+        || {
+            use restartable_alloc::{backend::pagemap, os};
+            drop(std::hint::black_box(vec![0u8; 100]));
+            let (kept, freed) = fragmented_free_runs();
+            let len = (2usize << 30) + (128 << 20);
+            // SAFETY: (test) a fresh reservation, never touched.
+            let r = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(r, libc::MAP_FAILED);
+            let leaves = pagemap::mapped_bytes();
+            // A leaf: 2^18 span pointers and as many info words.
+            os::refuse_maps_of(4 << 20);
+            let (held, nulls) = spans_until(|| pagemap::mapped_bytes() > leaves);
+            os::refuse_maps_of(0);
+            let s = restartable_alloc::stats();
+            let (refused, n) = (os::refused_maps(), held.len());
+            let left = still_free(&freed);
+            let unmapped = freed.iter().filter(|&&p| !any_mapped(p, 64 << 10)).count();
+            println!(
+                "{n} objects, {nulls} nulls, {refused} leaf mappings refused, {left} free \
+                 runs left, {unmapped} unmapped: {s:?}"
+            );
+            assert!(unmapped > 0, "no free run was unmapped");
+            assert_eq!(nulls, 0, "{nulls} nulls in {n} objects: {s:?}");
+            assert!(
+                pagemap::mapped_bytes() > leaves,
+                "no new page-map leaf after {n} objects (a null, or the regions stayed in one leaf's range): {s:?}"
+            );
+            assert!(refused >= 1, "the leaf's mapping was never refused");
+            assert_eq!(
+                left, 0,
+                "the free runs were not unmapped to make room for the leaf"
+            );
+            free_all(Layout::from_size_align(40_000, 8).unwrap(), held);
+            free_all(Layout::from_size_align(8192, 8).unwrap(), kept);
+            // SAFETY: (test) the reservation above, never used.
+            unsafe { libc::munmap(r, len) };
+        },
+    );
+}
+
+/// Out of address space when a chunk of span records is needed: the page heap's
+/// free runs give their address space back and the chunk is mapped (it used to
+/// fail: no span, null). The chunk's mapping (256 KiB) is refused until address
+/// space is given back (`os::refuse_maps_of`).
+#[test]
+fn a_span_record_chunk_gets_room_from_the_free_runs() {
+    in_child(
+        "a_span_record_chunk_gets_room_from_the_free_runs",
+        "record-room",
+        Spec::within(300),
+        || {
+            use restartable_alloc::os;
+            drop(std::hint::black_box(vec![0u8; 100]));
+            let (kept, freed) = fragmented_free_runs();
+            os::refuse_maps_of(256 << 10);
+            let mut after = 0;
+            let (held, nulls) = spans_until(|| {
+                if os::refused_maps() > 0 {
+                    after += 1;
+                }
+                after > 1000
+            });
+            os::refuse_maps_of(0);
+            let s = restartable_alloc::stats();
+            let (refused, n) = (os::refused_maps(), held.len());
+            let left = still_free(&freed);
+            let unmapped = freed.iter().filter(|&&p| !any_mapped(p, 64 << 10)).count();
+            println!(
+                "{n} objects, {nulls} nulls, {refused} chunk mappings refused, {left} free \
+                 runs left, {unmapped} unmapped: {s:?}"
+            );
+            assert!(unmapped > 0, "no free run was unmapped");
+            assert!(refused >= 1, "no record chunk refused in {n} objects");
+            assert_eq!(nulls, 0, "{nulls} nulls in {n} objects: {s:?}");
+            assert_eq!(
+                left, 0,
+                "the free runs were not unmapped to make room for the records"
+            );
+            free_all(Layout::from_size_align(40_000, 8).unwrap(), held);
+            free_all(Layout::from_size_align(8192, 8).unwrap(), kept);
+        },
+    );
+}
+
+/// Out of address space when the C API's large map needs a leaf (the first large
+/// object of `raw`): the page heap's free runs give their address space back and
+/// the object is recorded (it used to fail: null). The leaf's mapping (2 MiB) is
+/// refused until address space is given back (`os::refuse_maps_of`).
+#[test]
+fn a_large_map_leaf_gets_room_from_the_free_runs() {
+    in_child(
+        "a_large_map_leaf_gets_room_from_the_free_runs",
+        "large-leaf-room",
+        Spec::within(300),
+        || {
+            use restartable_alloc::{os, raw};
+            drop(std::hint::black_box(vec![0u8; 100]));
+            let (kept, freed) = fragmented_free_runs();
+            let before = raw::large_map_bytes();
+            os::refuse_maps_of(2 << 20);
+            let p = raw::alloc(3 << 20, 8);
+            os::refuse_maps_of(0);
+            let refused = os::refused_maps();
+            let left = still_free(&freed);
+            let unmapped = freed.iter().filter(|&&p| !any_mapped(p, 64 << 10)).count();
+            println!("{refused} leaf mappings refused, {left} free runs left, {unmapped} unmapped");
+            assert!(unmapped > 0, "no free run was unmapped");
+            assert_eq!(
+                before, 0,
+                "a large map leaf before the first raw large object"
+            );
+            assert!(refused >= 1, "the leaf's mapping was never refused");
+            assert!(!p.is_null(), "no large object: its leaf found no room");
+            assert_eq!(
+                left, 0,
+                "the free runs were not unmapped to make room for the leaf"
+            );
+            // SAFETY: (test) allocated above.
+            unsafe { raw::free(p, raw::lookup(p)) };
+            free_all(Layout::from_size_align(8192, 8).unwrap(), kept);
+        },
+    );
+}

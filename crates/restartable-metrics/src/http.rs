@@ -6,7 +6,8 @@
 //! - The request head is parsed by `httparse` (the parser hyper uses). It must arrive
 //!   within [`HEAD_DEADLINE`] and fit in [`MAX_HEAD_BYTES`] and 64 headers (else
 //!   `408`/`431`); a request body is not read. `GET` and `HEAD` of `/metrics` (any
-//!   query string), HTTP/1.0 or 1.1.
+//!   query string; the target in origin form, `/metrics`, or absolute form,
+//!   `http://host:port/metrics`), HTTP/1.0 or 1.1.
 //! - The response must be taken by the client within [`WRITE_DEADLINE`], whatever its
 //!   size; a client that stops reading is dropped then.
 //! - Every response closes the connection (`Connection: close`), as HTTP/1.1 allows;
@@ -218,13 +219,36 @@ fn parse_head(head: &[u8]) -> Option<Result<Asked, &'static str>> {
         Some("HEAD") => false,
         _ => return Some(Ok(Asked::MethodNotAllowed)),
     };
-    let target = request.path.unwrap_or("");
-    let path = target.split_once('?').map_or(target, |(path, _query)| path);
+    let path = target_path(request.path.unwrap_or(""));
     Some(Ok(if path == "/metrics" {
         Asked::Metrics { body }
     } else {
         Asked::NotFound { body }
     }))
+}
+
+/// The path of a request target: origin form (`/metrics?query`) or absolute form
+/// (`http://host:port/metrics?query`, which RFC 9112 section 3.2.2 says a server
+/// must accept; its scheme and authority are not checked: this server answers on
+/// whatever address it was reached), without the query. An absolute form with an
+/// empty path (`http://host`) is `/`.
+fn target_path(target: &str) -> &str {
+    let target = match target.split_once("://") {
+        // A scheme: a letter, then letters, digits, `+`, `-`, `.` (RFC 3986 3.1).
+        Some((scheme, rest))
+            if scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            match rest.find(['/', '?', '#']) {
+                Some(i) if rest[i..].starts_with('/') => &rest[i..],
+                _ => "/",
+            }
+        }
+        _ => target,
+    };
+    target.split_once('?').map_or(target, |(path, _query)| path)
 }
 
 /// Reads the request head until it parses. `Err(status)` for a head that is too long
@@ -415,6 +439,23 @@ mod tests {
             ok(b"POST /metrics HTTP/1.1\r\n\r\n"),
             Some(Asked::MethodNotAllowed)
         );
+        // Absolute form (RFC 9112 3.2.2): the path counts, not scheme or authority.
+        for head in [
+            &b"GET http://127.0.0.1:9000/metrics HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET HTTP://example.com/metrics?a=b HTTP/1.1\r\n\r\n",
+            b"GET https://user@[::1]:1/metrics HTTP/1.0\r\n\r\n",
+        ] {
+            assert_eq!(ok(head), Some(Asked::Metrics { body: true }));
+        }
+        for head in [
+            &b"GET http://host HTTP/1.1\r\n\r\n"[..],
+            b"GET http://host?/metrics HTTP/1.1\r\n\r\n",
+            b"GET http://host/metricsx HTTP/1.1\r\n\r\n",
+            b"GET http://host/x/metrics HTTP/1.1\r\n\r\n",
+            b"GET 1http://host/metrics HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(ok(head), Some(Asked::NotFound { body: true }));
+        }
         assert_eq!(ok(b"\r\n\r\n"), Some(Asked::Malformed));
         assert_eq!(ok(b"\n\n"), Some(Asked::Malformed));
         assert_eq!(ok(b"GET /metrics\r\n\r\n"), Some(Asked::Malformed));

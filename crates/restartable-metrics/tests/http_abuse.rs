@@ -135,6 +135,11 @@ fn malformed_requests_get_errors_not_hangs() {
     assert!(ask(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 400"));
     assert!(ask(b"GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200"));
     assert!(ask(b"GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 200"));
+    // Absolute form (RFC 9112 3.2.2: a server must accept it): the path counts.
+    let absolute = format!("GET http://{addr}/metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    assert!(ask(absolute.as_bytes()).starts_with("HTTP/1.1 200"));
+    let other = format!("GET http://{addr}/other HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    assert!(ask(other.as_bytes()).starts_with("HTTP/1.1 404"));
     let (status, _) = scrape(addr, Duration::from_secs(20)).expect("a scrape");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
 }

@@ -12,8 +12,11 @@
 //!   if that fails: close to an address-space limit we still serve what fits).
 //! - When a mapping fails (out of address space: `RLIMIT_AS` counts mapped bytes,
 //!   resident or not), every free run and the region's rest are unmapped
-//!   ([`unmap_free`]) and the mapping is tried again, here and for large objects, in
-//!   one place (`map_room`): also when another thread unmapped them first.
+//!   ([`unmap_free`]) and the mapping is tried again, in one place (`map_with_room`):
+//!   also when another thread unmapped them first. Every mapping of the allocator
+//!   goes through it: regions, span-record chunks and page-map leaves here (the
+//!   heap's lock held), large objects, the large map's leaves and the front-end's
+//!   slots (`map_room`, without it).
 //! - Backed free pages are kept up to [`BACKED_FREE_LIMIT`] (they make the next span
 //!   cheap); past it, the longest backed runs are released until half of it is left.
 //!   A run is marked released only if `madvise` succeeded: locked pages (`mlock`)
@@ -206,8 +209,9 @@ fn map_with_room<T>(
             return Some(r);
         }
         os::map_failed();
-        // Ranges the kernel refused to unmap before (see `os::unmap`) go first.
-        let deferred = os::retry_deferred();
+        // Ranges the kernel refused to unmap before (see `os::unmap`) go first:
+        // each of them is tried (one still refused says nothing of the others).
+        let deferred = os::retry_deferred(true);
         if unmap_free(need) == 0 && !deferred && os::unmapped_generation() == generation {
             return None;
         }
@@ -215,7 +219,8 @@ fn map_with_room<T>(
     map()
 }
 
-/// [`map_with_room`] for a caller that does not hold the heap's lock (large objects).
+/// [`map_with_room`] for a caller that does not hold the heap's lock (large objects,
+/// the large map's leaves, the front-end's slots); under the lock, `Heap::map_room`.
 pub(crate) fn map_room<T>(need: usize, map: impl FnMut() -> Option<T>) -> Option<T> {
     map_with_room(need, map, unmap_free)
 }
@@ -255,7 +260,9 @@ impl Heap {
             s
         } else {
             if self.record_next + core::mem::size_of::<Span>() > self.record_end {
-                let p = os::map(RECORD_CHUNK)? as usize;
+                // Out of address space: the free runs' and the region's rest go back
+                // first (a caller that holds a run out of the lists keeps it).
+                let p = self.map_room(RECORD_CHUNK, || os::map(RECORD_CHUNK))? as usize;
                 self.stats.mapped += RECORD_CHUNK;
                 self.record_next = p;
                 self.record_end = p + RECORD_CHUNK;
@@ -405,44 +412,23 @@ impl Heap {
         Some(s)
     }
 
+    /// [`map_with_room`] with the heap's lock held: a failed mapping (of about
+    /// `need` bytes) unmaps the free runs and the current region's rest, and is tried
+    /// again. Whatever the caller holds out of the lists is left alone, but the
+    /// region's rest may be gone afterwards (`region_next == region_end`).
+    fn map_room<T>(&mut self, need: usize, map: impl FnMut() -> Option<T>) -> Option<T> {
+        map_with_room(need, map, |n| self.unmap_free(n))
+    }
+
     /// A fresh run of `pages` from the current region or a new one.
     fn grow(&mut self, pages: usize) -> Option<*mut Span> {
         let bytes = pages.checked_mul(PAGE_SIZE)?;
-        if self.region_end - self.region_next < bytes {
-            let want = bytes.max(REGION);
-            // Out of address space: the free runs' goes back first (none of them
-            // fits the request, or `find_free` would have found it).
-            let (p, len) = map_with_room(
-                bytes,
-                || Self::map_region(want, bytes),
-                |n| self.unmap_free(n),
-            )?;
-            let p = p as usize;
-            if !pagemap::ensure(p, p + len) {
-                // SAFETY: just mapped, unused.
-                unsafe { os::unmap(p as *mut u8, len) };
-                return None;
-            }
-            self.stats.mapped += len;
-            // The rest of the old region becomes a released free run.
-            let tail = self.region_end - self.region_next;
-            if tail >= PAGE_SIZE {
-                if let Some(r) = self.new_record() {
-                    // SAFETY: a fresh record for untouched pages of our region.
-                    unsafe {
-                        (*r).start = self.region_next;
-                        (*r).pages = tail / PAGE_SIZE;
-                        (*r).released = true;
-                        self.stats.uncarved -= tail;
-                        self.insert_free(r);
-                    }
-                }
-            }
-            self.region_next = p;
-            self.region_end = p + len;
-            self.stats.uncarved += len;
-        }
+        // The record first: mapping a chunk of records may unmap the region's rest.
         let s = self.new_record()?;
+        if self.region_end - self.region_next < bytes && !self.new_region(bytes) {
+            self.drop_record(s);
+            return None;
+        }
         // SAFETY: a fresh record.
         unsafe {
             (*s).start = self.region_next;
@@ -453,6 +439,64 @@ impl Heap {
         self.region_next += bytes;
         self.stats.uncarved -= bytes;
         Some(s)
+    }
+
+    /// Maps a new current region for at least `bytes` bytes, its page-map leaves
+    /// with it; the old region's rest becomes a released free run. `false` when out
+    /// of address space (even after the free runs gave theirs back).
+    fn new_region(&mut self, bytes: usize) -> bool {
+        let want = bytes.max(REGION);
+        // The old rest's record first (mapping a chunk may unmap that rest).
+        let r = self.new_record();
+        // Out of address space: the free runs' goes back first (none of them fits the
+        // request, or `find_free` would have found it).
+        let Some((p, len)) = self.map_room(bytes, || Self::map_region(want, bytes)) else {
+            if let Some(r) = r {
+                self.drop_record(r);
+            }
+            return false;
+        };
+        let p = p as usize;
+        let leaves = pagemap::ensure(p, p + len, |n| self.map_room(n, || os::map(n)));
+        if !leaves {
+            // SAFETY: just mapped, unused.
+            unsafe { os::unmap(p as *mut u8, len) };
+            if let Some(r) = r {
+                self.drop_record(r);
+            }
+            return false;
+        }
+        self.stats.mapped += len;
+        // The rest of the old region (what making room left of it) becomes a
+        // released free run; without a record for it, it is unmapped (not lost).
+        let tail = self.region_end - self.region_next;
+        match r {
+            Some(r) if tail >= PAGE_SIZE => {
+                // SAFETY: a fresh record for untouched pages of our region.
+                unsafe {
+                    (*r).start = self.region_next;
+                    (*r).pages = tail / PAGE_SIZE;
+                    (*r).released = true;
+                    self.stats.uncarved -= tail;
+                    self.insert_free(r);
+                }
+            }
+            r => {
+                if let Some(r) = r {
+                    self.drop_record(r);
+                }
+                if tail > 0 {
+                    // SAFETY: the old region's pages not carved yet: never handed out.
+                    unsafe { os::unmap(self.region_next as *mut u8, tail) };
+                    self.stats.mapped -= tail;
+                    self.stats.uncarved -= tail;
+                }
+            }
+        }
+        self.region_next = p;
+        self.region_end = p + len;
+        self.stats.uncarved += len;
+        true
     }
 
     /// A new region of `want` bytes, or of `bytes` if that fails: its address and

@@ -31,7 +31,6 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use super::Span;
-use crate::os;
 use crate::size_class::PAGE_SHIFT;
 
 const ADDRESS_BITS: usize = 47;
@@ -229,9 +228,14 @@ pub(crate) fn clear_small(span: &Span) {
     set_info(span.start, span.end() - (1 << PAGE_SHIFT), 0);
 }
 
-/// Makes sure the leaves for `[start, end)` exist; `false` if one could not be
-/// mapped. Called under the page heap's lock.
-pub(crate) fn ensure(start: usize, end: usize) -> bool {
+/// Makes sure the leaves for `[start, end)` exist, mapping each missing one with
+/// `map` (its length in bytes; the page heap makes room for it when out of address
+/// space); `false` if one could not be mapped. Called under the page heap's lock.
+pub(crate) fn ensure(
+    start: usize,
+    end: usize,
+    mut map: impl FnMut(usize) -> Option<*mut u8>,
+) -> bool {
     if !covers(end) {
         return false;
     }
@@ -239,7 +243,7 @@ pub(crate) fn ensure(start: usize, end: usize) -> bool {
     let (last, _) = split(end - 1);
     for (index, root) in ROOT.iter().enumerate().take(last + 1).skip(first) {
         if root.load(Ordering::Acquire).is_null() {
-            let Some(p) = os::map(core::mem::size_of::<Leaf>()) else {
+            let Some(p) = map(core::mem::size_of::<Leaf>()) else {
                 return false;
             };
             // Zeroed memory is a leaf of null pointers.
@@ -320,7 +324,11 @@ mod tests {
         });
         let heap = crate::backend::page_heap::lock();
         heap.take();
-        assert!(ensure(start, start + (4 << 30) + 2 * PAGE_SIZE));
+        assert!(ensure(
+            start,
+            start + (4 << 30) + 2 * PAGE_SIZE,
+            crate::os::map
+        ));
         // Every leaf is counted (leaves are mapped under the heap's lock, held).
         let leaves = ROOT
             .iter()
