@@ -317,6 +317,20 @@ fn still_free(starts: &[usize]) -> usize {
     n
 }
 
+/// Checks that making room gave the freed runs' address space back: none of them is
+/// left free in the heap, and at least one is unmapped (the others may have been
+/// reused). `what` names the mapping that needed the room.
+fn assert_room_made(freed: &[usize], what: &str) {
+    let left = still_free(freed);
+    let unmapped = freed.iter().filter(|&&p| !any_mapped(p, 64 << 10)).count();
+    println!("{what}: {left} free runs left, {unmapped} unmapped");
+    assert!(unmapped > 0, "{what}: no free run was unmapped");
+    assert_eq!(
+        left, 0,
+        "{what}: the free runs were not unmapped to make room"
+    );
+}
+
 /// Allocates objects of 40,000 bytes (spans of 20 pages: no free run of
 /// [`fragmented_free_runs`] fits them) until `done` (at most 100,000 tries).
 /// Returns them and how many tries got null.
@@ -372,23 +386,14 @@ fn a_page_map_leaf_gets_room_from_the_free_runs() {
             os::refuse_maps_of(0);
             let s = restartable_alloc::stats();
             let (refused, n) = (os::refused_maps(), held.len());
-            let left = still_free(&freed);
-            let unmapped = freed.iter().filter(|&&p| !any_mapped(p, 64 << 10)).count();
-            println!(
-                "{n} objects, {nulls} nulls, {refused} leaf mappings refused, {left} free \
-                 runs left, {unmapped} unmapped: {s:?}"
-            );
-            assert!(unmapped > 0, "no free run was unmapped");
+            println!("{n} objects, {nulls} nulls, {refused} leaf mappings refused: {s:?}");
+            assert_room_made(&freed, "a page-map leaf");
             assert_eq!(nulls, 0, "{nulls} nulls in {n} objects: {s:?}");
             assert!(
                 pagemap::mapped_bytes() > leaves,
                 "no new page-map leaf after {n} objects (a null, or the regions stayed in one leaf's range): {s:?}"
             );
             assert!(refused >= 1, "the leaf's mapping was never refused");
-            assert_eq!(
-                left, 0,
-                "the free runs were not unmapped to make room for the leaf"
-            );
             free_all(Layout::from_size_align(40_000, 8).unwrap(), held);
             free_all(Layout::from_size_align(8192, 8).unwrap(), kept);
             // SAFETY: (test) the reservation above, never used.
@@ -422,19 +427,10 @@ fn a_span_record_chunk_gets_room_from_the_free_runs() {
             os::refuse_maps_of(0);
             let s = restartable_alloc::stats();
             let (refused, n) = (os::refused_maps(), held.len());
-            let left = still_free(&freed);
-            let unmapped = freed.iter().filter(|&&p| !any_mapped(p, 64 << 10)).count();
-            println!(
-                "{n} objects, {nulls} nulls, {refused} chunk mappings refused, {left} free \
-                 runs left, {unmapped} unmapped: {s:?}"
-            );
-            assert!(unmapped > 0, "no free run was unmapped");
+            println!("{n} objects, {nulls} nulls, {refused} chunk mappings refused: {s:?}");
             assert!(refused >= 1, "no record chunk refused in {n} objects");
             assert_eq!(nulls, 0, "{nulls} nulls in {n} objects: {s:?}");
-            assert_eq!(
-                left, 0,
-                "the free runs were not unmapped to make room for the records"
-            );
+            assert_room_made(&freed, "a span-record chunk");
             free_all(Layout::from_size_align(40_000, 8).unwrap(), held);
             free_all(Layout::from_size_align(8192, 8).unwrap(), kept);
         },
@@ -460,20 +456,14 @@ fn a_large_map_leaf_gets_room_from_the_free_runs() {
             let p = raw::alloc(3 << 20, 8);
             os::refuse_maps_of(0);
             let refused = os::refused_maps();
-            let left = still_free(&freed);
-            let unmapped = freed.iter().filter(|&&p| !any_mapped(p, 64 << 10)).count();
-            println!("{refused} leaf mappings refused, {left} free runs left, {unmapped} unmapped");
-            assert!(unmapped > 0, "no free run was unmapped");
+            println!("{refused} leaf mappings refused");
             assert_eq!(
                 before, 0,
                 "a large map leaf before the first raw large object"
             );
             assert!(refused >= 1, "the leaf's mapping was never refused");
             assert!(!p.is_null(), "no large object: its leaf found no room");
-            assert_eq!(
-                left, 0,
-                "the free runs were not unmapped to make room for the leaf"
-            );
+            assert_room_made(&freed, "the large map's leaf");
             // SAFETY: (test) allocated above.
             unsafe { raw::free(p, raw::lookup(p)) };
             free_all(Layout::from_size_align(8192, 8).unwrap(), kept);
