@@ -275,13 +275,18 @@ fn arm(timer: libc::timer_t, ms: i64) {
 }
 
 /// The first signal: the safe API in a signal handler, on a thread that had not
-/// used rseq yet, registers it (library-owned mode); then the trap: the next
-/// sequence past its registration check executes `int3` (the second signal).
+/// used rseq yet, registers it (library-owned mode); then the delay off and the
+/// trap on: the next sequence past its registration check executes `int3` (the
+/// second signal). The delay off, so that a registered thread reaches the trap:
+/// with it, a sequence of a registered thread on a loaded machine is preempted (and
+/// so aborted) before its registration check every time. (The interrupted sequence
+/// keeps the count it loaded and finishes its delay.)
 extern "C" fn register_on_signal(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     FIRST_IP_IN_SECTION.store(in_a_section(interrupted_ip(ctx)), Ordering::Relaxed);
     let before = restartable::ThreadArea::current_if_registered().is_some();
     let after = restartable::ThreadArea::current().is_ok();
     REGISTERED_IN_HANDLER.store(1 + u32::from(!before && after), Ordering::Relaxed);
+    hooks::set_loops(2, 0);
     hooks::set_trap(true);
 }
 
@@ -342,10 +347,10 @@ extern "C" fn first_allocation(_: *mut libc::c_void) -> *mut libc::c_void {
             "the thread registered before its first allocation"
         );
         let first = thread_cpu_timer(libc::SIGUSR1);
-        // About 0.2-0.5 s of this thread's CPU time in every sequence, after its
-        // descriptor is stored and before its registration check (injection point
-        // 2): the timer (on this thread's CPU time, which load does not move) comes
-        // inside the first.
+        // About 0.2-0.5 s of this thread's CPU time in every sequence until the first
+        // signal, after its descriptor is stored and before its registration check
+        // (injection point 2): the timer (on this thread's CPU time, which load does
+        // not move) comes inside the first.
         hooks::set_loops(2, 1 << 29);
         arm(first, 20);
         let b = std::hint::black_box(Box::new(0x5eed_u64));
@@ -447,6 +452,16 @@ fn a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected() {
                 registered == 2
             );
             assert!(registered != 0, "the first handler did not run");
+            // The case under test, forced: the first signal inside the first
+            // sequence (entered unregistered), its handler registering the thread.
+            assert!(
+                FIRST_IP_IN_SECTION.load(Ordering::Relaxed),
+                "the first signal came outside a sequence"
+            );
+            assert!(
+                registered == 2,
+                "the first handler did not register the thread"
+            );
             let ip = SECOND_IP_IN_SECTION.load(Ordering::Relaxed);
             assert!(
                 ip == 0,
