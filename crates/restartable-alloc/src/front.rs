@@ -1287,8 +1287,8 @@ enum Field {
 /// unless it was a CPU then: a thread registered at that read stays so until the
 /// sequence ends (a signal inside it aborting it), or is unregistered for good by a
 /// handler (`disable_current_thread`), which the read inside catches. The C
-/// `malloc`/`free` inline glibc's mode alone (positive) and start the library's in
-/// their slow path, checked before the sequence ([`pop_checked`]). Each owner's
+/// `malloc`/`free` take the same path for both signs ([`pop_at_offset`],
+/// [`push_at_offset`]). Each owner's
 /// offset has its own sign on x86_64 (glibc's area is in its thread descriptor,
 /// above the thread pointer; the library's in static TLS, below it); an offset of
 /// the other sign takes the checked path that reads the whole field

@@ -207,12 +207,29 @@ fn every_sequence_reads_its_index_inside() {
             // descriptor's address, the store).
             let lines: Vec<&str> = before.lines().filter(|l| l.contains(":\t")).collect();
             let last = &lines[lines.len().saturating_sub(8)..];
+            let pre = last
+                .iter()
+                .rev()
+                .find(|l| l.contains("%fs:0x4(%r") && index_access(l) == Some(IndexAccess::Load));
+            let Some(pre) = pre else {
+                panic!(
+                    "an in-sequence index op in {func} does not read cpu_id just before \
+                     its sequence:\n{}\n--- the sequence:\n{asm}",
+                    last.join("\n")
+                );
+            };
+            // And the check inside uses that read: `cpu_id` or-ed into its register.
+            let reg = pre.rsplit(',').next().unwrap_or("").trim();
             assert!(
-                last.iter().any(|l| l.contains("%fs:0x4(%r")
-                    && index_access(l) == Some(IndexAccess::Load)),
-                "an in-sequence index op in {func} does not read cpu_id just before its \
-                 sequence:\n{}\n--- the sequence:\n{asm}",
-                last.join("\n")
+                asm.lines().any(|l| {
+                    let insn = l.split_once(":\t").map_or("", |(_, i)| i);
+                    insn.starts_with("or")
+                        && insn.contains("%fs:0x4(%r")
+                        && insn.trim_end().ends_with(&format!(",{reg}"))
+                }),
+                "an in-sequence index op in {func} does not check inside its sequence \
+                 the cpu_id it read before it (into {reg}):\n{pre}\n--- the \
+                 sequence:\n{asm}"
             );
         }
     }
