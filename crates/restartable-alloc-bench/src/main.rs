@@ -111,6 +111,11 @@ struct Args {
     /// column needs PerCpuAlloc and at least one other.
     #[arg(long, value_delimiter = ',', value_parser = PossibleValuesParser::new(ALLOCATORS))]
     only: Vec<String>,
+    /// Also print every run's figure, unrounded, on a line of its own
+    /// (`raw <workload> <threads> <allocator> <value>`), for scripts that compare
+    /// runs round by round.
+    #[arg(long)]
+    raw: bool,
     /// Internal: measure peak RSS of one allocator in this process.
     #[arg(long, hide = true)]
     rss_child: Option<String>,
@@ -531,6 +536,9 @@ fn main() {
                         "rss" => rss_of(name, t, 2 * d),
                         other => unreachable!("clap accepts only {WORKLOADS:?}, not {other}"),
                     });
+                    if args.raw {
+                        println!("raw {w} {t} {name} {v:.4}");
+                    }
                     runs[i].push(v);
                 }
             }

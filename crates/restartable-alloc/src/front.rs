@@ -62,10 +62,11 @@
 //! - A thread without a registered rseq area never touches the caches: it uses its
 //!   own [`thread_cache`](crate::thread_cache) (the fallback front-end), or the middle.
 //!   Every sequence checks the registration inside itself, after its descriptor
-//!   store; where the library owns registration (so that a signal handler may
-//!   register a thread that was not), the fast path also checks it before entering
-//!   (a negative `fast_cid`, see `field_for`): the one test that the library's own
-//!   mode adds to glibc's.
+//!   store; the fast paths' ops also read `cpu_id` before that store and abort
+//!   unless both reads are CPUs, so that where the library owns registration a
+//!   thread that a signal handler registers inside a sequence it entered
+//!   unregistered never commits it (see `field_for`). The library's own mode and
+//!   glibc's run the same instructions.
 //!   Re-entrant calls (registration in library-owned mode may allocate) go to the
 //!   middle: a thread-local flag marks the guarded slow path, and a nested call
 //!   finding it set takes no cache at all.
@@ -139,16 +140,15 @@ struct Front {
     /// the rest is set up; 0 otherwise. Its sign tells who owns registration (`init`
     /// stores it only where the sign says so; see [`field_for`]):
     /// - greater than 0: glibc (its `__rseq_offset`, in the thread descriptor above
-    ///   the thread pointer). A thread not registered never becomes so: the first
-    ///   attempt takes the area unchecked ([`Unchecked`]).
+    ///   the thread pointer);
     /// - less than 0: the library (its own area in static TLS, below the thread
-    ///   pointer). A signal handler may register a thread that is not: the area is
-    ///   checked before the sequence ([`CheckedLow`]).
+    ///   pointer).
     ///
-    /// The fast path's first test, one load and a signed test: glibc's path falls
-    /// through (`jle` not taken) into the sequence; the library's takes the branch
-    /// to its check, laid out of line, and jumps back into the same sequence
-    /// ([`Low`]).
+    /// The fast path's first test, one load and a test: both take the area unchecked
+    /// ([`Unchecked`]; the op checks the registration before its sequence and inside
+    /// it) and fall through (`je` not taken) into the same sequence, in Rust and in
+    /// the C `malloc`/`free` ([`pop_at_offset`], [`push_at_offset`]) alike. The sign
+    /// is for [`fast_path`].
     fast_cid: AtomicIsize,
     /// [`AreaOffset::bytes`] where slots are indexed by CPU (checked before the
     /// sequence, [`Checked`]): the fast path's second test.
@@ -162,8 +162,8 @@ struct Front {
 const BY_CID: usize = 1;
 
 /// Slots the region always has room for (a power of two): the first attempt by
-/// mm_cid at one offset ([`Unchecked`] under glibc's registration, [`CheckedLow`]
-/// under the library's) reads the low byte of `mm_cid`
+/// mm_cid at one offset ([`Unchecked`], under glibc's registration or the
+/// library's) reads the low byte of `mm_cid`
 /// inside its sequence (one `movzbl`, no mask, no bound: see [`pop_indexed`]). The
 /// region maps `max(slots, CID_SLOTS)` slots ([`region_slots`]). Slots from `slots`
 /// up are address space only: `cpu_id` and `mm_cid` stay below the possible CPUs,
@@ -376,7 +376,7 @@ pub enum Outcome<T> {
 #[derive(Clone, Copy)]
 enum SetUp {
     /// By mm_cid (low byte), the areas at this offset, glibc's if it is positive,
-    /// the library's own if negative: [`Low`].
+    /// the library's own if negative: [`Unchecked`].
     Low(AreaOffset),
     /// By CPU, the areas at this offset: [`Checked`].
     Cpu(AreaOffset),
@@ -398,18 +398,13 @@ enum SetUp {
 fn set_up() -> SetUp {
     // Set up before `fast_cid`/`checked_cpu`/`checked_cid` (read with acquire).
     let off = fast_cid();
-    if off > 0 {
+    if off != 0 {
         // SAFETY: a non-zero `fast_cid` was stored from `AreaOffset::bytes` (`init`).
         return SetUp::Low(unsafe { AreaOffset::from_bytes(off) });
     }
-    // Block layout (`cold_path`): glibc's path straight through its first branch,
-    // the library's own next, the other modes (kernels without mm_cid, a request for
-    // CPUs, the thread-local area, not set up yet) last.
-    core::hint::cold_path();
-    if off < 0 {
-        // SAFETY: as above.
-        return SetUp::Low(unsafe { AreaOffset::from_bytes(off) });
-    }
+    // Block layout (`cold_path`): glibc's and the library's own areas straight through
+    // the first branch, the other modes (kernels without mm_cid, a request for CPUs,
+    // the thread-local area, not set up yet) after.
     core::hint::cold_path();
     let off = checked_cpu();
     if off != 0 {
@@ -462,7 +457,7 @@ pub unsafe fn alloc_at<H: Hooks, const INLINE_TLS: bool>(
 ) -> *mut u8 {
     match set_up() {
         // SAFETY: forwarded contract.
-        SetUp::Low(off) => unsafe { alloc_in::<H>(BY_CID, Low(off), hdr, class) },
+        SetUp::Low(off) => unsafe { alloc_in::<H>(BY_CID, Unchecked(off), hdr, class) },
         // SAFETY: forwarded contract.
         SetUp::Cpu(off) => unsafe { alloc_in::<H>(0, Checked(off), hdr, class) },
         // SAFETY: forwarded contract.
@@ -531,7 +526,7 @@ pub unsafe fn dealloc_at<H: Hooks, const INLINE_TLS: bool>(
 ) {
     match set_up() {
         // SAFETY: forwarded contract.
-        SetUp::Low(off) => unsafe { dealloc_in::<H>(BY_CID, Low(off), hdr, class, obj) },
+        SetUp::Low(off) => unsafe { dealloc_in::<H>(BY_CID, Unchecked(off), hdr, class, obj) },
         // SAFETY: forwarded contract.
         SetUp::Cpu(off) => unsafe { dealloc_in::<H>(0, Checked(off), hdr, class, obj) },
         // SAFETY: forwarded contract.
@@ -593,11 +588,11 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
     }
 }
 
-/// [`pop`] where glibc owns registration and the caches are by mm_cid's low byte
-/// (a positive `fast_cid`), for the inlined fast path of a caller that
-/// finishes out of line anyway: a miss otherwise, without the out-of-line
-/// thread-local attempt, so that the caller's fast path keeps no register across a
-/// call.
+/// [`pop`] where the caches are by mm_cid's low byte and the areas at one offset
+/// (a non-zero `fast_cid`: glibc's or the library's own, taken unchecked as in
+/// `Unchecked`), for the inlined fast path of a caller that finishes out of line
+/// anyway: a miss otherwise, without the out-of-line thread-local attempt, so that
+/// the caller's fast path keeps no register across a call.
 ///
 /// `hdr()` is called on that path only.
 ///
@@ -605,36 +600,28 @@ pub unsafe fn pop<H: Hooks>(c: usize) -> Outcome<*mut u8> {
 /// `hdr()` is [`header_offset`] of a class.
 #[inline(always)]
 pub unsafe fn pop_at_offset<H: Hooks>(hdr: impl FnOnce() -> usize) -> Outcome<*mut u8> {
-    // As `set_up`'s first test alone: the checked modes (the library's own areas,
-    // by CPU, by the whole mm_cid) are left to the caller's slow path
-    // ([`pop_checked`]). Inlined here, their sequences' tails were merged with the
-    // glibc path's, which then ended in a taken jump to a shared `ret` (`malloc`;
-    // BENCHMARKS.md, "in-sequence index"; and again with the library's own path
-    // alone, branch `libown`).
+    // As `set_up`'s first test alone: the checked modes (by CPU, by the whole
+    // mm_cid) are left to the caller's slow path ([`pop_checked`]). Inlined here,
+    // their sequences' tails were merged with the first one's, which then ended in a
+    // taken jump to a shared `ret` (`malloc`; BENCHMARKS.md, "in-sequence index";
+    // and again with the library's own areas checked before the sequence, branch
+    // `libown`).
     let off = fast_cid();
-    if off > 0 {
+    if off != 0 {
         // SAFETY: as in `set_up`; forwarded contract.
         return unsafe { pop_in::<H, _>(BY_CID, Unchecked(AreaOffset::from_bytes(off)), hdr) };
     }
     Outcome::Miss
 }
 
-/// [`pop_at_offset`]'s missing words: the library's own areas by mm_cid's low byte
-/// (a negative `fast_cid`, first), by CPU, and by the whole mm_cid, the area at one
-/// offset and checked before the sequence. For `malloc`'s slow path, where those
+/// [`pop_at_offset`]'s missing words: by CPU, and by the whole mm_cid, the area at
+/// one offset and checked before the sequence. For `malloc`'s slow path, where those
 /// modes then start (see [`pop_at_offset`]).
 ///
 /// # Safety
 /// `hdr` is [`header_offset`] of a class.
 #[inline(always)]
 pub unsafe fn pop_checked<H: Hooks>(hdr: usize) -> Outcome<*mut u8> {
-    let off = fast_cid();
-    if off < 0 {
-        // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe { pop_in::<H, _>(BY_CID, CheckedLow(AreaOffset::from_bytes(off)), || hdr) };
-    }
-    // The other modes after the library's own (see `set_up`).
-    core::hint::cold_path();
     let off = checked_cpu();
     if off != 0 {
         // SAFETY: as in `set_up`; forwarded contract.
@@ -787,13 +774,20 @@ impl FindArea for Checked {
     }
 }
 
-/// [`Checked`] for the first attempt of an inlined fast path: by mm_cid, the area
-/// without the registration check (`AreaOffset::current_unchecked`): the op's own
-/// check inside the sequence aborts on an unregistered area, and the retries after
-/// an abort ([`alloc_after_abort`], [`dealloc_after_abort`]) go through [`pop`] and
+/// [`Checked`] for the first attempt of an inlined fast path: by mm_cid's low byte
+/// (a non-zero `fast_cid`, glibc's areas or the library's own), the area without a
+/// registration check of its own (`AreaOffset::current_unchecked`): the op reads
+/// `cpu_id` before its descriptor store and again inside the sequence, and aborts
+/// unless both are CPUs (`load_index_slab_pop`/`push`). So a thread that was not
+/// registered before the sequence never runs it, even where the library owns
+/// registration and a signal handler registers the thread inside the sequence
+/// (which would clear `rseq_cs` under it; see [`field_for`]). The retries after an
+/// abort ([`alloc_after_abort`], [`dealloc_after_abort`]) go through [`pop`] and
 /// [`push`], which check it before the sequence ([`CheckedLow`]) and so send such a
-/// thread to the slow path. Only where glibc owns registrations (`init` publishes a
-/// positive `fast_cid` only then; see `AreaOffset::current_unchecked`).
+/// thread to the slow path. One copy of the sequence for both owners, with no
+/// branch between them: each runs straight through to its `ret` (the library's own
+/// check before the sequence, laid out of line, cost two taken jumps per call:
+/// BENCHMARKS.md, branch `lo`).
 #[derive(Clone, Copy)]
 struct Unchecked(AreaOffset);
 
@@ -802,25 +796,20 @@ impl FindArea for Unchecked {
     const LOW_BYTE_CID: bool = true;
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
-        // SAFETY: used by `pop_in`/`push_in` for the mm_cid index only, for ops by
-        // mm_cid (which check the registration inside the sequence), and the abort
-        // paths check it with `Checked` before trying again.
+        // SAFETY: used by `pop_in`/`push_in` for the mm_cid index only, with the
+        // in-sequence index ops (which check the registration before the sequence and
+        // inside it), and the abort paths check it with `CheckedLow` before trying
+        // again.
         Some(unsafe { self.0.current_unchecked() })
     }
 }
 // The low byte of `mm_cid` is the whole index (`Unchecked`, `CheckedLow`).
 const _: () = assert!(CID_SLOTS == 256);
 
-/// [`Checked`] by mm_cid's low byte: the same op as [`Unchecked`]'s (the index read
-/// inside the sequence, its registration check after the descriptor store), after
-/// the registration check before it. Where the library owns registration (a
-/// negative `fast_cid`), the first attempt takes this: the check before the
-/// sequence keeps a thread that is not registered out of it, and so out of the
-/// window where a signal handler registering it would clear `rseq_cs` under a
-/// sequence that then passes its own check (see [`field_for`]); the check inside
-/// still catches a handler that unregisters it between the two
-/// (`disable_current_thread`: the kernel then resets `cpu_id`). Also the retries'
-/// finder in both modes ([`pop`], [`push`]).
+/// [`Checked`] by mm_cid's low byte: the same op as [`Unchecked`]'s, after a
+/// registration check of its own, which sends a thread that is not registered to
+/// the slow path without entering the sequence: the retries' finder in both modes
+/// ([`pop`], [`push`]).
 #[derive(Clone, Copy)]
 struct CheckedLow(AreaOffset);
 
@@ -830,31 +819,6 @@ impl FindArea for CheckedLow {
     #[inline(always)]
     fn area(self) -> Option<ThreadArea> {
         self.0.current_if_registered()
-    }
-}
-
-/// The first attempt's finder by mm_cid's low byte (a non-zero `fast_cid`):
-/// [`Unchecked`] where the offset is positive (glibc's), [`CheckedLow`] where it is
-/// negative (the library's own). One copy of the sequence for both: glibc's path
-/// runs straight through to its `ret`; the library's check is laid out of line
-/// (`cold_path`) and jumps back to the sequence. (Two copies, one per mode, had
-/// their returns merged by the compiler: one of the modes then reached its `ret`
-/// by a taken jump, and on this machine each taken jump on the path showed:
-/// BENCHMARKS.md, branch `libown`.)
-#[derive(Clone, Copy)]
-struct Low(AreaOffset);
-
-impl FindArea for Low {
-    const SET_UP: bool = true;
-    const LOW_BYTE_CID: bool = true;
-    #[inline(always)]
-    fn area(self) -> Option<ThreadArea> {
-        if self.0.bytes() > 0 {
-            Unchecked(self.0).area()
-        } else {
-            core::hint::cold_path();
-            CheckedLow(self.0).area()
-        }
     }
 }
 
@@ -908,7 +872,7 @@ pub unsafe fn push<H: Hooks>(c: usize, obj: *mut u8) -> Outcome<()> {
     }
 }
 
-/// [`push`] where glibc owns registration and the caches are by mm_cid's low byte
+/// [`push`] where the caches are by mm_cid's low byte and the areas at one offset
 /// (see [`pop_at_offset`]), of an object whose class `find()` tells, called on that
 /// path only: the header offset of its class, or `None` for a miss (not an object of
 /// the caches). The C `free` looks the pointer up there, so that in the other modes
@@ -923,7 +887,7 @@ pub unsafe fn push_at_offset<H: Hooks>(
     obj: *mut u8,
 ) -> Outcome<()> {
     let off = fast_cid();
-    if off > 0 {
+    if off != 0 {
         let Some(hdr) = find() else {
             return Outcome::Miss;
         };
@@ -935,10 +899,9 @@ pub unsafe fn push_at_offset<H: Hooks>(
     Outcome::Miss
 }
 
-/// [`push_at_offset`]'s missing words (the library's own areas by mm_cid's low byte,
-/// by CPU, by the whole mm_cid: the area at one offset, checked before the
-/// sequence), for `free`'s slow path, where those modes then start (see
-/// [`pop_checked`]).
+/// [`push_at_offset`]'s missing words (by CPU, by the whole mm_cid: the area at one
+/// offset, checked before the sequence), for `free`'s slow path, where those modes
+/// then start (see [`pop_checked`]).
 ///
 /// # Safety
 /// As for [`push_at_offset`].
@@ -949,16 +912,6 @@ pub unsafe fn push_checked<H: Hooks>(
 ) -> Outcome<()> {
     // As `set_up`, with `find` in each mode's branch: a shared lookup would make
     // the compiler test the mode again after it.
-    let off = fast_cid();
-    if off < 0 {
-        let Some(hdr) = find() else {
-            return Outcome::Miss;
-        };
-        // SAFETY: as in `set_up`; forwarded contract.
-        return unsafe {
-            push_in::<H, _>(BY_CID, CheckedLow(AreaOffset::from_bytes(off)), || hdr, obj)
-        };
-    }
     let off = checked_cpu();
     if off != 0 {
         let Some(hdr) = find() else {
@@ -1323,22 +1276,24 @@ enum Field {
 /// for caches by mm_cid (`by_cid`) or by CPU, `slots` of them, registrations owned
 /// by `owner`.
 ///
-/// `fast_cid`'s sign tells the fast paths whether they may take the area unchecked
-/// ([`Unchecked`], positive) or check it before the sequence ([`CheckedLow`],
-/// negative). Unchecked only where glibc owns registrations: a thread that is not
-/// registered then never becomes so. Where the library registers (at first use, also
-/// from a signal handler), a thread could be registered by a handler that
-/// interrupted a sequence it entered unregistered: the registration clears
-/// `rseq_cs` (the thread being outside the sequence then), and the sequence would go
-/// on without the kernel's protection, its checks passing. So there the first
-/// attempt checks the registration before the sequence: a thread registered by then
-/// stays so until the sequence ends (a signal inside it aborting it), or is
-/// unregistered by a handler (`disable_current_thread`), which the op's own check
-/// inside the sequence catches. Each owner's offset has its own sign on x86_64
-/// (glibc's area is in its thread descriptor, above the thread pointer; the
-/// library's in static TLS, below it); an offset of the other sign takes the checked
-/// path that reads the whole field (`checked_cid`), as do more than [`CID_SLOTS`]
-/// possible CPUs (the low byte would not be the whole `mm_cid`, see there).
+/// `fast_cid`'s sign tells who owns registrations: positive for glibc, where a
+/// thread that is not registered never becomes so, negative for the library, which
+/// registers at first use, also from a signal handler. There a thread could be
+/// registered by a handler that interrupted a sequence it entered unregistered: the
+/// registration clears `rseq_cs` (the thread being outside the sequence then), and
+/// the sequence would go on without the kernel's protection, its checks inside
+/// passing. The Rust fast paths ([`Unchecked`], both signs) take the area unchecked
+/// because their ops read `cpu_id` before the descriptor store as well and abort
+/// unless it was a CPU then: a thread registered at that read stays so until the
+/// sequence ends (a signal inside it aborting it), or is unregistered for good by a
+/// handler (`disable_current_thread`), which the read inside catches. The C
+/// `malloc`/`free` take the same path for both signs ([`pop_at_offset`],
+/// [`push_at_offset`]). Each owner's
+/// offset has its own sign on x86_64 (glibc's area is in its thread descriptor,
+/// above the thread pointer; the library's in static TLS, below it); an offset of
+/// the other sign takes the checked path that reads the whole field
+/// (`checked_cid`), as do more than [`CID_SLOTS`] possible CPUs (the low byte would
+/// not be the whole `mm_cid`, see there).
 fn field_for(by_cid: bool, owner: Option<restartable::Owner>, slots: usize, off: isize) -> Field {
     use restartable::Owner;
     match (by_cid, owner) {
@@ -1371,8 +1326,9 @@ pub enum FastPath {
     /// glibc's areas at one offset, by mm_cid's low byte, the area taken unchecked
     /// (a positive `fast_cid`).
     LibcUnchecked,
-    /// The library's own areas at one offset, by mm_cid's low byte, the area checked
-    /// before the sequence (a negative `fast_cid`).
+    /// The library's own areas at one offset, by mm_cid's low byte (a negative
+    /// `fast_cid`): the same path as [`LibcUnchecked`](Self::LibcUnchecked), the
+    /// registration checked by the op's read of `cpu_id` before its sequence.
     OwnChecked,
     /// The areas at one offset, by CPU, checked before the sequence.
     ByCpu,

@@ -324,9 +324,9 @@ pub(crate) fn header_by_bytes(n: usize) -> usize {
 pub struct MallocSlow(usize);
 
 impl MallocSlow {
-    /// The first attempt of the checked modes (caches by CPU, or the library owning
-    /// registration by mm_cid: the area at one offset, checked before the
-    /// sequence), which [`malloc_fast`] leaves out (see [`front::pop_checked`]): for
+    /// The first attempt of the checked modes (caches by CPU or by the whole mm_cid:
+    /// the area at one offset, checked before the sequence), which [`malloc_fast`]
+    /// leaves out (see [`front::pop_checked`]): for
     /// the start of `malloc`'s slow path, with no frame, before
     /// [`finish`](Self::finish) out of line.
     #[inline(always)]

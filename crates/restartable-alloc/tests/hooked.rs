@@ -245,7 +245,6 @@ static FIRST_IP_IN_SECTION: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 static SECOND_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static SECOND_IP_IN_SECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static SECOND_TIMER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn interrupted_ip(ctx: *mut libc::c_void) -> u64 {
     // SAFETY: (test) the third argument of an SA_SIGINFO handler is its ucontext.
@@ -276,22 +275,32 @@ fn arm(timer: libc::timer_t, ms: i64) {
 }
 
 /// The first signal: the safe API in a signal handler, on a thread that had not
-/// used rseq yet, registers it (library-owned mode); then the second timer.
+/// used rseq yet, registers it (library-owned mode); then the delay off and the
+/// trap on: the next sequence past its registration check executes `int3` (the
+/// second signal). The delay off, so that a registered thread reaches the trap:
+/// with it, a sequence of a registered thread on a loaded machine is preempted (and
+/// so aborted) before its registration check every time. (The interrupted sequence
+/// keeps the count it loaded and finishes its delay.)
 extern "C" fn register_on_signal(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     FIRST_IP_IN_SECTION.store(in_a_section(interrupted_ip(ctx)), Ordering::Relaxed);
     let before = restartable::ThreadArea::current_if_registered().is_some();
     let after = restartable::ThreadArea::current().is_ok();
     REGISTERED_IN_HANDLER.store(1 + u32::from(!before && after), Ordering::Relaxed);
-    arm(SECOND_TIMER.load(Ordering::Relaxed) as libc::timer_t, 20);
+    hooks::set_loops(2, 0);
+    hooks::set_trap(true);
 }
 
-/// The second signal, to a registered thread: the kernel aborts a sequence it
-/// interrupts, so the handler never starts with the thread inside one.
+/// The second signal (`SIGTRAP` from the trap, past a sequence's registration
+/// check), to a registered thread: the kernel aborts a sequence it interrupts, so
+/// the handler never starts with the thread inside one. Then the trap and the
+/// delays off.
 extern "C" fn check_on_signal(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let ip = interrupted_ip(ctx);
     if in_a_section(ip) {
         SECOND_IP_IN_SECTION.store(ip, Ordering::Relaxed);
     }
+    hooks::set_trap(false);
+    hooks::set_loops(2, 0);
     SECOND_DONE.store(true, Ordering::Relaxed);
 }
 
@@ -329,7 +338,8 @@ fn thread_cpu_timer(sig: libc::c_int) -> libc::timer_t {
 
 static THREAD_FAILED: Mutex<Option<String>> = Mutex::new(None);
 
-/// The C thread of the test below: its first allocation, with the two timers.
+/// The C thread of the test below: its first allocation, with the timer, then more
+/// until the trap has come.
 extern "C" fn first_allocation(_: *mut libc::c_void) -> *mut libc::c_void {
     let r = std::panic::catch_unwind(|| {
         assert!(
@@ -337,20 +347,22 @@ extern "C" fn first_allocation(_: *mut libc::c_void) -> *mut libc::c_void {
             "the thread registered before its first allocation"
         );
         let first = thread_cpu_timer(libc::SIGUSR1);
-        SECOND_TIMER.store(thread_cpu_timer(libc::SIGUSR2) as usize, Ordering::Relaxed);
-        // About 0.2-0.5 s of this thread's CPU time in every sequence, after its
-        // descriptor is stored.
+        // About 0.2-0.5 s of this thread's CPU time in every sequence until the first
+        // signal, after its descriptor is stored and before its registration check
+        // (injection point 2): the timer (on this thread's CPU time, which load does
+        // not move) comes inside the first.
         hooks::set_loops(2, 1 << 29);
         arm(first, 20);
         let b = std::hint::black_box(Box::new(0x5eed_u64));
-        // Until both signals came (they follow this thread's CPU time).
+        // Sequences until the trap came (the first past its registration check
+        // after the first signal).
         let start = Instant::now();
         while !SECOND_DONE.load(Ordering::Relaxed) {
             assert!(
                 start.elapsed() < Duration::from_secs(120),
                 "no second signal"
             );
-            std::hint::spin_loop();
+            drop(std::hint::black_box(Box::new(1u64)));
         }
         hooks::reset();
         assert_eq!(*b, 0x5eed);
@@ -368,17 +380,20 @@ extern "C" fn first_allocation(_: *mut libc::c_void) -> *mut libc::c_void {
 }
 
 /// Library-owned registration in an executable, caches by mm_cid: a thread's first
-/// allocation must not run a sequence before the thread is registered. If it did,
-/// a signal handler that registers the thread (any use of the safe API) while the
-/// sequence runs would leave it running with the kernel's registration but without
-/// its protection: the registration's return to user space clears `rseq_cs` (the
-/// thread was outside the sequence's range then), so the sequence goes on after the
-/// handler unprotected, and its checks of `cpu_id` and `mm_cid`, made or repeated
-/// after the registration, pass. Forced: a long delay inside every sequence
-/// (injection point 2, after `rseq_cs` is stored), and two timers on the thread's
-/// own CPU time (load does not move them): the first registers the thread in its
-/// handler, the second then checks that the kernel aborted any sequence it
-/// interrupts.
+/// allocation must not run a sequence past its registration check unless the thread
+/// was registered before the sequence began. If it did, a signal handler that
+/// registers the thread (any use of the safe API) while the sequence runs would leave
+/// it running with the kernel's registration but without its protection: the
+/// registration's return to user space clears `rseq_cs` (the thread was outside the
+/// sequence's range then), so the sequence goes on after the handler unprotected,
+/// and its checks of `cpu_id` and `mm_cid`, made or repeated after the registration,
+/// pass. (The fast path enters its sequence without a check before it; the op's read
+/// of `cpu_id` before its descriptor store is what makes such a sequence abort.)
+/// Forced: a long delay inside every sequence (injection point 2, after `rseq_cs` is
+/// stored, before the registration check), a timer on the thread's own CPU time (load
+/// does not move it) whose handler registers the thread and turns on the trap, so
+/// that the next sequence past its registration check executes `int3`; the
+/// `SIGTRAP` handler then checks that the kernel aborted the sequence.
 #[test]
 fn a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -399,8 +414,8 @@ fn a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected() {
                 restartable::registration::AreaOffset::get().is_some(),
                 "an executable: the library's areas at one offset"
             );
-            // The path under test: the library's own areas, checked before the
-            // sequence (the same op as glibc's unchecked one).
+            // The path under test: the library's own areas, taken unchecked (the
+            // same op as glibc's, which reads `cpu_id` before its sequence too).
             assert_eq!(
                 restartable_alloc::front::fast_path(),
                 restartable_alloc::front::FastPath::OwnChecked
@@ -411,7 +426,7 @@ fn a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected() {
                 "no critical sections found"
             );
             install_siginfo_handler(libc::SIGUSR1, register_on_signal);
-            install_siginfo_handler(libc::SIGUSR2, check_on_signal);
+            install_siginfo_handler(libc::SIGTRAP, check_on_signal);
             // A thread started by C code (`std::thread::spawn` allocates on the new
             // thread before its closure runs, which registers it).
             let mut t: libc::pthread_t = 0;
@@ -437,6 +452,16 @@ fn a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected() {
                 registered == 2
             );
             assert!(registered != 0, "the first handler did not run");
+            // The case under test, forced: the first signal inside the first
+            // sequence (entered unregistered), its handler registering the thread.
+            assert!(
+                FIRST_IP_IN_SECTION.load(Ordering::Relaxed),
+                "the first signal came outside a sequence"
+            );
+            assert!(
+                registered == 2,
+                "the first handler did not register the thread"
+            );
             let ip = SECOND_IP_IN_SECTION.load(Ordering::Relaxed);
             assert!(
                 ip == 0,

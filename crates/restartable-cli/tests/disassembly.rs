@@ -10,7 +10,8 @@
 //!   `mm_cid` at 0x18) inside itself: the ops that take a prepared index compare it
 //!   there, the in-sequence index ops (`load_index_slab_pop` / `push`, which the
 //!   allocator inside `rseq alloc-stats` uses) load it there, and those also check the
-//!   registration there. The plain build of the in-sequence ops has no runtime test
+//!   registration there, with `cpu_id` read once more just before the sequence's
+//!   descriptor store. The plain build of the in-sequence ops has no runtime test
 //!   that could see an index read moved before the sequence's start (no injection
 //!   points); this one does.
 
@@ -21,6 +22,23 @@ use child::OutputWithin as _;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rseq");
+
+/// The binary's defined symbols, by address (`nm -n`).
+fn symbol_starts() -> Vec<u64> {
+    let out = Command::new("nm")
+        .args(["-n", "--defined-only", BIN])
+        .output_within(child::SHORT);
+    assert!(out.status.success(), "nm failed: {:?}", out);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+            let kind = f.next()?;
+            matches!(kind, "t" | "T").then_some(addr)
+        })
+        .collect()
+}
 
 fn objdump_range(start: u64, end: u64) -> Option<String> {
     let out = Command::new("objdump")
@@ -42,6 +60,17 @@ fn objdump_range(start: u64, end: u64) -> Option<String> {
 /// up to (not including) `post_commit_ip`. `None` (after the skip notice) without
 /// `objdump`.
 fn sequences() -> Option<Vec<(String, String)>> {
+    Some(
+        sequences_and_before()?
+            .into_iter()
+            .map(|(f, _, asm)| (f, asm))
+            .collect(),
+    )
+}
+
+/// [`sequences`], each also with its function's instructions before `start_ip` (from
+/// the function's symbol on).
+fn sequences_and_before() -> Option<Vec<(String, String, String)>> {
     if Command::new("objdump")
         .arg("--version")
         .try_output_within(child::SHORT)
@@ -57,13 +86,23 @@ fn sequences() -> Option<Vec<(String, String)>> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let seqs = v["sequences"].as_array().unwrap();
     assert!(!seqs.is_empty(), "no sequence in {BIN}");
+    let syms = symbol_starts();
     Some(
         seqs.iter()
             .map(|s| {
                 let func = s["function"].as_str().unwrap_or("").to_owned();
                 let start = s["start_ip"].as_u64().unwrap();
                 let end = s["post_commit_ip"].as_u64().unwrap();
-                (func, objdump_range(start, end).expect("objdump runs"))
+                let sym = syms.iter().copied().filter(|&a| a <= start).max();
+                let before = sym
+                    .filter(|&a| a < start)
+                    .map(|a| objdump_range(a, start).expect("objdump runs"))
+                    .unwrap_or_default();
+                (
+                    func,
+                    before,
+                    objdump_range(start, end).expect("objdump runs"),
+                )
             })
             .collect(),
     )
@@ -103,7 +142,8 @@ fn bench_sequences_are_hook_free_and_param_test_sequences_are_hooked() {
 enum IndexAccess {
     /// `cmp` with a register: the prepared index compared.
     Compare,
-    /// `cmpl $0xfffffffe`: the registration check.
+    /// `cmpl $0xfffffffe`, or an `or` into a register (`cpu_id` or-ed with the value
+    /// read before the sequence, its sign tested): the registration check.
     RegistrationCheck,
     /// `mov`/`movzbl` into a register: the in-sequence index read.
     Load,
@@ -127,6 +167,8 @@ fn index_access(line: &str) -> Option<IndexAccess> {
         } else {
             IndexAccess::Compare
         })
+    } else if op.starts_with("or") && args.contains("%fs:0x4(%r") {
+        Some(IndexAccess::RegistrationCheck)
     } else if op.starts_with("mov")
         && args
             .split(',')
@@ -141,9 +183,11 @@ fn index_access(line: &str) -> Option<IndexAccess> {
 
 #[test]
 fn every_sequence_reads_its_index_inside() {
-    let Some(seqs) = sequences() else { return };
+    let Some(seqs) = sequences_and_before() else {
+        return;
+    };
     let mut loads = 0;
-    for (func, asm) in &seqs {
+    for (func, before, asm) in &seqs {
         let acc: Vec<IndexAccess> = asm.lines().filter_map(index_access).collect();
         let read = acc.contains(&IndexAccess::Compare) || acc.contains(&IndexAccess::Load);
         assert!(
@@ -157,6 +201,35 @@ fn every_sequence_reads_its_index_inside() {
                 acc.contains(&IndexAccess::RegistrationCheck),
                 "an in-sequence index op in {func} does not check the registration \
                  inside the sequence:\n{asm}"
+            );
+            // `cpu_id` read before the descriptor store, among the instructions just
+            // before the start (the read, the hooked build's injection loop, the
+            // descriptor's address, the store).
+            let lines: Vec<&str> = before.lines().filter(|l| l.contains(":\t")).collect();
+            let last = &lines[lines.len().saturating_sub(8)..];
+            let pre = last
+                .iter()
+                .rev()
+                .find(|l| l.contains("%fs:0x4(%r") && index_access(l) == Some(IndexAccess::Load));
+            let Some(pre) = pre else {
+                panic!(
+                    "an in-sequence index op in {func} does not read cpu_id just before \
+                     its sequence:\n{}\n--- the sequence:\n{asm}",
+                    last.join("\n")
+                );
+            };
+            // And the check inside uses that read: `cpu_id` or-ed into its register.
+            let reg = pre.rsplit(',').next().unwrap_or("").trim();
+            assert!(
+                asm.lines().any(|l| {
+                    let insn = l.split_once(":\t").map_or("", |(_, i)| i);
+                    insn.starts_with("or")
+                        && insn.contains("%fs:0x4(%r")
+                        && insn.trim_end().ends_with(&format!(",{reg}"))
+                }),
+                "an in-sequence index op in {func} does not check inside its sequence \
+                 the cpu_id it read before it (into {reg}):\n{pre}\n--- the \
+                 sequence:\n{asm}"
             );
         }
     }

@@ -382,13 +382,16 @@ impl AreaOffset {
     /// whether the thread is registered ([`current_if_registered`]) before it tries
     /// again.
     ///
-    /// And only where glibc owns registrations ([`process_owner`] is
-    /// [`Owner::Libc`]), where a thread that is not registered never becomes so. In
-    /// library-owned mode a signal handler may register the thread (its first use of
-    /// the library) while it runs a sequence it entered unregistered: the
+    /// And with the other ops only where glibc owns registrations ([`process_owner`]
+    /// is [`Owner::Libc`]), where a thread that is not registered never becomes so.
+    /// In library-owned mode a signal handler may register the thread (its first use
+    /// of the library) while it runs a sequence it entered unregistered: the
     /// registration's return to user space clears `rseq_cs` (the thread is outside
     /// the sequence then), and after the handler the sequence goes on without the
-    /// kernel's protection while its checks of `cpu_id` and `mm_cid` pass.
+    /// kernel's protection while its checks of `cpu_id` and `mm_cid` pass. The
+    /// in-sequence index ops (`load_index_slab_pop`/`push`) also read `cpu_id` before
+    /// their descriptor store and abort unless that read was a CPU too, so they may
+    /// take this area whoever owns registrations.
     ///
     /// [`current_if_registered`]: Self::current_if_registered
     #[inline(always)]

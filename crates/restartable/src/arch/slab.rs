@@ -447,10 +447,19 @@ const fn index_shift_ok(shift: u32) -> bool {
 /// read inside the sequence is the thread's index from the read up to the commit, as
 /// a prepared index that passed the in-sequence compare of the other ops is: the op
 /// commits only on the slab of the index the thread has at its commit. The sequence
-/// still checks that the area is registered (`cpu_id` below
+/// still checks that the area is registered (`cpu_id` a CPU, below
 /// `RSEQ_CPU_ID_REGISTRATION_FAILED`, before any access through the computed
 /// address): an area whose registration ended is not protected by the kernel, and
 /// its fields read as valid indexes (`mm_cid` 0) or as -1 (`cpu_id`); it then aborts.
+/// It checks `cpu_id` as read twice: once before the sequence (before the store of
+/// its descriptor) and once inside it. A thread that was not registered before the
+/// sequence began so never runs it, even if a signal handler registers it inside
+/// the sequence (where the library registers at first use): that registration's
+/// return to user space clears `rseq_cs`, the thread being in the handler then, and
+/// the sequence would go on after the handler unprotected with its read inside
+/// passing. So the area may be taken without a registration check of the caller's
+/// ([`AreaOffset::current_unchecked`](crate::registration::AreaOffset::current_unchecked))
+/// whoever owns registrations.
 ///
 /// # Safety
 /// - `area` must be this thread's (guaranteed by the type).

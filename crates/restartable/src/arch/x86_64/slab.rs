@@ -308,12 +308,36 @@ macro_rules! index_read {
     };
 }
 
+/// The in-sequence ops' read of `cpu_id` before the sequence (before the store of its
+/// descriptor), into the count register `{n}`, which the sequence writes only after
+/// [`registered_always`] has used it.
+macro_rules! registered_before {
+    () => {
+        "movl %fs:4({area}), {n:e}\n"
+    };
+}
+
 /// The registration check of the in-sequence ops, whatever the index: abort unless
-/// `cpu_id` is a CPU (see `registered_check!`; here there is no prepared index
-/// whose compare would fail on an unregistered area, so it is assembled by CPU too).
+/// `cpu_id` was a CPU both before the sequence ([`registered_before`], in `{n}`) and
+/// now, inside it (see `registered_check!`; here there is no prepared index whose
+/// compare would fail on an unregistered area, so it is assembled by CPU too). A CPU
+/// number is below 2^31, and `RSEQ_CPU_ID_UNINITIALIZED` (-1) and
+/// `RSEQ_CPU_ID_REGISTRATION_FAILED` (-2) have the sign bit set: the sign of the two
+/// values or-ed is the check, one instruction as the compare alone was.
+///
+/// Why both: a thread that was not registered before the descriptor store may be
+/// registered by a signal handler inside the sequence (library-owned registration
+/// at first use); the registration's return to user space then clears `rseq_cs`
+/// (the thread is in the handler, outside the sequence), and the sequence would go
+/// on after the handler without the kernel's protection, its read inside passing.
+/// With the read before, such a sequence aborts. A thread registered at that read
+/// and unregistered before the store (a handler's `disable_current_thread`) stays
+/// unregistered for good (the library never registers it again), so the read
+/// inside catches it; one registered at the store stays protected to the commit (a
+/// signal inside the sequence aborts it before any handler runs).
 macro_rules! registered_always {
     () => {
-        concat!("cmpl $0xfffffffe, %fs:4({area})\n", "jae 6f\n")
+        concat!("orl %fs:4({area}), {n:e}\n", "js 6f\n")
     };
 }
 
@@ -426,6 +450,7 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
             asm!(
                 exit_point!("7f"),
                 exit_point!("85f"),
+                registered_before!(),
                 start!(hooked),
                 index_hooked!(),
                 index_header_hooked!(),
@@ -465,6 +490,7 @@ pub(in crate::arch) unsafe fn load_index_slab_pop<
         } else {
             asm!(
                 exit_point!("7f"),
+                registered_before!(),
                 start!(plain),
                 // As `load_cbne_slab_pop` from the header's first word on: `jl` for
                 // empty or stopped, the whole word stored back.
@@ -528,6 +554,7 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
             asm!(
                 exit_point!("{cmpfail}"),
                 exit_point!("{twice}"),
+                registered_before!(),
                 start!(hooked),
                 index_hooked!(),
                 index_header_hooked!(),
@@ -564,6 +591,7 @@ pub(in crate::arch) unsafe fn load_index_slab_push<
         } else {
             asm!(
                 exit_point!("{cmpfail}"),
+                registered_before!(),
                 start!(plain),
                 // As `load_cbne_slab_push` from the header's first word on.
                 index_header_plain!(),
