@@ -282,7 +282,9 @@ pub const fn first_offset(c: usize) -> usize {
 /// How many first offsets (colours) the spans of class `c` take: 1 for the classes
 /// with no [`first_offset`]; for the others, every odd multiple `u, 3u, 5u, ...` of
 /// `u = first_offset(c)` up to half an object and up to what the span's slack after
-/// [`objects_per_span`] objects leaves (each at least `u`, so never fewer objects).
+/// [`objects_per_span`] objects leaves (each at least `u`, so never fewer objects),
+/// and while the objects cover no more OS pages than with the first (so a full
+/// span holds no more resident pages whatever its colour).
 ///
 /// Why (slab colouring, Bonwick's): with one first offset, the same field of every
 /// object of a class (a page cache's page headers, say) falls at the same few
@@ -299,10 +301,22 @@ pub const fn colours(c: usize) -> usize {
     if u == 0 {
         return 1;
     }
-    let slack = span_pages(c) * PAGE_SIZE - objects_per_span(c) * size(c);
+    let objects = objects_per_span(c) * size(c);
+    let slack = span_pages(c) * PAGE_SIZE - objects;
     let half = size(c) / 2;
     let max = if slack < half { slack } else { half };
-    (max - u) / (2 * u) + 1
+    // Each colour's objects cover no more OS pages than the first colour's (a span
+    // full of objects holds no more resident pages).
+    let mut n = 1;
+    while u * (2 * n + 1) <= max && os_pages(u * (2 * n + 1), objects) <= os_pages(u, objects) {
+        n += 1;
+    }
+    n
+}
+
+/// The OS pages that `bytes` bytes starting `head` bytes into a span cover.
+const fn os_pages(head: usize, bytes: usize) -> usize {
+    (head + bytes - 1) / OS_PAGE - head / OS_PAGE + 1
 }
 
 /// [`colours`] of every class (index 0 unused).
@@ -644,6 +658,30 @@ mod tests {
         }
         let reached = sets.iter().filter(|&&s| s).count();
         assert!(reached >= 1000, "{reached} of 2,048 sets");
+    }
+
+    /// Colours cost no resident memory: in every class, the OS pages that a span's
+    /// objects cover (from the page of its first object's start to the page of its
+    /// last object's last byte, all of them resident once every object was used)
+    /// are, for every colour, no more than for the first colour. (Review of the
+    /// colour branch: colours up to the span's slack put the last objects of the
+    /// 6,656- and 10,240-byte classes on one more page than the first colour.)
+    #[test]
+    fn colours_touch_no_more_pages_than_the_first() {
+        for c in (1..=CLASSES).filter(|&c| first_offset(c) != 0) {
+            let (u, objects) = (first_offset(c), objects_per_span(c) * size(c));
+            let pages = |head: usize| (head + objects - 1) / OS_PAGE - head / OS_PAGE + 1;
+            for k in 0..colours(c) {
+                let head = u * (2 * k + 1);
+                assert!(
+                    pages(head) <= pages(u),
+                    "class {c} ({}): colour {k} covers {} pages, the first {}",
+                    size(c),
+                    pages(head),
+                    pages(u)
+                );
+            }
+        }
     }
 
     #[test]
