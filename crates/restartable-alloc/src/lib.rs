@@ -363,7 +363,7 @@ pub struct Stats {
     pub transfer_cache_bytes: u64,
     /// Free space inside spans in use (freed objects, never-used tails, and the
     /// heads before the first objects of the classes with a
-    /// [`first_offset`](size_class::first_offset)).
+    /// [`span_offset`](size_class::span_offset)).
     pub span_free_bytes: u64,
     /// Free pages of the page heap that may still hold memory.
     pub page_heap_free_bytes: u64,

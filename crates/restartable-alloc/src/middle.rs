@@ -21,7 +21,7 @@ use core::ptr;
 
 use crate::backend::{page_heap, pagemap, Span, SpanList};
 use crate::size_class::{
-    first_offset, objects_per_span, size, span_pages, transfer_capacity, CLASSES, TRANSFER_MAX,
+    objects_per_span, size, span_offset, span_pages, transfer_capacity, CLASSES, TRANSFER_MAX,
 };
 use crate::sync::{RawLock, SpinLock};
 
@@ -91,7 +91,7 @@ pub fn remove_batch(c: usize, out: &mut [*mut u8]) -> usize {
     out[..k].copy_from_slice(&g.transfer[from..g.transfer_len]);
     g.transfer_len = from;
     let mut got = k;
-    let (osz, first) = (size(c), first_offset(c));
+    let osz = size(c);
     let per_span = objects_per_span(c);
     while got < want {
         let mut s = g.nonempty.head;
@@ -108,6 +108,7 @@ pub fn remove_batch(c: usize, out: &mut [*mut u8]) -> usize {
         }
         // SAFETY: `s` is in the class's non-empty list, guarded by the lock we hold.
         unsafe {
+            let first = span_offset(c, (*s).start);
             while got < want {
                 let obj = if !(*s).freelist.is_null() {
                     let o = (*s).freelist;
@@ -177,10 +178,10 @@ pub fn remove_fresh(c: usize) -> Option<*mut u8> {
         s = n;
     }
     // SAFETY: `s` is in the class's list with an object never carved, guarded by
-    // the lock; objects at `start + first_offset + i * size` for `i >= carved` were
+    // the lock; objects at `start + span_offset + i * size` for `i >= carved` were
     // never handed out, and the span's pages read as zero.
     let obj = unsafe {
-        let o = ((*s).start + first_offset(c) + (*s).carved * size(c)) as *mut u8;
+        let o = ((*s).start + span_offset(c, (*s).start) + (*s).carved * size(c)) as *mut u8;
         (*s).carved += 1;
         (*s).allocated += 1;
         if (*s).freelist.is_null() && (*s).carved == per_span {

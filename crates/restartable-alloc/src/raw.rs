@@ -41,7 +41,7 @@ use crate::backend::{large, pagemap};
 use crate::front;
 use crate::os::{self, OS_PAGE};
 use crate::size_class::{
-    class_for, first_offset, objects_per_span, size, span_pages, CLASSES, MIN_ALIGN, PAGE_SIZE,
+    class_for, max_span_offset, objects_per_span, size, span_pages, CLASSES, MIN_ALIGN, PAGE_SIZE,
     TABLE_MAX,
 };
 use restartable::hooks::NoHooks;
@@ -81,7 +81,8 @@ use table;
 
 /// `M[c]`: `ceil(2^40 / size(c))`, plus one where `size(c)` divides 2^40, so that
 /// `e = size(c) * M[c] - 2^40` is in `1..=size(c)` (never 0). Offsets are from the
-/// span's first object (`size_class::first_offset(c)` bytes past its start). For an
+/// span's first object (`size_class::span_offset(c, start)` bytes past its start,
+/// at most `size_class::max_span_offset(c)`). For an
 /// offset `off = q * size(c) + r` (`0 <= r < size(c)`) inside a span (below 2^21),
 /// `off * M[c]` is
 /// `q * 2^40 + q * e + r * M[c]`, where `q * e <= off < 2^21` and `r * M[c]` is at
@@ -93,7 +94,7 @@ use table;
 /// object exactly when the low 40 bits of `off * M[c]` are below [`LIMIT`]`[c] = N *
 /// e` (at most the span's bytes, below `M[c]`): no division, no multiplication back,
 /// and one compare for both the object start and the span's tail. An address in the
-/// span's head, `d` bytes before its first object (`1 <= d <= first_offset(c) <=
+/// span's head, `d` bytes before its first object (`1 <= d <= max_span_offset(c) <=
 /// size(c) / 2`), has the offset `2^48 - d` (as `small` computes it, plus a multiple
 /// of 2^48), whose low 40 bits times `M[c]` are `2^40 - d * M[c]` modulo 2^40:
 /// `d * M[c] <= (size(c) / 2) * (2^40 / size(c) + 2) <= 2^39 + size(c)`, so they are
@@ -186,7 +187,7 @@ const _: () = {
         assert!(span_pages(c) * PAGE_SIZE < 1 << 21);
         // The span's head (see `MAGIC`): only classes above 1 KiB, at most half
         // an object.
-        assert!(first_offset(c) == 0 || (size(c) > 1024 && 2 * first_offset(c) <= size(c)));
+        assert!(max_span_offset(c) == 0 || (size(c) > 1024 && 2 * max_span_offset(c) <= size(c)));
         assert!(size(c) <= 1 << 18 && MAGIC[c] >= 1 << 22 && MAGIC[c] < 1 << 40);
         let e = size(c) as u64 * MAGIC[c] - (1 << 40);
         assert!(e >= 1 && e <= size(c) as u64);
@@ -769,6 +770,7 @@ fn large_clear(a: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::size_class::{first_offset, span_offset};
 
     /// The division-free object-start check against the plain one, for every class:
     /// all offsets of the first 64 KiB, every object start and its neighbours, and
@@ -805,8 +807,9 @@ mod tests {
             for off in span.saturating_sub(4096)..span + 4096 {
                 assert_eq!(fast(c, off), plain(c, off), "class {c} offset {off}");
             }
-            // The span's head, before its first object: negative offsets.
-            for d in 1..=first_offset(c) as u64 {
+            // The span's head, before its first object (whatever its colour):
+            // negative offsets.
+            for d in 1..=max_span_offset(c) as u64 {
                 assert!(!fast(c, d.wrapping_neg()), "class {c} offset -{d}");
                 assert!(!fast(c, (1 << 48) - d), "class {c} offset -{d}");
             }
@@ -846,9 +849,41 @@ mod tests {
         assert!(checked > 100);
     }
 
+    /// Real spans of the 4,480-byte class (sqlite's page cache) are coloured: every
+    /// object of 40 spans' worth sits at `start + span_offset(c, start) + i *
+    /// size` of its span (`i < objects_per_span`), is found by `small`, and the
+    /// spans' first offsets take at least four different colours.
+    #[test]
+    fn spans_of_a_class_take_their_colours() {
+        let c = class_for(Layout::from_size_align(4368, 8).unwrap());
+        let n = 40 * objects_per_span(c);
+        let ps: Vec<usize> = (0..n).map(|_| alloc(size(c), MIN_ALIGN) as usize).collect();
+        let mut offsets = Vec::new();
+        for &p in &ps {
+            assert!(p != 0);
+            let s = pagemap::get(p);
+            assert!(!s.is_null());
+            // SAFETY: the span of a live object, never freed while `p` is held.
+            let start = unsafe { (*s).start };
+            let head = span_offset(c, start);
+            let i = (p - start - head) / size(c);
+            assert_eq!(p, start + head + i * size(c), "span {start:#x} head {head}");
+            assert!(i < objects_per_span(c), "span {start:#x}: object {i}");
+            assert_eq!(small(p), Some((c, front::header_offset_of(c))));
+            offsets.push(head);
+        }
+        offsets.sort_unstable();
+        offsets.dedup();
+        assert!(offsets.len() >= 4, "first offsets {offsets:?}");
+        for p in ps {
+            // SAFETY: a small object of this module, freed once.
+            unsafe { free(p as *mut u8, Block::Small { class: c }) };
+        }
+    }
+
     /// `small` and `lookup` on every byte of a real span of every class, through the
     /// real page map: an address is accepted exactly when it is `start +
-    /// first_offset + i * size` with `i < objects_per_span`, and then names its class
+    /// span_offset + i * size` with `i < objects_per_span`, and then names its class
     /// and header; every other address (the span's start and head before its first
     /// object, object interiors, the tail after its last object, and the byte before
     /// the span, which no object starts on as objects are 16-aligned) is `None`, and
@@ -866,7 +901,8 @@ mod tests {
             // start and pages are not changed while it is in use.
             let (start, end) = unsafe { ((*s).start, (*s).end()) };
             assert_eq!(end - start, span_pages(c) * PAGE_SIZE, "class {c}");
-            let (first, sz, n) = (start + first_offset(c), size(c), objects_per_span(c));
+            let (head, sz, n) = (span_offset(c, start), size(c), objects_per_span(c));
+            let first = start + head;
             assert!(
                 first + n * sz <= end,
                 "class {c}: objects past the span's end"
@@ -878,8 +914,7 @@ mod tests {
                 assert_eq!(
                     got,
                     want.then_some((c, h)),
-                    "class {c} ({sz}): span {start:#x}, address {a:#x} (first object at +{})",
-                    first_offset(c)
+                    "class {c} ({sz}): span {start:#x}, address {a:#x} (first object at +{head})"
                 );
                 if want {
                     assert_eq!(lookup(a as *const u8), Block::Small { class: c });

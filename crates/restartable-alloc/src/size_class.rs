@@ -15,14 +15,17 @@
 //!   14 cache-set groups of the 64 (the 4,608 class's 512-byte step modulo 4 KiB
 //!   gave only 8; see [`PAGE_PLUS_HEADER`]).
 //! - Every power of two from 16 to `MAX_SMALL` is a class. Spans start on a page
-//!   boundary and objects sit at `span start + first_offset + i * size`
-//!   ([`first_offset`]: 0 for powers of two and classes up to 1 KiB), so an object
-//!   of a class whose size and first offset are multiples of `align` (for `align <=
-//!   PAGE_SIZE`) is aligned to `align`: [`class_for`] picks the first such class at
-//!   least as large as the request, and the power of two `max(size, align)` rounds
-//!   to is always one.
+//!   boundary and objects sit at `span start + span_offset + i * size`
+//!   ([`span_offset`]: an odd multiple of the class's [`first_offset`], by the
+//!   span's address, its *colour*; 0 for powers of two and classes up to 1 KiB), so
+//!   an object of a class whose size and first offset are multiples of `align`
+//!   (for `align <= PAGE_SIZE`) is aligned to `align`: [`class_for`] picks the
+//!   first such class at least as large as the request, and the power of two
+//!   `max(size, align)` rounds to is always one.
 //! - No object of a class above 1 KiB that is not a power of two starts on a 4 KiB
-//!   boundary (see [`first_offset`] for why).
+//!   boundary (see [`first_offset`] for why), whatever its span's colour; a span's
+//!   colours ([`colours`]) take its slack after [`objects_per_span`] objects, at
+//!   most half an object, so they cost no memory.
 //! - [`class_for`] depends only on the layout, so `dealloc` and `realloc` (which get
 //!   the layout back) find the class again without looking the address up.
 //! - Per class: the span size ([`span_pages`]) holds whole objects with little waste;
@@ -243,7 +246,8 @@ fn class_for_aligned(n: usize, align: usize) -> usize {
     }
 }
 
-/// Bytes of a span of class `c` before its first object: for a class above 1 KiB
+/// The fewest bytes a span of class `c` has before its first object (each span's
+/// head, [`span_offset`], is an odd multiple of it): for a class above 1 KiB
 /// whose size is not a power of two, half the largest power of two that divides the
 /// size (at most half a 4 KiB page), so that objects start at `g / 2` modulo `g`
 /// (`g` that power of two, capped at 4 KiB) and none on a 4 KiB boundary; 0 for the
@@ -273,6 +277,82 @@ pub const fn first_offset(c: usize) -> usize {
     }
     let g = 1 << s.trailing_zeros();
     (if g > OS_PAGE { OS_PAGE } else { g }) / 2
+}
+
+/// How many first offsets (colours) the spans of class `c` take: 1 for the classes
+/// with no [`first_offset`]; for the others, every odd multiple `u, 3u, 5u, ...` of
+/// `u = first_offset(c)` up to half an object and up to what the span's slack after
+/// [`objects_per_span`] objects leaves (each at least `u`, so never fewer objects),
+/// and while the objects cover no more OS pages than with the first (so a full
+/// span holds no more resident pages whatever its colour).
+///
+/// Why (slab colouring, Bonwick's): with one first offset, the same field of every
+/// object of a class (a page cache's page headers, say) falls at the same few
+/// positions modulo the L2 cache's set period (128 KiB on a 1 MiB 8-way cache), a
+/// few hundred of its 2,048 sets for all spans of the class together; spreading
+/// the first object over the span's slack spreads them over all the sets the
+/// objects' alignment allows. Odd multiples of `u` keep what [`first_offset`]
+/// gives: objects aligned to `u` and none on a 4 KiB boundary (the size is a
+/// multiple of `2u`, so every object starts `u` past a multiple of `2u`, and `2u <=
+/// 4 KiB`); at most half an object keeps the page map's check of a span's head exact
+/// (`raw::MAGIC`).
+pub const fn colours(c: usize) -> usize {
+    let u = first_offset(c);
+    if u == 0 {
+        return 1;
+    }
+    let objects = objects_per_span(c) * size(c);
+    let slack = span_pages(c) * PAGE_SIZE - objects;
+    let half = size(c) / 2;
+    let max = if slack < half { slack } else { half };
+    // Each colour's objects cover no more OS pages than the first colour's (a span
+    // full of objects holds no more resident pages).
+    let mut n = 1;
+    while u * (2 * n + 1) <= max && os_pages(u * (2 * n + 1), objects) <= os_pages(u, objects) {
+        n += 1;
+    }
+    n
+}
+
+/// The OS pages that `bytes` bytes starting `head` bytes into a span cover.
+const fn os_pages(head: usize, bytes: usize) -> usize {
+    (head + bytes - 1) / OS_PAGE - head / OS_PAGE + 1
+}
+
+/// [`colours`] of every class (index 0 unused).
+const COLOURS: [u16; CLASSES + 1] = {
+    let mut t = [1u16; CLASSES + 1];
+    let mut c = 1;
+    while c <= CLASSES {
+        t[c] = colours(c) as u16;
+        c += 1;
+    }
+    t
+};
+
+/// The largest first offset a span of class `c` can have ([`span_offset`]).
+pub const fn max_span_offset(c: usize) -> usize {
+    first_offset(c) * (2 * colours(c) - 1)
+}
+
+/// Bytes before the first object of the span of class `c` that starts at `start`:
+/// one of the class's [`colours`], `first_offset(c) * (2k + 1)`, `k` from a hash of
+/// the span's page number (spans of one class follow each other in memory, and
+/// their colours should not). Computed where a span is carved and where its pages'
+/// info words are written (`pagemap::set_small`), never on the hit paths.
+#[inline]
+pub const fn span_offset(c: usize, start: usize) -> usize {
+    let (n, u) = (COLOURS[c] as usize, first_offset(c));
+    if n <= 1 {
+        return u;
+    }
+    // Two rounds of multiply and fold (one alone leaves the colour tied to the
+    // page number's low bits, so to the span's own position modulo 128 KiB), then
+    // the top 32 bits scaled to `0..n`.
+    let mut h = ((start >> PAGE_SHIFT) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 32;
+    h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
+    u * (2 * (((h >> 32) * n as u64) >> 32) as usize + 1)
 }
 
 /// Pages per span of class `c`: 64 KiB for objects up to 8 KiB (at least 8 objects,
@@ -486,24 +566,35 @@ mod tests {
         assert_eq!(class_for(l), 0);
     }
 
-    /// In a page-aligned span, no object of a class above 1 KiB that is not a power
-    /// of two starts on a 4 KiB boundary; every object starts on a multiple of 64
-    /// bytes (of `MIN_ALIGN` below 1 KiB) and ends inside the span.
+    /// In a page-aligned span, whatever its colour, no object of a class above 1 KiB
+    /// that is not a power of two starts on a 4 KiB boundary; every object starts on
+    /// a multiple of 64 bytes (of `MIN_ALIGN` below 1 KiB) and of the class's
+    /// `first_offset`, and ends inside the span; the head is at most half an
+    /// object.
     #[test]
     fn first_offsets_keep_objects_off_page_boundaries() {
+        let mut coloured = 0;
         for c in 1..=CLASSES {
             let (s, first) = (size(c), first_offset(c));
             let bytes = span_pages(c) * PAGE_SIZE;
             assert_eq!(first == 0, s <= 1024 || s.is_power_of_two(), "class {c}");
-            for i in 0..objects_per_span(c) {
-                let at = first + i * s;
-                assert!(at + s <= bytes, "class {c}");
-                assert!(at.is_multiple_of(if s > 1024 { 64 } else { MIN_ALIGN }));
-                if first != 0 {
-                    assert!(!at.is_multiple_of(OS_PAGE), "class {c} ({s}) object {i}");
+            assert_eq!(max_span_offset(c), first * (2 * colours(c) - 1));
+            assert!(first == 0 || 2 * max_span_offset(c) <= s, "class {c}");
+            coloured += usize::from(colours(c) > 1);
+            for k in 0..colours(c) {
+                let head = first * (2 * k + 1);
+                for i in 0..objects_per_span(c) {
+                    let at = head + i * s;
+                    assert!(at + s <= bytes, "class {c} colour {k}");
+                    assert!(at.is_multiple_of(if s > 1024 { 64 } else { MIN_ALIGN }));
+                    if first != 0 {
+                        assert!(at.is_multiple_of(first), "class {c} colour {k}");
+                        assert!(!at.is_multiple_of(OS_PAGE), "class {c} ({s}) object {i}");
+                    }
                 }
             }
         }
+        assert!(coloured > 20, "{coloured} classes with colours");
         assert_eq!(first_offset(class_of_size(4368)), 64);
         assert_eq!(first_offset(class_of_size(4096)), 0);
     }
@@ -530,6 +621,66 @@ mod tests {
         for n in 4097..=16 * 1024 {
             let s = size(class_of_size(n));
             assert!((s - n) * 7 <= n, "{n} -> {s}");
+        }
+    }
+
+    /// `span_offset` gives every span one of its class's colours, and spans that
+    /// follow each other take them all. The objects of 1,024 spans of the 4,480-byte
+    /// class (sqlite's page cache), a page apart (so their starts take all 16
+    /// positions modulo 128 KiB that a page-aligned start can), start in at least
+    /// 1,000 of the 1,024 cache lines modulo 128 KiB (the L2's set period) that their
+    /// alignment leaves them: a single first offset reaches 224 (16 starts times 14
+    /// objects).
+    #[test]
+    fn span_offsets_colour_the_spans() {
+        for c in 1..=CLASSES {
+            let mut seen = vec![false; colours(c)];
+            let bytes = span_pages(c) * PAGE_SIZE;
+            for i in 0..64 * colours(c) {
+                let start = (1 << 32) + i * bytes;
+                let off = span_offset(c, start);
+                let k = off.checked_div(first_offset(c)).unwrap_or(1);
+                assert!(k % 2 == 1 && k / 2 < colours(c), "class {c}: offset {off}");
+                assert_eq!(off, span_offset(c, start), "class {c}: the same again");
+                seen[k / 2] = true;
+            }
+            assert!(seen.iter().all(|&s| s), "class {c}: colours {seen:?}");
+        }
+        let c = class_of_size(4368);
+        assert_eq!(colours(c), 18);
+        let bytes = span_pages(c) * PAGE_SIZE;
+        let mut sets = vec![false; 2048];
+        for i in 0..1024 {
+            let start = (1 << 32) + i * (bytes + PAGE_SIZE);
+            for j in 0..objects_per_span(c) {
+                sets[((start + span_offset(c, start) + j * size(c)) >> 6) % 2048] = true;
+            }
+        }
+        let reached = sets.iter().filter(|&&s| s).count();
+        assert!(reached >= 1000, "{reached} of 2,048 sets");
+    }
+
+    /// Colours cost no resident memory: in every class, the OS pages that a span's
+    /// objects cover (from the page of its first object's start to the page of its
+    /// last object's last byte, all of them resident once every object was used)
+    /// are, for every colour, no more than for the first colour. (Review of the
+    /// colour branch: colours up to the span's slack put the last objects of the
+    /// 6,656- and 10,240-byte classes on one more page than the first colour.)
+    #[test]
+    fn colours_touch_no_more_pages_than_the_first() {
+        for c in (1..=CLASSES).filter(|&c| first_offset(c) != 0) {
+            let (u, objects) = (first_offset(c), objects_per_span(c) * size(c));
+            let pages = |head: usize| (head + objects - 1) / OS_PAGE - head / OS_PAGE + 1;
+            for k in 0..colours(c) {
+                let head = u * (2 * k + 1);
+                assert!(
+                    pages(head) <= pages(u),
+                    "class {c} ({}): colour {k} covers {} pages, the first {}",
+                    size(c),
+                    pages(head),
+                    pages(u)
+                );
+            }
         }
     }
 

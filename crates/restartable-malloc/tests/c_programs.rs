@@ -165,24 +165,21 @@ fn foreign_pointers_abort_with_a_message() {
 }
 
 /// Pointers around the first and last objects of a span whose objects start
-/// `first_offset` bytes into it (the class of sqlite's 4,368-byte page buffers): its
-/// start, its head before the first object, its tail after the last object, the
-/// byte before it. `free`, `realloc` and `malloc_usable_size` abort on each; the
-/// program checks that the first object itself is accepted.
+/// `span_offset` bytes into it (the class of sqlite's 4,368-byte page buffers, with
+/// its colours): its start, its head before the first object, its tail after the
+/// last object, the byte before it. `free`, `realloc` and `malloc_usable_size` abort
+/// on each; the program checks that the first object itself is accepted.
 #[test]
 fn pointers_in_a_spans_head_and_tail_abort_with_a_message() {
     use restartable_alloc::size_class::{
-        class_of_size, first_offset, objects_per_span, size, span_pages, PAGE_SIZE,
+        class_of_size, first_offset, max_span_offset, objects_per_span, size, span_pages, PAGE_SIZE,
     };
     let c = class_of_size(4368);
-    let (sz, first, n) = (size(c), first_offset(c), objects_per_span(c));
-    let bytes = span_pages(c) * PAGE_SIZE;
-    // What the program relies on to find a span's first object and a tail.
-    assert!(first >= 64 && bytes - first - n * sz >= 16, "class {c}");
-    assert!(
-        (1..n).all(|i| !(i * sz).is_multiple_of(PAGE_SIZE)),
-        "class {c}: another object of a span starts {first} bytes past a page"
-    );
+    let (sz, unit, n) = (size(c), first_offset(c), objects_per_span(c));
+    let (bytes, max_head) = (span_pages(c) * PAGE_SIZE, max_span_offset(c));
+    // What the program relies on: a head before every span's first object, a
+    // tail after its last.
+    assert!(unit >= 64 && bytes - max_head - n * sz >= 16, "class {c}");
     let exe = compile_c("foreign");
     for (case, call) in [
         ("span-start", "free"),
@@ -196,7 +193,7 @@ fn pointers_in_a_spans_head_and_tail_abort_with_a_message() {
     ] {
         let mut cmd = with(Malloc::Ours, Command::new(&exe));
         cmd.arg(case);
-        cmd.args([sz, first, n, PAGE_SIZE, bytes].map(|v| v.to_string()));
+        cmd.args([sz, unit, n, PAGE_SIZE, bytes, max_head].map(|v| v.to_string()));
         let o = cmd.output_within(SHORT);
         assert_aborts_on_invalid_pointer(case, call, &o);
     }

@@ -8,7 +8,7 @@
 //! - Beside the span pointers a leaf holds one *info* word per page: for a page of a
 //!   span of size class `c` (from `set_small` until `clear_small`),
 //!   `front::header_offset(c) << 48 | (2^48 - first)`: the address of the span's
-//!   first object (`first = start + size_class::first_offset(c)`, the span's start
+//!   first object (`first = start + size_class::span_offset(c, start)`, the span's start
 //!   page aligned, not 0, below 2^47) negated modulo 2^48 in its low 48 bits (so
 //!   that `addr + info` is `addr - first` plus a multiple of 2^48, one `lea`), and
 //!   the offset of the class's header in a front-end slot (a multiple of 8 below
@@ -201,8 +201,8 @@ fn set_info(first: usize, last: usize, v: usize) {
 }
 
 /// The info word of a page of a small-object span whose first object is at `first`
-/// (the span's start, page aligned, not 0, below 2^47, plus its class's
-/// `first_offset`), whose class's front-end header is at `hdr` (see the module
+/// (the span's start, page aligned, not 0, below 2^47, plus its
+/// `size_class::span_offset`), whose class's front-end header is at `hdr` (see the module
 /// docs).
 pub const fn small_info(hdr: usize, first: usize) -> usize {
     hdr << INFO_HEADER_SHIFT | (first.wrapping_neg() & ((1 << INFO_HEADER_SHIFT) - 1))
@@ -218,7 +218,7 @@ pub(crate) fn set_small(span: &Span, p: *mut Span, class: usize) {
     // SAFETY: `class` is a class (caller).
     let hdr = unsafe { crate::front::header_offset(class) };
     debug_assert!(hdr.is_multiple_of(8) && hdr < 1 << 16);
-    let first = span.start + crate::size_class::first_offset(class);
+    let first = span.start + crate::size_class::span_offset(class, span.start);
     set_info(span.start, last, small_info(hdr, first));
 }
 
@@ -363,7 +363,7 @@ mod tests {
             // SAFETY: `s.start` is a class-3 span's (set above).
             let want = small_info(
                 unsafe { crate::front::header_offset(3) },
-                s.start + crate::size_class::first_offset(3),
+                s.start + crate::size_class::span_offset(3, s.start),
             );
             for a in [s.start, s.start + 100, s.start + PAGE_SIZE, s.end() - 1] {
                 assert_eq!(info(a), want, "{a:#x}");
