@@ -113,13 +113,7 @@ fn allocation_before_main_after_exit_in_thread_destructors_and_forks() {
 /// prepare handler ran: the process hung until its alarm.)
 #[test]
 fn program_fork_handlers_that_allocate_do_not_deadlock() {
-    let exe = compile_c("atfork_handlers");
-    for (mode, t) in MODES {
-        let out = same_with_and_without(&format!("atfork_handlers, {mode}"), SHORT, true, |_| {
-            tunables(Command::new(&exe), t)
-        });
-        assert_all_checks_passed(&out);
-    }
+    checks_pass_in_every_mode("atfork_handlers");
 }
 
 #[test]
@@ -276,13 +270,7 @@ fn statistics_say_plainly_when_rseq_is_unavailable() {
 /// mixed with the usual ones both ways, contents checked.
 #[test]
 fn glibc_internal_names_are_the_same_allocator() {
-    let exe = compile_c("libc_names");
-    for (mode, t) in MODES {
-        let out = same_with_and_without(&format!("libc_names, {mode}"), SHORT, true, |_| {
-            tunables(Command::new(&exe), t)
-        });
-        assert_all_checks_passed(&out);
-    }
+    checks_pass_in_every_mode("libc_names");
 }
 
 /// `malloc_trim(0)` after ~256 MiB of small and medium objects were freed (64 MiB
@@ -348,13 +336,7 @@ fn mallinfo_and_malloc_stats_report_our_heap() {
 /// the small ones were freed, not even at the end.)
 #[test]
 fn address_space_limit_gives_enomem_everywhere_and_memory_comes_back() {
-    let exe = compile_c("oom");
-    for (mode, t) in MODES {
-        let out = same_with_and_without(&format!("oom, {mode}"), SHORT, true, |_| {
-            tunables(Command::new(&exe), t)
-        });
-        assert_all_checks_passed(&out);
-    }
+    checks_pass_in_every_mode("oom");
 }
 
 /// The per-CPU caches come back after a failed set-up: `RLIMIT_AS` lowered before
@@ -397,13 +379,7 @@ fn caches_are_set_up_once_the_address_space_limit_is_raised() {
 /// map"; a move now takes a leaf first.)
 #[test]
 fn realloc_that_moves_near_the_address_space_limit_never_aborts() {
-    let exe = compile_c("realloc_limit");
-    for (mode, t) in MODES {
-        let out = same_with_and_without(&format!("realloc_limit, {mode}"), SHORT, true, |_| {
-            tunables(Command::new(&exe), t)
-        });
-        assert_all_checks_passed(&out);
-    }
+    checks_pass_in_every_mode("realloc_limit");
 }
 
 /// `fork` while one thread drains every cache with `malloc_trim` in a loop (and reads
@@ -471,6 +447,19 @@ fn mallinfo_saturates_at_int_max() {
             text(&o.stderr)
         );
         assert_all_checks_passed(&o);
+    }
+}
+
+/// Runs the C test program `name` (no arguments) in every mode of [`MODES`], with and
+/// without the library (the same output, stderr included), and requires that all its
+/// checks passed.
+fn checks_pass_in_every_mode(name: &str) {
+    let exe = compile_c(name);
+    for (mode, t) in MODES {
+        let out = same_with_and_without(&format!("{name}, {mode}"), SHORT, true, |_| {
+            tunables(Command::new(&exe), t)
+        });
+        assert_all_checks_passed(&out);
     }
 }
 
