@@ -517,26 +517,19 @@ impl Heap {
         }
         let mut total = 0;
         for kind in [BACKED, RELEASED, REFUSED] {
-            for n in 0..=MAX_LISTED {
-                loop {
-                    let s = self.free[kind][n].head;
-                    if s.is_null() {
-                        break;
-                    }
-                    // SAFETY: a free run in a list: unused pages of ours, which no
-                    // span or object covers. Its page-map ends (what merging reads)
-                    // are cleared before its record is recycled.
-                    unsafe {
-                        self.unlink_free(s);
-                        pagemap::set_ends(&*s, ptr::null_mut());
-                        let bytes = (*s).bytes();
-                        os::unmap((*s).start as *mut u8, bytes);
-                        self.stats.mapped -= bytes;
-                        total += bytes;
-                    }
-                    self.drop_record(s);
+            self.take_listed(kind, |heap, s| {
+                // SAFETY: a free run just unlinked: unused pages of ours, which no
+                // span or object covers. Its page-map ends (what merging reads) are
+                // cleared before its record is recycled.
+                unsafe {
+                    pagemap::set_ends(&*s, ptr::null_mut());
+                    let bytes = (*s).bytes();
+                    os::unmap((*s).start as *mut u8, bytes);
+                    heap.stats.mapped -= bytes;
+                    total += bytes;
                 }
-            }
+                heap.drop_record(s);
+            });
         }
         let tail = self.region_end - self.region_next;
         if tail > 0 {
@@ -553,18 +546,27 @@ impl Heap {
     /// Makes every refused run a backed one again (merged with its backed
     /// neighbours), for a release that tries them again.
     fn retry_refused(&mut self) {
+        self.take_listed(REFUSED, |heap, s| {
+            // SAFETY: a refused free run just unlinked: ours.
+            unsafe {
+                (*s).refused = false;
+                heap.insert_free(s);
+            }
+        });
+    }
+
+    /// Unlinks every free run of `kind`'s lists, shortest list first, and hands each
+    /// to `f` (which must not list runs of `kind` again).
+    fn take_listed(&mut self, kind: usize, mut f: impl FnMut(&mut Self, *mut Span)) {
         for n in 0..=MAX_LISTED {
             loop {
-                let s = self.free[REFUSED][n].head;
+                let s = self.free[kind][n].head;
                 if s.is_null() {
                     break;
                 }
-                // SAFETY: a refused free run in a list: ours.
-                unsafe {
-                    self.unlink_free(s);
-                    (*s).refused = false;
-                    self.insert_free(s);
-                }
+                // SAFETY: the head of one of `kind`'s lists: a free run in a list.
+                unsafe { self.unlink_free(s) };
+                f(self, s);
             }
         }
     }
