@@ -503,12 +503,33 @@ pub fn trim(keep: usize) -> usize {
     usize::try_from(after.saturating_sub(before)).unwrap_or(usize::MAX)
 }
 
+/// The heap shared by this crate's unit tests, which libtest runs on parallel
+/// threads: a test whose checks count a shared list or cache exactly (a delta of a
+/// class's transfer cache) takes it for writing, so that no other test allocates,
+/// frees or trims meanwhile; every other test that allocates, frees or trims takes it
+/// for reading (they run together).
+#[cfg(test)]
+pub(crate) static TEST_HEAP: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// [`TEST_HEAP`] for a test that allocates, frees or trims (shared with the others).
+#[cfg(test)]
+pub(crate) fn test_heap_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    TEST_HEAP.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// [`TEST_HEAP`] for a test that counts shared state exactly (alone).
+#[cfg(test)]
+pub(crate) fn test_heap_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    TEST_HEAP.write().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn trim_releases_the_free_pages_beyond_what_it_keeps() {
+        let _heap = test_heap_shared();
         // 32 MiB of 1,000-byte objects, written (resident), then freed: what the
         // caches and the page heap kept resident goes back to the OS.
         let n = (32 << 20) / 1000;

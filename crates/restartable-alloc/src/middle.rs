@@ -269,6 +269,10 @@ mod tests {
 
     #[test]
     fn the_transfer_cache_holds_several_batches_before_spilling_to_spans() {
+        // Alone: another test's allocation or free of a 64-byte object (through the
+        // caches, which refill and spill here) or a trim (which flushes the transfer
+        // caches) would change the counts compared below.
+        let _heap = crate::test_heap_alone();
         // A consumer that frees batch after batch while the producer is behind: the
         // transfer cache takes them all up to its capacity (several batches), and
         // only what goes beyond returns to the spans; the producer then gets them

@@ -830,6 +830,7 @@ mod tests {
     /// allocated together.
     #[test]
     fn offset_classes_keep_objects_off_page_boundaries() {
+        let _heap = crate::test_heap_shared();
         let mut checked = 0;
         for c in (1..=CLASSES).filter(|&c| first_offset(c) != 0) {
             let n = 2 * objects_per_span(c);
@@ -855,6 +856,7 @@ mod tests {
     /// spans' first offsets take at least four different colours.
     #[test]
     fn spans_of_a_class_take_their_colours() {
+        let _heap = crate::test_heap_shared();
         let c = class_for(Layout::from_size_align(4368, 8).unwrap());
         let n = 40 * objects_per_span(c);
         let ps: Vec<usize> = (0..n).map(|_| alloc(size(c), MIN_ALIGN) as usize).collect();
@@ -891,6 +893,7 @@ mod tests {
     /// object.)
     #[test]
     fn every_address_of_a_span_is_checked_exactly() {
+        let _heap = crate::test_heap_shared();
         let mut accepted = 0;
         for c in 1..=CLASSES {
             let p = alloc(size(c), MIN_ALIGN);
@@ -936,6 +939,7 @@ mod tests {
     /// few objects of every class.
     #[test]
     fn small_finds_class_and_header_of_real_objects() {
+        let _heap = crate::test_heap_shared();
         for c in 1..=CLASSES {
             let layout = Layout::from_size_align(size(c), MIN_ALIGN).unwrap();
             assert_eq!(class_for(layout), c);

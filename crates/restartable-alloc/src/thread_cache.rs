@@ -164,6 +164,7 @@ mod tests {
 
     #[test]
     fn flush_here_gives_this_threads_cache_back_and_leaves_it_usable() {
+        let _heap = crate::test_heap_shared();
         std::thread::spawn(|| {
             let c = class_of_size(64);
             let p = alloc(c).expect("the cache is usable on a plain thread");

@@ -296,6 +296,7 @@ mod tests {
     /// of no span (in a leaf or not, beyond the map) read 0 either way.
     #[test]
     fn info_is_the_same_through_the_hot_leaf_and_the_root() {
+        let _heap = crate::test_heap_shared();
         // A real object (of a class no other test here counts): the page heap's leaf
         // exists (and is the hot one unless this test's leaves came first).
         let obj = crate::raw::alloc(4000, 16);

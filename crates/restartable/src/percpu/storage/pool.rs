@@ -956,6 +956,15 @@ mod tests {
         v & 1 != 0
     }
 
+    /// A slot count for a test's own family (`k` tells the tests apart): above the
+    /// possible CPUs' count, which every `PerCpu::new` of the library and of the other
+    /// tests (run meanwhile on other threads) uses, and above the small counts they
+    /// pick. (Sharing a family, `keep` below was not a fresh family's first item,
+    /// and another test's item could take the run `b` must reuse.)
+    fn own_slots(k: usize) -> usize {
+        crate::possible_cpus() + 100 + k
+    }
+
     /// Freed items read as zero when reused, pages that no item uses any more are
     /// released, and slots that were only read stay unbacked.
     fn free_resets(slots: usize, read_entries: bool) {
@@ -993,12 +1002,12 @@ mod tests {
 
     #[test]
     fn free_resets_with_pagemap_scan() {
-        free_resets(3, false);
+        free_resets(own_slots(3), false);
     }
 
     #[test]
     fn free_resets_reading_pagemap_entries() {
-        free_resets(4, true);
+        free_resets(own_slots(4), true);
     }
 
     /// Set in the child process that runs
@@ -1069,8 +1078,8 @@ mod tests {
             "percpu::storage::pool::tests::freed_bytes_that_may_be_padding_are_not_read_as_integers";
         let child = std::env::var_os(VALGRIND_CHILD).is_some();
         READ_ENTRIES.with(|r| r.set(true));
-        // A slot count no other test uses: a family of its own.
-        let slots = 7;
+        // A family of its own.
+        let slots = own_slots(7);
         let stride = pool_stride();
         let keep = alloc(8, 8, slots).unwrap();
         let a = alloc(64, 8, slots).unwrap();
