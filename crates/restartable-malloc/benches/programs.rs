@@ -45,6 +45,14 @@ struct Args {
     /// Only programs whose name contains one of these.
     #[arg(long)]
     only: Vec<String>,
+    /// Only these allocators (columns whose name contains one of these), besides
+    /// glibc's and restartable's, which are always run.
+    #[arg(long)]
+    alloc: Vec<String>,
+    /// One more column, `NAME=PATH`: a library to preload (another build of this
+    /// one, for instance), run in the same rotation as the others.
+    #[arg(long, value_name = "NAME=PATH")]
+    lib: Vec<String>,
     /// Time limit per run, in seconds.
     #[arg(long, default_value_t = 600)]
     limit: u64,
@@ -56,10 +64,10 @@ struct Args {
 const DEBIAN_LIBS: &str = "/usr/lib/x86_64-linux-gnu";
 
 /// The allocators: (column name, preloaded library or none).
-fn allocators() -> Vec<(&'static str, Option<PathBuf>)> {
+fn allocators(only: &[String], extra: &[String]) -> Vec<(String, Option<PathBuf>)> {
     let mut v = vec![
-        ("glibc (none)", None),
-        ("restartable", Some(library().to_path_buf())),
+        ("glibc (none)".to_string(), None),
+        ("restartable".to_string(), Some(library().to_path_buf())),
     ];
     for (name, file, pkg) in [
         ("mimalloc", "libmimalloc.so.2", "libmimalloc2.0"),
@@ -70,6 +78,9 @@ fn allocators() -> Vec<(&'static str, Option<PathBuf>)> {
             "libtcmalloc-minimal4",
         ),
     ] {
+        if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
         let p = Path::new(DEBIAN_LIBS).join(file);
         if !p.exists() {
             eprintln!(
@@ -79,7 +90,19 @@ fn allocators() -> Vec<(&'static str, Option<PathBuf>)> {
             );
             std::process::exit(1);
         }
-        v.push((name, Some(p)));
+        v.push((name.to_string(), Some(p)));
+    }
+    for e in extra {
+        let Some((name, path)) = e.split_once('=') else {
+            eprintln!("--lib {e}: expected NAME=PATH");
+            std::process::exit(2);
+        };
+        let p = PathBuf::from(path);
+        if !p.exists() {
+            eprintln!("--lib {e}: {} does not exist", p.display());
+            std::process::exit(2);
+        }
+        v.push((name.to_string(), Some(p)));
     }
     v
 }
@@ -126,7 +149,7 @@ fn programs(quick: bool) -> Vec<Program> {
     });
 
     let commits = if quick { 200 } else { 3000 };
-    let stream = scratch("bench-git").join("stream");
+    let stream = scratch(&format!("bench-git-{}", std::process::id())).join("stream");
     std::fs::write(&stream, fast_import_stream(commits)).expect("write stream");
     let git_script = r#"set -e
 cd "$1"
@@ -155,7 +178,7 @@ git log --stat --format=%s | cksum
     });
 
     // gcc on a generated C file (a few hundred functions), g++ on the test's C++.
-    let gen = scratch("bench-gcc").join("generated.c");
+    let gen = scratch(&format!("bench-gcc-{}", std::process::id())).join("generated.c");
     std::fs::write(&gen, generated_c(if quick { 50 } else { 600 })).expect("write C");
     v.push(Program {
         name: "gcc -O2 -c (generated C)".into(),
@@ -247,7 +270,10 @@ struct Run {
 fn run_once(launcher: &Path, cmd: &Command, preload: Option<&Path>, limit: Duration) -> Run {
     use std::io::Read;
     use std::os::unix::process::CommandExt as _;
-    let rss_file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("malloc-bench-rss");
+    // Per benchmark process: two benchmarks running at once must not read each
+    // other's figures.
+    let rss_file = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("malloc-bench-rss-{}", std::process::id()));
     let _ = std::fs::remove_file(&rss_file);
     let mut l = Command::new(launcher);
     l.arg(&rss_file)
@@ -340,7 +366,7 @@ fn main() {
     let args = Args::parse();
     let runs = if args.quick { 1 } else { args.runs.max(1) };
     let limit = Duration::from_secs(args.limit);
-    let allocs = allocators();
+    let allocs = allocators(&args.alloc, &args.lib);
     let launcher = compile_c_file(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/launch.c"),
         "bench-launch",
@@ -365,7 +391,7 @@ fn main() {
             for k in 0..allocs.len() {
                 let ai = (k + round + pi) % allocs.len();
                 let (aname, lib) = &allocs[ai];
-                let dir = scratch(&format!("bench-run-{pi}-{ai}"));
+                let dir = scratch(&format!("bench-run-{}-{pi}-{ai}", std::process::id()));
                 let cmd = (p.make)(&dir);
                 let r = run_once(&launcher, &cmd, lib.as_deref(), limit);
                 if !r.ok {
@@ -378,12 +404,14 @@ fn main() {
                     std::process::exit(1);
                 }
                 eprintln!(
-                    "round {round}: {:<45} {:<13} {:>8.3} s {:>8} KiB",
+                    "round {round}: {:<45} {:<13} {:>8.3} s {:>8.3} s CPU {:>8} KiB",
                     p.name,
                     aname,
                     r.elapsed.as_secs_f64(),
+                    r.cpu.as_secs_f64(),
                     r.max_rss_kib
                 );
+                let _ = std::fs::remove_dir_all(&dir);
                 results[pi][ai].push(r);
             }
         }
@@ -491,6 +519,34 @@ fn main() {
             median(per_round.clone()),
             per_round.len()
         );
+    }
+    println!(
+        "\nper round, restartable's CPU time over each other column's in the same round: \
+         median [first quartile, third quartile] of the {runs} rounds\n"
+    );
+    print!("| program |");
+    for (a, _) in allocs.iter().filter(|(a, _)| a != "restartable") {
+        print!(" / {a} |");
+    }
+    println!();
+    print!("|---|");
+    for _ in 1..allocs.len() {
+        print!("---|");
+    }
+    println!();
+    for (pi, p) in progs.iter().enumerate() {
+        print!("| {} |", p.name);
+        for (_, rs) in results[pi].iter().enumerate().filter(|&(ai, _)| ai != 1) {
+            let mut v: Vec<f64> = results[pi][1]
+                .iter()
+                .zip(rs)
+                .map(|(ours, other)| ours.cpu.as_secs_f64() / other.cpu.as_secs_f64())
+                .collect();
+            v.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+            let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+            print!(" {:.3} [{:.3}, {:.3}] |", q(0.5), q(0.25), q(0.75));
+        }
+        println!();
     }
     println!("\nthe C programs' own figures (median run by elapsed time):\n");
     for (pi, p) in progs.iter().enumerate().filter(|(_, p)| !p.real) {
