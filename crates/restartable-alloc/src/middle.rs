@@ -109,24 +109,22 @@ pub fn remove_batch(c: usize, out: &mut [*mut u8]) -> usize {
         // SAFETY: `s` is in the class's non-empty list, guarded by the lock we hold.
         unsafe {
             let first = span_offset(c, (*s).start);
-            while got < want && !(*s).freelist.is_null() {
-                let o = (*s).freelist;
-                (*s).freelist = o.cast::<*mut u8>().read();
+            while got < want {
+                let obj = if !(*s).freelist.is_null() {
+                    let o = (*s).freelist;
+                    (*s).freelist = o.cast::<*mut u8>().read();
+                    o
+                } else if (*s).carved < per_span {
+                    let o = ((*s).start + first + (*s).carved * osz) as *mut u8;
+                    (*s).carved += 1;
+                    o
+                } else {
+                    break;
+                };
                 (*s).allocated += 1;
-                out[got] = o;
+                out[got] = obj;
                 got += 1;
             }
-            // Objects never handed out, highest address first: the cache hands a
-            // batch out from its end, so the program gets them in ascending
-            // address order (see `ascending_carve`).
-            let n = (want - got).min(per_span - (*s).carved);
-            let next = (*s).start + first + (*s).carved * osz;
-            for (i, o) in out[got..got + n].iter_mut().enumerate() {
-                *o = (next + (n - 1 - i) * osz) as *mut u8;
-            }
-            (*s).carved += n;
-            (*s).allocated += n;
-            got += n;
             if (*s).freelist.is_null() && (*s).carved == per_span {
                 g.nonempty.remove(s);
             }
