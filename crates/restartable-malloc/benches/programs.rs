@@ -548,6 +548,14 @@ fn main() {
         }
         println!();
     }
+    // This process's inputs (the run directories went after each run).
+    for d in ["bench-git", "bench-gcc"] {
+        let _ = std::fs::remove_dir_all(
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join("restartable-malloc")
+                .join(format!("{d}-{}", std::process::id())),
+        );
+    }
     println!("\nthe C programs' own figures (median run by elapsed time):\n");
     for (pi, p) in progs.iter().enumerate().filter(|(_, p)| !p.real) {
         for (ai, (aname, _)) in allocs.iter().enumerate() {
