@@ -11,6 +11,9 @@
 //! apt-get install libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 python3 sqlite3 git gcc g++
 //! cargo bench -p restartable-malloc --bench programs            # full size, 5 runs
 //! cargo bench -p restartable-malloc --bench programs -- --quick # a smoke run
+//! # one program, restartable against mimalloc and glibc and another build of it:
+//! cargo bench -p restartable-malloc --bench programs -- --only g++ --alloc mimalloc \
+//!     --lib main=/tmp/main/librestartable_malloc.so --runs 20
 //! ```
 //!
 //! Runs are interleaved (in every round each program runs once per allocator, the
