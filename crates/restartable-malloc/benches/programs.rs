@@ -11,6 +11,9 @@
 //! apt-get install libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 python3 sqlite3 git gcc g++
 //! cargo bench -p restartable-malloc --bench programs            # full size, 5 runs
 //! cargo bench -p restartable-malloc --bench programs -- --quick # a smoke run
+//! # one program, restartable against mimalloc and glibc and another build of it:
+//! cargo bench -p restartable-malloc --bench programs -- --only g++ --alloc mimalloc \
+//!     --lib main=/tmp/main/librestartable_malloc.so --runs 20
 //! ```
 //!
 //! Runs are interleaved (in every round each program runs once per allocator, the
@@ -45,6 +48,15 @@ struct Args {
     /// Only programs whose name contains one of these.
     #[arg(long)]
     only: Vec<String>,
+    /// Only these of mimalloc, jemalloc and tcmalloc (those whose name contains one
+    /// of these; `none`: none of them). glibc's, restartable's and `--lib`'s columns
+    /// always run.
+    #[arg(long)]
+    alloc: Vec<String>,
+    /// One more column, `NAME=PATH`: a library to preload (another build of this
+    /// one, for instance), run in the same rotation as the others.
+    #[arg(long, value_name = "NAME=PATH")]
+    lib: Vec<String>,
     /// Time limit per run, in seconds.
     #[arg(long, default_value_t = 600)]
     limit: u64,
@@ -55,13 +67,14 @@ struct Args {
 
 const DEBIAN_LIBS: &str = "/usr/lib/x86_64-linux-gnu";
 
-/// The allocators: (column name, preloaded library or none).
-fn allocators() -> Vec<(&'static str, Option<PathBuf>)> {
+/// The allocators: (column name, preloaded library or none). Exits with a message on
+/// a bad `--alloc` or `--lib`.
+fn allocators(only: &[String], extra: &[String]) -> Vec<(String, Option<PathBuf>)> {
     let mut v = vec![
-        ("glibc (none)", None),
-        ("restartable", Some(library().to_path_buf())),
+        ("glibc (none)".to_string(), None),
+        ("restartable".to_string(), Some(library().to_path_buf())),
     ];
-    for (name, file, pkg) in [
+    let others = [
         ("mimalloc", "libmimalloc.so.2", "libmimalloc2.0"),
         ("jemalloc", "libjemalloc.so.2", "libjemalloc2"),
         (
@@ -69,7 +82,18 @@ fn allocators() -> Vec<(&'static str, Option<PathBuf>)> {
             "libtcmalloc_minimal.so.4",
             "libtcmalloc-minimal4",
         ),
-    ] {
+    ];
+    for o in only {
+        if o != "none" && !others.iter().any(|(name, ..)| name.contains(o.as_str())) {
+            usage_error(&format!(
+                "--alloc {o}: no such allocator (mimalloc, jemalloc, tcmalloc, or none)"
+            ));
+        }
+    }
+    for (name, file, pkg) in others {
+        if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
         let p = Path::new(DEBIAN_LIBS).join(file);
         if !p.exists() {
             eprintln!(
@@ -79,9 +103,67 @@ fn allocators() -> Vec<(&'static str, Option<PathBuf>)> {
             );
             std::process::exit(1);
         }
-        v.push((name, Some(p)));
+        v.push((name.to_string(), Some(p)));
+    }
+    for e in extra {
+        let Some((name, path)) = e.split_once('=') else {
+            usage_error(&format!("--lib {e}: expected NAME=PATH"));
+        };
+        if name.is_empty() || v.iter().any(|(n, _)| n == name) {
+            usage_error(&format!(
+                "--lib {e}: the NAME must be new and not empty (columns so far: {})",
+                v.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        // Absolute: the programs change directory (git's script does) and pass
+        // LD_PRELOAD on to their children.
+        let p = std::fs::canonicalize(path)
+            .unwrap_or_else(|err| usage_error(&format!("--lib {e}: {path}: {err}")));
+        if p.to_string_lossy().contains([':', ' ']) {
+            usage_error(&format!(
+                "--lib {e}: LD_PRELOAD cannot take a path with ':' or ' ' in it"
+            ));
+        }
+        v.push((name.to_string(), Some(p)));
     }
     v
+}
+
+/// Exits with `message` and status 2 (as clap does on a bad argument).
+fn usage_error(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(2);
+}
+
+/// Checks that each preloaded library replaces `malloc` (ld.so only warns about a file
+/// it cannot preload, and then the column would measure glibc's).
+fn check_preloads(allocs: &[(String, Option<PathBuf>)]) {
+    let which = compile_c_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/which_malloc.c"),
+        "bench-which-malloc",
+    );
+    for (name, lib) in allocs {
+        let Some(lib) = lib else { continue };
+        let o = Command::new(&which)
+            .env("LD_PRELOAD", lib)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", which.display()));
+        let found = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let replaces = o.status.success()
+            && std::fs::canonicalize(&found).ok()
+                == Some(std::fs::canonicalize(lib).expect("the libraries were checked to exist"));
+        if !replaces {
+            usage_error(&format!(
+                "{name}: {} does not replace malloc under LD_PRELOAD (malloc comes from \
+                 {found:?}; ld.so said: {:?})",
+                lib.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+    }
 }
 
 /// A program to run: its name and how to make its command in a fresh directory.
@@ -92,7 +174,8 @@ struct Program {
     real: bool,
 }
 
-fn programs(quick: bool) -> Vec<Program> {
+/// The programs, their inputs written under `inputs`.
+fn programs(quick: bool, inputs: &Path) -> Vec<Program> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tests = manifest.join("tests/programs");
     let cdir = manifest.join("benches/c");
@@ -126,7 +209,7 @@ fn programs(quick: bool) -> Vec<Program> {
     });
 
     let commits = if quick { 200 } else { 3000 };
-    let stream = scratch("bench-git").join("stream");
+    let stream = inputs.join("stream");
     std::fs::write(&stream, fast_import_stream(commits)).expect("write stream");
     let git_script = r#"set -e
 cd "$1"
@@ -155,7 +238,7 @@ git log --stat --format=%s | cksum
     });
 
     // gcc on a generated C file (a few hundred functions), g++ on the test's C++.
-    let gen = scratch("bench-gcc").join("generated.c");
+    let gen = inputs.join("generated.c");
     std::fs::write(&gen, generated_c(if quick { 50 } else { 600 })).expect("write C");
     v.push(Program {
         name: "gcc -O2 -c (generated C)".into(),
@@ -243,14 +326,20 @@ struct Run {
     stderr: Vec<u8>,
 }
 
-/// Runs `cmd` through the launcher (which measures its peak RSS) with `preload`.
-fn run_once(launcher: &Path, cmd: &Command, preload: Option<&Path>, limit: Duration) -> Run {
+/// Runs `cmd` through the launcher (which measures its peak RSS and CPU time and
+/// writes them to `rss_file`) with `preload`.
+fn run_once(
+    launcher: &Path,
+    rss_file: &Path,
+    cmd: &Command,
+    preload: Option<&Path>,
+    limit: Duration,
+) -> Run {
     use std::io::Read;
     use std::os::unix::process::CommandExt as _;
-    let rss_file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("malloc-bench-rss");
-    let _ = std::fs::remove_file(&rss_file);
+    let _ = std::fs::remove_file(rss_file);
     let mut l = Command::new(launcher);
-    l.arg(&rss_file)
+    l.arg(rss_file)
         .arg(preload.map_or(std::ffi::OsStr::new(""), |p| p.as_os_str()))
         .arg(cmd.get_program())
         .args(cmd.get_args())
@@ -310,7 +399,7 @@ fn run_once(launcher: &Path, cmd: &Command, preload: Option<&Path>, limit: Durat
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `pid` is our child, not yet reaped; both out pointers are valid.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let measured = std::fs::read_to_string(&rss_file).unwrap_or_default();
+    let measured = std::fs::read_to_string(rss_file).unwrap_or_default();
     let mut fields = measured.split_whitespace().map(|f| f.parse::<i64>().ok());
     let max_rss_kib = fields.next().flatten().unwrap_or(-1);
     let cpu = Duration::from_micros(fields.next().flatten().unwrap_or(0).max(0) as u64);
@@ -331,23 +420,41 @@ fn run_once(launcher: &Path, cmd: &Command, preload: Option<&Path>, limit: Durat
     }
 }
 
-fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+fn median<T: Copy + PartialOrd>(v: Vec<T>) -> T {
+    quantiles(v, [0.5])[0]
+}
+
+/// The values at fractions `fs` (0 the lowest, 1 the highest) of `v` sorted: the
+/// nearest rank, the upper one of two middle values for the median of an even count.
+fn quantiles<T: Copy + PartialOrd, const N: usize>(mut v: Vec<T>, fs: [f64; N]) -> [T; N] {
     v.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
-    v[v.len() / 2]
+    fs.map(|f| v[((v.len() - 1) as f64 * f).round() as usize])
 }
 
 fn main() {
     let args = Args::parse();
     let runs = if args.quick { 1 } else { args.runs.max(1) };
     let limit = Duration::from_secs(args.limit);
-    let allocs = allocators();
+    let allocs = allocators(&args.alloc, &args.lib);
+    check_preloads(&allocs);
     let launcher = compile_c_file(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/launch.c"),
         "bench-launch",
     );
-    let mut progs = programs(args.quick);
+    // Everything this process writes, in one directory of its own: two benchmarks
+    // running at once must not read each other's figures or delete each other's
+    // files. Removed at the end; left for a look when a run fails.
+    let own = scratch(&format!("bench-{}", std::process::id()));
+    let inputs = own.join("inputs");
+    std::fs::create_dir_all(&inputs).expect("inputs directory");
+    let rss_file = own.join("rss");
+    let mut progs = programs(args.quick, &inputs);
     if !args.only.is_empty() {
         progs.retain(|p| args.only.iter().any(|o| p.name.contains(o.as_str())));
+    }
+    if progs.is_empty() {
+        let _ = std::fs::remove_dir_all(&own);
+        usage_error(&format!("--only {:?}: no program matches", args.only));
     }
     eprintln!(
         "{} programs x {} allocators x {runs} runs; library {}",
@@ -365,25 +472,29 @@ fn main() {
             for k in 0..allocs.len() {
                 let ai = (k + round + pi) % allocs.len();
                 let (aname, lib) = &allocs[ai];
-                let dir = scratch(&format!("bench-run-{pi}-{ai}"));
+                let dir = own.join(format!("run-{pi}-{ai}"));
+                std::fs::create_dir_all(&dir).expect("run directory");
                 let cmd = (p.make)(&dir);
-                let r = run_once(&launcher, &cmd, lib.as_deref(), limit);
+                let r = run_once(&launcher, &rss_file, &cmd, lib.as_deref(), limit);
                 if !r.ok {
                     eprintln!(
-                        "{} under {aname} failed:\n{}\n{}",
+                        "{} under {aname} failed (its files are in {}):\n{}\n{}",
                         p.name,
+                        dir.display(),
                         String::from_utf8_lossy(&r.stdout),
                         String::from_utf8_lossy(&r.stderr)
                     );
                     std::process::exit(1);
                 }
                 eprintln!(
-                    "round {round}: {:<45} {:<13} {:>8.3} s {:>8} KiB",
+                    "round {round}: {:<45} {:<13} {:>8.3} s {:>8.3} s CPU {:>8} KiB",
                     p.name,
                     aname,
                     r.elapsed.as_secs_f64(),
+                    r.cpu.as_secs_f64(),
                     r.max_rss_kib
                 );
+                let _ = std::fs::remove_dir_all(&dir);
                 results[pi][ai].push(r);
             }
         }
@@ -492,6 +603,34 @@ fn main() {
             per_round.len()
         );
     }
+    println!(
+        "\nper round, restartable's CPU time over each other column's in the same round: \
+         median [first quartile, third quartile] of the {runs} rounds\n"
+    );
+    print!("| program |");
+    for (_, (a, _)) in allocs.iter().enumerate().filter(|&(ai, _)| ai != 1) {
+        print!(" / {a} |");
+    }
+    println!();
+    print!("|---|");
+    for _ in 1..allocs.len() {
+        print!("---|");
+    }
+    println!();
+    for (pi, p) in progs.iter().enumerate() {
+        print!("| {} |", p.name);
+        for (_, rs) in results[pi].iter().enumerate().filter(|&(ai, _)| ai != 1) {
+            let v: Vec<f64> = results[pi][1]
+                .iter()
+                .zip(rs)
+                .map(|(ours, other)| ours.cpu.as_secs_f64() / other.cpu.as_secs_f64())
+                .collect();
+            let [q1, med, q3] = quantiles(v, [0.25, 0.5, 0.75]);
+            print!(" {med:.3} [{q1:.3}, {q3:.3}] |");
+        }
+        println!();
+    }
+    let _ = std::fs::remove_dir_all(&own);
     println!("\nthe C programs' own figures (median run by elapsed time):\n");
     for (pi, p) in progs.iter().enumerate().filter(|(_, p)| !p.real) {
         for (ai, (aname, _)) in allocs.iter().enumerate() {
