@@ -8,7 +8,14 @@
 //!   and frees them, over and over (same-thread alloc+free);
 //! - `remote`: a producer pinned to one CPU allocates 64-byte objects and hands them
 //!   through a ring to a consumer pinned to another CPU, which frees them (frees on
-//!   another CPU); reported at 2 threads;
+//!   another CPU); reported at 2 threads. The ring is handed over in batches of 64
+//!   slots (8 cache lines), the consumer at least a batch behind the producer, so a
+//!   line of the ring crosses between the CPUs once per 8 objects. A no-op
+//!   allocator (one constant address, no allocation) runs in the same rounds and
+//!   its figure, printed under the table, is the handoff's own cost;
+//! - `remote-slot` (a diagnostic, not in the default list): `remote` with the ring
+//!   handed over one slot at a time, the consumer spinning with a `swap` on the slot
+//!   the producer fills next (the `remote` workload before branch `remote13`);
 //! - `larson`: threads replace random entries of a shared table of 4,096 objects of
 //!   random sizes (16-1,024 bytes), freeing what they replace, so objects are freed
 //!   by other threads than the ones that allocated them;
@@ -32,7 +39,15 @@ use clap::builder::{PossibleValuesParser, RangedU64ValueParser};
 use clap::Parser;
 
 /// The workloads `--workload` accepts.
-const WORKLOADS: [&str; 6] = ["churn", "churn64", "remote", "larson", "threads", "rss"];
+const WORKLOADS: [&str; 7] = [
+    "churn",
+    "churn64",
+    "remote",
+    "remote-slot",
+    "larson",
+    "threads",
+    "rss",
+];
 
 #[path = "../../restartable/tests/support/seccomp.rs"]
 mod seccomp;
@@ -85,7 +100,9 @@ struct Args {
     /// Thread counts (default: 1, nproc, 4 x nproc).
     #[arg(long, value_delimiter = ',', value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]
     threads: Vec<usize>,
-    /// Workloads (churn64, a diagnostic, is not in the default list).
+    /// Workloads (churn64 and remote-slot, diagnostics, are not in the default
+    /// list). `remote` and `remote-slot` also run a no-op allocator in each round
+    /// and print its figure, the handoff's own cost, under the table.
     #[arg(
         long,
         value_delimiter = ',',
@@ -281,65 +298,162 @@ fn churn64<A: GlobalAlloc + Sync + 'static>(a: &'static A, threads: usize, d: Du
     })
 }
 
-fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration) -> f64 {
-    const RING: usize = 1024;
-    let ring: Arc<Vec<AtomicPtr<u8>>> = Arc::new(
-        (0..RING)
-            .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+/// The no-op "allocator" of the `remote` workload's handoff figure: `alloc` returns
+/// one constant, suitably aligned address and `dealloc` does nothing, so a
+/// `remote` run with it times the ring and the two threads' loops alone. Not a
+/// general allocator: every object it hands out is the same 64 bytes, which is
+/// sound only because `remote` never reads or writes an object.
+struct Handoff;
+
+/// The 64 bytes [`Handoff`] hands out.
+#[repr(align(64))]
+struct HandoffObject {
+    _bytes: [u8; 64],
+}
+static mut HANDOFF_OBJECT: HandoffObject = HandoffObject { _bytes: [0; 64] };
+
+// SAFETY: `alloc` returns a non-null, writable address aligned to 64, valid for the
+// only layout `remote` asks for (64 bytes, align 8); `remote`, its only user, never
+// reads or writes through it, so handing the same address out again before it is
+// freed overlaps nothing that is used.
+unsafe impl GlobalAlloc for Handoff {
+    unsafe fn alloc(&self, _: Layout) -> *mut u8 {
+        (&raw mut HANDOFF_OBJECT).cast::<u8>()
+    }
+    unsafe fn dealloc(&self, _: *mut u8, _: Layout) {}
+}
+
+/// The no-op allocator run beside the others in `remote` (its figure: the handoff).
+static HANDOFF: Handoff = Handoff;
+
+/// Slots of the `remote` ring, a cache line of them.
+#[repr(align(64))]
+struct Line([AtomicPtr<u8>; 8]);
+
+/// Slots of the `remote` ring.
+const RING: usize = 1024;
+/// Slots a `remote` thread claims at once: 8 cache lines.
+const BATCH: usize = 64;
+
+/// How the `remote` workload hands objects from the producer to the consumer.
+#[derive(Clone, Copy, PartialEq)]
+enum Ring {
+    /// Batches of [`BATCH`] slots (the `remote` workload): the consumer waits, with
+    /// plain loads, until the last slot of the next batch is full, then takes the
+    /// batch; the producer waits until the last slot of its next batch is empty,
+    /// then fills it. So the consumer stays at least a batch behind the producer
+    /// and each cache line of the ring crosses between the CPUs once per 8 objects.
+    Batched,
+    /// One slot at a time (the `remote-slot` diagnostic, the `remote` workload
+    /// before branch `remote13`): the consumer spins with a `swap` on the very slot
+    /// the producer fills next, so the line crosses for every object and the
+    /// spinning swaps take it from the producer.
+    Slot,
+}
+
+/// Pairs of `remote`: a producer pinned to CPU 0 allocates 64-byte objects and
+/// hands them through a ring of [`RING`] slots to a consumer pinned to CPU 1, which
+/// frees them; ns per pair, aggregate over the two threads (each thread's time
+/// counts, so elapsed x 2 / pairs, or both threads' CPU time / pairs).
+fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration, ring_kind: Ring) -> f64 {
+    let ring: Arc<Vec<Line>> = Arc::new(
+        (0..RING / 8)
+            .map(|_| {
+                Line(std::array::from_fn(
+                    |_| AtomicPtr::new(std::ptr::null_mut()),
+                ))
+            })
             .collect(),
     );
     let cpus = nproc();
     let l = Layout::from_size_align(64, 8).unwrap();
-    let freed = Arc::new(AtomicU64::new(0));
-    let f2 = freed.clone();
+    let r2 = ring.clone();
     // Thread 0 produces, thread 1 consumes; only the consumer counts pairs.
     let ns = timed(2, d, move |t, stop| {
         pin(t % cpus);
+        let slot = |i: usize| &r2[(i % RING) / 8].0[i % 8];
         let mut i = 0usize;
         let mut n = 0u64;
         if t == 0 {
-            while !stop.load(Ordering::Relaxed) {
-                let slot = &ring[i % RING];
-                if slot.load(Ordering::Acquire).is_null() {
-                    // SAFETY: a valid layout.
-                    let p = unsafe { shim_alloc(a, l) };
-                    slot.store(p, Ordering::Release);
-                    i += 1;
-                } else {
-                    std::hint::spin_loop();
+            'produce: while !stop.load(Ordering::Relaxed) {
+                match ring_kind {
+                    Ring::Batched => {
+                        // The consumer empties slots in order: the batch's last
+                        // slot empty means all of it is.
+                        while !slot(i + BATCH - 1).load(Ordering::Acquire).is_null() {
+                            if stop.load(Ordering::Relaxed) {
+                                break 'produce;
+                            }
+                            std::hint::spin_loop();
+                        }
+                        for k in i..i + BATCH {
+                            // SAFETY: a valid layout.
+                            let p = unsafe { shim_alloc(a, l) };
+                            slot(k).store(p, Ordering::Release);
+                        }
+                        i += BATCH;
+                    }
+                    Ring::Slot => {
+                        if slot(i).load(Ordering::Acquire).is_null() {
+                            // SAFETY: a valid layout.
+                            let p = unsafe { shim_alloc(a, l) };
+                            slot(i).store(p, Ordering::Release);
+                            i += 1;
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
                 }
             }
         } else {
-            loop {
-                let slot = &ring[i % RING];
-                let p = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
-                if p.is_null() {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
+            match ring_kind {
+                Ring::Batched => 'consume: loop {
+                    // The producer fills slots in order, each store a release: the
+                    // batch's last slot full means all of it is, and visible.
+                    while slot(i + BATCH - 1).load(Ordering::Acquire).is_null() {
+                        if stop.load(Ordering::Relaxed) {
+                            break 'consume;
+                        }
+                        std::hint::spin_loop();
                     }
-                    std::hint::spin_loop();
-                    continue;
-                }
-                // SAFETY: allocated by the producer with `l`, handed over once.
-                unsafe { shim_dealloc(a, p, l) };
-                i += 1;
-                n += 1;
-            }
-            // Whatever the producer left after the stop.
-            for slot in ring.iter() {
-                let p = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
-                if !p.is_null() {
-                    // SAFETY: as above.
+                    for k in i..i + BATCH {
+                        let p = slot(k).load(Ordering::Acquire);
+                        slot(k).store(std::ptr::null_mut(), Ordering::Release);
+                        // SAFETY: allocated by the producer with `l`, handed over
+                        // once (only this thread empties slots).
+                        unsafe { shim_dealloc(a, p, l) };
+                    }
+                    i += BATCH;
+                    n += BATCH as u64;
+                },
+                Ring::Slot => loop {
+                    let p = slot(i).swap(std::ptr::null_mut(), Ordering::Acquire);
+                    if p.is_null() {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    // SAFETY: allocated by the producer with `l`, handed over once.
                     unsafe { shim_dealloc(a, p, l) };
-                }
+                    i += 1;
+                    n += 1;
+                },
             }
-            f2.fetch_add(n, Ordering::Relaxed);
         }
         n
     });
-    // `timed` divided by 2 threads' worth of time: report per pair, aggregate over
-    // the pair (elapsed x 2 / pairs).
-    let _ = freed.load(Ordering::Relaxed);
+    // Whatever the producer left after the stop (both threads have been joined).
+    for line in ring.iter() {
+        for slot in &line.0 {
+            let p = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
+            if !p.is_null() {
+                // SAFETY: allocated by the producer with `l`, never taken.
+                unsafe { shim_dealloc(a, p, l) };
+            }
+        }
+    }
     ns
 }
 
@@ -516,21 +630,36 @@ fn main() {
         print!("---|");
     }
     println!();
+    let mut notes = Vec::new();
     for w in &args.workload {
         let counts: Vec<usize> = match w.as_str() {
-            "remote" => vec![2],
+            "remote" | "remote-slot" => vec![2],
             "rss" => vec![4 * nproc()],
             _ => threads.clone(),
         };
         for &t in &counts {
             let mut runs: Vec<Vec<f64>> = vec![Vec::new(); allocators.len()];
+            let mut handoff = Vec::new();
             let rounds = if w == "rss" { 1 } else { args.runs };
             for _ in 0..rounds {
+                let ring = match w.as_str() {
+                    "remote" => Some(Ring::Batched),
+                    "remote-slot" => Some(Ring::Slot),
+                    _ => None,
+                };
+                if let Some(ring) = ring {
+                    let v = remote(&HANDOFF, d, ring);
+                    if args.raw {
+                        println!("raw {w} {t} handoff {v:.4}");
+                    }
+                    handoff.push(v);
+                }
                 for (i, name) in allocators.iter().enumerate() {
                     let v = with_alloc!(*name, a => match w.as_str() {
                         "churn" => churn(a, t, d),
                         "churn64" => churn64(a, t, d),
-                        "remote" => remote(a, d),
+                        "remote" => remote(a, d, Ring::Batched),
+                        "remote-slot" => remote(a, d, Ring::Slot),
                         "larson" => larson(a, t, d),
                         "threads" => thread_churn(a, t, d),
                         "rss" => rss_of(name, t, 2 * d),
@@ -553,7 +682,20 @@ fn main() {
             } else {
                 println!(" - |");
             }
+            if !handoff.is_empty() {
+                let h = median(handoff);
+                let mut note = format!(
+                    "{w}: the handoff alone (a no-op allocator in the same rounds) {h:.1} ns per pair"
+                );
+                if allocators[0] == ALLOCATORS[0] {
+                    note += &format!("; PerCpuAlloc's figure less it {:.1}", med[0] - h);
+                }
+                notes.push(note);
+            }
         }
+    }
+    for note in &notes {
+        println!("\n{note}");
     }
     let forwarded: Vec<String> = std::env::args()
         .skip(1)
