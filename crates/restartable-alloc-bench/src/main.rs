@@ -343,12 +343,26 @@ enum Ring {
     /// batch; the producer waits until the last slot of its next batch is empty,
     /// then fills it. So the consumer stays at least a batch behind the producer
     /// and each cache line of the ring crosses between the CPUs once per 8 objects.
+    /// A thread that waited long yields its CPU ([`wait`]).
     Batched,
     /// One slot at a time (the `remote-slot` diagnostic, the `remote` workload
     /// before branch `remote13`): the consumer spins with a `swap` on the very slot
     /// the producer fills next, so the line crosses for every object and the
     /// spinning swaps take it from the producer.
     Slot,
+}
+
+/// One turn of a `remote` thread waiting for the other: spins a while (a batch
+/// normally comes within a microsecond), then yields its CPU, so that a thread whose
+/// partner was preempted on a loaded machine lets other work run instead of
+/// spinning (and counting CPU time) until the partner runs again.
+fn wait(spins: &mut u32) {
+    if *spins < 256 {
+        *spins += 1;
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
 }
 
 /// Pairs of `remote`: a producer pinned to CPU 0 allocates 64-byte objects and
@@ -380,11 +394,12 @@ fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration, ring_kind
                     Ring::Batched => {
                         // The consumer empties slots in order: the batch's last
                         // slot empty means all of it is.
+                        let mut spins = 0;
                         while !slot(i + BATCH - 1).load(Ordering::Acquire).is_null() {
                             if stop.load(Ordering::Relaxed) {
                                 break 'produce;
                             }
-                            std::hint::spin_loop();
+                            wait(&mut spins);
                         }
                         for k in i..i + BATCH {
                             // SAFETY: a valid layout.
@@ -410,11 +425,12 @@ fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration, ring_kind
                 Ring::Batched => 'consume: loop {
                     // The producer fills slots in order, each store a release: the
                     // batch's last slot full means all of it is, and visible.
+                    let mut spins = 0;
                     while slot(i + BATCH - 1).load(Ordering::Acquire).is_null() {
                         if stop.load(Ordering::Relaxed) {
                             break 'consume;
                         }
-                        std::hint::spin_loop();
+                        wait(&mut spins);
                     }
                     for k in i..i + BATCH {
                         let p = slot(k).load(Ordering::Acquire);
