@@ -369,7 +369,15 @@ fn wait(spins: &mut u32) {
 /// hands them through a ring of [`RING`] slots to a consumer pinned to CPU 1, which
 /// frees them; ns per pair, aggregate over the two threads (each thread's time
 /// counts, so elapsed x 2 / pairs, or both threads' CPU time / pairs).
-fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration, ring_kind: Ring) -> f64 {
+///
+/// Also returns the producer's and the consumer's CPU time outside their waits for
+/// the other (`Ring::Batched` only; `Ring::Slot` counts its spinning as busy), ns
+/// per pair: what each thread's own work costs, whichever thread is the slower.
+fn remote<A: GlobalAlloc + Sync + 'static>(
+    a: &'static A,
+    d: Duration,
+    ring_kind: Ring,
+) -> (f64, [f64; 2]) {
     let ring: Arc<Vec<Line>> = Arc::new(
         (0..RING / 8)
             .map(|_| {
@@ -385,21 +393,20 @@ fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration, ring_kind
     // Thread 0 produces, thread 1 consumes; only the consumer counts pairs.
     let ns = timed(2, d, move |t, stop| {
         pin(t % cpus);
+        let c0 = thread_cpu_ns();
         let slot = |i: usize| &r2[(i % RING) / 8].0[i % 8];
         let mut i = 0usize;
         let mut n = 0u64;
+        let mut waited = 0u64;
         if t == 0 {
             'produce: while !stop.load(Ordering::Relaxed) {
                 match ring_kind {
                     Ring::Batched => {
                         // The consumer empties slots in order: the batch's last
                         // slot empty means all of it is.
-                        let mut spins = 0;
-                        while !slot(i + BATCH - 1).load(Ordering::Acquire).is_null() {
-                            if stop.load(Ordering::Relaxed) {
-                                break 'produce;
-                            }
-                            wait(&mut spins);
+                        let empty = || slot(i + BATCH - 1).load(Ordering::Acquire).is_null();
+                        if !await_turn(empty, stop, &mut waited) {
+                            break 'produce;
                         }
                         for k in i..i + BATCH {
                             // SAFETY: a valid layout.
@@ -425,12 +432,9 @@ fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration, ring_kind
                 Ring::Batched => 'consume: loop {
                     // The producer fills slots in order, each store a release: the
                     // batch's last slot full means all of it is, and visible.
-                    let mut spins = 0;
-                    while slot(i + BATCH - 1).load(Ordering::Acquire).is_null() {
-                        if stop.load(Ordering::Relaxed) {
-                            break 'consume;
-                        }
-                        wait(&mut spins);
+                    let full = || !slot(i + BATCH - 1).load(Ordering::Acquire).is_null();
+                    if !await_turn(full, stop, &mut waited) {
+                        break 'consume;
                     }
                     for k in i..i + BATCH {
                         let p = slot(k).load(Ordering::Acquire);
@@ -458,6 +462,11 @@ fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration, ring_kind
                 },
             }
         }
+        let busy = (thread_cpu_ns() - c0).saturating_sub(waited);
+        REMOTE_BUSY_NS[t].store(busy, Ordering::Relaxed);
+        if t == 1 {
+            REMOTE_PAIRS.store(n, Ordering::Relaxed);
+        }
         n
     });
     // Whatever the producer left after the stop (both threads have been joined).
@@ -470,7 +479,39 @@ fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration, ring_kind
             }
         }
     }
-    ns
+    let pairs = REMOTE_PAIRS.load(Ordering::Relaxed).max(1) as f64;
+    let busy = REMOTE_BUSY_NS
+        .each_ref()
+        .map(|b| b.load(Ordering::Relaxed) as f64 / pairs);
+    (ns, busy)
+}
+
+/// The last `remote` run's CPU time outside the waits, in ns, of the producer
+/// and the consumer (their CPU time less what [`await_turn`] measured).
+static REMOTE_BUSY_NS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// The last `remote` run's pairs.
+static REMOTE_PAIRS: AtomicU64 = AtomicU64::new(0);
+
+/// Waits until `ready()` or the stop; false on the stop. If `ready()` is not true
+/// at once, adds the thread's CPU time spent waiting to `waited` (two reads of the
+/// thread's CPU clock per wait; a wait is a batch of 64 objects at most).
+fn await_turn(ready: impl Fn() -> bool, stop: &AtomicBool, waited: &mut u64) -> bool {
+    if ready() {
+        return true;
+    }
+    let w0 = thread_cpu_ns();
+    let mut spins = 0;
+    let ok = loop {
+        if ready() {
+            break true;
+        }
+        if stop.load(Ordering::Relaxed) {
+            break false;
+        }
+        wait(&mut spins);
+    };
+    *waited += thread_cpu_ns() - w0;
+    ok
 }
 
 /// Objects of the larson table carry their size in their first word.
@@ -656,26 +697,44 @@ fn main() {
         for &t in &counts {
             let mut runs: Vec<Vec<f64>> = vec![Vec::new(); allocators.len()];
             let mut handoff = Vec::new();
+            // `remote`: each thread's CPU outside its waits, per allocator, then
+            // the no-op allocator's.
+            let mut busy: Vec<[Vec<f64>; 2]> = vec![Default::default(); allocators.len() + 1];
+            let ring = match w.as_str() {
+                "remote" => Some(Ring::Batched),
+                "remote-slot" => Some(Ring::Slot),
+                _ => None,
+            };
+            let mut record_busy = |i: usize, name: &str, b: [f64; 2]| {
+                if ring == Some(Ring::Batched) {
+                    for (side, v) in ["producer", "consumer"].iter().zip(b) {
+                        if args.raw {
+                            println!("raw {w}-{side} {t} {name} {v:.4}");
+                        }
+                    }
+                    busy[i][0].push(b[0]);
+                    busy[i][1].push(b[1]);
+                }
+            };
             let rounds = if w == "rss" { 1 } else { args.runs };
             for _ in 0..rounds {
-                let ring = match w.as_str() {
-                    "remote" => Some(Ring::Batched),
-                    "remote-slot" => Some(Ring::Slot),
-                    _ => None,
-                };
                 if let Some(ring) = ring {
-                    let v = remote(&HANDOFF, d, ring);
+                    let (v, b) = remote(&HANDOFF, d, ring);
                     if args.raw {
                         println!("raw {w} {t} handoff {v:.4}");
                     }
                     handoff.push(v);
+                    record_busy(allocators.len(), "handoff", b);
                 }
                 for (i, name) in allocators.iter().enumerate() {
                     let v = with_alloc!(*name, a => match w.as_str() {
                         "churn" => churn(a, t, d),
                         "churn64" => churn64(a, t, d),
-                        "remote" => remote(a, d, Ring::Batched),
-                        "remote-slot" => remote(a, d, Ring::Slot),
+                        "remote" | "remote-slot" => {
+                            let (v, b) = remote(a, d, ring.unwrap());
+                            record_busy(i, name, b);
+                            v
+                        }
                         "larson" => larson(a, t, d),
                         "threads" => thread_churn(a, t, d),
                         "rss" => rss_of(name, t, 2 * d),
@@ -707,6 +766,16 @@ fn main() {
                     note += &format!("; PerCpuAlloc's figure less it {:.1}", med[0] - h);
                 }
                 notes.push(note);
+            }
+            if ring == Some(Ring::Batched) {
+                let mut note = format!(
+                    "{w}: CPU per pair outside the waits for the other thread, producer + consumer (medians):"
+                );
+                let names = allocators.iter().copied().chain(["handoff"]);
+                for (name, [p, c]) in names.zip(busy) {
+                    note += &format!(" {name} {:.1} + {:.1};", median(p), median(c));
+                }
+                notes.push(note.trim_end_matches(';').to_string());
             }
         }
     }
