@@ -352,12 +352,15 @@ enum Ring {
     Slot,
 }
 
+/// Spins of a `remote` thread waiting for the other before it yields its CPU.
+const SPINS: u32 = 256;
+
 /// One turn of a `remote` thread waiting for the other: spins a while (a batch
 /// normally comes within a microsecond), then yields its CPU, so that a thread whose
 /// partner was preempted on a loaded machine lets other work run instead of
 /// spinning (and counting CPU time) until the partner runs again.
 fn wait(spins: &mut u32) {
-    if *spins < 256 {
+    if *spins < SPINS {
         *spins += 1;
         std::hint::spin_loop();
     } else {
@@ -493,14 +496,18 @@ static REMOTE_BUSY_NS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 static REMOTE_PAIRS: AtomicU64 = AtomicU64::new(0);
 
 /// Waits until `ready()` or the stop; false on the stop. If `ready()` is not true
-/// at once, adds the thread's CPU time spent waiting to `waited` (two reads of the
-/// thread's CPU clock per wait; a wait is a batch of 64 objects at most).
+/// at once, adds the thread's CPU time spent waiting to `waited`: the spinning part
+/// by the monotonic clock (vDSO, cheap; a spin phase longer than 1 ms was preempted
+/// and is left out, its CPU time then counted as busy), the yielding part (see
+/// [`wait`]) by the thread's CPU clock (a system call, paid only once a wait has
+/// gone on for a while).
 fn await_turn(ready: impl Fn() -> bool, stop: &AtomicBool, waited: &mut u64) -> bool {
     if ready() {
         return true;
     }
-    let w0 = thread_cpu_ns();
+    let start = Instant::now();
     let mut spins = 0;
+    let mut cpu_at_yield = None;
     let ok = loop {
         if ready() {
             break true;
@@ -508,9 +515,24 @@ fn await_turn(ready: impl Fn() -> bool, stop: &AtomicBool, waited: &mut u64) -> 
         if stop.load(Ordering::Relaxed) {
             break false;
         }
+        if spins == SPINS && cpu_at_yield.is_none() {
+            let spun = start.elapsed();
+            if spun < Duration::from_millis(1) {
+                *waited += spun.as_nanos() as u64;
+            }
+            cpu_at_yield = Some(thread_cpu_ns());
+        }
         wait(&mut spins);
     };
-    *waited += thread_cpu_ns() - w0;
+    match cpu_at_yield {
+        Some(c) => *waited += thread_cpu_ns() - c,
+        None => {
+            let spun = start.elapsed();
+            if spun < Duration::from_millis(1) {
+                *waited += spun.as_nanos() as u64;
+            }
+        }
+    }
     ok
 }
 
