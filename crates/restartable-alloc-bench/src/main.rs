@@ -841,3 +841,49 @@ fn rerun(args: &[String], no_rseq: bool) {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `System`, counting what `remote` allocates and frees.
+    struct Counting {
+        allocs: AtomicU64,
+        frees: AtomicU64,
+    }
+
+    // SAFETY: forwards to `System`.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            self.allocs.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: forwarded contract.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            self.frees.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: forwarded contract.
+            unsafe { System.dealloc(p, l) }
+        }
+    }
+
+    /// Every object the producer allocates is freed exactly once (the run's
+    /// leftovers too), and the pairs the consumer counts are objects it freed.
+    #[test]
+    fn remote_frees_every_object_once() {
+        for ring in [Ring::Batched, Ring::Slot] {
+            let a: &'static Counting = Box::leak(Box::new(Counting {
+                allocs: AtomicU64::new(0),
+                frees: AtomicU64::new(0),
+            }));
+            let (ns, busy) = remote(a, Duration::from_millis(50), ring);
+            let (allocs, frees) = (
+                a.allocs.load(Ordering::Relaxed),
+                a.frees.load(Ordering::Relaxed),
+            );
+            assert_eq!(allocs, frees, "every object freed");
+            let pairs = REMOTE_PAIRS.load(Ordering::Relaxed);
+            assert!(pairs > 0 && pairs <= frees, "pairs {pairs}, frees {frees}");
+            assert!(ns > 0.0 && busy.iter().all(|b| *b >= 0.0));
+        }
+    }
+}
