@@ -31,7 +31,7 @@
 //! allocator runs once, in turn, so that a change in the machine's load hits them all.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -343,7 +343,7 @@ enum Ring {
     /// batch; the producer waits until the last slot of its next batch is empty,
     /// then fills it. So the consumer stays at least a batch behind the producer
     /// and each cache line of the ring crosses between the CPUs once per 8 objects.
-    /// A thread that waited long yields its CPU ([`wait`]).
+    /// A thread that waited long sleeps until the other wakes it ([`Sleeper`]).
     Batched,
     /// One slot at a time (the `remote-slot` diagnostic, the `remote` workload
     /// before branch `remote13`): the consumer spins with a `swap` on the very slot
@@ -352,19 +352,58 @@ enum Ring {
     Slot,
 }
 
-/// Spins of a `remote` thread waiting for the other before it yields its CPU.
+/// Spins of a `remote` thread waiting for the other before it sleeps.
 const SPINS: u32 = 256;
 
-/// One turn of a `remote` thread waiting for the other: spins a while (a batch
-/// normally comes within a microsecond), then yields its CPU, so that a thread whose
-/// partner was preempted on a loaded machine lets other work run instead of
-/// spinning (and counting CPU time) until the partner runs again.
-fn wait(spins: &mut u32) {
-    if *spins < SPINS {
-        *spins += 1;
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
+/// A `remote` thread's sleeping flag (1 while it sleeps or is about to), a futex
+/// word in a cache line of its own.
+#[derive(Default)]
+#[repr(align(64))]
+struct Sleeper(AtomicU32);
+
+impl Sleeper {
+    /// Sleeps until [`Sleeper::wake`] or 1 ms, unless `ready()` is true once the
+    /// flag is up (so that a wake between the check and the sleep is not lost).
+    fn sleep(&self, ready: &impl Fn() -> bool) {
+        self.0.store(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !ready() {
+            let timeout = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 1_000_000,
+            };
+            // SAFETY: a futex wait on our own word, with a valid timeout; it returns
+            // at once if the word is no longer 1.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.0.as_ptr(),
+                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                    1u32,
+                    &timeout as *const libc::timespec,
+                )
+            };
+        }
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// Wakes the other thread if it sleeps (called by a thread after each batch it
+    /// filled or emptied: a fence and a read of a line nobody writes while both
+    /// threads are awake).
+    fn wake(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.0.load(Ordering::Relaxed) != 0 {
+            self.0.store(0, Ordering::Relaxed);
+            // SAFETY: a futex wake on a word of ours.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.0.as_ptr(),
+                    libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                    1u32,
+                )
+            };
+        }
     }
 }
 
@@ -393,6 +432,8 @@ fn remote<A: GlobalAlloc + Sync + 'static>(
     let cpus = nproc();
     let l = Layout::from_size_align(64, 8).unwrap();
     let r2 = ring.clone();
+    // `Ring::Batched`: the producer's and the consumer's sleeping flags.
+    let sleepers: Arc<[Sleeper; 2]> = Arc::new(Default::default());
     // Thread 0 produces, thread 1 consumes; only the consumer counts pairs.
     let ns = timed(2, d, move |t, stop| {
         pin(t % cpus);
@@ -408,7 +449,7 @@ fn remote<A: GlobalAlloc + Sync + 'static>(
                         // The consumer empties slots in order: the batch's last
                         // slot empty means all of it is.
                         let empty = || slot(i + BATCH - 1).load(Ordering::Acquire).is_null();
-                        if !await_turn(empty, stop, &mut waited) {
+                        if !await_turn(empty, stop, &mut waited, &sleepers[0]) {
                             break 'produce;
                         }
                         for k in i..i + BATCH {
@@ -417,6 +458,7 @@ fn remote<A: GlobalAlloc + Sync + 'static>(
                             slot(k).store(p, Ordering::Release);
                         }
                         i += BATCH;
+                        sleepers[1].wake();
                     }
                     Ring::Slot => {
                         if slot(i).load(Ordering::Acquire).is_null() {
@@ -436,7 +478,7 @@ fn remote<A: GlobalAlloc + Sync + 'static>(
                     // The producer fills slots in order, each store a release: the
                     // batch's last slot full means all of it is, and visible.
                     let full = || !slot(i + BATCH - 1).load(Ordering::Acquire).is_null();
-                    if !await_turn(full, stop, &mut waited) {
+                    if !await_turn(full, stop, &mut waited, &sleepers[1]) {
                         break 'consume;
                     }
                     for k in i..i + BATCH {
@@ -448,6 +490,7 @@ fn remote<A: GlobalAlloc + Sync + 'static>(
                     }
                     i += BATCH;
                     n += BATCH as u64;
+                    sleepers[0].wake();
                 },
                 Ring::Slot => loop {
                     let p = slot(i).swap(std::ptr::null_mut(), Ordering::Acquire);
@@ -498,16 +541,16 @@ static REMOTE_PAIRS: AtomicU64 = AtomicU64::new(0);
 /// Waits until `ready()` or the stop; false on the stop. If `ready()` is not true
 /// at once, adds the thread's CPU time spent waiting to `waited`: the spinning part
 /// by the monotonic clock (vDSO, cheap; a spin phase longer than 1 ms was preempted
-/// and is left out, its CPU time then counted as busy), the yielding part (see
-/// [`wait`]) by the thread's CPU clock (a system call, paid only once a wait has
+/// and is left out, its CPU time then counted as busy), the sleeping part (see
+/// [`Sleeper`]) by the thread's CPU clock (a system call, paid only once a wait has
 /// gone on for a while).
-fn await_turn(ready: impl Fn() -> bool, stop: &AtomicBool, waited: &mut u64) -> bool {
+fn await_turn(ready: impl Fn() -> bool, stop: &AtomicBool, waited: &mut u64, me: &Sleeper) -> bool {
     if ready() {
         return true;
     }
     let start = Instant::now();
-    let mut spins = 0;
-    let mut cpu_at_yield = None;
+    let mut spins = 0u32;
+    let mut cpu_at_sleep = None;
     let ok = loop {
         if ready() {
             break true;
@@ -515,16 +558,21 @@ fn await_turn(ready: impl Fn() -> bool, stop: &AtomicBool, waited: &mut u64) -> 
         if stop.load(Ordering::Relaxed) {
             break false;
         }
-        if spins == SPINS && cpu_at_yield.is_none() {
+        if spins < SPINS {
+            spins += 1;
+            std::hint::spin_loop();
+            continue;
+        }
+        if cpu_at_sleep.is_none() {
             let spun = start.elapsed();
             if spun < Duration::from_millis(1) {
                 *waited += spun.as_nanos() as u64;
             }
-            cpu_at_yield = Some(thread_cpu_ns());
+            cpu_at_sleep = Some(thread_cpu_ns());
         }
-        wait(&mut spins);
+        me.sleep(&ready);
     };
-    match cpu_at_yield {
+    match cpu_at_sleep {
         Some(c) => *waited += thread_cpu_ns() - c,
         None => {
             let spun = start.elapsed();
