@@ -10,9 +10,11 @@
 //!   through a ring to a consumer pinned to another CPU, which frees them (frees on
 //!   another CPU); reported at 2 threads. The ring is handed over in batches of 64
 //!   slots (8 cache lines), the consumer at least a batch behind the producer, so a
-//!   line of the ring crosses between the CPUs once per 8 objects. A no-op
-//!   allocator (one constant address, no allocation) runs in the same rounds and
-//!   its figure, printed under the table, is the handoff's own cost;
+//!   line of the ring crosses between the CPUs once per 8 objects; a thread that
+//!   waited 256 spins for the other sleeps on a futex until the other's next batch
+//!   wakes it. A no-op allocator (one constant address, no allocation) runs in the
+//!   same rounds and its figure, printed under the table, is the handoff's own
+//!   cost; also printed there, each thread's CPU per pair outside its waits;
 //! - `remote-slot` (a diagnostic, not in the default list): `remote` with the ring
 //!   handed over one slot at a time, the consumer spinning with a `swap` on the slot
 //!   the producer fills next (the `remote` workload before branch `remote13`);
@@ -116,7 +118,8 @@ struct Args {
     library_owned: bool,
     /// Figures from the threads' CPU time (CLOCK_THREAD_CPUTIME_ID) instead of
     /// elapsed time: on a shared, loaded machine this leaves out the time a thread
-    /// waited for a CPU (spinning waits still count).
+    /// waited for a CPU (spinning waits still count; `remote`'s threads spin
+    /// 256 times, then sleep until the other wakes them).
     #[arg(long)]
     cpu_time: bool,
     /// Also run the whole table again with rseq unavailable to the process
