@@ -133,7 +133,9 @@ struct Args {
     only: Vec<String>,
     /// Also print every run's figure, unrounded, on a line of its own
     /// (`raw <workload> <threads> <allocator> <value>`), for scripts that compare
-    /// runs round by round.
+    /// runs round by round (`remote` also prints the no-op allocator as
+    /// `handoff`, and each thread's CPU per pair outside its waits as workloads
+    /// `remote-producer` and `remote-consumer`).
     #[arg(long)]
     raw: bool,
     /// Internal: measure peak RSS of one allocator in this process.
@@ -375,6 +377,7 @@ impl Sleeper {
                 tv_sec: 0,
                 tv_nsec: 1_000_000,
             };
+            SLEEPS.fetch_add(1, Ordering::Relaxed);
             // SAFETY: a futex wait on our own word, with a valid timeout; it returns
             // at once if the word is no longer 1.
             unsafe {
@@ -397,6 +400,7 @@ impl Sleeper {
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.0.load(Ordering::Relaxed) != 0 {
             self.0.store(0, Ordering::Relaxed);
+            WAKES.fetch_add(1, Ordering::Relaxed);
             // SAFETY: a futex wake on a word of ours.
             unsafe {
                 libc::syscall(
@@ -409,6 +413,11 @@ impl Sleeper {
         }
     }
 }
+
+/// Futex waits of `remote`'s threads so far (for the tests).
+static SLEEPS: AtomicU64 = AtomicU64::new(0);
+/// Wakes of a sleeping `remote` thread so far (for the tests).
+static WAKES: AtomicU64 = AtomicU64::new(0);
 
 /// Pairs of `remote`: a producer pinned to CPU 0 allocates 64-byte objects and
 /// hands them through a ring of [`RING`] slots to a consumer pinned to CPU 1, which
@@ -897,16 +906,43 @@ fn rerun(args: &[String], no_rseq: bool) {
 mod tests {
     use super::*;
 
-    /// `System`, counting what `remote` allocates and frees.
+    /// One `remote` at a time: its figures and counters are statics, and its
+    /// threads pin themselves to the same two CPUs.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// `System`, counting what `remote` allocates and frees; each allocation
+    /// takes at least `delay`.
     struct Counting {
         allocs: AtomicU64,
         frees: AtomicU64,
+        delay: Duration,
+    }
+
+    impl Counting {
+        fn leak(delay: Duration) -> &'static Counting {
+            Box::leak(Box::new(Counting {
+                allocs: AtomicU64::new(0),
+                frees: AtomicU64::new(0),
+                delay,
+            }))
+        }
+
+        fn counts(&self) -> (u64, u64) {
+            (
+                self.allocs.load(Ordering::Relaxed),
+                self.frees.load(Ordering::Relaxed),
+            )
+        }
     }
 
     // SAFETY: forwards to `System`.
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, l: Layout) -> *mut u8 {
             self.allocs.fetch_add(1, Ordering::Relaxed);
+            let t0 = Instant::now();
+            while t0.elapsed() < self.delay {
+                std::hint::spin_loop();
+            }
             // SAFETY: forwarded contract.
             unsafe { System.alloc(l) }
         }
@@ -921,20 +957,37 @@ mod tests {
     /// leftovers too), and the pairs the consumer counts are objects it freed.
     #[test]
     fn remote_frees_every_object_once() {
+        let _serial = SERIAL.lock().unwrap();
         for ring in [Ring::Batched, Ring::Slot] {
-            let a: &'static Counting = Box::leak(Box::new(Counting {
-                allocs: AtomicU64::new(0),
-                frees: AtomicU64::new(0),
-            }));
+            let a = Counting::leak(Duration::ZERO);
             let (ns, busy) = remote(a, Duration::from_millis(50), ring);
-            let (allocs, frees) = (
-                a.allocs.load(Ordering::Relaxed),
-                a.frees.load(Ordering::Relaxed),
-            );
+            let (allocs, frees) = a.counts();
             assert_eq!(allocs, frees, "every object freed");
             let pairs = REMOTE_PAIRS.load(Ordering::Relaxed);
             assert!(pairs > 0 && pairs <= frees, "pairs {pairs}, frees {frees}");
             assert!(ns > 0.0 && busy.iter().all(|b| *b >= 0.0));
         }
+    }
+
+    /// A producer far slower than the consumer (each allocation 20 µs, a batch
+    /// 1.3 ms, far beyond the consumer's spins): the consumer sleeps, the
+    /// producer's batches wake it, and every object is still freed exactly once.
+    #[test]
+    fn remote_sleeping_consumer_is_woken() {
+        let _serial = SERIAL.lock().unwrap();
+        let a = Counting::leak(Duration::from_micros(20));
+        let (sleeps, wakes) = (
+            SLEEPS.load(Ordering::Relaxed),
+            WAKES.load(Ordering::Relaxed),
+        );
+        remote(a, Duration::from_millis(100), Ring::Batched);
+        let (allocs, frees) = a.counts();
+        assert_eq!(allocs, frees, "every object freed");
+        assert!(REMOTE_PAIRS.load(Ordering::Relaxed) >= BATCH as u64);
+        assert!(
+            SLEEPS.load(Ordering::Relaxed) > sleeps,
+            "the consumer slept"
+        );
+        assert!(WAKES.load(Ordering::Relaxed) > wakes, "a batch woke it");
     }
 }
