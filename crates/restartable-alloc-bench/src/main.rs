@@ -367,26 +367,34 @@ const SPINS: u32 = 256;
 struct Sleeper(AtomicU32);
 
 impl Sleeper {
-    /// Sleeps until [`Sleeper::wake`] or 1 ms, unless `ready()` is true once the
-    /// flag is up (so that a wake between the check and the sleep is not lost).
+    /// Sleeps until [`Sleeper::wake`] (or [`SLEEP_TIMEOUT_NS`]), unless `ready()`
+    /// is true once the flag is up (so that a wake between the check and the sleep
+    /// is not lost). `ready()` must include the stop: a thread wakes the other
+    /// when it leaves the run, and the timeout is a safety net only.
     fn sleep(&self, ready: &impl Fn() -> bool) {
         self.0.store(1, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
         if !ready() {
+            let ns = SLEEP_TIMEOUT_NS.load(Ordering::Relaxed);
             let timeout = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 1_000_000,
+                tv_sec: (ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+            };
+            let timeout: *const libc::timespec = if ns == 0 {
+                std::ptr::null()
+            } else {
+                &timeout
             };
             SLEEPS.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: a futex wait on our own word, with a valid timeout; it returns
-            // at once if the word is no longer 1.
+            // SAFETY: a futex wait on our own word, with a valid timeout or none;
+            // it returns at once if the word is no longer 1.
             unsafe {
                 libc::syscall(
                     libc::SYS_futex,
                     self.0.as_ptr(),
                     libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
                     1u32,
-                    &timeout as *const libc::timespec,
+                    timeout,
                 )
             };
         }
@@ -394,13 +402,22 @@ impl Sleeper {
     }
 
     /// Wakes the other thread if it sleeps (called by a thread after each batch it
-    /// filled or emptied: a fence and a read of a line nobody writes while both
-    /// threads are awake).
-    fn wake(&self) {
+    /// filled or emptied, and when it leaves the run: a fence and a read of a line
+    /// nobody writes while both threads are awake).
+    ///
+    /// No wake is lost: the sleeper stores its flag, then a SeqCst fence, then
+    /// re-checks `ready()`; the waker published (the batch's last slot, or the
+    /// stop it saw) before its SeqCst fence, then reads the flag. Of the two
+    /// fences, whichever comes second in their single total order sees the other
+    /// side's write: the waker the flag (and wakes), or the sleeper the slot or
+    /// the stop (and does not sleep). The wake counts in [`WAKES`] if `count`.
+    fn wake(&self, count: bool) {
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.0.load(Ordering::Relaxed) != 0 {
             self.0.store(0, Ordering::Relaxed);
-            WAKES.fetch_add(1, Ordering::Relaxed);
+            if count {
+                WAKES.fetch_add(1, Ordering::Relaxed);
+            }
             // SAFETY: a futex wake on a word of ours.
             unsafe {
                 libc::syscall(
@@ -414,9 +431,14 @@ impl Sleeper {
     }
 }
 
+/// How long a sleeping `remote` thread waits for a wake at most, in ns (0: no
+/// limit). Not needed for progress (every wait is ended by a wake); the tests set
+/// 0 to show it.
+static SLEEP_TIMEOUT_NS: AtomicU64 = AtomicU64::new(1_000_000);
 /// Futex waits of `remote`'s threads so far (for the tests).
 static SLEEPS: AtomicU64 = AtomicU64::new(0);
-/// Wakes of a sleeping `remote` thread so far (for the tests).
+/// Wakes of a sleeping `remote` thread by the other's batches so far (for the
+/// tests; the wakes when a thread leaves the run are not counted).
 static WAKES: AtomicU64 = AtomicU64::new(0);
 
 /// Pairs of `remote`: a producer pinned to CPU 0 allocates 64-byte objects and
@@ -465,18 +487,14 @@ fn remote<A: GlobalAlloc + Sync + 'static>(
                             break 'produce;
                         }
                         for k in i..i + BATCH {
-                            // SAFETY: a valid layout.
-                            let p = unsafe { shim_alloc(a, l) };
-                            slot(k).store(p, Ordering::Release);
+                            slot(k).store(alloc_remote(a, l), Ordering::Release);
                         }
                         i += BATCH;
-                        sleepers[1].wake();
+                        sleepers[1].wake(true);
                     }
                     Ring::Slot => {
                         if slot(i).load(Ordering::Acquire).is_null() {
-                            // SAFETY: a valid layout.
-                            let p = unsafe { shim_alloc(a, l) };
-                            slot(i).store(p, Ordering::Release);
+                            slot(i).store(alloc_remote(a, l), Ordering::Release);
                             i += 1;
                         } else {
                             std::hint::spin_loop();
@@ -484,6 +502,8 @@ fn remote<A: GlobalAlloc + Sync + 'static>(
                     }
                 }
             }
+            // A consumer asleep waiting for a batch sees the stop once woken.
+            sleepers[1].wake(false);
         } else {
             match ring_kind {
                 Ring::Batched => 'consume: loop {
@@ -502,7 +522,7 @@ fn remote<A: GlobalAlloc + Sync + 'static>(
                     }
                     i += BATCH;
                     n += BATCH as u64;
-                    sleepers[0].wake();
+                    sleepers[0].wake(true);
                 },
                 Ring::Slot => loop {
                     let p = slot(i).swap(std::ptr::null_mut(), Ordering::Acquire);
@@ -519,6 +539,8 @@ fn remote<A: GlobalAlloc + Sync + 'static>(
                     n += 1;
                 },
             }
+            // A producer asleep waiting for room sees the stop once woken.
+            sleepers[0].wake(false);
         }
         let busy = (thread_cpu_ns() - c0).saturating_sub(waited);
         REMOTE_BUSY_NS[t].store(busy, Ordering::Relaxed);
@@ -542,6 +564,17 @@ fn remote<A: GlobalAlloc + Sync + 'static>(
         .each_ref()
         .map(|b| b.load(Ordering::Relaxed) as f64 / pairs);
     (ns, busy)
+}
+
+/// Allocates one of `remote`'s objects; out of memory ends the program (the ring's
+/// slots use null for "empty", and a null must never reach a `dealloc`).
+fn alloc_remote<A: GlobalAlloc>(a: &A, l: Layout) -> *mut u8 {
+    // SAFETY: a valid, non-zero layout.
+    let p = unsafe { shim_alloc(a, l) };
+    if p.is_null() {
+        std::alloc::handle_alloc_error(l);
+    }
+    p
 }
 
 /// The last `remote` run's CPU time outside the waits, in ns, of the producer
@@ -582,7 +615,7 @@ fn await_turn(ready: impl Fn() -> bool, stop: &AtomicBool, waited: &mut u64, me:
             }
             cpu_at_sleep = Some(thread_cpu_ns());
         }
-        me.sleep(&ready);
+        me.sleep(&|| ready() || stop.load(Ordering::Relaxed));
     };
     match cpu_at_sleep {
         Some(c) => *waited += thread_cpu_ns() - c,
@@ -910,6 +943,17 @@ mod tests {
     /// threads pin themselves to the same two CPUs.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// `remote(a, d, ring)` with no sleep timeout, so that only wakes end a sleep:
+    /// a lost wake-up leaves a thread asleep for good, and the run fails here
+    /// after 60 s instead of hanging.
+    fn remote_without_timeout(a: &'static Counting, d: Duration, ring: Ring) -> (f64, [f64; 2]) {
+        SLEEP_TIMEOUT_NS.store(0, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(remote(a, d, ring)).unwrap());
+        let r = rx.recv_timeout(Duration::from_secs(60));
+        r.expect("remote did not end: a thread was never woken")
+    }
+
     /// `System`, counting what `remote` allocates and frees; each allocation
     /// takes at least `delay`.
     struct Counting {
@@ -954,7 +998,8 @@ mod tests {
     }
 
     /// Every object the producer allocates is freed exactly once (the run's
-    /// leftovers too), and the pairs the consumer counts are objects it freed.
+    /// leftovers too), and the pairs the consumer counts are objects it freed;
+    /// the run ends with no sleep timeout (no wake-up lost, at the end either).
     /// Runs again (at most 20 times) until a run counted pairs: on a loaded
     /// machine a 50 ms run may not get both threads a CPU.
     #[test]
@@ -964,7 +1009,7 @@ mod tests {
             let mut counted = false;
             for _ in 0..20 {
                 let a = Counting::leak(Duration::ZERO);
-                let (ns, busy) = remote(a, Duration::from_millis(50), ring);
+                let (ns, busy) = remote_without_timeout(a, Duration::from_millis(50), ring);
                 let (allocs, frees) = a.counts();
                 assert_eq!(allocs, frees, "every object freed");
                 let pairs = REMOTE_PAIRS.load(Ordering::Relaxed);
@@ -981,7 +1026,8 @@ mod tests {
 
     /// A producer far slower than the consumer (each allocation 20 µs, a batch
     /// 1.3 ms, far beyond the consumer's spins): the consumer sleeps, the
-    /// producer's batches wake it, and every object is still freed exactly once.
+    /// producer's batches wake it (no sleep timeout), and every object is still
+    /// freed exactly once.
     /// Runs again (at most 20 times) until a run saw a wake.
     #[test]
     fn remote_sleeping_consumer_is_woken() {
@@ -992,7 +1038,7 @@ mod tests {
         );
         for _ in 0..20 {
             let a = Counting::leak(Duration::from_micros(20));
-            remote(a, Duration::from_millis(100), Ring::Batched);
+            remote_without_timeout(a, Duration::from_millis(100), Ring::Batched);
             let (allocs, frees) = a.counts();
             assert_eq!(allocs, frees, "every object freed");
             if WAKES.load(Ordering::Relaxed) > wakes {
