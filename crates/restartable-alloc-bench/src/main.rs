@@ -491,6 +491,8 @@ fn remote<A: GlobalAlloc + Sync + 'static>(
                         }
                         i += BATCH;
                         sleepers[1].wake(true);
+                        #[cfg(test)]
+                        tests::pause_after_batch(stop);
                     }
                     Ring::Slot => {
                         if slot(i).load(Ordering::Acquire).is_null() {
@@ -943,6 +945,33 @@ mod tests {
     /// threads pin themselves to the same two CPUs.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// Set: the producer, after a batch, waits (at most 10 s) for the consumer to
+    /// sleep and then for the stop, so that the run ends with the consumer asleep.
+    static PAUSE_AFTER_BATCH: AtomicBool = AtomicBool::new(false);
+    /// Runs that ended with the consumer asleep (forced by `PAUSE_AFTER_BATCH`).
+    static ENDED_ASLEEP: AtomicU64 = AtomicU64::new(0);
+
+    /// The producer's pause after a batch (see [`PAUSE_AFTER_BATCH`]).
+    pub(super) fn pause_after_batch(stop: &AtomicBool) {
+        if !PAUSE_AFTER_BATCH.load(Ordering::Relaxed) {
+            return;
+        }
+        let sleeps = SLEEPS.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        let within = || t0.elapsed() < Duration::from_secs(10);
+        // SLEEPS counts a sleep after its last check of the stop: once it moves,
+        // with no timeout and no batch coming, the consumer sleeps until a wake.
+        while SLEEPS.load(Ordering::Relaxed) == sleeps && within() {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        while !stop.load(Ordering::Relaxed) && within() {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        if SLEEPS.load(Ordering::Relaxed) > sleeps && stop.load(Ordering::Relaxed) {
+            ENDED_ASLEEP.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// `remote(a, d, ring)` with no sleep timeout, so that only wakes end a sleep:
     /// a lost wake-up leaves a thread asleep for good, and the run fails here
     /// after 60 s instead of hanging.
@@ -1022,6 +1051,38 @@ mod tests {
             }
             assert!(counted, "no pairs in 20 runs");
         }
+    }
+
+    /// The stop comes while the consumer sleeps waiting for a batch that will not
+    /// come: the producer's wake when it leaves ends the consumer's sleep (no sleep
+    /// timeout), and every object is freed exactly once. Runs again (at most 20
+    /// times) until a run ended so.
+    #[test]
+    fn remote_ends_while_consumer_sleeps() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        /// Ends the pause when the test does, passed or failed.
+        struct Paused;
+        impl Drop for Paused {
+            fn drop(&mut self) {
+                PAUSE_AFTER_BATCH.store(false, Ordering::Relaxed);
+            }
+        }
+        let ended = ENDED_ASLEEP.load(Ordering::Relaxed);
+        PAUSE_AFTER_BATCH.store(true, Ordering::Relaxed);
+        let _paused = Paused;
+        for _ in 0..20 {
+            let a = Counting::leak(Duration::ZERO);
+            remote_without_timeout(a, Duration::from_millis(20), Ring::Batched);
+            let (allocs, frees) = a.counts();
+            assert_eq!(allocs, frees, "every object freed");
+            if ENDED_ASLEEP.load(Ordering::Relaxed) > ended {
+                break;
+            }
+        }
+        assert!(
+            ENDED_ASLEEP.load(Ordering::Relaxed) > ended,
+            "no run ended with the consumer asleep"
+        );
     }
 
     /// A producer far slower than the consumer (each allocation 20 µs, a batch
