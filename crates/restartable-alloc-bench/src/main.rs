@@ -946,7 +946,8 @@ mod tests {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     /// Set: the producer, after a batch, waits (at most 10 s) for the consumer to
-    /// sleep and then for the stop, so that the run ends with the consumer asleep.
+    /// sleep and then for the stop, so that the run ends with the consumer asleep
+    /// (unless the stop came before the consumer slept).
     static PAUSE_AFTER_BATCH: AtomicBool = AtomicBool::new(false);
     /// Runs that ended with the consumer asleep (forced by `PAUSE_AFTER_BATCH`).
     static ENDED_ASLEEP: AtomicU64 = AtomicU64::new(0);
@@ -961,13 +962,15 @@ mod tests {
         let within = || t0.elapsed() < Duration::from_secs(10);
         // SLEEPS counts a sleep after its last check of the stop: once it moves,
         // with no timeout and no batch coming, the consumer sleeps until a wake.
-        while SLEEPS.load(Ordering::Relaxed) == sleeps && within() {
+        // If the stop comes first, the run is not one that ends asleep.
+        while SLEEPS.load(Ordering::Relaxed) == sleeps && !stop.load(Ordering::Relaxed) && within() {
             std::thread::sleep(Duration::from_micros(100));
         }
+        let asleep = SLEEPS.load(Ordering::Relaxed) > sleeps;
         while !stop.load(Ordering::Relaxed) && within() {
             std::thread::sleep(Duration::from_micros(100));
         }
-        if SLEEPS.load(Ordering::Relaxed) > sleeps && stop.load(Ordering::Relaxed) {
+        if asleep && stop.load(Ordering::Relaxed) {
             ENDED_ASLEEP.fetch_add(1, Ordering::Relaxed);
         }
     }
