@@ -1059,7 +1059,8 @@ mod tests {
     /// The stop comes while the consumer sleeps waiting for a batch that will not
     /// come: the producer's wake when it leaves ends the consumer's sleep (no sleep
     /// timeout), and every object is freed exactly once. Runs again (at most 20
-    /// times) until a run ended so.
+    /// times) until a run ended so (a 200 ms run: on a loaded machine a niced
+    /// consumer may not get a CPU to fall asleep on before a shorter run's stop).
     #[test]
     fn remote_ends_while_consumer_sleeps() {
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -1075,7 +1076,7 @@ mod tests {
         let _paused = Paused;
         for _ in 0..20 {
             let a = Counting::leak(Duration::ZERO);
-            remote_without_timeout(a, Duration::from_millis(20), Ring::Batched);
+            remote_without_timeout(a, Duration::from_millis(200), Ring::Batched);
             let (allocs, frees) = a.counts();
             assert_eq!(allocs, frees, "every object freed");
             if ENDED_ASLEEP.load(Ordering::Relaxed) > ended {
