@@ -8,7 +8,16 @@
 //!   and frees them, over and over (same-thread alloc+free);
 //! - `remote`: a producer pinned to one CPU allocates 64-byte objects and hands them
 //!   through a ring to a consumer pinned to another CPU, which frees them (frees on
-//!   another CPU); reported at 2 threads;
+//!   another CPU); reported at 2 threads. The ring is handed over in batches of 64
+//!   slots (8 cache lines), the consumer at least a batch behind the producer, so a
+//!   line of the ring crosses between the CPUs once per 8 objects; a thread that
+//!   waited 256 spins for the other sleeps on a futex until the other's next batch
+//!   wakes it. A no-op allocator (one constant address, no allocation) runs in the
+//!   same rounds and its figure, printed under the table, is the handoff's own
+//!   cost; also printed there, each thread's CPU per pair outside its waits;
+//! - `remote-slot` (a diagnostic, not in the default list): `remote` with the ring
+//!   handed over one slot at a time, the consumer spinning with a `swap` on the slot
+//!   the producer fills next (the `remote` workload before branch `remote13`);
 //! - `larson`: threads replace random entries of a shared table of 4,096 objects of
 //!   random sizes (16-1,024 bytes), freeing what they replace, so objects are freed
 //!   by other threads than the ones that allocated them;
@@ -24,7 +33,7 @@
 //! allocator runs once, in turn, so that a change in the machine's load hits them all.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -32,7 +41,15 @@ use clap::builder::{PossibleValuesParser, RangedU64ValueParser};
 use clap::Parser;
 
 /// The workloads `--workload` accepts.
-const WORKLOADS: [&str; 6] = ["churn", "churn64", "remote", "larson", "threads", "rss"];
+const WORKLOADS: [&str; 7] = [
+    "churn",
+    "churn64",
+    "remote",
+    "remote-slot",
+    "larson",
+    "threads",
+    "rss",
+];
 
 #[path = "../../restartable/tests/support/seccomp.rs"]
 mod seccomp;
@@ -85,7 +102,9 @@ struct Args {
     /// Thread counts (default: 1, nproc, 4 x nproc).
     #[arg(long, value_delimiter = ',', value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]
     threads: Vec<usize>,
-    /// Workloads (churn64, a diagnostic, is not in the default list).
+    /// Workloads (churn64 and remote-slot, diagnostics, are not in the default
+    /// list). `remote` and `remote-slot` also run a no-op allocator in each round
+    /// and print its figure, the handoff's own cost, under the table.
     #[arg(
         long,
         value_delimiter = ',',
@@ -99,7 +118,8 @@ struct Args {
     library_owned: bool,
     /// Figures from the threads' CPU time (CLOCK_THREAD_CPUTIME_ID) instead of
     /// elapsed time: on a shared, loaded machine this leaves out the time a thread
-    /// waited for a CPU (spinning waits still count).
+    /// waited for a CPU (spinning waits still count; `remote`'s threads spin
+    /// 256 times, then sleep until the other wakes them).
     #[arg(long)]
     cpu_time: bool,
     /// Also run the whole table again with rseq unavailable to the process
@@ -113,7 +133,9 @@ struct Args {
     only: Vec<String>,
     /// Also print every run's figure, unrounded, on a line of its own
     /// (`raw <workload> <threads> <allocator> <value>`), for scripts that compare
-    /// runs round by round.
+    /// runs round by round (`remote` also prints the no-op allocator as
+    /// `handoff`, and each thread's CPU per pair outside its waits as workloads
+    /// `remote-producer` and `remote-consumer`).
     #[arg(long)]
     raw: bool,
     /// Internal: measure peak RSS of one allocator in this process.
@@ -281,66 +303,332 @@ fn churn64<A: GlobalAlloc + Sync + 'static>(a: &'static A, threads: usize, d: Du
     })
 }
 
-fn remote<A: GlobalAlloc + Sync + 'static>(a: &'static A, d: Duration) -> f64 {
-    const RING: usize = 1024;
-    let ring: Arc<Vec<AtomicPtr<u8>>> = Arc::new(
-        (0..RING)
-            .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+/// The no-op "allocator" of the `remote` workload's handoff figure: `alloc` returns
+/// one constant, suitably aligned address and `dealloc` does nothing, so a
+/// `remote` run with it times the ring and the two threads' loops alone. Not a
+/// general allocator: every object it hands out is the same 64 bytes, which is
+/// sound only because `remote` never reads or writes an object.
+struct Handoff;
+
+/// The 64 bytes [`Handoff`] hands out.
+#[repr(align(64))]
+struct HandoffObject {
+    _bytes: [u8; 64],
+}
+static mut HANDOFF_OBJECT: HandoffObject = HandoffObject { _bytes: [0; 64] };
+
+// SAFETY: `alloc` returns a non-null, writable address aligned to 64, valid for the
+// only layout `remote` asks for (64 bytes, align 8); `remote`, its only user, never
+// reads or writes through it, so handing the same address out again before it is
+// freed overlaps nothing that is used.
+unsafe impl GlobalAlloc for Handoff {
+    unsafe fn alloc(&self, _: Layout) -> *mut u8 {
+        (&raw mut HANDOFF_OBJECT).cast::<u8>()
+    }
+    unsafe fn dealloc(&self, _: *mut u8, _: Layout) {}
+}
+
+/// The no-op allocator run beside the others in `remote` (its figure: the handoff).
+static HANDOFF: Handoff = Handoff;
+
+/// Slots of the `remote` ring, a cache line of them.
+#[repr(align(64))]
+struct Line([AtomicPtr<u8>; 8]);
+
+/// Slots of the `remote` ring.
+const RING: usize = 1024;
+/// Slots a `remote` thread claims at once: 8 cache lines.
+const BATCH: usize = 64;
+
+/// How the `remote` workload hands objects from the producer to the consumer.
+#[derive(Clone, Copy, PartialEq)]
+enum Ring {
+    /// Batches of [`BATCH`] slots (the `remote` workload): the consumer waits, with
+    /// plain loads, until the last slot of the next batch is full, then takes the
+    /// batch; the producer waits until the last slot of its next batch is empty,
+    /// then fills it. So the consumer stays at least a batch behind the producer
+    /// and each cache line of the ring crosses between the CPUs once per 8 objects.
+    /// A thread that waited long sleeps until the other wakes it ([`Sleeper`]).
+    Batched,
+    /// One slot at a time (the `remote-slot` diagnostic, the `remote` workload
+    /// before branch `remote13`): the consumer spins with a `swap` on the very slot
+    /// the producer fills next, so the line crosses for every object and the
+    /// spinning swaps take it from the producer.
+    Slot,
+}
+
+/// Spins of a `remote` thread waiting for the other before it sleeps.
+const SPINS: u32 = 256;
+
+/// A `remote` thread's sleeping flag (1 while it sleeps or is about to), a futex
+/// word in a cache line of its own.
+#[derive(Default)]
+#[repr(align(64))]
+struct Sleeper(AtomicU32);
+
+impl Sleeper {
+    /// Sleeps until [`Sleeper::wake`] (or [`SLEEP_TIMEOUT_NS`]), unless `ready()`
+    /// is true once the flag is up (so that a wake between the check and the sleep
+    /// is not lost). `ready()` must include the stop: a thread wakes the other
+    /// when it leaves the run, and the timeout is a safety net only.
+    fn sleep(&self, ready: &impl Fn() -> bool) {
+        self.0.store(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !ready() {
+            let ns = SLEEP_TIMEOUT_NS.load(Ordering::Relaxed);
+            let timeout = libc::timespec {
+                tv_sec: (ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+            };
+            let timeout: *const libc::timespec = if ns == 0 {
+                std::ptr::null()
+            } else {
+                &timeout
+            };
+            SLEEPS.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: a futex wait on our own word, with a valid timeout or none;
+            // it returns at once if the word is no longer 1.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.0.as_ptr(),
+                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                    1u32,
+                    timeout,
+                )
+            };
+        }
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// Wakes the other thread if it sleeps (called by a thread after each batch it
+    /// filled or emptied, and when it leaves the run: a fence and a read of a line
+    /// nobody writes while both threads are awake).
+    ///
+    /// No wake is lost: the sleeper stores its flag, then a SeqCst fence, then
+    /// re-checks `ready()`; the waker published (the batch's last slot, or the
+    /// stop it saw) before its SeqCst fence, then reads the flag. Of the two
+    /// fences, whichever comes second in their single total order sees the other
+    /// side's write: the waker the flag (and wakes), or the sleeper the slot or
+    /// the stop (and does not sleep). The wake counts in [`WAKES`] if `count`.
+    fn wake(&self, count: bool) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.0.load(Ordering::Relaxed) != 0 {
+            self.0.store(0, Ordering::Relaxed);
+            if count {
+                WAKES.fetch_add(1, Ordering::Relaxed);
+            }
+            // SAFETY: a futex wake on a word of ours.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.0.as_ptr(),
+                    libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                    1u32,
+                )
+            };
+        }
+    }
+}
+
+/// How long a sleeping `remote` thread waits for a wake at most, in ns (0: no
+/// limit). Not needed for progress (every wait is ended by a wake); the tests set
+/// 0 to show it.
+static SLEEP_TIMEOUT_NS: AtomicU64 = AtomicU64::new(1_000_000);
+/// Futex waits of `remote`'s threads so far (for the tests).
+static SLEEPS: AtomicU64 = AtomicU64::new(0);
+/// Wakes of a sleeping `remote` thread by the other's batches so far (for the
+/// tests; the wakes when a thread leaves the run are not counted).
+static WAKES: AtomicU64 = AtomicU64::new(0);
+
+/// Pairs of `remote`: a producer pinned to CPU 0 allocates 64-byte objects and
+/// hands them through a ring of [`RING`] slots to a consumer pinned to CPU 1, which
+/// frees them; ns per pair, aggregate over the two threads (each thread's time
+/// counts, so elapsed x 2 / pairs, or both threads' CPU time / pairs).
+///
+/// Also returns the producer's and the consumer's CPU time outside their waits for
+/// the other (`Ring::Batched` only; `Ring::Slot` counts its spinning as busy), ns
+/// per pair: what each thread's own work costs, whichever thread is the slower.
+fn remote<A: GlobalAlloc + Sync + 'static>(
+    a: &'static A,
+    d: Duration,
+    ring_kind: Ring,
+) -> (f64, [f64; 2]) {
+    let ring: Arc<Vec<Line>> = Arc::new(
+        (0..RING / 8)
+            .map(|_| {
+                Line(std::array::from_fn(
+                    |_| AtomicPtr::new(std::ptr::null_mut()),
+                ))
+            })
             .collect(),
     );
     let cpus = nproc();
     let l = Layout::from_size_align(64, 8).unwrap();
-    let freed = Arc::new(AtomicU64::new(0));
-    let f2 = freed.clone();
+    let r2 = ring.clone();
+    // `Ring::Batched`: the producer's and the consumer's sleeping flags.
+    let sleepers: Arc<[Sleeper; 2]> = Arc::new(Default::default());
     // Thread 0 produces, thread 1 consumes; only the consumer counts pairs.
     let ns = timed(2, d, move |t, stop| {
         pin(t % cpus);
+        let c0 = thread_cpu_ns();
+        let slot = |i: usize| &r2[(i % RING) / 8].0[i % 8];
         let mut i = 0usize;
         let mut n = 0u64;
+        let mut waited = 0u64;
         if t == 0 {
-            while !stop.load(Ordering::Relaxed) {
-                let slot = &ring[i % RING];
-                if slot.load(Ordering::Acquire).is_null() {
-                    // SAFETY: a valid layout.
-                    let p = unsafe { shim_alloc(a, l) };
-                    slot.store(p, Ordering::Release);
-                    i += 1;
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
-        } else {
-            loop {
-                let slot = &ring[i % RING];
-                let p = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
-                if p.is_null() {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
+            'produce: while !stop.load(Ordering::Relaxed) {
+                match ring_kind {
+                    Ring::Batched => {
+                        // The consumer empties slots in order: the batch's last
+                        // slot empty means all of it is.
+                        let empty = || slot(i + BATCH - 1).load(Ordering::Acquire).is_null();
+                        if !await_turn(empty, stop, &mut waited, &sleepers[0]) {
+                            break 'produce;
+                        }
+                        for k in i..i + BATCH {
+                            slot(k).store(alloc_remote(a, l), Ordering::Release);
+                        }
+                        i += BATCH;
+                        sleepers[1].wake(true);
+                        #[cfg(test)]
+                        tests::pause_after_batch(stop);
                     }
-                    std::hint::spin_loop();
-                    continue;
+                    Ring::Slot => {
+                        if slot(i).load(Ordering::Acquire).is_null() {
+                            slot(i).store(alloc_remote(a, l), Ordering::Release);
+                            i += 1;
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
                 }
-                // SAFETY: allocated by the producer with `l`, handed over once.
-                unsafe { shim_dealloc(a, p, l) };
-                i += 1;
-                n += 1;
             }
-            // Whatever the producer left after the stop.
-            for slot in ring.iter() {
-                let p = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
-                if !p.is_null() {
-                    // SAFETY: as above.
+            // A consumer asleep waiting for a batch sees the stop once woken.
+            sleepers[1].wake(false);
+        } else {
+            match ring_kind {
+                Ring::Batched => 'consume: loop {
+                    // The producer fills slots in order, each store a release: the
+                    // batch's last slot full means all of it is, and visible.
+                    let full = || !slot(i + BATCH - 1).load(Ordering::Acquire).is_null();
+                    if !await_turn(full, stop, &mut waited, &sleepers[1]) {
+                        break 'consume;
+                    }
+                    for k in i..i + BATCH {
+                        let p = slot(k).load(Ordering::Acquire);
+                        slot(k).store(std::ptr::null_mut(), Ordering::Release);
+                        // SAFETY: allocated by the producer with `l`, handed over
+                        // once (only this thread empties slots).
+                        unsafe { shim_dealloc(a, p, l) };
+                    }
+                    i += BATCH;
+                    n += BATCH as u64;
+                    sleepers[0].wake(true);
+                },
+                Ring::Slot => loop {
+                    let p = slot(i).swap(std::ptr::null_mut(), Ordering::Acquire);
+                    if p.is_null() {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    // SAFETY: allocated by the producer with `l`, handed over once.
                     unsafe { shim_dealloc(a, p, l) };
-                }
+                    i += 1;
+                    n += 1;
+                },
             }
-            f2.fetch_add(n, Ordering::Relaxed);
+            // A producer asleep waiting for room sees the stop once woken.
+            sleepers[0].wake(false);
+        }
+        let busy = (thread_cpu_ns() - c0).saturating_sub(waited);
+        REMOTE_BUSY_NS[t].store(busy, Ordering::Relaxed);
+        if t == 1 {
+            REMOTE_PAIRS.store(n, Ordering::Relaxed);
         }
         n
     });
-    // `timed` divided by 2 threads' worth of time: report per pair, aggregate over
-    // the pair (elapsed x 2 / pairs).
-    let _ = freed.load(Ordering::Relaxed);
-    ns
+    // Whatever the producer left after the stop (both threads have been joined).
+    for line in ring.iter() {
+        for slot in &line.0 {
+            let p = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
+            if !p.is_null() {
+                // SAFETY: allocated by the producer with `l`, never taken.
+                unsafe { shim_dealloc(a, p, l) };
+            }
+        }
+    }
+    let pairs = REMOTE_PAIRS.load(Ordering::Relaxed).max(1) as f64;
+    let busy = REMOTE_BUSY_NS
+        .each_ref()
+        .map(|b| b.load(Ordering::Relaxed) as f64 / pairs);
+    (ns, busy)
+}
+
+/// Allocates one of `remote`'s objects; out of memory ends the program (the ring's
+/// slots use null for "empty", and a null must never reach a `dealloc`).
+fn alloc_remote<A: GlobalAlloc>(a: &A, l: Layout) -> *mut u8 {
+    // SAFETY: a valid, non-zero layout.
+    let p = unsafe { shim_alloc(a, l) };
+    if p.is_null() {
+        std::alloc::handle_alloc_error(l);
+    }
+    p
+}
+
+/// The last `remote` run's CPU time outside the waits, in ns, of the producer
+/// and the consumer (their CPU time less what [`await_turn`] measured).
+static REMOTE_BUSY_NS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// The last `remote` run's pairs.
+static REMOTE_PAIRS: AtomicU64 = AtomicU64::new(0);
+
+/// Waits until `ready()` or the stop; false on the stop. If `ready()` is not true
+/// at once, adds the thread's CPU time spent waiting to `waited`: the spinning part
+/// by the monotonic clock (vDSO, cheap; a spin phase longer than 1 ms was preempted
+/// and is left out, its CPU time then counted as busy), the sleeping part (see
+/// [`Sleeper`]) by the thread's CPU clock (a system call, paid only once a wait has
+/// gone on for a while).
+fn await_turn(ready: impl Fn() -> bool, stop: &AtomicBool, waited: &mut u64, me: &Sleeper) -> bool {
+    if ready() {
+        return true;
+    }
+    let start = Instant::now();
+    let mut spins = 0u32;
+    let mut cpu_at_sleep = None;
+    let ok = loop {
+        if ready() {
+            break true;
+        }
+        if stop.load(Ordering::Relaxed) {
+            break false;
+        }
+        if spins < SPINS {
+            spins += 1;
+            std::hint::spin_loop();
+            continue;
+        }
+        if cpu_at_sleep.is_none() {
+            let spun = start.elapsed();
+            if spun < Duration::from_millis(1) {
+                *waited += spun.as_nanos() as u64;
+            }
+            cpu_at_sleep = Some(thread_cpu_ns());
+        }
+        me.sleep(&|| ready() || stop.load(Ordering::Relaxed));
+    };
+    match cpu_at_sleep {
+        Some(c) => *waited += thread_cpu_ns() - c,
+        None => {
+            let spun = start.elapsed();
+            if spun < Duration::from_millis(1) {
+                *waited += spun.as_nanos() as u64;
+            }
+        }
+    }
+    ok
 }
 
 /// Objects of the larson table carry their size in their first word.
@@ -516,21 +804,54 @@ fn main() {
         print!("---|");
     }
     println!();
+    let mut notes = Vec::new();
     for w in &args.workload {
         let counts: Vec<usize> = match w.as_str() {
-            "remote" => vec![2],
+            "remote" | "remote-slot" => vec![2],
             "rss" => vec![4 * nproc()],
             _ => threads.clone(),
         };
         for &t in &counts {
             let mut runs: Vec<Vec<f64>> = vec![Vec::new(); allocators.len()];
+            let mut handoff = Vec::new();
+            // `remote`: each thread's CPU outside its waits, per allocator, then
+            // the no-op allocator's.
+            let mut busy: Vec<[Vec<f64>; 2]> = vec![Default::default(); allocators.len() + 1];
+            let ring = match w.as_str() {
+                "remote" => Some(Ring::Batched),
+                "remote-slot" => Some(Ring::Slot),
+                _ => None,
+            };
+            let mut record_busy = |i: usize, name: &str, b: [f64; 2]| {
+                if ring == Some(Ring::Batched) {
+                    for (side, v) in ["producer", "consumer"].iter().zip(b) {
+                        if args.raw {
+                            println!("raw {w}-{side} {t} {name} {v:.4}");
+                        }
+                    }
+                    busy[i][0].push(b[0]);
+                    busy[i][1].push(b[1]);
+                }
+            };
             let rounds = if w == "rss" { 1 } else { args.runs };
             for _ in 0..rounds {
+                if let Some(ring) = ring {
+                    let (v, b) = remote(&HANDOFF, d, ring);
+                    if args.raw {
+                        println!("raw {w} {t} handoff {v:.4}");
+                    }
+                    handoff.push(v);
+                    record_busy(allocators.len(), "handoff", b);
+                }
                 for (i, name) in allocators.iter().enumerate() {
                     let v = with_alloc!(*name, a => match w.as_str() {
                         "churn" => churn(a, t, d),
                         "churn64" => churn64(a, t, d),
-                        "remote" => remote(a, d),
+                        "remote" | "remote-slot" => {
+                            let (v, b) = remote(a, d, ring.unwrap());
+                            record_busy(i, name, b);
+                            v
+                        }
                         "larson" => larson(a, t, d),
                         "threads" => thread_churn(a, t, d),
                         "rss" => rss_of(name, t, 2 * d),
@@ -553,7 +874,30 @@ fn main() {
             } else {
                 println!(" - |");
             }
+            if !handoff.is_empty() {
+                let h = median(handoff);
+                let mut note = format!(
+                    "{w}: the handoff alone (a no-op allocator in the same rounds) {h:.1} ns per pair"
+                );
+                if allocators[0] == ALLOCATORS[0] {
+                    note += &format!("; PerCpuAlloc's figure less it {:.1}", med[0] - h);
+                }
+                notes.push(note);
+            }
+            if ring == Some(Ring::Batched) {
+                let mut note = format!(
+                    "{w}: CPU per pair outside the waits for the other thread, producer + consumer (medians):"
+                );
+                let names = allocators.iter().copied().chain(["handoff"]);
+                for (name, [p, c]) in names.zip(busy) {
+                    note += &format!(" {name} {:.1} + {:.1};", median(p), median(c));
+                }
+                notes.push(note.trim_end_matches(';').to_string());
+            }
         }
+    }
+    for note in &notes {
+        println!("\n{note}");
     }
     let forwarded: Vec<String> = std::env::args()
         .skip(1)
@@ -590,5 +934,186 @@ fn rerun(args: &[String], no_rseq: bool) {
     if !st.success() {
         eprintln!("the re-run failed: {st}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One `remote` at a time: its figures and counters are statics, and its
+    /// threads pin themselves to the same two CPUs.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Set: the producer, after a batch, waits (at most 10 s) for the consumer to
+    /// sleep and then for the stop, so that the run ends with the consumer asleep
+    /// (unless the stop came before the consumer slept).
+    static PAUSE_AFTER_BATCH: AtomicBool = AtomicBool::new(false);
+    /// Runs that ended with the consumer asleep (forced by `PAUSE_AFTER_BATCH`).
+    static ENDED_ASLEEP: AtomicU64 = AtomicU64::new(0);
+
+    /// The producer's pause after a batch (see [`PAUSE_AFTER_BATCH`]).
+    pub(super) fn pause_after_batch(stop: &AtomicBool) {
+        if !PAUSE_AFTER_BATCH.load(Ordering::Relaxed) {
+            return;
+        }
+        let sleeps = SLEEPS.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        let within = || t0.elapsed() < Duration::from_secs(10);
+        // SLEEPS counts a sleep after its last check of the stop: once it moves,
+        // with no timeout and no batch coming, the consumer sleeps until a wake.
+        // If the stop comes first, the run is not one that ends asleep.
+        while SLEEPS.load(Ordering::Relaxed) == sleeps && !stop.load(Ordering::Relaxed) && within() {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let asleep = SLEEPS.load(Ordering::Relaxed) > sleeps;
+        while !stop.load(Ordering::Relaxed) && within() {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        if asleep && stop.load(Ordering::Relaxed) {
+            ENDED_ASLEEP.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `remote(a, d, ring)` with no sleep timeout, so that only wakes end a sleep:
+    /// a lost wake-up leaves a thread asleep for good, and the run fails here
+    /// after 60 s instead of hanging.
+    fn remote_without_timeout(a: &'static Counting, d: Duration, ring: Ring) -> (f64, [f64; 2]) {
+        SLEEP_TIMEOUT_NS.store(0, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(remote(a, d, ring)).unwrap());
+        let r = rx.recv_timeout(Duration::from_secs(60));
+        r.expect("remote did not end: a thread was never woken")
+    }
+
+    /// `System`, counting what `remote` allocates and frees; each allocation
+    /// takes at least `delay`.
+    struct Counting {
+        allocs: AtomicU64,
+        frees: AtomicU64,
+        delay: Duration,
+    }
+
+    impl Counting {
+        fn leak(delay: Duration) -> &'static Counting {
+            Box::leak(Box::new(Counting {
+                allocs: AtomicU64::new(0),
+                frees: AtomicU64::new(0),
+                delay,
+            }))
+        }
+
+        fn counts(&self) -> (u64, u64) {
+            (
+                self.allocs.load(Ordering::Relaxed),
+                self.frees.load(Ordering::Relaxed),
+            )
+        }
+    }
+
+    // SAFETY: forwards to `System`.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            self.allocs.fetch_add(1, Ordering::Relaxed);
+            let t0 = Instant::now();
+            while t0.elapsed() < self.delay {
+                std::hint::spin_loop();
+            }
+            // SAFETY: forwarded contract.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            self.frees.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: forwarded contract.
+            unsafe { System.dealloc(p, l) }
+        }
+    }
+
+    /// Every object the producer allocates is freed exactly once (the run's
+    /// leftovers too), and the pairs the consumer counts are objects it freed;
+    /// the run ends with no sleep timeout (no wake-up lost, at the end either).
+    /// Runs again (at most 20 times) until a run counted pairs: on a loaded
+    /// machine a 50 ms run may not get both threads a CPU.
+    #[test]
+    fn remote_frees_every_object_once() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        for ring in [Ring::Batched, Ring::Slot] {
+            let mut counted = false;
+            for _ in 0..20 {
+                let a = Counting::leak(Duration::ZERO);
+                let (ns, busy) = remote_without_timeout(a, Duration::from_millis(50), ring);
+                let (allocs, frees) = a.counts();
+                assert_eq!(allocs, frees, "every object freed");
+                let pairs = REMOTE_PAIRS.load(Ordering::Relaxed);
+                assert!(pairs <= frees, "pairs {pairs}, frees {frees}");
+                assert!(ns > 0.0 && busy.iter().all(|b| *b >= 0.0));
+                if pairs > 0 {
+                    counted = true;
+                    break;
+                }
+            }
+            assert!(counted, "no pairs in 20 runs");
+        }
+    }
+
+    /// The stop comes while the consumer sleeps waiting for a batch that will not
+    /// come: the producer's wake when it leaves ends the consumer's sleep (no sleep
+    /// timeout), and every object is freed exactly once. Runs again (at most 20
+    /// times) until a run ended so (a 200 ms run: on a loaded machine a niced
+    /// consumer may not get a CPU to fall asleep on before a shorter run's stop).
+    #[test]
+    fn remote_ends_while_consumer_sleeps() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        /// Ends the pause when the test does, passed or failed.
+        struct Paused;
+        impl Drop for Paused {
+            fn drop(&mut self) {
+                PAUSE_AFTER_BATCH.store(false, Ordering::Relaxed);
+            }
+        }
+        let ended = ENDED_ASLEEP.load(Ordering::Relaxed);
+        PAUSE_AFTER_BATCH.store(true, Ordering::Relaxed);
+        let _paused = Paused;
+        for _ in 0..20 {
+            let a = Counting::leak(Duration::ZERO);
+            remote_without_timeout(a, Duration::from_millis(200), Ring::Batched);
+            let (allocs, frees) = a.counts();
+            assert_eq!(allocs, frees, "every object freed");
+            if ENDED_ASLEEP.load(Ordering::Relaxed) > ended {
+                break;
+            }
+        }
+        assert!(
+            ENDED_ASLEEP.load(Ordering::Relaxed) > ended,
+            "no run ended with the consumer asleep"
+        );
+    }
+
+    /// A producer far slower than the consumer (each allocation 20 µs, a batch
+    /// 1.3 ms, far beyond the consumer's spins): the consumer sleeps, the
+    /// producer's batches wake it (no sleep timeout), and every object is still
+    /// freed exactly once.
+    /// Runs again (at most 20 times) until a run saw a wake.
+    #[test]
+    fn remote_sleeping_consumer_is_woken() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (sleeps, wakes) = (
+            SLEEPS.load(Ordering::Relaxed),
+            WAKES.load(Ordering::Relaxed),
+        );
+        for _ in 0..20 {
+            let a = Counting::leak(Duration::from_micros(20));
+            remote_without_timeout(a, Duration::from_millis(100), Ring::Batched);
+            let (allocs, frees) = a.counts();
+            assert_eq!(allocs, frees, "every object freed");
+            if WAKES.load(Ordering::Relaxed) > wakes {
+                break;
+            }
+        }
+        assert!(
+            SLEEPS.load(Ordering::Relaxed) > sleeps,
+            "the consumer slept"
+        );
+        assert!(WAKES.load(Ordering::Relaxed) > wakes, "a batch woke it");
     }
 }
