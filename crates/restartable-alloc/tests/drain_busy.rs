@@ -45,10 +45,10 @@ fn figures(slot: usize) -> (usize, usize, usize) {
 }
 
 fn main() {
-    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count());
-    assert_eq!(threads.ok(), Some(1), "the test's thread is the only one");
-    a_slot_stopped_in_vain_through_every_fence_is_reopened_untouched();
-    println!("test a_slot_stopped_in_vain_through_every_fence_is_reopened_untouched ... ok");
+    common::run_alone(
+        "a_slot_stopped_in_vain_through_every_fence_is_reopened_untouched",
+        a_slot_stopped_in_vain_through_every_fence_is_reopened_untouched,
+    );
 }
 
 fn a_slot_stopped_in_vain_through_every_fence_is_reopened_untouched() {

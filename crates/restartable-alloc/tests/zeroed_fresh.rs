@@ -7,6 +7,8 @@
 //! same class meanwhile, and the shortcut rightly declined (CI, 27 Nov: "7 objects
 //! from fresh spans").
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout};
 
 use restartable_alloc::raw::{self, Block};
@@ -14,10 +16,10 @@ use restartable_alloc::size_class::{class_for, size};
 use restartable_alloc::PerCpuAlloc;
 
 fn main() {
-    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count());
-    assert_eq!(threads.ok(), Some(1), "the test's thread is the only one");
-    zeroed_objects_of_fresh_spans_sit_at_their_spans_heads();
-    println!("test zeroed_objects_of_fresh_spans_sit_at_their_spans_heads ... ok");
+    common::run_alone(
+        "zeroed_objects_of_fresh_spans_sit_at_their_spans_heads",
+        zeroed_objects_of_fresh_spans_sit_at_their_spans_heads,
+    );
 }
 
 /// `alloc_zeroed`'s shortcut (objects of fresh spans, never written) carves each

@@ -225,6 +225,16 @@ pub fn stress(threads: usize, duration: Duration, mut between: impl FnMut()) -> 
     total.load(Ordering::Relaxed)
 }
 
+/// The body of a test binary without libtest's harness (`harness = false`): runs
+/// `test`, named `name`, as the process's only thread (asserted: nothing else, libtest
+/// included, allocates meanwhile), and reports it as libtest does.
+pub fn run_alone(name: &str, test: fn()) {
+    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count());
+    assert_eq!(threads.ok(), Some(1), "the test's thread is the only one");
+    test();
+    println!("test {name} ... ok");
+}
+
 pub fn nproc() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
