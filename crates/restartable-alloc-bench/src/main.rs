@@ -596,6 +596,15 @@ fn await_turn(ready: impl Fn() -> bool, stop: &AtomicBool, waited: &mut u64, me:
         return true;
     }
     let start = Instant::now();
+    // The spinning part, unless it was preempted (longer than 1 ms).
+    let spun = || {
+        let spun = start.elapsed();
+        if spun < Duration::from_millis(1) {
+            spun.as_nanos() as u64
+        } else {
+            0
+        }
+    };
     let mut spins = 0u32;
     let mut cpu_at_sleep = None;
     let ok = loop {
@@ -611,23 +620,15 @@ fn await_turn(ready: impl Fn() -> bool, stop: &AtomicBool, waited: &mut u64, me:
             continue;
         }
         if cpu_at_sleep.is_none() {
-            let spun = start.elapsed();
-            if spun < Duration::from_millis(1) {
-                *waited += spun.as_nanos() as u64;
-            }
+            *waited += spun();
             cpu_at_sleep = Some(thread_cpu_ns());
         }
         me.sleep(&|| ready() || stop.load(Ordering::Relaxed));
     };
-    match cpu_at_sleep {
-        Some(c) => *waited += thread_cpu_ns() - c,
-        None => {
-            let spun = start.elapsed();
-            if spun < Duration::from_millis(1) {
-                *waited += spun.as_nanos() as u64;
-            }
-        }
-    }
+    *waited += match cpu_at_sleep {
+        Some(c) => thread_cpu_ns() - c,
+        None => spun(),
+    };
     ok
 }
 
