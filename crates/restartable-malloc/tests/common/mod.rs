@@ -124,23 +124,40 @@ fn compile_c_now(name: &str) -> PathBuf {
 
 /// Compiles the C program `src` (with `-O2`, threads) into the scratch area as
 /// `malloc-<name>`; returns the executable.
+///
+/// The executable is written under a name of this process's and call's own, then
+/// renamed over `malloc-<name>` (atomic): two processes (two benchmarks, or tests
+/// running at once) that build the same program never run a half-written file or
+/// overwrite one the other is running (a running file keeps its inode).
 pub fn compile_c_file(src: &Path, name: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
     require("cc");
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("malloc-{name}"));
+    let tmp = out.with_file_name(format!(
+        "malloc-{name}.{}-{}.tmp",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    ));
     let o = Command::new("cc")
         .args(["-O2", "-g", "-fno-builtin", "-pthread", "-Wall"])
         .args(["-Wno-alloc-size-larger-than", "-Wno-use-after-free"])
         .arg("-o")
-        .arg(&out)
+        .arg(&tmp)
         .arg(src)
         .arg("-ldl")
         .output_within(SHORT);
+    if !o.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+    }
     assert!(
         o.status.success(),
         "compiling {}:\n{}",
         src.display(),
         String::from_utf8_lossy(&o.stderr)
     );
+    std::fs::rename(&tmp, &out)
+        .unwrap_or_else(|e| panic!("renaming {} to {}: {e}", tmp.display(), out.display()));
     out
 }
 
