@@ -78,7 +78,7 @@ fn allocators(only: &[String], extra: &[String]) -> Vec<(String, Option<PathBuf>
         ("glibc (none)".to_string(), None),
         ("restartable".to_string(), Some(library().to_path_buf())),
     ];
-    debug_assert!(v[GLIBC].1.is_none() && v[OURS].0 == "restartable");
+    assert!(v[GLIBC].1.is_none() && v[OURS].0 == "restartable");
     let others = [
         ("mimalloc", "libmimalloc.so.2", "libmimalloc2.0"),
         ("jemalloc", "libjemalloc.so.2", "libjemalloc2"),
@@ -324,12 +324,12 @@ fn generated_c(n: usize) -> String {
 struct Run {
     elapsed: Duration,
     max_rss_kib: i64,
-    /// User + system time of the program's process tree (zero if the launcher could
-    /// not report it).
+    /// User + system time of the program's process tree (zero when it ran below the
+    /// clock's resolution).
     cpu: Duration,
     /// The system part of `cpu`.
     sys: Duration,
-    /// Minor page faults of the program's process tree (-1 if not reported).
+    /// Minor page faults of the program's process tree.
     minflt: i64,
     stdout: Vec<u8>,
     ok: bool,
@@ -409,15 +409,26 @@ fn run_once(
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `pid` is our child, not yet reaped; both out pointers are valid.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let measured = std::fs::read_to_string(rss_file).unwrap_or_default();
-    let mut fields = measured.split_whitespace().map(|f| f.parse::<i64>().ok());
-    let mut next = |missing: i64| fields.next().flatten().unwrap_or(missing);
-    let max_rss_kib = next(-1);
-    let user = Duration::from_micros(next(0).max(0) as u64);
-    let sys = Duration::from_micros(next(0).max(0) as u64);
-    let minflt = next(-1);
-    let cpu = user + sys;
     let elapsed = started.elapsed();
+    let ok = r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    // A failed run is reported (and ends the benchmark) by the caller, whatever the
+    // launcher managed to write; a successful one must come with all its figures.
+    let measured = std::fs::read_to_string(rss_file).unwrap_or_default();
+    let [max_rss_kib, user, sys, minflt] = match launcher_figures(&measured) {
+        Ok(f) => f,
+        Err(_) if !ok => [-1, 0, 0, -1],
+        Err(e) => {
+            eprintln!(
+                "{cmd:?}: the launcher's figures in {} ({measured:?}): {e}; expected \
+                 `<peak RSS KiB> <user CPU us> <system CPU us> <minor faults>` \
+                 (benches/c/launch.c)",
+                rss_file.display()
+            );
+            std::process::exit(1);
+        }
+    };
+    let sys = Duration::from_micros(sys as u64);
+    let cpu = Duration::from_micros(user as u64) + sys;
     done.store(true, Ordering::Relaxed);
     let killed = watchdog.join().expect("watchdog");
     assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
@@ -432,8 +443,26 @@ fn run_once(
         minflt,
         stdout: reader.join().expect("stdout reader"),
         stderr: ereader.join().expect("stderr reader"),
-        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        ok,
     }
+}
+
+/// The launcher's line, `<ru_maxrss KiB> <user CPU µs> <system CPU µs> <ru_minflt>`:
+/// exactly four numbers, none negative.
+fn launcher_figures(s: &str) -> Result<[i64; 4], String> {
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if fields.len() != 4 {
+        return Err(format!("{} number(s) instead of 4", fields.len()));
+    }
+    let mut v = [0; 4];
+    for (x, f) in v.iter_mut().zip(&fields) {
+        *x = f
+            .parse::<i64>()
+            .ok()
+            .filter(|&x| x >= 0)
+            .ok_or_else(|| format!("{f:?} is not a count"))?;
+    }
+    Ok(v)
 }
 
 fn median<T: Copy + PartialOrd>(v: Vec<T>) -> T {
@@ -605,19 +634,27 @@ fn main() {
     println!("---|---|---|");
     for (pi, p) in progs.iter().enumerate() {
         print!("| {} |", p.name);
-        let cpus: Vec<f64> = results[pi]
+        // Medians of the runs that reported CPU time (none: `n/a`).
+        let cpus: Vec<Option<f64>> = results[pi]
             .iter()
-            .map(|rs| median(rs.iter().map(|r| r.cpu.as_secs_f64()).collect()))
+            .map(|rs| {
+                let v: Vec<f64> = rs
+                    .iter()
+                    .map(|r| r.cpu.as_secs_f64())
+                    .filter(|&c| c > 0.0)
+                    .collect();
+                (!v.is_empty()).then(|| median(v))
+            })
             .collect();
-        for c in &cpus {
-            print!(" {c:.3} |");
+        for &c in &cpus {
+            print!(" {} |", show_ratio(c));
         }
-        let low = cpus.iter().cloned().fold(f64::INFINITY, f64::min);
+        let low = cpus.iter().flatten().cloned().fold(f64::INFINITY, f64::min);
         let per_round = per_round_ratios(&results[pi], |r| r.cpu.as_secs_f64());
         let lowest = per_round.iter().filter(|&&x| x < 1.0).count();
         println!(
             " {} | {} | {lowest} of {} |",
-            show_ratio(ratio(cpus[OURS], low)),
+            show_ratio(cpus[OURS].and_then(|c| ratio(c, low))),
             show_ratio((!per_round.is_empty()).then(|| median(per_round.clone()))),
             per_round.len()
         );
@@ -661,9 +698,9 @@ fn main() {
         .count();
     if unmeasured > 0 {
         println!(
-            "\n{unmeasured} run(s) reported no CPU time (the launcher wrote none, or the \
-             program ran below the clock's resolution): their rounds are left out of the \
-             CPU ratios above, and a ratio with no round left reads `{}`",
+            "\n{unmeasured} run(s) reported no CPU time (the program ran below the clock's \
+             resolution): they are left out of the CPU medians above and their rounds out \
+             of the ratios; a figure with no run or round left reads `{}`",
             show_ratio(None)
         );
     }
@@ -711,7 +748,7 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
     (a > 0.0 && b > 0.0 && (a / b).is_finite()).then(|| a / b)
 }
 
-/// A ratio with three decimals, or `n/a` where nothing was measured.
+/// A ratio (or CPU seconds) with three decimals, or `n/a` where nothing was measured.
 fn show_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}"))
 }
