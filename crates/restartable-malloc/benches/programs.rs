@@ -66,6 +66,10 @@ struct Args {
 }
 
 const DEBIAN_LIBS: &str = "/usr/lib/x86_64-linux-gnu";
+/// glibc's column (no preloaded library): the baseline of outputs and RSS.
+const GLIBC: usize = 0;
+/// restartable's column (`librestartable_malloc.so`): the one the ratios are of.
+const OURS: usize = 1;
 
 /// The allocators: (column name, preloaded library or none). Exits with a message on
 /// a bad `--alloc` or `--lib`.
@@ -74,6 +78,7 @@ fn allocators(only: &[String], extra: &[String]) -> Vec<(String, Option<PathBuf>
         ("glibc (none)".to_string(), None),
         ("restartable".to_string(), Some(library().to_path_buf())),
     ];
+    assert!(v[GLIBC].1.is_none() && v[OURS].0 == "restartable");
     let others = [
         ("mimalloc", "libmimalloc.so.2", "libmimalloc2.0"),
         ("jemalloc", "libjemalloc.so.2", "libjemalloc2"),
@@ -315,12 +320,17 @@ fn generated_c(n: usize) -> String {
     s
 }
 
-/// One run: elapsed time, peak RSS (KiB), stdout, success.
+/// One run: elapsed time, peak RSS (KiB), CPU time, page faults, stdout, success.
 struct Run {
     elapsed: Duration,
     max_rss_kib: i64,
-    /// User + system time of the program's process tree.
+    /// User + system time of the program's process tree (zero when it ran below the
+    /// clock's resolution).
     cpu: Duration,
+    /// The system part of `cpu`.
+    sys: Duration,
+    /// Minor page faults of the program's process tree.
+    minflt: i64,
     stdout: Vec<u8>,
     ok: bool,
     stderr: Vec<u8>,
@@ -399,11 +409,26 @@ fn run_once(
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `pid` is our child, not yet reaped; both out pointers are valid.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let measured = std::fs::read_to_string(rss_file).unwrap_or_default();
-    let mut fields = measured.split_whitespace().map(|f| f.parse::<i64>().ok());
-    let max_rss_kib = fields.next().flatten().unwrap_or(-1);
-    let cpu = Duration::from_micros(fields.next().flatten().unwrap_or(0).max(0) as u64);
     let elapsed = started.elapsed();
+    let ok = r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    // A failed run is reported (and ends the benchmark) by the caller, whatever the
+    // launcher managed to write; a successful one must come with all its figures.
+    let measured = std::fs::read_to_string(rss_file).unwrap_or_default();
+    let [max_rss_kib, user, sys, minflt] = match launcher_figures(&measured) {
+        Ok(f) => f,
+        Err(_) if !ok => [-1, 0, 0, -1],
+        Err(e) => {
+            eprintln!(
+                "{cmd:?}: the launcher's figures in {} ({measured:?}): {e}; expected \
+                 `<peak RSS KiB> <user CPU us> <system CPU us> <minor faults>` \
+                 (benches/c/launch.c)",
+                rss_file.display()
+            );
+            std::process::exit(1);
+        }
+    };
+    let sys = Duration::from_micros(sys as u64);
+    let cpu = Duration::from_micros(user as u64) + sys;
     done.store(true, Ordering::Relaxed);
     let killed = watchdog.join().expect("watchdog");
     assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
@@ -414,10 +439,30 @@ fn run_once(
         elapsed,
         max_rss_kib,
         cpu,
+        sys,
+        minflt,
         stdout: reader.join().expect("stdout reader"),
         stderr: ereader.join().expect("stderr reader"),
-        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        ok,
     }
+}
+
+/// The launcher's line, `<ru_maxrss KiB> <user CPU µs> <system CPU µs> <ru_minflt>`:
+/// exactly four numbers, none negative.
+fn launcher_figures(s: &str) -> Result<[i64; 4], String> {
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if fields.len() != 4 {
+        return Err(format!("{} number(s) instead of 4", fields.len()));
+    }
+    let mut v = [0; 4];
+    for (x, f) in v.iter_mut().zip(&fields) {
+        *x = f
+            .parse::<i64>()
+            .ok()
+            .filter(|&x| x >= 0)
+            .ok_or_else(|| format!("{f:?} is not a count"))?;
+    }
+    Ok(v)
 }
 
 fn median<T: Copy + PartialOrd>(v: Vec<T>) -> T {
@@ -487,12 +532,15 @@ fn main() {
                     std::process::exit(1);
                 }
                 eprintln!(
-                    "round {round}: {:<45} {:<13} {:>8.3} s {:>8.3} s CPU {:>8} KiB",
+                    "round {round}: {:<45} {:<13} {:>8.3} s {:>8.3} s CPU ({:.3} s system) \
+                     {:>8} KiB {:>8} minor faults",
                     p.name,
                     aname,
                     r.elapsed.as_secs_f64(),
                     r.cpu.as_secs_f64(),
-                    r.max_rss_kib
+                    r.sys.as_secs_f64(),
+                    r.max_rss_kib,
+                    r.minflt
                 );
                 let _ = std::fs::remove_dir_all(&dir);
                 results[pi][ai].push(r);
@@ -510,7 +558,7 @@ fn main() {
                 s.split(':').next().unwrap_or("").to_string()
             }
         };
-        let want = norm(&results[pi][0][0].stdout);
+        let want = norm(&results[pi][GLIBC][0].stdout);
         for (ai, (aname, _)) in allocs.iter().enumerate() {
             for r in &results[pi][ai] {
                 if norm(&r.stdout) != want {
@@ -562,10 +610,10 @@ fn main() {
             .collect();
         let best_min = mins.iter().cloned().fold(f64::INFINITY, f64::min);
         println!(
-            " {:.3} | {:.3} | {:.3} |",
-            times[1] / best,
-            mins[1] / best_min,
-            rss[1] as f64 / rss[0] as f64
+            " {:.3} | {:.3} | {} |",
+            times[OURS] / best,
+            mins[OURS] / best_min,
+            show_ratio(ratio(rss[OURS] as f64, rss[GLIBC] as f64))
         );
     }
     println!(
@@ -586,20 +634,28 @@ fn main() {
     println!("---|---|---|");
     for (pi, p) in progs.iter().enumerate() {
         print!("| {} |", p.name);
-        let cpus: Vec<f64> = results[pi]
+        // Medians of the runs that reported CPU time (none: `n/a`).
+        let cpus: Vec<Option<f64>> = results[pi]
             .iter()
-            .map(|rs| median(rs.iter().map(|r| r.cpu.as_secs_f64()).collect()))
+            .map(|rs| {
+                let v: Vec<f64> = rs
+                    .iter()
+                    .map(|r| r.cpu.as_secs_f64())
+                    .filter(|&c| c > 0.0)
+                    .collect();
+                (!v.is_empty()).then(|| median(v))
+            })
             .collect();
-        for c in &cpus {
-            print!(" {c:.3} |");
+        for &c in &cpus {
+            print!(" {} |", show_ratio(c));
         }
-        let low = cpus.iter().cloned().fold(f64::INFINITY, f64::min);
+        let low = cpus.iter().flatten().cloned().fold(f64::INFINITY, f64::min);
         let per_round = per_round_ratios(&results[pi], |r| r.cpu.as_secs_f64());
         let lowest = per_round.iter().filter(|&&x| x < 1.0).count();
         println!(
-            " {:.3} | {:.3} | {lowest} of {} |",
-            cpus[1] / low,
-            median(per_round.clone()),
+            " {} | {} | {lowest} of {} |",
+            show_ratio(cpus[OURS].and_then(|c| ratio(c, low))),
+            show_ratio((!per_round.is_empty()).then(|| median(per_round.clone()))),
             per_round.len()
         );
     }
@@ -608,7 +664,7 @@ fn main() {
          median [first quartile, third quartile] of the {runs} rounds\n"
     );
     print!("| program |");
-    for (_, (a, _)) in allocs.iter().enumerate().filter(|&(ai, _)| ai != 1) {
+    for (_, (a, _)) in allocs.iter().enumerate().filter(|&(ai, _)| ai != OURS) {
         print!(" / {a} |");
     }
     println!();
@@ -619,16 +675,34 @@ fn main() {
     println!();
     for (pi, p) in progs.iter().enumerate() {
         print!("| {} |", p.name);
-        for (_, rs) in results[pi].iter().enumerate().filter(|&(ai, _)| ai != 1) {
-            let v: Vec<f64> = results[pi][1]
+        for (_, rs) in results[pi].iter().enumerate().filter(|&(ai, _)| ai != OURS) {
+            let v: Vec<f64> = results[pi][OURS]
                 .iter()
                 .zip(rs)
-                .map(|(ours, other)| ours.cpu.as_secs_f64() / other.cpu.as_secs_f64())
+                .filter_map(|(ours, other)| ratio(ours.cpu.as_secs_f64(), other.cpu.as_secs_f64()))
                 .collect();
+            if v.is_empty() {
+                print!(" {} |", show_ratio(None));
+                continue;
+            }
             let [q1, med, q3] = quantiles(v, [0.25, 0.5, 0.75]);
             print!(" {med:.3} [{q1:.3}, {q3:.3}] |");
         }
         println!();
+    }
+    let unmeasured: usize = results
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|r| r.cpu.is_zero())
+        .count();
+    if unmeasured > 0 {
+        println!(
+            "\n{unmeasured} run(s) reported no CPU time (the program ran below the clock's \
+             resolution): they are left out of the CPU medians above and their rounds out \
+             of the ratios; a figure with no run or round left reads `{}`",
+            show_ratio(None)
+        );
     }
     let _ = std::fs::remove_dir_all(&own);
     println!("\nthe C programs' own figures (median run by elapsed time):\n");
@@ -646,21 +720,37 @@ fn main() {
     }
 }
 
-/// For each round (the `r`th run of every allocator), restartable's (column 1)
-/// figure over the lowest of the other columns'.
+/// For each round (the `r`th run of every allocator), restartable's ([`OURS`])
+/// figure over the lowest of the other columns'; rounds where a figure is not
+/// positive (no CPU time measured) are left out.
 fn per_round_ratios(runs: &[Vec<Run>], f: impl Fn(&Run) -> f64) -> Vec<f64> {
     let rounds = runs.iter().map(Vec::len).min().unwrap_or(0);
     (0..rounds)
-        .map(|r| {
-            let other = runs
+        .filter_map(|r| {
+            let figures: Vec<f64> = runs.iter().map(|rs| f(&rs[r])).collect();
+            if figures.iter().any(|&x| x.is_nan() || x <= 0.0) {
+                return None;
+            }
+            let other = figures
                 .iter()
                 .enumerate()
-                .filter(|&(ai, _)| ai != 1)
-                .map(|(_, rs)| f(&rs[r]))
+                .filter(|&(ai, _)| ai != OURS)
+                .map(|(_, &x)| x)
                 .fold(f64::INFINITY, f64::min);
-            f(&runs[1][r]) / other
+            ratio(figures[OURS], other)
         })
         .collect()
+}
+
+/// `a / b`, or `None` when either is not a positive number (a CPU time of zero:
+/// nothing measured), rather than a NaN or infinity in the tables.
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (a > 0.0 && b > 0.0 && (a / b).is_finite()).then(|| a / b)
+}
+
+/// A ratio (or CPU seconds) with three decimals, or `n/a` where nothing was measured.
+fn show_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}"))
 }
 
 fn nproc() -> usize {

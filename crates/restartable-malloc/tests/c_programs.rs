@@ -11,7 +11,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{compile_c, library, same_with_and_without, text, with, Malloc, OutputWithin, SHORT};
+use common::{
+    compile_c, compile_c_shared, library, same_with_and_without, text, with, Malloc, OutputWithin,
+    SHORT,
+};
 
 /// Registration modes: glibc's area (the default on glibc 2.35+) and the library's
 /// own (glibc's turned off: registering then arms a thread-local destructor, which
@@ -122,14 +125,8 @@ fn dynamic_tls_of_dlopened_plugins_is_allocated_and_freed_by_us() {
     // frees it from inside __tls_get_addr's DTV update after dlclose; our own
     // thread-locals go through __tls_get_addr, so that update runs inside our malloc.
     let exe = compile_c("dlopen_tls");
-    let plugin = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("malloc-tls_plugin.so");
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/tls_plugin.c");
-    let o = Command::new("cc")
-        .args(["-O2", "-shared", "-fPIC", "-o"])
-        .arg(&plugin)
-        .arg(&src)
-        .output_within(SHORT);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let plugin = compile_c_shared(&src, "tls_plugin");
     for (mode, t) in MODES {
         let out = same_with_and_without(&format!("dlopen_tls, {mode}"), SHORT, true, |_| {
             let mut c = tunables(Command::new(&exe), t);

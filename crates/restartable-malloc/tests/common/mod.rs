@@ -125,22 +125,76 @@ fn compile_c_now(name: &str) -> PathBuf {
 /// Compiles the C program `src` (with `-O2`, threads) into the scratch area as
 /// `malloc-<name>`; returns the executable.
 pub fn compile_c_file(src: &Path, name: &str) -> PathBuf {
+    compile_atomically(
+        src,
+        &format!("malloc-{name}"),
+        &[
+            "-O2",
+            "-g",
+            "-fno-builtin",
+            "-pthread",
+            "-Wall",
+            "-Wno-alloc-size-larger-than",
+            "-Wno-use-after-free",
+        ],
+        &["-ldl"],
+    )
+}
+
+/// Compiles the C file `src` (with `-O2`) into the scratch area as the shared
+/// library `malloc-<name>.so` (a plugin to `dlopen`); returns its path.
+pub fn compile_c_shared(src: &Path, name: &str) -> PathBuf {
+    compile_atomically(
+        src,
+        &format!("malloc-{name}.so"),
+        &["-O2", "-shared", "-fPIC"],
+        &[],
+    )
+}
+
+/// Runs `cc ARGS -o TEMPORARY SRC LIBS` and renames the result over `file` in the
+/// scratch area; returns the final path.
+///
+/// The output is written under a name of this process's and call's own in the same
+/// directory, then renamed over `file` (atomic): two processes (two benchmarks, or
+/// test binaries running at once) that build the same program never run or load a
+/// half-written file or overwrite one the other is running (a running file keeps its
+/// inode). A failed or timed-out compilation removes its temporary file and leaves
+/// `file` as it was.
+fn compile_atomically(src: &Path, file: &str, args: &[&str], libs: &[&str]) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
     require("cc");
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("malloc-{name}"));
-    let o = Command::new("cc")
-        .args(["-O2", "-g", "-fno-builtin", "-pthread", "-Wall"])
-        .args(["-Wno-alloc-size-larger-than", "-Wno-use-after-free"])
-        .arg("-o")
-        .arg(&out)
-        .arg(src)
-        .arg("-ldl")
-        .output_within(SHORT);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(file);
+    let tmp = out.with_file_name(format!(
+        "{file}.{}-{}.tmp",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut cmd = Command::new("cc");
+    cmd.args(args).arg("-o").arg(&tmp).arg(src).args(libs);
+    let result = cmd.output_or_kill(SHORT);
+    let ok = matches!(&result, Ok((o, false)) if o.status.success());
+    if !ok {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let (o, killed) = result.unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    assert!(
+        !killed,
+        "compiling {}: {cmd:?} did not finish within {SHORT:?} and was killed:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(
         o.status.success(),
         "compiling {}:\n{}",
         src.display(),
         String::from_utf8_lossy(&o.stderr)
     );
+    if let Err(e) = std::fs::rename(&tmp, &out) {
+        let _ = std::fs::remove_file(&tmp);
+        panic!("renaming {} to {}: {e}", tmp.display(), out.display());
+    }
     out
 }
 
