@@ -1,7 +1,7 @@
 //! `PerCpuAlloc<TestHooks>` as the global allocator: the pattern stress with delay
 //! injection inside the allocator's sequences, compare-twice, migration, yields and
 //! signal storms; forward progress when every attempt aborts; and a positive control
-//! showing that the stress catches a broken sequence.
+//! showing that the stress's checks catch a broken sequence.
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
