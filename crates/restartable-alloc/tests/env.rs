@@ -131,8 +131,8 @@ fn library_owned_registration_reenters_safely() {
                 );
                 workload(12, Duration::from_secs(2));
                 assert!(restartable_alloc::stats().caches_by_mm_cid.is_some());
-                // The areas at one offset: the library's own fast path (checked before
-                // the sequence, by mm_cid here); else the thread-local one.
+                // The areas at one offset: the library's own fast path (by mm_cid here,
+                // the area taken unchecked as glibc's is); else the thread-local one.
                 let path = restartable_alloc::front::fast_path();
                 assert_eq!(path, common::expected_fast_path());
                 assert_ne!(path, FastPath::LibcUnchecked);

@@ -541,7 +541,7 @@ fn a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected() {
             // same op as glibc's, which reads `cpu_id` before its sequence too).
             assert_eq!(
                 restartable_alloc::front::fast_path(),
-                restartable_alloc::front::FastPath::OwnChecked
+                restartable_alloc::front::FastPath::OwnUnchecked
             );
             SECTIONS.set(critical_sections()).unwrap();
             assert!(

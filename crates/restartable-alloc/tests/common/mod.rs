@@ -274,7 +274,7 @@ pub fn expected_fast_path() -> restartable_alloc::front::FastPath {
     match (restartable::registration::process_owner(), off.bytes()) {
         _ if slots > 256 => FastPath::ByWholeCid,
         (Some(Owner::Libc), o) if o > 0 => FastPath::LibcUnchecked,
-        (Some(Owner::Library), o) if o < 0 => FastPath::OwnChecked,
+        (Some(Owner::Library), o) if o < 0 => FastPath::OwnUnchecked,
         _ => FastPath::ByWholeCid,
     }
 }
