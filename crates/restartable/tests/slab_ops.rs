@@ -22,6 +22,8 @@
 
 #[path = "support/affinity.rs"]
 mod affinity;
+#[path = "support/child.rs"]
+mod child;
 
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +41,20 @@ use affinity::pin;
 /// This thread's allowed CPUs.
 fn allowed() -> Vec<usize> {
     restartable::allowed_cpus().expect("sched_getaffinity")
+}
+
+/// Whether this thread may run on two CPUs; if not, says the test is skipped (a
+/// failure under `RESTARTABLE_TEST_STRICT=1`): on one CPU a sequence in flight is
+/// preempted (so aborted) whenever the thief runs, and no race can be shown.
+fn two_cpus_or_skip() -> bool {
+    let cpus = allowed();
+    if cpus.len() < 2 {
+        child::skip(format!(
+            "needs two allowed CPUs, this process may run on {cpus:?} only"
+        ));
+        return false;
+    }
+    true
 }
 
 /// Hook settings are process-global: tests that change them run one at a time.
@@ -503,6 +519,10 @@ fn stopped_slabs_conserve_tokens_under_threads_and_a_thief() {
         eprintln!("notice: no membarrier rseq fences; skipped");
         return;
     }
+    // (Runs until a commit was seen to clear a stop flag: a commit on another CPU.)
+    if !two_cpus_or_skip() {
+        return;
+    }
     let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     // A delay between the header check and the commit widens the window a thief
     // must close with its fence (and, with the pause before each fence, the one in
@@ -558,6 +578,9 @@ fn a_thief_without_the_recheck_is_caught() {
 }
 
 fn control(thief: Thief, loops: i32) {
+    if !two_cpus_or_skip() {
+        return;
+    }
     let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     hooks::set_loops(4, loops);
     let start = Instant::now();
