@@ -19,7 +19,9 @@
 //!   number died and its pid was reused by this descendant with no process in
 //!   between taking a number, or pid 1 forking pid 1 of a new namespace) sees the
 //!   ancestor's claims as its own: those containers stay on their shared fallback
-//!   in that process (slower, still exact and sound).
+//!   in that process (slower, still exact and sound). (The word keeps the number's
+//!   low 32 bits: after 2^32 identities in one lineage, one could repeat, with the
+//!   same effect.)
 //!
 //! Which of the two applies is decided once, on first use, and inherited by
 //! children. Everything here is async-signal-safe and allocation-free (atomics,
