@@ -167,8 +167,8 @@ fn every_attempt_aborting_still_allocates() {
 
 /// Stale pops the broken child tries, counted only while the pinned thread was
 /// making progress at the same time (see `a_broken_sequence_is_caught`), before it
-/// gives up. Far above what it needs: it reports how many it took (from 1 to 188,
-/// median 25, in 33 runs on the 2-CPU development machine).
+/// gives up. Far above what it needs: it reports how many it took (from 1 to 204,
+/// median about 25, in 46 runs on the 2-CPU development machine, loaded).
 const STALE_POPS: u64 = 2_000;
 
 /// Stale pops the mover of the broken child has counted so far.
@@ -177,6 +177,9 @@ static STALE: AtomicU64 = AtomicU64::new(0);
 static PINNED_OPS: AtomicU64 = AtomicU64::new(0);
 /// Set when the broken child's threads are to stop (one finished or failed).
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Set when a check of the broken child failed: the threads then leak what they
+/// hold (freeing objects of a corrupted cache could do anything).
+static FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Sets [`STOP`] when dropped: a thread that ends stops the other.
 struct StopOnDrop;
@@ -201,6 +204,9 @@ impl Held {
         }
     }
     fn free_all(&mut self) {
+        if FAILED.load(Ordering::Relaxed) {
+            return;
+        }
         for o in self.0.iter_mut().filter_map(Option::take) {
             common::check_and_free(o);
         }
@@ -272,6 +278,7 @@ fn a_broken_sequence_is_caught() {
             // message is printed).
             let report = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
+                FAILED.store(true, Ordering::Relaxed);
                 STOP.store(true, Ordering::Relaxed);
                 report(info);
             }));
