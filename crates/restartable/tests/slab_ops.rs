@@ -516,7 +516,7 @@ fn conserve(threads: usize, tokens_each: usize, dur: Duration, thief: Thief, ops
 #[test]
 fn stopped_slabs_conserve_tokens_under_threads_and_a_thief() {
     if !restartable::fences_supported() {
-        eprintln!("notice: no membarrier rseq fences; skipped");
+        child::skip("no membarrier rseq fences");
         return;
     }
     // (Runs until a commit was seen to clear a stop flag: a commit on another CPU.)
@@ -571,7 +571,7 @@ fn a_thief_without_the_fence_is_caught() {
 #[test]
 fn a_thief_without_the_recheck_is_caught() {
     if !restartable::fences_supported() {
-        eprintln!("notice: no membarrier rseq fences; skipped");
+        child::skip("no membarrier rseq fences");
         return;
     }
     control(Thief::NoRecheck, 200);
@@ -1021,7 +1021,7 @@ fn migrate_round<I: Index, Hk: Hooks, const LB: bool>(
 fn index_migrated<I: Index, Hk: Hooks, const LB: bool>() {
     let cpus = allowed();
     if cpus.len() < 2 {
-        eprintln!("notice: one allowed CPU: no migration to force; skipped");
+        child::skip(format!("one allowed CPU ({cpus:?}): no migration to force"));
         return;
     }
     let (a, b) = (cpus[0], cpus[1]);
@@ -1062,7 +1062,9 @@ fn index_ops_commit_in_the_slot_of_the_index_after_a_forced_migration() {
 fn index_ops_control_an_index_read_before_the_sequence_is_caught() {
     let cpus = allowed();
     if cpus.len() < 2 {
-        eprintln!("notice: one allowed CPU: skipped");
+        child::skip(format!(
+            "one allowed CPU ({cpus:?}): no index read can go stale"
+        ));
         return;
     }
     let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -1087,7 +1089,7 @@ fn index_ops_control_an_index_read_before_the_sequence_is_caught() {
 #[test]
 fn index_ops_conserve_tokens_under_threads_and_a_thief() {
     if !restartable::fences_supported() {
-        eprintln!("notice: no membarrier rseq fences; skipped");
+        child::skip("no membarrier rseq fences");
         return;
     }
     let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());

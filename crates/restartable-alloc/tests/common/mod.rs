@@ -255,8 +255,9 @@ pub fn two_allowed_cpus() -> Option<(usize, usize)> {
 
 /// The fast path the front-end must have chosen in this process (once the caches are
 /// set up and this thread registered): from who owns registration, whether the areas
-/// are at one offset, and the caches' index. glibc's areas are the only ones taken
-/// unchecked; the library's own are checked before the sequence.
+/// are at one offset, and the caches' index. By mm_cid's low byte, glibc's areas and
+/// the library's own are both taken unchecked (the op's reads of `cpu_id` check
+/// them); the offset's sign says whose they are.
 pub fn expected_fast_path() -> restartable_alloc::front::FastPath {
     use restartable::Owner;
     use restartable_alloc::front::{self, FastPath};

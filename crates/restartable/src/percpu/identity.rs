@@ -23,6 +23,16 @@
 //!   low 32 bits: after 2^32 identities in one lineage, one could repeat, with the
 //!   same effect.)
 //!
+//! Processes that share this memory without being threads of one process (a `vfork`
+//! child, a `clone` with `CLONE_VM` but not `CLONE_THREAD`) are outside both: they
+//! share the wiped page (no copy, so no wipe), so under it they share the identity
+//! (a claim of one is the other's own: it stays on the fallback, sound); under the
+//! pid method such a child that calls in rewrites the shared word with its own pid,
+//! and the threads of the process it shares memory with then take a new identity
+//! and could take over a set-up one of them is still writing. Calling into the
+//! library there is already outside `vfork`'s contract (only `_exit` or `exec`), and
+//! creating such a process takes `unsafe`.
+//!
 //! Which of the two applies is decided once, on first use, and inherited by
 //! children. Everything here is async-signal-safe and allocation-free (atomics,
 //! `getpid`, `mmap`, `madvise`, `munmap`; `errno` is left as it was), as the set-up

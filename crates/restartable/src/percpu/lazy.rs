@@ -31,7 +31,8 @@
 //! identity it inherited still finds the ancestor's claims its own: those containers
 //! stay on their fallback in that process (slower, still exact and sound). Threads of
 //! one process always agree on its identity, so a claim of this process is never
-//! taken over while its claimer may still write the storage.
+//! taken over while its claimer may still write the storage (processes sharing memory
+//! without being one process, as a `vfork` child: see [`identity`](super::identity)).
 //!
 //! Everything on the path is async-signal-safe (`getpid`, `mmap`, `madvise`, reading
 //! `possible_cpus()` and the page sizes) and nothing calls the global allocator: the
