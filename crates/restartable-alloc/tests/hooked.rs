@@ -177,6 +177,16 @@ static STALE: AtomicU64 = AtomicU64::new(0);
 static PINNED_OPS: AtomicU64 = AtomicU64::new(0);
 /// Set when the broken child's threads are to stop (one finished or failed).
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Set once the broken child's sequences are broken (hooks set): its threads start
+/// then, so that no pop made before counts towards [`STALE_POPS`].
+static GO: AtomicBool = AtomicBool::new(false);
+
+/// Waits for [`GO`] (or [`STOP`]).
+fn wait_for_go() {
+    while !GO.load(Ordering::Acquire) && !STOP.load(Ordering::Relaxed) {
+        std::thread::yield_now();
+    }
+}
 /// Set when a check of the broken child failed: the threads then leak what they
 /// hold (freeing objects of a corrupted cache could do anything).
 static FAILED: AtomicBool = AtomicBool::new(false);
@@ -287,6 +297,7 @@ fn a_broken_sequence_is_caught() {
                 let _stop = StopOnDrop;
                 common::affinity::pin_current_thread(a);
                 let mut held = Held::new();
+                wait_for_go();
                 while !STOP.load(Ordering::Relaxed) {
                     held.keep(common::new_obj(layout));
                     PINNED_OPS.fetch_add(1, Ordering::Relaxed);
@@ -300,6 +311,7 @@ fn a_broken_sequence_is_caught() {
                 MOVER.store(unsafe { libc::gettid() }, Ordering::Relaxed);
                 let mut held = Held::new();
                 let (mut stale, mut tries) = (0u64, 0u64);
+                wait_for_go();
                 while stale < STALE_POPS && !STOP.load(Ordering::Relaxed) {
                     // SAFETY: (test) sched_getcpu only reads. This thread is pinned
                     // to one CPU at a time, moved only by the handler.
@@ -331,6 +343,7 @@ fn a_broken_sequence_is_caught() {
             // sequence (the handler leaves other threads where they are).
             hooks::set_loops(9, -1);
             hooks::set_events(1, 0, false, libc::SIGUSR2);
+            GO.store(true, Ordering::Release);
             let results = [mover.join(), pinned.join()];
             hooks::reset();
             assert!(
