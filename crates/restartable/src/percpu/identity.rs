@@ -84,6 +84,8 @@ pub(crate) fn current() -> u64 {
 
 /// Whether the identity lives in a page marked `MADV_WIPEONFORK` (decided now if it
 /// was not): `false` means the pid method and its residue (module docs).
+///
+/// Hidden, for tests (which scenarios apply): not part of the stable API.
 pub fn identity_wipes_on_fork() -> bool {
     wiped_word().is_some()
 }
