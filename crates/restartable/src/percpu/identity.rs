@@ -248,4 +248,51 @@ mod tests {
             assert_eq!(word.load(Ordering::Relaxed), here);
         }
     }
+
+    /// `errno` is left as it was when the page cannot be mapped (a signal handler's
+    /// caller must not see it change): in a forked child whose address space limit
+    /// is 0, so that `mmap` fails (ENOMEM) and the pid method is chosen.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn errno_is_left_as_it_was_when_the_page_cannot_be_mapped() {
+        const SENTINEL: i32 = 12345;
+        // SAFETY: (test) the child makes system calls only (no lock another thread
+        // of this harness could hold), then `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: (test) a valid rlimit; this thread's errno location; the child
+            // ends with `_exit`, running no destructor.
+            unsafe {
+                let code = if libc::setrlimit(libc::RLIMIT_AS, &none) != 0 {
+                    10
+                } else {
+                    *libc::__errno_location() = SENTINEL;
+                    let page = map_wiped_page();
+                    let errno = *libc::__errno_location();
+                    if page != BY_PID {
+                        unmap(page);
+                        11
+                    } else if errno != SENTINEL {
+                        12
+                    } else {
+                        0
+                    }
+                };
+                libc::_exit(code);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: (test) our child; a valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child failed (wait status {status:#x}: 10 setrlimit, 11 mapped anyway, \
+             12 errno changed)"
+        );
+    }
 }
