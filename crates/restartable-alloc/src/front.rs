@@ -1324,12 +1324,14 @@ pub enum FastPath {
     /// space, or rseq unavailable).
     NoCaches,
     /// glibc's areas at one offset, by mm_cid's low byte, the area taken unchecked
-    /// (a positive `fast_cid`).
+    /// (a positive `fast_cid`; the finder `Unchecked`): the op itself reads `cpu_id`
+    /// before its sequence and inside it, and aborts unless both are CPUs.
     LibcUnchecked,
     /// The library's own areas at one offset, by mm_cid's low byte (a negative
     /// `fast_cid`): the same path as [`LibcUnchecked`](Self::LibcUnchecked), the
-    /// registration checked by the op's read of `cpu_id` before its sequence.
-    OwnChecked,
+    /// area taken unchecked too (before branch `lo` the library's own areas were
+    /// checked before the sequence; the op's reads of `cpu_id` now do for both).
+    OwnUnchecked,
     /// The areas at one offset, by CPU, checked before the sequence.
     ByCpu,
     /// The areas at one offset, by the whole mm_cid, checked before the sequence.
@@ -1344,7 +1346,7 @@ pub enum FastPath {
 pub fn fast_path() -> FastPath {
     match set_up() {
         SetUp::Low(off) if off.bytes() > 0 => FastPath::LibcUnchecked,
-        SetUp::Low(_) => FastPath::OwnChecked,
+        SetUp::Low(_) => FastPath::OwnUnchecked,
         SetUp::Cpu(_) => FastPath::ByCpu,
         SetUp::Cid(_) => FastPath::ByWholeCid,
         SetUp::Tls(0) => FastPath::NoCaches,
@@ -1839,9 +1841,9 @@ mod tests {
     use super::*;
     use restartable::Owner;
 
-    /// A positive `fast_cid` (the area taken unchecked) only where glibc owns
-    /// registrations; the library's own areas take it negative (checked before the
-    /// sequence); every offset of the other sign, or more than `CID_SLOTS` slots,
+    /// A positive `fast_cid` only where glibc owns registrations; the library's own
+    /// areas take it negative (both taken unchecked, the sign only says whose they
+    /// are); every offset of the other sign, or more than `CID_SLOTS` slots,
     /// the whole field, checked.
     #[test]
     fn fast_cid_is_positive_only_for_glibc_and_negative_only_for_the_library() {

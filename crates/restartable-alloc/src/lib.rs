@@ -61,6 +61,29 @@
 //!   stays resident (many 16-byte objects cached one per span can hold whole spans),
 //!   until a drain or [`trim`] returns them and the span empties.
 //!
+//! # Signal handlers
+//! Like C's `malloc`, the allocator is not async-signal-safe. Safe Rust cannot run
+//! it in a signal handler: installing a handler that runs arbitrary code takes
+//! `unsafe` (`sigaction`), whose contract is that the handler calls only
+//! async-signal-safe functions. A handler that allocates or frees anyway, having
+//! interrupted the allocator on its own thread, meets:
+//! - on an allocation or free that the per-CPU caches serve (the restartable
+//!   sequence), nothing: the interrupted sequence is aborted and retried after the
+//!   handler;
+//! - on every other path, one of the allocator's locks: the middle's lock of the
+//!   class (a cache miss or spill), the page heap's, the front-end's set-up and
+//!   drain locks, or the lock of the ranges whose `munmap` the kernel refused
+//!   ([`os::unmap`]), which a free of a large object takes when its own `munmap` is
+//!   refused, or after it while such ranges wait. The locks are not re-entrant: if
+//!   the interrupted code holds the one the handler needs, the thread spins on it for
+//!   ever (a deadlock, not undefined behaviour; held by another thread, the lock is
+//!   only waited for);
+//! - on a thread without rseq, its [`thread_cache`], which the handler would change
+//!   under the interrupted operation: one object can be handed out twice.
+//!
+//! A handler that must allocate can block its signal around the allocations of the
+//! threads it may interrupt, or leave the work to another thread.
+//!
 //! All instances share one process-wide heap, as `malloc` does.
 
 #![deny(missing_docs)]

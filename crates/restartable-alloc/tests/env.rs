@@ -131,8 +131,8 @@ fn library_owned_registration_reenters_safely() {
                 );
                 workload(12, Duration::from_secs(2));
                 assert!(restartable_alloc::stats().caches_by_mm_cid.is_some());
-                // The areas at one offset: the library's own fast path (checked before
-                // the sequence, by mm_cid here); else the thread-local one.
+                // The areas at one offset: the library's own fast path (by mm_cid here,
+                // the area taken unchecked as glibc's is); else the thread-local one.
                 let path = restartable_alloc::front::fast_path();
                 assert_eq!(path, common::expected_fast_path());
                 assert_ne!(path, FastPath::LibcUnchecked);
@@ -417,31 +417,43 @@ fn memory_returns_after_a_1_gib_burst() {
 
 #[test]
 fn idle_cpu_caches_are_drained_by_another_thread() {
-    if role().is_none() && (common::nproc() < 2 || !restartable::fences_supported()) {
-        eprintln!("notice: needs two CPUs and membarrier rseq fences; skipped");
-        return;
+    if role().is_none() {
+        if common::two_allowed_cpus().is_none() {
+            common::child::shared::skip(format!(
+                "needs two allowed CPUs, this process may run on {:?} only",
+                common::allowed_cpus()
+            ));
+            return;
+        }
+        if !restartable::fences_supported() {
+            common::child::shared::skip("needs membarrier rseq fences");
+            return;
+        }
     }
     in_child(
         "idle_cpu_caches_are_drained_by_another_thread",
         "idle-drain",
         Spec::within(60).env(&[BY_CPU]),
         || {
-            common::affinity::pin_current_thread(0);
-            // A thread on CPU 1 leaves free objects in CPU 1's caches, then exits.
-            std::thread::spawn(|| {
-                common::affinity::pin_current_thread(1);
+            // The child inherits the parent's CPUs (checked there).
+            let (busy, idle) = common::two_allowed_cpus().expect("two allowed CPUs");
+            common::affinity::pin_current_thread(busy);
+            // A thread on the idle CPU leaves free objects in that CPU's caches, then
+            // exits.
+            std::thread::spawn(move || {
+                common::affinity::pin_current_thread(idle);
                 let v: Vec<Box<[u8; 200]>> = (0..100).map(|_| Box::new([1; 200])).collect();
                 drop(std::hint::black_box(v));
             })
             .join()
             .unwrap();
-            let cached = restartable_alloc::stats().cpu_cache_bytes_per_slot[1];
+            let cached = restartable_alloc::stats().cpu_cache_bytes_per_slot[idle];
             assert!(
                 cached >= 100 * 200,
-                "CPU 1's cache holds only {cached} bytes"
+                "CPU {idle}'s cache holds only {cached} bytes"
             );
-            // CPU 0 keeps visiting the middle (more objects of a class at once than
-            // its cache can ever hold); once CPU 1 has been idle for a second, one of
+            // The busy CPU keeps visiting the middle (more objects of a class at once than
+            // its cache can ever hold); once the idle CPU has been idle for a second, one of
             // the visits drains it.
             let class = restartable_alloc::size_class::class_of_size(200_000);
             let held = restartable_alloc::size_class::max_capacity(class) + 2;
@@ -452,17 +464,17 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
                     .map(|_| std::hint::black_box(vec![0u8; 200_000]))
                     .collect();
                 drop(std::hint::black_box(v));
-                let now = restartable_alloc::stats().cpu_cache_bytes_per_slot[1];
+                let now = restartable_alloc::stats().cpu_cache_bytes_per_slot[idle];
                 if now == 0 {
                     println!(
-                        "CPU 1's {cached} cached bytes drained after {:?}",
+                        "CPU {idle}'s {cached} cached bytes drained after {:?}",
                         start.elapsed()
                     );
                     break;
                 }
                 assert!(
                     start.elapsed() < Duration::from_secs(20),
-                    "CPU 1's cache still holds {now} bytes after 20 s idle"
+                    "CPU {idle}'s cache still holds {now} bytes after 20 s idle"
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -489,7 +501,9 @@ fn caches_resize_within_the_budget() {
         "resize",
         Spec::within(120).env(&[BY_CPU]),
         || {
-            common::affinity::pin_current_thread(0);
+            // Slot `cpu` of the caches (indexed by CPU), whichever CPUs are allowed.
+            let cpu = common::allowed_cpus()[0];
+            common::affinity::pin_current_thread(cpu);
             let hot = class_of_size(64);
             let l = Layout::from_size_align(64, 8).unwrap();
             // More than the class can ever cache, allocated and freed twice.
@@ -502,7 +516,7 @@ fn caches_resize_within_the_budget() {
                     }
                 }
             }
-            let grown = front::class_capacity(0, hot);
+            let grown = front::class_capacity(cpu, hot);
             assert_eq!(
                 grown,
                 max_capacity(hot),
@@ -526,15 +540,15 @@ fn caches_resize_within_the_budget() {
                             A.dealloc(p, l);
                         }
                     }
-                    max_budget = max_budget.max(front::capacity_bytes(0));
+                    max_budget = max_budget.max(front::capacity_bytes(cpu));
                 }
-                if front::class_capacity(0, hot) < grown {
+                if front::class_capacity(cpu, hot) < grown {
                     break;
                 }
                 assert!(
                     start.elapsed() < Duration::from_secs(60),
                     "the cold class kept its capacity {grown} for 60 s (budget {} bytes)",
-                    front::capacity_bytes(0)
+                    front::capacity_bytes(cpu)
                 );
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -548,7 +562,7 @@ fn caches_resize_within_the_budget() {
             );
             println!(
                 "cold class shrank from {grown} to {} after {:?}; capacities peaked at {max_budget} bytes",
-                front::class_capacity(0, hot),
+                front::class_capacity(cpu, hot),
                 start.elapsed()
             );
         },

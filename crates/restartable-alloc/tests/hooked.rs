@@ -1,13 +1,13 @@
 //! `PerCpuAlloc<TestHooks>` as the global allocator: the pattern stress with delay
 //! injection inside the allocator's sequences, compare-twice, migration, yields and
 //! signal storms; forward progress when every attempt aborts; and a positive control
-//! showing that the stress catches a broken sequence.
+//! showing that the stress's checks catch a broken sequence.
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -34,14 +34,20 @@ fn install_handler(sig: libc::c_int) {
     }
 }
 
-static MIGRATE_TO: [std::sync::atomic::AtomicUsize; 2] = [
-    std::sync::atomic::AtomicUsize::new(0),
-    std::sync::atomic::AtomicUsize::new(1),
-];
+/// The two CPUs [`migrate_on_signal`] moves [`MOVER`] between (allowed CPUs, set
+/// before the handler is installed).
+static MIGRATE_TO: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+/// The thread id of the one thread the handler moves (0: none).
+static MOVER: AtomicI32 = AtomicI32::new(0);
 
-/// Moves the interrupted thread to the other of two CPUs (async-signal-safe: only
-/// system calls).
+/// Moves the interrupted thread, if it is [`MOVER`], to the other of two CPUs
+/// (async-signal-safe: only system calls). `sched_setaffinity` on the calling thread
+/// returns on the new CPU.
 extern "C" fn migrate_on_signal(_: libc::c_int) {
+    // SAFETY: (test) gettid has no preconditions.
+    if unsafe { libc::gettid() } != MOVER.load(Ordering::Relaxed) {
+        return;
+    }
     let (a, b) = (
         MIGRATE_TO[0].load(Ordering::Relaxed),
         MIGRATE_TO[1].load(Ordering::Relaxed),
@@ -49,7 +55,7 @@ extern "C" fn migrate_on_signal(_: libc::c_int) {
     // SAFETY: (test) sched_getcpu only reads.
     let now = unsafe { libc::sched_getcpu() };
     let to = if now == a as i32 { b } else { a };
-    // SAFETY: (test) a valid set for this thread.
+    // SAFETY: (test) a valid set for this thread; `to` is an allowed CPU.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(to, &mut set);
@@ -68,19 +74,19 @@ fn install_migrating_handler(sig: libc::c_int) {
     }
 }
 
-/// Signals every stress worker, and moves one to a random CPU.
-fn storm(r: &mut common::Rng) {
+/// Signals every stress worker, and moves one to a random allowed CPU.
+fn storm(r: &mut common::Rng, cpus: &[usize]) {
     let workers = common::WORKERS.lock().unwrap();
     for &(_, pt) in workers.iter() {
         // SAFETY: (test) workers leave the list (under this lock) before exiting.
         unsafe { libc::pthread_kill(pt, libc::SIGUSR1) };
     }
     if let Some(&(tid, _)) = workers.get(r.below(workers.len().max(1) as u64) as usize) {
-        let n = common::nproc();
+        let cpu = cpus[r.below(cpus.len() as u64) as usize];
         // SAFETY: (test) a valid CPU set for an existing thread (or an error).
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(r.below(n as u64) as usize, &mut set);
+            libc::CPU_SET(cpu, &mut set);
             libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set);
         }
     }
@@ -101,6 +107,7 @@ fn stress_with_injection_migration_yields_and_signals() {
     hooks::set_compare_twice(true);
     let start = Instant::now();
     let mut r = common::Rng::new(3);
+    let cpus = common::allowed_cpus();
     let mut rounds = 0;
     // Until aborts were seen in the allocator's sequences (certain with delays inside
     // them and signals every 500 operations; bounded for a loaded machine).
@@ -110,7 +117,7 @@ fn stress_with_injection_migration_yields_and_signals() {
             "no abort seen in 90 s of signal storms"
         );
         let n = common::stress(6 * common::nproc(), Duration::from_secs(2), || {
-            storm(&mut r)
+            storm(&mut r, &cpus)
         });
         assert!(n > 1000);
         rounds += 1;
@@ -158,27 +165,107 @@ fn every_attempt_aborting_still_allocates() {
     );
 }
 
+/// Stale pops the broken child tries, counted only while the pinned thread was
+/// making progress at the same time (see `a_broken_sequence_is_caught`), before it
+/// gives up. Far above what it needs: it reports how many it took (from 1 to 204,
+/// median about 25, in 46 runs on the 2-CPU development machine, loaded).
+const STALE_POPS: u64 = 2_000;
+
+/// Stale pops the mover of the broken child has counted so far.
+static STALE: AtomicU64 = AtomicU64::new(0);
+/// Operations of the pinned thread of the broken child.
+static PINNED_OPS: AtomicU64 = AtomicU64::new(0);
+/// Set when the broken child's threads are to stop (one finished or failed).
+static STOP: AtomicBool = AtomicBool::new(false);
+/// Set once the broken child's sequences are broken (hooks set): its threads start
+/// then, so that no pop made before counts towards [`STALE_POPS`].
+static GO: AtomicBool = AtomicBool::new(false);
+
+/// Waits for [`GO`] (or [`STOP`]).
+fn wait_for_go() {
+    while !GO.load(Ordering::Acquire) && !STOP.load(Ordering::Relaxed) {
+        std::thread::yield_now();
+    }
+}
+/// Set when a check of the broken child failed: the threads then leak what they
+/// hold (freeing objects of a corrupted cache could do anything).
+static FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Sets [`STOP`] when dropped: a thread that ends stops the other.
+struct StopOnDrop;
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        STOP.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Objects held by a thread of the broken child: the last 16 it allocated, checked
+/// (by the stress's own checks) and freed as they are replaced.
+struct Held(Vec<Option<common::Obj>>, usize);
+impl Held {
+    fn new() -> Self {
+        Held((0..16).map(|_| None).collect(), 0)
+    }
+    fn keep(&mut self, o: common::Obj) {
+        let i = self.1;
+        self.1 = (i + 1) % self.0.len();
+        if let Some(old) = self.0[i].replace(o) {
+            common::check_and_free(old);
+        }
+    }
+    fn free_all(&mut self) {
+        if FAILED.load(Ordering::Relaxed) {
+            return;
+        }
+        for o in self.0.iter_mut().filter_map(Option::take) {
+            common::check_and_free(o);
+        }
+    }
+}
+
+/// The positive control: with the sequences' CPU check skipped, the allocator hands
+/// an object out twice, and the stress's checks (`common::check_and_free`) say so.
+///
+/// Every attempt is set up to race, and the attempts are counted, not timed. In a
+/// child whose caches are indexed by CPU: one thread is pinned to CPU `a` and
+/// allocates and frees 64-byte objects there (slot `a`); the other, the mover,
+/// allocates 64-byte objects too, and a signal
+/// between reading its CPU and the sequence (injection point 9) moves it to the other
+/// CPU: an allocation that starts on `a` pops from slot `a` while running on `b`,
+/// with a delay loop between its compare and its commit (point 3), while the pinned
+/// thread pops from the same slot on `a`. Two such pops that overlap take the same
+/// object. The child stops at the first failed check, or after [`STALE_POPS`] stale
+/// pops from slot `a` during which the pinned thread made progress (so both ran at
+/// once): a bound on attempts, not on time, that a loaded machine only makes slower
+/// to reach.
 #[test]
 fn a_broken_sequence_is_caught() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let r = "broken";
     match role().as_deref() {
         None => {
-            if common::nproc() < 2 {
-                eprintln!("notice: one CPU; a stale CPU cannot happen; skipped");
+            if common::two_allowed_cpus().is_none() {
+                common::child::shared::skip(format!(
+                    "one allowed CPU ({:?}): a stale CPU cannot happen",
+                    common::allowed_cpus()
+                ));
                 return;
             }
+            // The time limit only catches a hang.
             let o = run_child_with(
                 "a_broken_sequence_is_caught",
                 r,
-                &[common::child::BY_CPU],
+                // No backtraces: symbolizing one (with the allocator broken) is slow,
+                // and the failure is the expected outcome.
+                &[common::child::BY_CPU, ("RUST_BACKTRACE", "0")],
                 &[],
-                Duration::from_secs(360),
+                Duration::from_secs(600),
                 None,
             );
             assert!(
                 !o.success,
-                "the stress did not notice sequences that skip their CPU check:\n{}\n{}",
+                "the stress's checks did not notice sequences that skip their CPU check \
+                 in {STALE_POPS} stale pops:\n{}\n{}",
                 o.stdout, o.stderr
             );
             assert!(!o.stdout.contains(&marker(r)));
@@ -190,24 +277,80 @@ fn a_broken_sequence_is_caught() {
         }
         Some("broken") => {
             // This child is expected to hand an object out twice and fail its checks;
-            // it exits 0 only if 240 s of stress found nothing (about 2 s is usual).
+            // it exits 0 only if STALE_POPS stale pops found nothing.
             drop(std::hint::black_box(Box::new(0u64)));
             assert_eq!(restartable_alloc::stats().caches_by_mm_cid, Some(false));
+            let (a, b) = common::two_allowed_cpus().expect("two allowed CPUs (as the parent)");
+            MIGRATE_TO[0].store(a, Ordering::Relaxed);
+            MIGRATE_TO[1].store(b, Ordering::Relaxed);
             install_migrating_handler(libc::SIGUSR2);
+            // The first failed check stops the other thread at once (not after its
+            // message is printed).
+            let report = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                FAILED.store(true, Ordering::Relaxed);
+                STOP.store(true, Ordering::Relaxed);
+                report(info);
+            }));
+            let layout = std::alloc::Layout::from_size_align(64, 8).unwrap();
+            let pinned = std::thread::spawn(move || {
+                let _stop = StopOnDrop;
+                common::affinity::pin_current_thread(a);
+                let mut held = Held::new();
+                wait_for_go();
+                while !STOP.load(Ordering::Relaxed) {
+                    held.keep(common::new_obj(layout));
+                    PINNED_OPS.fetch_add(1, Ordering::Relaxed);
+                }
+                held.free_all();
+            });
+            let mover = std::thread::spawn(move || {
+                let _stop = StopOnDrop;
+                common::affinity::pin_current_thread(a);
+                // SAFETY: (test) gettid has no preconditions.
+                MOVER.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+                let mut held = Held::new();
+                let (mut stale, mut tries) = (0u64, 0u64);
+                wait_for_go();
+                while stale < STALE_POPS && !STOP.load(Ordering::Relaxed) {
+                    // SAFETY: (test) sched_getcpu only reads. This thread is pinned
+                    // to one CPU at a time, moved only by the handler.
+                    let on_a = unsafe { libc::sched_getcpu() } == a as i32;
+                    let before = PINNED_OPS.load(Ordering::Relaxed);
+                    let o = common::new_obj(layout);
+                    if on_a && PINNED_OPS.load(Ordering::Relaxed) != before {
+                        stale += 1;
+                        STALE.store(stale, Ordering::Relaxed);
+                    }
+                    tries += 1;
+                    held.keep(o);
+                }
+                held.free_all();
+                if stale == STALE_POPS {
+                    println!(
+                        "{stale} stale pops from slot {a} ({tries} allocations): nothing caught"
+                    );
+                }
+            });
             // SAFETY: this child process exists to run broken sequences: the objects
-            // handed out twice are only ever checked and leaked by the stress, and the
-            // child's failure is the expected outcome.
+            // handed out twice are only ever checked and leaked by these threads, and
+            // the child's failure is the expected outcome.
             unsafe { hooks::set_skip_cpu_check(true) };
             // Between the compare and the commit: a wide window for two CPUs' threads
             // in one slot.
             hooks::set_loops(3, 2000);
-            // Move to the other CPU between reading the CPU and the sequence.
+            // Move the mover to the other CPU between reading the CPU and every
+            // sequence (the handler leaves other threads where they are).
             hooks::set_loops(9, -1);
-            hooks::set_events(4, 0, false, libc::SIGUSR2);
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(240) {
-                common::stress(2 * common::nproc(), Duration::from_secs(2), || {});
-            }
+            hooks::set_events(1, 0, false, libc::SIGUSR2);
+            GO.store(true, Ordering::Release);
+            let results = [mover.join(), pinned.join()];
+            hooks::reset();
+            assert!(
+                results.iter().all(Result::is_ok),
+                "a thread's checks failed (above), within {} stale pops",
+                STALE.load(Ordering::Relaxed)
+            );
             println!("{}", marker(r));
         }
         Some(_) => {}
@@ -418,7 +561,7 @@ fn a_thread_registered_by_a_signal_handler_never_runs_a_sequence_unprotected() {
             // same op as glibc's, which reads `cpu_id` before its sequence too).
             assert_eq!(
                 restartable_alloc::front::fast_path(),
-                restartable_alloc::front::FastPath::OwnChecked
+                restartable_alloc::front::FastPath::OwnUnchecked
             );
             SECTIONS.set(critical_sections()).unwrap();
             assert!(

@@ -60,7 +60,10 @@
 //! - memory given back by a dropped [`PerCpu`] is reset without reading its old bytes
 //!   (possibly uninitialized padding) as values;
 //! - every test hook of [`hooks`] is safe except [`hooks::set_skip_cpu_check`], which
-//!   breaks sequences on purpose and is an `unsafe fn`.
+//!   breaks sequences on purpose and is an `unsafe fn`; so are the hidden test
+//!   switches of the containers' set-up on first use (a faked process id, the
+//!   identity by process id forced), which could make a process take over its own
+//!   set-up.
 //!
 //! **What callers of the `unsafe` op layer guarantee.** The ops of [`arch`] are one
 //! restartable sequence each; the caller (see the contract there) passes the index it

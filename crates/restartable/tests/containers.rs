@@ -576,7 +576,7 @@ fn steal_while_owners_push_loses_and_duplicates_nothing() {
 fn buffer_and_pool_steal_while_owners_work_lose_and_duplicate_nothing() {
     check_environment();
     if !restartable::fences_supported() {
-        eprintln!("notice: membarrier rseq fences unsupported; steal test skipped");
+        child::skip("membarrier rseq fences unsupported: the steal test cannot run");
         return;
     }
     for index in MODES {
@@ -596,7 +596,7 @@ fn buffer_and_pool_steal_while_owners_work_lose_and_duplicate_nothing() {
 fn buffer_steal_never_lets_a_sequence_in_flight_commit_after_it() {
     check_environment();
     if !restartable::fences_supported() {
-        eprintln!("notice: membarrier rseq fences unsupported; steal test skipped");
+        child::skip("membarrier rseq fences unsupported: the steal test cannot run");
         return;
     }
     let _h = hook_settings();
@@ -676,7 +676,7 @@ fn concurrent_sum_and_reset_return_each_add_once() {
 fn stealing_from_an_empty_slot_reserves_nothing() {
     check_environment();
     if !restartable::fences_supported() {
-        eprintln!("notice: membarrier rseq fences unsupported; steal test skipped");
+        child::skip("membarrier rseq fences unsupported: the steal test cannot run");
         return;
     }
     let buf: PerCpuBuffer<u64, 65536> = PerCpuBuffer::new();
@@ -894,7 +894,7 @@ fn steal_never_links_a_push_to_the_detached_list() {
 fn a_sequence_without_its_cpu_check_is_caught() {
     check_environment();
     if !install_migrating_handler(libc::SIGUSR2) {
-        eprintln!("notice: one CPU allowed; a stale CPU cannot happen; skipped");
+        child::skip("one CPU allowed: a stale CPU cannot happen");
         return;
     }
     let _h = hook_settings();

@@ -103,6 +103,134 @@ fn a_set_up_in_progress_sends_operations_to_the_fallback_and_a_forked_child_take
     assert_eq!(c.fallback_value(), 1005);
 }
 
+/// Inside a forked child: forks again, runs `f` in the grandchild and returns its exit
+/// code (`FORK_FAILED` if it could not fork, `ABNORMAL` if it did not exit). No time
+/// limit of its own: the outer child's ([`LIMIT`]) covers both.
+fn fork_and_wait(f: impl FnOnce() -> i32) -> i32 {
+    const FORK_FAILED: i32 = 90;
+    const ABNORMAL: i32 = 91;
+    // SAFETY: as in `in_forked_child`; the caller is a single-threaded child.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return FORK_FAILED;
+    }
+    if pid == 0 {
+        let code = f();
+        // SAFETY: as in `in_forked_child`.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is a valid out pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if r == pid && libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        ABNORMAL
+    }
+}
+
+/// A pid that the tests make two related processes share (as pid reuse or pid
+/// namespaces can): the child's pid equals its parent's, or a grandchild's its
+/// grandparent's.
+const SHARED_PID: u32 = 4_000_001;
+
+#[test]
+fn a_child_with_its_parents_pid_still_takes_over_a_claim_made_before_the_fork() {
+    let _serial = one_at_a_time();
+    let warm = PerCpuCounter::new();
+    warm.inc();
+    let rseq = rseq_here();
+    if !restartable::percpu::identity_wipes_on_fork() {
+        child::skip(
+            "the kernel refuses MADV_WIPEONFORK (Linux before 4.14?): claims go by pid, \
+             and a child with its parent's pid keeps the documented residue",
+        );
+        return;
+    }
+    in_forked_child("claim inherited by a child with the same pid", || {
+        // SAFETY: this child is single-threaded and has claimed no set-up yet.
+        unsafe { restartable::percpu::fake_pid_for_test(SHARED_PID) };
+        let c = PerCpuCounter::new();
+        if !c.claim_set_up_for_test() {
+            return 1;
+        }
+        c.inc();
+        if c.fallback_value() != 1 {
+            return 2;
+        }
+        // The grandchild has the same (faked) pid: by pid alone the claim would be its
+        // own, and the counter would stay on the fallback there.
+        let code = fork_and_wait(|| {
+            for _ in 0..1000 {
+                c.inc();
+            }
+            if c.sum() != 1001 {
+                return 10;
+            }
+            if rseq && c.fallback_value() != 1 {
+                return 11;
+            }
+            0
+        });
+        if code != 0 {
+            return code;
+        }
+        // Here the claim is still this process's own: still on the fallback.
+        c.inc();
+        if c.sum() != 2 || c.fallback_value() != 2 {
+            return 3;
+        }
+        0
+    });
+}
+
+#[test]
+fn by_pid_a_grandchild_with_its_grandparents_pid_still_takes_over_its_claim() {
+    let _serial = one_at_a_time();
+    let warm = PerCpuCounter::new();
+    warm.inc();
+    let rseq = rseq_here();
+    in_forked_child("pid method: claim inherited across a reused pid", || {
+        // SAFETY: this child is single-threaded and has claimed no set-up yet.
+        unsafe {
+            restartable::percpu::use_pid_identity_for_test();
+            restartable::percpu::fake_pid_for_test(SHARED_PID);
+        }
+        if restartable::percpu::identity_wipes_on_fork() {
+            return 1;
+        }
+        let c = PerCpuCounter::new();
+        if !c.claim_set_up_for_test() {
+            return 2;
+        }
+        fork_and_wait(|| {
+            // The parent, with a pid of its own, takes an identity (claiming another
+            // set-up does)...
+            // SAFETY: single-threaded; the claim above is not this process's.
+            unsafe { restartable::percpu::fake_pid_for_test(SHARED_PID + 1) };
+            let other = PerCpuCounter::new();
+            if !other.claim_set_up_for_test() {
+                return 10;
+            }
+            // ... and its child gets the grandparent's pid back (reused).
+            fork_and_wait(|| {
+                // SAFETY: single-threaded; no claim is this process's.
+                unsafe { restartable::percpu::fake_pid_for_test(SHARED_PID) };
+                for _ in 0..1000 {
+                    c.inc();
+                }
+                if c.sum() != 1000 {
+                    return 20;
+                }
+                if rseq && c.fallback_value() != 0 {
+                    return 21;
+                }
+                0
+            })
+        })
+    });
+}
+
 static IN_HANDLER: PerCpuCounter = PerCpuCounter::new();
 static HANDLED: AtomicBool = AtomicBool::new(false);
 

@@ -22,6 +22,8 @@
 
 #[path = "support/affinity.rs"]
 mod affinity;
+#[path = "support/child.rs"]
+mod child;
 
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +41,20 @@ use affinity::pin;
 /// This thread's allowed CPUs.
 fn allowed() -> Vec<usize> {
     restartable::allowed_cpus().expect("sched_getaffinity")
+}
+
+/// Whether this thread may run on two CPUs; if not, says the test is skipped (a
+/// failure under `RESTARTABLE_TEST_STRICT=1`): on one CPU a sequence in flight is
+/// preempted (so aborted) whenever the thief runs, and no race can be shown.
+fn two_cpus_or_skip() -> bool {
+    let cpus = allowed();
+    if cpus.len() < 2 {
+        child::skip(format!(
+            "needs two allowed CPUs, this process may run on {cpus:?} only"
+        ));
+        return false;
+    }
+    true
 }
 
 /// Hook settings are process-global: tests that change them run one at a time.
@@ -500,7 +516,11 @@ fn conserve(threads: usize, tokens_each: usize, dur: Duration, thief: Thief, ops
 #[test]
 fn stopped_slabs_conserve_tokens_under_threads_and_a_thief() {
     if !restartable::fences_supported() {
-        eprintln!("notice: no membarrier rseq fences; skipped");
+        child::skip("no membarrier rseq fences");
+        return;
+    }
+    // (Runs until a commit was seen to clear a stop flag: a commit on another CPU.)
+    if !two_cpus_or_skip() {
         return;
     }
     let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -551,13 +571,16 @@ fn a_thief_without_the_fence_is_caught() {
 #[test]
 fn a_thief_without_the_recheck_is_caught() {
     if !restartable::fences_supported() {
-        eprintln!("notice: no membarrier rseq fences; skipped");
+        child::skip("no membarrier rseq fences");
         return;
     }
     control(Thief::NoRecheck, 200);
 }
 
 fn control(thief: Thief, loops: i32) {
+    if !two_cpus_or_skip() {
+        return;
+    }
     let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     hooks::set_loops(4, loops);
     let start = Instant::now();
@@ -998,7 +1021,7 @@ fn migrate_round<I: Index, Hk: Hooks, const LB: bool>(
 fn index_migrated<I: Index, Hk: Hooks, const LB: bool>() {
     let cpus = allowed();
     if cpus.len() < 2 {
-        eprintln!("notice: one allowed CPU: no migration to force; skipped");
+        child::skip(format!("one allowed CPU ({cpus:?}): no migration to force"));
         return;
     }
     let (a, b) = (cpus[0], cpus[1]);
@@ -1039,7 +1062,9 @@ fn index_ops_commit_in_the_slot_of_the_index_after_a_forced_migration() {
 fn index_ops_control_an_index_read_before_the_sequence_is_caught() {
     let cpus = allowed();
     if cpus.len() < 2 {
-        eprintln!("notice: one allowed CPU: skipped");
+        child::skip(format!(
+            "one allowed CPU ({cpus:?}): no index read can go stale"
+        ));
         return;
     }
     let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -1064,7 +1089,7 @@ fn index_ops_control_an_index_read_before_the_sequence_is_caught() {
 #[test]
 fn index_ops_conserve_tokens_under_threads_and_a_thief() {
     if !restartable::fences_supported() {
-        eprintln!("notice: no membarrier rseq fences; skipped");
+        child::skip("no membarrier rseq fences");
         return;
     }
     let _one = HOOK_LOCK.lock().unwrap_or_else(|e| e.into_inner());

@@ -239,10 +239,25 @@ pub fn nproc() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
+/// The CPUs this thread may run on (`sched_getaffinity`), ascending: the only ones a
+/// test may pin to (a restricted set need not hold CPU 0 or 1).
+pub fn allowed_cpus() -> Vec<usize> {
+    restartable::allowed_cpus().expect("sched_getaffinity")
+}
+
+/// The first two CPUs this thread may run on, or `None` when only one is allowed.
+pub fn two_allowed_cpus() -> Option<(usize, usize)> {
+    match allowed_cpus()[..] {
+        [a, b, ..] => Some((a, b)),
+        _ => None,
+    }
+}
+
 /// The fast path the front-end must have chosen in this process (once the caches are
 /// set up and this thread registered): from who owns registration, whether the areas
-/// are at one offset, and the caches' index. glibc's areas are the only ones taken
-/// unchecked; the library's own are checked before the sequence.
+/// are at one offset, and the caches' index. By mm_cid's low byte, glibc's areas and
+/// the library's own are both taken unchecked (the op's reads of `cpu_id` check
+/// them); the offset's sign says whose they are.
 pub fn expected_fast_path() -> restartable_alloc::front::FastPath {
     use restartable::Owner;
     use restartable_alloc::front::{self, FastPath};
@@ -260,7 +275,7 @@ pub fn expected_fast_path() -> restartable_alloc::front::FastPath {
     match (restartable::registration::process_owner(), off.bytes()) {
         _ if slots > 256 => FastPath::ByWholeCid,
         (Some(Owner::Libc), o) if o > 0 => FastPath::LibcUnchecked,
-        (Some(Owner::Library), o) if o < 0 => FastPath::OwnChecked,
+        (Some(Owner::Library), o) if o < 0 => FastPath::OwnUnchecked,
         _ => FastPath::ByWholeCid,
     }
 }

@@ -11,18 +11,30 @@
 //! interrupted this very thread in the middle of another set-up, or in a child forked
 //! while another thread was setting up (that thread does not exist in the child). So
 //! nobody ever waits for a set-up: a thread *claims* the set-up with one
-//! compare-and-swap of `claim` (0 -> its process id), reserves the storage without
-//! waiting for any lock (`PerCpu::try_new_nonblocking`: the pool's lock is only
-//! tried; when it is held the storage gets a mapping of its own), writes it, and
-//! publishes the slot count. A
-//! thread that finds the set-up claimed by its own process does not wait: its
-//! operation completes on the container's shared fallback, and the next operation
-//! looks again. A claim made by another process id was made before a `fork` (the
-//! claimer does not exist here): this process takes it over with the same
-//! compare-and-swap (what the claimer reserved stays reserved, unused, in this
-//! process's copy of memory).
+//! compare-and-swap of `claim` (0 -> its process's identity, see below), reserves the
+//! storage without waiting for any lock (`PerCpu::try_new_nonblocking`: the pool's
+//! lock is only tried; when it is held the storage gets a mapping of its own), writes
+//! it, and publishes the slot count. A thread that finds the set-up claimed by its
+//! own process does not wait: its operation completes on the container's shared
+//! fallback, and the next operation looks again. A claim made with another identity
+//! was made before a `fork` (the claimer does not exist here): this process takes it
+//! over with the same compare-and-swap (what the claimer reserved stays reserved,
+//! unused, in this process's copy of memory).
 //!
-//! Everything on the path is async-signal-safe (`getpid`, `mmap`, reading
+//! # Whose claim it is
+//! The identity ([`identity`](super::identity)) is a number that no ancestor of the
+//! process had, kept in a page marked `MADV_WIPEONFORK` so that every `fork` forgets
+//! it: a child never mistakes a claim inherited from an ancestor for its own, even
+//! with the ancestor's pid (pid reuse; pid 1 forking pid 1 of a new pid namespace).
+//! Where the kernel refuses that advice (before Linux 4.14) the identity goes with
+//! the process id, and a process whose pid equals that of the ancestor whose
+//! identity it inherited still finds the ancestor's claims its own: those containers
+//! stay on their fallback in that process (slower, still exact and sound). Threads of
+//! one process always agree on its identity, so a claim of this process is never
+//! taken over while its claimer may still write the storage (processes sharing memory
+//! without being one process, as a `vfork` child: see [`identity`](super::identity)).
+//!
+//! Everything on the path is async-signal-safe (`getpid`, `mmap`, `madvise`, reading
 //! `possible_cpus()` and the page sizes) and nothing calls the global allocator: the
 //! pool keeps its bookkeeping in mappings of its own, so a first use inside a signal
 //! handler that interrupted `malloc` on the same thread does not block either, even
@@ -32,7 +44,7 @@
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::AtomicU64;
 use core::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 use super::storage::{AllocError, IndexBy, PerCpu, Zeroable, DEFAULT_STRIDE};
@@ -64,9 +76,9 @@ pub(crate) struct LazySlots<S: Zeroable> {
     fs_off: AtomicIsize,
     /// How the container picks its slot (set at construction).
     index: IndexBy,
-    /// 0, or the process id of the thread that claimed the set-up (see the module
-    /// docs).
-    claim: AtomicU32,
+    /// 0, or the identity of the process whose thread claimed the set-up (see the
+    /// module docs).
+    claim: AtomicU64,
     /// Written once, by the thread holding `claim`, while `ready` is 0; read only
     /// after `ready` was seen non-zero (acquire).
     storage: UnsafeCell<MaybeUninit<PerCpu<S>>>,
@@ -104,7 +116,7 @@ impl<S: Zeroable> LazySlots<S> {
             libc_ready: AtomicUsize::new(0),
             fs_off: AtomicIsize::new(0),
             index,
-            claim: AtomicU32::new(0),
+            claim: AtomicU64::new(0),
             storage: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
@@ -157,8 +169,7 @@ impl<S: Zeroable> LazySlots<S> {
         if let Some(s) = self.get() {
             return Ok(s);
         }
-        // SAFETY: getpid has no preconditions (a system call: async-signal-safe).
-        let me = unsafe { libc::getpid() } as u32;
+        let me = super::identity::current();
         let mut seen = self.claim.load(Ordering::Acquire);
         loop {
             if let Some(s) = self.get() {
@@ -167,8 +178,8 @@ impl<S: Zeroable> LazySlots<S> {
             if seen == me {
                 return Err(SetupError::Busy);
             }
-            // 0: unclaimed; another pid: claimed before a fork by a thread that does
-            // not exist in this process.
+            // 0: unclaimed; another identity: claimed before a fork by a thread that
+            // does not exist in this process.
             match self
                 .claim
                 .compare_exchange(seen, me, Ordering::Acquire, Ordering::Acquire)
@@ -186,7 +197,7 @@ impl<S: Zeroable> LazySlots<S> {
         // If anything below panics, give the claim back as the panic unwinds (the
         // storage was not published): later uses try again instead of finding the
         // set-up claimed by this process forever.
-        struct Unclaim<'a>(&'a AtomicU32);
+        struct Unclaim<'a>(&'a AtomicU64);
         impl Drop for Unclaim<'_> {
             fn drop(&mut self) {
                 self.0.store(0, Ordering::Release);
@@ -238,8 +249,7 @@ impl<S: Zeroable> LazySlots<S> {
     /// the middle of a set-up would hold it (tests: operations must complete on the
     /// fallback meanwhile, and a forked child must take the claim over).
     pub(crate) fn claim_for_test(&self) -> bool {
-        // SAFETY: getpid has no preconditions.
-        let me = unsafe { libc::getpid() } as u32;
+        let me = super::identity::current();
         self.get().is_none()
             && self
                 .claim

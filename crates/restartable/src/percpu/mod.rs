@@ -32,6 +32,7 @@
 
 mod buffer;
 mod counter;
+mod identity;
 mod lazy;
 mod lock;
 mod memcpy_buffer;
@@ -48,6 +49,9 @@ pub use stack::{PerCpuStack, StackNode};
 pub use storage::{IndexBy, PerCpu, Zeroable};
 
 pub(crate) use lazy::{LazySlots, Slots};
+
+#[doc(hidden)]
+pub use identity::{fake_pid_for_test, identity_wipes_on_fork, use_pid_identity_for_test};
 
 /// Consecutive aborts after which one operation completes on its container's shared
 /// fallback path.

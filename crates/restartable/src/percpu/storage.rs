@@ -107,6 +107,7 @@ use core::ptr::{self, NonNull};
 
 #[doc(hidden)]
 pub use pool::hold_lock_while as hold_pool_lock_while;
+pub(crate) use pool::page_size;
 pub use zeroable::Zeroable;
 
 /// The stride of pooled items: the bytes reserved per slot in a chunk (64 KiB, the

@@ -34,7 +34,7 @@ pub(super) struct Block {
 
 /// The page size, a power of two.
 /// Async-signal-safe (as everything [`alloc_nonblocking`] calls).
-pub(super) fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     static PAGE: AtomicUsize = AtomicUsize::new(0);
     let cached = PAGE.load(Ordering::Relaxed);
     if cached != 0 {
