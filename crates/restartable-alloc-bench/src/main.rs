@@ -156,9 +156,10 @@ struct Args {
     /// followed by the rounds in which `PerCpuAlloc` was the lowest. A second table
     /// gives each cell's per-process medians, lowest-highest. With `--raw`, every
     /// round of every process (`raw <workload> <threads> <allocator> <value> <mode>
-    /// <process>`, after a line `process <mode> <process> pid <pid>`). 1 (the
-    /// default): the table of one process per mode, as printed
-    /// without this option.
+    /// <process>`, after a line `process <mode> <process> pid <pid>`). A process
+    /// that fails, or prints other figures than asked for, ends the run (status 1).
+    /// 1 (the default): one process per mode, the table and `--raw` lines as without
+    /// this option.
     #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1000))]
     processes: usize,
     /// Internal: measure peak RSS of one allocator in this process.
@@ -780,7 +781,7 @@ fn rss_of(name: &str, threads: usize, d: Duration) -> f64 {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
@@ -998,26 +999,72 @@ struct ProcessRounds {
 impl ProcessRounds {
     /// Reads a child's standard output (the table of `--raw`): the `machine:` and
     /// `pid:` lines and every `raw <workload> <threads> <allocator> <value>` line.
-    fn parse(out: &str) -> ProcessRounds {
+    /// An error names the first line that is not what the child prints (a figure
+    /// that is not a finite number, a `raw` line of other than four fields), or the
+    /// `machine:` or `pid:` line that is missing.
+    fn parse(out: &str) -> Result<ProcessRounds, String> {
         let mut p = ProcessRounds::default();
+        let (mut machine, mut pid) = (None, None);
         for line in out.lines() {
             if let Some(m) = line.strip_prefix("machine: ") {
-                p.machine = m.to_string();
-            } else if let Some(pid) = line.strip_prefix("pid: ") {
-                p.pid = pid.trim().parse().expect("a child's pid line");
+                machine = Some(m.to_string());
+            } else if let Some(v) = line.strip_prefix("pid: ") {
+                let v = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("printed {line:?}, not a pid"))?;
+                pid = Some(v);
             } else if let Some(raw) = line.strip_prefix("raw ") {
                 let f: Vec<&str> = raw.split_whitespace().collect();
-                assert_eq!(f.len(), 4, "a child's raw line: {line:?}");
-                let v: f64 = f[3].parse().expect("a child's raw figure");
-                let t: usize = f[1].parse().expect("a child's raw thread count");
+                let figure = match f[..] {
+                    [w, t, a, v] => t
+                        .parse::<usize>()
+                        .ok()
+                        .zip(v.parse::<f64>().ok().filter(|v| v.is_finite()))
+                        .map(|(t, v)| (w, t, a, v)),
+                    _ => None,
+                };
+                let Some((w, t, a, v)) = figure else {
+                    return Err(format!(
+                        "printed {line:?}, not `raw <workload> <threads> <allocator> <figure>`"
+                    ));
+                };
                 p.rounds
-                    .entry((f[0].to_string(), t, f[2].to_string()))
+                    .entry((w.to_string(), t, a.to_string()))
                     .or_default()
                     .push(v);
                 p.raw.push(raw.to_string());
             }
         }
-        p
+        p.machine = machine.ok_or("printed no `machine:` line")?;
+        p.pid = pid.ok_or("printed no `pid:` line")?;
+        Ok(p)
+    }
+
+    /// Whether the child printed exactly the figures `expected` names (each
+    /// (workload, threads, allocator) and its number of rounds), and no others: an
+    /// error names the first that is missing, short, or not asked for.
+    fn check(&self, expected: &[Series]) -> Result<(), String> {
+        for (key, n) in expected {
+            let got = self.rounds.get(key).map_or(0, Vec::len);
+            if got != *n {
+                return Err(format!(
+                    "(pid {}) printed {got} rounds of `{} {} {}`, not {n}",
+                    self.pid, key.0, key.1, key.2
+                ));
+            }
+        }
+        if let Some(key) = self
+            .rounds
+            .keys()
+            .find(|k| !expected.iter().any(|(e, _)| e == *k))
+        {
+            return Err(format!(
+                "(pid {}) printed figures of `{} {} {}`, which were not asked for",
+                self.pid, key.0, key.1, key.2
+            ));
+        }
+        Ok(())
     }
 
     fn get(&self, w: &str, t: usize, a: &str) -> &[f64] {
@@ -1029,7 +1076,7 @@ impl ProcessRounds {
 
 /// The `q`-quantile (0..=1) of `v` (sorted in place), the nearest rank.
 fn quantile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
@@ -1070,6 +1117,52 @@ fn round_ratios(procs: &[ProcessRounds], w: &str, t: usize, names: &[&str]) -> (
     (ratios, lowest)
 }
 
+/// A figure a `--processes` child prints (workload, threads, allocator) and how many
+/// rounds of it.
+type Series = ((String, usize, String), usize);
+
+/// The rows of a table: each workload with each of its thread counts.
+fn rows<'a>(workloads: &'a [String], threads: &[usize]) -> Vec<(&'a str, usize)> {
+    let mut rows = Vec::new();
+    for w in workloads {
+        let counts: Vec<usize> = match w.as_str() {
+            "remote" | "remote-slot" => vec![2],
+            "rss" => vec![4 * nproc()],
+            _ => threads.to_vec(),
+        };
+        for t in counts {
+            rows.push((w.as_str(), t));
+        }
+    }
+    rows
+}
+
+/// Every figure a `--processes` child prints with `--raw`, and its rounds: each
+/// row's allocators (`rss` once, the others `--runs` times); `remote` and
+/// `remote-slot` also the no-op `handoff`, and `remote` each side's CPU per pair
+/// (`remote-producer`, `remote-consumer`) of every allocator and the handoff.
+fn expected_series(args: &Args, allocators: &[&str], threads: &[usize]) -> Vec<Series> {
+    let mut v = Vec::new();
+    for (w, t) in rows(&args.workload, threads) {
+        let n = if w == "rss" { 1 } else { args.runs };
+        let mut names: Vec<&str> = allocators.to_vec();
+        if w == "remote" || w == "remote-slot" {
+            names.push("handoff");
+        }
+        for a in &names {
+            v.push(((w.to_string(), t, a.to_string()), n));
+        }
+        if w == "remote" {
+            for side in ["remote-producer", "remote-consumer"] {
+                for a in &names {
+                    v.push(((side.to_string(), t, a.to_string()), n));
+                }
+            }
+        }
+    }
+    v
+}
+
 /// The arguments of a `--processes` child: this run's options for one table in
 /// one process, its raw figures printed.
 fn child_args(args: &Args, threads: &[usize]) -> Vec<String> {
@@ -1097,8 +1190,10 @@ fn child_args(args: &Args, threads: &[usize]) -> Vec<String> {
     v
 }
 
-/// Runs one child of `--processes` in `mode`; its output.
-fn run_child(args: &[String], mode: Mode) -> ProcessRounds {
+/// Runs one child of `--processes` in `mode`; its figures. A child that could not
+/// start, failed, or printed other than `expected` ends this run with a message
+/// and exit status 1.
+fn run_child(args: &[String], mode: Mode, expected: &[Series]) -> ProcessRounds {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().unwrap();
     let mut cmd = std::process::Command::new(exe);
@@ -1112,12 +1207,29 @@ fn run_child(args: &[String], mode: Mode) -> ProcessRounds {
             cmd.pre_exec(|| seccomp::install_filter(&seccomp::rseq_errno_filter(libc::ENOSYS)));
         }
     }
-    let out = cmd.output().expect("run a --processes child");
-    if !out.status.success() {
-        eprintln!("a {} process failed: {}", mode.name(), out.status);
+    let result = cmd
+        .output()
+        .map_err(|e| format!("could not start: {e}"))
+        .and_then(|out| child_result(out.status, &out.stdout, expected));
+    result.unwrap_or_else(|e| {
+        eprintln!("alloc-bench --processes: a {} process {e}", mode.name());
         std::process::exit(1);
+    })
+}
+
+/// A `--processes` child's figures from its exit status and standard output, or
+/// what was wrong with them.
+fn child_result(
+    status: std::process::ExitStatus,
+    stdout: &[u8],
+    expected: &[Series],
+) -> Result<ProcessRounds, String> {
+    if !status.success() {
+        return Err(format!("failed: {status}"));
     }
-    ProcessRounds::parse(&String::from_utf8_lossy(&out.stdout))
+    let p = ProcessRounds::parse(&String::from_utf8_lossy(stdout))?;
+    p.check(expected)?;
+    Ok(p)
 }
 
 /// `--processes N`: each mode's table in N child processes (the modes in turn:
@@ -1132,10 +1244,11 @@ fn processes(args: &Args, allocators: &[&str], threads: &[usize]) {
         modes.push(Mode::NoRseq);
     }
     let child = child_args(args, threads);
+    let expected = expected_series(args, allocators, threads);
     let mut procs: Vec<Vec<ProcessRounds>> = modes.iter().map(|_| Vec::new()).collect();
     for k in 0..args.processes {
         for (m, &mode) in modes.iter().enumerate() {
-            let p = run_child(&child, mode);
+            let p = run_child(&child, mode, &expected);
             if args.raw {
                 println!("process {} {k} pid {}", mode.name(), p.pid);
                 for raw in &p.raw {
@@ -1172,17 +1285,7 @@ fn print_process_tables(
     threads: &[usize],
 ) {
     let ratio = allocators[0] == ALLOCATORS[0] && allocators.len() > 1;
-    let mut rows = Vec::new();
-    for w in &args.workload {
-        let counts: Vec<usize> = match w.as_str() {
-            "remote" | "remote-slot" => vec![2],
-            "rss" => vec![4 * nproc()],
-            _ => threads.to_vec(),
-        };
-        for t in counts {
-            rows.push((w.as_str(), t));
-        }
-    }
+    let rows = rows(&args.workload, threads);
     let header = |last: &str| {
         print!("\n| workload | threads | rounds |");
         for a in allocators {
@@ -1338,10 +1441,13 @@ mod tests {
             "machine: m\npid: 7\n| churn | 1 | 2.0 |\n\
              raw churn 1 PerCpuAlloc 2.0\nraw churn 1 System 4.0\nraw churn 1 jemalloc 8.0\n\
              raw churn 1 PerCpuAlloc 9.0\nraw churn 1 System 3.0\nraw churn 1 jemalloc 1.0\n",
-        );
+        )
+        .unwrap();
         let b = ProcessRounds::parse(
-            "pid: 8\nraw churn 1 PerCpuAlloc 5.0\nraw churn 1 System 10.0\nraw churn 1 jemalloc 20.0\n",
-        );
+            "pid: 8\nmachine: m\n\
+             raw churn 1 PerCpuAlloc 5.0\nraw churn 1 System 10.0\nraw churn 1 jemalloc 20.0\n",
+        )
+        .unwrap();
         assert_eq!((a.pid, b.pid, a.machine.as_str()), (7, 8, "m"));
         assert_eq!(a.raw.len() + b.raw.len(), 9);
         let procs = [a, b];
@@ -1359,6 +1465,79 @@ mod tests {
             "4.0 [4.0, 10.0]"
         );
         assert_eq!(low_high(&[3.0, 1.5, 2.0], 1), "1.5-3.0");
+    }
+
+    /// A `--processes` child that failed, printed a line that is not a figure, or
+    /// printed fewer, more or other figures than its options ask for is an error
+    /// that says so (the run then exits with status 1), never a short table; the
+    /// figures `--runs 2 --workload churn,remote,rss --only PerCpuAlloc,System` ask
+    /// for are taken.
+    #[test]
+    fn process_child_failures_and_short_output_are_errors() {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::ExitStatus;
+        let args = Args::parse_from([
+            "alloc-bench",
+            "--runs=2",
+            "--workload=churn,remote,rss",
+            "--threads=1",
+        ]);
+        let allocators = ["PerCpuAlloc", "System"];
+        let expected = expected_series(&args, &allocators, &[1]);
+        let rss = 4 * nproc();
+        let mut full = String::from("pid: 9\nmachine: m\n");
+        for (w, t, rounds) in [("churn", 1, 2), ("remote", 2, 2), ("rss", rss, 1)] {
+            for _ in 0..rounds {
+                let mut names = allocators.to_vec();
+                if w == "remote" {
+                    names.push("handoff");
+                }
+                for a in &names {
+                    full += &format!("raw {w} {t} {a} 3.5\n");
+                    if w == "remote" {
+                        full += &format!("raw remote-producer 2 {a} 1.0\n");
+                        full += &format!("raw remote-consumer 2 {a} 1.0\n");
+                    }
+                }
+            }
+        }
+        let ok = ExitStatus::from_raw(0);
+        let p = child_result(ok, full.as_bytes(), &expected).unwrap();
+        assert_eq!((p.pid, p.raw.len()), (9, 4 + 2 * 9 + 2));
+        let err = |status: ExitStatus, out: &str| {
+            child_result(status, out.as_bytes(), &expected)
+                .map(|_| ())
+                .unwrap_err()
+        };
+        // Killed by SIGSEGV; exited with status 3.
+        assert!(err(ExitStatus::from_raw(11), &full).contains("signal: 11"));
+        assert!(err(ExitStatus::from_raw(3 << 8), &full).contains("exit status: 3"));
+        let last_round = full.rfind("raw rss").unwrap();
+        let short = &full[..last_round];
+        assert!(
+            err(ok, short).contains("printed 0 rounds of `rss "),
+            "{}",
+            err(ok, short)
+        );
+        let one_less = full.replacen("raw churn 1 System 3.5\n", "", 1);
+        assert!(err(ok, &one_less).contains("printed 1 rounds of `churn 1 System`, not 2"));
+        let again = format!("{full}raw churn 1 System 3.5\n");
+        assert!(err(ok, &again).contains("printed 3 rounds of `churn 1 System`, not 2"));
+        let extra = format!("{full}raw churn 1 jemalloc 3.5\n");
+        assert!(err(ok, &extra).contains("`churn 1 jemalloc`, which were not asked for"));
+        for garbage in [
+            "raw churn 1 System 3.5x\n",
+            "raw churn 1 System NaN\n",
+            "raw churn one System 3.5\n",
+            "raw churn 1 System\n",
+        ] {
+            let e = err(ok, &format!("{full}{garbage}"));
+            assert!(e.contains(&format!("{:?}", garbage.trim_end())), "{e}");
+        }
+        assert!(err(ok, &full.replace("pid: 9", "pid: x")).contains("not a pid"));
+        assert!(err(ok, &full.replace("pid: 9\n", "")).contains("no `pid:` line"));
+        assert!(err(ok, &full.replace("machine: m\n", "")).contains("no `machine:` line"));
+        assert!(err(ok, "").contains("no `machine:` line"));
     }
 
     /// `remote(a, d, ring)` with no sleep timeout, so that only wakes end a sleep:
