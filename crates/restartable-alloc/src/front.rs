@@ -130,10 +130,11 @@ const _: () = assert!(STRIDE.is_multiple_of(os::OS_PAGE));
 /// the fast paths store at the caches' usual levels: no header's count, and no
 /// item within 4 of the bottom of its array or below a capacity its class can have
 /// (a multiple of its batch, or its largest), in any page of a slot. A store and a
-/// later load at the same offset in different pages alias on this host's CPUs (AMD
-/// Zen 4): with `FRONT` where the linker happened to put it (offset 0xf00,
-/// `fast_cid` on the item a full 192-byte class pushes to), about 1 bench process
-/// in 15 ran churn 2.5 times slower for its whole life, none with the offset moved
+/// later load at the same offset in different pages can alias (4 KiB aliasing): on
+/// this host (AMD Zen 4), with `FRONT` where the linker happened to put it (offset
+/// 0xf00, `fast_cid` on the item a full 192-byte class pushes to), about 1 bench
+/// process in 15 ran churn 2.5 times slower for its whole life; none with it at 0xd00
+/// or at this offset, and about as many with it on other stores of the loop
 /// (BENCHMARKS.md, branch `procs`). Both words are at 8 modulo 16, so neither is the
 /// first word of an object (objects start at multiples of 16), the one programs
 /// write most. Other words of objects can still alias them; a fixed offset at least
