@@ -31,6 +31,16 @@
 //!
 //! Each figure is the median of `runs` runs of `duration`; in each round every
 //! allocator runs once, in turn, so that a change in the machine's load hits them all.
+//!
+//! `--processes N` runs each mode's table (default, `--library-owned`, `--no-rseq`) in
+//! N separate child processes, the modes in turn, and prints per mode a table of all
+//! the processes' rounds (each cell the median `[quartiles]`; the ratio column the
+//! median of the per-round ratios, each round's `PerCpuAlloc` over the lowest other
+//! allocator in the same round of the same process, and the rounds in which it was
+//! the lowest) and a table of each cell's per-process medians (lowest-highest). One
+//! process draws one of a process-level state of the host (a whole process whose
+//! figures for an allocator run at one level, another process at another); several
+//! show its spread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -138,9 +148,26 @@ struct Args {
     /// `remote-producer` and `remote-consumer`).
     #[arg(long)]
     raw: bool,
+    /// Run each mode's table (the default environment, and with `--library-owned` /
+    /// `--no-rseq` those) in this many separate processes, one after the other with
+    /// the modes in turn; every cell is then the median over all processes' rounds,
+    /// `[quartiles]`, and the ratio column the median of the per-round ratios (each
+    /// round's `PerCpuAlloc` over the lowest other in that round of that process),
+    /// followed by the rounds in which `PerCpuAlloc` was the lowest. A second table
+    /// gives each cell's per-process medians, lowest-highest. With `--raw`, every
+    /// round of every process (`raw <workload> <threads> <allocator> <value> <mode>
+    /// <process>`, after a line `process <mode> <process> pid <pid>`). A process
+    /// that fails, or prints other figures than asked for, ends the run (status 1).
+    /// 1 (the default): one process per mode, the table and `--raw` lines as without
+    /// this option.
+    #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    processes: usize,
     /// Internal: measure peak RSS of one allocator in this process.
     #[arg(long, hide = true)]
     rss_child: Option<String>,
+    /// Internal (`--processes`' children): print `pid: <pid>` first.
+    #[arg(long, hide = true)]
+    print_pid: bool,
 }
 
 fn nproc() -> usize {
@@ -754,7 +781,7 @@ fn rss_of(name: &str, threads: usize, d: Duration) -> f64 {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
@@ -789,6 +816,13 @@ fn main() {
     if allocators.is_empty() {
         eprintln!("--only: none of {:?} is one of {ALLOCATORS:?}", args.only);
         std::process::exit(2);
+    }
+    if args.processes > 1 {
+        processes(&args, &allocators, &threads);
+        return;
+    }
+    if args.print_pid {
+        println!("pid: {}", std::process::id());
     }
     println!("machine: {}", machine());
     println!(
@@ -918,6 +952,428 @@ fn main() {
     }
 }
 
+/// An environment a table is run in (`--library-owned`, `--no-rseq`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    /// As the benchmark was started.
+    Default,
+    /// `GLIBC_TUNABLES=glibc.pthread.rseq=0`: the library registers its own areas.
+    LibraryOwned,
+    /// glibc's registration off and `rseq` failing with ENOSYS (seccomp).
+    NoRseq,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Default => "default",
+            Mode::LibraryOwned => "library-owned",
+            Mode::NoRseq => "no-rseq",
+        }
+    }
+
+    fn heading(self) -> &'static str {
+        match self {
+            Mode::Default => "the default environment",
+            Mode::LibraryOwned => {
+                "with GLIBC_TUNABLES=glibc.pthread.rseq=0 (the library registers its own areas)"
+            }
+            Mode::NoRseq => {
+                "with rseq unavailable (glibc's registration off, seccomp: rseq fails with ENOSYS)"
+            }
+        }
+    }
+}
+
+/// What one child process of `--processes` printed: its `machine:` line and its
+/// `raw` figures, each (workload, threads, allocator)'s in round order.
+#[derive(Default, Debug)]
+struct ProcessRounds {
+    machine: String,
+    pid: u32,
+    rounds: std::collections::BTreeMap<(String, usize, String), Vec<f64>>,
+    /// The `raw` lines, without `raw `, in the child's order.
+    raw: Vec<String>,
+}
+
+impl ProcessRounds {
+    /// Reads a child's standard output (the table of `--raw`): the `machine:` and
+    /// `pid:` lines and every `raw <workload> <threads> <allocator> <value>` line.
+    /// An error names the first line that is not what the child prints (a figure
+    /// that is not a finite number, a `raw` line of other than four fields), or the
+    /// `machine:` or `pid:` line that is missing.
+    fn parse(out: &str) -> Result<ProcessRounds, String> {
+        let mut p = ProcessRounds::default();
+        let (mut machine, mut pid) = (None, None);
+        for line in out.lines() {
+            if let Some(m) = line.strip_prefix("machine: ") {
+                machine = Some(m.to_string());
+            } else if let Some(v) = line.strip_prefix("pid: ") {
+                let v = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("printed {line:?}, not a pid"))?;
+                pid = Some(v);
+            } else if let Some(raw) = line.strip_prefix("raw ") {
+                let f: Vec<&str> = raw.split_whitespace().collect();
+                let figure = match f[..] {
+                    [w, t, a, v] => t
+                        .parse::<usize>()
+                        .ok()
+                        .zip(v.parse::<f64>().ok().filter(|v| v.is_finite()))
+                        .map(|(t, v)| (w, t, a, v)),
+                    _ => None,
+                };
+                let Some((w, t, a, v)) = figure else {
+                    return Err(format!(
+                        "printed {line:?}, not `raw <workload> <threads> <allocator> <figure>`"
+                    ));
+                };
+                p.rounds
+                    .entry((w.to_string(), t, a.to_string()))
+                    .or_default()
+                    .push(v);
+                p.raw.push(raw.to_string());
+            }
+        }
+        p.machine = machine.ok_or("printed no `machine:` line")?;
+        p.pid = pid.ok_or("printed no `pid:` line")?;
+        Ok(p)
+    }
+
+    /// Whether the child printed exactly the figures `expected` names (each
+    /// (workload, threads, allocator) and its number of rounds), and no others: an
+    /// error names the first that is missing, short, or not asked for.
+    fn check(&self, expected: &[Series]) -> Result<(), String> {
+        for (key, n) in expected {
+            let got = self.rounds.get(key).map_or(0, Vec::len);
+            if got != *n {
+                return Err(format!(
+                    "(pid {}) printed {got} rounds of `{} {} {}`, not {n}",
+                    self.pid, key.0, key.1, key.2
+                ));
+            }
+        }
+        if let Some(key) = self
+            .rounds
+            .keys()
+            .find(|k| !expected.iter().any(|(e, _)| e == *k))
+        {
+            return Err(format!(
+                "(pid {}) printed figures of `{} {} {}`, which were not asked for",
+                self.pid, key.0, key.1, key.2
+            ));
+        }
+        Ok(())
+    }
+
+    fn get(&self, w: &str, t: usize, a: &str) -> &[f64] {
+        self.rounds
+            .get(&(w.to_string(), t, a.to_string()))
+            .map_or(&[], |v| v.as_slice())
+    }
+}
+
+/// The `q`-quantile (0..=1) of `v` (sorted in place), the nearest rank.
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// A cell of `--processes`: the median of all rounds `[first quartile, third]`.
+fn spread(mut v: Vec<f64>, digits: usize) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let (m, lo, hi) = (
+        quantile(&mut v, 0.5),
+        quantile(&mut v, 0.25),
+        quantile(&mut v, 0.75),
+    );
+    format!("{m:.digits$} [{lo:.digits$}, {hi:.digits$}]")
+}
+
+/// One cell of the `--processes` table: every process's rounds of one allocator,
+/// all together.
+fn all_rounds(procs: &[ProcessRounds], w: &str, t: usize, a: &str) -> Vec<f64> {
+    procs.iter().flat_map(|p| p.get(w, t, a)).copied().collect()
+}
+
+/// The per-round ratios of `PerCpuAlloc` (`names[0]`) to the lowest of the other
+/// `names` in the same round of the same process, over all processes; and the
+/// rounds in which it was the lowest. A round that some allocator lacks is left out.
+fn round_ratios(procs: &[ProcessRounds], w: &str, t: usize, names: &[&str]) -> (Vec<f64>, usize) {
+    let mut ratios = Vec::new();
+    let mut lowest = 0;
+    for p in procs {
+        let cols: Vec<&[f64]> = names.iter().map(|a| p.get(w, t, a)).collect();
+        let rounds = cols.iter().map(|c| c.len()).min().unwrap_or(0);
+        for r in 0..rounds {
+            let best = cols[1..].iter().map(|c| c[r]).fold(f64::INFINITY, f64::min);
+            ratios.push(cols[0][r] / best);
+            lowest += usize::from(cols[0][r] < best);
+        }
+    }
+    (ratios, lowest)
+}
+
+/// A figure a `--processes` child prints (workload, threads, allocator) and how many
+/// rounds of it.
+type Series = ((String, usize, String), usize);
+
+/// The rows of a table: each workload with each of its thread counts.
+fn rows<'a>(workloads: &'a [String], threads: &[usize]) -> Vec<(&'a str, usize)> {
+    let mut rows = Vec::new();
+    for w in workloads {
+        let counts: Vec<usize> = match w.as_str() {
+            "remote" | "remote-slot" => vec![2],
+            "rss" => vec![4 * nproc()],
+            _ => threads.to_vec(),
+        };
+        for t in counts {
+            rows.push((w.as_str(), t));
+        }
+    }
+    rows
+}
+
+/// Every figure a `--processes` child prints with `--raw`, and its rounds: each
+/// row's allocators (`rss` once, the others `--runs` times); `remote` and
+/// `remote-slot` also the no-op `handoff`, and `remote` each side's CPU per pair
+/// (`remote-producer`, `remote-consumer`) of every allocator and the handoff.
+fn expected_series(args: &Args, allocators: &[&str], threads: &[usize]) -> Vec<Series> {
+    let mut v = Vec::new();
+    for (w, t) in rows(&args.workload, threads) {
+        let n = if w == "rss" { 1 } else { args.runs };
+        let mut names: Vec<&str> = allocators.to_vec();
+        if w == "remote" || w == "remote-slot" {
+            names.push("handoff");
+        }
+        for a in &names {
+            v.push(((w.to_string(), t, a.to_string()), n));
+        }
+        if w == "remote" {
+            for side in ["remote-producer", "remote-consumer"] {
+                for a in &names {
+                    v.push(((side.to_string(), t, a.to_string()), n));
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The arguments of a `--processes` child: this run's options for one table in
+/// one process, its raw figures printed.
+fn child_args(args: &Args, threads: &[usize]) -> Vec<String> {
+    let mut v = vec![
+        "--raw".to_string(),
+        "--print-pid".to_string(),
+        format!("--runs={}", args.runs),
+        format!("--duration-ms={}", args.duration_ms),
+        format!("--workload={}", args.workload.join(",")),
+        format!(
+            "--threads={}",
+            threads
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    ];
+    if args.cpu_time {
+        v.push("--cpu-time".into());
+    }
+    if !args.only.is_empty() {
+        v.push(format!("--only={}", args.only.join(",")));
+    }
+    v
+}
+
+/// Runs one child of `--processes` in `mode`; its figures. A child that could not
+/// start, failed, or printed other than `expected` ends this run with a message
+/// and exit status 1.
+fn run_child(args: &[String], mode: Mode, expected: &[Series]) -> ProcessRounds {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args).stderr(std::process::Stdio::inherit());
+    if mode != Mode::Default {
+        cmd.env("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+    }
+    if mode == Mode::NoRseq {
+        // SAFETY: the filter installation makes only system calls.
+        unsafe {
+            cmd.pre_exec(|| seccomp::install_filter(&seccomp::rseq_errno_filter(libc::ENOSYS)));
+        }
+    }
+    let result = cmd
+        .output()
+        .map_err(|e| format!("could not start: {e}"))
+        .and_then(|out| child_result(out.status, &out.stdout, expected));
+    result.unwrap_or_else(|e| {
+        eprintln!("alloc-bench --processes: a {} process {e}", mode.name());
+        std::process::exit(1);
+    })
+}
+
+/// A `--processes` child's figures from its exit status and standard output, or
+/// what was wrong with them.
+fn child_result(
+    status: std::process::ExitStatus,
+    stdout: &[u8],
+    expected: &[Series],
+) -> Result<ProcessRounds, String> {
+    if !status.success() {
+        return Err(format!("failed: {status}"));
+    }
+    let p = ProcessRounds::parse(&String::from_utf8_lossy(stdout))?;
+    p.check(expected)?;
+    Ok(p)
+}
+
+/// `--processes N`: each mode's table in N child processes (the modes in turn:
+/// default, library-owned, no-rseq, default, ...), then one table per mode from
+/// all their rounds.
+fn processes(args: &Args, allocators: &[&str], threads: &[usize]) {
+    let mut modes = vec![Mode::Default];
+    if args.library_owned {
+        modes.push(Mode::LibraryOwned);
+    }
+    if args.no_rseq {
+        modes.push(Mode::NoRseq);
+    }
+    let child = child_args(args, threads);
+    let expected = expected_series(args, allocators, threads);
+    let mut procs: Vec<Vec<ProcessRounds>> = modes.iter().map(|_| Vec::new()).collect();
+    for k in 0..args.processes {
+        for (m, &mode) in modes.iter().enumerate() {
+            let p = run_child(&child, mode, &expected);
+            if args.raw {
+                println!("process {} {k} pid {}", mode.name(), p.pid);
+                for raw in &p.raw {
+                    println!("raw {raw} {} {k}", mode.name());
+                }
+            }
+            procs[m].push(p);
+        }
+    }
+    println!(
+        "method: {} processes per mode, the modes in turn, each {} runs x {} ms with the allocators interleaved in each round; ns per alloc+free pair, aggregate over threads (threads: us per thread created; rss: MiB peak, one per process)",
+        args.processes, args.runs, args.duration_ms
+    );
+    println!(
+        "cells: median of all processes' rounds [quartiles]; ratio: per round, PerCpuAlloc over the lowest other in the same round of the same process, median [quartiles], then the rounds PerCpuAlloc was the lowest"
+    );
+    for (m, mode) in modes.iter().enumerate() {
+        let procs = &procs[m];
+        println!(
+            "
+{}:",
+            mode.heading()
+        );
+        println!("machine: {}", procs[0].machine);
+        print_process_tables(args, procs, allocators, threads);
+    }
+}
+
+/// The two tables of one mode of `--processes`: all rounds, and per-process medians.
+fn print_process_tables(
+    args: &Args,
+    procs: &[ProcessRounds],
+    allocators: &[&str],
+    threads: &[usize],
+) {
+    let ratio = allocators[0] == ALLOCATORS[0] && allocators.len() > 1;
+    let rows = rows(&args.workload, threads);
+    let header = |last: &str| {
+        print!("\n| workload | threads | rounds |");
+        for a in allocators {
+            print!(" {a} |");
+        }
+        println!(" {last} |");
+        print!("|---|---|---|");
+        for _ in 0..=allocators.len() {
+            print!("---|");
+        }
+        println!();
+    };
+    header("PerCpuAlloc / best other, per round");
+    let mut notes = Vec::new();
+    for &(w, t) in &rows {
+        let n = all_rounds(procs, w, t, allocators[0]).len();
+        print!("| {w} | {t} | {n} |");
+        for a in allocators {
+            print!(" {} |", spread(all_rounds(procs, w, t, a), 1));
+        }
+        if ratio {
+            let (r, lowest) = round_ratios(procs, w, t, allocators);
+            println!(" {}, lowest in {lowest} of {} |", spread(r, 2), n);
+        } else {
+            println!(" - |");
+        }
+        if w == "remote" || w == "remote-slot" {
+            let h = all_rounds(procs, w, t, "handoff");
+            if !h.is_empty() {
+                notes.push(format!(
+                    "{w}: the handoff alone (a no-op allocator in the same rounds) {} ns per pair",
+                    spread(h, 1)
+                ));
+            }
+        }
+        if w == "remote" {
+            let mut note = format!(
+                "{w}: CPU per pair outside the waits for the other thread, producer + consumer (medians of all rounds):"
+            );
+            for a in allocators.iter().copied().chain(["handoff"]) {
+                let p = all_rounds(procs, "remote-producer", t, a);
+                let c = all_rounds(procs, "remote-consumer", t, a);
+                if !p.is_empty() && !c.is_empty() {
+                    note += &format!(" {a} {:.1} + {:.1};", median(p), median(c));
+                }
+            }
+            notes.push(note.trim_end_matches(';').to_string());
+        }
+    }
+    header("PerCpuAlloc / best other, per-process medians");
+    for &(w, t) in &rows {
+        print!("| {w} | {t} | {} |", procs.len());
+        for a in allocators {
+            let meds: Vec<f64> = procs
+                .iter()
+                .map(|p| p.get(w, t, a))
+                .filter(|v| !v.is_empty())
+                .map(|v| median(v.to_vec()))
+                .collect();
+            print!(" {} |", low_high(&meds, 1));
+        }
+        if ratio {
+            let meds: Vec<f64> = procs
+                .iter()
+                .map(|p| round_ratios(std::slice::from_ref(p), w, t, allocators).0)
+                .filter(|v| !v.is_empty())
+                .map(median)
+                .collect();
+            println!(" {} |", low_high(&meds, 2));
+        } else {
+            println!(" - |");
+        }
+    }
+    for note in &notes {
+        println!("\n{note}");
+    }
+}
+
+/// The lowest and highest of `v`, `lo-hi`.
+fn low_high(v: &[f64], digits: usize) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{lo:.digits$}-{hi:.digits$}")
+}
+
 /// Runs this benchmark again with glibc's registration off, and with `rseq`
 /// failing with ENOSYS if `no_rseq`.
 fn rerun(args: &[String], no_rseq: bool) {
@@ -974,6 +1430,114 @@ mod tests {
         if asleep && stop.load(Ordering::Relaxed) {
             ENDED_ASLEEP.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// `--processes`' figures come from every process's rounds: a cell holds all of
+    /// them, in order, and the ratio is taken round by round (the same round of the
+    /// same process, over the lowest of the others), not from the medians.
+    #[test]
+    fn process_rounds_all_counted_and_ratios_per_round() {
+        let a = ProcessRounds::parse(
+            "machine: m\npid: 7\n| churn | 1 | 2.0 |\n\
+             raw churn 1 PerCpuAlloc 2.0\nraw churn 1 System 4.0\nraw churn 1 jemalloc 8.0\n\
+             raw churn 1 PerCpuAlloc 9.0\nraw churn 1 System 3.0\nraw churn 1 jemalloc 1.0\n",
+        )
+        .unwrap();
+        let b = ProcessRounds::parse(
+            "pid: 8\nmachine: m\n\
+             raw churn 1 PerCpuAlloc 5.0\nraw churn 1 System 10.0\nraw churn 1 jemalloc 20.0\n",
+        )
+        .unwrap();
+        assert_eq!((a.pid, b.pid, a.machine.as_str()), (7, 8, "m"));
+        assert_eq!(a.raw.len() + b.raw.len(), 9);
+        let procs = [a, b];
+        assert_eq!(
+            all_rounds(&procs, "churn", 1, "PerCpuAlloc"),
+            vec![2.0, 9.0, 5.0]
+        );
+        let names = ["PerCpuAlloc", "System", "jemalloc"];
+        let (r, lowest) = round_ratios(&procs, "churn", 1, &names);
+        assert_eq!(r, vec![0.5, 9.0, 0.5]);
+        assert_eq!(lowest, 2);
+        assert_eq!(spread(r, 2), "0.50 [0.50, 9.00]");
+        assert_eq!(
+            spread(all_rounds(&procs, "churn", 1, "System"), 1),
+            "4.0 [4.0, 10.0]"
+        );
+        assert_eq!(low_high(&[3.0, 1.5, 2.0], 1), "1.5-3.0");
+    }
+
+    /// A `--processes` child that failed, printed a line that is not a figure, or
+    /// printed fewer, more or other figures than its options ask for is an error
+    /// that says so (the run then exits with status 1), never a short table; the
+    /// figures `--runs 2 --workload churn,remote,rss --only PerCpuAlloc,System` ask
+    /// for are taken.
+    #[test]
+    fn process_child_failures_and_short_output_are_errors() {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::ExitStatus;
+        let args = Args::parse_from([
+            "alloc-bench",
+            "--runs=2",
+            "--workload=churn,remote,rss",
+            "--threads=1",
+        ]);
+        let allocators = ["PerCpuAlloc", "System"];
+        let expected = expected_series(&args, &allocators, &[1]);
+        let rss = 4 * nproc();
+        let mut full = String::from("pid: 9\nmachine: m\n");
+        for (w, t, rounds) in [("churn", 1, 2), ("remote", 2, 2), ("rss", rss, 1)] {
+            for _ in 0..rounds {
+                let mut names = allocators.to_vec();
+                if w == "remote" {
+                    names.push("handoff");
+                }
+                for a in &names {
+                    full += &format!("raw {w} {t} {a} 3.5\n");
+                    if w == "remote" {
+                        full += &format!("raw remote-producer 2 {a} 1.0\n");
+                        full += &format!("raw remote-consumer 2 {a} 1.0\n");
+                    }
+                }
+            }
+        }
+        let ok = ExitStatus::from_raw(0);
+        let p = child_result(ok, full.as_bytes(), &expected).unwrap();
+        assert_eq!((p.pid, p.raw.len()), (9, 4 + 2 * 9 + 2));
+        let err = |status: ExitStatus, out: &str| {
+            child_result(status, out.as_bytes(), &expected)
+                .map(|_| ())
+                .unwrap_err()
+        };
+        // Killed by SIGSEGV; exited with status 3.
+        assert!(err(ExitStatus::from_raw(11), &full).contains("signal: 11"));
+        assert!(err(ExitStatus::from_raw(3 << 8), &full).contains("exit status: 3"));
+        let last_round = full.rfind("raw rss").unwrap();
+        let short = &full[..last_round];
+        assert!(
+            err(ok, short).contains("printed 0 rounds of `rss "),
+            "{}",
+            err(ok, short)
+        );
+        let one_less = full.replacen("raw churn 1 System 3.5\n", "", 1);
+        assert!(err(ok, &one_less).contains("printed 1 rounds of `churn 1 System`, not 2"));
+        let again = format!("{full}raw churn 1 System 3.5\n");
+        assert!(err(ok, &again).contains("printed 3 rounds of `churn 1 System`, not 2"));
+        let extra = format!("{full}raw churn 1 jemalloc 3.5\n");
+        assert!(err(ok, &extra).contains("`churn 1 jemalloc`, which were not asked for"));
+        for garbage in [
+            "raw churn 1 System 3.5x\n",
+            "raw churn 1 System NaN\n",
+            "raw churn one System 3.5\n",
+            "raw churn 1 System\n",
+        ] {
+            let e = err(ok, &format!("{full}{garbage}"));
+            assert!(e.contains(&format!("{:?}", garbage.trim_end())), "{e}");
+        }
+        assert!(err(ok, &full.replace("pid: 9", "pid: x")).contains("not a pid"));
+        assert!(err(ok, &full.replace("pid: 9\n", "")).contains("no `pid:` line"));
+        assert!(err(ok, &full.replace("machine: m\n", "")).contains("no `machine:` line"));
+        assert!(err(ok, "").contains("no `machine:` line"));
     }
 
     /// `remote(a, d, ring)` with no sleep timeout, so that only wakes end a sleep:

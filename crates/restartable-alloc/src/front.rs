@@ -124,17 +124,37 @@ const _: () = assert!(MISSES + 8 * (CLASSES + 1) <= OFFSETS[1]);
 pub const STRIDE: usize = OFFSETS[CLASSES + 1].next_power_of_two();
 const _: () = assert!(STRIDE.is_multiple_of(os::OS_PAGE));
 
-/// The front-end's set-up, read by every fast path: one line.
-#[repr(C, align(64))]
+/// Where the front-end's set-up (`FRONT`, a page-aligned static) starts in its
+/// page. The words every fast path loads from it, `base` and `fast_cid` (at `+ 8`
+/// and `+ 24`), then share their offset in a page (address bits 11:0) with no word
+/// the fast paths store at the caches' usual levels: no header's count, and no
+/// item within 4 of the bottom of its array or below a capacity its class can have
+/// (a multiple of its batch, or its largest), in any page of a slot. A store and a
+/// later load at the same offset in different pages can alias (4 KiB aliasing): on
+/// this host (AMD Zen 4), with `FRONT` where the linker happened to put it (offset
+/// 0xf00, `fast_cid` on the item a full 192-byte class pushes to), about 1 bench
+/// process in 15 ran churn 2.5 times slower for its whole life; none with it at 0xd00
+/// or at this offset, and about as many with it on other stores of the loop
+/// (BENCHMARKS.md, branch `procs`). Both words are at 8 modulo 16, so neither is the
+/// first word of an object (objects start at multiples of 16), the one programs
+/// write most. Other words of objects can still alias them; a fixed offset at least
+/// keeps that the same in every build.
+pub const FRONT_PAGE_OFFSET: usize = 0x600;
+
+/// The front-end's set-up, read by every fast path: one line, at
+/// [`FRONT_PAGE_OFFSET`] in its page.
+#[repr(C, align(4096))]
 struct Front {
+    /// Places the fields at [`FRONT_PAGE_OFFSET`] in the page.
+    _page: [u8; FRONT_PAGE_OFFSET],
     /// The region's address (0 until set up), with [`BY_CID`] set when slots are
     /// indexed by mm_cid.
     word: AtomicUsize,
-    /// Slots in the region.
-    slots: AtomicUsize,
     /// The region's address without the [`BY_CID`] flag (set with `word`): the slot
     /// address by mm_cid without masking the flag off.
     base: AtomicUsize,
+    /// Slots in the region.
+    slots: AtomicUsize,
     /// [`AreaOffset::bytes`] where slots are indexed by mm_cid, its low byte the
     /// whole index (at most [`CID_SLOTS`] possible CPUs), stored last (release) once
     /// the rest is set up; 0 otherwise. Its sign tells who owns registration (`init`
@@ -187,9 +207,10 @@ pub(crate) const fn region_slots(slots: usize) -> usize {
 }
 
 static FRONT: Front = Front {
+    _page: [0; FRONT_PAGE_OFFSET],
     word: AtomicUsize::new(0),
-    slots: AtomicUsize::new(0),
     base: AtomicUsize::new(0),
+    slots: AtomicUsize::new(0),
     fast_cid: AtomicIsize::new(0),
     checked_cpu: AtomicIsize::new(0),
     checked_cid: AtomicIsize::new(0),
@@ -1840,6 +1861,41 @@ pub fn drain_all() -> Result<usize, DrainError> {
 mod tests {
     use super::*;
     use restartable::Owner;
+
+    /// [`FRONT`]'s fast-path words are where [`FRONT_PAGE_OFFSET`] says: at 8
+    /// modulo 16, and at an offset in their page that no word the fast paths store
+    /// at the caches' usual levels has in any page of a slot (no header's count; no
+    /// item within 4 of the bottom of its array or below a capacity the class can
+    /// have, a multiple of its batch or its largest).
+    #[test]
+    fn front_words_alias_no_usual_store_of_a_slot() {
+        let page = |off: usize| off % 4096;
+        let at = |field: usize| (&raw const FRONT as usize + field) % 4096;
+        let (base, cid) = (
+            core::mem::offset_of!(Front, base),
+            core::mem::offset_of!(Front, fast_cid),
+        );
+        assert_eq!(at(core::mem::offset_of!(Front, word)), FRONT_PAGE_OFFSET);
+        for field in [base, cid] {
+            assert_eq!(at(field) % 16, 8, "field at {field}");
+            let p = at(field);
+            for (c, &hdr) in OFFSETS.iter().enumerate().take(CLASSES + 1).skip(1) {
+                assert_ne!(page(hdr), p, "class {c}'s count");
+                let levels: Vec<usize> = (1..=max_capacity(c) / batch(c))
+                    .map(|k| k * batch(c))
+                    .chain([max_capacity(c)])
+                    .collect();
+                for i in 0..max_capacity(c) {
+                    let item = hdr + (SLAB_HEADER_WORDS + i) * 8;
+                    let usual = i < 4 || levels.iter().any(|&l| l - 4 <= i && i < l);
+                    assert!(
+                        !(usual && page(item) == p),
+                        "class {c}'s item {i} (levels {levels:?}) at {p:#x} in its page"
+                    );
+                }
+            }
+        }
+    }
 
     /// A positive `fast_cid` only where glibc owns registrations; the library's own
     /// areas take it negative (both taken unchecked, the sign only says whose they
