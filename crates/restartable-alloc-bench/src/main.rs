@@ -407,11 +407,7 @@ impl Sleeper {
                 tv_sec: (ns / 1_000_000_000) as libc::time_t,
                 tv_nsec: (ns % 1_000_000_000) as libc::c_long,
             };
-            let timeout: *const libc::timespec = if ns == 0 {
-                std::ptr::null()
-            } else {
-                &timeout
-            };
+            let timeout: *const libc::timespec = if ns == 0 { std::ptr::null() } else { &timeout };
             SLEEPS.fetch_add(1, Ordering::Relaxed);
             // SAFETY: a futex wait on our own word, with a valid timeout or none;
             // it returns at once if the word is no longer 1.
@@ -1420,7 +1416,8 @@ mod tests {
         // SLEEPS counts a sleep after its last check of the stop: once it moves,
         // with no timeout and no batch coming, the consumer sleeps until a wake.
         // If the stop comes first, the run is not one that ends asleep.
-        while SLEEPS.load(Ordering::Relaxed) == sleeps && !stop.load(Ordering::Relaxed) && within() {
+        while SLEEPS.load(Ordering::Relaxed) == sleeps && !stop.load(Ordering::Relaxed) && within()
+        {
             std::thread::sleep(Duration::from_micros(100));
         }
         let asleep = SLEEPS.load(Ordering::Relaxed) > sleeps;
