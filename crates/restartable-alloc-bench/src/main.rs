@@ -777,8 +777,7 @@ fn rss_of(name: &str, threads: usize, d: Duration) -> f64 {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    quantile(&mut v, 0.5)
 }
 
 fn machine() -> String {
@@ -934,17 +933,14 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--library-owned" && a != "--no-rseq")
         .collect();
-    if args.library_owned {
-        println!(
-            "\nwith GLIBC_TUNABLES=glibc.pthread.rseq=0 (the library registers its own areas):"
-        );
-        rerun(&forwarded, false);
-    }
-    if args.no_rseq {
-        println!(
-            "\nwith rseq unavailable (glibc's registration off, seccomp: rseq fails with ENOSYS):"
-        );
-        rerun(&forwarded, true);
+    for (on, mode) in [
+        (args.library_owned, Mode::LibraryOwned),
+        (args.no_rseq, Mode::NoRseq),
+    ] {
+        if on {
+            println!("\n{}:", mode.heading());
+            rerun(&forwarded, mode);
+        }
     }
 }
 
@@ -1190,20 +1186,8 @@ fn child_args(args: &Args, threads: &[usize]) -> Vec<String> {
 /// start, failed, or printed other than `expected` ends this run with a message
 /// and exit status 1.
 fn run_child(args: &[String], mode: Mode, expected: &[Series]) -> ProcessRounds {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(args).stderr(std::process::Stdio::inherit());
-    if mode != Mode::Default {
-        cmd.env("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
-    }
-    if mode == Mode::NoRseq {
-        // SAFETY: the filter installation makes only system calls.
-        unsafe {
-            cmd.pre_exec(|| seccomp::install_filter(&seccomp::rseq_errno_filter(libc::ENOSYS)));
-        }
-    }
-    let result = cmd
+    let result = command_in(mode, args)
+        .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| format!("could not start: {e}"))
         .and_then(|out| child_result(out.status, &out.stdout, expected));
@@ -1370,20 +1354,27 @@ fn low_high(v: &[f64], digits: usize) -> String {
     format!("{lo:.digits$}-{hi:.digits$}")
 }
 
-/// Runs this benchmark again with glibc's registration off, and with `rseq`
-/// failing with ENOSYS if `no_rseq`.
-fn rerun(args: &[String], no_rseq: bool) {
+/// This benchmark as a child process in `mode`'s environment, with `args`.
+fn command_in(mode: Mode, args: &[String]) -> std::process::Command {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().unwrap();
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(args).env("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
-    if no_rseq {
+    cmd.args(args);
+    if mode != Mode::Default {
+        cmd.env("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+    }
+    if mode == Mode::NoRseq {
         // SAFETY: the filter installation makes only system calls.
         unsafe {
             cmd.pre_exec(|| seccomp::install_filter(&seccomp::rseq_errno_filter(libc::ENOSYS)));
         }
     }
-    let st = cmd.status().expect("re-run");
+    cmd
+}
+
+/// Runs this benchmark again in `mode`'s environment (`--library-owned`, `--no-rseq`).
+fn rerun(args: &[String], mode: Mode) {
+    let st = command_in(mode, args).status().expect("re-run");
     if !st.success() {
         eprintln!("the re-run failed: {st}");
         std::process::exit(1);
