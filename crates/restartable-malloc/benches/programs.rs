@@ -462,8 +462,9 @@ fn main() {
     );
     // Everything this process writes, in one directory of its own: two benchmarks
     // running at once must not read each other's figures or delete each other's
-    // files. Removed at the end; left for a look when a run fails.
-    let own = scratch(&format!("bench-{}", std::process::id()));
+    // files. Removed at the end (dropped); left for a look when a run fails (the
+    // benchmark exits without unwinding).
+    let own = scratch("bench");
     let inputs = own.join("inputs");
     std::fs::create_dir_all(&inputs).expect("inputs directory");
     let rss_file = own.join("rss");
@@ -678,7 +679,7 @@ fn main() {
             show_ratio(None)
         );
     }
-    let _ = std::fs::remove_dir_all(&own);
+    drop(own);
     println!("\nthe C programs' own figures (median run by elapsed time):\n");
     for (pi, p) in progs.iter().enumerate().filter(|(_, p)| !p.real) {
         for (ai, (aname, _)) in allocs.iter().enumerate() {

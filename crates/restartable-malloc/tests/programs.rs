@@ -28,6 +28,46 @@ fn tag(m: Malloc) -> &'static str {
     }
 }
 
+/// Scratch directories are the process's own: a second one for the same name (as a
+/// second copy of this test binary running at once would make) neither empties nor
+/// reuses the first, and each is removed when dropped.
+#[test]
+fn scratch_directories_are_unique_and_removed() {
+    let a = scratch("unique");
+    std::fs::write(a.join("kept"), "a").expect("write in the first directory");
+    let b = scratch("unique");
+    assert_ne!(a.path(), b.path());
+    let name = a.file_name().and_then(|n| n.to_str()).expect("a name");
+    assert!(
+        name.starts_with(&format!("unique-{}-", std::process::id())),
+        "{name}"
+    );
+    assert!(b.is_dir() && std::fs::read_dir(&b).expect("read").next().is_none());
+    let b_path = b.to_path_buf();
+    drop(b);
+    assert!(!b_path.exists(), "{} left behind", b_path.display());
+    assert_eq!(
+        std::fs::read(a.join("kept")).expect("the first one's file"),
+        b"a"
+    );
+    // A directory of that name left by an earlier process is skipped, not emptied.
+    let next = |n: &std::path::Path| -> String {
+        let s = n.file_name().and_then(|n| n.to_str()).expect("a name");
+        let (prefix, count) = s.rsplit_once('-').expect("name-pid-n");
+        format!("{prefix}-{}", count.parse::<usize>().expect("a count") + 1)
+    };
+    let stale = a.with_file_name(next(&b_path));
+    std::fs::create_dir(&stale).expect("a stale directory");
+    std::fs::write(stale.join("stale"), "s").expect("write in it");
+    let c = scratch("unique");
+    assert_ne!(c.path(), stale.as_path());
+    assert_eq!(std::fs::read(stale.join("stale")).expect("its file"), b"s");
+    std::fs::remove_dir_all(&stale).expect("remove the stale directory");
+    let a_path = a.to_path_buf();
+    drop(a);
+    assert!(!a_path.exists(), "{} left behind", a_path.display());
+}
+
 #[test]
 fn python3_threads_churning_dicts_lists_strings() {
     require("python3");
