@@ -447,18 +447,29 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
             })
             .join()
             .unwrap();
+            let exited = Instant::now();
             let cached = restartable_alloc::stats().cpu_cache_bytes_per_slot[idle];
             assert!(
                 cached >= 100 * 200,
                 "CPU {idle}'s cache holds only {cached} bytes"
             );
             // The busy CPU keeps visiting the middle (more objects of a class at once than
-            // its cache can ever hold); once the idle CPU has been idle for a second, one of
-            // the visits drains it.
+            // its cache can ever hold). A visit scans the slots once the last scan is
+            // `IDLE_MS` old and drains a slot whose owners' last visit is `IDLE_MS` old,
+            // so a round of visits that begins 2 x `IDLE_MS` after the idle thread's exit
+            // must drain it (and, were it busy then, one that begins `IDLE_MS` after the
+            // end of that round). Bounded by such rounds, not by time: under load the
+            // test takes longer, never fails for it. (`MARGIN`: the allocator's clock is
+            // `CLOCK_MONOTONIC_COARSE`, up to a tick behind this one.)
+            const MARGIN: Duration = Duration::from_millis(50);
+            const SCANS: usize = 3;
+            let idle_ms = Duration::from_millis(restartable_alloc::front::IDLE_MS);
             let class = restartable_alloc::size_class::class_of_size(200_000);
             let held = restartable_alloc::size_class::max_capacity(class) + 2;
-            let start = Instant::now();
+            let mut certain = exited + 2 * idle_ms + MARGIN;
+            let mut scans = 0;
             loop {
+                let began = Instant::now();
                 // black_box: an unused allocation may be optimized away entirely.
                 let v: Vec<Vec<u8>> = (0..held)
                     .map(|_| std::hint::black_box(vec![0u8; 200_000]))
@@ -467,14 +478,21 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
                 let now = restartable_alloc::stats().cpu_cache_bytes_per_slot[idle];
                 if now == 0 {
                     println!(
-                        "CPU {idle}'s {cached} cached bytes drained after {:?}",
-                        start.elapsed()
+                        "CPU {idle}'s {cached} cached bytes drained {:?} after its thread \
+                         exited ({scans} rounds that had to scan before)",
+                        exited.elapsed()
                     );
                     break;
                 }
+                if began >= certain {
+                    scans += 1;
+                    certain = Instant::now() + idle_ms + MARGIN;
+                }
                 assert!(
-                    start.elapsed() < Duration::from_secs(20),
-                    "CPU {idle}'s cache still holds {now} bytes after 20 s idle"
+                    scans < SCANS,
+                    "CPU {idle}'s cache still holds {now} bytes after {scans} rounds of visits \
+                     that each had to scan it idle ({:?} after its thread exited)",
+                    exited.elapsed()
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -523,13 +541,25 @@ fn caches_resize_within_the_budget() {
                 "the hot class did not grow to its most"
             );
             // Large classes want far more than the budget: keep them missing (more
-            // objects at once than they can cache) until the cold class has shrunk.
+            // objects at once than they can cache) until the cold class has shrunk. A
+            // middle visit runs a resize pass once the last one is `RESIZE_MS` old: each
+            // round begins `RESIZE_MS` (and `MARGIN`: the allocator's clock is
+            // `CLOCK_MONOTONIC_COARSE`, up to a tick behind this one) after the last one
+            // ended, so its first visit runs one. The first pass clears the cold class's
+            // misses; once the large classes have filled the budget (in the first round
+            // here) and been denied growth, the next pass shrinks it. Bounded by rounds,
+            // not by time: under load the test takes longer, never fails for it.
+            const MARGIN: Duration = Duration::from_millis(50);
+            const ROUNDS: usize = 10;
             let big: Vec<usize> = (1..=restartable_alloc::size_class::CLASSES)
                 .filter(|&c| size(c) >= 8192)
                 .collect();
             let start = Instant::now();
             let mut max_budget = 0;
+            let mut rounds = 0;
             loop {
+                std::thread::sleep(Duration::from_millis(front::RESIZE_MS) + MARGIN);
+                rounds += 1;
                 for &c in &big {
                     let l = Layout::from_size_align(size(c), 8).unwrap();
                     // SAFETY: as above.
@@ -546,11 +576,12 @@ fn caches_resize_within_the_budget() {
                     break;
                 }
                 assert!(
-                    start.elapsed() < Duration::from_secs(60),
-                    "the cold class kept its capacity {grown} for 60 s (budget {} bytes)",
-                    front::capacity_bytes(cpu)
+                    rounds < ROUNDS,
+                    "the cold class kept its capacity {grown} through {rounds} rounds, each \
+                     with a resize pass (capacities {} bytes, budget {})",
+                    front::capacity_bytes(cpu),
+                    max_cached_bytes_per_cpu()
                 );
-                std::thread::sleep(Duration::from_millis(5));
             }
             assert!(
                 max_budget <= max_cached_bytes_per_cpu(),
@@ -561,7 +592,8 @@ fn caches_resize_within_the_budget() {
                 "the large classes never came near the budget ({max_budget} bytes)"
             );
             println!(
-                "cold class shrank from {grown} to {} after {:?}; capacities peaked at {max_budget} bytes",
+                "cold class shrank from {grown} to {} after {rounds} rounds ({:?}); capacities \
+                 peaked at {max_budget} bytes",
                 front::class_capacity(cpu, hot),
                 start.elapsed()
             );
