@@ -30,7 +30,8 @@ fn tag(m: Malloc) -> &'static str {
 
 /// Scratch directories are the process's own: a second one for the same name (as a
 /// second copy of this test binary running at once would make) neither empties nor
-/// reuses the first, and each is removed when dropped.
+/// reuses the first, nor one an earlier process left; each is removed when dropped,
+/// and kept when dropped while panicking.
 #[test]
 fn scratch_directories_are_unique_and_removed() {
     let a = scratch("unique");
@@ -50,19 +51,42 @@ fn scratch_directories_are_unique_and_removed() {
         std::fs::read(a.join("kept")).expect("the first one's file"),
         b"a"
     );
-    // A directory of that name left by an earlier process is skipped, not emptied.
-    let next = |n: &std::path::Path| -> String {
-        let s = n.file_name().and_then(|n| n.to_str()).expect("a name");
-        let (prefix, count) = s.rsplit_once('-').expect("name-pid-n");
-        format!("{prefix}-{}", count.parse::<usize>().expect("a count") + 1)
-    };
-    let stale = a.with_file_name(next(&b_path));
-    std::fs::create_dir(&stale).expect("a stale directory");
-    std::fs::write(stale.join("stale"), "s").expect("write in it");
+    // Directories of the names that come next, left by an earlier process, are
+    // skipped, not emptied. (The next 16 counts: the other tests of this binary,
+    // running at once, may take a few of them first.)
+    let (prefix, count) = b_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|s| s.rsplit_once('-'))
+        .expect("name-pid-n");
+    let count: usize = count.parse().expect("a count");
+    let stale: Vec<std::path::PathBuf> = (1..=16)
+        .map(|k| a.with_file_name(format!("{prefix}-{}", count + k)))
+        .collect();
+    for d in &stale {
+        std::fs::create_dir(d).expect("a stale directory");
+        std::fs::write(d.join("stale"), "s").expect("write in it");
+    }
     let c = scratch("unique");
-    assert_ne!(c.path(), stale.as_path());
-    assert_eq!(std::fs::read(stale.join("stale")).expect("its file"), b"s");
-    std::fs::remove_dir_all(&stale).expect("remove the stale directory");
+    assert!(!stale.contains(&c.to_path_buf()), "{} reused", c.display());
+    assert!(c.is_dir() && std::fs::read_dir(&c).expect("read").next().is_none());
+    for d in &stale {
+        assert_eq!(std::fs::read(d.join("stale")).expect("its file"), b"s");
+        std::fs::remove_dir_all(d).expect("remove the stale directory");
+    }
+    // Dropped while panicking, a directory is kept (with its files, for a look).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let panicked = std::thread::spawn(move || {
+        let d = scratch("unique");
+        std::fs::write(d.join("kept"), "p").expect("write in it");
+        tx.send(d.to_path_buf()).expect("send");
+        panic!("(this test's own panic: the directory is kept)");
+    })
+    .join();
+    assert!(panicked.is_err());
+    let kept = rx.recv().expect("the panicking thread's directory");
+    assert_eq!(std::fs::read(kept.join("kept")).expect("kept"), b"p");
+    std::fs::remove_dir_all(&kept).expect("remove the kept directory");
     let a_path = a.to_path_buf();
     drop(a);
     assert!(!a_path.exists(), "{} left behind", a_path.display());
