@@ -23,11 +23,11 @@
 //! - The large map holds, for every live large object of this module, its mapping
 //!   length at its first page; the entry is written after the mapping exists and
 //!   cleared before it is unmapped or moved, so a recycled address never finds a
-//!   stale entry. Leaves (2 MiB of address space bookkeeping each, covering 1 GiB)
-//!   are mapped on first use and never freed. A [`realloc`] that grows an object
-//!   tries in place first; one that may move it (`mremap`) holds a leaf first (one
-//!   spare kept mapped, or a fresh one), so that wherever the object lands it is
-//!   recorded; without one it does not move.
+//!   stale entry. Leaves (2 MiB of address space bookkeeping each, 1 MiB on a 32-bit
+//!   target, covering 1 GiB) are mapped on first use and never freed. A
+//!   [`realloc`] that grows an object tries in place first; one that may move it
+//!   (`mremap`) holds a leaf first (one spare kept mapped, or a fresh one), so that
+//!   wherever the object lands it is recorded; without one it does not move.
 //! - Nothing here calls the global allocator.
 //!
 //! Objects of [`PerCpuAlloc`](crate::PerCpuAlloc)'s own [`GlobalAlloc`](core::alloc::GlobalAlloc) path (large ones) are not in the
@@ -676,8 +676,9 @@ fn large_get(a: usize) -> usize {
 /// Bytes of the large map's leaves mapped, the spare included.
 static LEAF_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// Bytes of address space the large map takes: its leaves (2 MiB each, mapped on
-/// first use and never freed) and the spare leaf kept for moves; the root is static.
+/// Bytes of address space the large map takes: its leaves (2 MiB each, 1 MiB on a
+/// 32-bit target, mapped on first use and never freed) and the spare leaf kept for
+/// moves; the root is static.
 pub fn large_map_bytes() -> usize {
     LEAF_BYTES.load(Ordering::Relaxed)
 }

@@ -38,7 +38,9 @@ use crate::size_class::PAGE_SHIFT;
 
 /// Bits of the addresses the map covers: the lower half of x86_64's (and other
 /// 64-bit targets') 48-bit address space, or the whole address on a narrower target
-/// (a 32-bit process can be given any address below 4 GiB). At most
+/// (a 32-bit process can be given any address below 4 GiB; not the last pages:
+/// its user space ends at 3 GiB under a 32-bit x86 kernel, 4 GiB - 8 KiB under
+/// a 64-bit one, so a mapping's end, exclusive, fits a `usize`). At most
 /// [`INFO_HEADER_SHIFT`], so that an info word holds every first object's address.
 pub(crate) const ADDRESS_BITS: usize = if usize::BITS >= 64 {
     47
@@ -63,8 +65,8 @@ static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] = [const { AtomicPtr::new(ptr::null_mut
 /// Bytes of the leaves mapped (written under the page heap's lock).
 static LEAF_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// Bytes of address space the page map's leaves take (4 MiB each, mapped on first
-/// use, never freed); the root is static.
+/// Bytes of address space the page map's leaves take (4 MiB each, 3 MiB on a 32-bit
+/// target, mapped on first use, never freed); the root is static.
 pub fn mapped_bytes() -> usize {
     LEAF_BYTES.load(Ordering::Relaxed)
 }
