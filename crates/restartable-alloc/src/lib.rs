@@ -392,8 +392,9 @@ pub struct Stats {
     pub page_heap_free_bytes: u64,
     /// Address space the allocator has mapped: the page heap's regions and span
     /// records, large objects, the per-CPU cache region, the page map's leaves
-    /// ([`backend::pagemap`], 4 MiB each) and the large-object map's ([`raw`], 2 MiB
-    /// each, its spare included), and ranges the kernel refused to unmap (see
+    /// ([`backend::pagemap`], 4 MiB each, 3 MiB on a 32-bit target) and the
+    /// large-object map's ([`raw`], 2 MiB each, 1 MiB on a 32-bit target, its spare
+    /// included), and ranges the kernel refused to unmap (see
     /// [`os::unmap`]), which wait to be unmapped again. Its statics (the maps'
     /// roots) are not counted. The C `mallinfo` reports it without the large
     /// objects as `arena`.

@@ -23,11 +23,11 @@
 //! - The large map holds, for every live large object of this module, its mapping
 //!   length at its first page; the entry is written after the mapping exists and
 //!   cleared before it is unmapped or moved, so a recycled address never finds a
-//!   stale entry. Leaves (2 MiB of address space bookkeeping each, covering 1 GiB)
-//!   are mapped on first use and never freed. A [`realloc`] that grows an object
-//!   tries in place first; one that may move it (`mremap`) holds a leaf first (one
-//!   spare kept mapped, or a fresh one), so that wherever the object lands it is
-//!   recorded; without one it does not move.
+//!   stale entry. Leaves (2 MiB of address space bookkeeping each, 1 MiB on a 32-bit
+//!   target, covering 1 GiB) are mapped on first use and never freed. A
+//!   [`realloc`] that grows an object tries in place first; one that may move it
+//!   (`mremap`) holds a leaf first (one spare kept mapped, or a fresh one), so that
+//!   wherever the object lands it is recorded; without one it does not move.
 //! - Nothing here calls the global allocator.
 //!
 //! Objects of [`PerCpuAlloc`](crate::PerCpuAlloc)'s own [`GlobalAlloc`](core::alloc::GlobalAlloc) path (large ones) are not in the
@@ -161,8 +161,8 @@ const CHECK_LEN: usize = 1 << 13;
 /// every info word is 0 or written by `pagemap::set_small`): its address is
 /// `CHECK + (info >> 48) * 2` (one shift and an indexed load, no mask).
 #[inline(always)]
-fn check_entry(info: usize) -> &'static [u64; 2] {
-    let h = info >> pagemap::INFO_HEADER_SHIFT;
+fn check_entry(info: u64) -> &'static [u64; 2] {
+    let h = (info >> pagemap::INFO_HEADER_SHIFT) as usize;
     debug_assert!(h.is_multiple_of(8));
     let t = rip_relative!(CHECK, [[u64; 2]; CHECK_LEN]) as *const [[u64; 2]; CHECK_LEN];
     // SAFETY: `h < 2^16` and a multiple of 8 (every info word's top bits), so `2 * h`
@@ -175,7 +175,7 @@ fn check_entry(info: usize) -> &'static [u64; 2] {
 /// bits from 48 up (what the info word leaves there in `small`).
 #[cfg(test)]
 fn object_start(h: usize, off: u64, high: u64) -> bool {
-    let [m, l] = *check_entry(h << pagemap::INFO_HEADER_SHIFT);
+    let [m, l] = *check_entry((h as u64) << pagemap::INFO_HEADER_SHIFT);
     off.wrapping_add(high << 48).wrapping_mul(m) < l
 }
 
@@ -228,9 +228,12 @@ pub fn lookup(p: *const u8) -> Block {
 #[inline(always)]
 fn small(a: usize) -> Option<(usize, usize)> {
     let info = pagemap::info(a);
-    let off = a.wrapping_add(info) as u64;
+    let off = (a as u64).wrapping_add(info);
     let [m, l] = *check_entry(info);
-    (off.wrapping_mul(m) < l).then_some((l as u8 as usize, info >> pagemap::INFO_HEADER_SHIFT))
+    (off.wrapping_mul(m) < l).then_some((
+        l as u8 as usize,
+        (info >> pagemap::INFO_HEADER_SHIFT) as usize,
+    ))
 }
 
 /// Usable bytes of `p` (at least the size it was allocated with); `None` if `p` is
@@ -637,8 +640,9 @@ pub fn fatal(msg: &[u8]) -> ! {
     }
 }
 
-// The large map: OS page number -> mapping length, in two levels.
-const ADDRESS_BITS: usize = 47;
+// The large map: OS page number -> mapping length, in two levels, over the page map's
+// addresses (on a 32-bit target a root of 4 leaves of 1 GiB).
+use pagemap::ADDRESS_BITS;
 const LEAF_BITS: usize = 18;
 const PAGE_BITS: usize = 12;
 const ROOT_BITS: usize = ADDRESS_BITS - PAGE_BITS - LEAF_BITS;
@@ -649,7 +653,7 @@ static LARGE_ROOT: [AtomicPtr<Leaf>; 1 << ROOT_BITS] =
 
 #[inline]
 fn large_split(a: usize) -> Option<(usize, usize)> {
-    if a >= 1 << ADDRESS_BITS || a & (OS_PAGE - 1) != 0 {
+    if a as u64 >= 1 << ADDRESS_BITS || a & (OS_PAGE - 1) != 0 {
         return None;
     }
     let page = a >> PAGE_BITS;
@@ -672,8 +676,9 @@ fn large_get(a: usize) -> usize {
 /// Bytes of the large map's leaves mapped, the spare included.
 static LEAF_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// Bytes of address space the large map takes: its leaves (2 MiB each, mapped on
-/// first use and never freed) and the spare leaf kept for moves; the root is static.
+/// Bytes of address space the large map takes: its leaves (2 MiB each, 1 MiB on a
+/// 32-bit target, mapped on first use and never freed) and the spare leaf kept for
+/// moves; the root is static.
 pub fn large_map_bytes() -> usize {
     LEAF_BYTES.load(Ordering::Relaxed)
 }

@@ -415,6 +415,20 @@ fn memory_returns_after_a_1_gib_burst() {
     );
 }
 
+/// The allocator's clock (`front`'s: `CLOCK_MONOTONIC_COARSE` in whole milliseconds).
+/// A reading taken after the allocator stamped an event is at least that stamp
+/// (the clock never goes back), so bounds counted on it hold whatever that clock's
+/// lag behind `Instant`'s (a tick, or more where ticks are late under load).
+fn allocator_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 #[test]
 fn idle_cpu_caches_are_drained_by_another_thread() {
     if role().is_none() {
@@ -447,18 +461,32 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
             })
             .join()
             .unwrap();
+            let exited = Instant::now();
+            let exited_ms = allocator_ms();
             let cached = restartable_alloc::stats().cpu_cache_bytes_per_slot[idle];
             assert!(
                 cached >= 100 * 200,
                 "CPU {idle}'s cache holds only {cached} bytes"
             );
             // The busy CPU keeps visiting the middle (more objects of a class at once than
-            // its cache can ever hold); once the idle CPU has been idle for a second, one of
-            // the visits drains it.
+            // its cache can ever hold). A visit at (the allocator's) time `now` scans the
+            // slots once `now` reaches the last scan's time plus `IDLE_MS`, and drains a
+            // slot whose owners' last visit (for the idle CPU, at most `exited_ms`) plus
+            // `IDLE_MS` is below `now`. So a scan that left the idle slot alone ran by
+            // `exited_ms + IDLE_MS` and the next is due by `exited_ms + 2 x IDLE_MS`: a
+            // round of visits that begins after that, on the allocator's clock, scans and
+            // drains it (and, had the slot been busy then, a round that begins `IDLE_MS`
+            // after the end of that one scans again). Bounded by such rounds, counted on
+            // the allocator's own clock, not by time: under load the test takes longer,
+            // never fails for it.
+            const SCANS: usize = 3;
+            let idle_ms = restartable_alloc::front::IDLE_MS;
             let class = restartable_alloc::size_class::class_of_size(200_000);
             let held = restartable_alloc::size_class::max_capacity(class) + 2;
-            let start = Instant::now();
+            let mut certain = exited_ms + 2 * idle_ms + 1;
+            let mut scans = 0;
             loop {
+                let began = allocator_ms();
                 // black_box: an unused allocation may be optimized away entirely.
                 let v: Vec<Vec<u8>> = (0..held)
                     .map(|_| std::hint::black_box(vec![0u8; 200_000]))
@@ -467,14 +495,22 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
                 let now = restartable_alloc::stats().cpu_cache_bytes_per_slot[idle];
                 if now == 0 {
                     println!(
-                        "CPU {idle}'s {cached} cached bytes drained after {:?}",
-                        start.elapsed()
+                        "CPU {idle}'s {cached} cached bytes drained {:?} after its thread \
+                         exited ({scans} rounds that had to scan before)",
+                        exited.elapsed()
                     );
                     break;
                 }
+                if began >= certain {
+                    scans += 1;
+                    certain = allocator_ms() + idle_ms + 1;
+                }
                 assert!(
-                    start.elapsed() < Duration::from_secs(20),
-                    "CPU {idle}'s cache still holds {now} bytes after 20 s idle"
+                    scans < SCANS,
+                    "CPU {idle}'s idle cache still holds {now} bytes after {scans} rounds of \
+                     middle visits that each had to scan the slots and drain it ({:?} after \
+                     its thread exited)",
+                    exited.elapsed()
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -523,13 +559,27 @@ fn caches_resize_within_the_budget() {
                 "the hot class did not grow to its most"
             );
             // Large classes want far more than the budget: keep them missing (more
-            // objects at once than they can cache) until the cold class has shrunk.
+            // objects at once than they can cache) until the cold class has shrunk. A
+            // middle visit runs a resize pass once the last one is `RESIZE_MS` old on the
+            // allocator's clock: each round begins once that clock is `RESIZE_MS` past
+            // the end of the round before (by when any earlier pass had run), so its
+            // first visit runs one. The first pass clears the cold class's misses; once
+            // the large classes have filled the budget (in the first round here) and
+            // been denied growth, the next pass shrinks it. Bounded by rounds, not by
+            // time: under load the test takes longer, never fails for it.
+            const ROUNDS: usize = 10;
             let big: Vec<usize> = (1..=restartable_alloc::size_class::CLASSES)
                 .filter(|&c| size(c) >= 8192)
                 .collect();
             let start = Instant::now();
             let mut max_budget = 0;
+            let mut rounds = 0;
+            let mut ended = allocator_ms();
             loop {
+                while allocator_ms() < ended + front::RESIZE_MS {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                rounds += 1;
                 for &c in &big {
                     let l = Layout::from_size_align(size(c), 8).unwrap();
                     // SAFETY: as above.
@@ -542,15 +592,17 @@ fn caches_resize_within_the_budget() {
                     }
                     max_budget = max_budget.max(front::capacity_bytes(cpu));
                 }
+                ended = allocator_ms();
                 if front::class_capacity(cpu, hot) < grown {
                     break;
                 }
                 assert!(
-                    start.elapsed() < Duration::from_secs(60),
-                    "the cold class kept its capacity {grown} for 60 s (budget {} bytes)",
-                    front::capacity_bytes(cpu)
+                    rounds < ROUNDS,
+                    "the cold class kept its capacity {grown} through {rounds} rounds, each \
+                     with a resize pass (capacities {} bytes, budget {})",
+                    front::capacity_bytes(cpu),
+                    max_cached_bytes_per_cpu()
                 );
-                std::thread::sleep(Duration::from_millis(5));
             }
             assert!(
                 max_budget <= max_cached_bytes_per_cpu(),
@@ -561,7 +613,8 @@ fn caches_resize_within_the_budget() {
                 "the large classes never came near the budget ({max_budget} bytes)"
             );
             println!(
-                "cold class shrank from {grown} to {} after {:?}; capacities peaked at {max_budget} bytes",
+                "cold class shrank from {grown} to {} after {rounds} rounds ({:?}); capacities \
+                 peaked at {max_budget} bytes",
                 front::class_capacity(cpu, hot),
                 start.elapsed()
             );

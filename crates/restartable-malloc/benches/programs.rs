@@ -10,7 +10,8 @@
 //! ```sh
 //! apt-get install libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4 python3 sqlite3 git gcc g++
 //! cargo bench -p restartable-malloc --bench programs            # full size, 5 runs
-//! cargo bench -p restartable-malloc --bench programs -- --quick # a smoke run
+//! cargo bench -p restartable-malloc --bench programs -- --quick # a smoke run: small, 1 run
+//! cargo bench -p restartable-malloc --bench programs -- --quick --runs 3 # small, 3 runs
 //! # one program, restartable against mimalloc and glibc and another build of it:
 //! cargo bench -p restartable-malloc --bench programs -- --only g++ --alloc mimalloc \
 //!     --lib main=/tmp/main/librestartable_malloc.so --runs 20
@@ -25,6 +26,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod programs_args;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,38 +34,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::Parser as _;
 
 use common::{compile_c_file, fast_import_stream, library, require, scratch};
-
-#[derive(Parser, Debug)]
-#[command(about = "Real programs and C workloads under LD_PRELOAD of several allocators")]
-struct Args {
-    /// Runs per program and allocator (the median is reported).
-    #[arg(long, default_value_t = 5)]
-    runs: usize,
-    /// Small workloads and 1 run: checks that everything works.
-    #[arg(long)]
-    quick: bool,
-    /// Only programs whose name contains one of these.
-    #[arg(long)]
-    only: Vec<String>,
-    /// Only these of mimalloc, jemalloc and tcmalloc (those whose name contains one
-    /// of these; `none`: none of them). glibc's, restartable's and `--lib`'s columns
-    /// always run.
-    #[arg(long)]
-    alloc: Vec<String>,
-    /// One more column, `NAME=PATH`: a library to preload (another build of this
-    /// one, for instance), run in the same rotation as the others.
-    #[arg(long, value_name = "NAME=PATH")]
-    lib: Vec<String>,
-    /// Time limit per run, in seconds.
-    #[arg(long, default_value_t = 600)]
-    limit: u64,
-    /// Ignored (cargo bench passes it).
-    #[arg(long, hide = true)]
-    bench: bool,
-}
+use programs_args::Args;
 
 const DEBIAN_LIBS: &str = "/usr/lib/x86_64-linux-gnu";
 /// glibc's column (no preloaded library): the baseline of outputs and RSS.
@@ -478,7 +452,7 @@ fn quantiles<T: Copy + PartialOrd, const N: usize>(mut v: Vec<T>, fs: [f64; N]) 
 
 fn main() {
     let args = Args::parse();
-    let runs = if args.quick { 1 } else { args.runs.max(1) };
+    let runs = args.runs();
     let limit = Duration::from_secs(args.limit);
     let allocs = allocators(&args.alloc, &args.lib);
     check_preloads(&allocs);
@@ -488,8 +462,9 @@ fn main() {
     );
     // Everything this process writes, in one directory of its own: two benchmarks
     // running at once must not read each other's figures or delete each other's
-    // files. Removed at the end; left for a look when a run fails.
-    let own = scratch(&format!("bench-{}", std::process::id()));
+    // files. Removed at the end (dropped); left for a look when a run fails (the
+    // benchmark exits without unwinding).
+    let own = scratch("bench");
     let inputs = own.join("inputs");
     std::fs::create_dir_all(&inputs).expect("inputs directory");
     let rss_file = own.join("rss");
@@ -704,7 +679,7 @@ fn main() {
             show_ratio(None)
         );
     }
-    let _ = std::fs::remove_dir_all(&own);
+    drop(own);
     println!("\nthe C programs' own figures (median run by elapsed time):\n");
     for (pi, p) in progs.iter().enumerate().filter(|(_, p)| !p.real) {
         for (ai, (aname, _)) in allocs.iter().enumerate() {

@@ -2,15 +2,18 @@
 //! the size class and start of a small-object span, in two loads as well.
 //!
 //! # Invariants
-//! - A radix tree over the user address space (47 bits): the root is a static array
-//!   of 2^16 pointers to leaves; a leaf, mapped on first use, holds 2^18 span
-//!   pointers and covers 2 GiB. Leaves are never freed.
-//! - Beside the span pointers a leaf holds one *info* word per page: for a page of a
-//!   span of size class `c` (from `set_small` until `clear_small`),
+//! - A radix tree over the user address space (`ADDRESS_BITS`: 47 bits on 64-bit
+//!   targets, the whole 32 on 32-bit ones): the root is a static array of 2^16
+//!   pointers to leaves (2 on 32-bit targets); a leaf, mapped on first use, holds
+//!   2^18 span pointers and covers 2 GiB. Leaves are never freed.
+//! - Beside the span pointers a leaf holds one *info* word per page, a `u64` on
+//!   every target (on 32-bit ones too, so that it has room for all of what follows):
+//!   for a page of a span of size class `c` (from `set_small` until `clear_small`),
 //!   `front::header_offset(c) << 48 | (2^48 - first)`: the address of the span's
 //!   first object (`first = start + size_class::span_offset(c, start)`, the span's start
 //!   page aligned, not 0, below 2^47) negated modulo 2^48 in its low 48 bits (so
-//!   that `addr + info` is `addr - first` plus a multiple of 2^48, one `lea`), and
+//!   that `addr + info` is `addr - first` plus a multiple of 2^48, one `lea` on
+//!   64-bit targets), and
 //!   the offset of the class's header in a front-end slot (a multiple of 8 below
 //!   2^16, naming the class: `raw` keys its tables by it) in its top 16 bits; 0 for
 //!   every other page (free runs, pages no span covers). The C `free` reads it
@@ -28,12 +31,22 @@
 //!   `HOT` names an all-zero stand-in (`NO_LEAF`) for the first 2 GiB.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use super::Span;
 use crate::size_class::PAGE_SHIFT;
 
-const ADDRESS_BITS: usize = 47;
+/// Bits of the addresses the map covers: the lower half of x86_64's (and other
+/// 64-bit targets') 48-bit address space, or the whole address on a narrower target
+/// (a 32-bit process can be given any address below 4 GiB; not the last pages:
+/// its user space ends at 3 GiB under a 32-bit x86 kernel, 4 GiB - 8 KiB under
+/// a 64-bit one, so a mapping's end, exclusive, fits a `usize`). At most
+/// [`INFO_HEADER_SHIFT`], so that an info word holds every first object's address.
+pub(crate) const ADDRESS_BITS: usize = if usize::BITS >= 64 {
+    47
+} else {
+    usize::BITS as usize
+};
 const LEAF_BITS: usize = 18;
 const ROOT_BITS: usize = ADDRESS_BITS - PAGE_SHIFT - LEAF_BITS;
 const LEAF_LEN: usize = 1 << LEAF_BITS;
@@ -42,7 +55,7 @@ const LEAF_LEN: usize = 1 << LEAF_BITS;
 #[repr(C)]
 struct Leaf {
     spans: [AtomicPtr<Span>; LEAF_LEN],
-    info: [AtomicUsize; LEAF_LEN],
+    info: [AtomicU64; LEAF_LEN],
 }
 
 const ROOT_LEN: usize = 1 << ROOT_BITS;
@@ -52,8 +65,8 @@ static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] = [const { AtomicPtr::new(ptr::null_mut
 /// Bytes of the leaves mapped (written under the page heap's lock).
 static LEAF_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// Bytes of address space the page map's leaves take (4 MiB each, mapped on first
-/// use, never freed); the root is static.
+/// Bytes of address space the page map's leaves take (4 MiB each, 3 MiB on a 32-bit
+/// target, mapped on first use, never freed); the root is static.
 pub fn mapped_bytes() -> usize {
     LEAF_BYTES.load(Ordering::Relaxed)
 }
@@ -64,7 +77,7 @@ pub fn mapped_bytes() -> usize {
 struct Hot {
     /// The hot leaf's info words; [`NO_LEAF`] (all zero: no small-object page)
     /// until there is a hot leaf.
-    info: AtomicPtr<AtomicUsize>,
+    info: AtomicPtr<AtomicU64>,
     /// The first address the hot leaf covers (`index << (PAGE_SHIFT + LEAF_BITS)`);
     /// 0 until there is one (addresses below 2 GiB then read [`NO_LEAF`]). The info
     /// word of an address `a` with `a - start < 2^31` (wrapping) is `info[(a - start)
@@ -73,14 +86,14 @@ struct Hot {
 }
 
 static HOT: Hot = Hot {
-    info: AtomicPtr::new(ptr::addr_of!(NO_LEAF) as *mut AtomicUsize),
+    info: AtomicPtr::new(ptr::addr_of!(NO_LEAF) as *mut AtomicU64),
     start: AtomicUsize::new(0),
 };
 
 /// The info words of no leaf: what [`HOT`] reads until the hot leaf exists (2 MiB of
 /// zero-initialized address space, never written: only read, and only for
 /// addresses no object of this allocator can have).
-static NO_LEAF: [AtomicUsize; LEAF_LEN] = [const { AtomicUsize::new(0) }; LEAF_LEN];
+static NO_LEAF: [AtomicU64; LEAF_LEN] = [const { AtomicU64::new(0) }; LEAF_LEN];
 
 /// [`HOT`]'s `info` (acquire), then `addr - start`. On x86_64 one asm block: two
 /// `%rip`-relative loads in program order (x86_64 does not reorder loads), the second
@@ -93,10 +106,10 @@ static NO_LEAF: [AtomicUsize; LEAF_LEN] = [const { AtomicUsize::new(0) }; LEAF_L
 /// none of its objects can see (an object is handed out after `ensure` returns, and
 /// reaches another thread with that ordering).
 #[inline(always)]
-fn hot(addr: usize) -> (*mut AtomicUsize, usize) {
+fn hot(addr: usize) -> (*mut AtomicU64, usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        let info: *mut AtomicUsize;
+        let info: *mut AtomicU64;
         let d: usize;
         // SAFETY: reads the two words of a static, which is always valid.
         unsafe {
@@ -117,6 +130,8 @@ fn hot(addr: usize) -> (*mut AtomicUsize, usize) {
         (info, addr.wrapping_sub(HOT.start.load(Ordering::Relaxed)))
     }
 }
+// The asm's `{s}+8`.
+#[cfg(target_arch = "x86_64")]
 const _: () = assert!(core::mem::offset_of!(Hot, start) == 8);
 
 const _: () = assert!(crate::size_class::CLASSES < 256 && PAGE_SHIFT >= 8);
@@ -132,9 +147,10 @@ fn root() -> &'static [AtomicPtr<Leaf>; ROOT_LEN] {
     rip_relative!(ROOT, [AtomicPtr<Leaf>; ROOT_LEN])
 }
 
-/// Whether addresses up to `end` (exclusive) can be mapped.
+/// Whether addresses up to `end` (exclusive) can be mapped (all of them on a
+/// 32-bit target).
 pub fn covers(end: usize) -> bool {
-    end <= 1 << ADDRESS_BITS
+    end as u64 <= 1 << ADDRESS_BITS
 }
 
 #[inline]
@@ -159,7 +175,7 @@ pub fn get(addr: usize) -> *mut Span {
 /// for a page of a small-object span, 0 otherwise (also for
 /// addresses beyond the map).
 #[inline(always)]
-pub fn info(addr: usize) -> usize {
+pub fn info(addr: usize) -> u64 {
     let (info, d) = hot(addr);
     if d < 1 << (PAGE_SHIFT + LEAF_BITS) {
         let word = info.wrapping_add(d >> PAGE_SHIFT);
@@ -174,7 +190,7 @@ pub fn info(addr: usize) -> usize {
 
 /// [`info`] through the root.
 #[inline(always)]
-fn info_walk(addr: usize) -> usize {
+fn info_walk(addr: usize) -> u64 {
     let (r, l) = split(addr);
     let Some(root) = root().get(r) else {
         return 0;
@@ -188,7 +204,7 @@ fn info_walk(addr: usize) -> usize {
 }
 
 /// Stores `v` as the info word of the pages `[first, last]` (addresses of pages).
-fn set_info(first: usize, last: usize, v: usize) {
+fn set_info(first: usize, last: usize, v: u64) {
     let mut a = first;
     while a <= last {
         let (r, l) = split(a);
@@ -204,8 +220,9 @@ fn set_info(first: usize, last: usize, v: usize) {
 /// (the span's start, page aligned, not 0, below 2^47, plus its
 /// `size_class::span_offset`), whose class's front-end header is at `hdr` (see the module
 /// docs).
-pub const fn small_info(hdr: usize, first: usize) -> usize {
-    hdr << INFO_HEADER_SHIFT | (first.wrapping_neg() & ((1 << INFO_HEADER_SHIFT) - 1))
+pub const fn small_info(hdr: usize, first: usize) -> u64 {
+    (hdr as u64) << INFO_HEADER_SHIFT
+        | ((first as u64).wrapping_neg() & ((1 << INFO_HEADER_SHIFT) - 1))
 }
 
 /// Records the span `span` (of size class `class`, `1..=CLASSES`) for all its pages,
@@ -255,7 +272,7 @@ pub(crate) fn ensure(
             ) {
                 let leaf: *mut Leaf = p.cast();
                 // SAFETY: `leaf` is the fresh mapping, a whole `Leaf`.
-                let info = unsafe { ptr::addr_of_mut!((*leaf).info) }.cast::<AtomicUsize>();
+                let info = unsafe { ptr::addr_of_mut!((*leaf).info) }.cast::<AtomicU64>();
                 HOT.start
                     .store(index << (PAGE_SHIFT + LEAF_BITS), Ordering::Release);
                 HOT.info.store(info, Ordering::Release);
@@ -301,8 +318,11 @@ mod tests {
         // exists (and is the hot one unless this test's leaves came first).
         let obj = crate::raw::alloc(4000, 16);
         assert!(!obj.is_null());
-        // 5 GiB of address space, never touched: leaves 2 GiB apart inside it.
-        let len = 5usize << 30;
+        // 5 GiB of address space, never touched: leaves 2 GiB apart inside it (on a
+        // 32-bit target, whose root has 2 leaves, 96 MiB with spans 32 MiB apart).
+        let wide = usize::BITS >= 64;
+        let gap = if wide { 2usize << 30 } else { 32 << 20 };
+        let len = 2 * gap + if wide { 1 << 30 } else { 32 << 20 };
         // SAFETY: a fresh reservation at an address of the kernel's choosing.
         let p = unsafe {
             libc::mmap(
@@ -316,7 +336,7 @@ mod tests {
         };
         assert_ne!(p, libc::MAP_FAILED);
         let start = (p as usize).next_multiple_of(PAGE_SIZE);
-        let firsts = [start, start + (2 << 30), start + (4 << 30)];
+        let firsts = [start, start + gap, start + 2 * gap];
         let mut spans = firsts.map(|s| Span {
             start: s,
             pages: 2,
@@ -327,7 +347,7 @@ mod tests {
         heap.take();
         assert!(ensure(
             start,
-            start + (4 << 30) + 2 * PAGE_SIZE,
+            start + 2 * gap + 2 * PAGE_SIZE,
             crate::os::map
         ));
         // Every leaf is counted (leaves are mapped under the heap's lock, held).
@@ -353,13 +373,15 @@ mod tests {
             0,
             8,
             usize::MAX,
-            1 << 47,
+            // The first address beyond the map (on a 32-bit target there is none).
+            (1u64 << ADDRESS_BITS).min(usize::MAX as u64) as usize,
             &hot as *const _ as usize,
         ];
-        // The hot range's ends, and addresses just outside it.
+        // The hot range's ends, and addresses just outside it (wrapping: on a 32-bit
+        // target the hot leaf may be the last, which ends at 2^32).
         let first = hot << (PAGE_SHIFT + LEAF_BITS);
-        let end = first + (1 << (PAGE_SHIFT + LEAF_BITS));
-        addrs.extend([first, first.wrapping_sub(1), end - 1, end]);
+        let end = first.wrapping_add(1 << (PAGE_SHIFT + LEAF_BITS));
+        addrs.extend([first, first.wrapping_sub(1), end.wrapping_sub(1), end]);
         for s in &spans {
             // SAFETY: `s.start` is a class-3 span's (set above).
             let want = small_info(
