@@ -15,8 +15,10 @@
  * threads 0 and 1 allocates in its last 100 k pairs and prints how many cache lines
  * the bytes they touch share between the two (and how many of those pairs touched
  * one): the recording slows the loop, so "check" runs are for the mechanism, not the
- * timings. BENCHMARKS.md, branch `churn2`.
- * usage: churn_mix THREADS PAIRS_PER_THREAD free|clean|swap|share [check] */
+ * timings. With "untouched" the loop never touches the objects (it sums their
+ * addresses instead): the control, where objects still cross caches but no line is
+ * written by both threads. BENCHMARKS.md, branch `churn2`.
+ * usage: churn_mix THREADS PAIRS_PER_THREAD free|clean|swap|share [check|untouched] */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
@@ -41,7 +43,7 @@ struct rec {
 static long pairs = 10000000;
 static int ncpu;
 static enum mode mode;
-static int check;
+static int check, untouched;
 static double cpu_all[256], cpu_after[256];
 static struct rec recs[2][NREC];
 static int nrec[2];
@@ -100,8 +102,12 @@ static void *worker(void *arg) {
         size_t n = 16 + (s & 0xf0);
         char *p = malloc(n);
         if (!p) abort();
-        p[0] = (char)i;
-        sum += (unsigned char)p[n - 1 - (s & 7)];
+        if (untouched) {
+            sum += (uintptr_t)p >> 4;
+        } else {
+            p[0] = (char)i;
+            sum += (unsigned char)p[n - 1 - (s & 7)];
+        }
         win[k] = p;
         if (check && me < 2 && i >= pairs - TAIL) record(me, p, n);
     }
@@ -150,6 +156,8 @@ int main(int argc, char **argv) {
     if (argc > 2) pairs = atol(argv[2]);
     const char *m = argc > 3 ? argv[3] : "clean";
     check = argc > 4 && strcmp(argv[4], "check") == 0;
+    untouched = argc > 4 && strcmp(argv[4], "untouched") == 0;
+    if (argc > 4 && !check && !untouched) threads = 0;
     ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (strcmp(m, "free") == 0)
         mode = FREE;
@@ -163,7 +171,7 @@ int main(int argc, char **argv) {
         threads = 0;
     if (threads < 2 || threads > 256 || pairs < 2 * TAIL || ncpu < 2) {
         fprintf(stderr, "usage: churn_mix THREADS(>=2) PAIRS_PER_THREAD(>=%d) "
-                        "free|clean|swap|share [check] (needs 2 CPUs)\n", 2 * TAIL);
+                        "free|clean|swap|share [check|untouched] (needs 2 CPUs)\n", 2 * TAIL);
         return 2;
     }
     pthread_t t[256];
@@ -184,7 +192,8 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cb);
-    printf("churn_mix %d threads %s: %.2f ns per pair CPU\n", threads, m,
+    printf("churn_mix %d threads %s%s: %.2f ns per pair CPU\n", threads, m,
+           untouched ? " untouched" : "",
            ns_between(&ca, &cb) / ((double)pairs * threads));
     for (int i = 0; i < threads; i++)
         printf("  thread %d: %.2f ns per pair CPU, %.2f after the move\n", i, cpu_all[i],
