@@ -13,6 +13,8 @@
 mod gdb;
 #[path = "support/gdb_mi.rs"]
 mod gdb_mi;
+#[path = "support/scratch.rs"]
+mod scratch;
 #[path = "support/source.rs"]
 mod source;
 
@@ -20,6 +22,7 @@ mod source;
 mod child;
 
 use child::OutputWithin as _;
+use scratch::{scratch, Scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -43,7 +46,7 @@ fn line_of(marker: &str) -> usize {
 
 /// Everything a test needs, or None (with a notice) when the machine lacks a piece.
 struct Setup {
-    dir: PathBuf,
+    dir: Scratch,
     binary: PathBuf,
     extension: PathBuf,
 }
@@ -57,9 +60,7 @@ fn setup(test: &str, cflags: &[&str]) -> Option<Setup> {
         child::skip(format!("gdb is not installed (gdb test {test})"));
         return None;
     }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gdb-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&format!("gdb-{test}"));
     let binary = dir.join("one_sequence");
     let cc = Command::new("cc")
         .args(cflags)

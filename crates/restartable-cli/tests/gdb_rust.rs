@@ -36,6 +36,8 @@ mod example;
 mod gdb;
 #[path = "support/gdb_mi.rs"]
 mod gdb_mi;
+#[path = "support/scratch.rs"]
+mod scratch;
 #[path = "support/source.rs"]
 mod source;
 
@@ -43,6 +45,7 @@ mod source;
 mod child;
 
 use child::OutputWithin as _;
+use scratch::{scratch, Scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -71,7 +74,7 @@ fn line_of(marker: &str) -> usize {
 
 /// Everything a test needs, or None (with a notice) when the machine lacks a piece.
 struct Setup {
-    dir: PathBuf,
+    dir: Scratch,
     binary: PathBuf,
     extension: PathBuf,
 }
@@ -99,9 +102,7 @@ fn setup(test: &str) -> Option<Setup> {
         stdout.contains(&format!("counter {INCREMENTS}\nfallback 0\n")),
         "the example on its own: {stdout}"
     );
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gdb-rust-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&format!("gdb-rust-{test}"));
     // The extension as users get it: printed by `rseq gdb-script`.
     let script = Command::new(RSEQ)
         .arg("gdb-script")

@@ -5,6 +5,8 @@
 
 #[path = "../../restartable/tests/support/child.rs"]
 mod child;
+#[path = "support/scratch.rs"]
+mod scratch;
 
 use child::OutputWithin as _;
 use std::path::{Path, PathBuf};
@@ -20,12 +22,74 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A fresh scratch directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("inspect-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the scratch directory");
-    dir
+/// A fresh scratch directory of this process's own for one test (removed when
+/// dropped, kept when the test panics).
+fn scratch(test: &str) -> scratch::Scratch {
+    scratch::scratch(&format!("inspect-{test}"))
+}
+
+/// Scratch directories are the process's own: a second one for the same name (as a
+/// second copy of this test binary running at once would make) neither empties nor
+/// reuses the first, nor one an earlier process left; each is removed when dropped,
+/// and kept when dropped while panicking.
+#[test]
+fn scratch_directories_are_unique_and_removed() {
+    let a = scratch("unique");
+    std::fs::write(a.join("kept"), "a").expect("write in the first directory");
+    let b = scratch("unique");
+    assert_ne!(a.path(), b.path());
+    let name = a.file_name().and_then(|n| n.to_str()).expect("a name");
+    assert!(
+        name.starts_with(&format!("inspect-unique-{}-", std::process::id())),
+        "{name}"
+    );
+    assert!(b.is_dir() && std::fs::read_dir(&b).expect("read").next().is_none());
+    let b_path = b.to_path_buf();
+    drop(b);
+    assert!(!b_path.exists(), "{} left behind", b_path.display());
+    assert_eq!(
+        std::fs::read(a.join("kept")).expect("the first one's file"),
+        b"a"
+    );
+    // Directories of the names that come next, left by an earlier process, are
+    // skipped, not emptied. (The next 16 counts: the other tests of this binary,
+    // running at once, may take a few of them first.)
+    let (prefix, count) = b_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|s| s.rsplit_once('-'))
+        .expect("name-pid-n");
+    let count: usize = count.parse().expect("a count");
+    let stale: Vec<PathBuf> = (1..=16)
+        .map(|k| a.with_file_name(format!("{prefix}-{}", count + k)))
+        .collect();
+    for d in &stale {
+        std::fs::create_dir(d).expect("a stale directory");
+        std::fs::write(d.join("stale"), "s").expect("write in it");
+    }
+    let c = scratch("unique");
+    assert!(!stale.contains(&c.to_path_buf()), "{} reused", c.display());
+    assert!(c.is_dir() && std::fs::read_dir(&c).expect("read").next().is_none());
+    for d in &stale {
+        assert_eq!(std::fs::read(d.join("stale")).expect("its file"), b"s");
+        std::fs::remove_dir_all(d).expect("remove the stale directory");
+    }
+    // Dropped while panicking, a directory is kept (with its files, for a look).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let panicked = std::thread::spawn(move || {
+        let d = scratch("unique");
+        std::fs::write(d.join("kept"), "p").expect("write in it");
+        tx.send(d.to_path_buf()).expect("send");
+        panic!("(this test's own panic: the directory is kept)");
+    })
+    .join();
+    assert!(panicked.is_err());
+    let kept = rx.recv().expect("the panicking thread's directory");
+    assert_eq!(std::fs::read(kept.join("kept")).expect("kept"), b"p");
+    std::fs::remove_dir_all(&kept).expect("remove the kept directory");
+    let a_path = a.to_path_buf();
+    drop(a);
+    assert!(!a_path.exists(), "{} left behind", a_path.display());
 }
 
 /// Compiles `source` with `cc flags...` into `dir/out`; None (and a notice) without cc.
@@ -532,7 +596,7 @@ fn special_files_are_refused_without_reading_them() {
     let link = dir.join("link-to-fifo");
     std::os::unix::fs::symlink(&fifo, &link).expect("symlink");
     let zero = Path::new("/dev/zero");
-    for file in [fifo.as_path(), link.as_path(), zero, dir.as_path()] {
+    for file in [fifo.as_path(), link.as_path(), zero, dir.path()] {
         expect_error(file, "not a regular file");
     }
 }

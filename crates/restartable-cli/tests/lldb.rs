@@ -24,6 +24,8 @@
 mod example;
 #[path = "support/lldb.rs"]
 mod lldb;
+#[path = "support/scratch.rs"]
+mod scratch;
 #[path = "support/source.rs"]
 mod source;
 
@@ -31,6 +33,7 @@ mod source;
 mod child;
 
 use child::OutputWithin as _;
+use scratch::{scratch, Scratch};
 use source::line_of;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,7 +54,7 @@ fn fixture(name: &str) -> PathBuf {
 /// A test's directory with the module (as `rseq lldb-script` prints it) and the
 /// driver, or None (with a notice) when lldb is not usable here.
 struct Setup {
-    dir: PathBuf,
+    dir: Scratch,
     module: PathBuf,
     driver: PathBuf,
 }
@@ -60,9 +63,7 @@ fn setup(test: &str) -> Option<Setup> {
     if !lldb::usable(test) {
         return None;
     }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lldb-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&format!("lldb-{test}"));
     let script = Command::new(RSEQ)
         .arg("lldb-script")
         .output_within(child::SHORT);
