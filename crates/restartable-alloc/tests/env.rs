@@ -44,7 +44,7 @@ fn workload(threads: usize, stress: Duration) {
         assert_eq!(h.join().unwrap().len(), 2000);
     }
     let n = common::stress(threads, stress, || {});
-    assert!(n > 1000, "only {n} objects");
+    assert!(n > 1000, "only {n} operations");
 }
 
 fn fallback_checks(expected: &[Reason]) {

@@ -98,7 +98,7 @@ fn threads_with_std_churn() {
 fn pattern_stress_with_cross_thread_frees() {
     let threads = 6 * common::nproc();
     let n = common::stress(threads, Duration::from_secs(3), || {});
-    assert!(n > 10_000, "only {n} objects");
+    assert!(n > 10_000, "only {n} operations");
 }
 
 #[test]
