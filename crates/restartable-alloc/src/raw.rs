@@ -980,7 +980,8 @@ mod tests {
     /// which is every such size's class's header, and pops an object of that class
     /// (one of the size freed just before, into this CPU's cache: tried until one
     /// comes back, wherever the caches are at one offset); `finish` gives an object
-    /// of the class too.
+    /// of the class too. Alone, and the caches drained first: other tests' objects
+    /// could fill the slot's budget (a free then goes to the middle, not the cache).
     #[test]
     fn sizes_above_the_table_pop_their_class_on_mallocs_slow_path() {
         use crate::size_class::class_of_size;
@@ -988,7 +989,8 @@ mod tests {
             let c = class_of_size(n);
             assert_eq!(header_by_mid(n), front::header_offset_of(c), "size {n}");
         }
-        let _heap = crate::test_heap_shared();
+        let _heap = crate::test_heap_alone();
+        let _ = front::drain_all();
         let sizes = [
             1025, 1152, 1153, 2048, 4097, 4480, 4481, 7000, 16385, 32768, 65536,
         ];
