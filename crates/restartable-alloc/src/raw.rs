@@ -354,7 +354,7 @@ impl MallocSlow {
     /// the area at one offset, checked before the sequence), which [`malloc_fast`]
     /// leaves out (see [`front::pop_checked`]), and for the sizes above the table up
     /// to [`MAX_SMALL`], which it leaves out too, the first attempt of every mode at
-    /// one offset (the header from [`HEADER_BY_MID`], one load): for the start of
+    /// one offset (the header from `HEADER_BY_MID`, one load): for the start of
     /// `malloc`'s slow path, with no frame, before [`finish`](Self::finish) out of
     /// line.
     #[inline(always)]
