@@ -212,17 +212,24 @@ const _: () = {
         assert!(size(c) <= TABLE_MAX || size(c).is_multiple_of(1 << MID_SHIFT));
         c += 1;
     }
-    assert!(TABLE_MAX.is_multiple_of(1 << MID_SHIFT) && CLASSES <= u8::MAX as usize);
+    assert!(TABLE_MAX.is_multiple_of(1 << MID_SHIFT) && CLASSES <= u16::MAX as usize);
 };
 
 /// [`class_of_size`] of the sizes `TABLE_MAX < n <= MAX_SMALL`, by `(n - 1) >>
 /// MID_SHIFT` (entry `i` is the class of the step's largest size, `(i + 1) <<
 /// MID_SHIFT`; the entries of the steps up to [`TABLE_MAX`] are not used).
-const MID_CLASS: [u8; MID_LEN] = {
-    let mut t = [0u8; MID_LEN];
+///
+/// `u16`, not `u8` as `CLASS_TABLE`: with two byte loads of the same shape in
+/// [`class_for`]'s two branches, LLVM sank them into one load whose table, bias and
+/// shift are selected per branch, which put a `mov`, a `mov`, a `jmp` and a shift by
+/// `%cl` on `calloc`'s path for the table's sizes; loads of different widths stay
+/// apart, and that path keeps its instructions (objdump of
+/// `librestartable_malloc.so`'s `calloc`).
+const MID_CLASS: [u16; MID_LEN] = {
+    let mut t = [0u16; MID_LEN];
     let mut i = 0;
     while i < MID_LEN {
-        t[i] = class_of_size((i + 1) << MID_SHIFT) as u8;
+        t[i] = class_of_size((i + 1) << MID_SHIFT) as u16;
         i += 1;
     }
     t
