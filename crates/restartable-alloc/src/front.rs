@@ -74,6 +74,7 @@
 //!   the next thread that does (at most one scan per [`IDLE_MS`]).
 
 use core::cell::Cell;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use restartable::arch::{
@@ -1083,12 +1084,13 @@ fn push_many<I: Index, H: Hooks>(
 }
 
 /// Takes up to `out.len()` objects off the current CPU's cache in one sequence;
-/// returns how many.
+/// returns how many, `k`, having written `out[..k]` (what else of `out` it wrote, by
+/// a sequence that did not commit, is not to be read).
 fn pop_many<I: Index, H: Hooks>(
     area: ThreadArea,
     base: usize,
     c: usize,
-    out: &mut [*mut u8],
+    out: &mut [MaybeUninit<*mut u8>],
 ) -> usize {
     let mut aborts = 0;
     while aborts < MAX_ABORTS {
@@ -1420,20 +1422,24 @@ pub fn alloc_slow<H: Hooks>(c: usize) -> *mut u8 {
         if let Some(p) = crate::thread_cache::alloc(c) {
             return p;
         }
-        let mut one = [core::ptr::null_mut(); 1];
+        let mut one = [MaybeUninit::uninit(); 1];
         return match middle::remove_batch(c, &mut one) {
-            1 => one[0],
+            // SAFETY: `remove_batch` wrote the one object it counts.
+            1 => unsafe { one[0].assume_init() },
             _ => core::ptr::null_mut(),
         };
     };
     dispatch!(grow(area, base, c));
-    let mut buf = [core::ptr::null_mut(); MAX_BATCH];
+    // Not cleared (a batch is up to 1 KiB, and this runs on every refill): only the
+    // prefix `remove_batch` wrote is read.
+    let mut buf = [MaybeUninit::uninit(); MAX_BATCH];
     let got = middle::remove_batch(c, &mut buf[..batch(c)]);
-    if got == 0 {
+    // SAFETY: `remove_batch` wrote `buf[..got]` (its contract: the prefix it counts).
+    let got = unsafe { buf[..got].assume_init_ref() };
+    // None: memory is exhausted.
+    let Some((&obj, rest)) = got.split_last() else {
         return core::ptr::null_mut();
-    }
-    let obj = buf[got - 1];
-    let rest = &buf[..got - 1];
+    };
     let pushed = if rest.is_empty() {
         0
     } else {
@@ -1471,17 +1477,21 @@ pub unsafe fn dealloc_slow<H: Hooks>(c: usize, obj: *mut u8) {
     if dispatch!(grow(area, base, c)) && unsafe { push_retrying::<H>(c, obj) } {
         return;
     }
-    let mut buf = [core::ptr::null_mut(); MAX_BATCH + 1];
+    // Not cleared (see `alloc_slow`): only the prefix written below is read.
+    let mut buf = [MaybeUninit::uninit(); MAX_BATCH + 1];
     let k = dispatch!(pop_many::<H>(area, base, c, &mut buf[..batch(c)]));
     // SAFETY: `c` is a class.
     let n = if k > 0 && unsafe { push_retrying::<H>(c, obj) } {
         k
     } else {
-        buf[k] = obj;
+        buf[k].write(obj);
         k + 1
     };
+    // SAFETY: `pop_many` wrote `buf[..k]` (its contract: the prefix it counts), and
+    // `buf[k]` is written just above whenever `n` is `k + 1`.
+    let objs = unsafe { buf[..n].assume_init_ref() };
     // SAFETY: objects taken off the cache, and `obj`: free, in no cache.
-    unsafe { middle::insert_batch(c, &buf[..n]) };
+    unsafe { middle::insert_batch(c, objs) };
     visited_middle(area);
 }
 
@@ -1769,14 +1779,16 @@ impl Stopped {
         let moved = (n - i) * size(c);
         while i < n {
             let k = (n - i).min(MAX_BATCH);
-            let mut buf = [core::ptr::null_mut(); MAX_BATCH];
+            let mut buf = [MaybeUninit::uninit(); MAX_BATCH];
             for (j, b) in buf[..k].iter_mut().enumerate() {
                 // SAFETY: items[i + j] of the stopped slot, published before the fence.
-                *b = unsafe { items.add(i + j).read() } as *mut u8;
+                b.write(unsafe { items.add(i + j).read() } as *mut u8);
             }
+            // SAFETY: the loop above wrote every element of `buf[..k]`.
+            let objs = unsafe { buf[..k].assume_init_ref() };
             // SAFETY: free objects of class `c` that the stopped cache no longer holds
             // (the header written below drops them).
-            unsafe { middle::insert_batch(c, &buf[..k]) };
+            unsafe { middle::insert_batch(c, objs) };
             i += k;
         }
         let keep = keep.min(n);

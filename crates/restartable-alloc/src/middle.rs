@@ -17,6 +17,7 @@
 //! - Nothing here calls the global allocator: threads without rseq and re-entrant
 //!   calls are served here directly.
 
+use core::mem::MaybeUninit;
 use core::ptr;
 
 use crate::backend::{page_heap, pagemap, Span, SpanList};
@@ -81,14 +82,16 @@ pub fn class_stats(c: usize) -> ClassStats {
     }
 }
 
-/// Fills `out` with free objects of class `c` and returns how many it got: fewer
-/// than asked (possibly none) only when memory is exhausted.
-pub fn remove_batch(c: usize, out: &mut [*mut u8]) -> usize {
+/// Fills `out` with free objects of class `c` and returns how many it got, `n`:
+/// fewer than asked (possibly none) only when memory is exhausted. It writes
+/// `out[..n]` (each an object) and nothing else, so that callers can pass a buffer
+/// they did not clear and read that prefix only.
+pub fn remove_batch(c: usize, out: &mut [MaybeUninit<*mut u8>]) -> usize {
     let mut g = CENTRAL[c].lock();
     let want = out.len();
     let k = want.min(g.transfer_len);
     let from = g.transfer_len - k;
-    out[..k].copy_from_slice(&g.transfer[from..g.transfer_len]);
+    out[..k].write_copy_of_slice(&g.transfer[from..g.transfer_len]);
     g.transfer_len = from;
     let mut got = k;
     let osz = size(c);
@@ -122,7 +125,7 @@ pub fn remove_batch(c: usize, out: &mut [*mut u8]) -> usize {
                     break;
                 };
                 (*s).allocated += 1;
-                out[got] = obj;
+                out[got].write(obj);
                 got += 1;
             }
             if (*s).freelist.is_null() && (*s).carved == per_span {
@@ -132,6 +135,16 @@ pub fn remove_batch(c: usize, out: &mut [*mut u8]) -> usize {
     }
     g.out += got - k;
     got
+}
+
+/// [`remove_batch`] into a slice of pointers that holds values already (the fallback
+/// front-end's cache, whose items past its count are old pointers or null).
+pub fn remove_batch_into(c: usize, out: &mut [*mut u8]) -> usize {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and `remove_batch` writes only
+    // pointers into the slice (never an uninitialised value), so every element
+    // stays a valid `*mut u8`.
+    let out = unsafe { &mut *(ptr::from_mut(out) as *mut [MaybeUninit<*mut u8>]) };
+    remove_batch(c, out)
 }
 
 /// Objects handed out by [`remove_fresh`] (zero without a write).
@@ -284,7 +297,7 @@ mod tests {
         let n = cap + 2 * b;
         let mut objs = vec![ptr::null_mut(); n];
         for chunk in objs.chunks_mut(b) {
-            assert_eq!(remove_batch(c, chunk), chunk.len());
+            assert_eq!(remove_batch_into(c, chunk), chunk.len());
         }
         let before = class_stats(c);
         for chunk in objs.chunks(b) {
@@ -300,7 +313,7 @@ mod tests {
         );
         let mut again = vec![ptr::null_mut(); cap];
         for chunk in again.chunks_mut(b) {
-            assert_eq!(remove_batch(c, chunk), chunk.len());
+            assert_eq!(remove_batch_into(c, chunk), chunk.len());
         }
         assert_eq!(class_stats(c).transfer, before.transfer);
         assert_eq!(

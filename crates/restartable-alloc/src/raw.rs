@@ -41,8 +41,8 @@ use crate::backend::{large, pagemap};
 use crate::front;
 use crate::os::{self, OS_PAGE};
 use crate::size_class::{
-    class_for, max_span_offset, objects_per_span, size, span_pages, CLASSES, MIN_ALIGN, PAGE_SIZE,
-    TABLE_MAX,
+    class_for, class_of_mid, max_span_offset, objects_per_span, size, span_pages, CLASSES,
+    MAX_SMALL, MID_LEN, MID_SHIFT, MIN_ALIGN, PAGE_SIZE, TABLE_MAX,
 };
 use restartable::hooks::NoHooks;
 
@@ -322,6 +322,31 @@ pub(crate) fn header_by_bytes(n: usize) -> usize {
     usize::from(rip_relative!(HEADER_BY_BYTES, [u16; TABLE_MAX + 1])[n])
 }
 
+/// [`front::header_offset`] of the class of every size `TABLE_MAX < n <= MAX_SMALL`,
+/// by `(n - 1) >> MID_SHIFT` (as [`class_of_mid`]; the entries up to [`TABLE_MAX`]
+/// are not used): `malloc`'s slow path goes from such a size to the front-end's
+/// header with one load, as its fast path does for the table's sizes. 4 KiB, of
+/// which a program's common sizes touch a few lines; read `%rip`-relative.
+static HEADER_BY_MID: [u16; MID_LEN] = {
+    let mut t = [0u16; MID_LEN];
+    let mut i = 0;
+    while i < MID_LEN {
+        let n = (i + 1) << MID_SHIFT;
+        if n > TABLE_MAX {
+            t[i] = front::header_offset_of(crate::size_class::class_of_size(n)) as u16;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// [`HEADER_BY_MID`] of `n` (`TABLE_MAX < n <= MAX_SMALL`), read `%rip`-relative.
+#[inline(always)]
+fn header_by_mid(n: usize) -> usize {
+    debug_assert!(n > TABLE_MAX && n <= MAX_SMALL);
+    usize::from(rip_relative!(HEADER_BY_MID, [u16; MID_LEN])[(n - 1) >> MID_SHIFT])
+}
+
 /// What is left of a [`malloc_fast`] that did not get an object at once.
 #[derive(Debug)]
 #[repr(transparent)]
@@ -330,9 +355,11 @@ pub struct MallocSlow(usize);
 impl MallocSlow {
     /// The first attempt of the checked modes (caches by CPU or by the whole mm_cid:
     /// the area at one offset, checked before the sequence), which [`malloc_fast`]
-    /// leaves out (see [`front::pop_checked`]): for
-    /// the start of `malloc`'s slow path, with no frame, before
-    /// [`finish`](Self::finish) out of line.
+    /// leaves out (see [`front::pop_checked`]), and for the sizes above the table up
+    /// to [`MAX_SMALL`], which it leaves out too, the first attempt of every mode at
+    /// one offset (the header from `HEADER_BY_MID`, one load): for the start of
+    /// `malloc`'s slow path, with no frame, before [`finish`](Self::finish) out of
+    /// line.
     #[inline(always)]
     pub fn checked(self) -> Result<*mut u8, MallocSlow> {
         let n = self.0;
@@ -340,6 +367,16 @@ impl MallocSlow {
             // SAFETY: the header offset of the class of `n`.
             let r = unsafe { front::pop_checked::<NoHooks>(header_by_bytes(n)) };
             if let front::Outcome::Done(p) = r {
+                return Ok(p);
+            }
+        } else if n <= MAX_SMALL {
+            let hdr = header_by_mid(n);
+            // SAFETY: the header offset of the class of `n`.
+            if let front::Outcome::Done(p) = unsafe { front::pop_at_offset::<NoHooks>(|| hdr) } {
+                return Ok(p);
+            }
+            // SAFETY: as above.
+            if let front::Outcome::Done(p) = unsafe { front::pop_checked::<NoHooks>(hdr) } {
                 return Ok(p);
             }
         }
@@ -360,6 +397,10 @@ impl MallocSlow {
             // of line, and where glibc does not own registration it is every call's
             // path.
             return crate::alloc_small::<NoHooks, true>(c);
+        }
+        if n <= MAX_SMALL {
+            // As above, the class with one load.
+            return crate::alloc_small::<NoHooks, true>(class_of_mid(n));
         }
         malloc_other(n)
     }
@@ -531,7 +572,7 @@ pub unsafe fn realloc(p: *mut u8, b: Block, n: usize) -> *mut u8 {
             if n <= size(class) && (n > size(class) / 2 || class == 1) {
                 return p;
             }
-            let q = alloc(n, MIN_ALIGN);
+            let q = malloc(n);
             if !q.is_null() {
                 // SAFETY: both are live and distinct; `p` holds size(class) bytes, `q`
                 // at least n.
@@ -937,6 +978,59 @@ mod tests {
         }
         let all: usize = (1..=CLASSES).map(objects_per_span).sum();
         assert_eq!(accepted, all);
+    }
+
+    /// `malloc`'s slow path for the sizes above the table up to `MAX_SMALL`: its
+    /// first attempt (`MallocSlow::checked`) takes the header from `HEADER_BY_MID`,
+    /// which is every such size's class's header, and pops an object of that class
+    /// (one of the size freed just before, into this CPU's cache: tried until one
+    /// comes back, wherever the caches are at one offset); `finish` gives an object
+    /// of the class too. Alone, and the caches drained first: other tests' objects
+    /// could fill the slot's budget (a free then goes to the middle, not the cache).
+    #[test]
+    fn sizes_above_the_table_pop_their_class_on_mallocs_slow_path() {
+        use crate::size_class::class_of_size;
+        for n in TABLE_MAX + 1..=MAX_SMALL {
+            let c = class_of_size(n);
+            assert_eq!(header_by_mid(n), front::header_offset_of(c), "size {n}");
+        }
+        let _heap = crate::test_heap_alone();
+        let _ = front::drain_all();
+        let sizes = [
+            1025, 1152, 1153, 2048, 4097, 4480, 4481, 7000, 16385, 32768, 65536,
+        ];
+        for n in sizes.into_iter().chain([100_000, MAX_SMALL]) {
+            let c = class_of_size(n);
+            let q = MallocSlow(n).finish();
+            assert_eq!(lookup(q), Block::Small { class: c }, "size {n}");
+            // SAFETY: a small object of this module, freed once.
+            unsafe { free(q, Block::Small { class: c }) };
+            let one_offset = matches!(
+                front::fast_path(),
+                front::FastPath::LibcUnchecked
+                    | front::FastPath::OwnUnchecked
+                    | front::FastPath::ByCpu
+                    | front::FastPath::ByWholeCid
+            );
+            let mut popped = false;
+            for _ in 0..1000 {
+                let p = malloc(n);
+                assert!(!p.is_null());
+                // SAFETY: as above.
+                unsafe { free(p, Block::Small { class: c }) };
+                match MallocSlow(n).checked() {
+                    Ok(q) => {
+                        assert_eq!(lookup(q), Block::Small { class: c }, "size {n}");
+                        // SAFETY: as above.
+                        unsafe { free(q, Block::Small { class: c }) };
+                        popped = true;
+                        break;
+                    }
+                    Err(slow) => assert_eq!(slow.0, n),
+                }
+            }
+            assert!(popped || !one_offset, "size {n}: never popped");
+        }
     }
 
     /// `small` (the fast path's check) on real objects and their neighbours: the

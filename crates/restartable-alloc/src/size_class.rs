@@ -196,6 +196,53 @@ const _: () = assert!(
         && (2 * MIN_ALIGN) << TABLE_SIZE_SHIFT == TABLE_MAX
 );
 
+/// Sizes above [`TABLE_MAX`] find their class with one load too, by `(n - 1) >>
+/// MID_SHIFT` ([`class_of_mid`]): every class size above [`TABLE_MAX`] is a multiple
+/// of `1 << MID_SHIFT` (128 bytes), so all sizes of one such step round to the same
+/// class (checked at compile time, and for every size by
+/// `tests::the_tables_agree_with_the_computation`).
+pub const MID_SHIFT: u32 = 7;
+
+/// Entries of the tables by [`MID_SHIFT`] steps (up to [`MAX_SMALL`]).
+pub const MID_LEN: usize = MAX_SMALL >> MID_SHIFT;
+
+const _: () = {
+    let mut c = 1;
+    while c <= CLASSES {
+        assert!(size(c) <= TABLE_MAX || size(c).is_multiple_of(1 << MID_SHIFT));
+        c += 1;
+    }
+    assert!(TABLE_MAX.is_multiple_of(1 << MID_SHIFT) && CLASSES <= u16::MAX as usize);
+};
+
+/// [`class_of_size`] of the sizes `TABLE_MAX < n <= MAX_SMALL`, by `(n - 1) >>
+/// MID_SHIFT` (entry `i` is the class of the step's largest size, `(i + 1) <<
+/// MID_SHIFT`; the entries of the steps up to [`TABLE_MAX`] are not used).
+///
+/// `u16`, not `u8` as `CLASS_TABLE`: with two byte loads of the same shape in
+/// [`class_for`]'s two branches, LLVM sank them into one load whose table, bias and
+/// shift are selected per branch, which put a `mov`, a `mov`, a `jmp` and a shift by
+/// `%cl` on `calloc`'s path for the table's sizes; loads of different widths stay
+/// apart, and that path keeps its instructions (objdump of
+/// `librestartable_malloc.so`'s `calloc`).
+const MID_CLASS: [u16; MID_LEN] = {
+    let mut t = [0u16; MID_LEN];
+    let mut i = 0;
+    while i < MID_LEN {
+        t[i] = class_of_size((i + 1) << MID_SHIFT) as u16;
+        i += 1;
+    }
+    t
+};
+
+/// The class of a size above [`TABLE_MAX`] and at most [`MAX_SMALL`] (one table
+/// load): [`class_of_size`]`(n)`.
+#[inline(always)]
+pub fn class_of_mid(n: usize) -> usize {
+    debug_assert!(n > TABLE_MAX && n <= MAX_SMALL);
+    MID_CLASS[(n - 1) >> MID_SHIFT] as usize
+}
+
 /// The class table's index of a layout of at most [`TABLE_MAX`] bytes aligned to at
 /// most [`MIN_ALIGN`] (`size.div_ceil(MIN_ALIGN)`, no load), or `None` for any other
 /// layout: what [`class_of_index`] and the front-end's `HEADER_BY_SIZE` take.
@@ -222,7 +269,7 @@ pub fn class_for(layout: Layout) -> usize {
             return CLASS_TABLE[n.div_ceil(MIN_ALIGN)] as usize;
         }
         if n <= MAX_SMALL {
-            return class_of_size(n);
+            return class_of_mid(n);
         }
         return 0;
     }
@@ -533,11 +580,21 @@ mod tests {
         }
     }
 
+    /// The tables (by 16 bytes up to `TABLE_MAX`, by `MID_SHIFT` steps above) against
+    /// the computation, for every size a small object can have, and 0 past them.
     #[test]
-    fn the_table_agrees_with_the_computation() {
-        for n in 0..=MAX_SMALL.min(4 * TABLE_MAX) {
-            let l = Layout::from_size_align(n, 8).unwrap();
-            assert_eq!(class_for(l), class_of_size(n), "size {n}");
+    fn the_tables_agree_with_the_computation() {
+        for n in 0..=MAX_SMALL {
+            for align in [1, 8, MIN_ALIGN] {
+                let l = Layout::from_size_align(n, align).unwrap();
+                assert_eq!(class_for(l), class_of_size(n), "size {n} align {align}");
+            }
+            if n > TABLE_MAX {
+                assert_eq!(class_of_mid(n), class_of_size(n), "size {n}");
+            }
+        }
+        for n in [MAX_SMALL + 1, MAX_SMALL + 128, 2 * MAX_SMALL] {
+            assert_eq!(class_for(Layout::from_size_align(n, 8).unwrap()), 0);
         }
     }
 

@@ -101,7 +101,7 @@ pub fn alloc(c: usize) -> Option<*mut u8> {
             return tc.items[c][n - 1];
         }
         let want = batch(c).min(cap(c));
-        let got = middle::remove_batch(c, &mut tc.items[c][..want]);
+        let got = middle::remove_batch_into(c, &mut tc.items[c][..want]);
         if got == 0 {
             return core::ptr::null_mut();
         }

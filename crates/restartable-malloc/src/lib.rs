@@ -146,9 +146,11 @@ pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
 #[inline(never)]
 extern "C" fn malloc_slow(slow: raw::MallocSlow) -> *mut c_void {
     // The checked modes (caches by CPU, or by the whole mm_cid) start here, with no
-    // frame; the rest by a second tail jump. (Library-owned registration by mm_cid's
-    // low byte, glibc before 2.35 or its registration switched off, takes `malloc`'s
-    // inlined path, as glibc's does.)
+    // frame, and so do the sizes above the table (up to `MAX_SMALL`) in every mode
+    // at one offset (`MallocSlow::checked`); the rest by a second tail jump.
+    // (Library-owned registration by mm_cid's low byte, glibc before 2.35 or its
+    // registration switched off, takes `malloc`'s inlined path for the table's
+    // sizes, as glibc's does.)
     match slow.checked() {
         Ok(p) => p.cast(),
         Err(slow) => malloc_slower(slow),
