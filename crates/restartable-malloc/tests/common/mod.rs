@@ -80,69 +80,17 @@ pub fn rseq_binary() -> &'static Path {
     })
 }
 
+pub use restartable_test_support::Scratch;
+
 /// A new, empty directory of this process's own for `name`:
 /// `CARGO_TARGET_TMPDIR/restartable-malloc/<name>-<pid>-<n>`, removed when the
-/// returned [`Scratch`] is dropped.
-///
-/// Unique per process and call: two copies of a test binary, or of the benchmark,
-/// running at once (from one checkout or from two sharing a target directory) never
-/// delete or overwrite each other's files. The directory is made with `create_dir`,
-/// which fails on an existing one, so a name left by an earlier process (a failed
-/// run, a reused pid) is skipped, never emptied.
+/// returned [`Scratch`] is dropped (kept on a panic); see
+/// [`restartable_test_support::scratch_in`].
 pub fn scratch(name: &str) -> Scratch {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static CALLS: AtomicUsize = AtomicUsize::new(0);
-    let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("restartable-malloc");
-    std::fs::create_dir_all(&parent)
-        .unwrap_or_else(|e| panic!("scratch directory {}: {e}", parent.display()));
-    loop {
-        let d = parent.join(format!(
-            "{name}-{}-{}",
-            std::process::id(),
-            CALLS.fetch_add(1, Ordering::Relaxed)
-        ));
-        match std::fs::create_dir(&d) {
-            Ok(()) => return Scratch(d),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => panic!("scratch directory {}: {e}", d.display()),
-        }
-    }
-}
-
-/// A directory from [`scratch`], removed with what is in it when dropped; kept (and
-/// its path printed) when dropped while panicking, for a look at a failed test's
-/// files. (A process that exits without unwinding, as the benchmark does on a failed
-/// run, keeps it too.)
-#[derive(Debug)]
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for Scratch {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("(the files are kept in {})", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    restartable_test_support::scratch_in(
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("restartable-malloc"),
+        name,
+    )
 }
 
 /// Fails with a clear message if `tool` is not installed (CI installs it).
