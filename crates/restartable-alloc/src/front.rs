@@ -1495,7 +1495,12 @@ pub unsafe fn dealloc_slow<H: Hooks>(c: usize, obj: *mut u8) {
     visited_middle(area);
 }
 
-fn now_ms() -> u64 {
+/// The clock the idle drain and the resize passes run on (`CLOCK_MONOTONIC_COARSE`
+/// in whole milliseconds): [`IDLE_MS`] and [`RESIZE_MS`] are measured on it. Public
+/// for tests that count rounds on the same clock (a reading taken after the
+/// allocator stamped an event is at least that stamp), not an API.
+#[doc(hidden)]
+pub fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

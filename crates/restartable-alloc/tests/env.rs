@@ -415,20 +415,6 @@ fn memory_returns_after_a_1_gib_burst() {
     );
 }
 
-/// The allocator's clock (`front`'s: `CLOCK_MONOTONIC_COARSE` in whole milliseconds).
-/// A reading taken after the allocator stamped an event is at least that stamp
-/// (the clock never goes back), so bounds counted on it hold whatever that clock's
-/// lag behind `Instant`'s (a tick, or more where ticks are late under load).
-fn allocator_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
 #[test]
 fn idle_cpu_caches_are_drained_by_another_thread() {
     if role().is_none() {
@@ -462,7 +448,7 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
             .join()
             .unwrap();
             let exited = Instant::now();
-            let exited_ms = allocator_ms();
+            let exited_ms = restartable_alloc::front::now_ms();
             let cached = restartable_alloc::stats().cpu_cache_bytes_per_slot[idle];
             assert!(
                 cached >= 100 * 200,
@@ -486,7 +472,7 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
             let mut certain = exited_ms + 2 * idle_ms + 1;
             let mut scans = 0;
             loop {
-                let began = allocator_ms();
+                let began = restartable_alloc::front::now_ms();
                 // black_box: an unused allocation may be optimized away entirely.
                 let v: Vec<Vec<u8>> = (0..held)
                     .map(|_| std::hint::black_box(vec![0u8; 200_000]))
@@ -503,7 +489,7 @@ fn idle_cpu_caches_are_drained_by_another_thread() {
                 }
                 if began >= certain {
                     scans += 1;
-                    certain = allocator_ms() + idle_ms + 1;
+                    certain = restartable_alloc::front::now_ms() + idle_ms + 1;
                 }
                 assert!(
                     scans < SCANS,
@@ -574,9 +560,9 @@ fn caches_resize_within_the_budget() {
             let start = Instant::now();
             let mut max_budget = 0;
             let mut rounds = 0;
-            let mut ended = allocator_ms();
+            let mut ended = front::now_ms();
             loop {
-                while allocator_ms() < ended + front::RESIZE_MS {
+                while front::now_ms() < ended + front::RESIZE_MS {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 rounds += 1;
@@ -592,7 +578,7 @@ fn caches_resize_within_the_budget() {
                     }
                     max_budget = max_budget.max(front::capacity_bytes(cpu));
                 }
-                ended = allocator_ms();
+                ended = front::now_ms();
                 if front::class_capacity(cpu, hot) < grown {
                     break;
                 }
