@@ -72,15 +72,23 @@ fn run_workers<F: Fn(usize) + Sync>(ctx: &Context, work: F) -> Result<(), String
         *gate.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
         gate.1.notify_all();
     };
+    // Workers that have started (their thread set up: stack, signal stack, name).
+    // Each is created once the one before has started, so that when the address
+    // space runs out it is the creation that fails (an error, below), never a new
+    // thread's own set-up inside std (an abort: "failed to allocate an alternative
+    // stack") racing the next creation's stack.
+    let started = (Mutex::new(0usize), Condvar::new());
     let result = std::thread::scope(|s| {
         // Grown as threads start: `-t` can ask for more than can ever exist.
         let mut handles = Vec::new();
         let mut error = None;
         for i in 0..n {
-            let (work, gate) = (&work, &gate);
+            let (work, gate, started) = (&work, &gate, &started);
             let spawned = std::thread::Builder::new()
                 .name(format!("param-test-{i}"))
                 .spawn_scoped(s, move || {
+                    *started.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                    started.1.notify_all();
                     ctx.enter_worker(i);
                     let mut go = gate.0.lock().unwrap_or_else(|e| e.into_inner());
                     while !*go {
@@ -91,7 +99,13 @@ fn run_workers<F: Fn(usize) + Sync>(ctx: &Context, work: F) -> Result<(), String
                     ctx.leave_worker(i);
                 });
             match spawned {
-                Ok(h) => handles.push(h),
+                Ok(h) => {
+                    handles.push(h);
+                    let mut k = started.0.lock().unwrap_or_else(|e| e.into_inner());
+                    while *k <= i {
+                        k = started.1.wait(k).unwrap_or_else(|e| e.into_inner());
+                    }
+                }
                 Err(e) => {
                     error = Some(format!("cannot create worker thread {i} of {n}: {e}"));
                     break;
