@@ -660,8 +660,34 @@ fn alloc_zeroed_from_fresh_spans_writes_nothing_and_reads_zero() {
 /// the fork handlers the fork waits for the lock and the child allocates; without
 /// them (the positive control, `disable_fork_handlers`) the child inherits the lock
 /// held by a thread it does not have and hangs: the test sees both.
+///
+/// The lock is held until the fork has begun, whatever the scheduling: this test's
+/// own `pthread_atfork` handler, run before the allocator's, says when. Without the
+/// handlers it is held until the fork is over (the child inherits it held, for
+/// sure); with them the fork cannot be over before it is given back, so it is given
+/// back a second after the fork began, or at once should the fork be over (broken
+/// handlers: then the child inherits it held and hangs, and the test says so).
 fn fork_with_a_lock_held(handlers: bool) -> bool {
     use restartable_alloc::size_class::class_of_size;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Set by this test's `pthread_atfork` handler: the parent is in `fork`.
+    static IN_FORK: AtomicBool = AtomicBool::new(false);
+    /// Set by the parent once its `fork` has returned.
+    static FORKED: AtomicBool = AtomicBool::new(false);
+    extern "C" fn entering_fork() {
+        IN_FORK.store(true, Ordering::SeqCst);
+    }
+    /// Whether `flag` was set within `limit`.
+    fn set_within(flag: &AtomicBool, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !flag.load(Ordering::SeqCst) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
     let n = 150_000;
     let l = Layout::from_size_align(n, 8).unwrap();
     let held = std::sync::Arc::new(std::sync::Barrier::new(2));
@@ -671,12 +697,28 @@ fn fork_with_a_lock_held(handlers: bool) -> bool {
             let lock = restartable_alloc::middle::lock_of(class_of_size(n));
             lock.take();
             held.wait();
-            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                set_within(&IN_FORK, Duration::from_secs(20)),
+                "the parent did not enter fork within 20 s"
+            );
+            if handlers {
+                set_within(&FORKED, Duration::from_secs(1));
+            } else {
+                assert!(
+                    set_within(&FORKED, Duration::from_secs(20)),
+                    "fork without the handlers did not return within 20 s"
+                );
+            }
             // SAFETY: (test) taken above on this thread.
             unsafe { lock.give() };
         })
     };
     held.wait();
+    // Registered after the allocator's (the holder's `take` installed them), so it
+    // runs before them in `fork`. (Once: this process forks once.)
+    // SAFETY: (test) a handler that only stores to an atomic.
+    let rc = unsafe { libc::pthread_atfork(Some(entering_fork), None, None) };
+    assert_eq!(rc, 0, "pthread_atfork");
     if !handlers {
         // SAFETY: (test) this child process exists to fork with a lock held and
         // watch its own child hang; nothing else runs in it afterwards.
@@ -685,6 +727,9 @@ fn fork_with_a_lock_held(handlers: bool) -> bool {
     // SAFETY: (test) the child only allocates through the allocator and _exits.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
+    if pid > 0 {
+        FORKED.store(true, Ordering::SeqCst);
+    }
     if pid == 0 {
         // SAFETY: (test) a valid layout; the class's caches are empty here (nothing
         // of it was allocated before), so this goes to the middle.

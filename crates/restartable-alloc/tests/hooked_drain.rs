@@ -3,9 +3,10 @@
 //! at injection point 4), so that commits clear stop flags often: the re-check and, if
 //! a slot stays busy through its fences, the `DrainError::Busy` path run in the real
 //! front. The pattern stress catches an object handed out twice, and compare-twice is
-//! on (a count changed under a running sequence aborts the process). 10 s; prints how
-//! many drains succeeded and how many gave up. (Written by the review of the stop flag
-//! in the header: 26049 drains and 0 `Busy` in 60 s then.)
+//! on (a count changed under a running sequence aborts the process). 10 s (longer
+//! until a drain succeeded); prints how many drains succeeded and how many gave up.
+//! (Written by the review of the stop flag in the header: 26049 drains and 0 `Busy`
+//! in 60 s then.)
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
@@ -33,7 +34,13 @@ fn drains_while_sequences_are_held_open_lose_nothing() {
     hooks::set_compare_twice(true);
     let start = Instant::now();
     let (mut drained, mut busy, mut ops) = (0u64, 0u64, 0u64);
-    while start.elapsed() < Duration::from_secs(10) {
+    // 10 s, and on until a drain succeeded (bounded: only a drain that never gets
+    // through reaches it; a loaded machine only makes the test longer).
+    while start.elapsed() < Duration::from_secs(10) || drained == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{drained} drains and {busy} Busy in 120 s"
+        );
         ops += common::stress(
             2 * common::nproc(),
             Duration::from_secs(3),
@@ -47,5 +54,4 @@ fn drains_while_sequences_are_held_open_lose_nothing() {
     hooks::reset();
     eprintln!("{ops} stress ops, {drained} drains, {busy} Busy");
     assert!(ops > 1000, "the stress ran ({ops} ops)");
-    assert!(drained > 0, "{drained} drains and {busy} Busy in 10 s");
 }

@@ -4,6 +4,8 @@
 
 #[path = "../../restartable/tests/support/child.rs"]
 mod child;
+#[path = "support/scratch.rs"]
+mod scratch;
 
 use child::OutputWithin as _;
 use std::process::Command;
@@ -90,8 +92,7 @@ fn json_has_machine_method_results_and_targets() {
 
 #[test]
 fn svg_plot_is_written() {
-    let dir = std::env::temp_dir().join(format!("rseq-bench-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::scratch("bench-svg");
     let svg = dir.join("bench.svg");
     let out = bench(&[
         "--runs",
@@ -123,7 +124,6 @@ fn svg_plot_is_written() {
     );
     assert!(body.trim_end().ends_with("</svg>"));
     assert!(body.contains("PerCpuLock"));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

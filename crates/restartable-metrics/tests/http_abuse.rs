@@ -59,8 +59,17 @@ fn a_client_that_never_reads_does_not_block_other_scrapes() {
     (&stalled)
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .expect("sends its request");
-    // Let the server start on the stalled answer (it renders 12 MiB first).
-    std::thread::sleep(Duration::from_millis(500));
+    // The server is on the stalled answer once its first bytes are here (it renders
+    // the 12 MiB first, then writes until the buffers fill and the write blocks):
+    // waited for, within a bound, so that the scrape below always comes behind it.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("a read timeout");
+    let mut first = [0u8; 1];
+    let n = stalled
+        .peek(&mut first)
+        .unwrap_or_else(|err| panic!("the stalled answer did not start within 60 s: {err}"));
+    assert_eq!(n, 1, "the server closed the stalled connection");
 
     let started = Instant::now();
     let (status, len) = scrape(addr, Duration::from_secs(20))

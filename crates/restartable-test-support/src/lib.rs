@@ -83,8 +83,11 @@ mod tests {
     /// dropped, and kept when dropped while panicking.
     #[test]
     fn scratch_directories_are_unique_and_removed() {
-        let root =
-            std::env::temp_dir().join(format!("restartable-test-support-{}", std::process::id()));
+        // The test's own root, itself a scratch directory (unit tests have no
+        // CARGO_TARGET_TMPDIR): two runs at once, or one after a failed run with the
+        // same pid, never share it.
+        let root_dir = scratch_in(&std::env::temp_dir(), "restartable-test-support");
+        let root = root_dir.to_path_buf();
         let scratch = |name: &str| scratch_in(&root, name);
         let a = scratch("unique");
         std::fs::write(a.join("kept"), "a").expect("write in the first directory");
@@ -141,6 +144,11 @@ mod tests {
         drop(a);
         drop(c);
         assert!(!a_path.exists(), "{} left behind", a_path.display());
-        std::fs::remove_dir(&root).expect("the test's root left empty");
+        assert!(
+            std::fs::read_dir(&root).expect("read").next().is_none(),
+            "the test's root left empty"
+        );
+        drop(root_dir);
+        assert!(!root.exists(), "{} left behind", root.display());
     }
 }

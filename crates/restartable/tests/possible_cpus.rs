@@ -76,7 +76,7 @@ fn possible_cpus_bounds_every_cpu_without_sys_and_proc() {
     let o = match o {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("notice: cannot run unshare ({e}); skipped");
+            child::skip(format!("cannot run unshare ({e})"));
             return;
         }
     };
@@ -84,7 +84,7 @@ fn possible_cpus_bounds_every_cpu_without_sys_and_proc() {
     let err = String::from_utf8_lossy(&o.stderr);
     if !out.contains("running 1 test") {
         // The namespace or the mounts were refused: no sandbox to test in.
-        eprintln!("notice: no user and mount namespace here; skipped\n{out}\n{err}");
+        child::skip(format!("no user and mount namespace here\n{out}\n{err}"));
         return;
     }
     assert!(

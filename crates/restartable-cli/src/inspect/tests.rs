@@ -18,8 +18,9 @@ use super::{to_json, to_text};
 fn real_binary() -> &'static [u8] {
     static BINARY: OnceLock<Vec<u8>> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("rseq-inspect-unit-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
+        // A directory of this process's own (unit tests have no CARGO_TARGET_TMPDIR),
+        // removed when dropped below.
+        let dir = restartable_test_support::scratch_in(&std::env::temp_dir(), "rseq-inspect-unit");
         let source =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inspect-fixtures/one_sequence.c");
         let out = dir.join("one_sequence");
@@ -36,7 +37,7 @@ fn real_binary() -> &'static [u8] {
             std::env::current_exe().expect("the test binary's path")
         };
         let data = std::fs::read(&path).expect("read the real binary");
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(dir);
         data
     })
 }
