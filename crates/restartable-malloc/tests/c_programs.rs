@@ -223,6 +223,58 @@ fn statistics_at_exit_when_asked() {
     assert!(library().exists());
 }
 
+/// The statistics at exit of a program that closes standard error before it exits,
+/// as every GNU coreutils program does (gnulib's `close_stdout` at exit): `ls`, the
+/// crate docs' example, printed nothing (the audit's finding). They go to the
+/// standard error the process started with; and when the program opened a file
+/// that took fd 2 after the close, not into that file.
+#[test]
+fn statistics_at_exit_survive_a_closed_stderr() {
+    let exe = compile_c("closes_stderr");
+    let dir = common::scratch("closes-stderr");
+    let file = dir.path().join("reopened");
+    for (mode, t) in MODES {
+        for reopen in [false, true] {
+            let mut cmd = tunables(with(Malloc::Ours, Command::new(&exe)), t);
+            if reopen {
+                cmd.arg("reopen").arg(&file);
+            }
+            cmd.env("RESTARTABLE_MALLOC_STATS", "1");
+            let o = cmd.output_within(SHORT);
+            let err = text(&o.stderr);
+            assert!(
+                o.status.success(),
+                "{mode}, reopen {reopen}: {:?}: {err}",
+                o.status
+            );
+            assert_eq!(text(&o.stdout), "done\n", "{mode}, reopen {reopen}");
+            assert!(
+                err.contains("restartable-malloc statistics (pid ") && err.contains("mapped"),
+                "{mode}, reopen {reopen}: no statistics on the original stderr:\n{err}"
+            );
+            if reopen {
+                let written = std::fs::read(&file).expect("the reopened file");
+                assert!(
+                    written.is_empty(),
+                    "{mode}: the statistics went into the file at fd 2:\n{}",
+                    text(&written)
+                );
+            }
+        }
+    }
+    // A real coreutils program, where one is installed (Debian's are).
+    if std::path::Path::new("/bin/true").exists() {
+        let o = with(Malloc::Ours, Command::new("/bin/true"))
+            .env("RESTARTABLE_MALLOC_STATS", "1")
+            .output_within(SHORT);
+        assert!(
+            text(&o.stderr).contains("restartable-malloc statistics (pid "),
+            "/bin/true: no statistics:\n{}",
+            text(&o.stderr)
+        );
+    }
+}
+
 /// The statistics where rseq is unavailable (the system call fails with `ENOSYS`,
 /// a seccomp filter, as on a kernel without it): they say so and what serves the
 /// calls, not where the (missing) areas would be found. (The audit's finding: the
