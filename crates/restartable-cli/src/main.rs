@@ -9,6 +9,26 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` to standard output that exits with status 1 and a message, instead of
+/// panicking, when the write fails (see [`out`]).
+macro_rules! outln {
+    () => {
+        $crate::out::write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::out::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` to standard output, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::out::write(format_args!($($arg)*))
+    };
+}
+
+mod out;
+
 mod alloc_stats;
 mod bench;
 mod gdb_script;

@@ -47,15 +47,15 @@ pub fn run(args: &InspectArgs) -> ExitCode {
         Err(message) => {
             eprintln!("rseq inspect: {}: {}", shown(&name), shown(&message));
             if args.json {
-                println!("{}", json!({ "file": name, "error": message }));
+                outln!("{}", json!({ "file": name, "error": message }));
             }
             return ExitCode::FAILURE;
         }
     };
     if args.json {
-        println!("{}", to_json(&name, &tables));
+        outln!("{}", to_json(&name, &tables));
     } else {
-        print!("{}", to_text(&name, &tables));
+        out!("{}", to_text(&name, &tables));
     }
     let problems = tables.problem_count();
     if problems > 0 {
