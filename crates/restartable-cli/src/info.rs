@@ -100,6 +100,16 @@ pub fn run(args: &InfoArgs) -> ExitCode {
                     "the library's own, in static TLS"
                 }
             ),
+            // This executable's own area is at one offset unless the variable asked
+            // for the thread-local path (a shared object's, for comparisons).
+            None if std::env::var_os("RESTARTABLE_OWN_AREA")
+                .is_some_and(|v| v == "thread-local") =>
+            {
+                String::from(
+                    "through a thread-local pointer (RESTARTABLE_OWN_AREA=thread-local: \
+                     the path of a shared object's own area)",
+                )
+            }
             None => String::from("through a thread-local pointer (a shared object's own area)"),
         };
         outln!("area             {area}");

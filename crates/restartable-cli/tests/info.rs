@@ -317,3 +317,31 @@ fn info_under_valgrind_reports_unavailable_enosys() {
     check_info_json(Mode::Valgrind);
     check_info_text(Mode::Valgrind);
 }
+
+/// `RESTARTABLE_OWN_AREA=thread-local` (library-owned): the area line says that the
+/// variable chose the thread-local path, not that `rseq` is a shared object (what it
+/// said before the audit).
+#[test]
+fn info_names_the_variable_that_chose_the_thread_local_path() {
+    let o = Command::new(RSEQ)
+        .arg("info")
+        .env(TUNABLES, RSEQ_OFF)
+        .env("RESTARTABLE_OWN_AREA", "thread-local")
+        .output_within(child::SHORT);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    if !out.contains("registration     library") {
+        child::skip(format!(
+            "the library did not register its own area here:\n{out}"
+        ));
+        return;
+    }
+    let area = out
+        .lines()
+        .find(|l| l.starts_with("area "))
+        .unwrap_or_else(|| panic!("no area line:\n{out}"));
+    assert!(
+        area.contains("RESTARTABLE_OWN_AREA=thread-local") && area.contains("thread-local pointer"),
+        "{area}"
+    );
+}
