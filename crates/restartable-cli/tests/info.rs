@@ -265,7 +265,7 @@ fn check_info_text(mode: Mode) {
         "{mode:?}: registration line {registration:?}, want {want}"
     );
     if let Some(reason) = reason {
-        // The text names the errno, e.g. "the kernel has no rseq system call (ENOSYS)".
+        // The text names the errno, e.g. "no rseq system call (ENOSYS): ...".
         let errno_name = format!("({})", reason.to_uppercase());
         assert!(
             registration.contains(&errno_name) && registration.len() > want.len() + 10,
