@@ -227,6 +227,19 @@ impl Plan {
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
+    // The plot's file is checked before minutes of measuring, not after (it is
+    // written over at the end).
+    if let Some(path) = &args.svg {
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+        {
+            eprintln!("rseq bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let mut machine = Machine::gather();
     let nproc = machine.cpus_online;
     let plan = Plan::from_args(args, nproc);
