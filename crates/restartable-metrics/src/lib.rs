@@ -27,6 +27,8 @@
 //!   non-finite ones, and [`PerCpuBuilder::set_quantiles`] drops duplicates: the
 //!   exporter writes a series twice for a value given twice, an `le="inf"` bucket
 //!   beside `le="+Inf"`, and with bounds out of order wrong counts.
+//! - An empty metric name or label key is written `_` (the exporter writes it empty,
+//!   which fails the whole scrape).
 //! - Summary quantiles cover every sample recorded since the last render. The
 //!   exporter 0.18 drains samples in blocks of 64, newest first, and drops from the
 //!   quantiles (not from `_count`/`_sum`) every sample older than the first one it
