@@ -10,6 +10,11 @@ use serde_json::json;
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     /// Print one JSON object instead of text.
+    ///
+    /// Its keys: registration ("libc", "library" or "unavailable"), reason (a code
+    /// such as "enosys", or null), reason_text, feature_size, cpu, mm_cid (null where
+    /// unavailable), numa_node, possible_cpus, membarrier_rseq (true or false),
+    /// area_offset (bytes from the thread pointer, or null), kernel, libc.
     #[arg(long)]
     json: bool,
 }

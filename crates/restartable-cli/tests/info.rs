@@ -345,3 +345,48 @@ fn info_names_the_variable_that_chose_the_thread_local_path() {
         "{area}"
     );
 }
+
+/// The keys that `rseq info --help` documents for `--json` are the keys it prints.
+#[test]
+fn json_keys_are_the_documented_ones() {
+    let help = Command::new(RSEQ)
+        .args(["info", "--help"])
+        .output_within(child::SHORT);
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let list = help
+        .split("Its keys:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no key list in:\n{help}"));
+    let list = &list[..list.find("\n\n").unwrap_or(list.len())];
+    // Each key is the first word of a comma-separated item (its note in brackets).
+    let mut documented: Vec<String> = Vec::new();
+    let mut depth = 0;
+    let mut item = String::new();
+    for c in list.chars().chain(std::iter::once(',')) {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' | '.' if depth == 0 => {
+                if let Some(word) = item.split_whitespace().next() {
+                    documented.push(word.to_string());
+                }
+                item.clear();
+            }
+            _ if depth == 0 => item.push(c),
+            _ => {}
+        }
+    }
+    documented.sort();
+    let out = Command::new(RSEQ)
+        .args(["info", "--json"])
+        .output_within(child::SHORT);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut printed: Vec<String> = json
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    printed.sort();
+    assert_eq!(documented, printed, "help:\n{help}");
+}
