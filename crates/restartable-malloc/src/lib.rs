@@ -62,6 +62,12 @@
 //! exit, as every GNU coreutils program does, still get their statistics printed;
 //! nothing is printed if no descriptor refers to it any more (never into a file of
 //! the program's that took its number). `malloc_stats()` writes to fd 2 as it is.
+//! The duplicate exists only while the variable is set, is not inherited by programs
+//! the process runs (it is closed on exec), and is not made under a limit of 512 open
+//! files or fewer (the statistics then need fd 2 open at exit). It keeps the file
+//! open: a program that detaches from it (`daemon(3)` points fd 2 at `/dev/null`)
+//! holds a pipe it started with until it exits, so a reader of that pipe (`$(...)`,
+//! `| cat`) waits for it, and gets its statistics.
 //!
 //! # Where the library registers rseq itself
 //! Where glibc does not register rseq (glibc before 2.35, or
