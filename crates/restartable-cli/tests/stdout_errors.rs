@@ -2,7 +2,8 @@
 //! a reader that went away: `rseq inspect BIG | head`) exits with status 1 and says
 //! why on standard error, never panicking ("failed printing to stdout", status 101:
 //! the audit's finding for `info`, `inspect`, `alloc-stats`, `bench` and
-//! `param-test`). `gdb-script` and `lldb-script` did so already.
+//! `param-test`; `--help` and `--version` exited 0). `gdb-script` and `lldb-script`
+//! did so already.
 
 #![cfg(target_os = "linux")]
 
@@ -75,6 +76,9 @@ fn a_full_standard_output_is_an_error_not_a_panic() {
             "--no-abort-pass",
         ],
         &["gdb-script"],
+        &["--help"],
+        &["info", "--help"],
+        &["--version"],
     ];
     for args in cases {
         let full = std::fs::OpenOptions::new()
