@@ -24,11 +24,12 @@
 //! series, in several configurations):
 //! - Series come out sorted (the exporter's order is a hash map's).
 //! - [`PerCpuBuilder::set_buckets`] sorts its bounds and drops duplicate and
-//!   non-finite ones, and [`PerCpuBuilder::set_quantiles`] drops duplicates: the
-//!   exporter writes a series twice for a value given twice, an `le="inf"` bucket
-//!   beside `le="+Inf"`, and with bounds out of order wrong counts.
+//!   non-finite ones (none finite is an error, as an empty list is), and
+//!   [`PerCpuBuilder::set_quantiles`] drops duplicates: the exporter writes a series
+//!   twice for a value given twice, an `le="inf"` bucket beside `le="+Inf"`, and with
+//!   bounds out of order wrong counts (`tests/bounds.rs`).
 //! - An empty metric name or label key is written `_` (the exporter writes it empty,
-//!   which fails the whole scrape).
+//!   which fails the whole scrape; `tests/empty_names.rs`).
 //! - Summary quantiles cover every sample recorded since the last render. The
 //!   exporter 0.18 drains samples in blocks of 64, newest first, and drops from the
 //!   quantiles (not from `_count`/`_sum`) every sample older than the first one it
