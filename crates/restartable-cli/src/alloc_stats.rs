@@ -89,19 +89,19 @@ fn stats_json(s: &Stats) -> serde_json::Value {
 }
 
 fn print_text(phase: &str, s: &Stats) {
-    println!("{phase}:");
-    println!("  in use                {}", mib(s.in_use_bytes));
+    outln!("{phase}:");
+    outln!("  in use                {}", mib(s.in_use_bytes));
     let per: Vec<String> = s.cpu_cache_bytes_per_slot.iter().map(|&b| mib(b)).collect();
-    println!(
+    outln!(
         "  per-CPU caches        {} [{}]",
         mib(s.cpu_cache_bytes),
         per.join(", ")
     );
-    println!("  transfer caches       {}", mib(s.transfer_cache_bytes));
-    println!("  free in spans         {}", mib(s.span_free_bytes));
-    println!("  page heap free        {}", mib(s.page_heap_free_bytes));
-    println!("  mapped                {}", mib(s.mapped_bytes));
-    println!("  returned to the OS    {}", mib(s.released_bytes));
+    outln!("  transfer caches       {}", mib(s.transfer_cache_bytes));
+    outln!("  free in spans         {}", mib(s.span_free_bytes));
+    outln!("  page heap free        {}", mib(s.page_heap_free_bytes));
+    outln!("  mapped                {}", mib(s.mapped_bytes));
+    outln!("  returned to the OS    {}", mib(s.released_bytes));
 }
 
 /// Runs `rseq alloc-stats`.
@@ -147,12 +147,12 @@ pub fn run(args: &AllocStatsArgs) -> ExitCode {
             .iter()
             .map(|(p, s)| json!({"phase": p, "stats": stats_json(s)}))
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({"status": restartable::status().to_string(), "threads": threads, "objects_per_thread": n, "phases": v})
         );
     } else {
-        println!(
+        outln!(
             "{} threads x {n} live objects (16 B - 64 KiB) through PerCpuAlloc; {}",
             threads,
             restartable::status()

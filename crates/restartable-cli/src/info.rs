@@ -10,6 +10,11 @@ use serde_json::json;
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     /// Print one JSON object instead of text.
+    ///
+    /// Its keys: registration ("libc", "library" or "unavailable"), reason (a code
+    /// such as "enosys", or null), reason_text, feature_size, cpu, mm_cid (null where
+    /// unavailable), numa_node, possible_cpus, membarrier_rseq (true or false),
+    /// area_offset (bytes from the thread pointer, or null), kernel, libc.
     #[arg(long)]
     json: bool,
 }
@@ -77,7 +82,7 @@ fn opt(v: Option<u32>) -> String {
 pub fn run(args: &InfoArgs) -> ExitCode {
     let facts = Facts::gather();
     if args.json {
-        println!("{}", facts.to_json());
+        outln!("{}", facts.to_json());
         return ExitCode::SUCCESS;
     }
     let registration = match facts.status.registration {
@@ -89,7 +94,7 @@ pub fn run(args: &InfoArgs) -> ExitCode {
         }
         Registration::Unavailable(r) => format!("unavailable: {r}"),
     };
-    println!("registration     {registration}");
+    outln!("registration     {registration}");
     if facts.status.is_registered() {
         let area = match facts.area_offset {
             Some(off) => format!(
@@ -100,16 +105,26 @@ pub fn run(args: &InfoArgs) -> ExitCode {
                     "the library's own, in static TLS"
                 }
             ),
+            // This executable's own area is at one offset unless the variable asked
+            // for the thread-local path (a shared object's, for comparisons).
+            None if std::env::var_os("RESTARTABLE_OWN_AREA")
+                .is_some_and(|v| v == "thread-local") =>
+            {
+                String::from(
+                    "through a thread-local pointer (RESTARTABLE_OWN_AREA=thread-local: \
+                     the path of a shared object's own area)",
+                )
+            }
             None => String::from("through a thread-local pointer (a shared object's own area)"),
         };
-        println!("area             {area}");
+        outln!("area             {area}");
     }
-    println!("feature size     {}", facts.status.feature_size);
-    println!("cpu              {}", facts.cpu);
-    println!("mm_cid           {}", opt(facts.mm_cid));
-    println!("numa node        {}", opt(facts.numa_node));
-    println!("possible cpus    {}", facts.possible_cpus);
-    println!(
+    outln!("feature size     {}", facts.status.feature_size);
+    outln!("cpu              {}", facts.cpu);
+    outln!("mm_cid           {}", opt(facts.mm_cid));
+    outln!("numa node        {}", opt(facts.numa_node));
+    outln!("possible cpus    {}", facts.possible_cpus);
+    outln!(
         "membarrier rseq  {}",
         if facts.status.membarrier_rseq {
             "available"
@@ -117,10 +132,10 @@ pub fn run(args: &InfoArgs) -> ExitCode {
             "unavailable"
         }
     );
-    println!("kernel           {}", facts.kernel);
-    println!("libc             {}", facts.libc);
+    outln!("kernel           {}", facts.kernel);
+    outln!("libc             {}", facts.libc);
     if facts.process_owner.is_none() || !facts.status.is_registered() {
-        println!("note             per-CPU containers run on their fallback paths here");
+        outln!("note             per-CPU containers run on their fallback paths here");
     }
     ExitCode::SUCCESS
 }

@@ -5,9 +5,30 @@
 //! (the critical sections listed in an ELF binary), `gdb-script` and `lldb-script` (the
 //! debugger helpers) and `alloc-stats` (the per-CPU allocator's statistics).
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// `println!` to standard output that exits with status 1 and a message, instead of
+/// panicking, when the write fails (see [`out`]).
+macro_rules! outln {
+    () => {
+        $crate::out::write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::out::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` to standard output, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::out::write(format_args!($($arg)*))
+    };
+}
+
+mod out;
 
 mod alloc_stats;
 mod bench;
@@ -50,7 +71,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version`: clap ignores a failed write (`rseq --help
+        // >/dev/full` exited 0); written as every listing is, they fail with status 1.
+        // On a terminal clap writes them itself, in colour.
+        Err(err) if !err.use_stderr() && !std::io::stdout().is_terminal() => {
+            out!("{}", err.render());
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => err.exit(),
+    };
     match cli.command {
         Command::Info(args) => info::run(&args),
         Command::Bench(args) => bench::run(&args),

@@ -126,6 +126,39 @@ fn svg_plot_is_written() {
     assert!(body.contains("PerCpuLock"));
 }
 
+/// A plot that cannot be written is an error before anything is measured (the audit's
+/// finding: `--full --svg` into a missing directory measured for two minutes, printed
+/// the table, then failed).
+#[test]
+fn unwritable_svg_path_fails_before_measuring() {
+    let dir = std::env::temp_dir().join(format!("rseq-bench-missing-{}", std::process::id()));
+    let svg = dir.join("no-such-directory").join("bench.svg");
+    let out = bench(&[
+        "--runs",
+        "1",
+        "--duration-ms",
+        "3",
+        "--threads",
+        "1",
+        "--workload",
+        "cpu",
+        "--no-abort-pass",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write") && stderr.contains("bench.svg"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "measured before failing:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 #[test]
 fn bad_arguments_are_usage_errors() {
     for args in [

@@ -265,7 +265,7 @@ fn check_info_text(mode: Mode) {
         "{mode:?}: registration line {registration:?}, want {want}"
     );
     if let Some(reason) = reason {
-        // The text names the errno, e.g. "the kernel has no rseq system call (ENOSYS)".
+        // The text names the errno, e.g. "no rseq system call (ENOSYS): ...".
         let errno_name = format!("({})", reason.to_uppercase());
         assert!(
             registration.contains(&errno_name) && registration.len() > want.len() + 10,
@@ -316,4 +316,77 @@ fn info_under_valgrind_reports_unavailable_enosys() {
     }
     check_info_json(Mode::Valgrind);
     check_info_text(Mode::Valgrind);
+}
+
+/// `RESTARTABLE_OWN_AREA=thread-local` (library-owned): the area line says that the
+/// variable chose the thread-local path, not that `rseq` is a shared object (what it
+/// said before the audit).
+#[test]
+fn info_names_the_variable_that_chose_the_thread_local_path() {
+    let o = Command::new(RSEQ)
+        .arg("info")
+        .env(TUNABLES, RSEQ_OFF)
+        .env("RESTARTABLE_OWN_AREA", "thread-local")
+        .output_within(child::SHORT);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    if !out.contains("registration     library") {
+        child::skip(format!(
+            "the library did not register its own area here:\n{out}"
+        ));
+        return;
+    }
+    let area = out
+        .lines()
+        .find(|l| l.starts_with("area "))
+        .unwrap_or_else(|| panic!("no area line:\n{out}"));
+    assert!(
+        area.contains("RESTARTABLE_OWN_AREA=thread-local") && area.contains("thread-local pointer"),
+        "{area}"
+    );
+}
+
+/// The keys that `rseq info --help` documents for `--json` are the keys it prints.
+#[test]
+fn json_keys_are_the_documented_ones() {
+    let help = Command::new(RSEQ)
+        .args(["info", "--help"])
+        .output_within(child::SHORT);
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let list = help
+        .split("Its keys:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no key list in:\n{help}"));
+    let list = &list[..list.find("\n\n").unwrap_or(list.len())];
+    // Each key is the first word of a comma-separated item (its note in brackets).
+    let mut documented: Vec<String> = Vec::new();
+    let mut depth = 0;
+    let mut item = String::new();
+    for c in list.chars().chain(std::iter::once(',')) {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' | '.' if depth == 0 => {
+                if let Some(word) = item.split_whitespace().next() {
+                    documented.push(word.to_string());
+                }
+                item.clear();
+            }
+            _ if depth == 0 => item.push(c),
+            _ => {}
+        }
+    }
+    documented.sort();
+    let out = Command::new(RSEQ)
+        .args(["info", "--json"])
+        .output_within(child::SHORT);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut printed: Vec<String> = json
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    printed.sort();
+    assert_eq!(documented, printed, "help:\n{help}");
 }

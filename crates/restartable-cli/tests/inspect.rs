@@ -550,6 +550,27 @@ fn a_regular_file_is_read_only_up_to_its_size() {
     expect_error(pagemap, "the file is empty");
 }
 
+/// A file is read only as far as it must be (the audit's finding): a sparse file of
+/// 1 TiB was read until memory ran out (killed, or an allocation failure under the
+/// 1 GiB limit), even with no ELF magic number. Without the magic number nothing past
+/// it is read; with it, a file larger than the machine's memory is refused.
+#[test]
+fn huge_files_are_refused_without_reading_them() {
+    let dir = scratch("huge-files");
+    let sparse = |name: &str, head: &[u8]| {
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut &file, head).unwrap();
+        file.set_len(1 << 40).expect("a sparse file of 1 TiB");
+        path
+    };
+    expect_error(&sparse("zeros", b""), "not an ELF file");
+    expect_error(
+        &sparse("elf-header", &elf64_header(62)),
+        "more than this machine's memory holds",
+    );
+}
+
 #[test]
 fn truncated_copies_never_panic() {
     let dir = scratch("truncated");

@@ -57,7 +57,17 @@
 //! loaded), the library prints the allocator's statistics ([`restartable_alloc::Stats`])
 //! to standard error when the process exits (from its ELF destructor, after the
 //! program's `atexit` handlers), with who registered the rseq areas and how the fast
-//! paths find them.
+//! paths find them. That is the standard error the process started with, kept open
+//! for this (a close-on-exec duplicate from fd 512 up): programs that close fd 2 at
+//! exit, as every GNU coreutils program does, still get their statistics printed;
+//! nothing is printed if no descriptor refers to it any more (never into a file of
+//! the program's that took its number). `malloc_stats()` writes to fd 2 as it is.
+//! The duplicate exists only while the variable is set, is not inherited by programs
+//! the process runs (it is closed on exec), and is not made under a limit of 512 open
+//! files or fewer (the statistics then need fd 2 open at exit). It keeps the file
+//! open: a program that detaches from it (`daemon(3)` points fd 2 at `/dev/null`)
+//! holds a pipe it started with until it exits, so a reader of that pipe (`$(...)`,
+//! `| cat`) waits for it, and gets its statistics.
 //!
 //! # Where the library registers rseq itself
 //! Where glibc does not register rseq (glibc before 2.35, or
@@ -71,7 +81,7 @@
 #![deny(missing_docs)]
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use restartable_alloc::raw::{self, Block};
 
@@ -503,7 +513,7 @@ pub extern "C" fn mallinfo() -> libc::mallinfo {
 /// text as `RESTARTABLE_MALLOC_STATS=1` prints at exit.
 #[no_mangle]
 pub extern "C" fn malloc_stats() {
-    print_stats();
+    write_stats(2);
 }
 
 /// Whether `RESTARTABLE_MALLOC_STATS` asked for statistics at exit.
@@ -529,12 +539,69 @@ extern "C" fn on_load() {
         }
     };
     STATS_AT_EXIT.store(on, Ordering::Relaxed);
+    if on {
+        keep_stderr();
+    }
 }
 
 extern "C" fn on_unload() {
     if STATS_AT_EXIT.load(Ordering::Relaxed) {
-        print_stats();
+        write_stats(stderr_at_exit());
     }
+}
+
+/// A duplicate of the standard error the process started with (`-1`: none), for the
+/// statistics at exit: GNU coreutils programs close fd 2 in an `atexit` handler
+/// (gnulib's `close_stdout`), which runs before our destructor.
+static KEPT_STDERR: AtomicI32 = AtomicI32::new(-1);
+/// The device and inode of that standard error (`[0, 0]`: fd 2 was not open at
+/// load), checked at exit: fd 2, or the duplicate's number, may refer to a file of
+/// the program's own by then (fd 2 is the lowest free number once closed).
+static STDERR_ID: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// The lowest descriptor [`keep_stderr`]'s duplicate may take: high, so that the
+/// program's own files still get the low numbers it may expect (bash keeps its
+/// script at 255 likewise), below the usual limit of 1,024 open files.
+const KEPT_STDERR_MIN_FD: libc::c_int = 512;
+
+/// The device and inode of the file open at `fd`, if it is open.
+fn file_id(fd: libc::c_int) -> Option<[u64; 2]> {
+    // SAFETY: fstat writes a `stat` we own; a closed fd only makes it fail.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0).then_some([st.st_dev as u64, st.st_ino as u64])
+    }
+}
+
+/// Records fd 2's file and keeps a close-on-exec duplicate of it (see
+/// [`KEPT_STDERR`]), if fd 2 is open and a descriptor from [`KEPT_STDERR_MIN_FD`] up
+/// is free.
+fn keep_stderr() {
+    let Some(id) = file_id(2) else { return };
+    STDERR_ID[0].store(id[0], Ordering::Relaxed);
+    STDERR_ID[1].store(id[1], Ordering::Relaxed);
+    // SAFETY: duplicates a descriptor; no memory is passed.
+    let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, KEPT_STDERR_MIN_FD) };
+    KEPT_STDERR.store(fd.max(-1), Ordering::Relaxed);
+}
+
+/// Where the statistics at exit go: the standard error the process started with,
+/// through fd 2 or the duplicate, whichever still refers to it; nowhere (`-1`) when
+/// neither does (or fd 2 was closed at load), rather than into a file of the
+/// program's that took the number.
+fn stderr_at_exit() -> libc::c_int {
+    let id = [
+        STDERR_ID[0].load(Ordering::Relaxed),
+        STDERR_ID[1].load(Ordering::Relaxed),
+    ];
+    if id == [0, 0] {
+        return -1;
+    }
+    let kept = KEPT_STDERR.load(Ordering::Relaxed);
+    [2, kept]
+        .into_iter()
+        .find(|&fd| fd >= 0 && file_id(fd) == Some(id))
+        .unwrap_or(-1)
 }
 
 #[used]
@@ -561,8 +628,12 @@ impl core::fmt::Write for Buf {
     }
 }
 
-fn print_stats() {
+/// Writes the statistics to `fd` (nothing if it is negative).
+fn write_stats(fd: libc::c_int) {
     use core::fmt::Write as _;
+    if fd < 0 {
+        return;
+    }
     // Allocates nothing: answers when memory is exhausted too.
     let s = restartable_alloc::stats_summary();
     let slots = restartable_alloc::front::mode().map_or(0, |(n, _)| n);
@@ -616,6 +687,6 @@ fn print_stats() {
         kib(s.mapped_bytes),
         kib(s.released_total_bytes),
     );
-    // SAFETY: a valid buffer written to fd 2.
-    unsafe { libc::write(2, b.bytes.as_ptr().cast(), b.len) };
+    // SAFETY: a valid buffer written to a descriptor (a closed one fails).
+    unsafe { libc::write(fd, b.bytes.as_ptr().cast(), b.len) };
 }

@@ -223,6 +223,127 @@ fn statistics_at_exit_when_asked() {
     assert!(library().exists());
 }
 
+/// The statistics at exit of a program that closes standard error before it exits,
+/// as every GNU coreutils program does (gnulib's `close_stdout` at exit): `ls`, the
+/// crate docs' example, printed nothing (the audit's finding). They go to the
+/// standard error the process started with; and when the program opened a file
+/// that took fd 2 after the close, not into that file.
+#[test]
+fn statistics_at_exit_survive_a_closed_stderr() {
+    let exe = compile_c("closes_stderr");
+    let dir = common::scratch("closes-stderr");
+    let file = dir.path().join("reopened");
+    for (mode, t) in MODES {
+        for reopen in [false, true] {
+            let mut cmd = tunables(with(Malloc::Ours, Command::new(&exe)), t);
+            if reopen {
+                cmd.arg("reopen").arg(&file);
+            }
+            cmd.env("RESTARTABLE_MALLOC_STATS", "1");
+            let o = cmd.output_within(SHORT);
+            let err = text(&o.stderr);
+            assert!(
+                o.status.success(),
+                "{mode}, reopen {reopen}: {:?}: {err}",
+                o.status
+            );
+            assert_eq!(text(&o.stdout), "done\n", "{mode}, reopen {reopen}");
+            assert!(
+                err.contains("restartable-malloc statistics (pid ") && err.contains("mapped"),
+                "{mode}, reopen {reopen}: no statistics on the original stderr:\n{err}"
+            );
+            if reopen {
+                let written = std::fs::read(&file).expect("the reopened file");
+                assert!(
+                    written.is_empty(),
+                    "{mode}: the statistics went into the file at fd 2:\n{}",
+                    text(&written)
+                );
+            }
+        }
+    }
+    // A real coreutils program, where one is installed (Debian's are): `ls`, the
+    // crate docs' example, closes fd 2 at exit (`true` does only with an argument).
+    if std::path::Path::new("/bin/ls").exists() {
+        let o = with(Malloc::Ours, Command::new("/bin/ls"))
+            .arg(dir.path())
+            .env("RESTARTABLE_MALLOC_STATS", "1")
+            .output_within(SHORT);
+        assert!(
+            o.status.success() && text(&o.stderr).contains("restartable-malloc statistics (pid "),
+            "/bin/ls: {:?}, no statistics:\n{}",
+            o.status,
+            text(&o.stderr)
+        );
+    }
+}
+
+/// The duplicate of standard error kept for the statistics at exit: made only when
+/// they are asked for, close-on-exec (a program started from one that has it does
+/// not get it), and its absence under a low limit of open files (no descriptor from
+/// 512 up) costs the program nothing but those statistics. Reads `/proc/self/fd`
+/// through `ls`, which the test starts with the library, or through `env`.
+#[test]
+fn the_kept_stderr_is_made_only_when_asked_and_never_inherited() {
+    let ls = std::path::Path::new("/bin/ls");
+    let env = std::path::Path::new("/usr/bin/env");
+    if !ls.exists() || !env.exists() || !std::path::Path::new("/proc/self/fd").exists() {
+        eprintln!("skipped: no /bin/ls, /usr/bin/env or /proc/self/fd");
+        return;
+    }
+    let fds = |stats: Option<&str>, args: &[&str]| {
+        let mut cmd = with(Malloc::Ours, Command::new(env));
+        cmd.env_remove("RESTARTABLE_MALLOC_STATS");
+        if let Some(v) = stats {
+            cmd.env("RESTARTABLE_MALLOC_STATS", v);
+        }
+        let o = cmd.args(args).output_within(SHORT);
+        assert!(
+            o.status.success(),
+            "{args:?}: {:?}: {}",
+            o.status,
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .collect::<Vec<_>>()
+    };
+    // Descriptors from 512 up that the test's environment passes down anyway.
+    let high = |fds: Vec<i32>| fds.into_iter().filter(|&fd| fd >= 512).collect::<Vec<_>>();
+    let given = high(fds(None, &["-u", "LD_PRELOAD", "/bin/ls", "/proc/self/fd"]));
+    // `env` execs `ls`, which loads the library again: it has its own duplicate.
+    let asked = high(fds(Some("1"), &["/bin/ls", "/proc/self/fd"]));
+    assert!(asked.len() > given.len(), "no duplicate: {asked:?}");
+    for v in [None, Some(""), Some("0")] {
+        let fds = high(fds(v, &["/bin/ls", "/proc/self/fd"]));
+        assert_eq!(fds, given, "{v:?}: a duplicate made");
+    }
+    // `env`'s duplicate does not reach an `ls` started without the library.
+    let inherited = high(fds(
+        Some("1"),
+        &["-u", "LD_PRELOAD", "/bin/ls", "/proc/self/fd"],
+    ));
+    assert_eq!(inherited, given, "the duplicate inherited");
+
+    // Under a limit of 64 open files: no duplicate, the program runs as without the
+    // variable, and its statistics (fd 2 closed) are not printed anywhere.
+    let exe = compile_c("closes_stderr");
+    let o = with(Malloc::Ours, Command::new("/bin/sh"))
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\"")
+        .arg(&exe)
+        .env("RESTARTABLE_MALLOC_STATS", "1")
+        .output_within(SHORT);
+    assert!(o.status.success(), "{:?}: {}", o.status, text(&o.stderr));
+    assert_eq!(text(&o.stdout), "done\n");
+    assert!(
+        !text(&o.stderr).contains("restartable-malloc statistics"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
 /// The statistics where rseq is unavailable (the system call fails with `ENOSYS`,
 /// a seccomp filter, as on a kernel without it): they say so and what serves the
 /// calls, not where the (missing) areas would be found. (The audit's finding: the

@@ -7,8 +7,12 @@ use std::fmt::{Display, Write};
 use metrics::Unit;
 
 /// Replaces every character a metric name may not hold with `_`
-/// (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+/// (`[a-zA-Z_:][a-zA-Z0-9_:]*`); an empty name is `_`. (The exporter writes an
+/// empty name as it is, a line that fails the whole scrape.)
 pub fn sanitize_metric_name(name: &str) -> String {
+    if name.is_empty() {
+        return String::from("_");
+    }
     name.chars()
         .enumerate()
         .map(|(i, c)| {
@@ -24,8 +28,11 @@ pub fn sanitize_metric_name(name: &str) -> String {
 }
 
 /// Replaces every character a label name may not hold with `_`
-/// (`[a-zA-Z_][a-zA-Z0-9_]*`).
+/// (`[a-zA-Z_][a-zA-Z0-9_]*`); an empty key is `_`, as an empty name.
 pub fn sanitize_label_key(key: &str) -> String {
+    if key.is_empty() {
+        return String::from("_");
+    }
     key.chars()
         .enumerate()
         .map(|(i, c)| {

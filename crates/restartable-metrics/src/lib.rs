@@ -23,6 +23,13 @@
 //! Checked by running both (`tests/same_as_prometheus.rs` compares them series by
 //! series, in several configurations):
 //! - Series come out sorted (the exporter's order is a hash map's).
+//! - [`PerCpuBuilder::set_buckets`] sorts its bounds and drops duplicate and
+//!   non-finite ones (none finite is an error, as an empty list is), and
+//!   [`PerCpuBuilder::set_quantiles`] drops duplicates: the exporter writes a series
+//!   twice for a value given twice, an `le="inf"` bucket beside `le="+Inf"`, and with
+//!   bounds out of order wrong counts (`tests/bounds.rs`).
+//! - An empty metric name or label key is written `_` (the exporter writes it empty,
+//!   which fails the whole scrape; `tests/empty_names.rs`).
 //! - Summary quantiles cover every sample recorded since the last render. The
 //!   exporter 0.18 drains samples in blocks of 64, newest first, and drops from the
 //!   quantiles (not from `_count`/`_sum`) every sample older than the first one it
@@ -101,7 +108,7 @@ use distribution::{Distribution, DistributionConfig};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// `set_quantiles` or `set_buckets` got an empty list.
+    /// `set_quantiles` got an empty list, or `set_buckets` no finite bound.
     EmptyBucketsOrQuantiles,
     /// `set_bucket_duration` got zero.
     ZeroBucketDuration,
@@ -172,22 +179,39 @@ impl PerCpuBuilder {
         self
     }
 
-    /// Quantiles that summaries report (values outside 0..=1 are clamped).
+    /// Quantiles that summaries report (values outside 0..=1, and NaN, are clamped to
+    /// 0..=1), each once: a quantile given twice (or clamped onto another) is
+    /// reported once, where the exporter writes the same series twice.
     pub fn set_quantiles(mut self, quantiles: &[f64]) -> Result<Self, BuildError> {
         if quantiles.is_empty() {
             return Err(BuildError::EmptyBucketsOrQuantiles);
         }
-        self.distributions.quantiles = metrics_util::parse_quantiles(quantiles);
+        let mut unique: Vec<metrics_util::Quantile> = Vec::with_capacity(quantiles.len());
+        for q in metrics_util::parse_quantiles(quantiles) {
+            if !unique.iter().any(|u| u.value() == q.value()) {
+                unique.push(q);
+            }
+        }
+        self.distributions.quantiles = unique;
         Ok(self)
     }
 
     /// Render histograms as Prometheus histograms with these bucket bounds instead of
-    /// summaries.
+    /// summaries. The bounds are used sorted, each once, and only finite ones (the
+    /// `+Inf` bucket is always written): the exporter takes them as given, and with
+    /// bounds out of order counts samples in the wrong buckets.
+    ///
+    /// # Errors
+    /// [`BuildError::EmptyBucketsOrQuantiles`] if `bounds` has no finite value.
     pub fn set_buckets(mut self, bounds: &[f64]) -> Result<Self, BuildError> {
-        if bounds.is_empty() {
+        let mut finite: Vec<f64> = bounds.iter().copied().filter(|b| b.is_finite()).collect();
+        finite.sort_by(f64::total_cmp);
+        // -0.0 and 0.0 are one bound.
+        finite.dedup_by(|a, b| a == b);
+        if finite.is_empty() {
             return Err(BuildError::EmptyBucketsOrQuantiles);
         }
-        self.distributions.buckets = Some(bounds.to_vec());
+        self.distributions.buckets = Some(finite);
         Ok(self)
     }
 

@@ -227,6 +227,19 @@ impl Plan {
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
+    // The plot's file is checked before minutes of measuring, not after (it is
+    // written over at the end).
+    if let Some(path) = &args.svg {
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+        {
+            eprintln!("rseq bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let mut machine = Machine::gather();
     let nproc = machine.cpus_online;
     let plan = Plan::from_args(args, nproc);
@@ -292,7 +305,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
 
     if args.json {
         let v = to_json(&results, &machine, &plan, &unavailable, &targets, elapsed);
-        println!("{v}");
+        outln!("{v}");
     } else {
         print_text(&results, &machine, &plan, &unavailable, &targets, elapsed);
     }
@@ -317,7 +330,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         match plot::write_svg(path, &caption, &plan.threads, &panels) {
             Ok(()) => {
                 if !args.json {
-                    println!("\nplot written to {}", path.display());
+                    outln!("\nplot written to {}", path.display());
                 }
             }
             Err(e) => {
@@ -419,11 +432,11 @@ fn print_text(
     targets: &[targets::Target],
     elapsed: Duration,
 ) {
-    println!("rseq bench");
+    outln!("rseq bench");
     for l in machine.describe() {
-        println!("{l}");
+        outln!("{l}");
     }
-    println!(
+    outln!(
         "method      {} runs x {} ms per row, implementations interleaved, threads started \
          together;\n            ns/op = elapsed x threads / ops (median, min-max over runs); \
          Mops/s aggregate (median);\n            on-cpu = thread CPU time / (elapsed x threads); \
@@ -432,14 +445,14 @@ fn print_text(
         plan.duration.as_millis()
     );
     if machine.busy() {
-        println!(
+        outln!(
             "warning     the machine was busy (load average {:.2} on {} CPUs): multi-thread \
              figures are pessimistic",
             machine.load_start.map_or(0.0, |l| l[0]),
             machine.cpus_online
         );
     }
-    println!();
+    outln!();
     let header = [
         "workload",
         "threads",
@@ -510,36 +523,36 @@ fn print_text(
         }
         s.trim_end().to_string()
     };
-    println!("{}", line(&header.map(String::from)));
+    outln!("{}", line(&header.map(String::from)));
     let mut prev_w = None;
     for row in &table {
         if !row[0].is_empty() && prev_w.is_some() {
-            println!();
+            outln!();
         }
         prev_w = Some(());
-        println!("{}", line(row));
+        outln!("{}", line(row));
     }
     for (w, name, why) in unavailable {
-        println!("({} {name}: not measured: {why})", w.code());
+        outln!("({} {name}: not measured: {why})", w.code());
     }
-    println!();
-    println!("targets (ratios from this run; see BENCHMARKS.md)");
+    outln!();
+    outln!("targets (ratios from this run; see BENCHMARKS.md)");
     for t in targets {
-        println!("  {}", t.line());
+        outln!("  {}", t.line());
         if let Some(n) = &t.note {
-            println!("      {n}");
+            outln!("      {n}");
         }
     }
-    println!();
-    println!("implementations");
+    outln!();
+    outln!("implementations");
     let mut seen = Vec::new();
     for r in &results.rows {
         if !seen.contains(&r.name) {
             seen.push(r.name);
-            println!("  {:<22} {}", r.name, workloads::describe(r.name));
+            outln!("  {:<22} {}", r.name, workloads::describe(r.name));
         }
     }
-    println!("\ntotal time {:.1} s", elapsed.as_secs_f64());
+    outln!("\ntotal time {:.1} s", elapsed.as_secs_f64());
 }
 
 fn to_json(

@@ -47,15 +47,15 @@ pub fn run(args: &InspectArgs) -> ExitCode {
         Err(message) => {
             eprintln!("rseq inspect: {}: {}", shown(&name), shown(&message));
             if args.json {
-                println!("{}", json!({ "file": name, "error": message }));
+                outln!("{}", json!({ "file": name, "error": message }));
             }
             return ExitCode::FAILURE;
         }
     };
     if args.json {
-        println!("{}", to_json(&name, &tables));
+        outln!("{}", to_json(&name, &tables));
     } else {
-        print!("{}", to_text(&name, &tables));
+        out!("{}", to_text(&name, &tables));
     }
     let problems = tables.problem_count();
     if problems > 0 {
@@ -75,7 +75,9 @@ pub fn run(args: &InspectArgs) -> ExitCode {
 /// opening a FIFO for reading would otherwise wait for a writer forever, and reading a
 /// character device such as `/dev/zero` never ends. At most the size `fstat` gave is
 /// read: a regular file can be endless too (`/proc/self/pagemap` says 0 bytes and
-/// reads hundreds of gigabytes), and one that grows while read is read as it was.
+/// reads hundreds of gigabytes), and one that grows while read is read as it was. A
+/// file is read past its first four bytes only if they are ELF's magic number, and
+/// only if it fits in the machine's memory.
 fn read_regular_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -96,9 +98,40 @@ fn read_regular_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
         };
         return Err(format!("cannot read the file: not a regular file ({what})"));
     }
+    let len = metadata.len();
+    let mut file = file.take(len);
+    // The magic number first: a file that is not ELF is not read further (its
+    // first bytes are enough for `inspect_elf` to say so), however large it is.
     let mut data = Vec::new();
-    file.take(metadata.len())
+    (&mut file)
+        .take(object::elf::ELFMAG.len() as u64)
         .read_to_end(&mut data)
+        .map_err(|err| format!("cannot read the file: {err}"))?;
+    if data != object::elf::ELFMAG {
+        return Ok(data);
+    }
+    // The whole file is held in memory: one larger than the machine's memory (a
+    // sparse file can claim terabytes) is refused rather than read until the kernel
+    // kills the process.
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let memory = u64::try_from(pages)
+        .unwrap_or(0)
+        .saturating_mul(u64::try_from(page).unwrap_or(0));
+    let too_large =
+        || format!("cannot read the file: {len} bytes, more than this machine's memory holds");
+    if memory > 0 && len > memory {
+        return Err(too_large());
+    }
+    let len = usize::try_from(len).map_err(|_| too_large())?;
+    data.try_reserve_exact(len.saturating_sub(data.len()))
+        .map_err(|_| too_large())?;
+    file.read_to_end(&mut data)
         .map_err(|err| format!("cannot read the file: {err}"))?;
     Ok(data)
 }

@@ -61,7 +61,7 @@
 mod workloads;
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -323,7 +323,7 @@ fn parse(args: &[OsString]) -> Result<Parsed, String> {
 pub fn run(args: &ParamTestArgs) -> ExitCode {
     let opts = match parse(&args.args) {
         Ok(Parsed::Help) => {
-            print!("{}", usage());
+            out!("{}", usage());
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Run(o)) => o,
@@ -339,9 +339,9 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
         let ok = status.is_registered() && (!opts.mm_cid || status.mm_cid);
         if opts.verbose {
             match (status.is_registered(), opts.mm_cid && !status.mm_cid) {
-                (false, _) => println!("The rseq syscall is unavailable ({status})."),
-                (true, true) => println!("The rseq syscall is available, mm_cid is not."),
-                (true, false) => println!("The rseq syscall is available."),
+                (false, _) => outln!("The rseq syscall is unavailable ({status})."),
+                (true, true) => outln!("The rseq syscall is available, mm_cid is not."),
+                (true, false) => outln!("The rseq syscall is available."),
             }
         }
         return if ok {
@@ -360,7 +360,7 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     if opts.verbose {
-        println!("Signal handler set for SIGUSR1");
+        outln!("Signal handler set for SIGUSR1");
     }
 
     if opts.disable_rseq {
@@ -372,14 +372,14 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
         let status = restartable::status();
         if !status.is_registered() {
             if opts.verbose {
-                println!("The rseq cpu id getter is unavailable");
+                outln!("The rseq cpu id getter is unavailable");
             }
             eprintln!("rseq param-test: skipped: {status}");
             return ExitCode::from(2);
         }
         if opts.mm_cid && !status.mm_cid {
             if opts.verbose {
-                println!("The rseq mm_cid getter is unavailable");
+                outln!("The rseq mm_cid getter is unavailable");
             }
             eprintln!("rseq param-test: skipped: --mm-cid but {status}");
             return ExitCode::from(2);
@@ -395,7 +395,7 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
     }
 
     if opts.verbose {
-        println!("{}", opts.test.name());
+        outln!("{}", opts.test.name());
     }
     let started = Instant::now();
     let ctx = Context::new(&opts);
@@ -632,9 +632,7 @@ impl<'o> Context<'o> {
         };
         if self.opts.verbose {
             let s = report.stats;
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(
-                out,
+            outln!(
                 "thread {index} (tid {tid}, {}): commits {}, aborts {}, compare failures {}, \
                  fallbacks {}, signals delivered {}",
                 if report.rseq { "rseq" } else { "no rseq" },
@@ -662,7 +660,7 @@ impl<'o> Context<'o> {
             signals += r.signals;
             without += usize::from(!r.rseq);
         }
-        println!(
+        outln!(
             "total: {} threads ({} without rseq), {} reps each: commits {}, aborts {}, \
              compare failures {}, fallbacks {}, signals delivered {}; {:.3} s",
             reports.len(),

@@ -538,7 +538,7 @@ fn membarrier(ctx: &Context) -> Result<(), String> {
         workers.map(|()| swaps)
     })?;
     if o.verbose {
-        println!("membarrier: {swaps} swaps of the active list array, each followed by a fence");
+        outln!("membarrier: {swaps} swaps of the active list array, each followed by a fence");
     }
     let total = a.total() + b.total();
     let expected = expected_total(o) as i128;

@@ -371,6 +371,10 @@ impl<T, H: Hooks> PerCpuStack<T, H> {
     /// shared fallback (where [`pop`](Self::pop), [`steal_all`](Self::steal_all) and
     /// [`drain`](Self::drain) find them) and the slot stays stopped, its operations on
     /// the fallback, until a later steal of it succeeds.
+    ///
+    /// # Panics
+    /// If `cpu` is not below the slot count ([`possible_cpus`](crate::possible_cpus)),
+    /// or the storage cannot be set up (address space exhausted).
     pub fn steal(&self, cpu: usize) -> Result<Vec<T>, FenceError> {
         assert!(cpu < self.slots.force().slots(), "slot {cpu} out of range");
         let _thief = self.steal_lock.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,0 +1,126 @@
+//! Every subcommand whose standard output cannot be written (a full disk: `/dev/full`;
+//! a reader that went away: `rseq inspect BIG | head`) exits with status 1 and says
+//! why on standard error, never panicking ("failed printing to stdout", status 101:
+//! the audit's finding for `info`, `inspect`, `alloc-stats`, `bench` and
+//! `param-test`; `--help` and `--version` exited 0). `gdb-script` and `lldb-script`
+//! did so already.
+
+#![cfg(target_os = "linux")]
+
+use std::io::Read as _;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const RSEQ: &str = env!("CARGO_BIN_EXE_rseq");
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Waits for `child` within [`LIMIT`] (killed and a panic after), then reads its
+/// standard error.
+fn finish(mut child: Child, what: &str) -> (ExitStatus, String) {
+    let mut err_pipe = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, reader.join().expect("stderr reader"))
+}
+
+fn assert_clean_failure(what: &str, status: ExitStatus, err: &str, reason: &str) {
+    assert!(
+        !err.contains("panicked"),
+        "{what}: panicked (status {status:?}):\n{err}"
+    );
+    assert_eq!(status.code(), Some(1), "{what}: status {status:?}:\n{err}");
+    let line = format!("rseq: cannot write to standard output: {reason}");
+    assert!(err.contains(&line), "{what}: {line:?} missing:\n{err}");
+}
+
+#[test]
+fn a_full_standard_output_is_an_error_not_a_panic() {
+    let cases: &[&[&str]] = &[
+        &["info"],
+        &["info", "--json"],
+        &["inspect", RSEQ],
+        &["inspect", "--json", RSEQ],
+        &["alloc-stats", "--threads", "1", "--objects", "100"],
+        &[
+            "alloc-stats",
+            "--json",
+            "--threads",
+            "1",
+            "--objects",
+            "100",
+        ],
+        &["param-test", "-h"],
+        &["param-test", "-T", "i", "-t", "2", "-r", "10", "-v"],
+        &[
+            "bench",
+            "--quick",
+            "--workload",
+            "cpu",
+            "--threads",
+            "1",
+            "--no-abort-pass",
+        ],
+        &["gdb-script"],
+        &["--help"],
+        &["info", "--help"],
+        &["--version"],
+    ];
+    for args in cases {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let child = Command::new(RSEQ)
+            .args(*args)
+            .stdin(Stdio::null())
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rseq");
+        let what = format!("rseq {} >/dev/full", args.join(" "));
+        let (status, err) = finish(child, &what);
+        if args[0] == "gdb-script" {
+            // Its own message, as before.
+            assert_eq!(status.code(), Some(1), "{what}: {err}");
+            assert!(!err.contains("panicked"), "{what}: {err}");
+            continue;
+        }
+        assert_clean_failure(&what, status, &err, "No space left on device");
+    }
+}
+
+/// The reader of the pipe is gone before `rseq` writes: the listing (138 KiB of JSON
+/// for `rseq` itself, more than a pipe holds) meets `EPIPE` whatever the timing.
+#[test]
+fn a_closed_pipe_is_an_error_not_a_panic() {
+    let mut child = Command::new(RSEQ)
+        .args(["inspect", "--json", RSEQ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rseq");
+    drop(child.stdout.take());
+    let (status, err) = finish(child, "rseq inspect --json rseq | (closed)");
+    assert_clean_failure(
+        "rseq inspect --json | (closed)",
+        status,
+        &err,
+        "Broken pipe",
+    );
+}
