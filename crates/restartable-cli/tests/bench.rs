@@ -131,7 +131,8 @@ fn svg_plot_is_written() {
 /// the table, then failed).
 #[test]
 fn unwritable_svg_path_fails_before_measuring() {
-    let dir = std::env::temp_dir().join(format!("rseq-bench-missing-{}", std::process::id()));
+    // A fresh, empty scratch directory: its subdirectory cannot exist.
+    let dir = scratch::scratch("bench-svg-missing");
     let svg = dir.join("no-such-directory").join("bench.svg");
     let out = bench(&[
         "--runs",
