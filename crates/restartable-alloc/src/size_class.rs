@@ -514,7 +514,8 @@ pub const fn transfer_bytes() -> usize {
 pub const TRANSFER_MAX: usize = 8 * MAX_BATCH;
 
 /// The most objects a per-CPU cache of class `c` can grow to hold (the room its array
-/// has in a slot): twice [`capacity`], at most 256. What it holds at a time is its
+/// has in a slot): twice [`capacity`], at most 256, and at least
+/// [`MID_MAX_CAPACITY`] for classes up to 64 KiB. What it holds at a time is its
 /// current capacity, which starts at 0, grows by [`batch`] when the class misses,
 /// and shrinks when the class is cold, within [`max_cached_bytes_per_cpu`].
 #[inline]
@@ -525,12 +526,28 @@ pub const fn max_capacity(c: usize) -> usize {
 /// [`max_capacity`], computed (for [`TABLES`]).
 const fn max_capacity_of(c: usize) -> usize {
     let two = 2 * capacity(c);
+    if size(c) <= 64 * 1024 && two < MID_MAX_CAPACITY {
+        return MID_MAX_CAPACITY;
+    }
     if two > 256 {
         256
     } else {
         two
     }
 }
+
+/// The least [`max_capacity`] of the classes up to 64 KiB (twice [`capacity`] gives
+/// only 2 from 40 KiB up): four objects, so that a class's cache can hold what one
+/// zlib stream frees and the next one allocates again (`deflateInit` takes four
+/// 64 KiB buffers: window, `prev`, `head`, pending), and a class that a program
+/// replaces objects of at random misses about one replacement in five instead of
+/// one in three. The classes from 16 to 64 KiB at their most then hold 1,416 KiB
+/// (1,000 before), within the slot's budget ([`max_cached_bytes_per_cpu`], 1.5 MiB),
+/// which still bounds all classes together; capacities start at 0 and grow only as
+/// the classes miss. Measured:
+/// `mid_sizes big` (16-64 KiB) about half the time per call (BENCHMARKS.md, branch
+/// `midsize`).
+pub const MID_MAX_CAPACITY: usize = 4;
 
 /// The bytes [`capacity`] objects of every class take: the bound of one thread's
 /// fallback cache.
@@ -837,6 +854,24 @@ mod tests {
             assert!(capacity(c) <= max_capacity(c));
             assert!(max_capacity(c) * size(c) <= max_cached_bytes_per_cpu());
         }
+    }
+
+    /// Every class up to 64 KiB can cache [`MID_MAX_CAPACITY`] objects per slot, and
+    /// the larger ones keep twice their [`capacity`].
+    #[test]
+    fn classes_up_to_64_kib_can_cache_four_objects() {
+        for c in 1..=CLASSES {
+            if size(c) <= 64 * 1024 {
+                assert!(
+                    max_capacity(c) >= MID_MAX_CAPACITY,
+                    "class {c} ({} bytes)",
+                    size(c)
+                );
+            } else {
+                assert_eq!(max_capacity(c), 2 * capacity(c), "class {c}");
+            }
+        }
+        assert_eq!(max_capacity(class_of_size(64 * 1024)), MID_MAX_CAPACITY);
     }
 
     /// The tables the slow paths read hold what the computations give, for every
