@@ -12,7 +12,7 @@
 //! `RESTARTABLE_ALLOC_INDEX=cpu` in the environment asks for CPU numbers instead. A
 //! slot starts with a line of
 //! bookkeeping (a word unused, when it last went to the middle, the bytes of
-//! capacity it was given, per class whether it missed), then per class a header
+//! capacity it was given, per class how often it missed), then per class a header
 //! of two words (`restartable`'s slab header) and room for [`max_capacity`] object
 //! pointers:
 //!
@@ -103,7 +103,7 @@ pub const RESIZE_MS: u64 = 100;
 const STAMP: usize = 8;
 const BUDGET: usize = 16;
 const DENIED: usize = 24;
-/// Whether class `c` missed since the last resize pass (1, else 0): `MISSES + 8 * c`.
+/// Misses of class `c` since the last resize pass: `MISSES + 8 * c`.
 const MISSES: usize = 64;
 
 /// Byte offset of each class's header in a slot (index 0 unused).
@@ -1144,12 +1144,7 @@ fn grow<I: Index>(area: ThreadArea, base: usize, c: usize) -> bool {
     if cpu >= slots {
         return false;
     }
-    // A flag, not a count (the resize pass asks only whether the class missed): a
-    // load and, once per pass, a store, where a count was a locked add on every miss.
-    let missed = word(base, cpu, MISSES + 8 * c);
-    if missed.load(Ordering::Relaxed) == 0 {
-        missed.store(1, Ordering::Relaxed);
-    }
+    word(base, cpu, MISSES + 8 * c).fetch_add(1, Ordering::Relaxed);
     let sz = size(c);
     let step = batch(c);
     // Unlocked first look: a full class or a spent budget takes no lock.
