@@ -31,7 +31,9 @@
 //! - Per class: the span size ([`span_pages`]) holds whole objects with little waste;
 //!   the batch moved between a per-CPU cache and the middle ([`batch`]) and the
 //!   per-CPU cache capacity ([`capacity`]) shrink as objects grow, so the bytes a
-//!   cache can hold stay bounded (see [`max_cached_bytes_per_cpu`]).
+//!   cache can hold stay bounded (see [`max_cached_bytes_per_cpu`]); what a slot's
+//!   cache can grow to ([`max_capacity`]) is twice that (at most 256), and at least
+//!   [`MID_MAX_CAPACITY`] objects for classes up to 64 KiB.
 
 use core::alloc::Layout;
 
