@@ -874,6 +874,14 @@ mod tests {
             }
         }
         assert_eq!(max_capacity(class_of_size(64 * 1024)), MID_MAX_CAPACITY);
+        // What `MID_MAX_CAPACITY`'s docs say: the classes from 16 to 64 KiB at their
+        // most hold 1,416 KiB, within the slot's budget.
+        let mid: usize = (1..=CLASSES)
+            .filter(|&c| (16 * 1024..=64 * 1024).contains(&size(c)))
+            .map(|c| max_capacity(c) * size(c))
+            .sum();
+        assert_eq!(mid, 1416 * 1024);
+        assert!(mid <= max_cached_bytes_per_cpu());
     }
 
     /// The tables the slow paths read hold what the computations give, for every

@@ -203,8 +203,9 @@ fn fork_while_other_threads_allocate() {
     let bg = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            // Sizes whose caches hold one or two objects: nearly every operation
-            // takes the middle's and the page heap's locks.
+            // Sizes whose caches hold at most two objects (four up to 64 KiB,
+            // `MID_MAX_CAPACITY`): nearly every operation takes the middle's and the
+            // page heap's locks.
             let mut r = common::Rng::new(7);
             let hs: Vec<_> = (0..4)
                 .map(|t| {
