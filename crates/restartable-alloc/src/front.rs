@@ -1595,6 +1595,18 @@ pub fn capacity_bytes(slot: usize) -> usize {
     word(base, slot, BUDGET).load(Ordering::Relaxed)
 }
 
+/// Objects of class `c` cached in slot `slot` (racy: for tests).
+#[doc(hidden)]
+pub fn class_count(slot: usize, c: usize) -> usize {
+    let base = base();
+    if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) || c == 0 || c > CLASSES {
+        return 0;
+    }
+    // SAFETY: a header of a slot of the region (`c` checked).
+    let h = unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) };
+    h.count() as usize
+}
+
 /// Capacity of class `c` in slot `slot`, in objects (racy: for statistics and tests).
 pub fn class_capacity(slot: usize, c: usize) -> usize {
     let base = base();

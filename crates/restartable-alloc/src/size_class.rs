@@ -31,7 +31,9 @@
 //! - Per class: the span size ([`span_pages`]) holds whole objects with little waste;
 //!   the batch moved between a per-CPU cache and the middle ([`batch`]) and the
 //!   per-CPU cache capacity ([`capacity`]) shrink as objects grow, so the bytes a
-//!   cache can hold stay bounded (see [`max_cached_bytes_per_cpu`]).
+//!   cache can hold stay bounded (see [`max_cached_bytes_per_cpu`]); what a slot's
+//!   cache can grow to ([`max_capacity`]) is twice that (at most 256), and at least
+//!   [`MID_MAX_CAPACITY`] objects for classes up to 64 KiB.
 
 use core::alloc::Layout;
 
@@ -348,8 +350,8 @@ pub const fn colours(c: usize) -> usize {
     if u == 0 {
         return 1;
     }
-    let objects = objects_per_span(c) * size(c);
-    let slack = span_pages(c) * PAGE_SIZE - objects;
+    let objects = objects_per_span_of(c) * size(c);
+    let slack = span_pages_of(c) * PAGE_SIZE - objects;
     let half = size(c) / 2;
     let max = if slack < half { slack } else { half };
     // Each colour's objects cover no more OS pages than the first colour's (a span
@@ -405,7 +407,13 @@ pub const fn span_offset(c: usize, start: usize) -> usize {
 /// Pages per span of class `c`: 64 KiB for objects up to 8 KiB (at least 8 objects,
 /// at most 12.5% left over), else the fewest pages that hold four objects after the
 /// class's [`first_offset`] with at most 12.5% left over (the offset included).
+#[inline]
 pub const fn span_pages(c: usize) -> usize {
+    TABLES.span_pages[c] as usize
+}
+
+/// [`span_pages`], computed (for [`TABLES`]).
+const fn span_pages_of(c: usize) -> usize {
     let s = size(c);
     if s <= 8 * 1024 {
         return 64 * 1024 / PAGE_SIZE;
@@ -419,15 +427,27 @@ pub const fn span_pages(c: usize) -> usize {
 }
 
 /// Objects in a span of class `c`.
+#[inline]
 pub const fn objects_per_span(c: usize) -> usize {
-    (span_pages(c) * PAGE_SIZE - first_offset(c)) / size(c)
+    TABLES.objects_per_span[c] as usize
+}
+
+/// [`objects_per_span`], computed (for [`TABLES`]).
+const fn objects_per_span_of(c: usize) -> usize {
+    (span_pages_of(c) * PAGE_SIZE - first_offset(c)) / size(c)
 }
 
 /// Objects moved at once between a per-CPU cache and the middle: 32 KiB worth, at
 /// most [`MAX_BATCH`] (objects of 256 bytes and less move 128 at a time, so that a
 /// producer and a consumer on two CPUs take the class's lock once per 128 objects
 /// each).
+#[inline]
 pub const fn batch(c: usize) -> usize {
+    TABLES.batch[c] as usize
+}
+
+/// [`batch`], computed (for [`TABLES`]).
+const fn batch_of(c: usize) -> usize {
     clamp(32 * 1024 / size(c), 1, MAX_BATCH)
 }
 
@@ -438,7 +458,7 @@ pub const MAX_BATCH: usize = 128;
 /// and 128 objects, and at least two batches for objects up to 32 KiB.
 pub const fn capacity(c: usize) -> usize {
     let by_bytes = clamp(64 * 1024 / size(c), 1, 128);
-    let two = 2 * batch(c);
+    let two = 2 * batch_of(c);
     if by_bytes < two && size(c) <= 32 * 1024 {
         two
     } else {
@@ -466,7 +486,13 @@ pub const CAPACITY: [usize; CLASSES + 1] = {
 /// batches, the ups and downs of their pace do not overflow it into the spans
 /// (where every object costs a page-map lookup and a write to the object, a miss
 /// on memory the other CPU touched last).
+#[inline]
 pub const fn transfer_capacity(c: usize) -> usize {
+    TABLES.transfer_capacity[c] as usize
+}
+
+/// [`transfer_capacity`], computed (for [`TABLES`]).
+const fn transfer_capacity_of(c: usize) -> usize {
     let by_bytes = clamp(128 * 1024 / size(c), 1, TRANSFER_MAX);
     if by_bytes < capacity(c) {
         capacity(c)
@@ -490,17 +516,40 @@ pub const fn transfer_bytes() -> usize {
 pub const TRANSFER_MAX: usize = 8 * MAX_BATCH;
 
 /// The most objects a per-CPU cache of class `c` can grow to hold (the room its array
-/// has in a slot): twice [`capacity`], at most 256. What it holds at a time is its
+/// has in a slot): twice [`capacity`], at most 256, and at least
+/// [`MID_MAX_CAPACITY`] for classes up to 64 KiB. What it holds at a time is its
 /// current capacity, which starts at 0, grows by [`batch`] when the class misses,
 /// and shrinks when the class is cold, within [`max_cached_bytes_per_cpu`].
+#[inline]
 pub const fn max_capacity(c: usize) -> usize {
+    TABLES.max_capacity[c] as usize
+}
+
+/// [`max_capacity`], computed (for [`TABLES`]).
+const fn max_capacity_of(c: usize) -> usize {
     let two = 2 * capacity(c);
+    if size(c) <= 64 * 1024 && two < MID_MAX_CAPACITY {
+        return MID_MAX_CAPACITY;
+    }
     if two > 256 {
         256
     } else {
         two
     }
 }
+
+/// The least [`max_capacity`] of the classes up to 64 KiB (twice [`capacity`] gives
+/// only 2 from 40 KiB up): four objects, so that a class's cache can hold what one
+/// zlib stream frees and the next one allocates again (`deflateInit` takes four
+/// 64 KiB buffers: window, `prev`, `head`, pending), and a class that a program
+/// replaces objects of at random misses about one replacement in five instead of
+/// one in three. The classes from 16 to 64 KiB at their most then hold 1,416 KiB
+/// (1,000 before), within the slot's budget ([`max_cached_bytes_per_cpu`], 1.5 MiB),
+/// which still bounds all classes together; capacities start at 0 and grow only as
+/// the classes miss. Measured:
+/// `mid_sizes big` (16-64 KiB) about half the time per call (BENCHMARKS.md, branch
+/// `midsize`).
+pub const MID_MAX_CAPACITY: usize = 4;
 
 /// The bytes [`capacity`] objects of every class take: the bound of one thread's
 /// fallback cache.
@@ -519,6 +568,51 @@ pub const fn capacity_bytes() -> usize {
 pub const fn max_cached_bytes_per_cpu() -> usize {
     3 * 512 * 1024
 }
+
+/// The per-class numbers the slow paths read on every miss ([`batch`],
+/// [`max_capacity`], [`transfer_capacity`], [`objects_per_span`], [`span_pages`]),
+/// computed once at compile time: computed at run time they cost a `div` each (a
+/// 64 KiB class's miss ran five, a tenth of `front::grow`'s samples; BENCHMARKS.md,
+/// branch `midsize`).
+struct Tables {
+    batch: [u16; CLASSES + 1],
+    max_capacity: [u16; CLASSES + 1],
+    transfer_capacity: [u16; CLASSES + 1],
+    objects_per_span: [u16; CLASSES + 1],
+    span_pages: [u16; CLASSES + 1],
+}
+
+const TABLES: Tables = {
+    let mut t = Tables {
+        batch: [0; CLASSES + 1],
+        max_capacity: [0; CLASSES + 1],
+        transfer_capacity: [0; CLASSES + 1],
+        objects_per_span: [0; CLASSES + 1],
+        span_pages: [0; CLASSES + 1],
+    };
+    let mut c = 1;
+    while c <= CLASSES {
+        let v = [
+            batch_of(c),
+            max_capacity_of(c),
+            transfer_capacity_of(c),
+            objects_per_span_of(c),
+            span_pages_of(c),
+        ];
+        let mut i = 0;
+        while i < v.len() {
+            assert!(v[i] <= u16::MAX as usize);
+            i += 1;
+        }
+        t.batch[c] = v[0] as u16;
+        t.max_capacity[c] = v[1] as u16;
+        t.transfer_capacity[c] = v[2] as u16;
+        t.objects_per_span[c] = v[3] as u16;
+        t.span_pages[c] = v[4] as u16;
+        c += 1;
+    }
+    t
+};
 
 const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
     if v < lo {
@@ -761,6 +855,57 @@ mod tests {
         for c in 1..=CLASSES {
             assert!(capacity(c) <= max_capacity(c));
             assert!(max_capacity(c) * size(c) <= max_cached_bytes_per_cpu());
+        }
+    }
+
+    /// Every class up to 64 KiB can cache [`MID_MAX_CAPACITY`] objects per slot, and
+    /// the larger ones keep twice their [`capacity`].
+    #[test]
+    fn classes_up_to_64_kib_can_cache_four_objects() {
+        for c in 1..=CLASSES {
+            if size(c) <= 64 * 1024 {
+                assert!(
+                    max_capacity(c) >= MID_MAX_CAPACITY,
+                    "class {c} ({} bytes)",
+                    size(c)
+                );
+            } else {
+                assert_eq!(max_capacity(c), 2 * capacity(c), "class {c}");
+            }
+        }
+        assert_eq!(max_capacity(class_of_size(64 * 1024)), MID_MAX_CAPACITY);
+        // What `MID_MAX_CAPACITY`'s docs say: the classes from 16 to 64 KiB at their
+        // most hold 1,416 KiB, within the slot's budget.
+        let mid: usize = (1..=CLASSES)
+            .filter(|&c| (16 * 1024..=64 * 1024).contains(&size(c)))
+            .map(|c| max_capacity(c) * size(c))
+            .sum();
+        assert_eq!(mid, 1416 * 1024);
+        assert!(mid <= max_cached_bytes_per_cpu());
+    }
+
+    /// The tables the slow paths read hold what the computations give, for every
+    /// class.
+    #[test]
+    fn the_class_tables_hold_the_computations() {
+        for c in 1..=CLASSES {
+            assert_eq!(batch(c), batch_of(c), "batch, class {c}");
+            assert_eq!(
+                max_capacity(c),
+                max_capacity_of(c),
+                "max_capacity, class {c}"
+            );
+            assert_eq!(
+                transfer_capacity(c),
+                transfer_capacity_of(c),
+                "transfer_capacity, class {c}"
+            );
+            assert_eq!(
+                objects_per_span(c),
+                objects_per_span_of(c),
+                "objects_per_span, class {c}"
+            );
+            assert_eq!(span_pages(c), span_pages_of(c), "span_pages, class {c}");
         }
     }
 }

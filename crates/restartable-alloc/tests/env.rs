@@ -203,8 +203,9 @@ fn fork_while_other_threads_allocate() {
     let bg = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            // Sizes whose caches hold one or two objects: nearly every operation
-            // takes the middle's and the page heap's locks.
+            // Sizes whose caches hold at most two objects (four up to 64 KiB,
+            // `MID_MAX_CAPACITY`): nearly every operation takes the middle's and the
+            // page heap's locks.
             let mut r = common::Rng::new(7);
             let hs: Vec<_> = (0..4)
                 .map(|t| {
@@ -604,6 +605,58 @@ fn caches_resize_within_the_budget() {
                 front::class_capacity(cpu, hot),
                 start.elapsed()
             );
+        },
+    );
+}
+
+/// A slot caches four 64 KiB objects (`size_class::MID_MAX_CAPACITY`): what a zlib
+/// stream frees (window, `prev`, `head`, pending buffer), freed into a drained slot,
+/// stays in the slot's cache, and the next stream's four allocations take them all
+/// from it (twice the class's `capacity`, 2, sent two of them to the middle).
+#[test]
+fn a_slot_caches_a_zlib_streams_four_64_kib_buffers() {
+    use restartable_alloc::front;
+    use restartable_alloc::size_class::{class_of_size, MID_MAX_CAPACITY};
+    if role().is_none() && !restartable::fences_supported() {
+        common::child::shared::skip("needs membarrier rseq fences (to drain the slot)");
+        return;
+    }
+    in_child(
+        "a_slot_caches_a_zlib_streams_four_64_kib_buffers",
+        "four-64k",
+        Spec::within(60).env(&[BY_CPU]),
+        || {
+            let cpu = common::allowed_cpus()[0];
+            common::affinity::pin_current_thread(cpu);
+            let c = class_of_size(64 * 1024);
+            let l = Layout::from_size_align(64 * 1024, 8).unwrap();
+            // SAFETY: (test) valid layouts; every object freed with its layout.
+            unsafe {
+                let v: Vec<*mut u8> = (0..MID_MAX_CAPACITY).map(|_| A.alloc(l)).collect();
+                front::drain_slot(cpu).expect("the slot drains");
+                for &p in &v {
+                    A.dealloc(p, l);
+                }
+                assert_eq!(
+                    front::class_count(cpu, c),
+                    MID_MAX_CAPACITY,
+                    "64 KiB objects cached after {MID_MAX_CAPACITY} frees into a drained slot"
+                );
+                let again: Vec<*mut u8> = (0..MID_MAX_CAPACITY).map(|_| A.alloc(l)).collect();
+                assert_eq!(
+                    front::class_count(cpu, c),
+                    0,
+                    "the next {MID_MAX_CAPACITY} allocations left objects in the cache"
+                );
+                let mut a = v.clone();
+                let mut b = again.clone();
+                a.sort();
+                b.sort();
+                assert_eq!(a, b, "the allocations did not take the cached objects");
+                for p in again {
+                    A.dealloc(p, l);
+                }
+            }
         },
     );
 }
