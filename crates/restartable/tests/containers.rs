@@ -880,6 +880,59 @@ fn steal_never_links_a_push_to_the_detached_list() {
     }
 }
 
+/// The calling thread's affinity mask.
+fn own_mask() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is this thread.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    assert_eq!(r, 0, "sched_getaffinity: {}", std::io::Error::last_os_error());
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` is below CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// `hooks::set_migrate`: an event at point 7 moves the thread off the CPU it read,
+/// pinned elsewhere until its sequence's outcome. With the event at every attempt,
+/// every attempt runs on another CPU than it read, so every one aborts on its CPU
+/// check and counts as a migration, until the operation takes the fallback after
+/// [`MAX_CONSECUTIVE_ABORTS`]; the sum is exact and the thread has its mask back.
+#[test]
+fn forced_migration_aborts_every_attempt_and_restores_the_mask() {
+    check_environment();
+    if allowed_cpus().len() < 2 {
+        child::skip("one CPU allowed: no migration to force");
+        return;
+    }
+    let _h = hook_settings();
+    hooks::set_loops(7, -1);
+    hooks::set_events(1, 0, false, 0);
+    hooks::set_migrate(true);
+    let c = PerCpuCounter::<TestHooks>::with_hooks(IndexBy::Cpu);
+    let adds: u64 = 20;
+    let (stats, before, after) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let before = own_mask();
+            hooks::reset_thread_stats();
+            for _ in 0..adds {
+                c.add(1);
+            }
+            (hooks::thread_stats(), before, own_mask())
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(c.sum(), adds as i64);
+    let attempts = adds * u64::from(MAX_CONSECUTIVE_ABORTS);
+    assert_eq!(
+        (stats.commits, stats.aborts, stats.migrations, stats.fallbacks),
+        (0, attempts, attempts, adds),
+        "{stats:?}"
+    );
+    assert_eq!(after, before, "the thread's mask was not restored");
+}
+
 // ---------------------------------------------------------------------------------
 // The tests above can fail.
 

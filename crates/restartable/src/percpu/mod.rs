@@ -366,7 +366,7 @@ where
     S: Zeroable,
     Q: Seq<S>,
 {
-    crate::hooks::inject_c::<H>(7);
+    crate::hooks::inject_after_read::<I, H>(cpu);
     // SAFETY: `cpu` is below a slot count the storage returned (`enter_below`), and
     // a slot of live storage is a valid `S` for as long as the storage is borrowed;
     // containers only share slots whose fields are atomics or guarded by the slot's
@@ -447,7 +447,7 @@ where
     let mut aborts = prior_aborts;
     while aborts < MAX_CONSECUTIVE_ABORTS {
         let (area, cpu) = I::enter().ok()?;
-        crate::hooks::inject_c::<H>(7);
+        crate::hooks::inject_after_read::<I, H>(cpu);
         if cpu as usize >= slots.count() {
             return None;
         }
