@@ -565,6 +565,7 @@ fn broken_cpu_check_is_caught() {
         stdout(&out)
     );
 
+    eprintln!("control run: {moves} forced migrations, {aborts} aborts, nothing lost");
     let mut broken = vec!["--break-cpu-check"];
     broken.extend_from_slice(&args);
     for attempt in 1..=BROKEN_ATTEMPTS {

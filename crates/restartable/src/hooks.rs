@@ -124,7 +124,8 @@ pub fn set_events(modulo: i64, sleep_ms: i32, yield_now: bool, signal: i32) {
 /// sequence is recorded; then its mask is restored. At point 7 the sequence so
 /// certainly runs on another CPU than the one whose data it was prepared for, even
 /// if the scheduler moved the thread since the read, and its CPU check must abort
-/// it. Each move followed by a sequence counts in [`Stats::migrations`] (a move
+/// it (by mm_cid, a move need not change the thread's index: such a sequence may
+/// commit). Each move followed by a sequence counts in [`Stats::migrations`] (a move
 /// at point 7 whose operation ends before its sequence is undone at the next point 7). Nothing moves where the thread's
 /// mask has one CPU or is larger than `CPU_SETSIZE`, or where the kernel refuses.
 ///
@@ -133,6 +134,18 @@ pub fn set_events(modulo: i64, sleep_ms: i32, yield_now: bool, signal: i32) {
 /// the restore.
 pub fn set_migrate(on: bool) {
     MIGRATE.store(on, Ordering::Relaxed);
+}
+
+/// The [`set_migrate`] move (if it is on), for a caller's own injection points: a
+/// stress test that calls the ops of [`crate::arch`] directly and injects its own
+/// events between reading the index and the op. Pins the calling thread to the next
+/// CPU of its mask after `read_cpu` (the CPU the caller read; `None`: the one it runs
+/// on) until the outcome of its next [`TestHooks`] sequence is recorded, as the
+/// event does at point 7.
+pub fn migrate_now(read_cpu: Option<u32>) {
+    if MIGRATE.load(Ordering::Relaxed) {
+        migrate(read_cpu);
+    }
 }
 
 /// Enables compare-twice in [`TestHooks`] sequences.
@@ -323,9 +336,7 @@ fn inject_c_slow(n: usize, read_cpu: Option<u32>) {
                         libc::pthread_kill(libc::pthread_self(), sig);
                     }
                 }
-                if MIGRATE.load(Ordering::Relaxed) {
-                    migrate(read_cpu);
-                }
+                migrate_now(read_cpu);
             } else {
                 c.set(c.get() + 1);
             }

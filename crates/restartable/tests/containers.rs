@@ -886,7 +886,12 @@ fn own_mask() -> Vec<usize> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is this thread.
     let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    assert_eq!(r, 0, "sched_getaffinity: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
     (0..libc::CPU_SETSIZE as usize)
         // SAFETY: `c` is below CPU_SETSIZE.
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
@@ -926,7 +931,12 @@ fn forced_migration_aborts_every_attempt_and_restores_the_mask() {
     assert_eq!(c.sum(), adds as i64);
     let attempts = adds * u64::from(MAX_CONSECUTIVE_ABORTS);
     assert_eq!(
-        (stats.commits, stats.aborts, stats.migrations, stats.fallbacks),
+        (
+            stats.commits,
+            stats.aborts,
+            stats.migrations,
+            stats.fallbacks
+        ),
         (0, attempts, attempts, adds),
         "{stats:?}"
     );
