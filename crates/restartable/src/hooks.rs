@@ -125,9 +125,10 @@ pub fn set_events(modulo: i64, sleep_ms: i32, yield_now: bool, signal: i32) {
 /// certainly runs on another CPU than the one whose data it was prepared for, even
 /// if the scheduler moved the thread since the read, and its CPU check must abort
 /// it (by mm_cid, a move need not change the thread's index: such a sequence may
-/// commit). Each move followed by a sequence counts in [`Stats::migrations`] (a move
-/// at point 7 whose operation ends before its sequence is undone at the next point 7). Nothing moves where the thread's
-/// mask has one CPU or is larger than `CPU_SETSIZE`, or where the kernel refuses.
+/// commit). Each move followed by a sequence counts in [`Stats::migrations`]; a move
+/// whose operation ends before its sequence (a pop from an empty array) is undone at
+/// the next point 7 and not counted. Nothing moves where the thread's mask has one
+/// CPU or is larger than `CPU_SETSIZE`, or where the kernel refuses.
 ///
 /// Sound: the scheduler may move a thread at any point, this only forces it. A
 /// `sched_setaffinity` on the thread from elsewhere while it is pinned is undone by
@@ -226,7 +227,13 @@ impl core::ops::AddAssign for Stats {
 
 thread_local! {
     static STATS: Cell<Stats> = const {
-        Cell::new(Stats { commits: 0, compare_failures: 0, aborts: 0, fallbacks: 0, migrations: 0 })
+        Cell::new(Stats {
+            commits: 0,
+            compare_failures: 0,
+            aborts: 0,
+            fallbacks: 0,
+            migrations: 0,
+        })
     };
     static MOD_COUNT: Cell<i64> = const { Cell::new(0) };
     /// The thread's affinity mask before a [`set_migrate`] move pinned it, until the
