@@ -125,7 +125,7 @@ pub fn set_events(modulo: i64, sleep_ms: i32, yield_now: bool, signal: i32) {
 /// certainly runs on another CPU than the one whose data it was prepared for, even
 /// if the scheduler moved the thread since the read, and its CPU check must abort
 /// it (by mm_cid, a move need not change the thread's index: such a sequence may
-/// commit). Each move followed by a sequence counts in [`Stats::migrations`]; a move
+/// commit). Each move followed by a sequence counts in [`thread_migrations`]; a move
 /// whose operation ends before its sequence (a pop from an empty array) is undone at
 /// the next point 7 and not counted. Nothing moves where the thread's mask has one
 /// CPU or is larger than `CPU_SETSIZE`, or where the kernel refuses.
@@ -208,11 +208,6 @@ pub struct Stats {
     /// Operations that completed on a container's fallback path (no rseq, or too
     /// many consecutive aborts).
     pub fallbacks: u64,
-    /// Sequences that ran after a move to another CPU forced by [`set_migrate`] (not
-    /// an outcome: each of them is counted under its outcome too). After a move at
-    /// injection point 7 each one ran on another CPU than its caller read, so each
-    /// aborted, unless the CPU check was skipped.
-    pub migrations: u64,
 }
 
 impl core::ops::AddAssign for Stats {
@@ -221,20 +216,15 @@ impl core::ops::AddAssign for Stats {
         self.compare_failures += o.compare_failures;
         self.aborts += o.aborts;
         self.fallbacks += o.fallbacks;
-        self.migrations += o.migrations;
     }
 }
 
 thread_local! {
     static STATS: Cell<Stats> = const {
-        Cell::new(Stats {
-            commits: 0,
-            compare_failures: 0,
-            aborts: 0,
-            fallbacks: 0,
-            migrations: 0,
-        })
+        Cell::new(Stats { commits: 0, compare_failures: 0, aborts: 0, fallbacks: 0 })
     };
+    /// [`thread_migrations`].
+    static MIGRATIONS: Cell<u64> = const { Cell::new(0) };
     static MOD_COUNT: Cell<i64> = const { Cell::new(0) };
     /// The thread's affinity mask before a [`set_migrate`] move pinned it, until the
     /// outcome of its next sequence restores it.
@@ -246,9 +236,19 @@ pub fn thread_stats() -> Stats {
     STATS.try_with(|s| s.get()).unwrap_or_default()
 }
 
-/// Resets this thread's counts.
+/// Resets this thread's counts ([`thread_stats`] and [`thread_migrations`]).
 pub fn reset_thread_stats() {
     let _ = STATS.try_with(|s| s.set(Stats::default()));
+    let _ = MIGRATIONS.try_with(|m| m.set(0));
+}
+
+/// This thread's sequences so far that ran after a move to another CPU forced by
+/// [`set_migrate`] (not an outcome: each of them is counted in [`thread_stats`]
+/// under its outcome too). After a move at injection point 7 each one ran on
+/// another CPU than its caller read, so each aborted, unless the CPU check was
+/// skipped. Kept apart from [`Stats`], whose fields are public API.
+pub fn thread_migrations() -> u64 {
+    MIGRATIONS.try_with(|m| m.get()).unwrap_or(0)
 }
 
 #[inline(always)]
@@ -405,7 +405,7 @@ fn pin_to_next(mask: &libc::cpu_set_t, avoid: usize) -> bool {
 #[inline(never)]
 fn end_move() {
     if unpin() {
-        update_stats(|v| v.migrations += 1);
+        let _ = MIGRATIONS.try_with(|m| m.set(m.get() + 1));
     }
 }
 

@@ -555,6 +555,8 @@ pub(crate) struct ThreadReport {
     pub rseq: bool,
     /// Its sequence outcomes ([`hooks::thread_stats`]).
     pub stats: Stats,
+    /// Its sequences after a forced move ([`hooks::thread_migrations`]).
+    pub migrations: u64,
     /// `SIGUSR1` deliveries it received.
     pub signals: u64,
 }
@@ -645,6 +647,7 @@ impl<'o> Context<'o> {
         let report = ThreadReport {
             rseq: restartable::status().is_registered(),
             stats: hooks::thread_stats(),
+            migrations: hooks::thread_migrations(),
             signals: SIGNALS.try_with(|c| c.get()).unwrap_or(0),
         };
         if self.opts.verbose {
@@ -660,7 +663,7 @@ impl<'o> Context<'o> {
                 s.compare_failures,
                 s.fallbacks,
                 report.signals,
-                self.migrations(s)
+                self.migrations(report.migrations)
             );
         }
         self.reports
@@ -674,9 +677,11 @@ impl<'o> Context<'o> {
         let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = Stats::default();
         let mut signals = 0;
+        let mut migrations = 0;
         let mut without = 0;
         for r in reports.iter() {
             total += r.stats;
+            migrations += r.migrations;
             signals += r.signals;
             without += usize::from(!r.rseq);
         }
@@ -691,15 +696,15 @@ impl<'o> Context<'o> {
             total.compare_failures,
             total.fallbacks,
             signals,
-            self.migrations(total),
+            self.migrations(migrations),
             elapsed.as_secs_f64()
         );
     }
 
     /// The `-v` count of forced moves, with `--migrate` only.
-    fn migrations(&self, s: Stats) -> String {
+    fn migrations(&self, moves: u64) -> String {
         if self.opts.migrate {
-            format!(", migrations {}", s.migrations)
+            format!(", migrations {moves}")
         } else {
             String::new()
         }
