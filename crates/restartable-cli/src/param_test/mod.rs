@@ -28,7 +28,7 @@
 //! event: the thread moves to another allowed CPU and stays pinned there until its
 //! sequence's outcome, then gets its mask back, see [`hooks::set_migrate`]; a usage
 //! error unless `-m N` > 0 and one of `-7`, `-8`, `-9` is -1; `-v` then counts the
-//! moves) and the hidden `--break-cpu-check` (the sequences skip their CPU check: a
+//! moves; with one allowed CPU nothing moves, and a note on stderr says so) and the hidden `--break-cpu-check` (the sequences skip their CPU check: a
 //! deliberately broken build, which the stress test must catch; `--migrate` at
 //! point 7 makes every event a stale CPU for it).
 //!
@@ -223,7 +223,8 @@ fn usage() -> String {
           \t[--mm-cid] Index per-CPU data by mm_cid (exit 2 if unavailable; with -c: check rseq and mm_cid).\n\
           \t[--compare-twice] Re-check the CPU and compared values before each commit.\n\
           \t[--migrate] -m event: move the thread to another allowed CPU, pinned there until its\n\
-          \t           sequence ends (needs -m N > 0 and -7, -8 or -9 at -1; -v counts the moves).\n\
+          \t           sequence ends (needs -m N > 0 and -7, -8 or -9 at -1; -v counts the moves;\n\
+          \t           no effect, with a note on stderr, where one CPU is allowed).\n\
           \n\
           Exit status: 0 success, 1 failed check or bad usage, 2 rseq (or mm_cid) unavailable.\n";
     u
@@ -408,6 +409,15 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
              own registrations",
             opts.disable_mod
         );
+    }
+    if opts.migrate {
+        let cpus = restartable::allowed_cpus().map_or(0, |c| c.len());
+        if cpus < 2 {
+            eprintln!(
+                "rseq param-test: note: --migrate has no effect: {cpus} allowed CPU(s), no \
+                 other CPU to move a thread to (-v counts 0 migrations)"
+            );
+        }
     }
 
     if opts.verbose {
