@@ -933,6 +933,7 @@ fn forced_migration_aborts_every_attempt_and_restores_the_mask() {
         .join()
         .unwrap()
     });
+    assert_eq!(after, before, "the thread's mask was not restored");
     assert_eq!(c.sum(), adds as i64);
     let attempts = adds * u64::from(MAX_CONSECUTIVE_ABORTS);
     assert_eq!(
@@ -940,7 +941,6 @@ fn forced_migration_aborts_every_attempt_and_restores_the_mask() {
         (0, attempts, attempts, adds),
         "{stats:?}, {moves} migrations"
     );
-    assert_eq!(after, before, "the thread's mask was not restored");
 }
 
 // ---------------------------------------------------------------------------------
