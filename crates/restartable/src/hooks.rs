@@ -126,8 +126,8 @@ pub fn set_events(modulo: i64, sleep_ms: i32, yield_now: bool, signal: i32) {
 /// if the scheduler moved the thread since the read, and its CPU check must abort
 /// it (by mm_cid, a move need not change the thread's index: such a sequence may
 /// commit). Each move followed by a sequence counts in [`thread_migrations`]; a move
-/// whose operation ends before its sequence (a pop from an empty array) is undone at
-/// the next point 7 and not counted. Nothing moves where the thread's mask has one
+/// whose container operation ends before its sequence (a push onto a full array) is
+/// undone when the operation returns and not counted. Nothing moves where the thread's mask has one
 /// CPU or is larger than `CPU_SETSIZE`, or where the kernel refuses.
 ///
 /// Sound: the scheduler may move a thread at any point, this only forces it. A
@@ -313,9 +313,9 @@ pub(crate) fn inject_after_read<I: crate::arch::Index, H: Hooks>(index: u32) {
 #[inline(never)]
 fn inject_c_slow(n: usize, read_cpu: Option<u32>) {
     if n == 7 {
-        // The caller has just read its index: a move of an earlier operation whose
-        // sequence never ran (it ended before, e.g. a pop from an empty array) is
-        // undone and not counted.
+        // The caller has just read its index: a move whose sequence never ran (a
+        // [`migrate_now`] caller's operation that ended before it; the containers
+        // undo theirs when the operation returns) is undone and not counted.
         unpin();
     }
     let loops = LOOPS[n].load(Ordering::Relaxed);
@@ -407,6 +407,21 @@ fn end_move() {
     if unpin() {
         let _ = MIGRATIONS.try_with(|m| m.set(m.get() + 1));
     }
+}
+
+/// At the end of a container operation: restores the mask of a thread that a
+/// [`set_migrate`] move left pinned because the operation ended before its sequence
+/// (not counted: no sequence ran on the other CPU).
+#[inline(always)]
+pub(crate) fn end_operation<H: Hooks>() {
+    if H::INJECT {
+        end_operation_slow();
+    }
+}
+
+#[inline(never)]
+fn end_operation_slow() {
+    unpin();
 }
 
 /// Restores the mask of a thread that a [`set_migrate`] move pinned; whether it was

@@ -297,8 +297,30 @@ impl<O> Step<O, Ran<O>> for InLoop {
 /// and the index-mode check. A container indexed by mm_cid takes its own inline
 /// attempt after that check fails; retries and first use are out of line
 /// ([`retry`]).
+///
+/// With [`TestHooks`](crate::hooks::TestHooks), a thread that a
+/// [`set_migrate`](crate::hooks::set_migrate) move left pinned (its operation ended
+/// before a sequence: a push onto a full array, a CPU without a slot) gets its mask
+/// back when the operation returns; other hooks compile nothing for it.
 #[inline(always)]
 pub(crate) fn on_current_cpu<H, S, Q>(
+    slots: &impl Slots<S>,
+    seq: Q,
+    fallback: impl FnOnce(Q) -> Q::Out,
+) -> Q::Out
+where
+    H: crate::hooks::Hooks,
+    S: Zeroable,
+    Q: Seq<S>,
+{
+    let out = on_current_cpu_unhooked::<H, S, Q>(slots, seq, fallback);
+    crate::hooks::end_operation::<H>();
+    out
+}
+
+/// [`on_current_cpu`] but for the restored mask.
+#[inline(always)]
+fn on_current_cpu_unhooked<H, S, Q>(
     slots: &impl Slots<S>,
     seq: Q,
     fallback: impl FnOnce(Q) -> Q::Out,
