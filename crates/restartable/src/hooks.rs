@@ -127,12 +127,18 @@ pub fn set_events(modulo: i64, sleep_ms: i32, yield_now: bool, signal: i32) {
 /// it (by mm_cid, a move need not change the thread's index: such a sequence may
 /// commit). Each move followed by a sequence counts in [`thread_migrations`]; a move
 /// whose container operation ends before its sequence (a push onto a full array) is
-/// undone when the operation returns and not counted. Nothing moves where the thread's mask has one
-/// CPU or is larger than `CPU_SETSIZE`, or where the kernel refuses.
+/// undone when the operation returns and not counted. Nothing moves where the
+/// thread's mask has one CPU or is larger than `CPU_SETSIZE`, or where the kernel
+/// refuses.
 ///
-/// Sound: the scheduler may move a thread at any point, this only forces it. A
-/// `sched_setaffinity` on the thread from elsewhere while it is pinned is undone by
-/// the restore.
+/// Sound: the scheduler may move a thread at any point, this only forces it. The
+/// saved mask is per thread: a signal handler that runs hooked sequences inside the
+/// window restores it at its own point 7 or outcome (the interrupted sequence then
+/// runs unpinned and is not counted), a child forked inside the window inherits the
+/// pin and the saved mask and restores it likewise, and a thread that exits pinned
+/// takes both with it. A `sched_setaffinity` on the thread from elsewhere while it is
+/// pinned is undone by the restore; a restore the kernel refuses (a cpuset changed
+/// meanwhile) leaves the thread pinned to an allowed CPU.
 pub fn set_migrate(on: bool) {
     MIGRATE.store(on, Ordering::Relaxed);
 }
