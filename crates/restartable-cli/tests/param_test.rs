@@ -282,6 +282,12 @@ fn bad_usage_exits_1_with_usage() {
         &["--no-such-flag"],
         &["-t", "many"],
         &["stray"],
+        &["--migrate"],
+        &["--migrate", "-m", "2"],
+        &["--migrate", "-7", "-1"],
+        &["--migrate", "-m", "0", "-7", "-1"],
+        &["--migrate", "-m", "2", "-7", "5"],
+        &["--migrate=yes", "-m", "2", "-7", "-1"],
     ] {
         let out = Run::new(args).output();
         assert_eq!(
@@ -350,6 +356,7 @@ fn help_prints_usage_and_exits_0() {
         "[-D M]",
         "--mm-cid",
         "--compare-twice",
+        "--migrate",
     ] {
         assert!(text.contains(flag), "usage lacks {flag}:\n{text}");
     }
@@ -472,26 +479,71 @@ fn disable_every_third_thread() {
     }
 }
 
+/// A number of the `-v` totals line: the one after `name ` (`aborts`, `migrations`).
+fn total_of(out: &Output, name: &str) -> u64 {
+    let text = stdout(out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("total:"))
+        .unwrap_or_else(|| panic!("no totals line:\n{text}"));
+    let key = format!(" {name} ");
+    let n = line
+        .split_once(&key)
+        .and_then(|(_, rest)| rest.split([',', ';']).next())
+        .and_then(|s| s.trim().parse().ok());
+    n.unwrap_or_else(|| panic!("no {name} in: {line}"))
+}
+
+/// Runs of the broken build before [`broken_cpu_check_is_caught`] gives up (a run is
+/// caught on its own: a bound for safety, not a wait for luck).
+const BROKEN_ATTEMPTS: u32 = 10;
+
 /// The deliberately broken sequence (`--break-cpu-check`: no CPU check before the
-/// commit) must make the stress test fail: a thread that reads CPU A, sleeps at
-/// injection point 7 and wakes up on CPU B then copies and commits on A's array
-/// while A's own threads do too, with a delay inside the sequence (point 4) to widen
-/// the overlap, and the memcpy test finds items lost or duplicated.
+/// commit) must make the stress test fail, and the test forces what makes the check
+/// matter. `--migrate` at point 7 with `-m 2`: every second time, a thread that has
+/// read CPU A is moved to CPU B (pinned there until its sequence ends), so its
+/// sequence certainly runs on B on A's array; the threads that were not moved this
+/// time work on A's array from A meanwhile, with a delay inside the sequence (point 4)
+/// widening the overlap. (`-m 1` would move every operation: every sequence on A's
+/// array would run on B, one at a time, and none would overlap; 5 broken runs of 5
+/// passed so.)
+///
+/// The control, the same run with the check in place, passes and shows that every
+/// forced move was caught: nothing lost (the memcpy test's own check), at least one
+/// move per two repetitions of each thread, and at least as many aborts as moves
+/// (each moved sequence aborts on its CPU check). A broken run is caught on its own
+/// (the memcpy test finds items lost or duplicated): 70 of 70 measured runs were,
+/// quiet and loaded; up to [`BROKEN_ATTEMPTS`] of them run.
 #[test]
 fn broken_cpu_check_is_caught() {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("notice: one CPU: no migration, the broken check cannot matter; skipping");
+    let cpus = restartable::allowed_cpus().map_or(1, |c| c.len());
+    if cpus < 2 {
+        child::skip("one allowed CPU: no migration to force, the broken check cannot matter");
         return;
     }
     if check(&[], false) != Some(0) {
         child::skip("rseq unavailable");
         return;
     }
-    let threads = threads().to_string();
+    let threads = threads();
+    let reps: u64 = 200;
+    let (t, r) = (threads.to_string(), reps.to_string());
     let args = [
-        "-T", "m", "-7", "-1", "-m", "1", "-s", "1", "-4", "10000", "-r", "200", "-t", &threads,
+        "-T",
+        "m",
+        "-7",
+        "-1",
+        "-m",
+        "2",
+        "--migrate",
+        "-4",
+        "10000",
+        "-r",
+        &r,
+        "-t",
+        &t,
+        "-v",
     ];
-    // The same run with the check in place passes.
     let out = Run::new(&args).output();
     assert_eq!(
         out.status.code(),
@@ -499,20 +551,22 @@ fn broken_cpu_check_is_caught() {
         "control run failed: {}",
         stderr(&out)
     );
+    let (aborts, moves) = (total_of(&out, "aborts"), total_of(&out, "migrations"));
+    assert!(
+        moves >= threads as u64 * (reps / 2),
+        "{moves} forced migrations, expected at least one per two repetitions:\n{}",
+        stdout(&out)
+    );
+    assert!(
+        aborts >= moves,
+        "{moves} forced migrations but {aborts} aborts: a moved sequence committed:\n{}",
+        stdout(&out)
+    );
+
+    eprintln!("control run: {moves} forced migrations, {aborts} aborts, nothing lost");
     let mut broken = vec!["--break-cpu-check"];
     broken.extend_from_slice(&args);
-    // A run catches the broken check only when a thread migrated at the right moment:
-    // the scheduler's choice. Runs repeat until one does, for up to PATIENCE.
-    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
-    let started = Instant::now();
-    for attempt in 1.. {
-        if started.elapsed() > PATIENCE {
-            panic!(
-                "{} runs with --break-cpu-check in {PATIENCE:?} all passed: the stress test \
-                 does not catch a missing CPU check",
-                attempt - 1
-            );
-        }
+    for attempt in 1..=BROKEN_ATTEMPTS {
         let out = Run::new(&broken).output();
         match out.status.code() {
             Some(0) => continue,
@@ -535,4 +589,8 @@ fn broken_cpu_check_is_caught() {
             ),
         }
     }
+    panic!(
+        "{BROKEN_ATTEMPTS} runs with --break-cpu-check and forced migrations all passed: \
+         the stress test does not catch a missing CPU check"
+    );
 }

@@ -10,7 +10,9 @@
 //!   in Rust between preparation and commit (7 after reading the CPU, 8 after
 //!   preparing, 9 just before the sequence);
 //! - with a point's count set to -1, the events of `-m N`: every N-th time, sleep,
-//!   yield, or send the thread a signal;
+//!   yield, send the thread a signal, or move it to another CPU ([`set_migrate`]:
+//!   pinned there until its sequence's outcome, so the sequence certainly runs on
+//!   another CPU than the one its caller read);
 //! - compare-twice: re-check the CPU and the compared values just before the commit,
 //!   and abort the process loudly if they changed (a bug in the sequence);
 //! - two switches that exist only to prove the tests can fail or finish:
@@ -21,7 +23,8 @@
 //! All configuration is process-global and set before the threads start.
 //!
 //! # Soundness
-//! Everything here is safe to call except [`set_skip_cpu_check`]: delays, events,
+//! Everything here is safe to call except [`set_skip_cpu_check`]: delays, events
+//! (a forced migration included: the scheduler may move a thread at any point),
 //! compare-twice and the trap only slow sequences down, make them abort, or end the
 //! process, while a sequence without its CPU check can commit on another CPU's data
 //! concurrently with that CPU's own sequences (two threads popping the same node, two
@@ -92,6 +95,7 @@ static MODULO: AtomicI64 = AtomicI64::new(0);
 static SLEEP_MS: AtomicI32 = AtomicI32::new(0);
 static YIELD: AtomicBool = AtomicBool::new(false);
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
+static MIGRATE: AtomicBool = AtomicBool::new(false);
 
 /// Sets the delay loop count at `point` (1..=9). `-1` at points 7-9 enables the
 /// [`set_events`] events there instead of a loop.
@@ -110,6 +114,45 @@ pub fn set_events(modulo: i64, sleep_ms: i32, yield_now: bool, signal: i32) {
     SLEEP_MS.store(sleep_ms, Ordering::Relaxed);
     YIELD.store(yield_now, Ordering::Relaxed);
     SIGNAL.store(signal, Ordering::Relaxed);
+}
+
+/// Adds a move to another CPU to the events of [`set_events`]: at each event, the
+/// calling thread is pinned (`sched_setaffinity`) to the next CPU of its affinity
+/// mask after the one its caller read (at injection point 7, in the containers'
+/// `cpu_id` mode) or else the one it runs on (the kernel moves it before the call
+/// returns), and stays pinned there until the outcome of its next [`TestHooks`]
+/// sequence is recorded; then its mask is restored. At point 7 the sequence so
+/// certainly runs on another CPU than the one whose data it was prepared for, even
+/// if the scheduler moved the thread since the read, and its CPU check must abort
+/// it (by mm_cid, a move need not change the thread's index: such a sequence may
+/// commit). Each move followed by a sequence counts in [`thread_migrations`]; a move
+/// whose container operation ends before its sequence (a push onto a full array) is
+/// undone when the operation returns and not counted. Nothing moves where the
+/// thread's mask has one CPU or is larger than `CPU_SETSIZE`, or where the kernel
+/// refuses.
+///
+/// Sound: the scheduler may move a thread at any point, this only forces it. The
+/// saved mask is per thread: a signal handler that runs hooked sequences inside the
+/// window restores it at its own point 7 or outcome (the interrupted sequence then
+/// runs unpinned and is not counted), a child forked inside the window inherits the
+/// pin and the saved mask and restores it likewise, and a thread that exits pinned
+/// takes both with it. A `sched_setaffinity` on the thread from elsewhere while it is
+/// pinned is undone by the restore; a restore the kernel refuses (a cpuset changed
+/// meanwhile) leaves the thread pinned to an allowed CPU.
+pub fn set_migrate(on: bool) {
+    MIGRATE.store(on, Ordering::Relaxed);
+}
+
+/// The [`set_migrate`] move (if it is on), for a caller's own injection points: a
+/// stress test that calls the ops of [`crate::arch`] directly and injects its own
+/// events between reading the index and the op. Pins the calling thread to the next
+/// CPU of its mask after `read_cpu` (the CPU the caller read; `None`: the one it runs
+/// on) until the outcome of its next [`TestHooks`] sequence is recorded, as the
+/// event does at point 7.
+pub fn migrate_now(read_cpu: Option<u32>) {
+    if MIGRATE.load(Ordering::Relaxed) {
+        migrate(read_cpu);
+    }
 }
 
 /// Enables compare-twice in [`TestHooks`] sequences.
@@ -156,6 +199,7 @@ pub fn reset() {
         f.store(0, Ordering::Relaxed);
     }
     set_events(0, 0, false, 0);
+    set_migrate(false);
 }
 
 /// Per-thread outcome counts of [`StatsHooks`] / [`TestHooks`] sequences.
@@ -185,7 +229,12 @@ thread_local! {
     static STATS: Cell<Stats> = const {
         Cell::new(Stats { commits: 0, compare_failures: 0, aborts: 0, fallbacks: 0 })
     };
+    /// [`thread_migrations`].
+    static MIGRATIONS: Cell<u64> = const { Cell::new(0) };
     static MOD_COUNT: Cell<i64> = const { Cell::new(0) };
+    /// The thread's affinity mask before a [`set_migrate`] move pinned it, until the
+    /// outcome of its next sequence restores it.
+    static UNPINNED_MASK: Cell<Option<libc::cpu_set_t>> = const { Cell::new(None) };
 }
 
 /// This thread's counts so far.
@@ -193,15 +242,28 @@ pub fn thread_stats() -> Stats {
     STATS.try_with(|s| s.get()).unwrap_or_default()
 }
 
-/// Resets this thread's counts.
+/// Resets this thread's counts ([`thread_stats`] and [`thread_migrations`]).
 pub fn reset_thread_stats() {
     let _ = STATS.try_with(|s| s.set(Stats::default()));
+    let _ = MIGRATIONS.try_with(|m| m.set(0));
+}
+
+/// This thread's sequences so far that ran after a move to another CPU forced by
+/// [`set_migrate`] (not an outcome: each of them is counted in [`thread_stats`]
+/// under its outcome too). After a move at injection point 7 each one ran on
+/// another CPU than its caller read, so each aborted, unless the CPU check was
+/// skipped. Kept apart from [`Stats`], whose fields are public API.
+pub fn thread_migrations() -> u64 {
+    MIGRATIONS.try_with(|m| m.get()).unwrap_or(0)
 }
 
 #[inline(always)]
 pub(crate) fn record<H: Hooks>(r: OpResult) -> OpResult {
     if H::STATS {
         record_slow(r);
+    }
+    if H::INJECT {
+        end_move();
     }
     r
 }
@@ -236,12 +298,32 @@ fn update_stats(f: impl FnOnce(&mut Stats)) {
 #[inline(always)]
 pub(crate) fn inject_c<H: Hooks>(n: usize) {
     if H::INJECT {
-        inject_c_slow(n);
+        inject_c_slow(n, None);
     }
 }
 
+/// Injection point 7, just after the caller read its index `index` with `I`: as
+/// [`inject_c`], and a [`set_migrate`] move avoids the CPU read (where `I` reads the
+/// CPU), so that the sequence runs on another CPU even if the scheduler moved the
+/// thread since the read.
+#[inline(always)]
+pub(crate) fn inject_after_read<I: crate::arch::Index, H: Hooks>(index: u32) {
+    if H::INJECT {
+        let by_cpu = I::OFFSET == <crate::arch::ByCpu as crate::arch::Index>::OFFSET;
+        inject_c_slow(7, by_cpu.then_some(index));
+    }
+}
+
+/// Injection point `n`; a [`set_migrate`] move avoids `read_cpu` (else the CPU the
+/// thread runs on).
 #[inline(never)]
-fn inject_c_slow(n: usize) {
+fn inject_c_slow(n: usize, read_cpu: Option<u32>) {
+    if n == 7 {
+        // The caller has just read its index: a move whose sequence never ran (a
+        // [`migrate_now`] caller's operation that ended before it; the containers
+        // undo theirs when the operation returns) is undone and not counted.
+        unpin();
+    }
     let loops = LOOPS[n].load(Ordering::Relaxed);
     for _ in 0..loops.max(0) {
         core::hint::black_box(());
@@ -267,11 +349,97 @@ fn inject_c_slow(n: usize) {
                         libc::pthread_kill(libc::pthread_self(), sig);
                     }
                 }
+                migrate_now(read_cpu);
             } else {
                 c.set(c.get() + 1);
             }
         });
     }
+}
+
+/// The [`set_migrate`] event: pins the calling thread to the CPU after `avoid` (by
+/// default the one it runs on) in its mask (the mask saved before its first move, if
+/// it is still pinned), so that it runs on another CPU than `avoid` when this
+/// returns. If it cannot, the thread keeps the mask it had.
+fn migrate(avoid: Option<u32>) {
+    let avoid = avoid.unwrap_or_else(crate::sys::getcpu_fallback) as usize;
+    let mask = match UNPINNED_MASK.try_with(|m| m.get()) {
+        Ok(Some(saved)) => saved,
+        Ok(None) => {
+            let mut mask = zeroed_set();
+            // SAFETY: `mask` is a valid cpu_set_t of the size passed; 0 is this thread.
+            let r = unsafe { libc::sched_getaffinity(0, core::mem::size_of_val(&mask), &mut mask) };
+            if r != 0 {
+                return;
+            }
+            mask
+        }
+        Err(_) => return,
+    };
+    if pin_to_next(&mask, avoid) {
+        let _ = UNPINNED_MASK.try_with(|m| m.set(Some(mask)));
+    }
+}
+
+/// An empty CPU set.
+fn zeroed_set() -> libc::cpu_set_t {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    unsafe { core::mem::zeroed() }
+}
+
+/// Pins this thread to the first CPU of `mask` after `avoid` (cyclically), if there
+/// is one other than `avoid`; whether it did.
+fn pin_to_next(mask: &libc::cpu_set_t, avoid: usize) -> bool {
+    let size = libc::CPU_SETSIZE as usize;
+    let Some(to) = (1..size)
+        .map(|k| (avoid + k) % size)
+        // SAFETY: every index is below CPU_SETSIZE.
+        .find(|&c| unsafe { libc::CPU_ISSET(c, mask) })
+    else {
+        return false;
+    };
+    let mut one = zeroed_set();
+    // SAFETY: `to` is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(to, &mut one) };
+    // SAFETY: `one` is a valid cpu_set_t of the size passed; 0 is this thread. On
+    // success the kernel has moved the thread off a CPU outside the set on return.
+    unsafe { libc::sched_setaffinity(0, core::mem::size_of_val(&one), &one) == 0 }
+}
+
+/// After a sequence's outcome: if a [`set_migrate`] move pinned the thread, restores
+/// its mask and counts the move (its sequence ran on the other CPU).
+#[inline(never)]
+fn end_move() {
+    if unpin() {
+        let _ = MIGRATIONS.try_with(|m| m.set(m.get() + 1));
+    }
+}
+
+/// At the end of a container operation: restores the mask of a thread that a
+/// [`set_migrate`] move left pinned because the operation ended before its sequence
+/// (not counted: no sequence ran on the other CPU).
+#[inline(always)]
+pub(crate) fn end_operation<H: Hooks>() {
+    if H::INJECT {
+        end_operation_slow();
+    }
+}
+
+#[inline(never)]
+fn end_operation_slow() {
+    unpin();
+}
+
+/// Restores the mask of a thread that a [`set_migrate`] move pinned; whether it was
+/// pinned.
+fn unpin() -> bool {
+    let Ok(Some(mask)) = UNPINNED_MASK.try_with(|m| m.take()) else {
+        return false;
+    };
+    // SAFETY: `mask` is a valid cpu_set_t of the size passed; 0 is this thread. A
+    // failure leaves the thread pinned to an allowed CPU: nothing to undo.
+    unsafe { libc::sched_setaffinity(0, core::mem::size_of_val(&mask), &mask) };
+    true
 }
 
 /// Called by the asm of [`TestHooks`] sequences when compare-twice finds that the

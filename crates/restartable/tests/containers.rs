@@ -26,7 +26,8 @@ use common::*;
 use restartable::hooks::{self, Hooks, StatsHooks, TestHooks};
 use restartable::percpu::MAX_CONSECUTIVE_ABORTS;
 use restartable::{
-    IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuPool, PerCpuStack, StackNode,
+    IndexBy, PerCpuBuffer, PerCpuCounter, PerCpuLock, PerCpuMemcpyBuffer, PerCpuPool, PerCpuStack,
+    StackNode,
 };
 
 /// Hook settings are process-global: tests that change them run one at a time, and
@@ -878,6 +879,127 @@ fn steal_never_links_a_push_to_the_detached_list() {
             steal_while_owners_push::<TestHooks>(index, reps(50), 4_000, Duration::ZERO);
         }
     }
+}
+
+/// The calling thread's affinity mask.
+fn own_mask() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is this thread.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    assert_eq!(
+        r,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` is below CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// `hooks::set_migrate`: an event at point 7 moves the thread off the CPU it read,
+/// pinned elsewhere until its sequence's outcome. With the event at every attempt,
+/// every attempt runs on another CPU than it read, so every one aborts on its CPU
+/// check and counts as a migration, until the operation takes the fallback after
+/// [`MAX_CONSECUTIVE_ABORTS`]; the sum is exact and the thread has its mask back.
+#[test]
+fn forced_migration_aborts_every_attempt_and_restores_the_mask() {
+    check_environment();
+    if allowed_cpus().len() < 2 {
+        child::skip("one CPU allowed: no migration to force");
+        return;
+    }
+    let _h = hook_settings();
+    hooks::set_loops(7, -1);
+    hooks::set_events(1, 0, false, 0);
+    hooks::set_migrate(true);
+    let c = PerCpuCounter::<TestHooks>::with_hooks(IndexBy::Cpu);
+    let adds: u64 = 20;
+    let (stats, moves, before, after) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let before = own_mask();
+            hooks::reset_thread_stats();
+            for _ in 0..adds {
+                c.add(1);
+            }
+            (
+                hooks::thread_stats(),
+                hooks::thread_migrations(),
+                before,
+                own_mask(),
+            )
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(after, before, "the thread's mask was not restored");
+    assert_eq!(c.sum(), adds as i64);
+    let attempts = adds * u64::from(MAX_CONSECUTIVE_ABORTS);
+    assert_eq!(
+        (stats.commits, stats.aborts, moves, stats.fallbacks),
+        (0, attempts, attempts, adds),
+        "{stats:?}, {moves} migrations"
+    );
+}
+
+/// Sets the calling thread's affinity mask to `cpus`.
+fn set_own_mask(cpus: &[usize]) {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: `c` is an allowed CPU, below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is this thread.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    assert_eq!(
+        r,
+        0,
+        "sched_setaffinity({cpus:?}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// `hooks::set_migrate`: a move at point 7 whose operation then ends before its
+/// sequence (a push onto a full array: no sequence runs) is undone when the operation
+/// returns, so a container operation never leaves its thread pinned, and it is not
+/// counted as a migration.
+#[test]
+fn forced_migration_of_an_operation_without_a_sequence_restores_the_mask() {
+    check_environment();
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        child::skip("one CPU allowed: no migration to force");
+        return;
+    }
+    let both = [cpus[0], cpus[1]];
+    let _h = hook_settings();
+    let buf = PerCpuMemcpyBuffer::<u64, 2, TestHooks>::with_hooks(IndexBy::Cpu);
+    let (full, moves, after) = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Both CPUs' arrays full, each filled from its own CPU, before any event.
+            for cpu in both {
+                set_own_mask(&[cpu]);
+                while buf.push(7).is_ok() {}
+            }
+            set_own_mask(&both);
+            hooks::reset_thread_stats();
+            hooks::set_loops(7, -1);
+            hooks::set_events(1, 0, false, 0);
+            hooks::set_migrate(true);
+            let full = buf.push(8).is_err();
+            let r = (full, hooks::thread_migrations(), own_mask());
+            hooks::reset();
+            r
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(full, "a push onto full arrays succeeded");
+    assert_eq!(after, both, "the push left its thread pinned");
+    assert_eq!(moves, 0, "no sequence ran after the move, none is counted");
 }
 
 // ---------------------------------------------------------------------------------

@@ -22,11 +22,15 @@
 //! | `-v` | verbose: per-thread commits, aborts, compare failures, fallbacks, signals |
 //! | `-h` | usage |
 //!
-//! and three of our own: `--mm-cid` (index per-CPU data by mm_cid, the reference's
+//! and four of our own: `--mm-cid` (index per-CPU data by mm_cid, the reference's
 //! `param_test_mm_cid` build; exit 2 where mm_cid is unavailable), `--compare-twice`
-//! (the reference's `param_test_compare_twice` build) and the hidden
-//! `--break-cpu-check` (the sequences skip their CPU check: a deliberately broken
-//! build, which the stress test must catch).
+//! (the reference's `param_test_compare_twice` build), `--migrate` (one more `-m`
+//! event: the thread moves to another allowed CPU and stays pinned there until its
+//! sequence's outcome, then gets its mask back, see [`hooks::set_migrate`]; a usage
+//! error unless `-m N` > 0 and one of `-7`, `-8`, `-9` is -1; `-v` then counts the
+//! moves; with one allowed CPU nothing moves, and a note on stderr says so) and the hidden `--break-cpu-check` (the sequences skip their CPU check: a
+//! deliberately broken build, which the stress test must catch; `--migrate` at
+//! point 7 makes every event a stale CPU for it).
 //!
 //! # Exit codes
 //! 0 success; 1 a failed check (stderr says what was expected and what was found) or
@@ -168,6 +172,8 @@ pub(crate) struct Options {
     pub mm_cid: bool,
     /// `--compare-twice`: the hooks re-check before every commit.
     pub compare_twice: bool,
+    /// `--migrate`: the `-m` events move the thread to another allowed CPU.
+    pub migrate: bool,
     /// `--break-cpu-check` (hidden): the hooks skip the CPU check.
     pub break_cpu_check: bool,
 }
@@ -216,6 +222,9 @@ fn usage() -> String {
           \t[-h] Show this help.\n\
           \t[--mm-cid] Index per-CPU data by mm_cid (exit 2 if unavailable; with -c: check rseq and mm_cid).\n\
           \t[--compare-twice] Re-check the CPU and compared values before each commit.\n\
+          \t[--migrate] -m event: move the thread to another allowed CPU, pinned there until its\n\
+          \t           sequence ends (needs -m N > 0 and -7, -8 or -9 at -1; -v counts the moves;\n\
+          \t           no effect, with a note on stderr, where one CPU is allowed).\n\
           \n\
           Exit status: 0 success, 1 failed check or bad usage, 2 rseq (or mm_cid) unavailable.\n";
     u
@@ -261,6 +270,7 @@ fn command() -> clap::Command {
         .arg(flag("help", 'h').long("help"))
         .arg(long("mm-cid"))
         .arg(long("compare-twice"))
+        .arg(long("migrate"))
         .arg(long("break-cpu-check").hide(true))
 }
 
@@ -294,6 +304,12 @@ fn parse(args: &[OsString]) -> Result<Parsed, String> {
     let threads = non_negative("threads", "-t")?.unwrap_or(200) as usize;
     let reps = non_negative("reps", "-r")?.unwrap_or(5000) as u64;
     let disable_mod = non_negative("disable-mod", "-D")?.unwrap_or(0) as u64;
+    let migrate = m.get_flag("migrate");
+    if migrate && (modulo == 0 || !loops[7..=9].contains(&-1)) {
+        return Err(
+            "--migrate is an -m event: it needs -m N (N > 0) and -7, -8 or -9 at -1".to_string(),
+        );
+    }
     let test = match m.get_one::<String>("test") {
         None => TestType::Spinlock,
         Some(t) => TestType::from_arg(t)
@@ -315,6 +331,7 @@ fn parse(args: &[OsString]) -> Result<Parsed, String> {
         verbose: m.get_flag("verbose"),
         mm_cid: m.get_flag("mm-cid"),
         compare_twice: m.get_flag("compare-twice"),
+        migrate,
         break_cpu_check: m.get_flag("break-cpu-check"),
     }))
 }
@@ -392,6 +409,15 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
              own registrations",
             opts.disable_mod
         );
+    }
+    if opts.migrate {
+        let cpus = restartable::allowed_cpus().map_or(0, |c| c.len());
+        if cpus < 2 {
+            eprintln!(
+                "rseq param-test: note: --migrate has no effect: {cpus} allowed CPU(s), no \
+                 other CPU to move a thread to (-v counts 0 migrations)"
+            );
+        }
     }
 
     if opts.verbose {
@@ -497,6 +523,7 @@ fn configure_hooks(opts: &Options) {
         if opts.signal { libc::SIGUSR1 } else { 0 },
     );
     hooks::set_compare_twice(opts.compare_twice);
+    hooks::set_migrate(opts.migrate);
     // SAFETY: `--break-cpu-check` (hidden) asks for the deliberately broken sequence:
     // this process exists to show that the stress test catches it, and exits with the
     // failure it reports. Without the flag the switch stays off, which is always sound.
@@ -538,6 +565,8 @@ pub(crate) struct ThreadReport {
     pub rseq: bool,
     /// Its sequence outcomes ([`hooks::thread_stats`]).
     pub stats: Stats,
+    /// Its sequences after a forced move ([`hooks::thread_migrations`]).
+    pub migrations: u64,
     /// `SIGUSR1` deliveries it received.
     pub signals: u64,
 }
@@ -628,19 +657,21 @@ impl<'o> Context<'o> {
         let report = ThreadReport {
             rseq: restartable::status().is_registered(),
             stats: hooks::thread_stats(),
+            migrations: hooks::thread_migrations(),
             signals: SIGNALS.try_with(|c| c.get()).unwrap_or(0),
         };
         if self.opts.verbose {
             let s = report.stats;
             outln!(
                 "thread {index} (tid {tid}, {}): commits {}, aborts {}, compare failures {}, \
-                 fallbacks {}, signals delivered {}",
+                 fallbacks {}, signals delivered {}{}",
                 if report.rseq { "rseq" } else { "no rseq" },
                 s.commits,
                 s.aborts,
                 s.compare_failures,
                 s.fallbacks,
-                report.signals
+                report.signals,
+                self.migrations(report.migrations)
             );
         }
         self.reports
@@ -654,15 +685,17 @@ impl<'o> Context<'o> {
         let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = Stats::default();
         let mut signals = 0;
+        let mut migrations = 0;
         let mut without = 0;
         for r in reports.iter() {
             total += r.stats;
+            migrations += r.migrations;
             signals += r.signals;
             without += usize::from(!r.rseq);
         }
         outln!(
             "total: {} threads ({} without rseq), {} reps each: commits {}, aborts {}, \
-             compare failures {}, fallbacks {}, signals delivered {}; {:.3} s",
+             compare failures {}, fallbacks {}, signals delivered {}{}; {:.3} s",
             reports.len(),
             without,
             self.opts.reps,
@@ -671,8 +704,18 @@ impl<'o> Context<'o> {
             total.compare_failures,
             total.fallbacks,
             signals,
+            self.migrations(migrations),
             elapsed.as_secs_f64()
         );
+    }
+
+    /// The `-v` count of forced moves, with `--migrate` only.
+    fn migrations(&self, moves: u64) -> String {
+        if self.opts.migrate {
+            format!(", migrations {moves}")
+        } else {
+            String::new()
+        }
     }
 
     /// Shows a progress line on stderr (a terminal) until the run stops; the first

@@ -570,7 +570,7 @@ fn membarrier_worker<I: Index>(ctx: &Context, shared: &AtomicIsize, slots: usize
                     return;
                 }
             };
-            inject(o, 7);
+            inject(o, 7, (o.index() == IndexBy::Cpu).then_some(cpu));
             if cpu as usize >= slots {
                 ctx.fail(format!(
                     "membarrier: index {cpu} beyond the {slots} per-CPU slots"
@@ -578,7 +578,7 @@ fn membarrier_worker<I: Index>(ctx: &Context, shared: &AtomicIsize, slots: usize
                 return;
             }
             let off = (cpu as isize) << shift;
-            inject(o, 8);
+            inject(o, 8, None);
             // SAFETY: `area` and `cpu` come from `I::enter` on this thread. `*shared`
             // is always the base of one of the two list arrays, which outlive the
             // workers; `base + off` is slot `cpu` of that array, whose head points to
@@ -677,8 +677,9 @@ thread_local! {
 
 /// Injection points 7 and 8 in the membarrier worker, which calls the op directly
 /// rather than through a container (the containers inject 7 and 8 themselves, the op
-/// injects 9): the same delay loop or `-m` events as the library's hook.
-fn inject(o: &Options, n: usize) {
+/// injects 9): the same delay loop or `-m` events as the library's hook; the
+/// `--migrate` move avoids `read_cpu` (the CPU the worker read, at point 7 by CPU).
+fn inject(o: &Options, n: usize, read_cpu: Option<u32>) {
     let loops = o.loops[n];
     for _ in 0..loops.max(0) {
         black_box(());
@@ -712,5 +713,8 @@ fn inject(o: &Options, n: usize) {
         unsafe {
             libc::pthread_kill(libc::pthread_self(), libc::SIGUSR1);
         }
+    }
+    if o.migrate {
+        restartable::hooks::migrate_now(read_cpu);
     }
 }

@@ -297,8 +297,30 @@ impl<O> Step<O, Ran<O>> for InLoop {
 /// and the index-mode check. A container indexed by mm_cid takes its own inline
 /// attempt after that check fails; retries and first use are out of line
 /// ([`retry`]).
+///
+/// With [`TestHooks`](crate::hooks::TestHooks), a thread that a
+/// [`set_migrate`](crate::hooks::set_migrate) move left pinned (its operation ended
+/// before a sequence: a push onto a full array, a CPU without a slot) gets its mask
+/// back when the operation returns; other hooks compile nothing for it.
 #[inline(always)]
 pub(crate) fn on_current_cpu<H, S, Q>(
+    slots: &impl Slots<S>,
+    seq: Q,
+    fallback: impl FnOnce(Q) -> Q::Out,
+) -> Q::Out
+where
+    H: crate::hooks::Hooks,
+    S: Zeroable,
+    Q: Seq<S>,
+{
+    let out = on_current_cpu_unhooked::<H, S, Q>(slots, seq, fallback);
+    crate::hooks::end_operation::<H>();
+    out
+}
+
+/// [`on_current_cpu`] but for the restored mask.
+#[inline(always)]
+fn on_current_cpu_unhooked<H, S, Q>(
     slots: &impl Slots<S>,
     seq: Q,
     fallback: impl FnOnce(Q) -> Q::Out,
@@ -366,7 +388,7 @@ where
     S: Zeroable,
     Q: Seq<S>,
 {
-    crate::hooks::inject_c::<H>(7);
+    crate::hooks::inject_after_read::<I, H>(cpu);
     // SAFETY: `cpu` is below a slot count the storage returned (`enter_below`), and
     // a slot of live storage is a valid `S` for as long as the storage is borrowed;
     // containers only share slots whose fields are atomics or guarded by the slot's
@@ -447,7 +469,7 @@ where
     let mut aborts = prior_aborts;
     while aborts < MAX_CONSECUTIVE_ABORTS {
         let (area, cpu) = I::enter().ok()?;
-        crate::hooks::inject_c::<H>(7);
+        crate::hooks::inject_after_read::<I, H>(cpu);
         if cpu as usize >= slots.count() {
             return None;
         }
