@@ -422,8 +422,9 @@ const FORK_TRIM_STUCK_S: u32 = 60;
 /// `fork_trim`'s report of a stuck child, forced: with `hang` each child stops
 /// stepping after its first round and waits in `hang_here` for ever. The parent names
 /// it stuck, with its stage and round, prints its stack (gdb: `hang_here`), kills it,
-/// forks no more and fails. (Mutation tried: the parent's check of the step count
-/// removed, the program hung until the harness killed it.)
+/// forks no more and fails. (Mutations tried: the gdb call removed, this fails on
+/// the missing `hang_here`; the parent's check of the step count removed, the
+/// program waits for the child for ever, here until the harness kills it.)
 #[test]
 fn fork_trim_reports_a_stuck_child_with_its_stacks() {
     let exe = compile_c("fork_trim");
