@@ -422,16 +422,18 @@ const FORK_TRIM_STUCK_S: u32 = 60;
 /// `fork_trim`'s report of a stuck child, forced: with `hang` each child stops
 /// stepping after its first round and waits in `hang_here` for ever. The parent names
 /// it stuck, with its stage and round, prints its stack (gdb: `hang_here`), kills it,
-/// forks no more and fails. (Mutations tried: the gdb call removed, this fails on
-/// the missing `hang_here`; the parent's check of the step count removed, the
-/// program waits for the child for ever, here until the harness kills it.)
+/// forks no more and fails. Without gdb, or where gdb may not trace the child (Yama's
+/// `ptrace_scope` 2 or 3, no ptrace in a container), the stack part is skipped.
+/// (Mutations tried: the gdb call removed, this fails on the missing `hang_here`;
+/// the parent's check of the step count removed, the program waits for the child for
+/// ever, here until the harness kills it.)
 #[test]
 fn fork_trim_reports_a_stuck_child_with_its_stacks() {
     let exe = compile_c("fork_trim");
-    // 10 s without a step: the child's 201 steps before its hang are not that far
-    // apart even under load, so it is called stuck where it hangs.
+    // 3 s without a step, counted (with `hang`) only once the child is in
+    // `hang_here`: a slow step before it is never taken for the hang.
     let mut cmd = with(Malloc::Ours, Command::new(&exe));
-    cmd.args(["3", "10", "hang"]);
+    cmd.args(["3", "3", "hang"]);
     let out = cmd.output_within(LONG);
     let (so, se) = (text(&out.stdout), text(&out.stderr));
     let all = format!("--- stdout:\n{so}--- stderr:\n{se}");
@@ -445,10 +447,14 @@ fn fork_trim_reports_a_stuck_child_with_its_stacks() {
         "{all}"
     );
     assert!(!se.contains("child 1"), "{all}");
-    if common::installed("gdb") {
-        assert!(se.contains("in hang_here ()"), "{all}");
-    } else {
+    if !common::installed("gdb") {
         common::child::skip("gdb is not installed: the stuck child's stacks");
+    } else if se.contains("ptrace: Operation not permitted") {
+        common::child::skip(format!(
+            "gdb may not trace processes here: the stuck child's stacks\n{all}"
+        ));
+    } else {
+        assert!(se.contains("in hang_here ()"), "{all}");
     }
 }
 

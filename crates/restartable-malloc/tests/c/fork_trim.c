@@ -12,12 +12,16 @@
  * still runs a runnable process many times a second) is stuck: the parent prints
  * its stage and step, every thread's stack (gdb -batch, if installed), kills it,
  * forks no more, and the program fails. A child dies with the parent
- * (PR_SET_PDEATHSIG), so a parent killed by the harness leaves none behind.
+ * (PR_SET_PDEATHSIG), so a parent killed by the harness leaves none behind. A child
+ * that kept stepping for ever would be waited for until the harness kills the
+ * program (none can: its every loop ends).
  *
  * usage: fork_trim N [STUCK] [hang]: N children (100), a child stuck after STUCK
  * seconds without a step (60); `hang` makes every child stop counting and wait for
  * ever after its first round (to check this report: the child is named stuck, in
- * `hang_here`). Prints a fixed transcript; exits non-zero if a child failed. */
+ * `hang_here`; the parent starts counting STUCK only once the child is there, so
+ * that a slow step before it is never taken for the hang). Prints a fixed
+ * transcript; exits non-zero if a child failed. */
 #define _GNU_SOURCE
 #include <malloc.h>
 #include <pthread.h>
@@ -94,12 +98,13 @@ __attribute__((noinline)) static void hang_here(void) {
 
 static void child(pid_t parent, int hang) {
     in_child = 1;
-    /* Killed with the parent; gdb may attach even where Yama allows only ancestors. */
+    /* Killed with the parent; gdb may attach even where Yama allows only ancestors
+     * (from here on: not to a child stuck in a fork handler, before this line). */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(5);
     (void)prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
     void *p[100];
     for (int r = 0; r < 20; r++) {
-        shared->round = r;
+        __atomic_store_n(&shared->round, r, __ATOMIC_RELAXED);
         set_stage(1);
         for (int k = 0; k < 100; k++) {
             p[k] = malloc((k * 7919) % (k & 1 ? 500000 : 4000));
@@ -142,21 +147,25 @@ static void report_stuck(int i, pid_t pid, double secs) {
     fprintf(stderr,
             "child %d (pid %d) is stuck: no step for %.0f s, %s in round %d after %lu "
             "steps; its threads' stacks:\n",
-            i, (int)pid, secs, stages[stage], shared->round,
+            i, (int)pid, secs, stages[stage],
+            __atomic_load_n(&shared->round, __ATOMIC_RELAXED),
             __atomic_load_n(&shared->steps, __ATOMIC_RELAXED));
     fflush(stderr);
-    char cmd[256];
-    /* Without the preloaded allocator (gdb is not under test), bounded. */
+    char cmd[512];
+    /* Without the preloaded allocator (gdb is not under test), bounded, no debuginfod
+     * downloads. */
     snprintf(cmd, sizeof cmd,
              "if command -v gdb >/dev/null; then env -u LD_PRELOAD timeout -k 10 120 "
-             "gdb -nx -batch -p %d -ex 'thread apply all bt' </dev/null 1>&2; "
+             "gdb -nx -batch -iex 'set debuginfod enabled off' -p %d "
+             "-ex 'thread apply all bt' </dev/null 1>&2; "
              "else echo 'gdb is not installed: no stacks' 1>&2; fi",
              (int)pid);
     if (system(cmd) != 0) fprintf(stderr, "(gdb failed)\n");
 }
 
-/* Waits for child `i`; returns 0 (and kills it) if it is stuck. */
-static int wait_child(int i, pid_t pid, double stuck, int *st) {
+/* Waits for child `i`; returns 0 (and kills it) if it is stuck. With `hang`, the
+ * time without a step counts only once the child is in `hang_here`. */
+static int wait_child(int i, pid_t pid, double stuck, int hang, int *st) {
     unsigned long last = __atomic_load_n(&shared->steps, __ATOMIC_RELAXED);
     double since = now();
     long nap = 20000; /* ns, doubled up to 10 ms */
@@ -169,7 +178,8 @@ static int wait_child(int i, pid_t pid, double stuck, int *st) {
         }
         unsigned long steps = __atomic_load_n(&shared->steps, __ATOMIC_RELAXED);
         double t = now();
-        if (steps != last) {
+        int hanging = __atomic_load_n(&shared->stage, __ATOMIC_RELAXED) == 8;
+        if (steps != last || (hang && !hanging)) {
             last = steps;
             since = t;
         } else if (t - since >= stuck) {
@@ -207,7 +217,7 @@ int main(int argc, char **argv) {
         CHECK(pid > 0);
         if (pid < 0) break;
         int st = 0;
-        if (!wait_child(i, pid, stuck, &st)) {
+        if (!wait_child(i, pid, stuck, hang, &st)) {
             fprintf(stderr, "child %d killed; no more forks\n", i);
             break;
         }
