@@ -93,13 +93,17 @@ pub fn scratch(name: &str) -> Scratch {
     )
 }
 
+/// Whether `tool` is a file in a directory of `PATH`.
+pub fn installed(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
 /// Fails with a clear message if `tool` is not installed (CI installs it).
 pub fn require(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
     assert!(
-        found,
+        installed(tool),
         "`{tool}` is not installed: these tests run real programs under LD_PRELOAD \
          (.ci/run installs python3, sqlite3, git, gcc and g++)"
     );
