@@ -113,7 +113,7 @@ fn allocation_before_main_after_exit_in_thread_destructors_and_forks() {
 /// innermost (their prepare handler last, their parent and child handlers first)
 /// and the program's handlers find no allocator lock held. (Registered lazily, at
 /// the first lock, the allocator's handlers took every lock before the program's
-/// prepare handler ran: the process hung until its alarm.)
+/// prepare handler ran: the process hung, until the harness's time limit killed it.)
 #[test]
 fn program_fork_handlers_that_allocate_do_not_deadlock() {
     checks_pass_in_every_mode("atfork_handlers");

@@ -6,8 +6,11 @@
  * them only after the program's parent and child handlers: their allocations (a size
  * class of their own, so the per-CPU cache is empty and the central list's lock is
  * needed) would wait for ever for a lock their own thread holds. Registered when
- * the library is loaded, the allocator's handlers run innermost. An alarm kills a
- * stuck process after 10 seconds. Prints a fixed transcript. */
+ * the library is loaded, the allocator's handlers run innermost. A stuck process
+ * (its own thread holding the lock it waits for: no progress, ever) is killed by the
+ * test harness's time limit, which a slow run on a loaded machine stays far below;
+ * no alarm of its own (10 seconds could be reached by a slow, healthy run). Prints a
+ * fixed transcript. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdlib.h>
@@ -25,7 +28,6 @@ static void child(void) { in_child = malloc(13000); }
 static void say(const char *s) { (void)!write(1, s, strlen(s)); }
 
 int main(void) {
-    alarm(10);
     if (pthread_atfork(prepare, parent, child) != 0) return 2;
     /* The first allocation of the program, after its handlers are registered. */
     void *first = malloc(16);
