@@ -10,7 +10,6 @@
 //! gdb -ex 'source /tmp/restartable-gdb.py' ./program
 //! ```
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -24,12 +23,6 @@ pub struct GdbScriptArgs {}
 
 /// Runs `rseq gdb-script`: writes [`SCRIPT`] to standard output.
 pub fn run(_args: &GdbScriptArgs) -> ExitCode {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(SCRIPT.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("rseq gdb-script: cannot write the script: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    out!("{SCRIPT}");
+    ExitCode::SUCCESS
 }

@@ -12,7 +12,6 @@
 //! lldb -o 'command script import /tmp/restartable_lldb.py' ./program
 //! ```
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -26,12 +25,6 @@ pub struct LldbScriptArgs {}
 
 /// Runs `rseq lldb-script`: writes [`SCRIPT`] to standard output.
 pub fn run(_args: &LldbScriptArgs) -> ExitCode {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(SCRIPT.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("rseq lldb-script: cannot write the module: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    out!("{SCRIPT}");
+    ExitCode::SUCCESS
 }
