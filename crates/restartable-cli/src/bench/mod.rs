@@ -19,7 +19,7 @@ mod plot;
 mod targets;
 mod workloads;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -236,7 +236,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             .truncate(false)
             .open(path)
         {
-            eprintln!("rseq bench: cannot write {}: {e}", path.display());
+            errln!("rseq bench: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
     }
@@ -334,13 +334,13 @@ pub fn run(args: &BenchArgs) -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("rseq bench: cannot write {}: {e}", path.display());
+                errln!("rseq bench: cannot write {}: {e}", path.display());
                 return ExitCode::FAILURE;
             }
         }
     }
     if failed {
-        eprintln!("rseq bench: a check of the final state failed (see the errors above)");
+        errln!("rseq bench: a check of the final state failed (see the errors above)");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -371,18 +371,14 @@ fn progress(what: &str) {
     if !std::io::stderr().is_terminal() {
         return;
     }
-    let mut e = std::io::stderr().lock();
-    let _ = write!(e, "\rmeasuring {what:<40}");
-    let _ = e.flush();
+    err!("\rmeasuring {what:<40}");
 }
 
 fn progress_done() {
     if !std::io::stderr().is_terminal() {
         return;
     }
-    let mut e = std::io::stderr().lock();
-    let _ = write!(e, "\r{:<60}\r", "");
-    let _ = e.flush();
+    err!("\r{:<60}\r", "");
 }
 
 fn ratio_text(results: &Results, r: &Row) -> String {

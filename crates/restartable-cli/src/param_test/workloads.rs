@@ -512,7 +512,7 @@ impl ListArray {
 fn membarrier(ctx: &Context) -> Result<(), String> {
     let o = ctx.opts;
     if !restartable::fences_supported() {
-        eprintln!("Membarrier private expedited rseq not available. Skipping membarrier test.");
+        errln!("Membarrier private expedited rseq not available. Skipping membarrier test.");
         return Ok(());
     }
     let a = ListArray::new(o.index());
