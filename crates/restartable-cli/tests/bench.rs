@@ -8,6 +8,7 @@ mod child;
 mod scratch;
 
 use child::OutputWithin as _;
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::Command;
 
 use serde_json::Value;
@@ -124,6 +125,75 @@ fn svg_plot_is_written() {
     );
     assert!(body.trim_end().ends_with("</svg>"));
     assert!(body.contains("PerCpuLock"));
+    // The temporary file it was written to was renamed: only the plot is left.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the scratch directory")
+        .map(|e| e.expect("an entry").file_name())
+        .collect();
+    assert_eq!(names, ["bench.svg"], "left in the directory: {names:?}");
+}
+
+/// The number of threads of process `pid` (`Threads:` of /proc/PID/status).
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads: line")
+}
+
+/// A run interrupted while it measures leaves nothing at the `--svg` path (the
+/// sixteenth session's finding: the early check created it, so an interrupted run
+/// left an empty file there) and no temporary file beside it. Forced: the run
+/// measures for ten minutes, and it is interrupted once its two measuring threads
+/// exist (the main thread alone runs before measuring).
+#[test]
+fn interrupted_run_leaves_no_svg_file() {
+    let dir = scratch::scratch("bench-svg-interrupted");
+    let svg = dir.join("bench.svg");
+    let mut child = Command::new(RSEQ)
+        .args([
+            "bench",
+            "--runs",
+            "1",
+            "--duration-ms",
+            "600000",
+            "--threads",
+            "2",
+            "--workload",
+            "cpu",
+            "--no-abort-pass",
+            "--svg",
+            svg.to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn rseq bench");
+    let pid = child.id();
+    let started = std::time::Instant::now();
+    while threads_of(pid) < 3 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("rseq bench ended before measuring: {status:?}");
+        }
+        if started.elapsed() > child::SHORT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rseq bench: no measuring threads after {:?}", child::SHORT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: `pid` is our child, not yet waited for, so the id is still its own.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) }, 0);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the scratch directory")
+        .map(|e| e.expect("an entry").file_name())
+        .collect();
+    assert!(names.is_empty(), "left by the interrupted run: {names:?}");
 }
 
 /// A plot that cannot be written is an error before anything is measured (the audit's

@@ -227,19 +227,18 @@ impl Plan {
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
-    // The plot's file is checked before minutes of measuring, not after (it is
-    // written over at the end).
-    if let Some(path) = &args.svg {
-        if let Err(e) = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-        {
-            errln!("rseq bench: cannot write {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
+    // The plot's file is checked before minutes of measuring, not after; it is
+    // written only once the figure is complete (nothing at FILE until then).
+    let svg_destination = match &args.svg {
+        Some(path) => match plot::Destination::check(path) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errln!("rseq bench: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let mut machine = Machine::gather();
     let nproc = machine.cpus_online;
     let plan = Plan::from_args(args, nproc);
@@ -309,7 +308,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     } else {
         print_text(&results, &machine, &plan, &unavailable, &targets, elapsed);
     }
-    if let Some(path) = &args.svg {
+    if let (Some(path), Some(destination)) = (&args.svg, &svg_destination) {
         let panels = plan
             .workloads
             .iter()
@@ -327,7 +326,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             machine.cpus_online,
             machine.kernel
         );
-        match plot::write_svg(path, &caption, &plan.threads, &panels) {
+        let written = plot::render_svg(&caption, &plan.threads, &panels)
+            .and_then(|svg| destination.write(&svg).map_err(|e| e.to_string()));
+        match written {
             Ok(()) => {
                 if !args.json {
                     outln!("\nplot written to {}", path.display());

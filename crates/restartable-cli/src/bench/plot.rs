@@ -1,7 +1,8 @@
 //! `--svg FILE`: aggregate throughput against threads, one panel per workload, drawn
 //! with plotters' SVG backend.
 
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
@@ -21,23 +22,112 @@ pub struct Panel {
     pub series: Vec<Series>,
 }
 
-/// Draws the panels (two per row) into an SVG file.
-pub fn write_svg(
-    path: &Path,
-    caption: &str,
-    threads: &[usize],
-    panels: &[Panel],
-) -> Result<(), String> {
+/// Draws the panels (two per row) as an SVG document.
+pub fn render_svg(caption: &str, threads: &[usize], panels: &[Panel]) -> Result<String, String> {
     if panels.is_empty() {
         return Err("nothing to plot".into());
     }
     let cols = if panels.len() > 1 { 2 } else { 1 };
     let rows = panels.len().div_ceil(cols);
     let (w, h) = (560 * cols as u32, 60 + 400 * rows as u32);
-    let root = SVGBackend::new(path, (w, h)).into_drawing_area();
-    draw(&root, caption, threads, panels, rows, cols).map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())?;
-    Ok(())
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+        draw(&root, caption, threads, panels, rows, cols).map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// Where `--svg FILE` goes, checked before anything is measured and written only
+/// once the figure is complete: an interrupted run leaves no file, or a truncated
+/// one, at FILE.
+pub enum Destination {
+    /// A regular file, or nothing yet: the figure is written to a temporary file in
+    /// the same directory (`dir`), then renamed to `file` (FILE, its symlinks
+    /// resolved, so that a link to a file updates that file).
+    Replace { file: PathBuf, dir: PathBuf },
+    /// Something other than a regular file (a device, `/dev/stdout`, a FIFO):
+    /// written in place at the end, as there is nothing there to leave half-written
+    /// (and renaming over `/dev/null` would replace the device).
+    InPlace(PathBuf),
+}
+
+impl Destination {
+    /// Checks that FILE can be written: the directory takes a new file (one is
+    /// created and removed at once: no file is left behind), FILE is not a
+    /// directory; something other than a regular file opens for writing.
+    pub fn check(path: &Path) -> std::io::Result<Destination> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => Err(std::io::Error::from(std::io::ErrorKind::IsADirectory)),
+            Ok(m) if !m.is_file() => {
+                std::fs::OpenOptions::new().write(true).open(path)?;
+                Ok(Destination::InPlace(path.to_path_buf()))
+            }
+            found => {
+                let file = match found {
+                    Ok(_) => std::fs::canonicalize(path)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => path.to_path_buf(),
+                    Err(e) => return Err(e),
+                };
+                let dir = match file.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                let (probe, temp) = create_temp(&dir, &file)?;
+                drop(probe);
+                std::fs::remove_file(&temp)?;
+                Ok(Destination::Replace { file, dir })
+            }
+        }
+    }
+
+    /// Writes the finished figure: into a temporary file renamed over FILE (keeping
+    /// an existing FILE's permissions), or in place.
+    pub fn write(&self, svg: &str) -> std::io::Result<()> {
+        match self {
+            Destination::InPlace(path) => std::fs::write(path, svg),
+            Destination::Replace { file, dir } => {
+                let (mut f, temp) = create_temp(dir, file)?;
+                let written = f
+                    .write_all(svg.as_bytes())
+                    .and_then(|()| match std::fs::metadata(file) {
+                        Ok(m) => f.set_permissions(m.permissions()),
+                        Err(_) => Ok(()),
+                    })
+                    .and_then(|()| {
+                        drop(f);
+                        std::fs::rename(&temp, file)
+                    });
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&temp);
+                }
+                written
+            }
+        }
+    }
+}
+
+/// A new file in `dir` named after `file` and this process
+/// (`.NAME.rseq-bench-PID-N.tmp`), never one that exists already.
+fn create_temp(dir: &Path, file: &Path) -> std::io::Result<(std::fs::File, PathBuf)> {
+    let name = file
+        .file_name()
+        .map_or_else(|| "plot".into(), |n| n.to_string_lossy());
+    let pid = std::process::id();
+    let mut n = 0u32;
+    loop {
+        let temp = dir.join(format!(".{name}.rseq-bench-{pid}-{n}.tmp"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+        {
+            Ok(f) => return Ok((f, temp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
