@@ -3,7 +3,7 @@
 //! the pipe: "failed printing to stdout: Broken pipe"; a full disk: "No space left
 //! on device"). A failed write here ends the process with a message and status 1.
 //!
-//! Standard error: [`errln!`] and [`err!`] instead of `errln!` and `err!`, which
+//! Standard error: [`errln!`] and [`err!`] instead of `eprintln!` and `eprint!`, which
 //! panic (status 101) when standard error cannot be written (`2>/dev/full`, a closed
 //! fd 2). A message that cannot be written cannot be reported either: the failure is
 //! ignored and the command ends with the status it would have had. Every message of
