@@ -230,6 +230,86 @@ fn unwritable_svg_path_fails_before_measuring() {
     );
 }
 
+/// `rseq bench --runs 1 --duration-ms 3 --threads 1 --workload cpu --svg FILE`, run
+/// where file permissions bind: as `nobody` when the tests run as root (root writes
+/// anything), else as ourselves.
+fn unprivileged_bench_svg(svg: &std::path::Path) -> std::process::Output {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(RSEQ);
+    cmd.args([
+        "bench",
+        "--runs",
+        "1",
+        "--duration-ms",
+        "3",
+        "--threads",
+        "1",
+        "--workload",
+        "cpu",
+        "--no-abort-pass",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    cmd.output_within(child::SHORT)
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// A writable FILE in a directory that takes no new file (no temporary file can be
+/// made there): written in place at the end, as before the temporary files (their
+/// first version refused it before measuring).
+#[test]
+fn svg_file_in_a_directory_without_write_permission_is_written() {
+    let dir = scratch::scratch("bench-svg-dir-read-only");
+    let svg = dir.join("bench.svg");
+    std::fs::write(&svg, "old").unwrap();
+    set_mode(&svg, 0o666);
+    set_mode(&dir, 0o555);
+    let out = unprivileged_bench_svg(&svg);
+    set_mode(&dir, 0o755);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = std::fs::read_to_string(&svg).expect("the SVG file");
+    assert!(body.trim_end().ends_with("</svg>"), "{body}");
+}
+
+/// A read-only FILE is refused before anything is measured (as `> FILE` would be),
+/// although its directory would let it be replaced, and is left as it was.
+#[test]
+fn read_only_svg_file_is_refused_before_measuring() {
+    let dir = scratch::scratch("bench-svg-read-only");
+    let svg = dir.join("bench.svg");
+    std::fs::write(&svg, "old").unwrap();
+    set_mode(&svg, 0o444);
+    set_mode(&dir, 0o777);
+    let out = unprivileged_bench_svg(&svg);
+    set_mode(&dir, 0o755);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write") && stderr.contains("bench.svg"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "measured before failing:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(std::fs::read_to_string(&svg).unwrap(), "old");
+}
+
 #[test]
 fn bad_arguments_are_usage_errors() {
     for args in [

@@ -58,6 +58,8 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Also write a plot of throughput against threads, per workload, to FILE (SVG).
+    /// FILE is checked before measuring and written once the figure is complete
+    /// (an interrupted run leaves it as it was).
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
     /// Skip the abort-counting pass (StatsHooks builds).
