@@ -133,7 +133,8 @@ pub fn set_events(modulo: i64, sleep_ms: i32, yield_now: bool, signal: i32) {
 /// whose container operation ends before its sequence (a push onto a full array) is
 /// undone when the operation returns and not counted. Nothing moves where the
 /// thread's mask has one CPU, or where the kernel refuses. Masks of any size are
-/// handled (more than `CPU_SETSIZE` CPUs included), without `malloc`.
+/// handled (more than `CPU_SETSIZE` CPUs included), without `malloc`; the move and
+/// the restore keep the thread's `errno` (they run in signal handlers too).
 ///
 /// Sound: the scheduler may move a thread at any point, this only forces it. The
 /// saved mask is per thread: a signal handler that runs hooked sequences inside the
@@ -242,6 +243,10 @@ thread_local! {
     /// thread that exits pinned leaves a large mask's pages mapped.
     static UNPINNED_MASK: Cell<Option<ManuallyDrop<CpuMask>>> = const { Cell::new(None) };
 }
+
+// `UNPINNED_MASK` is read in signal handlers: a type with drop glue would make the
+// first access register a thread-local destructor (which may allocate).
+const _: () = assert!(!core::mem::needs_drop::<Cell<Option<ManuallyDrop<CpuMask>>>>());
 
 /// This thread's counts so far.
 pub fn thread_stats() -> Stats {
@@ -368,6 +373,10 @@ fn inject_c_slow(n: usize, read_cpu: Option<u32>) {
 /// it is still pinned), so that it runs on another CPU than `avoid` when this
 /// returns. If it cannot, the thread keeps the mask it had.
 fn migrate(avoid: Option<u32>) {
+    errno_kept(|| migrate_keeping_errno(avoid));
+}
+
+fn migrate_keeping_errno(avoid: Option<u32>) {
     let avoid = avoid.unwrap_or_else(crate::sys::getcpu_fallback) as usize;
     let (mask, saved) = match UNPINNED_MASK.try_with(|m| m.take()) {
         Ok(Some(saved)) => (ManuallyDrop::into_inner(saved), true),
@@ -382,6 +391,20 @@ fn migrate(avoid: Option<u32>) {
     if pin_to_next(&mask, avoid) || saved {
         let _ = UNPINNED_MASK.try_with(|m| m.set(Some(ManuallyDrop::new(mask))));
     }
+}
+
+/// Runs `f`, then gives the calling thread back the `errno` it had: the move and the
+/// restore run inside signal handlers, where a system call that fails (the mask read
+/// refused while it grows past `CPU_SETSIZE`, a pin or restore the kernel refuses)
+/// must not change the `errno` of the code the signal interrupted.
+fn errno_kept<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: `__errno_location` returns this thread's `errno`, valid for as long as
+    // the thread lives.
+    let saved = unsafe { *libc::__errno_location() };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+    r
 }
 
 /// Pins this thread to the first CPU of `mask` after `avoid` (cyclically), if there
@@ -420,6 +443,10 @@ fn end_operation_slow() {
 /// Restores the mask of a thread that a [`set_migrate`] move pinned; whether it was
 /// pinned.
 fn unpin() -> bool {
+    errno_kept(unpin_keeping_errno)
+}
+
+fn unpin_keeping_errno() -> bool {
     let Ok(Some(mask)) = UNPINNED_MASK.try_with(|m| m.take()) else {
         return false;
     };
@@ -436,4 +463,45 @@ fn unpin() -> bool {
 pub(crate) fn compare_twice_failed(what: &str) -> ! {
     eprintln!("restartable: compare-twice check failed: {what}");
     std::process::abort()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno() -> i32 {
+        // SAFETY: this thread's errno.
+        unsafe { *libc::__errno_location() }
+    }
+
+    fn set_errno(e: i32) {
+        // SAFETY: this thread's errno.
+        unsafe { *libc::__errno_location() = e };
+    }
+
+    /// A move and a restore that the kernel refuses (a saved mask of a CPU that is
+    /// not possible) leave the caller's `errno` as it was: they run inside signal
+    /// handlers.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn a_refused_move_and_restore_keep_errno() {
+        std::thread::spawn(|| {
+            let nowhere = crate::possible_cpus();
+            let refused = CpuMask::only(nowhere).expect("a mask");
+            assert!(
+                !refused.apply(),
+                "the kernel took a mask of CPU {nowhere} alone"
+            );
+            UNPINNED_MASK.with(|m| m.set(Some(ManuallyDrop::new(refused))));
+            set_errno(12345);
+            // The move pins to the saved mask's one CPU: refused, the mask kept.
+            migrate(Some(0));
+            assert_eq!(errno(), 12345, "after the refused move");
+            // The restore to it: refused too.
+            assert!(unpin(), "the saved mask was dropped");
+            assert_eq!(errno(), 12345, "after the refused restore");
+        })
+        .join()
+        .expect("the test thread");
+    }
 }
