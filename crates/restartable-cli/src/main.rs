@@ -53,6 +53,7 @@ macro_rules! err {
 
 mod out;
 
+mod affinity;
 mod alloc_stats;
 mod bench;
 mod gdb_script;

@@ -149,32 +149,12 @@ pub fn on_each_cpu<F: Fn() + Sync>(f: F) {
     for cpu in allowed_cpus() {
         thread::scope(|s| {
             s.spawn(|| {
-                let set = only_cpu(cpu);
-                // SAFETY: pins the calling thread (pid 0) to one allowed CPU; the size
-                // is the buffer's, in bytes (the kernel takes a mask shorter than its
-                // own as zeros past its end). If it fails the items land on another
-                // CPU: harmless.
-                let _ = unsafe {
-                    libc::sched_setaffinity(
-                        0,
-                        core::mem::size_of_val(set.as_slice()),
-                        set.as_ptr().cast(),
-                    )
-                };
+                // If it fails the items land on another CPU: harmless.
+                let _ = crate::affinity::pin_to(cpu);
                 f();
             });
         });
     }
-}
-
-/// The affinity mask with only `cpu` set, in the kernel's layout (`unsigned long`
-/// words), just long enough: any CPU number, where `libc::CPU_SET` stops at
-/// `CPU_SETSIZE` (1024; it panicked past it).
-fn only_cpu(cpu: usize) -> Vec<libc::c_ulong> {
-    let bits = libc::c_ulong::BITS as usize;
-    let mut set = vec![0; cpu / bits + 1];
-    set[cpu / bits] = 1 << (cpu % bits);
-    set
 }
 
 /// Median of a non-empty slice (the mean of the middle two for an even count).
@@ -201,40 +181,6 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(&[]).is_nan());
-    }
-
-    /// One bit at CPU `cpu`, also past `CPU_SETSIZE` (where `libc::CPU_SET` indexed
-    /// out of its 1024 bits and panicked), in a mask the kernel reads as such.
-    #[test]
-    fn a_one_cpu_mask_holds_any_cpu() {
-        let bits = libc::c_ulong::BITS as usize;
-        for cpu in [0, 1, bits - 1, bits, 1023, 1024, 5000] {
-            let set = only_cpu(cpu);
-            assert_eq!(set.len(), cpu / bits + 1, "cpu {cpu}");
-            let ones: Vec<usize> = (0..set.len() * bits)
-                .filter(|&c| set[c / bits] & (1 << (c % bits)) != 0)
-                .collect();
-            assert_eq!(ones, [cpu]);
-        }
-        // The kernel takes it: this thread pinned to a CPU it may run on, then back.
-        let own = restartable::allowed_cpus().expect("this thread's mask");
-        let set = only_cpu(own[0]);
-        let mut all = vec![0 as libc::c_ulong; restartable::possible_cpus() / bits + 16];
-        for &c in &own {
-            all[c / bits] |= 1 << (c % bits);
-        }
-        std::thread::spawn(move || {
-            // SAFETY: this thread (pid 0); the sizes are the buffers', in bytes.
-            unsafe {
-                let size = core::mem::size_of_val(set.as_slice());
-                assert_eq!(libc::sched_setaffinity(0, size, set.as_ptr().cast()), 0);
-                assert_eq!(restartable::allowed_cpus().expect("the mask"), [own[0]]);
-                let size = core::mem::size_of_val(all.as_slice());
-                assert_eq!(libc::sched_setaffinity(0, size, all.as_ptr().cast()), 0);
-            }
-        })
-        .join()
-        .expect("the pinned thread");
     }
 
     #[test]
