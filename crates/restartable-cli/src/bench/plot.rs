@@ -80,6 +80,11 @@ impl Destination {
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // `new/` names a directory: refused now (as `> new/`), not after
+                // measuring when the rename fails.
+                if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+                    return Err(std::io::Error::from(std::io::ErrorKind::IsADirectory));
+                }
                 // A dangling symlink names the file to make: its target (as
                 // `> FILE` would create it), not the link replaced by a file.
                 let file = dangling_target(path)?;
@@ -412,6 +417,18 @@ mod tests {
             SVG
         );
         assert_eq!(names(&dir), ["plot.svg", "target.svg"]);
+    }
+
+    /// A new FILE named as a directory (`new/`) is refused by the check, before
+    /// anything is measured, and nothing is made.
+    #[test]
+    fn a_new_path_ending_in_a_slash_is_refused_by_the_check() {
+        let dir = scratch("slash");
+        let mut p = dir.join("new").into_os_string();
+        p.push("/");
+        let e = Destination::check(Path::new(&p)).expect_err("a directory name");
+        assert_eq!(e.kind(), std::io::ErrorKind::IsADirectory);
+        assert!(names(&dir).is_empty(), "{:?}", names(&dir));
     }
 
     /// An existing FILE: renamed over, keeping its permissions; a new FILE: made.
