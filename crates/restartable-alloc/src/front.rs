@@ -1598,24 +1598,25 @@ pub fn capacity_bytes(slot: usize) -> usize {
 /// Objects of class `c` cached in slot `slot` (racy: for tests).
 #[doc(hidden)]
 pub fn class_count(slot: usize, c: usize) -> usize {
-    let base = base();
-    if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) || c == 0 || c > CLASSES {
-        return 0;
-    }
-    // SAFETY: a header of a slot of the region (`c` checked).
-    let h = unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) };
-    h.count() as usize
+    slot_header(slot, c).map_or(0, |h| h.count() as usize)
 }
 
 /// Capacity of class `c` in slot `slot`, in objects (racy: for statistics and tests).
 pub fn class_capacity(slot: usize, c: usize) -> usize {
+    slot_header(slot, c).map_or(0, |h| h.capacity.load(Ordering::Relaxed))
+}
+
+/// The header of class `c` in slot `slot`: `None` before the caches are set up, for
+/// a slot past the region's or a class that is not one (`0`, past [`CLASSES`]).
+/// For [`class_count`] and [`class_capacity`], the lookups that take any numbers.
+fn slot_header(slot: usize, c: usize) -> Option<&'static SlabHeader> {
     let base = base();
     if base == 0 || slot >= FRONT.slots.load(Ordering::Relaxed) || c == 0 || c > CLASSES {
-        return 0;
+        return None;
     }
-    // SAFETY: a header of a slot of the region (`c` checked).
-    let h = unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) };
-    h.capacity.load(Ordering::Relaxed)
+    // SAFETY: a header of a slot of the region (`slot` and `c` checked); the region
+    // is never unmapped once set up, so the reference stays valid.
+    Some(unsafe { SlabHeader::at(header(slot_addr(base, slot), c)) })
 }
 
 /// Objects of class `c` in every slot (racy: for statistics).

@@ -301,3 +301,52 @@ fn a_thread_whose_glibc_registration_ended_allocates_through_the_slow_path() {
         }
     }
 }
+
+/// `front::class_count` and `front::class_capacity` take any numbers: a slot past the
+/// caches' or a class that is not one (0, past `CLASSES`) answers 0 without reading
+/// anything (their one range check, `front::slot_header`).
+#[test]
+fn class_lookups_answer_zero_out_of_range() {
+    use restartable_alloc::front;
+    use restartable_alloc::size_class::{class_of_size, CLASSES};
+    let l = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: (test) a valid layout; every object freed with its layout.
+    unsafe {
+        let v: Vec<*mut u8> = (0..64).map(|_| A.alloc(l)).collect();
+        for p in v {
+            A.dealloc(p, l);
+        }
+    }
+    let Some((slots, _)) = front::mode() else {
+        common::child::shared::skip("no per-CPU caches here: class lookups");
+        return;
+    };
+    // (In range they answer the slot's header, checked in tests/env.rs: the other
+    // tests here drain the caches at any time.)
+    let c = class_of_size(64);
+    // A slot whose address would be `2^63` past the caches': not a canonical address
+    // on x86_64, so a read there faults (slots past the last are reserved address
+    // space, which reads as 0 and would hide a missing check).
+    let wild = 1usize
+        .checked_shl(63 - front::STRIDE.trailing_zeros())
+        .unwrap_or(usize::MAX);
+    for (slot, class) in [
+        (slots, c),
+        (wild, c),
+        (usize::MAX, c),
+        (0, 0),
+        (0, CLASSES + 1),
+        (0, usize::MAX),
+    ] {
+        assert_eq!(
+            front::class_count(slot, class),
+            0,
+            "slot {slot}, class {class}"
+        );
+        assert_eq!(
+            front::class_capacity(slot, class),
+            0,
+            "slot {slot}, class {class}"
+        );
+    }
+}

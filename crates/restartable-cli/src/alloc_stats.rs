@@ -110,7 +110,7 @@ pub fn run(args: &AllocStatsArgs) -> ExitCode {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 || threads > 4096 {
-        eprintln!("rseq alloc-stats: --threads must be between 1 and 4096");
+        errln!("rseq alloc-stats: --threads must be between 1 and 4096");
         return ExitCode::from(2);
     }
     let mut phases: Vec<(&str, Stats)> = vec![("start", restartable_alloc::stats())];
@@ -125,7 +125,7 @@ pub fn run(args: &AllocStatsArgs) -> ExitCode {
     });
     if results.iter().any(|r| r.is_none()) {
         results.into_iter().flatten().for_each(free);
-        eprintln!("rseq alloc-stats: the allocator returned null (out of memory)");
+        errln!("rseq alloc-stats: the allocator returned null (out of memory)");
         return ExitCode::FAILURE;
     }
     let mut sets: Vec<Vec<(usize, Layout)>> = results.into_iter().flatten().collect();

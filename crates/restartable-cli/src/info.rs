@@ -1,8 +1,10 @@
 //! `rseq info`: this thread's registration, CPU ids, kernel and libc, as text or JSON.
 
+use std::os::unix::ffi::OsStrExt as _;
 use std::process::ExitCode;
 
 use clap::Args;
+use restartable::registration::OWN_AREA_VAR;
 use restartable::{registration, Registration};
 use serde_json::json;
 
@@ -75,6 +77,13 @@ impl Facts {
     }
 }
 
+/// Whether [`OWN_AREA_VAR`] (the library's one spelling of the variable's name) asks
+/// for the thread-local path.
+fn own_area_thread_local() -> bool {
+    let name = std::ffi::OsStr::from_bytes(OWN_AREA_VAR.to_bytes());
+    std::env::var_os(name).is_some_and(|v| v == "thread-local")
+}
+
 fn opt(v: Option<u32>) -> String {
     v.map_or_else(|| String::from("unavailable"), |v| v.to_string())
 }
@@ -107,14 +116,11 @@ pub fn run(args: &InfoArgs) -> ExitCode {
             ),
             // This executable's own area is at one offset unless the variable asked
             // for the thread-local path (a shared object's, for comparisons).
-            None if std::env::var_os("RESTARTABLE_OWN_AREA")
-                .is_some_and(|v| v == "thread-local") =>
-            {
-                String::from(
-                    "through a thread-local pointer (RESTARTABLE_OWN_AREA=thread-local: \
-                     the path of a shared object's own area)",
-                )
-            }
+            None if own_area_thread_local() => format!(
+                "through a thread-local pointer ({}=thread-local: the path of a shared \
+                 object's own area)",
+                OWN_AREA_VAR.to_string_lossy()
+            ),
             None => String::from("through a thread-local pointer (a shared object's own area)"),
         };
         outln!("area             {area}");

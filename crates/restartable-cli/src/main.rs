@@ -5,6 +5,11 @@
 //! (the critical sections listed in an ELF binary), `gdb-script` and `lldb-script` (the
 //! debugger helpers) and `alloc-stats` (the per-CPU allocator's statistics).
 
+// Messages go through `errln!`/`err!` and listings through `outln!`/`out!`, which
+// do not panic when the stream fails (see `out`); the test harness's captured
+// `errln!` stays allowed in unit tests.
+#![cfg_attr(not(test), deny(clippy::print_stderr, clippy::print_stdout))]
+
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
@@ -28,8 +33,27 @@ macro_rules! out {
     };
 }
 
+/// `errln!` to standard error that ignores a failed write instead of panicking
+/// (see [`out`]): the command keeps the exit status it would have had.
+macro_rules! errln {
+    () => {
+        $crate::out::write_err(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::out::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `err!` to standard error, as [`errln!`].
+macro_rules! err {
+    ($($arg:tt)*) => {
+        $crate::out::write_err(format_args!($($arg)*))
+    };
+}
+
 mod out;
 
+mod affinity;
 mod alloc_stats;
 mod bench;
 mod gdb_script;

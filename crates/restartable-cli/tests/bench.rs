@@ -8,6 +8,7 @@ mod child;
 mod scratch;
 
 use child::OutputWithin as _;
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::Command;
 
 use serde_json::Value;
@@ -124,6 +125,75 @@ fn svg_plot_is_written() {
     );
     assert!(body.trim_end().ends_with("</svg>"));
     assert!(body.contains("PerCpuLock"));
+    // The temporary file it was written to was renamed: only the plot is left.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the scratch directory")
+        .map(|e| e.expect("an entry").file_name())
+        .collect();
+    assert_eq!(names, ["bench.svg"], "left in the directory: {names:?}");
+}
+
+/// The number of threads of process `pid` (`Threads:` of /proc/PID/status).
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads: line")
+}
+
+/// A run interrupted while it measures leaves nothing at the `--svg` path (the
+/// sixteenth session's finding: the early check created it, so an interrupted run
+/// left an empty file there) and no temporary file beside it. Forced: the run
+/// measures for ten minutes, and it is interrupted once its two measuring threads
+/// exist (the main thread alone runs before measuring).
+#[test]
+fn interrupted_run_leaves_no_svg_file() {
+    let dir = scratch::scratch("bench-svg-interrupted");
+    let svg = dir.join("bench.svg");
+    let mut child = Command::new(RSEQ)
+        .args([
+            "bench",
+            "--runs",
+            "1",
+            "--duration-ms",
+            "600000",
+            "--threads",
+            "2",
+            "--workload",
+            "cpu",
+            "--no-abort-pass",
+            "--svg",
+            svg.to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn rseq bench");
+    let pid = child.id();
+    let started = std::time::Instant::now();
+    while threads_of(pid) < 3 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("rseq bench ended before measuring: {status:?}");
+        }
+        if started.elapsed() > child::SHORT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rseq bench: no measuring threads after {:?}", child::SHORT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: `pid` is our child, not yet waited for, so the id is still its own.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) }, 0);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the scratch directory")
+        .map(|e| e.expect("an entry").file_name())
+        .collect();
+    assert!(names.is_empty(), "left by the interrupted run: {names:?}");
 }
 
 /// A plot that cannot be written is an error before anything is measured (the audit's
@@ -158,6 +228,86 @@ fn unwritable_svg_path_fails_before_measuring() {
         "measured before failing:\n{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// `rseq bench --runs 1 --duration-ms 3 --threads 1 --workload cpu --svg FILE`, run
+/// where file permissions bind: as `nobody` when the tests run as root (root writes
+/// anything), else as ourselves.
+fn unprivileged_bench_svg(svg: &std::path::Path) -> std::process::Output {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(RSEQ);
+    cmd.args([
+        "bench",
+        "--runs",
+        "1",
+        "--duration-ms",
+        "3",
+        "--threads",
+        "1",
+        "--workload",
+        "cpu",
+        "--no-abort-pass",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    cmd.output_within(child::SHORT)
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// A writable FILE in a directory that takes no new file (no temporary file can be
+/// made there): written in place at the end, as before the temporary files (their
+/// first version refused it before measuring).
+#[test]
+fn svg_file_in_a_directory_without_write_permission_is_written() {
+    let dir = scratch::scratch("bench-svg-dir-read-only");
+    let svg = dir.join("bench.svg");
+    std::fs::write(&svg, "old").unwrap();
+    set_mode(&svg, 0o666);
+    set_mode(&dir, 0o555);
+    let out = unprivileged_bench_svg(&svg);
+    set_mode(&dir, 0o755);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = std::fs::read_to_string(&svg).expect("the SVG file");
+    assert!(body.trim_end().ends_with("</svg>"), "{body}");
+}
+
+/// A read-only FILE is refused before anything is measured (as `> FILE` would be),
+/// although its directory would let it be replaced, and is left as it was.
+#[test]
+fn read_only_svg_file_is_refused_before_measuring() {
+    let dir = scratch::scratch("bench-svg-read-only");
+    let svg = dir.join("bench.svg");
+    std::fs::write(&svg, "old").unwrap();
+    set_mode(&svg, 0o444);
+    set_mode(&dir, 0o777);
+    let out = unprivileged_bench_svg(&svg);
+    set_mode(&dir, 0o755);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write") && stderr.contains("bench.svg"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "measured before failing:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(std::fs::read_to_string(&svg).unwrap(), "old");
 }
 
 #[test]

@@ -124,3 +124,51 @@ fn a_closed_pipe_is_an_error_not_a_panic() {
         "Broken pipe",
     );
 }
+
+/// Standard error cannot be written (`2>/dev/full`): the messages are lost, but each
+/// command still ends with its own status, never 101 ("failed printing to stderr",
+/// the sixteenth session's finding: `eprintln!` panicked). Clap's usage errors and
+/// `--help` keep theirs too.
+#[test]
+fn a_full_standard_error_keeps_the_exit_status() {
+    let cases: &[(&[&str], i32)] = &[
+        // Clap's usage errors (exit 2) and help (exit 0, on standard output).
+        (&["--no-such-flag"], 2),
+        (&["bench", "--threads", "0"], 2),
+        (&["--help"], 0),
+        (&["inspect", "--help"], 0),
+        // Our own messages.
+        (&["inspect", "/nonexistent/rseq-no-such-file"], 1),
+        (&["inspect", "--json", "/nonexistent/rseq-no-such-file"], 1),
+        (&["param-test", "-Z"], 1),
+        (&["param-test", "-T", "x"], 1),
+        (&["alloc-stats", "--threads", "0"], 2),
+    ];
+    for (args, code) in cases {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let mut child = Command::new(RSEQ)
+            .args(*args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(full)
+            .spawn()
+            .expect("spawn rseq");
+        let what = format!("rseq {} 2>/dev/full", args.join(" "));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}: still running after {LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(*code), "{what}: status {status:?}");
+    }
+}

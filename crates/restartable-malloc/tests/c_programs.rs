@@ -107,6 +107,93 @@ fn allocation_before_main_after_exit_in_thread_destructors_and_forks() {
     }
 }
 
+/// lifecycle.c has no alarm of its own: a stuck child of its forks (forced here:
+/// `LIFECYCLE_STUCK_CHILD` makes the first one wait for ever) keeps the program
+/// waiting until the harness's time limit kills the process group, which takes the
+/// child with it, and the transcript, flushed before the forks, names the stage
+/// reached (before the change it was still in the program's buffer, lost with the
+/// kill). The test does what the harness does on time-out, once the child is
+/// stuck: no time limit of its own decides anything.
+#[test]
+fn a_stuck_lifecycle_child_dies_with_its_group_and_the_stage_is_reported() {
+    use std::io::BufRead as _;
+    use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+    let exe = compile_c("lifecycle");
+    let mut child = with(Malloc::Ours, Command::new(&exe))
+        .env("LIFECYCLE_STUCK_CHILD", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn lifecycle");
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let stuck = loop {
+        match rx.recv_timeout(SHORT) {
+            Ok(line) => {
+                let stuck = line.strip_prefix("stuck child ").map(|p| p.parse::<i32>());
+                seen.push(line);
+                if let Some(p) = stuck {
+                    break p.expect("the stuck child's pid");
+                }
+            }
+            Err(e) => {
+                // SAFETY: the process group made above for the program alone.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                let _ = child.wait();
+                panic!("no stuck child ({e}); the program printed {seen:?}");
+            }
+        }
+    };
+    // Flushed before the forks: the stages before them, in the order printed.
+    assert_eq!(
+        seen,
+        [
+            "dynamic loader: ok",
+            "thread destructors: ok",
+            &format!("stuck child {stuck}")
+        ],
+    );
+    // The program waits for its stuck child: it has not finished on its own.
+    assert!(child.try_wait().expect("wait").is_none());
+    // What the harness does on time-out: the process group, child included.
+    // SAFETY: the process group made above for the program alone.
+    assert_eq!(unsafe { libc::kill(-pid, libc::SIGKILL) }, 0);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    // The stuck child is killed too: gone, or a zombie until init reaps it.
+    let started = std::time::Instant::now();
+    loop {
+        match std::fs::read_to_string(format!("/proc/{stuck}/stat")) {
+            Err(_) => break,
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+            {
+                break
+            }
+            Ok(stat) => assert!(
+                started.elapsed() < SHORT,
+                "the stuck child {stuck} lives on: {stat}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The program's own `pthread_atfork` handlers allocate (sizes no other allocation
 /// uses, so the central lists' locks are needed), registered before its first
 /// allocation: the library installs its fork handlers when it is loaded, so they run

@@ -32,9 +32,13 @@
 //! sequences read are private to the crate, so safe code cannot break a sequence.
 
 use core::cell::Cell;
+use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, Ordering};
 
 use crate::arch::OpResult;
+
+mod cpu_mask;
+use cpu_mask::CpuMask;
 
 /// Selects the instrumentation compiled into a sequence. Implemented by [`NoHooks`],
 /// [`StatsHooks`] and [`TestHooks`]. `Send + Sync` so that a container generic over
@@ -128,8 +132,9 @@ pub fn set_events(modulo: i64, sleep_ms: i32, yield_now: bool, signal: i32) {
 /// commit). Each move followed by a sequence counts in [`thread_migrations`]; a move
 /// whose container operation ends before its sequence (a push onto a full array) is
 /// undone when the operation returns and not counted. Nothing moves where the
-/// thread's mask has one CPU or is larger than `CPU_SETSIZE`, or where the kernel
-/// refuses.
+/// thread's mask has one CPU, or where the kernel refuses. Masks of any size are
+/// handled (more than `CPU_SETSIZE` CPUs included), without `malloc`; the move and
+/// the restore keep the thread's `errno` (they run in signal handlers too).
 ///
 /// Sound: the scheduler may move a thread at any point, this only forces it. The
 /// saved mask is per thread: a signal handler that runs hooked sequences inside the
@@ -233,9 +238,15 @@ thread_local! {
     static MIGRATIONS: Cell<u64> = const { Cell::new(0) };
     static MOD_COUNT: Cell<i64> = const { Cell::new(0) };
     /// The thread's affinity mask before a [`set_migrate`] move pinned it, until the
-    /// outcome of its next sequence restores it.
-    static UNPINNED_MASK: Cell<Option<libc::cpu_set_t>> = const { Cell::new(None) };
+    /// outcome of its next sequence restores it. Not dropped with the thread (no
+    /// destructor to register, which could allocate inside a signal handler): a
+    /// thread that exits pinned leaves a large mask's pages mapped.
+    static UNPINNED_MASK: Cell<Option<ManuallyDrop<CpuMask>>> = const { Cell::new(None) };
 }
+
+// `UNPINNED_MASK` is read in signal handlers: a type with drop glue would make the
+// first access register a thread-local destructor (which may allocate).
+const _: () = assert!(!core::mem::needs_drop::<Cell<Option<ManuallyDrop<CpuMask>>>>());
 
 /// This thread's counts so far.
 pub fn thread_stats() -> Stats {
@@ -362,48 +373,47 @@ fn inject_c_slow(n: usize, read_cpu: Option<u32>) {
 /// it is still pinned), so that it runs on another CPU than `avoid` when this
 /// returns. If it cannot, the thread keeps the mask it had.
 fn migrate(avoid: Option<u32>) {
+    errno_kept(|| migrate_keeping_errno(avoid));
+}
+
+fn migrate_keeping_errno(avoid: Option<u32>) {
     let avoid = avoid.unwrap_or_else(crate::sys::getcpu_fallback) as usize;
-    let mask = match UNPINNED_MASK.try_with(|m| m.get()) {
-        Ok(Some(saved)) => saved,
-        Ok(None) => {
-            let mut mask = zeroed_set();
-            // SAFETY: `mask` is a valid cpu_set_t of the size passed; 0 is this thread.
-            let r = unsafe { libc::sched_getaffinity(0, core::mem::size_of_val(&mask), &mut mask) };
-            if r != 0 {
-                return;
-            }
-            mask
-        }
+    let (mask, saved) = match UNPINNED_MASK.try_with(|m| m.take()) {
+        Ok(Some(saved)) => (ManuallyDrop::into_inner(saved), true),
+        Ok(None) => match CpuMask::of_this_thread() {
+            Some(mask) => (mask, false),
+            None => return,
+        },
         Err(_) => return,
     };
-    if pin_to_next(&mask, avoid) {
-        let _ = UNPINNED_MASK.try_with(|m| m.set(Some(mask)));
+    // The saved mask stays saved until the restore (pinned now, or still pinned by
+    // the move before); a mask just read is kept only if the thread was pinned.
+    if pin_to_next(&mask, avoid) || saved {
+        let _ = UNPINNED_MASK.try_with(|m| m.set(Some(ManuallyDrop::new(mask))));
     }
 }
 
-/// An empty CPU set.
-fn zeroed_set() -> libc::cpu_set_t {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set.
-    unsafe { core::mem::zeroed() }
+/// Runs `f`, then gives the calling thread back the `errno` it had: the move and the
+/// restore run inside signal handlers, where a system call that fails (the mask read
+/// refused while it grows past `CPU_SETSIZE`, a pin or restore the kernel refuses)
+/// must not change the `errno` of the code the signal interrupted.
+fn errno_kept<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: `__errno_location` returns this thread's `errno`, valid for as long as
+    // the thread lives.
+    let saved = unsafe { *libc::__errno_location() };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+    r
 }
 
 /// Pins this thread to the first CPU of `mask` after `avoid` (cyclically), if there
 /// is one other than `avoid`; whether it did.
-fn pin_to_next(mask: &libc::cpu_set_t, avoid: usize) -> bool {
-    let size = libc::CPU_SETSIZE as usize;
-    let Some(to) = (1..size)
-        .map(|k| (avoid + k) % size)
-        // SAFETY: every index is below CPU_SETSIZE.
-        .find(|&c| unsafe { libc::CPU_ISSET(c, mask) })
-    else {
+fn pin_to_next(mask: &CpuMask, avoid: usize) -> bool {
+    let Some(to) = cpu_mask::next_after(mask.words(), avoid) else {
         return false;
     };
-    let mut one = zeroed_set();
-    // SAFETY: `to` is below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(to, &mut one) };
-    // SAFETY: `one` is a valid cpu_set_t of the size passed; 0 is this thread. On
-    // success the kernel has moved the thread off a CPU outside the set on return.
-    unsafe { libc::sched_setaffinity(0, core::mem::size_of_val(&one), &one) == 0 }
+    CpuMask::only(to).is_some_and(|one| one.apply())
 }
 
 /// After a sequence's outcome: if a [`set_migrate`] move pinned the thread, restores
@@ -433,12 +443,15 @@ fn end_operation_slow() {
 /// Restores the mask of a thread that a [`set_migrate`] move pinned; whether it was
 /// pinned.
 fn unpin() -> bool {
+    errno_kept(unpin_keeping_errno)
+}
+
+fn unpin_keeping_errno() -> bool {
     let Ok(Some(mask)) = UNPINNED_MASK.try_with(|m| m.take()) else {
         return false;
     };
-    // SAFETY: `mask` is a valid cpu_set_t of the size passed; 0 is this thread. A
-    // failure leaves the thread pinned to an allowed CPU: nothing to undo.
-    unsafe { libc::sched_setaffinity(0, core::mem::size_of_val(&mask), &mask) };
+    // A failure leaves the thread pinned to an allowed CPU: nothing to undo.
+    ManuallyDrop::into_inner(mask).apply();
     true
 }
 
@@ -450,4 +463,45 @@ fn unpin() -> bool {
 pub(crate) fn compare_twice_failed(what: &str) -> ! {
     eprintln!("restartable: compare-twice check failed: {what}");
     std::process::abort()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno() -> i32 {
+        // SAFETY: this thread's errno.
+        unsafe { *libc::__errno_location() }
+    }
+
+    fn set_errno(e: i32) {
+        // SAFETY: this thread's errno.
+        unsafe { *libc::__errno_location() = e };
+    }
+
+    /// A move and a restore that the kernel refuses (a saved mask of a CPU that is
+    /// not possible) leave the caller's `errno` as it was: they run inside signal
+    /// handlers.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn a_refused_move_and_restore_keep_errno() {
+        std::thread::spawn(|| {
+            let nowhere = crate::possible_cpus();
+            let refused = CpuMask::only(nowhere).expect("a mask");
+            assert!(
+                !refused.apply(),
+                "the kernel took a mask of CPU {nowhere} alone"
+            );
+            UNPINNED_MASK.with(|m| m.set(Some(ManuallyDrop::new(refused))));
+            set_errno(12345);
+            // The move pins to the saved mask's one CPU: refused, the mask kept.
+            migrate(Some(0));
+            assert_eq!(errno(), 12345, "after the refused move");
+            // The restore to it: refused too.
+            assert!(unpin(), "the saved mask was dropped");
+            assert_eq!(errno(), 12345, "after the refused restore");
+        })
+        .join()
+        .expect("the test thread");
+    }
 }

@@ -149,15 +149,8 @@ pub fn on_each_cpu<F: Fn() + Sync>(f: F) {
     for cpu in allowed_cpus() {
         thread::scope(|s| {
             s.spawn(|| {
-                // SAFETY: a zeroed cpu_set_t is a valid empty set.
-                let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-                // SAFETY: `cpu` comes from the affinity mask: below CPU_SETSIZE.
-                unsafe { libc::CPU_SET(cpu, &mut set) };
-                // SAFETY: pins the calling thread (pid 0) to one allowed CPU; the size
-                // matches the set. If it fails the items land on another CPU: harmless.
-                let _ = unsafe {
-                    libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set)
-                };
+                // If it fails the items land on another CPU: harmless.
+                let _ = crate::affinity::pin_to(cpu);
                 f();
             });
         });

@@ -19,7 +19,7 @@ mod plot;
 mod targets;
 mod workloads;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -58,6 +58,8 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Also write a plot of throughput against threads, per workload, to FILE (SVG).
+    /// FILE is checked before measuring and written once the figure is complete
+    /// (an interrupted run leaves it as it was).
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
     /// Skip the abort-counting pass (StatsHooks builds).
@@ -227,19 +229,18 @@ impl Plan {
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
-    // The plot's file is checked before minutes of measuring, not after (it is
-    // written over at the end).
-    if let Some(path) = &args.svg {
-        if let Err(e) = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-        {
-            eprintln!("rseq bench: cannot write {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
+    // The plot's file is checked before minutes of measuring, not after; it is
+    // written only once the figure is complete (nothing at FILE until then).
+    let svg_destination = match &args.svg {
+        Some(path) => match plot::Destination::check(path) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errln!("rseq bench: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let mut machine = Machine::gather();
     let nproc = machine.cpus_online;
     let plan = Plan::from_args(args, nproc);
@@ -309,7 +310,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     } else {
         print_text(&results, &machine, &plan, &unavailable, &targets, elapsed);
     }
-    if let Some(path) = &args.svg {
+    if let (Some(path), Some(destination)) = (&args.svg, &svg_destination) {
         let panels = plan
             .workloads
             .iter()
@@ -327,20 +328,22 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             machine.cpus_online,
             machine.kernel
         );
-        match plot::write_svg(path, &caption, &plan.threads, &panels) {
+        let written = plot::render_svg(&caption, &plan.threads, &panels)
+            .and_then(|svg| destination.write(&svg).map_err(|e| e.to_string()));
+        match written {
             Ok(()) => {
                 if !args.json {
                     outln!("\nplot written to {}", path.display());
                 }
             }
             Err(e) => {
-                eprintln!("rseq bench: cannot write {}: {e}", path.display());
+                errln!("rseq bench: cannot write {}: {e}", path.display());
                 return ExitCode::FAILURE;
             }
         }
     }
     if failed {
-        eprintln!("rseq bench: a check of the final state failed (see the errors above)");
+        errln!("rseq bench: a check of the final state failed (see the errors above)");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -371,18 +374,14 @@ fn progress(what: &str) {
     if !std::io::stderr().is_terminal() {
         return;
     }
-    let mut e = std::io::stderr().lock();
-    let _ = write!(e, "\rmeasuring {what:<40}");
-    let _ = e.flush();
+    err!("\rmeasuring {what:<40}");
 }
 
 fn progress_done() {
     if !std::io::stderr().is_terminal() {
         return;
     }
-    let mut e = std::io::stderr().lock();
-    let _ = write!(e, "\r{:<60}\r", "");
-    let _ = e.flush();
+    err!("\r{:<60}\r", "");
 }
 
 fn ratio_text(results: &Results, r: &Row) -> String {

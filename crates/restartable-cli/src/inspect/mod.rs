@@ -45,7 +45,7 @@ pub fn run(args: &InspectArgs) -> ExitCode {
     let tables = match result {
         Ok(tables) => tables,
         Err(message) => {
-            eprintln!("rseq inspect: {}: {}", shown(&name), shown(&message));
+            errln!("rseq inspect: {}: {}", shown(&name), shown(&message));
             if args.json {
                 outln!("{}", json!({ "file": name, "error": message }));
             }
@@ -59,7 +59,7 @@ pub fn run(args: &InspectArgs) -> ExitCode {
     }
     let problems = tables.problem_count();
     if problems > 0 {
-        eprintln!(
+        errln!(
             "rseq inspect: {}: {problems} problem{} found in the restartable-sequence tables",
             shown(&name),
             plural(problems)

@@ -345,8 +345,8 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
         }
         Ok(Parsed::Run(o)) => o,
         Err(msg) => {
-            eprint!("{}", usage());
-            eprintln!("rseq param-test: {msg}");
+            err!("{}", usage());
+            errln!("rseq param-test: {msg}");
             return ExitCode::from(1);
         }
     };
@@ -373,7 +373,7 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
     }
 
     if let Err(e) = install_signal_handler() {
-        eprintln!("rseq param-test: sigaction(SIGUSR1): {e}");
+        errln!("rseq param-test: sigaction(SIGUSR1): {e}");
         return ExitCode::from(1);
     }
     if opts.verbose {
@@ -382,7 +382,7 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
 
     if opts.disable_rseq {
         if let Err(e) = registration::disable_current_thread() {
-            eprintln!("rseq param-test: -d: cannot disable rseq on the main thread: {e}");
+            errln!("rseq param-test: -d: cannot disable rseq on the main thread: {e}");
             return ExitCode::from(1);
         }
     } else {
@@ -391,19 +391,19 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
             if opts.verbose {
                 outln!("The rseq cpu id getter is unavailable");
             }
-            eprintln!("rseq param-test: skipped: {status}");
+            errln!("rseq param-test: skipped: {status}");
             return ExitCode::from(2);
         }
         if opts.mm_cid && !status.mm_cid {
             if opts.verbose {
                 outln!("The rseq mm_cid getter is unavailable");
             }
-            eprintln!("rseq param-test: skipped: --mm-cid but {status}");
+            errln!("rseq param-test: skipped: --mm-cid but {status}");
             return ExitCode::from(2);
         }
     }
     if opts.disable_mod > 0 && opts.verbose && registration::process_owner() == Some(Owner::Libc) {
-        eprintln!(
+        errln!(
             "rseq param-test: note: -D {} has no effect: glibc owns the rseq registration of \
              every thread (as with the reference); set {TUNABLES}={RSEQ_OFF} to let the library \
              own registrations",
@@ -413,7 +413,7 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
     if opts.migrate {
         let cpus = restartable::allowed_cpus().map_or(0, |c| c.len());
         if cpus < 2 {
-            eprintln!(
+            errln!(
                 "rseq param-test: note: --migrate has no effect: {cpus} allowed CPU(s), no \
                  other CPU to move a thread to (-v counts 0 migrations)"
             );
@@ -447,7 +447,7 @@ pub fn run(args: &ParamTestArgs) -> ExitCode {
         None => ExitCode::SUCCESS,
         Some(msgs) => {
             for m in msgs {
-                eprintln!(
+                errln!(
                     "rseq param-test: -T {}: FAILED: {m}",
                     test_letter(opts.test)
                 );
@@ -479,7 +479,7 @@ fn reexec_without_glibc_rseq() -> ExitCode {
         .and_then(|v| v.to_str())
         .is_some_and(|v| v.split(':').any(|t| t == RSEQ_OFF))
     {
-        eprintln!(
+        errln!(
             "rseq param-test: -d: glibc still owns rseq registrations although {TUNABLES} \
              contains {RSEQ_OFF}; cannot run without rseq"
         );
@@ -497,7 +497,7 @@ fn reexec_without_glibc_rseq() -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("rseq param-test: -d: cannot find this executable to re-run it: {e}");
+            errln!("rseq param-test: -d: cannot find this executable to re-run it: {e}");
             return ExitCode::from(1);
         }
     };
@@ -506,7 +506,7 @@ fn reexec_without_glibc_rseq() -> ExitCode {
         .args(std::env::args_os().skip(1))
         .env(TUNABLES, value)
         .exec();
-    eprintln!("rseq param-test: -d: cannot re-execute with {TUNABLES}={RSEQ_OFF}: {err}");
+    errln!("rseq param-test: -d: cannot re-execute with {TUNABLES}={RSEQ_OFF}: {err}");
     ExitCode::from(1)
 }
 
@@ -732,7 +732,7 @@ impl<'o> Context<'o> {
             }
             let done = self.progress.load(Ordering::Relaxed).min(total);
             let pct = (done * 100).checked_div(total).unwrap_or(100);
-            eprint!(
+            err!(
                 "\r\x1b[Kparam-test {}: {pct}% ({done}/{total} reps), {:.1} s",
                 self.opts.test.name(),
                 t.as_secs_f64()
@@ -740,7 +740,7 @@ impl<'o> Context<'o> {
             shown = true;
         }
         if shown {
-            eprint!("\r\x1b[K");
+            err!("\r\x1b[K");
         }
     }
 }

@@ -374,15 +374,10 @@ fn allowed_cpus() -> Vec<usize> {
     restartable::allowed_cpus().unwrap_or_else(|_| (0..restartable::possible_cpus()).collect())
 }
 
-/// Pins the calling thread to `cpu` (best effort).
+/// Pins the calling thread to `cpu` (best effort), any CPU number (`libc::CPU_SET`
+/// panicked past 1024).
 fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is the empty set; `cpu` is an allowed CPU; pid 0 is
-    // the calling thread and the size matches the set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    let _ = crate::affinity::pin_to(cpu);
 }
 
 /// Puts `per_cpu` items on every allowed CPU: one thread pinned to each, all alive at
@@ -512,7 +507,7 @@ impl ListArray {
 fn membarrier(ctx: &Context) -> Result<(), String> {
     let o = ctx.opts;
     if !restartable::fences_supported() {
-        eprintln!("Membarrier private expedited rseq not available. Skipping membarrier test.");
+        errln!("Membarrier private expedited rseq not available. Skipping membarrier test.");
         return Ok(());
     }
     let a = ListArray::new(o.index());
