@@ -16,7 +16,13 @@
 //!   in the transfer cache); statistics derive bytes in use from it.
 //! - Nothing here calls the global allocator: threads without rseq and re-entrant
 //!   calls are served here directly.
+//! - The classes' locks (with the few words each guards) sit together, 128 bytes
+//!   apart, in a few pages; the transfer caches' arrays apart from them. The fork
+//!   handlers write every lock before and after each `fork` in both processes: with
+//!   each lock in a page of its own (next to its class's array) that was one
+//!   copy-on-write fault per class in the parent and in the child at every `fork`.
 
+use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::ptr;
 
@@ -24,7 +30,7 @@ use crate::backend::{page_heap, pagemap, Span, SpanList};
 use crate::size_class::{
     objects_per_span, size, span_offset, span_pages, transfer_capacity, CLASSES, TRANSFER_MAX,
 };
-use crate::sync::{RawLock, SpinLock};
+use crate::sync::{RawLock, SpinGuard, SpinLock};
 
 const _: () = {
     let mut c = 1;
@@ -34,8 +40,9 @@ const _: () = {
     }
 };
 
+/// A class's state under its lock; its transfer cache's objects are in
+/// [`TRANSFER`]`[c]`, `transfer_len` of them.
 struct Central {
-    transfer: [*mut u8; TRANSFER_MAX],
     transfer_len: usize,
     nonempty: SpanList,
     spans: usize,
@@ -46,19 +53,46 @@ struct Central {
 // under the class's lock.
 unsafe impl Send for Central {}
 
-static CENTRAL: [SpinLock<Central>; CLASSES + 1] = [const {
-    SpinLock::new(Central {
-        transfer: [ptr::null_mut(); TRANSFER_MAX],
+/// A class's lock and state, 128 bytes apart (two cache lines: no other class's
+/// lock in the line the hardware prefetches along with it).
+#[repr(align(128))]
+struct Class(SpinLock<Central>);
+
+static CENTRAL: [Class; CLASSES + 1] = [const {
+    Class(SpinLock::new(Central {
         transfer_len: 0,
         nonempty: SpanList::new(),
         spans: 0,
         out: 0,
-    })
+    }))
 }; CLASSES + 1];
+
+/// A class's transfer cache: free objects, the first `transfer_len` valid.
+struct Transfer(UnsafeCell<[*mut u8; TRANSFER_MAX]>);
+
+// SAFETY: `TRANSFER[c]` is read and written only under `CENTRAL[c]`'s lock.
+unsafe impl Sync for Transfer {}
+
+static TRANSFER: [Transfer; CLASSES + 1] =
+    [const { Transfer(UnsafeCell::new([ptr::null_mut(); TRANSFER_MAX])) }; CLASSES + 1];
+
+/// Class `c`'s transfer cache, while `_held` (borrowed for as long as the array, so
+/// that no second reference to it can be made meanwhile) holds its lock.
+///
+/// # Safety
+/// `_held` is a guard of `CENTRAL[c]`'s lock.
+unsafe fn transfer<'g>(
+    c: usize,
+    _held: &'g mut SpinGuard<'_, Central>,
+) -> &'g mut [*mut u8; TRANSFER_MAX] {
+    // SAFETY: the caller holds `CENTRAL[c]`'s lock, the only way to reach
+    // `TRANSFER[c]`, and lends us its guard for the array's lifetime.
+    unsafe { &mut *TRANSFER[c].0.get() }
+}
 
 /// The lock of class `c`, for the fork handlers.
 pub fn lock_of(c: usize) -> &'static dyn RawLock {
-    &CENTRAL[c]
+    &CENTRAL[c].0
 }
 
 /// Counters of one class.
@@ -74,7 +108,7 @@ pub struct ClassStats {
 
 /// Counters of class `c`.
 pub fn class_stats(c: usize) -> ClassStats {
-    let g = CENTRAL[c].lock();
+    let g = CENTRAL[c].0.lock();
     ClassStats {
         out: g.out,
         transfer: g.transfer_len,
@@ -87,11 +121,12 @@ pub fn class_stats(c: usize) -> ClassStats {
 /// `out[..n]` (each an object) and nothing else, so that callers can pass a buffer
 /// they did not clear and read that prefix only.
 pub fn remove_batch(c: usize, out: &mut [MaybeUninit<*mut u8>]) -> usize {
-    let mut g = CENTRAL[c].lock();
+    let mut g = CENTRAL[c].0.lock();
     let want = out.len();
     let k = want.min(g.transfer_len);
     let from = g.transfer_len - k;
-    out[..k].write_copy_of_slice(&g.transfer[from..g.transfer_len]);
+    // SAFETY: `g` guards class `c`.
+    out[..k].write_copy_of_slice(&unsafe { transfer(c, &mut g) }[from..from + k]);
     g.transfer_len = from;
     let mut got = k;
     let osz = size(c);
@@ -158,7 +193,7 @@ const FRESH_LOOK: usize = 4;
 /// no free object in its spans at all. `None` when there is none (the caller
 /// writes the zeros) or memory is exhausted.
 pub fn remove_fresh(c: usize) -> Option<*mut u8> {
-    let mut g = CENTRAL[c].lock();
+    let mut g = CENTRAL[c].0.lock();
     let per_span = objects_per_span(c);
     let mut s = g.nonempty.head;
     let mut looked = 0;
@@ -218,11 +253,13 @@ pub fn fresh_objects() -> u64 {
 /// Every pointer is an object of class `c` from [`remove_batch`], not in use and
 /// not in any cache.
 pub unsafe fn insert_batch(c: usize, objs: &[*mut u8]) {
-    let mut g = CENTRAL[c].lock();
+    let mut g = CENTRAL[c].0.lock();
     let room = transfer_capacity(c) - g.transfer_len;
     let k = room.min(objs.len());
     let at = g.transfer_len;
-    g.transfer[at..at + k].copy_from_slice(&objs[..k]);
+    // SAFETY: `g` guards class `c`.
+    let t = unsafe { transfer(c, &mut g) };
+    t[at..at + k].copy_from_slice(&objs[..k]);
     g.transfer_len += k;
     for &o in &objs[k..] {
         // SAFETY: forwarded contract: `o` is a free object of a span of class `c`.
@@ -234,10 +271,12 @@ pub unsafe fn insert_batch(c: usize, objs: &[*mut u8]) {
 /// page heap).
 pub fn flush_transfer_caches() {
     for (c, central) in CENTRAL.iter().enumerate().skip(1) {
-        let mut g = central.lock();
+        let mut g = central.0.lock();
         while g.transfer_len > 0 {
             g.transfer_len -= 1;
-            let o = g.transfer[g.transfer_len];
+            let at = g.transfer_len;
+            // SAFETY: `g` guards class `c`.
+            let o = unsafe { transfer(c, &mut g) }[at];
             // SAFETY: objects in the transfer cache are free objects of class `c`.
             unsafe { g.return_to_span(c, o) };
         }
