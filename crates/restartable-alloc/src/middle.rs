@@ -76,17 +76,20 @@ unsafe impl Sync for Transfer {}
 static TRANSFER: [Transfer; CLASSES + 1] =
     [const { Transfer(UnsafeCell::new([ptr::null_mut(); TRANSFER_MAX])) }; CLASSES + 1];
 
-/// Class `c`'s transfer cache, while `_held` (borrowed for as long as the array, so
-/// that no second reference to it can be made meanwhile) holds its lock.
+/// Class `c`'s transfer cache, through `held`, the guard of its lock (borrowed for as
+/// long as the array, so that no second reference to it can be made meanwhile).
 ///
-/// # Safety
-/// `_held` is a guard of `CENTRAL[c]`'s lock.
-unsafe fn transfer<'g>(
-    c: usize,
-    _held: &'g mut SpinGuard<'_, Central>,
-) -> &'g mut [*mut u8; TRANSFER_MAX] {
-    // SAFETY: the caller holds `CENTRAL[c]`'s lock, the only way to reach
-    // `TRANSFER[c]`, and lends us its guard for the array's lifetime.
+/// # Panics
+/// If `held` is another lock's guard (a bug: checked, so that a wrong class cannot
+/// give two threads the same array).
+fn transfer<'g>(c: usize, held: &'g mut SpinGuard<'_, Central>) -> &'g mut [*mut u8; TRANSFER_MAX] {
+    assert!(
+        held.holds(&CENTRAL[c].0),
+        "a transfer cache reached with another class's lock"
+    );
+    // SAFETY: `held` is the guard of `CENTRAL[c]`'s lock (checked above), held
+    // while it lives, and the lock guards `TRANSFER[c]`; the array is borrowed for
+    // as long as the guard is, mutably, so no second reference is made meanwhile.
     unsafe { &mut *TRANSFER[c].0.get() }
 }
 
@@ -125,8 +128,7 @@ pub fn remove_batch(c: usize, out: &mut [MaybeUninit<*mut u8>]) -> usize {
     let want = out.len();
     let k = want.min(g.transfer_len);
     let from = g.transfer_len - k;
-    // SAFETY: `g` guards class `c`.
-    out[..k].write_copy_of_slice(&unsafe { transfer(c, &mut g) }[from..from + k]);
+    out[..k].write_copy_of_slice(&transfer(c, &mut g)[from..from + k]);
     g.transfer_len = from;
     let mut got = k;
     let osz = size(c);
@@ -257,8 +259,7 @@ pub unsafe fn insert_batch(c: usize, objs: &[*mut u8]) {
     let room = transfer_capacity(c) - g.transfer_len;
     let k = room.min(objs.len());
     let at = g.transfer_len;
-    // SAFETY: `g` guards class `c`.
-    let t = unsafe { transfer(c, &mut g) };
+    let t = transfer(c, &mut g);
     t[at..at + k].copy_from_slice(&objs[..k]);
     g.transfer_len += k;
     for &o in &objs[k..] {
@@ -275,8 +276,7 @@ pub fn flush_transfer_caches() {
         while g.transfer_len > 0 {
             g.transfer_len -= 1;
             let at = g.transfer_len;
-            // SAFETY: `g` guards class `c`.
-            let o = unsafe { transfer(c, &mut g) }[at];
+            let o = transfer(c, &mut g)[at];
             // SAFETY: objects in the transfer cache are free objects of class `c`.
             unsafe { g.return_to_span(c, o) };
         }
@@ -318,6 +318,15 @@ impl Central {
 mod tests {
     use super::*;
     use crate::size_class::{batch, class_of_size};
+
+    #[test]
+    #[should_panic(expected = "another class's lock")]
+    fn a_transfer_cache_is_reached_only_with_its_own_class_lock() {
+        // The largest class's lock, held while the panic unwinds (a test that takes it
+        // meanwhile waits; the panic's own allocations are the harness's allocator's).
+        let mut g = CENTRAL[CLASSES].0.lock();
+        let _ = transfer(CLASSES - 1, &mut g);
+    }
 
     #[test]
     fn the_transfer_cache_holds_several_batches_before_spilling_to_spans() {

@@ -91,6 +91,13 @@ pub struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
 }
 
+impl<T> SpinGuard<'_, T> {
+    /// Whether this guard is `lock`'s (so that `lock` is held, by its holder).
+    pub fn holds(&self, lock: &SpinLock<T>) -> bool {
+        core::ptr::eq(self.lock, lock)
+    }
+}
+
 impl<T> Deref for SpinGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
