@@ -329,6 +329,10 @@ impl RawLock for ForkLock {
         // SAFETY: forwarded.
         unsafe { DEFERRED.give() }
     }
+    #[cfg(test)]
+    fn word(&self) -> usize {
+        DEFERRED.word()
+    }
 }
 
 /// The deferred ranges' lock, for the fork handlers.
