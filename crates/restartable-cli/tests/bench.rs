@@ -152,7 +152,25 @@ fn threads_of(pid: u32) -> usize {
 fn interrupted_run_leaves_no_svg_file() {
     let dir = scratch::scratch("bench-svg-interrupted");
     let svg = dir.join("bench.svg");
-    let mut child = Command::new(RSEQ)
+    let mut cmd = Command::new(RSEQ);
+    // SIGINT as a terminal would deliver it, whatever this test inherited: a shell
+    // runs a background job (`cargo test ... &`, CI scripts under `nohup`) with
+    // SIGINT ignored, and an ignored disposition survives `exec`, so the run below
+    // would measure for its full ten minutes.
+    // SAFETY: between fork and exec only async-signal-safe calls (`signal`,
+    // `sigemptyset`, `sigaddset`, `pthread_sigmask`) on the child's own state.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            let mut set = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = cmd
         .args([
             "bench",
             "--runs",
@@ -187,7 +205,18 @@ fn interrupted_run_leaves_no_svg_file() {
     }
     // SAFETY: `pid` is our child, not yet waited for, so the id is still its own.
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) }, 0);
-    let status = child.wait().expect("wait");
+    let signalled = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if signalled.elapsed() > child::SHORT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rseq bench still running {:?} after SIGINT", child::SHORT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
     let names: Vec<_> = std::fs::read_dir(&dir)
         .expect("the scratch directory")
