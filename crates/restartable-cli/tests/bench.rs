@@ -205,18 +205,7 @@ fn interrupted_run_leaves_no_svg_file() {
     }
     // SAFETY: `pid` is our child, not yet waited for, so the id is still its own.
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) }, 0);
-    let signalled = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if signalled.elapsed() > child::SHORT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("rseq bench still running {:?} after SIGINT", child::SHORT);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let status = child::wait_within(&mut child, child::SHORT, "rseq bench after SIGINT");
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
     let names: Vec<_> = std::fs::read_dir(&dir)
         .expect("the scratch directory")

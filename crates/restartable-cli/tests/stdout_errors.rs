@@ -7,9 +7,12 @@
 
 #![cfg(target_os = "linux")]
 
+#[path = "../../restartable/tests/support/child.rs"]
+mod child;
+
 use std::io::Read as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RSEQ: &str = env!("CARGO_BIN_EXE_rseq");
 const LIMIT: Duration = Duration::from_secs(120);
@@ -23,18 +26,7 @@ fn finish(mut child: Child, what: &str) -> (ExitStatus, String) {
         let _ = err_pipe.read_to_string(&mut s);
         s
     });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = child::wait_within(&mut child, LIMIT, what);
     (status, reader.join().expect("stderr reader"))
 }
 
@@ -157,18 +149,7 @@ fn a_full_standard_error_keeps_the_exit_status() {
             .spawn()
             .expect("spawn rseq");
         let what = format!("rseq {} 2>/dev/full", args.join(" "));
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if started.elapsed() > LIMIT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what}: still running after {LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = child::wait_within(&mut child, LIMIT, &what);
         assert_eq!(status.code(), Some(*code), "{what}: status {status:?}");
     }
 }

@@ -126,6 +126,27 @@ pub fn this_test(test: &str, wrapper: &[&str], env: &[(&str, &str)]) -> Command 
     cmd
 }
 
+/// Waits for the spawned `child` and returns its exit status. If it has not exited
+/// after `limit`, kills it and panics saying `what` hung.
+pub fn wait_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?}, killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits for the forked child `pid` (a `fork()` without `exec`, whose only way to
 /// report is its exit status) and returns its wait status. If it has not exited after
 /// `limit`, kills it and panics saying `what` hung.
