@@ -222,19 +222,7 @@ fn unwritable_svg_path_fails_before_measuring() {
     // A fresh, empty scratch directory: its subdirectory cannot exist.
     let dir = scratch::scratch("bench-svg-missing");
     let svg = dir.join("no-such-directory").join("bench.svg");
-    let out = bench(&[
-        "--runs",
-        "1",
-        "--duration-ms",
-        "3",
-        "--threads",
-        "1",
-        "--workload",
-        "cpu",
-        "--no-abort-pass",
-        "--svg",
-        svg.to_str().unwrap(),
-    ]);
+    let out = short_bench_svg(&svg).output_within(child::SHORT);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -248,11 +236,9 @@ fn unwritable_svg_path_fails_before_measuring() {
     );
 }
 
-/// `rseq bench --runs 1 --duration-ms 3 --threads 1 --workload cpu --svg FILE`, run
-/// where file permissions bind: as `nobody` when the tests run as root (root writes
-/// anything), else as ourselves.
-fn unprivileged_bench_svg(svg: &std::path::Path) -> std::process::Output {
-    use std::os::unix::process::CommandExt as _;
+/// `rseq bench --runs 1 --duration-ms 3 --threads 1 --workload cpu --no-abort-pass
+/// --svg FILE`: the shortest run that writes a plot.
+fn short_bench_svg(svg: &std::path::Path) -> Command {
     let mut cmd = Command::new(RSEQ);
     cmd.args([
         "bench",
@@ -266,8 +252,16 @@ fn unprivileged_bench_svg(svg: &std::path::Path) -> std::process::Output {
         "cpu",
         "--no-abort-pass",
         "--svg",
-        svg.to_str().unwrap(),
-    ]);
+    ])
+    .arg(svg);
+    cmd
+}
+
+/// [`short_bench_svg`] run where file permissions bind: as `nobody` when the tests run
+/// as root (root writes anything), else as ourselves.
+fn unprivileged_bench_svg(svg: &std::path::Path) -> std::process::Output {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = short_bench_svg(svg);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         cmd.uid(65534).gid(65534);
